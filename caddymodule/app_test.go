@@ -1,0 +1,127 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// validateConfig provisions a whole JSON config as a real load does, without
+// starting any listener.
+func validateConfig(t *testing.T, config string) error {
+	t.Helper()
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(config), &cfg); err != nil {
+		t.Fatalf("bad test config: %v", err)
+	}
+	return caddy.Validate(&cfg)
+}
+
+// jsonConfig is an http server with one entra_token route and the given
+// entra app (empty for none).
+func jsonConfig(entraApp, application string) string {
+	apps := `"http": {"servers": {"s": {"listen": [":0"], "routes": [{"handle": [
+		{"handler": "entra_token", "application": "` + application + `"},
+		{"handler": "static_response", "body": "ok"}]}]}}}`
+	if entraApp != "" {
+		apps = `"entra": ` + entraApp + `, ` + apps
+	}
+	return `{"admin": {"disabled": true}, "apps": {` + apps + `}}`
+}
+
+func TestConfigRejectedAtLoad(t *testing.T) {
+	t.Setenv("ENTRA_UNIT_SECRET", "s3cr3t-from-env")
+	t.Setenv("ENTRA_UNIT_EMPTY", "")
+	const good = `{"tenant_id": "contoso.onmicrosoft.com", "client_id": "c", "client_secret": "{env.ENTRA_UNIT_SECRET}",
+		"applications": {"graph-api": {"scopes": ["https://graph.microsoft.com/.default"]}}}`
+	tests := []struct {
+		name        string
+		entraApp    string
+		application string
+		wantErr     []string
+	}{
+		{name: "valid", entraApp: good, application: "graph-api"},
+		{name: "unknown application", entraApp: good, application: "billing", wantErr: []string{"MICROSOFT_APPLICATION_NOT_FOUND", `"billing"`, "graph-api"}},
+		{name: "no entra app", application: "graph-api", wantErr: []string{"MICROSOFT_PROVIDER_NOT_CONFIGURED"}},
+		{name: "no application name", entraApp: good, application: "", wantErr: []string{"MICROSOFT_APPLICATION_NOT_FOUND", "application is required"}},
+		{
+			name:     "missing tenant",
+			entraApp: `{"client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "tenant_id", "is required"},
+		},
+		{
+			name:     "missing client id",
+			entraApp: `{"tenant_id": "t", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_id"},
+		},
+		{
+			name:     "secret placeholder empty",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "{env.ENTRA_UNIT_EMPTY}", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_secret", "{env.ENTRA_UNIT_EMPTY} resolved to an empty value"},
+		},
+		{
+			name:     "unknown placeholder",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "{http.request.header.X}", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_secret", "unknown placeholder"},
+		},
+		{
+			name:     "bad authority host",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "authority_host": "login.microsoftonline.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host"},
+		},
+		{
+			name:     "no applications",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s"}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application"},
+		},
+		{
+			name:     "application without scopes",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: scope"},
+		},
+		{
+			name:     "scope with a space",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default y/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "invalid scope"},
+		},
+		{
+			name:     "negative refresh window",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "refresh_window": -1000000000, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "refresh_window"},
+		},
+		{
+			name:     "bad redis url",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "http://cache:6379"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis.url"},
+		},
+		{
+			name:     "redis url password not echoed",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://:s3cr3t-from-env@cache:notaport"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis.url"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validateConfig(t, jsonConfig(tc.entraApp, tc.application))
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("valid config rejected: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("config accepted, want an error")
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cr3t-from-env") {
+				t.Error("the error holds a secret")
+			}
+		})
+	}
+}

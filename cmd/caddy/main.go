@@ -1,0 +1,14 @@
+// Command caddy is Caddy with its standard modules and the Entra ID token
+// injector (the entra app and the entra_token handler).
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	_ "github.com/caddy-entra/caddy-entra/caddymodule"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func main() {
+	caddycmd.Main()
+}

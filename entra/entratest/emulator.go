@@ -1,0 +1,293 @@
+// Package entratest is an Entra ID-compatible token endpoint for tests and
+// local development: the client-credentials flow of the v2.0 token endpoint,
+// with Entra's error shapes (AADSTS codes, trace and correlation IDs), RS256
+// tokens and the JWKS and OpenID discovery documents that verify them.
+//
+// It is an ordinary package (not a _test file) so that other packages' tests
+// and cmd/entra-emulator can use it. It imports nothing from Caddy or Redis.
+package entratest
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultTenantID is the tenant the emulator serves when Options.TenantID is
+// empty.
+const DefaultTenantID = "00000000-0000-4000-8000-000000000001"
+
+// DefaultTokenLifetime is the token lifetime when Options.TokenLifetime is 0.
+const DefaultTokenLifetime = time.Hour
+
+// Options configures an Emulator.
+type Options struct {
+	// TenantID is the one tenant served; requests for any other tenant fail
+	// with AADSTS90002. Default DefaultTenantID. Letters, digits, '.', '-'
+	// and '_' only.
+	TenantID string
+
+	// TokenLifetime is the lifetime of issued tokens (expires_in and the exp
+	// claim), whole seconds, at least 1s. Default DefaultTokenLifetime (1h).
+	TokenLifetime time.Duration
+
+	// Issuer is the iss claim. Default "https://sts.windows.net/{tenant}/",
+	// as in Entra's v1.0 access tokens.
+	Issuer string
+
+	// Now is the emulator's clock for iat/nbf/exp and Verify. Default
+	// time.Now.
+	Now func() time.Time
+}
+
+// client is one registered app registration.
+type client struct {
+	secret   string
+	objectID string // stable per client: sub and oid of its tokens
+}
+
+// Emulator is an Entra ID-compatible token endpoint. It implements
+// http.Handler and is safe for concurrent use. Make it with New or NewServer.
+//
+// Routes (for its own tenant only):
+//
+//	POST /{tenant}/oauth2/v2.0/token
+//	GET  /{tenant}/discovery/v2.0/keys
+//	GET  /{tenant}/v2.0/.well-known/openid-configuration
+type Emulator struct {
+	tenantID string
+	issuer   string
+	now      func() time.Time
+	key      *rsa.PrivateKey
+	kid      string // base64url SHA-1 thumbprint of the certificate, as Entra
+	certDER  []byte
+	mux      *http.ServeMux
+
+	tokenRequests atomic.Int64
+	issuedTokens  atomic.Int64
+
+	mu            sync.Mutex
+	clients       map[string]client
+	lifetime      time.Duration
+	responseDelay time.Duration
+	failures      []Failure // queued, consumed one per token request
+	failAll       *Failure  // set by FailNext(-1, f)
+}
+
+// New returns an Emulator with a fresh RSA-2048 signing key and no clients
+// (register them with AddClient).
+func New(opts Options) (*Emulator, error) {
+	tenantID := opts.TenantID
+	if tenantID == "" {
+		tenantID = DefaultTenantID
+	}
+	if !isSafeSegment(tenantID) {
+		return nil, errors.New("entratest: tenant ID must contain only letters, digits, '.', '-' and '_'")
+	}
+	lifetime := opts.TokenLifetime
+	if lifetime == 0 {
+		lifetime = DefaultTokenLifetime
+	}
+	if lifetime < 0 {
+		return nil, errors.New("entratest: token lifetime must not be negative")
+	}
+	issuer := opts.Issuer
+	if issuer == "" {
+		issuer = "https://sts.windows.net/" + tenantID + "/"
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("entratest: generating signing key: %w", err)
+	}
+	certDER, err := selfSignedCert(key)
+	if err != nil {
+		return nil, fmt.Errorf("entratest: making signing certificate: %w", err)
+	}
+	thumbprint := sha1.Sum(certDER)
+
+	e := &Emulator{
+		tenantID: tenantID,
+		issuer:   issuer,
+		now:      now,
+		key:      key,
+		kid:      base64.RawURLEncoding.EncodeToString(thumbprint[:]),
+		certDER:  certDER,
+		clients:  make(map[string]client),
+		lifetime: lifetime,
+	}
+	e.mux = http.NewServeMux()
+	e.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.handleToken)
+	e.mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.handleKeys)
+	e.mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", e.handleOpenIDConfiguration)
+	return e, nil
+}
+
+// NewServer starts a new Emulator on a loopback httptest.Server
+// (127.0.0.1, a free port). The caller closes the server. Use
+// server.URL as the authority host.
+func NewServer(opts Options) (*Emulator, *httptest.Server, error) {
+	e, err := New(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, httptest.NewServer(e), nil
+}
+
+// ServeHTTP serves the emulator's routes.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.mux.ServeHTTP(w, r)
+}
+
+// AddClient registers an app registration (client ID and secret). Any number
+// may be registered; adding an existing client ID replaces its secret.
+func (e *Emulator) AddClient(clientID, secret string) {
+	sum := sha256.Sum256([]byte(e.tenantID + "\x00" + clientID))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.clients[clientID] = client{secret: secret, objectID: uuidFromBytes(sum[:16])}
+}
+
+// SetTokenLifetime sets the lifetime of tokens issued from now on. Values
+// under one second are raised to one second (expires_in is whole seconds).
+func (e *Emulator) SetTokenLifetime(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lifetime = d
+}
+
+// SetResponseDelay delays every successful token response by d (0, the
+// default, for none), honouring the request's cancellation. It lets tests
+// hold a refresh in flight.
+func (e *Emulator) SetResponseDelay(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.responseDelay = d
+}
+
+// FailNext makes the next n token requests fail as f describes; calls queue
+// up behind each other. n < 0 makes every request fail as f until
+// ClearFailures (queued failures still come first).
+func (e *Emulator) FailNext(n int, f Failure) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n < 0 {
+		e.failAll = &f
+		return
+	}
+	for range n {
+		e.failures = append(e.failures, f)
+	}
+}
+
+// ClearFailures drops all queued failures and ends FailNext(-1, ...).
+func (e *Emulator) ClearFailures() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failures = nil
+	e.failAll = nil
+}
+
+// nextFailure consumes the failure for this request, if any.
+func (e *Emulator) nextFailure() (Failure, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.failures) > 0 {
+		f := e.failures[0]
+		e.failures = e.failures[1:]
+		return f, true
+	}
+	if e.failAll != nil {
+		return *e.failAll, true
+	}
+	return Failure{}, false
+}
+
+// TokenRequests returns the number of POSTs to the token endpoint so far,
+// failures included.
+func (e *Emulator) TokenRequests() int64 { return e.tokenRequests.Load() }
+
+// IssuedTokens returns the number of tokens issued so far.
+func (e *Emulator) IssuedTokens() int64 { return e.issuedTokens.Load() }
+
+// TenantID returns the tenant the emulator serves.
+func (e *Emulator) TenantID() string { return e.tenantID }
+
+// TokenPath returns the token endpoint's path, "/{tenant}/oauth2/v2.0/token".
+func (e *Emulator) TokenPath() string { return "/" + e.tenantID + "/oauth2/v2.0/token" }
+
+// Issuer returns the iss claim of issued tokens.
+func (e *Emulator) Issuer() string { return e.issuer }
+
+// KeyID returns the kid of the signing key (its certificate's base64url
+// SHA-1 thumbprint, as Entra's kid and x5t).
+func (e *Emulator) KeyID() string { return e.kid }
+
+// PublicKey returns the key that verifies issued tokens.
+func (e *Emulator) PublicKey() *rsa.PublicKey { return &e.key.PublicKey }
+
+// selfSignedCert makes the certificate published in the JWKS x5c, as Entra
+// publishes its signing keys.
+func selfSignedCert(key *rsa.PrivateKey) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "entratest token signing"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(5 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+}
+
+// newUUID returns a random version-4 UUID, as Entra's trace and correlation
+// IDs look.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return uuidFromBytes(b[:])
+}
+
+func uuidFromBytes(b []byte) string {
+	var u [16]byte
+	copy(u[:], b)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func isSafeSegment(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,193 @@
+package entra
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Causes found in RequestError.Err; test them with errors.Is.
+var (
+	// ErrMalformedResponse means the token endpoint answered, but not with a
+	// usable token response (not JSON, a field missing or of the wrong type).
+	ErrMalformedResponse = errors.New("entra: malformed token response")
+
+	// ErrResponseTooLarge means the response body exceeded MaxResponseBytes.
+	ErrResponseTooLarge = errors.New("entra: token response exceeds 1 MiB")
+
+	// ErrNoScope means Client.Token was called without any scope.
+	ErrNoScope = errors.New("entra: at least one scope is required")
+)
+
+// Limits on what is kept of the endpoint's error fields, so that a hostile or
+// broken endpoint cannot flood logs or error bodies.
+const (
+	maxDescriptionLen = 400
+	maxIdentifierLen  = 128
+	maxErrorCodes     = 8
+	maxRetryAfter     = 24 * time.Hour
+)
+
+// RequestError is any failed token request: a network error or timeout, an
+// error answer from the endpoint, or a response that is not a usable token.
+// Its message never contains the client secret, an access token or the
+// request body.
+type RequestError struct {
+	// StatusCode is the HTTP status of the response; 0 when there was no
+	// response (network error, timeout).
+	StatusCode int
+	// Code is the endpoint's "error" field, e.g. "invalid_client".
+	Code string
+	// Description is the first line of "error_description" (Entra starts it
+	// with the AADSTS code), control characters removed, at most 400 bytes.
+	Description string
+	// ErrorCodes are the "error_codes" (AADSTS numbers), e.g. [7000215].
+	ErrorCodes []int
+	// TraceID is the endpoint's "trace_id" (or the x-ms-request-id header).
+	TraceID string
+	// CorrelationID is the endpoint's "correlation_id" (or the
+	// client-request-id header).
+	CorrelationID string
+	// RetryAfter is the delay asked for by the Retry-After header
+	// (delta-seconds or HTTP-date), capped at 24h; 0 when absent.
+	RetryAfter time.Duration
+	// Err is the underlying cause: a network error, ErrMalformedResponse,
+	// ErrResponseTooLarge, ... Nil when the endpoint's error answer says it all.
+	Err error
+}
+
+// Error returns a one-line summary, e.g.
+//
+//	entra: token request failed: status 401: invalid_client (AADSTS7000215): Invalid client secret provided. ... trace_id=... correlation_id=...
+func (e *RequestError) Error() string {
+	var b strings.Builder
+	b.WriteString("entra: token request failed")
+	if e.StatusCode != 0 {
+		b.WriteString(": status ")
+		b.WriteString(strconv.Itoa(e.StatusCode))
+	}
+	if e.Code != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Code)
+	}
+	if len(e.ErrorCodes) > 0 {
+		b.WriteString(" (")
+		for i, code := range e.ErrorCodes {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("AADSTS")
+			b.WriteString(strconv.Itoa(code))
+		}
+		b.WriteString(")")
+	}
+	if desc := trimAADSTSPrefix(e.Description, e.ErrorCodes); desc != "" {
+		b.WriteString(": ")
+		b.WriteString(desc)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(strings.TrimPrefix(e.Err.Error(), "entra: "))
+	}
+	if e.RetryAfter > 0 {
+		b.WriteString(" retry_after=")
+		b.WriteString(e.RetryAfter.String())
+	}
+	if e.TraceID != "" {
+		b.WriteString(" trace_id=")
+		b.WriteString(e.TraceID)
+	}
+	if e.CorrelationID != "" {
+		b.WriteString(" correlation_id=")
+		b.WriteString(e.CorrelationID)
+	}
+	return b.String()
+}
+
+// Unwrap returns Err.
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// trimAADSTSPrefix drops a leading "AADSTSnnn: " when the code is already
+// listed in ErrorCodes, so the message does not say it twice.
+func trimAADSTSPrefix(desc string, codes []int) string {
+	for _, code := range codes {
+		prefix := "AADSTS" + strconv.Itoa(code) + ":"
+		if strings.HasPrefix(desc, prefix) {
+			return strings.TrimSpace(desc[len(prefix):])
+		}
+	}
+	return desc
+}
+
+// redact replaces every occurrence of secret in the error's text fields. An
+// endpoint has no reason to echo the secret, but a broken one could.
+func (e *RequestError) redact(secret string) {
+	if secret == "" {
+		return
+	}
+	const mask = "[REDACTED]"
+	e.Code = strings.ReplaceAll(e.Code, secret, mask)
+	e.Description = strings.ReplaceAll(e.Description, secret, mask)
+	e.TraceID = strings.ReplaceAll(e.TraceID, secret, mask)
+	e.CorrelationID = strings.ReplaceAll(e.CorrelationID, secret, mask)
+}
+
+// sanitizeLine keeps the first line of s, drops other control characters and
+// invalid UTF-8, and cuts it to at most max bytes on a rune boundary.
+func sanitizeLine(s string, max int) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			continue
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// parseRetryAfter reads a Retry-After header: delta-seconds or an HTTP-date
+// (relative to now). It returns 0 when absent, malformed or in the past, and
+// caps the result at maxRetryAfter.
+func parseRetryAfter(header http.Header, now time.Time) time.Duration {
+	value := strings.TrimSpace(header.Get("Retry-After"))
+	if value == "" {
+		return 0
+	}
+	var d time.Duration
+	if isDigits(value) {
+		secs, err := strconv.ParseUint(value, 10, 64)
+		if err != nil || secs > uint64(maxRetryAfter/time.Second) {
+			return maxRetryAfter // only overflow can fail: too many digits
+		}
+		d = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(value); err == nil {
+		// HTTP-dates have whole seconds; round up so the caller never
+		// retries a fraction of a second too early.
+		d = at.Sub(now)
+		if rem := d % time.Second; rem > 0 {
+			d += time.Second - rem
+		}
+	}
+	if d <= 0 {
+		return 0
+	}
+	return min(d, maxRetryAfter)
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}

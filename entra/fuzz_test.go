@@ -1,0 +1,70 @@
+package entra
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzParseTokenResponse checks that no response makes ParseTokenResponse
+// panic, that every failure is a *RequestError with a single-line message,
+// and that every success is a usable token.
+func FuzzParseTokenResponse(f *testing.F) {
+	seeds := []struct {
+		status     int
+		retryAfter string
+		body       string
+	}{
+		{200, "", `{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0.eyJ1.c2ln"}`},
+		{200, "", `{"token_type":"Bearer","expires_in":"3599","access_token":"a"}`},
+		{200, "", `{"expires_in":1e400,"access_token":"a"}`},
+		{200, "", `{"expires_in":-0,"access_token":"a"}`},
+		{200, "", `{"expires_in":9.3e9,"access_token":"a"}`},
+		{200, "", `{}`},
+		{200, "", `null`},
+		{200, "", `<html></html>`},
+		{400, "", `{"error":"invalid_scope","error_description":"AADSTS1002012: bad\r\nTrace ID: x","error_codes":[1002012],"trace_id":"t","correlation_id":"c"}`},
+		{429, "30", `{"error":"temporarily_unavailable"}`},
+		{503, "Wed, 21 Oct 2015 07:28:00 GMT", ``},
+		{0, "", ``},
+		{-1, "", `{"error_codes":[1,2,3,4,5,6,7,8,9,10]}`},
+	}
+	for _, s := range seeds {
+		f.Add(s.status, s.retryAfter, []byte(s.body))
+	}
+	sentAt := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte) {
+		header := http.Header{"Retry-After": {retryAfter}}
+		token, err := ParseTokenResponse(status, header, body, sentAt)
+		if err != nil {
+			if token != nil {
+				t.Fatal("both a token and an error")
+			}
+			var reqErr *RequestError
+			if !errors.As(err, &reqErr) {
+				t.Fatalf("error %T is not a *RequestError", err)
+			}
+			if reqErr.RetryAfter < 0 || reqErr.RetryAfter > maxRetryAfter {
+				t.Fatalf("RetryAfter = %s", reqErr.RetryAfter)
+			}
+			if msg := err.Error(); strings.ContainsAny(msg, "\r\n") {
+				t.Fatalf("multi-line message %q", msg)
+			}
+			return
+		}
+		if status < 200 || status > 299 {
+			t.Fatalf("success with status %d", status)
+		}
+		if token.AccessToken == "" || token.ExpiresIn <= 0 || token.ExtExpiresIn < 0 || token.RefreshIn < 0 {
+			t.Fatalf("unusable token: %v", token)
+		}
+		if !token.ExpiresAt.After(sentAt) {
+			t.Fatalf("ExpiresAt %s not after sentAt", token.ExpiresAt)
+		}
+		if token.TokenType != "Bearer" {
+			t.Fatalf("TokenType = %q", token.TokenType)
+		}
+	})
+}

@@ -1,0 +1,279 @@
+package entra
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// maxLifetime bounds expires_in, ext_expires_in and refresh_in: larger values
+// are not plausible token lifetimes and would overflow time arithmetic.
+const maxLifetime = 10 * 365 * 24 * time.Hour
+
+// redacted replaces the access token wherever a Token is formatted.
+const redacted = "[REDACTED]"
+
+// Token is an access token issued by the token endpoint.
+//
+// Formatting a Token or *Token with fmt (%v, %+v, %#v, %s, ...) or logging it
+// with zap never shows AccessToken. (encoding/json does: use the field only
+// where the token must go.)
+type Token struct {
+	// AccessToken is the bearer token itself.
+	AccessToken string
+	// TokenType is "Bearer" (the only type accepted; also when the endpoint
+	// omitted token_type or spelled it in another case).
+	TokenType string
+	// ExpiresIn is the lifetime the endpoint announced (expires_in).
+	ExpiresIn time.Duration
+	// ExpiresAt is when the request was sent plus ExpiresIn: conservative, as
+	// the endpoint started the clock no earlier than that.
+	ExpiresAt time.Time
+	// ExtExpiresIn is Entra's ext_expires_in (extended lifetime during an
+	// outage); 0 when absent or malformed.
+	ExtExpiresIn time.Duration
+	// RefreshIn is Entra's refresh_in (when it recommends refreshing); 0 when
+	// absent or malformed.
+	RefreshIn time.Duration
+}
+
+// String returns a summary of the token without the access token.
+func (t Token) String() string {
+	return fmt.Sprintf("entra.Token{AccessToken:%s TokenType:%s ExpiresIn:%s ExpiresAt:%s ExtExpiresIn:%s RefreshIn:%s}",
+		t.redactedToken(), t.TokenType, t.ExpiresIn, t.ExpiresAt.Format(time.RFC3339), t.ExtExpiresIn, t.RefreshIn)
+}
+
+// GoString is String: %#v must not show the access token either.
+func (t Token) GoString() string { return t.String() }
+
+// Format makes every fmt verb print String, so no verb (%x, %q, %+v...)
+// reaches the access token through reflection.
+func (t Token) Format(f fmt.State, verb rune) {
+	_, _ = f.Write([]byte(t.String()))
+}
+
+// MarshalLogObject lets zap log a Token (zap.Any, zap.Object) without the
+// access token.
+func (t Token) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("access_token", t.redactedToken())
+	enc.AddString("token_type", t.TokenType)
+	enc.AddDuration("expires_in", t.ExpiresIn)
+	enc.AddTime("expires_at", t.ExpiresAt)
+	if t.ExtExpiresIn > 0 {
+		enc.AddDuration("ext_expires_in", t.ExtExpiresIn)
+	}
+	if t.RefreshIn > 0 {
+		enc.AddDuration("refresh_in", t.RefreshIn)
+	}
+	return nil
+}
+
+func (t Token) redactedToken() string {
+	if t.AccessToken == "" {
+		return `""`
+	}
+	return redacted
+}
+
+// ParseTokenResponse turns a token endpoint's answer into a Token or a
+// *RequestError. sentAt is when the request was sent; ExpiresAt counts from it.
+//
+// A success needs a 2xx status and a JSON object with a non-empty string
+// access_token (visible ASCII only, as it goes into a header) and an
+// expires_in that is a positive JSON number or numeric string (e.g. "3599"),
+// at most 10 years. token_type, when present, must be "bearer" in any case.
+// ext_expires_in and refresh_in are advisory: when malformed they are ignored
+// (left 0) rather than failing an otherwise good token.
+//
+// Anything else is a *RequestError: for non-2xx answers with Entra's error
+// fields (error, error_description, error_codes, trace_id, correlation_id)
+// and RetryAfter from the Retry-After header; for unusable 2xx answers with
+// Err wrapping ErrMalformedResponse. The body is never copied into the error
+// except for those sanitized fields.
+func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	fields, jsonErr := parseJSONObject(body)
+
+	if status < 200 || status > 299 {
+		reqErr := errorFromFields(status, header, fields)
+		if jsonErr != nil {
+			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
+		}
+		return nil, reqErr
+	}
+
+	malformed := func(format string, args ...any) (*Token, error) {
+		reqErr := errorFromFields(status, header, fields)
+		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
+		return nil, reqErr
+	}
+	if jsonErr != nil {
+		return malformed("body is not a JSON object")
+	}
+
+	rawToken, ok := fields["access_token"]
+	if !ok {
+		return malformed("access_token is missing")
+	}
+	var accessToken string
+	if err := json.Unmarshal(rawToken, &accessToken); err != nil {
+		return malformed("access_token is not a string")
+	}
+	if accessToken == "" {
+		return malformed("access_token is empty")
+	}
+	if !isVisibleASCII(accessToken) {
+		return malformed("access_token contains characters not allowed in a header")
+	}
+
+	rawExpiresIn, ok := fields["expires_in"]
+	if !ok {
+		return malformed("expires_in is missing")
+	}
+	expiresIn, err := parseSeconds(rawExpiresIn)
+	if err != nil {
+		return malformed("expires_in %v", err)
+	}
+
+	tokenType := "Bearer"
+	if rawType, ok := fields["token_type"]; ok && !isJSONNull(rawType) {
+		var declared string
+		if err := json.Unmarshal(rawType, &declared); err != nil {
+			return malformed("token_type is not a string")
+		}
+		if !strings.EqualFold(declared, "bearer") {
+			return malformed("token_type is not Bearer")
+		}
+	}
+
+	token := &Token{
+		AccessToken: accessToken,
+		TokenType:   tokenType,
+		ExpiresIn:   expiresIn,
+		ExpiresAt:   sentAt.Add(expiresIn),
+	}
+	if raw, ok := fields["ext_expires_in"]; ok {
+		token.ExtExpiresIn, _ = parseSeconds(raw) // advisory: 0 when malformed
+	}
+	if raw, ok := fields["refresh_in"]; ok {
+		token.RefreshIn, _ = parseSeconds(raw) // advisory: 0 when malformed
+	}
+	return token, nil
+}
+
+// parseJSONObject decodes body as exactly one JSON object.
+func parseJSONObject(body []byte) (map[string]json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, err
+	}
+	if fields == nil { // the body was "null"
+		return nil, ErrMalformedResponse
+	}
+	return fields, nil
+}
+
+// errorFromFields builds a RequestError from Entra's error fields, ignoring
+// those that are absent or of the wrong type. Trace and correlation IDs fall
+// back to Entra's x-ms-request-id and client-request-id headers.
+func errorFromFields(status int, header http.Header, fields map[string]json.RawMessage) *RequestError {
+	reqErr := &RequestError{
+		StatusCode:    status,
+		Code:          sanitizeLine(stringField(fields, "error"), maxIdentifierLen),
+		Description:   sanitizeLine(stringField(fields, "error_description"), maxDescriptionLen),
+		TraceID:       sanitizeLine(stringField(fields, "trace_id"), maxIdentifierLen),
+		CorrelationID: sanitizeLine(stringField(fields, "correlation_id"), maxIdentifierLen),
+		RetryAfter:    parseRetryAfter(header, time.Now()),
+	}
+	if reqErr.TraceID == "" {
+		reqErr.TraceID = sanitizeLine(header.Get("X-Ms-Request-Id"), maxIdentifierLen)
+	}
+	if reqErr.CorrelationID == "" {
+		reqErr.CorrelationID = sanitizeLine(header.Get("Client-Request-Id"), maxIdentifierLen)
+	}
+	if raw, ok := fields["error_codes"]; ok {
+		var codes []int
+		if json.Unmarshal(raw, &codes) == nil && len(codes) > 0 {
+			reqErr.ErrorCodes = codes[:min(len(codes), maxErrorCodes)]
+		}
+	}
+	return reqErr
+}
+
+func stringField(fields map[string]json.RawMessage, name string) string {
+	var s string
+	if raw, ok := fields[name]; ok {
+		_ = json.Unmarshal(raw, &s) // wrong type: treated as absent
+	}
+	return s
+}
+
+func isJSONNull(raw json.RawMessage) bool {
+	return bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
+}
+
+// parseSeconds reads a positive number of seconds given as a JSON number or
+// a JSON string holding a number ("3599"). Fractions are truncated, the
+// conservative direction for a lifetime.
+func parseSeconds(raw json.RawMessage) (time.Duration, error) {
+	raw = bytes.TrimSpace(raw)
+	var text string
+	switch {
+	case len(raw) > 0 && raw[0] == '"':
+		if err := json.Unmarshal(raw, &text); err != nil {
+			return 0, fmt.Errorf("is not a number")
+		}
+		text = strings.TrimSpace(text)
+	case len(raw) > 0 && (raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')):
+		text = string(raw)
+	default:
+		return 0, fmt.Errorf("is not a number")
+	}
+	if !isJSONNumber(text) {
+		return 0, fmt.Errorf("is not a number")
+	}
+	secs, err := strconv.ParseFloat(text, 64)
+	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return 0, fmt.Errorf("is not a number")
+	}
+	secs = math.Trunc(secs)
+	if secs <= 0 {
+		return 0, fmt.Errorf("is not positive")
+	}
+	if secs > maxLifetime.Seconds() {
+		return 0, fmt.Errorf("is out of range")
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
+// isVisibleASCII reports whether s has only the characters RFC 6750 allows
+// in a bearer token (a superset: any visible ASCII), so it can go into an
+// Authorization header unchanged.
+func isVisibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// isJSONNumber reports whether text is a number in JSON syntax, so that a
+// numeric string accepts exactly what a JSON number would ("3599", "3.6e3")
+// and nothing Go-specific ("0x10", "Inf").
+func isJSONNumber(text string) bool {
+	if text == "" || (text[0] != '-' && (text[0] < '0' || text[0] > '9')) {
+		return false
+	}
+	var n json.Number
+	return json.Unmarshal([]byte(text), &n) == nil
+}

@@ -1,0 +1,251 @@
+// Package integration runs the real sidecar end to end: the Caddy binary of
+// cmd/caddy, a real redis-server on a free loopback port, and the entratest
+// token endpoint.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// caddyBinary is the path of the Caddy binary built by TestMain.
+var caddyBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "entra-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "making temp dir:", err)
+		os.Exit(1)
+	}
+	caddyBinary = filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", caddyBinary, "../cmd/caddy")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building cmd/caddy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitFor polls check until it succeeds or the deadline passes. It is for
+// waiting on another process to come up, where no channel can tell us.
+func waitFor(t *testing.T, what string, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a goroutine-safe buffer for a child process's output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// process is a child process whose output is kept for assertions.
+type process struct {
+	cmd    *exec.Cmd
+	output *syncBuffer
+	done   chan struct{}
+}
+
+// startProcess runs name with args; the process is stopped when the test ends.
+func startProcess(t *testing.T, env []string, name string, args ...string) *process {
+	t.Helper()
+	p := &process{output: new(syncBuffer), done: make(chan struct{})}
+	p.cmd = exec.Command(name, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop sends SIGTERM, then SIGKILL if the process does not exit in 10 s.
+func (p *process) stop(t *testing.T) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Logf("%s did not stop on SIGTERM; killing it", p.cmd.Path)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// exited reports whether the process has exited.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// redisServer is a real redis-server on a free loopback port.
+type redisServer struct {
+	Addr string
+	URL  string
+	proc *process
+}
+
+// startRedis starts redis-server with no persistence. Without redis-server on
+// PATH the test is skipped, except under CI=true, where it fails: CI installs it.
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server not found on PATH under CI=true: %v", err)
+		}
+		t.Skipf("redis-server not found on PATH (apt-get install redis-server); skipping: %v", err)
+	}
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	proc := startProcess(t, nil, path,
+		"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
+		if proc.exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		}
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(time.Second))
+		if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		reply := make([]byte, 7)
+		n, err := conn.Read(reply)
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(string(reply[:n]), "+PONG") {
+			return fmt.Errorf("unexpected PING reply %q", reply[:n])
+		}
+		return nil
+	})
+	return &redisServer{Addr: addr, URL: "redis://" + addr + "/0", proc: proc}
+}
+
+// sidecar is one Caddy replica running a Caddyfile.
+type sidecar struct {
+	URL  string // the site, http://127.0.0.1:port
+	proc *process
+}
+
+// startSidecar writes caddyfile (with %[1]d for the HTTP port and %[2]d for
+// the admin port) and runs the Caddy binary on it until the test ends.
+func startSidecar(t *testing.T, caddyfileTemplate string, env ...string) *sidecar {
+	t.Helper()
+	port, adminPort := freePort(t), freePort(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	content := fmt.Sprintf(caddyfileTemplate, port, adminPort)
+	if err := os.WriteFile(config, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	proc := startProcess(t, env, caddyBinary, "run", "--config", config, "--adapter", "caddyfile")
+	s := &sidecar{URL: fmt.Sprintf("http://127.0.0.1:%d", port), proc: proc}
+	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
+		if proc.exited() {
+			t.Fatalf("caddy exited:\n%s", proc.output.String())
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/config/", adminPort))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
+	return s
+}
+
+// logs returns everything the replica has printed so far.
+func (s *sidecar) logs() string { return s.proc.output.String() }
+
+// get sends a GET with the given headers and returns status and body.
+func get(t *testing.T, url string, header http.Header) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, values := range header {
+		req.Header[name] = values
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	return resp.StatusCode, body.String()
+}

@@ -1,0 +1,50 @@
+package tokencache
+
+import "net/http"
+
+// Error codes, the same as better-auth-client-credential's.
+const (
+	// CodeApplicationNotFound: the application name is not configured (404).
+	CodeApplicationNotFound = "MICROSOFT_APPLICATION_NOT_FOUND"
+	// CodeProviderNotConfigured: no Entra provider is configured (500).
+	CodeProviderNotConfigured = "MICROSOFT_PROVIDER_NOT_CONFIGURED"
+	// CodeProviderInvalidConfig: tenant, client or credential missing or malformed (500).
+	CodeProviderInvalidConfig = "MICROSOFT_PROVIDER_INVALID_CONFIG"
+	// CodeTokenRequestFailed: no valid token could be had from the token endpoint (502).
+	CodeTokenRequestFailed = "MICROSOFT_TOKEN_REQUEST_FAILED"
+)
+
+// Error is a failure with one of the package's codes. Message is safe to show
+// a client: it never carries a token or a secret. Err is the cause, reachable
+// with errors.Is and errors.As.
+type Error struct {
+	Code    string
+	Status  int
+	Message string
+	Err     error
+}
+
+// NewError returns an Error whose Status is StatusForCode(code).
+func NewError(code, message string, cause error) *Error {
+	return &Error{Code: code, Status: StatusForCode(code), Message: message, Err: cause}
+}
+
+// Error returns "CODE: message".
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// StatusForCode returns the HTTP status of a code: 404 for
+// CodeApplicationNotFound, 502 for CodeTokenRequestFailed, and 500 for the
+// other codes and for unknown ones.
+func StatusForCode(code string) int {
+	switch code {
+	case CodeApplicationNotFound:
+		return http.StatusNotFound
+	case CodeTokenRequestFailed:
+		return http.StatusBadGateway
+	default:
+		return http.StatusInternalServerError
+	}
+}

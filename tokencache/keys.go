@@ -1,0 +1,35 @@
+package tokencache
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strings"
+)
+
+const (
+	recordSuffix = ":token"
+	lockSuffix   = ":lock"
+)
+
+// RecordKey returns the store key of an application's record:
+//
+//	prefix + "{" + hex(sha256(Identity + "\n" + sorted scopes joined by " "))[:32] + "}:token"
+//
+// The key depends on what makes a token distinct, not on the application
+// name: two applications with the same identity and scope set share one
+// record (they would get the same token), different identities never do. The
+// braces are a Redis Cluster hash tag, shared with LockKey.
+func RecordKey(prefix string, app Application) string {
+	scopes := slices.Clone(app.Scopes)
+	slices.Sort(scopes)
+	scopes = slices.Compact(scopes)
+	sum := sha256.Sum256([]byte(app.Identity + "\n" + strings.Join(scopes, " ")))
+	return prefix + "{" + hex.EncodeToString(sum[:])[:32] + "}" + recordSuffix
+}
+
+// LockKey returns the key of the refresh lock of a record key: the same
+// prefix and hash tag (so the same Redis Cluster slot), ending in ":lock".
+func LockKey(recordKey string) string {
+	return strings.TrimSuffix(recordKey, recordSuffix) + lockSuffix
+}

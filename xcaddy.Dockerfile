@@ -1,0 +1,26 @@
+# Builds Caddy with the Entra token injector using xcaddy, the way any Caddy
+# plugin is built, from this checkout:
+#
+#   docker build -f xcaddy.Dockerfile -t caddy-entra .
+#   docker run --rm -p 127.0.0.1:8080:8080 \
+#     -e ENTRA_TENANT_ID -e ENTRA_CLIENT_ID -e ENTRA_CLIENT_SECRET \
+#     -v "$PWD/Caddyfile.example:/etc/caddy/Caddyfile:ro" \
+#     -e SIDECAR_BIND=0.0.0.0 caddy-entra
+#
+# The xcaddy command below is the one CI-free users can run locally too:
+#   go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 \
+#     --with github.com/caddy-entra/caddy-entra/caddymodule \
+#     --replace github.com/caddy-entra/caddy-entra=.
+
+FROM golang:1.26-bookworm AS builder
+RUN go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+WORKDIR /src
+COPY . .
+RUN CGO_ENABLED=0 xcaddy build v2.11.9 \
+	--output /usr/bin/caddy \
+	--with github.com/caddy-entra/caddy-entra/caddymodule \
+	--replace github.com/caddy-entra/caddy-entra=/src
+RUN /usr/bin/caddy list-modules | grep -E '^(entra|http.handlers.entra_token)$'
+
+FROM caddy:2.11.9
+COPY --from=builder /usr/bin/caddy /usr/bin/caddy
