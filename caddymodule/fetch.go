@@ -11,9 +11,9 @@ import (
 )
 
 // fetchFunc returns the function the cache calls to get a new token for one
-// application. It logs every outcome with what an operator needs to look a
-// failure up (status, error, AADSTS codes, trace and correlation IDs), and
-// never the token or the secret.
+// application. It logs a failure with what an operator needs to look it up
+// (status, error, AADSTS codes, trace and correlation IDs), never the token
+// or the secret; the cache logs successful fetches.
 func fetchFunc(client *entra.Client, application string, scopes []string, logger *zap.Logger) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
 		token, err := client.Token(ctx, scopes)
@@ -23,10 +23,6 @@ func fetchFunc(client *entra.Client, application string, scopes []string, logger
 				zap.String("token_endpoint", client.TokenEndpoint()))...)
 			return tokencache.Fetched{}, err
 		}
-		logger.Info("token acquired",
-			zap.String("application", application),
-			zap.Time("expires_at", token.ExpiresAt),
-			zap.Duration("lifetime", token.ExpiresIn))
 		return tokencache.Fetched{AccessToken: token.AccessToken, ExpiresAt: token.ExpiresAt}, nil
 	}
 }

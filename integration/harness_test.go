@@ -189,8 +189,9 @@ func startRedis(t *testing.T) *redisServer {
 
 // sidecar is one Caddy replica running a Caddyfile.
 type sidecar struct {
-	URL  string // the site, http://127.0.0.1:port
-	proc *process
+	URL      string // the site, http://127.0.0.1:port
+	AdminURL string // Caddy's admin API, http://127.0.0.1:port
+	proc     *process
 }
 
 // startSidecar writes caddyfile (with %[1]d for the HTTP port and %[2]d for
@@ -206,12 +207,16 @@ func startSidecar(t *testing.T, caddyfileTemplate string, env ...string) *sideca
 	}
 	env = append(env, "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	proc := startProcess(t, env, caddyBinary, "run", "--config", config, "--adapter", "caddyfile")
-	s := &sidecar{URL: fmt.Sprintf("http://127.0.0.1:%d", port), proc: proc}
+	s := &sidecar{
+		URL:      fmt.Sprintf("http://127.0.0.1:%d", port),
+		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
+		proc:     proc,
+	}
 	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
 		if proc.exited() {
 			t.Fatalf("caddy exited:\n%s", proc.output.String())
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/config/", adminPort))
+		resp, err := http.Get(s.AdminURL + "/config/")
 		if err != nil {
 			return err
 		}

@@ -232,6 +232,12 @@ func TestClientAuthorizationIsReplaced(t *testing.T) {
 		t.Fatalf("upstream got a token the emulator did not issue: %v", err)
 	}
 	assertNoSecrets(t, replica.logs(), token)
+
+	// The admin API shows the placeholder, never the resolved secret.
+	_, config := get(t, replica.AdminURL+"/config/", nil)
+	if !strings.Contains(config, "{env.TEST_CLIENT_SECRET}") || strings.Contains(config, testClientSecret) {
+		t.Errorf("admin GET /config/ must show the secret's placeholder, not the secret")
+	}
 }
 
 func TestRecordInsideRefreshWindowIsRefreshedInPlace(t *testing.T) {
