@@ -2,11 +2,14 @@ package entra
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 )
@@ -14,28 +17,95 @@ import (
 // userAgent identifies the client to the token endpoint.
 const userAgent = "caddy-entra"
 
-// Client requests client-credentials tokens for one identity. Make it with
-// NewClient. It holds no token state and is safe for concurrent use.
+// Client requests access tokens for one identity. Make it with NewClient.
+// It holds no token state and is safe for concurrent use.
 type Client struct {
-	cfg           Config // validated, defaults applied
-	tokenEndpoint string
-	now           func() time.Time // replaced in tests
+	cfg             Config // validated, defaults applied
+	tokenEndpoint   string
+	credential      credential       // nil for a managed identity
+	managedIdentity *managedIdentity // nil unless Config.ManagedIdentity
+	now             func() time.Time // replaced in tests
+}
+
+// credential authenticates a client-credentials token request.
+type credential interface {
+	// authenticate adds the client authentication fields to form. It
+	// returns the secret values it added (for redaction), or a
+	// *RequestError when no credential could be had.
+	authenticate(form url.Values, now time.Time) (sent []string, err error)
+	// kind is the credential's name for CredentialType.
+	kind() string
 }
 
 // TokenEndpoint returns the resolved token endpoint URL:
 // {authority_host}/{tenant_id}/oauth2/v2.0/token, or Config.TokenEndpoint.
+// For a managed identity it is the managed identity endpoint (IMDS or the
+// App Service identity endpoint).
 func (c *Client) TokenEndpoint() string { return c.tokenEndpoint }
 
 // TenantID returns the configured tenant ID ("" when only a token endpoint
-// was configured).
-func (c *Client) TenantID() string { return c.cfg.TenantID }
+// was configured, and for a managed identity).
+func (c *Client) TenantID() string {
+	if c.managedIdentity != nil {
+		return ""
+	}
+	return c.cfg.TenantID
+}
 
-// ClientID returns the configured client ID.
-func (c *Client) ClientID() string { return c.cfg.ClientID }
+// ClientID returns the configured client ID; for a managed identity the
+// user-assigned identity's client ID, "" for the system-assigned identity.
+func (c *Client) ClientID() string {
+	if c.managedIdentity != nil {
+		return c.managedIdentity.clientID
+	}
+	return c.cfg.ClientID
+}
+
+// CredentialType returns the kind of credential: "client_secret",
+// "client_certificate", "federated_token" or "managed_identity".
+func (c *Client) CredentialType() string {
+	if c.managedIdentity != nil {
+		return "managed_identity"
+	}
+	return c.credential.kind()
+}
+
+// Identity returns what makes this client's tokens distinct, for use in a
+// cache key: the token endpoint (or managed identity endpoint), the tenant,
+// the client ID and, when token_request_param is set, a hash of the extra
+// parameters (a "resource" parameter changes the token). It does not depend
+// on the credential: rotating a secret or certificate keeps the identity. It
+// holds no secret, one field per line.
+func (c *Client) Identity() string {
+	parts := []string{c.tokenEndpoint, c.TenantID(), c.ClientID()}
+	if c.managedIdentity != nil {
+		parts = append(parts, "managed_identity")
+	}
+	if len(c.cfg.ExtraParams) > 0 {
+		names := make([]string, 0, len(c.cfg.ExtraParams))
+		for name := range c.cfg.ExtraParams {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		h := sha256.New()
+		for _, name := range names {
+			fmt.Fprintf(h, "%d:%s=%d:%s\n", len(name), name, len(c.cfg.ExtraParams[name]), c.cfg.ExtraParams[name])
+		}
+		parts = append(parts, "params="+hex.EncodeToString(h.Sum(nil))[:32])
+	}
+	return strings.Join(parts, "\n")
+}
 
 // Token requests an access token for scopes (for Entra, one
-// "{resource}/.default" scope): a form-encoded POST of client_id,
-// client_secret, scope (space-separated) and grant_type=client_credentials.
+// "{resource}/.default" scope).
+//
+// For the client-credentials credentials it sends a form-encoded POST of
+// client_id, scope (space-separated), grant_type=client_credentials, the
+// Config.ExtraParams and the credential: client_secret, or a
+// client_assertion (signed with the certificate, or read from the
+// federated token file). For a managed identity it sends a GET to the
+// managed identity endpoint (see ManagedIdentityCredential), which takes
+// exactly one scope.
 //
 // The request is bounded by Config.Timeout on top of ctx. At most
 // MaxResponseBytes of the response are read. Every failure is a
@@ -46,36 +116,63 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	if scope == "" {
 		return nil, &RequestError{Err: ErrNoScope}
 	}
+	if c.managedIdentity != nil {
+		return c.managedIdentityToken(ctx, scope)
+	}
 
 	form := url.Values{
-		"client_id":     {c.cfg.ClientID},
-		"client_secret": {c.cfg.ClientSecret},
-		"scope":         {scope},
-		"grant_type":    {"client_credentials"},
+		"client_id":  {c.cfg.ClientID},
+		"scope":      {scope},
+		"grant_type": {"client_credentials"},
 	}
+	for name, value := range c.cfg.ExtraParams {
+		form.Set(name, value)
+	}
+	sent, err := c.credential.authenticate(form, c.now())
+	if err != nil {
+		return nil, err
+	}
+
 	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.tokenEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		// The endpoint was validated by NewClient; this is not expected.
 		return nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	token, err := c.send(ctx, reqCtx, req, ParseTokenResponse)
+	if err != nil {
+		var reqErr *RequestError
+		if errors.As(err, &reqErr) {
+			for _, secret := range sent {
+				reqErr.redact(secret)
+			}
+		}
+		return nil, err
+	}
+	return token, nil
+}
+
+// responseParser turns a response into a Token or a *RequestError.
+type responseParser func(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error)
+
+// send sends req, reads at most MaxResponseBytes of the answer and parses it.
+func (c *Client) send(callerCtx, reqCtx context.Context, req *http.Request, parse responseParser) (*Token, error) {
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 
 	sentAt := c.now()
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, c.transportError(ctx, reqCtx, err)
+		return nil, c.transportError(callerCtx, reqCtx, err)
 	}
 	defer resp.Body.Close()
 
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		reqErr := errorFromFields(resp.StatusCode, resp.Header, nil)
-		reqErr.Err = c.transportError(ctx, reqCtx, fmt.Errorf("reading response: %w", err)).Err
+		reqErr.Err = c.transportError(callerCtx, reqCtx, fmt.Errorf("reading response: %w", err)).Err
 		return nil, reqErr
 	}
 	if len(body) > MaxResponseBytes {
@@ -83,16 +180,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 		reqErr.Err = ErrResponseTooLarge
 		return nil, reqErr
 	}
-
-	token, err := ParseTokenResponse(resp.StatusCode, resp.Header, body, sentAt)
-	if err != nil {
-		var reqErr *RequestError
-		if errors.As(err, &reqErr) {
-			reqErr.redact(c.cfg.ClientSecret)
-		}
-		return nil, err
-	}
-	return token, nil
+	return parse(resp.StatusCode, resp.Header, body, sentAt)
 }
 
 // transportError wraps a failure to get a response. The *url.Error from

@@ -1,6 +1,12 @@
 // Package entra requests OAuth 2.0 client-credentials access tokens from
 // Microsoft Entra ID (or any compatible token endpoint) and turns the
-// endpoint's answers into a [Token] or a [RequestError].
+// endpoint's answers into a [Token] or a [RequestError]. An identity
+// authenticates with exactly one credential: a client secret, a certificate
+// ([CertificateCredential], a fresh PS256 client assertion per request), a
+// federated token file (workload identity, [WorkloadIdentityFromEnv]) or the
+// host's managed identity ([ManagedIdentityCredential]). A [RequestError]
+// says whether a failure is permanent and how long the endpoint asked to
+// wait ([RequestError.PermanentFailure], [RequestError.RetryAfterHint]).
 //
 // The package knows nothing of Caddy, Redis or caching: a [Client] sends one
 // token request per call to [Client.Token]. Secrets and access tokens never
@@ -10,6 +16,7 @@ package entra
 
 import (
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -28,32 +35,72 @@ const DefaultTimeout = 10 * time.Second
 // reads (1 MiB). A larger body fails the request.
 const MaxResponseBytes = 1 << 20
 
-// Config configures one client-credentials identity (an app registration in
-// one tenant) and how to reach its token endpoint.
+// SovereignAuthorityHosts are the authority hosts of the Entra ID national
+// clouds, by the names azidentity gives them. They are documentation: set
+// Config.AuthorityHost to one of the values. Changing the map has no effect.
+var SovereignAuthorityHosts = map[string]string{
+	"AzurePublic":       "https://login.microsoftonline.com",
+	"AzureUSGovernment": "https://login.microsoftonline.us",
+	"AzureChina":        "https://login.partner.microsoftonline.cn",
+}
+
+// Config configures one identity (an app registration in one tenant, or a
+// managed identity) and how to reach its token endpoint.
+//
+// Exactly one credential must be set: ClientSecret, ClientCertificate,
+// FederatedTokenFile or ManagedIdentity.
 type Config struct {
 	// TenantID is the directory (tenant) ID or a verified domain name. It is
-	// required unless TokenEndpoint is set, and must be a single safe URL path
-	// segment (letters, digits, '.', '-', '_').
+	// required unless TokenEndpoint or ManagedIdentity is set, and must be a
+	// single safe URL path segment (letters, digits, '.', '-', '_'). Ignored
+	// with ManagedIdentity.
 	TenantID string
 
 	// ClientID is the application (client) ID of the app registration.
-	// Required.
+	// Required, except with ManagedIdentity, where it is optional and names a
+	// user-assigned identity (see ManagedIdentityCredential.ClientID).
 	ClientID string
 
-	// ClientSecret is the client secret value (not its ID). Required. It is
-	// sent only in the form body of token requests and never appears in an
-	// error message.
+	// ClientSecret is the client secret value (not its ID). It is sent only
+	// in the form body of token requests and never appears in an error
+	// message.
 	ClientSecret string
+
+	// ClientCertificate authenticates with a certificate registered on the
+	// app: every token request carries a freshly signed client assertion.
+	ClientCertificate *CertificateCredential
+
+	// FederatedTokenFile is the path of a file whose content is a token from
+	// a federated identity provider (workload identity federation, e.g. the
+	// Kubernetes service account token that azure-workload-identity
+	// projects). The file is read again for every token request, so the
+	// kubelet's rotations need no restart. See WorkloadIdentityFromEnv.
+	FederatedTokenFile string
+
+	// ManagedIdentity gets tokens from the Azure managed identity endpoint of
+	// the host (IMDS, or App Service / Container Apps) instead of a token
+	// endpoint. TenantID, AuthorityHost and TokenEndpoint are then ignored.
+	ManagedIdentity *ManagedIdentityCredential
+
+	// ExtraParams are extra form fields sent with every token request
+	// (Caddyfile token_request_param), e.g. "resource" for generic OAuth 2.0
+	// servers. They may not set grant_type, client_id, client_secret,
+	// client_assertion, client_assertion_type or scope, and are not supported
+	// with ManagedIdentity. Default none.
+	ExtraParams map[string]string
 
 	// AuthorityHost is the scheme and host (and optionally a path prefix) of
 	// the authority; a trailing slash is tolerated. The token endpoint is
-	// {AuthorityHost}/{TenantID}/oauth2/v2.0/token. Default
-	// DefaultAuthorityHost. Ignored when TokenEndpoint is set.
+	// {AuthorityHost}/{TenantID}/oauth2/v2.0/token. It must use https; http
+	// is allowed only for loopback hosts (tests, local emulators). Default
+	// DefaultAuthorityHost; see SovereignAuthorityHosts for the national
+	// clouds. Ignored when TokenEndpoint is set.
 	AuthorityHost string
 
 	// TokenEndpoint is an optional full URL of the token endpoint. When set it
-	// overrides AuthorityHost and TenantID. Default: derived from
-	// AuthorityHost and TenantID.
+	// overrides AuthorityHost and TenantID. Like AuthorityHost it must use
+	// https unless its host is loopback. Default: derived from AuthorityHost
+	// and TenantID.
 	TokenEndpoint string
 
 	// Timeout bounds each token request, from sending it to reading the whole
@@ -62,15 +109,17 @@ type Config struct {
 
 	// HTTPClient sends the token requests. Default: a dedicated client with a
 	// clone of http.DefaultTransport (so proxy environment variables apply)
-	// that does not follow redirects, so the client secret is never re-posted
-	// to another location.
+	// that does not follow redirects, so a credential is never re-posted to
+	// another location.
 	HTTPClient *http.Client
 }
 
 // ConfigError names a Config field that is missing or malformed. Field uses
-// the Caddyfile names (tenant_id, client_id, client_secret, authority_host,
-// token_endpoint, timeout). Its message names the field and the cause, never
-// the field's value.
+// the Caddyfile names (tenant_id, client_id, client_secret, credential,
+// client_certificate, federated_token_file, managed_identity,
+// workload_identity, token_request_param, authority_host, token_endpoint,
+// timeout). Its message names the field and the cause, never the field's
+// value.
 type ConfigError struct {
 	// Field is the Caddyfile name of the offending field, e.g. "client_secret".
 	Field string
@@ -85,57 +134,25 @@ func (e *ConfigError) Error() string {
 
 // NewClient validates cfg, applies defaults and returns a Client. Validation
 // failures are returned as *ConfigError:
-//   - client_id and client_secret are required;
+//   - exactly one credential (client_secret, client_certificate,
+//     federated_token_file, managed_identity) must be set (field
+//     "credential");
+//   - client_id is required except for a managed identity;
 //   - tenant_id is required unless token_endpoint is set, and must be a safe
-//     path segment whenever it is set;
-//   - authority_host and token_endpoint must be absolute http or https URLs
-//     with a host, without user information or fragment.
+//     path segment whenever it is set (not checked for a managed identity);
+//   - authority_host and token_endpoint must be absolute https URLs with a
+//     host (http only for loopback hosts), without user information or
+//     fragment;
+//   - a client certificate must load: a certificate and its matching RSA
+//     private key;
+//   - token_request_param may not override the fields the client sets.
 func NewClient(cfg Config) (*Client, error) {
-	if strings.TrimSpace(cfg.ClientID) == "" {
-		return nil, &ConfigError{Field: "client_id", Reason: "is required"}
-	}
-	if hasControlOrSpace(cfg.ClientID) {
-		return nil, &ConfigError{Field: "client_id", Reason: "must not contain spaces or control characters"}
-	}
-	if cfg.ClientSecret == "" {
-		return nil, &ConfigError{Field: "client_secret", Reason: "is required"}
+	if err := checkOneCredential(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout < 0 {
 		return nil, &ConfigError{Field: "timeout", Reason: "must not be negative"}
 	}
-	if cfg.TenantID != "" {
-		if reason := checkTenantID(cfg.TenantID); reason != "" {
-			return nil, &ConfigError{Field: "tenant_id", Reason: reason}
-		}
-	}
-
-	var endpoint string
-	if cfg.TokenEndpoint != "" {
-		u, reason := parseEndpointURL(cfg.TokenEndpoint)
-		if reason != "" {
-			return nil, &ConfigError{Field: "token_endpoint", Reason: reason}
-		}
-		endpoint = u.String()
-	} else {
-		if strings.TrimSpace(cfg.TenantID) == "" {
-			return nil, &ConfigError{Field: "tenant_id", Reason: "is required unless token_endpoint is set"}
-		}
-		authority := cfg.AuthorityHost
-		if authority == "" {
-			authority = DefaultAuthorityHost
-		}
-		u, reason := parseEndpointURL(authority)
-		if reason != "" {
-			return nil, &ConfigError{Field: "authority_host", Reason: reason}
-		}
-		if u.RawQuery != "" || u.ForceQuery {
-			return nil, &ConfigError{Field: "authority_host", Reason: "must not have a query"}
-		}
-		u.Path = strings.TrimRight(u.Path, "/") + "/" + cfg.TenantID + "/oauth2/v2.0/token"
-		u.RawPath = ""
-		endpoint = u.String()
-	}
-
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
@@ -146,11 +163,131 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	cfg.Timeout = timeout
 	cfg.HTTPClient = httpClient
-	return &Client{
-		cfg:           cfg,
-		tokenEndpoint: endpoint,
-		now:           time.Now,
-	}, nil
+	client := &Client{now: time.Now}
+
+	if cfg.ManagedIdentity != nil {
+		mi, err := newManagedIdentity(&cfg)
+		if err != nil {
+			return nil, err
+		}
+		client.cfg = cfg
+		client.managedIdentity = mi
+		client.tokenEndpoint = mi.endpoint
+		return client, nil
+	}
+
+	if strings.TrimSpace(cfg.ClientID) == "" {
+		return nil, &ConfigError{Field: "client_id", Reason: "is required"}
+	}
+	if hasControlOrSpace(cfg.ClientID) {
+		return nil, &ConfigError{Field: "client_id", Reason: "must not contain spaces or control characters"}
+	}
+	if cfg.TenantID != "" {
+		if reason := checkTenantID(cfg.TenantID); reason != "" {
+			return nil, &ConfigError{Field: "tenant_id", Reason: reason}
+		}
+	}
+	endpoint, err := resolveTokenEndpoint(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkExtraParams(cfg.ExtraParams); err != nil {
+		return nil, err
+	}
+
+	client.cfg = cfg
+	client.tokenEndpoint = endpoint
+	switch {
+	case cfg.ClientSecret != "":
+		client.credential = secretCredential{secret: cfg.ClientSecret}
+	case cfg.ClientCertificate != nil:
+		cred, err := newCertificateCredential(*cfg.ClientCertificate, cfg.ClientID, assertionAudience(endpoint))
+		if err != nil {
+			return nil, err
+		}
+		client.credential = cred
+	case cfg.FederatedTokenFile != "":
+		client.credential = federatedCredential{path: cfg.FederatedTokenFile}
+	}
+	return client, nil
+}
+
+// checkOneCredential enforces exactly one credential per identity.
+func checkOneCredential(cfg Config) error {
+	var set []string
+	if cfg.ClientSecret != "" {
+		set = append(set, "client_secret")
+	}
+	if cfg.ClientCertificate != nil {
+		set = append(set, "client_certificate")
+	}
+	if cfg.FederatedTokenFile != "" {
+		set = append(set, "federated_token_file")
+	}
+	if cfg.ManagedIdentity != nil {
+		set = append(set, "managed_identity")
+	}
+	switch len(set) {
+	case 1:
+		return nil
+	case 0:
+		return &ConfigError{Field: "credential", Reason: "none is configured; set exactly one of client_secret, client_certificate, federated_token_file or managed_identity"}
+	case 2:
+		return &ConfigError{Field: "credential", Reason: set[0] + " and " + set[1] + " are both set; configure exactly one credential"}
+	default:
+		return &ConfigError{Field: "credential", Reason: strings.Join(set[:len(set)-1], ", ") + " and " + set[len(set)-1] + " are all set; configure exactly one credential"}
+	}
+}
+
+// resolveTokenEndpoint returns Config.TokenEndpoint, or the v2.0 token
+// endpoint of the tenant under the authority host.
+func resolveTokenEndpoint(cfg Config) (string, error) {
+	if cfg.TokenEndpoint != "" {
+		u, reason := parseEndpointURL(cfg.TokenEndpoint, true)
+		if reason != "" {
+			return "", &ConfigError{Field: "token_endpoint", Reason: reason}
+		}
+		return u.String(), nil
+	}
+	if strings.TrimSpace(cfg.TenantID) == "" {
+		return "", &ConfigError{Field: "tenant_id", Reason: "is required unless token_endpoint is set"}
+	}
+	authority := cfg.AuthorityHost
+	if authority == "" {
+		authority = DefaultAuthorityHost
+	}
+	u, reason := parseEndpointURL(authority, true)
+	if reason != "" {
+		return "", &ConfigError{Field: "authority_host", Reason: reason}
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return "", &ConfigError{Field: "authority_host", Reason: "must not have a query"}
+	}
+	u.Path = strings.TrimRight(u.Path, "/") + "/" + cfg.TenantID + "/oauth2/v2.0/token"
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+// reservedParams are the form fields the client sets itself.
+var reservedParams = []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "scope"}
+
+// checkExtraParams rejects token_request_param names that would override
+// the client's own fields or are not sane form field names.
+func checkExtraParams(params map[string]string) error {
+	for name, value := range params {
+		if name == "" || hasControlOrSpace(name) {
+			return &ConfigError{Field: "token_request_param", Reason: "names must be non-empty, without spaces or control characters"}
+		}
+		for _, reserved := range reservedParams {
+			if strings.EqualFold(name, reserved) {
+				return &ConfigError{Field: "token_request_param", Reason: "cannot set " + reserved + ", which the client sets itself"}
+			}
+		}
+		if strings.ContainsAny(value, "\r\n") {
+			return &ConfigError{Field: "token_request_param", Reason: "the value of " + name + " must be a single line"}
+		}
+	}
+	return nil
 }
 
 // newDefaultHTTPClient returns the client used when Config.HTTPClient is nil.
@@ -183,9 +320,10 @@ func checkTenantID(id string) string {
 	return ""
 }
 
-// parseEndpointURL parses an absolute http(s) URL. It returns a reason and
-// never the raw value: a URL may carry user information.
-func parseEndpointURL(raw string) (*url.URL, string) {
+// parseEndpointURL parses an absolute http(s) URL. With httpsOnly, plain
+// http is accepted only for loopback hosts. It returns a reason and never
+// the raw value: a URL may carry user information.
+func parseEndpointURL(raw string, httpsOnly bool) (*url.URL, string) {
 	if hasControlOrSpace(raw) {
 		return nil, "must be a URL without spaces or control characters"
 	}
@@ -215,7 +353,20 @@ func parseEndpointURL(raw string) (*url.URL, string) {
 	if u.Fragment != "" || strings.Contains(raw, "#") {
 		return nil, "must not have a fragment"
 	}
+	if httpsOnly && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return nil, "must use https (http is allowed only for loopback)"
+	}
 	return u, ""
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address
+// (127.0.0.0/8, ::1): the only hosts a token request may reach over http.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func hasControlOrSpace(s string) bool {

@@ -27,7 +27,7 @@ func TestNewClientValidation(t *testing.T) {
 		{"missing client_id", func(c *Config) { c.ClientID = "" }, "client_id"},
 		{"blank client_id", func(c *Config) { c.ClientID = "  " }, "client_id"},
 		{"client_id with space", func(c *Config) { c.ClientID = "a b" }, "client_id"},
-		{"missing client_secret", func(c *Config) { c.ClientSecret = "" }, "client_secret"},
+		{"missing client_secret", func(c *Config) { c.ClientSecret = "" }, "credential"},
 		{"missing tenant_id", func(c *Config) { c.TenantID = "" }, "tenant_id"},
 		{"tenant_id with slash", func(c *Config) { c.TenantID = "a/b" }, "tenant_id"},
 		{"tenant_id with query", func(c *Config) { c.TenantID = "a?x=" + configSecret }, "tenant_id"},
@@ -134,5 +134,151 @@ func TestNewClientDefaults(t *testing.T) {
 	}
 	if client.cfg.HTTPClient != custom || client.cfg.Timeout != time.Second {
 		t.Error("explicit HTTPClient or Timeout not kept")
+	}
+}
+
+func TestExactlyOneCredential(t *testing.T) {
+	cert := &CertificateCredential{CertFile: "/nonexistent/cert.pem"}
+	mi := &ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/"}
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // the ConfigError reason; "" for a valid config
+	}{
+		{"none", Config{}, "none is configured; set exactly one of client_secret, client_certificate, federated_token_file or managed_identity"},
+		{"secret and certificate", Config{ClientSecret: configSecret, ClientCertificate: cert}, "client_secret and client_certificate are both set; configure exactly one credential"},
+		{"secret and federated", Config{ClientSecret: configSecret, FederatedTokenFile: "/token"}, "client_secret and federated_token_file are both set; configure exactly one credential"},
+		{"certificate and managed identity", Config{ClientCertificate: cert, ManagedIdentity: mi}, "client_certificate and managed_identity are both set; configure exactly one credential"},
+		{"federated and managed identity", Config{FederatedTokenFile: "/token", ManagedIdentity: mi}, "federated_token_file and managed_identity are both set; configure exactly one credential"},
+		{"three", Config{ClientSecret: configSecret, FederatedTokenFile: "/token", ManagedIdentity: mi}, "client_secret, federated_token_file and managed_identity are all set; configure exactly one credential"},
+		{"secret", Config{ClientSecret: configSecret}, ""},
+		{"federated", Config{FederatedTokenFile: "/token"}, ""},
+		{"managed identity", Config{ManagedIdentity: mi}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.TenantID, cfg.ClientID = "t", "c"
+			client, err := NewClient(cfg)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("NewClient: %v", err)
+				}
+				return
+			}
+			var cfgErr *ConfigError
+			if !errors.As(err, &cfgErr) || cfgErr.Field != "credential" || cfgErr.Reason != tt.want {
+				t.Fatalf("NewClient() = %v, %v; want credential: %s", client, err, tt.want)
+			}
+			if strings.Contains(err.Error(), configSecret) {
+				t.Errorf("message %q contains the secret", err)
+			}
+		})
+	}
+}
+
+func TestManagedIdentityNeedsNoTenantOrClient(t *testing.T) {
+	client, err := NewClient(Config{ManagedIdentity: &ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/token"}})
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	if client.ClientID() != "" || client.TenantID() != "" {
+		t.Errorf("ClientID, TenantID = %q, %q", client.ClientID(), client.TenantID())
+	}
+}
+
+func TestHTTPOnlyForLoopback(t *testing.T) {
+	tests := []struct {
+		authority string
+		ok        bool
+	}{
+		{"http://login.microsoftonline.com", false},
+		{"http://10.0.0.5:8080", false},
+		{"http://localhost.example.com", false},
+		{"http://127.0.0.1:9400", true},
+		{"http://127.8.9.10", true},
+		{"http://[::1]:9400", true},
+		{"http://LocalHost:9400", true},
+		{"https://login.microsoftonline.com", true},
+	}
+	for _, tt := range tests {
+		for _, field := range []string{"authority_host", "token_endpoint"} {
+			cfg := validConfig()
+			if field == "authority_host" {
+				cfg.AuthorityHost = tt.authority
+			} else {
+				cfg.TokenEndpoint = tt.authority + "/oauth2/token"
+			}
+			_, err := NewClient(cfg)
+			if tt.ok {
+				if err != nil {
+					t.Errorf("%s %s: %v", field, tt.authority, err)
+				}
+				continue
+			}
+			var cfgErr *ConfigError
+			if !errors.As(err, &cfgErr) || cfgErr.Field != field || cfgErr.Reason != "must use https (http is allowed only for loopback)" {
+				t.Errorf("%s %s: error = %v", field, tt.authority, err)
+			}
+		}
+	}
+}
+
+func TestSovereignAuthorityHosts(t *testing.T) {
+	for name, host := range SovereignAuthorityHosts {
+		cfg := validConfig()
+		cfg.AuthorityHost = host
+		client, err := NewClient(cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if want := host + "/" + cfg.TenantID + "/oauth2/v2.0/token"; client.TokenEndpoint() != want {
+			t.Errorf("%s: TokenEndpoint() = %q, want %q", name, client.TokenEndpoint(), want)
+		}
+	}
+}
+
+func TestExtraParamsValidation(t *testing.T) {
+	for _, name := range []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "scope", "Scope", "", "a b"} {
+		cfg := validConfig()
+		cfg.ExtraParams = map[string]string{name: "x"}
+		_, err := NewClient(cfg)
+		var cfgErr *ConfigError
+		if !errors.As(err, &cfgErr) || cfgErr.Field != "token_request_param" {
+			t.Errorf("token_request_param %q: error = %v", name, err)
+		}
+	}
+	cfg := validConfig()
+	cfg.ExtraParams = map[string]string{"resource": "a\nb"}
+	if _, err := NewClient(cfg); err == nil {
+		t.Error("a multi-line value was accepted")
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	base, err := NewClient(validConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := validConfig()
+	rotated.ClientSecret = "another-secret"
+	same, _ := NewClient(rotated)
+	if base.Identity() != same.Identity() {
+		t.Error("the identity depends on the secret")
+	}
+	if strings.Contains(base.Identity(), configSecret) {
+		t.Error("the identity contains the secret")
+	}
+	withParam := validConfig()
+	withParam.ExtraParams = map[string]string{"resource": "https://graph.microsoft.com"}
+	other, _ := NewClient(withParam)
+	otherClient := validConfig()
+	otherClient.ClientID = "99999999-2222-4333-8444-555555555555"
+	third, _ := NewClient(otherClient)
+	if base.Identity() == other.Identity() || base.Identity() == third.Identity() {
+		t.Error("distinct identities share Identity()")
+	}
+	if !strings.HasPrefix(base.Identity(), base.TokenEndpoint()+"\n"+base.TenantID()+"\n"+base.ClientID()) {
+		t.Errorf("Identity() = %q", base.Identity())
 	}
 }

@@ -59,12 +59,22 @@ type RequestError struct {
 	Err error
 }
 
-// Error returns a one-line summary, e.g.
+// Error returns a one-line message led by Summary, followed by the details
+// an operator looks the failure up with, e.g.
 //
-//	entra: token request failed: status 401: invalid_client (AADSTS7000215): Invalid client secret provided. ... trace_id=... correlation_id=...
+//	entra: token request failed: invalid client secret (AADSTS7000215): status 401: invalid_client: Invalid client secret provided. ... trace_id=... correlation_id=...
 func (e *RequestError) Error() string {
 	var b strings.Builder
 	b.WriteString("entra: token request failed")
+	summary := e.Summary()
+	var cause string
+	if e.Err != nil {
+		cause = strings.TrimPrefix(e.Err.Error(), "entra: ")
+	}
+	// The cause need not repeat the summary ("malformed token response: ...").
+	cause = strings.TrimPrefix(cause, summary+": ")
+	b.WriteString(": ")
+	b.WriteString(summary)
 	if e.StatusCode != 0 {
 		b.WriteString(": status ")
 		b.WriteString(strconv.Itoa(e.StatusCode))
@@ -73,24 +83,25 @@ func (e *RequestError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Code)
 	}
-	if len(e.ErrorCodes) > 0 {
-		b.WriteString(" (")
-		for i, code := range e.ErrorCodes {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("AADSTS")
-			b.WriteString(strconv.Itoa(code))
+	// AADSTS codes not already named by the summary.
+	var codes []string
+	for _, code := range e.ErrorCodes {
+		if name := "AADSTS" + strconv.Itoa(code); !strings.Contains(summary, name) {
+			codes = append(codes, name)
 		}
+	}
+	if len(codes) > 0 {
+		b.WriteString(" (")
+		b.WriteString(strings.Join(codes, ", "))
 		b.WriteString(")")
 	}
 	if desc := trimAADSTSPrefix(e.Description, e.ErrorCodes); desc != "" {
 		b.WriteString(": ")
 		b.WriteString(desc)
 	}
-	if e.Err != nil {
+	if cause != "" {
 		b.WriteString(": ")
-		b.WriteString(strings.TrimPrefix(e.Err.Error(), "entra: "))
+		b.WriteString(cause)
 	}
 	if e.RetryAfter > 0 {
 		b.WriteString(" retry_after=")

@@ -68,3 +68,56 @@ func FuzzParseTokenResponse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseManagedIdentityResponse checks the managed identity parser as
+// FuzzParseTokenResponse checks the token endpoint's: no panic, failures
+// are single-line *RequestErrors, successes are usable tokens that expire
+// after sentAt.
+func FuzzParseManagedIdentityResponse(f *testing.F) {
+	seeds := []struct {
+		status int
+		body   string
+	}{
+		{200, `{"access_token":"eyJ0.eyJ1.c2ln","client_id":"c","expires_in":"86399","expires_on":"1735787045","ext_expires_in":"86399","not_before":"1735700345","resource":"https://vault.azure.net","token_type":"Bearer"}`},
+		{200, `{"access_token":"a","expires_on":"1735787045","resource":"r","token_type":"Bearer","client_id":"c"}`},
+		{200, `{"access_token":"a","expires_on":1735787045}`},
+		{200, `{"access_token":"a","expires_on":"01/02/2025 03:04:05 PM +00:00"}`},
+		{200, `{"access_token":"a","expires_in":"x","expires_on":"1e308"}`},
+		{200, `{"access_token":"a","expires_on":"-1"}`},
+		{200, `{"access_token":"a"}`},
+		{400, `{"error":"invalid_request","error_description":"Identity not found"}`},
+		{401, `{"statusCode":401,"message":"Unauthorized\r\nline"}`},
+		{410, ``},
+	}
+	for _, s := range seeds {
+		f.Add(s.status, []byte(s.body))
+	}
+	sentAt := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		token, err := ParseManagedIdentityResponse(status, nil, body, sentAt)
+		if err != nil {
+			if token != nil {
+				t.Fatal("both a token and an error")
+			}
+			var reqErr *RequestError
+			if !errors.As(err, &reqErr) {
+				t.Fatalf("error %T is not a *RequestError", err)
+			}
+			if msg := err.Error(); strings.ContainsAny(msg, "\r\n") {
+				t.Fatalf("multi-line message %q", msg)
+			}
+			_ = reqErr.PermanentFailure()
+			_ = reqErr.Summary()
+			return
+		}
+		if status < 200 || status > 299 {
+			t.Fatalf("success with status %d", status)
+		}
+		if token.AccessToken == "" || token.ExpiresIn <= 0 || token.ExpiresIn > maxLifetime || token.TokenType != "Bearer" {
+			t.Fatalf("unusable token: %v", token)
+		}
+		if !token.ExpiresAt.After(sentAt) {
+			t.Fatalf("ExpiresAt %s not after sentAt", token.ExpiresAt)
+		}
+	})
+}

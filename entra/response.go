@@ -120,19 +120,9 @@ func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time
 		return malformed("body is not a JSON object")
 	}
 
-	rawToken, ok := fields["access_token"]
-	if !ok {
-		return malformed("access_token is missing")
-	}
-	var accessToken string
-	if err := json.Unmarshal(rawToken, &accessToken); err != nil {
-		return malformed("access_token is not a string")
-	}
-	if accessToken == "" {
-		return malformed("access_token is empty")
-	}
-	if !isVisibleASCII(accessToken) {
-		return malformed("access_token contains characters not allowed in a header")
+	accessToken, reason := accessTokenField(fields)
+	if reason != "" {
+		return malformed("%s", reason)
 	}
 
 	rawExpiresIn, ok := fields["expires_in"]
@@ -144,20 +134,13 @@ func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time
 		return malformed("expires_in %v", err)
 	}
 
-	tokenType := "Bearer"
-	if rawType, ok := fields["token_type"]; ok && !isJSONNull(rawType) {
-		var declared string
-		if err := json.Unmarshal(rawType, &declared); err != nil {
-			return malformed("token_type is not a string")
-		}
-		if !strings.EqualFold(declared, "bearer") {
-			return malformed("token_type is not Bearer")
-		}
+	if reason := checkTokenType(fields); reason != "" {
+		return malformed("%s", reason)
 	}
 
 	token := &Token{
 		AccessToken: accessToken,
-		TokenType:   tokenType,
+		TokenType:   "Bearer",
 		ExpiresIn:   expiresIn,
 		ExpiresAt:   sentAt.Add(expiresIn),
 	}
@@ -168,6 +151,43 @@ func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time
 		token.RefreshIn, _ = parseSeconds(raw) // advisory: 0 when malformed
 	}
 	return token, nil
+}
+
+// accessTokenField returns the access_token, or why it is unusable: it must
+// be a non-empty string of visible ASCII, as it goes into a header.
+func accessTokenField(fields map[string]json.RawMessage) (string, string) {
+	rawToken, ok := fields["access_token"]
+	if !ok {
+		return "", "access_token is missing"
+	}
+	var accessToken string
+	if err := json.Unmarshal(rawToken, &accessToken); err != nil {
+		return "", "access_token is not a string"
+	}
+	if accessToken == "" {
+		return "", "access_token is empty"
+	}
+	if !isVisibleASCII(accessToken) {
+		return "", "access_token contains characters not allowed in a header"
+	}
+	return accessToken, ""
+}
+
+// checkTokenType returns why token_type is unacceptable, or "": absent,
+// null or "bearer" in any case are fine.
+func checkTokenType(fields map[string]json.RawMessage) string {
+	rawType, ok := fields["token_type"]
+	if !ok || isJSONNull(rawType) {
+		return ""
+	}
+	var declared string
+	if err := json.Unmarshal(rawType, &declared); err != nil {
+		return "token_type is not a string"
+	}
+	if !strings.EqualFold(declared, "bearer") {
+		return "token_type is not Bearer"
+	}
+	return ""
 }
 
 // parseJSONObject decodes body as exactly one JSON object.

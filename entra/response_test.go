@@ -134,7 +134,7 @@ func TestParseTokenResponseEntraError(t *testing.T) {
 		fmt.Sprint(reqErr.ErrorCodes) != "[7000215]" || reqErr.Err != nil {
 		t.Errorf("got %#v\nwant %#v", *reqErr, want)
 	}
-	wantMsg := "entra: token request failed: status 401: invalid_client (AADSTS7000215): Invalid client secret provided. Ensure the secret being sent in the request is the client secret value. retry_after=5s trace_id=0a1b-trace correlation_id=2c3d-corr"
+	wantMsg := "entra: token request failed: invalid client secret (AADSTS7000215): status 401: invalid_client: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value. retry_after=5s trace_id=0a1b-trace correlation_id=2c3d-corr"
 	if err.Error() != wantMsg {
 		t.Errorf("message\n%s\nwant\n%s", err, wantMsg)
 	}

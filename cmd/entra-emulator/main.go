@@ -4,14 +4,29 @@
 //
 //	entra-emulator [-listen 127.0.0.1:9400] [-tenant ID] [-client-id ID]
 //	               [-client-secret SECRET] [-lifetime 1h]
+//	               [-client-cert cert.pem] [-managed-identity CLIENT_ID]
+//	               [-identity-header SECRET]
+//
+// -client-cert registers the certificate in a PEM file (its first
+// CERTIFICATE block; a key in the same file is ignored) as a certificate
+// credential of -client-id, so the sidecar can authenticate with
+// client_certificate. -managed-identity gives the emulated host a
+// system-assigned managed identity with that client ID, served over IMDS
+// (/metadata/identity/oauth2/token) and the App Service protocol
+// (/msi/token, X-IDENTITY-HEADER = -identity-header).
 //
 // On start it prints the environment variables that point the sidecar at it.
-// The client secret is the emulator's own development secret, so printing it
-// is fine. It stops gracefully on SIGINT or SIGTERM.
+// The client secret and identity header are the emulator's own development
+// secrets, so printing them is fine. It stops gracefully on SIGINT or
+// SIGTERM.
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,6 +47,7 @@ const (
 	defaultListen       = "127.0.0.1:9400"
 	defaultClientID     = "00000000-0000-4000-8000-0000000000c1"
 	defaultClientSecret = "emulator-secret"
+	defaultIdentityHdr  = "emulator-identity-header"
 	shutdownTimeout     = 5 * time.Second
 )
 
@@ -57,6 +73,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	clientID := flags.String("client-id", defaultClientID, "client ID of the registered app")
 	clientSecret := flags.String("client-secret", defaultClientSecret, "client secret of the registered app")
 	lifetime := flags.Duration("lifetime", entratest.DefaultTokenLifetime, "lifetime of issued tokens")
+	clientCert := flags.String("client-cert", "", "PEM certificate to register as a certificate credential of -client-id")
+	managedIdentity := flags.String("managed-identity", "", "client ID of a system-assigned managed identity to serve")
+	identityHeader := flags.String("identity-header", defaultIdentityHdr, "X-IDENTITY-HEADER secret of the App Service managed identity endpoint")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +94,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		return err
 	}
 	emulator.AddClient(*clientID, *clientSecret)
+	var certThumbprint string
+	if *clientCert != "" {
+		cert, err := readCertificate(*clientCert)
+		if err != nil {
+			return err
+		}
+		emulator.AddCertificateClient(*clientID, cert)
+		sum := sha256.Sum256(cert.Raw)
+		certThumbprint = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	if *managedIdentity != "" {
+		if *identityHeader == "" {
+			return errors.New("-identity-header must not be empty")
+		}
+		emulator.AddManagedIdentity(*managedIdentity, true)
+		emulator.SetIdentityHeader(*identityHeader)
+	}
 
 	listener, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -89,6 +125,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	fmt.Fprintf(stdout, "export ENTRA_TENANT_ID=%s\n", emulator.TenantID())
 	fmt.Fprintf(stdout, "export ENTRA_CLIENT_ID=%s\n", *clientID)
 	fmt.Fprintf(stdout, "export ENTRA_CLIENT_SECRET=%s\n", *clientSecret)
+	if certThumbprint != "" {
+		fmt.Fprintf(stdout, "\nclient certificate registered for %s: x5t#S256 %s\n", *clientID, certThumbprint)
+	}
+	if *managedIdentity != "" {
+		fmt.Fprintf(stdout, "\nmanaged identity %s (system-assigned):\n", *managedIdentity)
+		fmt.Fprintf(stdout, "IMDS endpoint: %s%s\n", baseURL, entratest.IMDSPath)
+		fmt.Fprintf(stdout, "export IDENTITY_ENDPOINT=%s%s\n", baseURL, entratest.AppServicePath)
+		fmt.Fprintf(stdout, "export IDENTITY_HEADER=%s\n", *identityHeader)
+	}
 
 	server := &http.Server{
 		Handler:           emulator,
@@ -117,4 +162,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	fmt.Fprintf(stdout, "entra-emulator stopped after %d token requests (%d tokens issued)\n",
 		emulator.TokenRequests(), emulator.IssuedTokens())
 	return nil
+}
+
+// readCertificate reads the first certificate of a PEM file.
+func readCertificate(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading -client-cert: %w", err)
+	}
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, fmt.Errorf("-client-cert %s holds no PEM certificate", path)
+		}
+		if block.Type == "CERTIFICATE" {
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("parsing -client-cert: %w", err)
+			}
+			return cert, nil
+		}
+	}
 }

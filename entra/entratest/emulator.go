@@ -53,20 +53,25 @@ type Options struct {
 	Now func() time.Time
 }
 
-// client is one registered app registration.
+// client is one registered app registration and its credentials.
 type client struct {
-	secret   string
-	objectID string // stable per client: sub and oid of its tokens
+	secret    string
+	objectID  string              // stable per client: sub and oid of its tokens
+	certs     []*x509.Certificate // certificate credentials, by thumbprint
+	sni       *sniRegistration    // subject name and issuer authentication
+	federated []federatedSubject  // federated identity credentials
 }
 
 // Emulator is an Entra ID-compatible token endpoint. It implements
 // http.Handler and is safe for concurrent use. Make it with New or NewServer.
 //
-// Routes (for its own tenant only):
+// Routes (the first three for its own tenant only):
 //
-//	POST /{tenant}/oauth2/v2.0/token
+//	POST /{tenant}/oauth2/v2.0/token                   client credentials
 //	GET  /{tenant}/discovery/v2.0/keys
 //	GET  /{tenant}/v2.0/.well-known/openid-configuration
+//	GET  /metadata/identity/oauth2/token               managed identity (IMDS)
+//	GET  /msi/token                                    managed identity (App Service)
 type Emulator struct {
 	tenantID string
 	issuer   string
@@ -76,8 +81,15 @@ type Emulator struct {
 	certDER  []byte
 	mux      *http.ServeMux
 
-	tokenRequests atomic.Int64
-	issuedTokens  atomic.Int64
+	// federationKey signs the tokens of IssueFederatedToken, as an
+	// external OIDC issuer (a Kubernetes cluster) would.
+	federationKey *rsa.PrivateKey
+	federationKid string
+
+	tokenRequests      atomic.Int64
+	issuedTokens       atomic.Int64
+	assertionsSeen     atomic.Int64
+	assertionsAccepted atomic.Int64
 
 	mu            sync.Mutex
 	clients       map[string]client
@@ -85,6 +97,11 @@ type Emulator struct {
 	responseDelay time.Duration
 	failures      []Failure // queued, consumed one per token request
 	failAll       *Failure  // set by FailNext(-1, f)
+
+	usedJTIs          map[string]time.Time // client assertion jti -> exp
+	managedIdentities map[string]managedIdentity
+	systemIdentity    string // client ID of the system-assigned identity
+	identityHeader    string // App Service X-IDENTITY-HEADER secret
 }
 
 // New returns an Emulator with a fresh RSA-2048 signing key and no clients
@@ -122,6 +139,10 @@ func New(opts Options) (*Emulator, error) {
 		return nil, fmt.Errorf("entratest: making signing certificate: %w", err)
 	}
 	thumbprint := sha1.Sum(certDER)
+	federationKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("entratest: generating federation key: %w", err)
+	}
 
 	e := &Emulator{
 		tenantID: tenantID,
@@ -132,11 +153,18 @@ func New(opts Options) (*Emulator, error) {
 		certDER:  certDER,
 		clients:  make(map[string]client),
 		lifetime: lifetime,
+
+		federationKey:     federationKey,
+		federationKid:     newUUID(),
+		usedJTIs:          make(map[string]time.Time),
+		managedIdentities: make(map[string]managedIdentity),
 	}
 	e.mux = http.NewServeMux()
 	e.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.handleToken)
 	e.mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.handleKeys)
 	e.mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", e.handleOpenIDConfiguration)
+	e.mux.HandleFunc("GET "+IMDSPath, e.handleIMDS)
+	e.mux.HandleFunc("GET "+AppServicePath, e.handleAppService)
 	return e, nil
 }
 
@@ -157,12 +185,24 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // AddClient registers an app registration (client ID and secret). Any number
-// may be registered; adding an existing client ID replaces its secret.
+// may be registered; adding an existing client ID replaces its secret and
+// keeps its other credentials.
 func (e *Emulator) AddClient(clientID, secret string) {
-	sum := sha256.Sum256([]byte(e.tenantID + "\x00" + clientID))
+	e.updateClient(clientID, func(c *client) { c.secret = secret })
+}
+
+// updateClient applies change to the registration of clientID, creating it
+// when needed.
+func (e *Emulator) updateClient(clientID string, change func(*client)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.clients[clientID] = client{secret: secret, objectID: uuidFromBytes(sum[:16])}
+	c, ok := e.clients[clientID]
+	if !ok {
+		sum := sha256.Sum256([]byte(e.tenantID + "\x00" + clientID))
+		c.objectID = uuidFromBytes(sum[:16])
+	}
+	change(&c)
+	e.clients[clientID] = c
 }
 
 // SetTokenLifetime sets the lifetime of tokens issued from now on. Values
@@ -220,9 +260,18 @@ func (e *Emulator) nextFailure() (Failure, bool) {
 	return Failure{}, false
 }
 
-// TokenRequests returns the number of POSTs to the token endpoint so far,
-// failures included.
+// TokenRequests returns the number of token requests so far (POSTs to the
+// token endpoint and GETs of the managed identity endpoints), failures
+// included.
 func (e *Emulator) TokenRequests() int64 { return e.tokenRequests.Load() }
+
+// AssertionsSeen returns the number of token requests that carried a
+// client_assertion (certificate or federated), valid or not.
+func (e *Emulator) AssertionsSeen() int64 { return e.assertionsSeen.Load() }
+
+// AssertionsAccepted returns the number of client assertions that passed
+// validation.
+func (e *Emulator) AssertionsAccepted() int64 { return e.assertionsAccepted.Load() }
 
 // IssuedTokens returns the number of tokens issued so far.
 func (e *Emulator) IssuedTokens() int64 { return e.issuedTokens.Load() }

@@ -69,15 +69,28 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", clientID, e.tenantID)})
 		return
 	}
-	if secret == "" {
-		e.writeError(w, r, entraError{http.StatusUnauthorized, "invalid_client", 7000216,
-			"'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type."})
-		return
-	}
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(registered.secret)) != 1 {
-		e.writeError(w, r, entraError{http.StatusUnauthorized, "invalid_client", 7000215,
-			fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", clientID)})
-		return
+	acr := acrSecret
+	if assertion := form.Get("client_assertion"); assertion != "" {
+		if ee := e.checkAssertionForm(form, secret); ee != nil {
+			e.writeError(w, r, *ee)
+			return
+		}
+		if ee := e.validateAssertion(r, clientID, registered, assertion); ee != nil {
+			e.writeError(w, r, *ee)
+			return
+		}
+		acr = acrCertificate
+	} else {
+		if secret == "" {
+			e.writeError(w, r, entraError{http.StatusUnauthorized, "invalid_client", 7000216,
+				"'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type."})
+			return
+		}
+		if registered.secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(registered.secret)) != 1 {
+			e.writeError(w, r, entraError{http.StatusUnauthorized, "invalid_client", 7000215,
+				fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", clientID)})
+			return
+		}
 	}
 
 	scope := form.Get("scope")
@@ -96,7 +109,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lifetime = max(lifetime.Truncate(time.Second), time.Second)
-	accessToken, err := e.issue(clientID, registered.objectID, resource, e.now(), lifetime)
+	accessToken, err := e.issue(clientID, registered.objectID, resource, acr, e.now(), lifetime)
 	if err != nil {
 		http.Error(w, "signing failed", http.StatusInternalServerError)
 		return
@@ -312,7 +325,7 @@ func (e *Emulator) handleOpenIDConfiguration(w http.ResponseWriter, r *http.Requ
 		"token_endpoint":                        base + "/oauth2/v2.0/token",
 		"jwks_uri":                              base + "/discovery/v2.0/keys",
 		"authorization_endpoint":                base + "/oauth2/v2.0/authorize",
-		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic", "private_key_jwt"},
 		"grant_types_supported":                 []string{"client_credentials"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"response_types_supported":              []string{"token"},

@@ -17,6 +17,7 @@ type Claims struct {
 	Issuer          string    // iss: Options.Issuer
 	TenantID        string    // tid
 	AppID           string    // appid: the client ID
+	AppIDACR        string    // appidacr: "1" client secret, "2" assertion or managed identity
 	AuthorizedParty string    // azp: the client ID
 	Subject         string    // sub: a stable ID per client
 	ObjectID        string    // oid: same as Subject
@@ -59,9 +60,15 @@ func (c accessTokenClaims) GetAudience() (jwt.ClaimStrings, error) {
 	return jwt.ClaimStrings{c.Audience}, nil
 }
 
+// Values of the appidacr claim: how the client authenticated.
+const (
+	acrSecret      = "1" // client secret
+	acrCertificate = "2" // certificate or other client assertion, managed identity
+)
+
 // issue signs an access token for clientID and resource, valid from now for
 // lifetime.
-func (e *Emulator) issue(clientID, objectID, resource string, now time.Time, lifetime time.Duration) (string, error) {
+func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time, lifetime time.Duration) (string, error) {
 	var uti [16]byte
 	if _, err := rand.Read(uti[:]); err != nil {
 		return "", err
@@ -75,7 +82,7 @@ func (e *Emulator) issue(clientID, objectID, resource string, now time.Time, lif
 		ExpiresAt:        jwt.NewNumericDate(now.Add(lifetime)),
 		IdentityProvider: e.issuer,
 		AppID:            clientID,
-		AppIDACR:         "1", // authenticated with a client secret
+		AppIDACR:         acr,
 		AuthorizedParty:  clientID,
 		Subject:          objectID,
 		ObjectID:         objectID,
@@ -120,6 +127,7 @@ func (e *Emulator) Verify(accessToken string) (*Claims, error) {
 		Issuer:          claims.Issuer,
 		TenantID:        claims.TenantID,
 		AppID:           claims.AppID,
+		AppIDACR:        claims.AppIDACR,
 		AuthorizedParty: claims.AuthorizedParty,
 		Subject:         claims.Subject,
 		ObjectID:        claims.ObjectID,

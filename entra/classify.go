@@ -1,0 +1,200 @@
+package entra
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// permanentCodes are the OAuth 2.0 "error" values that retrying the same
+// request will not fix: the configuration (credential, client, tenant,
+// scope) must change.
+var permanentCodes = map[string]bool{
+	"invalid_client":         true,
+	"unauthorized_client":    true,
+	"invalid_scope":          true,
+	"invalid_request":        true,
+	"invalid_grant":          true,
+	"unsupported_grant_type": true,
+	"invalid_resource":       true,
+	"access_denied":          true,
+}
+
+// aadstsSummaries names the AADSTS codes an operator meets when a
+// client-credentials configuration is wrong. Each is a permanent failure.
+var aadstsSummaries = map[int]string{
+	7000215: "invalid client secret",
+	7000222: "client secret expired",
+	7000216: "client credential missing",
+	700016:  "application not found in tenant",
+	90002:   "tenant not found",
+	900023:  "invalid tenant identifier",
+	70011:   "invalid scope",
+	1002012: "invalid scope",
+	28000:   "invalid scope (more than one resource)",
+	500011:  "resource not found in tenant",
+	700027:  "client assertion failed signature validation (certificate not registered or wrong key)",
+	700024:  "client assertion is not within its valid time range",
+	700023:  "client assertion audience is not the token endpoint",
+	700021:  "client assertion issuer or subject is not the client ID",
+	50027:   "client assertion is malformed",
+	50013:   "client assertion rejected",
+	70021:   "no matching federated identity credential",
+	700211:  "no federated identity credential for the assertion's issuer",
+	700212:  "no federated identity credential for the assertion's audience",
+	700213:  "no federated identity credential for the assertion's subject",
+	7000274: "certificate is outside its validity period",
+	7000214: "certificate revoked",
+	7000112: "application is disabled",
+	53003:   "blocked by Conditional Access",
+	90014:   "required field missing from the token request",
+	900144:  "required parameter missing from the token request",
+	70003:   "unsupported grant type",
+}
+
+// PermanentFailure reports whether retrying the same request cannot help
+// until the configuration changes: an invalid client, credential, tenant or
+// scope (OAuth errors invalid_client, unauthorized_client, invalid_scope,
+// invalid_request, invalid_grant, unsupported_grant_type; the AADSTS codes
+// of aadstsSummaries such as 7000215, 7000222, 700016, 70011, 90002,
+// 700027, 700024), other 400/401/403 answers, and a request that cannot be
+// made (no scope, several scopes for a managed identity).
+//
+// Transient, worth retrying with backoff: 408, 429, 5xx and
+// temporarily_unavailable, other statuses (404, 410: IMDS answers those
+// while it starts), timeouts and connection errors, malformed 2xx answers,
+// an unavailable federated token file.
+func (e *RequestError) PermanentFailure() bool {
+	if e.Code == "temporarily_unavailable" {
+		return false
+	}
+	switch {
+	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
+		return false
+	case e.StatusCode == 0:
+		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope)
+	case e.StatusCode >= 200 && e.StatusCode <= 299:
+		return false // a malformed success: the next answer may be fine
+	}
+	if permanentCodes[e.Code] {
+		return true
+	}
+	for _, code := range e.ErrorCodes {
+		if _, ok := aadstsSummaries[code]; ok {
+			return true
+		}
+	}
+	switch e.StatusCode {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return false
+}
+
+// RetryAfterHint returns the delay the endpoint asked for with Retry-After
+// (delta-seconds or HTTP-date, capped at 24h), 0 when it asked for none.
+// A cache's backoff reads it, with PermanentFailure, through an interface.
+func (e *RequestError) RetryAfterHint() time.Duration { return e.RetryAfter }
+
+// Summary returns a short message for an operator, naming the cause and
+// the code to look up, e.g. "client secret expired (AADSTS7000222)",
+// "throttled (429)", "token endpoint unavailable (503)", "timed out",
+// "connection refused". It never holds a secret, an assertion or a token.
+func (e *RequestError) Summary() string {
+	for _, code := range e.ErrorCodes {
+		if summary, ok := aadstsSummaries[code]; ok {
+			return summary + " (AADSTS" + strconv.Itoa(code) + ")"
+		}
+	}
+	status := " (" + strconv.Itoa(e.StatusCode) + ")"
+	switch {
+	case e.StatusCode == http.StatusTooManyRequests:
+		return "throttled" + status
+	case e.StatusCode >= 500:
+		return "token endpoint unavailable" + status
+	case e.StatusCode >= 200 && e.StatusCode <= 299:
+		if errors.Is(e.Err, ErrResponseTooLarge) {
+			return "token response too large"
+		}
+		return "malformed token response"
+	}
+	switch e.Code {
+	case "invalid_client":
+		return "client authentication failed" + e.codeSuffix()
+	case "unauthorized_client":
+		return "client not authorized" + e.codeSuffix()
+	case "invalid_scope":
+		return "invalid scope" + e.codeSuffix()
+	case "invalid_request":
+		return "invalid token request" + e.codeSuffix()
+	case "invalid_grant":
+		return "invalid grant" + e.codeSuffix()
+	case "unsupported_grant_type":
+		return "unsupported grant type" + e.codeSuffix()
+	case "temporarily_unavailable":
+		return "token endpoint temporarily unavailable" + e.codeSuffix()
+	}
+	if e.StatusCode != 0 {
+		if errors.Is(e.Err, ErrResponseTooLarge) {
+			return "token response too large" + status
+		}
+		return "token endpoint answered" + status
+	}
+	return transportSummary(e.Err)
+}
+
+// codeSuffix is " (AADSTSnnn)" for the first AADSTS code, or " (status)".
+func (e *RequestError) codeSuffix() string {
+	if len(e.ErrorCodes) > 0 {
+		return " (AADSTS" + strconv.Itoa(e.ErrorCodes[0]) + ")"
+	}
+	if e.StatusCode != 0 {
+		return " (" + strconv.Itoa(e.StatusCode) + ")"
+	}
+	return ""
+}
+
+// transportSummary names a failure to get any answer.
+func transportSummary(err error) string {
+	var (
+		netErr  net.Error
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+	)
+	switch {
+	case err == nil:
+		return "token request failed"
+	case errors.Is(err, ErrNoScope):
+		return "no scope"
+	case errors.Is(err, ErrManagedIdentityScope):
+		return "managed identity needs exactly one scope"
+	case errors.Is(err, ErrFederatedTokenUnavailable):
+		return "federated token file unavailable"
+	case errors.Is(err, errAssertionSigning):
+		return "signing client assertion failed"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timed out"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.As(err, &dnsErr):
+		return "host not found"
+	case errors.As(err, &certErr), errors.As(err, &unknown), errors.As(err, &hostErr):
+		return "TLS certificate not trusted"
+	default:
+		return "network error"
+	}
+}

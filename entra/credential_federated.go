@@ -1,0 +1,100 @@
+package entra
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// clientAssertionType is the client_assertion_type of a JWT client
+// assertion (RFC 7523), for certificates and federated tokens alike.
+const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// maxFederatedTokenBytes bounds what is read of a federated token file.
+const maxFederatedTokenBytes = 64 << 10
+
+// ErrFederatedTokenUnavailable means the federated token file could not be
+// read or was empty. It is transient: the kubelet (or whatever writes the
+// file) may be rotating it.
+var ErrFederatedTokenUnavailable = errors.New("entra: federated token file unavailable")
+
+// Environment variables read by WorkloadIdentityFromEnv, as azidentity's
+// WorkloadIdentityCredential and the azure-workload-identity webhook name
+// them.
+const (
+	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
+	EnvClientID           = "AZURE_CLIENT_ID"
+	EnvTenantID           = "AZURE_TENANT_ID"
+	EnvAuthorityHost      = "AZURE_AUTHORITY_HOST"
+)
+
+// federatedCredential sends the content of a file as the client assertion
+// (workload identity federation). The file is read for every request.
+type federatedCredential struct {
+	path string
+}
+
+func (f federatedCredential) authenticate(form url.Values, _ time.Time) ([]string, error) {
+	assertion, err := readFederatedToken(f.path)
+	if err != nil {
+		return nil, &RequestError{Err: err}
+	}
+	form.Set("client_assertion_type", clientAssertionType)
+	form.Set("client_assertion", assertion)
+	return []string{assertion}, nil
+}
+
+func (federatedCredential) kind() string { return "federated_token" }
+
+// readFederatedToken reads the token, trimmed of surrounding whitespace.
+// Errors name the path, never the content.
+func readFederatedToken(path string) (string, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrFederatedTokenUnavailable, err)
+	}
+	defer file.Close()
+	content, err := io.ReadAll(io.LimitReader(file, maxFederatedTokenBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("%w: reading %s: %v", ErrFederatedTokenUnavailable, path, err)
+	}
+	if len(content) > maxFederatedTokenBytes {
+		return "", fmt.Errorf("%w: %s is larger than 64 KiB", ErrFederatedTokenUnavailable, path)
+	}
+	token := strings.TrimSpace(string(content))
+	if token == "" {
+		return "", fmt.Errorf("%w: %s is empty", ErrFederatedTokenUnavailable, path)
+	}
+	if !isVisibleASCII(token) {
+		return "", fmt.Errorf("%w: %s does not hold a token (unexpected characters)", ErrFederatedTokenUnavailable, path)
+	}
+	return token, nil
+}
+
+// WorkloadIdentityFromEnv returns the Config of a workload identity
+// (Caddyfile workload_identity) from the environment, as azidentity does:
+// AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID are
+// required, AZURE_AUTHORITY_HOST is optional (default DefaultAuthorityHost).
+// getenv is usually os.Getenv. A missing variable is a *ConfigError with
+// Field "workload_identity" naming the variable. The Config is not validated
+// further: NewClient does that.
+func WorkloadIdentityFromEnv(getenv func(string) string) (Config, error) {
+	values := make(map[string]string, 3)
+	for _, name := range []string{EnvFederatedTokenFile, EnvClientID, EnvTenantID} {
+		value := strings.TrimSpace(getenv(name))
+		if value == "" {
+			return Config{}, &ConfigError{Field: "workload_identity", Reason: name + " is not set"}
+		}
+		values[name] = value
+	}
+	return Config{
+		TenantID:           values[EnvTenantID],
+		ClientID:           values[EnvClientID],
+		FederatedTokenFile: values[EnvFederatedTokenFile],
+		AuthorityHost:      strings.TrimSpace(getenv(EnvAuthorityHost)),
+	}, nil
+}

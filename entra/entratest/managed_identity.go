@@ -1,0 +1,195 @@
+package entratest
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Paths of the managed identity endpoints the emulator serves.
+const (
+	// IMDSPath is the Azure Instance Metadata Service token path: point
+	// entra.ManagedIdentityCredential.IMDSEndpoint at server.URL + IMDSPath.
+	IMDSPath = "/metadata/identity/oauth2/token"
+
+	// AppServicePath is the App Service / Container Apps identity endpoint
+	// path: point IdentityEndpoint (IDENTITY_ENDPOINT) at server.URL +
+	// AppServicePath.
+	AppServicePath = "/msi/token"
+)
+
+// API versions the managed identity endpoints accept.
+const (
+	IMDSAPIVersion       = "2018-02-01"
+	AppServiceAPIVersion = "2019-08-01"
+)
+
+// managedIdentity is one managed identity of the emulated host.
+type managedIdentity struct {
+	clientID string
+	objectID string
+}
+
+// AddManagedIdentity gives the emulated host a managed identity with
+// clientID. With system, it is the system-assigned identity (the one a
+// request without client_id gets; a later system identity replaces it);
+// otherwise a user-assigned identity, selected by client_id.
+func (e *Emulator) AddManagedIdentity(clientID string, system bool) {
+	sum := sha256.Sum256([]byte("managed identity\x00" + e.tenantID + "\x00" + clientID))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.managedIdentities[clientID] = managedIdentity{clientID: clientID, objectID: uuidFromBytes(sum[:16])}
+	if system {
+		e.systemIdentity = clientID
+	}
+}
+
+// SetIdentityHeader sets the secret the App Service endpoint requires in
+// X-IDENTITY-HEADER (IDENTITY_HEADER). Until it is set, that endpoint
+// rejects every request.
+func (e *Emulator) SetIdentityHeader(secret string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.identityHeader = secret
+}
+
+// imdsError writes IMDS's error shape.
+func imdsError(w http.ResponseWriter, status int, code, description string) {
+	writeJSON(w, status, map[string]any{"error": code, "error_description": description})
+}
+
+// appServiceError writes App Service's error shape.
+func appServiceError(w http.ResponseWriter, status int, message string) {
+	writeJSON(w, status, map[string]any{"statusCode": status, "message": message, "correlationId": newUUID()})
+}
+
+// handleIMDS serves GET /metadata/identity/oauth2/token as IMDS does.
+func (e *Emulator) handleIMDS(w http.ResponseWriter, r *http.Request) {
+	e.tokenRequests.Add(1)
+	if f, ok := e.nextFailure(); ok {
+		e.writeFailure(w, r, f)
+		return
+	}
+	query := r.URL.Query()
+	switch {
+	case r.Header.Get("Metadata") != "true":
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Required metadata header not specified")
+		return
+	case r.Header.Get("X-Forwarded-For") != "":
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Request contains X-Forwarded-For header")
+		return
+	case query.Get("api-version") == "":
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Required query variable 'api-version' is missing")
+		return
+	case query.Get("api-version") != IMDSAPIVersion:
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Invalid api-version (the emulator serves "+IMDSAPIVersion+")")
+		return
+	case query.Get("resource") == "":
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Required audience parameter not specified")
+		return
+	}
+	identity, ok := e.selectIdentity(query.Get("client_id"))
+	if !ok {
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Identity not found")
+		return
+	}
+	resource := query.Get("resource")
+	now, lifetime, accessToken, ok := e.issueManagedIdentityToken(w, r, identity, resource)
+	if !ok {
+		return
+	}
+	seconds := strconv.FormatInt(int64(lifetime/time.Second), 10)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token":   accessToken,
+		"client_id":      identity.clientID,
+		"expires_in":     seconds,
+		"expires_on":     strconv.FormatInt(now.Add(lifetime).Unix(), 10),
+		"ext_expires_in": seconds,
+		"not_before":     strconv.FormatInt(now.Unix(), 10),
+		"resource":       resource,
+		"token_type":     "Bearer",
+	})
+}
+
+// handleAppService serves GET /msi/token as the App Service / Container
+// Apps identity endpoint (api-version 2019-08-01) does.
+func (e *Emulator) handleAppService(w http.ResponseWriter, r *http.Request) {
+	e.tokenRequests.Add(1)
+	if f, ok := e.nextFailure(); ok {
+		e.writeFailure(w, r, f)
+		return
+	}
+	e.mu.Lock()
+	want := e.identityHeader
+	e.mu.Unlock()
+	query := r.URL.Query()
+	got := r.Header.Get("X-IDENTITY-HEADER")
+	switch {
+	case want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1:
+		appServiceError(w, http.StatusUnauthorized, "Unable to validate the X-IDENTITY-HEADER header.")
+		return
+	case query.Get("api-version") != AppServiceAPIVersion:
+		appServiceError(w, http.StatusBadRequest, "The api-version is missing or not supported (the emulator serves "+AppServiceAPIVersion+").")
+		return
+	case query.Get("resource") == "":
+		appServiceError(w, http.StatusBadRequest, "The resource parameter is required.")
+		return
+	}
+	identity, ok := e.selectIdentity(query.Get("client_id"))
+	if !ok {
+		appServiceError(w, http.StatusBadRequest, "No managed identity found for the request.")
+		return
+	}
+	resource := query.Get("resource")
+	now, lifetime, accessToken, ok := e.issueManagedIdentityToken(w, r, identity, resource)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": accessToken,
+		"expires_on":   strconv.FormatInt(now.Add(lifetime).Unix(), 10),
+		"resource":     resource,
+		"token_type":   "Bearer",
+		"client_id":    identity.clientID,
+	})
+}
+
+// selectIdentity returns the user-assigned identity with clientID, or the
+// system-assigned identity when clientID is empty.
+func (e *Emulator) selectIdentity(clientID string) (managedIdentity, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if clientID == "" {
+		clientID = e.systemIdentity
+		if clientID == "" {
+			return managedIdentity{}, false
+		}
+	}
+	identity, ok := e.managedIdentities[clientID]
+	return identity, ok
+}
+
+// issueManagedIdentityToken waits out the response delay and signs a token
+// for identity: aud = resource, appid = the identity's client ID. On
+// failure it has answered the request and returns false.
+func (e *Emulator) issueManagedIdentityToken(w http.ResponseWriter, r *http.Request, identity managedIdentity, resource string) (time.Time, time.Duration, string, bool) {
+	e.mu.Lock()
+	lifetime, delay := e.lifetime, e.responseDelay
+	e.mu.Unlock()
+	if !sleep(r.Context(), delay) {
+		return time.Time{}, 0, "", false
+	}
+	lifetime = max(lifetime.Truncate(time.Second), time.Second)
+	now := e.now()
+	accessToken, err := e.issue(identity.clientID, identity.objectID, resource, acrCertificate, now, lifetime)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("signing failed: %v", err), http.StatusInternalServerError)
+		return time.Time{}, 0, "", false
+	}
+	e.issuedTokens.Add(1)
+	w.Header().Set("Cache-Control", "no-store, no-cache")
+	return now, lifetime, accessToken, true
+}

@@ -1,0 +1,307 @@
+package entra
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultIMDSEndpoint is the Azure Instance Metadata Service token endpoint
+// used by a managed identity when no other is configured. It is plain http
+// on a link-local address, reachable only from inside the VM.
+const DefaultIMDSEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
+
+// API versions of the two managed identity protocols.
+const (
+	imdsAPIVersion       = "2018-02-01"
+	appServiceAPIVersion = "2019-08-01"
+)
+
+// Environment variables that App Service, Azure Functions and Container
+// Apps set for their managed identity endpoint.
+const (
+	EnvIdentityEndpoint = "IDENTITY_ENDPOINT"
+	EnvIdentityHeader   = "IDENTITY_HEADER"
+)
+
+// ErrManagedIdentityScope means a managed identity token was asked for with
+// other than exactly one scope: the managed identity protocols take one
+// resource.
+var ErrManagedIdentityScope = errors.New("entra: a managed identity token takes exactly one scope")
+
+// ManagedIdentityCredential gets tokens for the Azure managed identity of
+// the host (Caddyfile managed_identity [<client_id>]).
+//
+// On a VM (and AKS node, Container Instances...) it asks IMDS:
+//
+//	GET {IMDSEndpoint}?api-version=2018-02-01&resource=<resource>[&client_id=<id>]
+//	Metadata: true
+//
+// On App Service, Functions and Container Apps (IdentityEndpoint and
+// IdentityHeader set) it asks the platform's identity endpoint:
+//
+//	GET {IdentityEndpoint}?api-version=2019-08-01&resource=<resource>[&client_id=<id>]
+//	X-IDENTITY-HEADER: <IdentityHeader>
+//
+// The resource is the one scope asked for without its "/.default" suffix.
+// No tenant, client secret or token endpoint is involved; plain http
+// endpoints are accepted (IMDS is plain http).
+type ManagedIdentityCredential struct {
+	// ClientID selects a user-assigned identity by its client ID. Default:
+	// Config.ClientID when set, else the system-assigned identity.
+	ClientID string
+
+	// IMDSEndpoint is the IMDS token endpoint. Default DefaultIMDSEndpoint.
+	// Setting it (e.g. to an emulator in tests) selects IMDS even where
+	// IDENTITY_ENDPOINT is set.
+	IMDSEndpoint string
+
+	// IdentityEndpoint and IdentityHeader select the App Service / Container
+	// Apps protocol; they must be set together. When both they and
+	// IMDSEndpoint are empty, NewClient takes them from the environment
+	// variables IDENTITY_ENDPOINT and IDENTITY_HEADER, and uses IMDS unless
+	// both are set. IdentityHeader is a secret: it never appears in an error.
+	IdentityEndpoint string
+	IdentityHeader   string
+}
+
+// managedIdentity is a validated ManagedIdentityCredential.
+type managedIdentity struct {
+	clientID       string
+	endpoint       string // without the query the client adds
+	identityHeader string // "" for IMDS
+}
+
+// newManagedIdentity validates cfg.ManagedIdentity; failures are
+// *ConfigError (field managed_identity).
+func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
+	spec := *cfg.ManagedIdentity
+	fail := func(reason string) (*managedIdentity, error) {
+		return nil, &ConfigError{Field: "managed_identity", Reason: reason}
+	}
+	clientID := strings.TrimSpace(spec.ClientID)
+	if configured := strings.TrimSpace(cfg.ClientID); configured != "" {
+		if clientID != "" && clientID != configured {
+			return fail("client_id and the managed identity's client ID differ; set one")
+		}
+		clientID = configured
+	}
+	if hasControlOrSpace(clientID) {
+		return fail("client ID must not contain spaces or control characters")
+	}
+	if len(cfg.ExtraParams) > 0 {
+		return nil, &ConfigError{Field: "token_request_param", Reason: "is not supported with managed_identity"}
+	}
+
+	identityEndpoint, identityHeader := spec.IdentityEndpoint, spec.IdentityHeader
+	if identityEndpoint == "" && identityHeader == "" && spec.IMDSEndpoint == "" {
+		identityEndpoint, identityHeader = os.Getenv(EnvIdentityEndpoint), os.Getenv(EnvIdentityHeader)
+		if identityEndpoint == "" || identityHeader == "" {
+			identityEndpoint, identityHeader = "", ""
+		}
+	}
+	mi := &managedIdentity{clientID: clientID}
+	switch {
+	case identityEndpoint != "" || identityHeader != "":
+		if spec.IMDSEndpoint != "" {
+			return fail("imds_endpoint and identity_endpoint are both set; set one")
+		}
+		if identityEndpoint == "" || identityHeader == "" {
+			return fail("identity_endpoint and identity_header must be set together")
+		}
+		if hasControlOrSpace(identityHeader) {
+			return fail("identity_header must not contain spaces or control characters")
+		}
+		u, reason := parseEndpointURL(identityEndpoint, false)
+		if reason != "" {
+			return fail("identity_endpoint " + reason)
+		}
+		mi.endpoint, mi.identityHeader = u.String(), identityHeader
+	default:
+		endpoint := spec.IMDSEndpoint
+		if endpoint == "" {
+			endpoint = DefaultIMDSEndpoint
+		}
+		u, reason := parseEndpointURL(endpoint, false)
+		if reason != "" {
+			return fail("imds_endpoint " + reason)
+		}
+		mi.endpoint = u.String()
+	}
+	return mi, nil
+}
+
+// managedIdentityToken asks the managed identity endpoint for a token for
+// the resource of scope.
+func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token, error) {
+	if len(strings.Fields(scope)) != 1 {
+		return nil, &RequestError{Err: ErrManagedIdentityScope}
+	}
+	mi := c.managedIdentity
+	resource := strings.TrimSuffix(scope, "/.default")
+
+	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, mi.endpoint, nil)
+	if err != nil {
+		return nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
+	}
+	query := req.URL.Query()
+	query.Set("resource", resource)
+	if mi.clientID != "" {
+		query.Set("client_id", mi.clientID)
+	}
+	if mi.identityHeader != "" {
+		query.Set("api-version", appServiceAPIVersion)
+		req.Header.Set("X-IDENTITY-HEADER", mi.identityHeader)
+	} else {
+		query.Set("api-version", imdsAPIVersion)
+		req.Header.Set("Metadata", "true")
+	}
+	req.URL.RawQuery = query.Encode()
+
+	token, err := c.send(ctx, reqCtx, req, ParseManagedIdentityResponse)
+	if err != nil {
+		var reqErr *RequestError
+		if errors.As(err, &reqErr) {
+			reqErr.redact(mi.identityHeader)
+		}
+		return nil, err
+	}
+	return token, nil
+}
+
+// ParseManagedIdentityResponse turns a managed identity endpoint's answer
+// (IMDS or App Service) into a Token or a *RequestError. sentAt is when the
+// request was sent.
+//
+// A success needs a 2xx status and a JSON object with a usable access_token
+// (as ParseTokenResponse) and a lifetime: expires_in (seconds, number or
+// numeric string) is preferred, as it does not depend on the clocks
+// agreeing; else expires_on, epoch seconds as a number or numeric string
+// (or the date string of App Service's 2017 API, "09/14/2017 00:00:00 PM
+// +00:00"), which must be in the future. token_type, when present, must be
+// Bearer.
+//
+// Error answers carry IMDS's "error" and "error_description", or App
+// Service's "message", in the *RequestError.
+func ParseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	fields, jsonErr := parseJSONObject(body)
+	if status < 200 || status > 299 {
+		reqErr := errorFromFields(status, header, fields)
+		if reqErr.Description == "" {
+			reqErr.Description = sanitizeLine(stringField(fields, "message"), maxDescriptionLen)
+		}
+		if jsonErr != nil {
+			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
+		}
+		return nil, reqErr
+	}
+	malformed := func(format string, args ...any) (*Token, error) {
+		reqErr := errorFromFields(status, header, fields)
+		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
+		return nil, reqErr
+	}
+	if jsonErr != nil {
+		return malformed("body is not a JSON object")
+	}
+	accessToken, reason := accessTokenField(fields)
+	if reason != "" {
+		return malformed("%s", reason)
+	}
+	if reason := checkTokenType(fields); reason != "" {
+		return malformed("%s", reason)
+	}
+
+	var expiresIn time.Duration
+	var expiresAt time.Time
+	rawIn, hasIn := fields["expires_in"]
+	rawOn, hasOn := fields["expires_on"]
+	var inErr error
+	if hasIn {
+		expiresIn, inErr = parseSeconds(rawIn)
+		if inErr == nil {
+			expiresAt = sentAt.Add(expiresIn)
+		}
+	}
+	if !hasIn || inErr != nil {
+		if !hasOn {
+			if hasIn {
+				return malformed("expires_in %v", inErr)
+			}
+			return malformed("expires_in and expires_on are missing")
+		}
+		on, err := parseExpiresOn(rawOn)
+		if err != nil {
+			return malformed("expires_on %v", err)
+		}
+		expiresIn = on.Sub(sentAt).Truncate(time.Second)
+		if expiresIn <= 0 {
+			return malformed("expires_on is not in the future")
+		}
+		if expiresIn > maxLifetime {
+			return malformed("expires_on is out of range")
+		}
+		expiresAt = on
+	}
+
+	token := &Token{
+		AccessToken: accessToken,
+		TokenType:   "Bearer",
+		ExpiresIn:   expiresIn,
+		ExpiresAt:   expiresAt,
+	}
+	if raw, ok := fields["ext_expires_in"]; ok {
+		token.ExtExpiresIn, _ = parseSeconds(raw) // advisory: 0 when malformed
+	}
+	if raw, ok := fields["refresh_in"]; ok {
+		token.RefreshIn, _ = parseSeconds(raw) // advisory: 0 when malformed
+	}
+	return token, nil
+}
+
+// expiresOnLayouts are the date formats of App Service's 2017-09-01 API,
+// with and without the AM/PM marker (which Go applies to a 24-hour hour
+// too: "00:00:00 PM" is noon).
+var expiresOnLayouts = []string{"1/2/2006 15:04:05 PM -07:00", "1/2/2006 15:04:05 -07:00"}
+
+// parseExpiresOn reads an expires_on: epoch seconds as a JSON number or
+// numeric string, or an App Service 2017 date string.
+func parseExpiresOn(raw json.RawMessage) (time.Time, error) {
+	raw = bytes.TrimSpace(raw)
+	text := string(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		if err := json.Unmarshal(raw, &text); err != nil {
+			return time.Time{}, errors.New("is not a number or date")
+		}
+		text = strings.TrimSpace(text)
+		if !isJSONNumber(text) {
+			for _, layout := range expiresOnLayouts {
+				if at, err := time.Parse(layout, text); err == nil {
+					return at, nil
+				}
+			}
+			return time.Time{}, errors.New("is not a number or date")
+		}
+	}
+	if !isJSONNumber(text) {
+		return time.Time{}, errors.New("is not a number or date")
+	}
+	secs, err := strconv.ParseFloat(text, 64)
+	// Epoch seconds up to the year 9999 keep time arithmetic in range.
+	if err != nil || math.IsNaN(secs) || secs <= 0 || secs > 253402300799 {
+		return time.Time{}, errors.New("is out of range")
+	}
+	return time.Unix(int64(secs), 0), nil
+}
