@@ -26,36 +26,33 @@ func init() {
 // token with this much or less left is never injected.
 const DefaultRefreshWindow = 60 * time.Second
 
-// App is the entra app: the global Entra ID configuration shared by every
+// App is the entra app: the Entra ID configuration shared by every
 // entra_token handler. It owns the token clients and the token cache.
 //
 // Secrets may be given as {env.*} or {file.*} placeholders; they are resolved
 // when the app is provisioned, so the JSON config (and the admin API's
 // GET /config/) shows the placeholder, not the secret.
+//
+// The cache outlives config reloads: a reload that keeps the same store
+// settings keeps the cached tokens, the Redis client and any refresh in
+// flight, so it makes no token request.
 type App struct {
-	// TenantID is the directory (tenant) ID or a verified domain of the tenant
-	// that issues the tokens. Required unless token_endpoint is set.
-	TenantID string `json:"tenant_id,omitempty"`
-
-	// ClientID is the application (client) ID of the app registration that
-	// requests tokens. Required.
-	ClientID string `json:"client_id,omitempty"`
-
-	// ClientSecret is the app registration's client secret. Required.
-	ClientSecret string `json:"client_secret,omitempty"`
-
-	// AuthorityHost is the Entra ID authority. Default
-	// https://login.microsoftonline.com; sovereign clouds use their own host
-	// (e.g. https://login.microsoftonline.us, https://login.partner.microsoftonline.cn).
-	AuthorityHost string `json:"authority_host,omitempty"`
-
-	// TokenEndpoint is the full URL of the token endpoint. Optional; when set
-	// it overrides authority_host and tenant_id for building the URL.
-	TokenEndpoint string `json:"token_endpoint,omitempty"`
+	// IdentityConfig is the default identity: tenant, client and credential
+	// of every application that does not set its own.
+	IdentityConfig
 
 	// RefreshWindow is how much lifetime a token must have left to be
 	// injected; a token with less is refreshed first. Default 60s.
 	RefreshWindow caddy.Duration `json:"refresh_window,omitempty"`
+
+	// RefreshAhead is the fraction of a token's lifetime after which it is
+	// refreshed in the background, when the token endpoint does not say
+	// (Entra's refresh_in). Between 0 and 1; default 0.5.
+	RefreshAhead float64 `json:"refresh_ahead,omitempty"`
+
+	// WaitTimeout bounds how long a request waits for a token when no
+	// usable one is cached. Default 5s.
+	WaitTimeout caddy.Duration `json:"wait_timeout,omitempty"`
 
 	// Redis, when set, shares tokens between replicas through Redis and
 	// coordinates their refreshes with a lock. Default: an in-process memory
@@ -63,29 +60,61 @@ type App struct {
 	Redis *RedisConfig `json:"redis,omitempty"`
 
 	// Applications maps an application name, as used by entra_token, to what
-	// its tokens are for. At least one is required.
+	// its tokens are for and, optionally, whose they are. At least one is
+	// required.
 	Applications map[string]*Application `json:"applications,omitempty"`
 
-	cache  *tokencache.Cache
-	logger *zap.Logger
+	cache   *tokencache.Cache
+	poolKey string
+	logger  *zap.Logger
 }
 
 // RedisConfig is the shared token store.
 type RedisConfig struct {
 	// URL is a redis:// or rediss:// URL
-	// (redis://[user:password@]host:port[/db]). Required. Placeholders are
-	// resolved at provision time.
+	// (redis://[user:password@]host:port[/db]). Either URL or Addrs is
+	// required. Placeholders are resolved at provision time.
 	URL string `json:"url,omitempty"`
+
+	// Addrs are host:port addresses: several for Redis Cluster, or the
+	// Sentinels when MasterName is set.
+	Addrs []string `json:"addrs,omitempty"`
+
+	// MasterName is the Sentinel master name; set it to use Sentinel.
+	MasterName string `json:"master_name,omitempty"`
+
+	// Username and Password authenticate to Redis (ACL). Optional.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+
+	// DB is the database number (not for Cluster). Default 0.
+	DB int `json:"db,omitempty"`
+
+	// TLS connects with TLS (implied by a rediss:// URL). Default false.
+	TLS bool `json:"tls,omitempty"`
 
 	// KeyPrefix is put before every key the sidecar writes. Default "entra:".
 	KeyPrefix string `json:"key_prefix,omitempty"`
+
+	// Timeout bounds every Redis call; a slower Redis is treated as down
+	// and each replica goes on with its own cache. Default 100ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// EncryptionKeys, each the base64 of 32 random bytes, seal the records
+	// with AES-256-GCM. The first encrypts; all decrypt, so a key can be
+	// rotated by putting the new one first. Default: no encryption.
+	EncryptionKeys []string `json:"encryption_keys,omitempty"`
 }
 
-// Application is one application name and the scopes its tokens carry.
+// Application is one application name: the scopes its tokens carry and,
+// optionally, its own identity, overriding the app's default field by field.
+// A credential is inherited only together with the client ID.
 type Application struct {
 	// Scopes are requested for the application's tokens, e.g.
 	// https://graph.microsoft.com/.default. At least one is required.
 	Scopes []string `json:"scopes,omitempty"`
+
+	IdentityConfig
 }
 
 // CaddyModule returns the Caddy module information.
@@ -96,20 +125,11 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves placeholders, builds the token client and the cache, and
-// registers every application.
+// Provision resolves placeholders, builds a token client per application and
+// registers them with the (pooled) cache.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	resolved, err := a.resolve(caddy.NewReplacer())
-	if err != nil {
-		return err
-	}
-	cache, err := buildCache(resolved, a.logger)
-	if err != nil {
-		return err
-	}
-	a.cache = cache
-	return nil
+	return a.provision(caddy.NewReplacer())
 }
 
 // Validate checks what Provision could not: the cache exists and every
@@ -127,13 +147,14 @@ func (a *App) Start() error { return nil }
 // Stop implements caddy.App; resources are freed by Cleanup.
 func (a *App) Stop() error { return nil }
 
-// Cleanup closes the token store (the Redis client, if any).
+// Cleanup releases this config's hold on the pooled cache; the last config
+// to let go closes it (and its Redis client).
 func (a *App) Cleanup() error {
 	if a.cache == nil {
 		return nil
 	}
-	err := a.cache.Close()
 	a.cache = nil
+	_, err := cachePool.Delete(a.poolKey)
 	return err
 }
 
@@ -141,6 +162,11 @@ func (a *App) Cleanup() error {
 // freshly requested. It is the Go counterpart of the seed library's
 // getClientCredentialToken and what the entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.ClientCredential, error) {
+	if !a.hasApplication(applicationName) {
+		// The pooled cache may still know a name an earlier config had.
+		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
+			fmt.Sprintf("application %q is not configured", applicationName), nil)
+	}
 	return a.cache.Token(ctx, applicationName)
 }
 

@@ -94,12 +94,55 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		{
 			name:     "bad redis url",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "http://cache:6379"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
-			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis.url"},
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis"},
 		},
 		{
 			name:     "redis url password not echoed",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://:s3cr3t-from-env@cache:notaport"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
-			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis.url"},
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis"},
+		},
+		{
+			name:     "redis url and addrs",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "addrs": ["b:6379"]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "either a URL or addrs"},
+		},
+		{
+			name:     "encryption key not 32 bytes",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "encryption_keys": ["{env.ENTRA_UNIT_SECRET}"]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "encryption_key #1"},
+		},
+		{
+			name:     "two credentials",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "federated_token_file": "/tmp/token", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "credential", "client_secret, federated_token_file", "exactly one"},
+		},
+		{
+			name:     "application with another client and no credential",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "client_id": "other"}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: credential", "none is configured"},
+		},
+		{
+			name:     "application identity alone is enough",
+			entraApp: `{"applications": {"a": {"scopes": ["x/.default"], "tenant_id": "t", "client_id": "c", "client_secret": "s"}}}`, application: "a",
+		},
+		{
+			name:     "managed identity needs no tenant",
+			entraApp: `{"managed_identity": {}, "applications": {"a": {"scopes": ["https://vault.azure.net/.default"]}}}`, application: "a",
+		},
+		{
+			name:     "plain http authority off loopback",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "authority_host": "http://login.example.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host", "https"},
+		},
+		{
+			name:     "reserved token request param",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "token_request_params": {"client_secret": "x"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "token_request_param"},
+		},
+		{
+			name:     "missing certificate file",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_certificate": {"certificate": "/nonexistent/cert.pem"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_certificate"},
 		},
 	}
 	for _, tc := range tests {

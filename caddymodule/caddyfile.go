@@ -1,6 +1,10 @@
 package caddymodule
 
 import (
+	"errors"
+	"strconv"
+	"strings"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -32,57 +36,73 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		tenant_id      <tenant>
 //		client_id      <client>
 //		client_secret  <secret>
+//		client_certificate <cert.pem> [<key.pem>] {
+//			key_password <password>
+//			send_x5c
+//		}
+//		federated_token_file <path>
+//		workload_identity
+//		managed_identity [<client_id>] {
+//			endpoint <url>
+//		}
 //		authority_host <url>
 //		token_endpoint <url>
+//		token_request_param <name> <value>
 //		refresh_window <duration>
-//		redis <url> {
+//		refresh_ahead  <fraction>
+//		wait_timeout   <duration>
+//		redis [<url>] {
+//			addrs <host:port>...
+//			master_name <name>
+//			username <user>
+//			password <password>
+//			db <number>
+//			tls
 //			key_prefix <prefix>
+//			timeout <duration>
+//			encryption_key <base64 of 32 bytes>
 //		}
 //		application <name> [<scope>...] {
 //			scope <scope> [<scope>...]
+//			# any identity option above: tenant_id, client_id, a credential,
+//			# authority_host, token_endpoint, token_request_param
 //		}
 //	}
+//
+// Exactly one credential (client_secret, client_certificate,
+// federated_token_file, workload_identity or managed_identity) per identity.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		option := d.Val()
-		switch option {
-		case "tenant_id":
-			if err := singleArg(d, &a.TenantID); err != nil {
-				return err
-			}
-		case "client_id":
-			if err := singleArg(d, &a.ClientID); err != nil {
-				return err
-			}
-		case "client_secret":
-			if err := singleArg(d, &a.ClientSecret); err != nil {
-				return err
-			}
-		case "authority_host":
-			if err := singleArg(d, &a.AuthorityHost); err != nil {
-				return err
-			}
-		case "token_endpoint":
-			if err := singleArg(d, &a.TokenEndpoint); err != nil {
-				return err
-			}
+		handled, err := parseIdentityOption(d, &a.IdentityConfig)
+		if err != nil {
+			return err
+		}
+		if handled {
+			continue
+		}
+		switch option := d.Val(); option {
 		case "refresh_window":
+			if err := durationArg(d, &a.RefreshWindow); err != nil {
+				return err
+			}
+		case "wait_timeout":
+			if err := durationArg(d, &a.WaitTimeout); err != nil {
+				return err
+			}
+		case "refresh_ahead":
 			var raw string
 			if err := singleArg(d, &raw); err != nil {
 				return err
 			}
-			window, err := caddy.ParseDuration(raw)
+			fraction, err := parseFraction(raw)
 			if err != nil {
-				return d.Errf("refresh_window: %v", err)
+				return d.Errf("refresh_ahead: %v", err)
 			}
-			if window <= 0 {
-				return d.Errf("refresh_window: must be positive")
-			}
-			a.RefreshWindow = caddy.Duration(window)
+			a.RefreshAhead = fraction
 		case "redis":
 			if a.Redis != nil {
 				return d.Err("redis: may appear only once")
@@ -103,6 +123,113 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// parseIdentityOption parses one identity option (tenant, client,
+// credential, authority) into id, reporting whether the option was one.
+func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, error) {
+	switch d.Val() {
+	case "tenant_id":
+		return true, singleArg(d, &id.TenantID)
+	case "client_id":
+		return true, singleArg(d, &id.ClientID)
+	case "client_secret":
+		return true, singleArg(d, &id.ClientSecret)
+	case "authority_host":
+		return true, singleArg(d, &id.AuthorityHost)
+	case "token_endpoint":
+		return true, singleArg(d, &id.TokenEndpoint)
+	case "federated_token_file":
+		return true, singleArg(d, &id.FederatedTokenFile)
+	case "workload_identity":
+		if id.WorkloadIdentity {
+			return true, d.Err("workload_identity: may appear only once")
+		}
+		if d.NextArg() {
+			return true, d.ArgErr()
+		}
+		id.WorkloadIdentity = true
+		return true, nil
+	case "client_certificate":
+		if id.ClientCertificate != nil {
+			return true, d.Err("client_certificate: may appear only once")
+		}
+		cert, err := parseClientCertificate(d)
+		id.ClientCertificate = cert
+		return true, err
+	case "managed_identity":
+		if id.ManagedIdentity != nil {
+			return true, d.Err("managed_identity: may appear only once")
+		}
+		mi, err := parseManagedIdentity(d)
+		id.ManagedIdentity = mi
+		return true, err
+	case "token_request_param":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return true, d.Errf("token_request_param: want <name> <value>")
+		}
+		if _, dup := id.TokenRequestParams[args[0]]; dup {
+			return true, d.Errf("token_request_param %s: set twice", args[0])
+		}
+		if id.TokenRequestParams == nil {
+			id.TokenRequestParams = make(map[string]string)
+		}
+		id.TokenRequestParams[args[0]] = args[1]
+		return true, nil
+	}
+	return false, nil
+}
+
+// parseClientCertificate parses
+// `client_certificate <cert> [<key>] { key_password <p>; send_x5c }`.
+func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, error) {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
+		return nil, d.Errf("client_certificate: want <cert.pem> [<key.pem>]")
+	}
+	cert := &ClientCertificateConfig{Certificate: args[0]}
+	if len(args) == 2 {
+		cert.Key = args[1]
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "key_password":
+			if err := singleArg(d, &cert.KeyPassword); err != nil {
+				return nil, err
+			}
+		case "send_x5c":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			cert.SendX5C = true
+		default:
+			return nil, d.Errf("unrecognized client_certificate option '%s'", d.Val())
+		}
+	}
+	return cert, nil
+}
+
+// parseManagedIdentity parses `managed_identity [<client_id>] { endpoint <url> }`.
+func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error) {
+	mi := new(ManagedIdentityConfig)
+	if d.NextArg() {
+		mi.ClientID = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "endpoint":
+			if err := singleArg(d, &mi.Endpoint); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("unrecognized managed_identity option '%s'", d.Val())
+		}
+	}
+	return mi, nil
+}
+
 // singleArg reads exactly one argument into dest; the option must not be
 // given twice.
 func singleArg(d *caddyfile.Dispenser, dest *string) error {
@@ -120,30 +247,113 @@ func singleArg(d *caddyfile.Dispenser, dest *string) error {
 	return nil
 }
 
-// parseRedis parses `redis <url> { key_prefix <prefix> }`.
+// durationArg reads one positive duration into dest.
+func durationArg(d *caddyfile.Dispenser, dest *caddy.Duration) error {
+	option := d.Val()
+	if *dest != 0 {
+		return d.Errf("%s: may appear only once", option)
+	}
+	var raw string
+	if err := singleArg(d, &raw); err != nil {
+		return err
+	}
+	value, err := caddy.ParseDuration(raw)
+	if err != nil {
+		return d.Errf("%s: %v", option, err)
+	}
+	if value <= 0 {
+		return d.Errf("%s: must be positive", option)
+	}
+	*dest = caddy.Duration(value)
+	return nil
+}
+
+// parseFraction accepts 0.5 or 50%, strictly between 0 and 1.
+func parseFraction(raw string) (float64, error) {
+	scale := 1.0
+	if strings.HasSuffix(raw, "%") {
+		raw, scale = strings.TrimSuffix(raw, "%"), 100
+	}
+	value, err := strconv.ParseFloat(raw, 64)
+	if err != nil {
+		return 0, err
+	}
+	value /= scale
+	if !(value > 0 && value < 1) {
+		return 0, errors.New("must be above 0 and below 1 (or 0% and 100%)")
+	}
+	return value, nil
+}
+
+// parseRedis parses the redis block.
 func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	redis := new(RedisConfig)
-	if !d.NextArg() {
-		return nil, d.Errf("redis: a redis:// or rediss:// URL is required")
+	if d.NextArg() {
+		redis.URL = d.Val()
 	}
-	redis.URL = d.Val()
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
+		switch option := d.Val(); option {
+		case "addrs":
+			addrs := d.RemainingArgs()
+			if len(addrs) == 0 {
+				return nil, d.ArgErr()
+			}
+			redis.Addrs = append(redis.Addrs, addrs...)
+		case "master_name":
+			if err := singleArg(d, &redis.MasterName); err != nil {
+				return nil, err
+			}
+		case "username":
+			if err := singleArg(d, &redis.Username); err != nil {
+				return nil, err
+			}
+		case "password":
+			if err := singleArg(d, &redis.Password); err != nil {
+				return nil, err
+			}
+		case "db":
+			var raw string
+			if err := singleArg(d, &raw); err != nil {
+				return nil, err
+			}
+			db, err := strconv.Atoi(raw)
+			if err != nil || db < 0 {
+				return nil, d.Errf("db: want a database number, got %q", raw)
+			}
+			redis.DB = db
+		case "tls":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			redis.TLS = true
 		case "key_prefix":
 			if err := singleArg(d, &redis.KeyPrefix); err != nil {
 				return nil, err
 			}
+		case "timeout":
+			if err := durationArg(d, &redis.Timeout); err != nil {
+				return nil, err
+			}
+		case "encryption_key":
+			var key string
+			if err := singleArg(d, &key); err != nil {
+				return nil, err
+			}
+			redis.EncryptionKeys = append(redis.EncryptionKeys, key)
 		default:
-			return nil, d.Errf("unrecognized redis option '%s'", d.Val())
+			return nil, d.Errf("unrecognized redis option '%s'", option)
 		}
+	}
+	if redis.URL == "" && len(redis.Addrs) == 0 {
+		return nil, d.Errf("redis: a redis:// or rediss:// URL, or addrs, is required")
 	}
 	return redis, nil
 }
 
-// parseApplication parses `application <name> [<scope>...] { scope <scope>... }`.
+// parseApplication parses `application <name> [<scope>...] { ... }`.
 func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.Errf("application: a name is required")
@@ -154,6 +364,13 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	}
 	app := &Application{Scopes: d.RemainingArgs()}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		handled, err := parseIdentityOption(d, &app.IdentityConfig)
+		if err != nil {
+			return err
+		}
+		if handled {
+			continue
+		}
 		switch d.Val() {
 		case "scope":
 			scopes := d.RemainingArgs()
@@ -184,7 +401,10 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
-//	entra_token [<matcher>] <application>
+//	entra_token [<matcher>] <application> {
+//		header <name>
+//		purge_on_status [<status>...]
+//	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if !d.NextArg() {
@@ -195,7 +415,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		return d.Errf("unrecognized entra_token option '%s'", d.Val())
+		switch d.Val() {
+		case "header":
+			if err := singleArg(d, &h.Header); err != nil {
+				return err
+			}
+		case "purge_on_status":
+			if h.PurgeOnStatus != nil {
+				return d.Err("purge_on_status: may appear only once")
+			}
+			statuses := []int{} // none: purging disabled
+			for _, raw := range d.RemainingArgs() {
+				status, err := strconv.Atoi(raw)
+				if err != nil || status < 100 || status > 599 {
+					return d.Errf("purge_on_status: %q is not an HTTP status", raw)
+				}
+				statuses = append(statuses, status)
+			}
+			h.PurgeOnStatus = &statuses
+		default:
+			return d.Errf("unrecognized entra_token option '%s'", d.Val())
+		}
 	}
 	return nil
 }

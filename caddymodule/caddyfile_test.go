@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,11 +40,13 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 				application orders-api api://orders/.default
 			}`,
 			want: App{
-				TenantID:      "{env.ENTRA_TENANT_ID}",
-				ClientID:      "client",
-				ClientSecret:  "{file./run/secrets/entra}",
-				AuthorityHost: "https://login.microsoftonline.us",
-				TokenEndpoint: "https://idp.example/oauth2/token",
+				IdentityConfig: IdentityConfig{
+					TenantID:      "{env.ENTRA_TENANT_ID}",
+					ClientID:      "client",
+					ClientSecret:  "{file./run/secrets/entra}",
+					AuthorityHost: "https://login.microsoftonline.us",
+					TokenEndpoint: "https://idp.example/oauth2/token",
+				},
 				RefreshWindow: caddy.Duration(2 * 60 * 1e9),
 				Redis:         &RedisConfig{URL: "{env.REDIS_URL}", KeyPrefix: "sidecar:"},
 				Applications: map[string]*Application{
@@ -59,13 +62,95 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 				"multi": {Scopes: []string{"a/.default", "b/.default", "c/.default"}},
 			}},
 		},
+		{
+			name: "credentials, identities and fleet options",
+			input: `entra {
+				tenant_id t
+				client_id c
+				client_certificate /etc/entra/cert.pem /etc/entra/key.pem {
+					key_password {env.KEY_PASSWORD}
+					send_x5c
+				}
+				token_request_param resource api://orders
+				refresh_ahead 75%
+				wait_timeout 3s
+				redis {
+					addrs 10.0.0.1:6379 10.0.0.2:6379
+					addrs 10.0.0.3:6379
+					master_name mymaster
+					username sidecar
+					password {env.REDIS_PASSWORD}
+					db 2
+					tls
+					timeout 150ms
+					encryption_key {env.KEY_NEW}
+					encryption_key {env.KEY_OLD}
+				}
+				application wi {
+					scope api://wi/.default
+					workload_identity
+				}
+				application mi api://mi/.default {
+					managed_identity 33333333-0000-4000-8000-000000000001 {
+						endpoint http://127.0.0.1:9400/metadata/identity/oauth2/token
+					}
+				}
+				application other api://other/.default {
+					tenant_id other-tenant
+					client_id other-client
+					federated_token_file /var/run/secrets/token
+					authority_host https://login.microsoftonline.us
+				}
+			}`,
+			want: App{
+				IdentityConfig: IdentityConfig{
+					TenantID: "t", ClientID: "c",
+					ClientCertificate: &ClientCertificateConfig{
+						Certificate: "/etc/entra/cert.pem", Key: "/etc/entra/key.pem",
+						KeyPassword: "{env.KEY_PASSWORD}", SendX5C: true,
+					},
+					TokenRequestParams: map[string]string{"resource": "api://orders"},
+				},
+				RefreshAhead: 0.75,
+				WaitTimeout:  caddy.Duration(3 * 1e9),
+				Redis: &RedisConfig{
+					Addrs:      []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"},
+					MasterName: "mymaster", Username: "sidecar", Password: "{env.REDIS_PASSWORD}",
+					DB: 2, TLS: true, Timeout: caddy.Duration(150 * 1e6),
+					EncryptionKeys: []string{"{env.KEY_NEW}", "{env.KEY_OLD}"},
+				},
+				Applications: map[string]*Application{
+					"wi": {Scopes: []string{"api://wi/.default"}, IdentityConfig: IdentityConfig{WorkloadIdentity: true}},
+					"mi": {Scopes: []string{"api://mi/.default"}, IdentityConfig: IdentityConfig{ManagedIdentity: &ManagedIdentityConfig{
+						ClientID: "33333333-0000-4000-8000-000000000001",
+						Endpoint: "http://127.0.0.1:9400/metadata/identity/oauth2/token",
+					}}},
+					"other": {Scopes: []string{"api://other/.default"}, IdentityConfig: IdentityConfig{
+						TenantID: "other-tenant", ClientID: "other-client",
+						FederatedTokenFile: "/var/run/secrets/token", AuthorityHost: "https://login.microsoftonline.us",
+					}},
+				},
+			},
+		},
 		{name: "unknown option", input: "entra {\n tenant tid\n }", wantErr: "unrecognized entra option 'tenant'"},
+		{name: "certificate without file", input: "entra {\n client_certificate\n }", wantErr: "client_certificate: want <cert.pem> [<key.pem>]"},
+		{name: "certificate twice", input: "entra {\n client_certificate a\n client_certificate b\n }", wantErr: "client_certificate: may appear only once"},
+		{name: "unknown certificate option", input: "entra {\n client_certificate a {\n x5c\n }\n }", wantErr: "unrecognized client_certificate option 'x5c'"},
+		{name: "managed identity extra arg", input: "entra {\n managed_identity a b\n }", wantErr: "wrong argument count"},
+		{name: "workload identity arg", input: "entra {\n workload_identity yes\n }", wantErr: "wrong argument count"},
+		{name: "request param arity", input: "entra {\n token_request_param resource\n }", wantErr: "token_request_param: want <name> <value>"},
+		{name: "request param twice", input: "entra {\n token_request_param a 1\n token_request_param a 2\n }", wantErr: "token_request_param a: set twice"},
+		{name: "refresh ahead out of range", input: "entra {\n refresh_ahead 1.5\n }", wantErr: "refresh_ahead"},
+		{name: "refresh ahead percent zero", input: "entra {\n refresh_ahead 0%\n }", wantErr: "refresh_ahead"},
+		{name: "wait timeout zero", input: "entra {\n wait_timeout 0s\n }", wantErr: "wait_timeout: must be positive"},
+		{name: "redis db not a number", input: "entra {\n redis redis://a {\n db two\n }\n }", wantErr: "db: want a database number"},
+		{name: "unknown application option", input: "entra {\n application a s/.default {\n refresh_window 1s\n }\n }", wantErr: "unrecognized application option 'refresh_window'"},
 		{name: "option twice", input: "entra {\n client_id a\n client_id b\n }", wantErr: "client_id: may appear only once"},
 		{name: "missing value", input: "entra {\n client_secret\n }", wantErr: "wrong argument count"},
 		{name: "extra value", input: "entra {\n client_id a b\n }", wantErr: "wrong argument count"},
 		{name: "bad window", input: "entra {\n refresh_window soon\n }", wantErr: "refresh_window"},
 		{name: "negative window", input: "entra {\n refresh_window -5s\n }", wantErr: "refresh_window: must be positive"},
-		{name: "redis without url", input: "entra {\n redis\n }", wantErr: "redis: a redis:// or rediss:// URL is required"},
+		{name: "redis without url", input: "entra {\n redis\n }", wantErr: "redis: a redis:// or rediss:// URL, or addrs, is required"},
 		{name: "redis twice", input: "entra {\n redis redis://a\n redis redis://b\n }", wantErr: "redis: may appear only once"},
 		{name: "unknown redis option", input: "entra {\n redis redis://a {\n prefix x\n }\n }", wantErr: "unrecognized redis option 'prefix'"},
 		{name: "application without name", input: "entra {\n application\n }", wantErr: "application: a name is required"},
@@ -98,14 +183,20 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 
 func TestUnmarshalCaddyfileHandler(t *testing.T) {
 	tests := []struct {
-		input   string
-		want    string
-		wantErr string
+		input      string
+		want       string
+		wantHeader string
+		wantPurge  []int // nil: not set
+		wantErr    string
 	}{
 		{input: "entra_token graph-api", want: "graph-api"},
 		{input: "entra_token", wantErr: "an application name is required"},
 		{input: "entra_token a b", wantErr: "wrong argument count"},
-		{input: "entra_token a {\n header X-Token\n }", wantErr: "unrecognized entra_token option 'header'"},
+		{input: "entra_token a {\n header X-Api-Token\n purge_on_status 401 403\n }", want: "a", wantHeader: "X-Api-Token", wantPurge: []int{401, 403}},
+		{input: "entra_token a {\n purge_on_status\n }", want: "a", wantPurge: []int{}},
+		{input: "entra_token a {\n purge_on_status teapot\n }", wantErr: `purge_on_status: "teapot" is not an HTTP status`},
+		{input: "entra_token a {\n header\n }", wantErr: "wrong argument count"},
+		{input: "entra_token a {\n retry 3\n }", wantErr: "unrecognized entra_token option 'retry'"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.input, func(t *testing.T) {
@@ -117,8 +208,12 @@ func TestUnmarshalCaddyfileHandler(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || h.Application != tc.want {
-				t.Fatalf("application = %q, err = %v; want %q", h.Application, err, tc.want)
+			if err != nil || h.Application != tc.want || h.Header != tc.wantHeader {
+				t.Fatalf("application = %q, header = %q, err = %v; want %q, %q", h.Application, h.Header, err, tc.want, tc.wantHeader)
+			}
+			if (h.PurgeOnStatus == nil) != (tc.wantPurge == nil) ||
+				(h.PurgeOnStatus != nil && fmt.Sprint(*h.PurgeOnStatus) != fmt.Sprint(tc.wantPurge)) {
+				t.Errorf("purge_on_status = %v, want %v", h.PurgeOnStatus, tc.wantPurge)
 			}
 		})
 	}

@@ -23,7 +23,7 @@ func fetchFunc(client *entra.Client, application string, scopes []string, logger
 				zap.String("token_endpoint", client.TokenEndpoint()))...)
 			return tokencache.Fetched{}, err
 		}
-		return tokencache.Fetched{AccessToken: token.AccessToken, ExpiresAt: token.ExpiresAt}, nil
+		return tokencache.Fetched{AccessToken: token.AccessToken, ExpiresAt: token.ExpiresAt, RefreshIn: token.RefreshIn}, nil
 	}
 }
 

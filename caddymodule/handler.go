@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,14 +21,22 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// authorizationHeader is the header the token is injected into.
-const authorizationHeader = "Authorization"
+// DefaultHeader is the header the token is injected into by default.
+const DefaultHeader = "Authorization"
+
+// defaultPurgeOnStatus: a downstream 401 means the token was refused.
+var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 
 // Handler injects an Entra ID access token for one application into each
-// request: it replaces every Authorization header the client sent with
-// "Bearer <token>" and passes the request on. When no valid token can be had
-// it answers itself, with the error's status and a JSON body
+// request: it removes every copy of the header the client sent and sets it to
+// "Bearer <token>", then passes the request on. When no valid token can be
+// had it answers itself, with the error's status (502, or 503 with
+// Retry-After while the token endpoint is throttling) and a JSON body
 // {"code": "...", "message": "..."}, and does not call the next handler.
+//
+// When downstream answers with a status of purge_on_status (default 401),
+// the token is dropped from the cache (in this replica and in Redis), at most
+// once per token, so that the next request gets a fresh one.
 //
 // The handler sets these placeholders:
 //
@@ -39,8 +49,19 @@ type Handler struct {
 	// Required.
 	Application string `json:"application,omitempty"`
 
-	app    *App
-	logger *zap.Logger
+	// Header is the request header the token goes into, as
+	// "Bearer <token>". Default Authorization.
+	Header string `json:"header,omitempty"`
+
+	// PurgeOnStatus lists the downstream statuses that make the handler
+	// purge the token it injected. Default [401]; an empty list disables
+	// purging.
+	PurgeOnStatus *[]int `json:"purge_on_status,omitempty"`
+
+	header        string
+	purgeOnStatus []int
+	app           *App
+	logger        *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -56,6 +77,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Application == "" {
 		return fmt.Errorf("%s: entra_token: application is required", tokencache.CodeApplicationNotFound)
+	}
+	h.header = http.CanonicalHeaderKey(h.Header)
+	if h.header == "" {
+		h.header = DefaultHeader
+	}
+	if !validHeaderName(h.header) {
+		return fmt.Errorf("entra_token: header %q is not a valid header name", h.Header)
+	}
+	h.purgeOnStatus = defaultPurgeOnStatus
+	if h.PurgeOnStatus != nil {
+		h.purgeOnStatus = *h.PurgeOnStatus
 	}
 	appIface, err := ctx.AppIfConfigured("entra")
 	if errors.Is(err, caddy.ErrNotConfigured) {
@@ -73,14 +105,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// validHeaderName reports whether name is an HTTP token (RFC 9110).
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if c <= ' ' || c >= 0x7f || c == ':' || c == '(' || c == ')' || c == ',' || c == '/' ||
+			c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' || c == '[' ||
+			c == '\\' || c == ']' || c == '{' || c == '}' || c == '"' {
+			return false
+		}
+	}
+	return true
+}
+
 // ServeHTTP injects the token and calls next, or answers the error itself.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	credential, err := h.app.Token(r.Context(), h.Application)
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
-	r.Header.Del(authorizationHeader)
-	r.Header.Set(authorizationHeader, "Bearer "+credential.AccessToken)
+	r.Header.Del(h.header)
+	r.Header.Set(h.header, "Bearer "+credential.AccessToken)
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.entra_token.application", h.Application)
@@ -89,7 +136,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c := h.logger.Check(zapcore.DebugLevel, "token injected"); c != nil {
 		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
 	}
-	return next.ServeHTTP(w, r)
+	if len(h.purgeOnStatus) == 0 {
+		return next.ServeHTTP(w, r)
+	}
+	recorder := caddyhttp.NewResponseRecorder(w, nil, nil)
+	err = next.ServeHTTP(recorder, r)
+	status := recorder.Status()
+	var handlerErr caddyhttp.HandlerError
+	if err != nil && errors.As(err, &handlerErr) {
+		status = handlerErr.StatusCode
+	}
+	if slices.Contains(h.purgeOnStatus, status) {
+		h.purge(r, credential, status)
+	}
+	return err
+}
+
+// purge drops a token that downstream refused.
+func (h *Handler) purge(r *http.Request, credential tokencache.ClientCredential, status int) {
+	if h.app.cache.Purge(r.Context(), h.Application, credential.AccessToken) {
+		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",
+			zap.String("application", h.Application),
+			zap.Int("status", status),
+			zap.Time("expires_at", credential.AccessTokenExpiresAt))
+	}
 }
 
 // errorBody is the JSON answered when no token can be injected.
@@ -103,11 +173,12 @@ type errorBody struct {
 // correlation IDs), which never holds a secret or a token.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) error {
 	body := errorBody{Code: tokencache.CodeTokenRequestFailed, Message: err.Error()}
+	status := http.StatusBadGateway
+	var retryAfter time.Duration
 	var te *tokencache.Error
 	if errors.As(err, &te) {
-		body.Code, body.Message = te.Code, te.Message
+		body.Code, body.Message, status, retryAfter = te.Code, te.Message, te.Status, te.RetryAfter
 	}
-	status := tokencache.StatusForCode(body.Code)
 	if r.Context().Err() != nil {
 		// The client went away; there is nobody to answer.
 		return caddyhttp.Error(499, err)
@@ -118,6 +189,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		zap.Int("status", status))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+	}
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(body)
 }

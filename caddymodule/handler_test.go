@@ -35,22 +35,19 @@ func newTestApp(t *testing.T, secret string) (*App, *entratest.Emulator, *observ
 	emulator.AddClient(unitClientID, unitClientSecret)
 	core, logs := observer.New(zapcore.DebugLevel)
 	app := &App{
-		AuthorityHost: server.URL,
-		TenantID:      emulator.TenantID(),
-		ClientID:      unitClientID,
-		ClientSecret:  secret,
+		IdentityConfig: IdentityConfig{
+			AuthorityHost: server.URL,
+			TenantID:      emulator.TenantID(),
+			ClientID:      unitClientID,
+			ClientSecret:  secret,
+		},
 		Applications: map[string]*Application{
 			"graph-api":  {Scopes: []string{"https://graph.microsoft.com/.default"}},
 			"orders-api": {Scopes: []string{"api://orders/.default"}},
 		},
 		logger: zap.New(core),
 	}
-	resolved, err := app.resolve(caddy.NewReplacer())
-	if err != nil {
-		t.Fatal(err)
-	}
-	app.cache, err = buildCache(resolved, app.logger)
-	if err != nil {
+	if err := app.provision(caddy.NewReplacer()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = app.Cleanup() })
@@ -61,7 +58,7 @@ func newTestApp(t *testing.T, secret string) (*App, *entratest.Emulator, *observ
 // Authorization values next received (nil when next was not called).
 func serve(t *testing.T, app *App, application string, req *http.Request) (*httptest.ResponseRecorder, []string, bool) {
 	t.Helper()
-	h := &Handler{Application: application, app: app, logger: app.logger}
+	h := &Handler{Application: application, app: app, logger: app.logger, header: DefaultHeader}
 	var seen []string
 	called := false
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -177,3 +174,89 @@ func TestHandlerAnswers502WithoutCallingNext(t *testing.T) {
 
 // Ensure the error type the handler relies on is the client's.
 var _ error = (*entra.RequestError)(nil)
+
+// serveWith runs one request through h with next answering nextStatus, and
+// returns the recorder and what next saw of header.
+func serveWith(t *testing.T, h *Handler, nextStatus int, req *http.Request) (*httptest.ResponseRecorder, []string) {
+	t.Helper()
+	var seen []string
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		seen = r.Header.Values(h.header)
+		w.WriteHeader(nextStatus)
+		return nil
+	})
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, next); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return rec, seen
+}
+
+func TestHandlerHeaderOption(t *testing.T) {
+	app, _, _ := newTestApp(t, unitClientSecret)
+	h := &Handler{Application: "graph-api", Header: "x-api-token", app: app, logger: app.logger}
+	h.header = http.CanonicalHeaderKey(h.Header)
+	req := httptest.NewRequest(http.MethodGet, "http://sidecar/", nil)
+	req.Header.Add("X-Api-Token", "forged")
+	req.Header.Add("X-API-TOKEN", "forged again")
+	req.Header.Set("Authorization", "Basic dXNlcjpwYXNz")
+	_, seen := serveWith(t, h, http.StatusOK, req)
+	if len(seen) != 1 || !strings.HasPrefix(seen[0], "Bearer ") {
+		t.Fatalf("X-Api-Token = %d values, want one bearer token", len(seen))
+	}
+	if got := req.Header.Get("Authorization"); got != "Basic dXNlcjpwYXNz" {
+		t.Errorf("Authorization = %q, want the client's own untouched", got)
+	}
+}
+
+func TestHandlerPurgesOnDownstream401Once(t *testing.T) {
+	app, emulator, logs := newTestApp(t, unitClientSecret)
+	h := &Handler{Application: "graph-api", app: app, logger: app.logger,
+		header: DefaultHeader, purgeOnStatus: defaultPurgeOnStatus}
+	newReq := func() *http.Request { return httptest.NewRequest(http.MethodGet, "http://sidecar/", nil) }
+
+	_, first := serveWith(t, h, http.StatusUnauthorized, newReq())
+	_, second := serveWith(t, h, http.StatusUnauthorized, newReq())
+	if first[0] == second[0] {
+		t.Fatal("after a downstream 401 the same token was injected again")
+	}
+	if got := emulator.TokenRequests(); got != 2 {
+		t.Errorf("token requests = %d, want 2", got)
+	}
+	// The second 401 comes within the purge interval: no third token.
+	_, third := serveWith(t, h, http.StatusOK, newReq())
+	if third[0] != second[0] {
+		t.Error("a purge within the rate limit fetched another token")
+	}
+	if n := len(logs.FilterMessage("downstream refused the token; purged it so the next request gets a fresh one").All()); n != 1 {
+		t.Errorf("%d purge logs, want 1", n)
+	}
+}
+
+func TestHandlerEmptyPurgeListDisablesPurging(t *testing.T) {
+	app, emulator, _ := newTestApp(t, unitClientSecret)
+	h := &Handler{Application: "graph-api", app: app, logger: app.logger, header: DefaultHeader}
+	for range 3 {
+		serveWith(t, h, http.StatusUnauthorized, httptest.NewRequest(http.MethodGet, "http://sidecar/", nil))
+	}
+	if got := emulator.TokenRequests(); got != 1 {
+		t.Errorf("token requests = %d, want 1 with purging disabled", got)
+	}
+}
+
+func TestHandlerThrottledAnswers503WithRetryAfter(t *testing.T) {
+	app, emulator, _ := newTestApp(t, unitClientSecret)
+	emulator.FailNext(-1, entratest.Failure{Status: http.StatusTooManyRequests, Error: "temporarily_unavailable", RetryAfter: "20"})
+	h := &Handler{Application: "graph-api", app: app, logger: app.logger, header: DefaultHeader}
+	rec, _ := serveWith(t, h, http.StatusOK, httptest.NewRequest(http.MethodGet, "http://sidecar/", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d, want 503", rec.Code)
+	}
+	if got := rec.Header().Get("Retry-After"); got != "20" && got != "19" {
+		t.Errorf("Retry-After = %q, want 20", got)
+	}
+	rec, _ = serveWith(t, h, http.StatusOK, httptest.NewRequest(http.MethodGet, "http://sidecar/", nil))
+	if rec.Code != http.StatusServiceUnavailable || emulator.TokenRequests() != 1 {
+		t.Errorf("second request: status %d, token requests %d; want 503 and still 1", rec.Code, emulator.TokenRequests())
+	}
+}

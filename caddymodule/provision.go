@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,74 +17,218 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// resolvedConfig is the app's configuration with every placeholder replaced.
-// It holds secrets: it is never logged and never stored in the JSON config.
-type resolvedConfig struct {
-	client        entra.Config
-	refreshWindow time.Duration
-	redisURL      string
-	keyPrefix     string
-	applications  map[string][]string
+// cachePool keeps token caches across config reloads, keyed by their store
+// and refresh settings: a reload that keeps them gets the same cache back,
+// with its tokens, its Redis client and any refresh in flight.
+var cachePool = caddy.NewUsagePool()
+
+// pooledCache lets the pool close a cache when no config uses it any more.
+type pooledCache struct{ *tokencache.Cache }
+
+// Destruct closes the cache and its store.
+func (p pooledCache) Destruct() error { return p.Close() }
+
+// cacheSettings is what a cache is made of, resolved. It holds secrets (the
+// Redis password, encryption keys): it is hashed for the pool key, never
+// logged.
+type cacheSettings struct {
+	RefreshWindow time.Duration
+	RefreshAhead  float64
+	WaitTimeout   time.Duration
+	Redis         *tokencache.RedisOptions
 }
 
-// resolve replaces the {env.*} and {file.*} placeholders of every field. An
-// unknown placeholder is an error naming the field; the value is never shown.
-func (a *App) resolve(repl *caddy.Replacer) (*resolvedConfig, error) {
-	var firstErr error
-	field := func(name, raw string) string {
-		value, err := repl.ReplaceOrErr(raw, false, true)
-		if err != nil && firstErr == nil {
-			firstErr = configError(name, "unknown placeholder (only {env.*}, {file.*} and global placeholders are resolved)")
-		}
-		return strings.TrimSpace(value)
+// provision builds the applications' clients and registers them with the
+// pooled cache.
+func (a *App) provision(repl *caddy.Replacer) error {
+	settings, err := a.cacheSettings(repl)
+	if err != nil {
+		return err
 	}
-	rc := &resolvedConfig{
-		client: entra.Config{
-			TenantID:      field("tenant_id", a.TenantID),
-			ClientID:      field("client_id", a.ClientID),
-			ClientSecret:  field("client_secret", a.ClientSecret),
-			AuthorityHost: field("authority_host", a.AuthorityHost),
-			TokenEndpoint: field("token_endpoint", a.TokenEndpoint),
-		},
-		refreshWindow: time.Duration(a.RefreshWindow),
-		applications:  make(map[string][]string, len(a.Applications)),
+	apps, err := a.buildApplications(repl)
+	if err != nil {
+		return err
+	}
+	key, err := settings.poolKey()
+	if err != nil {
+		return err
+	}
+	value, loaded, err := cachePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		cache, err := newCache(settings, a.logger)
+		if err != nil {
+			return nil, err
+		}
+		return pooledCache{cache}, nil
+	})
+	if err != nil {
+		return err
+	}
+	cache := value.(pooledCache).Cache
+	for _, app := range apps {
+		if err := cache.Upsert(app); err != nil {
+			_, _ = cachePool.Delete(key)
+			return fmt.Errorf("registering application %s: %v", app.Name, err)
+		}
+	}
+	if loaded {
+		a.logger.Debug("reusing the token cache of the previous config")
+	}
+	a.cache, a.poolKey = cache, key
+	return nil
+}
+
+// cacheSettings validates and resolves the store and refresh settings.
+func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
+	s := &cacheSettings{
+		RefreshWindow: time.Duration(a.RefreshWindow),
+		RefreshAhead:  a.RefreshAhead,
+		WaitTimeout:   time.Duration(a.WaitTimeout),
+	}
+	switch {
+	case s.RefreshWindow < 0:
+		return nil, configError("refresh_window", "must not be negative")
+	case s.RefreshAhead < 0 || s.RefreshAhead >= 1:
+		return nil, configError("refresh_ahead", "must be a fraction of the lifetime, above 0 and below 1")
+	case s.WaitTimeout < 0:
+		return nil, configError("wait_timeout", "must not be negative")
+	}
+	if s.RefreshWindow == 0 {
+		s.RefreshWindow = DefaultRefreshWindow
 	}
 	if a.Redis != nil {
-		rc.redisURL = field("redis.url", a.Redis.URL)
-		rc.keyPrefix = a.Redis.KeyPrefix
-		if rc.redisURL == "" {
-			return nil, configError("redis.url", "is required when redis is set"+placeholderHint(a.Redis.URL))
+		opts, err := a.Redis.options(repl)
+		if err != nil {
+			return nil, err
+		}
+		s.Redis = opts
+	}
+	return s, nil
+}
+
+// options resolves the redis block into store options.
+func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, error) {
+	r := resolver{repl: repl, prefix: "redis "}
+	opts := &tokencache.RedisOptions{
+		URL:        r.value("url", rc.URL),
+		MasterName: r.value("master_name", rc.MasterName),
+		Username:   r.value("username", rc.Username),
+		Password:   r.required("password", rc.Password),
+		DB:         rc.DB,
+		TLS:        rc.TLS,
+		KeyPrefix:  rc.KeyPrefix,
+		OpTimeout:  time.Duration(rc.Timeout),
+	}
+	for _, addr := range rc.Addrs {
+		if addr = r.value("addrs", addr); addr != "" {
+			opts.Addrs = append(opts.Addrs, addr)
 		}
 	}
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	for _, check := range []struct{ name, raw, value string }{
-		{"tenant_id", a.TenantID, rc.client.TenantID},
-		{"client_id", a.ClientID, rc.client.ClientID},
-		{"client_secret", a.ClientSecret, rc.client.ClientSecret},
-	} {
-		if check.value == "" && (check.name != "tenant_id" || rc.client.TokenEndpoint == "") {
-			return nil, configError(check.name, "is required"+placeholderHint(check.raw))
+	for i, raw := range rc.EncryptionKeys {
+		encoded := r.required(fmt.Sprintf("encryption_key #%d", i+1), raw)
+		if r.err != nil {
+			break
 		}
+		key, err := tokencache.ParseEncryptionKey(encoded)
+		if err != nil {
+			return nil, configError(fmt.Sprintf("redis encryption_key #%d", i+1), err.Error())
+		}
+		opts.EncryptionKeys = append(opts.EncryptionKeys, key)
 	}
-	if rc.refreshWindow < 0 {
-		return nil, configError("refresh_window", "must not be negative")
+	if r.err != nil {
+		return nil, r.err
 	}
-	if rc.refreshWindow == 0 {
-		rc.refreshWindow = DefaultRefreshWindow
+	switch {
+	case opts.URL == "" && len(opts.Addrs) == 0:
+		return nil, configError("redis", "a URL or addrs is required"+placeholderHint(rc.URL))
+	case opts.URL != "" && len(opts.Addrs) > 0:
+		return nil, configError("redis", "set either a URL or addrs, not both")
+	case opts.OpTimeout < 0:
+		return nil, configError("redis timeout", "must not be negative")
 	}
+	return opts, nil
+}
+
+// poolKey identifies a cache by its settings; secrets are hashed in.
+func (s *cacheSettings) poolKey() (string, error) {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("hashing cache settings: %v", err)
+	}
+	sum := sha256.Sum256(raw)
+	return "entra-cache-" + hex.EncodeToString(sum[:]), nil
+}
+
+// newCache makes the store and the cache. An unreachable Redis is not an
+// error: the cache degrades to per-replica caching until it is back.
+func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
+	var store tokencache.Store = tokencache.NewMemoryStore()
+	if s.Redis != nil {
+		redisStore, err := tokencache.NewRedisStore(*s.Redis)
+		if err != nil {
+			return nil, configError("redis", strings.TrimPrefix(err.Error(), "tokencache: "))
+		}
+		logger.Info("sharing tokens through redis",
+			zap.String("key_prefix", redisStore.KeyPrefix()),
+			zap.Bool("encrypted", len(s.Redis.EncryptionKeys) > 0))
+		store = redisStore
+	}
+	cache, err := tokencache.New(tokencache.Options{
+		Store:         store,
+		RefreshWindow: s.RefreshWindow,
+		RefreshAhead:  s.RefreshAhead,
+		WaitTimeout:   s.WaitTimeout,
+		Logger:        logger,
+	})
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("creating token cache: %v", err)
+	}
+	return cache, nil
+}
+
+// buildApplications validates every application and makes its token client.
+func (a *App) buildApplications(repl *caddy.Replacer) ([]tokencache.Application, error) {
 	if len(a.Applications) == 0 {
 		return nil, configError("application", "at least one application is required")
 	}
-	for name, app := range a.Applications {
+	names := make([]string, 0, len(a.Applications))
+	for name := range a.Applications {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	apps := make([]tokencache.Application, 0, len(names))
+	for _, name := range names {
+		app := a.Applications[name]
 		scopes, err := validateApplication(name, app)
 		if err != nil {
 			return nil, err
 		}
-		rc.applications[name] = scopes
+		identity := a.IdentityConfig
+		field := ""
+		if !app.IdentityConfig.isZero() {
+			identity = app.IdentityConfig.inherit(a.IdentityConfig)
+			field = "application " + name + ": "
+		}
+		cfg, err := identity.clientConfig(repl, field)
+		if err != nil {
+			return nil, err
+		}
+		client, err := entra.NewClient(cfg)
+		if err != nil {
+			var ce *entra.ConfigError
+			if errors.As(err, &ce) {
+				return nil, configError(field+ce.Field, ce.Reason)
+			}
+			return nil, fmt.Errorf("%s: %s%v", tokencache.CodeProviderInvalidConfig, field, err)
+		}
+		apps = append(apps, tokencache.Application{
+			Name:     name,
+			Identity: client.Identity(),
+			Scopes:   scopes,
+			Fetch:    fetchFunc(client, name, scopes, a.logger),
+		})
 	}
-	return rc, nil
+	return apps, nil
 }
 
 // placeholderHint explains an empty value that came from a placeholder, naming
@@ -102,76 +249,10 @@ func validateApplication(name string, app *Application) ([]string, error) {
 	if app == nil || len(app.Scopes) == 0 {
 		return nil, configError(field, "at least one scope is required")
 	}
-	scopes := make([]string, 0, len(app.Scopes))
 	for _, scope := range app.Scopes {
 		if scope == "" || strings.ContainsAny(scope, " \t\r\n") {
 			return nil, configError(field, fmt.Sprintf("invalid scope %q: must be non-empty and contain no whitespace", scope))
 		}
-		scopes = append(scopes, scope)
 	}
-	return scopes, nil
-}
-
-// buildCache makes the token client, the store and the cache, and registers
-// every application. On error nothing is left open.
-func buildCache(rc *resolvedConfig, logger *zap.Logger) (*tokencache.Cache, error) {
-	client, err := entra.NewClient(rc.client)
-	if err != nil {
-		var ce *entra.ConfigError
-		if errors.As(err, &ce) {
-			return nil, configError(ce.Field, ce.Reason)
-		}
-		return nil, fmt.Errorf("%s: %v", tokencache.CodeProviderInvalidConfig, err)
-	}
-	store, err := buildStore(rc, logger)
-	if err != nil {
-		return nil, err
-	}
-	cache, err := tokencache.New(tokencache.Options{
-		Store:         store,
-		RefreshWindow: rc.refreshWindow,
-		Logger:        logger,
-	})
-	if err != nil {
-		_ = store.Close()
-		return nil, fmt.Errorf("creating token cache: %v", err)
-	}
-	identity := strings.Join([]string{client.TokenEndpoint(), client.TenantID(), client.ClientID()}, "\n")
-	names := make([]string, 0, len(rc.applications))
-	for name := range rc.applications {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		scopes := rc.applications[name]
-		err := cache.Register(tokencache.Application{
-			Name:     name,
-			Identity: identity,
-			Scopes:   scopes,
-			Fetch:    fetchFunc(client, name, scopes, logger),
-		})
-		if err != nil {
-			_ = cache.Close()
-			return nil, fmt.Errorf("registering application %s: %v", name, err)
-		}
-	}
-	return cache, nil
-}
-
-// buildStore returns the Redis store when redis is configured, else the
-// in-process memory store. An unreachable Redis is not an error: the cache
-// degrades to per-replica caching until it is back.
-func buildStore(rc *resolvedConfig, logger *zap.Logger) (tokencache.Store, error) {
-	if rc.redisURL == "" {
-		return tokencache.NewMemoryStore(), nil
-	}
-	store, err := tokencache.NewRedisStore(tokencache.RedisOptions{
-		URL:       rc.redisURL,
-		KeyPrefix: rc.keyPrefix,
-	})
-	if err != nil {
-		return nil, configError("redis.url", err.Error())
-	}
-	logger.Info("sharing tokens through redis", zap.String("key_prefix", store.KeyPrefix()))
-	return store, nil
+	return slices.Clone(app.Scopes), nil
 }

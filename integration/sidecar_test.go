@@ -95,15 +95,12 @@ func (f *fleet) startReplica(t *testing.T) *sidecar {
 func (f *fleet) records(t *testing.T) map[string]map[string]any {
 	t.Helper()
 	ctx := context.Background()
-	keys, err := f.rdb.Keys(ctx, testKeyPrefix+"*").Result()
+	keys, err := f.rdb.Keys(ctx, testKeyPrefix+"*:token").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	records := make(map[string]map[string]any)
 	for _, key := range keys {
-		if strings.HasSuffix(key, ":lock") {
-			continue
-		}
 		raw, err := f.rdb.Get(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)

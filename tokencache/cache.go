@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -19,9 +17,11 @@ import (
 // Defaults of Options.
 const (
 	DefaultRefreshWindow = 60 * time.Second
+	DefaultRefreshAhead  = 0.5
 	DefaultLockTTL       = 15 * time.Second
 	DefaultWaitTimeout   = 5 * time.Second
-	DefaultPollInterval  = 50 * time.Millisecond
+	DefaultPollInterval  = 250 * time.Millisecond
+	DefaultPurgeInterval = 10 * time.Second
 )
 
 // Options configures a Cache.
@@ -34,20 +34,41 @@ type Options struct {
 	// before it expires, and a fetched token with less is rejected.
 	// Default 60s.
 	RefreshWindow time.Duration
-	// LockTTL is how long a replica's refresh lock lasts, and so the most a
-	// fetch may take. Default 15s.
+	// RefreshAhead is the point of a token's lifetime, as a fraction
+	// between 0 and 1, at which it is refreshed in the background when the
+	// token endpoint gave no refresh_in (Fetched.RefreshIn): 0.5 refreshes
+	// a one-hour token after 30 minutes. The point is moved by up to ±10%
+	// of the time left until it (at most ±5 minutes) so that replicas do not
+	// all try at once, and is never later than RefreshWindow before expiry.
+	// Default 0.5 (half the lifetime).
+	RefreshAhead float64
+	// LockTTL is how long a replica's refresh lock lasts unless extended:
+	// its holder extends it every LockTTL/3 while its fetch runs, so a
+	// holder that dies frees it within LockTTL. A fetch may take at most
+	// 2×LockTTL. Default 15s.
 	LockTTL time.Duration
-	// WaitTimeout is how long a replica that lost the refresh lock waits for
-	// the winner's record before it fetches on its own. Default 5s.
+	// WaitTimeout is the longest a Token call waits for a token when none
+	// is usable (none in L1 with more than RefreshWindow left); it then
+	// gets an *Error (CodeTokenRequestFailed) while the refresh goes on in
+	// the background. Default 5s.
 	WaitTimeout time.Duration
-	// PollInterval is how often a lock loser reads the store. Default 50ms.
+	// PollInterval is how often a replica that lost the refresh lock reads
+	// the store, as a fallback to the winner's pub/sub announcement.
+	// Default 250ms.
 	PollInterval time.Duration
+	// PurgeInterval is the least time between two Purges of one record key.
+	// Default 10s.
+	PurgeInterval time.Duration
 	// Logger receives warnings when the store fails and recovers, and an
 	// info line per fetch. Tokens are never logged. Default zap.NewNop().
 	Logger *zap.Logger
-	// Now is the clock that judges token expiry (a fake clock in tests).
-	// Waiting for another replica (WaitTimeout, PollInterval) and the
-	// store's own TTLs use real time. Default time.Now.
+	// Clock judges token expiry and backoff and runs the timers of
+	// proactive refresh, background retries and lock extension (a fake
+	// clock in tests). Default: the system clock.
+	Clock Clock
+	// Now, if set, overrides Clock.Now for judging expiry (kept for
+	// compatibility; timers then still run on Clock, by default real
+	// time). Default Clock.Now.
 	Now func() time.Time
 }
 
@@ -69,36 +90,52 @@ type Cache struct {
 	store         Store
 	keyPrefix     string
 	refreshWindow time.Duration
+	refreshAhead  float64
 	lockTTL       time.Duration
 	waitTimeout   time.Duration
 	pollInterval  time.Duration
+	purgeInterval time.Duration
 	logger        *zap.Logger
+	clock         Clock
 	now           func() time.Time
+	// random returns a number in [0, 1) for jitter (tests replace it).
+	random func() float64
 
-	// apps is replaced, never modified, by Register (copy on write), so
-	// Token reads it without a lock.
+	// apps is replaced, never modified, by Register, Upsert and
+	// Unregister (copy on write), so Token reads it without a lock.
 	apps       atomic.Pointer[map[string]*entry]
 	registerMu sync.Mutex
-	// byKey lists the entries sharing a record key, to fill all their L1s
-	// from one refresh. Guarded by registerMu.
-	byKey map[string][]*entry
+	// keys holds the state of each record key in use, shared by the
+	// entries with that key. Guarded by registerMu.
+	keys map[string]*keyState
 
 	flights singleflight.Group
 	// storeDown is set while the store fails, so that an outage is
 	// logged once and its end once.
 	storeDown atomic.Bool
 
-	// beforeFlight, if set (tests only), runs when a caller is about to
-	// join or start a refresh.
-	beforeFlight func(key string)
+	// closing ends with Close: it cancels refreshes and stops timers.
+	closing   context.Context
+	close     context.CancelFunc
+	closeOnce sync.Once
+	// background counts running background refreshes, for Close to wait.
+	background sync.WaitGroup
+	bgMu       sync.Mutex // guards closed against background.Add
+	closed     bool
+
+	// Test hooks, nil in production.
+	beforeFlight      func(key string)                // a caller is about to join or start a refresh
+	afterBackground   func(key string, err error)     // a background refresh ended
+	onLockExtended    func(key string, extended bool) // an extension of the refresh lock was tried
+	onAwaitWake       func(key string, notified bool) // a lock loser woke (notified: by pub/sub)
+	onFetchInProgress func(key string)                // the lock holder is about to call Fetch
 }
 
-// entry is one application: its L1 and what a refresh needs.
+// entry is one application name: its L1 and its definition.
 type entry struct {
-	app     Application
-	key     string
-	lockKey string
-	scope   string
+	app   Application
+	ks    *keyState
+	scope string
 	// l1 holds the record as this application returns it (its own
 	// ApplicationName and Scope), so a hit copies it out and nothing else.
 	l1 atomic.Pointer[ClientCredential]
@@ -106,24 +143,41 @@ type entry struct {
 
 // New returns a Cache with opts, defaults filled in.
 func New(opts Options) (*Cache, error) {
-	if opts.RefreshWindow < 0 || opts.LockTTL < 0 || opts.WaitTimeout < 0 || opts.PollInterval < 0 {
+	if opts.RefreshWindow < 0 || opts.LockTTL < 0 || opts.WaitTimeout < 0 || opts.PollInterval < 0 || opts.PurgeInterval < 0 {
 		return nil, errors.New("tokencache: durations must not be negative")
+	}
+	if opts.RefreshAhead < 0 || opts.RefreshAhead >= 1 {
+		return nil, fmt.Errorf("tokencache: refresh ahead %v is not between 0 and 1", opts.RefreshAhead)
 	}
 	c := &Cache{
 		store:         opts.Store,
 		refreshWindow: orDefault(opts.RefreshWindow, DefaultRefreshWindow),
+		refreshAhead:  opts.RefreshAhead,
 		lockTTL:       orDefault(opts.LockTTL, DefaultLockTTL),
 		waitTimeout:   orDefault(opts.WaitTimeout, DefaultWaitTimeout),
 		pollInterval:  orDefault(opts.PollInterval, DefaultPollInterval),
+		purgeInterval: orDefault(opts.PurgeInterval, DefaultPurgeInterval),
 		logger:        opts.Logger,
+		clock:         opts.Clock,
 		now:           opts.Now,
-		byKey:         make(map[string][]*entry),
+		random:        rand.Float64,
+		keys:          make(map[string]*keyState),
+	}
+	if c.refreshAhead == 0 {
+		c.refreshAhead = DefaultRefreshAhead
 	}
 	if c.logger == nil {
 		c.logger = zap.NewNop()
 	}
+	if c.clock == nil {
+		now := c.now
+		if now == nil {
+			now = time.Now
+		}
+		c.clock = systemClock{now: now}
+	}
 	if c.now == nil {
-		c.now = time.Now
+		c.now = c.clock.Now
 	}
 	if c.store == nil {
 		c.store = newMemoryStore(c.now)
@@ -132,6 +186,7 @@ func New(opts Options) (*Cache, error) {
 	if p, ok := c.store.(interface{ KeyPrefix() string }); ok {
 		c.keyPrefix = p.KeyPrefix()
 	}
+	c.closing, c.close = context.WithCancel(context.Background())
 	c.apps.Store(&map[string]*entry{})
 	return c, nil
 }
@@ -144,62 +199,14 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Register adds an application. Call it before the application's first
-// Token. The name must be new and not empty, Identity not empty, Fetch not
-// nil, and Scopes at least one, none empty or containing spaces.
-func (c *Cache) Register(app Application) error {
-	switch {
-	case app.Name == "":
-		return errors.New("tokencache: registering application: empty name")
-	case app.Identity == "":
-		return fmt.Errorf("tokencache: registering application %q: empty identity", app.Name)
-	case app.Fetch == nil:
-		return fmt.Errorf("tokencache: registering application %q: nil fetch function", app.Name)
-	case len(app.Scopes) == 0:
-		return fmt.Errorf("tokencache: registering application %q: no scopes", app.Name)
-	}
-	for _, s := range app.Scopes {
-		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
-			return fmt.Errorf("tokencache: registering application %q: scope %q is empty or contains whitespace", app.Name, s)
-		}
-	}
-	app.Scopes = slices.Clone(app.Scopes)
-	key := RecordKey(c.keyPrefix, app)
-	e := &entry{app: app, key: key, lockKey: LockKey(key), scope: strings.Join(app.Scopes, " ")}
-
-	c.registerMu.Lock()
-	defer c.registerMu.Unlock()
-	old := *c.apps.Load()
-	if _, dup := old[app.Name]; dup {
-		return fmt.Errorf("tokencache: registering application %q: already registered", app.Name)
-	}
-	apps := make(map[string]*entry, len(old)+1)
-	for name, other := range old {
-		apps[name] = other
-	}
-	apps[app.Name] = e
-	c.byKey[key] = append(slices.Clip(c.byKey[key]), e)
-	c.apps.Store(&apps)
-	return nil
-}
-
-// Applications returns the registered names, sorted.
-func (c *Cache) Applications() []string {
-	apps := *c.apps.Load()
-	names := make([]string, 0, len(apps))
-	for name := range apps {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
-
 // Token returns a token for the application with more than RefreshWindow
-// left, from L1, the store, or a fetch. Errors are *Error:
-// CodeApplicationNotFound for a name not registered (without I/O),
-// CodeTokenRequestFailed when no valid token could be had (wrapping the
-// fetch's error, or ctx's if ctx ended first). Errors a Fetch returns as
-// *Error are returned as they are.
+// left: from L1 without I/O or locks, else from the store or a fetch,
+// waiting at most WaitTimeout. Errors are *Error: CodeApplicationNotFound
+// for a name not registered (without I/O); CodeTokenRequestFailed when no
+// valid token could be had — at once while the key is backed off after a
+// failure (Status 503 with RetryAfter while throttled, 502 after a
+// permanent failure), after WaitTimeout or when ctx ends. Errors a Fetch
+// returns as *Error are returned as they are.
 func (c *Cache) Token(ctx context.Context, applicationName string) (ClientCredential, error) {
 	e := (*c.apps.Load())[applicationName]
 	if e == nil {
@@ -215,7 +222,21 @@ func (c *Cache) Token(ctx context.Context, applicationName string) (ClientCreden
 	return c.refresh(ctx, e)
 }
 
-// Close closes the store.
+// Close stops background refreshes (cancelling any in flight and waiting
+// for them) and closes the store. Token keeps working afterwards, without
+// background refresh, on a closed store (so fetching on its own).
 func (c *Cache) Close() error {
+	c.closeOnce.Do(func() {
+		c.bgMu.Lock()
+		c.closed = true
+		c.bgMu.Unlock()
+		c.close()
+		c.registerMu.Lock()
+		for _, ks := range c.keys {
+			ks.stopTimer()
+		}
+		c.registerMu.Unlock()
+		c.background.Wait()
+	})
 	return c.store.Close()
 }

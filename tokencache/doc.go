@@ -6,15 +6,33 @@
 //
 // The package knows nothing of Caddy or of Entra ID: each Application
 // carries the FetchFunc that obtains a token, and the cache decides when to
-// call it.
+// call it. Fetch errors are classified through two methods they may
+// implement (found with errors.As): PermanentFailure() bool and
+// RetryAfterHint() time.Duration.
 //
 // Guarantees:
 //   - A valid token in L1 is returned without I/O and without taking any lock
 //     a refresh holds.
 //   - A token is never returned with RefreshWindow or less left.
-//   - A failed fetch is never cached, in L1 or in the store.
-//   - A failing store (Redis slow or down) degrades to per-process caching;
-//     it never fails a request, and it is logged once per outage.
-//   - Access tokens never appear in errors, logs or fmt output of
-//     ClientCredential.
+//   - Tokens are refreshed in the background before they enter
+//     RefreshWindow (at the endpoint's refresh_in, else at RefreshAhead of
+//     their lifetime, with jitter), while callers keep the current token.
+//   - A caller waits for a token only when none is usable, and then at most
+//     WaitTimeout.
+//   - Per record key, one replica fetches while the others wait for its
+//     pub/sub announcement (polling as a fallback); its lock is extended
+//     while the fetch runs and frees within LockTTL if it dies.
+//   - A failed fetch is never cached as a token. It starts a backoff, kept
+//     in process and in the store (BackoffKey) so the whole fleet obeys it:
+//     transient failures 1s doubling to 60s, never before a Retry-After;
+//     permanent ones 5s doubling to 5min. During it callers without a
+//     usable token get an *Error at once (503 with RetryAfter while
+//     throttled, 502 after a permanent failure); callers with one never see
+//     the failure.
+//   - A failing store (Redis slow, hung or down) degrades to per-process
+//     caching; it never fails a request, and it is logged once per outage.
+//   - With encryption keys, records are sealed at rest (AES-256-GCM, bound
+//     to their key); a record that does not decode or open is a miss.
+//   - Access tokens, secrets and keys never appear in errors, logs or fmt
+//     output of ClientCredential.
 package tokencache

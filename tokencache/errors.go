@@ -1,6 +1,9 @@
 package tokencache
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // Error codes, the same as better-auth-client-credential's.
 const (
@@ -22,6 +25,11 @@ type Error struct {
 	Status  int
 	Message string
 	Err     error
+	// RetryAfter, when positive, is how long until token requests resume:
+	// set with Status 503 while the fleet is throttled (a Retry-After from
+	// the token endpoint, or the backoff after a transient failure), so a
+	// handler can send a Retry-After header. Zero otherwise.
+	RetryAfter time.Duration
 }
 
 // NewError returns an Error whose Status is StatusForCode(code).
@@ -37,7 +45,8 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // StatusForCode returns the HTTP status of a code: 404 for
 // CodeApplicationNotFound, 502 for CodeTokenRequestFailed, and 500 for the
-// other codes and for unknown ones.
+// other codes and for unknown ones. A throttled CodeTokenRequestFailed is
+// 503 (see Error.RetryAfter); use Error.Status, not this, to answer.
 func StatusForCode(code string) int {
 	switch code {
 	case CodeApplicationNotFound:

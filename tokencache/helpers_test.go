@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,10 +21,58 @@ const (
 	testScope    = "https://graph.microsoft.com/.default"
 )
 
-// fakeClock is the Cache's clock in tests.
+// fakeClock is the Cache's clock in tests. Its timers fire, in the
+// goroutine calling Advance, when Advance reaches them.
 type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	clock   *fakeClock
+	at      time.Time
+	f       func()
+	stopped bool
+	fired   bool
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	if t.stopped || t.fired {
+		return false
+	}
+	t.stopped = true
+	return true
+}
+
+// AfterFunc implements Clock. A timer due now runs in its own goroutine.
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clock: c, at: c.now.Add(d), f: f}
+	if d <= 0 {
+		t.fired = true
+		go f()
+		return t
+	}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// pending returns the times of the timers not yet fired or stopped, sorted.
+func (c *fakeClock) pending() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var at []time.Time
+	for _, t := range c.timers {
+		if !t.stopped && !t.fired {
+			at = append(at, t.at)
+		}
+	}
+	slices.SortFunc(at, time.Time.Compare)
+	return at
 }
 
 func newFakeClock() *fakeClock {
@@ -36,10 +85,28 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
+// Advance moves the clock and runs the timers it reaches, in order.
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		var due *fakeTimer
+		for _, t := range c.timers {
+			if !t.stopped && !t.fired && !t.at.After(c.now) && (due == nil || t.at.Before(due.at)) {
+				due = t
+			}
+		}
+		if due == nil {
+			c.timers = slices.DeleteFunc(c.timers, func(t *fakeTimer) bool { return t.stopped || t.fired })
+			c.mu.Unlock()
+			return
+		}
+		due.fired = true
+		c.mu.Unlock()
+		due.f()
+	}
 }
 
 // fakeFetcher hands out "token-N" valid for lifetime on clock.
@@ -117,3 +184,108 @@ func (s *spyStore) Unlock(ctx context.Context, lockKey, owner string) (bool, err
 	s.calls.Add(1)
 	return s.Store.Unlock(ctx, lockKey, owner)
 }
+
+// hooks collects the Cache's test hooks on channels.
+type hooks struct {
+	background chan error  // a background refresh ended
+	extended   chan bool   // a lock extension was tried
+	woke       chan bool   // a lock loser woke (true: by pub/sub)
+	fetching   chan string // a lock holder is about to fetch
+}
+
+// newClockCache returns a Cache on store driven entirely by clock (timers
+// too), with jitter fixed at its midpoint (none), hooks installed, and
+// opts applied.
+func newClockCache(t testing.TB, store Store, clock *fakeClock, opts Options, apps ...Application) (*Cache, *hooks, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	opts.Store, opts.Clock, opts.Logger = store, clock, zap.New(core)
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	h := &hooks{background: make(chan error, 100), extended: make(chan bool, 100),
+		woke: make(chan bool, 100), fetching: make(chan string, 100)}
+	c.random = func() float64 { return 0.5 }
+	c.afterBackground = func(_ string, err error) { h.background <- err }
+	c.onLockExtended = func(_ string, ok bool) { h.extended <- ok }
+	c.onAwaitWake = func(_ string, notified bool) { h.woke <- notified }
+	c.onFetchInProgress = func(key string) { h.fetching <- key }
+	for _, app := range apps {
+		if err := c.Register(app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, h, logs
+}
+
+// receive returns the next value on ch, failing the test after 10s.
+func receive[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
+// scriptedFetcher returns the results of its script in turn (then the
+// last one again), each token valid for lifetime on clock.
+type scriptedFetcher struct {
+	clock    *fakeClock
+	lifetime time.Duration
+	mu       sync.Mutex
+	script   []fetchStep
+	calls    atomic.Int64
+}
+
+// fetchStep is one scripted fetch: an error, or a token with refreshIn;
+// block, if set, holds the fetch until it is closed (or ctx ends).
+type fetchStep struct {
+	err       error
+	refreshIn time.Duration
+	block     chan struct{}
+	started   chan struct{}
+}
+
+func (f *scriptedFetcher) Fetch(ctx context.Context) (Fetched, error) {
+	n := int(f.calls.Add(1))
+	f.mu.Lock()
+	step := f.script[min(n, len(f.script))-1]
+	f.mu.Unlock()
+	if step.started != nil {
+		close(step.started)
+	}
+	if step.block != nil {
+		select {
+		case <-step.block:
+		case <-ctx.Done():
+			return Fetched{}, ctx.Err()
+		}
+	}
+	if step.err != nil {
+		return Fetched{}, step.err
+	}
+	lifetime := f.lifetime
+	if lifetime == 0 {
+		lifetime = time.Hour
+	}
+	return Fetched{AccessToken: fmt.Sprintf("token-%d", n), ExpiresAt: f.clock.Now().Add(lifetime), RefreshIn: step.refreshIn}, nil
+}
+
+// classifiedError is a fetch error as the entra package's *RequestError
+// classifies itself.
+type classifiedError struct {
+	permanent  bool
+	retryAfter time.Duration
+}
+
+func (e *classifiedError) Error() string {
+	return fmt.Sprintf("token endpoint failed (permanent=%v retry_after=%s)", e.permanent, e.retryAfter)
+}
+func (e *classifiedError) PermanentFailure() bool        { return e.permanent }
+func (e *classifiedError) RetryAfterHint() time.Duration { return e.retryAfter }

@@ -8,8 +8,10 @@ import (
 )
 
 const (
-	recordSuffix = ":token"
-	lockSuffix   = ":lock"
+	recordSuffix  = ":token"
+	lockSuffix    = ":lock"
+	backoffSuffix = ":backoff"
+	updateSuffix  = ":updated"
 )
 
 // RecordKey returns the store key of an application's record:
@@ -19,7 +21,8 @@ const (
 // The key depends on what makes a token distinct, not on the application
 // name: two applications with the same identity and scope set share one
 // record (they would get the same token), different identities never do. The
-// braces are a Redis Cluster hash tag, shared with LockKey.
+// braces are a Redis Cluster hash tag, shared with LockKey, BackoffKey and
+// UpdateChannel, so every key of one record lives in one slot.
 func RecordKey(prefix string, app Application) string {
 	scopes := slices.Clone(app.Scopes)
 	slices.Sort(scopes)
@@ -32,4 +35,17 @@ func RecordKey(prefix string, app Application) string {
 // prefix and hash tag (so the same Redis Cluster slot), ending in ":lock".
 func LockKey(recordKey string) string {
 	return strings.TrimSuffix(recordKey, recordSuffix) + lockSuffix
+}
+
+// BackoffKey returns the key of the shared failure backoff of a record key:
+// the same prefix and hash tag, ending in ":backoff".
+func BackoffKey(recordKey string) string {
+	return strings.TrimSuffix(recordKey, recordSuffix) + backoffSuffix
+}
+
+// UpdateChannel returns the pub/sub channel on which the replica that wrote
+// a record key (or its backoff) announces it: the same prefix and hash tag,
+// ending in ":updated".
+func UpdateChannel(recordKey string) string {
+	return strings.TrimSuffix(recordKey, recordSuffix) + updateSuffix
 }

@@ -8,12 +8,22 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-//go:embed unlock.lua
-var unlockLua string
+var (
+	//go:embed unlock.lua
+	unlockLua string
+	//go:embed extend.lua
+	extendLua string
+)
 
-// unlockScript is the compare-and-delete that releases a lock; Run sends
-// EVALSHA and falls back to EVAL when the server does not have it cached.
-var unlockScript = redis.NewScript(unlockLua)
+var (
+	// unlockScript is the compare-and-delete that releases a lock (and,
+	// given a record's stored value, deletes a record only if unchanged);
+	// Run sends EVALSHA and falls back to EVAL when the server does not
+	// have it cached.
+	unlockScript = redis.NewScript(unlockLua)
+	// extendScript is the compare-and-PEXPIRE that extends a held lock.
+	extendScript = redis.NewScript(extendLua)
+)
 
 // ownerTokenBytes is the size of the random lock owner token.
 const ownerTokenBytes = 16

@@ -7,22 +7,27 @@ import (
 )
 
 // MemoryStore is an in-process Store, the default when no Redis is
-// configured. Its records live as long as their ttl, measured with the
-// Cache's clock when the Cache made it (Options.Store unset), else with
-// time.Now. Its locks work like Redis ones (SET NX PX, compare-and-delete),
-// which within one Cache always succeed since singleflight already lets only
-// one refresh per key run at a time.
+// configured. Its records, locks and backoffs live as long as their ttl,
+// measured with the Cache's clock when the Cache made it (Options.Store
+// unset), else with time.Now. Its locks work like Redis ones (SET NX PX,
+// compare-and-delete), which within one Cache always succeed since
+// singleflight already lets only one refresh per key run at a time. Publish
+// wakes Subscribe waiters in this process.
 type MemoryStore struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	records map[string]memoryEntry
-	locks   map[string]memoryEntry
+	mu       sync.Mutex
+	records  map[string]memoryEntry
+	locks    map[string]memoryEntry
+	backoffs map[string]memoryEntry
+
+	updates notifier
 }
 
 type memoryEntry struct {
-	rec     *ClientCredential // nil for a lock
-	owner   string            // empty for a record
+	rec     *ClientCredential // records only
+	backoff *Backoff          // backoffs only
+	owner   string            // locks only
 	expires time.Time
 }
 
@@ -33,22 +38,33 @@ func NewMemoryStore() *MemoryStore {
 
 func newMemoryStore(now func() time.Time) *MemoryStore {
 	return &MemoryStore{
-		now:     now,
-		records: make(map[string]memoryEntry),
-		locks:   make(map[string]memoryEntry),
+		now:      now,
+		records:  make(map[string]memoryEntry),
+		locks:    make(map[string]memoryEntry),
+		backoffs: make(map[string]memoryEntry),
 	}
+}
+
+// live returns the unexpired entry under key in m, deleting an expired one.
+// The caller holds s.mu.
+func (s *MemoryStore) live(m map[string]memoryEntry, key string) (memoryEntry, bool) {
+	e, ok := m[key]
+	if !ok {
+		return memoryEntry{}, false
+	}
+	if !s.now().Before(e.expires) {
+		delete(m, key)
+		return memoryEntry{}, false
+	}
+	return e, true
 }
 
 // Get returns a copy of the record under key, or (nil, ErrNotFound).
 func (s *MemoryStore) Get(_ context.Context, key string) (*ClientCredential, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.records[key]
+	e, ok := s.live(s.records, key)
 	if !ok {
-		return nil, ErrNotFound
-	}
-	if !s.now().Before(e.expires) {
-		delete(s.records, key)
 		return nil, ErrNotFound
 	}
 	rec := *e.rec
@@ -67,6 +83,18 @@ func (s *MemoryStore) Set(_ context.Context, key string, rec *ClientCredential, 
 	return nil
 }
 
+// DeleteRecord deletes the record under key if it holds accessToken.
+func (s *MemoryStore) DeleteRecord(_ context.Context, key, accessToken string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.live(s.records, key)
+	if !ok || e.rec.AccessToken != accessToken {
+		return false, nil
+	}
+	delete(s.records, key)
+	return true, nil
+}
+
 // TryLock takes lockKey for ttl unless an unexpired lock holds it.
 func (s *MemoryStore) TryLock(_ context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
 	if ttl <= 0 {
@@ -74,25 +102,83 @@ func (s *MemoryStore) TryLock(_ context.Context, lockKey string, ttl time.Durati
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
-	if e, held := s.locks[lockKey]; held && now.Before(e.expires) {
+	if _, held := s.live(s.locks, lockKey); held {
 		return "", false, nil
 	}
 	owner := newOwner()
-	s.locks[lockKey] = memoryEntry{owner: owner, expires: now.Add(ttl)}
+	s.locks[lockKey] = memoryEntry{owner: owner, expires: s.now().Add(ttl)}
 	return owner, true, nil
+}
+
+// ExtendLock resets lockKey's ttl if owner holds it.
+func (s *MemoryStore) ExtendLock(_ context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		return false, errNonPositiveTTL
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, held := s.live(s.locks, lockKey)
+	if !held || e.owner != owner {
+		return false, nil
+	}
+	e.expires = s.now().Add(ttl)
+	s.locks[lockKey] = e
+	return true, nil
 }
 
 // Unlock releases lockKey if owner holds it.
 func (s *MemoryStore) Unlock(_ context.Context, lockKey, owner string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, held := s.locks[lockKey]
-	if !held || e.owner != owner || !s.now().Before(e.expires) {
+	e, held := s.live(s.locks, lockKey)
+	if !held || e.owner != owner {
 		return false, nil
 	}
 	delete(s.locks, lockKey)
 	return true, nil
+}
+
+// GetBackoff returns a copy of the backoff under key, or (nil, ErrNotFound).
+func (s *MemoryStore) GetBackoff(_ context.Context, key string) (*Backoff, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.live(s.backoffs, key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	b := *e.backoff
+	return &b, nil
+}
+
+// SetBackoff stores a copy of b under key for ttl.
+func (s *MemoryStore) SetBackoff(_ context.Context, key string, b *Backoff, ttl time.Duration) error {
+	if ttl <= 0 {
+		return errNonPositiveTTL
+	}
+	cp := *b
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backoffs[key] = memoryEntry{backoff: &cp, expires: s.now().Add(ttl)}
+	return nil
+}
+
+// DeleteBackoff deletes the backoff under key.
+func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.backoffs, key)
+	return nil
+}
+
+// Publish wakes this store's Subscribe waiters on channel.
+func (s *MemoryStore) Publish(_ context.Context, channel string) error {
+	s.updates.notify(channel)
+	return nil
+}
+
+// Subscribe registers a waiter on channel.
+func (s *MemoryStore) Subscribe(_ context.Context, channel string) (<-chan struct{}, func()) {
+	return s.updates.subscribe(channel)
 }
 
 // Close does nothing.

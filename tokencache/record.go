@@ -38,6 +38,12 @@ type ClientCredential struct {
 type Fetched struct {
 	AccessToken string
 	ExpiresAt   time.Time
+	// RefreshIn is when, after the fetch, the token endpoint advises
+	// refreshing the token (Entra's refresh_in); 0 when it gave none, and
+	// then Options.RefreshAhead decides. It is honoured by the replica that
+	// fetched; replicas that take the record from the store use
+	// RefreshAhead (the record format has no field for it).
+	RefreshIn time.Duration
 }
 
 // FetchFunc requests a new token. Its errors must be safe to show a client

@@ -5,144 +5,59 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Defaults of RedisOptions.
-const (
-	DefaultKeyPrefix      = "entra:"
-	DefaultRedisOpTimeout = 250 * time.Millisecond
-)
-
-// RedisOptions configures a RedisStore.
-type RedisOptions struct {
-	// URL is redis://[user:pass@]host:port/db, or rediss:// for TLS, with
-	// the query options go-redis's ParseURL knows (dial_timeout, pool_size...).
-	URL string
-	// KeyPrefix is the prefix of every key the caller derives with RecordKey.
-	// Default "entra:". The store itself uses keys as given; it keeps the
-	// prefix so that callers can read it back with RedisStore.KeyPrefix.
-	KeyPrefix string
-	// OpTimeout bounds each call to Redis, so that a slow Redis delays a
-	// refresh by little before the cache carries on without it. Default 250ms.
-	OpTimeout time.Duration
-}
-
-func (o RedisOptions) withDefaults() RedisOptions {
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = DefaultKeyPrefix
-	}
-	if o.OpTimeout <= 0 {
-		o.OpTimeout = DefaultRedisOpTimeout
-	}
-	return o
-}
-
 // RedisStore is a Store in Redis (standalone, Sentinel or Cluster through
-// redis.UniversalClient). Records are JSON strings that expire with their
-// token; locks are SET NX PX with a random owner, released by a
-// compare-and-delete script.
+// redis.UniversalClient). Records are JSON strings (or sealed, see
+// RedisOptions.EncryptionKeys) that expire with their token; locks are SET
+// NX PX with a random owner, extended and released by compare-and-PEXPIRE
+// and compare-and-delete scripts; backoffs are JSON that expire when they
+// end. Announcements use classic PUBLISH, received by one shared pattern
+// subscription per store.
 type RedisStore struct {
 	client    redis.UniversalClient
 	keyPrefix string
 	opTimeout time.Duration
+	sealer    *sealer
+
+	updates notifier
+	// subMu guards the shared subscription, started by the first Subscribe:
+	// subReady is closed once Redis confirmed it, subCancel ends it and
+	// subDone is closed when its goroutine has.
+	subMu        sync.Mutex
+	subReady     chan struct{}
+	subCancel    context.CancelFunc
+	subDone      chan struct{}
+	closed       bool
+	subscribeErr func(error) // tests: called when an attempt to subscribe fails
 }
 
-// NewRedisStore parses opts.URL and makes a client. It does not connect:
-// Redis being unreachable at start must not fail the sidecar; call Ping to
-// find out. Errors never contain the URL's password.
+// NewRedisStore makes a client from opts (see RedisOptions). It does not
+// connect: Redis being unreachable at start must not fail the sidecar; call
+// Ping to find out. Errors never contain a password or an encryption key.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	opts = opts.withDefaults()
-	parsed, err := parseRedisURL(opts.URL)
+	sealer, err := newSealer(opts.EncryptionKeys)
 	if err != nil {
 		return nil, err
 	}
-	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:           []string{parsed.Addr},
-		ClientName:      parsed.ClientName,
-		DB:              parsed.DB,
-		Protocol:        parsed.Protocol,
-		Username:        parsed.Username,
-		Password:        parsed.Password,
-		MaxRetries:      parsed.MaxRetries,
-		MinRetryBackoff: parsed.MinRetryBackoff,
-		MaxRetryBackoff: parsed.MaxRetryBackoff,
-		DialTimeout:     parsed.DialTimeout,
-		ReadTimeout:     parsed.ReadTimeout,
-		WriteTimeout:    parsed.WriteTimeout,
-		// Without this go-redis ignores context deadlines on reads and
-		// writes, and OpTimeout would not bound a call to a hung Redis.
-		ContextTimeoutEnabled: true,
-		PoolFIFO:              parsed.PoolFIFO,
-		PoolSize:              parsed.PoolSize,
-		PoolTimeout:           parsed.PoolTimeout,
-		MinIdleConns:          parsed.MinIdleConns,
-		MaxIdleConns:          parsed.MaxIdleConns,
-		MaxActiveConns:        parsed.MaxActiveConns,
-		ConnMaxIdleTime:       parsed.ConnMaxIdleTime,
-		ConnMaxLifetime:       parsed.ConnMaxLifetime,
-		TLSConfig:             parsed.TLSConfig,
-		DisableIdentity:       parsed.DisableIdentity,
-		IdentitySuffix:        parsed.IdentitySuffix,
-	})
-	return NewRedisStoreFromClient(client, opts), nil
-}
-
-// parseRedisURL is redis.ParseURL with errors that cannot leak the password:
-// url.Parse quotes the whole URL in its errors.
-func parseRedisURL(rawURL string) (*redis.Options, error) {
-	if rawURL == "" {
-		return nil, errors.New("tokencache: parsing redis url: empty url")
-	}
-	u, err := url.Parse(rawURL)
+	uopts, err := opts.universalOptions()
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
+		return nil, err
 	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("tokencache: parsing redis url: scheme %q is not redis or rediss", u.Scheme)
-	}
-	opts, err := redis.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
-	}
-	return opts, nil
-}
-
-// redactPassword removes the URL's password from msg, in case an error
-// quotes it.
-func redactPassword(msg, rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		// Unparsable: redact whatever sits between "//user:" and "@".
-		if at := strings.LastIndex(rawURL, "@"); at >= 0 {
-			userinfo := rawURL[:at]
-			if i := strings.Index(userinfo, "//"); i >= 0 {
-				userinfo = userinfo[i+2:]
-			}
-			if c := strings.Index(userinfo, ":"); c >= 0 && c+1 < len(userinfo) {
-				msg = strings.ReplaceAll(msg, userinfo[c+1:], "xxxxx")
-			}
-		}
-		return msg
-	}
-	if pass, ok := u.User.Password(); ok && pass != "" {
-		msg = strings.ReplaceAll(msg, pass, "xxxxx")
-		msg = strings.ReplaceAll(msg, url.QueryEscape(pass), "xxxxx")
-	}
-	return msg
+	s := NewRedisStoreFromClient(redis.NewUniversalClient(uopts), opts)
+	s.sealer = sealer
+	return s, nil
 }
 
 // NewRedisStoreFromClient returns a store that uses client (which Close
 // closes). OpTimeout is only enforced on reads and writes if the client has
-// ContextTimeoutEnabled; NewRedisStore sets it.
+// ContextTimeoutEnabled; NewRedisStore sets it. opts.EncryptionKeys are
+// ignored (use NewRedisStore).
 func NewRedisStoreFromClient(client redis.UniversalClient, opts RedisOptions) *RedisStore {
 	opts = opts.withDefaults()
 	return &RedisStore{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout}
@@ -153,6 +68,9 @@ func (s *RedisStore) KeyPrefix() string { return s.keyPrefix }
 
 // Client returns the underlying client.
 func (s *RedisStore) Client() redis.UniversalClient { return s.client }
+
+// Encrypted reports whether records are sealed.
+func (s *RedisStore) Encrypted() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
 func (s *RedisStore) Ping(ctx context.Context) error {
@@ -165,24 +83,48 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 }
 
 // Get reads and decodes the record under key. A record that does not decode
-// is reported as an error wrapping ErrNotFound, so it counts as a miss and
-// the next refresh overwrites it.
+// (or, with encryption, does not open) is reported as an error wrapping
+// ErrNotFound, so it counts as a miss and the next refresh overwrites it.
 func (s *RedisStore) Get(ctx context.Context, key string) (*ClientCredential, error) {
+	rec, _, err := s.get(ctx, key)
+	return rec, err
+}
+
+// get returns the record under key and its raw stored value.
+func (s *RedisStore) get(ctx context.Context, key string) (*ClientCredential, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	raw, err := s.client.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
+		return nil, nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tokencache: reading record: %w", err)
+		return nil, nil, fmt.Errorf("tokencache: reading record: %w", err)
+	}
+	plain, err := s.unseal(key, raw)
+	if err != nil {
+		return nil, raw, fmt.Errorf("%w: decoding record %s: %v", ErrNotFound, key, err)
 	}
 	var rec ClientCredential
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	if err := json.Unmarshal(plain, &rec); err != nil {
 		// Not %w: a json error can quote part of the value.
-		return nil, fmt.Errorf("%w: decoding record %s: %s", ErrNotFound, key, jsonErrorKind(err))
+		return nil, raw, fmt.Errorf("%w: decoding record %s: %s", ErrNotFound, key, jsonErrorKind(err))
 	}
-	return &rec, nil
+	return &rec, raw, nil
+}
+
+// unseal returns the record's JSON from its stored value.
+func (s *RedisStore) unseal(key string, raw []byte) ([]byte, error) {
+	switch {
+	case s.sealer != nil && isSealed(raw):
+		return s.sealer.open(key, raw)
+	case s.sealer != nil:
+		return nil, errNotSealed
+	case isSealed(raw):
+		return nil, errSealedNoKeys
+	default:
+		return raw, nil
+	}
 }
 
 // jsonErrorKind describes a decoding error without quoting the value.
@@ -199,7 +141,8 @@ func jsonErrorKind(err error) string {
 	}
 }
 
-// Set writes rec as JSON under key, expiring after ttl.
+// Set writes rec as JSON (sealed if the store has keys) under key,
+// expiring after ttl.
 func (s *RedisStore) Set(ctx context.Context, key string, rec *ClientCredential, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
@@ -208,12 +151,39 @@ func (s *RedisStore) Set(ctx context.Context, key string, rec *ClientCredential,
 	if err != nil {
 		return fmt.Errorf("tokencache: encoding record: %w", err)
 	}
+	if s.sealer != nil {
+		raw = s.sealer.seal(key, raw)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
 		return fmt.Errorf("tokencache: writing record: %w", err)
 	}
 	return nil
+}
+
+// DeleteRecord reads the record under key and, if it holds accessToken,
+// deletes it unless its stored value changed in between (the unlock
+// script's compare-and-delete on the raw value, which works on sealed
+// records too).
+func (s *RedisStore) DeleteRecord(ctx context.Context, key, accessToken string) (bool, error) {
+	rec, raw, err := s.get(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if rec.AccessToken != accessToken {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	n, err := unlockScript.Run(ctx, s.client, []string{key}, raw).Int64()
+	if err != nil {
+		return false, fmt.Errorf("tokencache: deleting record: %w", err)
+	}
+	return n == 1, nil
 }
 
 // TryLock is SET lockKey <owner> NX with a ttl, the owner being 16 random
@@ -235,6 +205,20 @@ func (s *RedisStore) TryLock(ctx context.Context, lockKey string, ttl time.Durat
 	return owner, true, nil
 }
 
+// ExtendLock resets lockKey's ttl if it still holds owner (see extend.lua).
+func (s *RedisStore) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		return false, errNonPositiveTTL
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	n, err := extendScript.Run(ctx, s.client, []string{lockKey}, owner, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("tokencache: extending lock: %w", err)
+	}
+	return n == 1, nil
+}
+
 // Unlock deletes lockKey if it still holds owner (see unlock.lua).
 func (s *RedisStore) Unlock(ctx context.Context, lockKey, owner string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
@@ -246,7 +230,56 @@ func (s *RedisStore) Unlock(ctx context.Context, lockKey, owner string) (bool, e
 	return n == 1, nil
 }
 
-// Close closes the client.
-func (s *RedisStore) Close() error { return s.client.Close() }
+// GetBackoff reads the backoff under key. One that does not decode is
+// reported as ErrNotFound: it cannot say how long to wait.
+func (s *RedisStore) GetBackoff(ctx context.Context, key string) (*Backoff, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	raw, err := s.client.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tokencache: reading backoff: %w", err)
+	}
+	var b Backoff
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("%w: decoding backoff %s: %s", ErrNotFound, key, jsonErrorKind(err))
+	}
+	return &b, nil
+}
+
+// SetBackoff writes b as JSON under key, expiring after ttl.
+func (s *RedisStore) SetBackoff(ctx context.Context, key string, b *Backoff, ttl time.Duration) error {
+	if ttl <= 0 {
+		return errNonPositiveTTL
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("tokencache: encoding backoff: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
+		return fmt.Errorf("tokencache: writing backoff: %w", err)
+	}
+	return nil
+}
+
+// DeleteBackoff deletes the backoff under key.
+func (s *RedisStore) DeleteBackoff(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	if err := s.client.Del(ctx, key).Err(); err != nil {
+		return fmt.Errorf("tokencache: deleting backoff: %w", err)
+	}
+	return nil
+}
+
+// Close stops the shared subscription and closes the client.
+func (s *RedisStore) Close() error {
+	s.stopSubscription()
+	return s.client.Close()
+}
 
 var _ Store = (*RedisStore)(nil)

@@ -326,7 +326,10 @@ func TestRedisCorruptRecordIsAMissAndOverwritten(t *testing.T) {
 	}
 }
 
-func TestRedisLockLoserFetchesAfterWaitTimeout(t *testing.T) {
+// TestRedisLockLoserFetchesAfterLongWait: a lock that is never released nor
+// extended past its holder's possible fetch (3×LockTTL) does not block a
+// loser for ever.
+func TestRedisLockLoserFetchesAfterLongWait(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
@@ -338,7 +341,7 @@ func TestRedisLockLoserFetchesAfterWaitTimeout(t *testing.T) {
 	}
 	mr.SetTTL(LockKey(key), time.Minute)
 	c, err := New(Options{Store: newMiniredisStore(t, mr), Now: clock.Now,
-		WaitTimeout: 50 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+		LockTTL: 30 * time.Millisecond, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 var (
@@ -14,34 +15,58 @@ var (
 	errTokenTooShort = errors.New("tokencache: the token endpoint returned a token that expires within the refresh window")
 )
 
+// fetchTimeout is the most a Fetch may take, as a multiple of LockTTL: the
+// lock is extended meanwhile.
+const fetchTimeoutLockTTLs = 2
+
+// loserWaitLockTTLs bounds, as a multiple of LockTTL, how long a lock loser
+// waits for the holder before it fetches on its own: a live holder has its
+// lock at most for a fetch (2×LockTTL) and its last extension (LockTTL).
+const loserWaitLockTTLs = 3
+
 // refresh gets a valid record for e when its L1 has none. In this process
 // one refresh per record key runs at a time (singleflight), detached from
 // the first caller's cancellation so that the other callers still get its
-// result; every caller returns as soon as its own ctx ends.
+// result; every caller returns as soon as its own ctx ends or WaitTimeout
+// passes.
 func (c *Cache) refresh(ctx context.Context, e *entry) (ClientCredential, error) {
 	if c.beforeFlight != nil {
-		c.beforeFlight(e.key)
+		c.beforeFlight(e.ks.key)
 	}
-	results := c.flights.DoChan(e.key, func() (any, error) {
-		// Long enough to wait for another replica and then fetch; store
-		// calls have their own, shorter, timeouts.
-		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.waitTimeout+2*c.lockTTL)
-		defer cancel()
-		return c.load(flightCtx, e)
-	})
+	results := c.startFlight(ctx, e, false)
+	wait := time.NewTimer(c.waitTimeout)
+	defer wait.Stop()
 	select {
 	case <-ctx.Done():
 		return ClientCredential{}, NewError(CodeTokenRequestFailed,
 			fmt.Sprintf("waiting for a token for application %q: %v", e.app.Name, ctx.Err()), ctx.Err())
+	case <-wait.C:
+		return ClientCredential{}, NewError(CodeTokenRequestFailed,
+			fmt.Sprintf("no token for application %q within %s; still trying", e.app.Name, c.waitTimeout),
+			context.DeadlineExceeded)
 	case res := <-results:
 		if res.Err != nil {
 			return ClientCredential{}, requestFailed(e, res.Err)
 		}
-		rec := *res.Val.(*ClientCredential)
-		rec.ApplicationName = e.app.Name
-		rec.Scope = e.scope
-		return rec, nil
+		return *e.view(res.Val.(*ClientCredential)), nil
 	}
+}
+
+// startFlight joins or starts the refresh of e's record key. A background
+// refresh (background true) looks for a newer record than the current one
+// even while that one is still valid. Every flight ends by scheduling the
+// key's next background refresh. Close cancels it.
+func (c *Cache) startFlight(ctx context.Context, e *entry, background bool) <-chan singleflight.Result {
+	return c.flights.DoChan(e.ks.key, func() (any, error) {
+		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
+			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
+		defer cancel()
+		stop := context.AfterFunc(c.closing, cancel)
+		defer stop()
+		rec, err := c.load(flightCtx, e, background)
+		c.schedule(e.ks)
+		return rec, err
+	})
 }
 
 // requestFailed wraps a refresh failure in an *Error, unless it is one.
@@ -54,83 +79,147 @@ func requestFailed(e *entry, err error) *Error {
 		fmt.Sprintf("requesting a token for application %q: %v", e.app.Name, err), err)
 }
 
-// load is the body of a refresh: the store's record if valid, else a fetch
-// by whichever replica takes the lock while the others wait for its record.
-// Any store failure makes it fetch on its own.
-func (c *Cache) load(ctx context.Context, e *entry) (*ClientCredential, error) {
+// acceptor says whether a record found in L1 or the store will do.
+type acceptor func(rec *ClientCredential) bool
+
+// acceptorFor returns what a refresh of ks accepts: a valid record not
+// purged, and for a background refresh one newer than the current.
+func (c *Cache) acceptorFor(ks *keyState, background bool) acceptor {
+	cur := ks.currentRecord()
+	return func(rec *ClientCredential) bool {
+		if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) {
+			return false
+		}
+		if background && cur.validFor(c.now(), c.refreshWindow) {
+			return rec.AccessTokenExpiresAt.After(cur.AccessTokenExpiresAt)
+		}
+		return true
+	}
+}
+
+// load is the body of a refresh: the store's record if it will do; an
+// error at once while the key is backed off; else a fetch by whichever
+// replica takes the lock while the others wait for its announcement. Any
+// store failure makes it fetch on its own.
+func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCredential, error) {
+	ks := e.ks
+	accept := c.acceptorFor(ks, background)
 	// A refresh that ended just before this one began may have filled L1.
-	if rec := e.l1.Load(); rec.validFor(c.now(), c.refreshWindow) {
+	if rec := ks.currentRecord(); !background && accept(rec) {
 		return rec, nil
 	}
 	existing, err := c.read(ctx, e)
+	if err == nil && accept(existing) {
+		c.took(ks, existing)
+		return existing, nil
+	}
+	if b, cause, ok := ks.activeBackoff(c.now()); ok {
+		return nil, c.backedOff(e, b, cause)
+	}
 	if err != nil {
 		return c.fetch(ctx, e, nil, false)
 	}
-	if existing.validFor(c.now(), c.refreshWindow) {
-		c.fill(e.key, existing)
-		return existing, nil
-	}
-	owner, ok, err := c.store.TryLock(ctx, e.lockKey, c.lockTTL)
+	// Subscribe before trying the lock, so that the winner's announcement
+	// cannot fall between our losing and our listening.
+	updates, unsubscribe := c.store.Subscribe(ctx, ks.channel)
+	defer unsubscribe()
+	owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 	if err != nil {
 		c.storeFailed(err)
 		return c.fetch(ctx, e, existing, false)
 	}
 	c.storeRecovered()
 	if ok {
-		return c.fetchLocked(ctx, e, owner)
+		return c.fetchLocked(ctx, e, owner, accept)
 	}
-	return c.await(ctx, e, existing)
+	return c.await(ctx, e, existing, accept, updates)
 }
 
 // fetchLocked runs while holding the refresh lock: it reads the store again
-// (another replica may have written between our read and our lock), fetches
-// if still needed, writes the record, and releases the lock.
-func (c *Cache) fetchLocked(ctx context.Context, e *entry, owner string) (*ClientCredential, error) {
-	defer c.unlock(ctx, e, owner)
+// (another replica may have written between our read and our lock), obeys
+// the fleet's backoff, fetches if still needed (extending the lock
+// meanwhile), writes the record or the backoff, releases the lock and
+// announces the change.
+func (c *Cache) fetchLocked(ctx context.Context, e *entry, owner string, accept acceptor) (*ClientCredential, error) {
+	ks := e.ks
+	locked := true
+	defer func() {
+		if locked {
+			c.unlock(ctx, e, owner)
+		}
+	}()
 	existing, err := c.read(ctx, e)
-	if err == nil && existing.validFor(c.now(), c.refreshWindow) {
-		c.fill(e.key, existing)
+	if err == nil && accept(existing) {
+		c.took(ks, existing)
 		return existing, nil
 	}
-	return c.fetch(ctx, e, existing, err == nil)
+	if err == nil {
+		if b, cause, ok := c.checkStoreBackoff(ctx, ks); ok {
+			return nil, c.backedOff(e, b, cause)
+		}
+	}
+	stopExtending := c.keepLock(e, owner)
+	if c.onFetchInProgress != nil {
+		c.onFetchInProgress(ks.key)
+	}
+	rec, fetchErr := c.fetch(ctx, e, existing, err == nil)
+	stopExtending()
+	c.unlock(ctx, e, owner)
+	locked = false
+	if err == nil {
+		// After unlocking, so that a loser woken by it can take the lock
+		// at once if there is no record (the fetch failed).
+		c.publish(ctx, ks)
+	}
+	return rec, fetchErr
 }
 
-// await polls the store, as a lock loser, until the winner's record
-// appears, the lock is free to take (the winner failed), or WaitTimeout
-// passes; then it fetches on its own.
-func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential) (*ClientCredential, error) {
-	deadline := time.NewTimer(c.waitTimeout)
-	defer deadline.Stop()
+// await waits, as a lock loser, for the winner's announcement (or the poll
+// interval), then reads the store: its record if it will do; else the lock
+// if it is free (the winner failed, or died and its lock expired). After
+// loserWaitLockTTLs×LockTTL it fetches on its own.
+func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential, accept acceptor, updates <-chan struct{}) (*ClientCredential, error) {
+	ks := e.ks
+	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
+	defer giveUp.Stop()
 	poll := time.NewTicker(c.pollInterval)
 	defer poll.Stop()
 	for {
+		notified := false
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-deadline.C:
+		case <-giveUp.C:
 			c.logger.Warn("no token from the replica holding the refresh lock; fetching one",
-				zap.String("application", e.app.Name), zap.Duration("waited", c.waitTimeout))
-			return c.fetch(ctx, e, existing, true)
+				zap.String("application", e.app.Name), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
+			rec, err := c.fetch(ctx, e, existing, true)
+			c.publish(ctx, ks)
+			return rec, err
 		case <-poll.C:
+		case <-updates:
+			notified = true
+		}
+		if c.onAwaitWake != nil {
+			c.onAwaitWake(ks.key, notified)
 		}
 		rec, err := c.read(ctx, e)
 		if err != nil {
 			return c.fetch(ctx, e, existing, false)
 		}
-		if rec.validFor(c.now(), c.refreshWindow) {
-			c.fill(e.key, rec)
+		if accept(rec) {
+			c.took(ks, rec)
 			return rec, nil
 		}
 		if rec != nil {
 			existing = rec
 		}
-		owner, ok, err := c.store.TryLock(ctx, e.lockKey, c.lockTTL)
+		owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 		if err != nil {
 			c.storeFailed(err)
 			return c.fetch(ctx, e, existing, false)
 		}
 		if ok {
-			return c.fetchLocked(ctx, e, owner)
+			return c.fetchLocked(ctx, e, owner, accept)
 		}
 	}
 }
@@ -138,7 +227,7 @@ func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential)
 // read returns the store's record for e, nil if there is none (or it does
 // not decode), or the store's error.
 func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
-	rec, err := c.store.Get(ctx, e.key)
+	rec, err := c.store.Get(ctx, e.ks.key)
 	switch {
 	case err == nil:
 		c.storeRecovered()
@@ -156,49 +245,65 @@ func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
 	}
 }
 
-// fetch calls e's Fetch, checks the token, and makes the record: CreatedAt
-// from existing if any, written to the store if write, and into L1.
+// fetch calls e's Fetch and checks the token. On success it makes the
+// record (CreatedAt from existing if any), writes it to the store if write,
+// ends any backoff and fills L1; on failure it starts or lengthens the
+// backoff (in the store too if write).
 func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential, write bool) (*ClientCredential, error) {
-	// The lock lasts LockTTL: a longer fetch could overlap another replica's.
-	fetchCtx, cancel := context.WithTimeout(ctx, c.lockTTL)
+	ks := e.ks
+	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
 	defer cancel()
 	fetched, err := c.callFetch(fetchCtx, e)
-	if err != nil {
-		return nil, err
-	}
 	now := c.now()
-	if fetched.AccessToken == "" {
-		return nil, errEmptyToken
+	if err == nil && fetched.AccessToken == "" {
+		err = errEmptyToken
 	}
 	expiresAt := fetched.ExpiresAt.UTC().Truncate(time.Millisecond)
-	left := expiresAt.Sub(now)
-	if left <= c.refreshWindow {
-		return nil, fmt.Errorf("%w (%s left, window %s)", errTokenTooShort, left.Round(time.Second), c.refreshWindow)
+	if left := expiresAt.Sub(now); err == nil && left <= c.refreshWindow {
+		err = fmt.Errorf("%w (%s left, window %s)", errTokenTooShort, left.Round(time.Second), c.refreshWindow)
 	}
-	now = now.UTC().Truncate(time.Millisecond)
+	if err != nil && ctx.Err() != nil {
+		// Our own cancellation (Close, or the flight's deadline), not the
+		// endpoint's failure: no backoff, for this process or the fleet.
+		return nil, err
+	}
+	if err != nil {
+		return nil, c.recordFailure(ctx, e, err, write)
+	}
+	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &ClientCredential{
-		ID:                   e.key,
+		ID:                   ks.key,
 		ApplicationName:      e.app.Name,
 		AccessToken:          fetched.AccessToken,
 		AccessTokenExpiresAt: expiresAt,
 		Scope:                e.scope,
-		CreatedAt:            now,
-		UpdatedAt:            now,
+		CreatedAt:            stamp,
+		UpdatedAt:            stamp,
 	}
 	if existing != nil && !existing.CreatedAt.IsZero() {
 		rec.CreatedAt = existing.CreatedAt
 	}
+	hadFailures := ks.clearBackoff()
 	if write {
-		if err := c.store.Set(ctx, e.key, rec, left); err != nil {
+		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); err != nil {
 			c.storeFailed(err)
 		} else {
 			c.storeRecovered()
+			if hadFailures {
+				if err := c.store.DeleteBackoff(ctx, ks.backoffKey); err != nil {
+					c.storeFailed(err)
+				}
+			}
 		}
 	}
-	c.fill(e.key, rec)
+	var refreshAt time.Time
+	if fetched.RefreshIn > 0 {
+		refreshAt = now.Add(fetched.RefreshIn)
+	}
+	c.fill(ks, rec, refreshAt)
 	c.logger.Info("fetched access token",
 		zap.String("application", e.app.Name),
-		zap.String("record_key", e.key),
+		zap.String("record_key", ks.key),
 		zap.Time("expires_at", expiresAt),
 		zap.Bool("shared", write))
 	return rec, nil
@@ -221,7 +326,7 @@ func (c *Cache) callFetch(ctx context.Context, e *entry) (fetched Fetched, err e
 func (c *Cache) unlock(ctx context.Context, e *entry, owner string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
-	released, err := c.store.Unlock(ctx, e.lockKey, owner)
+	released, err := c.store.Unlock(ctx, e.ks.lockKey, owner)
 	switch {
 	case err != nil:
 		c.storeFailed(err)
@@ -231,18 +336,41 @@ func (c *Cache) unlock(ctx context.Context, e *entry, owner string) {
 	}
 }
 
-// fill puts rec into the L1 of every application sharing key, each with its
-// own name and scope.
-func (c *Cache) fill(key string, rec *ClientCredential) {
-	c.registerMu.Lock()
-	entries := c.byKey[key]
-	c.registerMu.Unlock()
-	for _, en := range entries {
-		cp := *rec
-		cp.ApplicationName = en.app.Name
-		cp.Scope = en.scope
-		en.l1.Store(&cp)
+// publish announces that ks's record or backoff changed.
+func (c *Cache) publish(ctx context.Context, ks *keyState) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
+	defer cancel()
+	if err := c.store.Publish(ctx, ks.channel); err != nil {
+		c.storeFailed(err)
 	}
+}
+
+// took puts a record found in the store into L1: someone fetched it, so
+// the endpoint works again and this process's backoff ends.
+func (c *Cache) took(ks *keyState, rec *ClientCredential) {
+	ks.clearBackoff()
+	c.fill(ks, rec, time.Time{})
+}
+
+// fill makes rec the current record of ks and puts it into the L1 of every
+// application sharing the key, each with its own name and scope. refreshAt
+// is when it is due for a background refresh (zero: from RefreshAhead).
+func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time) {
+	c.registerMu.Lock()
+	defer c.registerMu.Unlock()
+	ks.mu.Lock()
+	ks.current, ks.refreshAt = rec, refreshAt
+	ks.mu.Unlock()
+	for _, en := range ks.entries {
+		en.l1.Store(en.view(rec))
+	}
+}
+
+// currentRecord returns ks's current record, nil if none.
+func (ks *keyState) currentRecord() *ClientCredential {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.current
 }
 
 // storeFailed logs the first failure of an outage.

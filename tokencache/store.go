@@ -7,8 +7,9 @@ import (
 )
 
 // ErrNotFound is returned by Store.Get when there is no usable record: none
-// under the key, or one that does not decode (then the error wraps
-// ErrNotFound and says why).
+// under the key, or one that does not decode or open (then the error wraps
+// ErrNotFound and says why). Store.GetBackoff returns it when no backoff
+// runs.
 var ErrNotFound = errors.New("tokencache: record not found")
 
 // Store is the shared level (L2) of the cache. Implementations must be safe
@@ -19,14 +20,62 @@ type Store interface {
 	Get(ctx context.Context, key string) (*ClientCredential, error)
 	// Set writes rec under key for ttl (ttl must be positive).
 	Set(ctx context.Context, key string, rec *ClientCredential, ttl time.Duration) error
+	// DeleteRecord deletes the record under key only if it still holds
+	// accessToken, and reports whether it did.
+	DeleteRecord(ctx context.Context, key, accessToken string) (bool, error)
+
 	// TryLock takes lockKey for ttl if nobody holds it, returning a random
 	// owner token that Unlock needs; ok is false if another owner holds it.
 	TryLock(ctx context.Context, lockKey string, ttl time.Duration) (owner string, ok bool, err error)
+	// ExtendLock resets lockKey's ttl if owner still holds it, and reports
+	// whether it did.
+	ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error)
 	// Unlock releases lockKey if owner still holds it, and reports whether
 	// it did: a holder whose lock expired must not release the next one's.
 	Unlock(ctx context.Context, lockKey, owner string) (bool, error)
+
+	// GetBackoff returns the backoff under key, or (nil, ErrNotFound).
+	GetBackoff(ctx context.Context, key string) (*Backoff, error)
+	// SetBackoff writes b under key for ttl (ttl must be positive).
+	SetBackoff(ctx context.Context, key string, b *Backoff, ttl time.Duration) error
+	// DeleteBackoff deletes the backoff under key, if any.
+	DeleteBackoff(ctx context.Context, key string) error
+
+	// Publish announces on channel that its record or backoff changed.
+	Publish(ctx context.Context, channel string) error
+	// Subscribe registers for announcements on channel until cancel is
+	// called. The returned channel receives (without blocking the
+	// publisher, so announcements may merge) after each Publish that the
+	// store saw; it may never receive if the store cannot subscribe, so
+	// callers also poll.
+	Subscribe(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
+
 	// Close frees the store's resources.
 	Close() error
+}
+
+// Backoff is the shared failure state of one record key: until Until no
+// replica calls the token endpoint for it. It holds no token and no secret;
+// in Redis it is JSON under BackoffKey, expiring at Until.
+type Backoff struct {
+	// Until is when token requests may resume.
+	Until time.Time `json:"until"`
+	// Code is the error code clients get meanwhile, usually
+	// CodeTokenRequestFailed.
+	Code string `json:"code"`
+	// Reason is why: "retry_after" (the endpoint asked for a delay),
+	// "transient" or "permanent".
+	Reason string `json:"reason"`
+	// Status is the HTTP status clients get meanwhile: 503 while throttled
+	// (transient), 502 for a permanent failure.
+	Status int `json:"status"`
+	// Permanent is true for a failure that retrying will not fix soon (a
+	// wrong secret...), which backs off longer.
+	Permanent bool `json:"permanent"`
+	// Attempts is how many consecutive fetches have failed.
+	Attempts int `json:"attempts"`
+	// Message is the last failure's message, safe to show a client.
+	Message string `json:"message,omitempty"`
 }
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")

@@ -1,0 +1,124 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// lookPathOrSkip finds a redis binary; without it the test is skipped,
+// except under CI=true, where it fails (as startRedis does).
+func lookPathOrSkip(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found on PATH under CI=true: %v", name, err)
+		}
+		t.Skipf("%s not found on PATH (apt-get install redis-server); skipping: %v", name, err)
+	}
+	return path
+}
+
+// startRedisOnPort starts redis-server on port with extra args, and waits
+// until it answers PING.
+func startRedisOnPort(t *testing.T, port int, dir string, extra ...string) *process {
+	t.Helper()
+	path := lookPathOrSkip(t, "redis-server")
+	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir}, extra...)
+	proc := startProcess(t, nil, path, args...)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
+		if proc.exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		}
+		return pingRedis(addr)
+	})
+	return proc
+}
+
+// pingRedis sends PING over a raw connection.
+func pingRedis(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	reply := make([]byte, 7)
+	n, err := conn.Read(reply)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(string(reply[:n]), "+PONG") {
+		return fmt.Errorf("unexpected PING reply %q", reply[:n])
+	}
+	return nil
+}
+
+// cacheApp returns an application named name whose record key depends on
+// scope, fetching with fetch.
+func cacheApp(name, scope string, fetch tokencache.FetchFunc) tokencache.Application {
+	return tokencache.Application{Name: name, Identity: "https://login.example/t/oauth2/v2.0/token\nt\nc",
+		Scopes: []string{scope}, Fetch: fetch}
+}
+
+// newReplicaCache returns a Cache (one replica's) on a new RedisStore with
+// ropts and opts, logging to an observer; it is closed when the test ends.
+func newReplicaCache(t *testing.T, ropts tokencache.RedisOptions, opts tokencache.Options, apps ...tokencache.Application) (*tokencache.Cache, *tokencache.RedisStore, *observer.ObservedLogs) {
+	t.Helper()
+	store, err := tokencache.NewRedisStore(ropts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	opts.Store, opts.Logger = store, zap.New(core)
+	c, err := tokencache.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	for _, app := range apps {
+		if err := c.Register(app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, store, logs
+}
+
+// tokenWithin calls Token with a deadline and returns the token and how
+// long it took.
+func tokenWithin(t *testing.T, c *tokencache.Cache, name string, limit time.Duration) (tokencache.ClientCredential, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
+	rec, err := c.Token(ctx, name)
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("Token(%s) after %v: %v", name, elapsed, err)
+	}
+	return rec, elapsed
+}
+
+// The entra package's errors carry what tokencache's failure policy reads
+// (tokencache cannot import entra to check it itself).
+var _ interface {
+	PermanentFailure() bool
+	RetryAfterHint() time.Duration
+} = (*entra.RequestError)(nil)

@@ -1,0 +1,207 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Backoff after failed fetches: transient failures wait 1s, 2s, 4s... up to
+// 60s; permanent ones 5s, 10s, 20s... up to 5min. Each wait is lengthened by
+// a random 0–50% (never past the cap) so replicas spread out, and is never
+// shorter than a Retry-After the endpoint gave (itself capped at 10min).
+const (
+	transientBackoffMin = time.Second
+	transientBackoffMax = 60 * time.Second
+	permanentBackoffMin = 5 * time.Second
+	permanentBackoffMax = 5 * time.Minute
+	maxRetryAfter       = 10 * time.Minute
+	maxBackoffMessage   = 1024
+)
+
+// Backoff reasons (Backoff.Reason).
+const (
+	reasonRetryAfter = "retry_after"
+	reasonTransient  = "transient"
+	reasonPermanent  = "permanent"
+)
+
+// classify reads what a fetch error says about retrying, through
+// interfaces the token client's errors implement (found with errors.As
+// through wrapping): PermanentFailure() bool for failures that retrying
+// will not fix soon (a wrong secret...), RetryAfterHint() time.Duration for
+// the endpoint's Retry-After. An error implementing neither is transient.
+func classify(err error) (permanent bool, retryAfter time.Duration) {
+	var p interface{ PermanentFailure() bool }
+	if errors.As(err, &p) {
+		permanent = p.PermanentFailure()
+	}
+	var h interface{ RetryAfterHint() time.Duration }
+	if errors.As(err, &h) {
+		retryAfter = max(h.RetryAfterHint(), 0)
+	}
+	return permanent, retryAfter
+}
+
+// backoffDelay is the wait after the attempt-th consecutive failure
+// (attempt ≥ 1), with random in [0, 1) choosing the jitter.
+func backoffDelay(attempt int, permanent bool, retryAfter time.Duration, random float64) time.Duration {
+	lo, hi := transientBackoffMin, transientBackoffMax
+	if permanent {
+		lo, hi = permanentBackoffMin, permanentBackoffMax
+	}
+	base := hi
+	if attempt < 1 {
+		attempt = 1
+	}
+	if attempt <= 20 { // beyond, the shift would reach the cap anyway
+		base = min(lo<<(attempt-1), hi)
+	}
+	d := min(base+time.Duration(random*float64(base)/2), hi)
+	if retryAfter > d {
+		d = min(retryAfter, maxRetryAfter)
+	}
+	return d
+}
+
+// activeBackoff returns ks's in-process backoff if it still runs at now.
+func (ks *keyState) activeBackoff(now time.Time) (Backoff, error, bool) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if !now.Before(ks.failure.Until) {
+		return Backoff{}, nil, false
+	}
+	return ks.failure, ks.lastErr, true
+}
+
+// adoptBackoff takes a backoff read from the store into ks, so that this
+// replica obeys it without asking the store again, and counts attempts from
+// the fleet's.
+func (ks *keyState) adoptBackoff(b *Backoff) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if b.Until.After(ks.failure.Until) {
+		lastErr := ks.lastErr
+		if b.Attempts > ks.failure.Attempts {
+			lastErr = nil // another replica's failure
+		}
+		ks.failure = *b
+		ks.lastErr = lastErr
+	} else if b.Attempts > ks.failure.Attempts {
+		ks.failure.Attempts = b.Attempts
+	}
+}
+
+// clearBackoff forgets ks's failures after a success, reporting whether
+// there were any.
+func (ks *keyState) clearBackoff() bool {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	had := ks.failure.Attempts > 0
+	ks.failure, ks.lastErr = Backoff{}, nil
+	return had
+}
+
+// backedOff returns the error for a caller of e while b runs: 503 with
+// RetryAfter while throttled, 502 after a permanent failure; cause is the
+// failure's error when this process saw it.
+func (c *Cache) backedOff(e *entry, b Backoff, cause error) *Error {
+	wait := b.Until.Sub(c.now())
+	var coded *Error
+	if errors.As(cause, &coded) && coded.Code != CodeTokenRequestFailed {
+		return coded // a configuration error: retrying will not change it
+	}
+	msg := b.Message
+	if msg == "" {
+		msg = fmt.Sprintf("requesting a token for application %q failed", e.app.Name)
+	}
+	err := &Error{Code: CodeTokenRequestFailed, Status: http.StatusBadGateway, Err: cause,
+		Message: fmt.Sprintf("%s; token requests paused for %s", msg, ceilSecond(wait))}
+	if !b.Permanent {
+		err.Status = http.StatusServiceUnavailable
+		err.RetryAfter = wait
+	}
+	return err
+}
+
+// ceilSecond rounds d up to a whole second, so a message never says
+// "paused for 0s".
+func ceilSecond(d time.Duration) time.Duration {
+	return (d + time.Second - 1).Truncate(time.Second)
+}
+
+// checkStoreBackoff reads the fleet's backoff for ks; if one runs it is
+// adopted and returned. Store failures are reported as such.
+func (c *Cache) checkStoreBackoff(ctx context.Context, ks *keyState) (Backoff, error, bool) {
+	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		c.storeFailed(err)
+	default:
+		ks.adoptBackoff(b)
+	}
+	return ks.activeBackoff(c.now())
+}
+
+// recordFailure starts (or lengthens) ks's backoff after a failed fetch,
+// in process and, if shared, in the store for the whole fleet, and returns
+// the error for the callers of this fetch.
+func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, shared bool) *Error {
+	ks := e.ks
+	permanent, retryAfter := classify(fetchErr)
+	callerErr := requestFailed(e, fetchErr)
+
+	ks.mu.Lock()
+	attempts := ks.failure.Attempts + 1
+	delay := backoffDelay(attempts, permanent, retryAfter, c.random())
+	b := Backoff{
+		Until:     c.now().Add(delay).UTC(),
+		Code:      callerErr.Code,
+		Reason:    reasonTransient,
+		Status:    http.StatusServiceUnavailable,
+		Permanent: permanent,
+		Attempts:  attempts,
+		Message:   truncate(callerErr.Message, maxBackoffMessage),
+	}
+	switch {
+	case permanent:
+		b.Reason, b.Status = reasonPermanent, http.StatusBadGateway
+	case retryAfter > 0:
+		b.Reason = reasonRetryAfter
+	}
+	ks.failure, ks.lastErr = b, fetchErr
+	ks.mu.Unlock()
+
+	c.logger.Warn("token request failed; backing off",
+		zap.String("application", e.app.Name),
+		zap.String("reason", b.Reason),
+		zap.Int("attempts", attempts),
+		zap.Duration("retry_in", delay),
+		zap.String("error", callerErr.Message))
+	if shared {
+		if err := c.store.SetBackoff(ctx, ks.backoffKey, &b, delay); err != nil {
+			c.storeFailed(err)
+		}
+	}
+	if retryAfter > 0 && !permanent && callerErr.Code == CodeTokenRequestFailed {
+		throttled := *callerErr // the fetch's own *Error is not ours to change
+		throttled.Status = http.StatusServiceUnavailable
+		throttled.RetryAfter = delay
+		callerErr = &throttled
+	}
+	return callerErr
+}
+
+// truncate cuts s to at most n bytes.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

@@ -1,0 +1,181 @@
+package tokencache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+func asError(err error, target **Error) bool { return errors.As(err, target) }
+
+func TestBackoffDelaySequence(t *testing.T) {
+	s := time.Second
+	for _, tc := range []struct {
+		name      string
+		permanent bool
+		want      []time.Duration // bases: random 0
+	}{
+		{"transient", false, []time.Duration{1 * s, 2 * s, 4 * s, 8 * s, 16 * s, 32 * s, 60 * s, 60 * s}},
+		{"permanent", true, []time.Duration{5 * s, 10 * s, 20 * s, 40 * s, 80 * s, 160 * s, 300 * s, 300 * s}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i, base := range tc.want {
+				attempt := i + 1
+				if got := backoffDelay(attempt, tc.permanent, 0, 0); got != base {
+					t.Errorf("attempt %d: %v, want %v", attempt, got, base)
+				}
+				hi := backoffDelay(attempt, tc.permanent, 0, 0.999999)
+				cap := tc.want[len(tc.want)-1]
+				if hi < base || hi > min(base*3/2, cap) {
+					t.Errorf("attempt %d with most jitter: %v, want within [%v, %v]", attempt, hi, base, min(base*3/2, cap))
+				}
+			}
+			if got := backoffDelay(1000, tc.permanent, 0, 0.5); got != tc.want[len(tc.want)-1] {
+				t.Errorf("attempt 1000: %v, want the cap", got)
+			}
+		})
+	}
+	if got := backoffDelay(1, false, 30*s, 0); got != 30*s {
+		t.Errorf("Retry-After 30s: %v, want 30s", got)
+	}
+	if got := backoffDelay(1, false, 24*time.Hour, 0); got != 10*time.Minute {
+		t.Errorf("Retry-After 24h: %v, want capped at 10m", got)
+	}
+	if got := backoffDelay(6, false, 2*s, 0); got != 32*s {
+		t.Errorf("Retry-After shorter than the backoff: %v, want the backoff 32s", got)
+	}
+}
+
+func TestClassifyThroughWrapping(t *testing.T) {
+	wrapped := fmt.Errorf("fetching: %w", &classifiedError{permanent: true, retryAfter: 7 * time.Second})
+	if p, ra := classify(wrapped); !p || ra != 7*time.Second {
+		t.Errorf("classify(wrapped) = %v, %v; want permanent, 7s", p, ra)
+	}
+	if p, ra := classify(errors.New("connection refused")); p || ra != 0 {
+		t.Errorf("classify(plain) = %v, %v; want transient, 0", p, ra)
+	}
+}
+
+func TestPermanentFailureIsNegativeCached(t *testing.T) {
+	clock := newFakeClock()
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{err: &classifiedError{permanent: true}}}}
+	c, _, _ := newClockCache(t, nil, clock, Options{WaitTimeout: time.Hour}, testApp("graph-api", f.Fetch))
+	c.random = func() float64 { return 0 }
+
+	check := func(wantFetches int64) {
+		t.Helper()
+		_, err := c.Token(t.Context(), "graph-api")
+		var coded *Error
+		if !asError(err, &coded) || coded.Status != http.StatusBadGateway || coded.RetryAfter != 0 {
+			t.Fatalf("Token() = %#v, want 502 without RetryAfter", err)
+		}
+		if n := f.calls.Load(); n != wantFetches {
+			t.Fatalf("%d fetches, want %d", n, wantFetches)
+		}
+	}
+	check(1)
+	// 100 concurrent callers inside the negative-cache window: no fetch,
+	// and an answer at once (WaitTimeout is an hour).
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			_, err := c.Token(t.Context(), "graph-api")
+			var coded *Error
+			if !asError(err, &coded) || coded.Status != http.StatusBadGateway ||
+				!strings.Contains(coded.Message, "permanent=true") {
+				t.Errorf("Token() = %v, want 502 with the failure's message", err)
+			}
+		})
+	}
+	wg.Wait()
+	check(1)
+	for _, wait := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second} {
+		clock.Advance(wait - time.Millisecond)
+		check(f.calls.Load()) // still backed off
+		clock.Advance(time.Millisecond)
+		check(f.calls.Load() + 1)
+	}
+}
+
+func TestRetryAfterIsSharedThroughRedis(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	throttled := &classifiedError{retryAfter: 30 * time.Second}
+	fa := &scriptedFetcher{clock: clock, script: []fetchStep{{err: throttled}}}
+	fb := &scriptedFetcher{clock: clock, script: []fetchStep{{}}}
+	a, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, testApp("graph-api", fa.Fetch))
+	b, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, testApp("graph", fb.Fetch))
+
+	_, err := a.Token(t.Context(), "graph-api")
+	var coded *Error
+	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second {
+		t.Fatalf("throttled Token() = %#v, want 503 with RetryAfter 30s", err)
+	}
+	backoffKey := BackoffKey(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil)))
+	raw, err := mr.Get(backoffKey)
+	if err != nil {
+		t.Fatalf("no backoff in redis: %v", err)
+	}
+	if ttl := mr.TTL(backoffKey); ttl != 30*time.Second {
+		t.Errorf("backoff TTL %v, want 30s", ttl)
+	}
+	var stored Backoff
+	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.Reason != reasonRetryAfter || stored.Status != 503 || stored.Permanent || stored.Attempts != 1 ||
+		!stored.Until.Equal(clock.Now().Add(30*time.Second)) {
+		t.Errorf("stored backoff %+v", stored)
+	}
+	if strings.Contains(raw, "token-") {
+		t.Errorf("backoff value %q holds a token", raw)
+	}
+
+	// The second replica obeys it: no fetch, 503 with RetryAfter, at once.
+	for range 10 {
+		_, err := b.Token(t.Context(), "graph")
+		if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter <= 0 {
+			t.Fatalf("second replica Token() = %#v, want 503 with RetryAfter", err)
+		}
+	}
+	if n := fb.calls.Load(); n != 0 {
+		t.Fatalf("second replica fetched %d times during the Retry-After, want 0", n)
+	}
+	clock.Advance(30 * time.Second)
+	mr.FastForward(30 * time.Second)
+	rec, err := b.Token(t.Context(), "graph")
+	if err != nil || rec.AccessToken != "token-1" || fb.calls.Load() != 1 {
+		t.Errorf("after the Retry-After: %q, %v after %d fetches", rec.AccessToken, err, fb.calls.Load())
+	}
+	if mr.Exists(backoffKey) {
+		t.Error("backoff still in redis after a success")
+	}
+}
+
+func TestTransientBackoffAnswers503(t *testing.T) {
+	clock := newFakeClock()
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{err: errors.New("connection reset")}, {}}}
+	c, _, _ := newClockCache(t, nil, clock, Options{}, testApp("graph-api", f.Fetch))
+	_, err := c.Token(t.Context(), "graph-api")
+	var coded *Error
+	if !asError(err, &coded) || coded.Status != http.StatusBadGateway || !strings.Contains(coded.Message, "connection reset") {
+		t.Fatalf("failed fetch: %#v, want 502 with the cause", err)
+	}
+	_, err = c.Token(t.Context(), "graph-api")
+	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter != 1250*time.Millisecond ||
+		!strings.Contains(coded.Message, "connection reset") || errors.Unwrap(err) == nil {
+		t.Fatalf("during the backoff: %#v, want 503, RetryAfter 1.25s, the last failure's message and cause", err)
+	}
+	clock.Advance(1250 * time.Millisecond)
+	if rec, err := c.Token(context.Background(), "graph-api"); err != nil || rec.AccessToken != "token-2" {
+		t.Errorf("after the backoff: %q, %v", rec.AccessToken, err)
+	}
+}

@@ -1,0 +1,151 @@
+package tokencache
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+// TestLockLoserWakesOnPublish: with polling effectively off (an hour), a
+// replica that lost the lock returns the winner's token, woken by the
+// winner's announcement.
+func TestLockLoserWakesOnPublish(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	release := make(chan struct{})
+	winner := &scriptedFetcher{clock: clock, script: []fetchStep{{block: release}}}
+	loser := &scriptedFetcher{clock: clock, script: []fetchStep{{}}}
+	opts := Options{PollInterval: time.Hour, WaitTimeout: time.Minute}
+	a, ha, _ := newClockCache(t, newMiniredisStore(t, mr), clock, opts, testApp("graph-api", winner.Fetch))
+	lockLost := make(chan struct{}, 1)
+	bStore := &spyStore{Store: newMiniredisStore(t, mr), onLockLost: func() { lockLost <- struct{}{} }}
+	b, hb, _ := newClockCache(t, bStore, clock, opts, testApp("graph", loser.Fetch))
+
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.Token(t.Context(), "graph-api")
+		aDone <- err
+	}()
+	receive(t, ha.fetching, "the winner's fetch")
+	bDone := make(chan ClientCredential, 1)
+	go func() {
+		rec, err := b.Token(t.Context(), "graph")
+		if err != nil {
+			t.Error(err)
+		}
+		bDone <- rec
+	}()
+	receive(t, lockLost, "the loser to lose the lock")
+	close(release)
+	if err := receive(t, aDone, "the winner"); err != nil {
+		t.Fatal(err)
+	}
+	if notified := receive(t, hb.woke, "the loser to wake"); !notified {
+		t.Error("the loser woke by polling, want by the announcement")
+	}
+	if rec := receive(t, bDone, "the loser"); rec.AccessToken != "token-1" || loser.calls.Load() != 0 {
+		t.Errorf("loser got %q after %d own fetches, want the winner's token-1 and none", rec.AccessToken, loser.calls.Load())
+	}
+}
+
+// TestRedisStoreSharesOneSubscription: many waiters, one PSUBSCRIBE.
+func TestRedisStoreSharesOneSubscription(t *testing.T) {
+	mr := miniredis.RunT(t)
+	store := newMiniredisStore(t, mr)
+	ctx := t.Context()
+	channels := []string{
+		UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))),
+		UpdateChannel(RecordKey(DefaultKeyPrefix, Application{Identity: "other", Scopes: []string{"s"}})),
+	}
+	var cancels []func()
+	var chans []<-chan struct{}
+	for i := range 20 {
+		ch, cancel := store.Subscribe(ctx, channels[i%2])
+		cancels = append(cancels, cancel)
+		chans = append(chans, ch)
+	}
+	if n := mr.PubSubNumPat(); n != 1 {
+		t.Errorf("%d pattern subscriptions for 20 waiters, want 1", n)
+	}
+	channel := channels[0]
+	if err := store.Publish(ctx, channel); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range chans {
+		if i%2 == 0 {
+			receive(t, ch, "the announcement")
+		}
+	}
+	for i, ch := range chans {
+		if i%2 == 1 && len(ch) != 0 {
+			t.Errorf("waiter %d on another channel was woken", i)
+		}
+	}
+	for _, cancel := range cancels {
+		cancel()
+	}
+	if n := store.updates.count(channel); n != 0 {
+		t.Errorf("%d waiters left after cancel, want 0", n)
+	}
+}
+
+// TestLockExtendedDuringSlowFetch: the holder's lock outlives LockTTL while
+// its fetch runs, and is released after.
+func TestLockExtendedDuringSlowFetch(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	release := make(chan struct{})
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{block: release}}}
+	app := testApp("graph-api", f.Fetch)
+	c, h, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{LockTTL: 15 * time.Second}, app)
+	lockKey := LockKey(RecordKey(DefaultKeyPrefix, app))
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Token(context.Background(), "graph-api")
+		done <- err
+	}()
+	receive(t, h.fetching, "the fetch")
+	owner, err := mr.Get(lockKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr.FastForward(10 * time.Second)
+	clock.Advance(5 * time.Second) // LockTTL/3: the extension runs
+	if ok := receive(t, h.extended, "the extension"); !ok {
+		t.Fatal("the extension failed")
+	}
+	mr.FastForward(10 * time.Second) // 20s since the lock was taken
+	if got, _ := mr.Get(lockKey); got != owner {
+		t.Fatalf("lock holds %q after 20s, want the owner's (extended)", got)
+	}
+	if ttl := mr.TTL(lockKey); ttl != 5*time.Second {
+		t.Errorf("lock TTL %v, want 5s left of the 15s extension", ttl)
+	}
+	close(release)
+	if err := receive(t, done, "the token"); err != nil {
+		t.Fatal(err)
+	}
+	if mr.Exists(lockKey) {
+		t.Error("lock not released after the fetch")
+	}
+	// Extensions stopped with the fetch.
+	clock.Advance(time.Minute)
+	select {
+	case <-h.extended:
+		t.Error("extension after the fetch ended")
+	default:
+	}
+}
+
+func TestMemoryStorePublishWakesSubscribers(t *testing.T) {
+	s := NewMemoryStore()
+	ch, cancel := s.Subscribe(t.Context(), "x")
+	defer cancel()
+	if err := s.Publish(t.Context(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch, "the announcement")
+}

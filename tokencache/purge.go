@@ -1,0 +1,87 @@
+package tokencache
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Purge drops the application's current token when it equals accessToken
+// (the one just sent), for a downstream that answered 401: from L1 in this
+// process and from the store (only if the store still holds that token), so
+// the next Token fetches a fresh one, and a store record holding it is no
+// longer taken. Each token is purged at most once (its SHA-256 fingerprint,
+// never the token, is kept until it expires), and a record key at most once
+// per PurgeInterval. It reports whether it purged.
+func (c *Cache) Purge(ctx context.Context, applicationName, accessToken string) bool {
+	e := (*c.apps.Load())[applicationName]
+	if e == nil || accessToken == "" {
+		return false
+	}
+	rec := e.l1.Load()
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(accessToken)) != 1 {
+		return false
+	}
+	ks := e.ks
+	fingerprint := sha256.Sum256([]byte(accessToken))
+	now := c.now()
+
+	ks.mu.Lock()
+	for fp, expires := range ks.purged {
+		if !now.Before(expires) {
+			delete(ks.purged, fp)
+		}
+	}
+	if _, done := ks.purged[fingerprint]; done ||
+		(!ks.lastPurge.IsZero() && now.Sub(ks.lastPurge) < c.purgeInterval) {
+		ks.mu.Unlock()
+		return false
+	}
+	if ks.purged == nil {
+		ks.purged = make(map[[32]byte]time.Time)
+	}
+	ks.purged[fingerprint] = rec.AccessTokenExpiresAt
+	ks.lastPurge = now
+	ks.mu.Unlock()
+
+	c.registerMu.Lock()
+	ks.mu.Lock()
+	if ks.current != nil && ks.current.AccessToken == accessToken {
+		ks.current, ks.refreshAt = nil, time.Time{}
+		if ks.timer != nil {
+			ks.timer.Stop()
+			ks.timer = nil
+		}
+	}
+	ks.mu.Unlock()
+	for _, en := range ks.entries {
+		if l1 := en.l1.Load(); l1 != nil && l1.AccessToken == accessToken {
+			en.l1.CompareAndSwap(l1, nil)
+		}
+	}
+	c.registerMu.Unlock()
+
+	deleted, err := c.store.DeleteRecord(ctx, ks.key, accessToken)
+	if err != nil {
+		c.storeFailed(err)
+	}
+	c.logger.Info("purged a rejected access token",
+		zap.String("application", applicationName),
+		zap.String("record_key", ks.key),
+		zap.Bool("deleted_from_store", deleted))
+	return true
+}
+
+// isPurged reports whether token was purged from ks.
+func (c *Cache) isPurged(ks *keyState, token string) bool {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if len(ks.purged) == 0 {
+		return false
+	}
+	_, purged := ks.purged[sha256.Sum256([]byte(token))]
+	return purged
+}

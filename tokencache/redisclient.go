@@ -1,0 +1,201 @@
+package tokencache
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of RedisOptions.
+const (
+	DefaultKeyPrefix      = "entra:"
+	DefaultRedisOpTimeout = 100 * time.Millisecond
+)
+
+// RedisOptions configures a RedisStore. Give either URL (one standalone
+// server) or Addrs (standalone, Sentinel or Cluster), not both.
+type RedisOptions struct {
+	// URL is redis://[user:pass@]host:port/db, or rediss:// for TLS, with
+	// the query options go-redis's ParseURL knows (dial_timeout, pool_size...).
+	// Username and Password, when set, override the URL's; TLS or TLSConfig,
+	// when set, turn TLS on or replace its config; DB, when not 0, overrides
+	// the URL's path.
+	URL string
+	// Addrs are host:port addresses for redis.NewUniversalClient: one
+	// address and no MasterName is a standalone server; MasterName makes
+	// them Sentinel addresses; several addresses without MasterName are
+	// Cluster seed nodes.
+	Addrs []string
+	// MasterName is the Sentinel master's name (Sentinel mode).
+	MasterName string
+	// Username and Password authenticate to Redis (ACL user or requirepass).
+	Username string
+	Password string
+	// DB is the database number (standalone and Sentinel; must be 0 for
+	// Cluster). Default 0.
+	DB int
+	// TLS turns on TLS with the system roots (TLS 1.2 or later).
+	TLS bool
+	// TLSConfig, if set, is the TLS configuration (implies TLS).
+	TLSConfig *tls.Config
+	// KeyPrefix is the prefix of every key the caller derives with RecordKey.
+	// Default "entra:". The store itself uses keys as given; it keeps the
+	// prefix so that callers can read it back with RedisStore.KeyPrefix, and
+	// subscribes to the update channels under it.
+	KeyPrefix string
+	// OpTimeout bounds each call to Redis, so that a slow or hung Redis
+	// delays a refresh by little before the cache carries on without it.
+	// Default 100ms.
+	OpTimeout time.Duration
+	// EncryptionKeys, if any, seal records at rest with AES-256-GCM: each
+	// is 32 bytes (see ParseEncryptionKey); the first seals, all open (for
+	// key rotation). With keys, a record that is not sealed, or sealed with
+	// a key not listed, is a miss and gets overwritten. Default: none,
+	// records are plain JSON.
+	EncryptionKeys [][]byte
+}
+
+func (o RedisOptions) withDefaults() RedisOptions {
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = DefaultKeyPrefix
+	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = DefaultRedisOpTimeout
+	}
+	return o
+}
+
+// universalOptions turns opts into go-redis options. Errors never contain a
+// password.
+func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
+	tlsConfig := o.TLSConfig
+	if tlsConfig == nil && o.TLS {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	switch {
+	case o.URL != "" && len(o.Addrs) > 0:
+		return nil, errors.New("tokencache: redis: url and addrs are both set; give one")
+	case o.URL == "" && len(o.Addrs) == 0:
+		return nil, errors.New("tokencache: redis: neither url nor addrs is set")
+	case o.URL != "" && o.MasterName != "":
+		return nil, errors.New("tokencache: redis: master_name needs addrs (sentinel addresses), not a url")
+	case o.DB < 0:
+		return nil, errors.New("tokencache: redis: db must not be negative")
+	}
+	if len(o.Addrs) > 0 {
+		for i, addr := range o.Addrs {
+			if strings.TrimSpace(addr) == "" {
+				return nil, fmt.Errorf("tokencache: redis: addrs[%d] is empty", i)
+			}
+		}
+		if len(o.Addrs) > 1 && o.MasterName == "" && o.DB != 0 {
+			return nil, errors.New("tokencache: redis: cluster mode (several addrs) supports db 0 only")
+		}
+		return &redis.UniversalOptions{
+			Addrs:      o.Addrs,
+			MasterName: o.MasterName,
+			Username:   o.Username,
+			Password:   o.Password,
+			// Sentinels usually share the data nodes' password.
+			SentinelUsername: o.Username,
+			SentinelPassword: o.Password,
+			DB:               o.DB,
+			TLSConfig:        tlsConfig,
+			// Without this go-redis ignores context deadlines on reads and
+			// writes, and OpTimeout would not bound a call to a hung Redis.
+			ContextTimeoutEnabled: true,
+		}, nil
+	}
+	parsed, err := parseRedisURL(o.URL)
+	if err != nil {
+		return nil, err
+	}
+	if o.Username != "" {
+		parsed.Username = o.Username
+	}
+	if o.Password != "" {
+		parsed.Password = o.Password
+	}
+	if o.DB != 0 {
+		parsed.DB = o.DB
+	}
+	if tlsConfig != nil {
+		parsed.TLSConfig = tlsConfig
+	}
+	return &redis.UniversalOptions{
+		Addrs:                 []string{parsed.Addr},
+		ClientName:            parsed.ClientName,
+		DB:                    parsed.DB,
+		Protocol:              parsed.Protocol,
+		Username:              parsed.Username,
+		Password:              parsed.Password,
+		MaxRetries:            parsed.MaxRetries,
+		MinRetryBackoff:       parsed.MinRetryBackoff,
+		MaxRetryBackoff:       parsed.MaxRetryBackoff,
+		DialTimeout:           parsed.DialTimeout,
+		ReadTimeout:           parsed.ReadTimeout,
+		WriteTimeout:          parsed.WriteTimeout,
+		ContextTimeoutEnabled: true,
+		PoolFIFO:              parsed.PoolFIFO,
+		PoolSize:              parsed.PoolSize,
+		PoolTimeout:           parsed.PoolTimeout,
+		MinIdleConns:          parsed.MinIdleConns,
+		MaxIdleConns:          parsed.MaxIdleConns,
+		MaxActiveConns:        parsed.MaxActiveConns,
+		ConnMaxIdleTime:       parsed.ConnMaxIdleTime,
+		ConnMaxLifetime:       parsed.ConnMaxLifetime,
+		TLSConfig:             parsed.TLSConfig,
+		DisableIdentity:       parsed.DisableIdentity,
+		IdentitySuffix:        parsed.IdentitySuffix,
+	}, nil
+}
+
+// parseRedisURL is redis.ParseURL with errors that cannot leak the password:
+// url.Parse quotes the whole URL in its errors.
+func parseRedisURL(rawURL string) (*redis.Options, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("tokencache: parsing redis url: scheme %q is not redis or rediss", u.Scheme)
+	}
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
+	}
+	return opts, nil
+}
+
+// redactPassword removes the URL's password from msg, in case an error
+// quotes it.
+func redactPassword(msg, rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		// Unparsable: redact whatever sits between "//user:" and "@".
+		if at := strings.LastIndex(rawURL, "@"); at >= 0 {
+			userinfo := rawURL[:at]
+			if i := strings.Index(userinfo, "//"); i >= 0 {
+				userinfo = userinfo[i+2:]
+			}
+			if c := strings.Index(userinfo, ":"); c >= 0 && c+1 < len(userinfo) {
+				msg = strings.ReplaceAll(msg, userinfo[c+1:], "xxxxx")
+			}
+		}
+		return msg
+	}
+	if pass, ok := u.User.Password(); ok && pass != "" {
+		msg = strings.ReplaceAll(msg, pass, "xxxxx")
+		msg = strings.ReplaceAll(msg, url.QueryEscape(pass), "xxxxx")
+	}
+	return msg
+}

@@ -1,0 +1,62 @@
+package tokencache
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestRedisOptionsModes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opts    RedisOptions
+		wantErr string
+	}{
+		{"url and addrs", RedisOptions{URL: "redis://127.0.0.1:1", Addrs: []string{"127.0.0.1:1"}}, "both set"},
+		{"neither", RedisOptions{}, "neither"},
+		{"cluster db", RedisOptions{Addrs: []string{"a:1", "b:1"}, DB: 2}, "db 0 only"},
+		{"empty addr", RedisOptions{Addrs: []string{""}}, "addrs[0]"},
+		{"master name with url", RedisOptions{URL: "redis://127.0.0.1:1", MasterName: "m"}, "master_name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewRedisStore(tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "tokencache: ") {
+				t.Errorf("NewRedisStore() error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+
+	mr := miniredis.RunT(t)
+	mr.RequireUserAuth("app", "pw")
+	for _, tc := range []struct {
+		name string
+		opts RedisOptions
+	}{
+		{"addrs", RedisOptions{Addrs: []string{mr.Addr()}, Username: "app", Password: "pw"}},
+		{"url with password override", RedisOptions{URL: "redis://app:wrong@" + mr.Addr(), Password: "pw"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, err := NewRedisStore(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			if err := store.Ping(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := store.Client().(*redis.Client); !ok {
+				t.Errorf("client is %T, want standalone for one address", store.Client())
+			}
+		})
+	}
+	cluster, err := NewRedisStore(RedisOptions{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	if _, ok := cluster.Client().(*redis.ClusterClient); !ok {
+		t.Errorf("client is %T, want a cluster client for several addresses", cluster.Client())
+	}
+}
