@@ -34,34 +34,6 @@ func fleetConfig(redisOptions, handlerOptions string) string {
 		route{Path: "/orders", Application: "orders-api", Options: handlerOptions})
 }
 
-// response is what a client got.
-type response struct {
-	Status int
-	Header http.Header
-	Body   string
-}
-
-// send is get with the response headers.
-func send(t *testing.T, url string, header http.Header) response {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, values := range header {
-		req.Header[name] = values
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return response{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
-}
-
 // transportError stands for "no HTTP response" in hammer's counts.
 const transportError = 0
 

@@ -7,12 +7,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -165,24 +165,7 @@ func startRedis(t *testing.T) *redisServer {
 		if proc.exited() {
 			return fmt.Errorf("redis-server exited: %s", proc.output.String())
 		}
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(time.Second))
-		if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-			return err
-		}
-		reply := make([]byte, 7)
-		n, err := conn.Read(reply)
-		if err != nil {
-			return err
-		}
-		if !strings.HasPrefix(string(reply[:n]), "+PONG") {
-			return fmt.Errorf("unexpected PING reply %q", reply[:n])
-		}
-		return nil
+		return pingRedis(addr)
 	})
 	return &redisServer{Addr: addr, URL: "redis://" + addr + "/0", proc: proc}
 }
@@ -236,6 +219,20 @@ func (s *sidecar) logs() string { return s.proc.output.String() }
 // get sends a GET with the given headers and returns status and body.
 func get(t *testing.T, url string, header http.Header) (int, string) {
 	t.Helper()
+	resp := send(t, url, header)
+	return resp.Status, resp.Body
+}
+
+// response is what a client got.
+type response struct {
+	Status int
+	Header http.Header
+	Body   string
+}
+
+// send sends a GET with the given headers and returns the response.
+func send(t *testing.T, url string, header http.Header) response {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -250,7 +247,6 @@ func get(t *testing.T, url string, header http.Header) (int, string) {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
-	var body bytes.Buffer
-	_, _ = body.ReadFrom(resp.Body)
-	return resp.StatusCode, body.String()
+	body, _ := io.ReadAll(resp.Body)
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
 }
