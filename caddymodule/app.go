@@ -26,6 +26,10 @@ func init() {
 // token with this much or less left is never injected.
 const DefaultRefreshWindow = 60 * time.Second
 
+// MaxRefreshWindow is the largest refresh_window accepted: Entra ID access
+// tokens live 60 to 90 minutes.
+const MaxRefreshWindow = 30 * time.Minute
+
 // App is the entra app: the Entra ID configuration shared by every
 // entra_token handler. It owns the token clients and the token cache.
 //
@@ -66,7 +70,10 @@ type App struct {
 
 	cache   *tokencache.Cache
 	poolKey string
-	logger  *zap.Logger
+	// registered maps each application name to its name in the pooled
+	// cache, which is this config's own.
+	registered map[string]string
+	logger     *zap.Logger
 }
 
 // RedisConfig is the shared token store.
@@ -153,7 +160,10 @@ func (a *App) Cleanup() error {
 	if a.cache == nil {
 		return nil
 	}
-	a.cache = nil
+	for _, registered := range a.registered {
+		a.cache.Unregister(registered)
+	}
+	a.cache, a.registered = nil, nil
 	_, err := cachePool.Delete(a.poolKey)
 	return err
 }
@@ -162,12 +172,19 @@ func (a *App) Cleanup() error {
 // freshly requested. It is the Go counterpart of the seed library's
 // getClientCredentialToken and what the entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.ClientCredential, error) {
-	if !a.hasApplication(applicationName) {
-		// The pooled cache may still know a name an earlier config had.
+	registered, ok := a.registered[applicationName]
+	if !ok {
 		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
-	return a.cache.Token(ctx, applicationName)
+	return a.cache.Token(ctx, registered)
+}
+
+// purge drops accessToken from the cache if it is still applicationName's
+// current token, reporting whether it did.
+func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {
+	registered, ok := a.registered[applicationName]
+	return ok && a.cache.Purge(ctx, registered, accessToken)
 }
 
 // hasApplication reports whether name is configured.

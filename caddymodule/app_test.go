@@ -22,8 +22,13 @@ func validateConfig(t *testing.T, config string) error {
 // jsonConfig is an http server with one entra_token route and the given
 // entra app (empty for none).
 func jsonConfig(entraApp, application string) string {
+	return jsonConfigWithHandler(entraApp, `"application": "`+application+`"`)
+}
+
+// jsonConfigWithHandler is jsonConfig with the handler's fields given raw.
+func jsonConfigWithHandler(entraApp, handlerFields string) string {
 	apps := `"http": {"servers": {"s": {"listen": [":0"], "routes": [{"handle": [
-		{"handler": "entra_token", "application": "` + application + `"},
+		{"handler": "entra_token", ` + handlerFields + `},
 		{"handler": "static_response", "body": "ok"}]}]}}}`
 	if entraApp != "" {
 		apps = `"entra": ` + entraApp + `, ` + apps
@@ -119,7 +124,7 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		{
 			name:     "application with another client and no credential",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "client_id": "other"}}}`, application: "a",
-			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: credential", "none is configured"},
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: credential", "needs its own credential"},
 		},
 		{
 			name:     "application identity alone is enough",
@@ -138,6 +143,26 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 			name:     "reserved token request param",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "token_request_params": {"client_secret": "x"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "token_request_param"},
+		},
+		{
+			name:     "managed identity with two scopes",
+			entraApp: `{"managed_identity": {}, "applications": {"a": {"scopes": ["https://vault.azure.net/.default", "https://storage.azure.com/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: scope", "exactly one resource"},
+		},
+		{
+			name:     "default secret never goes to another host",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "token_endpoint": "https://elsewhere.example/token"}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: credential", "never sent to another client or host"},
+		},
+		{
+			name:     "application tenant under a default token endpoint",
+			entraApp: `{"token_endpoint": "https://login.example/t/oauth2/v2.0/token", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"], "tenant_id": "other"}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: tenant_id", "token_endpoint"},
+		},
+		{
+			name:     "refresh window longer than a token",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "refresh_window": "2h", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "refresh_window", "at most 30m"},
 		},
 		{
 			name:     "missing certificate file",
@@ -166,5 +191,16 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 				t.Error("the error holds a secret")
 			}
 		})
+	}
+}
+
+func TestPurgeOnStatusMustBeAnErrorStatus(t *testing.T) {
+	const app = `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`
+	err := validateConfig(t, jsonConfigWithHandler(app, `"application": "a", "purge_on_status": [401, 200]`))
+	if err == nil || !strings.Contains(err.Error(), "purge_on_status 200") {
+		t.Fatalf("error = %v, want purge_on_status 200 rejected", err)
+	}
+	if err := validateConfig(t, jsonConfigWithHandler(app, `"application": "a", "purge_on_status": []`)); err != nil {
+		t.Fatalf("an empty purge_on_status (purging disabled) was rejected: %v", err)
 	}
 }

@@ -427,8 +427,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			statuses := []int{} // none: purging disabled
 			for _, raw := range d.RemainingArgs() {
 				status, err := strconv.Atoi(raw)
-				if err != nil || status < 100 || status > 599 {
-					return d.Errf("purge_on_status: %q is not an HTTP status", raw)
+				if err != nil || status < 400 || status > 599 {
+					return d.Errf("purge_on_status: %q is not an HTTP error status (400-599)", raw)
 				}
 				statuses = append(statuses, status)
 			}

@@ -194,7 +194,8 @@ func TestUnmarshalCaddyfileHandler(t *testing.T) {
 		{input: "entra_token a b", wantErr: "wrong argument count"},
 		{input: "entra_token a {\n header X-Api-Token\n purge_on_status 401 403\n }", want: "a", wantHeader: "X-Api-Token", wantPurge: []int{401, 403}},
 		{input: "entra_token a {\n purge_on_status\n }", want: "a", wantPurge: []int{}},
-		{input: "entra_token a {\n purge_on_status teapot\n }", wantErr: `purge_on_status: "teapot" is not an HTTP status`},
+		{input: "entra_token a {\n purge_on_status teapot\n }", wantErr: `purge_on_status: "teapot" is not an HTTP error status`},
+		{input: "entra_token a {\n purge_on_status 200\n }", wantErr: `purge_on_status: "200" is not an HTTP error status`},
 		{input: "entra_token a {\n header\n }", wantErr: "wrong argument count"},
 		{input: "entra_token a {\n retry 3\n }", wantErr: "unrecognized entra_token option 'retry'"},
 	}

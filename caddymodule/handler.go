@@ -89,6 +89,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.PurgeOnStatus != nil {
 		h.purgeOnStatus = *h.PurgeOnStatus
 	}
+	for _, status := range h.purgeOnStatus {
+		if status < 400 || status > 599 {
+			return fmt.Errorf("entra_token: purge_on_status %d: only error statuses (400-599) can mean a refused token", status)
+		}
+	}
 	appIface, err := ctx.AppIfConfigured("entra")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		return fmt.Errorf("%s: entra_token %s is used but no entra app is configured (add an entra block to the global options)",
@@ -154,7 +159,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // purge drops a token that downstream refused.
 func (h *Handler) purge(r *http.Request, credential tokencache.ClientCredential, status int) {
-	if h.app.cache.Purge(r.Context(), h.Application, credential.AccessToken) {
+	if h.app.purge(r.Context(), h.Application, credential.AccessToken) {
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",
 			zap.String("application", h.Application),
 			zap.Int("status", status),

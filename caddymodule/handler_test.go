@@ -260,3 +260,54 @@ func TestHandlerThrottledAnswers503WithRetryAfter(t *testing.T) {
 		t.Errorf("second request: status %d, token requests %d; want 503 and still 1", rec.Code, emulator.TokenRequests())
 	}
 }
+
+// TestReloadNeverChangesTheRunningConfig provisions a second config on the
+// same pooled cache, as a reload does, and checks that it cannot change the
+// running config (even when the new one is then thrown away), while a
+// successful reload keeps the cached token.
+func TestReloadNeverChangesTheRunningConfig(t *testing.T) {
+	running, emulatorA, _ := newTestApp(t, unitClientSecret)
+	first, err := running.Token(context.Background(), "graph-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A new config moves graph-api to another identity, then fails to load
+	// for an unrelated reason: Caddy cleans it up and keeps the old one.
+	failed, emulatorB, _ := newTestApp(t, unitClientSecret)
+	if failed.cache != running.cache {
+		t.Fatal("configs with the same cache settings must share the pooled cache")
+	}
+	if _, err := failed.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if err := failed.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if !running.purge(context.Background(), "graph-api", first.AccessToken) {
+		t.Fatal("purge of the current token did nothing")
+	}
+	if _, err := running.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := emulatorA.TokenRequests(), emulatorB.TokenRequests(); a != 2 || b != 1 {
+		t.Errorf("token requests A=%d B=%d; want A=2, B=1: the running config must keep its own identity", a, b)
+	}
+
+	// A successful reload with the same identity keeps the token: no request.
+	reloaded := &App{IdentityConfig: running.IdentityConfig, Applications: running.Applications, logger: running.logger}
+	if err := reloaded.provision(caddy.NewReplacer()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reloaded.Cleanup() })
+	before := emulatorA.TokenRequests()
+	if err := running.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reloaded.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if got := emulatorA.TokenRequests() - before; got != 0 {
+		t.Errorf("a reload made %d token requests, want 0", got)
+	}
+}

@@ -121,16 +121,26 @@ func (id *IdentityConfig) credentials() []string {
 }
 
 // inherit fills what an application leaves unset from the app's default
-// identity. The credential is inherited only with the client: an application
-// that names another client_id (or brings its own credential) must not get
-// the default client's secret.
-func (id IdentityConfig) inherit(parent IdentityConfig) IdentityConfig {
+// identity. The default credential goes only to the default client at the
+// default token endpoint: an application that names another client_id,
+// authority_host or token_endpoint must bring its own credential, so that a
+// secret is never sent to another client or host. field prefixes errors.
+func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityConfig, error) {
 	ownCredential := len(id.credentials()) > 0
 	ownClient := id.ClientID != ""
+	ownEndpoint := id.AuthorityHost != "" || id.TokenEndpoint != ""
+	if id.TenantID != "" && !ownEndpoint && parent.TokenEndpoint != "" {
+		return id, configError(field+"tenant_id", "is set, but the default identity uses token_endpoint, which "+
+			"ignores the tenant; set authority_host or token_endpoint in this application too")
+	}
+	if !ownCredential && (ownClient || ownEndpoint) && len(parent.credentials()) > 0 {
+		return id, configError(field+"credential", "this application sets its own client_id, authority_host or "+
+			"token_endpoint, so it needs its own credential (the default one is never sent to another client or host)")
+	}
 	if id.TenantID == "" {
 		id.TenantID = parent.TenantID
 	}
-	if id.AuthorityHost == "" && id.TokenEndpoint == "" {
+	if !ownEndpoint {
 		id.AuthorityHost, id.TokenEndpoint = parent.AuthorityHost, parent.TokenEndpoint
 	}
 	if id.TokenRequestParams == nil {
@@ -145,9 +155,9 @@ func (id IdentityConfig) inherit(parent IdentityConfig) IdentityConfig {
 		id.ManagedIdentity = parent.ManagedIdentity
 	}
 	if ownCredential && !ownClient && parent.ClientID != "" && id.ManagedIdentity == nil && !id.WorkloadIdentity {
-		id.ClientID = parent.ClientID
+		id.ClientID = parent.ClientID // another credential of the same client
 	}
-	return id
+	return id, nil
 }
 
 // isZero reports whether an application sets no identity field.

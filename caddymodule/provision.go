@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -64,17 +67,64 @@ func (a *App) provision(repl *caddy.Replacer) error {
 		return err
 	}
 	cache := value.(pooledCache).Cache
+	cache.SetLogger(a.logger) // the previous config's log writers close with it
+	// Each config registers its applications under names of its own, and
+	// unregisters them in Cleanup: a new config never changes what a running
+	// one uses (even when the new one then fails to load), while tokens,
+	// background refreshes and refreshes in flight, kept per record key,
+	// carry over.
+	gen := configGeneration.Add(1)
+	a.registered = make(map[string]string, len(apps))
 	for _, app := range apps {
-		if err := cache.Upsert(app); err != nil {
-			_, _ = cachePool.Delete(key)
-			return fmt.Errorf("registering application %s: %v", app.Name, err)
+		app.Name = fmt.Sprintf("%s#%d", app.Label, gen)
+		if err := cache.Register(app); err != nil {
+			a.cache, a.poolKey = cache, key
+			_ = a.Cleanup()
+			return fmt.Errorf("registering application %s: %v", app.Label, err)
 		}
+		a.registered[app.Label] = app.Name
 	}
 	if loaded {
 		a.logger.Debug("reusing the token cache of the previous config")
 	}
 	a.cache, a.poolKey = cache, key
 	return nil
+}
+
+// configGeneration numbers provisioned entra apps, to name their
+// registrations in a pooled cache apart.
+var configGeneration atomic.Uint64
+
+// credentialID fingerprints the credential an identity uses, so that a
+// permanent failure shared through Redis (a wrong secret) pauses only the
+// replicas with that same credential, not those already rotated to a good
+// one. It is a salted SHA-256, truncated: it cannot be turned back into the
+// secret, and it is never logged.
+func credentialID(identity string, cfg entra.Config) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "caddy-entra credential v1\n%s\n", identity)
+	switch {
+	case cfg.ClientSecret != "":
+		fmt.Fprintf(h, "secret\n%s", cfg.ClientSecret)
+	case cfg.ClientCertificate != nil:
+		fmt.Fprintf(h, "certificate\n%s\n%s", fileDigest(cfg.ClientCertificate.CertFile), cfg.ClientCertificate.KeyFile)
+	case cfg.FederatedTokenFile != "":
+		fmt.Fprintf(h, "federated\n%s", cfg.FederatedTokenFile)
+	case cfg.ManagedIdentity != nil:
+		fmt.Fprintf(h, "managed identity\n%s", cfg.ManagedIdentity.ClientID)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// fileDigest is the SHA-256 of a file's content (empty if unreadable): a
+// rotated certificate is another credential.
+func fileDigest(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // cacheSettings validates and resolves the store and refresh settings.
@@ -87,6 +137,9 @@ func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 	switch {
 	case s.RefreshWindow < 0:
 		return nil, configError("refresh_window", "must not be negative")
+	case s.RefreshWindow > MaxRefreshWindow:
+		return nil, configError("refresh_window", fmt.Sprintf("must be at most %s: Entra ID tokens live 60 to 90 minutes, "+
+			"and a token with less than refresh_window left is never used", MaxRefreshWindow))
 	case s.RefreshAhead < 0 || s.RefreshAhead >= 1:
 		return nil, configError("refresh_ahead", "must be a fraction of the lifetime, above 0 and below 1")
 	case s.WaitTimeout < 0:
@@ -206,12 +259,18 @@ func (a *App) buildApplications(repl *caddy.Replacer) ([]tokencache.Application,
 		identity := a.IdentityConfig
 		field := ""
 		if !app.IdentityConfig.isZero() {
-			identity = app.IdentityConfig.inherit(a.IdentityConfig)
 			field = "application " + name + ": "
+			if identity, err = app.IdentityConfig.inherit(a.IdentityConfig, field); err != nil {
+				return nil, err
+			}
 		}
 		cfg, err := identity.clientConfig(repl, field)
 		if err != nil {
 			return nil, err
+		}
+		if cfg.ManagedIdentity != nil && len(scopes) != 1 {
+			return nil, configError("application "+name+": scope", "a managed identity gets a token for exactly one resource; "+
+				"configure one scope per application")
 		}
 		client, err := entra.NewClient(cfg)
 		if err != nil {
@@ -222,10 +281,12 @@ func (a *App) buildApplications(repl *caddy.Replacer) ([]tokencache.Application,
 			return nil, fmt.Errorf("%s: %s%v", tokencache.CodeProviderInvalidConfig, field, err)
 		}
 		apps = append(apps, tokencache.Application{
-			Name:     name,
-			Identity: client.Identity(),
-			Scopes:   scopes,
-			Fetch:    fetchFunc(client, name, scopes, a.logger),
+			Name:         name,
+			Label:        name,
+			CredentialID: credentialID(client.Identity(), cfg),
+			Identity:     client.Identity(),
+			Scopes:       scopes,
+			Fetch:        fetchFunc(client, name, scopes, a.logger),
 		})
 	}
 	return apps, nil
@@ -242,7 +303,7 @@ func placeholderHint(raw string) string {
 
 // validateApplication checks an application's name and scopes.
 func validateApplication(name string, app *Application) ([]string, error) {
-	if name == "" || strings.ContainsAny(name, " \t\r\n{}") {
+	if name == "" || strings.ContainsFunc(name, unicode.IsSpace) || strings.ContainsAny(name, "{}") {
 		return nil, configError("application", fmt.Sprintf("invalid application name %q", name))
 	}
 	field := "application " + name + ": scope"
@@ -250,7 +311,7 @@ func validateApplication(name string, app *Application) ([]string, error) {
 		return nil, configError(field, "at least one scope is required")
 	}
 	for _, scope := range app.Scopes {
-		if scope == "" || strings.ContainsAny(scope, " \t\r\n") {
+		if scope == "" || strings.ContainsFunc(scope, unicode.IsSpace) {
 			return nil, configError(field, fmt.Sprintf("invalid scope %q: must be non-empty and contain no whitespace", scope))
 		}
 	}

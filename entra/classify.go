@@ -97,6 +97,12 @@ func (e *RequestError) PermanentFailure() bool {
 	return false
 }
 
+// HTTPStatus returns the HTTP status of the endpoint's answer, 0 when there
+// was none (a network error or timeout, a request that could not be made):
+// a cache reads it through an interface to keep failures that are local to
+// one replica out of the backoff it shares with the others.
+func (e *RequestError) HTTPStatus() int { return e.StatusCode }
+
 // RetryAfterHint returns the delay the endpoint asked for with Retry-After
 // (delta-seconds or HTTP-date, capped at 24h), 0 when it asked for none.
 // A cache's backoff reads it, with PermanentFailure, through an interface.

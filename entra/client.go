@@ -141,7 +141,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 		return nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	token, err := c.send(ctx, reqCtx, req, ParseTokenResponse)
+	token, err := c.send(ctx, reqCtx, req, parseTokenResponse, newRedactor(sent...))
 	if err != nil {
 		var reqErr *RequestError
 		if errors.As(err, &reqErr) {
@@ -154,11 +154,13 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	return token, nil
 }
 
-// responseParser turns a response into a Token or a *RequestError.
-type responseParser func(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error)
+// responseParser turns a response into a Token or a *RequestError, masking
+// r's secrets in the error's fields before cutting them to length.
+type responseParser func(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error)
 
 // send sends req, reads at most MaxResponseBytes of the answer and parses it.
-func (c *Client) send(callerCtx, reqCtx context.Context, req *http.Request, parse responseParser) (*Token, error) {
+// Secrets r masks never reach the error, even in part.
+func (c *Client) send(callerCtx, reqCtx context.Context, req *http.Request, parse responseParser, r *redactor) (*Token, error) {
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 
@@ -171,16 +173,16 @@ func (c *Client) send(callerCtx, reqCtx context.Context, req *http.Request, pars
 
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		reqErr := errorFromFields(resp.StatusCode, resp.Header, nil)
+		reqErr := errorFromFields(resp.StatusCode, resp.Header, nil, r)
 		reqErr.Err = c.transportError(callerCtx, reqCtx, fmt.Errorf("reading response: %w", err)).Err
 		return nil, reqErr
 	}
 	if len(body) > MaxResponseBytes {
-		reqErr := errorFromFields(resp.StatusCode, resp.Header, nil)
+		reqErr := errorFromFields(resp.StatusCode, resp.Header, nil, r)
 		reqErr.Err = ErrResponseTooLarge
 		return nil, reqErr
 	}
-	return parse(resp.StatusCode, resp.Header, body, sentAt)
+	return parse(resp.StatusCode, resp.Header, body, sentAt, r)
 }
 
 // transportError wraps a failure to get a response. The *url.Error from

@@ -168,7 +168,7 @@ func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token
 	}
 	req.URL.RawQuery = query.Encode()
 
-	token, err := c.send(ctx, reqCtx, req, ParseManagedIdentityResponse)
+	token, err := c.send(ctx, reqCtx, req, parseManagedIdentityResponse, newRedactor(mi.identityHeader))
 	if err != nil {
 		var reqErr *RequestError
 		if errors.As(err, &reqErr) {
@@ -194,14 +194,20 @@ func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token
 // Error answers carry IMDS's "error" and "error_description", or App
 // Service's "message", in the *RequestError.
 func ParseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
+	return parseManagedIdentityResponse(status, header, body, sentAt, nil)
+}
+
+// parseManagedIdentityResponse is ParseManagedIdentityResponse masking r's
+// secrets in the error fields before they are cut to length.
+func parseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
 	if header == nil {
 		header = http.Header{}
 	}
 	fields, jsonErr := parseJSONObject(body)
 	if status < 200 || status > 299 {
-		reqErr := errorFromFields(status, header, fields)
+		reqErr := errorFromFields(status, header, fields, r)
 		if reqErr.Description == "" {
-			reqErr.Description = sanitizeLine(stringField(fields, "message"), maxDescriptionLen)
+			reqErr.Description = sanitizeField(stringField(fields, "message"), maxDescriptionLen, r)
 		}
 		if jsonErr != nil {
 			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
@@ -209,7 +215,7 @@ func ParseManagedIdentityResponse(status int, header http.Header, body []byte, s
 		return nil, reqErr
 	}
 	malformed := func(format string, args ...any) (*Token, error) {
-		reqErr := errorFromFields(status, header, fields)
+		reqErr := errorFromFields(status, header, fields, r)
 		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
 		return nil, reqErr
 	}

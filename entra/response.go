@@ -98,13 +98,19 @@ func (t Token) redactedToken() string {
 // Err wrapping ErrMalformedResponse. The body is never copied into the error
 // except for those sanitized fields.
 func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
+	return parseTokenResponse(status, header, body, sentAt, nil)
+}
+
+// parseTokenResponse is ParseTokenResponse masking r's secrets in the
+// error fields before they are cut to length.
+func parseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
 	if header == nil {
 		header = http.Header{}
 	}
 	fields, jsonErr := parseJSONObject(body)
 
 	if status < 200 || status > 299 {
-		reqErr := errorFromFields(status, header, fields)
+		reqErr := errorFromFields(status, header, fields, r)
 		if jsonErr != nil {
 			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
 		}
@@ -112,7 +118,7 @@ func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time
 	}
 
 	malformed := func(format string, args ...any) (*Token, error) {
-		reqErr := errorFromFields(status, header, fields)
+		reqErr := errorFromFields(status, header, fields, r)
 		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
 		return nil, reqErr
 	}
@@ -204,21 +210,22 @@ func parseJSONObject(body []byte) (map[string]json.RawMessage, error) {
 
 // errorFromFields builds a RequestError from Entra's error fields, ignoring
 // those that are absent or of the wrong type. Trace and correlation IDs fall
-// back to Entra's x-ms-request-id and client-request-id headers.
-func errorFromFields(status int, header http.Header, fields map[string]json.RawMessage) *RequestError {
+// back to Entra's x-ms-request-id and client-request-id headers. r's
+// secrets are masked before the fields are cut to length.
+func errorFromFields(status int, header http.Header, fields map[string]json.RawMessage, r *redactor) *RequestError {
 	reqErr := &RequestError{
 		StatusCode:    status,
-		Code:          sanitizeLine(stringField(fields, "error"), maxIdentifierLen),
-		Description:   sanitizeLine(stringField(fields, "error_description"), maxDescriptionLen),
-		TraceID:       sanitizeLine(stringField(fields, "trace_id"), maxIdentifierLen),
-		CorrelationID: sanitizeLine(stringField(fields, "correlation_id"), maxIdentifierLen),
+		Code:          sanitizeField(stringField(fields, "error"), maxIdentifierLen, r),
+		Description:   sanitizeField(stringField(fields, "error_description"), maxDescriptionLen, r),
+		TraceID:       sanitizeField(stringField(fields, "trace_id"), maxIdentifierLen, r),
+		CorrelationID: sanitizeField(stringField(fields, "correlation_id"), maxIdentifierLen, r),
 		RetryAfter:    parseRetryAfter(header, time.Now()),
 	}
 	if reqErr.TraceID == "" {
-		reqErr.TraceID = sanitizeLine(header.Get("X-Ms-Request-Id"), maxIdentifierLen)
+		reqErr.TraceID = sanitizeField(header.Get("X-Ms-Request-Id"), maxIdentifierLen, r)
 	}
 	if reqErr.CorrelationID == "" {
-		reqErr.CorrelationID = sanitizeLine(header.Get("Client-Request-Id"), maxIdentifierLen)
+		reqErr.CorrelationID = sanitizeField(header.Get("Client-Request-Id"), maxIdentifierLen, r)
 	}
 	if raw, ok := fields["error_codes"]; ok {
 		var codes []int

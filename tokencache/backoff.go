@@ -69,11 +69,34 @@ func backoffDelay(attempt int, permanent bool, retryAfter time.Duration, random 
 	return d
 }
 
-// activeBackoff returns ks's in-process backoff if it still runs at now.
-func (ks *keyState) activeBackoff(now time.Time) (Backoff, error, bool) {
+// isLocalFailure reports whether err is a failure of this replica alone,
+// which the fleet must not obey: no answer from the endpoint (a transport
+// error or timeout, which the token client's errors tell through an
+// HTTPStatus() int method returning 0), a token this cache rejected (empty,
+// or expiring within the refresh window), or a panicking Fetch.
+func isLocalFailure(err error) bool {
+	if errors.Is(err, errEmptyToken) || errors.Is(err, errTokenTooShort) || errors.Is(err, errFetchPanicked) {
+		return true
+	}
+	var s interface{ HTTPStatus() int }
+	return errors.As(err, &s) && s.HTTPStatus() == 0
+}
+
+// appliesTo reports whether b binds an application whose credential is
+// credentialID: a transient backoff (throttling, an unavailable endpoint)
+// binds everyone; a permanent one only the same credential (both empty
+// counts as the same), so that replicas with a rotated, good credential
+// are not paused by those with the old one.
+func (b *Backoff) appliesTo(credentialID string) bool {
+	return !b.Permanent || b.CredentialID == credentialID
+}
+
+// activeBackoff returns ks's in-process backoff if it still runs at now and
+// binds credentialID.
+func (ks *keyState) activeBackoff(now time.Time, credentialID string) (Backoff, error, bool) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if !now.Before(ks.failure.Until) {
+	if !now.Before(ks.failure.Until) || !ks.failure.appliesTo(credentialID) {
 		return Backoff{}, nil, false
 	}
 	return ks.failure, ks.lastErr, true
@@ -81,14 +104,19 @@ func (ks *keyState) activeBackoff(now time.Time) (Backoff, error, bool) {
 
 // adoptBackoff takes a backoff read from the store into ks, so that this
 // replica obeys it without asking the store again, and counts attempts from
-// the fleet's.
-func (ks *keyState) adoptBackoff(b *Backoff) {
+// the fleet's. A permanent backoff of another credential than credentialID
+// (the reading application's) is ignored.
+func (ks *keyState) adoptBackoff(b *Backoff, credentialID string) {
+	if !b.appliesTo(credentialID) {
+		return
+	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if b.Until.After(ks.failure.Until) {
+	mine := ks.failure.appliesTo(credentialID)
+	if !mine || b.Until.After(ks.failure.Until) {
 		lastErr := ks.lastErr
-		if b.Attempts > ks.failure.Attempts {
-			lastErr = nil // another replica's failure
+		if !mine || b.Attempts > ks.failure.Attempts {
+			lastErr = nil // another replica's (or credential's) failure
 		}
 		ks.failure = *b
 		ks.lastErr = lastErr
@@ -118,7 +146,7 @@ func (c *Cache) backedOff(e *entry, b Backoff, cause error) *Error {
 	}
 	msg := b.Message
 	if msg == "" {
-		msg = fmt.Sprintf("requesting a token for application %q failed", e.app.Name)
+		msg = fmt.Sprintf("requesting a token for application %q failed", e.app.label())
 	}
 	err := &Error{Code: CodeTokenRequestFailed, Status: http.StatusBadGateway, Err: cause,
 		Message: fmt.Sprintf("%s; token requests paused for %s", msg, ceilSecond(wait))}
@@ -135,39 +163,47 @@ func ceilSecond(d time.Duration) time.Duration {
 	return (d + time.Second - 1).Truncate(time.Second)
 }
 
-// checkStoreBackoff reads the fleet's backoff for ks; if one runs it is
-// adopted and returned. Store failures are reported as such.
-func (c *Cache) checkStoreBackoff(ctx context.Context, ks *keyState) (Backoff, error, bool) {
+// checkStoreBackoff reads the fleet's backoff for e's key; if one runs and
+// binds e's credential it is adopted and returned. Store failures are
+// reported as such.
+func (c *Cache) checkStoreBackoff(ctx context.Context, e *entry) (Backoff, error, bool) {
+	ks := e.ks
 	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
 	switch {
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		c.storeFailed(err)
 	default:
-		ks.adoptBackoff(b)
+		ks.adoptBackoff(b, e.app.CredentialID)
 	}
-	return ks.activeBackoff(c.now())
+	return ks.activeBackoff(c.now(), e.app.CredentialID)
 }
 
 // recordFailure starts (or lengthens) ks's backoff after a failed fetch,
-// in process and, if shared, in the store for the whole fleet, and returns
-// the error for the callers of this fetch.
+// in process and, if shared and the failure is not local to this replica
+// (see isLocalFailure), in the store for the whole fleet, and returns the
+// error for the callers of this fetch.
 func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, shared bool) *Error {
 	ks := e.ks
 	permanent, retryAfter := classify(fetchErr)
 	callerErr := requestFailed(e, fetchErr)
+	shared = shared && !isLocalFailure(fetchErr)
 
 	ks.mu.Lock()
-	attempts := ks.failure.Attempts + 1
+	attempts := 1
+	if ks.failure.appliesTo(e.app.CredentialID) {
+		attempts = ks.failure.Attempts + 1
+	}
 	delay := backoffDelay(attempts, permanent, retryAfter, c.random())
 	b := Backoff{
-		Until:     c.now().Add(delay).UTC(),
-		Code:      callerErr.Code,
-		Reason:    reasonTransient,
-		Status:    http.StatusServiceUnavailable,
-		Permanent: permanent,
-		Attempts:  attempts,
-		Message:   truncate(callerErr.Message, maxBackoffMessage),
+		Until:        c.now().Add(delay).UTC(),
+		Code:         callerErr.Code,
+		Reason:       reasonTransient,
+		Status:       http.StatusServiceUnavailable,
+		Permanent:    permanent,
+		Attempts:     attempts,
+		Message:      truncate(callerErr.Message, maxBackoffMessage),
+		CredentialID: e.app.CredentialID,
 	}
 	switch {
 	case permanent:
@@ -178,11 +214,12 @@ func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, sha
 	ks.failure, ks.lastErr = b, fetchErr
 	ks.mu.Unlock()
 
-	c.logger.Warn("token request failed; backing off",
-		zap.String("application", e.app.Name),
+	c.log().Warn("token request failed; backing off",
+		zap.String("application", e.app.label()),
 		zap.String("reason", b.Reason),
 		zap.Int("attempts", attempts),
 		zap.Duration("retry_in", delay),
+		zap.Bool("shared", shared),
 		zap.String("error", callerErr.Message))
 	if shared {
 		if err := c.store.SetBackoff(ctx, ks.backoffKey, &b, delay); err != nil {

@@ -111,8 +111,12 @@ func TestRetryAfterIsSharedThroughRedis(t *testing.T) {
 	throttled := &classifiedError{retryAfter: 30 * time.Second}
 	fa := &scriptedFetcher{clock: clock, script: []fetchStep{{err: throttled}}}
 	fb := &scriptedFetcher{clock: clock, script: []fetchStep{{}}}
-	a, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, testApp("graph-api", fa.Fetch))
-	b, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, testApp("graph", fb.Fetch))
+	// Different credentials: a Retry-After describes the endpoint, so it
+	// binds every replica.
+	appA, appB := testApp("graph-api", fa.Fetch), testApp("graph", fb.Fetch)
+	appA.CredentialID, appB.CredentialID = "cred-old", "cred-new"
+	a, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, appA)
+	b, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, appB)
 
 	_, err := a.Token(t.Context(), "graph-api")
 	var coded *Error

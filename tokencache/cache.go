@@ -74,8 +74,23 @@ type Options struct {
 
 // Application is one configured application name.
 type Application struct {
-	// Name is the label routes use, e.g. "graph-api".
+	// Name is the unique key the application is registered under, and the
+	// name given to Token, Purge and Unregister, e.g. "graph-api" (or an
+	// internal name such as "graph-api#7" when Label is set).
 	Name string
+	// Label is the application name shown in records
+	// (ClientCredential.ApplicationName, also in the store), in error
+	// messages and in logs. Default (empty): Name. It lets a caller register
+	// several generations of one configured application under distinct
+	// Names that all show as the same application.
+	Label string
+	// CredentialID is an opaque fingerprint of the credential Fetch uses
+	// (computed by the caller; never the secret itself), or empty. A
+	// permanent failure that another replica shared through the store is
+	// obeyed only by applications with the same CredentialID, so that
+	// replicas already holding a rotated credential are not paused by those
+	// still holding the old one.
+	CredentialID string
 	// Identity is what makes a token distinct besides scopes, e.g. token
 	// endpoint + "\n" + tenant + "\n" + client ID. It must not be empty.
 	Identity string
@@ -95,9 +110,10 @@ type Cache struct {
 	waitTimeout   time.Duration
 	pollInterval  time.Duration
 	purgeInterval time.Duration
-	logger        *zap.Logger
-	clock         Clock
-	now           func() time.Time
+	// logger is swapped by SetLogger; read it with log().
+	logger atomic.Pointer[zap.Logger]
+	clock  Clock
+	now    func() time.Time
 	// random returns a number in [0, 1) for jitter (tests replace it).
 	random func() float64
 
@@ -157,7 +173,6 @@ func New(opts Options) (*Cache, error) {
 		waitTimeout:   orDefault(opts.WaitTimeout, DefaultWaitTimeout),
 		pollInterval:  orDefault(opts.PollInterval, DefaultPollInterval),
 		purgeInterval: orDefault(opts.PurgeInterval, DefaultPurgeInterval),
-		logger:        opts.Logger,
 		clock:         opts.Clock,
 		now:           opts.Now,
 		random:        rand.Float64,
@@ -166,9 +181,7 @@ func New(opts Options) (*Cache, error) {
 	if c.refreshAhead == 0 {
 		c.refreshAhead = DefaultRefreshAhead
 	}
-	if c.logger == nil {
-		c.logger = zap.NewNop()
-	}
+	c.SetLogger(opts.Logger)
 	if c.clock == nil {
 		now := c.now
 		if now == nil {
@@ -189,6 +202,28 @@ func New(opts Options) (*Cache, error) {
 	c.closing, c.close = context.WithCancel(context.Background())
 	c.apps.Store(&map[string]*entry{})
 	return c, nil
+}
+
+// SetLogger replaces the logger (nil: a no-op logger). It is safe to call
+// concurrently with everything else: a Cache outliving a config reload is
+// given the new config's logger, as the old one's writers get closed.
+func (c *Cache) SetLogger(l *zap.Logger) {
+	if l == nil {
+		l = zap.NewNop()
+	}
+	c.logger.Store(l)
+}
+
+// log returns the current logger.
+func (c *Cache) log() *zap.Logger { return c.logger.Load() }
+
+// label returns the application name shown in records, errors and logs:
+// Label, else Name.
+func (a *Application) label() string {
+	if a.Label != "" {
+		return a.Label
+	}
+	return a.Name
 }
 
 // orDefault returns d, or def if d is zero.
@@ -214,8 +249,8 @@ func (c *Cache) Token(ctx context.Context, applicationName string) (ClientCreden
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
 	if rec := e.l1.Load(); rec.validFor(c.now(), c.refreshWindow) {
-		if ce := c.logger.Check(zapcore.DebugLevel, "token cache hit"); ce != nil {
-			ce.Write(zap.String("application", applicationName), zap.Time("expires_at", rec.AccessTokenExpiresAt))
+		if ce := c.log().Check(zapcore.DebugLevel, "token cache hit"); ce != nil {
+			ce.Write(zap.String("application", e.app.label()), zap.Time("expires_at", rec.AccessTokenExpiresAt))
 		}
 		return *rec, nil
 	}
@@ -224,8 +259,10 @@ func (c *Cache) Token(ctx context.Context, applicationName string) (ClientCreden
 
 // Close stops background refreshes (cancelling any in flight and waiting
 // for them) and closes the store. Token keeps working afterwards, without
-// background refresh, on a closed store (so fetching on its own).
+// background refresh, on a closed store (so fetching on its own). Calls
+// after the first do nothing and return nil.
 func (c *Cache) Close() error {
+	var err error
 	c.closeOnce.Do(func() {
 		c.bgMu.Lock()
 		c.closed = true
@@ -237,6 +274,7 @@ func (c *Cache) Close() error {
 		}
 		c.registerMu.Unlock()
 		c.background.Wait()
+		err = c.store.Close()
 	})
-	return c.store.Close()
+	return err
 }

@@ -98,8 +98,8 @@ func (c *Cache) backgroundRefresh(ks *keyState) {
 		}
 		res := <-c.startFlight(c.closing, e, true)
 		if res.Err != nil {
-			if ce := c.logger.Check(zap.DebugLevel, "background token refresh failed; callers keep the current token"); ce != nil {
-				ce.Write(zap.String("application", e.app.Name), zap.Error(res.Err))
+			if ce := c.log().Check(zap.DebugLevel, "background token refresh failed; callers keep the current token"); ce != nil {
+				ce.Write(zap.String("application", e.app.label()), zap.Error(res.Err))
 			}
 		}
 		if c.afterBackground != nil {
@@ -135,8 +135,8 @@ func (c *Cache) keepLock(e *entry, owner string) (stop func()) {
 		case err != nil:
 			c.storeFailed(err) // keep trying: the store may come back in time
 		case !extended:
-			c.logger.Warn("refresh lock lost during a slow token request; another replica may fetch too",
-				zap.String("application", e.app.Name))
+			c.log().Warn("refresh lock lost during a slow token request; another replica may fetch too",
+				zap.String("application", e.app.label()))
 			return
 		}
 		mu.Lock()

@@ -68,8 +68,8 @@ func (c *Cache) Purge(ctx context.Context, applicationName, accessToken string) 
 	if err != nil {
 		c.storeFailed(err)
 	}
-	c.logger.Info("purged a rejected access token",
-		zap.String("application", applicationName),
+	c.log().Info("purged a rejected access token",
+		zap.String("application", e.app.label()),
 		zap.String("record_key", ks.key),
 		zap.Bool("deleted_from_store", deleted))
 	return true

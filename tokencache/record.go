@@ -20,7 +20,8 @@ const redacted = "[REDACTED]"
 type ClientCredential struct {
 	// ID is the record key (see RecordKey).
 	ID string `json:"id"`
-	// ApplicationName is the application name asked for.
+	// ApplicationName is the application's name: its Application.Label,
+	// which defaults to the Name asked for.
 	ApplicationName string `json:"applicationName"`
 	// AccessToken is the bearer token.
 	AccessToken string `json:"accessToken"`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +42,12 @@ type RedisStore struct {
 // Ping to find out. Errors never contain a password or an encryption key.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	opts = opts.withDefaults()
+	if strings.ContainsAny(opts.KeyPrefix, "{}") {
+		// RecordKey puts the hash tag after the prefix: a brace in the
+		// prefix would make Redis Cluster hash a different part of the key,
+		// splitting a record from its lock, backoff and channel.
+		return nil, errors.New(`tokencache: redis: key_prefix must not contain "{" or "}" (they would break the Redis Cluster hash tag of the keys)`)
+	}
 	sealer, err := newSealer(opts.EncryptionKeys)
 	if err != nil {
 		return nil, err

@@ -156,15 +156,13 @@ func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
 }
 
 // parseRedisURL is redis.ParseURL with errors that cannot leak the password:
-// url.Parse quotes the whole URL in its errors.
+// url.Parse quotes the whole URL, or the offending part of it, in its
+// errors, so a URL that does not parse is reported only by what kind of
+// part is malformed.
 func parseRedisURL(rawURL string) (*redis.Options, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
+		return nil, fmt.Errorf("tokencache: parsing redis url: %s", urlErrorKind(err))
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, fmt.Errorf("tokencache: parsing redis url: scheme %q is not redis or rediss", u.Scheme)
@@ -174,6 +172,26 @@ func parseRedisURL(rawURL string) (*redis.Options, error) {
 		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
 	}
 	return opts, nil
+}
+
+// urlErrorKind describes a url.Parse error without quoting any of the URL.
+func urlErrorKind(err error) string {
+	var escErr url.EscapeError
+	var hostErr url.InvalidHostError
+	switch {
+	case errors.As(err, &escErr):
+		return "malformed percent-escape (a % must be followed by two hex digits: percent-encode special characters in the password)"
+	case errors.As(err, &hostErr):
+		return "invalid character in the host"
+	case strings.Contains(err.Error(), "invalid port"):
+		return "invalid port"
+	case strings.Contains(err.Error(), "control character"):
+		return "control character in the url"
+	case strings.Contains(err.Error(), "missing protocol scheme"):
+		return "missing scheme (redis:// or rediss://)"
+	default:
+		return "malformed url"
+	}
 }
 
 // redactPassword removes the URL's password from msg, in case an error
@@ -196,6 +214,7 @@ func redactPassword(msg, rawURL string) string {
 	if pass, ok := u.User.Password(); ok && pass != "" {
 		msg = strings.ReplaceAll(msg, pass, "xxxxx")
 		msg = strings.ReplaceAll(msg, url.QueryEscape(pass), "xxxxx")
+		msg = strings.ReplaceAll(msg, url.PathEscape(pass), "xxxxx")
 	}
 	return msg
 }

@@ -13,6 +13,7 @@ import (
 var (
 	errEmptyToken    = errors.New("tokencache: the token endpoint returned an empty access token")
 	errTokenTooShort = errors.New("tokencache: the token endpoint returned a token that expires within the refresh window")
+	errFetchPanicked = errors.New("tokencache: the fetch function panicked")
 )
 
 // fetchTimeout is the most a Fetch may take, as a multiple of LockTTL: the
@@ -39,10 +40,10 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (ClientCredential, error)
 	select {
 	case <-ctx.Done():
 		return ClientCredential{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("waiting for a token for application %q: %v", e.app.Name, ctx.Err()), ctx.Err())
+			fmt.Sprintf("waiting for a token for application %q: %v", e.app.label(), ctx.Err()), ctx.Err())
 	case <-wait.C:
 		return ClientCredential{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("no token for application %q within %s; still trying", e.app.Name, c.waitTimeout),
+			fmt.Sprintf("no token for application %q within %s; still trying", e.app.label(), c.waitTimeout),
 			context.DeadlineExceeded)
 	case res := <-results:
 		if res.Err != nil {
@@ -76,7 +77,7 @@ func requestFailed(e *entry, err error) *Error {
 		return coded
 	}
 	return NewError(CodeTokenRequestFailed,
-		fmt.Sprintf("requesting a token for application %q: %v", e.app.Name, err), err)
+		fmt.Sprintf("requesting a token for application %q: %v", e.app.label(), err), err)
 }
 
 // acceptor says whether a record found in L1 or the store will do.
@@ -113,7 +114,7 @@ func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCre
 		c.took(ks, existing)
 		return existing, nil
 	}
-	if b, cause, ok := ks.activeBackoff(c.now()); ok {
+	if b, cause, ok := ks.activeBackoff(c.now(), e.app.CredentialID); ok {
 		return nil, c.backedOff(e, b, cause)
 	}
 	if err != nil {
@@ -154,7 +155,7 @@ func (c *Cache) fetchLocked(ctx context.Context, e *entry, owner string, accept 
 		return existing, nil
 	}
 	if err == nil {
-		if b, cause, ok := c.checkStoreBackoff(ctx, ks); ok {
+		if b, cause, ok := c.checkStoreBackoff(ctx, e); ok {
 			return nil, c.backedOff(e, b, cause)
 		}
 	}
@@ -190,8 +191,8 @@ func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential,
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-giveUp.C:
-			c.logger.Warn("no token from the replica holding the refresh lock; fetching one",
-				zap.String("application", e.app.Name), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
+			c.log().Warn("no token from the replica holding the refresh lock; fetching one",
+				zap.String("application", e.app.label()), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
 			rec, err := c.fetch(ctx, e, existing, true)
 			c.publish(ctx, ks)
 			return rec, err
@@ -235,8 +236,8 @@ func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
 	case errors.Is(err, ErrNotFound):
 		c.storeRecovered()
 		if err != ErrNotFound { // wrapped: there is a record, and it does not decode
-			c.logger.Warn("discarding a token record that does not decode",
-				zap.String("application", e.app.Name), zap.Error(err))
+			c.log().Warn("discarding a token record that does not decode",
+				zap.String("application", e.app.label()), zap.Error(err))
 		}
 		return nil, nil
 	default:
@@ -273,7 +274,7 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &ClientCredential{
 		ID:                   ks.key,
-		ApplicationName:      e.app.Name,
+		ApplicationName:      e.app.label(),
 		AccessToken:          fetched.AccessToken,
 		AccessTokenExpiresAt: expiresAt,
 		Scope:                e.scope,
@@ -301,8 +302,8 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 		refreshAt = now.Add(fetched.RefreshIn)
 	}
 	c.fill(ks, rec, refreshAt)
-	c.logger.Info("fetched access token",
-		zap.String("application", e.app.Name),
+	c.log().Info("fetched access token",
+		zap.String("application", e.app.label()),
 		zap.String("record_key", ks.key),
 		zap.Time("expires_at", expiresAt),
 		zap.Bool("shared", write))
@@ -314,9 +315,9 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 func (c *Cache) callFetch(ctx context.Context, e *entry) (fetched Fetched, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.logger.Error("token fetch function panicked",
-				zap.String("application", e.app.Name), zap.Stack("stack"))
-			err = fmt.Errorf("tokencache: the fetch function of application %q panicked", e.app.Name)
+			c.log().Error("token fetch function panicked",
+				zap.String("application", e.app.label()), zap.Stack("stack"))
+			err = fmt.Errorf("%w (application %q)", errFetchPanicked, e.app.label())
 		}
 	}()
 	return e.app.Fetch(ctx)
@@ -331,8 +332,8 @@ func (c *Cache) unlock(ctx context.Context, e *entry, owner string) {
 	case err != nil:
 		c.storeFailed(err)
 	case !released:
-		c.logger.Warn("refresh lock expired before it was released; another replica may have fetched too",
-			zap.String("application", e.app.Name), zap.Duration("lock_ttl", c.lockTTL))
+		c.log().Warn("refresh lock expired before it was released; another replica may have fetched too",
+			zap.String("application", e.app.label()), zap.Duration("lock_ttl", c.lockTTL))
 	}
 }
 
@@ -376,13 +377,13 @@ func (ks *keyState) currentRecord() *ClientCredential {
 // storeFailed logs the first failure of an outage.
 func (c *Cache) storeFailed(err error) {
 	if c.storeDown.CompareAndSwap(false, true) {
-		c.logger.Warn("token store unavailable; caching tokens in this process until it recovers", zap.Error(err))
+		c.log().Warn("token store unavailable; caching tokens in this process until it recovers", zap.Error(err))
 	}
 }
 
 // storeRecovered logs the end of an outage.
 func (c *Cache) storeRecovered() {
 	if c.storeDown.CompareAndSwap(true, false) {
-		c.logger.Info("token store recovered")
+		c.log().Info("token store recovered")
 	}
 }

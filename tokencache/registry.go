@@ -60,15 +60,15 @@ func validate(app Application) (Application, error) {
 	case app.Name == "":
 		return app, errors.New("tokencache: registering application: empty name")
 	case app.Identity == "":
-		return app, fmt.Errorf("tokencache: registering application %q: empty identity", app.Name)
+		return app, fmt.Errorf("tokencache: registering application %q: empty identity", app.label())
 	case app.Fetch == nil:
-		return app, fmt.Errorf("tokencache: registering application %q: nil fetch function", app.Name)
+		return app, fmt.Errorf("tokencache: registering application %q: nil fetch function", app.label())
 	case len(app.Scopes) == 0:
-		return app, fmt.Errorf("tokencache: registering application %q: no scopes", app.Name)
+		return app, fmt.Errorf("tokencache: registering application %q: no scopes", app.label())
 	}
 	for _, s := range app.Scopes {
 		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
-			return app, fmt.Errorf("tokencache: registering application %q: scope %q is empty or contains whitespace", app.Name, s)
+			return app, fmt.Errorf("tokencache: registering application %q: scope %q is empty or contains whitespace", app.label(), s)
 		}
 	}
 	app.Scopes = slices.Clone(app.Scopes)
@@ -93,7 +93,7 @@ func (c *Cache) Register(app Application) error {
 }
 
 // Upsert registers app, or replaces the definition (Fetch, Identity,
-// Scopes) of the application of that name. When the record key stays the
+// Scopes, Label, CredentialID) of the application of that name. When the record key stays the
 // same (same Identity and scope set), the application keeps its L1 token,
 // its proactive refresh and any refresh in flight; otherwise it starts
 // afresh under its new key. It is safe to call concurrently with Token, for
@@ -174,10 +174,10 @@ func (c *Cache) detach(e *entry) {
 	ks.mu.Unlock()
 }
 
-// view returns rec as e returns it: with e's name and scope.
+// view returns rec as e returns it: with e's label and scope.
 func (e *entry) view(rec *ClientCredential) *ClientCredential {
 	cp := *rec
-	cp.ApplicationName = e.app.Name
+	cp.ApplicationName = e.app.label()
 	cp.Scope = e.scope
 	return &cp
 }

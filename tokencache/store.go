@@ -55,7 +55,10 @@ type Store interface {
 }
 
 // Backoff is the shared failure state of one record key: until Until no
-// replica calls the token endpoint for it. It holds no token and no secret;
+// replica calls the token endpoint for it (for a permanent failure, no
+// replica with the same credential; see CredentialID). Failures local to
+// one replica (no answer from the endpoint, a token the cache rejected) are
+// never shared. It holds no token and no secret;
 // in Redis it is JSON under BackoffKey, expiring at Until.
 type Backoff struct {
 	// Until is when token requests may resume.
@@ -76,6 +79,11 @@ type Backoff struct {
 	Attempts int `json:"attempts"`
 	// Message is the last failure's message, safe to show a client.
 	Message string `json:"message,omitempty"`
+	// CredentialID is the Application.CredentialID of the replica whose
+	// fetch failed. A permanent backoff binds only applications with the
+	// same CredentialID (a credential another replica has rotated away
+	// from must not pause this one); a transient backoff binds everyone.
+	CredentialID string `json:"credentialId,omitempty"`
 }
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")

@@ -1,0 +1,54 @@
+package tokencache
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestKeyPrefixWithBracesIsRejected: a brace in the prefix would move the
+// Redis Cluster hash tag, splitting a record from its lock, backoff and
+// channel.
+func TestKeyPrefixWithBracesIsRejected(t *testing.T) {
+	for _, prefix := range []string{"entra{x}:", "{entra}:", "a{", "b}"} {
+		_, err := NewRedisStore(RedisOptions{URL: "redis://127.0.0.1:1", KeyPrefix: prefix})
+		if err == nil || !strings.Contains(err.Error(), "key_prefix") || !strings.HasPrefix(err.Error(), "tokencache: ") {
+			t.Errorf("KeyPrefix %q: error %v, want one naming key_prefix", prefix, err)
+		}
+	}
+	store, err := NewRedisStore(RedisOptions{URL: "redis://127.0.0.1:1", KeyPrefix: "team-a:entra:"})
+	if err != nil {
+		t.Fatalf("plain prefix: %v", err)
+	}
+	_ = store.Close()
+}
+
+// TestUnparsableRedisURLLeaksNothing: url.Parse quotes the URL or the bad
+// escape (which can sit inside the password) in its errors; none of it
+// may reach ours.
+func TestUnparsableRedisURLLeaksNothing(t *testing.T) {
+	for _, tc := range []struct {
+		url    string
+		pieces []string // none may appear in the error
+		kind   string   // what the error says instead
+	}{
+		{"redis://:Sup3r%zzSecretPw@host:6379", []string{"Sup3r", "zz", "Secret", "host"}, "percent-escape"},
+		{"redis://alice:Sup3rSecret%4@host:6379", []string{"Sup3r", "%4", "Secret", "alice"}, "percent-escape"},
+		{"redis://:Sup3rSecretPw@host:port-x", []string{"Sup3r", "Secret", "port-x"}, "port"},
+		{"redis://:Sup3r\x7fSecretPw@host", []string{"Sup3r", "Secret"}, "control character"},
+		{"redis://:Sup3rSecretPw@ho st:6379", []string{"Sup3r", "Secret", "ho st"}, "host"},
+	} {
+		_, err := NewRedisStore(RedisOptions{URL: tc.url})
+		if err == nil {
+			t.Errorf("%q: no error", tc.url)
+			continue
+		}
+		for _, piece := range tc.pieces {
+			if strings.Contains(err.Error(), piece) {
+				t.Errorf("error %q contains %q from the URL", err, piece)
+			}
+		}
+		if !strings.Contains(err.Error(), tc.kind) || !strings.HasPrefix(err.Error(), "tokencache: parsing redis url: ") {
+			t.Errorf("error %q, want it to say %q is malformed", err, tc.kind)
+		}
+	}
+}
