@@ -89,8 +89,11 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 		_, err := sub.Receive(attemptCtx) // the PSUBSCRIBE confirmation
 		cancel()
 		if err == nil {
-			close(ready)
+			// Wake the waiters registered before the confirmation first, then
+			// release Subscribe: a waiter that returns from Subscribe after
+			// ready is closed can miss no announcement and gets no stray wake.
 			s.updates.notifyAll()
+			close(ready)
 			messages := sub.Channel()
 			for {
 				select {

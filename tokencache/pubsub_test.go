@@ -59,6 +59,12 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 		UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))),
 		UpdateChannel(RecordKey(DefaultKeyPrefix, Application{Identity: "other", Scopes: []string{"s"}})),
 	}
+	// Start the shared subscription and take the one wake-up it gives the
+	// waiters registered before it was confirmed.
+	warmup, cancelWarmup := store.Subscribe(ctx, channels[0])
+	receive(t, warmup, "the wake-up when the subscription is confirmed")
+	cancelWarmup()
+
 	var cancels []func()
 	var chans []<-chan struct{}
 	for i := range 20 {
