@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -62,6 +63,36 @@ type Handler struct {
 	purgeOnStatus []int
 	app           *App
 	logger        *zap.Logger
+	// injected caches what is derived from the current token, so that the
+	// hot path does not build a ~1 KiB header value per request.
+	// A pointer: Caddy copies module values before provisioning.
+	injected *atomic.Pointer[injection]
+}
+
+// injection is the header value and expiry placeholder of one token.
+type injection struct {
+	accessToken string
+	headerValue string
+	expiresAt   string
+}
+
+// injectionFor returns the injection of credential, reusing the last one
+// while the token is the same.
+func (h *Handler) injectionFor(credential tokencache.ClientCredential) *injection {
+	if h.injected != nil {
+		if in := h.injected.Load(); in != nil && in.accessToken == credential.AccessToken {
+			return in
+		}
+	}
+	in := &injection{
+		accessToken: credential.AccessToken,
+		headerValue: "Bearer " + credential.AccessToken,
+		expiresAt:   credential.AccessTokenExpiresAt.UTC().Format(time.RFC3339),
+	}
+	if h.injected != nil {
+		h.injected.Store(in)
+	}
+	return in
 }
 
 // CaddyModule returns the Caddy module information.
@@ -75,6 +106,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision finds the entra app and checks that it knows the application.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.injected = new(atomic.Pointer[injection])
 	if h.Application == "" {
 		return fmt.Errorf("%s: entra_token: application is required", tokencache.CodeApplicationNotFound)
 	}
@@ -131,12 +163,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
+	in := h.injectionFor(credential)
 	r.Header.Del(h.header)
-	r.Header.Set(h.header, "Bearer "+credential.AccessToken)
+	r.Header.Set(h.header, in.headerValue)
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.entra_token.application", h.Application)
-		repl.Set("http.entra_token.expires_at", credential.AccessTokenExpiresAt.UTC().Format(time.RFC3339))
+		repl.Set("http.entra_token.expires_at", in.expiresAt)
 	}
 	if c := h.logger.Check(zapcore.DebugLevel, "token injected"); c != nil {
 		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
@@ -147,9 +180,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	recorder := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err = next.ServeHTTP(recorder, r)
 	status := recorder.Status()
-	var handlerErr caddyhttp.HandlerError
-	if err != nil && errors.As(err, &handlerErr) {
-		status = handlerErr.StatusCode
+	if err != nil {
+		var handlerErr caddyhttp.HandlerError
+		if errors.As(err, &handlerErr) {
+			status = handlerErr.StatusCode
+		}
 	}
 	if slices.Contains(h.purgeOnStatus, status) {
 		h.purge(r, credential, status)
