@@ -237,7 +237,7 @@ func TestLosingRedisCostsNoRequest(t *testing.T) {
 	}
 }
 
-func TestReloadKeepsTokensAndDropsNoRequest(t *testing.T) {
+func TestReloadMakesNoTokenRequestAndAnswersNoError(t *testing.T) {
 	f := newFleet(t)
 	replica := f.startReplica(t)
 	tokenVia(t, replica, f.upstream, "/orders/a")
