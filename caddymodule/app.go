@@ -97,8 +97,17 @@ type RedisConfig struct {
 	// DB is the database number (not for Cluster). Default 0.
 	DB int `json:"db,omitempty"`
 
-	// TLS connects with TLS (implied by a rediss:// URL). Default false.
+	// TLS connects with TLS (implied by a rediss:// URL), verifying the
+	// server against the system roots. Default false.
 	TLS bool `json:"tls,omitempty"`
+
+	// TLSCA is a PEM file of the CA certificates that verify the server,
+	// instead of the system roots (a private CA). Implies TLS.
+	TLSCA string `json:"tls_ca,omitempty"`
+
+	// TLSServerName is the name the server certificate must carry. Default:
+	// the host of the address dialled.
+	TLSServerName string `json:"tls_server_name,omitempty"`
 
 	// KeyPrefix is put before every key the sidecar writes. Default "entra:".
 	KeyPrefix string `json:"key_prefix,omitempty"`

@@ -117,6 +117,11 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "encryption_key #1"},
 		},
 		{
+			name:     "redis tls_ca unreadable",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "rediss://a:6380", "tls_ca": "/nonexistent/ca.pem"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis tls_ca", "reading the CA file"},
+		},
+		{
 			name:     "two credentials",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "federated_token_file": "/tmp/token", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "credential", "client_secret, federated_token_file", "exactly one"},

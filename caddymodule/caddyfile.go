@@ -58,6 +58,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			password <password>
 //			db <number>
 //			tls
+//			tls_ca <ca.pem>
+//			tls_server_name <name>
 //			key_prefix <prefix>
 //			timeout <duration>
 //			encryption_key <base64 of 32 bytes>
@@ -329,6 +331,14 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 				return nil, d.ArgErr()
 			}
 			redis.TLS = true
+		case "tls_ca":
+			if err := singleArg(d, &redis.TLSCA); err != nil {
+				return nil, err
+			}
+		case "tls_server_name":
+			if err := singleArg(d, &redis.TLSServerName); err != nil {
+				return nil, err
+			}
 		case "key_prefix":
 			if err := singleArg(d, &redis.KeyPrefix); err != nil {
 				return nil, err

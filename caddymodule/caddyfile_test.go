@@ -82,6 +82,8 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 					password {env.REDIS_PASSWORD}
 					db 2
 					tls
+					tls_ca /etc/redis/ca.pem
+					tls_server_name redis.internal
 					timeout 150ms
 					encryption_key {env.KEY_NEW}
 					encryption_key {env.KEY_OLD}
@@ -116,7 +118,8 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 				Redis: &RedisConfig{
 					Addrs:      []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"},
 					MasterName: "mymaster", Username: "sidecar", Password: "{env.REDIS_PASSWORD}",
-					DB: 2, TLS: true, Timeout: caddy.Duration(150 * 1e6),
+					DB: 2, TLS: true, TLSCA: "/etc/redis/ca.pem", TLSServerName: "redis.internal",
+					Timeout: caddy.Duration(150 * 1e6),
 					EncryptionKeys: []string{"{env.KEY_NEW}", "{env.KEY_OLD}"},
 				},
 				Applications: map[string]*Application{

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -39,6 +41,9 @@ type cacheSettings struct {
 	RefreshAhead  float64
 	WaitTimeout   time.Duration
 	Redis         *tokencache.RedisOptions
+	// RedisTLS describes Redis.TLSConfig for the pool key (a tls.Config
+	// does not marshal): CA file digest and server name.
+	RedisTLS string
 }
 
 // provision builds the applications' clients and registers them with the
@@ -149,17 +154,18 @@ func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 		s.RefreshWindow = DefaultRefreshWindow
 	}
 	if a.Redis != nil {
-		opts, err := a.Redis.options(repl)
+		opts, tlsDescription, err := a.Redis.options(repl)
 		if err != nil {
 			return nil, err
 		}
-		s.Redis = opts
+		s.Redis, s.RedisTLS = opts, tlsDescription
 	}
 	return s, nil
 }
 
-// options resolves the redis block into store options.
-func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, error) {
+// options resolves the redis block into store options, and describes its TLS
+// settings (CA file digest, server name) for the pool key.
+func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, string, error) {
 	r := resolver{repl: repl, prefix: "redis "}
 	opts := &tokencache.RedisOptions{
 		URL:        r.value("url", rc.URL),
@@ -170,6 +176,15 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, 
 		TLS:        rc.TLS,
 		KeyPrefix:  rc.KeyPrefix,
 		OpTimeout:  time.Duration(rc.Timeout),
+	}
+	var tlsDescription string
+	if caFile := r.value("tls_ca", rc.TLSCA); caFile != "" || rc.TLSServerName != "" {
+		tlsConfig, err := redisTLSConfig(caFile, r.value("tls_server_name", rc.TLSServerName))
+		if err != nil {
+			return nil, "", err
+		}
+		opts.TLSConfig = tlsConfig
+		tlsDescription = fileDigest(caFile) + "\n" + tlsConfig.ServerName
 	}
 	for _, addr := range rc.Addrs {
 		if addr = r.value("addrs", addr); addr != "" {
@@ -183,27 +198,52 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, 
 		}
 		key, err := tokencache.ParseEncryptionKey(encoded)
 		if err != nil {
-			return nil, configError(fmt.Sprintf("redis encryption_key #%d", i+1), err.Error())
+			return nil, "", configError(fmt.Sprintf("redis encryption_key #%d", i+1), err.Error())
 		}
 		opts.EncryptionKeys = append(opts.EncryptionKeys, key)
 	}
 	if r.err != nil {
-		return nil, r.err
+		return nil, "", r.err
 	}
 	switch {
 	case opts.URL == "" && len(opts.Addrs) == 0:
-		return nil, configError("redis", "a URL or addrs is required"+placeholderHint(rc.URL))
+		return nil, "", configError("redis", "a URL or addrs is required"+placeholderHint(rc.URL))
 	case opts.URL != "" && len(opts.Addrs) > 0:
-		return nil, configError("redis", "set either a URL or addrs, not both")
+		return nil, "", configError("redis", "set either a URL or addrs, not both")
 	case opts.OpTimeout < 0:
-		return nil, configError("redis timeout", "must not be negative")
+		return nil, "", configError("redis timeout", "must not be negative")
 	}
-	return opts, nil
+	return opts, tlsDescription, nil
+}
+
+// redisTLSConfig verifies the Redis server against the CAs of caFile (the
+// system roots when empty) and, when set, serverName.
+func redisTLSConfig(caFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pemData, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, configError("redis tls_ca", fmt.Sprintf("reading the CA file: %v", err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, configError("redis tls_ca", "the file holds no PEM certificate")
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
 }
 
 // poolKey identifies a cache by its settings; secrets are hashed in.
 func (s *cacheSettings) poolKey() (string, error) {
-	raw, err := json.Marshal(s)
+	hashed := *s
+	if s.Redis != nil {
+		redis := *s.Redis
+		redis.TLSConfig = nil // described by RedisTLS
+		hashed.Redis = &redis
+	}
+	raw, err := json.Marshal(hashed)
 	if err != nil {
 		return "", fmt.Errorf("hashing cache settings: %v", err)
 	}

@@ -1,0 +1,124 @@
+package integration
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisTLSFiles writes a private CA and a server certificate for 127.0.0.1
+// signed by it, and returns the CA, certificate and key file paths.
+func redisTLSFiles(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	writePEM := func(name, blockType string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTemplate := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test redis CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	serverKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTemplate := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"redis.test"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	serverDER, err := x509.CreateCertificate(rand.Reader, serverTemplate, ca, &serverKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM("ca.pem", "CERTIFICATE", caDER), writePEM("redis.pem", "CERTIFICATE", serverDER),
+		writePEM("redis.key", "PRIVATE KEY", keyDER)
+}
+
+// TestRedisOverTLSWithPrivateCA runs two replicas against a real
+// redis-server that only speaks TLS, with a certificate from a private CA
+// given as tls_ca.
+func TestRedisOverTLSWithPrivateCA(t *testing.T) {
+	path := lookPathOrSkip(t, "redis-server")
+	dir := t.TempDir()
+	caFile, certFile, keyFile := redisTLSFiles(t, dir)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	proc := startProcess(t, nil, path, "--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile,
+		"--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", dir)
+	roots := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(caFile)
+	roots.AppendCertsFromPEM(caPEM)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}})
+	t.Cleanup(func() { rdb.Close() })
+	waitFor(t, "redis-server (TLS) on "+addr, 10*time.Second, func() error {
+		if proc.exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		}
+		return rdb.Ping(context.Background()).Err()
+	})
+
+	f := newFleet(t)
+	config := sidecarConfig(`
+		authority_host {env.TEST_AUTHORITY_HOST}
+		tenant_id      {env.TEST_TENANT_ID}
+		client_id      {env.TEST_CLIENT_ID}
+		client_secret  {env.TEST_CLIENT_SECRET}
+		redis rediss://{env.TEST_TLS_REDIS}/0 {
+			tls_ca     {env.TEST_REDIS_CA}
+			key_prefix `+testKeyPrefix+`
+		}
+		application orders-api `+testScope,
+		route{Path: "/orders", Application: "orders-api"})
+	env := append(f.env(testClientSecret), "TEST_TLS_REDIS="+addr, "TEST_REDIS_CA="+caFile)
+	first := startSidecar(t, config, env...)
+	second := startSidecar(t, config, env...)
+	token := tokenVia(t, first, f.upstream, "/orders/a")
+	if got := tokenVia(t, second, f.upstream, "/orders/b"); got != token {
+		t.Error("replicas on a TLS Redis did not share the token")
+	}
+	if got := f.emulator.TokenRequests(); got != 1 {
+		t.Errorf("token requests = %d, want 1", got)
+	}
+	keys, err := rdb.Keys(context.Background(), testKeyPrefix+"*:token").Result()
+	if err != nil || len(keys) != 1 {
+		t.Errorf("the TLS redis holds keys %v (%v), want one record", keys, err)
+	}
+	if logs := first.logs(); strings.Contains(logs, "token store unavailable") {
+		t.Error("the replica could not use the TLS redis")
+	}
+}
