@@ -119,7 +119,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 					Addrs:      []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"},
 					MasterName: "mymaster", Username: "sidecar", Password: "{env.REDIS_PASSWORD}",
 					DB: 2, TLS: true, TLSCA: "/etc/redis/ca.pem", TLSServerName: "redis.internal",
-					Timeout: caddy.Duration(150 * 1e6),
+					Timeout:        caddy.Duration(150 * 1e6),
 					EncryptionKeys: []string{"{env.KEY_NEW}", "{env.KEY_OLD}"},
 				},
 				Applications: map[string]*Application{
