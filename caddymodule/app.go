@@ -71,8 +71,10 @@ type App struct {
 	cache   *tokencache.Cache
 	poolKey string
 	// registered maps each application name to its name in the pooled
-	// cache, which is this config's own.
+	// cache, which is this config's own. cache and registered do not change
+	// after Provision.
 	registered map[string]string
+	lifecycle  *lifecycle // a pointer: Caddy copies module values
 	logger     *zap.Logger
 }
 
@@ -157,24 +159,28 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start implements caddy.App; the app has nothing to start.
-func (a *App) Start() error { return nil }
+// Start makes the pooled cache log through this config's logger. Only a
+// config that is being committed starts: one that failed to load (and whose
+// log writers Caddy then closes) never takes the cache's logger.
+func (a *App) Start() error {
+	a.cache.SetLogger(a.logger)
+	return nil
+}
 
 // Stop implements caddy.App; resources are freed by Cleanup.
 func (a *App) Stop() error { return nil }
 
-// Cleanup releases this config's hold on the pooled cache; the last config
-// to let go closes it (and its Redis client).
+// Cleanup retires this config: its registrations in the pooled cache and
+// its hold on the pool are released once no request of this config uses
+// them (see retire), because on a reload Caddy cleans the old config up while
+// its last requests are still being served. The last config to let go of a
+// cache closes it (and its Redis client).
 func (a *App) Cleanup() error {
 	if a.cache == nil {
 		return nil
 	}
-	for _, registered := range a.registered {
-		a.cache.Unregister(registered)
-	}
-	a.cache, a.registered = nil, nil
-	_, err := cachePool.Delete(a.poolKey)
-	return err
+	a.retire()
+	return nil
 }
 
 // Token returns a token record for the named application, from the cache or
@@ -186,6 +192,10 @@ func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Cli
 		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
+	if !a.enter() {
+		return tokencache.ClientCredential{}, errConfigReplaced
+	}
+	defer a.leave()
 	return a.cache.Token(ctx, registered)
 }
 
@@ -193,7 +203,11 @@ func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Cli
 // current token, reporting whether it did.
 func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {
 	registered, ok := a.registered[applicationName]
-	return ok && a.cache.Purge(ctx, registered, accessToken)
+	if !ok || !a.enter() {
+		return false
+	}
+	defer a.leave()
+	return a.cache.Purge(ctx, registered, accessToken)
 }
 
 // hasApplication reports whether name is configured.

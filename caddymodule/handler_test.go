@@ -3,10 +3,13 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 const (
@@ -309,5 +313,71 @@ func TestReloadNeverChangesTheRunningConfig(t *testing.T) {
 	}
 	if got := emulatorA.TokenRequests() - before; got != 0 {
 		t.Errorf("a reload made %d token requests, want 0", got)
+	}
+}
+
+// TestCleanupWaitsForRequestsInFlight: Caddy cleans an old config up while
+// its last requests run. They must still get tokens; only after the grace
+// period, with none in flight, are the config's registrations released, and
+// a straggler then gets a retryable 503, never a 404 or a panic.
+func TestCleanupWaitsForRequestsInFlight(t *testing.T) {
+	defer func(grace time.Duration) { retireGrace = grace }(retireGrace)
+	retireGrace = 50 * time.Millisecond
+	app, _, _ := newTestApp(t, unitClientSecret)
+	if _, err := app.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	failures := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := app.Token(context.Background(), "graph-api"); err != nil && err != errConfigReplaced {
+					select {
+					case failures <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	if err := app.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	// Still serving right after Cleanup.
+	if _, err := app.Token(context.Background(), "graph-api"); err != nil && err != errConfigReplaced {
+		t.Fatalf("a request right after Cleanup failed: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-failures:
+		t.Fatalf("a request during Cleanup failed with %v; want a token (or, after release, the retryable 503)", err)
+	default:
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !app.lifecycle.released.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the retired config was never released")
+		}
+		time.Sleep(5 * time.Millisecond) // waiting on a real timer of the code under test
+	}
+	_, err := app.Token(context.Background(), "graph-api")
+	var te *tokencache.Error
+	if !errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0 {
+		t.Fatalf("after release: %v, want a 503 with Retry-After", err)
+	}
+	for _, name := range app.cache.Applications() {
+		for _, registered := range app.registered {
+			if name == registered {
+				t.Errorf("registration %s is still in the pooled cache after release", name)
+			}
+		}
 	}
 }

@@ -143,8 +143,8 @@ func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityC
 	if !ownEndpoint {
 		id.AuthorityHost, id.TokenEndpoint = parent.AuthorityHost, parent.TokenEndpoint
 	}
-	if id.TokenRequestParams == nil {
-		id.TokenRequestParams = parent.TokenRequestParams
+	if id.TokenRequestParams == nil && !ownClient && !ownEndpoint {
+		id.TokenRequestParams = parent.TokenRequestParams // they go where the default goes only
 	}
 	if !ownCredential && !ownClient {
 		id.ClientID = parent.ClientID

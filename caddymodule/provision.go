@@ -72,19 +72,22 @@ func (a *App) provision(repl *caddy.Replacer) error {
 		return err
 	}
 	cache := value.(pooledCache).Cache
-	cache.SetLogger(a.logger) // the previous config's log writers close with it
 	// Each config registers its applications under names of its own, and
 	// unregisters them in Cleanup: a new config never changes what a running
 	// one uses (even when the new one then fails to load), while tokens,
 	// background refreshes and refreshes in flight, kept per record key,
 	// carry over.
 	gen := configGeneration.Add(1)
+	a.lifecycle = new(lifecycle)
 	a.registered = make(map[string]string, len(apps))
 	for _, app := range apps {
 		app.Name = fmt.Sprintf("%s#%d", app.Label, gen)
 		if err := cache.Register(app); err != nil {
-			a.cache, a.poolKey = cache, key
-			_ = a.Cleanup()
+			for _, registered := range a.registered {
+				cache.Unregister(registered)
+			}
+			a.registered = nil
+			_, _ = cachePool.Delete(key)
 			return fmt.Errorf("registering application %s: %v", app.Label, err)
 		}
 		a.registered[app.Label] = app.Name
