@@ -103,25 +103,17 @@ func (a *App) provision(repl *caddy.Replacer) error {
 // registrations in a pooled cache apart.
 var configGeneration atomic.Uint64
 
-// credentialID fingerprints the credential an identity uses, so that a
-// permanent failure shared through Redis (a wrong secret) pauses only the
-// replicas with that same credential, not those already rotated to a good
-// one. It is a salted SHA-256, truncated: it cannot be turned back into the
-// secret, and it is never logged.
-func credentialID(identity string, cfg entra.Config) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "caddy-entra credential v1\n%s\n", identity)
-	switch {
-	case cfg.ClientSecret != "":
-		fmt.Fprintf(h, "secret\n%s", cfg.ClientSecret)
-	case cfg.ClientCertificate != nil:
-		fmt.Fprintf(h, "certificate\n%s\n%s", fileDigest(cfg.ClientCertificate.CertFile), cfg.ClientCertificate.KeyFile)
-	case cfg.FederatedTokenFile != "":
-		fmt.Fprintf(h, "federated\n%s", cfg.FederatedTokenFile)
-	case cfg.ManagedIdentity != nil:
-		fmt.Fprintf(h, "managed identity\n%s", cfg.ManagedIdentity.ClientID)
+// credentialIDFunc fingerprints the credential a client uses at the moment,
+// so that a permanent failure shared through Redis (a wrong secret) pauses
+// only the replicas with that same credential, not those already rotated to
+// a good one (a new secret, or a certificate renewed on disk). It is a salted
+// SHA-256 of the client's own digest, truncated, and is never logged.
+func credentialIDFunc(client *entra.Client) func() string {
+	identity := client.Identity()
+	return func() string {
+		sum := sha256.Sum256([]byte("caddy-entra credential v1\n" + identity + "\n" + client.CredentialFingerprint()))
+		return hex.EncodeToString(sum[:12])
 	}
-	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // fileDigest is the SHA-256 of a file's content (empty if unreadable): a
@@ -324,12 +316,12 @@ func (a *App) buildApplications(repl *caddy.Replacer) ([]tokencache.Application,
 			return nil, fmt.Errorf("%s: %s%v", tokencache.CodeProviderInvalidConfig, field, err)
 		}
 		apps = append(apps, tokencache.Application{
-			Name:         name,
-			Label:        name,
-			CredentialID: credentialID(client.Identity(), cfg),
-			Identity:     client.Identity(),
-			Scopes:       scopes,
-			Fetch:        fetchFunc(client, name, scopes, a.logger),
+			Name:             name,
+			Label:            name,
+			CredentialIDFunc: credentialIDFunc(client),
+			Identity:         client.Identity(),
+			Scopes:           scopes,
+			Fetch:            fetchFunc(client, name, scopes, a.logger),
 		})
 	}
 	return apps, nil

@@ -35,6 +35,22 @@ type credential interface {
 	authenticate(form url.Values, now time.Time) (sent []string, err error)
 	// kind is the credential's name for CredentialType.
 	kind() string
+	// fingerprint identifies the credential in use now (see
+	// Client.CredentialFingerprint): a digest, never the secret itself.
+	fingerprint() string
+}
+
+// CredentialFingerprint identifies the credential the client uses at this
+// moment, so that failures can be told apart by credential: a SHA-256 of the
+// client secret, of the certificate and key files' content last loaded (it
+// changes when they are rotated), the federated token file's path, or the
+// managed identity. It is a digest, never the secret, but a digest of a
+// secret all the same: do not log it.
+func (c *Client) CredentialFingerprint() string {
+	if c.credential == nil {
+		return "managed_identity\n" + c.managedIdentity.clientID
+	}
+	return c.credential.kind() + "\n" + c.credential.fingerprint()
 }
 
 // TokenEndpoint returns the resolved token endpoint URL:

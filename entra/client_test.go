@@ -419,3 +419,20 @@ func TestTokenNetworkError(t *testing.T) {
 		t.Errorf("StatusCode, Err = %d, %v; want 0 and a cause", reqErr.StatusCode, reqErr.Err)
 	}
 }
+
+func TestCredentialFingerprintBySecret(t *testing.T) {
+	fingerprint := func(secret string) string {
+		c, err := entra.NewClient(entra.Config{TenantID: "t", ClientID: "c", ClientSecret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CredentialFingerprint()
+	}
+	a, b := fingerprint("first-secret-value"), fingerprint("second-secret-value")
+	if a == b || a != fingerprint("first-secret-value") {
+		t.Error("fingerprints must be stable per secret and differ between secrets")
+	}
+	if strings.Contains(a, "first-secret-value") {
+		t.Error("the fingerprint holds the secret")
+	}
+}

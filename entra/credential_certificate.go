@@ -109,6 +109,15 @@ func newCertificateCredential(files CertificateCredential, clientID, audience st
 
 func (*certificateCredential) kind() string { return "client_certificate" }
 
+// fingerprint is the digest of the certificate and key content in use,
+// after picking up rotated files (it reads them; it is not on a hot path).
+func (c *certificateCredential) fingerprint() string {
+	c.currentSigner()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return hex.EncodeToString(c.digest[:])
+}
+
 func (c *certificateCredential) authenticate(form url.Values, now time.Time) ([]string, error) {
 	assertion, err := c.assertion(now)
 	if err != nil {

@@ -223,6 +223,7 @@ func TestCertificateRotation(t *testing.T) {
 	if err := token(); err != nil {
 		t.Fatalf("before rotation: %v", err)
 	}
+	before := client.CredentialFingerprint()
 
 	// A rotation half done: the new certificate, the old key. The last
 	// good pair keeps signing.
@@ -244,6 +245,13 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	if lastThumbprint() != thumbprint(newCert_) {
 		t.Error("after rotation the assertion names the old certificate")
+	}
+	after := client.CredentialFingerprint()
+	if after == before || after == "" {
+		t.Error("CredentialFingerprint did not change with the rotated certificate")
+	}
+	if strings.Contains(after, string(pkcs1PEM(newKey))[40:80]) {
+		t.Error("CredentialFingerprint holds key material")
 	}
 	if emu.AssertionsAccepted() != 4 {
 		t.Errorf("AssertionsAccepted = %d, want 4", emu.AssertionsAccepted())

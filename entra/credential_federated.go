@@ -50,6 +50,10 @@ func (f federatedCredential) authenticate(form url.Values, _ time.Time) ([]strin
 
 func (federatedCredential) kind() string { return "federated_token" }
 
+// fingerprint is the file's path: its content rotates all the time, and
+// every valid content is the same credential.
+func (f federatedCredential) fingerprint() string { return f.path }
+
 // readFederatedToken reads the token, trimmed of surrounding whitespace.
 // Errors name the path, never the content.
 func readFederatedToken(path string) (string, error) {

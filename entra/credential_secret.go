@@ -1,6 +1,8 @@
 package entra
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/url"
 	"time"
 )
@@ -16,3 +18,8 @@ func (s secretCredential) authenticate(form url.Values, _ time.Time) ([]string, 
 }
 
 func (secretCredential) kind() string { return "client_secret" }
+
+func (s secretCredential) fingerprint() string {
+	sum := sha256.Sum256([]byte("caddy-entra client secret\n" + s.secret))
+	return hex.EncodeToString(sum[:])
+}

@@ -168,15 +168,16 @@ func ceilSecond(d time.Duration) time.Duration {
 // reported as such.
 func (c *Cache) checkStoreBackoff(ctx context.Context, e *entry) (Backoff, error, bool) {
 	ks := e.ks
+	credentialID := e.app.credentialID()
 	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
 	switch {
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		c.storeFailed(err)
 	default:
-		ks.adoptBackoff(b, e.app.CredentialID)
+		ks.adoptBackoff(b, credentialID)
 	}
-	return ks.activeBackoff(c.now(), e.app.CredentialID)
+	return ks.activeBackoff(c.now(), credentialID)
 }
 
 // recordFailure starts (or lengthens) ks's backoff after a failed fetch,
@@ -188,10 +189,11 @@ func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, sha
 	permanent, retryAfter := classify(fetchErr)
 	callerErr := requestFailed(e, fetchErr)
 	shared = shared && !isLocalFailure(fetchErr)
+	credentialID := e.app.credentialID() // may read files: not under ks.mu
 
 	ks.mu.Lock()
 	attempts := 1
-	if ks.failure.appliesTo(e.app.CredentialID) {
+	if ks.failure.appliesTo(credentialID) {
 		attempts = ks.failure.Attempts + 1
 	}
 	delay := backoffDelay(attempts, permanent, retryAfter, c.random())
@@ -203,7 +205,7 @@ func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, sha
 		Permanent:    permanent,
 		Attempts:     attempts,
 		Message:      truncate(callerErr.Message, maxBackoffMessage),
-		CredentialID: e.app.CredentialID,
+		CredentialID: credentialID,
 	}
 	switch {
 	case permanent:

@@ -211,3 +211,32 @@ func TestPermanentBackoffInProcessBindsOnlyTheSameCredential(t *testing.T) {
 		t.Errorf("old generation afterwards: %q, %v; want the new token from L1", got.AccessToken, err)
 	}
 }
+
+// TestCredentialIDFuncFollowsRotation: with CredentialIDFunc the fingerprint
+// is read when a failure is recorded and when a backoff is checked, so a
+// credential rotated while registered (a certificate renewed on disk) is no
+// longer bound by the permanent failure of the old one.
+func TestCredentialIDFuncFollowsRotation(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	var current atomic.Value
+	current.Store("cert-old")
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{err: &httpError{status: 401, permanent: true}}, {}}}
+	app := credApp("graph-api", "", f.Fetch)
+	app.CredentialIDFunc = func() string { return current.Load().(string) }
+	c, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+
+	if _, err := c.Token(t.Context(), "graph-api"); err == nil {
+		t.Fatal("first fetch should fail")
+	}
+	if stored := storedBackoff(t, mr); stored == nil || stored.CredentialID != "cert-old" {
+		t.Fatalf("stored backoff %+v, want credentialId cert-old", stored)
+	}
+	if _, err := c.Token(t.Context(), "graph-api"); err == nil || f.calls.Load() != 1 {
+		t.Fatalf("same credential: %v after %d fetches, want the negative-cached 502", err, f.calls.Load())
+	}
+	current.Store("cert-new") // renewed on disk
+	if _, err := c.Token(t.Context(), "graph-api"); err != nil || f.calls.Load() != 2 {
+		t.Fatalf("rotated credential: %v after %d fetches, want a token from a new fetch", err, f.calls.Load())
+	}
+}

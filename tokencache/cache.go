@@ -91,6 +91,11 @@ type Application struct {
 	// replicas already holding a rotated credential are not paused by those
 	// still holding the old one.
 	CredentialID string
+	// CredentialIDFunc, when set, is called instead of reading CredentialID,
+	// for a credential that changes while the application is registered (a
+	// certificate rotated on disk). It runs on the refresh path only, never
+	// on a cache hit.
+	CredentialIDFunc func() string
 	// Identity is what makes a token distinct besides scopes, e.g. token
 	// endpoint + "\n" + tenant + "\n" + client ID. It must not be empty.
 	Identity string
@@ -277,4 +282,12 @@ func (c *Cache) Close() error {
 		err = c.store.Close()
 	})
 	return err
+}
+
+// credentialID is the application's current credential fingerprint.
+func (a *Application) credentialID() string {
+	if a.CredentialIDFunc != nil {
+		return a.CredentialIDFunc()
+	}
+	return a.CredentialID
 }

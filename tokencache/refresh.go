@@ -114,7 +114,7 @@ func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCre
 		c.took(ks, existing)
 		return existing, nil
 	}
-	if b, cause, ok := ks.activeBackoff(c.now(), e.app.CredentialID); ok {
+	if b, cause, ok := ks.activeBackoff(c.now(), e.app.credentialID()); ok {
 		return nil, c.backedOff(e, b, cause)
 	}
 	if err != nil {
