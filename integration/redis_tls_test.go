@@ -104,16 +104,8 @@ func TestRedisOverTLSWithPrivateCA(t *testing.T) {
 		}
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})
-	env := append(f.env(testClientSecret), "TEST_TLS_REDIS="+addr, "TEST_REDIS_CA="+caFile)
-	first := startSidecar(t, config, env...)
-	second := startSidecar(t, config, env...)
-	token := tokenVia(t, first, f.upstream, "/orders/a")
-	if got := tokenVia(t, second, f.upstream, "/orders/b"); got != token {
-		t.Error("replicas on a TLS Redis did not share the token")
-	}
-	if got := f.emulator.TokenRequests(); got != 1 {
-		t.Errorf("token requests = %d, want 1", got)
-	}
+	first := assertTwoReplicasShareOneToken(t, f, config,
+		append(f.env(testClientSecret), "TEST_TLS_REDIS="+addr, "TEST_REDIS_CA="+caFile)...)
 	keys, err := rdb.Keys(context.Background(), testKeyPrefix+"*:token").Result()
 	if err != nil || len(keys) != 1 {
 		t.Errorf("the TLS redis holds keys %v (%v), want one record", keys, err)

@@ -63,18 +63,25 @@ func TestSentinelReplicasShareOneToken(t *testing.T) {
 		}
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})
-	env := append(f.env(testClientSecret), "TEST_SENTINEL="+sentinel)
+	assertTwoReplicasShareOneToken(t, f, config, append(f.env(testClientSecret), "TEST_SENTINEL="+sentinel)...)
+	if n := len(f.records(t)); n != 1 {
+		t.Errorf("the master holds %d records, want 1", n)
+	}
+}
+
+// assertTwoReplicasShareOneToken starts two replicas on config and checks
+// that they inject the same token after one token request. It returns the
+// first replica.
+func assertTwoReplicasShareOneToken(t *testing.T, f *fleet, config string, env ...string) *sidecar {
+	t.Helper()
 	first := startSidecar(t, config, env...)
 	second := startSidecar(t, config, env...)
-
 	token := tokenVia(t, first, f.upstream, "/orders/a")
 	if got := tokenVia(t, second, f.upstream, "/orders/b"); got != token {
-		t.Error("replicas behind one sentinel did not share the token")
+		t.Error("the replicas did not share the token")
 	}
 	if got := f.emulator.TokenRequests(); got != 1 {
 		t.Errorf("token requests = %d, want 1", got)
 	}
-	if n := len(f.records(t)); n != 1 {
-		t.Errorf("the master holds %d records, want 1", n)
-	}
+	return first
 }
