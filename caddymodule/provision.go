@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -53,7 +54,11 @@ func (a *App) provision(repl *caddy.Replacer) error {
 	if err != nil {
 		return err
 	}
-	apps, err := a.buildApplications(repl)
+	var fingerprintKey []byte // with encryption at rest, fingerprints are keyed too
+	if settings.Redis != nil && len(settings.Redis.EncryptionKeys) > 0 {
+		fingerprintKey = settings.Redis.EncryptionKeys[0]
+	}
+	apps, err := a.buildApplications(repl, fingerprintKey)
 	if err != nil {
 		return err
 	}
@@ -106,13 +111,17 @@ var configGeneration atomic.Uint64
 // credentialIDFunc fingerprints the credential a client uses at the moment,
 // so that a permanent failure shared through Redis (a wrong secret) pauses
 // only the replicas with that same credential, not those already rotated to
-// a good one (a new secret, or a certificate renewed on disk). It is a salted
-// SHA-256 of the client's own digest, truncated, and is never logged.
-func credentialIDFunc(client *entra.Client) func() string {
+// a good one (a new secret, or a certificate renewed on disk). It is a
+// SHA-256 of the client's own digest salted with its identity — an
+// HMAC-SHA-256 under key when Redis records are encrypted, so that reading
+// Redis does not allow testing guesses of a weak secret — truncated, and
+// never logged.
+func credentialIDFunc(client *entra.Client, key []byte) func() string {
 	identity := client.Identity()
 	return func() string {
-		sum := sha256.Sum256([]byte("caddy-entra credential v1\n" + identity + "\n" + client.CredentialFingerprint()))
-		return hex.EncodeToString(sum[:12])
+		mac := hmac.New(sha256.New, key) // an empty key: a plain salted hash
+		fmt.Fprintf(mac, "caddy-entra credential v1\n%s\n%s", identity, client.CredentialFingerprint())
+		return hex.EncodeToString(mac.Sum(nil)[:12])
 	}
 }
 
@@ -275,7 +284,7 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 }
 
 // buildApplications validates every application and makes its token client.
-func (a *App) buildApplications(repl *caddy.Replacer) ([]tokencache.Application, error) {
+func (a *App) buildApplications(repl *caddy.Replacer, fingerprintKey []byte) ([]tokencache.Application, error) {
 	if len(a.Applications) == 0 {
 		return nil, configError("application", "at least one application is required")
 	}
@@ -318,7 +327,7 @@ func (a *App) buildApplications(repl *caddy.Replacer) ([]tokencache.Application,
 		apps = append(apps, tokencache.Application{
 			Name:             name,
 			Label:            name,
-			CredentialIDFunc: credentialIDFunc(client),
+			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
 			Identity:         client.Identity(),
 			Scopes:           scopes,
 			Fetch:            fetchFunc(client, name, scopes, a.logger),
