@@ -2,8 +2,11 @@ package tokencache
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
 )
 
 func TestProactiveRefreshTiming(t *testing.T) {
@@ -178,5 +181,46 @@ func TestWaitTimeoutBoundsACallerWithoutToken(t *testing.T) {
 	var coded *Error
 	if !asError(err, &coded) || coded.Code != CodeTokenRequestFailed || ctx.Err() != nil {
 		t.Fatalf("Token() = %v, want %s after WaitTimeout", err, CodeTokenRequestFailed)
+	}
+}
+
+// TestFleetProactiveRefreshIsOneTokenRequest: three replicas sharing one
+// Redis all reach the refresh point at the same instant (no jitter, the
+// worst case); one of them refreshes and the others take its record, so the
+// fleet makes one token request per refresh cycle.
+func TestFleetProactiveRefreshIsOneTokenRequest(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, {}, {}}}
+	app := testApp("graph-api", f.Fetch)
+	var replicas []*Cache
+	var hooks []*hooks
+	for range 3 {
+		c, h, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+		c.random = func() float64 { return 0.5 } // the same refresh point for all
+		replicas, hooks = append(replicas, c), append(hooks, h)
+	}
+	for _, c := range replicas {
+		if rec, err := c.Token(t.Context(), "graph-api"); err != nil || rec.AccessToken != "token-1" {
+			t.Fatalf("cold start: %q, %v", rec.AccessToken, err)
+		}
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Fatalf("cold start made %d token requests, want 1", n)
+	}
+
+	clock.Advance(30 * time.Minute) // half of the one-hour lifetime
+	for i, h := range hooks {
+		if err := receive(t, h.background, fmt.Sprintf("replica %d's background refresh", i)); err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Errorf("the refresh cycle made %d token requests across 3 replicas, want 1 (2 in all)", n-1)
+	}
+	for i, c := range replicas {
+		if rec, err := c.Token(t.Context(), "graph-api"); err != nil || rec.AccessToken != "token-2" {
+			t.Errorf("replica %d after the refresh: %q, %v; want token-2", i, rec.AccessToken, err)
+		}
 	}
 }
