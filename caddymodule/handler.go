@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
@@ -114,7 +115,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.header == "" {
 		h.header = DefaultHeader
 	}
-	if !validHeaderName(h.header) {
+	if !httpguts.ValidHeaderFieldName(h.header) {
 		return fmt.Errorf("entra_token: header %q is not a valid header name", h.Header)
 	}
 	h.purgeOnStatus = defaultPurgeOnStatus
@@ -140,21 +141,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			tokencache.CodeApplicationNotFound, h.Application, h.app.applicationNames())
 	}
 	return nil
-}
-
-// validHeaderName reports whether name is an HTTP token (RFC 9110).
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if c <= ' ' || c >= 0x7f || c == ':' || c == '(' || c == ')' || c == ',' || c == '/' ||
-			c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' || c == '[' ||
-			c == '\\' || c == ']' || c == '{' || c == '}' || c == '"' {
-			return false
-		}
-	}
-	return true
 }
 
 // ServeHTTP injects the token and calls next, or answers the error itself.

@@ -200,27 +200,9 @@ func ParseManagedIdentityResponse(status int, header http.Header, body []byte, s
 // parseManagedIdentityResponse is ParseManagedIdentityResponse masking r's
 // secrets in the error fields before they are cut to length.
 func parseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	if header == nil {
-		header = http.Header{}
-	}
-	fields, jsonErr := parseJSONObject(body)
-	if status < 200 || status > 299 {
-		reqErr := errorFromFields(status, header, fields, r)
-		if reqErr.Description == "" {
-			reqErr.Description = sanitizeField(stringField(fields, "message"), maxDescriptionLen, r)
-		}
-		if jsonErr != nil {
-			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
-		}
-		return nil, reqErr
-	}
-	malformed := func(format string, args ...any) (*Token, error) {
-		reqErr := errorFromFields(status, header, fields, r)
-		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
-		return nil, reqErr
-	}
-	if jsonErr != nil {
-		return malformed("body is not a JSON object")
+	fields, malformed, err := openResponse(status, header, body, r)
+	if err != nil {
+		return nil, err
 	}
 	accessToken, reason := accessTokenField(fields)
 	if reason != "" {

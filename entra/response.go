@@ -104,26 +104,9 @@ func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time
 // parseTokenResponse is ParseTokenResponse masking r's secrets in the
 // error fields before they are cut to length.
 func parseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	if header == nil {
-		header = http.Header{}
-	}
-	fields, jsonErr := parseJSONObject(body)
-
-	if status < 200 || status > 299 {
-		reqErr := errorFromFields(status, header, fields, r)
-		if jsonErr != nil {
-			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
-		}
-		return nil, reqErr
-	}
-
-	malformed := func(format string, args ...any) (*Token, error) {
-		reqErr := errorFromFields(status, header, fields, r)
-		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
-		return nil, reqErr
-	}
-	if jsonErr != nil {
-		return malformed("body is not a JSON object")
+	fields, malformed, err := openResponse(status, header, body, r)
+	if err != nil {
+		return nil, err
 	}
 
 	accessToken, reason := accessTokenField(fields)
@@ -212,6 +195,38 @@ func parseJSONObject(body []byte) (map[string]json.RawMessage, error) {
 // those that are absent or of the wrong type. Trace and correlation IDs fall
 // back to Entra's x-ms-request-id and client-request-id headers. r's
 // secrets are masked before the fields are cut to length.
+// openResponse parses a token response body into its fields. A non-2xx
+// answer, or a 2xx body that is not a JSON object, is returned as the
+// *RequestError to give back; malformed makes the error for an unusable 2xx
+// answer.
+func openResponse(status int, header http.Header, body []byte, r *redactor) (
+	fields map[string]json.RawMessage, malformed func(format string, args ...any) (*Token, error), err error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	fields, jsonErr := parseJSONObject(body)
+	if status < 200 || status > 299 {
+		reqErr := errorFromFields(status, header, fields, r)
+		if jsonErr != nil {
+			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
+		}
+		return nil, nil, reqErr
+	}
+	malformed = func(format string, args ...any) (*Token, error) {
+		reqErr := errorFromFields(status, header, fields, r)
+		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
+		return nil, reqErr
+	}
+	if jsonErr != nil {
+		_, err := malformed("body is not a JSON object")
+		return nil, nil, err
+	}
+	return fields, malformed, nil
+}
+
+// errorFromFields builds the *RequestError of an answer: Entra's (and
+// IMDS's) error fields, or App Service's "message" when there is no
+// error_description.
 func errorFromFields(status int, header http.Header, fields map[string]json.RawMessage, r *redactor) *RequestError {
 	reqErr := &RequestError{
 		StatusCode:    status,
@@ -220,6 +235,9 @@ func errorFromFields(status int, header http.Header, fields map[string]json.RawM
 		TraceID:       sanitizeField(stringField(fields, "trace_id"), maxIdentifierLen, r),
 		CorrelationID: sanitizeField(stringField(fields, "correlation_id"), maxIdentifierLen, r),
 		RetryAfter:    parseRetryAfter(header, time.Now()),
+	}
+	if reqErr.Description == "" {
+		reqErr.Description = sanitizeField(stringField(fields, "message"), maxDescriptionLen, r)
 	}
 	if reqErr.TraceID == "" {
 		reqErr.TraceID = sanitizeField(header.Get("X-Ms-Request-Id"), maxIdentifierLen, r)
