@@ -1,0 +1,337 @@
+package handoff
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"time"
+)
+
+// maxPending bounds the bytes a connection keeps of a request it has not
+// answered yet (default 64 KiB): a request whose unanswered bytes exceed it
+// is never handed off.
+const maxPending = 64 << 10
+
+// handoffGrace is how long a connection closed at a request boundary waits
+// for its View to close before it is closed (default 100 ms). net/http marks
+// its Shutdown before it closes its listeners, so a server may give up a
+// connection an instant before its View learns of the shutdown.
+const handoffGrace = 100 * time.Millisecond
+
+// conn follows the HTTP/1.1 exchange on one accepted connection closely
+// enough to know, when its server closes it, whether that server left it at
+// a request boundary. Everything it learns comes from the order of reads,
+// writes and deadline calls that net/http makes on it.
+type conn struct {
+	net.Conn
+
+	mu   sync.Mutex
+	cond sync.Cond
+	view *View // the View whose server accepted it
+
+	replay []byte // bytes read by a previous server, returned first
+	closed bool   // the server closed it: it no longer reads or writes
+	stash  []byte // bytes a Read got after the server closed it
+
+	// notHTTP1 is sticky: the connection is not plain HTTP/1 (TLS, HTTP/2,
+	// after a 101 or CONNECT, half-closed) and is never handed off.
+	notHTTP1 bool
+	// everUsed: a byte was read or written on this connection.
+	everUsed bool
+
+	pending  []byte // bytes read since the last write
+	overflow bool   // pending outgrew maxPending
+	// lastReadAt is where in pending the last read with data began; it
+	// returned at lastReadTime, after the View was closed when lastReadLate.
+	lastReadAt   int
+	lastReadTime time.Time
+	lastReadLate bool
+	reads        int  // Read calls that reached the socket
+	dataRead     int  // the value of reads at the last read with data
+	readFailed   bool // the last Read returned an error (EOF, timeout)
+
+	reading     bool // a Read is blocked in the socket
+	readStarted int  // writes when the current Read began
+	writes      int
+
+	// completed: the server finished its last response normally (net/http
+	// clears the write deadline after finishRequest).
+	completed bool
+	// aborted: the server set a read deadline in the past since the
+	// request began, as net/http does when it abandons a response.
+	aborted bool
+	// newRequest: bytes of a request were read after a finished response
+	// (or on a fresh connection) and its response has not begun.
+	newRequest bool
+	http11     bool // the request being answered is HTTP/1.1
+	head       responseHead
+}
+
+func newConn(c net.Conn, replay []byte) *conn {
+	w := &conn{Conn: c, replay: replay}
+	w.cond.L = &w.mu
+	w.head.done, w.head.connectionClose = true, true
+	return w
+}
+
+func (c *conn) attach(v *View) {
+	c.mu.Lock()
+	c.view = v
+	c.mu.Unlock()
+}
+
+// Read returns replayed bytes first, then reads the socket.
+func (c *conn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		c.reads++
+		c.recordRead(p[:n])
+		c.mu.Unlock()
+		return n, nil
+	}
+	c.reading = true
+	c.reads++
+	c.readStarted = c.writes
+	c.mu.Unlock()
+
+	n, err := c.Conn.Read(p)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reading = false
+	c.cond.Broadcast()
+	if c.closed {
+		// The server closed the connection meanwhile: what this read got
+		// belongs to whichever server gets the connection next.
+		c.stash = append(c.stash, p[:n]...)
+		return 0, net.ErrClosed
+	}
+	c.recordRead(p[:n])
+	c.readFailed = err != nil
+	return n, err
+}
+
+// recordRead notes b, just read; c.mu is held.
+func (c *conn) recordRead(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if !c.everUsed && !looksLikeRequest(b) {
+		c.notHTTP1 = true
+	}
+	if c.completed || c.writes == 0 {
+		if !c.newRequest {
+			c.aborted = false
+		}
+		c.newRequest = true
+	}
+	c.everUsed = true
+	c.dataRead = c.reads
+	c.lastReadAt = len(c.pending)
+	c.lastReadTime = time.Now()
+	c.lastReadLate = c.view != nil && c.view.isClosed.Load()
+	if c.overflow || len(c.pending)+len(b) > maxPending {
+		c.overflow = true
+		c.pending = c.pending[:0]
+		return
+	}
+	c.pending = append(c.pending, b...)
+}
+
+// Write notes the response it belongs to and writes p.
+func (c *conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	c.recordWrite(p)
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// recordWrite notes p, about to be written; c.mu is held.
+func (c *conn) recordWrite(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if c.newRequest {
+		// The first write after reading a request: its response begins.
+		c.newRequest = false
+		line := requestLine(c.pending)
+		c.http11 = isHTTP11(line)
+		if isConnect(line) {
+			c.notHTTP1 = true
+		}
+		c.head.reset(bytes.HasPrefix(line, []byte("HEAD ")))
+	}
+	if c.head.feed(p) == headSwitching {
+		c.notHTTP1 = true
+	}
+	c.everUsed = true
+	c.writes++
+	c.completed = false
+	c.pending = c.pending[:0]
+	c.overflow = false
+}
+
+// SetDeadline sets both deadlines, as the underlying connection does.
+func (c *conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline notes an abort (a deadline in the past) and sets it.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	if !t.IsZero() && t.Before(time.Now()) {
+		c.completed = false
+		c.aborted = true
+	}
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline notes a finished response (net/http clears the write
+// deadline once it has flushed one) and sets it.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	if t.IsZero() && c.writes > 0 {
+		c.completed = true
+		c.readFailed = false // the background read's abort is not the client's
+	}
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// CloseWrite half-closes the connection, which is then never handed off.
+func (c *conn) CloseWrite() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.notHTTP1 = true
+	c.mu.Unlock()
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Close hands the connection to a newer server when this one's View is
+// closing and the exchange is at a request boundary; otherwise it closes it.
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.closed = true
+	v := c.view
+	replay, ok := c.boundary()
+	c.mu.Unlock()
+	if !ok || v == nil || !v.closesWithin(handoffGrace) {
+		return c.Conn.Close()
+	}
+
+	c.mu.Lock()
+	if c.reading {
+		// An idle keep-alive read is blocked in the socket: wake it, and
+		// keep whatever it got for the next server.
+		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+		for c.reading {
+			c.cond.Wait()
+		}
+	}
+	replay = append(replay, c.stash...)
+	c.mu.Unlock()
+	if v.handOff(c.Conn, replay) {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+// closeUnderlying closes the socket of a connection no server accepted.
+func (c *conn) closeUnderlying() { c.Conn.Close() }
+
+// boundary reports whether the server left the exchange at a request
+// boundary, and the bytes already read that the next server must see; c.mu
+// is held. The cases follow net/http's conn.serve:
+//
+//   - nothing read or written yet: a fresh connection;
+//   - a Read blocked after the last write, with no complete request header
+//     read since: an idle keep-alive connection (closeIdleConns);
+//   - a request header completed by the last read, and nothing done since:
+//     no Read, no write, no abort: net/http read it after Shutdown began and
+//     dropped it (a request it serves is followed at once by a Read, the
+//     body's or the background one, or by a write, or by an abort);
+//   - the last response finished whole by its own framing, kept alive
+//     (HTTP/1.1 without "Connection: close"), nothing read since: the server
+//     stopped after a response it did not mark as the last.
+func (c *conn) boundary() ([]byte, bool) {
+	if c.notHTTP1 || c.overflow {
+		return nil, false
+	}
+	if !c.everUsed {
+		return nil, true
+	}
+	// Between two exchanges: the last response finished, or none began.
+	if !c.completed && c.writes > 0 {
+		return nil, false
+	}
+	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {
+		return nil, false
+	}
+	requestEnd := headerEnd(c.pending)
+	switch {
+	case c.reading:
+		if c.readStarted == c.writes && requestEnd < 0 {
+			return clone(c.pending), true
+		}
+	case requestEnd >= 0:
+		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd
+		recent := c.lastReadLate || time.Since(c.lastReadTime) < handoffGrace
+		if dropped && recent {
+			return clone(c.pending), true
+		}
+	case len(c.pending) == 0:
+		if !c.readFailed && c.http11 && c.head.keepAlive() {
+			return nil, true
+		}
+	}
+	return nil, false
+}
+
+// closesWithin reports whether v is closed or closes within d.
+func (v *View) closesWithin(d time.Duration) bool {
+	if v.isClosed.Load() {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-v.closed:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }

@@ -1,0 +1,407 @@
+package handoff
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// generation is one configuration's server on a shared socket, as Caddy
+// runs one per config: a View and an http.Server that answers with its name.
+type generation struct {
+	name  string
+	view  *View
+	srv   *http.Server
+	idle  chan net.Conn // connections that went idle, in order
+	fresh chan net.Conn // connections accepted
+}
+
+// serve starts a generation on address; extra handles paths other than "/".
+func serve(t *testing.T, address, name string, extra http.Handler) *generation {
+	t.Helper()
+	v, err := Listen(context.Background(), "tcp", address, net.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &generation{name: name, view: v, idle: make(chan net.Conn, 64), fresh: make(chan net.Conn, 64)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s", name, body)
+	})
+	if extra != nil {
+		mux.Handle("/x/", extra)
+	}
+	g.srv = &http.Server{Handler: mux, ConnState: func(c net.Conn, s http.ConnState) {
+		events := map[http.ConnState]chan net.Conn{http.StateIdle: g.idle, http.StateNew: g.fresh}[s]
+		select {
+		case events <- c: // only the first few matter to the tests
+		default:
+		}
+	}}
+	go g.srv.Serve(v)
+	t.Cleanup(func() { g.srv.Close(); v.Close() })
+	return g
+}
+
+// shutdown starts g's graceful shutdown, as a reload does, and returns once
+// its View is closed, with a channel that reports Shutdown's end.
+func (g *generation) shutdown() <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- g.srv.Shutdown(context.Background()) }()
+	<-g.view.closed
+	return done
+}
+
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// client is one raw keep-alive HTTP/1.1 connection.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dial(t *testing.T, address string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang fails, never blocks the run
+	return &client{t: t, conn: c, r: bufio.NewReader(c)}
+}
+
+func (c *client) send(method, path, body string) {
+	c.t.Helper()
+	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n%s", method, path, len(body), body)
+	if _, err := io.WriteString(c.conn, req); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// response reads one response and returns it with its body read.
+func (c *client) response() (*http.Response, string, error) {
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body), err
+}
+
+func (c *client) mustGet(path, want string) {
+	c.t.Helper()
+	c.send("POST", path, "ping")
+	_, body, err := c.response()
+	if err != nil {
+		c.t.Fatalf("%s: %v", path, err)
+	}
+	if body != want {
+		c.t.Fatalf("%s answered %q, want %q", path, body, want)
+	}
+}
+
+func TestARequestReadAfterShutdownBeganIsAnsweredByTheNewServer(t *testing.T) {
+	address := freeAddress(t)
+	old := serve(t, address, "old", nil)
+	c := dial(t, address)
+	<-old.fresh // the old server owns the connection; no request yet
+
+	next := serve(t, address, "new", nil)
+	done := old.shutdown()
+	// net/http reads this request, sees Shutdown has begun and drops it.
+	c.mustGet("/", "new ping")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := old.view.HandedOff(); n != 1 {
+		t.Errorf("handed off %d connections, want 1", n)
+	}
+	c.mustGet("/", "new ping") // and the connection stays with the new server
+	_ = next
+}
+
+// TestPlainListenerDropsTheSameRequest shows what the View prevents: the
+// same sequence on a plain listener gets no response at all.
+func TestPlainListenerDropsTheSameRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 1)
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "old") }),
+		ConnState: func(_ net.Conn, s http.ConnState) { accepted <- struct{}{} },
+	}
+	go srv.Serve(ln)
+	c := dial(t, ln.Addr().String())
+	<-accepted
+	go srv.Shutdown(context.Background())
+	for !errors.Is(func() error { _, err := net.Dial("tcp", ln.Addr().String()); return err }(), syscall.ECONNREFUSED) {
+		time.Sleep(time.Millisecond) // until the listener is closed
+	}
+	c.send("GET", "/", "")
+	if _, _, err := c.response(); err == nil {
+		t.Fatal("a plain listener answered a request read after Shutdown; the View's hand-off is not needed")
+	}
+}
+
+func TestAnIdleKeepAliveConnectionMovesToTheNewServer(t *testing.T) {
+	address := freeAddress(t)
+	old := serve(t, address, "old", nil)
+	c := dial(t, address)
+	c.mustGet("/", "old ping")
+	<-old.idle
+
+	serve(t, address, "new", nil)
+	if err := <-old.shutdown(); err != nil {
+		t.Fatal(err) // Shutdown returns: the old server holds nothing
+	}
+	c.mustGet("/", "new ping")
+	if n := old.view.HandedOff(); n != 1 {
+		t.Errorf("handed off %d connections, want 1", n)
+	}
+}
+
+func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {
+	address := freeAddress(t)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "4")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush() // the header leaves before Shutdown begins
+		close(started)
+		<-release
+		io.WriteString(w, "slow")
+	}))
+	c := dial(t, address)
+	c.send("GET", "/x/slow", "")
+	<-started
+	serve(t, address, "new", nil)
+	done := old.shutdown()
+	close(release)
+	resp, body, err := c.response()
+	if err != nil || body != "slow" || resp.Close {
+		t.Fatalf("response %q close=%v err=%v, want the old server's full keep-alive response", body, resp != nil && resp.Close, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// net/http closes after a response it did not mark as the last; the
+	// client may already be sending its next request on it.
+	c.mustGet("/", "new ping")
+}
+
+func TestAResponseMarkedAsLastClosesItsConnection(t *testing.T) {
+	address := freeAddress(t)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "last") // written after Shutdown began: "Connection: close"
+	}))
+	c := dial(t, address)
+	c.send("GET", "/x/last", "")
+	<-started
+	serve(t, address, "new", nil)
+	done := old.shutdown()
+	close(release)
+	resp, body, err := c.response()
+	if err != nil || body != "last" || !resp.Close {
+		t.Fatalf("response %q err=%v, want the old server's answer with Connection: close", body, err)
+	}
+	<-done
+	if _, err := c.r.ReadByte(); err != io.EOF {
+		t.Fatalf("read after the last response: %v, want EOF (the connection is closed)", err)
+	}
+	if n := old.view.HandedOff(); n != 0 {
+		t.Errorf("handed off %d connections, want 0", n)
+	}
+}
+
+func TestAnAbortedResponseIsNeverHandedOff(t *testing.T) {
+	address := freeAddress(t)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK) // chunked
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		close(started)
+		<-release
+		panic(http.ErrAbortHandler) // as reverse_proxy does when its upstream fails mid-body
+	}))
+	c := dial(t, address)
+	c.send("GET", "/x/abort", "")
+	<-started
+	serve(t, address, "new", nil)
+	done := old.shutdown()
+	close(release)
+	_, _, err := c.response()
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("reading an aborted response: %v, want unexpected EOF (not a hang, not a new server)", err)
+	}
+	<-done
+	if n := old.view.HandedOff(); n != 0 {
+		t.Errorf("handed off %d connections, want 0", n)
+	}
+}
+
+func TestASwitchedProtocolIsNeverHandedOff(t *testing.T) {
+	address := freeAddress(t)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+		close(started)
+		<-release
+		conn.Close()
+	}))
+	c := dial(t, address)
+	c.send("GET", "/x/upgrade", "")
+	<-started
+	serve(t, address, "new", nil)
+	done := old.shutdown()
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v", err)
+	}
+	close(release)
+	<-done
+	if _, err := c.r.ReadByte(); err != io.EOF {
+		t.Fatalf("read after the upgraded stream ended: %v, want EOF", err)
+	}
+	if n := old.view.HandedOff(); n != 0 {
+		t.Errorf("handed off %d connections, want 0", n)
+	}
+}
+
+func TestTheSocketLivesAsLongAsItsLastView(t *testing.T) {
+	address := freeAddress(t)
+	first := serve(t, address, "first", nil)
+	second := serve(t, address, "second", nil)
+	if first.view.Addr().String() != second.view.Addr().String() {
+		t.Fatal("two Views of one address have different sockets")
+	}
+	<-first.shutdown()
+	dial(t, address).mustGet("/", "second ping") // still bound, served by the newer View
+	<-second.shutdown()
+	ln, err := net.Listen("tcp", address)
+	if err != nil {
+		t.Fatalf("the address is still bound after its last View closed: %v", err)
+	}
+	ln.Close()
+}
+
+func TestListenRejectsOtherNetworks(t *testing.T) {
+	_, err := Listen(context.Background(), "unix", "/tmp/x.sock", net.ListenConfig{})
+	if err == nil || !strings.Contains(err.Error(), "unix") {
+		t.Fatalf("err = %v, want the network named", err)
+	}
+}
+
+// TestReloadsUnderLoadLoseNoRequest swaps servers 20 times while 8 clients
+// send non-idempotent requests, half on keep-alive connections, half on a new
+// connection each: every request is answered exactly once.
+func TestReloadsUnderLoadLoseNoRequest(t *testing.T) {
+	address := freeAddress(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen[string(id)]++
+		mu.Unlock()
+		w.Write(id)
+	})
+	current := serve(t, address, "gen0", count)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failures sync.Map
+	sent := make([]int, 8)
+	for worker := range 8 {
+		keepAlive := worker%2 == 0
+		wg.Go(func() {
+			transport := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}
+			defer transport.CloseIdleConnections()
+			httpClient := &http.Client{Transport: transport, Timeout: 10 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", worker, i)
+				resp, err := httpClient.Post("http://"+address+"/x/count", "text/plain", strings.NewReader(id))
+				sent[worker]++
+				if err != nil {
+					failures.Store(id, err.Error())
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(body) != id {
+					failures.Store(id, fmt.Sprintf("answered %q", body))
+				}
+			}
+		})
+	}
+	var handedOff int64
+	for gen := 1; gen <= 20; gen++ {
+		time.Sleep(20 * time.Millisecond) // let traffic build on this generation
+		next := serve(t, address, fmt.Sprintf("gen%d", gen), count)
+		if err := <-current.shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		handedOff += current.view.HandedOff()
+		current = next
+	}
+	close(stop)
+	wg.Wait()
+	total := 0
+	for _, n := range sent {
+		total += n
+	}
+	failures.Range(func(id, why any) bool {
+		t.Errorf("request %s: %s", id, why)
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("request %s served %d times", id, n)
+		}
+	}
+	t.Logf("%d requests over 20 reloads, %d connections handed off, none lost", total, handedOff)
+	if total < 200 {
+		t.Errorf("only %d requests sent; the load did not run", total)
+	}
+}

@@ -1,0 +1,227 @@
+// Package handoff keeps an HTTP/1.1 listening socket open across
+// configuration reloads and moves to the new server every connection that the
+// outgoing server would close without answering.
+//
+// A reload in Caddy starts the new configuration's servers, then shuts the old
+// ones down. With plain TCP listeners each configuration binds its own
+// SO_REUSEPORT socket, and two things lose requests at that moment:
+//
+//   - closing the old socket resets the connections still in its accept queue;
+//   - Go's net/http server, once Shutdown has begun, closes a connection whose
+//     request it has just read without answering it, and closes idle
+//     keep-alive connections that a client may be writing its next request to.
+//
+// Listen returns a View of one socket per address, shared by every
+// configuration that listens there: the kernel socket is opened by the first
+// View and closed with the last, so a reload never closes it. Connections
+// accepted from it go to the newest open View. A connection that the server
+// of a closed View gives up at a request boundary (before reading a request,
+// after reading one it will not serve, or after a complete keep-alive
+// response) is not closed but handed, with the bytes already read, to the
+// newest View's server, which answers it. A connection is never handed off in
+// the middle of a response, after a protocol switch (101, CONNECT) or when its
+// first bytes are not an HTTP/1 request (TLS, HTTP/2): those are closed as
+// before.
+//
+// The package knows nothing of Caddy; caddymodule registers it as the network
+// "handoff".
+package handoff
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sockets holds the shared sockets by network and address.
+var sockets = struct {
+	sync.Mutex
+	byKey map[string]*socket
+}{byKey: make(map[string]*socket)}
+
+// socket is one kernel listening socket and the Views that serve it.
+type socket struct {
+	key string
+	ln  net.Listener
+
+	mu    sync.Mutex
+	views []*View // open Views, oldest first
+}
+
+// Listen returns a View of the listening socket for network and address,
+// opening it with lc when no open View of it exists. An address with port 0
+// always gets a socket of its own. The socket is closed when its last View
+// is closed.
+func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (*View, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, errors.New("handoff: network " + network + " is not supported (want tcp, tcp4 or tcp6)")
+	}
+	key := network + "/" + address
+	shareable := !hasPortZero(address)
+
+	sockets.Lock()
+	defer sockets.Unlock()
+	if s := sockets.byKey[key]; s != nil && shareable {
+		return s.addView(), nil
+	}
+	ln, err := lc.Listen(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{key: key, ln: ln}
+	if shareable {
+		sockets.byKey[key] = s
+	}
+	v := s.addView()
+	go s.acceptLoop()
+	return v, nil
+}
+
+func hasPortZero(address string) bool {
+	_, port, err := net.SplitHostPort(address)
+	return err != nil || port == "0" || port == ""
+}
+
+func (s *socket) addView() *View {
+	v := &View{socket: s, incoming: make(chan net.Conn), closed: make(chan struct{})}
+	s.mu.Lock()
+	s.views = append(s.views, v)
+	s.mu.Unlock()
+	return v
+}
+
+// newest returns the most recently opened View that is still open, or nil.
+func (s *socket) newest() *View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.views) == 0 {
+		return nil
+	}
+	return s.views[len(s.views)-1]
+}
+
+// removeView forgets v and closes the kernel socket when no View is left.
+func (s *socket) removeView(v *View) {
+	sockets.Lock()
+	defer sockets.Unlock()
+	s.mu.Lock()
+	for i, open := range s.views {
+		if open == v {
+			s.views = append(s.views[:i], s.views[i+1:]...)
+			break
+		}
+	}
+	last := len(s.views) == 0
+	s.mu.Unlock()
+	if last {
+		if sockets.byKey[s.key] == s {
+			delete(sockets.byKey, s.key)
+		}
+		s.ln.Close()
+	}
+}
+
+// acceptLoop accepts from the kernel socket until it is closed and gives
+// each connection to the newest View. It blocks while that View's server is
+// not accepting, so the kernel's queue applies backpressure as usual.
+func (s *socket) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: retry as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.deliver(newConn(c, nil))
+	}
+}
+
+// deliver gives c to the newest open View, trying the next newest when the
+// chosen one closes first; with no View left it closes c.
+func (s *socket) deliver(c *conn) {
+	for {
+		v := s.newest()
+		if v == nil {
+			c.closeUnderlying()
+			return
+		}
+		select {
+		case v.incoming <- c:
+			return
+		case <-v.closed:
+		}
+	}
+}
+
+// View is one server's share of a listening socket. It implements
+// net.Listener; closing it closes the socket only when it is the last View.
+type View struct {
+	socket   *socket
+	incoming chan net.Conn
+	closed   chan struct{}
+	isClosed atomic.Bool
+	once     sync.Once
+	handoffs atomic.Int64
+}
+
+// Accept returns the next connection for this View's server.
+func (v *View) Accept() (net.Conn, error) {
+	if v.isClosed.Load() {
+		return nil, v.closedError()
+	}
+	select {
+	case c := <-v.incoming:
+		c.(*conn).attach(v)
+		return c, nil
+	case <-v.closed:
+		return nil, v.closedError()
+	}
+}
+
+func (v *View) closedError() error {
+	return &net.OpError{Op: "accept", Net: v.socket.ln.Addr().Network(), Addr: v.socket.ln.Addr(), Err: net.ErrClosed}
+}
+
+// Close stops this View's Accept. Connections it accepted stay with its
+// server, or move to a newer View when that server gives them up unanswered.
+func (v *View) Close() error {
+	v.once.Do(func() {
+		v.isClosed.Store(true)
+		close(v.closed)
+		v.socket.removeView(v)
+	})
+	return nil
+}
+
+// Addr returns the socket's address.
+func (v *View) Addr() net.Addr { return v.socket.ln.Addr() }
+
+// HandedOff returns how many connections this View's server gave up and this
+// package moved to a newer View.
+func (v *View) HandedOff() int64 { return v.handoffs.Load() }
+
+// handOff moves the connection under c to the newest open View, with replay
+// as the first bytes it reads. It reports false, leaving c alone, when no
+// other View is open.
+func (v *View) handOff(underlying net.Conn, replay []byte) bool {
+	target := v.socket.newest()
+	if target == nil || target == v {
+		return false
+	}
+	v.handoffs.Add(1)
+	// The connection keeps none of the old server's deadlines.
+	_ = underlying.SetDeadline(time.Time{})
+	go v.socket.deliver(newConn(underlying, replay))
+	return true
+}
