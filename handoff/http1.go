@@ -203,8 +203,19 @@ func statusCode(block []byte) int {
 // headerValues calls yield with the value of each field of a header block
 // named name.
 func headerValues(block []byte, name string, yield func(value []byte)) {
-	lines := bytes.Split(block, []byte("\n"))
-	for _, line := range lines[1:] {
+	rest := block
+	first := true
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if first { // the status line
+			first = false
+			continue
+		}
 		field, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
 		if ok && bytes.EqualFold(bytes.TrimSpace(field), []byte(name)) {
 			yield(bytes.TrimSpace(value))

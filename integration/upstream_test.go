@@ -65,3 +65,10 @@ func (u *upstream) lastHeaders() http.Header {
 	}
 	return u.headers[len(u.headers)-1]
 }
+
+// allHeaders returns the headers of every request received so far.
+func (u *upstream) allHeaders() []http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]http.Header(nil), u.headers...)
+}

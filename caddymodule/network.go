@@ -1,0 +1,53 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/handoff"
+)
+
+// HandoffNetwork is the network name under which Caddy listens through the
+// handoff package: `bind handoff/127.0.0.1` in a site block. Its TCP socket
+// stays open across config reloads, and connections the old config's server
+// gives up at a request boundary are answered by the new one, so a reload
+// drops no request. Plain HTTP/1.1 only: TLS and HTTP/2 connections are
+// served but never handed off.
+const HandoffNetwork = "handoff"
+
+func init() {
+	caddy.RegisterNetwork(HandoffNetwork, listenHandoff)
+}
+
+// listenHandoff is the caddy.ListenerFunc of HandoffNetwork.
+func listenHandoff(ctx context.Context, _, host, portRange string, portOffset uint, cfg net.ListenConfig) (any, error) {
+	start, end, err := parsePortRange(portRange)
+	if err != nil {
+		return nil, fmt.Errorf("%s network: %w", HandoffNetwork, err)
+	}
+	port := start + uint64(portOffset)
+	if port > end {
+		return nil, fmt.Errorf("%s network: port offset %d is outside the range %s", HandoffNetwork, portOffset, portRange)
+	}
+	return handoff.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.FormatUint(port, 10)), cfg)
+}
+
+// parsePortRange reads "8080" or "8080-8089".
+func parsePortRange(portRange string) (start, end uint64, err error) {
+	first, last, isRange := strings.Cut(portRange, "-")
+	if start, err = strconv.ParseUint(first, 10, 16); err != nil {
+		return 0, 0, fmt.Errorf("port %q: want a number from 0 to 65535", first)
+	}
+	if !isRange {
+		return start, start, nil
+	}
+	if end, err = strconv.ParseUint(last, 10, 16); err != nil || end < start {
+		return 0, 0, fmt.Errorf("port range %q: want start-end with start <= end", portRange)
+	}
+	return start, end, nil
+}

@@ -1,0 +1,123 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// handoffCaddyfile is sidecarCaddyfile listening through the handoff network.
+var handoffCaddyfile = strings.Replace(sidecarCaddyfile, "bind 127.0.0.1", "bind handoff/127.0.0.1", 1)
+
+// TestReloadsThroughHandoffLoseNoRequest reloads a replica 6 times while 8
+// clients send POSTs (never retried by Go's client), half on keep-alive
+// connections and half on a new connection each: every request is answered
+// 200, reaches the upstream exactly once, and the reloads cost no token
+// request.
+func TestReloadsThroughHandoffLoseNoRequest(t *testing.T) {
+	f := newFleet(t)
+	replica := startSidecar(t, handoffCaddyfile, f.env(testClientSecret)...)
+	tokenVia(t, replica, f.upstream, "/orders/warm")
+
+	configs := []string{reloadedConfig(t, f, replica, ""), reloadedConfig(t, f, replica, "/v2")}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failures := map[string]string{}
+	sent := 0
+	for worker := range 8 {
+		wg.Go(func() {
+			transport := &http.Transport{DisableKeepAlives: worker%2 == 1}
+			defer transport.CloseIdleConnections()
+			client := &http.Client{Transport: transport, Timeout: 15 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", worker, i)
+				req, _ := http.NewRequest(http.MethodPost, replica.URL+"/orders/"+id, strings.NewReader(id))
+				req.Header.Set("X-Request-Id", id)
+				why := ""
+				if resp, err := client.Do(req); err != nil {
+					why = err.Error()
+				} else {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						why = resp.Status
+					}
+				}
+				mu.Lock()
+				sent++
+				if why != "" {
+					failures[id] = why
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for reload := range 6 {
+		time.Sleep(150 * time.Millisecond) // traffic on the current config
+		began := time.Now()
+		resp, err := http.Post(replica.AdminURL+"/load", "text/caddyfile", strings.NewReader(configs[reload%2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("reload %d: %d %s", reload, resp.StatusCode, body)
+		}
+		t.Logf("reload %d took %v", reload, time.Since(began))
+	}
+	time.Sleep(150 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	for id, why := range failures {
+		t.Errorf("request %s: %s", id, why)
+	}
+	perID := map[string]int{}
+	for _, h := range f.upstream.allHeaders() {
+		if id := h.Get("X-Request-Id"); id != "" {
+			perID[id]++
+		}
+	}
+	for id, n := range perID {
+		if n != 1 {
+			t.Errorf("request %s reached the upstream %d times, want once", id, n)
+		}
+	}
+	if len(perID) != sent-len(failures) {
+		t.Errorf("upstream saw %d requests, clients got %d answers", len(perID), sent-len(failures))
+	}
+	if got := f.emulator.TokenRequests(); got != 1 {
+		t.Errorf("token requests = %d after 6 reloads, want 1", got)
+	}
+	t.Logf("%d requests over 6 reloads, %d failed", sent, len(failures))
+	if sent < 500 {
+		t.Errorf("only %d requests sent: the load did not run", sent)
+	}
+}
+
+// reloadedConfig is replica's Caddyfile with its environment written in, and
+// with prefix+"/orders" as the route, for loading through the admin API.
+func reloadedConfig(t *testing.T, f *fleet, replica *sidecar, prefix string) string {
+	t.Helper()
+	config := fmt.Sprintf(handoffCaddyfile, portOf(t, replica.URL), portOf(t, replica.AdminURL))
+	if prefix != "" {
+		config = strings.Replace(config, "handle_path /orders/* {",
+			"handle_path "+prefix+"/orders/* {\n\t\tentra_token orders-api\n\t\treverse_proxy {$TEST_UPSTREAM}\n\t}\n\thandle_path /orders/* {", 1)
+	}
+	for _, kv := range f.env(testClientSecret) {
+		name, value, _ := strings.Cut(kv, "=")
+		config = strings.ReplaceAll(config, "{$"+name+"}", value)
+	}
+	return config
+}
