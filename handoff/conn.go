@@ -2,6 +2,8 @@ package handoff
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -12,10 +14,10 @@ import (
 // is never handed off.
 const maxPending = 64 << 10
 
-// handoffGrace is how long a connection closed at a request boundary waits
-// for its View to close before it is closed (default 100 ms). net/http marks
-// its Shutdown before it closes its listeners, so a server may give up a
-// connection an instant before its View learns of the shutdown.
+// handoffGrace is how long a connection closed after a whole keep-alive
+// response waits for its View to close before it is closed (default 100 ms).
+// net/http marks its Shutdown before it closes its listeners, so a server
+// may stop after a response an instant before its View learns of it.
 const handoffGrace = 100 * time.Millisecond
 
 // conn follows the HTTP/1.1 exchange on one accepted connection closely
@@ -33,9 +35,10 @@ type conn struct {
 	closed bool   // the server closed it: it no longer reads or writes
 	stash  []byte // bytes a Read got after the server closed it
 
-	// notHTTP1 is sticky: the connection is not plain HTTP/1 (TLS, HTTP/2,
-	// after a 101 or CONNECT, half-closed) and is never handed off.
-	notHTTP1 bool
+	// noHandoff is sticky: the connection is not plain HTTP/1 (TLS, HTTP/2,
+	// after a 101 or CONNECT, half-closed), a write failed or fell short, or
+	// requests were pipelined: it is never handed off.
+	noHandoff bool
 	// everUsed: a byte was read or written on this connection.
 	everUsed bool
 
@@ -44,13 +47,13 @@ type conn struct {
 	// lastReadAt is where in pending the last read with data began; it
 	// returned at lastReadTime, after the View was closed when lastReadLate.
 	lastReadAt   int
-	lastReadTime time.Time
 	lastReadLate bool
 	reads        int  // Read calls that reached the socket
 	dataRead     int  // the value of reads at the last read with data
 	readFailed   bool // the last Read returned an error (EOF, timeout)
 
 	reading     bool // a Read is blocked in the socket
+	woken       bool // wakeIdleRead interrupted it
 	readStarted int  // writes when the current Read began
 	writes      int
 
@@ -95,6 +98,11 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return n, nil
 	}
+	if c.waitsForRequest() && c.moveToNewest(nil) {
+		// A newer View exists: this server reads no new request.
+		c.mu.Unlock()
+		return 0, io.EOF
+	}
 	c.reading = true
 	c.reads++
 	c.readStarted = c.writes
@@ -112,9 +120,61 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.stash = append(c.stash, p[:n]...)
 		return 0, net.ErrClosed
 	}
+	if c.woken {
+		c.woken = false
+		if c.waitsForRequest() && c.moveToNewest(p[:n]) {
+			return 0, io.EOF
+		}
+		if n == 0 && isTimeout(err) {
+			// Woken for a move that could not happen (the newer View
+			// closed): read on, without the deadline this server had set.
+			_ = c.Conn.SetReadDeadline(time.Time{})
+			c.mu.Unlock()
+			n, err = c.Read(p)
+			c.mu.Lock()
+			return n, err
+		}
+	}
 	c.recordRead(p[:n])
 	c.readFailed = err != nil
 	return n, err
+}
+
+// waitsForRequest reports whether the server is between two exchanges and
+// has not read a whole request header since; c.mu is held.
+func (c *conn) waitsForRequest() bool {
+	if c.noHandoff || c.overflow || (!c.completed && c.writes > 0) || c.view == nil || c.view.isNewest() {
+		return false
+	}
+	return headerEnd(c.pending) < 0 && (len(c.pending) == 0 || looksLikeRequest(c.pending))
+}
+
+// moveToNewest hands the connection, with the bytes read so far and extra,
+// to the newest View, and closes this wrapper; c.mu is held.
+func (c *conn) moveToNewest(extra []byte) bool {
+	replay := append(clone(c.pending), extra...)
+	if !c.view.handOff(c.Conn, replay) {
+		return false
+	}
+	c.closed = true
+	c.view.forget(c)
+	return true
+}
+
+// wakeIdleRead interrupts a Read that waits for a next request, so that it
+// hands the connection to the newest View.
+func (c *conn) wakeIdleRead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading && !c.closed && c.readStarted == c.writes && c.waitsForRequest() {
+		c.woken = true
+		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // recordRead notes b, just read; c.mu is held.
@@ -123,7 +183,12 @@ func (c *conn) recordRead(b []byte) {
 		return
 	}
 	if !c.everUsed && !looksLikeRequest(b) {
-		c.notHTTP1 = true
+		c.noHandoff = true
+	}
+	if !c.completed && c.writes > 0 {
+		// Read in the middle of a response: a body read late, or the next
+		// request pipelined. Either way no boundary can be told any more.
+		c.noHandoff = true
 	}
 	if c.completed || c.writes == 0 {
 		if !c.newRequest {
@@ -134,7 +199,6 @@ func (c *conn) recordRead(b []byte) {
 	c.everUsed = true
 	c.dataRead = c.reads
 	c.lastReadAt = len(c.pending)
-	c.lastReadTime = time.Now()
 	c.lastReadLate = c.view != nil && c.view.isClosed.Load()
 	if c.overflow || len(c.pending)+len(b) > maxPending {
 		c.overflow = true
@@ -153,7 +217,14 @@ func (c *conn) Write(p []byte) (int, error) {
 	}
 	c.recordWrite(p)
 	c.mu.Unlock()
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if err != nil || n < len(p) {
+		// The response did not leave whole, whatever net/http does next.
+		c.mu.Lock()
+		c.noHandoff = true
+		c.mu.Unlock()
+	}
+	return n, err
 }
 
 // recordWrite notes p, about to be written; c.mu is held.
@@ -166,13 +237,13 @@ func (c *conn) recordWrite(p []byte) {
 		c.newRequest = false
 		line := requestLine(c.pending)
 		c.http11 = isHTTP11(line)
-		if isConnect(line) {
-			c.notHTTP1 = true
+		if isConnect(line) || c.pipelined() {
+			c.noHandoff = true
 		}
 		c.head.reset(bytes.HasPrefix(line, []byte("HEAD ")))
 	}
 	if c.head.feed(p) == headSwitching {
-		c.notHTTP1 = true
+		c.noHandoff = true
 	}
 	c.everUsed = true
 	c.writes++
@@ -200,7 +271,9 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 		c.completed = false
 		c.aborted = true
 	}
-	c.mu.Unlock()
+	// Set under c.mu, so that a deadline of this server's never lands on
+	// the connection after Close has handed it to another.
+	defer c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
@@ -216,7 +289,7 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 		c.completed = true
 		c.readFailed = false // the background read's abort is not the client's
 	}
-	c.mu.Unlock()
+	defer c.mu.Unlock()
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -227,7 +300,7 @@ func (c *conn) CloseWrite() error {
 		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	c.notHTTP1 = true
+	c.noHandoff = true
 	c.mu.Unlock()
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -247,6 +320,9 @@ func (c *conn) Close() error {
 	v := c.view
 	replay, ok := c.boundary()
 	c.mu.Unlock()
+	if v != nil {
+		v.forget(c)
+	}
 	if !ok || v == nil || !v.closesWithin(handoffGrace) {
 		return c.Conn.Close()
 	}
@@ -268,6 +344,25 @@ func (c *conn) Close() error {
 	return c.Conn.Close()
 }
 
+// hasBody reports whether a request header block announces a body.
+func hasBody(header []byte) bool {
+	return contentLength(header) > 0 || len(headerValuesOf(header, "Transfer-Encoding")) > 0
+}
+
+// pipelined reports whether pending, read before the response to its
+// request began, holds more than that request; c.mu is held.
+func (c *conn) pipelined() bool {
+	end := headerEnd(c.pending)
+	if end < 0 || len(c.pending) == end {
+		return false
+	}
+	header := c.pending[:end]
+	if headerHasToken(header, "Transfer-Encoding", "chunked") {
+		return true // its end is not known here: assume the worst
+	}
+	return int64(len(c.pending)) > int64(end)+max(contentLength(header), 0)
+}
+
 // closeUnderlying closes the socket of a connection no server accepted.
 func (c *conn) closeUnderlying() { c.Conn.Close() }
 
@@ -278,19 +373,27 @@ func (c *conn) closeUnderlying() { c.Conn.Close() }
 //   - nothing read or written yet: a fresh connection;
 //   - a Read blocked after the last write, with no complete request header
 //     read since: an idle keep-alive connection (closeIdleConns);
-//   - a request header completed by the last read, and nothing done since:
-//     no Read, no write, no abort: net/http read it after Shutdown began and
-//     dropped it (a request it serves is followed at once by a Read, the
-//     body's or the background one, or by a write, or by an abort);
+//   - a request header completed by the last read, and nothing done since
+//     (no Read, no write, no read deadline in the past), when the read
+//     returned after the View was closed or the request has no body:
+//     net/http marks its Shutdown before it closes its listeners and checks
+//     the mark after reading each header, so a header read after the View
+//     closed was dropped unanswered; and a bodiless request it serves is
+//     followed at once by its background read, whose abort (panic, hijack)
+//     sets a read deadline in the past. A request with a body read before
+//     the View closed is not handed off: a handler may have acted on it
+//     without reading its body;
 //   - the last response finished whole by its own framing, kept alive
 //     (HTTP/1.1 without "Connection: close"), nothing read since: the server
 //     stopped after a response it did not mark as the last.
 func (c *conn) boundary() ([]byte, bool) {
-	if c.notHTTP1 || c.overflow {
+	if c.noHandoff || c.overflow {
 		return nil, false
 	}
 	if !c.everUsed {
-		return nil, true
+		// A fresh connection: net/http closes one that is still waiting for
+		// its first request only in Shutdown (closeIdleConns).
+		return nil, c.reading
 	}
 	// Between two exchanges: the last response finished, or none began.
 	if !c.completed && c.writes > 0 {
@@ -307,8 +410,7 @@ func (c *conn) boundary() ([]byte, bool) {
 		}
 	case requestEnd >= 0:
 		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd
-		recent := c.lastReadLate || time.Since(c.lastReadTime) < handoffGrace
-		if dropped && recent {
+		if dropped && (c.lastReadLate || !hasBody(c.pending[:requestEnd])) {
 			return clone(c.pending), true
 		}
 	case len(c.pending) == 0:

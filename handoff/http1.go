@@ -178,6 +178,7 @@ func (h *responseHead) feed(p []byte) int {
 			h.noBody = h.noBody || status == 204 || status == 304
 			h.chunked = headerHasToken(block, "Transfer-Encoding", "chunked")
 			h.contentLength = contentLength(block)
+			h.buf = h.buf[:0] // keep no response bytes once they are judged
 			h.body(p[end-before:])
 		}
 	}
@@ -221,6 +222,14 @@ func headerValues(block []byte, name string, yield func(value []byte)) {
 			yield(bytes.TrimSpace(value))
 		}
 	}
+}
+
+// headerValuesOf returns the values of the fields of a header block named
+// name.
+func headerValuesOf(block []byte, name string) [][]byte {
+	var values [][]byte
+	headerValues(block, name, func(value []byte) { values = append(values, value) })
+	return values
 }
 
 // headerHasToken reports whether a field named name of a header block lists

