@@ -415,3 +415,37 @@ func TestReloadsUnderLoadServeEveryRequestAtMostOnce(t *testing.T) {
 		t.Errorf("only %d requests sent; the load did not run", total)
 	}
 }
+
+// TestARequestItsHandlerAbandonedIsNeverServedAgain: a handler that acts and
+// then aborts without answering (as Caddy's abort, or a hijack and close)
+// during a reload must not have its request replayed to the new server.
+func TestARequestItsHandlerAbandonedIsNeverServedAgain(t *testing.T) {
+	for _, tc := range []struct{ name, method, body string }{
+		{"with an unread body", "POST", "ping"},
+		{"without a body", "GET", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			address := freeAddress(t)
+			started := make(chan struct{})
+			release := make(chan struct{})
+			handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(started)
+				<-release
+				panic(http.ErrAbortHandler)
+			})
+			old := serve(t, address, "old", handler)
+			c := dial(t, address)
+			c.send(tc.method, "/x/act", tc.body)
+			<-started
+			serve(t, address, "new", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				t.Errorf("the new server got %s %s, which the old one had started", r.Method, r.URL.Path)
+			}))
+			done := old.shutdown()
+			close(release)
+			if _, _, err := c.response(); err == nil {
+				t.Fatal("got a response; want the connection closed unanswered")
+			}
+			<-done
+		})
+	}
+}
