@@ -45,7 +45,7 @@ type conn struct {
 	pending  []byte // bytes read since the last write
 	overflow bool   // pending outgrew maxPending
 	// lastReadAt is where in pending the last read with data began; it
-	// returned at lastReadTime, after the View was closed when lastReadLate.
+	// returned after the View was closed when lastReadLate.
 	lastReadAt   int
 	lastReadLate bool
 	reads        int  // Read calls that reached the socket
@@ -140,10 +140,14 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// midResponse reports whether a response has begun and not finished; c.mu
+// is held. Otherwise the connection is between two exchanges.
+func (c *conn) midResponse() bool { return !c.completed && c.writes > 0 }
+
 // waitsForRequest reports whether the server is between two exchanges and
 // has not read a whole request header since; c.mu is held.
 func (c *conn) waitsForRequest() bool {
-	if c.noHandoff || c.overflow || (!c.completed && c.writes > 0) || c.view == nil || c.view.isNewest() {
+	if c.noHandoff || c.overflow || c.midResponse() || c.view == nil || c.view.isNewest() {
 		return false
 	}
 	return headerEnd(c.pending) < 0 && (len(c.pending) == 0 || looksLikeRequest(c.pending))
@@ -185,12 +189,12 @@ func (c *conn) recordRead(b []byte) {
 	if !c.everUsed && !looksLikeRequest(b) {
 		c.noHandoff = true
 	}
-	if !c.completed && c.writes > 0 {
+	if c.midResponse() {
 		// Read in the middle of a response: a body read late, or the next
 		// request pipelined. Either way no boundary can be told any more.
 		c.noHandoff = true
 	}
-	if c.completed || c.writes == 0 {
+	if !c.midResponse() {
 		if !c.newRequest {
 			c.aborted = false
 		}
@@ -346,7 +350,9 @@ func (c *conn) Close() error {
 
 // hasBody reports whether a request header block announces a body.
 func hasBody(header []byte) bool {
-	return contentLength(header) > 0 || len(headerValuesOf(header, "Transfer-Encoding")) > 0
+	encoded := false
+	headerValues(header, "Transfer-Encoding", func([]byte) { encoded = true })
+	return encoded || contentLength(header) > 0
 }
 
 // pipelined reports whether pending, read before the response to its
@@ -395,8 +401,7 @@ func (c *conn) boundary() ([]byte, bool) {
 		// its first request only in Shutdown (closeIdleConns).
 		return nil, c.reading
 	}
-	// Between two exchanges: the last response finished, or none began.
-	if !c.completed && c.writes > 0 {
+	if c.midResponse() {
 		return nil, false
 	}
 	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {

@@ -184,23 +184,13 @@ func TestAnIdleKeepAliveConnectionMovesToTheNewServer(t *testing.T) {
 }
 
 func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {
-	address := freeAddress(t)
-	release := make(chan struct{})
-	started := make(chan struct{})
-	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c, _, done := reloadDuringRequest(t, "GET", "/x/slow", "", func(w http.ResponseWriter, r *http.Request, pause func()) {
 		w.Header().Set("Content-Length", "4")
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush() // the header leaves before Shutdown begins
-		close(started)
-		<-release
+		pause()
 		io.WriteString(w, "slow")
-	}))
-	c := dial(t, address)
-	c.send("GET", "/x/slow", "")
-	<-started
-	serve(t, address, "new", nil)
-	done := old.shutdown()
-	close(release)
+	})
 	resp, body, err := c.response()
 	if err != nil || body != "slow" || resp.Close {
 		t.Fatalf("response %q close=%v err=%v, want the old server's full keep-alive response", body, resp != nil && resp.Close, err)
@@ -214,20 +204,10 @@ func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {
 }
 
 func TestAResponseMarkedAsLastClosesItsConnection(t *testing.T) {
-	address := freeAddress(t)
-	release := make(chan struct{})
-	started := make(chan struct{})
-	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(started)
-		<-release
+	c, old, done := reloadDuringRequest(t, "GET", "/x/last", "", func(w http.ResponseWriter, r *http.Request, pause func()) {
+		pause()
 		io.WriteString(w, "last") // written after Shutdown began: "Connection: close"
-	}))
-	c := dial(t, address)
-	c.send("GET", "/x/last", "")
-	<-started
-	serve(t, address, "new", nil)
-	done := old.shutdown()
-	close(release)
+	})
 	resp, body, err := c.response()
 	if err != nil || body != "last" || !resp.Close {
 		t.Fatalf("response %q err=%v, want the old server's answer with Connection: close", body, err)
@@ -242,23 +222,13 @@ func TestAResponseMarkedAsLastClosesItsConnection(t *testing.T) {
 }
 
 func TestAnAbortedResponseIsNeverHandedOff(t *testing.T) {
-	address := freeAddress(t)
-	release := make(chan struct{})
-	started := make(chan struct{})
-	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c, old, done := reloadDuringRequest(t, "GET", "/x/abort", "", func(w http.ResponseWriter, r *http.Request, pause func()) {
 		w.WriteHeader(http.StatusOK) // chunked
 		io.WriteString(w, "partial")
 		w.(http.Flusher).Flush()
-		close(started)
-		<-release
+		pause()
 		panic(http.ErrAbortHandler) // as reverse_proxy does when its upstream fails mid-body
-	}))
-	c := dial(t, address)
-	c.send("GET", "/x/abort", "")
-	<-started
-	serve(t, address, "new", nil)
-	done := old.shutdown()
-	close(release)
+	})
 	_, _, err := c.response()
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("reading an aborted response: %v, want unexpected EOF (not a hang, not a new server)", err)
@@ -425,27 +395,37 @@ func TestARequestItsHandlerAbandonedIsNeverServedAgain(t *testing.T) {
 		{"without a body", "GET", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			address := freeAddress(t)
-			started := make(chan struct{})
-			release := make(chan struct{})
-			handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				close(started)
-				<-release
+			c, _, done := reloadDuringRequest(t, tc.method, "/x/act", tc.body, func(w http.ResponseWriter, r *http.Request, pause func()) {
+				pause()
 				panic(http.ErrAbortHandler)
 			})
-			old := serve(t, address, "old", handler)
-			c := dial(t, address)
-			c.send(tc.method, "/x/act", tc.body)
-			<-started
-			serve(t, address, "new", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				t.Errorf("the new server got %s %s, which the old one had started", r.Method, r.URL.Path)
-			}))
-			done := old.shutdown()
-			close(release)
 			if _, _, err := c.response(); err == nil {
 				t.Fatal("got a response; want the connection closed unanswered")
 			}
 			<-done
 		})
 	}
+}
+
+// reloadDuringRequest serves handler as the old server on a fresh address and
+// sends method path body on a new connection. When the handler calls pause,
+// it waits there while a new server starts and the old one's Shutdown
+// begins, as in a reload, then goes on. It returns the client, the old
+// generation and Shutdown's result.
+func reloadDuringRequest(t *testing.T, method, path, body string, handler func(w http.ResponseWriter, r *http.Request, pause func())) (*client, *generation, <-chan error) {
+	t.Helper()
+	address := freeAddress(t)
+	paused, release := make(chan struct{}), make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler(w, r, func() { close(paused); <-release })
+	}))
+	c := dial(t, address)
+	c.send(method, path, body)
+	<-paused
+	serve(t, address, "new", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the new server got %s %s, which the old one had started", r.Method, r.URL.Path)
+	}))
+	done := old.shutdown()
+	close(release)
+	return c, old, done
 }

@@ -224,14 +224,6 @@ func headerValues(block []byte, name string, yield func(value []byte)) {
 	}
 }
 
-// headerValuesOf returns the values of the fields of a header block named
-// name.
-func headerValuesOf(block []byte, name string) [][]byte {
-	var values [][]byte
-	headerValues(block, name, func(value []byte) { values = append(values, value) })
-	return values
-}
-
 // headerHasToken reports whether a field named name of a header block lists
 // token (comma-separated, case-insensitive).
 func headerHasToken(block []byte, name, token string) bool {
