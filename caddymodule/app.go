@@ -75,7 +75,10 @@ type App struct {
 	// after Provision.
 	registered map[string]string
 	lifecycle  *lifecycle // a pointer: Caddy copies module values
-	logger     *zap.Logger
+	// handoffHooked: the http app's servers on handoff addresses call
+	// handoff.ConnState (set by the first entra_token provisioned).
+	handoffHooked bool
+	logger        *zap.Logger
 }
 
 // RedisConfig is the shared token store.

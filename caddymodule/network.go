@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-entra/caddy-entra/handoff"
 )
@@ -22,6 +24,31 @@ const HandoffNetwork = "handoff"
 
 func init() {
 	caddy.RegisterNetwork(HandoffNetwork, listenHandoff)
+}
+
+// hookHandoffServers makes every server of the config's http app that
+// listens on a HandoffNetwork address call handoff.ConnState, which lets a
+// request read in the instant a reload begins be answered by the new config
+// instead of dropped. It runs while the http app is provisioned (from an
+// entra_token handler's Provision), before the servers start.
+func hookHandoffServers(ctx caddy.Context) {
+	appIface, err := ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	httpApp, ok := appIface.(*caddyhttp.App)
+	if !ok {
+		return
+	}
+	for _, srv := range httpApp.Servers {
+		if slices.ContainsFunc(srv.Listen, isHandoffAddress) {
+			srv.RegisterConnState(handoff.ConnState)
+		}
+	}
+}
+
+func isHandoffAddress(address string) bool {
+	return strings.HasPrefix(strings.TrimSpace(address), HandoffNetwork+"/")
 }
 
 // listenHandoff is the caddy.ListenerFunc of HandoffNetwork.

@@ -66,8 +66,15 @@ type conn struct {
 	// newRequest: bytes of a request were read after a finished response
 	// (or on a fresh connection) and its response has not begun.
 	newRequest bool
-	http11     bool // the request being answered is HTTP/1.1
-	head       responseHead
+	// held: ConnState held the request just read until the View closed,
+	// so net/http's shutdown check drops it unanswered.
+	held   bool
+	http11 bool // the request being answered is HTTP/1.1
+	// bodyLeft is how many bytes of the answered request's body were
+	// still unread when its response began, less those read since; -1
+	// when unknown (chunked, or no whole header).
+	bodyLeft int64
+	head     responseHead
 }
 
 func newConn(c net.Conn, replay []byte) *conn {
@@ -190,9 +197,11 @@ func (c *conn) recordRead(b []byte) {
 		c.noHandoff = true
 	}
 	if c.midResponse() {
-		// Read in the middle of a response: a body read late, or the next
-		// request pipelined. Either way no boundary can be told any more.
-		c.noHandoff = true
+		b = c.readMidResponse(b)
+		if len(b) == 0 {
+			c.everUsed = true
+			return
+		}
 	}
 	if !c.midResponse() {
 		if !c.newRequest {
@@ -210,6 +219,32 @@ func (c *conn) recordRead(b []byte) {
 		return
 	}
 	c.pending = append(c.pending, b...)
+}
+
+// readMidResponse notes b, read while a response is being written, and
+// returns what of it begins the next request; c.mu is held. Bytes of the
+// request's body (read late by its handler, or discarded by net/http after
+// it) are taken off. Bytes after the body, once the response is whole by its
+// framing and keeps the connection open, begin the next request: a client
+// sends it as soon as it has the response, and net/http's background read
+// may get its first byte before net/http marks the response finished.
+// Anything else (pipelining, a body of unknown length) leaves no boundary
+// to tell: the connection is never handed off.
+func (c *conn) readMidResponse(b []byte) []byte {
+	if c.bodyLeft > 0 {
+		n := min(c.bodyLeft, int64(len(b)))
+		c.bodyLeft -= n
+		b = b[n:]
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	if c.bodyLeft == 0 && c.head.keepAlive() {
+		c.completed = true
+	} else {
+		c.noHandoff = true
+	}
+	return b
 }
 
 // Write notes the response it belongs to and writes p.
@@ -244,12 +279,14 @@ func (c *conn) recordWrite(p []byte) {
 		if isConnect(line) || c.pipelined() {
 			c.noHandoff = true
 		}
+		c.bodyLeft = unreadBody(c.pending)
 		c.head.reset(bytes.HasPrefix(line, []byte("HEAD ")))
 	}
 	if c.head.feed(p) == headSwitching {
 		c.noHandoff = true
 	}
 	c.everUsed = true
+	c.held = false
 	c.writes++
 	c.completed = false
 	c.pending = c.pending[:0]
@@ -355,6 +392,17 @@ func hasBody(header []byte) bool {
 	return encoded || contentLength(header) > 0
 }
 
+// unreadBody returns how many bytes of the body of the request in pending
+// are not in pending, or -1 when that is not known (a chunked body, no whole
+// header).
+func unreadBody(pending []byte) int64 {
+	end := headerEnd(pending)
+	if end < 0 || headerHasToken(pending[:end], "Transfer-Encoding", "chunked") {
+		return -1
+	}
+	return max(contentLength(pending[:end])-int64(len(pending)-end), 0)
+}
+
 // pipelined reports whether pending, read before the response to its
 // request began, holds more than that request; c.mu is held.
 func (c *conn) pipelined() bool {
@@ -377,6 +425,8 @@ func (c *conn) closeUnderlying() { c.Conn.Close() }
 // is held. The cases follow net/http's conn.serve:
 //
 //   - nothing read or written yet: a fresh connection;
+//   - a request header read and held by ConnState until the View closed:
+//     net/http drops it right after the hook returns;
 //   - a Read blocked after the last write, with no complete request header
 //     read since: an idle keep-alive connection (closeIdleConns);
 //   - a request header completed by the last read, and nothing done since
@@ -404,6 +454,9 @@ func (c *conn) boundary() ([]byte, bool) {
 	if c.midResponse() {
 		return nil, false
 	}
+	if c.held {
+		return clone(c.pending), true
+	}
 	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {
 		return nil, false
 	}
@@ -419,7 +472,7 @@ func (c *conn) boundary() ([]byte, bool) {
 			return clone(c.pending), true
 		}
 	case len(c.pending) == 0:
-		if !c.readFailed && c.http11 && c.head.keepAlive() {
+		if !c.readFailed && c.http11 && c.head.keepAlive() && c.bodyLeft <= 0 {
 			return nil, true
 		}
 	}

@@ -25,8 +25,16 @@ type generation struct {
 	fresh chan net.Conn // connections accepted
 }
 
-// serve starts a generation on address; extra handles paths other than "/".
+// serve starts a generation on address whose server calls ConnState, as
+// Caddy's do; extra handles paths under "/x/".
 func serve(t *testing.T, address, name string, extra http.Handler) *generation {
+	t.Helper()
+	return serveWithHook(t, address, name, extra, ConnState)
+}
+
+// serveWithHook is serve with hook as the package's ConnState hook (nil:
+// none).
+func serveWithHook(t *testing.T, address, name string, extra http.Handler, hook func(net.Conn, http.ConnState)) *generation {
 	t.Helper()
 	v, err := Listen(context.Background(), "tcp", address, net.ListenConfig{})
 	if err != nil {
@@ -46,6 +54,9 @@ func serve(t *testing.T, address, name string, extra http.Handler) *generation {
 		select {
 		case events <- c: // only the first few matter to the tests
 		default:
+		}
+		if hook != nil {
+			hook(c, s)
 		}
 	}}
 	go g.srv.Serve(v)

@@ -57,9 +57,23 @@ type socket struct {
 	key string
 	ln  net.Listener
 
-	mu     sync.Mutex
-	views  []*View // open Views, oldest first
-	newest atomic.Pointer[View]
+	mu      sync.Mutex
+	views   []*View       // open Views, oldest first
+	changed chan struct{} // closed and replaced when views changes
+	newest  atomic.Pointer[View]
+}
+
+// viewsChanged returns a channel closed at the next change of s's Views.
+func (s *socket) viewsChanged() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// noteChange wakes those waiting for a change of s's Views; s.mu is held.
+func (s *socket) noteChange() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // Listen returns a View of the listening socket for network and address,
@@ -84,7 +98,7 @@ func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{key: key, ln: ln}
+	s := &socket{key: key, ln: ln, changed: make(chan struct{})}
 	if shareable {
 		sockets.byKey[key] = s
 	}
@@ -106,6 +120,7 @@ func (s *socket) addView() *View {
 	older := slices.Clone(s.views)
 	s.views = append(s.views, v)
 	s.newest.Store(v)
+	s.noteChange()
 	s.mu.Unlock()
 	for _, old := range older {
 		old.superseded()
@@ -130,6 +145,7 @@ func (s *socket) removeView(v *View) {
 	} else {
 		s.newest.Store(s.views[len(s.views)-1])
 	}
+	s.noteChange()
 	s.mu.Unlock()
 	if last {
 		if sockets.byKey[s.key] == s {
@@ -196,6 +212,9 @@ func (v *View) track(c *conn) {
 	v.mu.Lock()
 	v.conns[c] = struct{}{}
 	v.mu.Unlock()
+	if key, ok := keyOf(c.Conn); ok {
+		byAddress.Store(key, c)
+	}
 }
 
 // forget removes c from the connections of v's server.
@@ -203,6 +222,9 @@ func (v *View) forget(c *conn) {
 	v.mu.Lock()
 	delete(v.conns, c)
 	v.mu.Unlock()
+	if key, ok := keyOf(c.Conn); ok {
+		byAddress.CompareAndDelete(key, c)
+	}
 }
 
 // superseded wakes the reads of v's server that wait for a next request, so
