@@ -11,7 +11,8 @@ import (
 
 // BenchmarkKeepAliveRequest is one POST and its response on a keep-alive
 // connection over loopback, served through a plain listener and through a
-// View, to measure what following the exchange costs.
+// View with its ConnState hook, to measure what following the exchange
+// costs.
 func BenchmarkKeepAliveRequest(b *testing.B) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -30,6 +31,9 @@ func BenchmarkKeepAliveRequest(b *testing.B) {
 				b.Fatal(err)
 			}
 			srv := &http.Server{Handler: handler}
+			if name == "view" {
+				srv.ConnState = ConnState
+			}
 			go srv.Serve(ln)
 			defer srv.Close()
 			client := &http.Client{Transport: &http.Transport{}}

@@ -66,10 +66,13 @@ type conn struct {
 	// newRequest: bytes of a request were read after a finished response
 	// (or on a fresh connection) and its response has not begun.
 	newRequest bool
-	// held: ConnState held the request just read until the View closed,
+	// hooked: the server calls ConnState. active: ConnState reported the
+	// request being read as active, which net/http does before it can
+	// serve it. held: ConnState held that request until the View closed,
 	// so net/http's shutdown check drops it unanswered.
-	held   bool
-	http11 bool // the request being answered is HTTP/1.1
+	hooked, active, held bool
+	// http11: the request being answered is HTTP/1.1.
+	http11 bool
 	// bodyLeft is how many bytes of the answered request's body were
 	// still unread when its response began, less those read since; -1
 	// when unknown (chunked, or no whole header).
@@ -205,7 +208,7 @@ func (c *conn) recordRead(b []byte) {
 	}
 	if !c.midResponse() {
 		if !c.newRequest {
-			c.aborted = false
+			c.aborted, c.active, c.held = false, false, false
 		}
 		c.newRequest = true
 	}
@@ -425,8 +428,10 @@ func (c *conn) closeUnderlying() { c.Conn.Close() }
 // is held. The cases follow net/http's conn.serve:
 //
 //   - nothing read or written yet: a fresh connection;
-//   - a request header read and held by ConnState until the View closed:
-//     net/http drops it right after the hook returns;
+//   - with ConnState: a request (or its beginning) read and not yet
+//     reported active, which net/http does before it may serve it: closed
+//     as idle by Shutdown, whose mark then drops the request; or a request
+//     held by ConnState until the View closed, dropped right after;
 //   - a Read blocked after the last write, with no complete request header
 //     read since: an idle keep-alive connection (closeIdleConns);
 //   - a request header completed by the last read, and nothing done since
@@ -454,7 +459,9 @@ func (c *conn) boundary() ([]byte, bool) {
 	if c.midResponse() {
 		return nil, false
 	}
-	if c.held {
+	if c.held || c.hooked && !c.active && c.newRequest && c.view != nil && c.view.isClosed.Load() && looksLikeRequest(c.pending) {
+		// net/http has not served this request and never will: its
+		// Shutdown is closing the connection as idle, or drops the request.
 		return clone(c.pending), true
 	}
 	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {

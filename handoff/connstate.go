@@ -32,12 +32,20 @@ var holdLimit = 2 * time.Second
 // package doc). Connections are found through net.Conn wrappers that
 // implement NetConn or keep the connection's addresses.
 func ConnState(c net.Conn, state http.ConnState) {
-	if state != http.StateActive {
+	if state != http.StateNew && state != http.StateActive {
 		return
 	}
-	if hc := lookup(c); hc != nil {
-		hc.headerRead()
+	hc := lookup(c)
+	if hc == nil {
+		return
 	}
+	if state == http.StateNew {
+		hc.mu.Lock()
+		hc.hooked = true
+		hc.mu.Unlock()
+		return
+	}
+	hc.headerRead()
 }
 
 // headerRead holds the server's goroutine, between its reading of a request
@@ -45,7 +53,7 @@ func ConnState(c net.Conn, state http.ConnState) {
 // whether the request is certain to be dropped.
 func (c *conn) headerRead() {
 	c.mu.Lock()
-	c.held = false
+	c.hooked, c.active, c.held = true, true, false
 	v := c.view
 	if c.closed || c.noHandoff || c.overflow || v == nil {
 		c.mu.Unlock()

@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -217,4 +218,56 @@ func TestABodyReadAfterItsResponseIsNeverTakenForARequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mustGet("/", "new ping") // the connection moved, with nothing replayed
+}
+
+// TestARequestNotYetActiveWhenShutdownClosesItsConnectionIsReplayed plays
+// net/http's part by hand at the instant it cannot be paused from outside:
+// its read has returned a whole request but it has not reported the
+// connection active yet, so Shutdown closes it as idle. Such a request was
+// never served (net/http reports StateActive before it serves one) and
+// goes to the new server; once reported active, it is not replayed.
+func TestARequestNotYetActiveWhenShutdownClosesItsConnectionIsReplayed(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		reportActive bool
+		want         string // "" for no answer
+	}{
+		{"not yet active", false, "new ping"},
+		{"already active", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			address := freeAddress(t)
+			old, err := Listen(context.Background(), "tcp", address, net.ListenConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := dial(t, address)
+			accepted, err := old.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ConnState(accepted, http.StateNew)
+			c.send("POST", "/", "ping")
+			buf := make([]byte, 4096)
+			if _, err := io.ReadAtLeast(accepted, buf, len("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\nping")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.reportActive {
+				ConnState(accepted, http.StateActive) // the old View is the newest: no hold
+			}
+			serve(t, address, "new", nil)
+			old.Close()      // Shutdown closes the listeners,
+			accepted.Close() // then the connections it sees as idle
+			_, body, err := c.response()
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("answered %q; a request reported active may have been served, it must not be replayed", body)
+				}
+				return
+			}
+			if err != nil || body != tc.want {
+				t.Fatalf("answer %q, err %v; want %q", body, err, tc.want)
+			}
+		})
+	}
 }

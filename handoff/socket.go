@@ -23,14 +23,23 @@
 // first bytes are not an HTTP/1 request (TLS, HTTP/2): those are closed as
 // before.
 //
-// Known gap: a request whose header the old server finished reading just
-// before the newer View opened, and whose shutdown check net/http makes
-// only after the old server's Shutdown began, is dropped by net/http and,
-// when it carries a body, not handed off (a handler may have acted on such a
-// request without reading its body, so replaying it could serve it twice).
-// Its connection is closed unanswered as without this package. Measured:
-// about 1 request in 1,500 to 5,000 during back-to-back reloads under load,
-// against about 1 in 450 with plain listeners.
+// One moment cannot be seen from the connection: net/http has read a request
+// header and checks right after whether its Shutdown has begun. A server
+// that calls ConnState from its http.Server.ConnState hook closes it: a
+// request read as a reload begins is held there until the old server's
+// Shutdown has begun, then handed to the new server; and a request read but
+// not yet reported active when Shutdown closes its connection as idle is
+// handed over too. A server without the hook loses such a request when it
+// carries a body (a handler may have acted on it without reading its body,
+// so replaying it could serve it twice); it is never served twice either way.
+//
+// Measured with the hook: no request lost of 144,061 in 21 runs of 20
+// server swaps under 8 clients, nor of 48,766 in 12 runs of 6 Caddy reloads;
+// without it 6 of 65,428 in the first test. What remains is a window of a
+// few instructions: ConnState returns while the old View is still the
+// newest, and the new configuration starts and the old one's Shutdown
+// begins before net/http's check, which needs the goroutine to be preempted
+// right there for the milliseconds a reload takes.
 //
 // The package knows nothing of Caddy; caddymodule registers it as the network
 // "handoff".
