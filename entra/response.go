@@ -75,6 +75,33 @@ func (t Token) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
+// MarshalJSON encodes the token's metadata and never the access token,
+// which reads "[REDACTED]": a Token encoded into a log line, a debug
+// endpoint or an error body shows no secret. Durations are in seconds, as
+// the token endpoint gives them.
+func (t Token) MarshalJSON() ([]byte, error) {
+	type tokenJSON struct {
+		AccessToken  string    `json:"access_token"`
+		TokenType    string    `json:"token_type"`
+		ExpiresIn    int64     `json:"expires_in"`
+		ExpiresAt    time.Time `json:"expires_at"`
+		ExtExpiresIn int64     `json:"ext_expires_in,omitempty"`
+		RefreshIn    int64     `json:"refresh_in,omitempty"`
+	}
+	accessToken := ""
+	if t.AccessToken != "" {
+		accessToken = redacted
+	}
+	return json.Marshal(tokenJSON{
+		AccessToken:  accessToken,
+		TokenType:    t.TokenType,
+		ExpiresIn:    int64(t.ExpiresIn / time.Second),
+		ExpiresAt:    t.ExpiresAt,
+		ExtExpiresIn: int64(t.ExtExpiresIn / time.Second),
+		RefreshIn:    int64(t.RefreshIn / time.Second),
+	})
+}
+
 func (t Token) redactedToken() string {
 	if t.AccessToken == "" {
 		return `""`

@@ -1,6 +1,7 @@
 package entra
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -225,6 +226,13 @@ func TestTokenFormattingRedacts(t *testing.T) {
 	outputs["GoString"] = token.GoString()
 	outputs["Sprint"] = fmt.Sprint(token, &token)
 	outputs["Errorf"] = fmt.Errorf("got %v", &token).Error()
+	for name, v := range map[string]any{"value": token, "pointer": &token, "nested": wrapper{Tok: token, Ptr: &token, List: []*Token{&token}}} {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("json %s: %v", name, err)
+		}
+		outputs["json "+name] = string(raw)
+	}
 
 	core, logs := observer.New(zap.DebugLevel)
 	zap.New(core).Info("token", zap.Any("token", token), zap.Any("ptr", &token), zap.Object("obj", token), zap.Stringer("str", token))
@@ -241,5 +249,17 @@ func TestTokenFormattingRedacts(t *testing.T) {
 	}
 	if !strings.Contains(token.String(), "[REDACTED]") || !strings.Contains(token.String(), "Bearer") {
 		t.Errorf("String() = %q, want a redacted summary", token.String())
+	}
+}
+
+func TestTokenJSONKeepsTheMetadata(t *testing.T) {
+	expiresAt := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	raw, err := json.Marshal(Token{AccessToken: sampleToken, TokenType: "Bearer", ExpiresIn: time.Hour, ExpiresAt: expiresAt, RefreshIn: 30 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"access_token":"[REDACTED]","token_type":"Bearer","expires_in":3600,"expires_at":"2026-11-26T12:00:00Z","refresh_in":1800}`
+	if string(raw) != want {
+		t.Errorf("json = %s, want %s", raw, want)
 	}
 }
