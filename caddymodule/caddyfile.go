@@ -43,6 +43,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		federated_token_file <path>
 //		workload_identity
 //		managed_identity [<client_id>] {
+//			object_id <id>
+//			resource_id <id>
 //			endpoint <url>
 //		}
 //		authority_host <url>
@@ -210,7 +212,8 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 	return cert, nil
 }
 
-// parseManagedIdentity parses `managed_identity [<client_id>] { endpoint <url> }`.
+// parseManagedIdentity parses
+// `managed_identity [<client_id>] { object_id <id>; resource_id <id>; endpoint <url> }`.
 func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error) {
 	mi := new(ManagedIdentityConfig)
 	if d.NextArg() {
@@ -223,6 +226,14 @@ func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error
 		switch d.Val() {
 		case "endpoint":
 			if err := singleArg(d, &mi.Endpoint); err != nil {
+				return nil, err
+			}
+		case "object_id":
+			if err := singleArg(d, &mi.ObjectID); err != nil {
+				return nil, err
+			}
+		case "resource_id":
+			if err := singleArg(d, &mi.ResourceID); err != nil {
 				return nil, err
 			}
 		default:

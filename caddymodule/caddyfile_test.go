@@ -97,6 +97,16 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 						endpoint http://127.0.0.1:9400/metadata/identity/oauth2/token
 					}
 				}
+				application mi2 api://mi/.default {
+					managed_identity {
+						resource_id /subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/n
+					}
+				}
+				application mi3 api://mi/.default {
+					managed_identity {
+						object_id 44444444-0000-4000-8000-000000000001
+					}
+				}
 				application other api://other/.default {
 					tenant_id other-tenant
 					client_id other-client
@@ -128,6 +138,12 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 						ClientID: "33333333-0000-4000-8000-000000000001",
 						Endpoint: "http://127.0.0.1:9400/metadata/identity/oauth2/token",
 					}}},
+					"mi2": {Scopes: []string{"api://mi/.default"}, IdentityConfig: IdentityConfig{ManagedIdentity: &ManagedIdentityConfig{
+						ResourceID: "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/n",
+					}}},
+					"mi3": {Scopes: []string{"api://mi/.default"}, IdentityConfig: IdentityConfig{ManagedIdentity: &ManagedIdentityConfig{
+						ObjectID: "44444444-0000-4000-8000-000000000001",
+					}}},
 					"other": {Scopes: []string{"api://other/.default"}, IdentityConfig: IdentityConfig{
 						TenantID: "other-tenant", ClientID: "other-client",
 						FederatedTokenFile: "/var/run/secrets/token", AuthorityHost: "https://login.microsoftonline.us",
@@ -140,6 +156,8 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 		{name: "certificate twice", input: "entra {\n client_certificate a\n client_certificate b\n }", wantErr: "client_certificate: may appear only once"},
 		{name: "unknown certificate option", input: "entra {\n client_certificate a {\n x5c\n }\n }", wantErr: "unrecognized client_certificate option 'x5c'"},
 		{name: "managed identity extra arg", input: "entra {\n managed_identity a b\n }", wantErr: "wrong argument count"},
+		{name: "managed identity object_id twice", input: "entra {\n managed_identity {\n object_id a\n object_id b\n }\n }", wantErr: "object_id: may appear only once"},
+		{name: "managed identity unknown option", input: "entra {\n managed_identity {\n principal_id a\n }\n }", wantErr: "unrecognized managed_identity option 'principal_id'"},
 		{name: "workload identity arg", input: "entra {\n workload_identity yes\n }", wantErr: "wrong argument count"},
 		{name: "request param arity", input: "entra {\n token_request_param resource\n }", wantErr: "token_request_param: want <name> <value>"},
 		{name: "request param twice", input: "entra {\n token_request_param a 1\n token_request_param a 2\n }", wantErr: "token_request_param a: set twice"},

@@ -90,9 +90,19 @@ type ClientCertificateConfig struct {
 
 // ManagedIdentityConfig is a managed identity credential.
 type ManagedIdentityConfig struct {
-	// ClientID selects a user-assigned identity. Default: the
-	// system-assigned identity.
+	// ClientID selects a user-assigned identity by its client ID. Default:
+	// the system-assigned identity. At most one of ClientID, ObjectID and
+	// ResourceID.
 	ClientID string `json:"client_id,omitempty"`
+
+	// ObjectID selects a user-assigned identity by its object (principal)
+	// ID. Default: none.
+	ObjectID string `json:"object_id,omitempty"`
+
+	// ResourceID selects a user-assigned identity by its Azure resource ID
+	// (/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>).
+	// Default: none.
+	ResourceID string `json:"resource_id,omitempty"`
 
 	// Endpoint is the IMDS token endpoint. Default
 	// http://169.254.169.254/metadata/identity/oauth2/token. Meant for tests.
@@ -196,6 +206,8 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	if mi := id.ManagedIdentity; mi != nil {
 		cfg.ManagedIdentity = &entra.ManagedIdentityCredential{
 			ClientID:     r.value("managed_identity", mi.ClientID),
+			ObjectID:     r.value("managed_identity object_id", mi.ObjectID),
+			ResourceID:   r.value("managed_identity resource_id", mi.ResourceID),
 			IMDSEndpoint: r.value("managed_identity endpoint", mi.Endpoint),
 		}
 	}

@@ -48,6 +48,9 @@ type credential interface {
 // secret all the same: do not log it.
 func (c *Client) CredentialFingerprint() string {
 	if c.credential == nil {
+		if mi := c.managedIdentity; mi.selector == selectObjectID || mi.selector == selectResourceID {
+			return "managed_identity\n" + mi.selector.field() + "=" + mi.selectorValue
+		}
 		return "managed_identity\n" + c.managedIdentity.clientID
 	}
 	return c.credential.kind() + "\n" + c.credential.fingerprint()
@@ -94,8 +97,11 @@ func (c *Client) CredentialType() string {
 // holds no secret, one field per line.
 func (c *Client) Identity() string {
 	parts := []string{c.tokenEndpoint, c.TenantID(), c.ClientID()}
-	if c.managedIdentity != nil {
+	if mi := c.managedIdentity; mi != nil {
 		parts = append(parts, "managed_identity")
+		if mi.selector != selectNone && mi.selector != selectClientID {
+			parts = append(parts, mi.selector.field()+"="+mi.selectorValue)
+		}
 	}
 	if len(c.cfg.ExtraParams) > 0 {
 		names := make([]string, 0, len(c.cfg.ExtraParams))

@@ -42,14 +42,18 @@ var ErrManagedIdentityScope = errors.New("entra: a managed identity token takes 
 //
 // On a VM (and AKS node, Container Instances...) it asks IMDS:
 //
-//	GET {IMDSEndpoint}?api-version=2018-02-01&resource=<resource>[&client_id=<id>]
+//	GET {IMDSEndpoint}?api-version=2018-02-01&resource=<resource>[&client_id=<id>|&object_id=<id>|&msi_res_id=<id>]
 //	Metadata: true
 //
 // On App Service, Functions and Container Apps (IdentityEndpoint and
 // IdentityHeader set) it asks the platform's identity endpoint:
 //
-//	GET {IdentityEndpoint}?api-version=2019-08-01&resource=<resource>[&client_id=<id>]
+//	GET {IdentityEndpoint}?api-version=2019-08-01&resource=<resource>[&client_id=<id>|&principal_id=<id>|&mi_res_id=<id>]
 //	X-IDENTITY-HEADER: <IdentityHeader>
+//
+// A user-assigned identity is selected by one of its client ID, object
+// (principal) ID or Azure resource ID; with none, the host's
+// system-assigned identity answers.
 //
 // The resource is the one scope asked for without its "/.default" suffix.
 // No tenant, client secret or token endpoint is involved; plain http
@@ -58,6 +62,16 @@ type ManagedIdentityCredential struct {
 	// ClientID selects a user-assigned identity by its client ID. Default:
 	// Config.ClientID when set, else the system-assigned identity.
 	ClientID string
+
+	// ObjectID selects a user-assigned identity by its object (principal)
+	// ID. At most one of ClientID (or Config.ClientID), ObjectID and
+	// ResourceID is set. Default: none.
+	ObjectID string
+
+	// ResourceID selects a user-assigned identity by its Azure resource ID:
+	// /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>.
+	// Default: none.
+	ResourceID string
 
 	// IMDSEndpoint is the IMDS token endpoint. Default DefaultIMDSEndpoint.
 	// Setting it (e.g. to an emulator in tests) selects IMDS even where
@@ -76,6 +90,8 @@ type ManagedIdentityCredential struct {
 // managedIdentity is a validated ManagedIdentityCredential.
 type managedIdentity struct {
 	clientID       string
+	selector       identitySelector // how a user-assigned identity is named; none for the system one
+	selectorValue  string
 	endpoint       string // without the query the client adds
 	identityHeader string // "" for IMDS
 }
@@ -94,8 +110,24 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 		}
 		clientID = configured
 	}
-	if hasControlOrSpace(clientID) {
-		return fail("client ID must not contain spaces or control characters")
+	selector, selectorValue := selectNone, ""
+	for _, named := range []struct {
+		selector identitySelector
+		value    string
+	}{{selectClientID, clientID}, {selectObjectID, strings.TrimSpace(spec.ObjectID)}, {selectResourceID, strings.TrimSpace(spec.ResourceID)}} {
+		if named.value == "" {
+			continue
+		}
+		if selector != selectNone {
+			return fail(selector.field() + " and " + named.selector.field() + " both name a user-assigned identity; set one")
+		}
+		if hasControlOrSpace(named.value) {
+			return fail(named.selector.field() + " must not contain spaces or control characters")
+		}
+		selector, selectorValue = named.selector, named.value
+	}
+	if selector == selectResourceID && !strings.HasPrefix(strings.ToLower(selectorValue), "/subscriptions/") {
+		return fail("resource_id must be an Azure resource ID (/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>)")
 	}
 	if len(cfg.ExtraParams) > 0 {
 		return nil, &ConfigError{Field: "token_request_param", Reason: "is not supported with managed_identity"}
@@ -108,7 +140,7 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 			identityEndpoint, identityHeader = "", ""
 		}
 	}
-	mi := &managedIdentity{clientID: clientID}
+	mi := &managedIdentity{clientID: clientID, selector: selector, selectorValue: selectorValue}
 	switch {
 	case identityEndpoint != "" || identityHeader != "":
 		if spec.IMDSEndpoint != "" {
@@ -139,6 +171,31 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	return mi, nil
 }
 
+// identitySelector is how a managed identity credential names its
+// user-assigned identity.
+type identitySelector int
+
+const (
+	selectNone identitySelector = iota // the system-assigned identity
+	selectClientID
+	selectObjectID
+	selectResourceID
+)
+
+// field is the selector's configuration name.
+func (s identitySelector) field() string {
+	return [...]string{"", "client_id", "object_id", "resource_id"}[s]
+}
+
+// queryParameter is the selector's name in a request to IMDS, or to the
+// App Service identity endpoint when appService.
+func (s identitySelector) queryParameter(appService bool) string {
+	if appService {
+		return [...]string{"", "client_id", "principal_id", "mi_res_id"}[s]
+	}
+	return [...]string{"", "client_id", "object_id", "msi_res_id"}[s]
+}
+
 // managedIdentityToken asks the managed identity endpoint for a token for
 // the resource of scope.
 func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token, error) {
@@ -156,8 +213,8 @@ func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token
 	}
 	query := req.URL.Query()
 	query.Set("resource", resource)
-	if mi.clientID != "" {
-		query.Set("client_id", mi.clientID)
+	if mi.selector != selectNone {
+		query.Set(mi.selector.queryParameter(mi.identityHeader != ""), mi.selectorValue)
 	}
 	if mi.identityHeader != "" {
 		query.Set("api-version", appServiceAPIVersion)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,9 @@ const (
 	vaultAudence = "https://vault.azure.net"
 )
 
-func miEmulator(t *testing.T) (*entratest.Emulator, *httptest.Server) {
+// miEmulator serves a host with a system-assigned identity (systemMI) and
+// a user-assigned one (userMI, returned with its object and resource IDs).
+func miEmulator(t *testing.T) (*entratest.Emulator, *httptest.Server, entratest.ManagedIdentity) {
 	t.Helper()
 	emu, srv, err := entratest.NewServer(entratest.Options{TokenLifetime: miTokenLife})
 	if err != nil {
@@ -30,13 +33,13 @@ func miEmulator(t *testing.T) (*entratest.Emulator, *httptest.Server) {
 	}
 	t.Cleanup(srv.Close)
 	emu.AddManagedIdentity(systemMI, true)
-	emu.AddManagedIdentity(userMI, false)
+	user := emu.AddManagedIdentity(userMI, false)
 	emu.SetIdentityHeader(identityHdr)
-	return emu, srv
+	return emu, srv, user
 }
 
 func TestManagedIdentity(t *testing.T) {
-	emu, srv := miEmulator(t)
+	emu, srv, user := miEmulator(t)
 	imds := srv.URL + entratest.IMDSPath
 	appService := srv.URL + entratest.AppServicePath
 	tests := []struct {
@@ -50,6 +53,10 @@ func TestManagedIdentity(t *testing.T) {
 		{"IMDS user-assigned via client_id", entra.Config{ClientID: userMI, ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: imds}}, userMI, imds},
 		{"App Service system-assigned", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IdentityEndpoint: appService, IdentityHeader: identityHdr}}, systemMI, appService},
 		{"App Service user-assigned", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IdentityEndpoint: appService, IdentityHeader: identityHdr, ClientID: userMI}}, userMI, appService},
+		{"IMDS by object ID", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: imds, ObjectID: user.ObjectID}}, userMI, imds},
+		{"IMDS by resource ID", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: imds, ResourceID: user.ResourceID}}, userMI, imds},
+		{"App Service by object ID", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IdentityEndpoint: appService, IdentityHeader: identityHdr, ObjectID: user.ObjectID}}, userMI, appService},
+		{"App Service by resource ID", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IdentityEndpoint: appService, IdentityHeader: identityHdr, ResourceID: user.ResourceID}}, userMI, appService},
 		// TenantID and authority settings are ignored, not validated.
 		{"tenant ignored", entra.Config{TenantID: "a/b", AuthorityHost: "http://example.com", ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: imds}}, systemMI, imds},
 	}
@@ -84,13 +91,17 @@ func TestManagedIdentity(t *testing.T) {
 			}
 		})
 	}
-	if len(identities) != 4 { // "tenant ignored" and "IMDS system-assigned" are one identity, and so are the two user-assigned over IMDS
-		t.Errorf("%d distinct identities, want 4", len(identities))
+	// "tenant ignored" and "IMDS system-assigned" are one identity, and so
+	// are the two user-assigned by client ID over IMDS; naming an identity
+	// by another ID makes another cache identity (the sidecar cannot know
+	// the IDs name the same identity).
+	if len(identities) != 8 {
+		t.Errorf("%d distinct identities, want 8", len(identities))
 	}
 }
 
 func TestManagedIdentityFromEnvironment(t *testing.T) {
-	emu, srv := miEmulator(t)
+	emu, srv, _ := miEmulator(t)
 	t.Setenv("IDENTITY_ENDPOINT", srv.URL+entratest.AppServicePath)
 	t.Setenv("IDENTITY_HEADER", identityHdr)
 	client, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{}})
@@ -156,10 +167,33 @@ func TestManagedIdentityRequestShape(t *testing.T) {
 	if got != (seen{"/msi", "api-version=2019-08-01&resource=api%3A%2F%2Forders", "", identityHdr, "GET"}) {
 		t.Errorf("App Service request = %+v", got)
 	}
+
+	// The name of each ID in each protocol.
+	const objectID, resourceID = "11111111-2222-4333-8444-555555555555", "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/n"
+	for _, tt := range []struct {
+		credential entra.ManagedIdentityCredential
+		wantQuery  string
+	}{
+		{entra.ManagedIdentityCredential{IMDSEndpoint: srv.URL + "/imds", ObjectID: objectID}, "api-version=2018-02-01&object_id=" + objectID + "&resource=api%3A%2F%2Forders"},
+		{entra.ManagedIdentityCredential{IMDSEndpoint: srv.URL + "/imds", ResourceID: resourceID}, "api-version=2018-02-01&msi_res_id=" + url.QueryEscape(resourceID) + "&resource=api%3A%2F%2Forders"},
+		{entra.ManagedIdentityCredential{IdentityEndpoint: srv.URL + "/msi", IdentityHeader: identityHdr, ObjectID: objectID}, "api-version=2019-08-01&principal_id=" + objectID + "&resource=api%3A%2F%2Forders"},
+		{entra.ManagedIdentityCredential{IdentityEndpoint: srv.URL + "/msi", IdentityHeader: identityHdr, ResourceID: resourceID}, "api-version=2019-08-01&mi_res_id=" + url.QueryEscape(resourceID) + "&resource=api%3A%2F%2Forders"},
+	} {
+		client, err := entra.NewClient(entra.Config{ManagedIdentity: &tt.credential})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Token(context.Background(), []string{"api://orders/.default"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-requests; got.query != tt.wantQuery {
+			t.Errorf("query = %s, want %s", got.query, tt.wantQuery)
+		}
+	}
 }
 
 func TestManagedIdentityErrors(t *testing.T) {
-	emu, srv := miEmulator(t)
+	emu, srv, _ := miEmulator(t)
 	imds := srv.URL + entratest.IMDSPath
 	appService := srv.URL + entratest.AppServicePath
 
@@ -208,6 +242,10 @@ func TestManagedIdentityConfigErrors(t *testing.T) {
 		{"IMDS and App Service", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/", IdentityEndpoint: "http://127.0.0.1:2/", IdentityHeader: "h"}}, "managed_identity"},
 		{"bad IMDS endpoint", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: "169.254.169.254/metadata"}}, "managed_identity"},
 		{"extra params", entra.Config{ExtraParams: map[string]string{"resource": "x"}, ManagedIdentity: &entra.ManagedIdentityCredential{}}, "token_request_param"},
+		{"client and object IDs", entra.Config{ClientID: userMI, ManagedIdentity: &entra.ManagedIdentityCredential{ObjectID: systemMI}}, "managed_identity"},
+		{"object and resource IDs", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{ObjectID: systemMI, ResourceID: "/subscriptions/x"}}, "managed_identity"},
+		{"resource ID not a resource ID", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{ResourceID: userMI}}, "managed_identity"},
+		{"object ID with a space", entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{ObjectID: "a b"}}, "managed_identity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

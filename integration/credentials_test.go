@@ -134,7 +134,7 @@ func TestManagedIdentityBothProtocols(t *testing.T) {
 	up := newUpstream(t)
 	const systemID, userID = "44444444-0000-4000-8000-00000000005a", "55555555-0000-4000-8000-0000000000ua"
 	emulator.AddManagedIdentity(systemID, true)
-	emulator.AddManagedIdentity(userID, false)
+	user := emulator.AddManagedIdentity(userID, false)
 	const identityHeader = "app-service-identity-header-value"
 	emulator.SetIdentityHeader(identityHeader)
 
@@ -148,14 +148,32 @@ func TestManagedIdentityBothProtocols(t *testing.T) {
 			managed_identity {env.TEST_USER_MI} {
 				endpoint {env.TEST_IMDS}
 			}
+		}
+		application keys api://keys/.default {
+			managed_identity {
+				object_id {env.TEST_USER_MI_OBJECT}
+				endpoint  {env.TEST_IMDS}
+			}
+		}
+		application blobs api://blobs/.default {
+			managed_identity {
+				resource_id {env.TEST_USER_MI_RESOURCE}
+				endpoint    {env.TEST_IMDS}
+			}
 		}`,
 		route{Path: "/vault", Application: "vault"},
-		route{Path: "/storage", Application: "storage"})
-	env := []string{"TEST_IMDS=" + authority + "/metadata/identity/oauth2/token", "TEST_USER_MI=" + userID, "TEST_UPSTREAM=" + up.server.URL}
+		route{Path: "/storage", Application: "storage"},
+		route{Path: "/keys", Application: "keys"},
+		route{Path: "/blobs", Application: "blobs"})
+	env := []string{"TEST_IMDS=" + authority + "/metadata/identity/oauth2/token", "TEST_USER_MI=" + userID,
+		"TEST_USER_MI_OBJECT=" + user.ObjectID, "TEST_USER_MI_RESOURCE=" + user.ResourceID, "TEST_UPSTREAM=" + up.server.URL}
 
 	t.Run("imds", func(t *testing.T) {
 		replica := startSidecar(t, config, env...)
-		for path, want := range map[string][2]string{"/vault/s": {"https://vault.azure.net", systemID}, "/storage/b": {"https://storage.azure.com", userID}} {
+		for path, want := range map[string][2]string{
+			"/vault/s": {"https://vault.azure.net", systemID}, "/storage/b": {"https://storage.azure.com", userID},
+			"/keys/k": {"api://keys", userID}, "/blobs/b": {"api://blobs", userID}, // by object ID, by resource ID
+		} {
 			claims, err := emulator.Verify(tokenVia(t, replica, up, path))
 			if err != nil || claims.Audience != want[0] || claims.AppID != want[1] {
 				t.Errorf("%s: aud %q appid %q (err %v), want %q %q", path, claims.Audience, claims.AppID, err, want[0], want[1])

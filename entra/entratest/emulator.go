@@ -98,10 +98,10 @@ type Emulator struct {
 	failures      []Failure // queued, consumed one per token request
 	failAll       *Failure  // set by FailNext(-1, f)
 
-	usedJTIs          map[string]time.Time // client assertion jti -> exp
-	managedIdentities map[string]managedIdentity
-	systemIdentity    string // client ID of the system-assigned identity
-	identityHeader    string // App Service X-IDENTITY-HEADER secret
+	usedJTIs          map[string]time.Time       // client assertion jti -> exp
+	managedIdentities map[string]ManagedIdentity // by client ID
+	systemIdentity    string                     // client ID of the system-assigned identity
+	identityHeader    string                     // App Service X-IDENTITY-HEADER secret
 }
 
 // New returns an Emulator with a fresh RSA-2048 signing key and no clients
@@ -157,7 +157,7 @@ func New(opts Options) (*Emulator, error) {
 		federationKey:     federationKey,
 		federationKid:     newUUID(),
 		usedJTIs:          make(map[string]time.Time),
-		managedIdentities: make(map[string]managedIdentity),
+		managedIdentities: make(map[string]ManagedIdentity),
 	}
 	e.mux = http.NewServeMux()
 	e.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.handleToken)

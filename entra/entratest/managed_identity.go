@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -27,24 +29,37 @@ const (
 	AppServiceAPIVersion = "2019-08-01"
 )
 
-// managedIdentity is one managed identity of the emulated host.
-type managedIdentity struct {
-	clientID string
-	objectID string
+// ManagedIdentity is one managed identity of the emulated host and the
+// three IDs that name it.
+type ManagedIdentity struct {
+	ClientID string
+	// ObjectID is its object (principal) ID, derived from the client ID.
+	ObjectID string
+	// ResourceID is its Azure resource ID, derived from the client ID:
+	// /subscriptions/<uuid>/resourcegroups/entratest/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<client ID>.
+	ResourceID string
 }
 
 // AddManagedIdentity gives the emulated host a managed identity with
-// clientID. With system, it is the system-assigned identity (the one a
-// request without client_id gets; a later system identity replaces it);
-// otherwise a user-assigned identity, selected by client_id.
-func (e *Emulator) AddManagedIdentity(clientID string, system bool) {
+// clientID and returns it. With system, it is the system-assigned identity
+// (the one a request that names none gets; a later system identity replaces
+// it); otherwise a user-assigned identity, selected by client_id, by object
+// ID (IMDS object_id, App Service principal_id) or by resource ID (IMDS
+// msi_res_id, App Service mi_res_id).
+func (e *Emulator) AddManagedIdentity(clientID string, system bool) ManagedIdentity {
 	sum := sha256.Sum256([]byte("managed identity\x00" + e.tenantID + "\x00" + clientID))
+	identity := ManagedIdentity{
+		ClientID:   clientID,
+		ObjectID:   uuidFromBytes(sum[:16]),
+		ResourceID: "/subscriptions/" + uuidFromBytes(sum[16:]) + "/resourcegroups/entratest/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" + clientID,
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.managedIdentities[clientID] = managedIdentity{clientID: clientID, objectID: uuidFromBytes(sum[:16])}
+	e.managedIdentities[clientID] = identity
 	if system {
 		e.systemIdentity = clientID
 	}
+	return identity
 }
 
 // SetIdentityHeader sets the secret the App Service endpoint requires in
@@ -91,8 +106,12 @@ func (e *Emulator) handleIMDS(w http.ResponseWriter, r *http.Request) {
 		imdsError(w, http.StatusBadRequest, "invalid_request", "Required audience parameter not specified")
 		return
 	}
-	identity, ok := e.selectIdentity(query.Get("client_id"))
-	if !ok {
+	identity, found, ambiguous := e.selectIdentity(query, "object_id", "msi_res_id")
+	switch {
+	case ambiguous:
+		imdsError(w, http.StatusBadRequest, "invalid_request", "Multiple identity parameters specified; use one of client_id, object_id, msi_res_id")
+		return
+	case !found:
 		imdsError(w, http.StatusBadRequest, "invalid_request", "Identity not found")
 		return
 	}
@@ -104,7 +123,7 @@ func (e *Emulator) handleIMDS(w http.ResponseWriter, r *http.Request) {
 	seconds := strconv.FormatInt(int64(lifetime/time.Second), 10)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token":   accessToken,
-		"client_id":      identity.clientID,
+		"client_id":      identity.ClientID,
 		"expires_in":     seconds,
 		"expires_on":     strconv.FormatInt(now.Add(lifetime).Unix(), 10),
 		"ext_expires_in": seconds,
@@ -138,8 +157,12 @@ func (e *Emulator) handleAppService(w http.ResponseWriter, r *http.Request) {
 		appServiceError(w, http.StatusBadRequest, "The resource parameter is required.")
 		return
 	}
-	identity, ok := e.selectIdentity(query.Get("client_id"))
-	if !ok {
+	identity, found, ambiguous := e.selectIdentity(query, "principal_id", "mi_res_id")
+	switch {
+	case ambiguous:
+		appServiceError(w, http.StatusBadRequest, "Only one of client_id, principal_id and mi_res_id may be specified.")
+		return
+	case !found:
 		appServiceError(w, http.StatusBadRequest, "No managed identity found for the request.")
 		return
 	}
@@ -153,29 +176,45 @@ func (e *Emulator) handleAppService(w http.ResponseWriter, r *http.Request) {
 		"expires_on":   strconv.FormatInt(now.Add(lifetime).Unix(), 10),
 		"resource":     resource,
 		"token_type":   "Bearer",
-		"client_id":    identity.clientID,
+		"client_id":    identity.ClientID,
 	})
 }
 
-// selectIdentity returns the user-assigned identity with clientID, or the
-// system-assigned identity when clientID is empty.
-func (e *Emulator) selectIdentity(clientID string) (managedIdentity, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if clientID == "" {
-		clientID = e.systemIdentity
-		if clientID == "" {
-			return managedIdentity{}, false
+// selectIdentity returns the identity the query names by client_id, by
+// objectIDParam or by resourceIDParam (resource IDs compare without regard
+// to case, as Azure's do), or the system-assigned identity when it names
+// none. ambiguous: it names more than one.
+func (e *Emulator) selectIdentity(query url.Values, objectIDParam, resourceIDParam string) (identity ManagedIdentity, found, ambiguous bool) {
+	clientID, objectID, resourceID := query.Get("client_id"), query.Get(objectIDParam), query.Get(resourceIDParam)
+	named := 0
+	for _, id := range []string{clientID, objectID, resourceID} {
+		if id != "" {
+			named++
 		}
 	}
-	identity, ok := e.managedIdentities[clientID]
-	return identity, ok
+	if named > 1 {
+		return ManagedIdentity{}, false, true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if named == 0 {
+		identity, found = e.managedIdentities[e.systemIdentity]
+		return identity, found && e.systemIdentity != "", false
+	}
+	for _, candidate := range e.managedIdentities {
+		if clientID != "" && candidate.ClientID == clientID ||
+			objectID != "" && candidate.ObjectID == objectID ||
+			resourceID != "" && strings.EqualFold(candidate.ResourceID, resourceID) {
+			return candidate, true, false
+		}
+	}
+	return ManagedIdentity{}, false, false
 }
 
 // issueManagedIdentityToken waits out the response delay and signs a token
 // for identity: aud = resource, appid = the identity's client ID. On
 // failure it has answered the request and returns false.
-func (e *Emulator) issueManagedIdentityToken(w http.ResponseWriter, r *http.Request, identity managedIdentity, resource string) (time.Time, time.Duration, string, bool) {
+func (e *Emulator) issueManagedIdentityToken(w http.ResponseWriter, r *http.Request, identity ManagedIdentity, resource string) (time.Time, time.Duration, string, bool) {
 	e.mu.Lock()
 	lifetime, delay := e.lifetime, e.responseDelay
 	e.mu.Unlock()
@@ -184,7 +223,7 @@ func (e *Emulator) issueManagedIdentityToken(w http.ResponseWriter, r *http.Requ
 	}
 	lifetime = max(lifetime.Truncate(time.Second), time.Second)
 	now := e.now()
-	accessToken, err := e.issue(identity.clientID, identity.objectID, resource, acrCertificate, now, lifetime)
+	accessToken, err := e.issue(identity.ClientID, identity.ObjectID, resource, acrCertificate, now, lifetime)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("signing failed: %v", err), http.StatusInternalServerError)
 		return time.Time{}, 0, "", false

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -37,7 +38,7 @@ func TestIMDS(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
 	e, srv := startEmulator(t, Options{Now: clock.Now, TokenLifetime: time.Hour})
 	e.AddManagedIdentity(systemIdentity, true)
-	e.AddManagedIdentity(userIdentity, false)
+	user := e.AddManagedIdentity(userIdentity, false)
 	metadata := http.Header{"Metadata": {"true"}}
 	imds := func(query url.Values) string { return srv.URL + IMDSPath + "?" + query.Encode() }
 
@@ -85,6 +86,7 @@ func TestIMDS(t *testing.T) {
 		"old api-version":    {url.Values{"api-version": {"2017-09-01"}, "resource": {"r"}}, metadata},
 		"no resource":        {url.Values{"api-version": {IMDSAPIVersion}}, metadata},
 		"unknown identity":   {url.Values{"api-version": {IMDSAPIVersion}, "resource": {"r"}, "client_id": {"nobody"}}, metadata},
+		"two identity IDs":   {url.Values{"api-version": {IMDSAPIVersion}, "resource": {"r"}, "client_id": {userIdentity}, "object_id": {user.ObjectID}}, metadata},
 	} {
 		r := getJSON(t, imds(tc.query), tc.header)
 		if r.status != 400 || r.body["error"] != "invalid_request" || r.body["error_description"] == "" {
@@ -92,12 +94,23 @@ func TestIMDS(t *testing.T) {
 		}
 	}
 
+	for name, query := range map[string]url.Values{
+		"object_id":  {"object_id": {user.ObjectID}},
+		"msi_res_id": {"msi_res_id": {strings.ToUpper(user.ResourceID)}}, // Azure resource IDs ignore case
+	} {
+		query.Set("api-version", IMDSAPIVersion)
+		query.Set("resource", "r")
+		if r := getJSON(t, imds(query), metadata); r.status != 200 || r.body["client_id"] != userIdentity {
+			t.Errorf("by %s: %d %v", name, r.status, r.body)
+		}
+	}
+
 	e.FailNext(1, Failure{Status: 503})
 	if r := getJSON(t, imds(url.Values{"api-version": {IMDSAPIVersion}, "resource": {"r"}}), metadata); r.status != 503 {
 		t.Errorf("FailNext: %d %v", r.status, r.body)
 	}
-	if e.TokenRequests() != 9 || e.IssuedTokens() != 2 {
-		t.Errorf("TokenRequests, IssuedTokens = %d, %d; want 9, 2", e.TokenRequests(), e.IssuedTokens())
+	if e.TokenRequests() != 12 || e.IssuedTokens() != 4 {
+		t.Errorf("TokenRequests, IssuedTokens = %d, %d; want 12, 4", e.TokenRequests(), e.IssuedTokens())
 	}
 }
 
