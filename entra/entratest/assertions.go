@@ -51,7 +51,9 @@ type federatedSubject struct {
 // AddCertificateClient registers clientID with cert as its only certificate
 // credential (replacing any it had; its secret and other credentials stay).
 // The client then authenticates with a client assertion signed by cert's
-// key, whose header names cert by x5t#S256 (or x5t).
+// key, whose header names cert by x5t#S256 (or x5t), while cert is valid
+// (from its NotBefore to its NotAfter, by the emulator's clock; otherwise
+// AADSTS700027, "The key used is expired").
 func (e *Emulator) AddCertificateClient(clientID string, cert *x509.Certificate) {
 	e.updateClient(clientID, func(c *client) { c.certs = []*x509.Certificate{cert} })
 }
@@ -259,6 +261,13 @@ func (e *Emulator) assertionKey(header map[string]any, registered client) (*rsa.
 	}
 	for _, cert := range registered.certs {
 		if (x5tS256 != "" && x5tS256 == thumbprintS256(cert)) || (x5tS256 == "" && x5t == thumbprintSHA1(cert)) {
+			// A key credential is valid from the certificate's NotBefore to
+			// its NotAfter, as the portal registers it.
+			if now := e.now(); now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+				return nil, &entraError{http.StatusUnauthorized, "invalid_client", 700027,
+					fmt.Sprintf("Client assertion failed signature validation. [Reason - The key used is expired., Thumbprint of key used by client: '%s', Found key 'Start=%s, End=%s']",
+						thumbprintS256(cert), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))}
+			}
 			pub, ok := cert.PublicKey.(*rsa.PublicKey)
 			if !ok {
 				break

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"math/big"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,6 +208,33 @@ func TestClientAssertionValidation(t *testing.T) {
 	}
 	if e.AssertionsSeen() != int64(len(tests)) || e.AssertionsAccepted() != 3 {
 		t.Errorf("AssertionsSeen, AssertionsAccepted = %d, %d; want %d, 3", e.AssertionsSeen(), e.AssertionsAccepted(), len(tests))
+	}
+}
+
+func TestAnExpiredCertificateIsRefused(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	e, srv := startEmulator(t, Options{Now: clock.Now})
+	endpoint := srv.URL + e.TokenPath()
+	key := testKey(t, 0)
+	cert := testCert(t, key, "app", false, nil, nil) // valid for the next 24 hours
+	e.AddCertificateClient(clientID, cert)
+	assertion := func() string {
+		now := clock.Now()
+		exp := now.Add(5 * time.Minute)
+		return signAssertion(t, assertionSpec{key: key, x5tS256: cert, iss: clientID, sub: clientID, aud: endpoint,
+			jti: newUUID(), iat: &now, nbf: &now, exp: &exp})
+	}
+	if r := post(t, endpoint, assertionForm(assertion())); r.status != 200 {
+		t.Fatalf("while the certificate is valid: %d %v", r.status, r.body)
+	}
+	clock.Advance(25 * time.Hour)
+	r := post(t, endpoint, assertionForm(assertion()))
+	if r.status != 401 || r.body["error"] != "invalid_client" {
+		t.Fatalf("after NotAfter: %d %v, want 401 invalid_client", r.status, r.body)
+	}
+	checkEntraErrorBody(t, r, 700027)
+	if description, _ := r.body["error_description"].(string); !strings.Contains(description, "expired") {
+		t.Errorf("error_description %q does not say the key expired", description)
 	}
 }
 
