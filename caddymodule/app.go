@@ -150,6 +150,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // registers them with the (pooled) cache.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	return a.provision(caddy.NewReplacer())
 }
 
@@ -162,11 +165,15 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start makes the pooled cache log through this config's logger. Only a
+// Start makes the pooled cache (and go-redis) log through this config's
+// logger. Only a
 // config that is being committed starts: one that failed to load (and whose
 // log writers Caddy then closes) never takes the cache's logger.
 func (a *App) Start() error {
 	a.cache.SetLogger(a.logger)
+	if a.Redis != nil {
+		tokencache.RouteRedisLogs(a.logger.Named("redis"))
+	}
 	return nil
 }
 

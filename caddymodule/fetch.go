@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -15,8 +16,12 @@ import (
 // (status, error, AADSTS codes, trace and correlation IDs), never the token
 // or the secret; the cache logs successful fetches.
 func fetchFunc(client *entra.Client, application string, scopes []string, logger *zap.Logger) tokencache.FetchFunc {
+	m := metrics()
 	return func(ctx context.Context) (tokencache.Fetched, error) {
+		start := time.Now()
 		token, err := client.Token(ctx, scopes)
+		m.tokenRequestDuration.WithLabelValues(application).Observe(time.Since(start).Seconds())
+		m.tokenRequests.WithLabelValues(application, tokenRequestResult(err)).Inc()
 		if err != nil {
 			logger.Error("token request failed", append(requestErrorFields(err),
 				zap.String("application", application),

@@ -153,6 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
+	metrics().requests.WithLabelValues(h.Application, resultInjected).Inc()
 	in := h.injectionFor(credential)
 	r.Header.Del(h.header)
 	r.Header.Set(h.header, in.headerValue)
@@ -185,6 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // purge drops a token that downstream refused.
 func (h *Handler) purge(r *http.Request, credential tokencache.ClientCredential, status int) {
 	if h.app.purge(r.Context(), h.Application, credential.AccessToken) {
+		metrics().purges.WithLabelValues(h.Application).Inc()
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",
 			zap.String("application", h.Application),
 			zap.Int("status", status),
@@ -211,8 +213,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if r.Context().Err() != nil {
 		// The client went away; there is nobody to answer.
+		metrics().requests.WithLabelValues(h.Application, "canceled").Inc()
 		return caddyhttp.Error(499, err)
 	}
+	metrics().requests.WithLabelValues(h.Application, body.Code).Inc()
 	h.logger.Warn("no token injected",
 		zap.String("application", h.Application),
 		zap.String("code", body.Code),

@@ -260,7 +260,6 @@ func (s *cacheSettings) poolKey() (string, error) {
 func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	var store tokencache.Store = tokencache.NewMemoryStore()
 	if s.Redis != nil {
-		tokencache.RouteRedisLogs(logger.Named("redis"))
 		redisStore, err := tokencache.NewRedisStore(*s.Redis)
 		if err != nil {
 			return nil, configError("redis", strings.TrimPrefix(err.Error(), "tokencache: "))

@@ -61,6 +61,9 @@ func (c *conn) headerRead() {
 	}
 	c.mu.Unlock()
 	dropped := v.awaitShutdown(holdLimit)
+	if dropped {
+		stats.held.Add(1)
+	}
 	c.mu.Lock()
 	c.held = dropped && !c.closed
 	c.mu.Unlock()

@@ -55,6 +55,16 @@ import (
 	"time"
 )
 
+// stats counts, for the whole process, connections handed off and
+// requests ConnState held until their server's shutdown.
+var stats struct{ handedOff, held atomic.Int64 }
+
+// Stats returns how many connections Views' servers gave up and were handed
+// to a newer View, and how many requests ConnState held until their
+// server's Shutdown began (then answered by the newer one), since the
+// process started.
+func Stats() (handedOff, held int64) { return stats.handedOff.Load(), stats.held.Load() }
+
 // sockets holds the shared sockets by network and address.
 var sockets = struct {
 	sync.Mutex
@@ -300,6 +310,7 @@ func (v *View) handOff(underlying net.Conn, replay []byte) bool {
 		return false
 	}
 	v.handoffs.Add(1)
+	stats.handedOff.Add(1)
 	// The connection keeps none of the old server's deadlines.
 	_ = underlying.SetDeadline(time.Time{})
 	go v.socket.deliver(newConn(underlying, replay))

@@ -105,7 +105,11 @@ func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
 	if got := f.emulator.TokenRequests(); got != 1 {
 		t.Errorf("token requests = %d after 6 reloads, want 1", got)
 	}
-	t.Logf("%d requests over 6 reloads, %d failed", sent, len(failures))
+	handoffs := metricLines(scrapeMetrics(t, replica), "caddy_entra_handoff_")
+	if len(handoffs) != 2 || strings.HasSuffix(handoffs[0], " 0") {
+		t.Errorf("handoff metrics %q, want connections handed off over 6 reloads under load", handoffs)
+	}
+	t.Logf("%d requests over 6 reloads, %d failed; %s", sent, len(failures), strings.Join(handoffs, ", "))
 	if sent < 500 {
 		t.Errorf("only %d requests sent: the load did not run", sent)
 	}

@@ -374,6 +374,10 @@ func (ks *keyState) currentRecord() *ClientCredential {
 	return ks.current
 }
 
+// StoreAvailable reports whether the store answered its last call: false
+// from a failure until the next success.
+func (c *Cache) StoreAvailable() bool { return !c.storeDown.Load() }
+
 // storeFailed logs the first failure of an outage.
 func (c *Cache) storeFailed(err error) {
 	if c.storeDown.CompareAndSwap(false, true) {

@@ -1,0 +1,120 @@
+package caddymodule
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/handoff"
+)
+
+// Results of a token request, as the token_requests_total result label.
+const (
+	resultSuccess   = "success"
+	resultThrottled = "throttled" // 429 or 503 with Retry-After
+	resultTransient = "transient_error"
+	resultPermanent = "permanent_error"
+)
+
+// resultInjected is the requests_total result of a request that got its
+// token; the others are the error codes answered.
+const resultInjected = "injected"
+
+// moduleMetrics are the module's Prometheus collectors: namespace caddy,
+// subsystem entra. They are made once per process and registered on each
+// config's registry, so counters carry over reloads. Labels hold
+// application names (bounded by the config) and fixed results, never a
+// token or a secret.
+type moduleMetrics struct {
+	tokenRequests        *prometheus.CounterVec
+	tokenRequestDuration *prometheus.HistogramVec
+	requests             *prometheus.CounterVec
+	purges               *prometheus.CounterVec
+	storeAvailable       prometheus.GaugeFunc
+	handoffConnections   prometheus.CounterFunc
+	handoffHeld          prometheus.CounterFunc
+}
+
+// metrics returns the module's collectors, making them on first use.
+var metrics = sync.OnceValue(func() *moduleMetrics {
+	const ns, sub = "caddy", "entra"
+	return &moduleMetrics{
+		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "token_requests_total",
+			Help: "Token requests sent to the token endpoint, by application and result (success, throttled, transient_error, permanent_error).",
+		}, []string{"application", "result"}),
+		tokenRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "token_request_duration_seconds",
+			Help:    "Time taken by token requests, by application.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"application"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Requests through entra_token, by application and result: injected, or the error code answered.",
+		}, []string{"application", "result"}),
+		purges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tokens_purged_total",
+			Help: "Tokens purged because downstream refused them (purge_on_status), by application.",
+		}, []string{"application"}),
+		storeAvailable: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_available",
+			Help: "1 while the token stores in use answered their last call (Redis, or the in-memory store), 0 from a failed call to the next success.",
+		}, storesAvailable),
+		handoffConnections: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "handoff_connections_total",
+			Help: "Connections on handoff/ addresses that a reloaded config's server gave up and the new one took over.",
+		}, func() float64 { handedOff, _ := handoff.Stats(); return float64(handedOff) }),
+		handoffHeld: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "handoff_held_requests_total",
+			Help: "Requests read as a reload began that were held until the old server stopped, then answered by the new one.",
+		}, func() float64 { _, held := handoff.Stats(); return float64(held) }),
+	}
+})
+
+// registerMetrics registers the module's collectors on registry; a
+// collector already there is fine.
+func registerMetrics(registry *prometheus.Registry) error {
+	if registry == nil {
+		return nil
+	}
+	m := metrics()
+	for _, c := range []prometheus.Collector{m.tokenRequests, m.tokenRequestDuration, m.requests, m.purges,
+		m.storeAvailable, m.handoffConnections, m.handoffHeld} {
+		var already prometheus.AlreadyRegisteredError
+		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
+			return err
+		}
+	}
+	return nil
+}
+
+// storesAvailable is 1 unless a pooled cache's store is in an outage.
+func storesAvailable() float64 {
+	available := 1.0
+	cachePool.Range(func(_, value any) bool {
+		if pooled, ok := value.(pooledCache); ok && !pooled.StoreAvailable() {
+			available = 0
+		}
+		return true
+	})
+	return available
+}
+
+// tokenRequestResult classifies a token request's outcome.
+func tokenRequestResult(err error) string {
+	if err == nil {
+		return resultSuccess
+	}
+	var re *entra.RequestError
+	switch {
+	case !errors.As(err, &re):
+		return resultTransient
+	case re.RetryAfterHint() > 0 && (re.StatusCode == 429 || re.StatusCode == 503):
+		return resultThrottled
+	case re.PermanentFailure():
+		return resultPermanent
+	}
+	return resultTransient
+}

@@ -1,0 +1,122 @@
+package caddymodule
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/entra/entratest"
+)
+
+// counter reads one labelled counter of the module's metrics.
+func counter(vec *prometheus.CounterVec, labels ...string) float64 {
+	return testutil.ToFloat64(vec.WithLabelValues(labels...))
+}
+
+func TestMetricsCountTokenRequestsInjectionsAndPurges(t *testing.T) {
+	m := metrics()
+	app, emulator, _ := newTestApp(t, unitClientSecret)
+	h := &Handler{Application: "orders-api", app: app, logger: app.logger, header: DefaultHeader, purgeOnStatus: defaultPurgeOnStatus}
+	newReq := func() *http.Request { return httptest.NewRequest(http.MethodGet, "http://sidecar/", nil) }
+	successes, injected, purged := counter(m.tokenRequests, "orders-api", resultSuccess), counter(m.requests, "orders-api", resultInjected), counter(m.purges, "orders-api")
+	durations := testutil.CollectAndCount(m.tokenRequestDuration)
+
+	for range 3 {
+		serveWith(t, h, http.StatusOK, newReq())
+	}
+	serveWith(t, h, http.StatusUnauthorized, newReq()) // purged: the next request fetches again
+	serveWith(t, h, http.StatusOK, newReq())
+
+	if got := counter(m.tokenRequests, "orders-api", resultSuccess) - successes; got != 2 || emulator.TokenRequests() != 2 {
+		t.Errorf("token requests counted %v, emulator saw %d; want 2 and 2", got, emulator.TokenRequests())
+	}
+	if got := counter(m.requests, "orders-api", resultInjected) - injected; got != 5 {
+		t.Errorf("injected %v, want 5", got)
+	}
+	if got := counter(m.purges, "orders-api") - purged; got != 1 {
+		t.Errorf("purged %v, want 1", got)
+	}
+	if got := testutil.CollectAndCount(m.tokenRequestDuration); got < max(durations, 1) {
+		t.Errorf("token request duration series = %d", got)
+	}
+
+	// Throttled: 503 answered with Retry-After; the token request counts as throttled.
+	throttledApp, throttledEmulator, _ := newTestApp(t, unitClientSecret)
+	throttledEmulator.FailNext(-1, entratest.Failure{Status: http.StatusTooManyRequests, RetryAfter: "20"})
+	throttled, answered := counter(m.tokenRequests, "graph-api", resultThrottled), counter(m.requests, "graph-api", "MICROSOFT_TOKEN_REQUEST_FAILED")
+	th := &Handler{Application: "graph-api", app: throttledApp, logger: throttledApp.logger, header: DefaultHeader}
+	if rec, _ := serveWith(t, th, http.StatusOK, newReq()); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", rec.Code)
+	}
+	if got := counter(m.tokenRequests, "graph-api", resultThrottled) - throttled; got != 1 {
+		t.Errorf("throttled token requests %v, want 1", got)
+	}
+	if got := counter(m.requests, "graph-api", "MICROSOFT_TOKEN_REQUEST_FAILED") - answered; got != 1 {
+		t.Errorf("requests answered MICROSOFT_TOKEN_REQUEST_FAILED %v, want 1", got)
+	}
+}
+
+func TestTokenRequestResult(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{nil, resultSuccess},
+		{&entra.RequestError{StatusCode: 429, RetryAfter: time.Second}, resultThrottled},
+		{&entra.RequestError{StatusCode: 503, RetryAfter: time.Second}, resultThrottled},
+		{&entra.RequestError{StatusCode: 503}, resultTransient},
+		{&entra.RequestError{StatusCode: 401, Code: "invalid_client", ErrorCodes: []int{7000215}}, resultPermanent},
+		{errors.New("dial tcp: connection refused"), resultTransient},
+	} {
+		if got := tokenRequestResult(tt.err); got != tt.want {
+			t.Errorf("tokenRequestResult(%v) = %s, want %s", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestMetricsRegisterOnEachConfigsRegistryAndHoldNoSecret(t *testing.T) {
+	app, _, _ := newTestApp(t, unitClientSecret)
+	h := &Handler{Application: "orders-api", app: app, logger: app.logger, header: DefaultHeader}
+	_, seen := serveWith(t, h, http.StatusOK, httptest.NewRequest(http.MethodGet, "http://sidecar/", nil))
+	token := strings.TrimPrefix(seen[0], "Bearer ")
+
+	registry := prometheus.NewPedanticRegistry()
+	for range 2 { // a config provisions several times; a reload brings a new registry
+		if err := registerMetrics(registry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	families, err := registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	names := map[string]bool{}
+	for _, family := range families {
+		names[family.GetName()] = true
+		if _, err := expfmt.MetricFamilyToText(&text, family); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"caddy_entra_token_requests_total", "caddy_entra_requests_total", "caddy_entra_token_request_duration_seconds",
+		"caddy_entra_store_available", "caddy_entra_handoff_connections_total", "caddy_entra_handoff_held_requests_total"} {
+		if !names[want] {
+			t.Errorf("%s not gathered (got %v)", want, names)
+		}
+	}
+	if strings.Contains(text.String(), token) || strings.Contains(text.String(), unitClientSecret) {
+		t.Error("the metrics hold the token or the secret")
+	}
+	if !strings.Contains(text.String(), "caddy_entra_store_available 1") {
+		t.Errorf("store_available is not 1 with the memory store:\n%s", text.String())
+	}
+}
