@@ -26,11 +26,13 @@ func init() {
 	caddy.RegisterNetwork(HandoffNetwork, listenHandoff)
 }
 
-// hookHandoffServers makes every server of the config's http app that
-// listens on a HandoffNetwork address call handoff.ConnState, which lets a
-// request read in the instant a reload begins be answered by the new config
-// instead of dropped. It runs while the http app is provisioned (from an
-// entra_token handler's Provision), before the servers start.
+// hookHandoffServers gives every server of the config's http app that may
+// listen on a HandoffNetwork address its handoff.ServerHooks: its ConnState
+// and shutdown hooks tell the handoff package what only net/http knows
+// (a response finished, a connection hijacked, a request read as a reload
+// begins, the server's shutdown begun). It runs while the http app is
+// provisioned (from an entra_token handler's Provision), before the servers
+// start.
 func hookHandoffServers(ctx caddy.Context) {
 	appIface, err := ctx.AppIfConfigured("http")
 	if err != nil {
@@ -41,14 +43,21 @@ func hookHandoffServers(ctx caddy.Context) {
 		return
 	}
 	for _, srv := range httpApp.Servers {
-		if slices.ContainsFunc(srv.Listen, isHandoffAddress) {
-			srv.RegisterConnState(handoff.ConnState)
+		if slices.ContainsFunc(srv.Listen, mayBeHandoffAddress) {
+			hooks := handoff.NewServerHooks()
+			srv.RegisterConnState(hooks.ConnState)
+			srv.RegisterOnShutdown(hooks.ShutdownBegun)
 		}
 	}
 }
 
-func isHandoffAddress(address string) bool {
-	return strings.HasPrefix(strings.TrimSpace(address), HandoffNetwork+"/")
+// mayBeHandoffAddress reports whether a listen address is, or may become
+// once its placeholders are replaced, on HandoffNetwork (network names are
+// case-insensitive). Hooks on a server without such a listener cost a
+// type check per connection state change.
+func mayBeHandoffAddress(address string) bool {
+	address = strings.ToLower(strings.TrimSpace(address))
+	return strings.HasPrefix(address, HandoffNetwork+"/") || strings.Contains(address, "{")
 }
 
 // listenHandoff is the caddy.ListenerFunc of HandoffNetwork.

@@ -31,3 +31,19 @@ func TestListenHandoffServesTheOffsetPort(t *testing.T) {
 		t.Fatalf("offset past the range: err = %v", err)
 	}
 }
+
+func TestMayBeHandoffAddress(t *testing.T) {
+	for address, want := range map[string]bool{
+		"handoff/127.0.0.1:8080":   true,
+		"HANDOFF/127.0.0.1:8080":   true, // Caddy lowercases network names
+		"{env.SIDECAR_LISTEN}":     true, // may become one
+		"127.0.0.1:8080":           false,
+		"tcp/127.0.0.1:8080":       false,
+		"unix//run/sidecar.sock":   false,
+		" handoff/[::1]:8080-8089": true,
+	} {
+		if got := mayBeHandoffAddress(address); got != want {
+			t.Errorf("mayBeHandoffAddress(%q) = %v, want %v", address, got, want)
+		}
+	}
+}

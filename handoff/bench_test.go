@@ -11,7 +11,7 @@ import (
 
 // BenchmarkKeepAliveRequest is one POST and its response on a keep-alive
 // connection over loopback, served through a plain listener and through a
-// View with its ConnState hook, to measure what following the exchange
+// View with its ServerHooks, to measure what following the exchange
 // costs.
 func BenchmarkKeepAliveRequest(b *testing.B) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -32,7 +32,9 @@ func BenchmarkKeepAliveRequest(b *testing.B) {
 			}
 			srv := &http.Server{Handler: handler}
 			if name == "view" {
-				srv.ConnState = ConnState
+				hooks := NewServerHooks()
+				srv.ConnState = hooks.ConnState
+				srv.RegisterOnShutdown(hooks.ShutdownBegun)
 			}
 			go srv.Serve(ln)
 			defer srv.Close()

@@ -18,7 +18,7 @@ const maxPending = 64 << 10
 // response waits for its View to close before it is closed (default 100 ms).
 // net/http marks its Shutdown before it closes its listeners, so a server
 // may stop after a response an instant before its View learns of it.
-const handoffGrace = 100 * time.Millisecond
+var handoffGrace = 100 * time.Millisecond
 
 // conn follows the HTTP/1.1 exchange on one accepted connection closely
 // enough to know, when its server closes it, whether that server left it at
@@ -66,11 +66,14 @@ type conn struct {
 	// newRequest: bytes of a request were read after a finished response
 	// (or on a fresh connection) and its response has not begun.
 	newRequest bool
-	// hooked: the server calls ConnState. active: ConnState reported the
-	// request being read as active, which net/http does before it can
-	// serve it. held: ConnState held that request until the View closed,
-	// so net/http's shutdown check drops it unanswered.
-	hooked, active, held bool
+	// hooks are the server's, when it has them (see ServerHooks). active:
+	// they reported the request being read as active, which net/http does
+	// before it can serve it. held: they held that request until the
+	// server's Shutdown began, so net/http's shutdown check drops it
+	// unanswered. early: bytes of a next request were read before net/http
+	// reported the response finished; until it does, no boundary.
+	hooks               *ServerHooks
+	active, held, early bool
 	// http11: the request being answered is HTTP/1.1.
 	http11 bool
 	// bodyLeft is how many bytes of the answered request's body were
@@ -154,10 +157,14 @@ func (c *conn) Read(p []byte) (int, error) {
 // is held. Otherwise the connection is between two exchanges.
 func (c *conn) midResponse() bool { return !c.completed && c.writes > 0 }
 
+// answering reports whether the response to the current request has begun
+// and no byte of a next request has been read since; c.mu is held.
+func (c *conn) answering() bool { return c.writes > 0 && !c.newRequest }
+
 // waitsForRequest reports whether the server is between two exchanges and
 // has not read a whole request header since; c.mu is held.
 func (c *conn) waitsForRequest() bool {
-	if c.noHandoff || c.overflow || c.midResponse() || c.view == nil || c.view.isNewest() {
+	if c.noHandoff || c.overflow || c.early || c.midResponse() || c.view == nil || c.view.isNewest() {
 		return false
 	}
 	return headerEnd(c.pending) < 0 && (len(c.pending) == 0 || looksLikeRequest(c.pending))
@@ -199,23 +206,19 @@ func (c *conn) recordRead(b []byte) {
 	if !c.everUsed && !looksLikeRequest(b) {
 		c.noHandoff = true
 	}
-	if c.midResponse() {
-		b = c.readMidResponse(b)
-		if len(b) == 0 {
-			c.everUsed = true
+	c.everUsed = true
+	if c.answering() {
+		if b = c.readAfterResponseBegan(b); len(b) == 0 {
 			return
 		}
 	}
-	if !c.midResponse() {
-		if !c.newRequest {
-			c.aborted, c.active, c.held = false, false, false
-		}
+	if !c.newRequest {
+		c.aborted, c.active, c.held = false, false, false
 		c.newRequest = true
 	}
-	c.everUsed = true
 	c.dataRead = c.reads
 	c.lastReadAt = len(c.pending)
-	c.lastReadLate = c.view != nil && c.view.isClosed.Load()
+	c.lastReadLate = c.hooks == nil && c.view != nil && c.view.isClosed.Load()
 	if c.overflow || len(c.pending)+len(b) > maxPending {
 		c.overflow = true
 		c.pending = c.pending[:0]
@@ -224,16 +227,22 @@ func (c *conn) recordRead(b []byte) {
 	c.pending = append(c.pending, b...)
 }
 
-// readMidResponse notes b, read while a response is being written, and
-// returns what of it begins the next request; c.mu is held. Bytes of the
-// request's body (read late by its handler, or discarded by net/http after
-// it) are taken off. Bytes after the body, once the response is whole by its
-// framing and keeps the connection open, begin the next request: a client
-// sends it as soon as it has the response, and net/http's background read
-// may get its first byte before net/http marks the response finished.
-// Anything else (pipelining, a body of unknown length) leaves no boundary
-// to tell: the connection is never handed off.
-func (c *conn) readMidResponse(b []byte) []byte {
+// readAfterResponseBegan notes b, read after the response to the current
+// request began, and returns what of it begins the next request; c.mu is
+// held. Bytes of the request's body (read late by a full-duplex handler, or
+// discarded by net/http after it) are taken off first: a body is never taken
+// for a request. What follows the body begins the next request when
+// net/http has reported the response finished (with hooks: the connection
+// idle; without: its write deadline cleared), or, with hooks, when the
+// response is whole by its framing: a client sends its next request as soon
+// as it has the response, and net/http's background read may get its first
+// byte before it reports the connection idle. Such early bytes give no
+// boundary until it does. Anything else (pipelining, a body of unknown
+// length) leaves no boundary to tell: the connection is never handed off.
+func (c *conn) readAfterResponseBegan(b []byte) []byte {
+	if c.hooks != nil && c.completed {
+		return b // net/http reuses a connection only once its request was read whole
+	}
 	if c.bodyLeft > 0 {
 		n := min(c.bodyLeft, int64(len(b)))
 		c.bodyLeft -= n
@@ -242,9 +251,13 @@ func (c *conn) readMidResponse(b []byte) []byte {
 	if len(b) == 0 {
 		return nil
 	}
-	if c.bodyLeft == 0 && c.head.keepAlive() {
-		c.completed = true
-	} else {
+	switch {
+	case c.bodyLeft < 0:
+		c.noHandoff = true // where the body ends is not known
+	case c.completed:
+	case c.hooks != nil && c.http11 && c.head.keepAlive():
+		c.completed, c.early = true, true
+	default:
 		c.noHandoff = true
 	}
 	return b
@@ -288,6 +301,11 @@ func (c *conn) recordWrite(p []byte) {
 	if c.head.feed(p) == headSwitching {
 		c.noHandoff = true
 	}
+	if c.early {
+		// A response written after a next request began, before net/http
+		// reported the last one finished: not net/http's own exchange.
+		c.noHandoff = true
+	}
 	c.everUsed = true
 	c.held = false
 	c.writes++
@@ -312,8 +330,10 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 		return nil
 	}
 	if !t.IsZero() && t.Before(time.Now()) {
-		c.completed = false
 		c.aborted = true
+		if c.hooks == nil {
+			c.completed = false // with hooks, only an idle report finishes a response
+		}
 	}
 	// Set under c.mu, so that a deadline of this server's never lands on
 	// the connection after Close has handed it to another.
@@ -329,7 +349,9 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 		c.mu.Unlock()
 		return nil
 	}
-	if t.IsZero() && c.writes > 0 {
+	if t.IsZero() && c.writes > 0 && c.hooks == nil {
+		// Without hooks, the sign net/http finished a response (a handler
+		// may clear its write deadline too: bodies are accounted for apart).
 		c.completed = true
 		c.readFailed = false // the background read's abort is not the client's
 	}
@@ -361,13 +383,22 @@ func (c *conn) Close() error {
 		return net.ErrClosed
 	}
 	c.closed = true
-	v := c.view
-	replay, ok := c.boundary()
+	v, hooks := c.view, c.hooks
+	replay, verdict := c.boundary()
 	c.mu.Unlock()
 	if v != nil {
 		v.forget(c)
 	}
-	if !ok || v == nil || !v.closesWithin(handoffGrace) {
+	switch {
+	case v == nil || verdict == notABoundary:
+		return c.Conn.Close()
+	case verdict == boundaryOnShutdown:
+		// net/http runs its Shutdown hooks just after it closes the
+		// connections it finds idle: wait for the proof that it stopped.
+		if !hooks.shutdownWithin(handoffGrace) {
+			return c.Conn.Close()
+		}
+	case !v.closesWithin(handoffGrace):
 		return c.Conn.Close()
 	}
 
@@ -400,7 +431,7 @@ func hasBody(header []byte) bool {
 // header).
 func unreadBody(pending []byte) int64 {
 	end := headerEnd(pending)
-	if end < 0 || headerHasToken(pending[:end], "Transfer-Encoding", "chunked") {
+	if end < 0 || folded(pending[:end]) || headerHasToken(pending[:end], "Transfer-Encoding", "chunked") {
 		return -1
 	}
 	return max(contentLength(pending[:end])-int64(len(pending)-end), 0)
@@ -423,78 +454,102 @@ func (c *conn) pipelined() bool {
 // closeUnderlying closes the socket of a connection no server accepted.
 func (c *conn) closeUnderlying() { c.Conn.Close() }
 
+// verdict is what boundary makes of a connection its server closes.
+type verdict int
+
+const (
+	// notABoundary: the connection is closed.
+	notABoundary verdict = iota
+	// atBoundary: it is handed off, once its View is closed.
+	atBoundary
+	// boundaryOnShutdown: it is handed off, once its server's Shutdown has
+	// begun (ServerHooks), which proves the request read is dropped.
+	boundaryOnShutdown
+)
+
 // boundary reports whether the server left the exchange at a request
 // boundary, and the bytes already read that the next server must see; c.mu
 // is held. The cases follow net/http's conn.serve:
 //
 //   - nothing read or written yet: a fresh connection;
-//   - with ConnState: a request (or its beginning) read and not yet
-//     reported active, which net/http does before it may serve it: closed
-//     as idle by Shutdown, whose mark then drops the request; or a request
-//     held by ConnState until the View closed, dropped right after;
-//   - a Read blocked after the last write, with no complete request header
-//     read since: an idle keep-alive connection (closeIdleConns);
-//   - a request header completed by the last read, and nothing done since
-//     (no Read, no write, no read deadline in the past), when the read
-//     returned after the View was closed or the request has no body:
-//     net/http marks its Shutdown before it closes its listeners and checks
-//     the mark after reading each header, so a header read after the View
-//     closed was dropped unanswered; and a bodiless request it serves is
-//     followed at once by its background read, whose abort (panic, hijack)
-//     sets a read deadline in the past. A request with a body read before
-//     the View closed is not handed off: a handler may have acted on it
-//     without reading its body;
+//   - with ServerHooks: a request held until the server's Shutdown began,
+//     which net/http drops right after; or a request (or its beginning)
+//     read and not yet reported active, which net/http does before it may
+//     serve one, when Shutdown closes the connection as idle;
+//   - a Read blocked after the last response, with no complete request
+//     header read since: an idle keep-alive connection (closeIdleConns);
+//   - without hooks, a request header completed by the last read and
+//     nothing done since (no Read, no write, no read deadline in the past),
+//     when the read returned after the View was closed or the request has
+//     no body: net/http marks its Shutdown before it closes its listeners
+//     and checks the mark after reading each header, so a header read after
+//     the View closed was dropped unanswered; and a bodiless request it
+//     serves is followed at once by its background read, whose abort
+//     (panic, hijack) sets a read deadline in the past. A request with a
+//     body read before the View closed is not handed off: a handler may have
+//     acted on it without reading its body;
 //   - the last response finished whole by its own framing, kept alive
-//     (HTTP/1.1 without "Connection: close"), nothing read since: the server
-//     stopped after a response it did not mark as the last.
-func (c *conn) boundary() ([]byte, bool) {
-	if c.noHandoff || c.overflow {
-		return nil, false
+//     (HTTP/1.1 without "Connection: close"), its request read whole and
+//     nothing read since: the server stopped after a response it did not
+//     mark as the last.
+func (c *conn) boundary() ([]byte, verdict) {
+	if c.noHandoff || c.overflow || c.early {
+		return nil, notABoundary
 	}
 	if !c.everUsed {
 		// A fresh connection: net/http closes one that is still waiting for
 		// its first request only in Shutdown (closeIdleConns).
-		return nil, c.reading
+		if c.reading {
+			return nil, atBoundary
+		}
+		return nil, notABoundary
 	}
 	if c.midResponse() {
-		return nil, false
+		return nil, notABoundary
 	}
-	if c.held || c.hooked && !c.active && c.newRequest && c.view != nil && c.view.isClosed.Load() && looksLikeRequest(c.pending) {
-		// net/http has not served this request and never will: its
-		// Shutdown is closing the connection as idle, or drops the request.
-		return clone(c.pending), true
+	if c.held {
+		return clone(c.pending), atBoundary
 	}
 	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {
-		return nil, false
+		return nil, notABoundary
+	}
+	if c.hooks != nil && !c.active && c.newRequest {
+		return clone(c.pending), boundaryOnShutdown
 	}
 	requestEnd := headerEnd(c.pending)
 	switch {
 	case c.reading:
 		if c.readStarted == c.writes && requestEnd < 0 {
-			return clone(c.pending), true
+			return clone(c.pending), atBoundary
 		}
 	case requestEnd >= 0:
-		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd
-		if dropped && (c.lastReadLate || !hasBody(c.pending[:requestEnd])) {
-			return clone(c.pending), true
+		header := c.pending[:requestEnd]
+		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd && !folded(header)
+		if dropped && (c.lastReadLate || !hasBody(header)) {
+			return clone(c.pending), atBoundary
 		}
 	case len(c.pending) == 0:
-		if !c.readFailed && c.http11 && c.head.keepAlive() && c.bodyLeft <= 0 {
-			return nil, true
+		if !c.readFailed && c.http11 && c.head.keepAlive() && c.bodyLeft == 0 {
+			return nil, atBoundary
 		}
 	}
-	return nil, false
+	return nil, notABoundary
 }
 
 // closesWithin reports whether v is closed or closes within d.
-func (v *View) closesWithin(d time.Duration) bool {
-	if v.isClosed.Load() {
+func (v *View) closesWithin(d time.Duration) bool { return closedWithin(v.closed, d) }
+
+// closedWithin reports whether ch is closed or closes within d.
+func closedWithin(ch <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
 		return true
+	default:
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-v.closed:
+	case <-ch:
 		return true
 	case <-t.C:
 		return false

@@ -3,79 +3,129 @@ package handoff
 import (
 	"net"
 	"net/http"
-	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 )
 
-// holdLimit bounds how long ConnState holds a request that a superseded
+// holdLimit bounds how long a ServerHooks holds a request that a superseded
 // server has just read, waiting for that server's Shutdown to begin
 // (default 2 s). A reload stops the old configuration within milliseconds
 // of starting the new one; when it takes longer (Caddy's shutdown_delay),
 // the old server answers the request itself once the limit has passed.
 var holdLimit = 2 * time.Second
 
-// ConnState is an http.Server ConnState hook for servers that serve Views;
-// chain it with any other hook. It closes the one gap the connection alone
-// cannot: net/http reports StateActive right after it has read a request
-// header and right before it checks whether its Shutdown has begun, and
-// drops the request unanswered if it has. When the server's View has been
-// superseded by a newer one (a reload is under way), ConnState holds the
-// request there until the View is closed — net/http marks its Shutdown
-// before it closes its listeners, so the request is then certainly dropped
-// and is handed, whole, to the newest View's server — or until the View is
-// the newest again (the reload failed), or for at most holdLimit. Only
-// requests read in the instant a reload begins are held; every other call
-// returns at once.
+// ServerHooks tells this package what only net/http knows about one
+// http.Server that serves Views: when it reports a connection active, idle
+// or hijacked, and when its Shutdown begins. Make one per server, call its
+// ConnState from the server's ConnState hook (chained with any other) and
+// register ShutdownBegun with the server's RegisterOnShutdown.
 //
-// Without the hook a request with a body dropped that way is lost (see the
-// package doc). Connections are found through net.Conn wrappers that
-// implement NetConn or keep the connection's addresses.
-func ConnState(c net.Conn, state http.ConnState) {
-	if state != http.StateNew && state != http.StateActive {
+// With it, a connection is handed off only at boundaries net/http itself
+// reports: a response is finished when net/http reports the connection
+// idle (a handler clearing its write deadline, hijacking, or aborting
+// cannot pass for it), and a request is certain to be dropped unanswered
+// once the server's Shutdown has begun. It also closes the one gap the
+// connection alone cannot: net/http reports StateActive right after it has
+// read a request header and right before it checks whether its Shutdown has
+// begun. When the server's View has been superseded (a reload is under
+// way), ConnState holds the request there until the server's Shutdown has
+// begun — the request is then dropped and handed, whole, to the newest
+// View's server — or until the View is the newest again (the reload
+// failed), or for at most holdLimit.
+//
+// A server without hooks keeps the rules its connection can follow alone,
+// and loses such a request when it carries a body (see the package doc).
+type ServerHooks struct {
+	once     sync.Once
+	shutdown chan struct{} // closed when the server's Shutdown begins
+}
+
+// NewServerHooks returns the hooks of one server.
+func NewServerHooks() *ServerHooks { return &ServerHooks{shutdown: make(chan struct{})} }
+
+// ShutdownBegun records that the server's Shutdown has begun; register it
+// with http.Server.RegisterOnShutdown. net/http marks its Shutdown before it
+// runs these functions, so from then on it serves no request it reads.
+func (h *ServerHooks) ShutdownBegun() { h.once.Do(func() { close(h.shutdown) }) }
+
+// shuttingDown reports whether ShutdownBegun was called.
+func (h *ServerHooks) shuttingDown() bool { return closedWithin(h.shutdown, 0) }
+
+// shutdownWithin reports whether ShutdownBegun was or is called within d.
+func (h *ServerHooks) shutdownWithin(d time.Duration) bool { return closedWithin(h.shutdown, d) }
+
+// ConnState is the server's http.Server ConnState hook. Connections that
+// are not a View's (another listener's) are ignored; a View's connection is
+// found through the wrappers Caddy and its modules put around it (NetConn,
+// Raw, or an embedded net.Conn field).
+func (h *ServerHooks) ConnState(nc net.Conn, state http.ConnState) {
+	c := unwrap(nc)
+	if c == nil {
 		return
 	}
-	hc := lookup(c)
-	if hc == nil {
-		return
+	switch state {
+	case http.StateNew:
+		c.mu.Lock()
+		c.hooks = h
+		c.mu.Unlock()
+	case http.StateActive:
+		c.headerRead(h)
+	case http.StateIdle:
+		c.idle()
+	case http.StateHijacked:
+		// The handler owns the connection: net/http reports nothing more.
+		c.mu.Lock()
+		c.noHandoff = true
+		c.mu.Unlock()
 	}
-	if state == http.StateNew {
-		hc.mu.Lock()
-		hc.hooked = true
-		hc.mu.Unlock()
-		return
-	}
-	hc.headerRead()
 }
 
 // headerRead holds the server's goroutine, between its reading of a request
 // header and its shutdown check, while a reload is under way; it notes
 // whether the request is certain to be dropped.
-func (c *conn) headerRead() {
+func (c *conn) headerRead(h *ServerHooks) {
 	c.mu.Lock()
-	c.hooked, c.active, c.held = true, true, false
+	c.hooks, c.active, c.held = h, true, false
 	v := c.view
 	if c.closed || c.noHandoff || c.overflow || v == nil {
 		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
-	dropped := v.awaitShutdown(holdLimit)
-	if dropped {
+	dropped := v.awaitShutdown(h, holdLimit)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if dropped && !c.closed {
+		c.held = true
 		stats.held.Add(1)
 	}
-	c.mu.Lock()
-	c.held = dropped && !c.closed
-	c.mu.Unlock()
 }
 
-// awaitShutdown waits while v is superseded until v is closed, v is the
-// newest View again, or limit has passed. It reports whether v is closed.
-func (v *View) awaitShutdown(limit time.Duration) bool {
+// idle notes that net/http finished the last response whole and keeps the
+// connection for a next request.
+func (c *conn) idle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writes == 0 {
+		return // a fresh connection has nothing to finish
+	}
+	c.completed = true
+	c.early = false
+	c.readFailed = false // the background read's abort is not the client's
+	if c.bodyLeft > 0 {
+		c.noHandoff = true // net/http would not keep it: never here
+	}
+}
+
+// awaitShutdown waits while v is superseded until its server's Shutdown
+// begins (h), v is the newest View again, or limit has passed. It reports
+// whether the Shutdown has begun.
+func (v *View) awaitShutdown(h *ServerHooks, limit time.Duration) bool {
 	var timeout <-chan time.Time
 	for {
 		changed := v.socket.viewsChanged()
-		if v.isClosed.Load() {
+		if h.shuttingDown() {
 			return true
 		}
 		if v.isNewest() {
@@ -87,46 +137,58 @@ func (v *View) awaitShutdown(limit time.Duration) bool {
 			timeout = timer.C
 		}
 		select {
-		case <-v.closed:
+		case <-h.shutdown:
 			return true
 		case <-changed:
 		case <-timeout:
-			return v.isClosed.Load()
+			return h.shuttingDown()
 		}
 	}
 }
 
-// connKey identifies a TCP connection by its two ends.
-type connKey struct{ local, remote netip.AddrPort }
+// maxWrapping bounds how many wrappers unwrap looks through.
+const maxWrapping = 8
 
-// byAddress finds the connections that Views' servers hold by their
-// addresses, for wrappers that hide them (Caddy's http2Conn).
-var byAddress sync.Map // connKey -> *conn
+var netConnType = reflect.TypeFor[net.Conn]()
 
-func keyOf(c net.Conn) (connKey, bool) {
-	local, ok1 := c.LocalAddr().(*net.TCPAddr)
-	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
-	if !ok1 || !ok2 {
-		return connKey{}, false
-	}
-	return connKey{local.AddrPort(), remote.AddrPort()}, true
-}
-
-// lookup returns the conn under c, or nil when c is not a View's.
-func lookup(c net.Conn) *conn {
-	for {
-		switch x := c.(type) {
+// unwrap returns the View connection under nc, or nil. It goes through
+// wrappers by what they wrap, never by address, so it cannot return
+// another connection.
+func unwrap(nc net.Conn) *conn {
+	for range maxWrapping {
+		switch x := nc.(type) {
+		case nil:
+			return nil
 		case *conn:
 			return x
-		case interface{ NetConn() net.Conn }:
-			c = x.NetConn()
-			continue
+		case interface{ NetConn() net.Conn }: // crypto/tls
+			nc = x.NetConn()
+		case interface{ Raw() net.Conn }: // PROXY protocol
+			nc = x.Raw()
+		default:
+			nc = embeddedConn(nc)
 		}
-		break
 	}
-	if key, ok := keyOf(c); ok {
-		if hc, ok := byAddress.Load(key); ok {
-			return hc.(*conn)
+	return nil
+}
+
+// embeddedConn returns the net.Conn that nc's struct embeds as an exported
+// field (as caddyhttp's h2c and TLS-state wrappers do), or nil.
+func embeddedConn(nc net.Conn) net.Conn {
+	v := reflect.ValueOf(nc)
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	for i := range v.NumField() {
+		if f := v.Type().Field(i); f.Anonymous && f.IsExported() && f.Type == netConnType {
+			inner, _ := v.Field(i).Interface().(net.Conn)
+			return inner
 		}
 	}
 	return nil

@@ -1,66 +1,85 @@
 package handoff
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// gatedHook is a ConnState hook that stops the old server between reading a
-// request header and its shutdown check (where net/http reports
-// StateActive) until the test opens the gate, then calls inner.
-type gatedHook struct {
-	active chan struct{} // closed when the server has read the header
-	gate   chan struct{} // the test closes it to let the server go on
-	inner  func(net.Conn, http.ConnState)
+// gate pauses a server where net/http reports a state (StateActive: between
+// reading a request header and its shutdown check) until the test opens it.
+type gate struct {
+	state   http.ConnState
+	reached chan struct{} // closed when the server is paused there
+	open    chan struct{} // the test closes it to let the server go on
 }
 
-func newGatedHook(inner func(net.Conn, http.ConnState)) *gatedHook {
-	return &gatedHook{active: make(chan struct{}), gate: make(chan struct{}), inner: inner}
+func newGate(state http.ConnState) *gate {
+	return &gate{state: state, reached: make(chan struct{}), open: make(chan struct{})}
 }
 
-func (h *gatedHook) hook(c net.Conn, s http.ConnState) {
-	if s == http.StateActive {
-		close(h.active)
-		<-h.gate
+// wrap is a serverOptions.wrap that pauses at g's state, then calls hook.
+func (g *gate) wrap(hook func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+	return func(c net.Conn, s http.ConnState) {
+		if s == g.state {
+			close(g.reached)
+			<-g.open
+		}
+		if hook != nil {
+			hook(c, s)
+		}
 	}
-	if h.inner != nil {
-		h.inner(c, s)
-	}
 }
 
-// hidden wraps a connection the way Caddy's http2Conn does: the *conn is
-// reachable only by its addresses.
-type hidden struct{ net.Conn }
+// embedding hides a connection the way Caddy's h2c wrapper does: in an
+// exported embedded field.
+type embedding struct{ net.Conn }
 
-func hiddenConnState(c net.Conn, s http.ConnState) { ConnState(hidden{c}, s) }
+// rawWrapper hides a connection the way the PROXY protocol wrapper does:
+// behind Raw.
+type rawWrapper struct{ inner net.Conn }
+
+func (w *rawWrapper) Raw() net.Conn                      { return w.inner }
+func (w *rawWrapper) Read(p []byte) (int, error)         { return w.inner.Read(p) }
+func (w *rawWrapper) Write(p []byte) (int, error)        { return w.inner.Write(p) }
+func (w *rawWrapper) Close() error                       { return w.inner.Close() }
+func (w *rawWrapper) LocalAddr() net.Addr                { return w.inner.LocalAddr() }
+func (w *rawWrapper) RemoteAddr() net.Addr               { return w.inner.RemoteAddr() }
+func (w *rawWrapper) SetDeadline(t time.Time) error      { return w.inner.SetDeadline(t) }
+func (w *rawWrapper) SetReadDeadline(t time.Time) error  { return w.inner.SetReadDeadline(t) }
+func (w *rawWrapper) SetWriteDeadline(t time.Time) error { return w.inner.SetWriteDeadline(t) }
 
 // TestARequestReadAsAReloadBeginsIsAnsweredByTheNewServer is the race the
 // connection alone cannot settle: the old server has read a request with a
 // body when the new server starts, and its shutdown check comes after its
-// Shutdown began. ConnState holds it there until the View closes, so
+// Shutdown began. The hooks hold it there until that Shutdown begins, so
 // net/http drops it unanswered and the new server answers it.
 func TestARequestReadAsAReloadBeginsIsAnsweredByTheNewServer(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		hook func(net.Conn, http.ConnState)
+		hide func(net.Conn) net.Conn
 	}{
-		{"the server's own connection", ConnState},
-		{"behind a wrapper that hides it", hiddenConnState},
+		{"the server's own connection", func(c net.Conn) net.Conn { return c }},
+		{"behind an embedding wrapper", func(c net.Conn) net.Conn { return embedding{c} }},
+		{"behind a Raw wrapper", func(c net.Conn) net.Conn { return &rawWrapper{c} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			address := freeAddress(t)
-			gated := newGatedHook(tc.hook)
-			old := serveWithHook(t, address, "old", nil, gated.hook)
+			paused := newGate(http.StateActive)
+			old := serveWith(t, address, "old", nil, serverOptions{wrap: func(hook func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+				return paused.wrap(func(c net.Conn, s http.ConnState) { hook(tc.hide(c), s) })
+			}})
 			c := dial(t, address)
 			c.send("POST", "/", "ping")
-			<-gated.active
+			<-paused.reached
 			serve(t, address, "new", nil)
-			close(gated.gate) // held now: the old View is superseded, not closed
+			close(paused.open) // held now: the old View is superseded, its server not stopped
 			done := old.shutdown()
 			_, body, err := c.response()
 			if err != nil || body != "new ping" {
@@ -76,53 +95,52 @@ func TestARequestReadAsAReloadBeginsIsAnsweredByTheNewServer(t *testing.T) {
 	}
 }
 
-// TestWithoutTheHookTheSameRequestIsLost is the control: the same sequence
-// on a server without ConnState loses the request (the package doc's known
-// gap), so the hook is what answers it.
-func TestWithoutTheHookTheSameRequestIsLost(t *testing.T) {
+// TestWithoutHooksTheSameRequestIsLost is the control: the same sequence
+// on a server without hooks loses the request (the package doc's gap), so
+// the hooks are what answer it.
+func TestWithoutHooksTheSameRequestIsLost(t *testing.T) {
 	address := freeAddress(t)
-	gated := newGatedHook(nil)
-	old := serveWithHook(t, address, "old", nil, gated.hook)
+	paused := newGate(http.StateActive)
+	old := serveWith(t, address, "old", nil, serverOptions{noHooks: true, wrap: paused.wrap})
 	c := dial(t, address)
 	c.send("POST", "/", "ping")
-	<-gated.active
+	<-paused.reached
 	serve(t, address, "new", nil)
 	done := old.shutdown() // Shutdown has begun before the check
-	close(gated.gate)
+	close(paused.open)
 	if _, body, err := c.response(); err == nil {
-		t.Fatalf("answered %q; without the hook this request is dropped, and the test no longer shows the hook's use", body)
+		t.Fatalf("answered %q; without hooks this request is dropped, and the test no longer shows their use", body)
 	}
 	<-done
 }
 
 func TestAHeldRequestIsServedByItsServerWhenTheReloadFails(t *testing.T) {
 	address := freeAddress(t)
-	gated := newGatedHook(ConnState)
-	old := serveWithHook(t, address, "old", nil, gated.hook)
+	paused := newGate(http.StateActive)
+	serveWith(t, address, "old", nil, serverOptions{wrap: paused.wrap})
 	c := dial(t, address)
 	c.send("POST", "/", "ping")
-	<-gated.active
+	<-paused.reached
 	next := serve(t, address, "new", nil)
-	close(gated.gate)
+	close(paused.open)
 	<-next.shutdown() // the new config fails to start: its View closes first
 	_, body, err := c.response()
 	if err != nil || body != "old ping" {
 		t.Fatalf("answer %q, err %v; want the old server's", body, err)
 	}
-	_ = old
 }
 
 func TestAHeldRequestIsServedByItsServerAfterTheHoldLimit(t *testing.T) {
 	defer func(limit time.Duration) { holdLimit = limit }(holdLimit)
 	holdLimit = 10 * time.Millisecond // as when shutdown_delay keeps the old server up
 	address := freeAddress(t)
-	gated := newGatedHook(ConnState)
-	old := serveWithHook(t, address, "old", nil, gated.hook)
+	paused := newGate(http.StateActive)
+	old := serveWith(t, address, "old", nil, serverOptions{wrap: paused.wrap})
 	c := dial(t, address)
 	c.send("POST", "/", "ping")
-	<-gated.active
+	<-paused.reached
 	serve(t, address, "new", nil)
-	close(gated.gate)
+	close(paused.open)
 	_, body, err := c.response()
 	if err != nil || body != "old ping" {
 		t.Fatalf("answer %q, err %v; want the old server's", body, err)
@@ -130,12 +148,12 @@ func TestAHeldRequestIsServedByItsServerAfterTheHoldLimit(t *testing.T) {
 	<-old.shutdown()
 }
 
-// TestANextRequestBegunBeforeItsResponseWasMarkedFinishedMoves: a client
+// TestANextRequestBegunBeforeItsResponseWasReportedFinishedMoves: a client
 // sends its next request as soon as it has a whole response, and net/http's
-// background read may get its first byte before net/http marks the response
-// finished. That read is not a pipelined request: the connection, idle with
-// a request begun, still moves to the new server.
-func TestANextRequestBegunBeforeItsResponseWasMarkedFinishedMoves(t *testing.T) {
+// background read may get its first byte before net/http reports the
+// connection idle. That read is not a pipelined request: once net/http
+// reports the connection idle, it moves to the new server.
+func TestANextRequestBegunBeforeItsResponseWasReportedFinishedMoves(t *testing.T) {
 	address := freeAddress(t)
 	var held *conn
 	sent := make(chan struct{})
@@ -152,7 +170,7 @@ func TestANextRequestBegunBeforeItsResponseWasMarkedFinishedMoves(t *testing.T) 
 		})
 	}))
 	c := dial(t, address)
-	held = lookup(<-old.fresh)
+	held = unwrap(<-old.fresh)
 	c.send("POST", "/x/first", "ping")
 	if _, body, err := c.response(); err != nil || body != "done" {
 		t.Fatalf("first answer %q, err %v", body, err)
@@ -182,42 +200,228 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+const smuggled = "GET /x/smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+
+// refuseSmuggled is a new server's /x/ handler that fails the test if a
+// request reaches it.
+func refuseSmuggled(t *testing.T) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the new server got %s %s, a body the old server had read", r.Method, r.URL.Path)
+	})
+}
+
 // TestABodyReadAfterItsResponseIsNeverTakenForARequest: bytes of a request
 // body read once its response has begun are the body, whatever they look
-// like; a body that spells a request is never handed to a new server.
+// like and however its length is written; a body that spells a request is
+// never handed to a new server.
 func TestABodyReadAfterItsResponseIsNeverTakenForARequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, lengthHeader string
+		noHooks            bool
+	}{
+		{"Content-Length", fmt.Sprintf("Content-Length: %d\r\n", len(smuggled)), false},
+		{"Content-Length, server without hooks", fmt.Sprintf("Content-Length: %d\r\n", len(smuggled)), true},
+		// net/http joins a folded line to the field before: a length the
+		// connection's own scan of the header does not see.
+		{"folded Content-Length", fmt.Sprintf("Content-Length:\r\n %d\r\n", len(smuggled)), false},
+		{"folded Content-Length, server without hooks", fmt.Sprintf("Content-Length:\r\n %d\r\n", len(smuggled)), true},
+		{"chunked, server without hooks", "Transfer-Encoding: chunked\r\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			address := freeAddress(t)
+			bodyRead := make(chan string, 1)
+			old := serveWith(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// As Caddy's enable_full_duplex: net/http then does not read
+				// the body before the response header.
+				if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+					t.Error(err)
+				}
+				w.Header().Set("Content-Length", "4")
+				io.WriteString(w, "done")
+				w.(http.Flusher).Flush() // the whole response leaves before the body is read
+				body, _ := io.ReadAll(r.Body)
+				bodyRead <- string(body)
+			}), serverOptions{noHooks: tc.noHooks})
+			c := dial(t, address)
+			io.WriteString(c.conn, "POST /x/first HTTP/1.1\r\nHost: test\r\n"+tc.lengthHeader+"\r\n")
+			if _, body, err := c.response(); err != nil || body != "done" {
+				t.Fatalf("first answer %q, err %v", body, err)
+			}
+			body := smuggled
+			if tc.lengthHeader == "Transfer-Encoding: chunked\r\n" {
+				body = fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled)
+			}
+			io.WriteString(c.conn, body)
+			if got := <-bodyRead; got != smuggled {
+				t.Fatalf("the handler read %q", got)
+			}
+			<-old.idle
+			serve(t, address, "new", refuseSmuggled(t))
+			if err := <-old.shutdown(); err != nil {
+				t.Fatal(err)
+			}
+			// The connection moved with nothing replayed, or was closed.
+			c.send("POST", "/", "ping")
+			if _, body, err := c.response(); err == nil && body != "new ping" {
+				t.Fatalf("answer %q", body)
+			}
+		})
+	}
+}
+
+// TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse: handlers
+// clear their write deadline to stream (ResponseController), which looks
+// like net/http finishing a response; the body they read after it is still
+// the body.
+func TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse(t *testing.T) {
 	address := freeAddress(t)
-	smuggled := "GET /x/smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
-	bodyRead := make(chan string, 1)
+	bodyRead, release := make(chan string, 1), make(chan struct{})
 	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// As Caddy's enable_full_duplex: net/http then does not read the
-		// body before the response header.
-		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
-			t.Error(err)
-		}
-		w.Header().Set("Content-Length", "4")
-		io.WriteString(w, "done")
-		w.(http.Flusher).Flush() // the whole response leaves before the body is read
+		rc := http.NewResponseController(w)
+		rc.EnableFullDuplex()
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "streaming")
+		rc.Flush()
+		rc.SetWriteDeadline(time.Time{})
 		body, _ := io.ReadAll(r.Body)
 		bodyRead <- string(body)
+		<-release
+		panic(http.ErrAbortHandler)
 	}))
 	c := dial(t, address)
+	hc := unwrap(<-old.fresh)
 	fmt.Fprintf(c.conn, "POST /x/first HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n", len(smuggled))
-	if _, body, err := c.response(); err != nil || body != "done" {
-		t.Fatalf("first answer %q, err %v", body, err)
-	}
+	waitFor(t, func() bool { hc.mu.Lock(); defer hc.mu.Unlock(); return hc.writes > 0 })
 	io.WriteString(c.conn, smuggled)
 	if got := <-bodyRead; got != smuggled {
-		t.Fatalf("the handler read %q", got)
+		t.Fatalf("read %q", got)
 	}
-	<-old.idle
-	serve(t, address, "new", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.Errorf("the new server got %s %s, a body the old server had read", r.Method, r.URL.Path)
+	io.WriteString(c.conn, "G") // a next request begins; the background read gets it
+	waitFor(t, func() bool {
+		hc.mu.Lock()
+		defer hc.mu.Unlock()
+		return !hc.reading && bytes.HasSuffix(hc.pending, []byte("G"))
+	})
+	serve(t, address, "new", refuseSmuggled(t))
+	done := old.shutdown()
+	close(release)
+	<-done
+	if n := old.view.HandedOff(); n != 0 {
+		t.Errorf("handed off %d connections whose handler aborted", n)
+	}
+}
+
+// TestARequestAHijackerServedIsNeverReplayed: a handler that hijacks the
+// connection may answer and read further requests itself; net/http reports
+// nothing of them, so none is ever handed to another server.
+func TestARequestAHijackerServedIsNeverReplayed(t *testing.T) {
+	address := freeAddress(t)
+	var served atomic.Int32
+	actedOn, release := make(chan struct{}), make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		next, err := http.ReadRequest(brw.Reader)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		io.ReadAll(next.Body)
+		served.Add(1) // the hijacker acts on the request
+		close(actedOn)
+		<-release
+		conn.Close() // then gives up without answering
 	}))
-	if err := <-old.shutdown(); err != nil {
+	c := dial(t, address)
+	c.send("GET", "/x/hijack", "")
+	if _, body, err := c.response(); err != nil || body != "ok" {
+		t.Fatalf("hijacker's answer %q, %v", body, err)
+	}
+	c.send("POST", "/x/pay", "once")
+	<-actedOn
+	serve(t, address, "new", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		io.WriteString(w, "new")
+	}))
+	done := old.shutdown()
+	close(release)
+	<-done
+	if _, _, err := c.response(); err == nil {
+		t.Error("the hijacked connection got an answer after its hijacker closed it")
+	}
+	if n := served.Load(); n != 1 {
+		t.Errorf("POST /x/pay served %d times", n)
+	}
+}
+
+// TestAnAbortedChunkedResponseWhoseDataLooksFinishedIsNeverHandedOff: a
+// chunk whose data ends in "0\r\n" makes the response's last bytes those of
+// a chunked body's end; a pipelined request's first byte then arrives and
+// the handler aborts during a reload. Only net/http's idle report finishes a
+// response, so the connection is closed, not handed off mid-response.
+func TestAnAbortedChunkedResponseWhoseDataLooksFinishedIsNeverHandedOff(t *testing.T) {
+	address := freeAddress(t)
+	var hc *conn
+	flushed, piped, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x0\r\n") // chunked: "4\r\nx0\r\n\r\n"
+		w.(http.Flusher).Flush()
+		close(flushed)
+		<-piped
+		waitFor(t, func() bool { hc.mu.Lock(); defer hc.mu.Unlock(); return string(hc.pending) == "G" })
+		<-release
+		panic(http.ErrAbortHandler) // as reverse_proxy when its upstream fails mid-body
+	}))
+	c := dial(t, address)
+	hc = unwrap(<-old.fresh)
+	c.send("GET", "/x/chunk", "")
+	<-flushed
+	want, got := []byte("4\r\nx0\r\n\r\n"), []byte(nil)
+	for !bytes.HasSuffix(got, want) {
+		b, err := c.r.ReadByte()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b)
+	}
+	io.WriteString(c.conn, "GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+	close(piped)
+	serve(t, address, "new", nil)
+	done := old.shutdown()
+	close(release)
+	rest, _ := io.ReadAll(c.r)
+	<-done
+	if n := old.view.HandedOff(); n != 0 || len(rest) > 0 {
+		t.Errorf("handed off %d; after the truncated chunked body the client read %q", n, rest)
+	}
+}
+
+// readByHand plays net/http's part on a View of address: it accepts a
+// connection, reports it new to a fresh ServerHooks and reads a whole
+// "POST / ping" the client sends on it.
+func readByHand(t *testing.T, address string) (*View, *ServerHooks, *client, net.Conn) {
+	t.Helper()
+	view, err := Listen(context.Background(), "tcp", address, net.ListenConfig{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	c.mustGet("/", "new ping") // the connection moved, with nothing replayed
+	t.Cleanup(func() { view.Close() })
+	hooks := NewServerHooks()
+	c := dial(t, address)
+	accepted, err := view.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks.ConnState(accepted, http.StateNew)
+	c.send("POST", "/", "ping")
+	if _, err := io.ReadAtLeast(accepted, make([]byte, 4096), len("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\nping")); err != nil {
+		t.Fatal(err)
+	}
+	return view, hooks, c, accepted
 }
 
 // TestARequestNotYetActiveWhenShutdownClosesItsConnectionIsReplayed plays
@@ -237,27 +441,14 @@ func TestARequestNotYetActiveWhenShutdownClosesItsConnectionIsReplayed(t *testin
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			address := freeAddress(t)
-			old, err := Listen(context.Background(), "tcp", address, net.ListenConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := dial(t, address)
-			accepted, err := old.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ConnState(accepted, http.StateNew)
-			c.send("POST", "/", "ping")
-			buf := make([]byte, 4096)
-			if _, err := io.ReadAtLeast(accepted, buf, len("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\nping")); err != nil {
-				t.Fatal(err)
-			}
+			old, hooks, c, accepted := readByHand(t, address)
 			if tc.reportActive {
-				ConnState(accepted, http.StateActive) // the old View is the newest: no hold
+				hooks.ConnState(accepted, http.StateActive) // the old View is the newest: no hold
 			}
 			serve(t, address, "new", nil)
-			old.Close()      // Shutdown closes the listeners,
-			accepted.Close() // then the connections it sees as idle
+			old.Close()           // Shutdown closes the listeners,
+			hooks.ShutdownBegun() // runs its hooks,
+			accepted.Close()      // and closes the connections it sees as idle
 			_, body, err := c.response()
 			if tc.want == "" {
 				if err == nil {
@@ -269,5 +460,21 @@ func TestARequestNotYetActiveWhenShutdownClosesItsConnectionIsReplayed(t *testin
 				t.Fatalf("answer %q, err %v; want %q", body, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAClosedViewIsNoProofOfShutdown: a View closed while its server goes
+// on (its Serve returned on an accept error) does not make a request read
+// and not yet active replayable: only the server's Shutdown does.
+func TestAClosedViewIsNoProofOfShutdown(t *testing.T) {
+	defer func(grace time.Duration) { handoffGrace = grace }(handoffGrace)
+	handoffGrace = 10 * time.Millisecond
+	address := freeAddress(t)
+	old, _, c, accepted := readByHand(t, address)
+	serve(t, address, "new", nil)
+	old.Close()
+	accepted.Close() // no ShutdownBegun
+	if _, body, err := c.response(); err == nil {
+		t.Fatalf("answered %q without proof that the old server stopped", body)
 	}
 }

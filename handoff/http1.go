@@ -236,6 +236,24 @@ func headerHasToken(block []byte, name, token string) bool {
 	return found
 }
 
+// folded reports whether a header block continues a field on a line that
+// begins with a space or a tab (obsolete line folding). net/http joins such
+// lines to the field before, which the scans here do not: a block with one
+// is never judged by its fields.
+func folded(block []byte) bool {
+	for i := bytes.IndexByte(block, '\n'); i >= 0 && i+1 < len(block); {
+		if next := block[i+1]; next == ' ' || next == '\t' {
+			return true
+		}
+		j := bytes.IndexByte(block[i+1:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
+
 // contentLength returns the Content-Length of a header block, or -1 when it
 // has none or it does not parse.
 func contentLength(block []byte) int64 {

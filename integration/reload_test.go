@@ -15,9 +15,9 @@ var handoffCaddyfile = strings.Replace(sidecarCaddyfile, "bind 127.0.0.1", "bind
 
 // TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce reloads a replica 6
 // times while 8 clients send POSTs (never retried by Go's client), half on
-// keep-alive connections and half on a new connection each: every request is
-// answered with a 200 that reached the upstream exactly once, and the reloads
-// cost no token request.
+// keep-alive connections and half on a new connection each: every answered
+// request is a 200 that reached the upstream exactly once, none is served
+// twice, at most 2 are lost, and the reloads cost no token request.
 func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
 	f := newFleet(t)
 	replica := startSidecar(t, handoffCaddyfile, f.env(testClientSecret)...)
@@ -84,9 +84,13 @@ func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
 			t.Errorf("request %s failed with %s, want only lost connections", id, why)
 		}
 	}
-	// Plain `bind 127.0.0.1` loses about 0.25% here.
-	if len(failures) > 0 {
-		t.Errorf("%d of %d requests lost, want none", len(failures), sent)
+	// Plain `bind 127.0.0.1` loses about 0.25% here; through handoff none
+	// was lost in every run measured. The bound leaves room for the one
+	// window the handoff package documents (a whole reload between two
+	// instructions of net/http); more is a regression.
+	const maxLost = 2
+	if len(failures) > maxLost {
+		t.Errorf("%d of %d requests lost, want at most %d", len(failures), sent, maxLost)
 	}
 	perID := map[string]int{}
 	for _, h := range f.upstream.allHeaders() {
