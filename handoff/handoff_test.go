@@ -180,7 +180,7 @@ func TestPlainListenerDropsTheSameRequest(t *testing.T) {
 	}
 	accepted := make(chan struct{}, 1)
 	srv := &http.Server{
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "old") }),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "old") }),
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateNew {
 				accepted <- struct{}{}
