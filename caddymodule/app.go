@@ -76,7 +76,7 @@ type App struct {
 	registered map[string]string
 	lifecycle  *lifecycle // a pointer: Caddy copies module values
 	// handoffHooked: the http app's servers on handoff addresses call
-	// handoff.ConnState (set by the first entra_token provisioned).
+	// their handoff.ServerHooks (set by the first entra_token provisioned).
 	handoffHooked bool
 	logger        *zap.Logger
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/net/http/httpguts"
@@ -68,6 +69,8 @@ type Handler struct {
 	// hot path does not build a ~1 KiB header value per request.
 	// A pointer: Caddy copies module values before provisioning.
 	injected *atomic.Pointer[injection]
+	// injectedCount is this handler's requests_total{result="injected"}.
+	injectedCount prometheus.Counter
 }
 
 // injection is the header value and expiry placeholder of one token.
@@ -108,6 +111,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
+	h.injectedCount = metrics().requests.WithLabelValues(h.Application, resultInjected)
 	if h.Application == "" {
 		return fmt.Errorf("%s: entra_token: application is required", tokencache.CodeApplicationNotFound)
 	}
@@ -153,7 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
-	metrics().requests.WithLabelValues(h.Application, resultInjected).Inc()
+	h.countInjected()
 	in := h.injectionFor(credential)
 	r.Header.Del(h.header)
 	r.Header.Set(h.header, in.headerValue)
@@ -181,6 +185,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.purge(r, credential, status)
 	}
 	return err
+}
+
+// countInjected counts a request that got its token, through the counter
+// Provision looked up once (a handler built without Provision looks it up
+// each time).
+func (h *Handler) countInjected() {
+	if counter := h.injectedCount; counter != nil {
+		counter.Inc()
+		return
+	}
+	metrics().requests.WithLabelValues(h.Application, resultInjected).Inc()
 }
 
 // purge drops a token that downstream refused.

@@ -61,11 +61,11 @@ import (
 )
 
 // stats counts, for the whole process, connections handed off and
-// requests ConnState held until their server's shutdown.
+// requests ServerHooks held until their server's Shutdown began.
 var stats struct{ handedOff, held atomic.Int64 }
 
 // Stats returns how many connections Views' servers gave up and were handed
-// to a newer View, and how many requests ConnState held until their
+// to a newer View, and how many requests ServerHooks held until their
 // server's Shutdown began (then answered by the newer one), since the
 // process started.
 func Stats() (handedOff, held int64) { return stats.handedOff.Load(), stats.held.Load() }
