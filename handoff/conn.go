@@ -10,8 +10,8 @@ import (
 )
 
 // maxPending bounds the bytes a connection keeps of a request it has not
-// answered yet (default 64 KiB): a request whose unanswered bytes exceed it
-// is never handed off.
+// answered yet (default 64 KiB): a connection whose unanswered bytes exceed
+// it (a large header or body read before its response) is never handed off.
 const maxPending = 64 << 10
 
 // handoffGrace is how long a connection closed after a whole keep-alive
@@ -36,21 +36,19 @@ type conn struct {
 	stash  []byte // bytes a Read got after the server closed it
 
 	// noHandoff is sticky: the connection is not plain HTTP/1 (TLS, HTTP/2,
-	// after a 101 or CONNECT, half-closed), a write failed or fell short, or
-	// requests were pipelined: it is never handed off.
+	// after a 101 or CONNECT, half-closed, hijacked), a write failed or fell
+	// short, requests were pipelined, or more than maxPending was read
+	// unanswered: it is never handed off.
 	noHandoff bool
 	// everUsed: a byte was read or written on this connection.
 	everUsed bool
 
-	pending  []byte // bytes read since the last write
-	overflow bool   // pending outgrew maxPending
-	// lastReadAt is where in pending the last read with data began; it
-	// returned after the View was closed when lastReadLate.
-	lastReadAt   int
-	lastReadLate bool
-	reads        int  // Read calls that reached the socket
-	dataRead     int  // the value of reads at the last read with data
-	readFailed   bool // the last Read returned an error (EOF, timeout)
+	pending []byte // bytes read since the last write
+	// lastReadAt is where in pending the last read with data began.
+	lastReadAt int
+	reads      int  // Read calls that reached the socket
+	dataRead   int  // the value of reads at the last read with data
+	readFailed bool // the last Read returned an error (EOF, timeout)
 
 	reading     bool // a Read is blocked in the socket
 	woken       bool // wakeIdleRead interrupted it
@@ -76,6 +74,8 @@ type conn struct {
 	active, held, early bool
 	// http11: the request being answered is HTTP/1.1.
 	http11 bool
+	// readDeadline is the read deadline the server last set.
+	readDeadline time.Time
 	// bodyLeft is how many bytes of the answered request's body were
 	// still unread when its response began, less those read since; -1
 	// when unknown (chunked, or no whole header).
@@ -138,10 +138,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		if c.waitsForRequest() && c.moveToNewest(p[:n]) {
 			return 0, io.EOF
 		}
+		// Woken for a move that could not happen (the newer View closed):
+		// the read deadline this server had set applies again.
+		_ = c.Conn.SetReadDeadline(c.readDeadline)
 		if n == 0 && isTimeout(err) {
-			// Woken for a move that could not happen (the newer View
-			// closed): read on, without the deadline this server had set.
-			_ = c.Conn.SetReadDeadline(time.Time{})
 			c.mu.Unlock()
 			n, err = c.Read(p)
 			c.mu.Lock()
@@ -164,7 +164,7 @@ func (c *conn) answering() bool { return c.writes > 0 && !c.newRequest }
 // waitsForRequest reports whether the server is between two exchanges and
 // has not read a whole request header since; c.mu is held.
 func (c *conn) waitsForRequest() bool {
-	if c.noHandoff || c.overflow || c.early || c.midResponse() || c.view == nil || c.view.isNewest() {
+	if c.hooks == nil || c.noHandoff || c.early || c.midResponse() || c.view == nil || c.view.isNewest() {
 		return false
 	}
 	return headerEnd(c.pending) < 0 && (len(c.pending) == 0 || looksLikeRequest(c.pending))
@@ -218,9 +218,10 @@ func (c *conn) recordRead(b []byte) {
 	}
 	c.dataRead = c.reads
 	c.lastReadAt = len(c.pending)
-	c.lastReadLate = c.hooks == nil && c.view != nil && c.view.isClosed.Load()
-	if c.overflow || len(c.pending)+len(b) > maxPending {
-		c.overflow = true
+	if len(c.pending)+len(b) > maxPending {
+		// What was read is no longer all known (a pipelined request may
+		// hide behind it, or its first byte in net/http's buffer).
+		c.noHandoff = true
 		c.pending = c.pending[:0]
 		return
 	}
@@ -232,15 +233,14 @@ func (c *conn) recordRead(b []byte) {
 // held. Bytes of the request's body (read late by a full-duplex handler, or
 // discarded by net/http after it) are taken off first: a body is never taken
 // for a request. What follows the body begins the next request when
-// net/http has reported the response finished (with hooks: the connection
-// idle; without: its write deadline cleared), or, with hooks, when the
-// response is whole by its framing: a client sends its next request as soon
-// as it has the response, and net/http's background read may get its first
-// byte before it reports the connection idle. Such early bytes give no
-// boundary until it does. Anything else (pipelining, a body of unknown
-// length) leaves no boundary to tell: the connection is never handed off.
+// net/http has reported the connection idle, or when the response is whole
+// by its framing: a client sends its next request as soon as it has the
+// response, and net/http's background read may get its first byte before it
+// reports the connection idle. Such early bytes give no boundary until it
+// does. Anything else (pipelining, a body of unknown length) leaves no
+// boundary to tell: the connection is never handed off.
 func (c *conn) readAfterResponseBegan(b []byte) []byte {
-	if c.hooks != nil && c.completed {
+	if c.completed {
 		return b // net/http reuses a connection only once its request was read whole
 	}
 	if c.bodyLeft > 0 {
@@ -251,14 +251,10 @@ func (c *conn) readAfterResponseBegan(b []byte) []byte {
 	if len(b) == 0 {
 		return nil
 	}
-	switch {
-	case c.bodyLeft < 0:
-		c.noHandoff = true // where the body ends is not known
-	case c.completed:
-	case c.hooks != nil && c.http11 && c.head.keepAlive():
+	if c.bodyLeft == 0 && c.http11 && c.head.keepAlive() {
 		c.completed, c.early = true, true
-	default:
-		c.noHandoff = true
+	} else {
+		c.noHandoff = true // pipelined, or where the body ends is not known
 	}
 	return b
 }
@@ -311,7 +307,6 @@ func (c *conn) recordWrite(p []byte) {
 	c.writes++
 	c.completed = false
 	c.pending = c.pending[:0]
-	c.overflow = false
 }
 
 // SetDeadline sets both deadlines, as the underlying connection does.
@@ -331,31 +326,22 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	}
 	if !t.IsZero() && t.Before(time.Now()) {
 		c.aborted = true
-		if c.hooks == nil {
-			c.completed = false // with hooks, only an idle report finishes a response
-		}
 	}
+	c.readDeadline = t
 	// Set under c.mu, so that a deadline of this server's never lands on
 	// the connection after Close has handed it to another.
 	defer c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
-// SetWriteDeadline notes a finished response (net/http clears the write
-// deadline once it has flushed one) and sets it.
+// SetWriteDeadline sets the write deadline, unless the server has closed
+// the connection (which may be another server's by now).
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return nil
 	}
-	if t.IsZero() && c.writes > 0 && c.hooks == nil {
-		// Without hooks, the sign net/http finished a response (a handler
-		// may clear its write deadline too: bodies are accounted for apart).
-		c.completed = true
-		c.readFailed = false // the background read's abort is not the client's
-	}
-	defer c.mu.Unlock()
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -469,31 +455,30 @@ const (
 
 // boundary reports whether the server left the exchange at a request
 // boundary, and the bytes already read that the next server must see; c.mu
-// is held. The cases follow net/http's conn.serve:
+// is held. Only a server with ServerHooks hands connections off. The cases
+// follow net/http's conn.serve:
 //
 //   - nothing read or written yet: a fresh connection;
-//   - with ServerHooks: a request held until the server's Shutdown began,
-//     which net/http drops right after; or a request (or its beginning)
-//     read and not yet reported active, which net/http does before it may
-//     serve one, when Shutdown closes the connection as idle;
+//   - a request held until the server's Shutdown began, which net/http drops
+//     right after;
+//   - a request (or its beginning) read and not yet reported active, which
+//     net/http does before it may serve one, when Shutdown closes the
+//     connection as idle;
 //   - a Read blocked after the last response, with no complete request
 //     header read since: an idle keep-alive connection (closeIdleConns);
-//   - without hooks, a request header completed by the last read and
-//     nothing done since (no Read, no write, no read deadline in the past),
-//     when the read returned after the View was closed or the request has
-//     no body: net/http marks its Shutdown before it closes its listeners
-//     and checks the mark after reading each header, so a header read after
-//     the View closed was dropped unanswered; and a bodiless request it
-//     serves is followed at once by its background read, whose abort
-//     (panic, hijack) sets a read deadline in the past. A request with a
-//     body read before the View closed is not handed off: a handler may have
-//     acted on it without reading its body;
-//   - the last response finished whole by its own framing, kept alive
-//     (HTTP/1.1 without "Connection: close"), its request read whole and
-//     nothing read since: the server stopped after a response it did not
-//     mark as the last.
+//   - once Shutdown has begun, a bodiless request header completed by the
+//     last read and nothing done since (no Read, no write, no read deadline
+//     in the past): net/http checks its Shutdown right after reporting the
+//     request active, and a bodiless request it serves is followed at once
+//     by its background read, whose abort (panic, hijack) sets a read
+//     deadline in the past. A request with a body is not handed off then: a
+//     handler may have acted on it without reading its body;
+//   - the last response reported finished (the connection idle), whole by
+//     its own framing, kept alive (HTTP/1.1 without "Connection: close"),
+//     its request read whole and nothing read since: the server stopped
+//     after a response it did not mark as the last.
 func (c *conn) boundary() ([]byte, verdict) {
-	if c.noHandoff || c.overflow || c.early {
+	if c.hooks == nil || c.noHandoff || c.early {
 		return nil, notABoundary
 	}
 	if !c.everUsed {
@@ -513,7 +498,7 @@ func (c *conn) boundary() ([]byte, verdict) {
 	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {
 		return nil, notABoundary
 	}
-	if c.hooks != nil && !c.active && c.newRequest {
+	if !c.active && c.newRequest {
 		return clone(c.pending), boundaryOnShutdown
 	}
 	requestEnd := headerEnd(c.pending)
@@ -524,9 +509,9 @@ func (c *conn) boundary() ([]byte, verdict) {
 		}
 	case requestEnd >= 0:
 		header := c.pending[:requestEnd]
-		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd && !folded(header)
-		if dropped && (c.lastReadLate || !hasBody(header)) {
-			return clone(c.pending), atBoundary
+		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd
+		if dropped && !folded(header) && !hasBody(header) {
+			return clone(c.pending), boundaryOnShutdown
 		}
 	case len(c.pending) == 0:
 		if !c.readFailed && c.http11 && c.head.keepAlive() && c.bodyLeft == 0 {

@@ -34,8 +34,7 @@ var holdLimit = 2 * time.Second
 // View's server — or until the View is the newest again (the reload
 // failed), or for at most holdLimit.
 //
-// A server without hooks keeps the rules its connection can follow alone,
-// and loses such a request when it carries a body (see the package doc).
+// A server without hooks hands no connection off (see the package doc).
 type ServerHooks struct {
 	once     sync.Once
 	shutdown chan struct{} // closed when the server's Shutdown begins
@@ -88,7 +87,7 @@ func (c *conn) headerRead(h *ServerHooks) {
 	c.mu.Lock()
 	c.hooks, c.active, c.held = h, true, false
 	v := c.view
-	if c.closed || c.noHandoff || c.overflow || v == nil {
+	if c.closed || c.noHandoff || v == nil {
 		c.mu.Unlock()
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -477,4 +478,127 @@ func TestAClosedViewIsNoProofOfShutdown(t *testing.T) {
 	if _, body, err := c.response(); err == nil {
 		t.Fatalf("answered %q without proof that the old server stopped", body)
 	}
+}
+
+// TestAServerWithoutHooksNeverHandsOff: what a connection alone shows is
+// not enough to hand it off safely (a handler clearing its write deadline
+// to stream looks like a finished response); a server without ServerHooks
+// keeps its connections, as on a plain listener.
+func TestAServerWithoutHooksNeverHandsOff(t *testing.T) {
+	address := freeAddress(t)
+	bodyRead := make(chan string, 1)
+	old := serveWith(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		rc.EnableFullDuplex()
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "streaming")
+		rc.Flush()
+		rc.SetWriteDeadline(time.Time{}) // a long stream: no write deadline
+		body, _ := io.ReadAll(r.Body)
+		bodyRead <- string(body)
+	}), serverOptions{noHooks: true})
+	c := dial(t, address)
+	hc := unwrap(<-old.fresh)
+	fmt.Fprintf(c.conn, "POST /x/first HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n", len(smuggled))
+	waitFor(t, func() bool { hc.mu.Lock(); defer hc.mu.Unlock(); return hc.writes > 0 && hc.reading })
+	serve(t, address, "new", refuseSmuggled(t)) // a reload begins
+	io.WriteString(c.conn, smuggled)            // the rest of the body
+	if got := <-bodyRead; got != smuggled || old.view.HandedOff() != 0 {
+		t.Fatalf("the handler read %q, %d connections handed off; want the whole body and none", got, old.view.HandedOff())
+	}
+
+	dial(t, address).mustGet("/", "new ping") // new connections go to the new server
+	<-old.shutdown()
+	if n := old.view.HandedOff(); n != 0 {
+		t.Errorf("a server without hooks handed off %d connections", n)
+	}
+}
+
+// TestAServerWithoutHooksDropsARequestReadAfterItsShutdown: the case
+// ServerHooks answer (see TestARequestReadAfterShutdownBeganIsAnsweredByTheNewServer)
+// is, without them, lost as on a plain listener, never replayed.
+func TestAServerWithoutHooksDropsARequestReadAfterItsShutdown(t *testing.T) {
+	address := freeAddress(t)
+	old := serveWith(t, address, "old", nil, serverOptions{noHooks: true})
+	c := dial(t, address)
+	<-old.fresh
+	serve(t, address, "new", nil)
+	done := old.shutdown()
+	c.send("POST", "/", "ping")
+	if _, body, err := c.response(); err == nil {
+		t.Fatalf("answered %q", body)
+	}
+	<-done
+	if n := old.view.HandedOff(); n != 0 {
+		t.Errorf("a server without hooks handed off %d connections", n)
+	}
+}
+
+// TestAPipelinedRequestBehindALargeRequestIsNeverMoved: a request whose
+// unanswered bytes outgrow maxPending hides what was read behind it (a
+// pipelined request, net/http holding its first byte); the connection is
+// then never handed off, not even while a later request waits or is served.
+func TestAPipelinedRequestBehindALargeRequestIsNeverMoved(t *testing.T) {
+	t.Run("behind a large header", func(t *testing.T) {
+		address := freeAddress(t)
+		acting, release := make(chan struct{}), make(chan struct{})
+		old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/x/pay" {
+				close(acting)
+				<-release
+			}
+			io.WriteString(w, "old "+r.URL.Path)
+		}))
+		c := dial(t, address)
+		hc := unwrap(<-old.fresh)
+		big := fmt.Sprintf("GET /x/big HTTP/1.1\r\nHost: test\r\nX-Big: %s\r\n\r\n", strings.Repeat("h", maxPending+1000))
+		io.WriteString(c.conn, big+"GET /x/pay HTTP/1.1\r\nHost: test\r\n\r\n")
+		if _, body, err := c.response(); err != nil || body != "old /x/big" {
+			t.Fatalf("first answer %q, err %v", body, err)
+		}
+		<-acting // GET /x/pay is being served from net/http's buffer
+		serve(t, address, "new", nil)
+		hc.mu.Lock()
+		woken, closed := hc.woken, hc.closed
+		hc.mu.Unlock()
+		close(release)
+		if woken || closed {
+			t.Fatal("the connection was taken from its server while GET /x/pay was served")
+		}
+		if _, body, err := c.response(); err != nil || body != "old /x/pay" {
+			t.Fatalf("GET /x/pay answered %q, err %v; want the old server's", body, err)
+		}
+	})
+	t.Run("behind a large body", func(t *testing.T) {
+		address := freeAddress(t)
+		bodyDone, piped := make(chan struct{}), make(chan struct{})
+		var hc *conn
+		paused := newGate(http.StateIdle)
+		old := serveWith(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/x/big" {
+				io.ReadAll(r.Body) // its EOF starts net/http's background read
+				close(bodyDone)
+				<-piped
+				waitFor(t, func() bool { hc.mu.Lock(); defer hc.mu.Unlock(); return bytes.HasSuffix(hc.pending, []byte("G")) })
+			}
+			io.WriteString(w, "old "+r.URL.Path)
+		}), serverOptions{wrap: paused.wrap})
+		c := dial(t, address)
+		hc = unwrap(<-old.fresh)
+		fmt.Fprintf(c.conn, "POST /x/big HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n%s", maxPending+1000, strings.Repeat("b", maxPending+1000))
+		<-bodyDone
+		io.WriteString(c.conn, "GET /x/pay HTTP/1.1\r\nHost: test\r\n\r\n") // pipelined: net/http keeps its first byte
+		close(piped)
+		<-paused.reached // the first response is finished
+		serve(t, address, "new", refuseSmuggled(t))
+		close(paused.open)
+		for _, want := range []string{"old /x/big", "old /x/pay"} {
+			if _, body, err := c.response(); err != nil || body != want {
+				t.Fatalf("answer %q, err %v; want %q", body, err, want)
+			}
+		}
+		if n := old.view.HandedOff(); n != 0 {
+			t.Errorf("handed off %d connections", n)
+		}
+	})
 }

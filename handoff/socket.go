@@ -33,9 +33,9 @@
 // begins, then answered by the new server. A request body is never taken
 // for a request: body bytes are counted by the request's Content-Length,
 // and a body whose end is not known (chunked, or a header that folds a
-// line) leaves no boundary. A server without hooks keeps the rules the
-// connection can follow alone, and loses a request with a body read as a
-// reload begins.
+// line) leaves no boundary. What a connection shows alone is not enough to
+// hand it off safely, so a server without hooks hands nothing off: it only
+// shares the socket, whose accept queue a reload then never resets.
 //
 // No request is served twice. One window remains where a request can be
 // lost: the hooks report a request active while its View is still the
