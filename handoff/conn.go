@@ -376,7 +376,9 @@ func (c *conn) Close() error {
 		v.forget(c)
 	}
 	switch {
-	case v == nil || verdict == notABoundary:
+	case v == nil || verdict == notABoundary || !v.hasNewer():
+		// No newer View to take it (no reload, or the last config stops):
+		// closed at once, as a plain listener's would be.
 		return c.Conn.Close()
 	case verdict == boundaryOnShutdown:
 		// net/http runs its Shutdown hooks just after it closes the
@@ -530,6 +532,9 @@ func closedWithin(ch <-chan struct{}, d time.Duration) bool {
 	case <-ch:
 		return true
 	default:
+	}
+	if d <= 0 {
+		return false
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -57,7 +57,9 @@ func (h *ServerHooks) shutdownWithin(d time.Duration) bool { return closedWithin
 // ConnState is the server's http.Server ConnState hook. Connections that
 // are not a View's (another listener's) are ignored; a View's connection is
 // found through the wrappers Caddy and its modules put around it (NetConn,
-// Raw, or an embedded net.Conn field).
+// Raw, or an embedded net.Conn field). Such a wrapper must pass every byte
+// it reads on to net/http, not keep any back, as Caddy's h2c and TLS-state
+// wrappers do.
 func (h *ServerHooks) ConnState(nc net.Conn, state http.ConnState) {
 	c := unwrap(nc)
 	if c == nil {

@@ -602,3 +602,35 @@ func TestAPipelinedRequestBehindALargeRequestIsNeverMoved(t *testing.T) {
 		}
 	})
 }
+
+// TestWithoutANewerViewConnectionsCloseAtOnce: a server that closes its
+// idle connections with no reload under way (keep-alives disabled, or the
+// last config stopping) has nothing to hand them to and must not wait for
+// its View to close: net/http does that under the server's lock.
+func TestWithoutANewerViewConnectionsCloseAtOnce(t *testing.T) {
+	address := freeAddress(t)
+	g := serve(t, address, "only", nil)
+	var conns []*conn
+	for range 10 {
+		c := dial(t, address)
+		conns = append(conns, unwrap(<-g.fresh))
+		c.mustGet("/", "only ping")
+	}
+	waitFor(t, func() bool { // every connection waits in an idle read
+		for _, hc := range conns {
+			hc.mu.Lock()
+			reading := hc.reading && hc.completed
+			hc.mu.Unlock()
+			if !reading {
+				return false
+			}
+		}
+		return true
+	})
+	start := time.Now()
+	g.srv.SetKeepAlivesEnabled(false)
+	// With a wait of handoffGrace per connection this takes a second.
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("closing 10 idle connections took %v", d)
+	}
+}

@@ -19,9 +19,10 @@
 // after reading one it will not serve, or after a complete keep-alive
 // response) is not closed but handed, with the bytes already read, to the
 // newest View's server, which answers it. A connection is never handed off in
-// the middle of a response, after a protocol switch (101, CONNECT) or when its
-// first bytes are not an HTTP/1 request (TLS, HTTP/2): those are closed as
-// before.
+// the middle of a response, after a protocol switch (101, CONNECT) or once
+// its first bytes show it is not HTTP/1 (TLS, HTTP/2): those are closed as
+// before. With no newer View (no reload, or the last configuration
+// stopping), a connection is closed at once, as a plain listener's.
 //
 // What only net/http knows, ServerHooks tells this package: that it reports
 // a connection active (a request read, to be served unless its Shutdown has
@@ -259,6 +260,12 @@ func (v *View) superseded() {
 	for _, c := range conns {
 		c.wakeIdleRead()
 	}
+}
+
+// hasNewer reports whether a newer View of v's socket is open.
+func (v *View) hasNewer() bool {
+	newest := v.socket.newest.Load()
+	return newest != nil && newest != v
 }
 
 // isNewest reports whether v is the newest open View of its socket.
