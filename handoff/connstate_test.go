@@ -270,14 +270,11 @@ func TestABodyReadAfterItsResponseIsNeverTakenForARequest(t *testing.T) {
 	}
 }
 
-// TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse: handlers
-// clear their write deadline to stream (ResponseController), which looks
-// like net/http finishing a response; the body they read after it is still
-// the body.
-func TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse(t *testing.T) {
-	address := freeAddress(t)
-	bodyRead, release := make(chan string, 1), make(chan struct{})
-	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// streamingHandler streams a response in full duplex and clears its write
+// deadline, as a long stream does, then reads the whole body, sends it to
+// bodyRead, and runs then (when set).
+func streamingHandler(bodyRead chan<- string, then func()) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		rc.EnableFullDuplex()
 		w.WriteHeader(http.StatusOK)
@@ -286,6 +283,20 @@ func TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse(t *testing.T) 
 		rc.SetWriteDeadline(time.Time{})
 		body, _ := io.ReadAll(r.Body)
 		bodyRead <- string(body)
+		if then != nil {
+			then()
+		}
+	})
+}
+
+// TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse: handlers
+// clear their write deadline to stream (ResponseController), which looks
+// like net/http finishing a response; the body they read after it is still
+// the body.
+func TestAHandlerClearingItsWriteDeadlineDoesNotFinishItsResponse(t *testing.T) {
+	address := freeAddress(t)
+	bodyRead, release := make(chan string, 1), make(chan struct{})
+	old := serve(t, address, "old", streamingHandler(bodyRead, func() {
 		<-release
 		panic(http.ErrAbortHandler)
 	}))
@@ -487,16 +498,7 @@ func TestAClosedViewIsNoProofOfShutdown(t *testing.T) {
 func TestAServerWithoutHooksNeverHandsOff(t *testing.T) {
 	address := freeAddress(t)
 	bodyRead := make(chan string, 1)
-	old := serveWith(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		rc.EnableFullDuplex()
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, "streaming")
-		rc.Flush()
-		rc.SetWriteDeadline(time.Time{}) // a long stream: no write deadline
-		body, _ := io.ReadAll(r.Body)
-		bodyRead <- string(body)
-	}), serverOptions{noHooks: true})
+	old := serveWith(t, address, "old", streamingHandler(bodyRead, nil), serverOptions{noHooks: true})
 	c := dial(t, address)
 	hc := unwrap(<-old.fresh)
 	fmt.Fprintf(c.conn, "POST /x/first HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n", len(smuggled))
