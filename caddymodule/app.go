@@ -166,9 +166,9 @@ func (a *App) Validate() error {
 }
 
 // Start makes the pooled cache (and go-redis) log through this config's
-// logger. Only a
-// config that is being committed starts: one that failed to load (and whose
-// log writers Caddy then closes) never takes the cache's logger.
+// logger. Only a config that is being committed starts: one that failed to
+// load (and whose log writers Caddy then closes) never takes the cache's
+// logger.
 func (a *App) Start() error {
 	a.cache.SetLogger(a.logger)
 	if a.Redis != nil {

@@ -170,6 +170,16 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "refresh_window", "at most 30m"},
 		},
 		{
+			name:     "managed identity object id from an empty variable",
+			entraApp: `{"managed_identity": {"object_id": "{env.ENTRA_UNIT_EMPTY}"}, "applications": {"a": {"scopes": ["https://vault.azure.net/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "managed_identity object_id", "{env.ENTRA_UNIT_EMPTY}"},
+		},
+		{
+			name:     "managed identity client id from an empty variable",
+			entraApp: `{"managed_identity": {"client_id": "{env.ENTRA_UNIT_EMPTY}"}, "applications": {"a": {"scopes": ["https://vault.azure.net/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "managed_identity", "{env.ENTRA_UNIT_EMPTY}"},
+		},
+		{
 			name:     "missing certificate file",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_certificate": {"certificate": "/nonexistent/cert.pem"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_certificate"},

@@ -111,7 +111,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
-	h.injectedCount = metrics().requests.WithLabelValues(h.Application, resultInjected)
 	if h.Application == "" {
 		return fmt.Errorf("%s: entra_token: application is required", tokencache.CodeApplicationNotFound)
 	}
@@ -148,6 +147,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("%s: entra_token: application %q is not configured (configured: %s)",
 			tokencache.CodeApplicationNotFound, h.Application, h.app.applicationNames())
 	}
+	// Only a configured application gets a metric series.
+	h.injectedCount = metrics().requests.WithLabelValues(h.Application, resultInjected)
 	return nil
 }
 
@@ -228,7 +229,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if r.Context().Err() != nil {
 		// The client went away; there is nobody to answer.
-		metrics().requests.WithLabelValues(h.Application, "canceled").Inc()
+		metrics().requests.WithLabelValues(h.Application, resultCanceled).Inc()
 		return caddyhttp.Error(499, err)
 	}
 	metrics().requests.WithLabelValues(h.Application, body.Code).Inc()

@@ -205,10 +205,12 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	cfg.FederatedTokenFile = r.required("federated_token_file", id.FederatedTokenFile)
 	if mi := id.ManagedIdentity; mi != nil {
 		cfg.ManagedIdentity = &entra.ManagedIdentityCredential{
-			ClientID:     r.value("managed_identity", mi.ClientID),
-			ObjectID:     r.value("managed_identity object_id", mi.ObjectID),
-			ResourceID:   r.value("managed_identity resource_id", mi.ResourceID),
-			IMDSEndpoint: r.value("managed_identity endpoint", mi.Endpoint),
+			// Set but empty would silently select another identity (the
+			// system-assigned one) or endpoint: an error instead.
+			ClientID:     r.required("managed_identity", mi.ClientID),
+			ObjectID:     r.required("managed_identity object_id", mi.ObjectID),
+			ResourceID:   r.required("managed_identity resource_id", mi.ResourceID),
+			IMDSEndpoint: r.required("managed_identity endpoint", mi.Endpoint),
 		}
 	}
 	if r.err != nil {

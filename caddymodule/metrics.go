@@ -18,9 +18,12 @@ const (
 	resultPermanent = "permanent_error"
 )
 
-// resultInjected is the requests_total result of a request that got its
-// token; the others are the error codes answered.
-const resultInjected = "injected"
+// Results of requests_total besides the error codes answered: the request
+// got its token, or its client left before it did.
+const (
+	resultInjected = "injected"
+	resultCanceled = "canceled"
+)
 
 // moduleMetrics are the module's Prometheus collectors: namespace caddy,
 // subsystem entra. They are made once per process and registered on each

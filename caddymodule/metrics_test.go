@@ -120,3 +120,17 @@ func TestMetricsRegisterOnEachConfigsRegistryAndHoldNoSecret(t *testing.T) {
 		t.Errorf("store_available is not 1 with the memory store:\n%s", text.String())
 	}
 }
+
+// TestAHandlerThatFailsToProvisionMakesNoSeries: a config rejected at load
+// (an application name that is not configured) leaves no metric series
+// behind, so configs posted to the admin API cannot grow the metrics.
+func TestAHandlerThatFailsToProvisionMakesNoSeries(t *testing.T) {
+	before := testutil.CollectAndCount(metrics().requests)
+	if err := validateConfig(t, jsonConfig(`{"tenant_id": "t", "client_id": "c", "client_secret": "s",
+		"applications": {"graph-api": {"scopes": ["https://graph.microsoft.com/.default"]}}}`, "no-such-application")); err == nil {
+		t.Fatal("config accepted")
+	}
+	if after := testutil.CollectAndCount(metrics().requests); after != before {
+		t.Errorf("requests_total series %d -> %d after a rejected config", before, after)
+	}
+}

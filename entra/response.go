@@ -22,9 +22,10 @@ const redacted = "[REDACTED]"
 
 // Token is an access token issued by the token endpoint.
 //
-// Formatting a Token or *Token with fmt (%v, %+v, %#v, %s, ...) or logging it
-// with zap never shows AccessToken. (encoding/json does: use the field only
-// where the token must go.)
+// Formatting a Token or *Token with fmt (%v, %+v, %#v, %s, ...), logging it
+// with zap or encoding it to JSON never shows AccessToken (its JSON is a
+// one-way summary: it does not decode back into a usable Token). Use the
+// field only where the token must go.
 type Token struct {
 	// AccessToken is the bearer token itself.
 	AccessToken string

@@ -264,9 +264,14 @@ func (e *Emulator) assertionKey(header map[string]any, registered client) (*rsa.
 			// A key credential is valid from the certificate's NotBefore to
 			// its NotAfter, as the portal registers it.
 			if now := e.now(); now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+				reason := "The key used is expired."
+				if now.Before(cert.NotBefore) {
+					reason = "The key used is not yet valid."
+				}
+				sum := sha1.Sum(cert.Raw)
 				return nil, &entraError{http.StatusUnauthorized, "invalid_client", 700027,
-					fmt.Sprintf("Client assertion failed signature validation. [Reason - The key used is expired., Thumbprint of key used by client: '%s', Found key 'Start=%s, End=%s']",
-						thumbprintS256(cert), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))}
+					fmt.Sprintf("Client assertion failed signature validation. [Reason - %s, Thumbprint of key used by client: '%X', Found key 'Start=%s, End=%s']",
+						reason, sum, cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))}
 			}
 			pub, ok := cert.PublicKey.(*rsa.PublicKey)
 			if !ok {

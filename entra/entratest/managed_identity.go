@@ -157,6 +157,14 @@ func (e *Emulator) handleAppService(w http.ResponseWriter, r *http.Request) {
 		appServiceError(w, http.StatusBadRequest, "The resource parameter is required.")
 		return
 	}
+	if objectID := query.Get("object_id"); objectID != "" {
+		// App Service takes object_id as an alias of principal_id.
+		if query.Get("principal_id") != "" {
+			appServiceError(w, http.StatusBadRequest, "Only one of client_id, principal_id (object_id) and mi_res_id may be specified.")
+			return
+		}
+		query.Set("principal_id", objectID)
+	}
 	identity, found, ambiguous := e.selectIdentity(query, "principal_id", "mi_res_id")
 	switch {
 	case ambiguous:

@@ -127,7 +127,7 @@ func TestAppServiceIdentityEndpoint(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
 	e, srv := startEmulator(t, Options{Now: clock.Now, TokenLifetime: time.Hour})
 	e.AddManagedIdentity(systemIdentity, true)
-	e.AddManagedIdentity(userIdentity, false)
+	userMI := e.AddManagedIdentity(userIdentity, false)
 	endpoint := func(query url.Values) string { return srv.URL + AppServicePath + "?" + query.Encode() }
 	good := url.Values{"api-version": {AppServiceAPIVersion}, "resource": {"https://storage.azure.com"}}
 
@@ -157,6 +157,16 @@ func TestAppServiceIdentityEndpoint(t *testing.T) {
 	if r := getJSON(t, endpoint(user), header); r.status != 200 || r.body["client_id"] != userIdentity {
 		t.Errorf("user-assigned: %d %v", r.status, r.body)
 	}
+	for _, name := range []string{"principal_id", "object_id", "mi_res_id"} { // object_id: an alias of principal_id
+		id := userMI.ObjectID
+		if name == "mi_res_id" {
+			id = userMI.ResourceID
+		}
+		byID := url.Values{"api-version": {AppServiceAPIVersion}, "resource": {"api://x"}, name: {id}}
+		if r := getJSON(t, endpoint(byID), header); r.status != 200 || r.body["client_id"] != userIdentity {
+			t.Errorf("user-assigned by %s: %d %v", name, r.status, r.body)
+		}
+	}
 
 	for name, tc := range map[string]struct {
 		query  url.Values
@@ -167,6 +177,7 @@ func TestAppServiceIdentityEndpoint(t *testing.T) {
 		"IMDS api-version": {url.Values{"api-version": {IMDSAPIVersion}, "resource": {"r"}}, header, 400},
 		"no resource":      {url.Values{"api-version": {AppServiceAPIVersion}}, header, 400},
 		"unknown identity": {url.Values{"api-version": {AppServiceAPIVersion}, "resource": {"r"}, "client_id": {"nobody"}}, header, 400},
+		"two identity IDs": {url.Values{"api-version": {AppServiceAPIVersion}, "resource": {"r"}, "principal_id": {userMI.ObjectID}, "object_id": {userMI.ObjectID}}, header, 400},
 	} {
 		r := getJSON(t, endpoint(tc.query), tc.header)
 		if r.status != tc.status || r.body["statusCode"] != float64(tc.status) || r.body["message"] == "" {
