@@ -13,17 +13,33 @@ import (
 // handoffCaddyfile is sidecarCaddyfile listening through the handoff network.
 var handoffCaddyfile = strings.Replace(sidecarCaddyfile, "bind 127.0.0.1", "bind handoff/127.0.0.1", 1)
 
+// handoffH1Caddyfile is handoffCaddyfile serving HTTP/1 only: Caddy then
+// wraps each connection (its h2c check) before net/http sees it.
+var handoffH1Caddyfile = strings.Replace(handoffCaddyfile, "\tdebug\n", "\tdebug\n\tservers {\n\t\tprotocols h1\n\t}\n", 1)
+
 // TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce reloads a replica 6
 // times while 8 clients send POSTs (never retried by Go's client), half on
 // keep-alive connections and half on a new connection each: every answered
 // request is a 200 that reached the upstream exactly once, none is served
-// twice, at most 2 are lost, and the reloads cost no token request.
+// twice, at most 2 are lost, and the reloads cost no token request. With
+// HTTP/1 only, the hooks reach the connections through Caddy's wrapper.
 func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
+	for _, tc := range []struct{ name, caddyfile string }{
+		{"default protocols", handoffCaddyfile},
+		{"HTTP/1 only", handoffH1Caddyfile},
+	} {
+		t.Run(tc.name, func(t *testing.T) { reloadUnderLoad(t, tc.caddyfile) })
+	}
+}
+
+// reloadUnderLoad is TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce
+// for one Caddyfile template.
+func reloadUnderLoad(t *testing.T, caddyfile string) {
 	f := newFleet(t)
-	replica := startSidecar(t, handoffCaddyfile, f.env(testClientSecret)...)
+	replica := startSidecar(t, caddyfile, f.env(testClientSecret)...)
 	tokenVia(t, replica, f.upstream, "/orders/warm")
 
-	configs := []string{reloadedConfig(t, f, replica, ""), reloadedConfig(t, f, replica, "/v2")}
+	configs := []string{reloadedConfig(t, f, replica, caddyfile, ""), reloadedConfig(t, f, replica, caddyfile, "/v2")}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -119,11 +135,12 @@ func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
 	}
 }
 
-// reloadedConfig is replica's Caddyfile with its environment written in, and
-// with prefix+"/orders" as the route, for loading through the admin API.
-func reloadedConfig(t *testing.T, f *fleet, replica *sidecar, prefix string) string {
+// reloadedConfig is replica's Caddyfile (from template) with its environment
+// written in, and with prefix+"/orders" as the route, for loading through the
+// admin API.
+func reloadedConfig(t *testing.T, f *fleet, replica *sidecar, template, prefix string) string {
 	t.Helper()
-	config := fmt.Sprintf(handoffCaddyfile, portOf(t, replica.URL), portOf(t, replica.AdminURL))
+	config := fmt.Sprintf(template, portOf(t, replica.URL), portOf(t, replica.AdminURL))
 	if prefix != "" {
 		config = strings.Replace(config, "handle_path /orders/* {",
 			"handle_path "+prefix+"/orders/* {\n\t\tentra_token orders-api\n\t\treverse_proxy {$TEST_UPSTREAM}\n\t}\n\thandle_path /orders/* {", 1)
