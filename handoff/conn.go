@@ -22,8 +22,9 @@ var handoffGrace = 100 * time.Millisecond
 
 // conn follows the HTTP/1.1 exchange on one accepted connection closely
 // enough to know, when its server closes it, whether that server left it at
-// a request boundary. Everything it learns comes from the order of reads,
-// writes and deadline calls that net/http makes on it.
+// a request boundary. What it learns comes from the order of reads, writes
+// and deadline calls that net/http makes on it, and from its server's
+// ServerHooks (states net/http reports, the start of its Shutdown).
 type conn struct {
 	net.Conn
 
@@ -55,8 +56,10 @@ type conn struct {
 	readStarted int  // writes when the current Read began
 	writes      int
 
-	// completed: the server finished its last response normally (net/http
-	// clears the write deadline after finishRequest).
+	// completed: net/http reported the connection idle after the last
+	// response (it finished it normally and keeps the connection), or, with
+	// early set, that response is whole by its framing and a next request
+	// began before that report.
 	completed bool
 	// aborted: the server set a read deadline in the past since the
 	// request began, as net/http does when it abandons a response.
@@ -317,7 +320,8 @@ func (c *conn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline notes an abort (a deadline in the past) and sets it.
+// SetReadDeadline notes an abort (a deadline in the past) and the server's
+// deadline, and sets it.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	if c.closed {
