@@ -123,6 +123,14 @@ func (c *conn) idle() {
 // begins (h), v is the newest View again, or limit has passed. It reports
 // whether the Shutdown has begun.
 func (v *View) awaitShutdown(h *ServerHooks, limit time.Duration) bool {
+	// Every request comes here; almost all find no reload under way, which
+	// takes no lock.
+	if h.shuttingDown() {
+		return true
+	}
+	if v.isNewest() {
+		return false
+	}
 	var timeout <-chan time.Time
 	for {
 		changed := v.socket.viewsChanged()
