@@ -153,6 +153,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
+	a.warnLiteralSecrets()
 	return a.provision(caddy.NewReplacer())
 }
 

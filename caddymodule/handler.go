@@ -31,15 +31,21 @@ const DefaultHeader = "Authorization"
 var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 
 // Handler injects an Entra ID access token for one application into each
-// request: it removes every copy of the header the client sent and sets it to
-// "Bearer <token>", then passes the request on. When no valid token can be
+// request: it hands the next handler a copy of the request in which every
+// copy of the header the client sent (in the header, in Connection options,
+// in trailers) is replaced by "Bearer <token>". The request the rest of the
+// server reads (placeholders, deferred header operations, respond, error
+// routes) keeps what the client sent, so only the proxied request carries
+// the token. TRACE and CONNECT are answered 405, and a path with an encoded
+// dot-segment 400, before any token is looked up. When no valid token can be
 // had it answers itself, with the error's status (502, or 503 with
 // Retry-After while the token endpoint is throttling) and a JSON body
 // {"code": "...", "message": "..."}, and does not call the next handler.
 //
-// When downstream answers with a status of purge_on_status (default 401),
-// the token is dropped from the cache (in this replica and in Redis), at most
-// once per token, so that the next request gets a fresh one.
+// When downstream answers with a status of purge_on_status (default 401) to
+// a request that still carried the token, the token is dropped from the
+// cache (in this replica and in Redis), at most once per token, so that the
+// next request gets a fresh one.
 //
 // The handler sets these placeholders:
 //
@@ -53,7 +59,9 @@ type Handler struct {
 	Application string `json:"application,omitempty"`
 
 	// Header is the request header the token goes into, as
-	// "Bearer <token>". Default Authorization.
+	// "Bearer <token>". Hop-by-hop and framing fields (Connection,
+	// Proxy-Authorization, Host, Content-Length...) and the X-Forwarded-*
+	// fields are refused. Default Authorization.
 	Header string `json:"header,omitempty"`
 
 	// PurgeOnStatus lists the downstream statuses that make the handler
@@ -121,6 +129,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !httpguts.ValidHeaderFieldName(h.header) {
 		return fmt.Errorf("entra_token: header %q is not a valid header name", h.Header)
 	}
+	if err := checkHeaderName(h.header); err != nil {
+		return err
+	}
+	if h.header != DefaultHeader {
+		// Caddy's logs redact Authorization, Cookie and Proxy-Authorization
+		// only: reverse_proxy's debug log would show this header's token.
+		h.logger.Warn("the injected header is not redacted in Caddy's logs: keep debug logging off for this "+
+			"server or delete the field with a log filter (README, \"A custom header\")",
+			zap.String("application", h.Application), zap.String("header", h.header))
+	}
 	h.purgeOnStatus = defaultPurgeOnStatus
 	if h.PurgeOnStatus != nil {
 		h.purgeOnStatus = *h.PurgeOnStatus
@@ -154,14 +172,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP injects the token and calls next, or answers the error itself.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if rejection := checkRequest(r); rejection != nil {
+		return writeRejection(w, rejection)
+	}
 	credential, err := h.app.Token(r.Context(), h.Application)
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
 	h.countInjected()
 	in := h.injectionFor(credential)
-	r.Header.Del(h.header)
-	r.Header.Set(h.header, in.headerValue)
+	proxied := withToken(r, h.header, in.headerValue)
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.entra_token.application", h.Application)
@@ -171,10 +191,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
 	}
 	if len(h.purgeOnStatus) == 0 {
-		return next.ServeHTTP(w, r)
+		return next.ServeHTTP(w, proxied)
 	}
 	recorder := caddyhttp.NewResponseRecorder(w, nil, nil)
-	err = next.ServeHTTP(recorder, r)
+	err = next.ServeHTTP(recorder, proxied)
 	status := recorder.Status()
 	if err != nil {
 		var handlerErr caddyhttp.HandlerError
@@ -182,7 +202,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			status = handlerErr.StatusCode
 		}
 	}
-	if slices.Contains(h.purgeOnStatus, status) {
+	if slices.Contains(h.purgeOnStatus, status) && carriesToken(proxied, h.header, in.headerValue) {
 		h.purge(r, credential, status)
 	}
 	return err

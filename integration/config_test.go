@@ -53,6 +53,12 @@ func TestBadConfigIsRejectedAtLoad(t *testing.T) {
 			caddyfile: strings.Replace(entraBlock, "%s", "client_secret {env.ENTRA_TEST_UNSET_SECRET}", 1) + strings.Replace(site, "%s", "orders-api", 1),
 			want:      []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_secret", "{env.ENTRA_TEST_UNSET_SECRET}"},
 		},
+		{
+			name: "a header that cannot carry the token",
+			caddyfile: strings.Replace(entraBlock, "%s", "client_secret s3cr3t-value", 1) +
+				strings.Replace(site, "%s", "orders-api {\n\t\theader Proxy-Authorization\n\t}", 1),
+			want: []string{"Proxy-Authorization", "cannot carry the token"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,73 @@
+package caddymodule
+
+import (
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// secretPlaceholder is a value that Caddy resolves at provision time: the
+// config, GET /config/ and autosave.json then hold the placeholder, never
+// the secret.
+var secretPlaceholder = regexp.MustCompile(`^\{(env|file)\.[^{}]+\}$`)
+
+// literalSecretFields names the secret fields whose value is written in the
+// config itself (literally, or as a {$VAR} the Caddyfile adapter already
+// substituted) instead of as an {env.*} or {file.*} placeholder. Names only:
+// never a value.
+func (a *App) literalSecretFields() []string {
+	var fields []string
+	check := func(field, value string) {
+		if value != "" && !secretPlaceholder.MatchString(strings.TrimSpace(value)) {
+			fields = append(fields, field)
+		}
+	}
+	identity := func(prefix string, id *IdentityConfig) {
+		check(prefix+"client_secret", id.ClientSecret)
+		if cc := id.ClientCertificate; cc != nil {
+			check(prefix+"client_certificate key_password", cc.KeyPassword)
+		}
+	}
+	identity("", &a.IdentityConfig)
+	names := make([]string, 0, len(a.Applications))
+	for name := range a.Applications {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if app := a.Applications[name]; app != nil {
+			identity("application "+name+": ", &app.IdentityConfig)
+		}
+	}
+	if rc := a.Redis; rc != nil {
+		check("redis password", rc.Password)
+		check("redis url's password", urlPassword(rc.URL))
+		for _, key := range rc.EncryptionKeys {
+			check("redis encryption_key", key)
+		}
+	}
+	return slices.Compact(fields)
+}
+
+// urlPassword is the password a redis URL carries, if any.
+func urlPassword(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.User == nil {
+		return ""
+	}
+	password, _ := u.User.Password()
+	return password
+}
+
+// warnLiteralSecrets warns, naming each field, when a secret would be shown
+// by the admin API's GET /config/ and written to autosave.json.
+func (a *App) warnLiteralSecrets() {
+	for _, field := range a.literalSecretFields() {
+		a.logger.Warn("a secret is written in the config: GET /config/ and autosave.json show it; "+
+			"use an {env.*} or {file.*} placeholder, resolved at load",
+			zap.String("field", field))
+	}
+}
