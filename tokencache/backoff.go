@@ -21,6 +21,9 @@ const (
 	permanentBackoffMin = 5 * time.Second
 	permanentBackoffMax = 5 * time.Minute
 	maxRetryAfter       = 10 * time.Minute
+	// maxClockSkew is how far apart replicas' clocks may be when they judge
+	// a shared backoff's end.
+	maxClockSkew = time.Minute
 	maxBackoffMessage   = 1024
 )
 
@@ -175,6 +178,14 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, e *entry) (Backoff, error
 	case err != nil:
 		c.storeFailed(err)
 	default:
+		// No replica writes a backoff longer than maxRetryAfter: one that
+		// runs longer (beyond clock skew) was not written by a replica, and
+		// is ignored so that a Redis writer cannot pause token requests.
+		if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
+			c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
+				zap.String("application", e.app.label()), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
+			break
+		}
 		ks.adoptBackoff(b, credentialID)
 	}
 	return ks.activeBackoff(c.now(), credentialID)

@@ -183,3 +183,40 @@ func TestTransientBackoffAnswers503(t *testing.T) {
 		t.Errorf("after the backoff: %q, %v", rec.AccessToken, err)
 	}
 }
+
+// TestPlantedBackoffIsIgnored: a backoff written into the store by someone
+// else than a replica (a Redis writer), with an end years away, pauses no
+// token request.
+func TestPlantedBackoffIsIgnored(t *testing.T) {
+	clock := newFakeClock()
+	store := NewMemoryStore()
+	f := newFakeFetcher(clock)
+	c, _, logs := newClockCache(t, store, clock, Options{}, testApp("graph-api", f.Fetch))
+	key := RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))
+	planted := &Backoff{Until: clock.Now().Add(365 * 24 * time.Hour), Code: CodeTokenRequestFailed,
+		Reason: "transient", Status: http.StatusServiceUnavailable, Attempts: 1}
+	if err := store.SetBackoff(t.Context(), BackoffKey(key), planted, 365*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.Token(t.Context(), "graph-api")
+	if err != nil {
+		t.Fatalf("Token() = %v, want a token", err)
+	}
+	if logs.FilterMessageSnippet("runs longer than any replica writes").Len() == 0 {
+		t.Error("the planted backoff was not logged")
+	}
+
+	// One a replica could have written is obeyed.
+	if !c.Purge(t.Context(), "graph-api", rec.AccessToken) {
+		t.Fatal("the token was not purged")
+	}
+	planted.Until = clock.Now().Add(maxRetryAfter)
+	if err := store.SetBackoff(t.Context(), BackoffKey(key), planted, maxRetryAfter); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Token(t.Context(), "graph-api")
+	var coded *Error
+	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable {
+		t.Fatalf("Token() = %v, want 503 while a backoff runs", err)
+	}
+}
