@@ -23,8 +23,8 @@ const (
 	maxRetryAfter       = 10 * time.Minute
 	// maxClockSkew is how far apart replicas' clocks may be when they judge
 	// a shared backoff's end.
-	maxClockSkew = time.Minute
-	maxBackoffMessage   = 1024
+	maxClockSkew      = time.Minute
+	maxBackoffMessage = 1024
 )
 
 // Backoff reasons (Backoff.Reason).
