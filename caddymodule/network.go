@@ -61,7 +61,18 @@ func mayBeHandoffAddress(address string) bool {
 }
 
 // listenHandoff is the caddy.ListenerFunc of HandoffNetwork.
+//
+// It refuses an address without a host: Caddy passes an empty host for
+// `bind handoff/` (or `handoff/{$VAR}` with VAR set but empty), which the
+// operating system takes as every interface. A sidecar meant for loopback
+// would then serve the network, so a wildcard has to be written out:
+// `handoff/0.0.0.0` or `handoff/[::]`.
 func listenHandoff(ctx context.Context, _, host, portRange string, portOffset uint, cfg net.ListenConfig) (any, error) {
+	if host == "" {
+		return nil, fmt.Errorf("%s network: an address without a host would listen on every interface: "+
+			"write the host (%s/127.0.0.1), or %s/0.0.0.0 or %s/[::] to mean every interface",
+			HandoffNetwork, HandoffNetwork, HandoffNetwork, HandoffNetwork)
+	}
 	start, end, err := parsePortRange(portRange)
 	if err != nil {
 		return nil, fmt.Errorf("%s network: %w", HandoffNetwork, err)

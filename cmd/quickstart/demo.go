@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,7 +32,11 @@ const (
 // demo is a running emulator, downstream API and sidecar.
 type demo struct {
 	SidecarURL string
+	// AdminSocket is the path of the Unix socket of Caddy's admin API, in a
+	// directory of its own (mode 0700) that Close removes.
+	AdminSocket string
 
+	adminDir   string
 	emulator   *entratest.Emulator
 	entraSrv   *httptest.Server
 	downstream *httptest.Server
@@ -54,12 +59,25 @@ func startDemo(configPath string) (*demo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the sidecar config (run from the repository root): %v", err)
 	}
+	// The example serves the admin API on a Unix socket, by default under
+	// /run, which a user may not write: the demo's goes in a new directory
+	// only this user may enter (os.MkdirTemp makes it 0700).
+	adminDir, err := os.MkdirTemp("", "caddy-entra-admin-")
+	if err != nil {
+		return nil, fmt.Errorf("making the admin socket's directory: %v", err)
+	}
 	emulator, entraSrv, err := entratest.NewServer(entratest.Options{})
 	if err != nil {
+		os.RemoveAll(adminDir)
 		return nil, err
 	}
 	emulator.AddClient(demoClientID, demoClientSecret)
-	d := &demo{emulator: emulator, entraSrv: entraSrv}
+	d := &demo{
+		AdminSocket: filepath.Join(adminDir, "admin.sock"),
+		adminDir:    adminDir,
+		emulator:    emulator,
+		entraSrv:    entraSrv,
+	}
 	d.downstream = httptest.NewServer(http.HandlerFunc(d.serveDownstream))
 
 	port := os.Getenv("SIDECAR_PORT")
@@ -75,6 +93,7 @@ func startDemo(configPath string) (*demo, error) {
 		"GRAPH_UPSTREAM":       d.downstream.URL,
 		"ORDERS_UPSTREAM":      d.downstream.URL,
 		"SIDECAR_PORT":         port,
+		"SIDECAR_ADMIN_SOCKET": d.AdminSocket,
 	} {
 		os.Setenv(name, value)
 	}
@@ -154,11 +173,18 @@ func (d *demo) Request(ctx context.Context, path string) (string, error) {
 		d.SidecarURL, path, d.emulator.TokenRequests(), pretty), nil
 }
 
-// Close stops the sidecar, the downstream API and the emulator.
+// adminOff is a config with no apps and no admin endpoint: caddy.Stop stops
+// the apps but leaves the admin endpoint serving, loading this stops both.
+const adminOff = `{"admin": {"disabled": true, "config": {"persist": false}}}`
+
+// Close stops the sidecar and its admin endpoint, the downstream API and
+// the emulator, and removes the admin socket's directory.
 func (d *demo) Close() {
+	_ = caddy.Load([]byte(adminOff), true)
 	_ = caddy.Stop()
 	if d.downstream != nil {
 		d.downstream.Close()
 	}
 	d.entraSrv.Close()
+	os.RemoveAll(d.adminDir)
 }

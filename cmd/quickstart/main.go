@@ -8,7 +8,9 @@
 //
 //	go run ./cmd/quickstart [-config Caddyfile.example] [-once]
 //
-// Without -once the sidecar keeps serving on 127.0.0.1:8080 until Ctrl-C.
+// Without -once the sidecar keeps serving on 127.0.0.1:8080 until Ctrl-C,
+// with Caddy's admin API on a Unix socket in a new temporary directory
+// (SIDECAR_ADMIN_SOCKET), whose path it prints.
 package main
 
 import (
@@ -44,6 +46,9 @@ func main() {
 	if *once {
 		return
 	}
-	fmt.Printf("\nThe sidecar is serving on %s. Try:\n\n\tcurl -s %s/orders/v1/orders\n\nCtrl-C stops it.\n", demo.SidecarURL, demo.SidecarURL)
+	fmt.Printf("\nThe sidecar is serving on %s. Try:\n\n\tcurl -s %s/orders/v1/orders\n\n"+
+		"Caddy's admin API (config, reloads, metrics) is on a Unix socket only this user may open:\n\n"+
+		"\tcurl -s --unix-socket %s http://localhost/config/\n\nCtrl-C stops it.\n",
+		demo.SidecarURL, demo.SidecarURL, demo.AdminSocket)
 	<-ctx.Done()
 }

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+// This check of the repository's shipped configs lives with the quick start:
+// the repository root has no Go package, and this one already runs the main
+// shipped config (Caddyfile.example) and links Caddy's standard modules, so
+// every directive a README snippet uses adapts here.
+
+// repoRoot is the repository root, seen from this package's directory.
+const repoRoot = "../.."
+
+// shippedConfig is one Caddyfile the repository gives users to run or copy.
+type shippedConfig struct {
+	where string // file, and line for a snippet
+	text  string
+}
+
+// shippedConfigs finds the Caddyfiles the repository ships: files named
+// Caddyfile, Caddyfile.* or *.caddyfile outside testdata; the caddyfile code
+// blocks of README.md that open with a global options block (the others are
+// fragments: a site, a directive); and Caddyfiles written by a script's
+// here-document (bench/load.sh). Tests' own configs are not shipped.
+func shippedConfigs(t *testing.T) []shippedConfig {
+	t.Helper()
+	var configs []shippedConfig
+	err := filepath.WalkDir(repoRoot, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := entry.Name()
+		if entry.IsDir() {
+			if name == ".git" || name == "testdata" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		rel, _ := filepath.Rel(repoRoot, path)
+		switch {
+		case name == "Caddyfile" || strings.HasPrefix(name, "Caddyfile.") || strings.HasSuffix(name, ".caddyfile"):
+			content, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			configs = append(configs, shippedConfig{where: rel, text: string(content)})
+		case rel == "README.md":
+			configs = append(configs, readmeConfigs(t, path)...)
+		case strings.HasSuffix(name, ".sh"):
+			configs = append(configs, scriptConfigs(t, path, rel)...)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return configs
+}
+
+// readmeConfigs returns README.md's caddyfile code blocks whose first line
+// that is not a comment opens the global options block.
+func readmeConfigs(t *testing.T, path string) []shippedConfig {
+	t.Helper()
+	return codeBlocks(t, path, "README.md", func(line string) bool {
+		return strings.EqualFold(strings.TrimSpace(line), "```caddyfile")
+	}, func(line string) bool { return strings.TrimSpace(line) == "```" }, true)
+}
+
+// hereDocument matches a here-document that writes a Caddyfile, capturing
+// its delimiter: cat > "$work/Caddyfile" <<'CADDY'.
+var hereDocument = regexp.MustCompile(`(?i)caddyfile.*<<-?\s*['"]?(\w+)['"]?\s*$`)
+
+// scriptConfigs returns the Caddyfiles a shell script writes with a
+// here-document.
+func scriptConfigs(t *testing.T, path, rel string) []shippedConfig {
+	t.Helper()
+	var delimiter string
+	return codeBlocks(t, path, rel, func(line string) bool {
+		if m := hereDocument.FindStringSubmatch(line); m != nil {
+			delimiter = m[1]
+			return true
+		}
+		return false
+	}, func(line string) bool { return strings.TrimSpace(line) == delimiter }, false)
+}
+
+// codeBlocks returns the lines between a line for which start is true and
+// the next for which end is true; with globalOnly, only those whose first
+// line that is neither blank nor a comment is "{".
+func codeBlocks(t *testing.T, path, rel string, start, end func(string) bool, globalOnly bool) []shippedConfig {
+	t.Helper()
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	var (
+		blocks    []shippedConfig
+		block     *strings.Builder
+		startLine int
+	)
+	scanner := bufio.NewScanner(file)
+	for n := 1; scanner.Scan(); n++ {
+		line := scanner.Text()
+		switch {
+		case block == nil && start(line):
+			block, startLine = new(strings.Builder), n+1
+		case block != nil && end(line):
+			if !globalOnly || opensGlobalBlock(block.String()) {
+				blocks = append(blocks, shippedConfig{where: rel + ":" + strconv.Itoa(startLine), text: block.String()})
+			}
+			block = nil
+		case block != nil:
+			block.WriteString(line + "\n")
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return blocks
+}
+
+func opensGlobalBlock(caddyfile string) bool {
+	for line := range strings.Lines(caddyfile) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		return line == "{"
+	}
+	return false
+}
+
+// adminIsPrivate reports whether an adapted config's admin endpoint is off,
+// or on a Unix socket file that no one but its owner may open; if not, it
+// says why.
+func adminIsPrivate(admin *caddy.AdminConfig) (ok bool, why string) {
+	if admin == nil {
+		return false, "it has no admin option, so Caddy serves the admin API on TCP " + caddy.DefaultAdminListen
+	}
+	if admin.Disabled {
+		return true, ""
+	}
+	if admin.Listen == "" {
+		return false, "its admin option has no address, so Caddy serves the admin API on TCP " + caddy.DefaultAdminListen
+	}
+	address, err := caddy.ParseNetworkAddress(admin.Listen)
+	if err != nil {
+		return false, "its admin address " + admin.Listen + " does not parse: " + err.Error()
+	}
+	if !address.IsUnixNetwork() {
+		return false, "its admin API is on " + admin.Listen + " (network " + address.Network + "), which any process beside it can reach"
+	}
+	// Caddy's "path|mode" suffix; without one, Caddy makes the socket 0200.
+	path, modeText, hasMode := strings.Cut(address.Host, "|")
+	mode := uint64(0o200)
+	if hasMode {
+		if mode, err = strconv.ParseUint(modeText, 8, 32); err != nil {
+			return false, "its admin socket mode " + modeText + " does not parse: " + err.Error()
+		}
+	}
+	switch {
+	case path == "":
+		return false, "its admin socket " + admin.Listen + " has no path"
+	case strings.HasPrefix(path, "@"):
+		return false, "its admin socket " + admin.Listen + " is abstract: no file permissions guard it"
+	case mode&0o077 != 0:
+		return false, "its admin socket " + admin.Listen + " may be opened by users other than its owner"
+	}
+	return true, ""
+}
+
+// TestShippedConfigsKeepAdminPrivate: every shipped config that holds an
+// entra app serves Caddy's admin API on a Unix socket with mode 0600 (or
+// stricter), or not at all. Whoever reaches the admin API can load a
+// config that sends the client secret to its own server, or gets a token
+// for any resource, and every container of a pod shares loopback. Each
+// config is adapted by the real Caddyfile adapter with its {$VARIABLES}
+// unset, so their defaults apply, and admin.listen is read from the JSON.
+func TestShippedConfigsKeepAdminPrivate(t *testing.T) {
+	configs := shippedConfigs(t)
+	checked := map[string]bool{}
+	for _, config := range configs {
+		t.Run(config.where, func(t *testing.T) {
+			for _, m := range regexp.MustCompile(`\{\$(\w+)`).FindAllStringSubmatch(config.text, -1) {
+				t.Setenv(m[1], "") // restored after the test
+				os.Unsetenv(m[1])
+			}
+			adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(config.text), map[string]any{"filename": config.where})
+			if err != nil {
+				t.Fatalf("adapting the shipped config:\n%s\n%v", config.text, err)
+			}
+			var parsed struct {
+				Admin *caddy.AdminConfig         `json:"admin"`
+				Apps  map[string]json.RawMessage `json:"apps"`
+			}
+			if err := json.Unmarshal(adapted, &parsed); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := parsed.Apps["entra"]; !ok {
+				return
+			}
+			checked[config.where] = true
+			if ok, why := adminIsPrivate(parsed.Admin); !ok {
+				t.Errorf("%s holds an entra app, but %s: serve the admin API on a Unix socket (admin unix//run/caddy-entra/admin.sock|0600) or write admin off", config.where, why)
+			}
+		})
+	}
+	// The scan must have found the configs users are pointed at.
+	for _, want := range []string{"Caddyfile.example", "README.md:", filepath.FromSlash("bench/load.sh:")} {
+		found := false
+		for where := range checked {
+			found = found || where == want || strings.HasSuffix(want, ":") && strings.HasPrefix(where, want)
+		}
+		if !found {
+			t.Errorf("no config with an entra app was checked in %s: the scan no longer finds it", strings.TrimSuffix(want, ":"))
+		}
+	}
+}
+
+// TestAdminIsPrivate shows what the scan accepts and refuses.
+func TestAdminIsPrivate(t *testing.T) {
+	for listen, want := range map[string]bool{
+		"unix//run/caddy-entra/admin.sock|0600": true,
+		"unix//run/caddy-entra/admin.sock|0200": true,
+		"unix//run/caddy-entra/admin.sock":      true, // Caddy's default mode: 0200
+		"unix/{env.SOCKET}|0600":                true, // an empty placeholder is refused at load
+		"unix//run/caddy-entra/admin.sock|0660": false,
+		"unix//run/caddy-entra/admin.sock|0777": false,
+		"unix/@caddy-admin|0600":                false,
+		"unix/|0600":                            false,
+		"localhost:2019":                        false,
+		"127.0.0.1:2019":                        false,
+		"tcp/[::1]:2019":                        false,
+		"fd/3":                                  false,
+	} {
+		if got, why := adminIsPrivate(&caddy.AdminConfig{Listen: listen}); got != want {
+			t.Errorf("adminIsPrivate(%q) = %v (%s), want %v", listen, got, why, want)
+		}
+	}
+	if ok, _ := adminIsPrivate(&caddy.AdminConfig{Disabled: true}); !ok {
+		t.Error("admin off refused")
+	}
+	if ok, _ := adminIsPrivate(nil); ok {
+		t.Error("no admin option (Caddy's default, TCP) accepted")
+	}
+}
