@@ -324,13 +324,15 @@ func (a *App) buildApplications(repl *caddy.Replacer, fingerprintKey []byte) ([]
 			}
 			return nil, fmt.Errorf("%s: %s%v", tokencache.CodeProviderInvalidConfig, field, err)
 		}
+		tokenIdentity := tokenIdentityFor(client)
 		apps = append(apps, tokencache.Application{
 			Name:             name,
 			Label:            name,
 			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
 			Identity:         client.Identity(),
 			Scopes:           scopes,
-			Fetch:            fetchFunc(client, name, scopes, a.logger),
+			Fetch:            learningFetch(fetchFunc(client, name, scopes, a.logger), tokenIdentity),
+			VerifyStored:     verifyStoredFunc(tokenIdentity),
 		})
 	}
 	return apps, nil

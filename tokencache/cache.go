@@ -103,6 +103,19 @@ type Application struct {
 	Scopes []string
 	// Fetch requests a new token.
 	Fetch FetchFunc
+	// VerifyStored, when set, checks that a record read from the store
+	// belongs to this application's identity before it is used (the caller
+	// knows what its tokens look like; the cache does not). It returns nil
+	// for a record that does, an error wrapping ErrUnverifiable when that
+	// cannot be told (an opaque token), and any other error for a record
+	// that belongs to another identity. A mismatch is a miss, logged as
+	// possible tampering. An unverifiable record is used only from a store
+	// that authenticates its records (see Authenticator); and when this
+	// replica's own fetched token is unverifiable (or does not match) on a
+	// store that does not, it fetches on its own, without the store. Its
+	// errors must not contain the token. It runs on the refresh path only.
+	// Default nil: records are used as read.
+	VerifyStored func(rec ClientCredential) error
 }
 
 // Cache hands out tokens per application name. It is safe for concurrent use.
@@ -134,6 +147,9 @@ type Cache struct {
 	// storeDown is set while the store fails, so that an outage is
 	// logged once and its end once.
 	storeDown atomic.Bool
+	// storeAuthenticates: only trusted writers can put a record in the
+	// store (see Authenticator).
+	storeAuthenticates bool
 
 	// closing ends with Close: it cancels refreshes and stops timers.
 	closing   context.Context
@@ -199,6 +215,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	if c.store == nil {
 		c.store = newMemoryStore(c.now)
+	}
+	if a, ok := c.store.(Authenticator); ok {
+		c.storeAuthenticates = a.Authenticates()
 	}
 	c.keyPrefix = DefaultKeyPrefix
 	if p, ok := c.store.(interface{ KeyPrefix() string }); ok {

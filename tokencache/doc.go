@@ -33,6 +33,12 @@
 //     caching; it never fails a request, and it is logged once per outage.
 //   - With encryption keys, records are sealed at rest (AES-256-GCM, bound
 //     to their key); a record that does not decode or open is a miss.
+//   - With Application.VerifyStored, a record read from the store is used
+//     only if it matches the application's identity, or cannot be checked
+//     but comes from a store that authenticates its records (Authenticator).
+//     A mismatch is a miss, logged as possible tampering without the token.
+//     A replica whose own tokens cannot be checked, on a store that does not
+//     authenticate, fetches them on its own without the store.
 //   - Access tokens, secrets and keys never appear in errors, logs or fmt
 //     output of ClientCredential.
 package tokencache

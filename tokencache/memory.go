@@ -181,7 +181,13 @@ func (s *MemoryStore) Subscribe(_ context.Context, channel string) (<-chan struc
 	return s.updates.subscribe(channel)
 }
 
+// Authenticates reports true: records never leave the process.
+func (s *MemoryStore) Authenticates() bool { return true }
+
 // Close does nothing.
 func (s *MemoryStore) Close() error { return nil }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store         = (*MemoryStore)(nil)
+	_ Authenticator = (*MemoryStore)(nil)
+)

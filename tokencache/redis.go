@@ -79,6 +79,11 @@ func (s *RedisStore) Client() redis.UniversalClient { return s.client }
 // Encrypted reports whether records are sealed.
 func (s *RedisStore) Encrypted() bool { return s.sealer != nil }
 
+// Authenticates reports whether records are authenticated: with
+// encryption keys a record that was not sealed with one of them does not
+// open (AES-GCM), so only holders of a key can write one.
+func (s *RedisStore) Authenticates() bool { return s.Encrypted() }
+
 // Ping checks that Redis answers within OpTimeout.
 func (s *RedisStore) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
@@ -289,4 +294,7 @@ func (s *RedisStore) Close() error {
 	return s.client.Close()
 }
 
-var _ Store = (*RedisStore)(nil)
+var (
+	_ Store         = (*RedisStore)(nil)
+	_ Authenticator = (*RedisStore)(nil)
+)

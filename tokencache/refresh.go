@@ -109,6 +109,13 @@ func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCre
 	if rec := ks.currentRecord(); !background && accept(rec) {
 		return rec, nil
 	}
+	if ks.unshared.Load() {
+		// As while the store is down: this process's own fetch and backoff.
+		if b, cause, ok := ks.activeBackoff(c.now(), e.app.credentialID()); ok {
+			return nil, c.backedOff(e, b, cause)
+		}
+		return c.fetch(ctx, e, ks.currentRecord(), false)
+	}
 	existing, err := c.read(ctx, e)
 	if err == nil && accept(existing) {
 		c.took(ks, existing)
@@ -226,12 +233,15 @@ func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential,
 }
 
 // read returns the store's record for e, nil if there is none (or it does
-// not decode), or the store's error.
+// not decode, or is not trusted), or the store's error.
 func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
 	rec, err := c.store.Get(ctx, e.ks.key)
 	switch {
 	case err == nil:
 		c.storeRecovered()
+		if !c.trusted(e, rec) {
+			return nil, nil
+		}
 		return rec, nil
 	case errors.Is(err, ErrNotFound):
 		c.storeRecovered()
@@ -285,6 +295,9 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 		rec.CreatedAt = existing.CreatedAt
 	}
 	hadFailures := ks.clearBackoff()
+	if !c.shareable(e, rec) {
+		write = false
+	}
 	if write {
 		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); err != nil {
 			c.storeFailed(err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 )
@@ -38,6 +39,15 @@ type keyState struct {
 	// lastPurge rate-limits Purge.
 	purged    map[[32]byte]time.Time
 	lastPurge time.Time
+
+	// unshared is set once this replica's own token proved unfit for the
+	// store (see Cache.shareable): from then on the key is fetched without
+	// the store.
+	unshared atomic.Bool
+	// rejected is the SHA-256 fingerprint of the last store record's token
+	// that was not trusted, so that reading it again (a lock loser polls)
+	// does not log it again. Guarded by mu.
+	rejected [32]byte
 }
 
 func newKeyState(key string) *keyState {

@@ -86,4 +86,19 @@ type Backoff struct {
 	CredentialID string `json:"credentialId,omitempty"`
 }
 
+// ErrUnverifiable is wrapped by an Application.VerifyStored error that
+// means the record cannot be checked against its identity (as opposed to a
+// record of another identity).
+var ErrUnverifiable = errors.New("tokencache: token record cannot be verified against its identity")
+
+// Authenticator is implemented by a Store that can say whether its records
+// are authenticated: written only by someone holding its secret (RedisStore
+// with encryption keys) or never leaving the process (MemoryStore). A Store
+// without the method is taken as not authenticating.
+type Authenticator interface {
+	// Authenticates reports whether a record read from the store was
+	// written by a trusted writer.
+	Authenticates() bool
+}
+
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")

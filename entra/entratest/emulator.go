@@ -94,6 +94,7 @@ type Emulator struct {
 	mu            sync.Mutex
 	clients       map[string]client
 	lifetime      time.Duration
+	format        TokenFormat
 	responseDelay time.Duration
 	failures      []Failure // queued, consumed one per token request
 	failAll       *Failure  // set by FailNext(-1, f)

@@ -394,6 +394,37 @@ func TestSetTokenLifetime(t *testing.T) {
 	}
 }
 
+func TestSetTokenFormat(t *testing.T) {
+	e, srv := startEmulator(t, Options{})
+	e.SetTokenFormat(TokenV2)
+	v2, _ := post(t, srv.URL+e.TokenPath(), validForm()).body["access_token"].(string)
+	claims, err := e.Verify(v2)
+	if err != nil {
+		t.Fatalf("a v2.0 token does not verify: %v", err)
+	}
+	if claims.Version != "2.0" || claims.AppID != "" || claims.AuthorizedParty != clientID ||
+		claims.TenantID != e.TenantID() || !uuidPattern.MatchString(claims.Audience) {
+		t.Errorf("v2.0 claims: ver %q appid %q azp %q tid %q aud %q; want 2.0, none, the client, the tenant, a GUID",
+			claims.Version, claims.AppID, claims.AuthorizedParty, claims.TenantID, claims.Audience)
+	}
+
+	e.SetTokenFormat(TokenOpaque)
+	r := post(t, srv.URL+e.TokenPath(), validForm())
+	opaque, _ := r.body["access_token"].(string)
+	if r.status != http.StatusOK || opaque == "" || strings.Count(opaque, ".") == 2 {
+		t.Fatalf("opaque token: status %d, want 200 and a token that is not a JWT", r.status)
+	}
+	if _, err := e.Verify(opaque); err == nil {
+		t.Error("Verify accepted an opaque token")
+	}
+
+	e.SetTokenFormat(TokenV1)
+	v1, _ := post(t, srv.URL+e.TokenPath(), validForm()).body["access_token"].(string)
+	if claims, err := e.Verify(v1); err != nil || claims.Version != "1.0" || claims.AppID != clientID {
+		t.Errorf("back to v1.0: %+v, %v", claims, err)
+	}
+}
+
 func TestJWKSVerifiesTokens(t *testing.T) {
 	e, srv := startEmulator(t, Options{})
 	resp, err := http.Get(srv.URL + "/" + e.TenantID() + "/discovery/v2.0/keys")

@@ -2,6 +2,7 @@ package entratest
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,7 +12,8 @@ import (
 )
 
 // Claims are the claims of an access token issued by the Emulator, as
-// returned by Emulator.Verify. They follow Entra's v1.0 app-only tokens.
+// returned by Emulator.Verify. They follow Entra's v1.0 app-only tokens
+// (see TokenFormat for v2.0: AppID and AppIDACR empty, Audience a GUID).
 type Claims struct {
 	Audience        string    // aud: the scope's resource, without "/.default"
 	Issuer          string    // iss: Options.Issuer
@@ -33,22 +35,23 @@ type Claims struct {
 // accessTokenClaims is the JWT payload. Audience is a plain string, as in
 // Entra's tokens (jwt.RegisteredClaims would encode it as an array).
 type accessTokenClaims struct {
-	Audience         string           `json:"aud"`
-	Issuer           string           `json:"iss"`
-	IssuedAt         *jwt.NumericDate `json:"iat"`
-	NotBefore        *jwt.NumericDate `json:"nbf"`
-	ExpiresAt        *jwt.NumericDate `json:"exp"`
-	IdentityProvider string           `json:"idp"`
-	AppID            string           `json:"appid"`
-	AppIDACR         string           `json:"appidacr"`
-	AuthorizedParty  string           `json:"azp"`
-	Subject          string           `json:"sub"`
-	ObjectID         string           `json:"oid"`
-	IdentityType     string           `json:"idtyp"`
-	TenantID         string           `json:"tid"`
-	UniqueTokenID    string           `json:"uti"`
-	JWTID            string           `json:"jti"`
-	Version          string           `json:"ver"`
+	Audience           string           `json:"aud"`
+	Issuer             string           `json:"iss"`
+	IssuedAt           *jwt.NumericDate `json:"iat"`
+	NotBefore          *jwt.NumericDate `json:"nbf"`
+	ExpiresAt          *jwt.NumericDate `json:"exp"`
+	IdentityProvider   string           `json:"idp"`
+	AppID              string           `json:"appid,omitempty"`
+	AppIDACR           string           `json:"appidacr,omitempty"`
+	AuthorizedParty    string           `json:"azp"`
+	AuthorizedPartyACR string           `json:"azpacr,omitempty"`
+	Subject            string           `json:"sub"`
+	ObjectID           string           `json:"oid"`
+	IdentityType       string           `json:"idtyp"`
+	TenantID           string           `json:"tid"`
+	UniqueTokenID      string           `json:"uti"`
+	JWTID              string           `json:"jti"`
+	Version            string           `json:"ver"`
 }
 
 func (c accessTokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt, nil }
@@ -66,6 +69,34 @@ const (
 	acrCertificate = "2" // certificate or other client assertion, managed identity
 )
 
+// TokenFormat is the shape of the access tokens the Emulator issues (see
+// Emulator.SetTokenFormat).
+type TokenFormat int
+
+const (
+	// TokenV1 is Entra's v1.0 app-only access token, what Entra issues for
+	// resources such as Microsoft Graph: a JWT with tid, appid and azp.
+	// The default.
+	TokenV1 TokenFormat = iota
+	// TokenV2 is Entra's v2.0 access token: a JWT whose client is in azp
+	// (with azpacr) and not in appid, ver "2.0", and whose aud is the
+	// resource's application (client) ID rather than its URI (here a GUID
+	// derived from the resource). Its iss stays Options.Issuer, so that
+	// Verify accepts it.
+	TokenV2
+	// TokenOpaque is a random string that is not a JWT, as a non-Entra
+	// OAuth 2.0 server may issue. Verify rejects it.
+	TokenOpaque
+)
+
+// SetTokenFormat sets the format of tokens issued from now on, by the token
+// endpoint and the managed identity endpoints. Default TokenV1.
+func (e *Emulator) SetTokenFormat(f TokenFormat) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.format = f
+}
+
 // issue signs an access token for clientID and resource, valid from now for
 // lifetime.
 func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time, lifetime time.Duration) (string, error) {
@@ -74,6 +105,16 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 		return "", err
 	}
 	tokenID := base64.RawURLEncoding.EncodeToString(uti[:])
+	e.mu.Lock()
+	format := e.format
+	e.mu.Unlock()
+	if format == TokenOpaque {
+		var opaque [32]byte
+		if _, err := rand.Read(opaque[:]); err != nil {
+			return "", err
+		}
+		return "opaque-" + base64.RawURLEncoding.EncodeToString(opaque[:]), nil
+	}
 	claims := accessTokenClaims{
 		Audience:         resource,
 		Issuer:           e.issuer,
@@ -91,6 +132,13 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 		UniqueTokenID:    tokenID,
 		JWTID:            tokenID,
 		Version:          "1.0",
+	}
+	if format == TokenV2 {
+		sum := sha256.Sum256([]byte(resource))
+		claims.Audience = uuidFromBytes(sum[:16])
+		claims.AppID, claims.AppIDACR = "", ""
+		claims.AuthorizedPartyACR = acr
+		claims.Version = "2.0"
 	}
 	token := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	token.Header["kid"] = e.kid

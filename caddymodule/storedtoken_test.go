@@ -1,0 +1,55 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+func TestVerifyStoredLearnsAManagedIdentityFromItsOwnToken(t *testing.T) {
+	newClient := func() *entra.Client {
+		c, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/metadata/identity/oauth2/token"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	identity := tokenIdentityFor(newClient())
+	if tokenIdentityFor(newClient()) != identity {
+		t.Fatal("two clients of one identity got two TokenIdentities: a reload would forget what was learned")
+	}
+	enc := base64.RawURLEncoding
+	jwt := func(payload string) string {
+		return enc.EncodeToString([]byte(`{"alg":"RS256"}`)) + "." + enc.EncodeToString([]byte(payload)) + ".sig"
+	}
+	ours := jwt(`{"tid":"72f988bf-86f1-41af-91ab-2d7cd011db47","appid":"0e5e3f9c-1111-4a2b-9c3d-123456789abc"}`)
+	theirs := jwt(`{"tid":"f8cdef31-a31e-4b4a-93e4-5f571e91255a","appid":"0e5e3f9c-1111-4a2b-9c3d-123456789abc"}`)
+	verify := verifyStoredFunc(identity)
+	rec := func(token string) tokencache.ClientCredential {
+		return tokencache.ClientCredential{AccessToken: token, AccessTokenExpiresAt: time.Now().Add(time.Minute)}
+	}
+
+	if err := verify(rec(ours)); !errors.Is(err, tokencache.ErrUnverifiable) {
+		t.Errorf("before the first own token: %v, want ErrUnverifiable", err)
+	}
+	fetch := learningFetch(func(context.Context) (tokencache.Fetched, error) {
+		return tokencache.Fetched{AccessToken: ours, ExpiresAt: time.Now().Add(time.Hour)}, nil
+	}, identity)
+	if _, err := fetch(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(rec(ours)); err != nil {
+		t.Errorf("after the first own token: %v, want nil", err)
+	}
+	if err := verify(rec(theirs)); err == nil || errors.Is(err, tokencache.ErrUnverifiable) {
+		t.Errorf("another tenant's token: %v, want a mismatch", err)
+	}
+	if err := verify(rec("opaque")); !errors.Is(err, tokencache.ErrUnverifiable) {
+		t.Errorf("an opaque token: %v, want ErrUnverifiable", err)
+	}
+}

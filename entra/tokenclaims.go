@@ -1,0 +1,243 @@
+package entra
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// ErrUnverifiableToken means a token cannot be checked against an identity:
+// it is not a JWT (an opaque token from a non-Entra server), it lacks the
+// claims that name its tenant or client, or the identity is still to be
+// learned from the client's own first token. It says nothing about where
+// the token came from.
+var ErrUnverifiableToken = errors.New("entra: token cannot be checked against its identity")
+
+// TokenMismatchError means a token names another identity than the one
+// checked: another tenant (tid), another client (appid, azp or client_id), or
+// an expiry later than its own exp claim. Its message names the claim and
+// the values compared, which are identifiers, never a token.
+type TokenMismatchError struct {
+	// Claim is the claim that differs: "tid", "appid", "azp", "client_id" or
+	// "exp".
+	Claim string
+	// Reason says how it differs.
+	Reason string
+}
+
+func (e *TokenMismatchError) Error() string {
+	return "entra: token claim " + e.Claim + " " + e.Reason
+}
+
+// ExpirySkew is how much later than its exp claim a token's recorded expiry
+// may be (the record's expiry is computed from expires_in on a clock that
+// may run ahead of the issuer's).
+const ExpirySkew = 5 * time.Minute
+
+// TokenIdentity checks that an access token read from a shared store was
+// issued to one client's identity, by reading its JWT claims WITHOUT
+// verifying the signature (Entra does not let third parties verify tokens
+// for other resources, such as Microsoft Graph's): the check tells a token
+// of another tenant or client apart, it does not authenticate one. A store
+// that only trusted writers can write (an encrypted Redis record) is what
+// authenticates.
+//
+// The expected tenant is the configured tenant ID when it is a GUID; a
+// domain name, a token endpoint without tenant, or a managed identity makes
+// it learned from the client's own first token (Learn). The expected client
+// is the configured client ID; for a managed identity without one
+// (system-assigned, or selected by object or resource ID) it is learned
+// likewise. Until then every token is unverifiable.
+//
+// It is safe for concurrent use.
+type TokenIdentity struct {
+	tenantID string // the configured tenant GUID, lower case; "" to learn
+	clientID string // the configured client ID; "" to learn
+	learned  atomic.Pointer[learnedIdentity]
+}
+
+// learnedIdentity is what the client's own first token said.
+type learnedIdentity struct {
+	tenantID, clientID string
+}
+
+// NewTokenIdentity returns the identity of c's tokens.
+func NewTokenIdentity(c *Client) *TokenIdentity {
+	v := &TokenIdentity{clientID: c.ClientID()}
+	if tenant := c.TenantID(); isGUID(tenant) {
+		v.tenantID = strings.ToLower(tenant)
+	}
+	return v
+}
+
+// needsLearning reports whether part of the identity comes from a token.
+func (v *TokenIdentity) needsLearning() bool { return v.tenantID == "" || v.clientID == "" }
+
+// Learn takes what the identity does not configure (tenant, client) from
+// accessToken, a token the client itself just got from its token endpoint.
+// Only the first token that reads as a JWT is learned from; later calls and
+// tokens that are not JWTs change nothing.
+func (v *TokenIdentity) Learn(accessToken string) {
+	if !v.needsLearning() || v.learned.Load() != nil {
+		return
+	}
+	claims, err := readClaims(accessToken)
+	if err != nil {
+		return
+	}
+	_, client := claims.client()
+	v.learned.CompareAndSwap(nil, &learnedIdentity{tenantID: strings.ToLower(claims.str("tid")), clientID: client})
+}
+
+// expected returns the tenant ("" for none expected) and client to check,
+// and false while they are still to be learned.
+func (v *TokenIdentity) expected() (tenantID, clientID string, ok bool) {
+	tenantID, clientID = v.tenantID, v.clientID
+	if !v.needsLearning() {
+		return tenantID, clientID, true
+	}
+	learned := v.learned.Load()
+	if learned == nil {
+		return "", "", false
+	}
+	if tenantID == "" {
+		tenantID = learned.tenantID
+	}
+	if clientID == "" {
+		clientID = learned.clientID
+	}
+	return tenantID, clientID, true
+}
+
+// Check reports whether accessToken, recorded as expiring at expiresAt,
+// belongs to the identity: nil if its tid (when a tenant is expected) and
+// its appid, azp or client_id claim name it and expiresAt is not later than
+// its exp claim (plus ExpirySkew); an error wrapping ErrUnverifiableToken
+// when that cannot be told; a *TokenMismatchError when it names another.
+// Errors never contain the token.
+func (v *TokenIdentity) Check(accessToken string, expiresAt time.Time) error {
+	claims, err := readClaims(accessToken)
+	if err != nil {
+		return err
+	}
+	tenantID, clientID, ok := v.expected()
+	if !ok {
+		return fmt.Errorf("%w: the identity is learned from this replica's own first token, which it has not had yet", ErrUnverifiableToken)
+	}
+	claim, client := claims.client()
+	if client == "" || clientID == "" {
+		return fmt.Errorf("%w: the token has no appid, azp or client_id claim", ErrUnverifiableToken)
+	}
+	if tenantID != "" {
+		tid := claims.str("tid")
+		if tid == "" {
+			return fmt.Errorf("%w: the token has no tid claim", ErrUnverifiableToken)
+		}
+		if !strings.EqualFold(tid, tenantID) {
+			return &TokenMismatchError{Claim: "tid", Reason: fmt.Sprintf("is %s, want %s", quoteClaim(tid), tenantID)}
+		}
+	}
+	if !strings.EqualFold(client, clientID) {
+		return &TokenMismatchError{Claim: claim, Reason: fmt.Sprintf("is %s, want %s", quoteClaim(client), clientID)}
+	}
+	if exp, ok := claims.exp(); ok && expiresAt.After(exp.Add(ExpirySkew)) {
+		return &TokenMismatchError{Claim: "exp", Reason: fmt.Sprintf("is %s, but the record says the token expires at %s",
+			exp.UTC().Format(time.RFC3339), expiresAt.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// tokenClaims is a JWT payload.
+type tokenClaims map[string]any
+
+// maxClaimsBytes bounds the payload read: Entra's tokens are a few KB.
+const maxClaimsBytes = 64 << 10
+
+// readClaims decodes the payload of a compact JWS without verifying it.
+func readClaims(token string) (tokenClaims, error) {
+	notJWT := fmt.Errorf("%w: the token is not a JWT", ErrUnverifiableToken)
+	header, rest, ok := strings.Cut(token, ".")
+	if !ok || header == "" {
+		return nil, notJWT
+	}
+	payload, signature, ok := strings.Cut(rest, ".")
+	if !ok || payload == "" || strings.Contains(signature, ".") || len(payload) > maxClaimsBytes {
+		return nil, notJWT
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(payload, "="))
+	if err != nil {
+		return nil, notJWT
+	}
+	var claims tokenClaims
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, notJWT
+	}
+	return claims, nil
+}
+
+// str returns a string claim, "" if absent or not a string.
+func (c tokenClaims) str(name string) string {
+	s, _ := c[name].(string)
+	return s
+}
+
+// client returns the claim that names the client and its value: appid (v1.0
+// tokens), azp (v2.0) or client_id (RFC 9068 JWT access tokens).
+func (c tokenClaims) client() (claim, value string) {
+	for _, name := range []string{"appid", "azp", "client_id"} {
+		if v := c.str(name); v != "" {
+			return name, v
+		}
+	}
+	return "", ""
+}
+
+// exp returns the exp claim, if it is a number.
+func (c tokenClaims) exp() (time.Time, bool) {
+	n, ok := c["exp"].(json.Number)
+	if !ok {
+		return time.Time{}, false
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(f), 0), true
+}
+
+// quoteClaim quotes a claim value from an untrusted token for an error
+// message, cut to a sane length.
+func quoteClaim(s string) string {
+	const maxLen = 64
+	if len(s) > maxLen {
+		s = strings.ToValidUTF8(s[:maxLen], "") + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// isGUID reports whether s is a GUID in its 8-4-4-4-12 hex form.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
