@@ -332,7 +332,7 @@ func (a *App) buildApplications(repl *caddy.Replacer, fingerprintKey []byte) ([]
 			Identity:         client.Identity(),
 			Scopes:           scopes,
 			Fetch:            learningFetch(fetchFunc(client, name, scopes, a.logger), tokenIdentity),
-			VerifyStored:     verifyStoredFunc(tokenIdentity),
+			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes),
 		})
 	}
 	return apps, nil

@@ -29,15 +29,19 @@ func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
 // verifyStoredFunc returns the tokencache.Application.VerifyStored of an
 // application whose tokens come from a client with identity: a record read
 // from the store must hold a JWT of that tenant and client (see
-// entra.TokenIdentity.Check); one that cannot be read as such is
+// entra.TokenIdentity.Check) issued for the scopes' resource when its aud
+// names one (entra.CheckAudience); one that cannot be read as such is
 // tokencache.ErrUnverifiable.
-func verifyStoredFunc(identity *entra.TokenIdentity) func(tokencache.ClientCredential) error {
+func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string) func(tokencache.ClientCredential) error {
 	return func(rec tokencache.ClientCredential) error {
 		err := identity.Check(rec.AccessToken, rec.AccessTokenExpiresAt)
 		if errors.Is(err, entra.ErrUnverifiableToken) {
 			return fmt.Errorf("%w: %w", tokencache.ErrUnverifiable, err)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return entra.CheckAudience(rec.AccessToken, scopes)
 	}
 }
 

@@ -241,3 +241,44 @@ func isGUID(s string) bool {
 	}
 	return true
 }
+
+// CheckAudience reports whether accessToken was issued for the resource of
+// scopes: nil unless its aud claim is a URI that is not that resource (a
+// *TokenMismatchError). Only an Entra resource scope ("<resource>/.default")
+// names a resource, and an aud that is a GUID (v2.0 tokens carry the
+// resource's client ID, which the scope does not say) cannot be compared:
+// both pass. A token that is not a JWT passes too; Check tells it apart.
+func CheckAudience(accessToken string, scopes []string) error {
+	if len(scopes) == 0 {
+		return nil
+	}
+	resource, ok := strings.CutSuffix(scopes[0], "/.default")
+	if !ok {
+		return nil
+	}
+	claims, err := readClaims(accessToken)
+	if err != nil {
+		return nil
+	}
+	var audiences []string
+	switch aud := claims["aud"].(type) {
+	case string:
+		audiences = []string{aud}
+	case []any:
+		for _, a := range aud {
+			if s, ok := a.(string); ok {
+				audiences = append(audiences, s)
+			}
+		}
+	}
+	for _, aud := range audiences {
+		if isGUID(aud) || strings.EqualFold(strings.TrimSuffix(aud, "/"), strings.TrimSuffix(resource, "/")) {
+			return nil
+		}
+	}
+	if len(audiences) == 0 {
+		return nil
+	}
+	return &TokenMismatchError{Claim: "aud", Reason: fmt.Sprintf("is %s, want %s or the resource's client ID",
+		quoteClaim(audiences[0]), resource)}
+}

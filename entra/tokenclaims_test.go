@@ -218,3 +218,39 @@ func TestTokenIdentityOfEmulatorFormats(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckAudience(t *testing.T) {
+	graph := []string{"https://graph.microsoft.com/.default"}
+	for _, tt := range []struct {
+		name   string
+		aud    any
+		scopes []string
+		ok     bool
+	}{
+		{"v1 resource URI", "https://graph.microsoft.com", graph, true},
+		{"trailing slash", "https://graph.microsoft.com/", graph, true},
+		{"other case", "HTTPS://Graph.Microsoft.com", graph, true},
+		{"v2 client ID", otherClient, graph, true},
+		{"array with the resource", []any{"api://x", "https://graph.microsoft.com"}, graph, true},
+		{"another resource", "api://orders", graph, false},
+		{"another resource in an array", []any{"api://orders"}, graph, false},
+		{"no aud", nil, graph, true},
+		{"scope that names no resource", "anything", []string{"orders.read"}, true},
+	} {
+		claims := map[string]any{"tid": claimsTenant, "appid": claimsClient}
+		if tt.aud != nil {
+			claims["aud"] = tt.aud
+		}
+		err := entra.CheckAudience(jwtWith(t, claims), tt.scopes)
+		var mismatch *entra.TokenMismatchError
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case !tt.ok && (!errors.As(err, &mismatch) || mismatch.Claim != "aud"):
+			t.Errorf("%s: %v, want an aud mismatch", tt.name, err)
+		}
+	}
+	if err := entra.CheckAudience("opaque-token", graph); err != nil {
+		t.Errorf("an opaque token: %v", err)
+	}
+}

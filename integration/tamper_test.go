@@ -27,11 +27,17 @@ const (
 // authority: what an attacker with another identity could plant.
 func foreignToken(t *testing.T, authority, tenant, client, secret string) string {
 	t.Helper()
+	return foreignTokenFor(t, authority, tenant, client, secret, testScope)
+}
+
+// foreignTokenFor is foreignToken for another scope.
+func foreignTokenFor(t *testing.T, authority, tenant, client, secret, scope string) string {
+	t.Helper()
 	c, err := entra.NewClient(entra.Config{AuthorityHost: authority, TenantID: tenant, ClientID: client, ClientSecret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := c.Token(context.Background(), []string{testScope})
+	tok, err := c.Token(context.Background(), []string{scope})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +90,9 @@ func TestPlantedRecordOfAnotherIdentityIsNotInjected(t *testing.T) {
 			f.emulator.AddClient(otherClientID, otherSecret)
 			return foreignToken(t, f.issuer, f.emulator.TenantID(), otherClientID, otherSecret)
 		}, "appid"},
+		{"the same identity's token for another resource", func(t *testing.T, f *fleet) string {
+			return foreignTokenFor(t, f.issuer, f.emulator.TenantID(), testClientID, testClientSecret, "api://billing/.default")
+		}, "aud"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
