@@ -200,8 +200,12 @@ func (c tokenClaims) client() (claim, value string) {
 }
 
 // exp returns the exp claim, if it is a number.
-func (c tokenClaims) exp() (time.Time, bool) {
-	n, ok := c["exp"].(json.Number)
+func (c tokenClaims) exp() (time.Time, bool) { return c.numericDate("exp") }
+
+// numericDate returns a NumericDate claim (seconds since the epoch), if it
+// is a number.
+func (c tokenClaims) numericDate(name string) (time.Time, bool) {
+	n, ok := c[name].(json.Number)
 	if !ok {
 		return time.Time{}, false
 	}
