@@ -51,3 +51,14 @@ func TestFingerprint(t *testing.T) {
 		t.Error("an empty token has a fingerprint")
 	}
 }
+
+func TestHintForCommonAADSTSErrors(t *testing.T) {
+	for _, code := range []int{7000215, 7000222, 700016, 90002, 500011, 65001} {
+		if hint := (&entra.RequestError{ErrorCodes: []int{50058, code}}).Hint(); hint == "" {
+			t.Errorf("AADSTS%d has no hint", code)
+		}
+	}
+	if hint := (&entra.RequestError{StatusCode: 503}).Hint(); hint != "" {
+		t.Errorf("a 503 has hint %q", hint)
+	}
+}
