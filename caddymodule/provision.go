@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -283,47 +282,15 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	return cache, nil
 }
 
-// buildApplications validates every application and makes its token client.
+// buildApplications makes the cache's applications from the resolved ones.
 func (a *App) buildApplications(repl *caddy.Replacer, fingerprintKey []byte) ([]tokencache.Application, error) {
-	if len(a.Applications) == 0 {
-		return nil, configError("application", "at least one application is required")
+	resolved, err := a.resolveApplications(repl)
+	if err != nil {
+		return nil, err
 	}
-	names := make([]string, 0, len(a.Applications))
-	for name := range a.Applications {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	apps := make([]tokencache.Application, 0, len(names))
-	for _, name := range names {
-		app := a.Applications[name]
-		scopes, err := validateApplication(name, app)
-		if err != nil {
-			return nil, err
-		}
-		identity := a.IdentityConfig
-		field := ""
-		if !app.IdentityConfig.isZero() {
-			field = "application " + name + ": "
-			if identity, err = app.IdentityConfig.inherit(a.IdentityConfig, field); err != nil {
-				return nil, err
-			}
-		}
-		cfg, err := identity.clientConfig(repl, field)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.ManagedIdentity != nil && len(scopes) != 1 {
-			return nil, configError("application "+name+": scope", "a managed identity gets a token for exactly one resource; "+
-				"configure one scope per application")
-		}
-		client, err := entra.NewClient(cfg)
-		if err != nil {
-			var ce *entra.ConfigError
-			if errors.As(err, &ce) {
-				return nil, configError(field+ce.Field, ce.Reason)
-			}
-			return nil, fmt.Errorf("%s: %s%v", tokencache.CodeProviderInvalidConfig, field, err)
-		}
+	apps := make([]tokencache.Application, 0, len(resolved))
+	for _, ra := range resolved {
+		name, client, scopes := ra.Name, ra.Client, ra.Scopes
 		tokenIdentity := tokenIdentityFor(client)
 		apps = append(apps, tokencache.Application{
 			Name:             name,
