@@ -17,23 +17,7 @@ import (
 // server could see or remove the token: a deferred header operation and
 // respond reading {http.request.header.Authorization}, an error route that
 // proxies elsewhere, and a request_header that removes the token.
-const securityCaddyfile = `{
-	admin 127.0.0.1:%[2]d
-	debug
-	entra {
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
-		redis {env.TEST_REDIS_URL} {
-			key_prefix ` + testKeyPrefix + `
-		}
-		application orders-api {
-			scope ` + testScope + `
-		}
-	}
-}
-
+const securityCaddyfile = sidecarGlobalOptions + `
 :%[1]d {
 	bind 127.0.0.1
 	handle_path /orders/* {

@@ -22,9 +22,9 @@ const (
 	testKeyPrefix    = "itest:"
 )
 
-// sidecarCaddyfile is one replica's config: %[1]d is the site port, %[2]d the
-// admin port; everything else comes from the environment, as in production.
-const sidecarCaddyfile = `{
+// sidecarGlobalOptions is one replica's global options: %[2]d is the admin
+// port; everything else comes from the environment, as in production.
+const sidecarGlobalOptions = `{
 	admin 127.0.0.1:%[2]d
 	debug
 	entra {
@@ -40,7 +40,11 @@ const sidecarCaddyfile = `{
 		}
 	}
 }
+`
 
+// sidecarCaddyfile is one replica's config: %[1]d is the site port, %[2]d the
+// admin port.
+const sidecarCaddyfile = sidecarGlobalOptions + `
 :%[1]d {
 	bind 127.0.0.1
 	handle_path /orders/* {
