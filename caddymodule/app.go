@@ -75,10 +75,7 @@ type App struct {
 	// after Provision.
 	registered map[string]string
 	lifecycle  *lifecycle // a pointer: Caddy copies module values
-	// handoffHooked: the http app's servers on handoff addresses call
-	// their handoff.ServerHooks (set by the first entra_token provisioned).
-	handoffHooked bool
-	logger        *zap.Logger
+	logger     *zap.Logger
 }
 
 // RedisConfig is the shared token store.

@@ -157,10 +157,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("getting entra app: %v", err)
 	}
 	h.app = appIface.(*App)
-	if !h.app.handoffHooked {
-		h.app.handoffHooked = true
-		hookHandoffServers(ctx)
-	}
 	if !h.app.hasApplication(h.Application) {
 		return fmt.Errorf("%s: entra_token: application %q is not configured (configured: %s)",
 			tokencache.CodeApplicationNotFound, h.Application, h.app.applicationNames())

@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-entra/caddy-entra/entra"
-	"github.com/caddy-entra/caddy-entra/handoff"
 )
 
 // Results of a token request, as the token_requests_total result label.
@@ -36,8 +35,6 @@ type moduleMetrics struct {
 	requests             *prometheus.CounterVec
 	purges               *prometheus.CounterVec
 	storeAvailable       prometheus.GaugeFunc
-	handoffConnections   prometheus.CounterFunc
-	handoffHeld          prometheus.CounterFunc
 }
 
 // metrics returns the module's collectors, making them on first use.
@@ -65,14 +62,6 @@ var metrics = sync.OnceValue(func() *moduleMetrics {
 			Namespace: ns, Subsystem: sub, Name: "store_available",
 			Help: "1 while the token stores in use answered their last call (Redis, or the in-memory store), 0 from a failed call to the next success.",
 		}, storesAvailable),
-		handoffConnections: prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "handoff_connections_total",
-			Help: "Connections on handoff/ addresses that a reloaded config's server gave up and the new one took over.",
-		}, func() float64 { handedOff, _ := handoff.Stats(); return float64(handedOff) }),
-		handoffHeld: prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: ns, Subsystem: sub, Name: "handoff_held_requests_total",
-			Help: "Requests read as a reload began that were held until the old server stopped, then answered by the new one.",
-		}, func() float64 { _, held := handoff.Stats(); return float64(held) }),
 	}
 })
 
@@ -84,7 +73,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 	}
 	m := metrics()
 	for _, c := range []prometheus.Collector{m.tokenRequests, m.tokenRequestDuration, m.requests, m.purges,
-		m.storeAvailable, m.handoffConnections, m.handoffHeld} {
+		m.storeAvailable} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
 			return err

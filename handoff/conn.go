@@ -14,10 +14,12 @@ import (
 // it (a large header or body read before its response) is never handed off.
 const maxPending = 64 << 10
 
-// handoffGrace is how long a connection closed after a whole keep-alive
-// response waits for its View to close before it is closed (default 100 ms).
-// net/http marks its Shutdown before it closes its listeners, so a server
-// may stop after a response an instant before its View learns of it.
+// handoffGrace is how long a connection its server closed at a request
+// boundary waits, in the background, for the proof that the server stopped
+// (its View closed, or its Shutdown begun) before it is closed instead of
+// handed off (default 100 ms). net/http marks its Shutdown before it closes
+// its listeners and runs its Shutdown hooks in goroutines, so a server may
+// close a connection an instant before the proof comes.
 var handoffGrace = 100 * time.Millisecond
 
 // conn follows the HTTP/1.1 exchange on one accepted connection closely
@@ -366,6 +368,10 @@ func (c *conn) CloseWrite() error {
 
 // Close hands the connection to a newer server when this one's View is
 // closing and the exchange is at a request boundary; otherwise it closes it.
+// It never waits: net/http calls it holding its server's lock
+// (closeIdleConns). What needs waiting for (the proof that the server
+// stopped, the end of a read it wakes) is waited for in a goroutine, for at
+// most handoffGrace, which then hands the connection off or closes it.
 func (c *conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -375,40 +381,56 @@ func (c *conn) Close() error {
 	c.closed = true
 	v, hooks := c.view, c.hooks
 	replay, verdict := c.boundary()
+	reading := c.reading && verdict != notABoundary
+	if reading {
+		// An idle keep-alive read is blocked in the socket: wake it; what
+		// it got goes to the next server (see Read).
+		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
 	c.mu.Unlock()
 	if v != nil {
 		v.forget(c)
 	}
-	switch {
-	case v == nil || verdict == notABoundary || !v.hasNewer():
+	if v == nil || verdict == notABoundary || !v.hasNewer() {
 		// No newer View to take it (no reload, or the last config stops):
 		// closed at once, as a plain listener's would be.
 		return c.Conn.Close()
-	case verdict == boundaryOnShutdown:
-		// net/http runs its Shutdown hooks just after it closes the
-		// connections it finds idle: wait for the proof that it stopped.
-		if !hooks.shutdownWithin(handoffGrace) {
-			return c.Conn.Close()
-		}
-	case !v.closesWithin(handoffGrace):
-		return c.Conn.Close()
 	}
-
-	c.mu.Lock()
-	if c.reading {
-		// An idle keep-alive read is blocked in the socket: wake it, and
-		// keep whatever it got for the next server.
-		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
-		for c.reading {
-			c.cond.Wait()
+	// The proof that the server gave the connection up at that boundary.
+	// net/http runs its Shutdown hooks in goroutines it starts just before
+	// closing the connections it finds idle, and it marks its Shutdown
+	// before it closes its listeners: either may come an instant later.
+	stopped := v.closed
+	if verdict == boundaryOnShutdown {
+		stopped = hooks.shutdown
+	}
+	if !reading && closedWithin(stopped, 0) {
+		c.handOffOrClose(v, replay)
+		return nil
+	}
+	grace := handoffGrace
+	go func() {
+		if !closedWithin(stopped, grace) {
+			c.Conn.Close()
+			return
 		}
+		c.handOffOrClose(v, replay)
+	}()
+	return nil
+}
+
+// handOffOrClose hands the connection, closed by its server, with replay
+// and what a read woken by Close got, to v's newest View, or closes it.
+func (c *conn) handOffOrClose(v *View, replay []byte) {
+	c.mu.Lock()
+	for c.reading {
+		c.cond.Wait()
 	}
 	replay = append(replay, c.stash...)
 	c.mu.Unlock()
-	if v.handOff(c.Conn, replay) {
-		return nil
+	if !v.handOff(c.Conn, replay) {
+		c.Conn.Close()
 	}
-	return c.Conn.Close()
 }
 
 // hasBody reports whether a request header block announces a body.
@@ -526,9 +548,6 @@ func (c *conn) boundary() ([]byte, verdict) {
 	}
 	return nil, notABoundary
 }
-
-// closesWithin reports whether v is closed or closes within d.
-func (v *View) closesWithin(d time.Duration) bool { return closedWithin(v.closed, d) }
 
 // closedWithin reports whether ch is closed or closes within d.
 func closedWithin(ch <-chan struct{}, d time.Duration) bool {

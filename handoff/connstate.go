@@ -51,9 +51,6 @@ func (h *ServerHooks) ShutdownBegun() { h.once.Do(func() { close(h.shutdown) }) 
 // shuttingDown reports whether ShutdownBegun was called.
 func (h *ServerHooks) shuttingDown() bool { return closedWithin(h.shutdown, 0) }
 
-// shutdownWithin reports whether ShutdownBegun was or is called within d.
-func (h *ServerHooks) shutdownWithin(d time.Duration) bool { return closedWithin(h.shutdown, d) }
-
 // ConnState is the server's http.Server ConnState hook. Connections that
 // are not a View's (another listener's) are ignored; a View's connection is
 // found through the wrappers Caddy and its modules put around it (NetConn,

@@ -49,8 +49,8 @@
 // 2 traced were in this window); none of 76,750 in 26 runs of 6 Caddy
 // reloads.
 //
-// The package knows nothing of Caddy; caddymodule registers it as the network
-// "handoff".
+// The package knows nothing of Caddy; its subpackage caddyhandoff registers
+// it as the network "handoff", with the app that installs ServerHooks.
 package handoff
 
 import (

@@ -265,7 +265,7 @@ func TestReloadMakesNoTokenRequestAndAnswersNoError(t *testing.T) {
 	// The module must fail no request: every response is a 200. This config
 	// binds Caddy's own TCP listener, whose swap may close a few connections
 	// before any response; those are counted, bounded and reported, not
-	// hidden. With `bind handoff/...` none is lost (reload_test.go).
+	// hidden. With the handoff app and `bind handoff/...` none is lost (reload_test.go).
 	if statuses[http.StatusOK]+statuses[transportError] != 400 {
 		t.Errorf("statuses during reload %v, want only 200s (and connection errors)", statuses)
 	}

@@ -11,22 +11,40 @@ import (
 )
 
 // handoffCaddyfile is sidecarCaddyfile listening through the handoff network.
-var handoffCaddyfile = strings.Replace(sidecarCaddyfile, "bind 127.0.0.1", "bind handoff/127.0.0.1", 1)
+var handoffCaddyfile = strings.NewReplacer("bind 127.0.0.1", "bind handoff/127.0.0.1", "\tdebug\n", "\tdebug\n\thandoff\n").Replace(sidecarCaddyfile)
 
 // handoffH1Caddyfile is handoffCaddyfile serving HTTP/1 only: Caddy then
 // wraps each connection (its h2c check) before net/http sees it.
 var handoffH1Caddyfile = strings.Replace(handoffCaddyfile, "\tdebug\n", "\tdebug\n\tservers {\n\t\tprotocols h1\n\t}\n", 1)
 
+// handoffOnlyCaddyfile has no entra app: handoff/ is a Caddy feature of
+// its own.
+const handoffOnlyCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	handoff
+}
+
+:%[1]d {
+	bind handoff/127.0.0.1
+	handle_path /orders/* {
+		reverse_proxy {$TEST_UPSTREAM}
+	}
+}
+`
+
 // TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce reloads a replica 6
 // times while 8 clients send POSTs (never retried by Go's client), half on
 // keep-alive connections and half on a new connection each: every answered
 // request is a 200 that reached the upstream exactly once, none is served
-// twice, at most 2 are lost, and the reloads cost no token request. With
-// HTTP/1 only, the hooks reach the connections through Caddy's wrapper.
+// twice, at most 2 are lost, connections are handed off (caddy_handoff_*),
+// and the reloads cost no token request. With HTTP/1 only, the hooks reach
+// the connections through Caddy's wrapper; without the entra app, handoff
+// works alone.
 func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
 	for _, tc := range []struct{ name, caddyfile string }{
 		{"default protocols", handoffCaddyfile},
 		{"HTTP/1 only", handoffH1Caddyfile},
+		{"no entra app", handoffOnlyCaddyfile},
 	} {
 		t.Run(tc.name, func(t *testing.T) { reloadUnderLoad(t, tc.caddyfile) })
 	}
@@ -37,7 +55,10 @@ func TestReloadsThroughHandoffAnswerEveryRequestExactlyOnce(t *testing.T) {
 func reloadUnderLoad(t *testing.T, caddyfile string) {
 	f := newFleet(t)
 	replica := startSidecar(t, caddyfile, f.env(testClientSecret)...)
-	tokenVia(t, replica, f.upstream, "/orders/warm")
+	withEntra := strings.Contains(caddyfile, "entra_token")
+	if withEntra {
+		tokenVia(t, replica, f.upstream, "/orders/warm")
+	}
 
 	configs := []string{reloadedConfig(t, f, replica, caddyfile, ""), reloadedConfig(t, f, replica, caddyfile, "/v2")}
 	stop := make(chan struct{})
@@ -122,10 +143,10 @@ func reloadUnderLoad(t *testing.T, caddyfile string) {
 	if len(perID) != sent-len(failures) {
 		t.Errorf("upstream saw %d requests, clients got %d answers", len(perID), sent-len(failures))
 	}
-	if got := f.emulator.TokenRequests(); got != 1 {
+	if got := f.emulator.TokenRequests(); withEntra && got != 1 {
 		t.Errorf("token requests = %d after 6 reloads, want 1", got)
 	}
-	handoffs := metricLines(scrapeMetrics(t, replica), "caddy_entra_handoff_")
+	handoffs := metricLines(scrapeMetrics(t, replica), "caddy_handoff_")
 	if len(handoffs) != 2 || strings.HasSuffix(handoffs[0], " 0") {
 		t.Errorf("handoff metrics %q, want connections handed off over 6 reloads under load", handoffs)
 	}
@@ -142,8 +163,12 @@ func reloadedConfig(t *testing.T, f *fleet, replica *sidecar, template, prefix s
 	t.Helper()
 	config := fmt.Sprintf(template, portOf(t, replica.URL), portOf(t, replica.AdminURL))
 	if prefix != "" {
+		route := "\t\treverse_proxy {$TEST_UPSTREAM}\n"
+		if strings.Contains(template, "entra_token") {
+			route = "\t\tentra_token orders-api\n" + route
+		}
 		config = strings.Replace(config, "handle_path /orders/* {",
-			"handle_path "+prefix+"/orders/* {\n\t\tentra_token orders-api\n\t\treverse_proxy {$TEST_UPSTREAM}\n\t}\n\thandle_path /orders/* {", 1)
+			"handle_path "+prefix+"/orders/* {\n"+route+"\t}\n\thandle_path /orders/* {", 1)
 	}
 	for _, kv := range f.env(testClientSecret) {
 		name, value, _ := strings.Cut(kv, "=")

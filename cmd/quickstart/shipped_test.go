@@ -13,6 +13,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	_ "github.com/caddy-entra/caddy-entra/handoff/caddyhandoff" // README's handoff snippet
 )
 
 // This check of the repository's shipped configs lives with the quick start:

@@ -1,0 +1,134 @@
+// Package caddyhandoff makes the handoff package a Caddy feature of its own:
+// the listener network "handoff" (`bind handoff/127.0.0.1`), and the app
+// "handoff" (the Caddyfile global option `handoff`) that gives every http
+// server listening on that network the ServerHooks without which no
+// connection is handed off. A config that listens on handoff/ without the
+// app is refused at load, naming what to add.
+package caddyhandoff
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/handoff"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the handoff app. While the config is provisioned, before any
+// server starts, it gives each server of the http app that listens on a
+// handoff/ address a handoff.ServerHooks: its ConnState and shutdown hooks
+// tell the handoff package what only net/http knows (a response finished,
+// a connection hijacked, a request read as a reload begins, the server's
+// Shutdown begun). Caddy applies those hooks to a server before it listens,
+// which is why a listener cannot install them. The app has no options.
+//
+// Its metrics, on the config's registry: caddy_handoff_connections_total
+// and caddy_handoff_held_requests_total.
+type App struct {
+	// hooked are the handoff/ listen addresses of the servers it hooked.
+	hooked map[caddy.NetworkAddress]bool
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "handoff", New: func() caddy.Module { return new(App) }}
+}
+
+// Provision hooks the http servers that listen on handoff/ addresses, and
+// registers the metrics.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+	a.hooked = make(map[caddy.NetworkAddress]bool)
+	httpApp, err := ctx.AppIfConfigured("http")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("getting the http app: %v", err)
+	}
+	// The http app is provisioned: its listen addresses have their
+	// placeholders replaced.
+	for name, srv := range httpApp.(*caddyhttp.App).Servers {
+		var addresses []caddy.NetworkAddress
+		for _, listen := range srv.Listen {
+			address, err := caddy.ParseNetworkAddress(listen)
+			if err != nil {
+				return fmt.Errorf("server %s: parsing listen address %q: %v", name, listen, err)
+			}
+			if address.Network == Network {
+				addresses = append(addresses, address)
+			}
+		}
+		if len(addresses) == 0 {
+			continue
+		}
+		hooks := handoff.NewServerHooks()
+		srv.RegisterConnState(hooks.ConnState)
+		srv.RegisterOnShutdown(hooks.ShutdownBegun)
+		for _, address := range addresses {
+			a.hooked[address] = true
+		}
+	}
+	return nil
+}
+
+// Start warns when no server listens on a handoff/ address.
+func (a *App) Start() error {
+	if len(a.hooked) == 0 {
+		a.logger.Warn("no http server listens on a handoff/ address: the handoff app has nothing to do")
+	}
+	return nil
+}
+
+// Stop does nothing: the sockets belong to the servers' listeners.
+func (*App) Stop() error { return nil }
+
+// collectors are the app's metrics, made once per process and registered
+// on each config's registry, so that they carry over reloads.
+var collectors = sync.OnceValue(func() []prometheus.Collector {
+	const ns, sub = "caddy", "handoff"
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "connections_total",
+			Help: "Connections on handoff/ addresses that a reloaded config's server gave up and the new one took over.",
+		}, func() float64 { handedOff, _ := handoff.Stats(); return float64(handedOff) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "held_requests_total",
+			Help: "Requests read as a reload began that were held until the old server stopped, then answered by the new one.",
+		}, func() float64 { _, held := handoff.Stats(); return float64(held) }),
+	}
+})
+
+// registerMetrics registers the collectors on registry; a collector
+// already there is fine.
+func registerMetrics(registry *prometheus.Registry) error {
+	if registry == nil {
+		return nil
+	}
+	for _, c := range collectors() {
+		var already prometheus.AlreadyRegisteredError
+		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

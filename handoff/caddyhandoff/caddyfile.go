@@ -1,0 +1,26 @@
+package caddyhandoff
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("handoff", parseGlobalOption)
+}
+
+// parseGlobalOption parses the handoff global option into the handoff app.
+// Syntax, with no arguments and no block:
+//
+//	handoff
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("handoff: the global option may appear only once")
+	}
+	d.Next() // the option's name
+	if d.NextArg() || d.NextBlock(0) {
+		return nil, d.Err("handoff: the global option takes no arguments and no block")
+	}
+	return httpcaddyfile.App{Name: "handoff", Value: caddyconfig.JSON(App{}, nil)}, nil
+}

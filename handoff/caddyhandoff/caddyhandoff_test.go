@@ -1,0 +1,211 @@
+package caddyhandoff
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-entra/caddy-entra/handoff"
+)
+
+// site is a Caddyfile (admin off) with globals in its global options and
+// one site on port that binds bind and answers answer.
+func site(globals string, port int, bind, answer string) string {
+	return fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n%s}\n:%d {\n\tbind %s\n\trespond %q\n}\n", globals, port, bind, answer)
+}
+
+// load adapts caddyfile and runs it, as a reload does when Caddy runs.
+func load(t *testing.T, caddyfile string) error {
+	t.Helper()
+	config, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting:\n%s\n%v", caddyfile, err)
+	}
+	return caddy.Load(config, true)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// keepAlive is one raw HTTP/1.1 connection, so that a test knows its
+// requests share it (Go's client would redial and retry a GET silently).
+type keepAlive struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dial(t *testing.T, port int) *keepAlive {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &keepAlive{conn: c, r: bufio.NewReader(c)}
+}
+
+// get sends a GET and returns the body answered, or what went wrong.
+func (k *keepAlive) get() string {
+	if _, err := io.WriteString(k.conn, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		return err.Error()
+	}
+	resp, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// TestBindHandoffHandsOffWithNoOtherApp: with the handoff global option, a
+// keep-alive connection to the first config is answered by the second
+// after a reload, in a config with no app but http and handoff.
+func TestBindHandoffHandsOffWithNoOtherApp(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	port := freePort(t)
+	if err := load(t, site("\thandoff\n", port, "handoff/127.0.0.1", "first")); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, port)
+	if got := c.get(); got != "first" {
+		t.Fatalf("answered %q before the reload", got)
+	}
+	before, _ := handoff.Stats()
+	if err := load(t, site("\thandoff\n", port, "handoff/127.0.0.1", "second")); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.get(); got != "second" {
+		t.Fatalf("the connection answered %q after the reload, want the new config's", got)
+	}
+	if after, _ := handoff.Stats(); after != before+1 {
+		t.Errorf("connections handed off: %d -> %d, want one more", before, after)
+	}
+}
+
+// TestBindHandoffWithoutTheAppIsRefusedAtLoad: a server on a handoff/
+// address without the hooks would only share the socket and hand nothing
+// off; such a config is refused, naming what to add, and a reload to it
+// leaves the running config serving.
+func TestBindHandoffWithoutTheAppIsRefusedAtLoad(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	port := freePort(t)
+	if err := load(t, site("\thandoff\n", port, "handoff/127.0.0.1", "running")); err != nil {
+		t.Fatal(err)
+	}
+	err := load(t, site("", port, "handoff/127.0.0.1", "unhooked"))
+	if err == nil || !strings.Contains(err.Error(), "add the global option `handoff`") {
+		t.Fatalf("err = %v, want the load refused, naming the handoff global option", err)
+	}
+	if got := dial(t, port).get(); got != "running" {
+		t.Errorf("after the refused reload, answered %q", got)
+	}
+}
+
+// TestBindHandoffWithoutHostIsRefusedAtLoad loads whole Caddyfiles: Caddy
+// hands `bind handoff/` to the network with an empty host, and so does an
+// empty variable with a default, since {$VAR:default} keeps a set but
+// empty value. Both must fail to load rather than listen on every
+// interface; a written host loads and serves.
+func TestBindHandoffWithoutHostIsRefusedAtLoad(t *testing.T) {
+	t.Setenv("CADDY_HANDOFF_TEST_BIND", "")
+	t.Cleanup(func() { _ = caddy.Stop() })
+	port := freePort(t)
+	for _, bind := range []string{"handoff/", "handoff/{$CADDY_HANDOFF_TEST_BIND:127.0.0.1}"} {
+		err := load(t, site("\thandoff\n", port, bind, "ok"))
+		if err == nil || !strings.Contains(err.Error(), "would listen on every interface") {
+			t.Errorf("bind %s: err = %v, want the load refused for listening on every interface", bind, err)
+		}
+		_ = caddy.Stop()
+	}
+	if err := load(t, site("\thandoff\n", port, "handoff/127.0.0.1", "ok")); err != nil {
+		t.Fatalf("bind handoff/127.0.0.1: %v", err)
+	}
+	if got := dial(t, port).get(); got != "ok" {
+		t.Errorf("bind handoff/127.0.0.1 answered %q", got)
+	}
+}
+
+// TestAPortRangeListensOnEachPort: a listen address with a port range
+// gets one socket per port, each hooked.
+func TestAPortRangeListensOnEachPort(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	var first int
+	for first = freePort(t); ; first = freePort(t) { // two free ports in a row
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", first+1)); err == nil {
+			l.Close()
+			break
+		}
+	}
+	config := fmt.Sprintf(`{"admin": {"disabled": true}, "apps": {"handoff": {}, "http": {"servers": {"s": {
+		"listen": ["handoff/127.0.0.1:%d-%d"],
+		"routes": [{"handle": [{"handler": "static_response", "body": "ok"}]}]}}}}}`, first, first+1)
+	if err := caddy.Load([]byte(config), true); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []int{first, first + 1} {
+		if got := dial(t, port).get(); got != "ok" {
+			t.Errorf("port %d answered %q", port, got)
+		}
+	}
+}
+
+func TestListenOutsideACaddyConfigIsRefused(t *testing.T) {
+	_, err := listen(context.Background(), Network, "127.0.0.1", "0", 0, net.ListenConfig{})
+	if err == nil || !strings.Contains(err.Error(), "outside a Caddy config") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestGlobalOption(t *testing.T) {
+	for _, tc := range []struct {
+		globals string
+		want    string // in the JSON, or in the error
+	}{
+		{"\thandoff\n", `"handoff":{}`},
+		{"\thandoff now\n", "takes no arguments"},
+		{"\thandoff {\n\t\tgrace 1s\n\t}\n", "takes no arguments"},
+		{"\thandoff\n\thandoff\n", "only once"},
+	} {
+		config, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(site(tc.globals, 8080, "handoff/127.0.0.1", "ok")), nil)
+		if got := string(config) + fmt.Sprint(err); !strings.Contains(got, tc.want) {
+			t.Errorf("%q: got %s, want %s", tc.globals, got, tc.want)
+		}
+	}
+}
+
+func TestMetricsAreNamedForHandoff(t *testing.T) {
+	registry := prometheus.NewPedanticRegistry()
+	for range 2 { // each config registers them on its own registry, or again
+		if err := registerMetrics(registry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	families, err := registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, family := range families {
+		names = append(names, family.GetName())
+	}
+	if want := "caddy_handoff_connections_total caddy_handoff_held_requests_total"; strings.Join(names, " ") != want {
+		t.Errorf("metrics %v, want %s", names, want)
+	}
+}
