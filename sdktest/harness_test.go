@@ -1,0 +1,316 @@
+// Package sdktest runs unmodified Azure SDK clients (azidentity for Go,
+// @azure/identity for JavaScript) against the sidecar's token endpoints: the
+// Caddy binary of ../cmd/caddy, a real redis-server and the entratest
+// emulator. It is a module of its own so that the SDKs stay out of the main
+// module's dependencies.
+package sdktest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-entra/caddy-entra/entra/entratest"
+)
+
+const (
+	testClientID       = "11111111-0000-4000-8000-00000000c11e"
+	testClientSecret   = "sdktest-secret-Do-Not-Log-2b7e41"
+	testIdentityHeader = "sdktest-identity-header-Do-Not-Log-93d0"
+	testResource       = "api://orders"
+	testScope          = testResource + "/.default"
+)
+
+// sidecarCaddyfile is one replica: %[1]d is the site port, %[2]d the admin
+// port. The application's own environment names the endpoints:
+// IDENTITY_ENDPOINT=http://127.0.0.1:<port>/msi/token, or
+// AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:<port>.
+const sidecarCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	entra {
+		authority_host {env.TEST_AUTHORITY_HOST}
+		tenant_id      {env.TEST_TENANT_ID}
+		client_id      {env.TEST_CLIENT_ID}
+		client_secret  {env.TEST_CLIENT_SECRET}
+		redis {env.TEST_REDIS_URL} {
+			key_prefix sdktest:
+		}
+		application orders-api ` + testScope + `
+	}
+}
+
+:%[1]d {
+	bind 127.0.0.1
+	handle /msi/token {
+		entra_token_endpoint app_service {
+			secret {env.TEST_IDENTITY_HEADER}
+		}
+	}
+	handle /metadata/identity/oauth2/token* {
+		entra_token_endpoint imds
+	}
+	respond 404
+}
+`
+
+// caddyBinary is the sidecar built by TestMain.
+var caddyBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "entra-sdktest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "making temp dir:", err)
+		os.Exit(1)
+	}
+	caddyBinary = filepath.Join(dir, "caddy")
+	// Built in the main module (with its own go.sum), as users build it.
+	build := exec.Command("go", "build", "-o", caddyBinary, "./cmd/caddy")
+	build.Dir = ".."
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building cmd/caddy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireTool finds a program; without it the test is skipped, except under
+// CI=true, where it fails (.ci/run installs it).
+func requireTool(t *testing.T, name, install string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found on PATH under CI=true (%s): %v", name, install, err)
+		}
+		t.Skipf("%s not found on PATH (%s); skipping: %v", name, install, err)
+	}
+	return path
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitFor polls check until it succeeds or timeout passes: for another
+// process to come up, where no channel can tell.
+func waitFor(t *testing.T, what string, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a goroutine-safe buffer for a child process's output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// process is a child process stopped when the test ends.
+type process struct {
+	cmd    *exec.Cmd
+	output *syncBuffer
+	done   chan struct{}
+}
+
+// startProcess runs name with args and env added to this process's.
+func startProcess(t *testing.T, env []string, name string, args ...string) *process {
+	t.Helper()
+	p := &process{output: new(syncBuffer), done: make(chan struct{})}
+	p.cmd = exec.Command(name, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// fleet is the emulator and a redis-server the replicas share.
+type fleet struct {
+	emulator *entratest.Emulator
+	issuer   string
+	redisURL string
+}
+
+// newFleet starts the emulator and a real redis-server.
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	redisServer := requireTool(t, "redis-server", "apt-get install redis-server")
+	emulator, server, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Close)
+	emulator.AddClient(testClientID, testClientSecret)
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	proc := startProcess(t, nil, redisServer, "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
+		if proc.exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		}
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
+	return &fleet{emulator: emulator, issuer: server.URL, redisURL: "redis://" + addr + "/0"}
+}
+
+// sidecar is one running replica.
+type sidecar struct {
+	URL      string // http://127.0.0.1:<port>
+	AdminURL string
+	proc     *process
+}
+
+// startReplica runs the Caddy binary on sidecarCaddyfile.
+func (f *fleet) startReplica(t *testing.T) *sidecar {
+	t.Helper()
+	port, adminPort := freePort(t), freePort(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, fmt.Appendf(nil, sidecarCaddyfile, port, adminPort), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"TEST_AUTHORITY_HOST=" + f.issuer,
+		"TEST_TENANT_ID=" + f.emulator.TenantID(),
+		"TEST_CLIENT_ID=" + testClientID,
+		"TEST_CLIENT_SECRET=" + testClientSecret,
+		"TEST_IDENTITY_HEADER=" + testIdentityHeader,
+		"TEST_REDIS_URL=" + f.redisURL,
+		"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir,
+	}
+	proc := startProcess(t, env, caddyBinary, "run", "--config", config, "--adapter", "caddyfile")
+	s := &sidecar{
+		URL:      fmt.Sprintf("http://127.0.0.1:%d", port),
+		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
+		proc:     proc,
+	}
+	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
+		if proc.exited() {
+			t.Fatalf("caddy exited:\n%s", proc.output.String())
+		}
+		resp, err := http.Get(s.URL + "/")
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	})
+	return s
+}
+
+// handedOut reads caddy_entra_endpoint_tokens_total for protocol from the
+// replica's metrics (0 when absent).
+func (s *sidecar) handedOut(t *testing.T, protocol string) int {
+	t.Helper()
+	resp, err := http.Get(s.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	prefix := `caddy_entra_endpoint_tokens_total{application="orders-api",protocol="` + protocol + `"} `
+	for line := range strings.SplitSeq(body.String(), "\n") {
+		if value, ok := strings.CutPrefix(line, prefix); ok {
+			var n int
+			fmt.Sscan(value, &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// checkToken fails unless token was issued by the emulator to the sidecar's
+// client for testResource.
+func (f *fleet) checkToken(t *testing.T, token string) {
+	t.Helper()
+	claims, err := f.emulator.Verify(token)
+	if err != nil {
+		t.Fatalf("the SDK's token is not the emulator's: %v", err)
+	}
+	if claims.Audience != testResource || claims.AppID != testClientID {
+		t.Fatalf("the SDK's token is for aud %q appid %q, want %q %q", claims.Audience, claims.AppID, testResource, testClientID)
+	}
+}
+
+// assertNoSecrets fails when a replica's logs hold a secret or a token.
+func assertNoSecrets(t *testing.T, logs string, tokens ...string) {
+	t.Helper()
+	for _, secret := range append([]string{testClientSecret, testIdentityHeader}, tokens...) {
+		if secret != "" && strings.Contains(logs, secret) {
+			t.Error("a secret or token appears in the sidecar logs")
+		}
+	}
+}

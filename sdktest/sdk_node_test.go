@@ -1,0 +1,180 @@
+package sdktest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// jsDir holds the Node.js client and its lockfile-pinned @azure/identity.
+const jsDir = "js"
+
+// nodeReady finds node and installs the pinned packages (npm ci) when they
+// are missing; without node or npm the test is skipped, except under
+// CI=true, where it fails.
+var nodeOnce sync.Once
+var nodeErr error
+
+func requireNode(t *testing.T) string {
+	t.Helper()
+	node := requireTool(t, "node", "apt-get install nodejs npm")
+	npm := requireTool(t, "npm", "apt-get install nodejs npm")
+	nodeOnce.Do(func() {
+		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "@azure", "identity")); err == nil {
+			return
+		}
+		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = jsDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			nodeErr = fmt.Errorf("npm ci: %v\n%s", err, out)
+		}
+	})
+	if nodeErr != nil {
+		t.Fatal(nodeErr)
+	}
+	return node
+}
+
+// jsGetTokens runs gettoken.js with kind (managed or default) for calls
+// getToken calls, in an environment of its own plus env, and returns the
+// tokens.
+func jsGetTokens(t *testing.T, node, kind string, calls int, env ...string) ([]string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "gettoken.js", kind, testScope, fmt.Sprint(calls))
+	cmd.Dir = jsDir
+	// Only what an application in the pod would have: no AZURE_* of the
+	// machine running the test, no proxy.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "NO_PROXY=*", "AZURE_LOG_LEVEL=" + os.Getenv("TEST_AZURE_LOG_LEVEL")}, env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("node gettoken.js %s: %v\n%s", kind, err, stderr.String())
+	}
+	var tokens []string
+	scanner := bufio.NewScanner(strings.NewReader(string(out)))
+	scanner.Buffer(make([]byte, 64<<10), 1<<20)
+	for scanner.Scan() {
+		var line struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
+			return nil, fmt.Errorf("gettoken.js printed %q", scanner.Text())
+		}
+		tokens = append(tokens, line.Token)
+	}
+	if len(tokens) != calls {
+		return nil, fmt.Errorf("gettoken.js returned %d tokens, want %d", len(tokens), calls)
+	}
+	return tokens, nil
+}
+
+// TestJSSDKCredentials: @azure/identity's ManagedIdentityCredential and
+// DefaultAzureCredential, configured by the environment alone, get the
+// emulator's token for the resource: once through the App Service protocol
+// (IDENTITY_ENDPOINT, IDENTITY_HEADER), once through IMDS
+// (AZURE_POD_IDENTITY_AUTHORITY_HOST).
+func TestJSSDKCredentials(t *testing.T) {
+	node := requireNode(t)
+	f := newFleet(t)
+	replica := f.startReplica(t)
+	appService := []string{"IDENTITY_ENDPOINT=" + replica.URL + "/msi/token", "IDENTITY_HEADER=" + testIdentityHeader}
+	imds := []string{"AZURE_POD_IDENTITY_AUTHORITY_HOST=" + replica.URL}
+	var all []string
+	for _, tc := range []struct {
+		name, kind, protocol string
+		env                  []string
+	}{
+		{"ManagedIdentityCredential/app_service", "managed", "app_service", appService},
+		{"DefaultAzureCredential/app_service", "default", "app_service", appService},
+		{"ManagedIdentityCredential/imds", "managed", "imds", imds},
+		{"DefaultAzureCredential/imds", "default", "imds", imds},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := replica.handedOut(t, tc.protocol)
+			tokens, err := jsGetTokens(t, node, tc.kind, 1, tc.env...)
+			if err != nil {
+				t.Fatalf("%v\nsidecar logs:\n%s", err, replica.proc.output.String())
+			}
+			f.checkToken(t, tokens[0])
+			if got := replica.handedOut(t, tc.protocol) - before; got != 1 {
+				t.Errorf("the sidecar handed out %d tokens over %s, want 1 (the SDK used another source?)", got, tc.protocol)
+			}
+			all = append(all, tokens...)
+		})
+	}
+	if got := f.emulator.TokenRequests(); got != 1 {
+		t.Errorf("token requests = %d, want 1 for every client", got)
+	}
+	assertNoSecrets(t, replica.proc.output.String(), all...)
+}
+
+// TestJSSDKFleetMakesOneTokenRequest: 5 processes x 20 getToken calls for
+// one resource, against 2 replicas sharing one real redis-server, cost the
+// fleet one token request.
+func TestJSSDKFleetMakesOneTokenRequest(t *testing.T) {
+	node := requireNode(t)
+	f := newFleet(t)
+	replicas := []*sidecar{f.startReplica(t), f.startReplica(t)}
+	const processes, calls = 5, 20
+	var wg sync.WaitGroup
+	results := make(chan []string, processes)
+	failures := make(chan error, processes)
+	for i := range processes {
+		replica := replicas[i%len(replicas)]
+		wg.Go(func() {
+			tokens, err := jsGetTokens(t, node, "managed", calls,
+				"IDENTITY_ENDPOINT="+replica.URL+"/msi/token", "IDENTITY_HEADER="+testIdentityHeader)
+			if err != nil {
+				failures <- err
+				return
+			}
+			results <- tokens
+		})
+	}
+	wg.Wait()
+	close(results)
+	close(failures)
+	for err := range failures {
+		t.Error(err)
+	}
+	var first string
+	got := 0
+	for tokens := range results {
+		for _, token := range tokens {
+			if first == "" {
+				f.checkToken(t, token)
+				first = token
+			}
+			if token != first {
+				t.Fatal("clients got different tokens; want the fleet's one token")
+			}
+			got++
+		}
+	}
+	if got != processes*calls {
+		t.Fatalf("%d tokens, want %d", got, processes*calls)
+	}
+	handedOut := 0
+	for _, replica := range replicas {
+		handedOut += replica.handedOut(t, "app_service")
+	}
+	t.Logf("%d processes x %d getToken calls: %d answered by the replicas' endpoints, %d token request(s) to Entra",
+		processes, calls, handedOut, f.emulator.TokenRequests())
+	if n := f.emulator.TokenRequests(); n != 1 {
+		t.Errorf("token requests = %d, want 1 for the fleet", n)
+	}
+	for _, replica := range replicas {
+		assertNoSecrets(t, replica.proc.output.String(), first)
+	}
+}
