@@ -39,7 +39,9 @@ const MaxRefreshWindow = 30 * time.Minute
 //
 // The cache outlives config reloads: a reload that keeps the same store
 // settings keeps the cached tokens, the Redis client and any refresh in
-// flight, so it makes no token request.
+// flight, so it makes no token request. Each config holds its own handles
+// on the pooled cache; the newest config's credentials make every token
+// request.
 type App struct {
 	// IdentityConfig is the default identity: tenant, client and credential
 	// of every application that does not set its own.
@@ -70,12 +72,10 @@ type App struct {
 
 	cache   *tokencache.Cache
 	poolKey string
-	// registered maps each application name to its name in the pooled
-	// cache, which is this config's own. cache and registered do not change
-	// after Provision.
-	registered map[string]string
-	lifecycle  *lifecycle // a pointer: Caddy copies module values
-	logger     *zap.Logger
+	// handles are this config's registrations in the pooled cache, by
+	// application name. cache and handles do not change after Provision.
+	handles map[string]*tokencache.Handle
+	logger  *zap.Logger
 }
 
 // RedisConfig is the shared token store.
@@ -178,16 +178,22 @@ func (a *App) Start() error {
 // Stop implements caddy.App; resources are freed by Cleanup.
 func (a *App) Stop() error { return nil }
 
-// Cleanup retires this config: its registrations in the pooled cache and
-// its hold on the pool are released once no request of this config uses
-// them (see retire), because on a reload Caddy cleans the old config up while
-// its last requests are still being served. The last config to let go of a
-// cache closes it (and its Redis client).
+// Cleanup releases this config's handles and its hold on the pooled cache;
+// the last config to let go of a cache closes it (and its Redis client).
+// On a reload Caddy cleans the old config up while its last requests are
+// still being served: a released handle still answers them, with a token
+// (refreshed with the newest config's credential) or, once its cache is
+// closed, a retryable 503.
 func (a *App) Cleanup() error {
 	if a.cache == nil {
 		return nil
 	}
-	a.retire()
+	for _, h := range a.handles {
+		h.Release()
+	}
+	if _, err := cachePool.Delete(a.poolKey); err != nil {
+		a.logger.Error("releasing the token cache", zap.Error(err))
+	}
 	return nil
 }
 
@@ -195,27 +201,19 @@ func (a *App) Cleanup() error {
 // freshly requested. It is the Go counterpart of the seed library's
 // getClientCredentialToken and what the entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.ClientCredential, error) {
-	registered, ok := a.registered[applicationName]
+	h, ok := a.handles[applicationName]
 	if !ok {
 		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
-	if !a.enter() {
-		return tokencache.ClientCredential{}, errConfigReplaced
-	}
-	defer a.leave()
-	return a.cache.Token(ctx, registered)
+	return h.Token(ctx)
 }
 
 // purge drops accessToken from the cache if it is still applicationName's
 // current token, reporting whether it did.
 func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {
-	registered, ok := a.registered[applicationName]
-	if !ok || !a.enter() {
-		return false
-	}
-	defer a.leave()
-	return a.cache.Purge(ctx, registered, accessToken)
+	h, ok := a.handles[applicationName]
+	return ok && h.Purge(ctx, accessToken)
 }
 
 // hasApplication reports whether name is configured.

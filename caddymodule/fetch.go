@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"context"
 	"errors"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -12,23 +11,33 @@ import (
 )
 
 // fetchFunc returns the function the cache calls to get a new token for one
-// application. It logs a failure with what an operator needs to look it up
-// (status, error, AADSTS codes, trace and correlation IDs), never the token
-// or the secret; the cache logs successful fetches.
-func fetchFunc(client *entra.Client, application string, scopes []string, logger *zap.Logger) tokencache.FetchFunc {
-	m := metrics()
+// application.
+func fetchFunc(client *entra.Client, scopes []string) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
-		start := time.Now()
 		token, err := client.Token(ctx, scopes)
-		m.tokenRequestDuration.WithLabelValues(application).Observe(time.Since(start).Seconds())
-		m.tokenRequests.WithLabelValues(application, tokenRequestResult(err)).Inc()
 		if err != nil {
-			logger.Error("token request failed", append(requestErrorFields(err),
-				zap.String("application", application),
-				zap.String("token_endpoint", client.TokenEndpoint()))...)
 			return tokencache.Fetched{}, err
 		}
 		return tokencache.Fetched{AccessToken: token.AccessToken, ExpiresAt: token.ExpiresAt, RefreshIn: token.RefreshIn}, nil
+	}
+}
+
+// fetchObserver returns the application's tokencache OnFetch: it counts each
+// token request by the cache's classification of its outcome (the one its
+// backoff obeys), times it, and logs a failure with what an operator needs
+// to look it up (status, error, AADSTS codes, trace and correlation IDs),
+// never the token or the secret; the cache logs successful fetches.
+func fetchObserver(application, tokenEndpoint string, logger *zap.Logger) func(tokencache.FetchOutcome) {
+	m := metrics()
+	return func(o tokencache.FetchOutcome) {
+		m.tokenRequestDuration.WithLabelValues(application).Observe(o.Duration.Seconds())
+		m.tokenRequests.WithLabelValues(application, string(o.Result)).Inc()
+		if o.Err != nil {
+			logger.Error("token request failed", append(requestErrorFields(o.Err),
+				zap.String("application", application),
+				zap.String("result", string(o.Result)),
+				zap.String("token_endpoint", tokenEndpoint))...)
+		}
 	}
 }
 
@@ -56,3 +65,6 @@ func requestErrorFields(err error) []zap.Field {
 	}
 	return fields
 }
+
+// The entra client's errors tell the cache how to retry.
+var _ tokencache.FetchError = (*entra.RequestError)(nil)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,68 +318,98 @@ func TestReloadNeverChangesTheRunningConfig(t *testing.T) {
 	}
 }
 
-// TestCleanupWaitsForRequestsInFlight: Caddy cleans an old config up while
-// its last requests run. They must still get tokens; only after the grace
-// period, with none in flight, are the config's registrations released, and
-// a straggler then gets a retryable 503, never a 404 or a panic.
-func TestCleanupWaitsForRequestsInFlight(t *testing.T) {
-	defer func(grace time.Duration) { retireGrace = grace }(retireGrace)
-	retireGrace = 50 * time.Millisecond
-	app, _, _ := newTestApp(t, unitClientSecret)
-	if _, err := app.Token(context.Background(), "graph-api"); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	failures := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := app.Token(context.Background(), "graph-api"); err != nil && err != errConfigReplaced {
+// TestARequestRacingReleaseGetsATokenOrARetryableError: Caddy cleans an
+// old config up while its last requests run. Whatever the interleaving of
+// those requests with the release of the config's handles, each gets a
+// token or a retryable 503, never a 404 (MICROSOFT_APPLICATION_NOT_FOUND)
+// or a panic.
+func TestARequestRacingReleaseGetsATokenOrARetryableError(t *testing.T) {
+	first, _, _ := newTestApp(t, unitClientSecret)
+	var wrong atomic.Value
+	for round := range 20 {
+		app := first
+		if round > 0 { // a reload; the previous config's cache is closed, so a new one
+			app = &App{IdentityConfig: first.IdentityConfig, Applications: first.Applications, logger: first.logger}
+			if err := app.provision(caddy.NewReplacer()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := app.Token(context.Background(), "graph-api"); err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
 					select {
-					case failures <- err:
+					case <-stop:
+						return
 					default:
 					}
+					_, err := app.Token(context.Background(), "graph-api")
+					// Bursts and pauses, so that no request in flight
+					// alternates with a new one arriving.
+					time.Sleep(time.Duration(calls.Add(1)%20) * time.Microsecond)
+					var te *tokencache.Error
+					if err != nil && (!errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0) {
+						wrong.CompareAndSwap(nil, err)
+					}
 				}
-			}
-		})
+			})
+		}
+		for calls.Load() < 100 {
+			runtime.Gosched()
+		}
+		if err := app.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		for after := calls.Load(); calls.Load() < after+2000; {
+			runtime.Gosched()
+		}
+		close(stop)
+		wg.Wait()
+		if err := wrong.Load(); err != nil {
+			t.Fatalf("round %d: a request racing the release got %v; want a token or a retryable 503", round, err)
+		}
 	}
-	if err := app.Cleanup(); err != nil {
+}
+
+// TestARequestWhoseCacheClosesGetsARetryableError: a reload that changes
+// the cache settings moves to another pooled cache, and the old one closes
+// when the old config is cleaned up, under a request of the old config
+// waiting for a token: that request gets a retryable 503.
+func TestARequestWhoseCacheClosesGetsARetryableError(t *testing.T) {
+	old, emulator, _ := newTestApp(t, unitClientSecret)
+	emulator.SetResponseDelay(time.Minute) // hold the token request
+	result := make(chan error, 1)
+	go func() {
+		_, err := old.Token(context.Background(), "graph-api")
+		result <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for emulator.TokenRequests() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the token request never reached the emulator")
+		}
+		time.Sleep(time.Millisecond) // the emulator offers no hook
+	}
+	reloaded := &App{IdentityConfig: old.IdentityConfig, Applications: old.Applications,
+		RefreshWindow: caddy.Duration(2 * time.Minute), logger: old.logger}
+	if err := reloaded.provision(caddy.NewReplacer()); err != nil {
 		t.Fatal(err)
 	}
-	// Still serving right after Cleanup.
-	if _, err := app.Token(context.Background(), "graph-api"); err != nil && err != errConfigReplaced {
-		t.Fatalf("a request right after Cleanup failed: %v", err)
+	t.Cleanup(func() { _ = reloaded.Cleanup() })
+	if reloaded.cache == old.cache {
+		t.Fatal("other cache settings must make another pooled cache")
 	}
-	close(stop)
-	wg.Wait()
-	select {
-	case err := <-failures:
-		t.Fatalf("a request during Cleanup failed with %v; want a token (or, after release, the retryable 503)", err)
-	default:
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !app.lifecycle.released.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the retired config was never released")
-		}
-		time.Sleep(5 * time.Millisecond) // waiting on a real timer of the code under test
-	}
-	_, err := app.Token(context.Background(), "graph-api")
+	err := <-result
 	var te *tokencache.Error
 	if !errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0 {
-		t.Fatalf("after release: %v, want a 503 with Retry-After", err)
-	}
-	for _, name := range app.cache.Applications() {
-		for _, registered := range app.registered {
-			if name == registered {
-				t.Errorf("registration %s is still in the pooled cache after release", name)
-			}
-		}
+		t.Fatalf("request on the closed cache: %v, want a retryable 503", err)
 	}
 }

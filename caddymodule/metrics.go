@@ -5,16 +5,6 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/caddy-entra/caddy-entra/entra"
-)
-
-// Results of a token request, as the token_requests_total result label.
-const (
-	resultSuccess   = "success"
-	resultThrottled = "throttled" // 429 or 503 with Retry-After
-	resultTransient = "transient_error"
-	resultPermanent = "permanent_error"
 )
 
 // Results of requests_total besides the error codes answered: the request
@@ -43,7 +33,7 @@ var metrics = sync.OnceValue(func() *moduleMetrics {
 	return &moduleMetrics{
 		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "token_requests_total",
-			Help: "Token requests sent to the token endpoint, by application and result (success, throttled, transient_error, permanent_error).",
+			Help: "Token requests made, by application and result (success, throttled, transient_error, permanent_error), as the token cache's backoff classifies them.",
 		}, []string{"application", "result"}),
 		tokenRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "token_request_duration_seconds",
@@ -92,21 +82,4 @@ func storesAvailable() float64 {
 		return true
 	})
 	return available
-}
-
-// tokenRequestResult classifies a token request's outcome.
-func tokenRequestResult(err error) string {
-	if err == nil {
-		return resultSuccess
-	}
-	var re *entra.RequestError
-	switch {
-	case !errors.As(err, &re):
-		return resultTransient
-	case re.RetryAfterHint() > 0 && (re.StatusCode == 429 || re.StatusCode == 503):
-		return resultThrottled
-	case re.PermanentFailure():
-		return resultPermanent
-	}
-	return resultTransient
 }

@@ -2,19 +2,21 @@ package caddymodule
 
 import (
 	"bytes"
-	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
+	"go.uber.org/zap"
 
-	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // counter reads one labelled counter of the module's metrics.
@@ -27,7 +29,7 @@ func TestMetricsCountTokenRequestsInjectionsAndPurges(t *testing.T) {
 	app, emulator, _ := newTestApp(t, unitClientSecret)
 	h := &Handler{Application: "orders-api", app: app, logger: app.logger, header: DefaultHeader, purgeOnStatus: defaultPurgeOnStatus}
 	newReq := func() *http.Request { return httptest.NewRequest(http.MethodGet, "http://sidecar/", nil) }
-	successes, injected, purged := counter(m.tokenRequests, "orders-api", resultSuccess), counter(m.requests, "orders-api", resultInjected), counter(m.purges, "orders-api")
+	successes, injected, purged := counter(m.tokenRequests, "orders-api", string(tokencache.FetchSucceeded)), counter(m.requests, "orders-api", resultInjected), counter(m.purges, "orders-api")
 	durations := testutil.CollectAndCount(m.tokenRequestDuration)
 
 	for range 3 {
@@ -36,7 +38,7 @@ func TestMetricsCountTokenRequestsInjectionsAndPurges(t *testing.T) {
 	serveWith(t, h, http.StatusUnauthorized, newReq()) // purged: the next request fetches again
 	serveWith(t, h, http.StatusOK, newReq())
 
-	if got := counter(m.tokenRequests, "orders-api", resultSuccess) - successes; got != 2 || emulator.TokenRequests() != 2 {
+	if got := counter(m.tokenRequests, "orders-api", string(tokencache.FetchSucceeded)) - successes; got != 2 || emulator.TokenRequests() != 2 {
 		t.Errorf("token requests counted %v, emulator saw %d; want 2 and 2", got, emulator.TokenRequests())
 	}
 	if got := counter(m.requests, "orders-api", resultInjected) - injected; got != 5 {
@@ -52,12 +54,12 @@ func TestMetricsCountTokenRequestsInjectionsAndPurges(t *testing.T) {
 	// Throttled: 503 answered with Retry-After; the token request counts as throttled.
 	throttledApp, throttledEmulator, _ := newTestApp(t, unitClientSecret)
 	throttledEmulator.FailNext(-1, entratest.Failure{Status: http.StatusTooManyRequests, RetryAfter: "20"})
-	throttled, answered := counter(m.tokenRequests, "graph-api", resultThrottled), counter(m.requests, "graph-api", "MICROSOFT_TOKEN_REQUEST_FAILED")
+	throttled, answered := counter(m.tokenRequests, "graph-api", string(tokencache.FetchThrottled)), counter(m.requests, "graph-api", "MICROSOFT_TOKEN_REQUEST_FAILED")
 	th := &Handler{Application: "graph-api", app: throttledApp, logger: throttledApp.logger, header: DefaultHeader}
 	if rec, _ := serveWith(t, th, http.StatusOK, newReq()); rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", rec.Code)
 	}
-	if got := counter(m.tokenRequests, "graph-api", resultThrottled) - throttled; got != 1 {
+	if got := counter(m.tokenRequests, "graph-api", string(tokencache.FetchThrottled)) - throttled; got != 1 {
 		t.Errorf("throttled token requests %v, want 1", got)
 	}
 	if got := counter(m.requests, "graph-api", "MICROSOFT_TOKEN_REQUEST_FAILED") - answered; got != 1 {
@@ -65,21 +67,52 @@ func TestMetricsCountTokenRequestsInjectionsAndPurges(t *testing.T) {
 	}
 }
 
-func TestTokenRequestResult(t *testing.T) {
-	for _, tt := range []struct {
-		err  error
-		want string
-	}{
-		{nil, resultSuccess},
-		{&entra.RequestError{StatusCode: 429, RetryAfter: time.Second}, resultThrottled},
-		{&entra.RequestError{StatusCode: 503, RetryAfter: time.Second}, resultThrottled},
-		{&entra.RequestError{StatusCode: 503}, resultTransient},
-		{&entra.RequestError{StatusCode: 401, Code: "invalid_client", ErrorCodes: []int{7000215}}, resultPermanent},
-		{errors.New("dial tcp: connection refused"), resultTransient},
-	} {
-		if got := tokenRequestResult(tt.err); got != tt.want {
-			t.Errorf("tokenRequestResult(%v) = %s, want %s", tt.err, got, tt.want)
-		}
+// TestTokenRequestMetricsFollowTheCachesClassification: token requests
+// are counted as the cache's backoff classifies them: a wrong secret is a
+// permanent_error, and a request that fails before it is sent (the
+// federated token file is gone) is a transient_error, as README says.
+func TestTokenRequestMetricsFollowTheCachesClassification(t *testing.T) {
+	m := metrics()
+	wrongSecret, _, logs := newTestApp(t, "wrong-secret")
+	permanent := counter(m.tokenRequests, "graph-api", string(tokencache.FetchPermanent))
+	if _, err := wrongSecret.Token(t.Context(), "graph-api"); err == nil {
+		t.Fatal("wrong secret: nil error")
+	}
+	if got := counter(m.tokenRequests, "graph-api", string(tokencache.FetchPermanent)) - permanent; got != 1 {
+		t.Errorf("wrong secret counted %v permanent_error, want 1", got)
+	}
+	if l := logs.FilterMessage("token request failed").All(); len(l) != 1 || l[0].ContextMap()["result"] != "permanent_error" {
+		t.Errorf("failure logs %v, want one with result permanent_error", l)
+	}
+
+	emulator, server, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Close)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := &App{
+		IdentityConfig: IdentityConfig{AuthorityHost: server.URL, TenantID: emulator.TenantID(), ClientID: unitClientID,
+			FederatedTokenFile: tokenFile},
+		Applications: map[string]*Application{"files-api": {Scopes: []string{"api://files/.default"}}},
+		logger:       zap.NewNop(),
+	}
+	if err := app.provision(caddy.NewReplacer()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Cleanup() })
+	if err := os.Remove(tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	transient := counter(m.tokenRequests, "files-api", string(tokencache.FetchTransient))
+	if _, err := app.Token(t.Context(), "files-api"); err == nil {
+		t.Fatal("no federated token file: nil error")
+	}
+	if got := counter(m.tokenRequests, "files-api", string(tokencache.FetchTransient)) - transient; got != 1 || emulator.TokenRequests() != 0 {
+		t.Errorf("a request that was never sent counted %v transient_error (emulator saw %d), want 1 (0)", got, emulator.TokenRequests())
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -76,25 +75,22 @@ func (a *App) provision(repl *caddy.Replacer) error {
 		return err
 	}
 	cache := value.(pooledCache).Cache
-	// Each config registers its applications under names of its own, and
-	// unregisters them in Cleanup: a new config never changes what a running
-	// one uses (even when the new one then fails to load), while tokens,
-	// background refreshes and refreshes in flight, kept per record key,
-	// carry over.
-	gen := configGeneration.Add(1)
-	a.lifecycle = new(lifecycle)
-	a.registered = make(map[string]string, len(apps))
+	// Each config holds handles of its own, released in Cleanup: a new
+	// config never takes what a running one uses away from it (even when
+	// the new one then fails to load), while tokens, background refreshes
+	// and refreshes in flight, kept per record key, carry over.
+	a.handles = make(map[string]*tokencache.Handle, len(apps))
 	for _, app := range apps {
-		app.Name = fmt.Sprintf("%s#%d", app.Label, gen)
-		if err := cache.Register(app); err != nil {
-			for _, registered := range a.registered {
-				cache.Unregister(registered)
+		h, err := cache.Register(app)
+		if err != nil {
+			for _, registered := range a.handles {
+				registered.Release()
 			}
-			a.registered = nil
+			a.handles = nil
 			_, _ = cachePool.Delete(key)
-			return fmt.Errorf("registering application %s: %v", app.Label, err)
+			return fmt.Errorf("registering application %s: %v", app.Name, err)
 		}
-		a.registered[app.Label] = app.Name
+		a.handles[app.Name] = h
 	}
 	if loaded {
 		a.logger.Debug("reusing the token cache of the previous config")
@@ -102,10 +98,6 @@ func (a *App) provision(repl *caddy.Replacer) error {
 	a.cache, a.poolKey = cache, key
 	return nil
 }
-
-// configGeneration numbers provisioned entra apps, to name their
-// registrations in a pooled cache apart.
-var configGeneration atomic.Uint64
 
 // credentialIDFunc fingerprints the credential a client uses at the moment,
 // so that a permanent failure shared through Redis (a wrong secret) pauses
@@ -294,11 +286,11 @@ func (a *App) buildApplications(repl *caddy.Replacer, fingerprintKey []byte) ([]
 		tokenIdentity := tokenIdentityFor(client)
 		apps = append(apps, tokencache.Application{
 			Name:             name,
-			Label:            name,
 			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
 			Identity:         client.Identity(),
 			Scopes:           scopes,
-			Fetch:            learningFetch(fetchFunc(client, name, scopes, a.logger), tokenIdentity),
+			Fetch:            learningFetch(fetchFunc(client, scopes), tokenIdentity),
+			OnFetch:          fetchObserver(name, client.TokenEndpoint(), a.logger),
 			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes),
 		})
 	}

@@ -99,13 +99,14 @@ func (e *RequestError) PermanentFailure() bool {
 
 // HTTPStatus returns the HTTP status of the endpoint's answer, 0 when there
 // was none (a network error or timeout, a request that could not be made):
-// a cache reads it through an interface to keep failures that are local to
-// one replica out of the backoff it shares with the others.
+// the token cache keeps such failures, local to one replica, out of the
+// backoff it shares with the others.
 func (e *RequestError) HTTPStatus() int { return e.StatusCode }
 
 // RetryAfterHint returns the delay the endpoint asked for with Retry-After
-// (delta-seconds or HTTP-date, capped at 24h), 0 when it asked for none.
-// A cache's backoff reads it, with PermanentFailure, through an interface.
+// (delta-seconds or HTTP-date), 0 when it asked for none. With
+// PermanentFailure and HTTPStatus it is what the token cache's FetchError
+// reads (caddymodule asserts that *RequestError implements it).
 func (e *RequestError) RetryAfterHint() time.Duration { return e.RetryAfter }
 
 // Summary returns a short message for an operator, naming the cause and

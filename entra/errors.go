@@ -2,6 +2,7 @@ package entra
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -30,8 +31,12 @@ const (
 	maxDescriptionLen = 400
 	maxIdentifierLen  = 128
 	maxErrorCodes     = 8
-	maxRetryAfter     = 24 * time.Hour
 )
+
+// longestDuration is the longest delay a Retry-After parses to: what a
+// time.Duration holds, in whole seconds. How long to obey one is the
+// caller's policy (the token cache's backoff caps it).
+const longestDuration = time.Duration(math.MaxInt64) / time.Second * time.Second
 
 // RequestError is any failed token request: a network error or timeout, an
 // error answer from the endpoint, or a response that is not a usable token.
@@ -54,7 +59,7 @@ type RequestError struct {
 	// client-request-id header).
 	CorrelationID string
 	// RetryAfter is the delay asked for by the Retry-After header
-	// (delta-seconds or HTTP-date), capped at 24h; 0 when absent.
+	// (delta-seconds or HTTP-date), as sent; 0 when absent.
 	RetryAfter time.Duration
 	// Err is the underlying cause: a network error, ErrMalformedResponse,
 	// ErrResponseTooLarge, ... Nil when the endpoint's error answer says it all.
@@ -232,7 +237,7 @@ func sanitizeField(s string, max int, r *redactor) string {
 
 // parseRetryAfter reads a Retry-After header: delta-seconds or an HTTP-date
 // (relative to now). It returns 0 when absent, malformed or in the past, and
-// caps the result at maxRetryAfter.
+// longestDuration for a delay that a time.Duration cannot hold.
 func parseRetryAfter(header http.Header, now time.Time) time.Duration {
 	value := strings.TrimSpace(header.Get("Retry-After"))
 	if value == "" {
@@ -241,22 +246,19 @@ func parseRetryAfter(header http.Header, now time.Time) time.Duration {
 	var d time.Duration
 	if isDigits(value) {
 		secs, err := strconv.ParseUint(value, 10, 64)
-		if err != nil || secs > uint64(maxRetryAfter/time.Second) {
-			return maxRetryAfter // only overflow can fail: too many digits
+		if err != nil || secs > uint64(longestDuration/time.Second) {
+			return longestDuration // only overflow can fail: too many digits
 		}
 		d = time.Duration(secs) * time.Second
 	} else if at, err := http.ParseTime(value); err == nil {
 		// HTTP-dates have whole seconds; round up so the caller never
 		// retries a fraction of a second too early.
-		d = at.Sub(now)
+		d = at.Sub(now) // saturates
 		if rem := d % time.Second; rem > 0 {
-			d += time.Second - rem
+			d = min(d-rem, longestDuration-time.Second) + time.Second
 		}
 	}
-	if d <= 0 {
-		return 0
-	}
-	return min(d, maxRetryAfter)
+	return max(d, 0)
 }
 
 func isDigits(s string) bool {

@@ -46,7 +46,7 @@ func FuzzParseTokenResponse(f *testing.F) {
 			if !errors.As(err, &reqErr) {
 				t.Fatalf("error %T is not a *RequestError", err)
 			}
-			if reqErr.RetryAfter < 0 || reqErr.RetryAfter > maxRetryAfter {
+			if reqErr.RetryAfter < 0 || reqErr.RetryAfter > longestDuration {
 				t.Fatalf("RetryAfter = %s", reqErr.RetryAfter)
 			}
 			if msg := err.Error(); strings.ContainsAny(msg, "\r\n") {

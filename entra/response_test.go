@@ -191,10 +191,12 @@ func TestParseRetryAfter(t *testing.T) {
 		{" 30 ", 30 * time.Second},
 		{"-1", 0},
 		{"1.5", 0},
-		{"999999999999999999999", maxRetryAfter},
+		{"999999999999999999999", longestDuration},
+		{"172800", 48 * time.Hour}, // as sent: the cache caps what it obeys
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
-		{now.Add(48 * time.Hour).Format(http.TimeFormat), maxRetryAfter},
+		{now.Add(48 * time.Hour).Format(http.TimeFormat), 48 * time.Hour},
+		{"Fri, 31 Dec 9999 23:59:59 GMT", longestDuration},
 		{"tomorrow", 0},
 	}
 	for _, tt := range tests {

@@ -71,7 +71,7 @@ func TestCacheClusterFetchesOnce(t *testing.T) {
 		failingCalls.Add(1)
 		return tokencache.Fetched{}, &throttledError{retryAfter: time.Minute}
 	}
-	var caches []*tokencache.Cache
+	var caches []*replicaCache
 	var client redis.UniversalClient
 	for range replicas {
 		c, store, _ := newReplicaCache(t, tokencache.RedisOptions{Addrs: addrs, KeyPrefix: "cluster:"},

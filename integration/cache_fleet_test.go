@@ -29,7 +29,7 @@ func TestCacheFleetColdStampedeFetchesOnce(t *testing.T) {
 		}
 		return tokencache.Fetched{AccessToken: "fleet-token", ExpiresAt: time.Now().Add(time.Hour)}, nil
 	}
-	var caches []*tokencache.Cache
+	var caches []*replicaCache
 	for range replicas {
 		c, store, _ := newReplicaCache(t, tokencache.RedisOptions{URL: r.URL, KeyPrefix: "fleet:"},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},

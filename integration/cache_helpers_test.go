@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -78,9 +77,26 @@ func cacheApp(name, scope string, fetch tokencache.FetchFunc) tokencache.Applica
 		Scopes: []string{scope}, Fetch: fetch}
 }
 
+// replicaCache is one replica's Cache with the handles of its
+// applications, by name.
+type replicaCache struct {
+	*tokencache.Cache
+	handles map[string]*tokencache.Handle
+}
+
+// Token calls Token on name's handle.
+func (c *replicaCache) Token(ctx context.Context, name string) (tokencache.ClientCredential, error) {
+	return c.handles[name].Token(ctx)
+}
+
+// Purge calls Purge on name's handle.
+func (c *replicaCache) Purge(ctx context.Context, name, accessToken string) bool {
+	return c.handles[name].Purge(ctx, accessToken)
+}
+
 // newReplicaCache returns a Cache (one replica's) on a new RedisStore with
 // ropts and opts, logging to an observer; it is closed when the test ends.
-func newReplicaCache(t *testing.T, ropts tokencache.RedisOptions, opts tokencache.Options, apps ...tokencache.Application) (*tokencache.Cache, *tokencache.RedisStore, *observer.ObservedLogs) {
+func newReplicaCache(t *testing.T, ropts tokencache.RedisOptions, opts tokencache.Options, apps ...tokencache.Application) (*replicaCache, *tokencache.RedisStore, *observer.ObservedLogs) {
 	t.Helper()
 	store, err := tokencache.NewRedisStore(ropts)
 	if err != nil {
@@ -93,17 +109,20 @@ func newReplicaCache(t *testing.T, ropts tokencache.RedisOptions, opts tokencach
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	rc := &replicaCache{Cache: c, handles: make(map[string]*tokencache.Handle)}
 	for _, app := range apps {
-		if err := c.Register(app); err != nil {
+		h, err := c.Register(app)
+		if err != nil {
 			t.Fatal(err)
 		}
+		rc.handles[app.Name] = h
 	}
-	return c, store, logs
+	return rc, store, logs
 }
 
 // tokenWithin calls Token with a deadline and returns the token and how
 // long it took.
-func tokenWithin(t *testing.T, c *tokencache.Cache, name string, limit time.Duration) (tokencache.ClientCredential, time.Duration) {
+func tokenWithin(t *testing.T, c *replicaCache, name string, limit time.Duration) (tokencache.ClientCredential, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -115,10 +134,3 @@ func tokenWithin(t *testing.T, c *tokencache.Cache, name string, limit time.Dura
 	}
 	return rec, elapsed
 }
-
-// The entra package's errors carry what tokencache's failure policy reads
-// (tokencache cannot import entra to check it itself).
-var _ interface {
-	PermanentFailure() bool
-	RetryAfterHint() time.Duration
-} = (*entra.RequestError)(nil)

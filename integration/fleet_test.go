@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,6 +280,70 @@ func TestReloadMakesNoTokenRequestAndAnswersNoError(t *testing.T) {
 	tokenVia(t, replica, f.upstream, "/v2/orders/c") // the new route works
 	if got := f.emulator.TokenRequests(); got != 1 {
 		t.Errorf("token requests = %d after a reload, want 1: a reload keeps the cache", got)
+	}
+}
+
+// TestReloadThatRotatesTheSecretMakesNoTokenRequestWithTheOldSecret: the
+// secret is rotated (the old one revoked at the token endpoint, the new one
+// written to the file the config reads) and the config reloaded through the
+// admin API. Every token request from then on, the background refresh the
+// old config's handle would have made included, uses the new secret: the
+// emulator rejects none.
+func TestReloadThatRotatesTheSecretMakesNoTokenRequestWithTheOldSecret(t *testing.T) {
+	f := newFleet(t)
+	f.emulator.SetTokenLifetime(6 * time.Second) // refreshed in the background ~3s after it is fetched
+	secretFile := filepath.Join(t.TempDir(), "client_secret")
+	if err := os.WriteFile(secretFile, []byte(testClientSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	template := sidecarConfig(`
+		authority_host {env.TEST_AUTHORITY_HOST}
+		tenant_id      {env.TEST_TENANT_ID}
+		client_id      {env.TEST_CLIENT_ID}
+		client_secret  {file.`+secretFile+`}
+		refresh_window 1s
+		redis {env.TEST_REDIS_URL} {
+			key_prefix `+testKeyPrefix+`
+		}
+		application orders-api `+testScope,
+		route{Path: "/orders", Application: "orders-api"})
+	replica := startSidecar(t, template, f.env(testClientSecret)...)
+
+	const rotated = "integration-secret-rotated-Do-Not-Log-2c8e"
+	f.emulator.AddClient(testClientID, rotated) // the old secret is revoked
+	if err := os.WriteFile(secretFile, []byte(rotated), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(template, portOf(t, replica.URL), portOf(t, replica.AdminURL))
+	req, _ := http.NewRequest(http.MethodPost, replica.AdminURL+"/load", strings.NewReader(config))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Cache-Control", "must-revalidate") // the same text: reload anyway
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %d %s", resp.StatusCode, body)
+	}
+
+	tokenVia(t, replica, f.upstream, "/orders/a") // fetched by the new config
+	waitFor(t, "the background refresh", 20*time.Second, func() error {
+		// Answered: the emulator counts a request before it issues a token.
+		requests, issued := f.emulator.TokenRequests(), f.emulator.IssuedTokens()
+		if requests < 2 || (issued < requests && !strings.Contains(replica.logs(), "token request failed")) {
+			return fmt.Errorf("%d token requests, %d answered", requests, issued)
+		}
+		return nil
+	})
+	if requests, issued := f.emulator.TokenRequests(), f.emulator.IssuedTokens(); requests != issued {
+		t.Errorf("%d token requests, %d tokens issued: %d used the revoked secret\nlogs:\n%s",
+			requests, issued, requests-issued, replica.logs())
+	}
+	tokenVia(t, replica, f.upstream, "/orders/b")
+	if strings.Contains(replica.logs(), rotated) || strings.Contains(replica.logs(), testClientSecret) {
+		t.Error("a secret is in the logs")
 	}
 }
 

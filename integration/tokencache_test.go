@@ -31,7 +31,7 @@ func TestTokenCacheReplicasFetchOnceOnRealRedis(t *testing.T) {
 		Scopes: []string{"https://graph.microsoft.com/.default"}, Fetch: fetch}
 
 	const replicas, callers = 3, 50
-	var caches []*tokencache.Cache
+	var handles []*tokencache.Handle
 	for range replicas {
 		store, err := tokencache.NewRedisStore(tokencache.RedisOptions{URL: r.URL, KeyPrefix: "cachetest:"})
 		if err != nil {
@@ -45,19 +45,20 @@ func TestTokenCacheReplicasFetchOnceOnRealRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		if err := c.Register(app); err != nil {
+		h, err := c.Register(app)
+		if err != nil {
 			t.Fatal(err)
 		}
-		caches = append(caches, c)
+		handles = append(handles, h)
 	}
 	var wg sync.WaitGroup
 	var started sync.WaitGroup
 	started.Add(replicas * callers)
-	for _, c := range caches {
+	for _, h := range handles {
 		for range callers {
 			wg.Go(func() {
 				started.Done()
-				rec, err := c.Token(context.Background(), "graph-api")
+				rec, err := h.Token(context.Background())
 				if err != nil || rec.AccessToken != "real-redis-token" {
 					t.Errorf("Token() = %v, %v", rec, err)
 				}

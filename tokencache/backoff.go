@@ -14,41 +14,49 @@ import (
 // Backoff after failed fetches: transient failures wait 1s, 2s, 4s... up to
 // 60s; permanent ones 5s, 10s, 20s... up to 5min. Each wait is lengthened by
 // a random 0–50% (never past the cap) so replicas spread out, and is never
-// shorter than a Retry-After the endpoint gave (itself capped at 10min).
+// shorter than a Retry-After the endpoint gave, up to maxRetryAfter.
 const (
 	transientBackoffMin = time.Second
 	transientBackoffMax = 60 * time.Second
 	permanentBackoffMin = 5 * time.Second
 	permanentBackoffMax = 5 * time.Minute
-	maxRetryAfter       = 10 * time.Minute
+	// maxRetryAfter is the longest Retry-After obeyed: the longest backoff
+	// any replica writes.
+	maxRetryAfter = 10 * time.Minute
 	// maxClockSkew is how far apart replicas' clocks may be when they judge
 	// a shared backoff's end.
 	maxClockSkew      = time.Minute
 	maxBackoffMessage = 1024
 )
 
-// Backoff reasons (Backoff.Reason).
-const (
-	reasonRetryAfter = "retry_after"
-	reasonTransient  = "transient"
-	reasonPermanent  = "permanent"
-)
+// classify reads what a fetch error says about retrying, through FetchError
+// (found with errors.As through wrapping): FetchPermanent when retrying will
+// not fix it soon, else FetchThrottled when the endpoint asked for a delay
+// (retryAfter), else FetchTransient, as is an error that does not implement
+// FetchError.
+func classify(err error) (result FetchResult, retryAfter time.Duration) {
+	var fe FetchError
+	switch {
+	case err == nil:
+		return FetchSucceeded, 0
+	case !errors.As(err, &fe):
+		return FetchTransient, 0
+	case fe.PermanentFailure():
+		return FetchPermanent, max(fe.RetryAfterHint(), 0)
+	case fe.RetryAfterHint() > 0:
+		return FetchThrottled, fe.RetryAfterHint()
+	}
+	return FetchTransient, 0
+}
 
-// classify reads what a fetch error says about retrying, through
-// interfaces the token client's errors implement (found with errors.As
-// through wrapping): PermanentFailure() bool for failures that retrying
-// will not fix soon (a wrong secret...), RetryAfterHint() time.Duration for
-// the endpoint's Retry-After. An error implementing neither is transient.
-func classify(err error) (permanent bool, retryAfter time.Duration) {
-	var p interface{ PermanentFailure() bool }
-	if errors.As(err, &p) {
-		permanent = p.PermanentFailure()
+// report tells h's OnFetch how a call of its Fetch that took took ended,
+// err being nil, its error, or the cache's rejection of its token.
+func (h *Handle) report(err error, took time.Duration) {
+	if h.app.OnFetch == nil {
+		return
 	}
-	var h interface{ RetryAfterHint() time.Duration }
-	if errors.As(err, &h) {
-		retryAfter = max(h.RetryAfterHint(), 0)
-	}
-	return permanent, retryAfter
+	result, _ := classify(err)
+	h.app.OnFetch(FetchOutcome{Result: result, Duration: took, Err: err})
 }
 
 // backoffDelay is the wait after the attempt-th consecutive failure
@@ -73,16 +81,16 @@ func backoffDelay(attempt int, permanent bool, retryAfter time.Duration, random 
 }
 
 // isLocalFailure reports whether err is a failure of this replica alone,
-// which the fleet must not obey: no answer from the endpoint (a transport
-// error or timeout, which the token client's errors tell through an
-// HTTPStatus() int method returning 0), a token this cache rejected (empty,
-// or expiring within the refresh window), or a panicking Fetch.
+// which the fleet must not obey: no answer from the endpoint (FetchError's
+// HTTPStatus 0: not sent, a transport error or a timeout), a token this
+// cache rejected (empty, or expiring within the refresh window), or a
+// panicking Fetch.
 func isLocalFailure(err error) bool {
 	if errors.Is(err, errEmptyToken) || errors.Is(err, errTokenTooShort) || errors.Is(err, errFetchPanicked) {
 		return true
 	}
-	var s interface{ HTTPStatus() int }
-	return errors.As(err, &s) && s.HTTPStatus() == 0
+	var fe FetchError
+	return errors.As(err, &fe) && fe.HTTPStatus() == 0
 }
 
 // appliesTo reports whether b binds an application whose credential is
@@ -138,10 +146,10 @@ func (ks *keyState) clearBackoff() bool {
 	return had
 }
 
-// backedOff returns the error for a caller of e while b runs: 503 with
+// backedOff returns the error for a caller of h while b runs: 503 with
 // RetryAfter while throttled, 502 after a permanent failure; cause is the
 // failure's error when this process saw it.
-func (c *Cache) backedOff(e *entry, b Backoff, cause error) *Error {
+func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	wait := b.Until.Sub(c.now())
 	var coded *Error
 	if errors.As(cause, &coded) && coded.Code != CodeTokenRequestFailed {
@@ -149,7 +157,7 @@ func (c *Cache) backedOff(e *entry, b Backoff, cause error) *Error {
 	}
 	msg := b.Message
 	if msg == "" {
-		msg = fmt.Sprintf("requesting a token for application %q failed", e.app.label())
+		msg = fmt.Sprintf("requesting a token for application %q failed", h.app.Name)
 	}
 	err := &Error{Code: CodeTokenRequestFailed, Status: http.StatusBadGateway, Err: cause,
 		Message: fmt.Sprintf("%s; token requests paused for %s", msg, ceilSecond(wait))}
@@ -166,12 +174,12 @@ func ceilSecond(d time.Duration) time.Duration {
 	return (d + time.Second - 1).Truncate(time.Second)
 }
 
-// checkStoreBackoff reads the fleet's backoff for e's key; if one runs and
-// binds e's credential it is adopted and returned. Store failures are
+// checkStoreBackoff reads the fleet's backoff for h's key; if one runs and
+// binds h's credential it is adopted and returned. Store failures are
 // reported as such.
-func (c *Cache) checkStoreBackoff(ctx context.Context, e *entry) (Backoff, error, bool) {
-	ks := e.ks
-	credentialID := e.app.credentialID()
+func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, error, bool) {
+	ks := h.ks
+	credentialID := h.app.credentialID()
 	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -183,7 +191,7 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, e *entry) (Backoff, error
 		// is ignored so that a Redis writer cannot pause token requests.
 		if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
 			c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
-				zap.String("application", e.app.label()), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
+				zap.String("application", h.app.Name), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
 			break
 		}
 		ks.adoptBackoff(b, credentialID)
@@ -195,12 +203,13 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, e *entry) (Backoff, error
 // in process and, if shared and the failure is not local to this replica
 // (see isLocalFailure), in the store for the whole fleet, and returns the
 // error for the callers of this fetch.
-func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, shared bool) *Error {
-	ks := e.ks
-	permanent, retryAfter := classify(fetchErr)
-	callerErr := requestFailed(e, fetchErr)
+func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, shared bool) *Error {
+	ks := h.ks
+	result, retryAfter := classify(fetchErr)
+	permanent := result == FetchPermanent
+	callerErr := requestFailed(h, fetchErr)
 	shared = shared && !isLocalFailure(fetchErr)
-	credentialID := e.app.credentialID() // may read files: not under ks.mu
+	credentialID := h.app.credentialID() // may read files: not under ks.mu
 
 	ks.mu.Lock()
 	attempts := 1
@@ -210,26 +219,17 @@ func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, sha
 	delay := backoffDelay(attempts, permanent, retryAfter, c.random())
 	b := Backoff{
 		Until:        c.now().Add(delay).UTC(),
-		Code:         callerErr.Code,
-		Reason:       reasonTransient,
-		Status:       http.StatusServiceUnavailable,
 		Permanent:    permanent,
 		Attempts:     attempts,
 		Message:      truncate(callerErr.Message, maxBackoffMessage),
 		CredentialID: credentialID,
 	}
-	switch {
-	case permanent:
-		b.Reason, b.Status = reasonPermanent, http.StatusBadGateway
-	case retryAfter > 0:
-		b.Reason = reasonRetryAfter
-	}
 	ks.failure, ks.lastErr = b, fetchErr
 	ks.mu.Unlock()
 
 	c.log().Warn("token request failed; backing off",
-		zap.String("application", e.app.label()),
-		zap.String("reason", b.Reason),
+		zap.String("application", h.app.Name),
+		zap.String("result", string(result)),
 		zap.Int("attempts", attempts),
 		zap.Duration("retry_in", delay),
 		zap.Bool("shared", shared),
@@ -239,7 +239,7 @@ func (c *Cache) recordFailure(ctx context.Context, e *entry, fetchErr error, sha
 			c.storeFailed(err)
 		}
 	}
-	if retryAfter > 0 && !permanent && callerErr.Code == CodeTokenRequestFailed {
+	if result == FetchThrottled && callerErr.Code == CodeTokenRequestFailed {
 		throttled := *callerErr // the fetch's own *Error is not ours to change
 		throttled.Status = http.StatusServiceUnavailable
 		throttled.RetryAfter = delay

@@ -28,10 +28,10 @@ func (e *httpError) PermanentFailure() bool        { return e.permanent }
 func (e *httpError) RetryAfterHint() time.Duration { return e.retryAfter }
 func (e *httpError) HTTPStatus() int               { return e.status }
 
-// credApp is testApp with a CredentialID.
+// credApp is testApp with a fixed credential fingerprint.
 func credApp(name, credentialID string, fetch FetchFunc) Application {
 	app := testApp(name, fetch)
-	app.CredentialID = credentialID
+	app.CredentialIDFunc = func() string { return credentialID }
 	return app
 }
 
@@ -185,30 +185,32 @@ func TestLocalFailuresAreNotShared(t *testing.T) {
 	}
 }
 
-// TestPermanentBackoffInProcessBindsOnlyTheSameCredential: two config
-// generations in one process share a record key; the old one's wrong
-// secret does not pause the new one, whose token then serves both.
+// TestPermanentBackoffInProcessBindsOnlyTheSameCredential: a reload
+// rotates a wrong secret. The old config's handle backed off after its
+// permanent failure; the new config's handle, registered on the same key,
+// is not paused by it, fetches with its own credential, and its token then
+// serves the old handle too.
 func TestPermanentBackoffInProcessBindsOnlyTheSameCredential(t *testing.T) {
 	clock := newFakeClock()
 	old := &scriptedFetcher{clock: clock, script: []fetchStep{{err: &httpError{status: 401, permanent: true}}}}
 	rotated := &scriptedFetcher{clock: clock, script: []fetchStep{{}}}
-	gen6, gen7 := credApp("graph-api#6", "cred-old", old.Fetch), credApp("graph-api#7", "cred-new", rotated.Fetch)
-	gen6.Label, gen7.Label = "graph-api", "graph-api"
-	c, _, _ := newClockCache(t, nil, clock, Options{}, gen6, gen7)
+	c, _, _ := newClockCache(t, nil, clock, Options{})
+	oldHandle := c.register(t, credApp("graph-api", "cred-old", old.Fetch))
 
 	var coded *Error
-	if _, err := c.Token(t.Context(), "graph-api#6"); !errors.As(err, &coded) || coded.Status != http.StatusBadGateway {
-		t.Fatalf("old generation: %v, want 502", err)
+	if _, err := oldHandle.Token(t.Context()); !errors.As(err, &coded) || coded.Status != http.StatusBadGateway {
+		t.Fatalf("old config: %v, want 502", err)
 	}
-	if _, err := c.Token(t.Context(), "graph-api#6"); err == nil || old.calls.Load() != 1 {
-		t.Fatalf("old generation again: %v after %d fetches, want its backoff", err, old.calls.Load())
+	if _, err := oldHandle.Token(t.Context()); err == nil || old.calls.Load() != 1 {
+		t.Fatalf("old config again: %v after %d fetches, want its backoff", err, old.calls.Load())
 	}
-	rec, err := c.Token(t.Context(), "graph-api#7")
+	newHandle := c.register(t, credApp("graph-api", "cred-new", rotated.Fetch))
+	rec, err := newHandle.Token(t.Context())
 	if err != nil || rotated.calls.Load() != 1 {
-		t.Fatalf("new generation: %v after %d fetches, want its own fetch", err, rotated.calls.Load())
+		t.Fatalf("new config: %v after %d fetches, want its own fetch", err, rotated.calls.Load())
 	}
-	if got, err := c.Token(t.Context(), "graph-api#6"); err != nil || got.AccessToken != rec.AccessToken {
-		t.Errorf("old generation afterwards: %q, %v; want the new token from L1", got.AccessToken, err)
+	if got, err := oldHandle.Token(t.Context()); err != nil || got.AccessToken != rec.AccessToken {
+		t.Errorf("old config afterwards: %q, %v; want the new token from L1", got.AccessToken, err)
 	}
 }
 

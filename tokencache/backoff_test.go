@@ -56,11 +56,23 @@ func TestBackoffDelaySequence(t *testing.T) {
 
 func TestClassifyThroughWrapping(t *testing.T) {
 	wrapped := fmt.Errorf("fetching: %w", &classifiedError{permanent: true, retryAfter: 7 * time.Second})
-	if p, ra := classify(wrapped); !p || ra != 7*time.Second {
-		t.Errorf("classify(wrapped) = %v, %v; want permanent, 7s", p, ra)
-	}
-	if p, ra := classify(errors.New("connection refused")); p || ra != 0 {
-		t.Errorf("classify(plain) = %v, %v; want transient, 0", p, ra)
+	for _, tc := range []struct {
+		err        error
+		want       FetchResult
+		retryAfter time.Duration
+	}{
+		{nil, FetchSucceeded, 0},
+		{wrapped, FetchPermanent, 7 * time.Second},
+		{&classifiedError{retryAfter: time.Second}, FetchThrottled, time.Second},
+		{&httpError{status: 500, retryAfter: time.Second}, FetchThrottled, time.Second},
+		{&httpError{status: 503}, FetchTransient, 0},
+		{&httpError{status: 0}, FetchTransient, 0}, // not sent, or no answer
+		{errors.New("connection refused"), FetchTransient, 0},
+		{errTokenTooShort, FetchTransient, 0},
+	} {
+		if got, ra := classify(tc.err); got != tc.want || ra != tc.retryAfter {
+			t.Errorf("classify(%v) = %s, %v; want %s, %v", tc.err, got, ra, tc.want, tc.retryAfter)
+		}
 	}
 }
 
@@ -113,8 +125,7 @@ func TestRetryAfterIsSharedThroughRedis(t *testing.T) {
 	fb := &scriptedFetcher{clock: clock, script: []fetchStep{{}}}
 	// Different credentials: a Retry-After describes the endpoint, so it
 	// binds every replica.
-	appA, appB := testApp("graph-api", fa.Fetch), testApp("graph", fb.Fetch)
-	appA.CredentialID, appB.CredentialID = "cred-old", "cred-new"
+	appA, appB := credApp("graph-api", "cred-old", fa.Fetch), credApp("graph", "cred-new", fb.Fetch)
 	a, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, appA)
 	b, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, appB)
 
@@ -135,9 +146,18 @@ func TestRetryAfterIsSharedThroughRedis(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
 		t.Fatal(err)
 	}
-	if stored.Reason != reasonRetryAfter || stored.Status != 503 || stored.Permanent || stored.Attempts != 1 ||
-		!stored.Until.Equal(clock.Now().Add(30*time.Second)) {
+	if stored.Permanent || stored.Attempts != 1 || !stored.Until.Equal(clock.Now().Add(30*time.Second)) {
 		t.Errorf("stored backoff %+v", stored)
+	}
+	// What older replicas read, during a rolling upgrade, is all there.
+	var fields map[string]any
+	if err := json.Unmarshal([]byte(raw), &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"until", "permanent", "attempts", "message"} {
+		if _, ok := fields[name]; !ok {
+			t.Errorf("stored backoff %s lacks %q", raw, name)
+		}
 	}
 	if strings.Contains(raw, "token-") {
 		t.Errorf("backoff value %q holds a token", raw)
@@ -193,8 +213,7 @@ func TestPlantedBackoffIsIgnored(t *testing.T) {
 	f := newFakeFetcher(clock)
 	c, _, logs := newClockCache(t, store, clock, Options{}, testApp("graph-api", f.Fetch))
 	key := RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))
-	planted := &Backoff{Until: clock.Now().Add(365 * 24 * time.Hour), Code: CodeTokenRequestFailed,
-		Reason: "transient", Status: http.StatusServiceUnavailable, Attempts: 1}
+	planted := &Backoff{Until: clock.Now().Add(365 * 24 * time.Hour), Attempts: 1}
 	if err := store.SetBackoff(t.Context(), BackoffKey(key), planted, 365*24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +237,26 @@ func TestPlantedBackoffIsIgnored(t *testing.T) {
 	var coded *Error
 	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable {
 		t.Fatalf("Token() = %v, want 503 while a backoff runs", err)
+	}
+}
+
+// TestBackoffOfAnOlderReplicaIsObeyed: during a rolling upgrade, a backoff
+// written by an older replica, with the fields no replica reads (code,
+// reason, status), binds as before.
+func TestBackoffOfAnOlderReplicaIsObeyed(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	c, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, testApp("graph-api", f.Fetch))
+	key := BackoffKey(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil)))
+	old := `{"until":"` + clock.Now().Add(30*time.Second).Format(time.RFC3339Nano) + `","code":"MICROSOFT_TOKEN_REQUEST_FAILED",` +
+		`"reason":"retry_after","status":503,"permanent":false,"attempts":2,"message":"throttled"}`
+	if err := mr.Set(key, old); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Token(t.Context(), "graph-api")
+	var coded *Error
+	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second || f.calls.Load() != 0 {
+		t.Errorf("Token() = %v after %d fetches, want 503 with RetryAfter 30s and no fetch", err, f.calls.Load())
 	}
 }

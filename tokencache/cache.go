@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of Options.
@@ -66,43 +64,38 @@ type Options struct {
 	// proactive refresh, background retries and lock extension (a fake
 	// clock in tests). Default: the system clock.
 	Clock Clock
-	// Now, if set, overrides Clock.Now for judging expiry (kept for
-	// compatibility; timers then still run on Clock, by default real
-	// time). Default Clock.Now.
-	Now func() time.Time
 }
 
-// Application is one configured application name.
+// Application is one configured application name, registered with
+// Cache.Register.
 type Application struct {
-	// Name is the unique key the application is registered under, and the
-	// name given to Token, Purge and Unregister, e.g. "graph-api" (or an
-	// internal name such as "graph-api#7" when Label is set).
-	Name string
-	// Label is the application name shown in records
+	// Name is the application's name, e.g. "graph-api": shown in records
 	// (ClientCredential.ApplicationName, also in the store), in error
-	// messages and in logs. Default (empty): Name. It lets a caller register
-	// several generations of one configured application under distinct
-	// Names that all show as the same application.
-	Label string
-	// CredentialID is an opaque fingerprint of the credential Fetch uses
-	// (computed by the caller; never the secret itself), or empty. A
-	// permanent failure that another replica shared through the store is
-	// obeyed only by applications with the same CredentialID, so that
-	// replicas already holding a rotated credential are not paused by those
-	// still holding the old one.
-	CredentialID string
-	// CredentialIDFunc, when set, is called instead of reading CredentialID,
-	// for a credential that changes while the application is registered (a
-	// certificate rotated on disk). It runs on the refresh path only, never
-	// on a cache hit.
+	// messages and in logs. It need not be unique: an old and a new config
+	// may both register "graph-api" during a reload.
+	Name string
+	// CredentialIDFunc, when set, returns an opaque fingerprint of the
+	// credential Fetch uses at the moment (computed by the caller; never the
+	// secret itself). A permanent failure that another replica shared
+	// through the store is obeyed only by applications with the same
+	// fingerprint, so that replicas already holding a rotated credential (a
+	// new secret, a certificate renewed on disk) are not paused by those
+	// still holding the old one. It runs on the refresh path only, never on
+	// a cache hit. Default nil: the empty fingerprint.
 	CredentialIDFunc func() string
 	// Identity is what makes a token distinct besides scopes, e.g. token
 	// endpoint + "\n" + tenant + "\n" + client ID. It must not be empty.
 	Identity string
 	// Scopes are the requested scopes, e.g. "https://graph.microsoft.com/.default".
 	Scopes []string
-	// Fetch requests a new token.
+	// Fetch requests a new token. Its errors may implement FetchError to
+	// tell the cache how to retry.
 	Fetch FetchFunc
+	// OnFetch, when set, is told the outcome of each call of Fetch that
+	// this application's handle made (see FetchOutcome), after the cache
+	// classified it: for metrics and logs. It runs on the refresh path, in
+	// the refreshing goroutine, and must not block.
+	OnFetch func(FetchOutcome)
 	// VerifyStored, when set, checks that a record read from the store
 	// belongs to this application's identity before it is used (the caller
 	// knows what its tokens look like; the cache does not). It returns nil
@@ -118,7 +111,8 @@ type Application struct {
 	VerifyStored func(rec ClientCredential) error
 }
 
-// Cache hands out tokens per application name. It is safe for concurrent use.
+// Cache hands out tokens to the applications registered with it, through
+// their Handles. It is safe for concurrent use.
 type Cache struct {
 	store         Store
 	keyPrefix     string
@@ -131,19 +125,16 @@ type Cache struct {
 	// logger is swapped by SetLogger; read it with log().
 	logger atomic.Pointer[zap.Logger]
 	clock  Clock
-	now    func() time.Time
 	// random returns a number in [0, 1) for jitter (tests replace it).
 	random func() float64
 
-	// apps is replaced, never modified, by Register, Upsert and
-	// Unregister (copy on write), so Token reads it without a lock.
-	apps       atomic.Pointer[map[string]*entry]
+	// registerMu guards keys, the handles of every keyState and seq.
 	registerMu sync.Mutex
 	// keys holds the state of each record key in use, shared by the
-	// entries with that key. Guarded by registerMu.
+	// handles with that key.
 	keys map[string]*keyState
-
-	flights singleflight.Group
+	// seq numbers handles in registration order.
+	seq uint64
 	// storeDown is set while the store fails, so that an outage is
 	// logged once and its end once.
 	storeDown atomic.Bool
@@ -168,16 +159,6 @@ type Cache struct {
 	onFetchInProgress func(key string)                // the lock holder is about to call Fetch
 }
 
-// entry is one application name: its L1 and its definition.
-type entry struct {
-	app   Application
-	ks    *keyState
-	scope string
-	// l1 holds the record as this application returns it (its own
-	// ApplicationName and Scope), so a hit copies it out and nothing else.
-	l1 atomic.Pointer[ClientCredential]
-}
-
 // New returns a Cache with opts, defaults filled in.
 func New(opts Options) (*Cache, error) {
 	if opts.RefreshWindow < 0 || opts.LockTTL < 0 || opts.WaitTimeout < 0 || opts.PollInterval < 0 || opts.PurgeInterval < 0 {
@@ -195,7 +176,6 @@ func New(opts Options) (*Cache, error) {
 		pollInterval:  orDefault(opts.PollInterval, DefaultPollInterval),
 		purgeInterval: orDefault(opts.PurgeInterval, DefaultPurgeInterval),
 		clock:         opts.Clock,
-		now:           opts.Now,
 		random:        rand.Float64,
 		keys:          make(map[string]*keyState),
 	}
@@ -204,17 +184,10 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.SetLogger(opts.Logger)
 	if c.clock == nil {
-		now := c.now
-		if now == nil {
-			now = time.Now
-		}
-		c.clock = systemClock{now: now}
-	}
-	if c.now == nil {
-		c.now = c.clock.Now
+		c.clock = systemClock{}
 	}
 	if c.store == nil {
-		c.store = newMemoryStore(c.now)
+		c.store = newMemoryStore(c.clock.Now)
 	}
 	if a, ok := c.store.(Authenticator); ok {
 		c.storeAuthenticates = a.Authenticates()
@@ -224,7 +197,6 @@ func New(opts Options) (*Cache, error) {
 		c.keyPrefix = p.KeyPrefix()
 	}
 	c.closing, c.close = context.WithCancel(context.Background())
-	c.apps.Store(&map[string]*entry{})
 	return c, nil
 }
 
@@ -241,14 +213,8 @@ func (c *Cache) SetLogger(l *zap.Logger) {
 // log returns the current logger.
 func (c *Cache) log() *zap.Logger { return c.logger.Load() }
 
-// label returns the application name shown in records, errors and logs:
-// Label, else Name.
-func (a *Application) label() string {
-	if a.Label != "" {
-		return a.Label
-	}
-	return a.Name
-}
+// now is the time by the Cache's clock.
+func (c *Cache) now() time.Time { return c.clock.Now() }
 
 // orDefault returns d, or def if d is zero.
 func orDefault(d, def time.Duration) time.Duration {
@@ -258,33 +224,11 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Token returns a token for the application with more than RefreshWindow
-// left: from L1 without I/O or locks, else from the store or a fetch,
-// waiting at most WaitTimeout. Errors are *Error: CodeApplicationNotFound
-// for a name not registered (without I/O); CodeTokenRequestFailed when no
-// valid token could be had — at once while the key is backed off after a
-// failure (Status 503 with RetryAfter while throttled, 502 after a
-// permanent failure), after WaitTimeout or when ctx ends. Errors a Fetch
-// returns as *Error are returned as they are.
-func (c *Cache) Token(ctx context.Context, applicationName string) (ClientCredential, error) {
-	e := (*c.apps.Load())[applicationName]
-	if e == nil {
-		return ClientCredential{}, NewError(CodeApplicationNotFound,
-			fmt.Sprintf("application %q is not configured", applicationName), nil)
-	}
-	if rec := e.l1.Load(); rec.validFor(c.now(), c.refreshWindow) {
-		if ce := c.log().Check(zapcore.DebugLevel, "token cache hit"); ce != nil {
-			ce.Write(zap.String("application", e.app.label()), zap.Time("expires_at", rec.AccessTokenExpiresAt))
-		}
-		return *rec, nil
-	}
-	return c.refresh(ctx, e)
-}
-
 // Close stops background refreshes (cancelling any in flight and waiting
-// for them) and closes the store. Token keeps working afterwards, without
-// background refresh, on a closed store (so fetching on its own). Calls
-// after the first do nothing and return nil.
+// for them) and closes the store. Afterwards a Handle's Token still returns
+// a valid token from its L1, and otherwise ErrClosed as a retryable *Error
+// (503 with RetryAfter), as does a call that was waiting for a refresh.
+// Calls after the first do nothing and return nil.
 func (c *Cache) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
@@ -294,7 +238,9 @@ func (c *Cache) Close() error {
 		c.close()
 		c.registerMu.Lock()
 		for _, ks := range c.keys {
+			ks.mu.Lock()
 			ks.stopTimer()
+			ks.mu.Unlock()
 		}
 		c.registerMu.Unlock()
 		c.background.Wait()
@@ -308,5 +254,5 @@ func (a *Application) credentialID() string {
 	if a.CredentialIDFunc != nil {
 		return a.CredentialIDFunc()
 	}
-	return a.CredentialID
+	return ""
 }

@@ -22,12 +22,9 @@ type Timer interface {
 	Stop() bool
 }
 
-// systemClock is the real clock, with an optional Now override
-// (Options.Now).
-type systemClock struct {
-	now func() time.Time
-}
+// systemClock is the real clock.
+type systemClock struct{}
 
-func (c systemClock) Now() time.Time { return c.now() }
+func (systemClock) Now() time.Time { return time.Now() }
 
 func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }

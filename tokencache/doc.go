@@ -6,9 +6,14 @@
 //
 // The package knows nothing of Caddy or of Entra ID: each Application
 // carries the FetchFunc that obtains a token, and the cache decides when to
-// call it. Fetch errors are classified through two methods they may
-// implement (found with errors.As): PermanentFailure() bool and
-// RetryAfterHint() time.Duration.
+// call it. Cache.Register returns a Handle, whose Token and Purge serve the
+// application until Release and answer after it too (a token, or a
+// retryable error once the Cache is closed), so a config reload needs no
+// grace period. Handles with the same record key share its record,
+// refreshes and backoff, and every fetch uses the newest live handle's
+// Fetch and credential. Fetch errors tell the cache how to retry through
+// FetchError; each call of Fetch is reported, classified as the backoff
+// classifies it, to the Application's OnFetch.
 //
 // Guarantees:
 //   - A valid token in L1 is returned without I/O and without taking any lock

@@ -5,6 +5,45 @@ import (
 	"time"
 )
 
+// FetchError is what a Fetch error (found with errors.As) tells the cache
+// about retrying: its backoff, whether the fleet shares it, and the
+// FetchResult reported to OnFetch. Other errors are transient failures.
+type FetchError interface {
+	error
+	// PermanentFailure reports whether retrying cannot help until the
+	// configuration changes (a wrong secret): a longer backoff, and 502.
+	PermanentFailure() bool
+	// RetryAfterHint is the delay the endpoint asked for (Retry-After), 0
+	// for none: the backoff is never shorter (up to 10 minutes).
+	RetryAfterHint() time.Duration
+	// HTTPStatus is the status of the endpoint's answer, 0 for none (not
+	// sent, or no answer): such a failure's backoff is not shared.
+	HTTPStatus() int
+}
+
+// FetchResult classifies a call of Fetch, as the backoff does.
+type FetchResult string
+
+// Fetch results.
+const (
+	FetchSucceeded FetchResult = "success"
+	FetchThrottled FetchResult = "throttled" // not permanent, with a RetryAfterHint
+	// FetchTransient: any other failure, one that was not sent or got no
+	// answer and a token the cache refused (expiring within RefreshWindow).
+	FetchTransient FetchResult = "transient_error"
+	FetchPermanent FetchResult = "permanent_error" // FetchError's PermanentFailure
+)
+
+// FetchOutcome is how one call of an Application's Fetch ended, given to
+// its OnFetch.
+type FetchOutcome struct {
+	Result   FetchResult
+	Duration time.Duration // how long Fetch took
+	// Err is nil on success, else the Fetch's error or the cache's reason
+	// to refuse its token. It holds no token or secret.
+	Err error
+}
+
 // Error codes, the same as better-auth-client-credential's.
 const (
 	// CodeApplicationNotFound: the application name is not configured (404).

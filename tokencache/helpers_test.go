@@ -133,25 +133,62 @@ func testApp(name string, fetch FetchFunc) Application {
 func newMiniredisStore(t testing.TB, mr *miniredis.Miniredis) *RedisStore {
 	t.Helper()
 	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	store := NewRedisStoreFromClient(client, RedisOptions{})
+	store, err := newRedisStore(client, RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = store.Close() })
 	return store
 }
 
-// newTestCache returns a Cache on store with clock, logging to an observer.
-func newTestCache(t testing.TB, store Store, clock *fakeClock, apps ...Application) (*Cache, *observer.ObservedLogs) {
+// realTimers is a fake clock's time with real timers, for tests that move
+// time without running background refreshes.
+type realTimers struct{ *fakeClock }
+
+func (realTimers) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// testCache is a Cache with the handles of the applications registered
+// through it, by name, so that tests can ask for a token by name.
+type testCache struct {
+	*Cache
+	handles map[string]*Handle
+}
+
+// register registers app and keeps its handle as app.Name's.
+func (c *testCache) register(t testing.TB, app Application) *Handle {
 	t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
-	c, err := New(Options{Store: store, Now: clock.Now, Logger: zap.New(core)})
+	h, err := c.Register(app)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, app := range apps {
-		if err := c.Register(app); err != nil {
-			t.Fatal(err)
-		}
+	c.handles[app.Name] = h
+	return h
+}
+
+// Token calls Token on the handle last registered as name.
+func (c *testCache) Token(ctx context.Context, name string) (ClientCredential, error) {
+	return c.handles[name].Token(ctx)
+}
+
+// Purge calls Purge on the handle last registered as name.
+func (c *testCache) Purge(ctx context.Context, name, accessToken string) bool {
+	return c.handles[name].Purge(ctx, accessToken)
+}
+
+// newTestCache returns a Cache on store judging time by clock (its timers
+// real, so that they do not fire within a test), logging to an observer.
+func newTestCache(t testing.TB, store Store, clock *fakeClock, apps ...Application) (*testCache, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	c, err := New(Options{Store: store, Clock: realTimers{clock}, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return c, logs
+	tc := &testCache{Cache: c, handles: make(map[string]*Handle)}
+	for _, app := range apps {
+		tc.register(t, app)
+	}
+	return tc, logs
 }
 
 // spyStore counts calls to a Store and reports lost locks.
@@ -196,7 +233,7 @@ type hooks struct {
 // newClockCache returns a Cache on store driven entirely by clock (timers
 // too), with jitter fixed at its midpoint (none), hooks installed, and
 // opts applied.
-func newClockCache(t testing.TB, store Store, clock *fakeClock, opts Options, apps ...Application) (*Cache, *hooks, *observer.ObservedLogs) {
+func newClockCache(t testing.TB, store Store, clock *fakeClock, opts Options, apps ...Application) (*testCache, *hooks, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	opts.Store, opts.Clock, opts.Logger = store, clock, zap.New(core)
@@ -212,12 +249,11 @@ func newClockCache(t testing.TB, store Store, clock *fakeClock, opts Options, ap
 	c.onLockExtended = func(_ string, ok bool) { h.extended <- ok }
 	c.onAwaitWake = func(_ string, notified bool) { h.woke <- notified }
 	c.onFetchInProgress = func(key string) { h.fetching <- key }
+	tc := &testCache{Cache: c, handles: make(map[string]*Handle)}
 	for _, app := range apps {
-		if err := c.Register(app); err != nil {
-			t.Fatal(err)
-		}
+		tc.register(t, app)
 	}
-	return c, h, logs
+	return tc, h, logs
 }
 
 // receive returns the next value on ch, failing the test after 10s.
@@ -289,3 +325,14 @@ func (e *classifiedError) Error() string {
 }
 func (e *classifiedError) PermanentFailure() bool        { return e.permanent }
 func (e *classifiedError) RetryAfterHint() time.Duration { return e.retryAfter }
+
+// HTTPStatus is the status such an answer would have had.
+func (e *classifiedError) HTTPStatus() int {
+	switch {
+	case e.permanent:
+		return 401
+	case e.retryAfter > 0:
+		return 429
+	}
+	return 503
+}

@@ -1,11 +1,14 @@
 package tokencache
 
 import (
+	"context"
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 var (
@@ -34,4 +37,52 @@ func newOwner() string {
 	b := make([]byte, ownerTokenBytes)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
 	return hex.EncodeToString(b)
+}
+
+// keepLock extends the refresh lock every LockTTL/3 until stop is called,
+// so that a slow fetch keeps it while a holder that died loses it within
+// LockTTL. It gives up when the lock turns out to be lost.
+func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
+	ks := h.ks
+	interval := c.lockTTL / 3
+	var mu sync.Mutex
+	stopped := false
+	var timer Timer
+	var extend func()
+	extend = func() {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
+		}
+		mu.Unlock()
+		ctx, cancel := context.WithTimeout(c.closing, interval)
+		extended, err := c.store.ExtendLock(ctx, ks.lockKey, owner, c.lockTTL)
+		cancel()
+		if c.onLockExtended != nil {
+			c.onLockExtended(ks.key, extended && err == nil)
+		}
+		switch {
+		case err != nil:
+			c.storeFailed(err) // keep trying: the store may come back in time
+		case !extended:
+			c.log().Warn("refresh lock lost during a slow token request; another replica may fetch too",
+				zap.String("application", h.app.Name))
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			timer = c.clock.AfterFunc(interval, extend)
+		}
+	}
+	mu.Lock()
+	timer = c.clock.AfterFunc(interval, extend)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
+	}
 }

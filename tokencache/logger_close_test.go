@@ -92,7 +92,10 @@ func (s *closeErrStore) Close() error {
 // of closing the store again (go-redis says "client is closed").
 func TestCloseTwice(t *testing.T) {
 	mr := miniredis.RunT(t)
-	store := NewRedisStoreFromClient(redis.NewClient(&redis.Options{Addr: mr.Addr()}), RedisOptions{})
+	store, err := newRedisStore(redis.NewClient(&redis.Options{Addr: mr.Addr()}), RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := New(Options{Store: store})
 	if err != nil {
 		t.Fatal(err)

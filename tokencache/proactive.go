@@ -1,8 +1,6 @@
 package tokencache
 
 import (
-	"context"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,10 +17,7 @@ const maxRefreshJitter = 5 * time.Minute
 func (c *Cache) schedule(ks *keyState) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.timer != nil {
-		ks.timer.Stop()
-		ks.timer = nil
-	}
+	ks.stopTimer()
 	if ks.removed || c.isClosed() {
 		return
 	}
@@ -80,8 +75,8 @@ func (c *Cache) isClosed() bool {
 	return c.closed
 }
 
-// backgroundRefresh runs a refresh of ks that no caller waits for, unless
-// the Cache is closing.
+// backgroundRefresh runs a refresh of ks that no caller waits for, by its
+// newest live handle, unless the Cache is closing or no handle is left.
 func (c *Cache) backgroundRefresh(ks *keyState) {
 	c.bgMu.Lock()
 	if c.closed {
@@ -92,66 +87,18 @@ func (c *Cache) backgroundRefresh(ks *keyState) {
 	c.bgMu.Unlock()
 	go func() {
 		defer c.background.Done()
-		e := c.anyEntry(ks)
-		if e == nil {
+		h := c.newestOf(ks)
+		if h == nil {
 			return
 		}
-		res := <-c.startFlight(c.closing, e, true)
+		res := <-c.startFlight(c.closing, h, true)
 		if res.Err != nil {
 			if ce := c.log().Check(zap.DebugLevel, "background token refresh failed; callers keep the current token"); ce != nil {
-				ce.Write(zap.String("application", e.app.label()), zap.Error(res.Err))
+				ce.Write(zap.String("application", h.app.Name), zap.Error(res.Err))
 			}
 		}
 		if c.afterBackground != nil {
 			c.afterBackground(ks.key, res.Err)
 		}
 	}()
-}
-
-// keepLock extends the refresh lock every LockTTL/3 until stop is called,
-// so that a slow fetch keeps it while a holder that died loses it within
-// LockTTL. It gives up when the lock turns out to be lost.
-func (c *Cache) keepLock(e *entry, owner string) (stop func()) {
-	ks := e.ks
-	interval := c.lockTTL / 3
-	var mu sync.Mutex
-	stopped := false
-	var timer Timer
-	var extend func()
-	extend = func() {
-		mu.Lock()
-		if stopped {
-			mu.Unlock()
-			return
-		}
-		mu.Unlock()
-		ctx, cancel := context.WithTimeout(c.closing, interval)
-		extended, err := c.store.ExtendLock(ctx, ks.lockKey, owner, c.lockTTL)
-		cancel()
-		if c.onLockExtended != nil {
-			c.onLockExtended(ks.key, extended && err == nil)
-		}
-		switch {
-		case err != nil:
-			c.storeFailed(err) // keep trying: the store may come back in time
-		case !extended:
-			c.log().Warn("refresh lock lost during a slow token request; another replica may fetch too",
-				zap.String("application", e.app.label()))
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			timer = c.clock.AfterFunc(interval, extend)
-		}
-	}
-	mu.Lock()
-	timer = c.clock.AfterFunc(interval, extend)
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		timer.Stop()
-	}
 }

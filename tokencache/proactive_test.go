@@ -193,7 +193,7 @@ func TestFleetProactiveRefreshIsOneTokenRequest(t *testing.T) {
 	clock := newFakeClock()
 	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, {}, {}}}
 	app := testApp("graph-api", f.Fetch)
-	var replicas []*Cache
+	var replicas []*testCache
 	var hooks []*hooks
 	for range 3 {
 		c, h, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)

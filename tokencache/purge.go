@@ -9,23 +9,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// Purge drops the application's current token when it equals accessToken
+// Purge drops the handle's current token when it equals accessToken
 // (the one just sent), for a downstream that answered 401: from L1 in this
 // process and from the store (only if the store still holds that token), so
 // the next Token fetches a fresh one, and a store record holding it is no
 // longer taken. Each token is purged at most once (its SHA-256 fingerprint,
 // never the token, is kept until it expires), and a record key at most once
 // per PurgeInterval. It reports whether it purged.
-func (c *Cache) Purge(ctx context.Context, applicationName, accessToken string) bool {
-	e := (*c.apps.Load())[applicationName]
-	if e == nil || accessToken == "" {
+func (h *Handle) Purge(ctx context.Context, accessToken string) bool {
+	c := h.c
+	if accessToken == "" {
 		return false
 	}
-	rec := e.l1.Load()
+	rec := h.l1.Load()
 	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(accessToken)) != 1 {
 		return false
 	}
-	ks := e.ks
+	ks := h.ks
 	fingerprint := sha256.Sum256([]byte(accessToken))
 	now := c.now()
 
@@ -51,15 +51,12 @@ func (c *Cache) Purge(ctx context.Context, applicationName, accessToken string) 
 	ks.mu.Lock()
 	if ks.current != nil && ks.current.AccessToken == accessToken {
 		ks.current, ks.refreshAt = nil, time.Time{}
-		if ks.timer != nil {
-			ks.timer.Stop()
-			ks.timer = nil
-		}
+		ks.stopTimer()
 	}
 	ks.mu.Unlock()
-	for _, en := range ks.entries {
-		if l1 := en.l1.Load(); l1 != nil && l1.AccessToken == accessToken {
-			en.l1.CompareAndSwap(l1, nil)
+	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released
+		if l1 := other.l1.Load(); l1 != nil && l1.AccessToken == accessToken {
+			other.l1.CompareAndSwap(l1, nil)
 		}
 	}
 	c.registerMu.Unlock()
@@ -69,7 +66,7 @@ func (c *Cache) Purge(ctx context.Context, applicationName, accessToken string) 
 		c.storeFailed(err)
 	}
 	c.log().Info("purged a rejected access token",
-		zap.String("application", e.app.label()),
+		zap.String("application", h.app.Name),
 		zap.String("record_key", ks.key),
 		zap.Bool("deleted_from_store", deleted))
 	return true

@@ -12,7 +12,7 @@ import (
 // redacted replaces an access token wherever a ClientCredential is printed.
 const redacted = "[REDACTED]"
 
-// ClientCredential is a cached token record, the value of Cache.Token. In the
+// ClientCredential is a cached token record, the value of Handle.Token. In the
 // store it is JSON with the field names below and RFC 3339 times.
 //
 // fmt (%v, %+v, %#v, %s, %q) and zap (zap.Any, zap.Object) print it with the
@@ -20,8 +20,8 @@ const redacted = "[REDACTED]"
 type ClientCredential struct {
 	// ID is the record key (see RecordKey).
 	ID string `json:"id"`
-	// ApplicationName is the application's name: its Application.Label,
-	// which defaults to the Name asked for.
+	// ApplicationName is the application's name (Application.Name of the
+	// handle asked).
 	ApplicationName string `json:"applicationName"`
 	// AccessToken is the bearer token.
 	AccessToken string `json:"accessToken"`

@@ -41,33 +41,32 @@ type RedisStore struct {
 // connect: Redis being unreachable at start must not fail the sidecar; call
 // Ping to find out. Errors never contain a password or an encryption key.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
+	uopts, err := opts.universalOptions()
+	if err != nil {
+		return nil, err
+	}
+	return newRedisStore(redis.NewUniversalClient(uopts), opts)
+}
+
+// newRedisStore returns a store on client (which Close closes, also when
+// opts are refused) with opts' key prefix, timeout and encryption keys.
+// OpTimeout is only enforced on reads and writes if the client has
+// ContextTimeoutEnabled, as NewRedisStore's has.
+func newRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore, error) {
 	opts = opts.withDefaults()
 	if strings.ContainsAny(opts.KeyPrefix, "{}") {
 		// RecordKey puts the hash tag after the prefix: a brace in the
 		// prefix would make Redis Cluster hash a different part of the key,
 		// splitting a record from its lock, backoff and channel.
+		_ = client.Close()
 		return nil, errors.New(`tokencache: redis: key_prefix must not contain "{" or "}" (they would break the Redis Cluster hash tag of the keys)`)
 	}
 	sealer, err := newSealer(opts.EncryptionKeys)
 	if err != nil {
+		_ = client.Close()
 		return nil, err
 	}
-	uopts, err := opts.universalOptions()
-	if err != nil {
-		return nil, err
-	}
-	s := NewRedisStoreFromClient(redis.NewUniversalClient(uopts), opts)
-	s.sealer = sealer
-	return s, nil
-}
-
-// NewRedisStoreFromClient returns a store that uses client (which Close
-// closes). OpTimeout is only enforced on reads and writes if the client has
-// ContextTimeoutEnabled; NewRedisStore sets it. opts.EncryptionKeys are
-// ignored (use NewRedisStore).
-func NewRedisStoreFromClient(client redis.UniversalClient, opts RedisOptions) *RedisStore {
-	opts = opts.withDefaults()
-	return &RedisStore{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout}
+	return &RedisStore{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer}, nil
 }
 
 // KeyPrefix returns the key prefix to give RecordKey.

@@ -127,7 +127,7 @@ func TestRedisReplicasFetchOnce(t *testing.T) {
 		return Fetched{AccessToken: "shared-token", ExpiresAt: clock.Now().Add(time.Hour)}, nil
 	}
 
-	var caches []*Cache
+	var caches []*testCache
 	for r := range replicas {
 		store := &spyStore{Store: newMiniredisStore(t, mr), onLockLost: func() {
 			select {
@@ -340,15 +340,16 @@ func TestRedisLockLoserFetchesAfterLongWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	mr.SetTTL(LockKey(key), time.Minute)
-	c, err := New(Options{Store: newMiniredisStore(t, mr), Now: clock.Now,
+	c, err := New(Options{Store: newMiniredisStore(t, mr), Clock: realTimers{clock},
 		LockTTL: 30 * time.Millisecond, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Register(app); err != nil {
+	h, err := c.Register(app)
+	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := c.Token(t.Context(), "graph-api")
+	rec, err := h.Token(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,14 +373,15 @@ func TestRedisLockLoserTakesOverFreedLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &spyStore{Store: newMiniredisStore(t, mr), onLockLost: func() { mr.Del(lockKey) }}
-	c, err := New(Options{Store: store, Now: clock.Now, WaitTimeout: time.Hour, PollInterval: time.Millisecond})
+	c, err := New(Options{Store: store, Clock: realTimers{clock}, WaitTimeout: time.Hour, PollInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Register(app); err != nil {
+	h, err := c.Register(app)
+	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := c.Token(t.Context(), "graph-api")
+	rec, err := h.Token(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,59 +26,70 @@ const fetchTimeoutLockTTLs = 2
 // lock at most for a fetch (2×LockTTL) and its last extension (LockTTL).
 const loserWaitLockTTLs = 3
 
-// refresh gets a valid record for e when its L1 has none. In this process
-// one refresh per record key runs at a time (singleflight), detached from
-// the first caller's cancellation so that the other callers still get its
-// result; every caller returns as soon as its own ctx ends or WaitTimeout
-// passes.
-func (c *Cache) refresh(ctx context.Context, e *entry) (ClientCredential, error) {
-	if c.beforeFlight != nil {
-		c.beforeFlight(e.ks.key)
+// refresh gets a valid record for h when its L1 has none. In this process
+// one refresh per record key and fetching handle runs at a time
+// (singleflight), detached from the first caller's cancellation so that the
+// other callers still get its result; every caller returns as soon as its
+// own ctx ends or WaitTimeout passes.
+func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error) {
+	if rec := h.ks.currentRecord(); rec.validFor(c.now(), c.refreshWindow) {
+		return *h.view(rec), nil // h was released: its L1 is no longer filled
 	}
-	results := c.startFlight(ctx, e, false)
+	if c.closing.Err() != nil {
+		return ClientCredential{}, closedError(h)
+	}
+	if c.beforeFlight != nil {
+		c.beforeFlight(h.ks.key)
+	}
+	results := c.startFlight(ctx, h, false)
 	wait := time.NewTimer(c.waitTimeout)
 	defer wait.Stop()
 	select {
 	case <-ctx.Done():
 		return ClientCredential{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("waiting for a token for application %q: %v", e.app.label(), ctx.Err()), ctx.Err())
+			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
 	case <-wait.C:
 		return ClientCredential{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("no token for application %q within %s; still trying", e.app.label(), c.waitTimeout),
+			fmt.Sprintf("no token for application %q within %s; still trying", h.app.Name, c.waitTimeout),
 			context.DeadlineExceeded)
 	case res := <-results:
 		if res.Err != nil {
-			return ClientCredential{}, requestFailed(e, res.Err)
+			return ClientCredential{}, requestFailed(h, res.Err)
 		}
-		return *e.view(res.Val.(*ClientCredential)), nil
+		return *h.view(res.Val.(*ClientCredential)), nil
 	}
 }
 
-// startFlight joins or starts the refresh of e's record key. A background
-// refresh (background true) looks for a newer record than the current one
-// even while that one is still valid. Every flight ends by scheduling the
-// key's next background refresh. Close cancels it.
-func (c *Cache) startFlight(ctx context.Context, e *entry, background bool) <-chan singleflight.Result {
-	return c.flights.DoChan(e.ks.key, func() (any, error) {
+// startFlight joins or starts the refresh of h's record key by its newest
+// live handle: a caller never joins a refresh begun for an older handle. A
+// background refresh looks for a newer record than the current one even
+// while that one is still valid. Every flight ends by scheduling the key's
+// next background refresh. Close cancels it: its callers get ErrClosed.
+func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool) <-chan singleflight.Result {
+	fetcher := c.newest(h)
+	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
 		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
 		defer cancel()
 		stop := context.AfterFunc(c.closing, cancel)
 		defer stop()
-		rec, err := c.load(flightCtx, e, background)
-		c.schedule(e.ks)
+		rec, err := c.load(flightCtx, fetcher, background)
+		c.schedule(h.ks)
+		if err != nil && c.closing.Err() != nil {
+			return nil, closedError(fetcher)
+		}
 		return rec, err
 	})
 }
 
 // requestFailed wraps a refresh failure in an *Error, unless it is one.
-func requestFailed(e *entry, err error) *Error {
+func requestFailed(h *Handle, err error) *Error {
 	var coded *Error
 	if errors.As(err, &coded) {
 		return coded
 	}
 	return NewError(CodeTokenRequestFailed,
-		fmt.Sprintf("requesting a token for application %q: %v", e.app.label(), err), err)
+		fmt.Sprintf("requesting a token for application %q: %v", h.app.Name, err), err)
 }
 
 // acceptor says whether a record found in L1 or the store will do.
@@ -102,8 +114,8 @@ func (c *Cache) acceptorFor(ks *keyState, background bool) acceptor {
 // error at once while the key is backed off; else a fetch by whichever
 // replica takes the lock while the others wait for its announcement. Any
 // store failure makes it fetch on its own.
-func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCredential, error) {
-	ks := e.ks
+func (c *Cache) load(ctx context.Context, h *Handle, background bool) (*ClientCredential, error) {
+	ks := h.ks
 	accept := c.acceptorFor(ks, background)
 	// A refresh that ended just before this one began may have filled L1.
 	if rec := ks.currentRecord(); !background && accept(rec) {
@@ -111,21 +123,21 @@ func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCre
 	}
 	if ks.unshared.Load() {
 		// As while the store is down: this process's own fetch and backoff.
-		if b, cause, ok := ks.activeBackoff(c.now(), e.app.credentialID()); ok {
-			return nil, c.backedOff(e, b, cause)
+		if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
+			return nil, c.backedOff(h, b, cause)
 		}
-		return c.fetch(ctx, e, ks.currentRecord(), false)
+		return c.fetch(ctx, h, ks.currentRecord(), false)
 	}
-	existing, err := c.read(ctx, e)
+	existing, err := c.read(ctx, h)
 	if err == nil && accept(existing) {
 		c.took(ks, existing)
 		return existing, nil
 	}
-	if b, cause, ok := ks.activeBackoff(c.now(), e.app.credentialID()); ok {
-		return nil, c.backedOff(e, b, cause)
+	if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
+		return nil, c.backedOff(h, b, cause)
 	}
 	if err != nil {
-		return c.fetch(ctx, e, nil, false)
+		return c.fetch(ctx, h, nil, false)
 	}
 	// Subscribe before trying the lock, so that the winner's announcement
 	// cannot fall between our losing and our listening.
@@ -134,13 +146,13 @@ func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCre
 	owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 	if err != nil {
 		c.storeFailed(err)
-		return c.fetch(ctx, e, existing, false)
+		return c.fetch(ctx, h, existing, false)
 	}
 	c.storeRecovered()
 	if ok {
-		return c.fetchLocked(ctx, e, owner, accept)
+		return c.fetchLocked(ctx, h, owner, accept)
 	}
-	return c.await(ctx, e, existing, accept, updates)
+	return c.await(ctx, h, existing, accept, updates)
 }
 
 // fetchLocked runs while holding the refresh lock: it reads the store again
@@ -148,31 +160,31 @@ func (c *Cache) load(ctx context.Context, e *entry, background bool) (*ClientCre
 // the fleet's backoff, fetches if still needed (extending the lock
 // meanwhile), writes the record or the backoff, releases the lock and
 // announces the change.
-func (c *Cache) fetchLocked(ctx context.Context, e *entry, owner string, accept acceptor) (*ClientCredential, error) {
-	ks := e.ks
+func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor) (*ClientCredential, error) {
+	ks := h.ks
 	locked := true
 	defer func() {
 		if locked {
-			c.unlock(ctx, e, owner)
+			c.unlock(ctx, h, owner)
 		}
 	}()
-	existing, err := c.read(ctx, e)
+	existing, err := c.read(ctx, h)
 	if err == nil && accept(existing) {
 		c.took(ks, existing)
 		return existing, nil
 	}
 	if err == nil {
-		if b, cause, ok := c.checkStoreBackoff(ctx, e); ok {
-			return nil, c.backedOff(e, b, cause)
+		if b, cause, ok := c.checkStoreBackoff(ctx, h); ok {
+			return nil, c.backedOff(h, b, cause)
 		}
 	}
-	stopExtending := c.keepLock(e, owner)
+	stopExtending := c.keepLock(h, owner)
 	if c.onFetchInProgress != nil {
 		c.onFetchInProgress(ks.key)
 	}
-	rec, fetchErr := c.fetch(ctx, e, existing, err == nil)
+	rec, fetchErr := c.fetch(ctx, h, existing, err == nil)
 	stopExtending()
-	c.unlock(ctx, e, owner)
+	c.unlock(ctx, h, owner)
 	locked = false
 	if err == nil {
 		// After unlocking, so that a loser woken by it can take the lock
@@ -186,8 +198,8 @@ func (c *Cache) fetchLocked(ctx context.Context, e *entry, owner string, accept 
 // interval), then reads the store: its record if it will do; else the lock
 // if it is free (the winner failed, or died and its lock expired). After
 // loserWaitLockTTLs×LockTTL it fetches on its own.
-func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential, accept acceptor, updates <-chan struct{}) (*ClientCredential, error) {
-	ks := e.ks
+func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential, accept acceptor, updates <-chan struct{}) (*ClientCredential, error) {
+	ks := h.ks
 	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
 	defer giveUp.Stop()
 	poll := time.NewTicker(c.pollInterval)
@@ -199,8 +211,8 @@ func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential,
 			return nil, ctx.Err()
 		case <-giveUp.C:
 			c.log().Warn("no token from the replica holding the refresh lock; fetching one",
-				zap.String("application", e.app.label()), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
-			rec, err := c.fetch(ctx, e, existing, true)
+				zap.String("application", h.app.Name), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
+			rec, err := c.fetch(ctx, h, existing, true)
 			c.publish(ctx, ks)
 			return rec, err
 		case <-poll.C:
@@ -210,9 +222,9 @@ func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential,
 		if c.onAwaitWake != nil {
 			c.onAwaitWake(ks.key, notified)
 		}
-		rec, err := c.read(ctx, e)
+		rec, err := c.read(ctx, h)
 		if err != nil {
-			return c.fetch(ctx, e, existing, false)
+			return c.fetch(ctx, h, existing, false)
 		}
 		if accept(rec) {
 			c.took(ks, rec)
@@ -224,22 +236,22 @@ func (c *Cache) await(ctx context.Context, e *entry, existing *ClientCredential,
 		owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 		if err != nil {
 			c.storeFailed(err)
-			return c.fetch(ctx, e, existing, false)
+			return c.fetch(ctx, h, existing, false)
 		}
 		if ok {
-			return c.fetchLocked(ctx, e, owner, accept)
+			return c.fetchLocked(ctx, h, owner, accept)
 		}
 	}
 }
 
-// read returns the store's record for e, nil if there is none (or it does
+// read returns the store's record for h, nil if there is none (or it does
 // not decode, or is not trusted), or the store's error.
-func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
-	rec, err := c.store.Get(ctx, e.ks.key)
+func (c *Cache) read(ctx context.Context, h *Handle) (*ClientCredential, error) {
+	rec, err := c.store.Get(ctx, h.ks.key)
 	switch {
 	case err == nil:
 		c.storeRecovered()
-		if !c.trusted(e, rec) {
+		if !c.trusted(h, rec) {
 			return nil, nil
 		}
 		return rec, nil
@@ -247,7 +259,7 @@ func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
 		c.storeRecovered()
 		if err != ErrNotFound { // wrapped: there is a record, and it does not decode
 			c.log().Warn("discarding a token record that does not decode",
-				zap.String("application", e.app.label()), zap.Error(err))
+				zap.String("application", h.app.Name), zap.Error(err))
 		}
 		return nil, nil
 	default:
@@ -256,15 +268,20 @@ func (c *Cache) read(ctx context.Context, e *entry) (*ClientCredential, error) {
 	}
 }
 
-// fetch calls e's Fetch and checks the token. On success it makes the
-// record (CreatedAt from existing if any), writes it to the store if write,
-// ends any backoff and fills L1; on failure it starts or lengthens the
-// backoff (in the store too if write).
-func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential, write bool) (*ClientCredential, error) {
-	ks := e.ks
+// fetch calls the Fetch of the newest live handle of h's key (h if none;
+// one may have come since the refresh began), checks the token and reports
+// to that handle's OnFetch. On success it makes the record (CreatedAt from
+// existing if any), writes it to the store if write, ends any backoff and
+// fills L1; on failure it starts or lengthens the backoff (in the store
+// too if write).
+func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential, write bool) (*ClientCredential, error) {
+	h = c.newest(h)
+	ks := h.ks
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
 	defer cancel()
-	fetched, err := c.callFetch(fetchCtx, e)
+	start := time.Now()
+	fetched, err := c.callFetch(fetchCtx, h)
+	took := time.Since(start)
 	now := c.now()
 	if err == nil && fetched.AccessToken == "" {
 		err = errEmptyToken
@@ -273,21 +290,22 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 	if left := expiresAt.Sub(now); err == nil && left <= c.refreshWindow {
 		err = fmt.Errorf("%w (%s left, window %s)", errTokenTooShort, left.Round(time.Second), c.refreshWindow)
 	}
+	h.report(err, took)
 	if err != nil && ctx.Err() != nil {
 		// Our own cancellation (Close, or the flight's deadline), not the
 		// endpoint's failure: no backoff, for this process or the fleet.
 		return nil, err
 	}
 	if err != nil {
-		return nil, c.recordFailure(ctx, e, err, write)
+		return nil, c.recordFailure(ctx, h, err, write)
 	}
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &ClientCredential{
 		ID:                   ks.key,
-		ApplicationName:      e.app.label(),
+		ApplicationName:      h.app.Name,
 		AccessToken:          fetched.AccessToken,
 		AccessTokenExpiresAt: expiresAt,
-		Scope:                e.scope,
+		Scope:                h.scope,
 		CreatedAt:            stamp,
 		UpdatedAt:            stamp,
 	}
@@ -295,7 +313,7 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 		rec.CreatedAt = existing.CreatedAt
 	}
 	hadFailures := ks.clearBackoff()
-	if !c.shareable(e, rec) {
+	if !c.shareable(h, rec) {
 		write = false
 	}
 	if write {
@@ -316,37 +334,37 @@ func (c *Cache) fetch(ctx context.Context, e *entry, existing *ClientCredential,
 	}
 	c.fill(ks, rec, refreshAt)
 	c.log().Info("fetched access token",
-		zap.String("application", e.app.label()),
+		zap.String("application", h.app.Name),
 		zap.String("record_key", ks.key),
 		zap.Time("expires_at", expiresAt),
 		zap.Bool("shared", write))
 	return rec, nil
 }
 
-// callFetch calls e's Fetch, turning a panic into an error: it runs in a
+// callFetch calls h's Fetch, turning a panic into an error: it runs in a
 // singleflight goroutine, where a panic would end the process.
-func (c *Cache) callFetch(ctx context.Context, e *entry) (fetched Fetched, err error) {
+func (c *Cache) callFetch(ctx context.Context, h *Handle) (fetched Fetched, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.log().Error("token fetch function panicked",
-				zap.String("application", e.app.label()), zap.Stack("stack"))
-			err = fmt.Errorf("%w (application %q)", errFetchPanicked, e.app.label())
+				zap.String("application", h.app.Name), zap.Stack("stack"))
+			err = fmt.Errorf("%w (application %q)", errFetchPanicked, h.app.Name)
 		}
 	}()
-	return e.app.Fetch(ctx)
+	return h.app.Fetch(ctx)
 }
 
 // unlock releases the refresh lock, even if ctx has ended.
-func (c *Cache) unlock(ctx context.Context, e *entry, owner string) {
+func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
-	released, err := c.store.Unlock(ctx, e.ks.lockKey, owner)
+	released, err := c.store.Unlock(ctx, h.ks.lockKey, owner)
 	switch {
 	case err != nil:
 		c.storeFailed(err)
 	case !released:
 		c.log().Warn("refresh lock expired before it was released; another replica may have fetched too",
-			zap.String("application", e.app.label()), zap.Duration("lock_ttl", c.lockTTL))
+			zap.String("application", h.app.Name), zap.Duration("lock_ttl", c.lockTTL))
 	}
 }
 
@@ -367,7 +385,7 @@ func (c *Cache) took(ks *keyState, rec *ClientCredential) {
 }
 
 // fill makes rec the current record of ks and puts it into the L1 of every
-// application sharing the key, each with its own name and scope. refreshAt
+// live handle of the key, each with its own name and scope. refreshAt
 // is when it is due for a background refresh (zero: from RefreshAhead).
 func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time) {
 	c.registerMu.Lock()
@@ -375,8 +393,8 @@ func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time) {
 	ks.mu.Lock()
 	ks.current, ks.refreshAt = rec, refreshAt
 	ks.mu.Unlock()
-	for _, en := range ks.entries {
-		en.l1.Store(en.view(rec))
+	for _, other := range ks.handles {
+		other.l1.Store(other.view(rec))
 	}
 }
 

@@ -63,24 +63,16 @@ type Store interface {
 type Backoff struct {
 	// Until is when token requests may resume.
 	Until time.Time `json:"until"`
-	// Code is the error code clients get meanwhile, usually
-	// CodeTokenRequestFailed.
-	Code string `json:"code"`
-	// Reason is why: "retry_after" (the endpoint asked for a delay),
-	// "transient" or "permanent".
-	Reason string `json:"reason"`
-	// Status is the HTTP status clients get meanwhile: 503 while throttled
-	// (transient), 502 for a permanent failure.
-	Status int `json:"status"`
 	// Permanent is true for a failure that retrying will not fix soon (a
-	// wrong secret...), which backs off longer.
+	// wrong secret...), which backs off longer; callers get 502 meanwhile,
+	// else 503 with Retry-After.
 	Permanent bool `json:"permanent"`
 	// Attempts is how many consecutive fetches have failed.
 	Attempts int `json:"attempts"`
 	// Message is the last failure's message, safe to show a client.
 	Message string `json:"message,omitempty"`
-	// CredentialID is the Application.CredentialID of the replica whose
-	// fetch failed. A permanent backoff binds only applications with the
+	// CredentialID is the credential fingerprint (Application's
+	// CredentialIDFunc) of the replica whose fetch failed. A permanent backoff binds only applications with the
 	// same CredentialID (a credential another replica has rotated away
 	// from must not pause this one); a transient backoff binds everyone.
 	CredentialID string `json:"credentialId,omitempty"`

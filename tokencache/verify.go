@@ -7,12 +7,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// trusted reports whether rec, read from the store, may be used by e (see
-// Application.VerifyStored): a record that matches e's identity; one that
+// trusted reports whether rec, read from the store, may be used by h (see
+// Application.VerifyStored): a record that matches h's identity; one that
 // cannot be checked only from a store that authenticates its records; never
 // one of another identity, which is logged as possible tampering.
-func (c *Cache) trusted(e *entry, rec *ClientCredential) bool {
-	verify := e.app.VerifyStored
+func (c *Cache) trusted(h *Handle, rec *ClientCredential) bool {
+	verify := h.app.VerifyStored
 	if verify == nil || rec == nil || rec.AccessToken == "" {
 		return true
 	}
@@ -24,36 +24,36 @@ func (c *Cache) trusted(e *entry, rec *ClientCredential) bool {
 		if c.storeAuthenticates {
 			return true
 		}
-		if !e.ks.firstRejection(rec.AccessToken) {
+		if !h.ks.firstRejection(rec.AccessToken) {
 			return false
 		}
 		c.log().Info("ignoring a token record that cannot be verified against its identity; the token store does not authenticate records (see encryption_key)",
-			zap.String("application", e.app.label()),
-			zap.String("record_key", e.ks.key),
+			zap.String("application", h.app.Name),
+			zap.String("record_key", h.ks.key),
 			zap.Error(err))
 		return false
 	default:
-		if !e.ks.firstRejection(rec.AccessToken) {
+		if !h.ks.firstRejection(rec.AccessToken) {
 			return false
 		}
 		c.log().Warn("token record does not match its identity; possible tampering",
-			zap.String("application", e.app.label()),
-			zap.String("record_key", e.ks.key),
+			zap.String("application", h.app.Name),
+			zap.String("record_key", h.ks.key),
 			zap.Error(err))
 		return false
 	}
 }
 
-// shareable reports whether rec, a token e itself just fetched, may go
-// through the store: when other replicas with e's identity will be able to
+// shareable reports whether rec, a token h itself just fetched, may go
+// through the store: when other replicas with h's identity will be able to
 // trust it. A token that cannot be verified, on a store that does not
-// authenticate records, or one that does not match e's own identity (a
+// authenticate records, or one that does not match h's own identity (a
 // misconfiguration: every replica would reject it) is not; then the key is
 // marked unshared, said once, and from then on fetched by this replica on
 // its own, without the store.
-func (c *Cache) shareable(e *entry, rec *ClientCredential) bool {
-	verify := e.app.VerifyStored
-	ks := e.ks
+func (c *Cache) shareable(h *Handle, rec *ClientCredential) bool {
+	verify := h.app.VerifyStored
+	ks := h.ks
 	if verify == nil {
 		return true
 	}
@@ -72,7 +72,7 @@ func (c *Cache) shareable(e *entry, rec *ClientCredential) bool {
 				"fetching tokens for it without sharing them through the token store (set encryption_key to share them)"
 		}
 		c.log().Warn(msg,
-			zap.String("application", e.app.label()),
+			zap.String("application", h.app.Name),
 			zap.String("record_key", ks.key),
 			zap.Error(err))
 	}

@@ -198,7 +198,7 @@ func TestOwnUnverifiableTokenIsNotSharedThroughAnUnauthenticatedStore(t *testing
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
 	key := RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))
-	replica := func(prefix string) (*Cache, *prefixFetcher, *spyStore, *observer.ObservedLogs) {
+	replica := func(prefix string) (*testCache, *prefixFetcher, *spyStore, *observer.ObservedLogs) {
 		f := &prefixFetcher{clock: clock, prefix: prefix}
 		store := &spyStore{Store: newMiniredisStore(t, mr)}
 		c, logs := newTestCache(t, store, clock, verifiedApp(f.Fetch))

@@ -1,0 +1,215 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/singleflight"
+)
+
+// ErrClosed is the cause of Token's retryable error (503) on a closed Cache.
+var ErrClosed = errors.New("tokencache: cache closed")
+
+// Handle is one registration of an application. It gets the application's
+// tokens until Release and keeps answering after it (a token, or ErrClosed
+// once the Cache is closed), so a caller racing a release needs no grace
+// period. Handles with the same record key (one application in the old and
+// new config of a reload) share its record, refreshes and backoff, and
+// every fetch uses the newest live handle's Fetch, credential,
+// VerifyStored and OnFetch: after a reload no token request uses the old
+// credential.
+type Handle struct {
+	c     *Cache
+	app   Application
+	ks    *keyState
+	scope string
+	seq   uint64 // registration order; names the refreshes made for it
+	// l1 holds the record as this handle returns it (its own
+	// ApplicationName and Scope), so a hit copies it out and nothing else.
+	l1 atomic.Pointer[ClientCredential]
+}
+
+// keyState is what the handles sharing one record key share: the record's
+// keys, the current record, the refreshes in flight, the proactive refresh
+// timer, the in-process backoff and the purge memory.
+type keyState struct {
+	key, lockKey, backoffKey, channel string
+
+	// handles are the live handles of this key, oldest first. Guarded by
+	// Cache.registerMu; empty once the last one is released.
+	handles []*Handle
+	// flights runs one refresh at a time per fetching handle.
+	flights singleflight.Group
+
+	mu sync.Mutex
+	// current is the record last put into L1 (as stored).
+	current *ClientCredential
+	// refreshAt is when current is due for a background refresh (zero:
+	// compute it from RefreshAhead).
+	refreshAt time.Time
+	timer     Timer
+	// removed is set when the last handle goes: no more timers.
+	removed bool
+	// failure is the in-process backoff (zero Until when none), and
+	// lastErr its cause, kept for errors.As by callers in this process.
+	failure Backoff
+	lastErr error
+	// purged holds SHA-256 fingerprints of purged tokens until they expire;
+	// lastPurge rate-limits Purge.
+	purged    map[[32]byte]time.Time
+	lastPurge time.Time
+
+	// unshared is set once this replica's own token proved unfit for the
+	// store (see Cache.shareable): from then on the key is fetched without
+	// the store.
+	unshared atomic.Bool
+	// rejected is the SHA-256 fingerprint of the last store record's token
+	// that was not trusted, so that reading it again (a lock loser polls)
+	// does not log it again. Guarded by mu.
+	rejected [32]byte
+}
+
+func newKeyState(key string) *keyState {
+	return &keyState{key: key, lockKey: LockKey(key), backoffKey: BackoffKey(key), channel: UpdateChannel(key)}
+}
+
+// stopTimer stops the proactive refresh timer, if any. The caller holds
+// ks.mu.
+func (ks *keyState) stopTimer() {
+	if ks.timer != nil {
+		ks.timer.Stop()
+		ks.timer = nil
+	}
+}
+
+// validate checks app and returns it with its scopes copied.
+func validate(app Application) (Application, error) {
+	switch {
+	case app.Name == "":
+		return app, errors.New("tokencache: registering application: empty name")
+	case app.Identity == "":
+		return app, fmt.Errorf("tokencache: registering application %q: empty identity", app.Name)
+	case app.Fetch == nil:
+		return app, fmt.Errorf("tokencache: registering application %q: nil fetch function", app.Name)
+	case len(app.Scopes) == 0:
+		return app, fmt.Errorf("tokencache: registering application %q: no scopes", app.Name)
+	}
+	for _, s := range app.Scopes {
+		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
+			return app, fmt.Errorf("tokencache: registering application %q: scope %q is empty or contains whitespace", app.Name, s)
+		}
+	}
+	app.Scopes = slices.Clone(app.Scopes)
+	return app, nil
+}
+
+// Register adds an application and returns its handle. Name and Identity
+// must not be empty, Fetch not nil, and Scopes at least one, none empty or
+// containing spaces. A handle of a key already in use starts with the
+// key's current token; it becomes the one whose Fetch the key's refreshes
+// use. It is safe to call concurrently with everything else.
+func (c *Cache) Register(app Application) (*Handle, error) {
+	app, err := validate(app)
+	if err != nil {
+		return nil, err
+	}
+	key := RecordKey(c.keyPrefix, app)
+	c.registerMu.Lock()
+	defer c.registerMu.Unlock()
+	ks := c.keys[key]
+	if ks == nil {
+		ks = newKeyState(key)
+		c.keys[key] = ks
+	}
+	c.seq++
+	h := &Handle{c: c, app: app, ks: ks, scope: strings.Join(app.Scopes, " "), seq: c.seq}
+	if cur := ks.currentRecord(); cur != nil {
+		h.l1.Store(h.view(cur))
+	}
+	ks.handles = append(ks.handles, h)
+	return h, nil
+}
+
+// Release ends the registration. The key's refreshes go on with the newest
+// handle left; when none is left, the key's background refresh stops. The
+// handle still answers Token and Purge afterwards (see Handle). Calls after
+// the first do nothing.
+func (h *Handle) Release() {
+	c, ks := h.c, h.ks
+	c.registerMu.Lock()
+	defer c.registerMu.Unlock()
+	i := slices.Index(ks.handles, h)
+	if i < 0 {
+		return
+	}
+	ks.handles = slices.Delete(ks.handles, i, i+1)
+	if len(ks.handles) > 0 {
+		return
+	}
+	delete(c.keys, ks.key)
+	ks.mu.Lock()
+	ks.removed = true
+	ks.stopTimer()
+	ks.mu.Unlock()
+}
+
+// Token returns a token with more than RefreshWindow left: from L1 without
+// I/O or locks, else from the store or a fetch, waiting at most
+// WaitTimeout. Errors are *Error with CodeTokenRequestFailed: at once while
+// the key is backed off after a failure (Status 503 with RetryAfter while
+// throttled, 502 after a permanent failure), after WaitTimeout or when ctx
+// ends, and 503 with RetryAfter (cause ErrClosed) once the Cache is closed.
+// Errors a Fetch returns as *Error are returned as they are.
+func (h *Handle) Token(ctx context.Context) (ClientCredential, error) {
+	c := h.c
+	if rec := h.l1.Load(); rec.validFor(c.now(), c.refreshWindow) {
+		if ce := c.log().Check(zapcore.DebugLevel, "token cache hit"); ce != nil {
+			ce.Write(zap.String("application", h.app.Name), zap.Time("expires_at", rec.AccessTokenExpiresAt))
+		}
+		return *rec, nil
+	}
+	return c.refresh(ctx, h)
+}
+
+// newest returns the newest live handle of h's key, or h when none is
+// live (h was released, and its key is no longer in use).
+func (c *Cache) newest(h *Handle) *Handle {
+	if n := c.newestOf(h.ks); n != nil {
+		return n
+	}
+	return h
+}
+
+// newestOf returns the newest live handle of ks, nil if none.
+func (c *Cache) newestOf(ks *keyState) *Handle {
+	c.registerMu.Lock()
+	defer c.registerMu.Unlock()
+	if len(ks.handles) == 0 {
+		return nil
+	}
+	return ks.handles[len(ks.handles)-1]
+}
+
+// view returns rec as h returns it: with h's name and scope.
+func (h *Handle) view(rec *ClientCredential) *ClientCredential {
+	cp := *rec
+	cp.ApplicationName = h.app.Name
+	cp.Scope = h.scope
+	return &cp
+}
+
+// closedError answers a caller of h that needs a refresh from a closed Cache.
+func closedError(h *Handle) *Error {
+	return &Error{Code: CodeTokenRequestFailed, Status: http.StatusServiceUnavailable, RetryAfter: time.Second, Err: ErrClosed,
+		Message: fmt.Sprintf("no token for application %q: the token cache was closed (its configuration was replaced); retry the request", h.app.Name)}
+}
