@@ -6,7 +6,6 @@ package caddymodule
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -143,24 +142,34 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves placeholders, builds a token client per application and
-// registers them with the (pooled) cache.
+// Provision sets up the app's logger and metrics, and warns about secrets
+// written in the config itself.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 	a.warnLiteralSecrets()
+	return nil
+}
+
+// Validate resolves and checks every setting (resolveSettings: placeholders,
+// inherited identities, credentials, Redis), and only when all are valid
+// makes the token clients and registers the applications with the pooled
+// cache. Caddy validates right after provisioning, before any handler
+// (which finds the app with ctx.App) and before any app starts; nothing here
+// waits on the network.
+func (a *App) Validate() error {
 	return a.provision(caddy.NewReplacer())
 }
 
-// Validate checks what Provision could not: the cache exists and every
-// application is registered.
-func (a *App) Validate() error {
-	if a.cache == nil {
-		return errors.New("entra app was not provisioned")
+// provision is Validate's work, callable without a caddy.Context (tests).
+func (a *App) provision(repl *caddy.Replacer) error {
+	s, err := a.resolveSettings(repl)
+	if err != nil {
+		return err
 	}
-	return nil
+	return a.register(s)
 }
 
 // Start makes the pooled cache (and go-redis) log through this config's
@@ -230,11 +239,6 @@ func (a *App) applicationNames() string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
-}
-
-// configError is a configuration error with the seed's code, naming the field.
-func configError(field, reason string) error {
-	return fmt.Errorf("%s: %s: %s", tokencache.CodeProviderInvalidConfig, field, reason)
 }
 
 // Interface guards

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // validateConfig provisions a whole JSON config as a real load does, without
@@ -50,7 +51,7 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		{name: "valid", entraApp: good, application: "graph-api"},
 		{name: "unknown application", entraApp: good, application: "billing", wantErr: []string{"MICROSOFT_APPLICATION_NOT_FOUND", `"billing"`, "graph-api"}},
 		{name: "no entra app", application: "graph-api", wantErr: []string{"MICROSOFT_PROVIDER_NOT_CONFIGURED"}},
-		{name: "no application name", entraApp: good, application: "", wantErr: []string{"MICROSOFT_APPLICATION_NOT_FOUND", "application is required"}},
+		{name: "no application name", entraApp: good, application: "", wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "entra_token", "application name is required"}},
 		{
 			name:     "missing tenant",
 			entraApp: `{"client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
@@ -212,10 +213,37 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 func TestPurgeOnStatusMustBeAnErrorStatus(t *testing.T) {
 	const app = `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`
 	err := validateConfig(t, jsonConfigWithHandler(app, `"application": "a", "purge_on_status": [401, 200]`))
-	if err == nil || !strings.Contains(err.Error(), "purge_on_status 200") {
+	if err == nil || !strings.Contains(err.Error(), "MICROSOFT_PROVIDER_INVALID_CONFIG: entra_token purge_on_status: 200") {
 		t.Fatalf("error = %v, want purge_on_status 200 rejected", err)
 	}
 	if err := validateConfig(t, jsonConfigWithHandler(app, `"application": "a", "purge_on_status": []`)); err != nil {
 		t.Fatalf("an empty purge_on_status (purging disabled) was rejected: %v", err)
+	}
+}
+
+// TestValidateChecksEverySettingBeforeRegistering: Provision only loads;
+// Validate resolves and checks every setting and registers nothing when one
+// is wrong.
+func TestValidateChecksEverySettingBeforeRegistering(t *testing.T) {
+	app := &App{
+		IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"},
+		RefreshWindow:  caddy.Duration(-1),
+		Applications:   map[string]*Application{"a": {Scopes: []string{"x/.default"}}},
+		logger:         zap.NewNop(),
+	}
+	err := app.Validate()
+	if err == nil || !strings.Contains(err.Error(), "MICROSOFT_PROVIDER_INVALID_CONFIG: refresh_window") {
+		t.Fatalf("Validate() = %v, want refresh_window rejected", err)
+	}
+	if app.cache != nil || app.handles != nil {
+		t.Error("an invalid config registered applications")
+	}
+	app.RefreshWindow = 0
+	if err := app.Validate(); err != nil {
+		t.Fatalf("a valid config: %v", err)
+	}
+	t.Cleanup(func() { _ = app.Cleanup() })
+	if app.handles["a"] == nil {
+		t.Error("a valid config registered no handle")
 	}
 }

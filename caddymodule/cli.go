@@ -171,7 +171,11 @@ func loadCLIApplications(configFile, adapter string) ([]resolvedApplication, err
 	if err := json.Unmarshal(rawApp, app); err != nil {
 		return nil, fmt.Errorf("decoding the entra app: %v", err)
 	}
-	return app.resolveApplications(caddy.NewReplacer())
+	s, err := app.resolveSettings(caddy.NewReplacer())
+	if err != nil {
+		return nil, err
+	}
+	return s.applications, nil
 }
 
 // tokenResult is one application's token request, as the CLI reports it.

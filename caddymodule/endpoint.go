@@ -117,15 +117,11 @@ func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
 	if err := registerEndpointMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
-	appIface, err := ctx.AppIfConfigured("entra")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return fmt.Errorf("%s: entra_token_endpoint is used but no entra app is configured (add an entra block to the global options)",
-			tokencache.CodeProviderNotConfigured)
-	}
+	app, err := entraAppFor(ctx, "entra_token_endpoint")
 	if err != nil {
-		return fmt.Errorf("getting entra app: %v", err)
+		return err
 	}
-	return e.provision(appIface.(*App))
+	return e.provision(app)
 }
 
 // provision is Provision without a caddy.Context, for tests.
@@ -171,8 +167,7 @@ func (e *TokenEndpoint) provision(app *App) error {
 	for _, name := range names {
 		id, ok := byName[name]
 		if !ok {
-			return fmt.Errorf("%s: entra_token_endpoint: application %q is not configured (configured: %s)",
-				tokencache.CodeApplicationNotFound, name, app.applicationNames())
+			return app.requireApplication("entra_token_endpoint", name)
 		}
 		e.allowed[name] = &endpointApplication{
 			applicationIdentity: id,
@@ -246,9 +241,8 @@ func (e *TokenEndpoint) provisionResources() error {
 		}
 		ea, ok := e.allowed[name]
 		if !ok {
-			if !e.app.hasApplication(name) {
-				return fmt.Errorf("%s: entra_token_endpoint: resource %s: application %q is not configured (configured: %s)",
-					tokencache.CodeApplicationNotFound, resource, name, e.app.applicationNames())
+			if err := e.app.requireApplication("entra_token_endpoint resource "+resource, name); err != nil {
+				return err
 			}
 			return endpointConfigError("resource "+resource, fmt.Sprintf("application %q is not among this endpoint's applications", name))
 		}

@@ -2,7 +2,11 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
 
@@ -68,3 +72,20 @@ func requestErrorFields(err error) []zap.Field {
 
 // The entra client's errors tell the cache how to retry.
 var _ tokencache.FetchError = (*entra.RequestError)(nil)
+
+// credentialIDFunc fingerprints the credential a client uses at the moment,
+// so that a permanent failure shared through Redis (a wrong secret) pauses
+// only the replicas with that same credential, not those already rotated to
+// a good one (a new secret, or a certificate renewed on disk). It is a
+// SHA-256 of the client's own digest salted with its identity — an
+// HMAC-SHA-256 under key when Redis records are encrypted, so that reading
+// Redis does not allow testing guesses of a weak secret — truncated, and
+// never logged.
+func credentialIDFunc(client *entra.Client, key []byte) func() string {
+	identity := client.Identity()
+	return func() string {
+		mac := hmac.New(sha256.New, key) // an empty key: a plain salted hash
+		fmt.Fprintf(mac, "caddy-entra credential v1\n%s\n%s", identity, client.CredentialFingerprint())
+		return hex.EncodeToString(mac.Sum(nil)[:12])
+	}
+}

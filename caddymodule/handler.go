@@ -120,14 +120,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
 	if h.Application == "" {
-		return fmt.Errorf("%s: entra_token: application is required", tokencache.CodeApplicationNotFound)
+		return configError("entra_token", "an application name is required")
 	}
 	h.header = http.CanonicalHeaderKey(h.Header)
 	if h.header == "" {
 		h.header = DefaultHeader
 	}
 	if !httpguts.ValidHeaderFieldName(h.header) {
-		return fmt.Errorf("entra_token: header %q is not a valid header name", h.Header)
+		return configError("entra_token header", fmt.Sprintf("%q is not a valid header name", h.Header))
 	}
 	if err := checkHeaderName(h.header); err != nil {
 		return err
@@ -145,21 +145,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	for _, status := range h.purgeOnStatus {
 		if status < 400 || status > 599 {
-			return fmt.Errorf("entra_token: purge_on_status %d: only error statuses (400-599) can mean a refused token", status)
+			return configError("entra_token purge_on_status", fmt.Sprintf("%d: only error statuses (400-599) can mean a refused token", status))
 		}
 	}
-	appIface, err := ctx.AppIfConfigured("entra")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return fmt.Errorf("%s: entra_token %s is used but no entra app is configured (add an entra block to the global options)",
-			tokencache.CodeProviderNotConfigured, h.Application)
-	}
+	app, err := entraAppFor(ctx, "entra_token "+h.Application)
 	if err != nil {
-		return fmt.Errorf("getting entra app: %v", err)
+		return err
 	}
-	h.app = appIface.(*App)
-	if !h.app.hasApplication(h.Application) {
-		return fmt.Errorf("%s: entra_token: application %q is not configured (configured: %s)",
-			tokencache.CodeApplicationNotFound, h.Application, h.app.applicationNames())
+	h.app = app
+	if err := h.app.requireApplication("entra_token", h.Application); err != nil {
+		return err
 	}
 	// Only a configured application gets a metric series.
 	h.injectedCount = metrics().requests.WithLabelValues(h.Application, resultInjected)

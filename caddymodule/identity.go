@@ -290,12 +290,3 @@ func (r *resolver) requireNonEmpty(cfg entra.Config, id *IdentityConfig) error {
 	}
 	return nil
 }
-
-// prefixConfigError turns an entra.ConfigError into the seed's code, naming
-// the field within its block.
-func prefixConfigError(prefix string, err error) error {
-	if ce, ok := err.(*entra.ConfigError); ok {
-		return configError(prefix+ce.Field, ce.Reason)
-	}
-	return fmt.Errorf("%s: %s%v", "MICROSOFT_PROVIDER_INVALID_CONFIG", prefix, err)
-}

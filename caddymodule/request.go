@@ -40,8 +40,8 @@ var forbiddenHeaders = map[string]string{
 // checkHeaderName rejects a header the token cannot travel in.
 func checkHeaderName(name string) error {
 	if kind, ok := forbiddenHeaders[textproto.CanonicalMIMEHeaderKey(name)]; ok {
-		return fmt.Errorf("entra_token: header %q cannot carry the token: it is a %s field that the proxy strips "+
-			"or rewrites", name, kind)
+		return configError("entra_token header", fmt.Sprintf("%q cannot carry the token: it is a %s field that "+
+			"the proxy strips or rewrites", name, kind))
 	}
 	return nil
 }

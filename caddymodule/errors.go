@@ -1,0 +1,56 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// The errors a config is rejected with at load carry the seed's codes:
+// MICROSOFT_PROVIDER_INVALID_CONFIG naming the field (configError),
+// MICROSOFT_PROVIDER_NOT_CONFIGURED when a directive needs the entra app
+// and there is none (entraAppFor), MICROSOFT_APPLICATION_NOT_FOUND for an
+// application name that is not configured (requireApplication). None holds
+// a value that could be a secret.
+
+// configError is a configuration error with the seed's code, naming the field.
+func configError(field, reason string) error {
+	return fmt.Errorf("%s: %s: %s", tokencache.CodeProviderInvalidConfig, field, reason)
+}
+
+// prefixConfigError is configError for an error of the entra package,
+// naming the field within its block (prefix).
+func prefixConfigError(prefix string, err error) error {
+	var ce *entra.ConfigError
+	if errors.As(err, &ce) {
+		return configError(prefix+ce.Field, ce.Reason)
+	}
+	return configError(prefix+"credential", err.Error())
+}
+
+// entraAppFor returns the config's entra app for a directive that needs it.
+func entraAppFor(ctx caddy.Context, directive string) (*App, error) {
+	appIface, err := ctx.AppIfConfigured("entra")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, fmt.Errorf("%s: %s is used but no entra app is configured (add an entra block to the global options)",
+			tokencache.CodeProviderNotConfigured, directive)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getting the entra app: %v", err)
+	}
+	return appIface.(*App), nil
+}
+
+// requireApplication rejects an application name that is not configured,
+// naming where it was used (e.g. "entra_token") and the configured names.
+func (a *App) requireApplication(where, name string) error {
+	if a.hasApplication(name) {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: application %q is not configured (configured: %s)",
+		tokencache.CodeApplicationNotFound, where, name, a.applicationNames())
+}
