@@ -72,8 +72,11 @@ type App struct {
 	cache   *tokencache.Cache
 	poolKey string
 	// handles are this config's registrations in the pooled cache, by
-	// application name. cache and handles do not change after Provision.
-	handles map[string]*tokencache.Handle
+	// application name. cache and the map do not change after Validate; a
+	// system-assigned identity's handle is replaced once (see rekey),
+	// ordered with Cleanup by rekeys.
+	handles map[string]*appHandle
+	rekeys  *rekeyGuard // a pointer: Caddy copies module values
 	logger  *zap.Logger
 }
 
@@ -197,9 +200,12 @@ func (a *App) Cleanup() error {
 	if a.cache == nil {
 		return nil
 	}
+	a.rekeys.mu.Lock()
+	a.rekeys.cleanedUp = true
 	for _, h := range a.handles {
-		h.Release()
+		h.current.Load().Release()
 	}
+	a.rekeys.mu.Unlock()
 	if _, err := cachePool.Delete(a.poolKey); err != nil {
 		a.logger.Error("releasing the token cache", zap.Error(err))
 	}
@@ -215,14 +221,14 @@ func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Cli
 		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
-	return h.Token(ctx)
+	return h.current.Load().Token(ctx)
 }
 
 // purge drops accessToken from the cache if it is still applicationName's
 // current token, reporting whether it did.
 func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {
 	h, ok := a.handles[applicationName]
-	return ok && h.Purge(ctx, accessToken)
+	return ok && h.current.Load().Purge(ctx, accessToken)
 }
 
 // hasApplication reports whether name is configured.

@@ -31,7 +31,7 @@ func (a *App) register(s *settings) error {
 	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
 		fingerprintKey = s.cache.Redis.EncryptionKeys[0]
 	}
-	apps := a.cacheApplications(s.applications, fingerprintKey)
+	apps, _ := a.cacheApplications(s.applications, fingerprintKey)
 	settings := s.cache
 	key, err := settings.poolKey()
 	if err != nil {
@@ -52,23 +52,27 @@ func (a *App) register(s *settings) error {
 	// config never takes what a running one uses away from it (even when
 	// the new one then fails to load), while tokens, background refreshes
 	// and refreshes in flight, kept per record key, carry over.
-	a.handles = make(map[string]*tokencache.Handle, len(apps))
+	// A rekey (a system-assigned identity learned by a first fetch, which a
+	// registration may start) waits until the handles are in place.
+	a.rekeys = new(rekeyGuard)
+	a.rekeys.mu.Lock()
+	defer a.rekeys.mu.Unlock()
+	handles := make(map[string]*appHandle, len(apps))
 	for _, app := range apps {
 		h, err := cache.Register(app)
 		if err != nil {
-			for _, registered := range a.handles {
-				registered.Release()
+			for _, registered := range handles {
+				registered.current.Load().Release()
 			}
-			a.handles = nil
 			_, _ = cachePool.Delete(key)
 			return fmt.Errorf("registering application %s: %v", app.Name, err)
 		}
-		a.handles[app.Name] = h
+		handles[app.Name] = newAppHandle(h)
 	}
 	if loaded {
 		a.logger.Debug("reusing the token cache of the previous config")
 	}
-	a.cache, a.poolKey = cache, key
+	a.cache, a.poolKey, a.handles = cache, key, handles
 	return nil
 }
 
@@ -117,20 +121,34 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 }
 
 // cacheApplications makes the cache's applications from the resolved ones.
-func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) []tokencache.Application {
+// A system-assigned identity not learned yet is keyed per process and gets
+// a rekeyer that registers it again once its first token names it.
+func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) ([]tokencache.Application, map[string]*rekeyer) {
 	apps := make([]tokencache.Application, 0, len(resolved))
+	rekeyers := make(map[string]*rekeyer)
 	for _, ra := range resolved {
 		name, client, scopes := ra.Name, ra.Client, ra.Scopes
 		tokenIdentity := tokenIdentityFor(client)
-		apps = append(apps, tokencache.Application{
+		identity, unlearned := recordIdentity(client, tokenIdentity)
+		app := tokencache.Application{
 			Name:             name,
 			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
-			Identity:         client.Identity(),
+			Identity:         identity,
 			Scopes:           scopes,
-			Fetch:            learningFetch(fetchFunc(client, scopes), tokenIdentity),
 			OnFetch:          fetchObserver(name, client.TokenEndpoint(), a.logger),
 			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes),
-		})
+		}
+		var afterLearning func()
+		if unlearned {
+			r := &rekeyer{a: a, client: client, identity: tokenIdentity}
+			rekeyers[name] = r
+			afterLearning = r.learned
+		}
+		app.Fetch = learningFetch(fetchFunc(client, scopes), tokenIdentity, afterLearning)
+		if r := rekeyers[name]; r != nil {
+			r.app = app
+		}
+		apps = append(apps, app)
 	}
-	return apps
+	return apps, rekeyers
 }

@@ -47,12 +47,16 @@ func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string) func(token
 
 // learningFetch wraps fetch so that identity learns what its configuration
 // does not say (a managed identity's tenant and client ID) from the first
-// token this replica itself gets.
-func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity) tokencache.FetchFunc {
+// token this replica itself gets; afterLearning, if not nil, is called
+// after each successful fetch.
+func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity, afterLearning func()) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
 		fetched, err := fetch(ctx)
 		if err == nil {
 			identity.Learn(fetched.AccessToken)
+			if afterLearning != nil {
+				afterLearning()
+			}
 		}
 		return fetched, err
 	}

@@ -39,7 +39,7 @@ func TestVerifyStoredLearnsAManagedIdentityFromItsOwnToken(t *testing.T) {
 	}
 	fetch := learningFetch(func(context.Context) (tokencache.Fetched, error) {
 		return tokencache.Fetched{AccessToken: ours, ExpiresAt: time.Now().Add(time.Hour)}, nil
-	}, identity)
+	}, identity, nil)
 	if _, err := fetch(t.Context()); err != nil {
 		t.Fatal(err)
 	}

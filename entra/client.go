@@ -89,6 +89,13 @@ func (c *Client) CredentialType() string {
 	return c.credential.kind()
 }
 
+// SystemAssigned reports whether the client gets the system-assigned
+// managed identity's tokens: an identity the configuration does not name,
+// the same Identity on every host, told apart only by its tokens.
+func (c *Client) SystemAssigned() bool {
+	return c.managedIdentity != nil && c.managedIdentity.selector == selectNone
+}
+
 // Identity returns what makes this client's tokens distinct, for use in a
 // cache key: the token endpoint (or managed identity endpoint), the tenant,
 // the client ID and, when token_request_param is set, a hash of the extra

@@ -94,6 +94,10 @@ func (v *TokenIdentity) Learn(accessToken string) {
 	v.learned.CompareAndSwap(nil, &learnedIdentity{tenantID: strings.ToLower(claims.str("tid")), clientID: client})
 }
 
+// Learned returns the tenant and client of the identity, configured or
+// learned, and false while part of it is still to be learned.
+func (v *TokenIdentity) Learned() (tenantID, clientID string, ok bool) { return v.expected() }
+
 // expected returns the tenant ("" for none expected) and client to check,
 // and false while they are still to be learned.
 func (v *TokenIdentity) expected() (tenantID, clientID string, ok bool) {

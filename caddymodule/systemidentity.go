@@ -1,0 +1,104 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// A system-assigned managed identity is named nowhere in the config: every
+// host's has the same entra.Client.Identity, so two hosts (two App Service
+// apps, two VMs) sharing one Redis and key_prefix would share one record
+// key and could inject each other's tokens. Its records are keyed by the
+// identity its own tokens carry (tid and appid, learned from this process's
+// first token): until then the application's record key is this process's
+// own, and once learned the application is registered again under the
+// identity's key, shared with every replica of that same identity only.
+
+// processRecordNonce keeps an unlearned system-assigned identity's record
+// key apart from every other process's.
+var processRecordNonce = func() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}()
+
+// appHandle is an application's handle in the pooled cache; a system-assigned
+// identity's is replaced once its identity is learned.
+type appHandle struct {
+	current atomic.Pointer[tokencache.Handle]
+}
+
+func newAppHandle(h *tokencache.Handle) *appHandle {
+	ah := new(appHandle)
+	ah.current.Store(h)
+	return ah
+}
+
+// recordIdentity is the tokencache.Application.Identity of client's tokens,
+// and whether it still has to be learned (see the top of this file).
+func recordIdentity(client *entra.Client, identity *entra.TokenIdentity) (string, bool) {
+	base := client.Identity()
+	if !client.SystemAssigned() {
+		return base, false
+	}
+	if tenantID, clientID, ok := identity.Learned(); ok {
+		return base + "\nidentity=" + tenantID + "/" + clientID, false
+	}
+	return base + "\nprocess=" + processRecordNonce, true
+}
+
+// rekeyGuard orders rekeys with Cleanup: after Cleanup no handle is
+// registered again.
+type rekeyGuard struct {
+	mu        sync.Mutex
+	cleanedUp bool
+}
+
+// rekeyer registers an application again under its learned identity's
+// record key, once. It runs after the fetch that taught it, never inside it.
+type rekeyer struct {
+	once sync.Once
+	a    *App
+	app  tokencache.Application
+	// client and identity recompute the record identity once learned.
+	client   *entra.Client
+	identity *entra.TokenIdentity
+}
+
+// learned is called after each successful fetch of the application.
+func (r *rekeyer) learned() {
+	if _, _, ok := r.identity.Learned(); !ok {
+		return
+	}
+	r.once.Do(func() { go r.a.rekey(r) })
+}
+
+// rekey replaces the handle of r's application by one under its learned
+// identity's record key and releases the old one (whose requests in flight
+// still get their answer).
+func (a *App) rekey(r *rekeyer) {
+	a.rekeys.mu.Lock()
+	defer a.rekeys.mu.Unlock()
+	ah := a.handles[r.app.Name]
+	if a.rekeys.cleanedUp || ah == nil {
+		return
+	}
+	app := r.app
+	app.Identity, _ = recordIdentity(r.client, r.identity)
+	h, err := a.cache.Register(app)
+	if err != nil {
+		a.logger.Error("keying a system-assigned identity's records by its learned identity",
+			zap.String("application", app.Name), zap.Error(err))
+		return
+	}
+	ah.current.Swap(h).Release()
+	a.logger.Info("system-assigned managed identity learned from its first token: its records are now shared "+
+		"with the replicas of that identity only", zap.String("application", app.Name))
+}

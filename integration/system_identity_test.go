@@ -1,0 +1,80 @@
+package integration
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTwoHostsSystemIdentitiesNeverShareARecord: two hosts whose
+// system-assigned managed identities differ, reached at the same managed
+// identity endpoint (as 169.254.169.254 is on every VM) and sharing one
+// Redis, key_prefix and encryption_key, never inject each other's token:
+// a system-assigned identity's records are keyed by the identity its own
+// first token names.
+func TestTwoHostsSystemIdentitiesNeverShareARecord(t *testing.T) {
+	f := newFleet(t)
+	const hostA, hostB = "77777777-0000-4000-8000-0000000000a1", "88888888-0000-4000-8000-0000000000b2"
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	config := sidecarConfig(`
+		redis {env.TEST_REDIS_URL} {
+			key_prefix `+testKeyPrefix+`
+			encryption_key {env.TEST_KEY}
+		}
+		application vault https://vault.azure.net/.default {
+			managed_identity {
+				endpoint {env.TEST_IMDS}
+			}
+		}`,
+		route{Path: "/vault", Application: "vault"})
+	env := append(f.env(testClientSecret), "TEST_IMDS="+f.issuer+"/metadata/identity/oauth2/token",
+		"TEST_KEY="+base64.StdEncoding.EncodeToString(key))
+
+	f.emulator.AddManagedIdentity(hostA, true)
+	a := startSidecar(t, config, env...)
+	tokenA := tokenVia(t, a, f.upstream, "/vault/x")
+	if claims, err := f.emulator.Verify(tokenA); err != nil || claims.AppID != hostA {
+		t.Fatalf("host A's token: %+v, %v", claims, err)
+	}
+	// Host A keys its records by the identity its first token named, and
+	// takes its token under that key.
+	waitFor(t, "host A's rekey", 5*time.Second, func() error {
+		if !strings.Contains(a.logs(), "system-assigned managed identity learned from its first token") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	tokenA = tokenVia(t, a, f.upstream, "/vault/x")
+	if keys, err := f.rdb.Keys(t.Context(), testKeyPrefix+"*:token").Result(); err != nil || len(keys) == 0 {
+		t.Fatalf("host A wrote no record (%v)", err)
+	}
+	requests := f.emulator.TokenRequests()
+
+	// The same endpoint now answers for host B's system identity.
+	f.emulator.AddManagedIdentity(hostB, true)
+	b := startSidecar(t, config, env...)
+	for i := range 3 {
+		tokenB := tokenVia(t, b, f.upstream, "/vault/y")
+		if tokenB == tokenA {
+			t.Fatalf("request %d: host B injected host A's token", i)
+		}
+		if claims, err := f.emulator.Verify(tokenB); err != nil || claims.AppID != hostB {
+			t.Fatalf("request %d: host B's token: %+v, %v", i, claims, err)
+		}
+	}
+	if got := tokenVia(t, a, f.upstream, "/vault/z"); got != tokenA {
+		t.Error("host A's cached token changed")
+	}
+	// Host B: one token request before it knows its identity, one under
+	// its identity's key (the records of host A's identity are not its).
+	if n := f.emulator.TokenRequests() - requests; n > 2 {
+		t.Errorf("host B made %d token requests, want at most 2", n)
+	}
+	if !strings.Contains(b.logs(), "system-assigned managed identity learned from its first token") {
+		t.Error("host B did not key its records by its learned identity")
+	}
+}
