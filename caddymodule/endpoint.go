@@ -67,7 +67,8 @@ type TokenEndpoint struct {
 	// Secret is what clients send in X-IDENTITY-HEADER. Required for record
 	// and app_service, refused for imds (IMDS clients send none). At least
 	// 16 characters; give it as an {env.*} or {file.*} placeholder, resolved
-	// at load. Compared in constant time; never logged.
+	// at load. Compared in constant time; never logged by this module
+	// (Caddy's access log shows request headers: see Provision's warning).
 	Secret string `json:"secret,omitempty"`
 
 	// Applications are the entra app's applications this endpoint may hand
@@ -204,6 +205,11 @@ func (e *TokenEndpoint) provisionSecret() error {
 			"use an {env.*} or {file.*} placeholder, resolved at load",
 			zap.String("field", "entra_token_endpoint secret"))
 	}
+	// Caddy's access log redacts Authorization, Cookie and
+	// Proxy-Authorization only: it would show X-IDENTITY-HEADER.
+	e.logger.Warn("Caddy's access log shows the X-IDENTITY-HEADER secret of requests to this endpoint: keep access "+
+		"logging off for this site, or delete the field with a log filter (README, \"Access logs\")",
+		zap.String("protocol", e.Protocol))
 	e.secretDigest = sha256.Sum256([]byte(secret))
 	return nil
 }

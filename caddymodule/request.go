@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -59,7 +60,7 @@ var (
 	errMethodNotAllowed = &requestRejection{http.StatusMethodNotAllowed,
 		"TRACE and CONNECT are never sent with a token"}
 	errDotSegment = &requestRejection{http.StatusBadRequest,
-		"the path has an encoded dot-segment (%2e), which routes and upstreams may resolve differently"}
+		"the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
 )
 
 // writeRejection answers a rejected request with its status and a plain-text
@@ -73,8 +74,7 @@ func writeRejection(w http.ResponseWriter, rejection *requestRejection) error {
 
 // checkRequest refuses what must never leave with a token: TRACE (an
 // upstream or middlebox may echo the request, token included) and CONNECT,
-// and a path with an encoded dot-segment, which Caddy's matchers resolve
-// (choosing this route and its token) while the raw path goes upstream.
+// and a path with a dot-segment (see hasDotSegment).
 func checkRequest(r *http.Request) *requestRejection {
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		return errMethodNotAllowed
@@ -86,29 +86,37 @@ func checkRequest(r *http.Request) *requestRejection {
 		clientURI = original.RequestURI
 	}
 	clientPath, _, _ := strings.Cut(clientURI, "?")
-	if hasEncodedDotSegment(clientPath) || hasEncodedDotSegment(r.URL.RawPath) {
+	if hasDotSegment(clientPath) || hasDotSegment(r.URL.EscapedPath()) {
 		return errDotSegment
 	}
 	return nil
 }
 
-// hasEncodedDotSegment reports whether an escaped path has a segment that
-// decodes to "." or ".." and spells at least one dot as %2e (any case).
-func hasEncodedDotSegment(escapedPath string) bool {
-	if !strings.Contains(escapedPath, "%") {
+// hasDotSegment reports whether an escaped path has a dot-segment: a
+// segment that is "." or ".." once decoded, where a segment ends at "/",
+// an encoded "/" (%2f), "\\" (or %5c) and ";" (which Tomcat and Jetty
+// strip: "..;" is ".." to them). A path that does not decode is one too.
+// Caddy's matchers resolve dot-segments, so such a path could pick this
+// route (and its token) while an upstream resolves the raw path to another.
+func hasDotSegment(escapedPath string) bool {
+	if !strings.Contains(escapedPath, "%") && !strings.Contains(escapedPath, "..") &&
+		!strings.Contains(escapedPath, "/.") && !strings.Contains(escapedPath, "\\") {
 		return false
 	}
-	for segment := range strings.SplitSeq(escapedPath, "/") {
-		if len(segment) < 3 || len(segment) > 6 || !strings.Contains(segment, "%") {
-			continue
-		}
-		decoded := strings.ReplaceAll(strings.ReplaceAll(segment, "%2e", "."), "%2E", ".")
-		if decoded == "." || decoded == ".." {
+	decoded, err := url.PathUnescape(escapedPath)
+	if err != nil {
+		return true
+	}
+	for segment := range strings.FieldsFuncSeq(decoded, isSegmentEnd) {
+		if segment == "." || segment == ".." {
 			return true
 		}
 	}
 	return false
 }
+
+// isSegmentEnd reports whether r ends a path segment for some server.
+func isSegmentEnd(r rune) bool { return r == '/' || r == '\\' || r == ';' }
 
 // withToken returns the request to hand the next handler: a shallow copy of
 // r with a header map of its own, in which every client copy of header

@@ -231,9 +231,11 @@ func TestTrailersCannotCarryCredentials(t *testing.T) {
 	}
 }
 
-// TestEncodedDotSegmentsAndTraceNeverLeaveWithAToken: a path whose encoded
-// dot-segments Caddy resolves to another route's prefix is refused, and so
-// are TRACE and CONNECT, before any token request (item 10).
+// TestEncodedDotSegmentsAndTraceNeverLeaveWithAToken: a path with a
+// dot-segment (encoded, behind an encoded slash or backslash, before a ";",
+// or plain), which Caddy resolves to another route's prefix while the raw
+// path goes upstream, is refused, and so are TRACE and CONNECT, before any
+// token request (item 10, and the review's bypasses).
 func TestEncodedDotSegmentsAndTraceNeverLeaveWithAToken(t *testing.T) {
 	f, replica, api, _ := securityReplica(t)
 	for _, tt := range []struct {
@@ -244,6 +246,12 @@ func TestEncodedDotSegmentsAndTraceNeverLeaveWithAToken(t *testing.T) {
 		{"GET /reflect/%2E%2e/orders/x HTTP/1.1", http.StatusBadRequest},
 		{"GET /reflect/.%2e/orders/x HTTP/1.1", http.StatusBadRequest},
 		{"GET /orders/%2e./orders/x HTTP/1.1", http.StatusBadRequest},
+		{"GET /reflect/%2e%2e%2forders/x HTTP/1.1", http.StatusBadRequest},
+		{"GET /reflect/..%2forders/x HTTP/1.1", http.StatusBadRequest},
+		{"GET /reflect%2f..%2forders/x HTTP/1.1", http.StatusBadRequest},
+		{"GET /reflect/../orders/x HTTP/1.1", http.StatusBadRequest},
+		{"GET /orders/..;/reflect/x HTTP/1.1", http.StatusBadRequest},
+		{"GET /orders/x/..%5cy HTTP/1.1", http.StatusBadRequest},
 		{"TRACE /orders/x HTTP/1.1", http.StatusMethodNotAllowed},
 		{"CONNECT /orders/x HTTP/1.1", http.StatusMethodNotAllowed},
 	} {
