@@ -70,12 +70,21 @@ type App struct {
 	// required.
 	Applications map[string]*Application `json:"applications,omitempty"`
 
+	// Prefetch requests every application's token when the config is
+	// loaded, in the background (Caddy's start does not wait), and keeps it
+	// refreshed without traffic, retrying after failures. An application
+	// may set its own. Default false: tokens are fetched on first use.
+	Prefetch bool `json:"prefetch,omitempty"`
+
 	cache   *tokencache.Cache
 	poolKey string
 	// handles are this config's registrations in the pooled cache, by
 	// application name. cache and handles do not change after Provision.
 	handles map[string]*tokencache.Handle
-	logger  *zap.Logger
+	// identities describe each application's identity (never its
+	// credential) for the admin API; see remember.
+	identities map[string]identityInfo
+	logger     *zap.Logger
 }
 
 // RedisConfig is the shared token store.
@@ -132,6 +141,10 @@ type Application struct {
 	// https://graph.microsoft.com/.default. At least one is required.
 	Scopes []string `json:"scopes,omitempty"`
 
+	// Prefetch overrides the app's prefetch for this application. Default:
+	// the app's.
+	Prefetch *bool `json:"prefetch,omitempty"`
+
 	IdentityConfig
 }
 
@@ -172,11 +185,15 @@ func (a *App) Start() error {
 	if a.Redis != nil {
 		tokencache.RouteRedisLogs(a.logger.Named("redis"))
 	}
+	a.startOperations()
 	return nil
 }
 
 // Stop implements caddy.App; resources are freed by Cleanup.
-func (a *App) Stop() error { return nil }
+func (a *App) Stop() error {
+	a.stopOperations()
+	return nil
+}
 
 // Cleanup releases this config's handles and its hold on the pooled cache;
 // the last config to let go of a cache closes it (and its Redis client).
@@ -185,6 +202,7 @@ func (a *App) Stop() error { return nil }
 // (refreshed with the newest config's credential) or, once its cache is
 // closed, a retryable 503.
 func (a *App) Cleanup() error {
+	a.stopOperations()
 	if a.cache == nil {
 		return nil
 	}

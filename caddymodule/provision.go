@@ -284,6 +284,7 @@ func (a *App) buildApplications(repl *caddy.Replacer, fingerprintKey []byte) ([]
 	for _, ra := range resolved {
 		name, client, scopes := ra.Name, ra.Client, ra.Scopes
 		tokenIdentity := tokenIdentityFor(client)
+		a.remember(name, client)
 		apps = append(apps, tokencache.Application{
 			Name:             name,
 			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
