@@ -69,6 +69,12 @@ type App struct {
 	// required.
 	Applications map[string]*Application `json:"applications,omitempty"`
 
+	// Prefetch requests every application's token when the config is
+	// loaded, in the background (Caddy's start does not wait), and keeps it
+	// refreshed without traffic, retrying after failures. An application
+	// may set its own. Default false: tokens are fetched on first use.
+	Prefetch bool `json:"prefetch,omitempty"`
+
 	cache   *tokencache.Cache
 	poolKey string
 	// handles are this config's registrations in the pooled cache, by
@@ -77,7 +83,10 @@ type App struct {
 	// ordered with Cleanup by rekeys.
 	handles map[string]*appHandle
 	rekeys  *rekeyGuard // a pointer: Caddy copies module values
-	logger  *zap.Logger
+	// identities describe each application's identity (never its
+	// credential) for the admin API; see remember.
+	identities map[string]identityInfo
+	logger     *zap.Logger
 }
 
 // RedisConfig is the shared token store.
@@ -134,6 +143,10 @@ type Application struct {
 	// https://graph.microsoft.com/.default. At least one is required.
 	Scopes []string `json:"scopes,omitempty"`
 
+	// Prefetch overrides the app's prefetch for this application. Default:
+	// the app's.
+	Prefetch *bool `json:"prefetch,omitempty"`
+
 	IdentityConfig
 }
 
@@ -184,11 +197,15 @@ func (a *App) Start() error {
 	if a.Redis != nil {
 		tokencache.RouteRedisLogs(a.logger.Named("redis"))
 	}
+	a.startOperations()
 	return nil
 }
 
 // Stop implements caddy.App; resources are freed by Cleanup.
-func (a *App) Stop() error { return nil }
+func (a *App) Stop() error {
+	a.stopOperations()
+	return nil
+}
 
 // Cleanup releases this config's handles and its hold on the pooled cache;
 // the last config to let go of a cache closes it (and its Redis client).
@@ -197,6 +214,7 @@ func (a *App) Stop() error { return nil }
 // (refreshed with the newest config's credential) or, once its cache is
 // closed, a retryable 503.
 func (a *App) Cleanup() error {
+	a.stopOperations()
 	if a.cache == nil {
 		return nil
 	}
@@ -216,19 +234,19 @@ func (a *App) Cleanup() error {
 // freshly requested. It is the Go counterpart of the seed library's
 // getClientCredentialToken and what the entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.ClientCredential, error) {
-	h, ok := a.handles[applicationName]
+	h, ok := a.handle(applicationName)
 	if !ok {
 		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
-	return h.current.Load().Token(ctx)
+	return h.Token(ctx)
 }
 
 // purge drops accessToken from the cache if it is still applicationName's
 // current token, reporting whether it did.
 func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {
-	h, ok := a.handles[applicationName]
-	return ok && h.current.Load().Purge(ctx, accessToken)
+	h, ok := a.handle(applicationName)
+	return ok && h.Purge(ctx, accessToken)
 }
 
 // hasApplication reports whether name is configured.

@@ -53,6 +53,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		refresh_window <duration>
 //		refresh_ahead  <fraction>
 //		wait_timeout   <duration>
+//		prefetch [on|off]
 //		redis [<url>] {
 //			addrs <host:port>...
 //			master_name <name>
@@ -68,6 +69,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		}
 //		application <name> [<scope>...] {
 //			scope <scope> [<scope>...]
+//			prefetch [on|off]
 //			# any identity option above: tenant_id, client_id, a credential,
 //			# authority_host, token_endpoint, token_request_param
 //		}
@@ -120,6 +122,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.parseApplication(d); err != nil {
 				return err
 			}
+		case "prefetch":
+			if a.Prefetch {
+				return d.Err("prefetch: may appear only once")
+			}
+			prefetch, err := parsePrefetch(d)
+			if err != nil {
+				return err
+			}
+			a.Prefetch = prefetch
 		default:
 			return d.Errf("unrecognized entra option '%s'", option)
 		}
@@ -399,6 +410,15 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			app.Scopes = append(app.Scopes, scopes...)
+		case "prefetch":
+			if app.Prefetch != nil {
+				return d.Err("prefetch: may appear only once")
+			}
+			prefetch, err := parsePrefetch(d)
+			if err != nil {
+				return err
+			}
+			app.Prefetch = &prefetch
 		default:
 			return d.Errf("unrecognized application option '%s'", d.Val())
 		}

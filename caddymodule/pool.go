@@ -129,6 +129,7 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 	for _, ra := range resolved {
 		name, client, scopes := ra.Name, ra.Client, ra.Scopes
 		tokenIdentity := tokenIdentityFor(client)
+		a.remember(name, client)
 		identity, unlearned := recordIdentity(client, tokenIdentity)
 		app := tokencache.Application{
 			Name:             name,

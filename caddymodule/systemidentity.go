@@ -35,6 +35,15 @@ type appHandle struct {
 	current atomic.Pointer[tokencache.Handle]
 }
 
+// handle returns the current handle of the named application.
+func (a *App) handle(name string) (*tokencache.Handle, bool) {
+	ah, ok := a.handles[name]
+	if !ok {
+		return nil, false
+	}
+	return ah.current.Load(), true
+}
+
 func newAppHandle(h *tokencache.Handle) *appHandle {
 	ah := new(appHandle)
 	ah.current.Store(h)
@@ -99,6 +108,9 @@ func (a *App) rekey(r *rekeyer) {
 		return
 	}
 	ah.current.Swap(h).Release()
+	if a.prefetches(app.Name) {
+		h.Prefetch() // keep it warm under its new key too
+	}
 	a.logger.Info("system-assigned managed identity learned from its first token: its records are now shared "+
 		"with the replicas of that identity only", zap.String("application", app.Name))
 }

@@ -8,14 +8,22 @@ import (
 
 // tokenInfo is what may be shown of an application's token: its metadata,
 // a fingerprint and its public claims, never the token or its signature.
-// The admin API (GET /entra/tokens) and `caddy entra token` print it.
+// The admin API (GET /entra/tokens) and `caddy entra token` print it; the
+// cache's fields (record key onwards) are the admin API's only.
 type tokenInfo struct {
 	ApplicationName      string              `json:"applicationName"`
 	Scope                string              `json:"scope"`
 	Identity             identityInfo        `json:"identity"`
+	RecordKey            string              `json:"recordKey,omitempty"`
 	AccessTokenExpiresAt *time.Time          `json:"accessTokenExpiresAt,omitempty"`
+	CreatedAt            *time.Time          `json:"createdAt,omitempty"`
+	UpdatedAt            *time.Time          `json:"updatedAt,omitempty"`
+	Usable               *bool               `json:"usable,omitempty"`
+	NextRefreshAt        *time.Time          `json:"nextRefreshAt,omitempty"`
+	Source               string              `json:"source,omitempty"`
 	Fingerprint          string              `json:"fingerprint,omitempty"`
 	Claims               *entra.PublicClaims `json:"claims,omitempty"`
+	Backoff              *backoffInfo        `json:"backoff,omitempty"`
 }
 
 // identityInfo names whose tokens an application gets and how they are
@@ -27,6 +35,29 @@ type identityInfo struct {
 	// Credential is the kind: client_secret, client_certificate,
 	// federated_token or managed_identity.
 	Credential string `json:"credential"`
+}
+
+// backoffInfo is the failure state of an application's token requests.
+type backoffInfo struct {
+	// Until is when token requests may resume; Active whether that is
+	// still ahead.
+	Until  time.Time `json:"until"`
+	Active bool      `json:"active"`
+	// Kind is transient (throttling, an unavailable endpoint) or permanent
+	// (retrying cannot help until the configuration changes).
+	Kind     string `json:"kind"`
+	Attempts int    `json:"attempts"`
+	Message  string `json:"message,omitempty"`
+	errorInfo
+}
+
+// errorInfo is what the token endpoint said of a failure, when this
+// replica saw it: its error, AADSTS numbers, trace and correlation IDs.
+type errorInfo struct {
+	Error         string `json:"error,omitempty"`
+	ErrorCodes    []int  `json:"errorCodes,omitempty"`
+	TraceID       string `json:"traceId,omitempty"`
+	CorrelationID string `json:"correlationId,omitempty"`
 }
 
 // identityOf describes client.

@@ -34,6 +34,9 @@ type Handle struct {
 	ks    *keyState
 	scope string
 	seq   uint64 // registration order; names the refreshes made for it
+	// prefetch is set by Prefetch: the key is kept warm while this handle
+	// is live (see Cache.warm).
+	prefetch atomic.Bool
 	// l1 holds the record as this handle returns it (its own
 	// ApplicationName and Scope), so a hit copies it out and nothing else.
 	l1 atomic.Pointer[ClientCredential]
@@ -73,6 +76,16 @@ type keyState struct {
 	// store (see Cache.shareable): from then on the key is fetched without
 	// the store.
 	unshared atomic.Bool
+	// origin is where current came from and nextRefresh when the armed
+	// timer fires (zero: none), for Status. forced is the last forced
+	// refresh (Handle.Refresh), for coalescing. Guarded by mu.
+	origin      origin
+	nextRefresh time.Time
+	forced      forcedRefresh
+	// stopWatch ends the key's lasting subscription (see Cache.watch).
+	// Guarded by Cache.registerMu.
+	stopWatch context.CancelFunc
+
 	// rejected is the SHA-256 fingerprint of the last store record's token
 	// that was not trusted, so that reading it again (a lock loser polls)
 	// does not log it again. Guarded by mu.
@@ -90,6 +103,7 @@ func (ks *keyState) stopTimer() {
 		ks.timer.Stop()
 		ks.timer = nil
 	}
+	ks.nextRefresh = time.Time{}
 }
 
 // validate checks app and returns it with its scopes copied.
@@ -130,6 +144,7 @@ func (c *Cache) Register(app Application) (*Handle, error) {
 	if ks == nil {
 		ks = newKeyState(key)
 		c.keys[key] = ks
+		c.watch(ks)
 	}
 	c.seq++
 	h := &Handle{c: c, app: app, ks: ks, scope: strings.Join(app.Scopes, " "), seq: c.seq}
@@ -157,6 +172,9 @@ func (h *Handle) Release() {
 		return
 	}
 	delete(c.keys, ks.key)
+	if ks.stopWatch != nil {
+		ks.stopWatch()
+	}
 	ks.mu.Lock()
 	ks.removed = true
 	ks.stopTimer()

@@ -8,19 +8,32 @@ import "sync"
 type notifier struct {
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
+	// watchers are lasting subscribers (see RedisStore.Watch): woken only
+	// by announcements from other processes.
+	watchers map[string]map[chan struct{}]struct{}
 }
 
 // subscribe registers a waiter on channel; cancel unregisters it.
 func (n *notifier) subscribe(channel string) (<-chan struct{}, func()) {
+	return n.register(&n.waiters, channel)
+}
+
+// watch registers a watcher on channel; cancel unregisters it.
+func (n *notifier) watch(channel string) (<-chan struct{}, func()) {
+	return n.register(&n.watchers, channel)
+}
+
+// register adds a channel to (*m)[channel].
+func (n *notifier) register(m *map[string]map[chan struct{}]struct{}, channel string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	n.mu.Lock()
-	if n.waiters == nil {
-		n.waiters = make(map[string]map[chan struct{}]struct{})
+	if *m == nil {
+		*m = make(map[string]map[chan struct{}]struct{})
 	}
-	set := n.waiters[channel]
+	set := (*m)[channel]
 	if set == nil {
 		set = make(map[chan struct{}]struct{})
-		n.waiters[channel] = set
+		(*m)[channel] = set
 	}
 	set[ch] = struct{}{}
 	n.mu.Unlock()
@@ -30,14 +43,28 @@ func (n *notifier) subscribe(channel string) (<-chan struct{}, func()) {
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			delete(set, ch)
-			if len(set) == 0 && len(n.waiters[channel]) == 0 {
-				delete(n.waiters, channel)
+			if len(set) == 0 && len((*m)[channel]) == 0 {
+				delete(*m, channel)
 			}
 		})
 	}
 }
 
-// notify wakes every waiter on channel without blocking: a waiter that has
+// notifyForeign wakes the waiters and the watchers on channel, for an
+// announcement from another process.
+func (n *notifier) notifyForeign(channel string) {
+	n.notify(channel)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.watchers[channel] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// notify wakes every waiter (not the watchers) on channel without blocking: a waiter that has
 // not consumed the previous wakeup keeps just one.
 func (n *notifier) notify(channel string) {
 	n.mu.Lock()
@@ -69,4 +96,11 @@ func (n *notifier) count(channel string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.waiters[channel])
+}
+
+// countWatchers returns the number of watchers on channel (tests).
+func (n *notifier) countWatchers(channel string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.watchers[channel])
 }

@@ -14,7 +14,11 @@ const maxRefreshJitter = 5 * time.Minute
 // lifetime) with jitter, never after it enters RefreshWindow, and not
 // before a running backoff ends. Without a usable record there is nothing
 // to keep fresh: the next Token refreshes on demand.
+//
+// A key kept warm (see Handle.Prefetch) is retried without a usable record
+// too: when its backoff ends, and at least prefetchRetryInterval later.
 func (c *Cache) schedule(ks *keyState) {
+	warm := c.warm(ks)
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.stopTimer()
@@ -24,6 +28,11 @@ func (c *Cache) schedule(ks *keyState) {
 	now := c.now()
 	cur := ks.current
 	if !cur.validFor(now, c.refreshWindow) {
+		if warm {
+			delay := max(ks.failure.Until.Sub(now), prefetchRetryInterval)
+			ks.nextRefresh = now.Add(delay)
+			ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks) })
+		}
 		return
 	}
 	deadline := cur.AccessTokenExpiresAt.Add(-c.refreshWindow)
@@ -35,6 +44,7 @@ func (c *Cache) schedule(ks *keyState) {
 	if wait := ks.failure.Until.Sub(now); wait > delay {
 		delay = wait
 	}
+	ks.nextRefresh = now.Add(delay)
 	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks) })
 }
 

@@ -16,11 +16,12 @@ const (
 )
 
 // Publish announces on channel (PUBLISH, which Redis Cluster forwards to
-// every node).
+// every node), with this store's publisher ID as the message, so that its
+// own watchers can tell it from other processes' (see Watch).
 func (s *RedisStore) Publish(ctx context.Context, channel string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	if err := s.client.Publish(ctx, channel, "1").Err(); err != nil {
+	if err := s.client.Publish(ctx, channel, s.publisherID).Err(); err != nil {
 		return fmt.Errorf("tokencache: publishing update: %w", err)
 	}
 	return nil
@@ -35,6 +36,16 @@ func (s *RedisStore) Publish(ctx context.Context, channel string) error {
 // announcement falls into the gap; if it cannot be made, waiters poll.
 func (s *RedisStore) Subscribe(ctx context.Context, channel string) (<-chan struct{}, func()) {
 	updates, cancel := s.updates.subscribe(channel)
+	s.awaitSubscription(ctx)
+	return updates, cancel
+}
+
+// Watch registers a lasting subscriber on channel: it is woken by
+// announcements that other processes (other stores) publish, not by this
+// store's own, and not when the shared subscription is confirmed. It
+// waits for the subscription as Subscribe does.
+func (s *RedisStore) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
+	updates, cancel := s.updates.watch(channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
 }
@@ -104,7 +115,11 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 					if !ok {
 						return
 					}
-					s.updates.notify(msg.Channel)
+					if msg.Payload == s.publisherID {
+						s.updates.notify(msg.Channel) // our own: our watchers know
+					} else {
+						s.updates.notifyForeign(msg.Channel)
+					}
 				}
 			}
 		}

@@ -26,6 +26,8 @@ type RedisStore struct {
 	sealer    *sealer
 
 	updates notifier
+	// publisherID, random, is the message of this store's announcements.
+	publisherID string
 	// subMu guards the shared subscription, started by the first Subscribe:
 	// subReady is closed once Redis confirmed it, subCancel ends it and
 	// subDone is closed when its goroutine has.
@@ -66,7 +68,8 @@ func newRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 		_ = client.Close()
 		return nil, err
 	}
-	return &RedisStore{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer}, nil
+	return &RedisStore{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer,
+		publisherID: newOwner()}, nil
 }
 
 // KeyPrefix returns the key prefix to give RecordKey.

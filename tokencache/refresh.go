@@ -316,10 +316,12 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 	if !c.shareable(h, rec) {
 		write = false
 	}
+	from := fetchedLocal
 	if write {
 		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); err != nil {
 			c.storeFailed(err)
 		} else {
+			from = fetchedShared
 			c.storeRecovered()
 			if hadFailures {
 				if err := c.store.DeleteBackoff(ctx, ks.backoffKey); err != nil {
@@ -332,7 +334,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 	if fetched.RefreshIn > 0 {
 		refreshAt = now.Add(fetched.RefreshIn)
 	}
-	c.fill(ks, rec, refreshAt)
+	c.fill(ks, rec, refreshAt, from)
 	c.log().Info("fetched access token",
 		zap.String("application", h.app.Name),
 		zap.String("record_key", ks.key),
@@ -381,17 +383,18 @@ func (c *Cache) publish(ctx context.Context, ks *keyState) {
 // the endpoint works again and this process's backoff ends.
 func (c *Cache) took(ks *keyState, rec *ClientCredential) {
 	ks.clearBackoff()
-	c.fill(ks, rec, time.Time{})
+	c.fill(ks, rec, time.Time{}, fromStore)
 }
 
 // fill makes rec the current record of ks and puts it into the L1 of every
 // live handle of the key, each with its own name and scope. refreshAt
-// is when it is due for a background refresh (zero: from RefreshAhead).
-func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time) {
+// is when it is due for a background refresh (zero: from RefreshAhead);
+// from says where rec came from.
+func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time, from origin) {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
 	ks.mu.Lock()
-	ks.current, ks.refreshAt = rec, refreshAt
+	ks.current, ks.refreshAt, ks.origin = rec, refreshAt, from
 	ks.mu.Unlock()
 	for _, other := range ks.handles {
 		other.l1.Store(other.view(rec))

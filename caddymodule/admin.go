@@ -1,0 +1,164 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminTimeout bounds a refresh or purge requested through the admin API.
+const adminTimeout = 30 * time.Second
+
+// adminAPI is the admin.api.entra module: the /entra/tokens endpoints on
+// Caddy's admin API, acting on the running entra app.
+//
+//	GET    /entra/tokens                      every application's token metadata
+//	GET    /entra/tokens/<application>        one application's
+//	POST   /entra/tokens/<application>/refresh fetch a new token now, fleet-wide
+//	DELETE /entra/tokens/<application>        purge the token, fleet-wide
+//
+// They answer metadata only (see tokenInfo): never a token, its signature,
+// a secret or an assertion. Admin access equals access to the credentials:
+// serve the admin API on a Unix socket (mode 0600) or not at all.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.entra",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes returns the /entra/tokens routes.
+func (api adminAPI) Routes() []caddy.AdminRoute {
+	handler := caddy.AdminHandlerFunc(api.serveTokens)
+	return []caddy.AdminRoute{
+		{Pattern: "/entra/tokens", Handler: handler},
+		{Pattern: "/entra/tokens/", Handler: handler},
+	}
+}
+
+// serveTokens routes a request under /entra/tokens.
+func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
+	app := runningApp.Load()
+	if app == nil {
+		return writeAdminError(w, http.StatusInternalServerError, tokencache.CodeProviderNotConfigured,
+			"no entra app is running (add an entra block to the global options)", 0)
+	}
+	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
+	if rest == "" {
+		if !allowMethod(w, r, http.MethodGet) {
+			return nil
+		}
+		infos := make([]tokenInfo, 0, len(app.handles))
+		for _, name := range app.sortedNames() {
+			info, _ := app.status(name)
+			infos = append(infos, info)
+		}
+		return writeAdminJSON(w, http.StatusOK, infos)
+	}
+	name, action, _ := strings.Cut(rest, "/")
+	h, ok := app.handle(name)
+	if !ok {
+		return writeAdminError(w, http.StatusNotFound, tokencache.CodeApplicationNotFound,
+			fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames()), 0)
+	}
+	switch action {
+	case "":
+		if !allowMethod(w, r, http.MethodGet, http.MethodDelete) {
+			return nil
+		}
+		if r.Method == http.MethodDelete {
+			ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+			defer cancel()
+			if err := h.Delete(ctx); err != nil {
+				app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
+				return writeAdminError(w, http.StatusServiceUnavailable, tokencache.CodeTokenRequestFailed,
+					fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
+					time.Second)
+			}
+		}
+		info, _ := app.status(name)
+		return writeAdminJSON(w, http.StatusOK, info)
+	case "refresh":
+		if !allowMethod(w, r, http.MethodPost) {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		if _, err := h.Refresh(ctx); err != nil {
+			return writeRefreshError(w, err)
+		}
+		info, _ := app.status(name)
+		return writeAdminJSON(w, http.StatusOK, info)
+	}
+	return writeAdminError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint: "+r.URL.Path, 0)
+}
+
+// writeRefreshError answers a refused or failed refresh: 429 with the
+// backoff's Retry-After when no token request was made (the application is
+// backed off), else the failure's own status (502, or 503 with Retry-After
+// while throttled).
+func writeRefreshError(w http.ResponseWriter, err error) error {
+	status, code, message, retryAfter := http.StatusBadGateway, tokencache.CodeTokenRequestFailed, err.Error(), time.Duration(0)
+	var te *tokencache.Error
+	if errors.As(err, &te) {
+		status, code, message, retryAfter = te.Status, te.Code, te.Message, te.RetryAfter
+	}
+	if errors.Is(err, tokencache.ErrPaused) {
+		status = http.StatusTooManyRequests
+	}
+	return writeAdminError(w, status, code, message, retryAfter)
+}
+
+// allowMethod reports whether r's method is one of methods, answering 405
+// with Allow when it is not.
+func allowMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	_ = writeAdminError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.Method+" is not allowed here", 0)
+	return false
+}
+
+// writeAdminError answers {"code": ..., "message": ...}, with Retry-After
+// when retryAfter is positive.
+func writeAdminError(w http.ResponseWriter, status int, code, message string, retryAfter time.Duration) error {
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+	}
+	return writeAdminJSON(w, status, errorBody{Code: code, Message: message})
+}
+
+// writeAdminJSON answers v as indented JSON.
+func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err = w.Write(append(out, '\n'))
+	return err
+}
+
+// Interface guard
+var _ caddy.AdminRouter = (*adminAPI)(nil)

@@ -1,0 +1,145 @@
+package caddymodule
+
+import (
+	"errors"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// runningApp is the newest started entra app: what the admin API
+// (admin.api.entra) acts on. Caddy provisions admin modules before the
+// config's apps, and a reload starts the new config before it stops the
+// old one, so the app sets it in Start and clears it in Stop and Cleanup
+// only if it is still the one set.
+var runningApp atomic.Pointer[App]
+
+// startOperations makes a the app of the admin API and starts the
+// prefetching of the applications that ask for it.
+func (a *App) startOperations() {
+	runningApp.Store(a)
+	for _, name := range a.sortedNames() {
+		if h, ok := a.handle(name); ok && a.prefetches(name) {
+			h.Prefetch()
+		}
+	}
+}
+
+// stopOperations hands the admin API over, if a still has it.
+func (a *App) stopOperations() {
+	runningApp.CompareAndSwap(a, nil)
+}
+
+// prefetches reports whether name's token is prefetched.
+func (a *App) prefetches(name string) bool {
+	if app := a.Applications[name]; app != nil && app.Prefetch != nil {
+		return *app.Prefetch
+	}
+	return a.Prefetch
+}
+
+// remember keeps what the admin API shows of name's identity.
+func (a *App) remember(name string, client *entra.Client) {
+	if a.identities == nil {
+		a.identities = make(map[string]identityInfo)
+	}
+	a.identities[name] = identityOf(client)
+}
+
+// sortedNames lists the registered applications, sorted.
+func (a *App) sortedNames() []string {
+	names := make([]string, 0, len(a.handles))
+	for name := range a.handles {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// status describes name's token as the admin API shows it, from its
+// handle's snapshot (no I/O); false if name is not configured.
+func (a *App) status(name string) (tokenInfo, bool) {
+	h, ok := a.handle(name)
+	if !ok {
+		return tokenInfo{}, false
+	}
+	st := h.Status()
+	info := tokenInfo{
+		ApplicationName: name,
+		Scope:           h.Scope(),
+		Identity:        a.identities[name],
+		RecordKey:       h.Key(),
+		Source:          string(st.Source),
+	}
+	if rec := st.Record; rec != nil {
+		info.withToken(rec.AccessToken, rec.AccessTokenExpiresAt)
+		info.CreatedAt = timeOrNil(rec.CreatedAt)
+		info.UpdatedAt = timeOrNil(rec.UpdatedAt)
+		usable := st.Usable
+		info.Usable = &usable
+	}
+	info.NextRefreshAt = timeOrNil(st.NextRefresh)
+	if f := st.Failure; f != nil {
+		info.Backoff = backoffOf(f)
+	}
+	return info, true
+}
+
+// timeOrNil is t in UTC, nil when zero.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC().Truncate(time.Millisecond)
+	return &t
+}
+
+// backoffOf describes a failure: never a token or a secret (the message
+// and the endpoint's error fields never carry one).
+func backoffOf(f *tokencache.Failure) *backoffInfo {
+	b := &backoffInfo{
+		Until:     f.Until.UTC().Truncate(time.Millisecond),
+		Active:    f.Active,
+		Kind:      "transient",
+		Attempts:  f.Attempts,
+		Message:   f.Message,
+		errorInfo: errorInfoOf(f.Err),
+	}
+	if f.Permanent {
+		b.Kind = "permanent"
+	}
+	return b
+}
+
+// errorInfoOf is what err says of the token endpoint's answer, empty if it
+// is not a token endpoint error.
+func errorInfoOf(err error) errorInfo {
+	var re *entra.RequestError
+	if !errors.As(err, &re) {
+		return errorInfo{}
+	}
+	return errorInfo{Error: re.Code, ErrorCodes: re.ErrorCodes, TraceID: re.TraceID, CorrelationID: re.CorrelationID}
+}
+
+// parsePrefetch parses `prefetch [on|off]`.
+func parsePrefetch(d *caddyfile.Dispenser) (bool, error) {
+	if !d.NextArg() {
+		return true, nil
+	}
+	value := d.Val()
+	if d.NextArg() {
+		return false, d.ArgErr()
+	}
+	switch value {
+	case "on", "true":
+		return true, nil
+	case "off", "false":
+		return false, nil
+	}
+	return false, d.Errf("prefetch: want on or off, got %q", value)
+}

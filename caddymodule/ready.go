@@ -1,0 +1,160 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+func init() {
+	caddy.RegisterModule(Ready{})
+}
+
+// Ready answers readiness and startup probes: 200 while every named
+// application holds a usable token (more than refresh_window left), else
+// 503, with Retry-After when the backoff says when token requests resume.
+// It answers the request itself and never calls the next handler. The body
+// is JSON:
+//
+//	{"ready": false, "applications": {"orders-api": {"ready": false,
+//	  "code": "MICROSOFT_TOKEN_REQUEST_FAILED", "error": "invalid_client",
+//	  "errorCodes": [7000215], "traceId": "..."}}}
+//
+// A probe gets each token as a request would: from the cache, or by
+// joining the cache's one refresh in flight, and not at all while the
+// application is backed off after a failure; so probes never make more
+// token requests than traffic would. No token, secret or assertion is
+// ever answered.
+type Ready struct {
+	// Applications are the configured applications that must hold a
+	// token. Default: all of them.
+	Applications []string `json:"applications,omitempty"`
+
+	app   *App
+	names []string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Ready) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.entra_ready",
+		New: func() caddy.Module { return new(Ready) },
+	}
+}
+
+// Provision finds the entra app and checks the application names.
+func (r *Ready) Provision(ctx caddy.Context) error {
+	appIface, err := ctx.AppIfConfigured("entra")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return fmt.Errorf("%s: entra_ready is used but no entra app is configured (add an entra block to the global options)",
+			tokencache.CodeProviderNotConfigured)
+	}
+	if err != nil {
+		return fmt.Errorf("getting entra app: %v", err)
+	}
+	r.app = appIface.(*App)
+	return r.resolveNames()
+}
+
+// resolveNames checks the configured names, or takes all of the app's.
+func (r *Ready) resolveNames() error {
+	if len(r.Applications) == 0 {
+		r.names = r.app.sortedNames()
+		return nil
+	}
+	for _, name := range r.Applications {
+		if !r.app.hasApplication(name) {
+			return fmt.Errorf("%s: entra_ready: application %q is not configured (configured: %s)",
+				tokencache.CodeApplicationNotFound, name, r.app.applicationNames())
+		}
+	}
+	r.names = r.Applications
+	return nil
+}
+
+// readyBody is the probe's answer.
+type readyBody struct {
+	Ready        bool                         `json:"ready"`
+	Applications map[string]*readyApplication `json:"applications"`
+}
+
+// readyApplication is one application's readiness.
+type readyApplication struct {
+	Ready                bool       `json:"ready"`
+	AccessTokenExpiresAt *time.Time `json:"accessTokenExpiresAt,omitempty"`
+	// Code is the seed's error code of the last failure.
+	Code string `json:"code,omitempty"`
+	errorInfo
+
+	retryAfter time.Duration
+}
+
+// ServeHTTP answers the probe.
+func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
+	body := readyBody{Ready: true, Applications: make(map[string]*readyApplication, len(r.names))}
+	results := make([]*readyApplication, len(r.names))
+	var wg sync.WaitGroup
+	for i, name := range r.names {
+		wg.Go(func() { results[i] = r.check(req, name) })
+	}
+	wg.Wait()
+	var retryAfter time.Duration
+	for i, name := range r.names {
+		body.Applications[name] = results[i]
+		if !results[i].Ready {
+			body.Ready = false
+			retryAfter = max(retryAfter, results[i].retryAfter)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	status := http.StatusOK
+	if !body.Ready {
+		status = http.StatusServiceUnavailable
+		if retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+		}
+	}
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(body)
+}
+
+// check gets name's token as a request would and describes the outcome.
+func (r *Ready) check(req *http.Request, name string) *readyApplication {
+	credential, err := r.app.Token(req.Context(), name)
+	if err == nil {
+		expiresAt := credential.AccessTokenExpiresAt.UTC()
+		return &readyApplication{Ready: true, AccessTokenExpiresAt: &expiresAt}
+	}
+	result := &readyApplication{Code: tokencache.CodeTokenRequestFailed, errorInfo: errorInfoOf(err)}
+	var te *tokencache.Error
+	if errors.As(err, &te) {
+		result.Code, result.retryAfter = te.Code, te.RetryAfter
+	}
+	if h, ok := r.app.handle(name); ok {
+		if f := h.Status().Failure; f != nil && f.Active {
+			if result.retryAfter == 0 {
+				result.retryAfter = time.Until(f.Until)
+			}
+			if result.Error == "" {
+				result.errorInfo = errorInfoOf(f.Err)
+			}
+		}
+	}
+	return result
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Ready)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Ready)(nil)
+)

@@ -1,0 +1,300 @@
+package tokencache
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ErrPaused is the cause (errors.Is) of Refresh's error when the key is
+// backed off after a failure: no token request was made.
+var ErrPaused = errors.New("tokencache: token requests are paused after a failure")
+
+// forcedRefreshInterval: Refresh calls this close together share one
+// token request.
+const forcedRefreshInterval = time.Second
+
+// forcedRefresh is the last forced refresh of a key: when it began, and
+// its result once it ended.
+type forcedRefresh struct {
+	started time.Time
+	done    bool
+	rec     *ClientCredential
+	err     error
+}
+
+// pausedError is Refresh's cause while the key is backed off: it is
+// ErrPaused and unwraps to the failure that started the backoff.
+type pausedError struct{ cause error }
+
+func (e *pausedError) Error() string {
+	if e.cause == nil {
+		return ErrPaused.Error()
+	}
+	return ErrPaused.Error() + ": " + e.cause.Error()
+}
+func (e *pausedError) Is(target error) bool { return target == ErrPaused }
+func (e *pausedError) Unwrap() error        { return e.cause }
+
+// Refresh fetches a new token for h's key now, even while the current one
+// is valid, and shares it: the record is written to the store and
+// announced, so every replica sharing the store replaces its copy (see
+// watch). Use it when the token's content must change (an app role was
+// granted). It takes the refresh lock like any refresh; when another
+// replica holds it, a token that replica writes meanwhile will do.
+//
+// It is bounded: while the key is backed off after a failure it makes no
+// token request and returns an *Error (CodeTokenRequestFailed, RetryAfter
+// until the backoff ends) whose cause is ErrPaused; calls within a second
+// of a forced refresh's start share its result. Errors are *Error, as
+// Token's.
+func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
+	c, ks := h.c, h.ks
+	if c.closing.Err() != nil {
+		return ClientCredential{}, closedError(h)
+	}
+	ks.mu.Lock()
+	last := ks.forced
+	ks.mu.Unlock()
+	if last.done && c.now().Sub(last.started) < forcedRefreshInterval {
+		return h.forcedResult(last.rec, last.err)
+	}
+	results := ks.flights.DoChan("forced", func() (any, error) {
+		ks.mu.Lock()
+		last := ks.forced
+		if last.done && c.now().Sub(last.started) < forcedRefreshInterval {
+			ks.mu.Unlock()
+			return last.rec, last.err // a call that came as the last one ended
+		}
+		started := c.now()
+		ks.forced = forcedRefresh{started: started}
+		ks.mu.Unlock()
+
+		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
+			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
+		defer cancel()
+		stop := context.AfterFunc(c.closing, cancel)
+		defer stop()
+		rec, err := c.forceRefresh(flightCtx, c.newest(h))
+		c.schedule(ks)
+		if err != nil && c.closing.Err() != nil {
+			err = closedError(h)
+		}
+		ks.mu.Lock()
+		ks.forced = forcedRefresh{started: started, done: true, rec: rec, err: err}
+		ks.mu.Unlock()
+		return rec, err
+	})
+	select {
+	case <-ctx.Done():
+		return ClientCredential{}, NewError(CodeTokenRequestFailed,
+			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
+	case res := <-results:
+		rec, _ := res.Val.(*ClientCredential)
+		return h.forcedResult(rec, res.Err)
+	}
+}
+
+// forcedResult is what Refresh returns for a forced refresh's outcome.
+func (h *Handle) forcedResult(rec *ClientCredential, err error) (ClientCredential, error) {
+	if err != nil {
+		return ClientCredential{}, requestFailed(h, err)
+	}
+	return *h.view(rec), nil
+}
+
+// forceRefresh is the body of a forced refresh by h (the newest handle).
+func (c *Cache) forceRefresh(ctx context.Context, h *Handle) (*ClientCredential, error) {
+	ks := h.ks
+	if err := c.paused(h); err != nil {
+		return nil, err
+	}
+	held := ks.currentRecord()
+	if ks.unshared.Load() {
+		return c.fetch(ctx, h, held, false)
+	}
+	updates, unsubscribe := c.store.Subscribe(ctx, ks.channel)
+	defer unsubscribe()
+	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
+	defer giveUp.Stop()
+	poll := time.NewTicker(c.pollInterval)
+	defer poll.Stop()
+	for {
+		owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
+		if err != nil {
+			c.storeFailed(err)
+			return c.fetch(ctx, h, held, false)
+		}
+		c.storeRecovered()
+		if ok {
+			return c.forceLocked(ctx, h, owner)
+		}
+		// Another replica is refreshing: a new token it writes will do.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-giveUp.C:
+			existing, _ := c.read(ctx, h)
+			rec, err := c.fetch(ctx, h, existing, true)
+			c.publish(ctx, ks)
+			return rec, err
+		case <-poll.C:
+		case <-updates:
+		}
+		rec, err := c.read(ctx, h)
+		if err != nil {
+			return c.fetch(ctx, h, held, false)
+		}
+		if rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec.AccessToken) &&
+			(held == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1) {
+			c.took(ks, rec)
+			return rec, nil
+		}
+		if err := c.paused(h); err != nil {
+			return nil, err // the other replica's request failed
+		}
+	}
+}
+
+// forceLocked fetches while holding the refresh lock, unless the fleet is
+// backed off, writes the record, releases the lock and announces it.
+func (c *Cache) forceLocked(ctx context.Context, h *Handle, owner string) (*ClientCredential, error) {
+	ks := h.ks
+	if _, _, ok := c.checkStoreBackoff(ctx, h); ok {
+		if err := c.paused(h); err != nil { // adopted: the fleet is backed off
+			c.unlock(ctx, h, owner)
+			return nil, err
+		}
+	}
+	existing, err := c.read(ctx, h)
+	stopExtending := c.keepLock(h, owner)
+	rec, fetchErr := c.fetch(ctx, h, existing, err == nil)
+	stopExtending()
+	c.unlock(ctx, h, owner)
+	if err == nil {
+		c.publish(ctx, ks)
+	}
+	if fetchErr == nil {
+		c.log().Info("forced token refresh",
+			zap.String("application", h.app.Name), zap.String("record_key", ks.key))
+	}
+	return rec, fetchErr
+}
+
+// paused returns the error for a forced refresh of h while its key's
+// in-process backoff runs (see checkStoreBackoff for the fleet's), nil when
+// none does.
+func (c *Cache) paused(h *Handle) error {
+	b, cause, ok := h.ks.activeBackoff(c.now(), h.app.credentialID())
+	if !ok {
+		return nil
+	}
+	e := c.backedOff(h, b, cause)
+	if e.Code != CodeTokenRequestFailed {
+		return e // a configuration error
+	}
+	paused := *e
+	paused.Err = &pausedError{cause: e.Err}
+	paused.RetryAfter = max(b.Until.Sub(c.now()), time.Millisecond)
+	return &paused
+}
+
+// recordRemover is a Store that can delete a record whatever it holds.
+type recordRemover interface {
+	RemoveRecord(ctx context.Context, key string) error
+}
+
+// Delete purges h's key everywhere: the store's record is deleted whatever
+// token it holds, this process drops its copy, and the deletion is
+// announced so that every replica sharing the store drops its own (see
+// watch). The next Token fetches a new token (one per fleet, as usual); a
+// key kept warm (Prefetch) fetches at once. A running backoff is kept.
+// The error reports a store failure; this process's copy is dropped
+// regardless.
+func (h *Handle) Delete(ctx context.Context) error {
+	c, ks := h.c, h.ks
+	c.registerMu.Lock()
+	ks.mu.Lock()
+	cur := ks.current
+	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
+	ks.stopTimer()
+	if cur != nil && cur.AccessToken != "" {
+		// Never taken again here, should a racing read bring it back.
+		if ks.purged == nil {
+			ks.purged = make(map[[32]byte]time.Time)
+		}
+		ks.purged[sha256.Sum256([]byte(cur.AccessToken))] = cur.AccessTokenExpiresAt
+	}
+	ks.mu.Unlock()
+	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released
+		other.l1.Store(nil)
+	}
+	c.registerMu.Unlock()
+
+	err := c.removeRecord(ctx, ks.key)
+	if err != nil {
+		c.storeFailed(err)
+	} else {
+		c.storeRecovered()
+		c.publish(ctx, ks)
+	}
+	c.log().Info("purged the access token on request",
+		zap.String("application", h.app.Name),
+		zap.String("record_key", ks.key),
+		zap.Bool("deleted_from_store", err == nil))
+	if c.warm(ks) {
+		c.backgroundRefresh(ks)
+	}
+	if err != nil {
+		return fmt.Errorf("tokencache: purging %s from the store: %w", ks.key, err)
+	}
+	return nil
+}
+
+// removeRecord deletes the record under key whatever it holds.
+func (c *Cache) removeRecord(ctx context.Context, key string) error {
+	if r, ok := c.store.(recordRemover); ok {
+		return r.RemoveRecord(ctx, key)
+	}
+	for range 3 { // compare-and-delete, in case a writer comes between
+		rec, err := c.store.Get(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if deleted, err := c.store.DeleteRecord(ctx, key, rec.AccessToken); err != nil || deleted {
+			return err
+		}
+	}
+	return errors.New("tokencache: the record kept changing")
+}
+
+// RemoveRecord deletes the record under key, whatever it holds.
+func (s *RedisStore) RemoveRecord(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	if err := s.client.Del(ctx, key).Err(); err != nil {
+		return fmt.Errorf("tokencache: deleting record: %w", err)
+	}
+	return nil
+}
+
+// RemoveRecord deletes the record under key, whatever it holds.
+func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.records, key)
+	return nil
+}
+
+var (
+	_ recordRemover = (*RedisStore)(nil)
+	_ recordRemover = (*MemoryStore)(nil)
+)

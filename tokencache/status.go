@@ -1,0 +1,137 @@
+package tokencache
+
+import "time"
+
+// Source says where a handle's current token came from.
+type Source string
+
+// Sources of a token (Status.Source).
+const (
+	// SourceFetched: this process fetched it from the token endpoint.
+	SourceFetched Source = "fetched"
+	// SourceStore: this process took it from the shared store (another
+	// replica fetched it).
+	SourceStore Source = "store"
+)
+
+// origin is where a key's current record came from, with whether a record
+// this process fetched is also in the store.
+type origin uint8
+
+const (
+	originNone    origin = iota
+	fetchedShared        // fetched here and written to the store
+	fetchedLocal         // fetched here, not in the store (store down, or the key is unshared)
+	fromStore            // taken from the store
+)
+
+// source is o as Status shows it.
+func (o origin) source() Source {
+	switch o {
+	case fetchedShared, fetchedLocal:
+		return SourceFetched
+	case fromStore:
+		return SourceStore
+	}
+	return ""
+}
+
+// Status is a snapshot of what a handle's key holds, for inspection (an
+// admin API, a readiness probe). Record holds the token itself: show its
+// metadata, never the token.
+type Status struct {
+	// Record is the current record as the handle returns it, nil when
+	// there is none; it may be expired (see Usable).
+	Record *ClientCredential
+	// Usable reports whether Record has more than RefreshWindow left: a
+	// Token call would return it without a refresh.
+	Usable bool
+	// Source is where Record came from; empty without a record.
+	Source Source
+	// NextRefresh is when the next background refresh is planned; zero
+	// when none is (no usable record and the key is not kept warm, or the
+	// handle's key is no longer in use).
+	NextRefresh time.Time
+	// Failure describes the failures since the last success; nil when
+	// there were none.
+	Failure *Failure
+}
+
+// Failure is the backoff state of a key after failed token requests.
+type Failure struct {
+	// Until is when token requests may resume; Active reports whether
+	// that is still ahead (at the time of the snapshot).
+	Until  time.Time
+	Active bool
+	// Permanent: retrying will not help until the configuration changes
+	// (a wrong secret); else the failure is transient (throttling, an
+	// unavailable endpoint).
+	Permanent bool
+	// Attempts is how many consecutive token requests failed.
+	Attempts int
+	// Message is the failure's message, safe to show (no token, no secret).
+	Message string
+	// Err is the failure's cause when this process saw it (nil when the
+	// backoff was shared by another replica), for errors.As. It holds no
+	// token or secret.
+	Err error
+}
+
+// Status returns a snapshot of h's key. It does no I/O.
+func (h *Handle) Status() Status {
+	c, ks := h.c, h.ks
+	now := c.now()
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	var st Status
+	if ks.current != nil {
+		st.Record = h.view(ks.current)
+		st.Usable = ks.current.validFor(now, c.refreshWindow)
+		st.Source = ks.origin.source()
+	}
+	if ks.timer != nil {
+		st.NextRefresh = ks.nextRefresh
+	}
+	if b := ks.failure; b.Attempts > 0 || !b.Until.IsZero() {
+		st.Failure = &Failure{Until: b.Until, Active: now.Before(b.Until), Permanent: b.Permanent,
+			Attempts: b.Attempts, Message: b.Message, Err: ks.lastErr}
+	}
+	return st
+}
+
+// Key returns the record key of h's application (see RecordKey).
+func (h *Handle) Key() string { return h.ks.key }
+
+// Scope returns h's scopes, space-separated.
+func (h *Handle) Scope() string { return h.scope }
+
+// Prefetch keeps h's key warm: it starts fetching a token at once, in the
+// background (it does not wait), unless the key holds a usable one; and
+// while h is live, the key's background refreshes go on after failures
+// too (when the backoff ends), so that a token is ready before the first
+// request and stays so without traffic. Fetches are coordinated across
+// replicas like any refresh.
+func (h *Handle) Prefetch() {
+	c, ks := h.c, h.ks
+	h.prefetch.Store(true)
+	if ks.currentRecord().validFor(c.now(), c.refreshWindow) {
+		return // its background refresh is armed
+	}
+	c.backgroundRefresh(ks)
+}
+
+// prefetchRetryInterval is the least time between two background
+// attempts for a key kept warm without a usable token.
+const prefetchRetryInterval = time.Second
+
+// warm reports whether a live handle of ks asked for Prefetch.
+func (c *Cache) warm(ks *keyState) bool {
+	c.registerMu.Lock()
+	defer c.registerMu.Unlock()
+	for _, h := range ks.handles {
+		if h.prefetch.Load() {
+			return true
+		}
+	}
+	return false
+}

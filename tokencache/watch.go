@@ -1,0 +1,127 @@
+package tokencache
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// watch starts ks's lasting subscription to its update channel, for as
+// long as the key has handles (Release of the last one, or Close, ends
+// it): on each announcement this process reads the store, takes a newer
+// record into L1 at once (a forced refresh on another replica), and drops
+// its own when the record is gone (a purge on another replica), so every
+// replica sharing the store follows within the pub/sub latency. The
+// caller holds c.registerMu.
+//
+// Only a store that tells other processes' announcements from its own
+// (RedisStore) is watched: a MemoryStore has no other process.
+func (c *Cache) watch(ks *keyState) {
+	w, ok := c.store.(storeWatcher)
+	if !ok {
+		return
+	}
+	c.bgMu.Lock()
+	if c.closed {
+		c.bgMu.Unlock()
+		return
+	}
+	c.background.Add(1)
+	c.bgMu.Unlock()
+	ctx, cancel := context.WithCancel(c.closing)
+	ks.stopWatch = cancel
+	go func() {
+		defer c.background.Done()
+		updates, unsubscribe := w.Watch(ctx, ks.channel)
+		defer unsubscribe()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-updates:
+				c.followStore(ctx, ks)
+			}
+		}
+	}()
+}
+
+// storeWatcher is a Store with lasting subscriptions (see RedisStore.Watch).
+type storeWatcher interface {
+	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
+}
+
+var _ storeWatcher = (*RedisStore)(nil)
+
+// followStore brings ks in line with the store after an announcement.
+// Nothing changes for a key fetched without the store (unshared, or
+// fetched while the store was down), for a record that does not decode or
+// is not trusted, or when the store fails.
+func (c *Cache) followStore(ctx context.Context, ks *keyState) {
+	h := c.newestOf(ks)
+	if h == nil || ks.unshared.Load() {
+		return
+	}
+	rec, err := c.store.Get(ctx, ks.key)
+	switch {
+	case err == ErrNotFound:
+		c.dropGone(ks)
+		return
+	case errors.Is(err, ErrNotFound):
+		return // a record that does not decode: the next refresh replaces it
+	case err != nil:
+		c.storeFailed(err)
+		return
+	}
+	c.storeRecovered()
+	ks.mu.Lock()
+	cur := ks.current
+	ks.mu.Unlock()
+	if cur == nil && !c.warm(ks) {
+		return // not in use here: tokens are taken on first use
+	}
+	if cur != nil && subtle.ConstantTimeCompare([]byte(cur.AccessToken), []byte(rec.AccessToken)) == 1 {
+		return // ours, or already taken
+	}
+	if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) || !c.trusted(h, rec) {
+		return
+	}
+	c.took(ks, rec)
+	c.schedule(ks)
+	c.log().Info("took a newer access token announced by another replica",
+		zap.String("application", h.app.Name),
+		zap.String("record_key", ks.key),
+		zap.Time("expires_at", rec.AccessTokenExpiresAt))
+}
+
+// dropGone drops ks's current record from L1 when the store no longer has
+// it although it was shared (another replica purged it): the next Token
+// gets a fresh one. A key kept warm fetches at once.
+func (c *Cache) dropGone(ks *keyState) {
+	c.registerMu.Lock()
+	ks.mu.Lock()
+	cur := ks.current
+	if cur == nil || ks.origin == fetchedLocal {
+		ks.mu.Unlock()
+		c.registerMu.Unlock()
+		return
+	}
+	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
+	ks.stopTimer()
+	ks.mu.Unlock()
+	for _, h := range ks.handles {
+		h.l1.Store(nil)
+	}
+	name := ""
+	if len(ks.handles) > 0 {
+		name = ks.handles[len(ks.handles)-1].app.Name
+	}
+	c.registerMu.Unlock()
+	c.log().Info("dropped an access token purged by another replica; the next request fetches a new one",
+		zap.String("application", name), zap.String("record_key", ks.key))
+	if c.warm(ks) {
+		c.backgroundRefresh(ks)
+	}
+}
