@@ -131,13 +131,14 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 		tokenIdentity := tokenIdentityFor(client)
 		a.remember(name, client)
 		identity, unlearned := recordIdentity(client, tokenIdentity)
+		audience := audienceFor(client, scopes)
 		app := tokencache.Application{
 			Name:             name,
 			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
 			Identity:         identity,
 			Scopes:           scopes,
 			OnFetch:          fetchObserver(name, client.TokenEndpoint(), a.logger),
-			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes),
+			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience),
 		}
 		var afterLearning func()
 		if unlearned {
@@ -145,7 +146,7 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 			rekeyers[name] = r
 			afterLearning = r.learned
 		}
-		app.Fetch = learningFetch(fetchFunc(client, scopes), tokenIdentity, afterLearning)
+		app.Fetch = learningFetch(fetchFunc(client, scopes), tokenIdentity, audience, afterLearning)
 		if r := rekeyers[name]; r != nil {
 			r.app = app
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -32,7 +34,7 @@ func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
 // entra.TokenIdentity.Check) issued for the scopes' resource when its aud
 // names one (entra.CheckAudience); one that cannot be read as such is
 // tokencache.ErrUnverifiable.
-func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string) func(tokencache.ClientCredential) error {
+func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string, audience *learnedAudience) func(tokencache.ClientCredential) error {
 	return func(rec tokencache.ClientCredential) error {
 		err := identity.Check(rec.AccessToken, rec.AccessTokenExpiresAt)
 		if errors.Is(err, entra.ErrUnverifiableToken) {
@@ -41,23 +43,56 @@ func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string) func(token
 		if err != nil {
 			return err
 		}
-		return entra.CheckAudience(rec.AccessToken, scopes)
+		return entra.CheckAudience(rec.AccessToken, scopes, audience.get())
 	}
 }
 
 // learningFetch wraps fetch so that identity learns what its configuration
 // does not say (a managed identity's tenant and client ID) from the first
-// token this replica itself gets; afterLearning, if not nil, is called
+// token this replica itself gets (and audience the aud of its tokens for
+// these scopes); afterLearning, if not nil, is called
 // after each successful fetch.
-func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity, afterLearning func()) tokencache.FetchFunc {
+func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity, audience *learnedAudience, afterLearning func()) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
 		fetched, err := fetch(ctx)
 		if err == nil {
 			identity.Learn(fetched.AccessToken)
+			audience.learn(fetched.AccessToken)
 			if afterLearning != nil {
 				afterLearning()
 			}
 		}
 		return fetched, err
 	}
+}
+
+// learnedAudiences holds, per client identity and scopes, the aud of this
+// process's own first token: a GUID aud (a v2.0 token's resource client ID)
+// read from the store must be the same. Kept for the process's life, so
+// that reloads keep it.
+var learnedAudiences sync.Map // string -> *learnedAudience
+
+// learnedAudience is one application's learned aud.
+type learnedAudience struct{ aud atomic.Pointer[string] }
+
+// audienceFor returns the learned aud of client's tokens for scopes.
+func audienceFor(client *entra.Client, scopes []string) *learnedAudience {
+	key := client.Identity() + "\n" + strings.Join(scopes, " ")
+	v, _ := learnedAudiences.LoadOrStore(key, new(learnedAudience))
+	return v.(*learnedAudience)
+}
+
+// learn keeps the aud of a token this replica got itself, once.
+func (l *learnedAudience) learn(accessToken string) {
+	if aud := entra.Audience(accessToken); aud != "" {
+		l.aud.CompareAndSwap(nil, &aud)
+	}
+}
+
+// get returns the learned aud, "" before the first own token.
+func (l *learnedAudience) get() string {
+	if aud := l.aud.Load(); aud != nil {
+		return *aud
+	}
+	return ""
 }

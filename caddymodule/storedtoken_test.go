@@ -29,7 +29,7 @@ func TestVerifyStoredLearnsAManagedIdentityFromItsOwnToken(t *testing.T) {
 	}
 	ours := jwt(`{"tid":"72f988bf-86f1-41af-91ab-2d7cd011db47","appid":"0e5e3f9c-1111-4a2b-9c3d-123456789abc"}`)
 	theirs := jwt(`{"tid":"f8cdef31-a31e-4b4a-93e4-5f571e91255a","appid":"0e5e3f9c-1111-4a2b-9c3d-123456789abc"}`)
-	verify := verifyStoredFunc(identity, []string{"https://graph.microsoft.com/.default"})
+	verify := verifyStoredFunc(identity, []string{"https://graph.microsoft.com/.default"}, new(learnedAudience))
 	rec := func(token string) tokencache.ClientCredential {
 		return tokencache.ClientCredential{AccessToken: token, AccessTokenExpiresAt: time.Now().Add(time.Minute)}
 	}
@@ -39,7 +39,7 @@ func TestVerifyStoredLearnsAManagedIdentityFromItsOwnToken(t *testing.T) {
 	}
 	fetch := learningFetch(func(context.Context) (tokencache.Fetched, error) {
 		return tokencache.Fetched{AccessToken: ours, ExpiresAt: time.Now().Add(time.Hour)}, nil
-	}, identity, nil)
+	}, identity, new(learnedAudience), nil)
 	if _, err := fetch(t.Context()); err != nil {
 		t.Fatal(err)
 	}

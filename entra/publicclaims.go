@@ -47,13 +47,8 @@ func ReadPublicClaims(accessToken string) (PublicClaims, bool) {
 		ExpiresAt:       claims.time("exp"),
 	}
 	_, pc.AppID = claims.client()
-	switch aud := claims["aud"].(type) {
-	case string:
-		pc.Audience = aud
-	case []any:
-		if len(aud) > 0 {
-			pc.Audience, _ = aud[0].(string)
-		}
+	if audiences := claims.audiences(); len(audiences) > 0 {
+		pc.Audience = audiences[0]
 	}
 	if roles, ok := claims["roles"].([]any); ok {
 		for _, role := range roles {

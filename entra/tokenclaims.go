@@ -251,12 +251,15 @@ func isGUID(s string) bool {
 }
 
 // CheckAudience reports whether accessToken was issued for the resource of
-// scopes: nil unless its aud claim is a URI that is not that resource (a
-// *TokenMismatchError). Only an Entra resource scope ("<resource>/.default")
-// names a resource, and an aud that is a GUID (v2.0 tokens carry the
-// resource's client ID, which the scope does not say) cannot be compared:
-// both pass. A token that is not a JWT passes too; Check tells it apart.
-func CheckAudience(accessToken string, scopes []string) error {
+// scopes: a *TokenMismatchError when its aud claim names another. Only an
+// Entra resource scope ("<resource>/.default") names a resource. An aud
+// that is a URI must be that resource. An aud that is a GUID (v2.0 tokens
+// carry the resource's client ID) must be the resource's GUID when the
+// resource is one ("<GUID>" or "api://<GUID>"), else learnedAudience when
+// it is known (the aud of this replica's own token for the same scopes);
+// otherwise it cannot be compared and passes. A token that is not a JWT
+// passes too; Check tells it apart.
+func CheckAudience(accessToken string, scopes []string, learnedAudience string) error {
 	if len(scopes) == 0 {
 		return nil
 	}
@@ -268,25 +271,62 @@ func CheckAudience(accessToken string, scopes []string) error {
 	if err != nil {
 		return nil
 	}
-	var audiences []string
-	switch aud := claims["aud"].(type) {
+	audiences := claims.audiences()
+	if len(audiences) == 0 {
+		return nil
+	}
+	resourceGUID := strings.TrimPrefix(resource, "api://")
+	if !isGUID(resourceGUID) {
+		resourceGUID = ""
+	}
+	for _, aud := range audiences {
+		switch {
+		case strings.EqualFold(strings.TrimSuffix(aud, "/"), strings.TrimSuffix(resource, "/")):
+			return nil
+		case !isGUID(aud):
+		case resourceGUID != "":
+			if strings.EqualFold(aud, resourceGUID) {
+				return nil
+			}
+		case learnedAudience == "" || strings.EqualFold(aud, learnedAudience):
+			return nil
+		}
+	}
+	want := resource
+	if resourceGUID != "" {
+		want += " or " + resourceGUID
+	} else if learnedAudience != "" {
+		want += " or " + learnedAudience
+	}
+	return &TokenMismatchError{Claim: "aud", Reason: fmt.Sprintf("is %s, want %s", quoteClaim(audiences[0]), want)}
+}
+
+// Audience returns a JWT's aud claim (the first, when it lists several), or
+// "" for a token that is not a JWT or has none.
+func Audience(accessToken string) string {
+	claims, err := readClaims(accessToken)
+	if err != nil {
+		return ""
+	}
+	if audiences := claims.audiences(); len(audiences) > 0 {
+		return audiences[0]
+	}
+	return ""
+}
+
+// audiences returns the aud claim, a string or an array of strings.
+func (c tokenClaims) audiences() []string {
+	switch aud := c["aud"].(type) {
 	case string:
-		audiences = []string{aud}
+		return []string{aud}
 	case []any:
+		var audiences []string
 		for _, a := range aud {
 			if s, ok := a.(string); ok {
 				audiences = append(audiences, s)
 			}
 		}
+		return audiences
 	}
-	for _, aud := range audiences {
-		if isGUID(aud) || strings.EqualFold(strings.TrimSuffix(aud, "/"), strings.TrimSuffix(resource, "/")) {
-			return nil
-		}
-	}
-	if len(audiences) == 0 {
-		return nil
-	}
-	return &TokenMismatchError{Claim: "aud", Reason: fmt.Sprintf("is %s, want %s or the resource's client ID",
-		quoteClaim(audiences[0]), resource)}
+	return nil
 }

@@ -223,25 +223,31 @@ func TestCheckAudience(t *testing.T) {
 	graph := []string{"https://graph.microsoft.com/.default"}
 	for _, tt := range []struct {
 		name   string
-		aud    any
-		scopes []string
-		ok     bool
+		aud     any
+		scopes  []string
+		learned string
+		ok      bool
 	}{
-		{"v1 resource URI", "https://graph.microsoft.com", graph, true},
-		{"trailing slash", "https://graph.microsoft.com/", graph, true},
-		{"other case", "HTTPS://Graph.Microsoft.com", graph, true},
-		{"v2 client ID", otherClient, graph, true},
-		{"array with the resource", []any{"api://x", "https://graph.microsoft.com"}, graph, true},
-		{"another resource", "api://orders", graph, false},
-		{"another resource in an array", []any{"api://orders"}, graph, false},
-		{"no aud", nil, graph, true},
-		{"scope that names no resource", "anything", []string{"orders.read"}, true},
+		{"v1 resource URI", "https://graph.microsoft.com", graph, "", true},
+		{"trailing slash", "https://graph.microsoft.com/", graph, "", true},
+		{"other case", "HTTPS://Graph.Microsoft.com", graph, "", true},
+		{"v2 client ID, nothing learned", otherClient, graph, "", true},
+		{"v2 client ID, the learned one", otherClient, graph, strings.ToUpper(otherClient), true},
+		{"v2 client ID, not the learned one", otherClient, graph, claimsClient, false},
+		{"v2 client ID of a GUID resource", otherClient, []string{"api://" + otherClient + "/.default"}, "", true},
+		{"another GUID for a GUID resource", claimsClient, []string{"api://" + otherClient + "/.default"}, "", false},
+		{"another GUID for a bare GUID resource", claimsClient, []string{otherClient + "/.default"}, "", false},
+		{"array with the resource", []any{"api://x", "https://graph.microsoft.com"}, graph, "", true},
+		{"another resource", "api://orders", graph, "", false},
+		{"another resource in an array", []any{"api://orders"}, graph, "", false},
+		{"no aud", nil, graph, "", true},
+		{"scope that names no resource", "anything", []string{"orders.read"}, "", true},
 	} {
 		claims := map[string]any{"tid": claimsTenant, "appid": claimsClient}
 		if tt.aud != nil {
 			claims["aud"] = tt.aud
 		}
-		err := entra.CheckAudience(jwtWith(t, claims), tt.scopes)
+		err := entra.CheckAudience(jwtWith(t, claims), tt.scopes, tt.learned)
 		var mismatch *entra.TokenMismatchError
 		switch {
 		case tt.ok && err != nil:
@@ -250,7 +256,7 @@ func TestCheckAudience(t *testing.T) {
 			t.Errorf("%s: %v, want an aud mismatch", tt.name, err)
 		}
 	}
-	if err := entra.CheckAudience("opaque-token", graph); err != nil {
+	if err := entra.CheckAudience("opaque-token", graph, ""); err != nil {
 		t.Errorf("an opaque token: %v", err)
 	}
 }
