@@ -222,7 +222,7 @@ func TestTokenIdentityOfEmulatorFormats(t *testing.T) {
 func TestCheckAudience(t *testing.T) {
 	graph := []string{"https://graph.microsoft.com/.default"}
 	for _, tt := range []struct {
-		name   string
+		name    string
 		aud     any
 		scopes  []string
 		learned string
