@@ -83,6 +83,9 @@ type App struct {
 	// ordered with Cleanup by rekeys.
 	handles map[string]*appHandle
 	rekeys  *rekeyGuard // a pointer: Caddy copies module values
+	// resolved are the applications' settings Validate resolved (they hold
+	// credentials: never logged).
+	resolved []resolvedApplication
 	// identities describe each application's identity (never its
 	// credential) for the admin API; see remember.
 	identities map[string]identityInfo

@@ -1,10 +1,6 @@
 package caddymodule
 
-import (
-	"slices"
-
-	"github.com/caddyserver/caddy/v2"
-)
+import "errors"
 
 // applicationIdentity is what entra_token_endpoint knows, from the config
 // alone, of one configured application: its scopes and the IDs that name its
@@ -26,35 +22,17 @@ type applicationIdentity struct {
 	ManagedIdentity bool
 }
 
-// applicationIdentities resolves every configured application's identity
-// (inherited from the default one, placeholders resolved), sorted by name.
-// It reads the config only and keeps no secret.
+// applicationIdentities describes every configured application's identity,
+// sorted by name, from the settings Validate resolved (inherited from the
+// default identity, placeholders resolved). It keeps no secret.
 func (a *App) applicationIdentities() ([]applicationIdentity, error) {
-	names := make([]string, 0, len(a.Applications))
-	for name := range a.Applications {
-		names = append(names, name)
+	if a.resolved == nil {
+		return nil, errors.New("the entra app's settings are not resolved yet")
 	}
-	slices.Sort(names)
-	repl := caddy.NewReplacer()
-	identities := make([]applicationIdentity, 0, len(names))
-	for _, name := range names {
-		app := a.Applications[name]
-		scopes, err := validateApplication(name, app)
-		if err != nil {
-			return nil, err
-		}
-		identity, field := a.IdentityConfig, ""
-		if !app.IdentityConfig.isZero() {
-			field = "application " + name + ": "
-			if identity, err = app.IdentityConfig.inherit(a.IdentityConfig, field); err != nil {
-				return nil, err
-			}
-		}
-		cfg, err := identity.clientConfig(repl, field)
-		if err != nil {
-			return nil, err
-		}
-		id := applicationIdentity{Name: name, Scopes: scopes, ClientID: cfg.ClientID}
+	identities := make([]applicationIdentity, 0, len(a.resolved))
+	for _, ra := range a.resolved {
+		cfg := ra.Config
+		id := applicationIdentity{Name: ra.Name, Scopes: ra.Scopes, ClientID: cfg.ClientID}
 		if mi := cfg.ManagedIdentity; mi != nil {
 			if mi.ClientID != "" {
 				id.ClientID = mi.ClientID

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -368,6 +369,12 @@ func TestEndpointConfigRejectedAtLoad(t *testing.T) {
 	app, _, _ := newTestApp(t, unitClientSecret)
 	app.Applications["graph-beta"] = &Application{Scopes: []string{"https://graph.microsoft.com//.default"}}
 	app.Applications["graph-other"] = &Application{Scopes: []string{"https://graph.microsoft.com/.default"}}
+	if err := app.Cleanup(); err != nil { // provisioned again with the applications added
+		t.Fatal(err)
+	}
+	if err := app.provision(caddy.NewReplacer()); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		e    TokenEndpoint

@@ -207,7 +207,7 @@ func TestAdminAPIWithoutARunningApp(t *testing.T) {
 		t.Skip("an app is running")
 	}
 	rec := admin(t, http.MethodGet, "/entra/tokens")
-	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), tokencache.CodeProviderNotConfigured) {
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), tokencache.CodeProviderNotConfigured) {
 		t.Errorf("%d %s", rec.Code, rec.Body.String())
 	}
 }

@@ -72,7 +72,7 @@ func (a *App) register(s *settings) error {
 	if loaded {
 		a.logger.Debug("reusing the token cache of the previous config")
 	}
-	a.cache, a.poolKey, a.handles = cache, key, handles
+	a.cache, a.poolKey, a.handles, a.resolved = cache, key, handles, s.applications
 	return nil
 }
 

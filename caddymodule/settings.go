@@ -48,6 +48,8 @@ func (a *App) resolveSettings(repl *caddy.Replacer) (*settings, error) {
 type resolvedApplication struct {
 	Name   string
 	Scopes []string
+	// Config is the client's configuration; it holds the credential.
+	Config entra.Config
 	Client *entra.Client
 }
 
@@ -89,7 +91,7 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		if err != nil {
 			return nil, prefixConfigError(field, err)
 		}
-		apps = append(apps, resolvedApplication{Name: name, Scopes: scopes, Client: client})
+		apps = append(apps, resolvedApplication{Name: name, Scopes: scopes, Config: cfg, Client: client})
 	}
 	return apps, nil
 }
