@@ -37,6 +37,9 @@ func (c *Cache) watch(ks *keyState) {
 		defer c.background.Done()
 		updates, unsubscribe := w.Watch(ctx, ks.channel)
 		defer unsubscribe()
+		// An announcement made before the subscription was confirmed is
+		// missed: read the store once now that it is.
+		c.followStore(ctx, ks)
 		for {
 			select {
 			case <-ctx.Done():
