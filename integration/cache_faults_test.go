@@ -39,10 +39,10 @@ func TestCacheRedisHungThenBack(t *testing.T) {
 	}
 	tokenWithin(t, c, "app-0", 5*time.Second) // warm: L1 and Redis
 
-	if err := r.proc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := r.proc.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = r.proc.cmd.Process.Signal(syscall.SIGCONT) })
+	t.Cleanup(func() { _ = r.proc.Cmd.Process.Signal(syscall.SIGCONT) })
 
 	_, hit := tokenWithin(t, c, "app-0", time.Second)
 	var worst time.Duration
@@ -61,7 +61,7 @@ func TestCacheRedisHungThenBack(t *testing.T) {
 		t.Errorf("%d outage warnings for %d refreshes, want 1", n, apps-2)
 	}
 
-	if err := r.proc.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := r.proc.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	last := fmt.Sprintf("app-%d", apps-1)
@@ -91,7 +91,7 @@ func TestCacheRedisRestartedRejoins(t *testing.T) {
 		cacheApp("orders-api", "api://orders/.default", fetch))
 	first, _ := tokenWithin(t, c, "graph-api", 5*time.Second)
 
-	proc.stop(t)
+	proc.Stop(t)
 	if _, elapsed := tokenWithin(t, c, "orders-api", 5*time.Second); elapsed > time.Second {
 		t.Errorf("cold token with Redis down took %v", elapsed)
 	}

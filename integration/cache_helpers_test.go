@@ -4,30 +4,21 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddy-entra/caddy-entra/internal/testproc"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// lookPathOrSkip finds a redis binary; without it the test is skipped,
-// except under CI=true, where it fails (as startRedis does).
+// lookPathOrSkip finds a redis binary (see testproc.RequireTool).
 func lookPathOrSkip(t *testing.T, name string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found on PATH under CI=true: %v", name, err)
-		}
-		t.Skipf("%s not found on PATH (apt-get install redis-server); skipping: %v", name, err)
-	}
-	return path
+	return testproc.RequireTool(t, name, "apt-get install redis-server")
 }
 
 // startRedisOnPort starts redis-server on port with extra args, and waits
@@ -40,8 +31,8 @@ func startRedisOnPort(t *testing.T, port int, dir string, extra ...string) *proc
 	proc := startProcess(t, nil, path, args...)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
-		if proc.exited() {
-			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		if proc.Exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
 		}
 		return pingRedis(addr)
 	})

@@ -220,7 +220,7 @@ func TestLosingRedisCostsNoRequest(t *testing.T) {
 	warm := startSidecar(t, fleetConfig("", ""), f.env(testClientSecret)...)
 	tokenVia(t, warm, f.upstream, "/orders/a")
 
-	f.redis.proc.stop(t)
+	f.redis.proc.Stop(t)
 	statuses := hammer(t, warm.URL+"/orders/b", 300)
 	if statuses[http.StatusOK] != 300 {
 		t.Errorf("with redis down, warm replica statuses %v, want 300 x 200", statuses)

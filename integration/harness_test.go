@@ -4,7 +4,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,10 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-entra/caddy-entra/internal/testproc"
 )
 
 // caddyBinary is the path of the Caddy binary built by TestMain.
@@ -40,103 +39,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// The child-process helpers are shared with the SDK tests (testproc).
+var (
+	freePort     = testproc.FreePort
+	waitFor      = testproc.WaitFor
+	startProcess = testproc.Start
+)
 
-// waitFor polls check until it succeeds or the deadline passes. It is for
-// waiting on another process to come up, where no channel can tell us.
-func waitFor(t *testing.T, what string, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a goroutine-safe buffer for a child process's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is a child process whose output is kept for assertions.
-type process struct {
-	cmd    *exec.Cmd
-	output *syncBuffer
-	done   chan struct{}
-}
-
-// startProcess runs name with args; the process is stopped when the test ends.
-func startProcess(t *testing.T, env []string, name string, args ...string) *process {
-	t.Helper()
-	p := &process{output: new(syncBuffer), done: make(chan struct{})}
-	p.cmd = exec.Command(name, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-// stop sends SIGTERM, then SIGKILL if the process does not exit in 10 s.
-func (p *process) stop(t *testing.T) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Logf("%s did not stop on SIGTERM; killing it", p.cmd.Path)
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// exited reports whether the process has exited.
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+type process = testproc.Process
 
 // redisServer is a real redis-server on a free loopback port.
 type redisServer struct {
@@ -149,21 +59,15 @@ type redisServer struct {
 // PATH the test is skipped, except under CI=true, where it fails: CI installs it.
 func startRedis(t *testing.T) *redisServer {
 	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found on PATH under CI=true: %v", err)
-		}
-		t.Skipf("redis-server not found on PATH (apt-get install redis-server); skipping: %v", err)
-	}
+	path := lookPathOrSkip(t, "redis-server")
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	proc := startProcess(t, nil, path,
 		"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
-		if proc.exited() {
-			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		if proc.Exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
 		}
 		return pingRedis(addr)
 	})
@@ -196,8 +100,8 @@ func startSidecar(t *testing.T, caddyfileTemplate string, env ...string) *sideca
 		proc:     proc,
 	}
 	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
-		if proc.exited() {
-			t.Fatalf("caddy exited:\n%s", proc.output.String())
+		if proc.Exited() {
+			t.Fatalf("caddy exited:\n%s", proc.Output.String())
 		}
 		resp, err := http.Get(s.AdminURL + "/config/")
 		if err != nil {
@@ -214,7 +118,7 @@ func startSidecar(t *testing.T, caddyfileTemplate string, env ...string) *sideca
 }
 
 // logs returns everything the replica has printed so far.
-func (s *sidecar) logs() string { return s.proc.output.String() }
+func (s *sidecar) logs() string { return s.proc.Output.String() }
 
 // get sends a GET with the given headers and returns status and body.
 func get(t *testing.T, url string, header http.Header) (int, string) {

@@ -59,7 +59,7 @@ func TestMetricsThroughTheAdminAPI(t *testing.T) {
 	// Redis down: a replica that starts then serves from its own fetch, and
 	// its gauge shows the outage (the warm replica, serving from memory,
 	// makes no store call to notice it).
-	f.redis.proc.stop(t)
+	f.redis.proc.Stop(t)
 	cold := startSidecar(t, fleetConfig("", ""), f.env(testClientSecret)...)
 	if statuses := hammer(t, cold.URL+"/orders/c", 10); statuses[http.StatusOK] != 10 {
 		t.Fatalf("with redis down: statuses %v", statuses)

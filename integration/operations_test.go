@@ -89,8 +89,8 @@ func startOpsReplica(t *testing.T, f *fleet, entraExtra string, unixAdmin bool) 
 	}
 	r.AdminURL = r.adminBase
 	waitFor(t, "caddy on "+r.URL, 60*time.Second, func() error {
-		if proc.exited() {
-			t.Fatalf("caddy exited:\n%s", proc.output.String())
+		if proc.Exited() {
+			t.Fatalf("caddy exited:\n%s", proc.Output.String())
 		}
 		resp, err := http.Get(r.URL + "/healthz")
 		if err != nil {

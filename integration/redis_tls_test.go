@@ -86,8 +86,8 @@ func TestRedisOverTLSWithPrivateCA(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}})
 	t.Cleanup(func() { rdb.Close() })
 	waitFor(t, "redis-server (TLS) on "+addr, 10*time.Second, func() error {
-		if proc.exited() {
-			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		if proc.Exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
 		}
 		return rdb.Ping(context.Background()).Err()
 	})

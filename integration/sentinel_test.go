@@ -31,8 +31,8 @@ func startSentinel(t *testing.T, masterAddr string) string {
 	client := redis.NewSentinelClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { client.Close() })
 	waitFor(t, "sentinel on "+addr, 10*time.Second, func() error {
-		if proc.exited() {
-			return fmt.Errorf("sentinel exited: %s", proc.output.String())
+		if proc.Exited() {
+			return fmt.Errorf("sentinel exited: %s", proc.Output.String())
 		}
 		got, err := client.GetMasterAddrByName(context.Background(), "mymaster").Result()
 		if err != nil {

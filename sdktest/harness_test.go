@@ -14,12 +14,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
+	"github.com/caddy-entra/caddy-entra/internal/testproc"
 )
 
 const (
@@ -85,112 +84,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireTool finds a program; without it the test is skipped, except under
-// CI=true, where it fails (.ci/run installs it).
-func requireTool(t *testing.T, name, install string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found on PATH under CI=true (%s): %v", name, install, err)
-		}
-		t.Skipf("%s not found on PATH (%s); skipping: %v", name, install, err)
-	}
-	return path
-}
+// The child-process helpers are shared with the integration tests.
+var (
+	requireTool  = testproc.RequireTool
+	freePort     = testproc.FreePort
+	waitFor      = testproc.WaitFor
+	startProcess = testproc.Start
+)
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// waitFor polls check until it succeeds or timeout passes: for another
-// process to come up, where no channel can tell.
-func waitFor(t *testing.T, what string, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a goroutine-safe buffer for a child process's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is a child process stopped when the test ends.
-type process struct {
-	cmd    *exec.Cmd
-	output *syncBuffer
-	done   chan struct{}
-}
-
-// startProcess runs name with args and env added to this process's.
-func startProcess(t *testing.T, env []string, name string, args ...string) *process {
-	t.Helper()
-	p := &process{output: new(syncBuffer), done: make(chan struct{})}
-	p.cmd = exec.Command(name, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+type process = testproc.Process
 
 // fleet is the emulator and a redis-server the replicas share.
 type fleet struct {
@@ -214,8 +116,8 @@ func newFleet(t *testing.T) *fleet {
 	proc := startProcess(t, nil, redisServer, "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
-		if proc.exited() {
-			return fmt.Errorf("redis-server exited: %s", proc.output.String())
+		if proc.Exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
 		}
 		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err != nil {
@@ -258,8 +160,8 @@ func (f *fleet) startReplica(t *testing.T) *sidecar {
 		proc:     proc,
 	}
 	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
-		if proc.exited() {
-			t.Fatalf("caddy exited:\n%s", proc.output.String())
+		if proc.Exited() {
+			t.Fatalf("caddy exited:\n%s", proc.Output.String())
 		}
 		resp, err := http.Get(s.URL + "/")
 		if err != nil {

@@ -28,7 +28,7 @@ func TestGoSDKManagedIdentityCredentialAppService(t *testing.T) {
 	defer cancel()
 	token, err := credential.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{testScope}})
 	if err != nil {
-		t.Fatalf("GetToken: %v\nsidecar logs:\n%s", err, replica.proc.output.String())
+		t.Fatalf("GetToken: %v\nsidecar logs:\n%s", err, replica.proc.Output.String())
 	}
 	f.checkToken(t, token.Token)
 	if left := time.Until(token.ExpiresOn); left < 50*time.Minute {
@@ -40,5 +40,5 @@ func TestGoSDKManagedIdentityCredentialAppService(t *testing.T) {
 	if got := replica.handedOut(t, "app_service"); got != 1 {
 		t.Errorf("endpoint_tokens_total{app_service} = %d, want 1", got)
 	}
-	assertNoSecrets(t, replica.proc.output.String(), token.Token)
+	assertNoSecrets(t, replica.proc.Output.String(), token.Token)
 }

@@ -104,7 +104,7 @@ func TestJSSDKCredentials(t *testing.T) {
 			before := replica.handedOut(t, tc.protocol)
 			tokens, err := jsGetTokens(t, node, tc.kind, 1, tc.env...)
 			if err != nil {
-				t.Fatalf("%v\nsidecar logs:\n%s", err, replica.proc.output.String())
+				t.Fatalf("%v\nsidecar logs:\n%s", err, replica.proc.Output.String())
 			}
 			f.checkToken(t, tokens[0])
 			if got := replica.handedOut(t, tc.protocol) - before; got != 1 {
@@ -116,7 +116,7 @@ func TestJSSDKCredentials(t *testing.T) {
 	if got := f.emulator.TokenRequests(); got != 1 {
 		t.Errorf("token requests = %d, want 1 for every client", got)
 	}
-	assertNoSecrets(t, replica.proc.output.String(), all...)
+	assertNoSecrets(t, replica.proc.Output.String(), all...)
 }
 
 // TestJSSDKFleetMakesOneTokenRequest: 5 processes x 20 getToken calls for
@@ -175,6 +175,6 @@ func TestJSSDKFleetMakesOneTokenRequest(t *testing.T) {
 		t.Errorf("token requests = %d, want 1 for the fleet", n)
 	}
 	for _, replica := range replicas {
-		assertNoSecrets(t, replica.proc.output.String(), first)
+		assertNoSecrets(t, replica.proc.Output.String(), first)
 	}
 }

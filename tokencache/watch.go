@@ -38,14 +38,15 @@ func (c *Cache) watch(ks *keyState) {
 		updates, unsubscribe := w.Watch(ctx, ks.channel)
 		defer unsubscribe()
 		// An announcement made before the subscription was confirmed is
-		// missed: read the store once now that it is.
-		c.followStore(ctx, ks)
+		// missed: read the store once now that it is (taking a newer
+		// record; a missing one is no purge: it may not be written yet).
+		c.followStore(ctx, ks, false)
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-updates:
-				c.followStore(ctx, ks)
+				c.followStore(ctx, ks, true)
 			}
 		}
 	}()
@@ -58,19 +59,25 @@ type storeWatcher interface {
 
 var _ storeWatcher = (*RedisStore)(nil)
 
-// followStore brings ks in line with the store after an announcement.
-// Nothing changes for a key fetched without the store (unshared, or
-// fetched while the store was down), for a record that does not decode or
-// is not trusted, or when the store fails.
-func (c *Cache) followStore(ctx context.Context, ks *keyState) {
+// followStore brings ks in line with the store after an announcement:
+// it takes a newer record, and with dropIfGone drops the current one when
+// the store no longer has it. Nothing changes for a key fetched without the
+// store (unshared, or fetched while the store was down), for a record that
+// does not decode or is not trusted, or when the store fails.
+func (c *Cache) followStore(ctx context.Context, ks *keyState, dropIfGone bool) {
 	h := c.newestOf(ks)
 	if h == nil || ks.unshared.Load() {
 		return
 	}
+	ks.mu.Lock()
+	seen := ks.current
+	ks.mu.Unlock()
 	rec, err := c.store.Get(ctx, ks.key)
 	switch {
 	case err == ErrNotFound:
-		c.dropGone(ks)
+		if dropIfGone {
+			c.dropGone(ks, seen)
+		}
 		return
 	case errors.Is(err, ErrNotFound):
 		return // a record that does not decode: the next refresh replaces it
@@ -101,12 +108,14 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 
 // dropGone drops ks's current record from L1 when the store no longer has
 // it although it was shared (another replica purged it): the next Token
-// gets a fresh one. A key kept warm fetches at once.
-func (c *Cache) dropGone(ks *keyState) {
+// gets a fresh one. Only seen, the record current when the store was read,
+// is dropped: one taken since (a fetch that wrote the store after that read)
+// is not the purged one. A key kept warm fetches at once.
+func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	cur := ks.current
-	if cur == nil || ks.origin == fetchedLocal {
+	if cur == nil || cur != seen || ks.origin == fetchedLocal {
 		ks.mu.Unlock()
 		c.registerMu.Unlock()
 		return

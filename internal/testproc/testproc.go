@@ -1,0 +1,129 @@
+// Package testproc runs the child processes of the end-to-end tests (the
+// Caddy binary, redis-server, Node.js) and waits for them: shared by the
+// integration tests and the SDK tests' module. It is for tests only.
+package testproc
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitFor polls check every 20 ms until it succeeds or timeout passes: for
+// another process to come up, where no channel can tell.
+func WaitFor(t testing.TB, what string, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// RequireTool finds a program on PATH. Without it the test is skipped,
+// except under CI=true, where it fails: CI installs what the tests need.
+// install says how to get it.
+func RequireTool(t testing.TB, name, install string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found on PATH under CI=true (%s): %v", name, install, err)
+		}
+		t.Skipf("%s not found on PATH (%s); skipping: %v", name, install, err)
+	}
+	return path
+}
+
+// Buffer is a goroutine-safe buffer for a child process's output.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Process is a child process whose output is kept for assertions; it is
+// stopped when the test ends.
+type Process struct {
+	Cmd    *exec.Cmd
+	Output *Buffer
+	done   chan struct{}
+}
+
+// Start runs name with args, env added to this process's environment.
+func Start(t testing.TB, env []string, name string, args ...string) *Process {
+	t.Helper()
+	p := &Process{Output: new(Buffer), done: make(chan struct{})}
+	p.Cmd = exec.Command(name, args...)
+	p.Cmd.Env = append(os.Environ(), env...)
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Output, p.Output
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() {
+		_ = p.Cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.Stop(t) })
+	return p
+}
+
+// Stop sends SIGTERM, then SIGKILL if the process does not exit in 10 s.
+func (p *Process) Stop(t testing.TB) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Logf("%s did not stop on SIGTERM; killing it", p.Cmd.Path)
+		_ = p.Cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
