@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,8 +13,11 @@ import (
 )
 
 func TestVerifyStoredLearnsAManagedIdentityFromItsOwnToken(t *testing.T) {
+	// An endpoint of this run's own: what is learned is kept per identity
+	// for the process's life (go test -count=N runs in one process).
+	endpoint := fmt.Sprintf("http://127.0.0.1:1/metadata/identity/oauth2/token?run=%d", time.Now().UnixNano())
 	newClient := func() *entra.Client {
-		c, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/metadata/identity/oauth2/token"}})
+		c, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: endpoint}})
 		if err != nil {
 			t.Fatal(err)
 		}
