@@ -38,15 +38,14 @@ func (c *Cache) watch(ks *keyState) {
 		updates, unsubscribe := w.Watch(ctx, ks.channel)
 		defer unsubscribe()
 		// An announcement made before the subscription was confirmed is
-		// missed: read the store once now that it is (taking a newer
-		// record; a missing one is no purge: it may not be written yet).
-		c.followStore(ctx, ks, false)
+		// missed: read the store once now that it is.
+		c.followStore(ctx, ks)
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-updates:
-				c.followStore(ctx, ks, true)
+				c.followStore(ctx, ks)
 			}
 		}
 	}()
@@ -60,11 +59,14 @@ type storeWatcher interface {
 var _ storeWatcher = (*RedisStore)(nil)
 
 // followStore brings ks in line with the store after an announcement:
-// it takes a newer record, and with dropIfGone drops the current one when
-// the store no longer has it. Nothing changes for a key fetched without the
-// store (unshared, or fetched while the store was down), for a record that
-// does not decode or is not trusted, or when the store fails.
-func (c *Cache) followStore(ctx context.Context, ks *keyState, dropIfGone bool) {
+// it takes a newer record, and drops the current one when the store no
+// longer has it — only if it was current before the read: a fetch writes
+// the store before it fills L1, so a record filled since may simply not
+// have been written when the store was read. Nothing changes for a key
+// fetched without the store (unshared, or fetched while the store was
+// down), for a record that does not decode or is not trusted, or when the
+// store fails.
+func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 	h := c.newestOf(ks)
 	if h == nil || ks.unshared.Load() {
 		return
@@ -75,9 +77,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, dropIfGone bool) 
 	rec, err := c.store.Get(ctx, ks.key)
 	switch {
 	case err == ErrNotFound:
-		if dropIfGone {
-			c.dropGone(ks, seen)
-		}
+		c.dropGone(ks, seen)
 		return
 	case errors.Is(err, ErrNotFound):
 		return // a record that does not decode: the next refresh replaces it
