@@ -191,8 +191,8 @@ func (a *App) provision(repl *caddy.Replacer) error {
 	return a.register(s)
 }
 
-// Start makes the pooled cache (and go-redis) log through this config's
-// logger. Only a config that is being committed starts: one that failed to
+// Start activates this config's handles and makes the pooled cache (and
+// go-redis) log through this config's logger. Only a config that is being committed starts: one that failed to
 // load (and whose log writers Caddy then closes) never takes the cache's
 // logger.
 func (a *App) Start() error {
@@ -200,8 +200,22 @@ func (a *App) Start() error {
 	if a.Redis != nil {
 		tokencache.RouteRedisLogs(a.logger.Named("redis"))
 	}
+	a.activate()
 	a.startOperations()
 	return nil
+}
+
+// activate lets this config's handles take their keys' refreshes over:
+// until it starts, a config (which may still fail to load) never has a
+// token requested with its credential while a running config shares the
+// key.
+func (a *App) activate() {
+	a.rekeys.mu.Lock()
+	defer a.rekeys.mu.Unlock()
+	a.rekeys.started = true
+	for _, h := range a.handles {
+		h.current.Load().Activate()
+	}
 }
 
 // Stop implements caddy.App; resources are freed by Cleanup.

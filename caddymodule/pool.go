@@ -59,7 +59,7 @@ func (a *App) register(s *settings) error {
 	defer a.rekeys.mu.Unlock()
 	handles := make(map[string]*appHandle, len(apps))
 	for _, app := range apps {
-		h, err := cache.Register(app)
+		h, err := cache.RegisterPending(app) // activated in Start
 		if err != nil {
 			for _, registered := range handles {
 				registered.current.Load().Release()

@@ -63,11 +63,12 @@ func recordIdentity(client *entra.Client, identity *entra.TokenIdentity) (string
 	return base + "\nprocess=" + processRecordNonce, true
 }
 
-// rekeyGuard orders rekeys with Cleanup: after Cleanup no handle is
-// registered again.
+// rekeyGuard orders rekeys with Start and Cleanup: after Cleanup no handle
+// is registered again, and one registered before Start is activated by it.
 type rekeyGuard struct {
 	mu        sync.Mutex
 	cleanedUp bool
+	started   bool // the app started: handles are registered active
 }
 
 // rekeyer registers an application again under its learned identity's
@@ -101,7 +102,11 @@ func (a *App) rekey(r *rekeyer) {
 	}
 	app := r.app
 	app.Identity, _ = recordIdentity(r.client, r.identity)
-	h, err := a.cache.Register(app)
+	register := a.cache.RegisterPending
+	if a.rekeys.started {
+		register = a.cache.Register
+	}
+	h, err := register(app)
 	if err != nil {
 		a.logger.Error("keying a system-assigned identity's records by its learned identity",
 			zap.String("application", app.Name), zap.Error(err))

@@ -34,6 +34,9 @@ type Handle struct {
 	ks    *keyState
 	scope string
 	seq   uint64 // registration order; names the refreshes made for it
+	// pending: registered with RegisterPending and not yet activated; it
+	// does not take the key's refreshes over from an active handle.
+	pending atomic.Bool
 	// prefetch is set by Prefetch: the key is kept warm while this handle
 	// is live (see Cache.warm).
 	prefetch atomic.Bool
@@ -133,6 +136,22 @@ func validate(app Application) (Application, error) {
 // key's current token; it becomes the one whose Fetch the key's refreshes
 // use. It is safe to call concurrently with everything else.
 func (c *Cache) Register(app Application) (*Handle, error) {
+	return c.register(app, false)
+}
+
+// RegisterPending is Register for a configuration that is not serving yet
+// (one being loaded, which may still fail): its handle answers Token like
+// any other, but the key's refreshes keep using the newest active handle's
+// Fetch and credential until Activate. A key with no active handle uses
+// its newest pending one.
+func (c *Cache) RegisterPending(app Application) (*Handle, error) {
+	return c.register(app, true)
+}
+
+// Activate lets h take its key's refreshes over (see RegisterPending).
+func (h *Handle) Activate() { h.pending.Store(false) }
+
+func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 	app, err := validate(app)
 	if err != nil {
 		return nil, err
@@ -148,6 +167,7 @@ func (c *Cache) Register(app Application) (*Handle, error) {
 	}
 	c.seq++
 	h := &Handle{c: c, app: app, ks: ks, scope: strings.Join(app.Scopes, " "), seq: c.seq}
+	h.pending.Store(pending)
 	if cur := ks.currentRecord(); cur != nil {
 		h.l1.Store(h.view(cur))
 	}
@@ -208,12 +228,18 @@ func (c *Cache) newest(h *Handle) *Handle {
 	return h
 }
 
-// newestOf returns the newest live handle of ks, nil if none.
+// newestOf returns the newest live active handle of ks, else its newest
+// live pending one, nil if none.
 func (c *Cache) newestOf(ks *keyState) *Handle {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
 	if len(ks.handles) == 0 {
 		return nil
+	}
+	for i := len(ks.handles) - 1; i >= 0; i-- {
+		if !ks.handles[i].pending.Load() {
+			return ks.handles[i]
+		}
 	}
 	return ks.handles[len(ks.handles)-1]
 }

@@ -255,3 +255,51 @@ func TestOnFetchReportsEachOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestAPendingHandleTakesOverOnlyOnceActivated: a config still loading
+// (RegisterPending) never has a token requested with its credential while
+// a running config shares the key; once activated (the config started), its
+// credential is the one used. A key with only pending handles uses them.
+func TestAPendingHandleTakesOverOnlyOnceActivated(t *testing.T) {
+	clock := newFakeClock()
+	runningFetch, loadingFetch := newFakeFetcher(clock), newFakeFetcher(clock)
+	c, h, _ := newClockCache(t, nil, clock, Options{})
+	running := c.register(t, credApp("graph-api", "cred-running", runningFetch.Fetch))
+	if _, err := running.Token(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	loading, err := c.RegisterPending(credApp("graph-api", "cred-loading", loadingFetch.Fetch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(loading.Release)
+
+	clock.Advance(30 * time.Minute)
+	receive(t, h.background, "the background refresh while the new config loads")
+	if runningFetch.calls.Load() != 2 || loadingFetch.calls.Load() != 0 {
+		t.Fatalf("fetches running %d, loading %d; want the running config's credential", runningFetch.calls.Load(), loadingFetch.calls.Load())
+	}
+	if _, err := loading.Token(t.Context()); err != nil || loadingFetch.calls.Load() != 0 {
+		t.Errorf("the pending handle's Token: %v after %d fetches of its own, want the key's token", err, loadingFetch.calls.Load())
+	}
+
+	loading.Activate()
+	clock.Advance(30 * time.Minute)
+	receive(t, h.background, "the background refresh after the new config started")
+	if runningFetch.calls.Load() != 2 || loadingFetch.calls.Load() != 1 {
+		t.Errorf("fetches running %d, loading %d; want the started config's credential", runningFetch.calls.Load(), loadingFetch.calls.Load())
+	}
+
+	// A key whose only handle is pending (a first config, or caddy validate)
+	// is served by it.
+	other := credApp("orders-api", "cred-alone", loadingFetch.Fetch)
+	other.Scopes = []string{"api://orders/.default"}
+	alone, err := c.RegisterPending(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(alone.Release)
+	if _, err := alone.Token(t.Context()); err != nil || loadingFetch.calls.Load() != 2 {
+		t.Errorf("a key with only a pending handle: %v after %d fetches", err, loadingFetch.calls.Load())
+	}
+}
