@@ -1,7 +1,11 @@
 // Package caddymodule plugs the Entra ID token injector into Caddy: the entra
 // app holds the global configuration, the token clients and the token cache;
-// the entra_token HTTP handler injects a bearer token into requests on their
-// way downstream. It is the only package of the project that imports Caddy.
+// the entra_token handler injects a bearer token into requests on their way
+// downstream; entra_ready answers probes; entra_token_endpoint hands tokens
+// to local code; admin.api.entra adds /entra/tokens to the admin API; and
+// `caddy entra` checks a config from the command line. Apart from
+// handoff/caddyhandoff, it is the only library package of the project that
+// imports Caddy.
 package caddymodule
 
 import (
@@ -39,8 +43,8 @@ const MaxRefreshWindow = 30 * time.Minute
 // The cache outlives config reloads: a reload that keeps the same store
 // settings keeps the cached tokens, the Redis client and any refresh in
 // flight, so it makes no token request. Each config holds its own handles
-// on the pooled cache; the newest config's credentials make every token
-// request.
+// on the pooled cache; the newest started config's credentials make every
+// token request.
 type App struct {
 	// IdentityConfig is the default identity: tenant, client and credential
 	// of every application that does not set its own.
@@ -228,7 +232,7 @@ func (a *App) Stop() error {
 // the last config to let go of a cache closes it (and its Redis client).
 // On a reload Caddy cleans the old config up while its last requests are
 // still being served: a released handle still answers them, with a token
-// (refreshed with the newest config's credential) or, once its cache is
+// (refreshed with the newest started config's credential) or, once its cache is
 // closed, a retryable 503.
 func (a *App) Cleanup() error {
 	a.stopOperations()

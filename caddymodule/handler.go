@@ -36,8 +36,9 @@ var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 // in trailers) is replaced by "Bearer <token>". The request the rest of the
 // server reads (placeholders, deferred header operations, respond, error
 // routes) keeps what the client sent, so only the proxied request carries
-// the token. TRACE and CONNECT are answered 405, and a path with an encoded
-// dot-segment 400, before any token is looked up. When no valid token can be
+// the token. TRACE and CONNECT are answered 405, and a path with a
+// dot-segment (plain or encoded; see hasDotSegment) 400, before any token
+// is looked up. When no valid token can be
 // had it answers itself, with the error's status (502, or 503 with
 // Retry-After while the token endpoint is throttling) and a JSON body
 // {"code": "...", "message": "..."}, and does not call the next handler.

@@ -10,8 +10,9 @@
 // application until Release and answer after it too (a token, or a
 // retryable error once the Cache is closed), so a config reload needs no
 // grace period. Handles with the same record key share its record,
-// refreshes and backoff, and every fetch uses the newest live handle's
-// Fetch and credential. Fetch errors tell the cache how to retry through
+// refreshes and backoff, and every fetch uses the newest live active
+// handle's Fetch and credential (else the newest pending one's: see
+// RegisterPending). Fetch errors tell the cache how to retry through
 // FetchError; each call of Fetch is reported, classified as the backoff
 // classifies it, to the Application's OnFetch.
 //

@@ -25,9 +25,9 @@ var ErrClosed = errors.New("tokencache: cache closed")
 // once the Cache is closed), so a caller racing a release needs no grace
 // period. Handles with the same record key (one application in the old and
 // new config of a reload) share its record, refreshes and backoff, and
-// every fetch uses the newest live handle's Fetch, credential,
-// VerifyStored and OnFetch: after a reload no token request uses the old
-// credential.
+// every fetch uses the newest live active handle's Fetch, credential,
+// VerifyStored and OnFetch (else the newest pending one's): once a reloaded
+// config starts, no token request uses the old credential.
 type Handle struct {
 	c     *Cache
 	app   Application
@@ -176,9 +176,9 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 }
 
 // Release ends the registration. The key's refreshes go on with the newest
-// handle left; when none is left, the key's background refresh stops. The
-// handle still answers Token and Purge afterwards (see Handle). Calls after
-// the first do nothing.
+// active handle left (else the newest pending one); when none is left, the
+// key's background refresh stops. The handle still answers Token and Purge
+// afterwards (see Handle). Calls after the first do nothing.
 func (h *Handle) Release() {
 	c, ks := h.c, h.ks
 	c.registerMu.Lock()
