@@ -248,7 +248,7 @@ func (h *Handle) Delete(ctx context.Context) error {
 		zap.String("record_key", ks.key),
 		zap.Bool("deleted_from_store", err == nil))
 	if c.warm(ks) {
-		c.backgroundRefresh(ks)
+		c.backgroundRefresh(ks, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("tokencache: purging %s from the store: %w", ks.key, err)

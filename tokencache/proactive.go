@@ -31,7 +31,7 @@ func (c *Cache) schedule(ks *keyState) {
 		if warm {
 			delay := max(ks.failure.Until.Sub(now), prefetchRetryInterval)
 			ks.nextRefresh = now.Add(delay)
-			ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks) })
+			ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, cur) })
 		}
 		return
 	}
@@ -45,7 +45,7 @@ func (c *Cache) schedule(ks *keyState) {
 		delay = wait
 	}
 	ks.nextRefresh = now.Add(delay)
-	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks) })
+	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, cur) })
 }
 
 // refreshPoint is when rec is due for a refresh by RefreshAhead: that
@@ -86,8 +86,11 @@ func (c *Cache) isClosed() bool {
 }
 
 // backgroundRefresh runs a refresh of ks that no caller waits for, by its
-// newest live handle, unless the Cache is closing or no handle is left.
-func (c *Cache) backgroundRefresh(ks *keyState) {
+// newest live handle, unless the Cache is closing or no handle is left. due
+// is the record it replaces (nil for none): any valid record newer than it
+// will do, such as one another replica announced after the refresh was
+// armed.
+func (c *Cache) backgroundRefresh(ks *keyState, due *ClientCredential) {
 	c.bgMu.Lock()
 	if c.closed {
 		c.bgMu.Unlock()
@@ -101,7 +104,7 @@ func (c *Cache) backgroundRefresh(ks *keyState) {
 		if h == nil {
 			return
 		}
-		res := <-c.startFlight(c.closing, h, true)
+		res := <-c.startFlight(c.closing, h, true, due)
 		if res.Err != nil {
 			if ce := c.log().Check(zap.DebugLevel, "background token refresh failed; callers keep the current token"); ce != nil {
 				ce.Write(zap.String("application", h.app.Name), zap.Error(res.Err))

@@ -210,17 +210,23 @@ func TestFleetProactiveRefreshIsOneTokenRequest(t *testing.T) {
 	}
 
 	clock.Advance(30 * time.Minute) // half of the one-hour lifetime
-	for i, h := range hooks {
-		if err := receive(t, h.background, fmt.Sprintf("replica %d's background refresh", i)); err != nil {
-			t.Fatalf("replica %d: %v", i, err)
+	// Each replica either refreshes in the background (joining the lock
+	// winner's token) or, when the winner's announcement arrives before its
+	// own timer fires, takes the announced token and re-arms its timer.
+	for i, c := range replicas {
+		eventually(t, fmt.Sprintf("replica %d holding the refreshed token", i), func() bool {
+			rec, err := c.Token(t.Context(), "graph-api")
+			return err == nil && rec.AccessToken == "token-2"
+		})
+	}
+	for _, h := range hooks { // the background refreshes that ran ended well
+		for len(h.background) > 0 {
+			if err := <-h.background; err != nil {
+				t.Errorf("a background refresh failed: %v", err)
+			}
 		}
 	}
 	if n := f.calls.Load(); n != 2 {
 		t.Errorf("the refresh cycle made %d token requests across 3 replicas, want 1 (2 in all)", n-1)
-	}
-	for i, c := range replicas {
-		if rec, err := c.Token(t.Context(), "graph-api"); err != nil || rec.AccessToken != "token-2" {
-			t.Errorf("replica %d after the refresh: %q, %v; want token-2", i, rec.AccessToken, err)
-		}
 	}
 }

@@ -41,7 +41,7 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 	if c.beforeFlight != nil {
 		c.beforeFlight(h.ks.key)
 	}
-	results := c.startFlight(ctx, h, false)
+	results := c.startFlight(ctx, h, false, nil)
 	wait := time.NewTimer(c.waitTimeout)
 	defer wait.Stop()
 	select {
@@ -65,7 +65,7 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 // background refresh looks for a newer record than the current one even
 // while that one is still valid. Every flight ends by scheduling the key's
 // next background refresh. Close cancels it: its callers get ErrClosed.
-func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool) <-chan singleflight.Result {
+func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *ClientCredential) <-chan singleflight.Result {
 	fetcher := c.newest(h)
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
 		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
@@ -73,7 +73,7 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool) <-c
 		defer cancel()
 		stop := context.AfterFunc(c.closing, cancel)
 		defer stop()
-		rec, err := c.load(flightCtx, fetcher, background)
+		rec, err := c.load(flightCtx, fetcher, background, due)
 		c.schedule(h.ks)
 		if err != nil && c.closing.Err() != nil {
 			return nil, closedError(fetcher)
@@ -97,8 +97,11 @@ type acceptor func(rec *ClientCredential) bool
 
 // acceptorFor returns what a refresh of ks accepts: a valid record not
 // purged, and for a background refresh one newer than the current.
-func (c *Cache) acceptorFor(ks *keyState, background bool) acceptor {
+func (c *Cache) acceptorFor(ks *keyState, background bool, due *ClientCredential) acceptor {
 	cur := ks.currentRecord()
+	if background {
+		cur = due // newer than the record the refresh replaces will do
+	}
 	return func(rec *ClientCredential) bool {
 		if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) {
 			return false
@@ -114,11 +117,12 @@ func (c *Cache) acceptorFor(ks *keyState, background bool) acceptor {
 // error at once while the key is backed off; else a fetch by whichever
 // replica takes the lock while the others wait for its announcement. Any
 // store failure makes it fetch on its own.
-func (c *Cache) load(ctx context.Context, h *Handle, background bool) (*ClientCredential, error) {
+func (c *Cache) load(ctx context.Context, h *Handle, background bool, due *ClientCredential) (*ClientCredential, error) {
 	ks := h.ks
-	accept := c.acceptorFor(ks, background)
-	// A refresh that ended just before this one began may have filled L1.
-	if rec := ks.currentRecord(); !background && accept(rec) {
+	accept := c.acceptorFor(ks, background, due)
+	// A refresh that ended just before this one began, or an announcement
+	// taken since a background refresh was armed, may have filled L1.
+	if rec := ks.currentRecord(); accept(rec) {
 		return rec, nil
 	}
 	if ks.unshared.Load() {

@@ -117,7 +117,7 @@ func (h *Handle) Prefetch() {
 	if ks.currentRecord().validFor(c.now(), c.refreshWindow) {
 		return // its background refresh is armed
 	}
-	c.backgroundRefresh(ks)
+	c.backgroundRefresh(ks, nil)
 }
 
 // prefetchRetryInterval is the least time between two background

@@ -134,6 +134,6 @@ func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
 	c.log().Info("dropped an access token purged by another replica; the next request fetches a new one",
 		zap.String("application", name), zap.String("record_key", ks.key))
 	if c.warm(ks) {
-		c.backgroundRefresh(ks)
+		c.backgroundRefresh(ks, nil)
 	}
 }
