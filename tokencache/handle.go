@@ -158,13 +158,15 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 	}
 	key := RecordKey(c.keyPrefix, app)
 	c.registerMu.Lock()
-	defer c.registerMu.Unlock()
 	ks := c.keys[key]
 	if ks == nil {
 		ks = newKeyState(key)
 		c.keys[key] = ks
-		c.watch(ks)
+		subscribed := c.watch(ks)
+		// Announcements made once Register returns reach this key.
+		defer func() { <-subscribed }()
 	}
+	defer c.registerMu.Unlock()
 	c.seq++
 	h := &Handle{c: c, app: app, ks: ks, scope: strings.Join(app.Scopes, " "), seq: c.seq}
 	h.pending.Store(pending)

@@ -15,19 +15,25 @@ import (
 // record into L1 at once (a forced refresh on another replica), and drops
 // its own when the record is gone (a purge on another replica), so every
 // replica sharing the store follows within the pub/sub latency. The
-// caller holds c.registerMu.
+// caller holds c.registerMu; the returned channel is closed once the
+// subscription is confirmed (or the store gave up within its timeout), so
+// that Register, after releasing the lock, returns only when announcements
+// reach the key.
 //
 // Only a store that tells other processes' announcements from its own
 // (RedisStore) is watched: a MemoryStore has no other process.
-func (c *Cache) watch(ks *keyState) {
+func (c *Cache) watch(ks *keyState) <-chan struct{} {
+	subscribed := make(chan struct{})
 	w, ok := c.store.(storeWatcher)
 	if !ok {
-		return
+		close(subscribed)
+		return subscribed
 	}
 	c.bgMu.Lock()
 	if c.closed {
 		c.bgMu.Unlock()
-		return
+		close(subscribed)
+		return subscribed
 	}
 	c.background.Add(1)
 	c.bgMu.Unlock()
@@ -37,9 +43,7 @@ func (c *Cache) watch(ks *keyState) {
 		defer c.background.Done()
 		updates, unsubscribe := w.Watch(ctx, ks.channel)
 		defer unsubscribe()
-		// An announcement made before the subscription was confirmed is
-		// missed: read the store once now that it is.
-		c.followStore(ctx, ks)
+		close(subscribed)
 		for {
 			select {
 			case <-ctx.Done():
@@ -49,6 +53,7 @@ func (c *Cache) watch(ks *keyState) {
 			}
 		}
 	}()
+	return subscribed
 }
 
 // storeWatcher is a Store with lasting subscriptions (see RedisStore.Watch).
