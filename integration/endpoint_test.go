@@ -24,10 +24,7 @@ var endpointCaddyfile = `{
 	admin 127.0.0.1:%[2]d
 	debug
 	entra {
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
+` + testIdentity + `
 		redis {env.TEST_REDIS_URL} {
 			key_prefix ` + testKeyPrefix + `
 		}

@@ -23,11 +23,7 @@ import (
 // fleetConfig is sidecarCaddyfile with extra lines in the redis block and in
 // the entra_token block.
 func fleetConfig(redisOptions, handlerOptions string) string {
-	return sidecarConfig(`
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
+	return sidecarConfig(testIdentity+`
 		redis {env.TEST_REDIS_URL} {
 			key_prefix `+testKeyPrefix+`
 			`+redisOptions+`

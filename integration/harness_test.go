@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -21,23 +20,7 @@ import (
 // caddyBinary is the path of the Caddy binary built by TestMain.
 var caddyBinary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "entra-integration-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "making temp dir:", err)
-		os.Exit(1)
-	}
-	caddyBinary = filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", caddyBinary, "../cmd/caddy")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building cmd/caddy:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testproc.RunWithCaddy(m, "..", &caddyBinary) }
 
 // The child-process helpers are shared with the SDK tests (testproc).
 var (

@@ -43,10 +43,7 @@ func startOpsReplica(t *testing.T, f *fleet, entraExtra string, unixAdmin bool) 
 	%s
 	debug
 	entra {
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
+%s
 		redis {env.TEST_REDIS_URL} {
 			key_prefix %s
 		}
@@ -68,7 +65,7 @@ func startOpsReplica(t *testing.T, f *fleet, entraExtra string, unixAdmin bool) 
 		reverse_proxy {$TEST_UPSTREAM}
 	}
 }
-`, adminLine, testKeyPrefix, entraExtra, testScope, port)
+`, adminLine, testIdentity, testKeyPrefix, entraExtra, testScope, port)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
 		t.Fatal(err)

@@ -326,11 +326,7 @@ func TestLogFilterKeepsACustomHeaderOutOfDebugLogs(t *testing.T) {
 	}`
 	for _, withFilter := range []bool{false, true} {
 		f := newFleet(t)
-		config := strings.Replace(sidecarConfig(`
-			authority_host {env.TEST_AUTHORITY_HOST}
-			tenant_id      {env.TEST_TENANT_ID}
-			client_id      {env.TEST_CLIENT_ID}
-			client_secret  {env.TEST_CLIENT_SECRET}
+		config := strings.Replace(sidecarConfig(testIdentity+`
 			application orders-api `+testScope,
 			route{Path: "/orders", Application: "orders-api", Options: "header X-Api-Token"}), "\tdebug\n", "\tdebug\n"+map[bool]string{true: filter}[withFilter]+"\n", 1)
 		replica := startSidecar(t, config, f.env(testClientSecret)...)

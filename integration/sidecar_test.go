@@ -22,16 +22,20 @@ const (
 	testKeyPrefix    = "itest:"
 )
 
+// testIdentity is the entra block's identity, every value from the
+// environment (see fleet.env).
+const testIdentity = `		authority_host {env.TEST_AUTHORITY_HOST}
+		tenant_id      {env.TEST_TENANT_ID}
+		client_id      {env.TEST_CLIENT_ID}
+		client_secret  {env.TEST_CLIENT_SECRET}`
+
 // sidecarGlobalOptions is one replica's global options: %[2]d is the admin
 // port; everything else comes from the environment, as in production.
 const sidecarGlobalOptions = `{
 	admin 127.0.0.1:%[2]d
 	debug
 	entra {
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
+` + testIdentity + `
 		redis {env.TEST_REDIS_URL} {
 			key_prefix ` + testKeyPrefix + `
 		}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,25 +63,7 @@ const sidecarCaddyfile = `{
 // caddyBinary is the sidecar built by TestMain.
 var caddyBinary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "entra-sdktest-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "making temp dir:", err)
-		os.Exit(1)
-	}
-	caddyBinary = filepath.Join(dir, "caddy")
-	// Built in the main module (with its own go.sum), as users build it.
-	build := exec.Command("go", "build", "-o", caddyBinary, "./cmd/caddy")
-	build.Dir = ".."
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building cmd/caddy:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testproc.RunWithCaddy(m, "..", &caddyBinary) }
 
 // The child-process helpers are shared with the integration tests.
 var (

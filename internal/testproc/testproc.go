@@ -5,9 +5,11 @@ package testproc
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -126,4 +128,28 @@ func (p *Process) Exited() bool {
 	default:
 		return false
 	}
+}
+
+// RunWithCaddy builds the repository's Caddy main (cmd/caddy, from
+// repoRoot, in the main module as users build it) into a temporary
+// directory, sets *binary to its path, runs the tests and exits with their
+// code. It is a TestMain body.
+func RunWithCaddy(m *testing.M, repoRoot string, binary *string) {
+	dir, err := os.MkdirTemp("", "entra-caddy-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "making temp dir:", err)
+		os.Exit(1)
+	}
+	*binary = filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", *binary, "./cmd/caddy")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building cmd/caddy:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
