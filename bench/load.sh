@@ -15,6 +15,7 @@ go build -o "$work/emulator" ./cmd/entra-emulator
 cat > "$work/Caddyfile" <<'CADDY'
 {
 	admin off
+	handoff
 	entra {
 		authority_host http://127.0.0.1:19400
 		tenant_id      00000000-0000-4000-8000-000000000001
@@ -24,15 +25,15 @@ cat > "$work/Caddyfile" <<'CADDY'
 	}
 }
 :19401 {
-	bind 127.0.0.1
+	bind handoff/127.0.0.1
 	respond "ok"
 }
 :19402 {
-	bind 127.0.0.1
+	bind handoff/127.0.0.1
 	reverse_proxy 127.0.0.1:19401
 }
 :19403 {
-	bind 127.0.0.1
+	bind handoff/127.0.0.1
 	entra_token bench
 	reverse_proxy 127.0.0.1:19401
 }

@@ -20,6 +20,7 @@ import (
 
 	_ "github.com/caddy-entra/caddy-entra/caddymodule"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
+	_ "github.com/caddy-entra/caddy-entra/handoff/caddyhandoff" // Caddyfile.example listens through handoff/
 )
 
 // Demo credentials of the emulator's one app registration. They are the

@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
-	_ "github.com/caddy-entra/caddy-entra/handoff/caddyhandoff" // README's handoff snippet
+	_ "github.com/caddy-entra/caddy-entra/handoff/caddyhandoff" // the shipped configs listen through handoff/
 )
 
 // This check of the repository's shipped configs lives with the quick start:
