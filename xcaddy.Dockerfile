@@ -8,7 +8,8 @@
 #
 # As in a pod, the sidecar shares the application's network namespace: the
 # application reaches it on 127.0.0.1:8080 (Caddyfile.example binds loopback
-# only). Caddy's admin API is on a Unix socket in this container's own
+# only, through the handoff module: no other socket can share the port).
+# Caddy's admin API is on a Unix socket in this container's own
 # /run/caddy-entra (mode 0700 below), which the application cannot open:
 #   docker exec <sidecar> caddy reload --config /etc/caddy/Caddyfile \
 #     --address unix//run/caddy-entra/admin.sock
@@ -32,6 +33,15 @@ RUN /usr/bin/caddy list-modules | grep -cxE 'entra|http.handlers.entra_token|han
 
 FROM caddy:2.11.9
 COPY --from=builder /usr/bin/caddy /usr/bin/caddy
-# The directory of the admin API's socket (Caddyfile.example's default):
-# Caddy does not make it, and only the sidecar's user (root here) may enter.
-RUN mkdir -p /run/caddy-entra && chmod 0700 /run/caddy-entra
+# The sidecar runs as a user and group of its own (10002, as in
+# deploy/kubernetes/deployment.yaml), never as root and never as the
+# application's user: a process of its user could read its memory and bind
+# its port beside it. The directory of the admin API's socket
+# (Caddyfile.example's default), which Caddy does not make, is its alone,
+# and so are Caddy's data and config directories (those of the
+# Deployment, outside the base image's root-owned /data and /config).
+ENV XDG_CONFIG_HOME=/var/lib/caddy/config XDG_DATA_HOME=/var/lib/caddy/data
+RUN mkdir -p /run/caddy-entra /var/lib/caddy/config /var/lib/caddy/data \
+	&& chown -R 10002:10002 /run/caddy-entra /var/lib/caddy \
+	&& chmod 0700 /run/caddy-entra /var/lib/caddy
+USER 10002:10002
