@@ -79,6 +79,16 @@ type App struct {
 	// may set its own. Default false: tokens are fetched on first use.
 	Prefetch bool `json:"prefetch,omitempty"`
 
+	// Hosts are the names, besides IP addresses, localhost and *.localhost,
+	// that entra_token, entra_ready and entra_token_endpoint accept in a
+	// request's Host (its port is not compared): e.g. the Docker Compose
+	// service name the application calls the sidecar by. DNS names only, no
+	// port, scheme or wildcard. Default none: any other name may be a web
+	// page that rebound its DNS name to this machine, and is refused.
+	Hosts []string `json:"hosts,omitempty"`
+
+	// hosts is Hosts checked and lowercased.
+	hosts   map[string]struct{}
 	cache   *tokencache.Cache
 	poolKey string
 	// handles are this config's registrations in the pooled cache, by
@@ -188,6 +198,11 @@ func (a *App) Validate() error {
 
 // provision is Validate's work, callable without a caddy.Context (tests).
 func (a *App) provision(repl *caddy.Replacer) error {
+	hosts, err := checkHosts(a.Hosts)
+	if err != nil {
+		return err
+	}
+	a.hosts = hosts
 	s, err := a.resolveSettings(repl)
 	if err != nil {
 		return err

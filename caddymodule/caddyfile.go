@@ -54,6 +54,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		refresh_ahead  <fraction>
 //		wait_timeout   <duration>
 //		prefetch [on|off]
+//		hosts <name>...
 //		redis [<url>] {
 //			addrs <host:port>...
 //			master_name <name>
@@ -109,6 +110,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("refresh_ahead: %v", err)
 			}
 			a.RefreshAhead = fraction
+		case "hosts":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.Err("hosts: at least one name is required (e.g. hosts sidecar)")
+			}
+			a.Hosts = append(a.Hosts, names...)
 		case "redis":
 			if a.Redis != nil {
 				return d.Err("redis: may appear only once")

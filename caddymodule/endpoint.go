@@ -49,9 +49,11 @@ const minSecretLength = 16
 // request itself and never calls the next handler.
 //
 // Only peers on loopback (or a Unix socket) are answered, unless
-// allow_remote is set; a request that carries X-Forwarded-For or Forwarded
-// (it came through a proxy), or whose Host is a DNS name other than
-// localhost (a DNS-rebinding web page), is refused. Responses carry
+// allow_remote is set; a request that carries a header a proxy adds
+// (Forwarded, Via, X-Real-IP, X-Forwarded-*), one a web page sent (Origin,
+// Sec-Fetch-Site cross-site or same-site), or one whose Host is a DNS name
+// other than localhost, *.localhost or a name of the entra app's hosts
+// option (a DNS-rebinding web page), is refused. Responses carry
 // Cache-Control: no-store. Tokens are never logged nor counted by value; a
 // token handed out has more than the entra app's refresh_window left.
 //
@@ -343,6 +345,7 @@ const (
 	reasonRemotePeer  = "remote_peer"
 	reasonForwarded   = "forwarded"
 	reasonHost        = "host"
+	reasonBrowser     = "browser"
 	reasonMethod      = "method"
 	reasonNoSecret    = "no_secret"
 	reasonWrongSecret = "wrong_secret"
@@ -355,15 +358,18 @@ const (
 )
 
 // checkPeer refuses what is not the application beside the sidecar: a
-// request that came through a proxy, a peer off loopback (unless
-// allow_remote), and a Host naming something other than this machine (a web
-// page that rebound its DNS name to 127.0.0.1).
+// request that came through a proxy (any header a proxy adds), one a web
+// page sent (Origin, cross-site Sec-Fetch-Site), a peer off loopback
+// (unless allow_remote), and a Host naming something other than this
+// machine or a name of the hosts option (a web page that rebound its DNS
+// name to 127.0.0.1; not checked with allow_remote, where the secret
+// guards).
 func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
-	if _, xff := r.Header["X-Forwarded-For"]; xff {
-		return &refusal{http.StatusBadRequest, reasonForwarded, "invalid_request", "Request contains X-Forwarded-For header"}
+	if name := proxyHeader(r.Header); name != "" {
+		return &refusal{http.StatusBadRequest, reasonForwarded, "invalid_request", "Request contains " + name + " header"}
 	}
-	if _, fwd := r.Header["Forwarded"]; fwd {
-		return &refusal{http.StatusBadRequest, reasonForwarded, "invalid_request", "Request contains Forwarded header"}
+	if fromBrowser(r) {
+		return &refusal{http.StatusForbidden, reasonBrowser, "forbidden", notLocalBrowser}
 	}
 	if e.AllowRemote {
 		return nil
@@ -371,11 +377,32 @@ func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
 	if !isLocalPeer(r) {
 		return &refusal{http.StatusForbidden, reasonRemotePeer, "forbidden", "the token endpoint answers loopback peers only"}
 	}
-	if !isLocalHost(r.Host) {
-		return &refusal{http.StatusForbidden, reasonHost, "forbidden",
-			"the Host must be an IP address or localhost (a DNS name may be a rebinding web page)"}
+	if !isLocalHost(r.Host, e.app.hosts) {
+		return &refusal{http.StatusForbidden, reasonHost, "forbidden", notLocalHost}
 	}
 	return nil
+}
+
+// proxyHeader returns the name of a header that a proxy adds to what it
+// forwards (Forwarded, Via, X-Real-IP, any X-Forwarded-*), or "". The
+// name returned is one of these fixed names (an X-Forwarded-* one as
+// "X-Forwarded-*"), never request data.
+func proxyHeader(h http.Header) string {
+	for _, name := range [...]string{"X-Forwarded-For", "Forwarded", "Via", "X-Real-Ip"} {
+		if _, ok := h[name]; ok {
+			if name == "X-Real-Ip" {
+				return "X-Real-IP"
+			}
+			return name
+		}
+	}
+	const prefix = "X-Forwarded-"
+	for name := range h {
+		if len(name) > len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+			return prefix + "*"
+		}
+	}
+	return ""
 }
 
 // isLocalPeer reports whether the TCP peer is on loopback, or the request
@@ -388,21 +415,6 @@ func isLocalPeer(r *http.Request) bool {
 	}
 	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	return ok && strings.HasPrefix(local.Network(), "unix")
-}
-
-// isLocalHost reports whether a Host header names this machine as a local
-// client would: an IP literal, localhost or a *.localhost name, or nothing.
-func isLocalHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if host == "" || net.ParseIP(host) != nil {
-		return true
-	}
-	host = strings.ToLower(host)
-	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // checkSecret compares X-IDENTITY-HEADER with the secret in constant time
@@ -425,7 +437,7 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 	e.metrics.refusals.WithLabelValues(e.Protocol, rf.reason).Inc()
 	level := zapcore.DebugLevel
 	switch rf.reason {
-	case reasonRemotePeer, reasonForwarded, reasonHost, reasonWrongSecret:
+	case reasonRemotePeer, reasonForwarded, reasonHost, reasonBrowser, reasonWrongSecret:
 		level = zapcore.WarnLevel
 	}
 	if c := e.logger.Check(level, "token endpoint refused a request"); c != nil {

@@ -225,6 +225,12 @@ func TestEndpointRefusalsHandNoToken(t *testing.T) {
 		{"record from a remote peer", record, http.MethodGet, recordOK, secret, "10.1.2.3:5000", http.StatusForbidden},
 		{"record through a proxy", record, http.MethodGet, recordOK, with(secret, "X-Forwarded-For", "127.0.0.1"), "", http.StatusBadRequest},
 		{"record with Forwarded", record, http.MethodGet, recordOK, with(secret, "Forwarded", "for=127.0.0.1"), "", http.StatusBadRequest},
+		{"record with Via", record, http.MethodGet, recordOK, with(secret, "Via", "1.1 proxy"), "", http.StatusBadRequest},
+		{"record with X-Real-IP", record, http.MethodGet, recordOK, with(secret, "X-Real-IP", "127.0.0.1"), "", http.StatusBadRequest},
+		{"record with X-Forwarded-Host", record, http.MethodGet, recordOK, with(secret, "X-Forwarded-Host", "localhost"), "", http.StatusBadRequest},
+		{"record with X-Forwarded-Proto", record, http.MethodGet, recordOK, with(secret, "X-Forwarded-Proto", "https"), "", http.StatusBadRequest},
+		{"record from a web page (Origin)", record, http.MethodGet, recordOK, with(secret, "Origin", "https://evil.example"), "", http.StatusForbidden},
+		{"record from a web page (Sec-Fetch-Site)", record, http.MethodGet, recordOK, with(secret, "Sec-Fetch-Site", "cross-site"), "", http.StatusForbidden},
 		{"record with a DNS-rebound Host", record, http.MethodGet, recordOK, with(secret, "Host", "evil.example:8080"), "", http.StatusForbidden},
 		{"record by DELETE", record, http.MethodDelete, recordOK, secret, "", http.StatusMethodNotAllowed},
 		{"app_service without secret", appService, http.MethodGet, asOK, nil, "", http.StatusUnauthorized},
@@ -236,9 +242,16 @@ func TestEndpointRefusalsHandNoToken(t *testing.T) {
 		{"app_service with two identities", appService, http.MethodGet, asOK + "&client_id=" + unitClientID + "&mi_res_id=/subscriptions/x", secret, "", http.StatusBadRequest},
 		{"app_service with another api-version", appService, http.MethodGet, "/msi/token?api-version=2017-09-01&resource=api://orders", secret, "", http.StatusBadRequest},
 		{"app_service from a remote peer", appService, http.MethodGet, asOK, secret, "[2001:db8::1]:5000", http.StatusForbidden},
+		{"app_service with Via", appService, http.MethodGet, asOK, with(secret, "Via", "HTTP/1.1 gw"), "", http.StatusBadRequest},
+		{"app_service with X-Real-IP", appService, http.MethodGet, asOK, with(secret, "X-Real-Ip", "10.0.0.1"), "", http.StatusBadRequest},
+		{"app_service from a web page", appService, http.MethodGet, asOK, with(secret, "Origin", "null"), "", http.StatusForbidden},
 		{"app_service through a proxy", appService, http.MethodGet, asOK, with(secret, "X-Forwarded-For", "10.0.0.1"), "", http.StatusBadRequest},
 		{"imds without Metadata", imds, http.MethodGet, imdsOK, nil, "", http.StatusBadRequest},
 		{"imds with Metadata: false", imds, http.MethodGet, imdsOK, map[string]string{"Metadata": "false"}, "", http.StatusBadRequest},
+		{"imds with Via", imds, http.MethodGet, imdsOK, with(metadata, "Via", "1.0 fred"), "", http.StatusBadRequest},
+		{"imds with X-Real-IP", imds, http.MethodGet, imdsOK, with(metadata, "X-Real-IP", "127.0.0.1"), "", http.StatusBadRequest},
+		{"imds with X-Forwarded-Port", imds, http.MethodGet, imdsOK, with(metadata, "X-Forwarded-Port", "80"), "", http.StatusBadRequest},
+		{"imds from a web page", imds, http.MethodGet, imdsOK, with(metadata, "Sec-Fetch-Site", "same-site"), "", http.StatusForbidden},
 		{"imds through a proxy", imds, http.MethodGet, imdsOK, with(metadata, "X-Forwarded-For", "127.0.0.1"), "", http.StatusBadRequest},
 		{"imds from a remote peer", imds, http.MethodGet, imdsOK, metadata, "192.168.1.20:5000", http.StatusForbidden},
 		{"imds for an unknown resource", imds, http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com", metadata, "", http.StatusBadRequest},
@@ -322,7 +335,7 @@ func TestEndpointPeerChecks(t *testing.T) {
 		{"127.0.0.1:1", "rebind.attacker.example", false, false},
 		{"10.0.0.1:1", "sidecar.ns.svc", true, true},
 	} {
-		e := &TokenEndpoint{AllowRemote: tc.allowRemote}
+		e := &TokenEndpoint{AllowRemote: tc.allowRemote, app: &App{}}
 		req := httptest.NewRequest(http.MethodGet, "http://x/", nil)
 		req.RemoteAddr, req.Host = tc.remoteAddr, tc.host
 		if got := e.checkPeer(req) == nil; got != tc.want {

@@ -36,9 +36,13 @@ var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 // in trailers) is replaced by "Bearer <token>". The request the rest of the
 // server reads (placeholders, deferred header operations, respond, error
 // routes) keeps what the client sent, so only the proxied request carries
-// the token. TRACE and CONNECT are answered 405, and a path with a
-// dot-segment (plain or encoded; see hasDotSegment) 400, before any token
-// is looked up. When no valid token can be
+// the token. A request a web page may have sent is answered 403 with
+// {"code": "MICROSOFT_REQUEST_NOT_LOCAL", "message": "..."}: one whose Host
+// is not an IP address, localhost, *.localhost or a name of the entra app's
+// hosts option (DNS rebinding), or that carries Origin or Sec-Fetch-Site
+// cross-site or same-site. TRACE and CONNECT are answered 405, and a path
+// with a dot-segment (plain or encoded; see hasDotSegment) 400. All are
+// answered before any token is looked up. When no valid token can be
 // had it answers itself, with the error's status (502, or 503 with
 // Retry-After while the token endpoint is throttling) and a JSON body
 // {"code": "...", "message": "..."}, and does not call the next handler.
@@ -164,6 +168,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP injects the token and calls next, or answers the error itself.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if reason := h.app.notLocal(r); reason != "" {
+		metrics().requests.WithLabelValues(h.Application, CodeRequestNotLocal).Inc()
+		return refuseNotLocal(w, r, h.logger, "entra_token", reason)
+	}
 	if rejection := checkRequest(r); rejection != nil {
 		return writeRejection(w, rejection)
 	}

@@ -51,6 +51,8 @@ func newTestApp(t *testing.T, secret string) (*App, *entratest.Emulator, *observ
 			"graph-api":  {Scopes: []string{"https://graph.microsoft.com/.default"}},
 			"orders-api": {Scopes: []string{"api://orders/.default"}},
 		},
+		// The tests call the sidecar by a service name, as in Docker Compose.
+		Hosts:  []string{"sidecar"},
 		logger: zap.New(core),
 	}
 	if err := app.provision(caddy.NewReplacer()); err != nil {

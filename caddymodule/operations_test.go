@@ -22,7 +22,9 @@ func probe(t *testing.T, app *App, names ...string) (*httptest.ResponseRecorder,
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	if err := r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://sidecar/readyz", nil), nil); err != nil {
+	req := httptest.NewRequest(http.MethodGet, "http://sidecar/readyz", nil)
+	req.RemoteAddr = "127.0.0.1:40000" // details are for loopback peers
+	if err := r.ServeHTTP(rec, req, nil); err != nil {
 		t.Fatal(err)
 	}
 	var body readyBody

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
@@ -34,13 +35,19 @@ func init() {
 // application is backed off after a failure; so probes never make more
 // token requests than traffic would. No token, secret or assertion is
 // ever answered.
+//
+// Only a peer on loopback (or a Unix socket) gets the applications; any
+// other peer (a kubelet probing the pod's address) gets the status and
+// {"ready": true|false} alone. A request a web page may have sent is
+// refused as entra_token refuses it (403, MICROSOFT_REQUEST_NOT_LOCAL).
 type Ready struct {
 	// Applications are the configured applications that must hold a
 	// token. Default: all of them.
 	Applications []string `json:"applications,omitempty"`
 
-	app   *App
-	names []string
+	app    *App
+	names  []string
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,6 +69,7 @@ func (r *Ready) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("getting entra app: %v", err)
 	}
 	r.app = appIface.(*App)
+	r.logger = ctx.Logger()
 	return r.resolveNames()
 }
 
@@ -100,6 +108,9 @@ type readyApplication struct {
 
 // ServeHTTP answers the probe.
 func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
+	if reason := r.app.notLocal(req); reason != "" {
+		return refuseNotLocal(w, req, r.logger, "entra_ready", reason)
+	}
 	body := readyBody{Ready: true, Applications: make(map[string]*readyApplication, len(r.names))}
 	results := make([]*readyApplication, len(r.names))
 	var wg sync.WaitGroup
@@ -125,7 +136,16 @@ func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.
 		}
 	}
 	w.WriteHeader(status)
+	if !isLocalPeer(req) {
+		return json.NewEncoder(w).Encode(readyStatus{Ready: body.Ready})
+	}
 	return json.NewEncoder(w).Encode(body)
+}
+
+// readyStatus is the probe's answer to a peer off loopback: the
+// applications' names, expiries and errors are for this machine only.
+type readyStatus struct {
+	Ready bool `json:"ready"`
 }
 
 // check gets name's token as a request would and describes the outcome.
