@@ -140,6 +140,8 @@ func TestTokenEndpointRefusalsMakeNoTokenRequest(t *testing.T) {
 		{"record of an application not allowed", s.URL + "/token?applicationName=graph-api", secret, http.StatusNotFound},
 		{"record of an unknown application", s.URL + "/token?applicationName=nope", secret, http.StatusNotFound},
 		{"record through a proxy", s.URL + rec, withHeader(secret, "X-Forwarded-For", "127.0.0.1"), http.StatusBadRequest},
+		{"record with Via", s.URL + rec, withHeader(secret, "Via", "1.1 proxy"), http.StatusBadRequest},
+		{"record with X-Real-IP", s.URL + rec, withHeader(secret, "X-Real-IP", "127.0.0.1"), http.StatusBadRequest},
 		{"app_service without secret", s.URL + msi, nil, http.StatusUnauthorized},
 		{"app_service with a wrong secret", s.URL + msi, withHeader(secret, "X-Identity-Header", "nope"), http.StatusForbidden},
 		{"app_service for an unknown resource", s.URL + "/msi/token?api-version=2019-08-01&resource=https://vault.azure.net", secret, http.StatusBadRequest},
@@ -148,6 +150,8 @@ func TestTokenEndpointRefusalsMakeNoTokenRequest(t *testing.T) {
 		{"imds without Metadata", s.URL + imds, nil, http.StatusBadRequest},
 		{"imds through a proxy", s.URL + imds, withHeader(metadata, "X-Forwarded-For", "10.0.0.1"), http.StatusBadRequest},
 		{"imds with Forwarded", s.URL + imds, withHeader(metadata, "Forwarded", "for=10.0.0.1"), http.StatusBadRequest},
+		{"imds with Via", s.URL + imds, withHeader(metadata, "Via", "1.1 proxy"), http.StatusBadRequest},
+		{"imds with X-Forwarded-Host", s.URL + imds, withHeader(metadata, "X-Forwarded-Host", "localhost"), http.StatusBadRequest},
 		{"imds for another client_id", s.URL + imds + "&client_id=99999999-0000-4000-8000-00000000b0c5", metadata, http.StatusBadRequest},
 	}
 	if extra != "" {

@@ -35,6 +35,7 @@ const sidecarGlobalOptions = `{
 	admin 127.0.0.1:%[2]d
 	debug
 	entra {
+		hosts sidecar
 ` + testIdentity + `
 		redis {env.TEST_REDIS_URL} {
 			key_prefix ` + testKeyPrefix + `
