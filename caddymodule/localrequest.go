@@ -130,9 +130,10 @@ func mayBeIP(host string) bool {
 }
 
 // fromBrowser reports whether a request carries what browsers add to a web
-// page's request: Origin (any value, "null" too), or Sec-Fetch-Site
-// cross-site or same-site. same-origin and none (typed in the address bar)
-// pass: a page the sidecar itself serves and a person are not an attack.
+// page's request: Origin (any value, "null" too), or Sec-Fetch-Site other
+// than same-origin and none (cross-site, same-site, or a value unknown
+// today). same-origin and none (typed in the address bar) pass: a page the
+// sidecar itself serves and a person are not an attack.
 func fromBrowser(r *http.Request) bool {
 	if _, ok := r.Header["Origin"]; ok {
 		return true
