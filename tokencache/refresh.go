@@ -322,7 +322,11 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 	}
 	from := fetchedLocal
 	if write {
-		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); err != nil {
+		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, errTooLarge) {
+			write = false
+			c.log().Warn("not sharing a token record larger than other replicas read",
+				zap.String("application", h.app.Name), zap.Error(err))
+		} else if err != nil {
 			c.storeFailed(err)
 		} else {
 			from = fetchedShared
