@@ -62,6 +62,15 @@ func (s *RedisStore) getBounded(ctx context.Context, key string, limit int, what
 	}
 }
 
+// discardMessage is the log message for a record read that err (wrapping
+// ErrNotFound) made a miss.
+func discardMessage(err error) string {
+	if errors.Is(err, errTooLarge) {
+		return "discarding a token record larger than any replica writes (possible tampering)"
+	}
+	return "discarding a token record that does not decode"
+}
+
 // cutStoredBackoff cuts the texts of a backoff read from the store to what
 // a replica writes (see recordFailure), so that no more is served to a
 // client.

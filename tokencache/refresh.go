@@ -262,8 +262,7 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*ClientCredential, error) 
 	case errors.Is(err, ErrNotFound):
 		c.storeRecovered()
 		if err != ErrNotFound { // wrapped: there is a record, and it does not decode
-			c.log().Warn("discarding a token record that does not decode",
-				zap.String("application", h.app.Name), zap.Error(err))
+			c.log().Warn(discardMessage(err), zap.String("application", h.app.Name), zap.Error(err))
 		}
 		return nil, nil
 	default:
