@@ -9,9 +9,8 @@ import (
 	"time"
 )
 
-// plantBackoff writes a transient backoff of the one record's key, running
-// for a minute, with message: what anyone who can write to Redis can do.
-// It returns the record key.
+// plantBackoff writes a transient backoff of the record key, running for
+// a minute, with message: what anyone who can write to Redis can do.
 func (f *fleet) plantBackoff(t *testing.T, key, message string) {
 	t.Helper()
 	raw, err := json.Marshal(map[string]any{"until": time.Now().Add(time.Minute).UTC(), "permanent": false,
