@@ -24,6 +24,7 @@ type moduleMetrics struct {
 	tokenRequestDuration *prometheus.HistogramVec
 	requests             *prometheus.CounterVec
 	purges               *prometheus.CounterVec
+	storeDrops           *prometheus.CounterVec
 	storeAvailable       prometheus.GaugeFunc
 }
 
@@ -48,6 +49,10 @@ var metrics = sync.OnceValue(func() *moduleMetrics {
 			Namespace: ns, Subsystem: sub, Name: "tokens_purged_total",
 			Help: "Tokens purged because downstream refused them (purge_on_status), by application.",
 		}, []string{"application"}),
+		storeDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_drops_total",
+			Help: "Tokens the shared store asked this replica to drop (record deleted and announced), by application and result: dropped, or kept because one was dropped or purged less than 10s before.",
+		}, []string{"application", "result"}),
 		storeAvailable: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "store_available",
 			Help: "1 while the token stores in use answered their last call (Redis, or the in-memory store), 0 from a failed call to the next success.",
@@ -63,7 +68,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 	}
 	m := metrics()
 	for _, c := range []prometheus.Collector{m.tokenRequests, m.tokenRequestDuration, m.requests, m.purges,
-		m.storeAvailable} {
+		m.storeDrops, m.storeAvailable} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
 			return err
@@ -82,4 +87,17 @@ func storesAvailable() float64 {
 		return true
 	})
 	return available
+}
+
+// storeDropObserver returns the application's tokencache OnStoreDrop: it
+// counts each drop the store asked for, dropped or kept.
+func storeDropObserver(application string) func(dropped bool) {
+	m := metrics()
+	return func(dropped bool) {
+		result := "kept"
+		if dropped {
+			result = "dropped"
+		}
+		m.storeDrops.WithLabelValues(application, result).Inc()
+	}
 }

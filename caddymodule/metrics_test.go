@@ -167,3 +167,17 @@ func TestAHandlerThatFailsToProvisionMakesNoSeries(t *testing.T) {
 		t.Errorf("requests_total series %d -> %d after a rejected config", before, after)
 	}
 }
+
+// TestStoreDropsAreCountedByResult: each drop the store asks for is
+// counted as dropped or kept.
+func TestStoreDropsAreCountedByResult(t *testing.T) {
+	m := metrics()
+	dropped, kept := counter(m.storeDrops, "drops-api", "dropped"), counter(m.storeDrops, "drops-api", "kept")
+	observe := storeDropObserver("drops-api")
+	observe(true)
+	observe(false)
+	observe(false)
+	if d, k := counter(m.storeDrops, "drops-api", "dropped")-dropped, counter(m.storeDrops, "drops-api", "kept")-kept; d != 1 || k != 2 {
+		t.Errorf("dropped %v kept %v, want 1 and 2", d, k)
+	}
+}

@@ -138,6 +138,7 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 			Identity:         identity,
 			Scopes:           scopes,
 			OnFetch:          fetchObserver(name, client.TokenEndpoint(), a.logger),
+			OnStoreDrop:      storeDropObserver(name),
 			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience),
 		}
 		var afterLearning func()

@@ -182,10 +182,14 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 	credentialID := h.app.credentialID()
 	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
 	switch {
+	case errors.Is(err, errTooLarge):
+		c.log().Warn("ignoring a shared backoff larger than any replica writes (possible tampering)",
+			zap.String("application", h.app.Name), zap.Error(err))
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		c.storeFailed(err)
 	default:
+		cutStoredBackoff(b)
 		// No replica writes a backoff longer than maxRetryAfter: one that
 		// runs longer (beyond clock skew) was not written by a replica, and
 		// is ignored so that a Redis writer cannot pause token requests.

@@ -96,6 +96,12 @@ type Application struct {
 	// classified it: for metrics and logs. It runs on the refresh path, in
 	// the refreshing goroutine, and must not block.
 	OnFetch func(FetchOutcome)
+	// OnStoreDrop, when set, is told each time the store asked this
+	// process to drop the key's token (its record deleted and announced,
+	// as a purge on another replica does): dropped is false when the token
+	// was kept because one was dropped or purged less than PurgeInterval
+	// ago. It must not block.
+	OnStoreDrop func(dropped bool)
 	// VerifyStored, when set, checks that a record read from the store
 	// belongs to this application's identity before it is used (the caller
 	// knows what its tokens look like; the cache does not). It returns nil

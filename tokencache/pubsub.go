@@ -115,6 +115,9 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 					if !ok {
 						return
 					}
+					if len(msg.Payload) > MaxAnnouncementBytes {
+						continue // no replica sends it: ignored
+					}
 					if msg.Payload == s.publisherID {
 						s.updates.notify(msg.Channel) // our own: our watchers know
 					} else {

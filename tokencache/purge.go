@@ -15,7 +15,8 @@ import (
 // the next Token fetches a fresh one, and a store record holding it is no
 // longer taken. Each token is purged at most once (its SHA-256 fingerprint,
 // never the token, is kept until it expires), and a record key at most once
-// per PurgeInterval. It reports whether it purged.
+// per PurgeInterval, an interval shared with drops the store asks for (see
+// allowRefetch). It reports whether it purged.
 func (h *Handle) Purge(ctx context.Context, accessToken string) bool {
 	c := h.c
 	if accessToken == "" {
@@ -35,8 +36,7 @@ func (h *Handle) Purge(ctx context.Context, accessToken string) bool {
 			delete(ks.purged, fp)
 		}
 	}
-	if _, done := ks.purged[fingerprint]; done ||
-		(!ks.lastPurge.IsZero() && now.Sub(ks.lastPurge) < c.purgeInterval) {
+	if _, done := ks.purged[fingerprint]; done || !c.allowRefetch(ks, now) {
 		ks.mu.Unlock()
 		return false
 	}
@@ -44,7 +44,6 @@ func (h *Handle) Purge(ctx context.Context, accessToken string) bool {
 		ks.purged = make(map[[32]byte]time.Time)
 	}
 	ks.purged[fingerprint] = rec.AccessTokenExpiresAt
-	ks.lastPurge = now
 	ks.mu.Unlock()
 
 	c.registerMu.Lock()

@@ -98,7 +98,8 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 
 // Get reads and decodes the record under key. A record that does not decode
 // (or, with encryption, does not open) is reported as an error wrapping
-// ErrNotFound, so it counts as a miss and the next refresh overwrites it.
+// ErrNotFound, so it counts as a miss and the next refresh overwrites it;
+// so is one longer than MaxRecordBytes, which is not even read.
 func (s *RedisStore) Get(ctx context.Context, key string) (*ClientCredential, error) {
 	rec, _, err := s.get(ctx, key)
 	return rec, err
@@ -108,9 +109,12 @@ func (s *RedisStore) Get(ctx context.Context, key string) (*ClientCredential, er
 func (s *RedisStore) get(ctx context.Context, key string) (*ClientCredential, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	raw, err := s.client.Get(ctx, key).Bytes()
+	raw, err := s.getBounded(ctx, key, MaxRecordBytes, "record")
 	if errors.Is(err, redis.Nil) {
 		return nil, nil, ErrNotFound
+	}
+	if errors.Is(err, errTooLarge) {
+		return nil, nil, err
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tokencache: reading record: %w", err)
@@ -156,7 +160,8 @@ func jsonErrorKind(err error) string {
 }
 
 // Set writes rec as JSON (sealed if the store has keys) under key,
-// expiring after ttl.
+// expiring after ttl. A record longer than MaxRecordBytes, which other
+// replicas would not read, is not written: the error wraps errTooLarge.
 func (s *RedisStore) Set(ctx context.Context, key string, rec *ClientCredential, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
@@ -167,6 +172,10 @@ func (s *RedisStore) Set(ctx context.Context, key string, rec *ClientCredential,
 	}
 	if s.sealer != nil {
 		raw = s.sealer.seal(key, raw)
+	}
+	if len(raw) > MaxRecordBytes {
+		// Other replicas would not read it.
+		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), MaxRecordBytes, errTooLarge)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
@@ -245,13 +254,17 @@ func (s *RedisStore) Unlock(ctx context.Context, lockKey, owner string) (bool, e
 }
 
 // GetBackoff reads the backoff under key. One that does not decode is
-// reported as ErrNotFound: it cannot say how long to wait.
+// reported as ErrNotFound: it cannot say how long to wait; so is one longer
+// than MaxBackoffBytes, which is not even read.
 func (s *RedisStore) GetBackoff(ctx context.Context, key string) (*Backoff, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	raw, err := s.client.Get(ctx, key).Bytes()
+	raw, err := s.getBounded(ctx, key, MaxBackoffBytes, "backoff")
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
+	}
+	if errors.Is(err, errTooLarge) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tokencache: reading backoff: %w", err)
@@ -263,12 +276,19 @@ func (s *RedisStore) GetBackoff(ctx context.Context, key string) (*Backoff, erro
 	return &b, nil
 }
 
-// SetBackoff writes b as JSON under key, expiring after ttl.
+// SetBackoff writes b as JSON under key, expiring after ttl; without its
+// message if it would be longer than MaxBackoffBytes.
 func (s *RedisStore) SetBackoff(ctx context.Context, key string, b *Backoff, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
 	raw, err := json.Marshal(b)
+	if err == nil && len(raw) > MaxBackoffBytes {
+		// Other replicas would not read it: share the pause without its text.
+		short := *b
+		short.Message = ""
+		raw, err = json.Marshal(&short)
+	}
 	if err != nil {
 		return fmt.Errorf("tokencache: encoding backoff: %w", err)
 	}

@@ -262,8 +262,7 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*ClientCredential, error) 
 	case errors.Is(err, ErrNotFound):
 		c.storeRecovered()
 		if err != ErrNotFound { // wrapped: there is a record, and it does not decode
-			c.log().Warn("discarding a token record that does not decode",
-				zap.String("application", h.app.Name), zap.Error(err))
+			c.log().Warn(discardMessage(err), zap.String("application", h.app.Name), zap.Error(err))
 		}
 		return nil, nil
 	default:
@@ -322,7 +321,11 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 	}
 	from := fetchedLocal
 	if write {
-		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); err != nil {
+		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, errTooLarge) {
+			write = false
+			c.log().Warn("not sharing a token record larger than other replicas read",
+				zap.String("application", h.app.Name), zap.Error(err))
+		} else if err != nil {
 			c.storeFailed(err)
 		} else {
 			from = fetchedShared

@@ -115,7 +115,11 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 // it although it was shared (another replica purged it): the next Token
 // gets a fresh one. Only seen, the record current when the store was read,
 // is dropped: one taken since (a fetch that wrote the store after that read)
-// is not the purged one. A key kept warm fetches at once.
+// is not the purged one. A key kept warm fetches at once. A still-valid
+// token is dropped at most once per PurgeInterval (shared with Purge, see
+// allowRefetch): within it, it is kept until its own refresh or the next
+// announcement after the interval. Application.OnStoreDrop is told either
+// way.
 func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
 	c.registerMu.Lock()
 	ks.mu.Lock()
@@ -125,17 +129,30 @@ func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
 		c.registerMu.Unlock()
 		return
 	}
+	var app *Application
+	if len(ks.handles) > 0 {
+		app = &ks.handles[len(ks.handles)-1].app
+	}
+	if now := c.now(); cur.validFor(now, c.refreshWindow) && !c.allowRefetch(ks, now) {
+		ks.mu.Unlock()
+		c.registerMu.Unlock()
+		if app != nil {
+			c.reportStoreDrop(app, ks.key, false)
+		}
+		return
+	}
 	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
 	ks.stopTimer()
 	ks.mu.Unlock()
 	for _, h := range ks.handles {
 		h.l1.Store(nil)
 	}
-	name := ""
-	if len(ks.handles) > 0 {
-		name = ks.handles[len(ks.handles)-1].app.Name
-	}
 	c.registerMu.Unlock()
+	name := ""
+	if app != nil {
+		name = app.Name
+		c.reportStoreDrop(app, ks.key, true)
+	}
 	c.log().Info("dropped an access token purged by another replica; the next request fetches a new one",
 		zap.String("application", name), zap.String("record_key", ks.key))
 	if c.warm(ks) {

@@ -1,0 +1,223 @@
+package tokencache
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// replySizes is a go-redis hook that keeps the longest string reply read.
+type replySizes struct{ longest atomic.Int64 }
+
+func (r *replySizes) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *replySizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (r *replySizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		var n int
+		switch c := cmd.(type) {
+		case *redis.Cmd:
+			if s, ok := c.Val().(string); ok {
+				n = len(s)
+			}
+		case *redis.StringCmd:
+			n = len(c.Val())
+		}
+		for {
+			old := r.longest.Load()
+			if int64(n) <= old || r.longest.CompareAndSwap(old, int64(n)) {
+				break
+			}
+		}
+		return err
+	}
+}
+
+// TestOversizedRecordIsRefusedUnread: a record over MaxRecordBytes planted
+// in Redis (a valid one, with a token that would otherwise be used) is a
+// miss, logged, and its value never comes back from Redis.
+func TestOversizedRecordIsRefusedUnread(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	store := newMiniredisStore(t, mr)
+	sizes := &replySizes{}
+	store.Client().AddHook(sizes)
+	f := newFakeFetcher(clock)
+	app := testApp("graph-api", f.Fetch)
+	c, _, logs := newClockCache(t, store, clock, Options{}, app)
+	key := RecordKey(DefaultKeyPrefix, app)
+	planted := ClientCredential{ID: key, ApplicationName: "graph-api", AccessToken: "planted-" + strings.Repeat("x", MaxRecordBytes),
+		AccessTokenExpiresAt: clock.Now().Add(time.Hour), Scope: testScope, CreatedAt: clock.Now(), UpdatedAt: clock.Now()}
+	raw, _ := json.Marshal(planted)
+	if err := mr.Set(key, string(raw)); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.Token(t.Context(), "graph-api")
+	if err != nil || rec.AccessToken != "token-1" || f.calls.Load() != 1 {
+		t.Fatalf("Token() = %.20q, %v after %d fetches, want its own token-1", rec.AccessToken, err, f.calls.Load())
+	}
+	if n := sizes.longest.Load(); n > MaxRecordBytes {
+		t.Errorf("a %d-byte reply was read from Redis, over MaxRecordBytes", n)
+	}
+	warned := logs.FilterMessageSnippet("discarding a token record larger than any replica writes").All()
+	if len(warned) == 0 || !strings.Contains(warned[0].ContextMap()["error"].(string), "over the 65536-byte limit") {
+		t.Errorf("the oversized record was not logged as such: %v", logs.All())
+	}
+}
+
+// TestRecordOverTheLimitIsNotShared: a token too large for other replicas
+// to read is used by the replica that fetched it, and not written.
+func TestRecordOverTheLimitIsNotShared(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	big := strings.Repeat("t", MaxRecordBytes)
+	fetch := func(context.Context) (Fetched, error) {
+		return Fetched{AccessToken: big, ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	app := testApp("graph-api", fetch)
+	c, _, logs := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+	rec, err := c.Token(t.Context(), "graph-api")
+	if err != nil || rec.AccessToken != big {
+		t.Fatalf("Token() = %v, want the fetched token", err)
+	}
+	if mr.Exists(RecordKey(DefaultKeyPrefix, app)) {
+		t.Error("a record over MaxRecordBytes was written to the store")
+	}
+	if logs.FilterMessageSnippet("not sharing a token record larger").Len() != 1 {
+		t.Errorf("not logged: %v", logs.All())
+	}
+	if !c.StoreAvailable() {
+		t.Error("the store is reported unavailable")
+	}
+}
+
+// plantBackoff writes raw as the backoff of app's key.
+func plantBackoff(t *testing.T, mr *miniredis.Miniredis, app Application, b map[string]any) {
+	t.Helper()
+	raw, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mr.Set(BackoffKey(RecordKey(DefaultKeyPrefix, app)), string(raw)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOversizedBackoffIsIgnored: a backoff over MaxBackoffBytes planted in
+// Redis pauses nothing and is logged.
+func TestOversizedBackoffIsIgnored(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	app := testApp("graph-api", f.Fetch)
+	c, _, logs := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+	plantBackoff(t, mr, app, map[string]any{"until": clock.Now().Add(30 * time.Second), "attempts": 1,
+		"message": strings.Repeat("m", MaxBackoffBytes)})
+	rec, err := c.Token(t.Context(), "graph-api")
+	if err != nil || rec.AccessToken != "token-1" {
+		t.Fatalf("Token() failed (%d-byte error), want a token: the oversized backoff is not obeyed", len(errText(err)))
+	}
+	if logs.FilterMessageSnippet("shared backoff larger than any replica writes").Len() != 1 {
+		t.Errorf("not logged: %v", logs.All())
+	}
+}
+
+// TestStoredBackoffMessageIsCutAsWritten: a backoff within the bound but
+// with a message longer than a replica writes is obeyed, and its message
+// is cut to maxBackoffMessage in what callers get.
+func TestStoredBackoffMessageIsCutAsWritten(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	app := testApp("graph-api", f.Fetch)
+	c, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+	plantBackoff(t, mr, app, map[string]any{"until": clock.Now().Add(30 * time.Second), "attempts": 1,
+		"message": strings.Repeat("m", 3*maxBackoffMessage)})
+	_, err := c.Token(t.Context(), "graph-api")
+	var coded *Error
+	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || f.calls.Load() != 0 {
+		t.Fatalf("Token() = %v after %d fetches, want 503 and no fetch", err, f.calls.Load())
+	}
+	if want := strings.Repeat("m", maxBackoffMessage) + "; token requests paused for 30s"; coded.Message != want {
+		t.Errorf("message of %d bytes, want the stored one cut to %d bytes and the pause", len(coded.Message), maxBackoffMessage)
+	}
+}
+
+// TestBackoffOverTheLimitIsWrittenWithoutItsMessage: a replica whose
+// backoff would be over MaxBackoffBytes shares the pause without the text.
+func TestBackoffOverTheLimitIsWrittenWithoutItsMessage(t *testing.T) {
+	mr := miniredis.RunT(t)
+	store := newMiniredisStore(t, mr)
+	key := BackoffKey(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil)))
+	b := &Backoff{Until: time.Now().Add(time.Minute).UTC(), Attempts: 1,
+		Message: strings.Repeat("<", maxBackoffMessage), CredentialID: strings.Repeat("c", 4096)}
+	if err := store.SetBackoff(t.Context(), key, b, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.GetBackoff(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Message != "" || got.CredentialID != b.CredentialID || !got.Until.Equal(b.Until) {
+		t.Errorf("GetBackoff() = %d-byte message; want the backoff without its message", len(got.Message))
+	}
+	b.CredentialID = "c"
+	if err := store.SetBackoff(t.Context(), key, b, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.GetBackoff(t.Context(), key); err != nil || got.Message != b.Message {
+		t.Errorf("a 1 KiB message of escaped bytes was not kept: %v", err)
+	}
+}
+
+// TestOversizedAnnouncementIsIgnored: a message over MaxAnnouncementBytes
+// on an update channel wakes no watcher; a replica's does.
+func TestOversizedAnnouncementIsIgnored(t *testing.T) {
+	mr := miniredis.RunT(t)
+	store := newMiniredisStore(t, mr)
+	chA := UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("a", nil)))
+	other := testApp("b", nil)
+	other.Identity += "-other"
+	chB := UpdateChannel(RecordKey(DefaultKeyPrefix, other))
+	a, cancelA := store.Watch(t.Context(), chA)
+	defer cancelA()
+	b, cancelB := store.Watch(t.Context(), chB)
+	defer cancelB()
+	publisher := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer publisher.Close()
+	if err := publisher.Publish(t.Context(), chA, strings.Repeat("p", MaxAnnouncementBytes+1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Messages arrive in order on the store's one subscription: once B's
+	// has, A's has been handled.
+	if err := publisher.Publish(t.Context(), chB, newOwner()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, b, "the announcement on B")
+	select {
+	case <-a:
+		t.Fatal("an oversized announcement woke a watcher")
+	default:
+	}
+	if err := publisher.Publish(t.Context(), chA, newOwner()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, a, "a replica's announcement on A")
+}
+
+// errText is err's text, "" for nil.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
