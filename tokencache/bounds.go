@@ -2,7 +2,6 @@ package tokencache
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 
@@ -10,7 +9,7 @@ import (
 )
 
 // Bounds on what is read from the store: every value read from Redis is
-// checked against its bound before it is sent (see getbounded.lua), so
+// checked against its bound before it is sent (see getBounded), so
 // that a Redis writer cannot make a replica read, parse, hold or serve a
 // value of any size. Each bound is well above what a replica writes.
 const (
@@ -35,31 +34,26 @@ const (
 // errTooLarge is wrapped by the errors of values over their bound.
 var errTooLarge = errors.New("tokencache: value over its size limit")
 
-var (
-	//go:embed getbounded.lua
-	getBoundedLua string
-	// getBoundedScript is GET of a value only if its STRLEN is within a
-	// bound.
-	getBoundedScript = redis.NewScript(getBoundedLua)
-)
-
-// getBounded reads the string under key if it is at most limit bytes. It
-// returns redis.Nil when there is none, and an error wrapping both
-// ErrNotFound and errTooLarge, without reading it, when it is longer; what
-// names the kind of value in that error.
+// getBounded reads the string under key if it is at most limit bytes:
+// GETRANGE of its first limit+1 bytes, so that at most one byte more than
+// the bound leaves Redis and an oversized value is never sent whole (one
+// round trip, no script). It returns redis.Nil when there is none (Redis
+// answers a missing key, and an empty value, with an empty string: no
+// record or backoff is empty), and an error wrapping both ErrNotFound and
+// errTooLarge when it is longer; what names the kind of value in that
+// error.
 func (s *RedisStore) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
-	v, err := getBoundedScript.Run(ctx, s.client, []string{key}, limit).Result()
+	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 	if err != nil {
 		return nil, err
 	}
-	switch v := v.(type) {
-	case string:
-		return []byte(v), nil
-	case int64:
-		return nil, fmt.Errorf("%w: %s %s is %d bytes, over the %d-byte limit (%w)", ErrNotFound, what, key, v, limit, errTooLarge)
-	default:
-		return nil, fmt.Errorf("tokencache: reading %s: unexpected reply %T", what, v)
+	if len(v) == 0 {
+		return nil, redis.Nil
 	}
+	if len(v) > limit {
+		return nil, fmt.Errorf("%w: %s %s is over the %d-byte limit (%w)", ErrNotFound, what, key, limit, errTooLarge)
+	}
+	return v, nil
 }
 
 // discardMessage is the log message for a record read that err (wrapping
