@@ -47,6 +47,8 @@ type conn struct {
 	everUsed bool
 
 	pending []byte // bytes read since the last write
+	// large is the pooled buffer pending uses, when it outgrew smallBuffer.
+	large *[]byte
 	// lastReadAt is where in pending the last read with data began.
 	lastReadAt int
 	reads      int  // Read calls that reached the socket
@@ -111,6 +113,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	if len(c.replay) > 0 {
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
+		if len(c.replay) == 0 {
+			c.replay = nil // keep none of it
+		}
 		c.reads++
 		c.recordRead(p[:n])
 		c.mu.Unlock()
@@ -183,6 +188,7 @@ func (c *conn) moveToNewest(extra []byte) bool {
 		return false
 	}
 	c.closed = true
+	c.resetPending()
 	c.view.forget(c)
 	return true
 }
@@ -227,10 +233,10 @@ func (c *conn) recordRead(b []byte) {
 		// What was read is no longer all known (a pipelined request may
 		// hide behind it, or its first byte in net/http's buffer).
 		c.noHandoff = true
-		c.pending = c.pending[:0]
+		c.resetPending()
 		return
 	}
-	c.pending = append(c.pending, b...)
+	c.appendPending(b)
 }
 
 // readAfterResponseBegan notes b, read after the response to the current
@@ -311,7 +317,7 @@ func (c *conn) recordWrite(p []byte) {
 	c.held = false
 	c.writes++
 	c.completed = false
-	c.pending = c.pending[:0]
+	c.resetPending()
 }
 
 // SetDeadline sets both deadlines, as the underlying connection does.
@@ -381,6 +387,7 @@ func (c *conn) Close() error {
 	c.closed = true
 	v, hooks := c.view, c.hooks
 	replay, verdict := c.boundary()
+	c.resetPending()
 	reading := c.reading && verdict != notABoundary
 	if reading {
 		// An idle keep-alive read is blocked in the socket: wake it; what

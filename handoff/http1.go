@@ -110,7 +110,11 @@ type responseHead struct {
 
 // reset starts following a new response; headRequest: it answers a HEAD.
 func (h *responseHead) reset(headRequest bool) {
-	*h = responseHead{buf: h.buf[:0], connectionClose: true, noBody: headRequest, contentLength: -1}
+	buf := h.buf[:0]
+	if cap(buf) > smallBuffer {
+		buf = nil // a large header block's buffer is not kept
+	}
+	*h = responseHead{buf: buf, connectionClose: true, noBody: headRequest, contentLength: -1}
 }
 
 // keepAlive reports whether the final response was written whole and keeps
@@ -179,6 +183,9 @@ func (h *responseHead) feed(p []byte) int {
 			h.chunked = headerHasToken(block, "Transfer-Encoding", "chunked")
 			h.contentLength = contentLength(block)
 			h.buf = h.buf[:0] // keep no response bytes once they are judged
+			if cap(h.buf) > smallBuffer {
+				h.buf = nil // nor a large buffer
+			}
 			h.body(p[end-before:])
 		}
 	}
