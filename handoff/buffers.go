@@ -39,6 +39,7 @@ func (c *conn) appendPending(b []byte) {
 // held. Nothing may keep a slice of c.pending past it (what leaves the
 // connection is cloned).
 func (c *conn) resetPending() {
+	c.lineRead = false
 	if c.large == nil {
 		c.pending = c.pending[:0]
 		return

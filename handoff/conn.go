@@ -49,6 +49,9 @@ type conn struct {
 	pending []byte // bytes read since the last write
 	// large is the pooled buffer pending uses, when it outgrew smallBuffer.
 	large *[]byte
+	// lineRead: pending holds the whole first line of its request, which
+	// was judged (an HTTP/1.x request line, or never handed off).
+	lineRead bool
 	// lastReadAt is where in pending the last read with data began.
 	lastReadAt int
 	reads      int  // Read calls that reached the socket
@@ -214,9 +217,6 @@ func (c *conn) recordRead(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	if !c.everUsed && !looksLikeRequest(b) {
-		c.noHandoff = true
-	}
 	c.everUsed = true
 	if c.answering() {
 		if b = c.readAfterResponseBegan(b); len(b) == 0 {
@@ -237,6 +237,25 @@ func (c *conn) recordRead(b []byte) {
 		return
 	}
 	c.appendPending(b)
+	c.judgeLine()
+}
+
+// judgeLine decides, on every read until the first line of the request in
+// pending is whole, whether it is an HTTP/1.x request line; c.mu is held.
+// A line split across reads is followed to its end, so a connection whose
+// bytes stop looking like one (TLS, the HTTP/2 preface "PRI * HTTP/2.0",
+// anything else) is never handed off, however it was split. A connection
+// whose line is still incomplete (a "P" that may begin "POST" or "PRI")
+// may be handed off with the bytes it sent: the next server reads them
+// first, and nothing of it has been answered.
+func (c *conn) judgeLine() {
+	if c.lineRead {
+		return
+	}
+	if !looksLikeRequest(c.pending) {
+		c.noHandoff = true
+	}
+	c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 }
 
 // readAfterResponseBegan notes b, read after the response to the current
@@ -292,6 +311,15 @@ func (c *conn) Write(p []byte) (int, error) {
 // recordWrite notes p, about to be written; c.mu is held.
 func (c *conn) recordWrite(p []byte) {
 	if len(p) == 0 {
+		return
+	}
+	if c.noHandoff {
+		// It is never handed off: keep nothing of what it writes (HTTP/2
+		// frames would fill the response header buffer).
+		c.everUsed = true
+		c.writes++
+		c.head.buf = nil
+		c.resetPending()
 		return
 	}
 	if c.newRequest {

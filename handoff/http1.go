@@ -11,8 +11,11 @@ import (
 const maxHead = 16 << 10
 
 // looksLikeRequest reports whether b is, or begins, an HTTP/1.x request
-// line: a method token, a space, a target, a space and "HTTP/1.<digit>".
-// A b that ends early is judged on the bytes it has.
+// line: a method token other than PRI, a space, a target, a space and
+// "HTTP/1.<digit>". A b that ends early is judged on the bytes it has, so
+// "P", "PR" and "PRI" still pass (they may begin PUT, POST or PRIVATE); once
+// the method token ends, "PRI" (the HTTP/2 connection preface, "PRI *
+// HTTP/2.0") never does.
 func looksLikeRequest(b []byte) bool {
 	i := 0
 	for i < len(b) && i < 32 && isTokenChar(b[i]) {
@@ -21,7 +24,7 @@ func looksLikeRequest(b []byte) bool {
 	if i == len(b) {
 		return i > 0 && i < 32
 	}
-	if i == 0 || b[i] != ' ' {
+	if i == 0 || b[i] != ' ' || string(b[:i]) == "PRI" {
 		return false
 	}
 	i++
