@@ -47,6 +47,11 @@ type conn struct {
 	everUsed bool
 
 	pending []byte // bytes read since the last write
+	// large is the pooled buffer pending uses, when it outgrew smallBuffer.
+	large *[]byte
+	// lineRead: pending holds the whole first line of its request, which
+	// was judged (an HTTP/1.x request line, or never handed off).
+	lineRead bool
 	// lastReadAt is where in pending the last read with data began.
 	lastReadAt int
 	reads      int  // Read calls that reached the socket
@@ -111,6 +116,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	if len(c.replay) > 0 {
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
+		if len(c.replay) == 0 {
+			c.replay = nil // keep none of it
+		}
 		c.reads++
 		c.recordRead(p[:n])
 		c.mu.Unlock()
@@ -183,6 +191,7 @@ func (c *conn) moveToNewest(extra []byte) bool {
 		return false
 	}
 	c.closed = true
+	c.resetPending()
 	c.view.forget(c)
 	return true
 }
@@ -208,9 +217,6 @@ func (c *conn) recordRead(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	if !c.everUsed && !looksLikeRequest(b) {
-		c.noHandoff = true
-	}
 	c.everUsed = true
 	if c.answering() {
 		if b = c.readAfterResponseBegan(b); len(b) == 0 {
@@ -227,10 +233,29 @@ func (c *conn) recordRead(b []byte) {
 		// What was read is no longer all known (a pipelined request may
 		// hide behind it, or its first byte in net/http's buffer).
 		c.noHandoff = true
-		c.pending = c.pending[:0]
+		c.resetPending()
 		return
 	}
-	c.pending = append(c.pending, b...)
+	c.appendPending(b)
+	c.judgeLine()
+}
+
+// judgeLine decides, on every read until the first line of the request in
+// pending is whole, whether it is an HTTP/1.x request line; c.mu is held.
+// A line split across reads is followed to its end, so a connection whose
+// bytes stop looking like one (TLS, the HTTP/2 preface "PRI * HTTP/2.0",
+// anything else) is never handed off, however it was split. A connection
+// whose line is still incomplete (a "P" that may begin "POST" or "PRI")
+// may be handed off with the bytes it sent: the next server reads them
+// first, and nothing of it has been answered.
+func (c *conn) judgeLine() {
+	if c.lineRead {
+		return
+	}
+	if !looksLikeRequest(c.pending) {
+		c.noHandoff = true
+	}
+	c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 }
 
 // readAfterResponseBegan notes b, read after the response to the current
@@ -288,6 +313,15 @@ func (c *conn) recordWrite(p []byte) {
 	if len(p) == 0 {
 		return
 	}
+	if c.noHandoff {
+		// It is never handed off: keep nothing of what it writes (HTTP/2
+		// frames would fill the response header buffer).
+		c.everUsed = true
+		c.writes++
+		c.head.buf = nil
+		c.resetPending()
+		return
+	}
 	if c.newRequest {
 		// The first write after reading a request: its response begins.
 		c.newRequest = false
@@ -311,7 +345,7 @@ func (c *conn) recordWrite(p []byte) {
 	c.held = false
 	c.writes++
 	c.completed = false
-	c.pending = c.pending[:0]
+	c.resetPending()
 }
 
 // SetDeadline sets both deadlines, as the underlying connection does.
@@ -381,6 +415,7 @@ func (c *conn) Close() error {
 	c.closed = true
 	v, hooks := c.view, c.hooks
 	replay, verdict := c.boundary()
+	c.resetPending()
 	reading := c.reading && verdict != notABoundary
 	if reading {
 		// An idle keep-alive read is blocked in the socket: wake it; what

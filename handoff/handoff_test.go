@@ -36,6 +36,7 @@ func serve(t *testing.T, address, name string, extra http.Handler) *generation {
 // serverOptions vary a test server.
 type serverOptions struct {
 	noHooks bool // no ServerHooks, as a server that was not given them
+	h2c     bool // it also serves HTTP/2 with prior knowledge, as Caddy's do
 	// wrap, when set, wraps the ConnState hook the server calls (the
 	// hooks' own, or none), e.g. to pause the server at a state.
 	wrap func(hook func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState)
@@ -77,6 +78,11 @@ func serveWith(t *testing.T, address, name string, extra http.Handler, opts serv
 	}}
 	if g.hooks != nil {
 		g.srv.RegisterOnShutdown(g.hooks.ShutdownBegun)
+	}
+	if opts.h2c {
+		g.srv.Protocols = new(http.Protocols)
+		g.srv.Protocols.SetHTTP1(true)
+		g.srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	go g.srv.Serve(v)
 	t.Cleanup(func() { g.srv.Close(); v.Close() })

@@ -11,8 +11,11 @@ import (
 const maxHead = 16 << 10
 
 // looksLikeRequest reports whether b is, or begins, an HTTP/1.x request
-// line: a method token, a space, a target, a space and "HTTP/1.<digit>".
-// A b that ends early is judged on the bytes it has.
+// line: a method token other than PRI, a space, a target, a space and
+// "HTTP/1.<digit>". A b that ends early is judged on the bytes it has, so
+// "P", "PR" and "PRI" still pass (they may begin PUT, POST or PRIVATE); once
+// the method token ends, "PRI" (the HTTP/2 connection preface, "PRI *
+// HTTP/2.0") never does.
 func looksLikeRequest(b []byte) bool {
 	i := 0
 	for i < len(b) && i < 32 && isTokenChar(b[i]) {
@@ -21,7 +24,7 @@ func looksLikeRequest(b []byte) bool {
 	if i == len(b) {
 		return i > 0 && i < 32
 	}
-	if i == 0 || b[i] != ' ' {
+	if i == 0 || b[i] != ' ' || string(b[:i]) == "PRI" {
 		return false
 	}
 	i++
@@ -110,7 +113,11 @@ type responseHead struct {
 
 // reset starts following a new response; headRequest: it answers a HEAD.
 func (h *responseHead) reset(headRequest bool) {
-	*h = responseHead{buf: h.buf[:0], connectionClose: true, noBody: headRequest, contentLength: -1}
+	buf := h.buf[:0]
+	if cap(buf) > smallBuffer {
+		buf = nil // a large header block's buffer is not kept
+	}
+	*h = responseHead{buf: buf, connectionClose: true, noBody: headRequest, contentLength: -1}
 }
 
 // keepAlive reports whether the final response was written whole and keeps
@@ -179,6 +186,9 @@ func (h *responseHead) feed(p []byte) int {
 			h.chunked = headerHasToken(block, "Transfer-Encoding", "chunked")
 			h.contentLength = contentLength(block)
 			h.buf = h.buf[:0] // keep no response bytes once they are judged
+			if cap(h.buf) > smallBuffer {
+				h.buf = nil // nor a large buffer
+			}
 			h.body(p[end-before:])
 		}
 	}

@@ -16,6 +16,12 @@ func TestLooksLikeRequest(t *testing.T) {
 		"GET  / HTTP/1.1":              false,
 		"GET / HTTP/1.1x":              false,
 		"{\"json\": true}":             false,
+		"P":                            true, // may begin POST: judged when its line is whole
+		"PRI":                          true, // may begin PRIVATE
+		"PRI ":                         false,
+		"PRI * HTTP/":                  false, // the HTTP/2 preface, split
+		"PRI * HTTP/1.1\r\n":           false, // never an HTTP/1 request
+		"PRIVATE / HTTP/1.1\r\n":       true,
 	} {
 		if got := looksLikeRequest([]byte(in)); got != want {
 			t.Errorf("looksLikeRequest(%q) = %v, want %v", in, got, want)

@@ -20,7 +20,8 @@
 // response) is not closed but handed, with the bytes already read, to the
 // newest View's server, which answers it. A connection is never handed off in
 // the middle of a response, after a protocol switch (101, CONNECT) or once
-// its first bytes show it is not HTTP/1 (TLS, HTTP/2): those are closed as
+// a request's first line, however split across reads, shows it is not
+// HTTP/1 (TLS, the HTTP/2 preface "PRI * HTTP/2.0"): those are closed as
 // before. With no newer View (no reload, or the last configuration
 // stopping), a connection is closed at once, as a plain listener's.
 //

@@ -1,0 +1,50 @@
+package handoff
+
+import "sync"
+
+// smallBuffer is the most a connection keeps, between requests, of the
+// buffer that holds the bytes of a request it has not answered yet
+// (default 4 KiB): a request header fits in it. A request that does not
+// (a large header, a body read before its response) borrows a buffer of
+// maxPending bytes from largeBuffers and gives it back when its response
+// begins, so an idle keep-alive connection holds no large buffer, whatever
+// it sent before.
+const smallBuffer = 4 << 10
+
+// largeBuffers holds buffers of maxPending bytes (*[]byte, empty).
+var largeBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, maxPending)
+	return &b
+}}
+
+// appendPending appends b to c.pending, which must stay within maxPending;
+// c.mu is held. Its capacity stays within smallBuffer until it needs more,
+// when it moves to a pooled buffer.
+func (c *conn) appendPending(b []byte) {
+	n := len(c.pending) + len(b)
+	switch {
+	case n <= cap(c.pending):
+	case n <= smallBuffer:
+		grown := make([]byte, len(c.pending), min(max(2*cap(c.pending), n, 512), smallBuffer))
+		copy(grown, c.pending)
+		c.pending = grown
+	case c.large == nil:
+		c.large = largeBuffers.Get().(*[]byte)
+		c.pending = append((*c.large)[:0], c.pending...)
+	}
+	c.pending = append(c.pending, b...)
+}
+
+// resetPending empties c.pending, giving a pooled buffer back; c.mu is
+// held. Nothing may keep a slice of c.pending past it (what leaves the
+// connection is cloned).
+func (c *conn) resetPending() {
+	c.lineRead = false
+	if c.large == nil {
+		c.pending = c.pending[:0]
+		return
+	}
+	*c.large = (*c.large)[:0]
+	largeBuffers.Put(c.large)
+	c.large, c.pending = nil, nil
+}
