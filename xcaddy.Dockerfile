@@ -16,9 +16,7 @@
 #
 # The xcaddy command below is the one CI-free users can run locally too:
 #   go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 \
-#     --with github.com/caddy-entra/caddy-entra/caddymodule \
-#     --with github.com/caddy-entra/caddy-entra/handoff/caddyhandoff \
-#     --replace github.com/caddy-entra/caddy-entra=.
+#     --with github.com/caddy-entra/caddy-entra=.
 
 FROM golang:1.26-bookworm AS builder
 RUN go install github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
@@ -26,9 +24,7 @@ WORKDIR /src
 COPY . .
 RUN CGO_ENABLED=0 xcaddy build v2.11.9 \
 	--output /usr/bin/caddy \
-	--with github.com/caddy-entra/caddy-entra/caddymodule \
-	--with github.com/caddy-entra/caddy-entra/handoff/caddyhandoff \
-	--replace github.com/caddy-entra/caddy-entra=/src
+	--with github.com/caddy-entra/caddy-entra=/src
 RUN /usr/bin/caddy list-modules | grep -cxE 'entra|http.handlers.entra_token|handoff' | grep -qx 3
 
 FROM caddy:2.11.9

@@ -6,8 +6,7 @@ package main
 import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
-	_ "github.com/caddy-entra/caddy-entra/caddymodule"
-	_ "github.com/caddy-entra/caddy-entra/handoff/caddyhandoff"
+	_ "github.com/caddy-entra/caddy-entra"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
