@@ -148,8 +148,18 @@ type RedisConfig struct {
 
 	// EncryptionKeys, each the base64 of 32 random bytes, seal the records
 	// with AES-256-GCM. The first encrypts; all decrypt, so a key can be
-	// rotated by putting the new one first. Default: no encryption.
+	// rotated by putting the new one first. Required unless
+	// InsecurePlaintext is set; make one with
+	// `head -c 32 /dev/urandom | base64`.
 	EncryptionKeys []string `json:"encryption_keys,omitempty"`
+
+	// InsecurePlaintext shares tokens through Redis in plaintext, without
+	// EncryptionKeys: then anyone who can write to Redis can replace the
+	// injected token (within the checks a replica makes of every record
+	// it reads) or withhold it, and anyone who can read Redis reads the
+	// tokens. It must be stated to use Redis without a key, and cannot be
+	// combined with one; a warning is logged at load. Default false.
+	InsecurePlaintext bool `json:"insecure_plaintext,omitempty"`
 }
 
 // Application is one application name: the scopes its tokens carry and,
@@ -183,7 +193,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 	a.warnLiteralSecrets()
+	a.warnInsecurePlaintext()
 	return nil
+}
+
+// warnInsecurePlaintext says, at load, what insecure_plaintext gives away.
+func (a *App) warnInsecurePlaintext() {
+	if a.Redis == nil || !a.Redis.InsecurePlaintext || len(a.Redis.EncryptionKeys) > 0 {
+		return
+	}
+	a.logger.Warn("redis insecure_plaintext: tokens are shared through Redis unsealed; any Redis writer can replace "+
+		"or withhold the tokens this sidecar injects (within the checks made of every record read), and any Redis "+
+		"reader reads them; set encryption_key instead (head -c 32 /dev/urandom | base64)")
 }
 
 // Validate resolves and checks every setting (resolveSettings: placeholders,

@@ -7,6 +7,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // validateConfig provisions a whole JSON config as a real load does, without
@@ -99,17 +101,17 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		},
 		{
 			name:     "bad redis url",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "http://cache:6379"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "http://cache:6379", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis"},
 		},
 		{
 			name:     "redis url password not echoed",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://:s3cr3t-from-env@cache:notaport"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://:s3cr3t-from-env@cache:notaport", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis"},
 		},
 		{
 			name:     "redis url and addrs",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "addrs": ["b:6379"]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "addrs": ["b:6379"], "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "either a URL or addrs"},
 		},
 		{
@@ -118,8 +120,18 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "encryption_key #1"},
 		},
 		{
+			name:     "redis without encryption_key",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG: redis encryption_key: is required", "head -c 32 /dev/urandom | base64", "insecure_plaintext"},
+		},
+		{
+			name:     "redis with encryption_key and insecure_plaintext",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "insecure_plaintext": true, "encryption_keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG: redis insecure_plaintext", "encryption_key"},
+		},
+		{
 			name:     "redis tls_ca unreadable",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "rediss://a:6380", "tls_ca": "/nonexistent/ca.pem"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "rediss://a:6380", "tls_ca": "/nonexistent/ca.pem", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis tls_ca", "reading the CA file"},
 		},
 		{
@@ -245,5 +257,27 @@ func TestValidateChecksEverySettingBeforeRegistering(t *testing.T) {
 	t.Cleanup(func() { _ = app.Cleanup() })
 	if app.handles["a"] == nil {
 		t.Error("a valid config registered no handle")
+	}
+}
+
+func TestInsecurePlaintextWarnsAtLoad(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		redis    *RedisConfig
+		wantWarn bool
+	}{
+		{name: "insecure_plaintext", redis: &RedisConfig{URL: "redis://a:6379", InsecurePlaintext: true}, wantWarn: true},
+		{name: "encryption_key", redis: &RedisConfig{URL: "redis://a:6379", EncryptionKeys: []string{"k"}}},
+		{name: "no redis"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.WarnLevel)
+			a := &App{Redis: tc.redis, logger: zap.New(core)}
+			a.warnInsecurePlaintext()
+			warned := logs.FilterMessageSnippet("any Redis writer can replace or withhold").Len() == 1
+			if warned != tc.wantWarn {
+				t.Fatalf("warned %v, want %v; logs: %v", warned, tc.wantWarn, logs.All())
+			}
+		})
 	}
 }

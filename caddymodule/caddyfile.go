@@ -66,7 +66,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			tls_server_name <name>
 //			key_prefix <prefix>
 //			timeout <duration>
-//			encryption_key <base64 of 32 bytes>
+//			encryption_key <base64 of 32 bytes>  # required, or:
+//			insecure_plaintext
 //		}
 //		application <name> [<scope>...] {
 //			scope <scope> [<scope>...]
@@ -382,6 +383,11 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 				return nil, err
 			}
 			redis.EncryptionKeys = append(redis.EncryptionKeys, key)
+		case "insecure_plaintext":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			redis.InsecurePlaintext = true
 		default:
 			return nil, d.Errf("unrecognized redis option '%s'", option)
 		}

@@ -33,6 +33,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 				refresh_window 2m
 				redis {env.REDIS_URL} {
 					key_prefix sidecar:
+					insecure_plaintext
 				}
 				application graph-api {
 					scope https://graph.microsoft.com/.default
@@ -48,7 +49,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 					TokenEndpoint: "https://idp.example/oauth2/token",
 				},
 				RefreshWindow: caddy.Duration(2 * 60 * 1e9),
-				Redis:         &RedisConfig{URL: "{env.REDIS_URL}", KeyPrefix: "sidecar:"},
+				Redis:         &RedisConfig{URL: "{env.REDIS_URL}", KeyPrefix: "sidecar:", InsecurePlaintext: true},
 				Applications: map[string]*Application{
 					"graph-api":  {Scopes: []string{"https://graph.microsoft.com/.default"}},
 					"orders-api": {Scopes: []string{"api://orders/.default"}},
@@ -173,6 +174,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 		{name: "negative window", input: "entra {\n refresh_window -5s\n }", wantErr: "refresh_window: must be positive"},
 		{name: "redis without url", input: "entra {\n redis\n }", wantErr: "redis: a redis:// or rediss:// URL, or addrs, is required"},
 		{name: "redis twice", input: "entra {\n redis redis://a\n redis redis://b\n }", wantErr: "redis: may appear only once"},
+		{name: "insecure_plaintext takes no argument", input: "entra {\n redis redis://a {\n insecure_plaintext yes\n }\n }", wantErr: "wrong argument count"},
 		{name: "unknown redis option", input: "entra {\n redis redis://a {\n prefix x\n }\n }", wantErr: "unrecognized redis option 'prefix'"},
 		{name: "application without name", input: "entra {\n application\n }", wantErr: "application: a name is required"},
 		{name: "application without scope", input: "entra {\n application a\n }", wantErr: "application a: at least one scope is required"},

@@ -189,6 +189,13 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, 
 		return nil, "", configError("redis", "set either a URL or addrs, not both")
 	case opts.OpTimeout < 0:
 		return nil, "", configError("redis timeout", "must not be negative")
+	case len(rc.EncryptionKeys) == 0 && !rc.InsecurePlaintext:
+		return nil, "", configError("redis encryption_key", "is required to share tokens through Redis: "+
+			"without it any Redis writer can replace or withhold the tokens this sidecar injects. "+
+			"Make one with `head -c 32 /dev/urandom | base64`, give it to every replica (e.g. encryption_key {env.ENTRA_REDIS_KEY}), "+
+			"or state insecure_plaintext in the redis block to accept that risk")
+	case len(rc.EncryptionKeys) > 0 && rc.InsecurePlaintext:
+		return nil, "", configError("redis insecure_plaintext", "cannot be combined with encryption_key: remove one of them")
 	}
 	return opts, tlsDescription, nil
 }
