@@ -59,6 +59,18 @@ func TestBadConfigIsRejectedAtLoad(t *testing.T) {
 				strings.Replace(site, "%s", "orders-api {\n\t\theader Proxy-Authorization\n\t}", 1),
 			want: []string{"Proxy-Authorization", "cannot carry the token"},
 		},
+		{
+			name: "redis without encryption_key",
+			caddyfile: strings.Replace(entraBlock, "%s", "client_secret s3cr3t-value\n\t\tredis redis://127.0.0.1:1/0", 1) +
+				strings.Replace(site, "%s", "orders-api", 1),
+			want: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG: redis encryption_key: is required", "head -c 32 /dev/urandom | base64", "insecure_plaintext"},
+		},
+		{
+			name: "redis with encryption_key and insecure_plaintext",
+			caddyfile: strings.Replace(entraBlock, "%s", "client_secret s3cr3t-value\n\t\tredis redis://127.0.0.1:1/0 {\n\t\t\tencryption_key MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n\t\t\tinsecure_plaintext\n\t\t}", 1) +
+				strings.Replace(site, "%s", "orders-api", 1),
+			want: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG: redis insecure_plaintext", "cannot be combined"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -204,6 +204,7 @@ func TestTwoIdentitiesInOneConfigNeverShareATokenInRedis(t *testing.T) {
 		client_secret  {env.TEST_CLIENT_SECRET}
 		redis {env.TEST_REDIS_URL} {
 			key_prefix `+testKeyPrefix+`
+			insecure_plaintext
 		}
 		application orders-api api://orders/.default
 		application orders-as-other api://orders/.default {

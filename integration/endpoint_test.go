@@ -27,6 +27,7 @@ var endpointCaddyfile = `{
 ` + testIdentity + `
 		redis {env.TEST_REDIS_URL} {
 			key_prefix ` + testKeyPrefix + `
+			insecure_plaintext
 		}
 		application orders-api ` + testScope + `
 		application graph-api https://graph.microsoft.com/.default

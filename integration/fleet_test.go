@@ -21,8 +21,12 @@ import (
 )
 
 // fleetConfig is sidecarCaddyfile with extra lines in the redis block and in
-// the entra_token block.
+// the entra_token block; a redis block without encryption_key states
+// insecure_plaintext.
 func fleetConfig(redisOptions, handlerOptions string) string {
+	if !strings.Contains(redisOptions, "encryption_key") {
+		redisOptions += "\ninsecure_plaintext"
+	}
 	return sidecarConfig(testIdentity+`
 		redis {env.TEST_REDIS_URL} {
 			key_prefix `+testKeyPrefix+`
@@ -300,6 +304,7 @@ func TestReloadThatRotatesTheSecretMakesNoTokenRequestWithTheOldSecret(t *testin
 		refresh_window 1s
 		redis {env.TEST_REDIS_URL} {
 			key_prefix `+testKeyPrefix+`
+			insecure_plaintext
 		}
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})

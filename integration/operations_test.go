@@ -46,6 +46,7 @@ func startOpsReplica(t *testing.T, f *fleet, entraExtra string, unixAdmin bool) 
 %s
 		redis {env.TEST_REDIS_URL} {
 			key_prefix %s
+			insecure_plaintext
 		}
 		%s
 		application orders-api %s

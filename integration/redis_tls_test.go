@@ -101,6 +101,7 @@ func TestRedisOverTLSWithPrivateCA(t *testing.T) {
 		redis rediss://{env.TEST_TLS_REDIS}/0 {
 			tls_ca     {env.TEST_REDIS_CA}
 			key_prefix `+testKeyPrefix+`
+			insecure_plaintext
 		}
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})

@@ -60,6 +60,7 @@ func TestSentinelReplicasShareOneToken(t *testing.T) {
 			addrs       {env.TEST_SENTINEL}
 			master_name mymaster
 			key_prefix  `+testKeyPrefix+`
+			insecure_plaintext
 		}
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})

@@ -39,6 +39,7 @@ const sidecarGlobalOptions = `{
 ` + testIdentity + `
 		redis {env.TEST_REDIS_URL} {
 			key_prefix ` + testKeyPrefix + `
+			insecure_plaintext
 		}
 		application orders-api {
 			scope ` + testScope + `

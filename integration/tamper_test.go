@@ -186,6 +186,7 @@ func TestManagedIdentityReplicaDoesNotInjectAPlantedRecord(t *testing.T) {
 	config := sidecarConfig(`
 		redis {env.TEST_REDIS_URL} {
 			key_prefix `+testKeyPrefix+`
+			insecure_plaintext
 		}
 		application vault https://vault.azure.net/.default {
 			managed_identity {

@@ -41,6 +41,7 @@ const sidecarCaddyfile = `{
 		client_secret  {env.TEST_CLIENT_SECRET}
 		redis {env.TEST_REDIS_URL} {
 			key_prefix sdktest:
+			insecure_plaintext
 		}
 		application orders-api ` + testScope + `
 	}
