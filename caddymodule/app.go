@@ -202,8 +202,8 @@ func (a *App) warnInsecurePlaintext() {
 	if a.Redis == nil || !a.Redis.InsecurePlaintext || len(a.Redis.EncryptionKeys) > 0 {
 		return
 	}
-	a.logger.Warn("redis insecure_plaintext: tokens are shared through Redis unsealed; any Redis writer can replace "+
-		"or withhold the tokens this sidecar injects (within the checks made of every record read), and any Redis "+
+	a.logger.Warn("redis insecure_plaintext: tokens are shared through Redis unsealed; any Redis writer can replace " +
+		"or withhold the tokens this sidecar injects (within the checks made of every record read), and any Redis " +
 		"reader reads them; set encryption_key instead (head -c 32 /dev/urandom | base64)")
 }
 

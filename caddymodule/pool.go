@@ -141,7 +141,7 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 			OnStoreDrop:      storeDropObserver(name),
 			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience),
 		}
-		var afterLearning func()
+		var afterLearning func(error)
 		if unlearned {
 			r := &rekeyer{a: a, client: client, identity: tokenIdentity}
 			rekeyers[name] = r

@@ -50,16 +50,17 @@ func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string, audience *
 // learningFetch wraps fetch so that identity learns what its configuration
 // does not say (a managed identity's tenant and client ID) from the first
 // token this replica itself gets (and audience the aud of its tokens for
-// these scopes); afterLearning, if not nil, is called
-// after each successful fetch.
-func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity, audience *learnedAudience, afterLearning func()) tokencache.FetchFunc {
+// these scopes); afterLearning, if not nil, is called after each
+// successful fetch with why the token taught nothing (nil when the
+// identity is learned or had nothing to learn).
+func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity, audience *learnedAudience, afterLearning func(learnErr error)) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
 		fetched, err := fetch(ctx)
 		if err == nil {
-			identity.Learn(fetched.AccessToken)
+			learnErr := identity.Learn(fetched.AccessToken)
 			audience.learn(fetched.AccessToken)
 			if afterLearning != nil {
-				afterLearning()
+				afterLearning(learnErr)
 			}
 		}
 		return fetched, err

@@ -57,7 +57,9 @@ func recordIdentity(client *entra.Client, identity *entra.TokenIdentity) (string
 	if !client.SystemAssigned() {
 		return base, false
 	}
-	if tenantID, clientID, ok := identity.Learned(); ok {
+	// Learn takes only a token that names both; the check keeps a record
+	// key from ever having an empty part, the same for every such host.
+	if tenantID, clientID, ok := identity.Learned(); ok && tenantID != "" && clientID != "" {
 		return base + "\nidentity=" + tenantID + "/" + clientID, false
 	}
 	return base + "\nprocess=" + processRecordNonce, true
@@ -75,16 +77,29 @@ type rekeyGuard struct {
 // record key, once. It runs after the fetch that taught it, never inside it.
 type rekeyer struct {
 	once sync.Once
-	a    *App
-	app  tokencache.Application
+	// unlearnable says once that the identity's tokens cannot key it.
+	unlearnable sync.Once
+	a           *App
+	app         tokencache.Application
 	// client and identity recompute the record identity once learned.
 	client   *entra.Client
 	identity *entra.TokenIdentity
 }
 
-// learned is called after each successful fetch of the application.
-func (r *rekeyer) learned() {
-	if _, _, ok := r.identity.Learned(); !ok {
+// learned is called after each successful fetch of the application, with
+// why its token taught nothing (nil if it did). An identity whose tokens do
+// not name its tenant and client (an IMDS-compatible endpoint that leaves
+// the client claim out) keeps its per-process record key: it shares no
+// token with any other process, as it cannot tell another host's apart.
+func (r *rekeyer) learned(learnErr error) {
+	if _, unlearned := recordIdentity(r.client, r.identity); unlearned {
+		if learnErr != nil {
+			r.unlearnable.Do(func() {
+				r.a.logger.Warn("the system-assigned managed identity's tokens do not name its tenant and client: "+
+					"its tokens are fetched by this process alone and never shared through the token store",
+					zap.String("application", r.app.Name), zap.Error(learnErr))
+			})
+		}
 		return
 	}
 	r.once.Do(func() { go r.a.rekey(r) })

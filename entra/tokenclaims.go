@@ -58,6 +58,10 @@ const ExpirySkew = 5 * time.Minute
 type TokenIdentity struct {
 	tenantID string // the configured tenant GUID, lower case; "" to learn
 	clientID string // the configured client ID; "" to learn
+	// tenantNamed: a tenant is configured by name or the identity is a
+	// managed identity, so its tokens must name the tenant (tid) to be
+	// learned from; a bare token endpoint's need not.
+	tenantNamed bool
 	learned  atomic.Pointer[learnedIdentity]
 }
 
@@ -68,7 +72,7 @@ type learnedIdentity struct {
 
 // NewTokenIdentity returns the identity of c's tokens.
 func NewTokenIdentity(c *Client) *TokenIdentity {
-	v := &TokenIdentity{clientID: c.ClientID()}
+	v := &TokenIdentity{clientID: c.ClientID(), tenantNamed: c.TenantID() != "" || c.CredentialType() == "managed_identity"}
 	if tenant := c.TenantID(); isGUID(tenant) {
 		v.tenantID = strings.ToLower(tenant)
 	}
@@ -80,18 +84,31 @@ func (v *TokenIdentity) needsLearning() bool { return v.tenantID == "" || v.clie
 
 // Learn takes what the identity does not configure (tenant, client) from
 // accessToken, a token the client itself just got from its token endpoint.
-// Only the first token that reads as a JWT is learned from; later calls and
-// tokens that are not JWTs change nothing.
-func (v *TokenIdentity) Learn(accessToken string) {
+// Only a token that reads as a JWT and names every part to be learned (tid
+// for a tenant configured by name or a managed identity's; appid, azp or
+// client_id for the client) is learned from:
+// otherwise Learn returns an error wrapping ErrUnverifiableToken (naming
+// the missing claim, never the token) and the identity stays unlearned.
+// Once learned, later calls change nothing and return nil; so do calls on
+// an identity with nothing to learn.
+func (v *TokenIdentity) Learn(accessToken string) error {
 	if !v.needsLearning() || v.learned.Load() != nil {
-		return
+		return nil
 	}
 	claims, err := readClaims(accessToken)
 	if err != nil {
-		return
+		return err
 	}
+	tenantID := strings.ToLower(claims.str("tid"))
 	_, client := claims.client()
-	v.learned.CompareAndSwap(nil, &learnedIdentity{tenantID: strings.ToLower(claims.str("tid")), clientID: client})
+	switch {
+	case v.tenantID == "" && v.tenantNamed && tenantID == "":
+		return fmt.Errorf("%w: the token has no tid claim to learn the tenant from", ErrUnverifiableToken)
+	case v.clientID == "" && client == "":
+		return fmt.Errorf("%w: the token has no appid, azp or client_id claim to learn the client from", ErrUnverifiableToken)
+	}
+	v.learned.CompareAndSwap(nil, &learnedIdentity{tenantID: tenantID, clientID: client})
+	return nil
 }
 
 // Learned returns the tenant and client of the identity, configured or

@@ -191,6 +191,53 @@ func TestTokenIdentityOfManagedIdentities(t *testing.T) {
 	assertCheck(t, identity.Check(user2.AccessToken, user2.ExpiresAt), "appid")
 }
 
+func TestTokenIdentityLearnsOnlyATokenThatNamesTenantAndClient(t *testing.T) {
+	emu, srv, _ := miEmulator(t)
+	client, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: srv.URL + entratest.IMDSPath}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownToken := func(t *testing.T) string {
+		t.Helper()
+		tok, err := client.Token(context.Background(), []string{vaultScope})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.AccessToken
+	}
+	identity := entra.NewTokenIdentity(client)
+	for _, tc := range []struct {
+		name, token string
+	}{
+		{"not a JWT", "opaque"},
+		{"no client claim", jwtWith(t, map[string]any{"tid": claimsTenant})},
+		{"no tid", jwtWith(t, map[string]any{"appid": systemMI})},
+		{"empty claims", jwtWith(t, map[string]any{"tid": "", "appid": "", "azp": ""})},
+	} {
+		if err := identity.Learn(tc.token); !errors.Is(err, entra.ErrUnverifiableToken) {
+			t.Errorf("%s: Learn = %v, want ErrUnverifiableToken", tc.name, err)
+		}
+		if tenant, client, ok := identity.Learned(); ok {
+			t.Fatalf("%s: learned tenant %q client %q", tc.name, tenant, client)
+		}
+	}
+	// The identity endpoint's own token without a client claim.
+	emu.SetOmitClientClaims(true)
+	if err := identity.Learn(ownToken(t)); !errors.Is(err, entra.ErrUnverifiableToken) || !strings.Contains(err.Error(), "client_id") {
+		t.Fatalf("Learn of a token without a client claim = %v, want ErrUnverifiableToken naming the claims", err)
+	}
+	if _, _, ok := identity.Learned(); ok {
+		t.Fatal("learned from a token without a client claim")
+	}
+	emu.SetOmitClientClaims(false)
+	if err := identity.Learn(ownToken(t)); err != nil {
+		t.Fatalf("Learn of a whole token = %v", err)
+	}
+	if tenant, client, ok := identity.Learned(); !ok || tenant == "" || client != systemMI {
+		t.Fatalf("Learned = %q, %q, %v; want the tenant and %s", tenant, client, ok, systemMI)
+	}
+}
+
 func TestTokenIdentityOfEmulatorFormats(t *testing.T) {
 	emu, srv, err := entratest.NewServer(entratest.Options{TenantID: claimsTenant})
 	if err != nil {

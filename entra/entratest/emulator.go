@@ -91,13 +91,14 @@ type Emulator struct {
 	assertionsSeen     atomic.Int64
 	assertionsAccepted atomic.Int64
 
-	mu            sync.Mutex
-	clients       map[string]client
-	lifetime      time.Duration
-	format        TokenFormat
-	responseDelay time.Duration
-	failures      []Failure // queued, consumed one per token request
-	failAll       *Failure  // set by FailNext(-1, f)
+	mu               sync.Mutex
+	clients          map[string]client
+	lifetime         time.Duration
+	format           TokenFormat
+	omitClientClaims bool
+	responseDelay    time.Duration
+	failures         []Failure // queued, consumed one per token request
+	failAll          *Failure  // set by FailNext(-1, f)
 
 	usedJTIs          map[string]time.Time       // client assertion jti -> exp
 	managedIdentities map[string]ManagedIdentity // by client ID

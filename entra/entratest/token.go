@@ -43,7 +43,7 @@ type accessTokenClaims struct {
 	IdentityProvider   string           `json:"idp"`
 	AppID              string           `json:"appid,omitempty"`
 	AppIDACR           string           `json:"appidacr,omitempty"`
-	AuthorizedParty    string           `json:"azp"`
+	AuthorizedParty    string           `json:"azp,omitempty"`
 	AuthorizedPartyACR string           `json:"azpacr,omitempty"`
 	Subject            string           `json:"sub"`
 	ObjectID           string           `json:"oid"`
@@ -97,6 +97,16 @@ func (e *Emulator) SetTokenFormat(f TokenFormat) {
 	e.format = f
 }
 
+// SetOmitClientClaims, when omit is true, leaves the claims that name the
+// client (appid, azp, appidacr, azpacr) out of the JWTs issued from now on,
+// as some IMDS-compatible endpoints do; Verify then reports an empty
+// client. Default false.
+func (e *Emulator) SetOmitClientClaims(omit bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.omitClientClaims = omit
+}
+
 // issue signs an access token for clientID and resource, valid from now for
 // lifetime.
 func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time, lifetime time.Duration) (string, error) {
@@ -106,7 +116,7 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 	}
 	tokenID := base64.RawURLEncoding.EncodeToString(uti[:])
 	e.mu.Lock()
-	format := e.format
+	format, omitClient := e.format, e.omitClientClaims
 	e.mu.Unlock()
 	if format == TokenOpaque {
 		var opaque [32]byte
@@ -139,6 +149,9 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 		claims.AppID, claims.AppIDACR = "", ""
 		claims.AuthorizedPartyACR = acr
 		claims.Version = "2.0"
+	}
+	if omitClient {
+		claims.AppID, claims.AppIDACR, claims.AuthorizedParty, claims.AuthorizedPartyACR = "", "", "", ""
 	}
 	token := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	token.Header["kid"] = e.kid
