@@ -78,3 +78,60 @@ func TestTwoHostsSystemIdentitiesNeverShareARecord(t *testing.T) {
 		t.Error("host B did not key its records by its learned identity")
 	}
 }
+
+// TestTwoHostsWhoseTokensNameNoClientNeverShareARecord: as above, behind an
+// IMDS-compatible endpoint whose tokens leave the client claim out. Such an
+// identity cannot be told apart by its tokens, so each host keeps its
+// per-process record key and shares nothing: host B never carries host A's
+// token, however often it asks.
+func TestTwoHostsWhoseTokensNameNoClientNeverShareARecord(t *testing.T) {
+	f := newFleet(t)
+	f.emulator.SetOmitClientClaims(true)
+	const hostA, hostB = "77777777-0000-4000-8000-0000000000c1", "88888888-0000-4000-8000-0000000000c2"
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	config := sidecarConfig(`
+		redis {env.TEST_REDIS_URL} {
+			key_prefix `+testKeyPrefix+`
+			encryption_key {env.TEST_KEY}
+		}
+		application vault https://vault.azure.net/.default {
+			managed_identity {
+				endpoint {env.TEST_IMDS}
+			}
+		}`,
+		route{Path: "/vault", Application: "vault"})
+	env := append(f.env(testClientSecret), "TEST_IMDS="+f.issuer+"/metadata/identity/oauth2/token",
+		"TEST_KEY="+base64.StdEncoding.EncodeToString(key))
+
+	idA := f.emulator.AddManagedIdentity(hostA, true)
+	a := startSidecar(t, config, env...)
+	tokenA := tokenVia(t, a, f.upstream, "/vault/x")
+	if claims, err := f.emulator.Verify(tokenA); err != nil || claims.ObjectID != idA.ObjectID || claims.AppID != "" || claims.AuthorizedParty != "" {
+		t.Fatalf("host A's token: %+v, %v; want host A's, without a client claim", claims, err)
+	}
+	if got := tokenVia(t, a, f.upstream, "/vault/x"); got != tokenA {
+		t.Error("host A did not cache its token")
+	}
+
+	idB := f.emulator.AddManagedIdentity(hostB, true)
+	b := startSidecar(t, config, env...)
+	for i := range 3 {
+		tokenB := tokenVia(t, b, f.upstream, "/vault/y")
+		if tokenB == tokenA {
+			t.Fatalf("request %d: host B injected host A's token", i)
+		}
+		if claims, err := f.emulator.Verify(tokenB); err != nil || claims.ObjectID != idB.ObjectID {
+			t.Fatalf("request %d: host B's token: %+v, %v", i, claims, err)
+		}
+	}
+	for name, s := range map[string]*sidecar{"A": a, "B": b} {
+		logs := s.logs()
+		if strings.Contains(logs, "system-assigned managed identity learned from its first token") {
+			t.Errorf("host %s keyed its records by tokens that name no client", name)
+		}
+		if n := strings.Count(logs, "do not name its tenant and client"); n != 1 {
+			t.Errorf("host %s said %d times that its identity cannot be learned, want once", name, n)
+		}
+	}
+}
