@@ -62,7 +62,7 @@ type TokenIdentity struct {
 	// managed identity, so its tokens must name the tenant (tid) to be
 	// learned from; a bare token endpoint's need not.
 	tenantNamed bool
-	learned  atomic.Pointer[learnedIdentity]
+	learned     atomic.Pointer[learnedIdentity]
 }
 
 // learnedIdentity is what the client's own first token said.

@@ -79,6 +79,11 @@ type keyState struct {
 	// store (see Cache.shareable): from then on the key is fetched without
 	// the store.
 	unshared atomic.Bool
+	// longestOwn is the longest lifetime of this replica's own tokens
+	// (nanoseconds) and ownRefused is set once its own token failed the
+	// token checks (see accept.go).
+	longestOwn atomic.Int64
+	ownRefused atomic.Bool
 	// origin is where current came from and nextRefresh when the armed
 	// timer fires (zero: none), for Status. forced is the last forced
 	// refresh (Handle.Refresh), for coalescing. Guarded by mu.

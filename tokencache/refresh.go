@@ -316,9 +316,10 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 		rec.CreatedAt = existing.CreatedAt
 	}
 	hadFailures := ks.clearBackoff()
-	if !c.shareable(h, rec) {
+	if !c.ownToken(h, rec, now) || !c.shareable(h, rec) {
 		write = false
 	}
+	expiresAt = rec.AccessTokenExpiresAt
 	from := fetchedLocal
 	if write {
 		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, errTooLarge) {

@@ -12,8 +12,14 @@ import (
 // cannot be checked only from a store that authenticates its records; never
 // one of another identity, which is logged as possible tampering.
 func (c *Cache) trusted(h *Handle, rec *ClientCredential) bool {
+	if rec == nil || rec.AccessToken == "" {
+		return true
+	}
+	if !c.acceptable(h, rec) {
+		return false
+	}
 	verify := h.app.VerifyStored
-	if verify == nil || rec == nil || rec.AccessToken == "" {
+	if verify == nil {
 		return true
 	}
 	err := verify(*rec)
