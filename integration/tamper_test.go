@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -45,8 +48,9 @@ func foreignTokenFor(t *testing.T, authority, tenant, client, secret, scope stri
 }
 
 // plantToken replaces the access token of the one record in Redis with
-// token, keeping everything else (its expiry too), as anyone who can write
-// to Redis can. It returns the record key.
+// token, and its expiry with the token's exp when it is a JWT (a plausible
+// record, which passes the token checks), keeping everything else, as
+// anyone who can write to Redis can. It returns the record key.
 func (f *fleet) plantToken(t *testing.T, token string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -56,6 +60,9 @@ func (f *fleet) plantToken(t *testing.T, token string) string {
 	}
 	for key, record := range records {
 		record["accessToken"] = token
+		if exp, ok := jwtExp(token); ok {
+			record["accessTokenExpiresAt"] = exp.UTC().Format(time.RFC3339)
+		}
 		raw, err := json.Marshal(record)
 		if err != nil {
 			t.Fatal(err)
@@ -229,3 +236,120 @@ func TestManagedIdentityReplicaDoesNotInjectAPlantedRecord(t *testing.T) {
 	}
 	assertNoSecrets(t, first.logs()+second.logs(), tok.AccessToken, got)
 }
+
+// jwtExp reads a JWT's exp claim without verifying it.
+func jwtExp(token string) (time.Time, bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(raw, &claims) != nil || claims.Exp == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(claims.Exp, 0), true
+}
+
+// forgedUnsignedToken is what a writer of a plaintext Redis can make
+// without any key: an alg "none" JWT naming the configured tenant, client
+// and resource, valid for a week.
+func forgedUnsignedToken(tenant string, exp time.Time) string {
+	enc := base64.RawURLEncoding
+	payload, _ := json.Marshal(map[string]any{
+		"aud": "api://orders", "iss": "https://sts.windows.net/" + tenant + "/",
+		"tid": tenant, "appid": testClientID, "azp": testClientID, "idtyp": "app", "ver": "1.0",
+		"iat": time.Now().Unix(), "nbf": time.Now().Unix(), "exp": exp.Unix(),
+		"jti": "forged-Do-Not-Log-6f1e",
+	})
+	return enc.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc.EncodeToString(payload) + "."
+}
+
+// TestForgedUnsignedRecordIsNeitherInjectedNorHandedOut reproduces issue
+// 15's attack on two replicas sharing a real redis-server with
+// insecure_plaintext: a record holding a forged alg-none JWT with the right
+// tid, appid and aud and an exp 7 days away, plus one message on the key's
+// channel. Neither replica injects it (not the one that had its own token,
+// not the one that starts after), the record endpoint never hands it out,
+// and each replica logs the record as possible tampering.
+func TestForgedUnsignedRecordIsNeitherInjectedNorHandedOut(t *testing.T) {
+	f := newFleet(t)
+	env := append(f.env(testClientSecret), "TEST_IDENTITY_HEADER="+testIdentityHeader)
+	secret := http.Header{"X-Identity-Header": {testIdentityHeader}}
+	a := startSidecar(t, endpointCaddyfile, env...)
+	own := tokenVia(t, a, f.upstream, "/orders/a")
+
+	exp := time.Now().Add(7 * 24 * time.Hour).Truncate(time.Second)
+	forged := forgedUnsignedToken(f.emulator.TenantID(), exp)
+	records := f.records(t)
+	if len(records) != 1 {
+		t.Fatalf("redis holds %d records, want 1", len(records))
+	}
+	for key, record := range records {
+		record["accessToken"] = forged
+		record["accessTokenExpiresAt"] = exp.UTC().Format(time.RFC3339)
+		record["updatedAt"] = time.Now().UTC().Format(time.RFC3339)
+		raw, err := json.Marshal(record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := f.rdb.Set(ctx, key, raw, 7*24*time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rdb.Publish(ctx, strings.TrimSuffix(key, ":token")+":updated", "").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Replica A reads the announced record: it refuses it (or, without the
+	// token checks, takes it).
+	waitFor(t, "replica A to read the announced record", 10*time.Second, func() error {
+		if logs := a.logs(); !strings.Contains(logs, forgedWarning) && !strings.Contains(logs, "took a newer access token announced") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if got := tokenVia(t, a, f.upstream, "/orders/b"); got == forged {
+		t.Fatal("replica A injected the forged token")
+	} else if got != own {
+		t.Fatal("replica A no longer injects its own token")
+	}
+	if !strings.Contains(a.logs(), forgedWarning) {
+		t.Error("replica A did not log the forged record as possible tampering")
+	}
+
+	b := startSidecar(t, endpointCaddyfile, env...)
+	injected := tokenVia(t, b, f.upstream, "/orders/c")
+	if injected == forged {
+		t.Fatal("replica B injected the forged token")
+	}
+	if _, err := f.emulator.Verify(injected); err != nil {
+		t.Fatalf("replica B injected a token the issuer did not sign: %v", err)
+	}
+	for name, s := range map[string]*sidecar{"A": a, "B": b} {
+		resp := send(t, s.URL+"/token?applicationName=orders-api", secret)
+		body := decode(t, resp.Body)
+		if resp.Status != http.StatusOK || body["accessToken"] == forged {
+			t.Fatalf("replica %s's record endpoint: status %d, handed out the forged token: %v", name, resp.Status, body["accessToken"] == forged)
+		}
+		if _, err := f.emulator.Verify(body["accessToken"].(string)); err != nil {
+			t.Errorf("replica %s's record endpoint handed out a token the issuer did not sign: %v", name, err)
+		}
+		if exp, _ := time.Parse(time.RFC3339, body["accessTokenExpiresAt"].(string)); exp.After(time.Now().Add(2 * time.Hour)) {
+			t.Errorf("replica %s's record expires at %v", name, exp)
+		}
+	}
+	if !strings.Contains(b.logs(), forgedWarning) {
+		t.Error("replica B did not log the forged record as possible tampering")
+	}
+	assertNoSecrets(t, a.logs()+b.logs(), own, injected)
+	assertNoSecretsIn(t, a.logs()+b.logs(), forged) // its signature part is empty
+}
+
+// forgedWarning is what a replica logs when a record fails the token checks.
+const forgedWarning = "ignoring a token record that fails the token checks; possible tampering"
