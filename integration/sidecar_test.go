@@ -261,11 +261,19 @@ func TestRecordInsideRefreshWindowIsRefreshedInPlace(t *testing.T) {
 	var record map[string]any
 	for key, record = range records {
 	}
-	oldToken := record["accessToken"].(string)
-
-	// Age the shared record: 30 s left is inside the 60 s refresh window.
+	// Age the shared record: a genuine token with 30 s left (inside the 60 s
+	// refresh window), recorded with its exp, so that it passes the token
+	// checks.
+	f.emulator.SetTokenLifetime(30 * time.Second)
+	oldToken := foreignToken(t, f.issuer, f.emulator.TenantID(), testClientID, testClientSecret)
+	f.emulator.SetTokenLifetime(entratest.DefaultTokenLifetime)
+	exp, ok := jwtExp(oldToken)
+	if !ok {
+		t.Fatal("the emulator's token has no exp")
+	}
 	createdAt := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
-	record["accessTokenExpiresAt"] = time.Now().Add(30 * time.Second).UTC().Format(time.RFC3339)
+	record["accessToken"] = oldToken
+	record["accessTokenExpiresAt"] = exp.UTC().Format(time.RFC3339)
 	record["createdAt"] = createdAt.Format(time.RFC3339)
 	aged, _ := json.Marshal(record)
 	if err := f.rdb.Set(context.Background(), key, aged, time.Minute).Err(); err != nil {
@@ -283,8 +291,8 @@ func TestRecordInsideRefreshWindowIsRefreshedInPlace(t *testing.T) {
 	if newToken == oldToken {
 		t.Fatal("a token with 30 s left was injected; want a refreshed one")
 	}
-	if got := f.emulator.TokenRequests(); got != 2 {
-		t.Errorf("token endpoint got %d requests, want 2 (first fetch and one refresh)", got)
+	if got := f.emulator.TokenRequests(); got != 3 {
+		t.Errorf("token endpoint got %d requests, want 3 (first fetch, the aged token, and one refresh)", got)
 	}
 	after := f.records(t)
 	refreshed, ok := after[key]
