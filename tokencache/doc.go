@@ -39,6 +39,12 @@
 //     caching; it never fails a request, and it is logged once per outage.
 //   - With encryption keys, records are sealed at rest (AES-256-GCM, bound
 //     to their key); a record that does not decode or open is a miss.
+//   - Whatever the store, a record read from it is a miss, logged as
+//     possible tampering, when its token is an unsigned (alg none),
+//     unreadable or encrypted JWT, one without exp or whose exp is not the
+//     record's expiry, or one living longer than 1.5 times this replica's
+//     own longest token for the key (36 hours before it has one); own
+//     tokens are recorded with their exp (see accept.go).
 //   - With Application.VerifyStored, a record read from the store is used
 //     only if it matches the application's identity, or cannot be checked
 //     but comes from a store that authenticates its records (Authenticator).
