@@ -18,21 +18,7 @@ import (
 func TestTwoHostsSystemIdentitiesNeverShareARecord(t *testing.T) {
 	f := newFleet(t)
 	const hostA, hostB = "77777777-0000-4000-8000-0000000000a1", "88888888-0000-4000-8000-0000000000b2"
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	config := sidecarConfig(`
-		redis {env.TEST_REDIS_URL} {
-			key_prefix `+testKeyPrefix+`
-			encryption_key {env.TEST_KEY}
-		}
-		application vault https://vault.azure.net/.default {
-			managed_identity {
-				endpoint {env.TEST_IMDS}
-			}
-		}`,
-		route{Path: "/vault", Application: "vault"})
-	env := append(f.env(testClientSecret), "TEST_IMDS="+f.issuer+"/metadata/identity/oauth2/token",
-		"TEST_KEY="+base64.StdEncoding.EncodeToString(key))
+	config, env := systemIdentityHostConfig(f)
 
 	f.emulator.AddManagedIdentity(hostA, true)
 	a := startSidecar(t, config, env...)
@@ -88,21 +74,7 @@ func TestTwoHostsWhoseTokensNameNoClientNeverShareARecord(t *testing.T) {
 	f := newFleet(t)
 	f.emulator.SetOmitClientClaims(true)
 	const hostA, hostB = "77777777-0000-4000-8000-0000000000c1", "88888888-0000-4000-8000-0000000000c2"
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	config := sidecarConfig(`
-		redis {env.TEST_REDIS_URL} {
-			key_prefix `+testKeyPrefix+`
-			encryption_key {env.TEST_KEY}
-		}
-		application vault https://vault.azure.net/.default {
-			managed_identity {
-				endpoint {env.TEST_IMDS}
-			}
-		}`,
-		route{Path: "/vault", Application: "vault"})
-	env := append(f.env(testClientSecret), "TEST_IMDS="+f.issuer+"/metadata/identity/oauth2/token",
-		"TEST_KEY="+base64.StdEncoding.EncodeToString(key))
+	config, env := systemIdentityHostConfig(f)
 
 	idA := f.emulator.AddManagedIdentity(hostA, true)
 	a := startSidecar(t, config, env...)
@@ -134,4 +106,26 @@ func TestTwoHostsWhoseTokensNameNoClientNeverShareARecord(t *testing.T) {
 			t.Errorf("host %s said %d times that its identity cannot be learned, want once", name, n)
 		}
 	}
+}
+
+// systemIdentityHostConfig is the config and environment of a host whose
+// vault application uses the emulator's IMDS endpoint as its system-assigned
+// identity, sharing the fleet's Redis, key_prefix and a new encryption_key.
+func systemIdentityHostConfig(f *fleet) (config string, env []string) {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	config = sidecarConfig(`
+		redis {env.TEST_REDIS_URL} {
+			key_prefix `+testKeyPrefix+`
+			encryption_key {env.TEST_KEY}
+		}
+		application vault https://vault.azure.net/.default {
+			managed_identity {
+				endpoint {env.TEST_IMDS}
+			}
+		}`,
+		route{Path: "/vault", Application: "vault"})
+	env = append(f.env(testClientSecret), "TEST_IMDS="+f.issuer+"/metadata/identity/oauth2/token",
+		"TEST_KEY="+base64.StdEncoding.EncodeToString(key))
+	return config, env
 }
