@@ -50,7 +50,7 @@ const minSecretLength = 16
 //
 // Only peers on loopback (or a Unix socket) are answered, unless
 // allow_remote is set; a request that carries a header a proxy adds
-// (Forwarded, Via, X-Real-IP, X-Forwarded-*), one a web page sent (Origin,
+// (Forwarded, Via, X-Real-IP, X-Forwarded-* and the like), one a web page sent (Origin,
 // Sec-Fetch-Site cross-site or same-site), or one whose Host is a DNS name
 // other than localhost, *.localhost or a name of the entra app's hosts
 // option (a DNS-rebinding web page), is refused. Responses carry
@@ -383,17 +383,28 @@ func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
 	return nil
 }
 
+// proxyHeaders are the fields that proxies and CDNs add to what they
+// forward, by canonical key, with the name an error shows.
+var proxyHeaders = [...]struct{ key, name string }{
+	{"X-Forwarded-For", "X-Forwarded-For"},
+	{"Forwarded", "Forwarded"},
+	{"Via", "Via"},
+	{"X-Real-Ip", "X-Real-IP"},
+	{"X-Original-Forwarded-For", "X-Original-Forwarded-For"},
+	{"True-Client-Ip", "True-Client-IP"},
+	{"X-Client-Ip", "X-Client-IP"},
+	{"X-Cluster-Client-Ip", "X-Cluster-Client-IP"},
+	{"Cf-Connecting-Ip", "CF-Connecting-IP"},
+}
+
 // proxyHeader returns the name of a header that a proxy adds to what it
-// forwards (Forwarded, Via, X-Real-IP, any X-Forwarded-*), or "". The
-// name returned is one of these fixed names (an X-Forwarded-* one as
-// "X-Forwarded-*"), never request data.
+// forwards (proxyHeaders, any X-Forwarded-*), or "". The name returned is
+// one of these fixed names (an X-Forwarded-* one as "X-Forwarded-*"),
+// never request data.
 func proxyHeader(h http.Header) string {
-	for _, name := range [...]string{"X-Forwarded-For", "Forwarded", "Via", "X-Real-Ip"} {
-		if _, ok := h[name]; ok {
-			if name == "X-Real-Ip" {
-				return "X-Real-IP"
-			}
-			return name
+	for _, p := range proxyHeaders {
+		if _, ok := h[p.key]; ok {
+			return p.name
 		}
 	}
 	const prefix = "X-Forwarded-"

@@ -256,10 +256,12 @@ func jwtExp(token string) (time.Time, bool) {
 	return time.Unix(claims.Exp, 0), true
 }
 
-// forgedUnsignedToken is what a writer of a plaintext Redis can make
-// without any key: an alg "none" JWT naming the configured tenant, client
-// and resource, valid for a week.
-func forgedUnsignedToken(tenant string, exp time.Time) string {
+// forgedToken is what a writer of a plaintext Redis can make without any
+// key: a JWT with header and signature as given and the claims of the
+// sidecar's own tokens (tenant, client, resource), expiring at exp.
+// Signature checks aside (which the sidecar cannot make for Entra's
+// tokens), it looks like one.
+func forgedToken(header, signature, tenant string, exp time.Time) string {
 	enc := base64.RawURLEncoding
 	payload, _ := json.Marshal(map[string]any{
 		"aud": "api://orders", "iss": "https://sts.windows.net/" + tenant + "/",
@@ -267,7 +269,7 @@ func forgedUnsignedToken(tenant string, exp time.Time) string {
 		"iat": time.Now().Unix(), "nbf": time.Now().Unix(), "exp": exp.Unix(),
 		"jti": "forged-Do-Not-Log-6f1e",
 	})
-	return enc.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc.EncodeToString(payload) + "."
+	return enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString(payload) + "." + signature
 }
 
 // TestForgedUnsignedRecordIsNeitherInjectedNorHandedOut reproduces issue
@@ -276,16 +278,32 @@ func forgedUnsignedToken(tenant string, exp time.Time) string {
 // tid, appid and aud and an exp 7 days away, plus one message on the key's
 // channel. Neither replica injects it (not the one that had its own token,
 // not the one that starts after), the record endpoint never hands it out,
-// and each replica logs the record as possible tampering.
+// and each replica logs the record as possible tampering. So it goes for
+// a JWT that claims RS256 with a signature nobody checks but lives 7 days,
+// longer than any token the replicas have had (the lifetime bound).
 func TestForgedUnsignedRecordIsNeitherInjectedNorHandedOut(t *testing.T) {
+	exp := time.Now().Add(7 * 24 * time.Hour).Truncate(time.Second)
+	for _, tc := range []struct{ name, header, signature string }{
+		{"alg none", `{"alg":"none","typ":"JWT"}`, ""},
+		{"RS256, 7 days", `{"alg":"RS256","typ":"JWT","kid":"forged"}`, "Zm9yZ2VkLXNpZ25hdHVyZQ"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forgedRecordIsRefused(t, tc.header, tc.signature, exp)
+		})
+	}
+}
+
+// forgedRecordIsRefused plants a forged token with header and signature,
+// expiring at exp, as the record of two replicas' application and
+// announces it; neither takes it.
+func forgedRecordIsRefused(t *testing.T, header, signature string, exp time.Time) {
 	f := newFleet(t)
 	env := append(f.env(testClientSecret), "TEST_IDENTITY_HEADER="+testIdentityHeader)
 	secret := http.Header{"X-Identity-Header": {testIdentityHeader}}
 	a := startSidecar(t, endpointCaddyfile, env...)
 	own := tokenVia(t, a, f.upstream, "/orders/a")
 
-	exp := time.Now().Add(7 * 24 * time.Hour).Truncate(time.Second)
-	forged := forgedUnsignedToken(f.emulator.TenantID(), exp)
+	forged := forgedToken(header, signature, f.emulator.TenantID(), exp)
 	records := f.records(t)
 	if len(records) != 1 {
 		t.Fatalf("redis holds %d records, want 1", len(records))
@@ -293,7 +311,9 @@ func TestForgedUnsignedRecordIsNeitherInjectedNorHandedOut(t *testing.T) {
 	for key, record := range records {
 		record["accessToken"] = forged
 		record["accessTokenExpiresAt"] = exp.UTC().Format(time.RFC3339)
-		record["updatedAt"] = time.Now().UTC().Format(time.RFC3339)
+		// Written after the replica's own record (RFC 3339 drops the
+		// fraction of a second), as a writer wanting it taken would.
+		record["updatedAt"] = time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
 		raw, err := json.Marshal(record)
 		if err != nil {
 			t.Fatal(err)

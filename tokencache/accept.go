@@ -45,9 +45,9 @@ const (
 	// live (Entra's tokens vary between 60 and 90 minutes: 1.5 covers the
 	// spread).
 	storedLifetimeFactor = 1.5
-	// assumedOwnLifetime stands for the longest own lifetime before this
-	// replica has had a token of its own for the key: a managed identity's
-	// tokens live 24 hours, the longest Entra issues for apps.
+	// assumedOwnLifetime is the longest a store-read token may live before
+	// this replica has had a token of its own for the key: a managed
+	// identity's tokens live 24 hours, the longest Entra issues for apps.
 	assumedOwnLifetime = 24 * time.Hour
 	// maxFutureUpdate tolerates clocks of replicas that run ahead.
 	maxFutureUpdate = time.Minute
@@ -55,11 +55,11 @@ const (
 
 // maxStoredLifetime is the longest a store-read token of ks may live:
 // storedLifetimeFactor times the longest of this replica's own tokens for
-// ks, assumedOwnLifetime before it has had one (36 hours).
+// ks, and assumedOwnLifetime (24 hours) before it has had one.
 func maxStoredLifetime(ks *keyState) time.Duration {
 	own := time.Duration(ks.longestOwn.Load())
 	if own <= 0 {
-		own = assumedOwnLifetime
+		return assumedOwnLifetime
 	}
 	return time.Duration(storedLifetimeFactor * float64(own))
 }

@@ -149,15 +149,15 @@ func TestStoredRecordLivingLongerThanOwnTokensIsAMiss(t *testing.T) {
 	record := func(t *testing.T, iat, updated, exp time.Time) ClientCredential {
 		return ClientCredential{AccessToken: jwsExpiring(t, "planted", iat, exp), AccessTokenExpiresAt: exp, CreatedAt: updated, UpdatedAt: updated}
 	}
-	t.Run("before an own token: 36 hours", func(t *testing.T) {
+	t.Run("before an own token: 24 hours", func(t *testing.T) {
 		for _, tc := range []struct {
 			name    string
 			rec     ClientCredential
 			wantErr string // "" for taken
 		}{
 			{"7 days away (the issue's forged record)", record(t, now, now, now.Add(7*day)), "longer than"},
-			{"37 hours left", record(t, now, now, now.Add(37*time.Hour)), "longer than"},
-			{"updated long ago, 37 hours of life", record(t, now.Add(-2*time.Hour), now.Add(-2*time.Hour), now.Add(35*time.Hour)), "longer than"},
+			{"25 hours left", record(t, now, now, now.Add(25*time.Hour)), "longer than"},
+			{"updated long ago, 25 hours of life", record(t, now.Add(-2*time.Hour), now.Add(-2*time.Hour), now.Add(23*time.Hour)), "longer than"},
 			{"updated in the future", record(t, now, now.Add(2*time.Hour), now.Add(3*time.Hour)), "in the future"},
 			{"issued long ago, exp far", ClientCredential{AccessToken: jwsExpiring(t, "x", now.Add(-30*time.Hour), now.Add(10*time.Hour)),
 				AccessTokenExpiresAt: now.Add(10 * time.Hour), UpdatedAt: now}, "from its iat"},
@@ -177,8 +177,8 @@ func TestStoredRecordLivingLongerThanOwnTokensIsAMiss(t *testing.T) {
 						t.Fatal("a record within the bound was not taken")
 					}
 					h := c.handles["graph-api"]
-					if next := h.Status().NextRefresh; next.IsZero() || next.After(now.Add(36*time.Hour)) {
-						t.Errorf("refresh of the store-read record at %v, want within 36h", next)
+					if next := h.Status().NextRefresh; next.IsZero() || next.After(now.Add(24*time.Hour)) {
+						t.Errorf("refresh of the store-read record at %v, want within 24h", next)
 					}
 					return
 				}

@@ -43,7 +43,7 @@
 //     possible tampering, when its token is an unsigned (alg none),
 //     unreadable or encrypted JWT, one without exp or whose exp is not the
 //     record's expiry, or one living longer than 1.5 times this replica's
-//     own longest token for the key (36 hours before it has one); own
+//     own longest token for the key (24 hours before it has one); own
 //     tokens are recorded with their exp (see accept.go).
 //   - With Application.VerifyStored, a record read from the store is used
 //     only if it matches the application's identity, or cannot be checked

@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 )
@@ -92,5 +93,38 @@ func TestPurgeAndStoreDropShareOneInterval(t *testing.T) {
 	tokenIs(t, c, f, "token-3", 3)
 	if c.Purge(t.Context(), "graph-api", "token-3") {
 		t.Error("a purge within PurgeInterval of a store-driven drop was made")
+	}
+}
+
+// TestAnOlderRecordPutBackIsNotTaken: a Redis writer who puts back an
+// earlier record (sealed records too: it needs no key to copy one) and
+// announces it makes no replica take it; taken, it would be past its
+// refresh point and every replica would fetch at once, once per put-back.
+func TestAnOlderRecordPutBackIsNotTaken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	c, h, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, testApp("graph-api", f.Fetch))
+	key := c.handles["graph-api"].Key()
+	tokenIs(t, c, f, "token-1", 1)
+	earlier, err := mr.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(30 * time.Minute) // token-1's refresh point; still valid
+	if err := receive(t, h.background, "the background refresh"); err != nil {
+		t.Fatal(err)
+	}
+	tokenIs(t, c, f, "token-2", 2)
+
+	for range 5 {
+		if err := mr.Set(key, earlier); err != nil {
+			t.Fatal(err)
+		}
+		c.followStore(t.Context(), c.keys[key])
+		tokenIs(t, c, f, "token-2", 2)
+		if pending := clock.pending(); len(pending) != 1 || !pending[0].After(clock.Now().Add(20*time.Minute)) {
+			t.Fatalf("refresh timers %v after the put-back, want one for token-2 (at +30m)", pending)
+		}
 	}
 }

@@ -64,7 +64,7 @@ type storeWatcher interface {
 var _ storeWatcher = (*RedisStore)(nil)
 
 // followStore brings ks in line with the store after an announcement:
-// it takes a newer record, and drops the current one when the store no
+// it takes a newer record (one written no earlier than the current one), and drops the current one when the store no
 // longer has it — only if it was current before the read: a fetch writes
 // the store before it fills L1, so a record filled since may simply not
 // have been written when the store was read. Nothing changes for a key
@@ -99,6 +99,14 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 	}
 	if cur != nil && subtle.ConstantTimeCompare([]byte(cur.AccessToken), []byte(rec.AccessToken)) == 1 {
 		return // ours, or already taken
+	}
+	if cur != nil && rec.UpdatedAt.Before(cur.UpdatedAt) {
+		// Written before the current one: a Redis writer putting back an
+		// earlier record (a sealed one too: copying needs no key) would
+		// otherwise make every replica take a token past its refresh point
+		// and fetch at once, once per put-back. (Not the expiry: Entra's
+		// token lifetimes vary, so a newer token may expire sooner.)
+		return
 	}
 	if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) || !c.trusted(h, rec) {
 		return
