@@ -26,43 +26,11 @@ var permanentCodes = map[string]bool{
 	"access_denied":          true,
 }
 
-// aadstsSummaries names the AADSTS codes an operator meets when a
-// client-credentials configuration is wrong. Each is a permanent failure.
-var aadstsSummaries = map[int]string{
-	7000215: "invalid client secret",
-	7000222: "client secret expired",
-	7000216: "client credential missing",
-	700016:  "application not found in tenant",
-	90002:   "tenant not found",
-	900023:  "invalid tenant identifier",
-	70011:   "invalid scope",
-	1002012: "invalid scope",
-	28000:   "invalid scope (more than one resource)",
-	500011:  "resource not found in tenant",
-	700027:  "client assertion failed signature validation (certificate not registered or wrong key)",
-	700024:  "client assertion is not within its valid time range",
-	700023:  "client assertion audience is not the token endpoint",
-	700021:  "client assertion issuer or subject is not the client ID",
-	50027:   "client assertion is malformed",
-	50013:   "client assertion rejected",
-	70021:   "no matching federated identity credential",
-	700211:  "no federated identity credential for the assertion's issuer",
-	700212:  "no federated identity credential for the assertion's audience",
-	700213:  "no federated identity credential for the assertion's subject",
-	7000274: "certificate is outside its validity period",
-	7000214: "certificate revoked",
-	7000112: "application is disabled",
-	53003:   "blocked by Conditional Access",
-	90014:   "required field missing from the token request",
-	900144:  "required parameter missing from the token request",
-	70003:   "unsupported grant type",
-}
-
 // PermanentFailure reports whether retrying the same request cannot help
 // until the configuration changes: an invalid client, credential, tenant or
 // scope (OAuth errors invalid_client, unauthorized_client, invalid_scope,
 // invalid_request, invalid_grant, unsupported_grant_type; the AADSTS codes
-// of aadstsSummaries such as 7000215, 7000222, 700016, 70011, 90002,
+// of aadstsCodes such as 7000215, 7000222, 700016, 70011, 90002,
 // 700027, 700024), other 400/401/403 answers, and a request that cannot be
 // made (no scope, several scopes for a managed identity).
 //
@@ -86,7 +54,7 @@ func (e *RequestError) PermanentFailure() bool {
 		return true
 	}
 	for _, code := range e.ErrorCodes {
-		if _, ok := aadstsSummaries[code]; ok {
+		if _, ok := aadstsCodes[code]; ok {
 			return true
 		}
 	}
@@ -115,8 +83,8 @@ func (e *RequestError) RetryAfterHint() time.Duration { return e.RetryAfter }
 // "connection refused". It never holds a secret, an assertion or a token.
 func (e *RequestError) Summary() string {
 	for _, code := range e.ErrorCodes {
-		if summary, ok := aadstsSummaries[code]; ok {
-			return summary + " (AADSTS" + strconv.Itoa(code) + ")"
+		if known, ok := aadstsCodes[code]; ok {
+			return known.summary + " (AADSTS" + strconv.Itoa(code) + ")"
 		}
 	}
 	status := " (" + strconv.Itoa(e.StatusCode) + ")"

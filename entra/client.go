@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -20,24 +18,10 @@ const userAgent = "caddy-entra"
 // Client requests access tokens for one identity. Make it with NewClient.
 // It holds no token state and is safe for concurrent use.
 type Client struct {
-	cfg             Config // validated, defaults applied
-	tokenEndpoint   string
-	credential      credential       // nil for a managed identity
-	managedIdentity *managedIdentity // nil unless Config.ManagedIdentity
-	now             func() time.Time // replaced in tests
-}
-
-// credential authenticates a client-credentials token request.
-type credential interface {
-	// authenticate adds the client authentication fields to form. It
-	// returns the secret values it added (for redaction), or a
-	// *RequestError when no credential could be had.
-	authenticate(form url.Values, now time.Time) (sent []string, err error)
-	// kind is the credential's name for CredentialType.
-	kind() string
-	// fingerprint identifies the credential in use now (see
-	// Client.CredentialFingerprint): a digest, never the secret itself.
-	fingerprint() string
+	cfg           Config // validated, defaults applied; TenantID and ClientID as the source names them
+	tokenEndpoint string
+	source        tokenSource
+	now           func() time.Time
 }
 
 // CredentialFingerprint identifies the credential the client uses at this
@@ -47,13 +31,7 @@ type credential interface {
 // managed identity. It is a digest, never the secret, but a digest of a
 // secret all the same: do not log it.
 func (c *Client) CredentialFingerprint() string {
-	if c.credential == nil {
-		if mi := c.managedIdentity; mi.selector == selectObjectID || mi.selector == selectResourceID {
-			return "managed_identity\n" + mi.selector.field() + "=" + mi.selectorValue
-		}
-		return "managed_identity\n" + c.managedIdentity.clientID
-	}
-	return c.credential.kind() + "\n" + c.credential.fingerprint()
+	return c.source.kind() + "\n" + c.source.fingerprint()
 }
 
 // TokenEndpoint returns the resolved token endpoint URL:
@@ -64,52 +42,33 @@ func (c *Client) TokenEndpoint() string { return c.tokenEndpoint }
 
 // TenantID returns the configured tenant ID ("" when only a token endpoint
 // was configured, and for a managed identity).
-func (c *Client) TenantID() string {
-	if c.managedIdentity != nil {
-		return ""
-	}
-	return c.cfg.TenantID
-}
+func (c *Client) TenantID() string { return c.cfg.TenantID }
 
 // ClientID returns the configured client ID; for a managed identity the
 // user-assigned identity's client ID, "" for the system-assigned identity.
-func (c *Client) ClientID() string {
-	if c.managedIdentity != nil {
-		return c.managedIdentity.clientID
-	}
-	return c.cfg.ClientID
-}
+func (c *Client) ClientID() string { return c.cfg.ClientID }
 
 // CredentialType returns the kind of credential: "client_secret",
 // "client_certificate", "federated_token" or "managed_identity".
-func (c *Client) CredentialType() string {
-	if c.managedIdentity != nil {
-		return "managed_identity"
-	}
-	return c.credential.kind()
-}
+func (c *Client) CredentialType() string { return c.source.kind() }
 
 // SystemAssigned reports whether the client gets the system-assigned
 // managed identity's tokens: an identity the configuration does not name,
 // the same Identity on every host, told apart only by its tokens.
 func (c *Client) SystemAssigned() bool {
-	return c.managedIdentity != nil && c.managedIdentity.selector == selectNone
+	mi, ok := c.source.(*managedIdentity)
+	return ok && mi.selector == selectNone
 }
 
 // Identity returns what makes this client's tokens distinct, for use in a
 // cache key: the token endpoint (or managed identity endpoint), the tenant,
-// the client ID and, when token_request_param is set, a hash of the extra
-// parameters (a "resource" parameter changes the token). It does not depend
-// on the credential: rotating a secret or certificate keeps the identity. It
-// holds no secret, one field per line.
+// the client ID, for a managed identity the line "managed_identity" and the
+// object or resource ID that names it, and, when token_request_param is set,
+// a hash of the extra parameters (a "resource" parameter changes the
+// token). It does not depend on the credential: rotating a secret or
+// certificate keeps the identity. It holds no secret, one field per line.
 func (c *Client) Identity() string {
-	parts := []string{c.tokenEndpoint, c.TenantID(), c.ClientID()}
-	if mi := c.managedIdentity; mi != nil {
-		parts = append(parts, "managed_identity")
-		if mi.selector != selectNone && mi.selector != selectClientID {
-			parts = append(parts, mi.selector.field()+"="+mi.selectorValue)
-		}
-	}
+	parts := append([]string{c.tokenEndpoint, c.cfg.TenantID, c.cfg.ClientID}, c.source.identity()...)
 	if len(c.cfg.ExtraParams) > 0 {
 		names := make([]string, 0, len(c.cfg.ExtraParams))
 		for name := range c.cfg.ExtraParams {
@@ -145,65 +104,28 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	if scope == "" {
 		return nil, &RequestError{Err: ErrNoScope}
 	}
-	if c.managedIdentity != nil {
-		return c.managedIdentityToken(ctx, scope)
-	}
-
-	form := url.Values{
-		"client_id":  {c.cfg.ClientID},
-		"scope":      {scope},
-		"grant_type": {"client_credentials"},
-	}
-	for name, value := range c.cfg.ExtraParams {
-		form.Set(name, value)
-	}
-	sent, err := c.credential.authenticate(form, c.now())
-	if err != nil {
-		return nil, err
-	}
-
 	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.tokenEndpoint, strings.NewReader(form.Encode()))
+	req, secrets, err := c.source.newRequest(reqCtx, scope, c.now())
 	if err != nil {
-		// The endpoint was validated by NewClient; this is not expected.
-		return nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	token, err := c.send(ctx, reqCtx, req, parseTokenResponse, newRedactor(sent...))
-	if err != nil {
-		var reqErr *RequestError
-		if errors.As(err, &reqErr) {
-			for _, secret := range sent {
-				reqErr.redact(secret)
-			}
-		}
 		return nil, err
 	}
-	return token, nil
-}
-
-// responseParser turns a response into a Token or a *RequestError, masking
-// r's secrets in the error's fields before cutting them to length.
-type responseParser func(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error)
-
-// send sends req, reads at most MaxResponseBytes of the answer and parses it.
-// Secrets r masks never reach the error, even in part.
-func (c *Client) send(callerCtx, reqCtx context.Context, req *http.Request, parse responseParser, r *redactor) (*Token, error) {
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
+	r := newRedactor(secrets...)
 
 	sentAt := c.now()
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, c.transportError(callerCtx, reqCtx, err)
+		return nil, c.transportError(ctx, reqCtx, err)
 	}
 	defer resp.Body.Close()
 
+	// Secrets r masks never reach the error, even in part.
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		reqErr := errorFromFields(resp.StatusCode, resp.Header, nil, r)
-		reqErr.Err = c.transportError(callerCtx, reqCtx, fmt.Errorf("reading response: %w", err)).Err
+		reqErr.Err = c.transportError(ctx, reqCtx, fmt.Errorf("reading response: %w", err)).Err
 		return nil, reqErr
 	}
 	if len(body) > MaxResponseBytes {
@@ -211,7 +133,7 @@ func (c *Client) send(callerCtx, reqCtx context.Context, req *http.Request, pars
 		reqErr.Err = ErrResponseTooLarge
 		return nil, reqErr
 	}
-	return parse(resp.StatusCode, resp.Header, body, sentAt, r)
+	return c.source.parse(resp.StatusCode, resp.Header, body, sentAt, r)
 }
 
 // transportError wraps a failure to get a response. The *url.Error from

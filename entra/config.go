@@ -170,9 +170,8 @@ func NewClient(cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		client.cfg = cfg
-		client.managedIdentity = mi
-		client.tokenEndpoint = mi.endpoint
+		cfg.TenantID, cfg.ClientID = "", mi.clientID
+		client.cfg, client.tokenEndpoint, client.source = cfg, mi.endpoint, mi
 		return client, nil
 	}
 
@@ -195,19 +194,19 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 
-	client.cfg = cfg
-	client.tokenEndpoint = endpoint
+	client.cfg, client.tokenEndpoint = cfg, endpoint
+	grant := clientCredentialsGrant{endpoint: endpoint, clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
 	switch {
 	case cfg.ClientSecret != "":
-		client.credential = secretCredential{secret: cfg.ClientSecret}
+		client.source = secretCredential{clientCredentialsGrant: grant, secret: cfg.ClientSecret}
 	case cfg.ClientCertificate != nil:
-		cred, err := newCertificateCredential(*cfg.ClientCertificate, cfg.ClientID, assertionAudience(endpoint))
+		cred, err := newCertificateCredential(*cfg.ClientCertificate, grant)
 		if err != nil {
 			return nil, err
 		}
-		client.credential = cred
+		client.source = cred
 	case cfg.FederatedTokenFile != "":
-		client.credential = federatedCredential{path: cfg.FederatedTokenFile}
+		client.source = federatedCredential{clientCredentialsGrant: grant, path: cfg.FederatedTokenFile}
 	}
 	return client, nil
 }

@@ -2,6 +2,7 @@ package entra
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -83,9 +85,9 @@ type CertificateCredential struct {
 // certificateCredential signs client assertions with the certificate's key,
 // reloading the files when their content changes.
 type certificateCredential struct {
+	clientCredentialsGrant
 	files    CertificateCredential
-	clientID string
-	audience string
+	audience string // the token endpoint without query or fragment
 
 	mu     sync.Mutex
 	digest [sha256.Size]byte // of the files' content that current came from
@@ -94,11 +96,11 @@ type certificateCredential struct {
 
 // newCertificateCredential loads the certificate and key; failures are
 // *ConfigError (field client_certificate).
-func newCertificateCredential(files CertificateCredential, clientID, audience string) (*certificateCredential, error) {
+func newCertificateCredential(files CertificateCredential, grant clientCredentialsGrant) (*certificateCredential, error) {
 	if strings.TrimSpace(files.CertFile) == "" {
 		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
 	}
-	c := &certificateCredential{files: files, clientID: clientID, audience: audience}
+	c := &certificateCredential{clientCredentialsGrant: grant, files: files, audience: assertionAudience(grant.endpoint)}
 	digest, signer, err := c.load()
 	if err != nil {
 		return nil, &ConfigError{Field: "client_certificate", Reason: err.Error()}
@@ -118,14 +120,12 @@ func (c *certificateCredential) fingerprint() string {
 	return hex.EncodeToString(c.digest[:])
 }
 
-func (c *certificateCredential) authenticate(form url.Values, now time.Time) ([]string, error) {
+func (c *certificateCredential) newRequest(ctx context.Context, scope string, now time.Time) (*http.Request, []string, error) {
 	assertion, err := c.assertion(now)
 	if err != nil {
-		return nil, &RequestError{Err: err}
+		return nil, nil, &RequestError{Err: err}
 	}
-	form.Set("client_assertion_type", clientAssertionType)
-	form.Set("client_assertion", assertion)
-	return []string{assertion}, nil
+	return c.postAssertion(ctx, scope, assertion)
 }
 
 // assertion returns a newly signed client assertion, with the current

@@ -1,10 +1,11 @@
 package entra
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -35,17 +36,16 @@ const (
 // federatedCredential sends the content of a file as the client assertion
 // (workload identity federation). The file is read for every request.
 type federatedCredential struct {
+	clientCredentialsGrant
 	path string
 }
 
-func (f federatedCredential) authenticate(form url.Values, _ time.Time) ([]string, error) {
+func (f federatedCredential) newRequest(ctx context.Context, scope string, _ time.Time) (*http.Request, []string, error) {
 	assertion, err := readFederatedToken(f.path)
 	if err != nil {
-		return nil, &RequestError{Err: err}
+		return nil, nil, &RequestError{Err: err}
 	}
-	form.Set("client_assertion_type", clientAssertionType)
-	form.Set("client_assertion", assertion)
-	return []string{assertion}, nil
+	return f.postAssertion(ctx, scope, assertion)
 }
 
 func (federatedCredential) kind() string { return "federated_token" }

@@ -1,20 +1,23 @@
 package entra
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/http"
 	"net/url"
 	"time"
 )
 
 // secretCredential authenticates with a client secret (client_secret_post).
 type secretCredential struct {
+	clientCredentialsGrant
 	secret string
 }
 
-func (s secretCredential) authenticate(form url.Values, _ time.Time) ([]string, error) {
-	form.Set("client_secret", s.secret)
-	return []string{s.secret}, nil
+func (s secretCredential) newRequest(ctx context.Context, scope string, _ time.Time) (*http.Request, []string, error) {
+	req, err := s.post(ctx, scope, url.Values{"client_secret": {s.secret}})
+	return req, []string{s.secret}, err
 }
 
 func (secretCredential) kind() string { return "client_secret" }

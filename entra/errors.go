@@ -2,14 +2,9 @@ package entra
 
 import (
 	"errors"
-	"math"
-	"net/http"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Causes found in RequestError.Err; test them with errors.Is.
@@ -32,11 +27,6 @@ const (
 	maxIdentifierLen  = 128
 	maxErrorCodes     = 8
 )
-
-// longestDuration is the longest delay a Retry-After parses to: what a
-// time.Duration holds, in whole seconds. How long to obey one is the
-// caller's policy (the token cache's backoff caps it).
-const longestDuration = time.Duration(math.MaxInt64) / time.Second * time.Second
 
 // RequestError is any failed token request: a network error or timeout, an
 // error answer from the endpoint, or a response that is not a usable token.
@@ -138,134 +128,4 @@ func trimAADSTSPrefix(desc string, codes []int) string {
 		}
 	}
 	return desc
-}
-
-// redactionMask replaces a secret in an error's text fields.
-const redactionMask = "[REDACTED]"
-
-// redactor removes secrets (a client secret, an assertion, a managed
-// identity header) from text an endpoint sent back, in the forms an echo
-// could take: as sent, query-escaped (as in the form body) and
-// path-escaped. A nil *redactor removes nothing.
-type redactor struct {
-	forms []string // longest first, so a form containing another goes whole
-}
-
-// newRedactor returns a redactor for secrets (empty ones are ignored), nil
-// when there is none.
-func newRedactor(secrets ...string) *redactor {
-	var forms []string
-	for _, secret := range secrets {
-		if secret == "" {
-			continue
-		}
-		for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret)} {
-			if !slices.Contains(forms, form) {
-				forms = append(forms, form)
-			}
-		}
-	}
-	if len(forms) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(forms, func(a, b string) int { return len(b) - len(a) })
-	return &redactor{forms: forms}
-}
-
-// apply returns s with every form of every secret masked.
-func (r *redactor) apply(s string) string {
-	if r == nil {
-		return s
-	}
-	for _, form := range r.forms {
-		s = strings.ReplaceAll(s, form, redactionMask)
-	}
-	return s
-}
-
-// redact masks secret (in every form, see redactor) in the error's text
-// fields. An endpoint has no reason to echo the secret, but a broken one
-// could. The parsers already redacted before cutting the fields to length;
-// this catches what a caller's secret list added.
-func (e *RequestError) redact(secret string) {
-	r := newRedactor(secret)
-	if r == nil {
-		return
-	}
-	e.Code = r.apply(e.Code)
-	e.Description = r.apply(e.Description)
-	e.TraceID = r.apply(e.TraceID)
-	e.CorrelationID = r.apply(e.CorrelationID)
-}
-
-// sanitizeLine keeps the first line of s, drops other control characters and
-// invalid UTF-8, and cuts it to at most max bytes on a rune boundary.
-func sanitizeLine(s string, max int) string {
-	return sanitizeField(s, max, nil)
-}
-
-// sanitizeField is sanitizeLine that masks r's secrets first: in s as
-// given (a secret holding a line break or a control character), again once
-// the line is cleaned (an echo with control characters inside the secret),
-// and only then cuts to max, so that no part of a secret straddling the cut
-// survives.
-func sanitizeField(s string, max int, r *redactor) string {
-	s = r.apply(s)
-	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
-		s = s[:i]
-	}
-	var b strings.Builder
-	for _, c := range s {
-		if c == utf8.RuneError || c < ' ' || c == 0x7f || (c >= 0x80 && c < 0xa0) {
-			continue
-		}
-		b.WriteRune(c)
-	}
-	s = r.apply(b.String())
-	if len(s) > max {
-		cut := 0
-		for i, c := range s {
-			if i+utf8.RuneLen(c) > max {
-				break
-			}
-			cut = i + utf8.RuneLen(c)
-		}
-		s = s[:cut]
-	}
-	return strings.TrimSpace(s)
-}
-
-// parseRetryAfter reads a Retry-After header: delta-seconds or an HTTP-date
-// (relative to now). It returns 0 when absent, malformed or in the past, and
-// longestDuration for a delay that a time.Duration cannot hold.
-func parseRetryAfter(header http.Header, now time.Time) time.Duration {
-	value := strings.TrimSpace(header.Get("Retry-After"))
-	if value == "" {
-		return 0
-	}
-	var d time.Duration
-	if isDigits(value) {
-		secs, err := strconv.ParseUint(value, 10, 64)
-		if err != nil || secs > uint64(longestDuration/time.Second) {
-			return longestDuration // only overflow can fail: too many digits
-		}
-		d = time.Duration(secs) * time.Second
-	} else if at, err := http.ParseTime(value); err == nil {
-		// HTTP-dates have whole seconds; round up so the caller never
-		// retries a fraction of a second too early.
-		d = at.Sub(now) // saturates
-		if rem := d % time.Second; rem > 0 {
-			d = min(d-rem, longestDuration-time.Second) + time.Second
-		}
-	}
-	return max(d, 0)
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }

@@ -196,23 +196,18 @@ func (s identitySelector) queryParameter(appService bool) string {
 	return [...]string{"", "client_id", "object_id", "msi_res_id"}[s]
 }
 
-// managedIdentityToken asks the managed identity endpoint for a token for
-// the resource of scope.
-func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token, error) {
+// newRequest asks the managed identity endpoint for a token for the
+// resource of scope, which must be one scope.
+func (mi *managedIdentity) newRequest(ctx context.Context, scope string, _ time.Time) (*http.Request, []string, error) {
 	if len(strings.Fields(scope)) != 1 {
-		return nil, &RequestError{Err: ErrManagedIdentityScope}
+		return nil, nil, &RequestError{Err: ErrManagedIdentityScope}
 	}
-	mi := c.managedIdentity
-	resource := strings.TrimSuffix(scope, "/.default")
-
-	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, mi.endpoint, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, mi.endpoint, nil)
 	if err != nil {
-		return nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
+		return nil, nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
 	}
 	query := req.URL.Query()
-	query.Set("resource", resource)
+	query.Set("resource", strings.TrimSuffix(scope, "/.default"))
 	if mi.selector != selectNone {
 		query.Set(mi.selector.queryParameter(mi.identityHeader != ""), mi.selectorValue)
 	}
@@ -224,16 +219,31 @@ func (c *Client) managedIdentityToken(ctx context.Context, scope string) (*Token
 		req.Header.Set("Metadata", "true")
 	}
 	req.URL.RawQuery = query.Encode()
+	return req, []string{mi.identityHeader}, nil
+}
 
-	token, err := c.send(ctx, reqCtx, req, parseManagedIdentityResponse, newRedactor(mi.identityHeader))
-	if err != nil {
-		var reqErr *RequestError
-		if errors.As(err, &reqErr) {
-			reqErr.redact(mi.identityHeader)
-		}
-		return nil, err
+func (*managedIdentity) parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
+	return parseManagedIdentityResponse(status, header, body, sentAt, r)
+}
+
+func (*managedIdentity) kind() string { return "managed_identity" }
+
+// fingerprint names the identity: its object or resource ID when one of
+// them selects it, else its client ID ("" for the system-assigned one).
+func (mi *managedIdentity) fingerprint() string {
+	if mi.selector == selectObjectID || mi.selector == selectResourceID {
+		return mi.selector.field() + "=" + mi.selectorValue
 	}
-	return token, nil
+	return mi.clientID
+}
+
+// identity is "managed_identity", and the object or resource ID that names
+// a user-assigned identity (a client ID is already on the identity's line).
+func (mi *managedIdentity) identity() []string {
+	if mi.selector == selectObjectID || mi.selector == selectResourceID {
+		return []string{"managed_identity", mi.selector.field() + "=" + mi.selectorValue}
+	}
+	return []string{"managed_identity"}
 }
 
 // ParseManagedIdentityResponse turns a managed identity endpoint's answer

@@ -17,9 +17,6 @@ import (
 // are not plausible token lifetimes and would overflow time arithmetic.
 const maxLifetime = 10 * 365 * 24 * time.Hour
 
-// redacted replaces the access token wherever a Token is formatted.
-const redacted = "[REDACTED]"
-
 // Token is an access token issued by the token endpoint.
 //
 // Formatting a Token or *Token with fmt (%v, %+v, %#v, %s, ...), logging it
@@ -91,7 +88,7 @@ func (t Token) MarshalJSON() ([]byte, error) {
 	}
 	accessToken := ""
 	if t.AccessToken != "" {
-		accessToken = redacted
+		accessToken = redactionMask
 	}
 	return json.Marshal(tokenJSON{
 		AccessToken:  accessToken,
@@ -107,7 +104,7 @@ func (t Token) redactedToken() string {
 	if t.AccessToken == "" {
 		return `""`
 	}
-	return redacted
+	return redactionMask
 }
 
 // ParseTokenResponse turns a token endpoint's answer into a Token or a

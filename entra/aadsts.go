@@ -1,0 +1,56 @@
+package entra
+
+// aadstsCode is what an operator is told of an AADSTS code met when a
+// client-credentials configuration is wrong. Every code in aadstsCodes is a
+// permanent failure (see RequestError.PermanentFailure).
+type aadstsCode struct {
+	// summary names the cause, for RequestError.Summary.
+	summary string
+	// hint says what to do in one line, for RequestError.Hint and the
+	// `caddy entra` CLI; "" for the codes met less often.
+	hint string
+}
+
+// aadstsCodes are the AADSTS codes the package names, by number.
+var aadstsCodes = map[int]aadstsCode{
+	7000215: {summary: "invalid client secret", hint: "the client secret is wrong: use the secret's Value (not its Secret ID) from the app registration's Certificates & secrets"},
+	7000222: {summary: "client secret expired", hint: "the client secret has expired: create a new one under Certificates & secrets and update the sidecar's secret"},
+	7000216: {summary: "client credential missing"},
+	700016:  {summary: "application not found in tenant", hint: "no application with this client_id in this tenant: check client_id and tenant_id (an app from another tenant needs admin consent here first)"},
+	90002:   {summary: "tenant not found", hint: "the tenant does not exist: check tenant_id (a GUID or a verified domain) and authority_host (sovereign clouds have their own)"},
+	900023:  {summary: "invalid tenant identifier"},
+	70011:   {summary: "invalid scope", hint: "invalid scope: a client-credentials scope is the resource followed by /.default"},
+	1002012: {summary: "invalid scope"},
+	28000:   {summary: "invalid scope (more than one resource)"},
+	500011:  {summary: "resource not found in tenant", hint: "the resource of the scope is not in the tenant: check the scope's URI (Expose an API > Application ID URI) and that the API's service principal exists"},
+	65001:   {summary: "consent missing", hint: "consent is missing: grant admin consent to the application's API permissions (application permissions need an administrator)"},
+	700027:  {summary: "client assertion failed signature validation (certificate not registered or wrong key)", hint: "the certificate is not registered on the app registration, or the private key does not belong to it"},
+	700024:  {summary: "client assertion is not within its valid time range"},
+	700023:  {summary: "client assertion audience is not the token endpoint"},
+	700021:  {summary: "client assertion issuer or subject is not the client ID"},
+	50027:   {summary: "client assertion is malformed"},
+	50013:   {summary: "client assertion rejected"},
+	70021:   {summary: "no matching federated identity credential"},
+	700211:  {summary: "no federated identity credential for the assertion's issuer"},
+	700212:  {summary: "no federated identity credential for the assertion's audience"},
+	700213:  {summary: "no federated identity credential for the assertion's subject"},
+	7000274: {summary: "certificate is outside its validity period"},
+	7000214: {summary: "certificate revoked"},
+	7000112: {summary: "application is disabled", hint: "the application is disabled in the tenant"},
+	53003:   {summary: "blocked by Conditional Access"},
+	90014:   {summary: "required field missing from the token request"},
+	900144:  {summary: "required parameter missing from the token request"},
+	70003:   {summary: "unsupported grant type"},
+}
+
+// Hint returns one line on how to fix the failure, for the AADSTS codes a
+// client-credentials setup meets most (7000215, 7000222, 700016, 90002,
+// 500011, 65001...), or "" when there is none. It never holds a secret.
+func (e *RequestError) Hint() string {
+	for _, code := range e.ErrorCodes {
+		if hint := aadstsCodes[code].hint; hint != "" {
+			return hint
+		}
+	}
+	return ""
+}

@@ -1,0 +1,49 @@
+package entra
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// longestDuration is the longest delay a Retry-After parses to: what a
+// time.Duration holds, in whole seconds. How long to obey one is the
+// caller's policy (the token cache's backoff caps it).
+const longestDuration = time.Duration(math.MaxInt64) / time.Second * time.Second
+
+// parseRetryAfter reads a Retry-After header: delta-seconds or an HTTP-date
+// (relative to now). It returns 0 when absent, malformed or in the past, and
+// longestDuration for a delay that a time.Duration cannot hold.
+func parseRetryAfter(header http.Header, now time.Time) time.Duration {
+	value := strings.TrimSpace(header.Get("Retry-After"))
+	if value == "" {
+		return 0
+	}
+	var d time.Duration
+	if isDigits(value) {
+		secs, err := strconv.ParseUint(value, 10, 64)
+		if err != nil || secs > uint64(longestDuration/time.Second) {
+			return longestDuration // only overflow can fail: too many digits
+		}
+		d = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(value); err == nil {
+		// HTTP-dates have whole seconds; round up so the caller never
+		// retries a fraction of a second too early.
+		d = at.Sub(now) // saturates
+		if rem := d % time.Second; rem > 0 {
+			d = min(d-rem, longestDuration-time.Second) + time.Second
+		}
+	}
+	return max(d, 0)
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
