@@ -12,27 +12,13 @@ import (
 	"time"
 )
 
-// permanentCodes are the OAuth 2.0 "error" values that retrying the same
-// request will not fix: the configuration (credential, client, tenant,
-// scope) must change.
-var permanentCodes = map[string]bool{
-	"invalid_client":         true,
-	"unauthorized_client":    true,
-	"invalid_scope":          true,
-	"invalid_request":        true,
-	"invalid_grant":          true,
-	"unsupported_grant_type": true,
-	"invalid_resource":       true,
-	"access_denied":          true,
-}
-
 // PermanentFailure reports whether retrying the same request cannot help
 // until the configuration changes: an invalid client, credential, tenant or
-// scope (OAuth errors invalid_client, unauthorized_client, invalid_scope,
-// invalid_request, invalid_grant, unsupported_grant_type; the AADSTS codes
-// of aadstsCodes such as 7000215, 7000222, 700016, 70011, 90002,
-// 700027, 700024), other 400/401/403 answers, and a request that cannot be
-// made (no scope, several scopes for a managed identity).
+// scope (the OAuth errors of oauthCodes marked permanent, such as
+// invalid_client, invalid_scope, invalid_grant; every AADSTS code of
+// aadstsCodes, such as 7000215, 7000222, 700016, 70011, 90002, 700027,
+// 700024), other 400/401/403 answers, and a request that cannot be made (no
+// scope, several scopes for a managed identity).
 //
 // Transient, worth retrying with backoff: 408, 429, 5xx and
 // temporarily_unavailable, other statuses (404, 410: IMDS answers those
@@ -50,7 +36,7 @@ func (e *RequestError) PermanentFailure() bool {
 	case e.StatusCode >= 200 && e.StatusCode <= 299:
 		return false // a malformed success: the next answer may be fine
 	}
-	if permanentCodes[e.Code] {
+	if oauthCodes[e.Code].permanent {
 		return true
 	}
 	for _, code := range e.ErrorCodes {
@@ -99,21 +85,8 @@ func (e *RequestError) Summary() string {
 		}
 		return "malformed token response"
 	}
-	switch e.Code {
-	case "invalid_client":
-		return "client authentication failed" + e.codeSuffix()
-	case "unauthorized_client":
-		return "client not authorized" + e.codeSuffix()
-	case "invalid_scope":
-		return "invalid scope" + e.codeSuffix()
-	case "invalid_request":
-		return "invalid token request" + e.codeSuffix()
-	case "invalid_grant":
-		return "invalid grant" + e.codeSuffix()
-	case "unsupported_grant_type":
-		return "unsupported grant type" + e.codeSuffix()
-	case "temporarily_unavailable":
-		return "token endpoint temporarily unavailable" + e.codeSuffix()
+	if summary := oauthCodes[e.Code].summary; summary != "" {
+		return summary + e.codeSuffix()
 	}
 	if e.StatusCode != 0 {
 		if errors.Is(e.Err, ErrResponseTooLarge) {

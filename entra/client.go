@@ -21,7 +21,6 @@ type Client struct {
 	cfg           Config // validated, defaults applied; TenantID and ClientID as the source names them
 	tokenEndpoint string
 	source        tokenSource
-	now           func() time.Time
 }
 
 // CredentialFingerprint identifies the credential the client uses at this
@@ -106,7 +105,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, secrets, err := c.source.newRequest(reqCtx, scope, c.now())
+	req, secrets, err := c.source.newRequest(reqCtx, scope)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +113,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	req.Header.Set("User-Agent", userAgent)
 	r := newRedactor(secrets...)
 
-	sentAt := c.now()
+	sentAt := time.Now()
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return nil, c.transportError(ctx, reqCtx, err)

@@ -153,17 +153,12 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, &ConfigError{Field: "timeout", Reason: "must not be negative"}
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
 	}
-	httpClient := cfg.HTTPClient
-	if httpClient == nil {
-		httpClient = newDefaultHTTPClient()
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = newDefaultHTTPClient()
 	}
-	cfg.Timeout = timeout
-	cfg.HTTPClient = httpClient
-	client := &Client{now: time.Now}
 
 	if cfg.ManagedIdentity != nil {
 		mi, err := newManagedIdentity(&cfg)
@@ -171,8 +166,7 @@ func NewClient(cfg Config) (*Client, error) {
 			return nil, err
 		}
 		cfg.TenantID, cfg.ClientID = "", mi.clientID
-		client.cfg, client.tokenEndpoint, client.source = cfg, mi.endpoint, mi
-		return client, nil
+		return &Client{cfg: cfg, tokenEndpoint: mi.endpoint, source: mi}, nil
 	}
 
 	if strings.TrimSpace(cfg.ClientID) == "" {
@@ -194,21 +188,21 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 
-	client.cfg, client.tokenEndpoint = cfg, endpoint
 	grant := clientCredentialsGrant{endpoint: endpoint, clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
+	var source tokenSource
 	switch {
 	case cfg.ClientSecret != "":
-		client.source = secretCredential{clientCredentialsGrant: grant, secret: cfg.ClientSecret}
+		source = secretCredential{clientCredentialsGrant: grant, secret: cfg.ClientSecret}
 	case cfg.ClientCertificate != nil:
 		cred, err := newCertificateCredential(*cfg.ClientCertificate, grant)
 		if err != nil {
 			return nil, err
 		}
-		client.source = cred
+		source = cred
 	case cfg.FederatedTokenFile != "":
-		client.source = federatedCredential{clientCredentialsGrant: grant, path: cfg.FederatedTokenFile}
+		source = federatedCredential{clientCredentialsGrant: grant, path: cfg.FederatedTokenFile}
 	}
-	return client, nil
+	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source}, nil
 }
 
 // checkOneCredential enforces exactly one credential per identity.

@@ -120,8 +120,8 @@ func (c *certificateCredential) fingerprint() string {
 	return hex.EncodeToString(c.digest[:])
 }
 
-func (c *certificateCredential) newRequest(ctx context.Context, scope string, now time.Time) (*http.Request, []string, error) {
-	assertion, err := c.assertion(now)
+func (c *certificateCredential) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
+	assertion, err := c.assertion(time.Now())
 	if err != nil {
 		return nil, nil, &RequestError{Err: err}
 	}

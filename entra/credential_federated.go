@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 )
 
 // clientAssertionType is the client_assertion_type of a JWT client
@@ -40,7 +39,7 @@ type federatedCredential struct {
 	path string
 }
 
-func (f federatedCredential) newRequest(ctx context.Context, scope string, _ time.Time) (*http.Request, []string, error) {
+func (f federatedCredential) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
 	assertion, err := readFederatedToken(f.path)
 	if err != nil {
 		return nil, nil, &RequestError{Err: err}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // secretCredential authenticates with a client secret (client_secret_post).
@@ -15,7 +14,7 @@ type secretCredential struct {
 	secret string
 }
 
-func (s secretCredential) newRequest(ctx context.Context, scope string, _ time.Time) (*http.Request, []string, error) {
+func (s secretCredential) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
 	req, err := s.post(ctx, scope, url.Values{"client_secret": {s.secret}})
 	return req, []string{s.secret}, err
 }

@@ -18,7 +18,7 @@ type tokenSource interface {
 	// joined by spaces), bounded by ctx. It returns the secret values the
 	// request carries, which no error may echo, or a *RequestError when no
 	// credential could be had.
-	newRequest(ctx context.Context, scope string, now time.Time) (req *http.Request, secrets []string, err error)
+	newRequest(ctx context.Context, scope string) (req *http.Request, secrets []string, err error)
 	// parse turns the answer into a Token or a *RequestError, masking r's
 	// secrets in the error's fields before cutting them to length.
 	parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error)

@@ -1,5 +1,28 @@
 package entra
 
+// oauthCode is what the package makes of an OAuth 2.0 "error" value.
+type oauthCode struct {
+	// summary names the cause, for RequestError.Summary; "" to name the
+	// HTTP status instead.
+	summary string
+	// permanent means that retrying the same request will not fix it: the
+	// configuration (credential, client, tenant, scope) must change.
+	permanent bool
+}
+
+// oauthCodes are the OAuth 2.0 "error" values the package names.
+var oauthCodes = map[string]oauthCode{
+	"invalid_client":          {summary: "client authentication failed", permanent: true},
+	"unauthorized_client":     {summary: "client not authorized", permanent: true},
+	"invalid_scope":           {summary: "invalid scope", permanent: true},
+	"invalid_request":         {summary: "invalid token request", permanent: true},
+	"invalid_grant":           {summary: "invalid grant", permanent: true},
+	"unsupported_grant_type":  {summary: "unsupported grant type", permanent: true},
+	"invalid_resource":        {permanent: true},
+	"access_denied":           {permanent: true},
+	"temporarily_unavailable": {summary: "token endpoint temporarily unavailable"},
+}
+
 // aadstsCode is what an operator is told of an AADSTS code met when a
 // client-credentials configuration is wrong. Every code in aadstsCodes is a
 // permanent failure (see RequestError.PermanentFailure).

@@ -198,7 +198,7 @@ func (s identitySelector) queryParameter(appService bool) string {
 
 // newRequest asks the managed identity endpoint for a token for the
 // resource of scope, which must be one scope.
-func (mi *managedIdentity) newRequest(ctx context.Context, scope string, _ time.Time) (*http.Request, []string, error) {
+func (mi *managedIdentity) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
 	if len(strings.Fields(scope)) != 1 {
 		return nil, nil, &RequestError{Err: ErrManagedIdentityScope}
 	}
@@ -228,8 +228,8 @@ func (*managedIdentity) parse(status int, header http.Header, body []byte, sentA
 
 func (*managedIdentity) kind() string { return "managed_identity" }
 
-// fingerprint names the identity: its object or resource ID when one of
-// them selects it, else its client ID ("" for the system-assigned one).
+// fingerprint names the identity: by its object or resource ID when one of
+// them selects it, else by its client ID ("" for the system-assigned one).
 func (mi *managedIdentity) fingerprint() string {
 	if mi.selector == selectObjectID || mi.selector == selectResourceID {
 		return mi.selector.field() + "=" + mi.selectorValue
@@ -237,11 +237,11 @@ func (mi *managedIdentity) fingerprint() string {
 	return mi.clientID
 }
 
-// identity is "managed_identity", and the object or resource ID that names
-// a user-assigned identity (a client ID is already on the identity's line).
+// identity is "managed_identity", then the object or resource ID that
+// selects a user-assigned identity (a client ID has a line of its own).
 func (mi *managedIdentity) identity() []string {
 	if mi.selector == selectObjectID || mi.selector == selectResourceID {
-		return []string{"managed_identity", mi.selector.field() + "=" + mi.selectorValue}
+		return []string{"managed_identity", mi.fingerprint()}
 	}
 	return []string{"managed_identity"}
 }
@@ -317,12 +317,7 @@ func parseManagedIdentityResponse(status int, header http.Header, body []byte, s
 		ExpiresIn:   expiresIn,
 		ExpiresAt:   expiresAt,
 	}
-	if raw, ok := fields["ext_expires_in"]; ok {
-		token.ExtExpiresIn, _ = parseSeconds(raw) // advisory: 0 when malformed
-	}
-	if raw, ok := fields["refresh_in"]; ok {
-		token.RefreshIn, _ = parseSeconds(raw) // advisory: 0 when malformed
-	}
+	token.readAdvisoryLifetimes(fields)
 	return token, nil
 }
 
