@@ -82,7 +82,7 @@ var _ tokencache.FetchError = (*entra.RequestError)(nil)
 // Redis does not allow testing guesses of a weak secret — truncated, and
 // never logged.
 func credentialIDFunc(client *entra.Client, key []byte) func() string {
-	identity := client.Identity()
+	identity := client.CacheKey()
 	return func() string {
 		mac := hmac.New(sha256.New, key) // an empty key: a plain salted hash
 		fmt.Fprintf(mac, "caddy-entra credential v1\n%s\n%s", identity, client.CredentialFingerprint())

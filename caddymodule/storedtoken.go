@@ -13,7 +13,7 @@ import (
 )
 
 // tokenIdentities holds one entra.TokenIdentity per client identity
-// (entra.Client.Identity) for the life of the process, so that what a
+// (entra.Client.CacheKey) for the life of the process, so that what a
 // managed identity's first token taught (its tenant and client ID) survives
 // config reloads: a reloaded config trusts shared records at once instead
 // of first fetching a token of its own. Identities are few.
@@ -21,10 +21,10 @@ var tokenIdentities sync.Map // string -> *entra.TokenIdentity
 
 // tokenIdentityFor returns the shared entra.TokenIdentity of client.
 func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
-	if v, ok := tokenIdentities.Load(client.Identity()); ok {
+	if v, ok := tokenIdentities.Load(client.CacheKey()); ok {
 		return v.(*entra.TokenIdentity)
 	}
-	v, _ := tokenIdentities.LoadOrStore(client.Identity(), entra.NewTokenIdentity(client))
+	v, _ := tokenIdentities.LoadOrStore(client.CacheKey(), entra.NewTokenIdentity(client))
 	return v.(*entra.TokenIdentity)
 }
 
@@ -78,7 +78,7 @@ type learnedAudience struct{ aud atomic.Pointer[string] }
 
 // audienceFor returns the learned aud of client's tokens for scopes.
 func audienceFor(client *entra.Client, scopes []string) *learnedAudience {
-	key := client.Identity() + "\n" + strings.Join(scopes, " ")
+	key := client.CacheKey() + "\n" + strings.Join(scopes, " ")
 	v, _ := learnedAudiences.LoadOrStore(key, new(learnedAudience))
 	return v.(*learnedAudience)
 }

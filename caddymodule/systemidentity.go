@@ -13,7 +13,7 @@ import (
 )
 
 // A system-assigned managed identity is named nowhere in the config: every
-// host's has the same entra.Client.Identity, so two hosts (two App Service
+// host's has the same entra.Client.CacheKey, so two hosts (two App Service
 // apps, two VMs) sharing one Redis and key_prefix would share one record
 // key and could inject each other's tokens. Its records are keyed by the
 // identity its own tokens carry (tid and appid, learned from this process's
@@ -53,7 +53,7 @@ func newAppHandle(h *tokencache.Handle) *appHandle {
 // recordIdentity is the tokencache.Application.Identity of client's tokens,
 // and whether it still has to be learned (see the top of this file).
 func recordIdentity(client *entra.Client, identity *entra.TokenIdentity) (string, bool) {
-	base := client.Identity()
+	base := client.CacheKey()
 	if !client.SystemAssigned() {
 		return base, false
 	}

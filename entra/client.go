@@ -53,21 +53,22 @@ func (c *Client) CredentialType() string { return c.source.kind() }
 
 // SystemAssigned reports whether the client gets the system-assigned
 // managed identity's tokens: an identity the configuration does not name,
-// the same Identity on every host, told apart only by its tokens.
+// the same CacheKey on every host, told apart only by its tokens.
 func (c *Client) SystemAssigned() bool {
 	mi, ok := c.source.(*managedIdentity)
 	return ok && mi.selector == selectNone
 }
 
-// Identity returns what makes this client's tokens distinct, for use in a
-// cache key: the token endpoint (or managed identity endpoint), the tenant,
-// the client ID, for a managed identity the line "managed_identity" and the
-// object or resource ID that names it, and, when token_request_param is set,
-// a hash of the extra parameters (a "resource" parameter changes the
-// token). It does not depend on the credential: rotating a secret or
-// certificate keeps the identity. It holds no secret, one field per line.
-func (c *Client) Identity() string {
-	parts := append([]string{c.tokenEndpoint, c.cfg.TenantID, c.cfg.ClientID}, c.source.identity()...)
+// CacheKey returns what makes this client's tokens distinct, for a cache
+// key (the caller adds the scopes): the token endpoint (or managed identity
+// endpoint), the tenant, the client ID, for a managed identity the line
+// "managed_identity" and the object or resource ID that selects it, and,
+// when token_request_param is set, a hash of the extra parameters (a
+// "resource" parameter changes the token). It does not depend on the
+// credential: rotating a secret or certificate keeps the key. It holds no
+// secret, one field per line.
+func (c *Client) CacheKey() string {
+	parts := append([]string{c.tokenEndpoint, c.cfg.TenantID, c.cfg.ClientID}, c.source.cacheKeyLines()...)
 	if len(c.cfg.ExtraParams) > 0 {
 		names := make([]string, 0, len(c.cfg.ExtraParams))
 		for name := range c.cfg.ExtraParams {

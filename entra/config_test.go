@@ -255,7 +255,7 @@ func TestExtraParamsValidation(t *testing.T) {
 	}
 }
 
-func TestIdentity(t *testing.T) {
+func TestCacheKey(t *testing.T) {
 	base, err := NewClient(validConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -263,11 +263,11 @@ func TestIdentity(t *testing.T) {
 	rotated := validConfig()
 	rotated.ClientSecret = "another-secret"
 	same, _ := NewClient(rotated)
-	if base.Identity() != same.Identity() {
-		t.Error("the identity depends on the secret")
+	if base.CacheKey() != same.CacheKey() {
+		t.Error("the cache key depends on the secret")
 	}
-	if strings.Contains(base.Identity(), configSecret) {
-		t.Error("the identity contains the secret")
+	if strings.Contains(base.CacheKey(), configSecret) {
+		t.Error("the cache key contains the secret")
 	}
 	withParam := validConfig()
 	withParam.ExtraParams = map[string]string{"resource": "https://graph.microsoft.com"}
@@ -275,10 +275,10 @@ func TestIdentity(t *testing.T) {
 	otherClient := validConfig()
 	otherClient.ClientID = "99999999-2222-4333-8444-555555555555"
 	third, _ := NewClient(otherClient)
-	if base.Identity() == other.Identity() || base.Identity() == third.Identity() {
-		t.Error("distinct identities share Identity()")
+	if base.CacheKey() == other.CacheKey() || base.CacheKey() == third.CacheKey() {
+		t.Error("distinct identities share a CacheKey()")
 	}
-	if !strings.HasPrefix(base.Identity(), base.TokenEndpoint()+"\n"+base.TenantID()+"\n"+base.ClientID()) {
-		t.Errorf("Identity() = %q", base.Identity())
+	if !strings.HasPrefix(base.CacheKey(), base.TokenEndpoint()+"\n"+base.TenantID()+"\n"+base.ClientID()) {
+		t.Errorf("CacheKey() = %q", base.CacheKey())
 	}
 }

@@ -237,9 +237,9 @@ func (mi *managedIdentity) fingerprint() string {
 	return mi.clientID
 }
 
-// identity is "managed_identity", then the object or resource ID that
+// cacheKeyLines are "managed_identity", then the object or resource ID that
 // selects a user-assigned identity (a client ID has a line of its own).
-func (mi *managedIdentity) identity() []string {
+func (mi *managedIdentity) cacheKeyLines() []string {
 	if mi.selector == selectObjectID || mi.selector == selectResourceID {
 		return []string{"managed_identity", mi.fingerprint()}
 	}

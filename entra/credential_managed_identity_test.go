@@ -70,7 +70,7 @@ func TestManagedIdentity(t *testing.T) {
 			if client.CredentialType() != "managed_identity" || client.TokenEndpoint() != tt.endpoint || client.TenantID() != "" {
 				t.Errorf("CredentialType, TokenEndpoint, TenantID = %q, %q, %q", client.CredentialType(), client.TokenEndpoint(), client.TenantID())
 			}
-			identities[client.Identity()] = true
+			identities[client.CacheKey()] = true
 			before := time.Now()
 			token, err := client.Token(context.Background(), []string{vaultScope})
 			if err != nil {

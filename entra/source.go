@@ -27,9 +27,10 @@ type tokenSource interface {
 	// fingerprint identifies the credential in use now (see
 	// Client.CredentialFingerprint): a digest or a name, never the secret.
 	fingerprint() string
-	// identity returns the lines Client.Identity adds after the endpoint,
-	// tenant and client ID: none for a credential sent to a token endpoint.
-	identity() []string
+	// cacheKeyLines returns the lines Client.CacheKey adds after the
+	// endpoint, tenant and client ID: none for a credential sent to a token
+	// endpoint.
+	cacheKeyLines() []string
 }
 
 // clientCredentialsGrant is what the client secret, certificate and
@@ -78,4 +79,4 @@ func (clientCredentialsGrant) parse(status int, header http.Header, body []byte,
 	return parseTokenResponse(status, header, body, sentAt, r)
 }
 
-func (clientCredentialsGrant) identity() []string { return nil }
+func (clientCredentialsGrant) cacheKeyLines() []string { return nil }
