@@ -267,58 +267,35 @@ func ParseManagedIdentityResponse(status int, header http.Header, body []byte, s
 // parseManagedIdentityResponse is ParseManagedIdentityResponse masking r's
 // secrets in the error fields before they are cut to length.
 func parseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	fields, malformed, err := openResponse(status, header, body, r)
-	if err != nil {
-		return nil, err
-	}
-	accessToken, reason := accessTokenField(fields)
-	if reason != "" {
-		return malformed("%s", reason)
-	}
-	if reason := checkTokenType(fields); reason != "" {
-		return malformed("%s", reason)
-	}
+	return parseAnswer(status, header, body, sentAt, r, expiresInOrOnLifetime)
+}
 
-	var expiresIn time.Duration
-	var expiresAt time.Time
-	rawIn, hasIn := fields["expires_in"]
+// expiresInOrOnLifetime reads the lifetime of a managed identity's answer:
+// its expires_in, preferred as it does not depend on the clocks agreeing,
+// else its expires_on.
+func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {
+	expiresIn, expiresAt, reason := expiresInLifetime(fields, sentAt)
 	rawOn, hasOn := fields["expires_on"]
-	var inErr error
-	if hasIn {
-		expiresIn, inErr = parseSeconds(rawIn)
-		if inErr == nil {
-			expiresAt = sentAt.Add(expiresIn)
-		}
+	switch _, hasIn := fields["expires_in"]; {
+	case reason == "":
+		return expiresIn, expiresAt, ""
+	case !hasOn && !hasIn:
+		return 0, time.Time{}, "expires_in and expires_on are missing"
+	case !hasOn:
+		return 0, time.Time{}, reason
 	}
-	if !hasIn || inErr != nil {
-		if !hasOn {
-			if hasIn {
-				return malformed("expires_in %v", inErr)
-			}
-			return malformed("expires_in and expires_on are missing")
-		}
-		on, err := parseExpiresOn(rawOn)
-		if err != nil {
-			return malformed("expires_on %v", err)
-		}
-		expiresIn = on.Sub(sentAt).Truncate(time.Second)
-		if expiresIn <= 0 {
-			return malformed("expires_on is not in the future")
-		}
-		if expiresIn > maxLifetime {
-			return malformed("expires_on is out of range")
-		}
-		expiresAt = on
+	on, err := parseExpiresOn(rawOn)
+	if err != nil {
+		return 0, time.Time{}, "expires_on " + err.Error()
 	}
-
-	token := &Token{
-		AccessToken: accessToken,
-		TokenType:   "Bearer",
-		ExpiresIn:   expiresIn,
-		ExpiresAt:   expiresAt,
+	expiresIn = on.Sub(sentAt).Truncate(time.Second)
+	switch {
+	case expiresIn <= 0:
+		return 0, time.Time{}, "expires_on is not in the future"
+	case expiresIn > maxLifetime:
+		return 0, time.Time{}, "expires_on is out of range"
 	}
-	token.readAdvisoryLifetimes(fields)
-	return token, nil
+	return expiresIn, on, ""
 }
 
 // expiresOnLayouts are the date formats of App Service's 2017-09-01 API,

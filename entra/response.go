@@ -37,45 +37,52 @@ func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time
 // parseTokenResponse is ParseTokenResponse masking r's secrets in the
 // error fields before they are cut to length.
 func parseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
+	return parseAnswer(status, header, body, sentAt, r, expiresInLifetime)
+}
+
+// lifetimeReader reads a token's lifetime from the fields of an answer, or
+// says why it cannot.
+type lifetimeReader func(fields map[string]json.RawMessage, sentAt time.Time) (expiresIn time.Duration, expiresAt time.Time, reason string)
+
+// parseAnswer turns an answer into a Token or a *RequestError, as
+// ParseTokenResponse says, with the lifetime that lifetime reads.
+func parseAnswer(status int, header http.Header, body []byte, sentAt time.Time, r *redactor, lifetime lifetimeReader) (*Token, error) {
 	fields, malformed, err := openResponse(status, header, body, r)
 	if err != nil {
 		return nil, err
 	}
-
+	var expiresIn time.Duration
+	var expiresAt time.Time
 	accessToken, reason := accessTokenField(fields)
+	if reason == "" {
+		expiresIn, expiresAt, reason = lifetime(fields, sentAt)
+	}
+	if reason == "" {
+		reason = checkTokenType(fields)
+	}
 	if reason != "" {
-		return malformed("%s", reason)
+		return malformed(reason)
 	}
-
-	rawExpiresIn, ok := fields["expires_in"]
-	if !ok {
-		return malformed("expires_in is missing")
-	}
-	expiresIn, err := parseSeconds(rawExpiresIn)
-	if err != nil {
-		return malformed("expires_in %v", err)
-	}
-
-	if reason := checkTokenType(fields); reason != "" {
-		return malformed("%s", reason)
-	}
-
-	token := &Token{
-		AccessToken: accessToken,
-		TokenType:   "Bearer",
-		ExpiresIn:   expiresIn,
-		ExpiresAt:   sentAt.Add(expiresIn),
-	}
-	token.readAdvisoryLifetimes(fields)
+	token := &Token{AccessToken: accessToken, TokenType: "Bearer", ExpiresIn: expiresIn, ExpiresAt: expiresAt}
+	// ext_expires_in and refresh_in are advisory: left 0 when absent or
+	// malformed rather than failing an otherwise good token.
+	token.ExtExpiresIn, _ = parseSeconds(fields["ext_expires_in"])
+	token.RefreshIn, _ = parseSeconds(fields["refresh_in"])
 	return token, nil
 }
 
-// readAdvisoryLifetimes sets ExtExpiresIn and RefreshIn from Entra's
-// ext_expires_in and refresh_in, which are advisory: left 0 when absent or
-// malformed rather than failing an otherwise good token.
-func (t *Token) readAdvisoryLifetimes(fields map[string]json.RawMessage) {
-	t.ExtExpiresIn, _ = parseSeconds(fields["ext_expires_in"])
-	t.RefreshIn, _ = parseSeconds(fields["refresh_in"])
+// expiresInLifetime reads the lifetime of a token endpoint's answer: its
+// expires_in, counted from sentAt.
+func expiresInLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {
+	raw, ok := fields["expires_in"]
+	if !ok {
+		return 0, time.Time{}, "expires_in is missing"
+	}
+	expiresIn, err := parseSeconds(raw)
+	if err != nil {
+		return 0, time.Time{}, "expires_in " + err.Error()
+	}
+	return expiresIn, sentAt.Add(expiresIn), ""
 }
 
 // accessTokenField returns the access_token, or why it is unusable: it must
@@ -132,7 +139,7 @@ func parseJSONObject(body []byte) (map[string]json.RawMessage, error) {
 // *RequestError to give back; malformed makes the error for an unusable 2xx
 // answer.
 func openResponse(status int, header http.Header, body []byte, r *redactor) (
-	fields map[string]json.RawMessage, malformed func(format string, args ...any) (*Token, error), err error) {
+	fields map[string]json.RawMessage, malformed func(reason string) (*Token, error), err error) {
 	if header == nil {
 		header = http.Header{}
 	}
@@ -144,9 +151,9 @@ func openResponse(status int, header http.Header, body []byte, r *redactor) (
 		}
 		return nil, nil, reqErr
 	}
-	malformed = func(format string, args ...any) (*Token, error) {
+	malformed = func(reason string) (*Token, error) {
 		reqErr := errorFromFields(status, header, fields, r)
-		reqErr.Err = fmt.Errorf("%w: "+format, append([]any{ErrMalformedResponse}, args...)...)
+		reqErr.Err = fmt.Errorf("%w: %s", ErrMalformedResponse, reason)
 		return nil, reqErr
 	}
 	if jsonErr != nil {
