@@ -10,10 +10,6 @@ import (
 	"strings"
 )
 
-// clientAssertionType is the client_assertion_type of a JWT client
-// assertion (RFC 7523), for certificates and federated tokens alike.
-const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
 // maxFederatedTokenBytes bounds what is read of a federated token file.
 const maxFederatedTokenBytes = 64 << 10
 

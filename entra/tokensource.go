@@ -33,6 +33,10 @@ type tokenSource interface {
 	cacheKeyLines() []string
 }
 
+// clientAssertionType is the client_assertion_type of a JWT client
+// assertion (RFC 7523), for certificates and federated tokens alike.
+const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
 // clientCredentialsGrant is what the client secret, certificate and
 // federated token credentials share: an OAuth 2.0 client-credentials form
 // POSTed to the token endpoint, answered as Entra's token endpoint does.
