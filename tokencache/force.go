@@ -221,8 +221,7 @@ func (h *Handle) Delete(ctx context.Context) error {
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	cur := ks.current
-	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
-	ks.stopTimer()
+	ks.clearCurrent()
 	if cur != nil && cur.AccessToken != "" {
 		// Never taken again here, should a racing read bring it back.
 		if ks.purged == nil {

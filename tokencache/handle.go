@@ -114,6 +114,14 @@ func (ks *keyState) stopTimer() {
 	ks.nextRefresh = time.Time{}
 }
 
+// clearCurrent drops ks's current record (with its refresh point and
+// origin) and its proactive refresh timer; the handles' L1 is the caller's
+// to clear. The caller holds ks.mu.
+func (ks *keyState) clearCurrent() {
+	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
+	ks.stopTimer()
+}
+
 // validate checks app and returns it with its scopes copied.
 func validate(app Application) (Application, error) {
 	switch {

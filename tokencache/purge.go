@@ -49,8 +49,7 @@ func (h *Handle) Purge(ctx context.Context, accessToken string) bool {
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	if ks.current != nil && ks.current.AccessToken == accessToken {
-		ks.current, ks.refreshAt = nil, time.Time{}
-		ks.stopTimer()
+		ks.clearCurrent()
 	}
 	ks.mu.Unlock()
 	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -149,8 +148,7 @@ func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
 		}
 		return
 	}
-	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
-	ks.stopTimer()
+	ks.clearCurrent()
 	ks.mu.Unlock()
 	for _, h := range ks.handles {
 		h.l1.Store(nil)
