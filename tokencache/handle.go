@@ -84,10 +84,14 @@ type keyState struct {
 	// token checks (see accept.go).
 	longestOwn atomic.Int64
 	ownRefused atomic.Bool
-	// origin is where current came from and nextRefresh when the armed
-	// timer fires (zero: none), for Status. forced is the last forced
-	// refresh (Handle.Refresh), for coalescing. Guarded by mu.
-	origin      origin
+	// source is where current came from and nextRefresh when the armed
+	// timer fires (zero: none), for Status. inStore is set while current
+	// is also the store's record (taken from it, or fetched here and
+	// written to it; not when fetched while the store was down or the key
+	// is unshared). forced is the last forced refresh (Handle.Refresh), for
+	// coalescing. Guarded by mu.
+	source      Source
+	inStore     bool
 	nextRefresh time.Time
 	forced      forcedRefresh
 	// stopWatch ends the key's lasting subscription (see Cache.watch).
@@ -115,10 +119,10 @@ func (ks *keyState) stopTimer() {
 }
 
 // clearCurrent drops ks's current record (with its refresh point and
-// origin) and its proactive refresh timer; the handles' L1 is the caller's
+// source) and its proactive refresh timer; the handles' L1 is the caller's
 // to clear. The caller holds ks.mu.
 func (ks *keyState) clearCurrent() {
-	ks.current, ks.refreshAt, ks.origin = nil, time.Time{}, originNone
+	ks.current, ks.refreshAt, ks.source, ks.inStore = nil, time.Time{}, "", false
 	ks.stopTimer()
 }
 

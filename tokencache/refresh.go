@@ -320,7 +320,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 		write = false
 	}
 	expiresAt = rec.AccessTokenExpiresAt
-	from := fetchedLocal
+	shared := false
 	if write {
 		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, errTooLarge) {
 			write = false
@@ -329,7 +329,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 		} else if err != nil {
 			c.storeFailed(err)
 		} else {
-			from = fetchedShared
+			shared = true
 			c.storeRecovered()
 			if hadFailures {
 				if err := c.store.DeleteBackoff(ctx, ks.backoffKey); err != nil {
@@ -342,7 +342,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 	if fetched.RefreshIn > 0 {
 		refreshAt = now.Add(fetched.RefreshIn)
 	}
-	c.fill(ks, rec, refreshAt, from)
+	c.fill(ks, rec, refreshAt, SourceFetched, shared)
 	c.log().Info("fetched access token",
 		zap.String("application", h.app.Name),
 		zap.String("record_key", ks.key),
@@ -391,18 +391,18 @@ func (c *Cache) publish(ctx context.Context, ks *keyState) {
 // the endpoint works again and this process's backoff ends.
 func (c *Cache) took(ks *keyState, rec *ClientCredential) {
 	ks.clearBackoff()
-	c.fill(ks, rec, time.Time{}, fromStore)
+	c.fill(ks, rec, time.Time{}, SourceStore, true)
 }
 
 // fill makes rec the current record of ks and puts it into the L1 of every
 // live handle of the key, each with its own name and scope. refreshAt
 // is when it is due for a background refresh (zero: from RefreshAhead);
-// from says where rec came from.
-func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time, from origin) {
+// from says where rec came from and inStore whether the store holds it.
+func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time, from Source, inStore bool) {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
 	ks.mu.Lock()
-	ks.current, ks.refreshAt, ks.origin = rec, refreshAt, from
+	ks.current, ks.refreshAt, ks.source, ks.inStore = rec, refreshAt, from, inStore
 	ks.mu.Unlock()
 	for _, other := range ks.handles {
 		other.l1.Store(other.view(rec))

@@ -14,28 +14,6 @@ const (
 	SourceStore Source = "store"
 )
 
-// origin is where a key's current record came from, with whether a record
-// this process fetched is also in the store.
-type origin uint8
-
-const (
-	originNone    origin = iota
-	fetchedShared        // fetched here and written to the store
-	fetchedLocal         // fetched here, not in the store (store down, or the key is unshared)
-	fromStore            // taken from the store
-)
-
-// source is o as Status shows it.
-func (o origin) source() Source {
-	switch o {
-	case fetchedShared, fetchedLocal:
-		return SourceFetched
-	case fromStore:
-		return SourceStore
-	}
-	return ""
-}
-
 // Status is a snapshot of what a handle's key holds, for inspection (an
 // admin API, a readiness probe). Record holds the token itself: show its
 // metadata, never the token.
@@ -87,7 +65,7 @@ func (h *Handle) Status() Status {
 	if ks.current != nil {
 		st.Record = h.view(ks.current)
 		st.Usable = ks.current.validFor(now, c.refreshWindow)
-		st.Source = ks.origin.source()
+		st.Source = ks.source
 	}
 	if ks.timer != nil {
 		st.NextRefresh = ks.nextRefresh

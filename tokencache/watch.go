@@ -131,7 +131,7 @@ func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	cur := ks.current
-	if cur == nil || cur != seen || ks.origin == fetchedLocal {
+	if cur == nil || cur != seen || !ks.inStore {
 		ks.mu.Unlock()
 		c.registerMu.Unlock()
 		return
