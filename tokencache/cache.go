@@ -148,14 +148,16 @@ type Cache struct {
 	// store (see Authenticator).
 	storeAuthenticates bool
 
-	// closing ends with Close: it cancels refreshes and stops timers.
+	// closing is the one signal that Close has begun: it ends with Close,
+	// which cancels refreshes and stops timers (see isClosed).
 	closing   context.Context
 	close     context.CancelFunc
 	closeOnce sync.Once
-	// background counts running background refreshes, for Close to wait.
+	// background counts running background goroutines (refreshes and
+	// watchers), for Close to wait; bgMu orders background.Add before
+	// Close's cancel (see startBackground).
 	background sync.WaitGroup
-	bgMu       sync.Mutex // guards closed against background.Add
-	closed     bool
+	bgMu       sync.Mutex
 
 	// Test hooks, nil in production.
 	beforeFlight      func(key string)                // a caller is about to join or start a refresh
@@ -239,9 +241,8 @@ func (c *Cache) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.bgMu.Lock()
-		c.closed = true
-		c.bgMu.Unlock()
 		c.close()
+		c.bgMu.Unlock()
 		c.registerMu.Lock()
 		for _, ks := range c.keys {
 			ks.mu.Lock()
@@ -253,6 +254,22 @@ func (c *Cache) Close() error {
 		err = c.store.Close()
 	})
 	return err
+}
+
+// isClosed reports whether Close has begun.
+func (c *Cache) isClosed() bool { return c.closing.Err() != nil }
+
+// startBackground counts one more background goroutine for Close to wait
+// for, unless Close has begun (false: start none). The goroutine calls
+// c.background.Done when it ends.
+func (c *Cache) startBackground() bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.isClosed() {
+		return false
+	}
+	c.background.Add(1)
+	return true
 }
 
 // credentialID is the application's current credential fingerprint.

@@ -55,7 +55,7 @@ func (e *pausedError) Unwrap() error        { return e.cause }
 // Token's.
 func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
 	c, ks := h.c, h.ks
-	if c.closing.Err() != nil {
+	if c.isClosed() {
 		return ClientCredential{}, closedError(h)
 	}
 	ks.mu.Lock()
@@ -82,7 +82,7 @@ func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
 		defer stop()
 		rec, err := c.forceRefresh(flightCtx, c.newest(h))
 		c.schedule(ks)
-		if err != nil && c.closing.Err() != nil {
+		if err != nil && c.isClosed() {
 			err = closedError(h)
 		}
 		ks.mu.Lock()

@@ -78,26 +78,15 @@ func refreshDelay(now, at, deadline time.Time, random float64) time.Duration {
 	return d + jitter
 }
 
-// isClosed reports whether Close has begun.
-func (c *Cache) isClosed() bool {
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	return c.closed
-}
-
 // backgroundRefresh runs a refresh of ks that no caller waits for, by its
 // newest live handle, unless the Cache is closing or no handle is left. due
 // is the record it replaces (nil for none): any valid record newer than it
 // will do, such as one another replica announced after the refresh was
 // armed.
 func (c *Cache) backgroundRefresh(ks *keyState, due *ClientCredential) {
-	c.bgMu.Lock()
-	if c.closed {
-		c.bgMu.Unlock()
+	if !c.startBackground() {
 		return
 	}
-	c.background.Add(1)
-	c.bgMu.Unlock()
 	go func() {
 		defer c.background.Done()
 		h := c.newestOf(ks)

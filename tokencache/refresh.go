@@ -35,7 +35,7 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 	if rec := h.ks.currentRecord(); rec.validFor(c.now(), c.refreshWindow) {
 		return *h.view(rec), nil // h was released: its L1 is no longer filled
 	}
-	if c.closing.Err() != nil {
+	if c.isClosed() {
 		return ClientCredential{}, closedError(h)
 	}
 	if c.beforeFlight != nil {
@@ -75,7 +75,7 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due
 		defer stop()
 		rec, err := c.load(flightCtx, fetcher, background, due)
 		c.schedule(h.ks)
-		if err != nil && c.closing.Err() != nil {
+		if err != nil && c.isClosed() {
 			return nil, closedError(fetcher)
 		}
 		return rec, err

@@ -28,14 +28,10 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 		close(subscribed)
 		return subscribed
 	}
-	c.bgMu.Lock()
-	if c.closed {
-		c.bgMu.Unlock()
+	if !c.startBackground() {
 		close(subscribed)
 		return subscribed
 	}
-	c.background.Add(1)
-	c.bgMu.Unlock()
 	ctx, cancel := context.WithCancel(c.closing)
 	ks.stopWatch = cancel
 	go func() {
