@@ -48,6 +48,24 @@ type Handle struct {
 // keyState is what the handles sharing one record key share: the record's
 // keys, the current record, the refreshes in flight, the proactive refresh
 // timer, the in-process backoff and the purge memory.
+//
+// Locking. The store keys never change. Cache.registerMu guards handles
+// and stopWatch, and every write of a handle's L1 (Handle.l1) happens
+// under it, so that a fill and a drop reach all the key's handles in one
+// order; L1 is read without a lock. ks.mu guards current and everything
+// about it (refreshAt, source, inStore, timer, nextRefresh, removed), the
+// backoff (failure, lastErr), the purge memory (purged, lastPurge),
+// forced and rejected. unshared, longestOwn and ownRefused are atomics,
+// and flights locks itself. The order is:
+//
+//	Cache.registerMu → ks.mu
+//	Cache.registerMu → Cache.bgMu (Register starts the key's watcher)
+//
+// So a function holding ks.mu never takes registerMu (schedule asks warm
+// before it locks ks.mu), and bgMu is taken with no other lock but
+// registerMu. Under neither registerMu nor ks.mu does anything call the
+// store, a Fetch, CredentialIDFunc, OnFetch or OnStoreDrop, or wait for a
+// flight; only the Clock's timers are armed and stopped under ks.mu.
 type keyState struct {
 	key, lockKey, backoffKey, channel string
 
