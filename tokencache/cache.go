@@ -159,12 +159,8 @@ type Cache struct {
 	background sync.WaitGroup
 	bgMu       sync.Mutex
 
-	// Test hooks, nil in production.
-	beforeFlight      func(key string)                // a caller is about to join or start a refresh
-	afterBackground   func(key string, err error)     // a background refresh ended
-	onLockExtended    func(key string, extended bool) // an extension of the refresh lock was tried
-	onAwaitWake       func(key string, notified bool) // a lock loser woke (notified: by pub/sub)
-	onFetchInProgress func(key string)                // the lock holder is about to call Fetch
+	// hooks are the tests' (see testHooks), nil in production.
+	hooks *testHooks
 }
 
 // New returns a Cache with opts, defaults filled in.

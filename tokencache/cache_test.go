@@ -335,7 +335,7 @@ func TestTokenOneRefreshPerKeyInProcess(t *testing.T) {
 	}
 	store := &spyStore{Store: newMemoryStore(clock.Now)}
 	c, _ := newTestCache(t, store, clock, testApp("graph-api", fetch))
-	c.beforeFlight = func(string) { asked <- struct{}{} }
+	c.hooks = &testHooks{beforeFlight: func(string) { asked <- struct{}{} }}
 
 	var wg sync.WaitGroup
 	for range callers {

@@ -245,10 +245,12 @@ func newClockCache(t testing.TB, store Store, clock *fakeClock, opts Options, ap
 	h := &hooks{background: make(chan error, 100), extended: make(chan bool, 100),
 		woke: make(chan bool, 100), fetching: make(chan string, 100)}
 	c.random = func() float64 { return 0.5 }
-	c.afterBackground = func(_ string, err error) { h.background <- err }
-	c.onLockExtended = func(_ string, ok bool) { h.extended <- ok }
-	c.onAwaitWake = func(_ string, notified bool) { h.woke <- notified }
-	c.onFetchInProgress = func(key string) { h.fetching <- key }
+	c.hooks = &testHooks{
+		afterBackground:   func(_ string, err error) { h.background <- err },
+		onLockExtended:    func(_ string, ok bool) { h.extended <- ok },
+		onAwaitWake:       func(_ string, notified bool) { h.woke <- notified },
+		onFetchInProgress: func(key string) { h.fetching <- key },
+	}
 	tc := &testCache{Cache: c, handles: make(map[string]*Handle)}
 	for _, app := range apps {
 		tc.register(t, app)

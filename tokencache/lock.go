@@ -59,9 +59,7 @@ func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
 		ctx, cancel := context.WithTimeout(c.closing, interval)
 		extended, err := c.store.ExtendLock(ctx, ks.lockKey, owner, c.lockTTL)
 		cancel()
-		if c.onLockExtended != nil {
-			c.onLockExtended(ks.key, extended && err == nil)
-		}
+		c.hooks.lockExtended(ks.key, extended && err == nil)
 		switch {
 		case err != nil:
 			c.storeFailed(err) // keep trying: the store may come back in time

@@ -99,8 +99,6 @@ func (c *Cache) backgroundRefresh(ks *keyState, due *ClientCredential) {
 				ce.Write(zap.String("application", h.app.Name), zap.Error(res.Err))
 			}
 		}
-		if c.afterBackground != nil {
-			c.afterBackground(ks.key, res.Err)
-		}
+		c.hooks.backgroundEnded(ks.key, res.Err)
 	}()
 }

@@ -136,7 +136,7 @@ func TestRedisReplicasFetchOnce(t *testing.T) {
 			}
 		}}
 		c, _ := newTestCache(t, store, clock, testApp(fmt.Sprintf("graph-%d", r), fetch))
-		c.beforeFlight = func(string) { asked <- struct{}{} }
+		c.hooks = &testHooks{beforeFlight: func(string) { asked <- struct{}{} }}
 		caches = append(caches, c)
 	}
 

@@ -38,9 +38,7 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 	if c.isClosed() {
 		return ClientCredential{}, closedError(h)
 	}
-	if c.beforeFlight != nil {
-		c.beforeFlight(h.ks.key)
-	}
+	c.hooks.flightStarting(h.ks.key)
 	results := c.startFlight(ctx, h, false, nil)
 	wait := time.NewTimer(c.waitTimeout)
 	defer wait.Stop()
@@ -183,9 +181,7 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 		}
 	}
 	stopExtending := c.keepLock(h, owner)
-	if c.onFetchInProgress != nil {
-		c.onFetchInProgress(ks.key)
-	}
+	c.hooks.fetchInProgress(ks.key)
 	rec, fetchErr := c.fetch(ctx, h, existing, err == nil)
 	stopExtending()
 	c.unlock(ctx, h, owner)
@@ -223,9 +219,7 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential
 		case <-updates:
 			notified = true
 		}
-		if c.onAwaitWake != nil {
-			c.onAwaitWake(ks.key, notified)
-		}
+		c.hooks.awaitWoke(ks.key, notified)
 		rec, err := c.read(ctx, h)
 		if err != nil {
 			return c.fetch(ctx, h, existing, false)
