@@ -75,16 +75,10 @@ func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
 		ks.forced = forcedRefresh{started: started}
 		ks.mu.Unlock()
 
-		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
-			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
-		defer cancel()
-		stop := context.AfterFunc(c.closing, cancel)
-		defer stop()
-		rec, err := c.forceRefresh(flightCtx, c.newest(h))
-		c.schedule(ks)
-		if err != nil && c.isClosed() {
-			err = closedError(h)
-		}
+		fetcher := c.newest(h)
+		rec, err := c.runFlight(ctx, h, func(ctx context.Context) (*ClientCredential, error) {
+			return c.forceRefresh(ctx, fetcher)
+		})
 		ks.mu.Lock()
 		ks.forced = forcedRefresh{started: started, done: true, rec: rec, err: err}
 		ks.mu.Unlock()

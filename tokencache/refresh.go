@@ -66,18 +66,34 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *ClientCredential) <-chan singleflight.Result {
 	fetcher := c.newest(h)
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
-		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
-			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
-		defer cancel()
-		stop := context.AfterFunc(c.closing, cancel)
-		defer stop()
-		rec, err := c.load(flightCtx, fetcher, background, due)
-		c.schedule(h.ks)
-		if err != nil && c.isClosed() {
-			return nil, closedError(fetcher)
+		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*ClientCredential, error) {
+			return c.load(ctx, fetcher, background, due)
+		})
+		if err != nil {
+			return nil, err
 		}
-		return rec, err
+		return rec, nil
 	})
+}
+
+// runFlight runs body, the work of a flight (a refresh or a forced
+// refresh) of h's key, detached from ctx's cancellation so that every
+// caller joining it gets its result, bounded by the longest a refresh can
+// take (a lock loser's wait, a fetch and an unlock), and cancelled by
+// Close: its error is then closedError(h). It ends by scheduling the key's
+// next background refresh.
+func (c *Cache) runFlight(ctx context.Context, h *Handle, body func(context.Context) (*ClientCredential, error)) (*ClientCredential, error) {
+	flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
+		time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
+	defer cancel()
+	stop := context.AfterFunc(c.closing, cancel)
+	defer stop()
+	rec, err := body(flightCtx)
+	c.schedule(h.ks)
+	if err != nil && c.isClosed() {
+		return nil, closedError(h)
+	}
+	return rec, err
 }
 
 // requestFailed wraps a refresh failure in an *Error, unless it is one.
