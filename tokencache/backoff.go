@@ -168,6 +168,21 @@ func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	return err
 }
 
+// refused is the error for a caller of h while backoff b runs (see
+// backedOff); for a forced refresh, whose caller asked for a new token,
+// its cause is ErrPaused (wrapping the failure) and its RetryAfter the time
+// until b ends, whether b is transient or permanent.
+func (c *Cache) refused(h *Handle, b Backoff, cause error, forced bool) error {
+	e := c.backedOff(h, b, cause)
+	if !forced || e.Code != CodeTokenRequestFailed {
+		return e // not forced, or a configuration error
+	}
+	paused := *e
+	paused.Err = &pausedError{cause: e.Err}
+	paused.RetryAfter = max(b.Until.Sub(c.now()), time.Millisecond)
+	return &paused
+}
+
 // ceilSecond rounds d up to a whole second, so a message never says
 // "paused for 0s".
 func ceilSecond(d time.Duration) time.Duration {

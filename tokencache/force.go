@@ -3,7 +3,6 @@ package tokencache
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"time"
@@ -77,7 +76,7 @@ func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
 
 		fetcher := c.newest(h)
 		rec, err := c.runFlight(ctx, h, func(ctx context.Context) (*ClientCredential, error) {
-			return c.forceRefresh(ctx, fetcher)
+			return c.load(ctx, fetcher, c.forcedAcceptor(ks), true)
 		})
 		ks.mu.Lock()
 		ks.forced = forcedRefresh{started: started, done: true, rec: rec, err: err}
@@ -100,102 +99,6 @@ func (h *Handle) forcedResult(rec *ClientCredential, err error) (ClientCredentia
 		return ClientCredential{}, requestFailed(h, err)
 	}
 	return *h.view(rec), nil
-}
-
-// forceRefresh is the body of a forced refresh by h (the newest handle).
-func (c *Cache) forceRefresh(ctx context.Context, h *Handle) (*ClientCredential, error) {
-	ks := h.ks
-	if err := c.paused(h); err != nil {
-		return nil, err
-	}
-	held := ks.currentRecord()
-	if ks.unshared.Load() {
-		return c.fetch(ctx, h, held, false)
-	}
-	updates, unsubscribe := c.store.Subscribe(ctx, ks.channel)
-	defer unsubscribe()
-	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
-	defer giveUp.Stop()
-	poll := time.NewTicker(c.pollInterval)
-	defer poll.Stop()
-	for {
-		owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
-		if err != nil {
-			c.storeFailed(err)
-			return c.fetch(ctx, h, held, false)
-		}
-		c.storeRecovered()
-		if ok {
-			return c.forceLocked(ctx, h, owner)
-		}
-		// Another replica is refreshing: a new token it writes will do.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-giveUp.C:
-			existing, _ := c.read(ctx, h)
-			rec, err := c.fetch(ctx, h, existing, true)
-			c.publish(ctx, ks)
-			return rec, err
-		case <-poll.C:
-		case <-updates:
-		}
-		rec, err := c.read(ctx, h)
-		if err != nil {
-			return c.fetch(ctx, h, held, false)
-		}
-		if rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec.AccessToken) &&
-			(held == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1) {
-			c.took(ks, rec)
-			return rec, nil
-		}
-		if err := c.paused(h); err != nil {
-			return nil, err // the other replica's request failed
-		}
-	}
-}
-
-// forceLocked fetches while holding the refresh lock, unless the fleet is
-// backed off, writes the record, releases the lock and announces it.
-func (c *Cache) forceLocked(ctx context.Context, h *Handle, owner string) (*ClientCredential, error) {
-	ks := h.ks
-	if _, _, ok := c.checkStoreBackoff(ctx, h); ok {
-		if err := c.paused(h); err != nil { // adopted: the fleet is backed off
-			c.unlock(ctx, h, owner)
-			return nil, err
-		}
-	}
-	existing, err := c.read(ctx, h)
-	stopExtending := c.keepLock(h, owner)
-	rec, fetchErr := c.fetch(ctx, h, existing, err == nil)
-	stopExtending()
-	c.unlock(ctx, h, owner)
-	if err == nil {
-		c.publish(ctx, ks)
-	}
-	if fetchErr == nil {
-		c.log().Info("forced token refresh",
-			zap.String("application", h.app.Name), zap.String("record_key", ks.key))
-	}
-	return rec, fetchErr
-}
-
-// paused returns the error for a forced refresh of h while its key's
-// in-process backoff runs (see checkStoreBackoff for the fleet's), nil when
-// none does.
-func (c *Cache) paused(h *Handle) error {
-	b, cause, ok := h.ks.activeBackoff(c.now(), h.app.credentialID())
-	if !ok {
-		return nil
-	}
-	e := c.backedOff(h, b, cause)
-	if e.Code != CodeTokenRequestFailed {
-		return e // a configuration error
-	}
-	paused := *e
-	paused.Err = &pausedError{cause: e.Err}
-	paused.RetryAfter = max(b.Until.Sub(c.now()), time.Millisecond)
-	return &paused
 }
 
 // recordRemover is a Store that can delete a record whatever it holds.

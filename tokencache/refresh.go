@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strconv"
@@ -67,7 +68,7 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due
 	fetcher := c.newest(h)
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
 		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*ClientCredential, error) {
-			return c.load(ctx, fetcher, background, due)
+			return c.load(ctx, fetcher, c.acceptorFor(fetcher.ks, background, due), false)
 		})
 		if err != nil {
 			return nil, err
@@ -127,35 +128,55 @@ func (c *Cache) acceptorFor(ks *keyState, background bool, due *ClientCredential
 	}
 }
 
-// load is the body of a refresh: the store's record if it will do; an
-// error at once while the key is backed off; else a fetch by whichever
-// replica takes the lock while the others wait for its announcement. Any
-// store failure makes it fetch on its own.
-func (c *Cache) load(ctx context.Context, h *Handle, background bool, due *ClientCredential) (*ClientCredential, error) {
+// forcedAcceptor returns what a forced refresh of ks takes, instead of its
+// own fetch, while another replica holds the lock: a valid record not
+// purged that holds another token than the current one.
+func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
+	held := ks.currentRecord()
+	return func(rec *ClientCredential) bool {
+		return rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec.AccessToken) &&
+			(held == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1)
+	}
+}
+
+// load is the body of a refresh: the record in L1 or the store if accept
+// takes it; an error at once while the key is backed off; else a fetch by
+// whichever replica takes the lock while the others wait for its
+// announcement. Any store failure makes it fetch on its own. A forced
+// refresh (Handle.Refresh) is the same with its own acceptor, except that
+// it obeys the backoff first and takes no record before it has lost the
+// lock, nor under the lock: it fetches.
+func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced bool) (*ClientCredential, error) {
 	ks := h.ks
-	accept := c.acceptorFor(ks, background, due)
+	existing := ks.currentRecord()
 	// A refresh that ended just before this one began, or an announcement
 	// taken since a background refresh was armed, may have filled L1.
-	if rec := ks.currentRecord(); accept(rec) {
-		return rec, nil
+	if !forced && accept(existing) {
+		return existing, nil
 	}
-	if ks.unshared.Load() {
-		// As while the store is down: this process's own fetch and backoff.
+	if forced || ks.unshared.Load() {
+		// Unshared, as while the store is down: this process's own fetch
+		// and backoff.
+		if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
+			return nil, c.refused(h, b, cause, forced)
+		}
+		if ks.unshared.Load() {
+			return c.fetch(ctx, h, ks.currentRecord(), false)
+		}
+	}
+	if !forced {
+		rec, err := c.read(ctx, h)
+		if err == nil && accept(rec) {
+			c.took(ks, rec)
+			return rec, nil
+		}
 		if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
 			return nil, c.backedOff(h, b, cause)
 		}
-		return c.fetch(ctx, h, ks.currentRecord(), false)
-	}
-	existing, err := c.read(ctx, h)
-	if err == nil && accept(existing) {
-		c.took(ks, existing)
-		return existing, nil
-	}
-	if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
-		return nil, c.backedOff(h, b, cause)
-	}
-	if err != nil {
-		return c.fetch(ctx, h, nil, false)
+		if err != nil {
+			return c.fetch(ctx, h, nil, false)
+		}
+		existing = rec
 	}
 	// Subscribe before trying the lock, so that the winner's announcement
 	// cannot fall between our losing and our listening.
@@ -168,17 +189,18 @@ func (c *Cache) load(ctx context.Context, h *Handle, background bool, due *Clien
 	}
 	c.storeRecovered()
 	if ok {
-		return c.fetchLocked(ctx, h, owner, accept)
+		return c.fetchLocked(ctx, h, owner, accept, forced)
 	}
-	return c.await(ctx, h, existing, accept, updates)
+	return c.await(ctx, h, existing, accept, forced, updates)
 }
 
 // fetchLocked runs while holding the refresh lock: it reads the store again
 // (another replica may have written between our read and our lock), obeys
 // the fleet's backoff, fetches if still needed (extending the lock
 // meanwhile), writes the record or the backoff, releases the lock and
-// announces the change.
-func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor) (*ClientCredential, error) {
+// announces the change. A forced refresh takes no record here: it obeys
+// the fleet's backoff and fetches.
+func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor, forced bool) (*ClientCredential, error) {
 	ks := h.ks
 	locked := true
 	defer func() {
@@ -186,12 +208,17 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 			c.unlock(ctx, h, owner)
 		}
 	}()
-	existing, err := c.read(ctx, h)
-	if err == nil && accept(existing) {
-		c.took(ks, existing)
-		return existing, nil
+	if forced {
+		if b, cause, ok := c.checkStoreBackoff(ctx, h); ok {
+			return nil, c.refused(h, b, cause, true)
+		}
 	}
-	if err == nil {
+	existing, err := c.read(ctx, h)
+	if !forced && err == nil {
+		if accept(existing) {
+			c.took(ks, existing)
+			return existing, nil
+		}
 		if b, cause, ok := c.checkStoreBackoff(ctx, h); ok {
 			return nil, c.backedOff(h, b, cause)
 		}
@@ -207,14 +234,20 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 		// at once if there is no record (the fetch failed).
 		c.publish(ctx, ks)
 	}
+	if forced && fetchErr == nil {
+		c.log().Info("forced token refresh",
+			zap.String("application", h.app.Name), zap.String("record_key", ks.key))
+	}
 	return rec, fetchErr
 }
 
 // await waits, as a lock loser, for the winner's announcement (or the poll
-// interval), then reads the store: its record if it will do; else the lock
-// if it is free (the winner failed, or died and its lock expired). After
-// loserWaitLockTTLs×LockTTL it fetches on its own.
-func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential, accept acceptor, updates <-chan struct{}) (*ClientCredential, error) {
+// interval), then reads the store: its record if it will do; else (a
+// forced refresh stops here while the key is backed off: the winner's
+// request failed) the lock if it is free (the winner failed, or died and
+// its lock expired). After loserWaitLockTTLs×LockTTL it fetches on its
+// own.
+func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential, accept acceptor, forced bool, updates <-chan struct{}) (*ClientCredential, error) {
 	ks := h.ks
 	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
 	defer giveUp.Stop()
@@ -247,13 +280,18 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential
 		if rec != nil {
 			existing = rec
 		}
+		if forced {
+			if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
+				return nil, c.refused(h, b, cause, true)
+			}
+		}
 		owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 		if err != nil {
 			c.storeFailed(err)
 			return c.fetch(ctx, h, existing, false)
 		}
 		if ok {
-			return c.fetchLocked(ctx, h, owner, accept)
+			return c.fetchLocked(ctx, h, owner, accept, forced)
 		}
 	}
 }
