@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -56,8 +55,8 @@ func (api adminAPI) Routes() []caddy.AdminRoute {
 func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	app := runningApp.Load()
 	if app == nil {
-		return writeAdminError(w, http.StatusInternalServerError, tokencache.CodeProviderNotConfigured,
-			"no entra app is running (add an entra block to the global options)", 0)
+		return writeAdminError(w, errorAnswer{status: http.StatusInternalServerError, code: tokencache.CodeProviderNotConfigured,
+			message: "no entra app is running (add an entra block to the global options)"})
 	}
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
 	if rest == "" {
@@ -74,8 +73,8 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	name, action, _ := strings.Cut(rest, "/")
 	h, ok := app.handle(name)
 	if !ok {
-		return writeAdminError(w, http.StatusNotFound, tokencache.CodeApplicationNotFound,
-			fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames()), 0)
+		return writeAdminError(w, errorAnswer{status: http.StatusNotFound, code: tokencache.CodeApplicationNotFound,
+			message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames())})
 	}
 	switch action {
 	case "":
@@ -87,9 +86,9 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			defer cancel()
 			if err := h.Delete(ctx); err != nil {
 				app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
-				return writeAdminError(w, http.StatusServiceUnavailable, tokencache.CodeTokenRequestFailed,
-					fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
-					time.Second)
+				return writeAdminError(w, errorAnswer{status: http.StatusServiceUnavailable, code: tokencache.CodeTokenRequestFailed,
+					message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
+					retryAfter: time.Second})
 			}
 		}
 		info, _ := app.status(name)
@@ -106,7 +105,7 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		info, _ := app.status(name)
 		return writeAdminJSON(w, http.StatusOK, info)
 	}
-	return writeAdminError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint: "+r.URL.Path, 0)
+	return writeAdminError(w, errorAnswer{status: http.StatusNotFound, code: "NOT_FOUND", message: "no such endpoint: " + r.URL.Path})
 }
 
 // writeRefreshError answers a refused or failed refresh: 429 with the
@@ -114,15 +113,11 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 // backed off), else the failure's own status (502, or 503 with Retry-After
 // while throttled).
 func writeRefreshError(w http.ResponseWriter, err error) error {
-	status, code, message, retryAfter := http.StatusBadGateway, tokencache.CodeTokenRequestFailed, err.Error(), time.Duration(0)
-	var te *tokencache.Error
-	if errors.As(err, &te) {
-		status, code, message, retryAfter = te.Status, te.Code, te.Message, te.RetryAfter
-	}
+	answer := answerFor(err)
 	if errors.Is(err, tokencache.ErrPaused) {
-		status = http.StatusTooManyRequests
+		answer.status = http.StatusTooManyRequests
 	}
-	return writeAdminError(w, status, code, message, retryAfter)
+	return writeAdminError(w, answer)
 }
 
 // allowMethod reports whether r's method is one of methods, answering 405
@@ -134,17 +129,15 @@ func allowMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool
 		}
 	}
 	w.Header().Set("Allow", strings.Join(methods, ", "))
-	_ = writeAdminError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.Method+" is not allowed here", 0)
+	_ = writeAdminError(w, errorAnswer{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED", message: r.Method + " is not allowed here"})
 	return false
 }
 
-// writeAdminError answers {"code": ..., "message": ...}, with Retry-After
-// when retryAfter is positive.
-func writeAdminError(w http.ResponseWriter, status int, code, message string, retryAfter time.Duration) error {
-	if retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
-	}
-	return writeAdminJSON(w, status, errorBody{Code: code, Message: message})
+// writeAdminError answers a as the admin API answers everything: indented,
+// for people reading it (see writeErrorAnswer for the one-line form).
+func writeAdminError(w http.ResponseWriter, a errorAnswer) error {
+	setRetryAfter(w.Header(), a.retryAfter)
+	return writeAdminJSON(w, a.status, a.body())
 }
 
 // writeAdminJSON answers v as indented JSON.

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -329,17 +328,6 @@ func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cadd
 	}
 }
 
-// refusal is a request answered without a token.
-type refusal struct {
-	status int
-	// reason is the metric label: fixed words, never request data.
-	reason string
-	// code is the protocol's error code (record: the seed's code; imds: the
-	// OAuth error).
-	code    string
-	message string
-}
-
 // Reasons of endpoint_refusals_total.
 const (
 	reasonRemotePeer  = "remote_peer"
@@ -484,14 +472,9 @@ func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, applicatio
 	if r.Context().Err() != nil {
 		return credential, nil, caddyhttp.Error(499, err)
 	}
-	rf := &refusal{status: http.StatusBadGateway, reason: reasonToken, code: tokencache.CodeTokenRequestFailed, message: err.Error()}
-	var te *tokencache.Error
-	if errors.As(err, &te) {
-		rf.code, rf.message, rf.status = te.Code, te.Message, te.Status
-		if te.RetryAfter > 0 {
-			w.Header().Set("Retry-After", retryAfterSeconds(te.RetryAfter))
-		}
-	}
+	answer := answerFor(err)
+	setRetryAfter(w.Header(), answer.retryAfter)
+	rf := &refusal{status: answer.status, reason: reasonToken, code: answer.code, message: answer.message}
 	e.logger.Warn("token endpoint has no token to hand out",
 		zap.String("protocol", e.Protocol), zap.String("application", application),
 		zap.String("code", rf.code), zap.Int("status", rf.status))

@@ -385,11 +385,6 @@ func writeJSONResponse(w http.ResponseWriter, status int, v any) error {
 // rfc3339 formats t in UTC.
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// retryAfterSeconds is a Retry-After value: whole seconds, rounded up.
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
-}
-
 // correlationID is the client's x-ms-client-request-id when it is a sane
 // identifier, else a random one.
 func correlationID(r *http.Request) string {
