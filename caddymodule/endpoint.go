@@ -94,7 +94,6 @@ type TokenEndpoint struct {
 	allowed      map[string]*endpointApplication // by application name
 	byResource   map[string]*endpointApplication // by normalized resource
 	logger       *zap.Logger
-	metrics      *endpointMetrics
 }
 
 // endpointApplication is an application this endpoint may hand out.
@@ -116,7 +115,7 @@ func (TokenEndpoint) CaddyModule() caddy.ModuleInfo {
 // application and resource maps.
 func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
 	e.logger = ctx.Logger()
-	if err := registerEndpointMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 	app, err := entraAppFor(ctx, "entra_token_endpoint")
@@ -132,7 +131,6 @@ func (e *TokenEndpoint) provision(app *App) error {
 		e.logger = zap.NewNop()
 	}
 	e.app = app
-	e.metrics = endpointMetricsOnce()
 	switch e.Protocol {
 	case ProtocolRecord, ProtocolAppService, ProtocolIMDS:
 	case "":
@@ -173,7 +171,7 @@ func (e *TokenEndpoint) provision(app *App) error {
 		}
 		e.allowed[name] = &endpointApplication{
 			applicationIdentity: id,
-			handedOut:           e.metrics.tokens.WithLabelValues(name, e.Protocol),
+			handedOut:           metrics().endpointTokens.WithLabelValues(name, e.Protocol),
 		}
 	}
 	return e.provisionResources()
@@ -201,10 +199,8 @@ func (e *TokenEndpoint) provisionSecret() error {
 		return endpointConfigError("secret", fmt.Sprintf("must be at least %d characters: it is all that stands "+
 			"between local processes and the tokens (e.g. openssl rand -hex 32)", minSecretLength))
 	}
-	if !secretPlaceholder.MatchString(strings.TrimSpace(e.Secret)) {
-		e.logger.Warn("a secret is written in the config: GET /config/ and autosave.json show it; "+
-			"use an {env.*} or {file.*} placeholder, resolved at load",
-			zap.String("field", "entra_token_endpoint secret"))
+	if isLiteralSecret(e.Secret) {
+		warnLiteralSecret(e.logger, "entra_token_endpoint secret")
 	}
 	// Caddy's access log redacts Authorization, Cookie and
 	// Proxy-Authorization only: it would show X-IDENTITY-HEADER.
@@ -433,7 +429,7 @@ func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
 // refuse answers a refusal in the protocol's error shape, counts and logs
 // it (without anything the client sent but its address).
 func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) error {
-	e.metrics.refusals.WithLabelValues(e.Protocol, rf.reason).Inc()
+	metrics().endpointRefusals.WithLabelValues(e.Protocol, rf.reason).Inc()
 	level := zapcore.DebugLevel
 	switch rf.reason {
 	case reasonRemotePeer, reasonForwarded, reasonHost, reasonBrowser, reasonWrongSecret:
