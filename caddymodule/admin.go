@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -55,8 +54,8 @@ func (api adminAPI) Routes() []caddy.AdminRoute {
 func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	app := runningApp.Load()
 	if app == nil {
-		return writeAdminError(w, errorAnswer{status: http.StatusInternalServerError, code: tokencache.CodeProviderNotConfigured,
-			message: "no entra app is running (add an entra block to the global options)"})
+		return writeErrorAnswer(w, errorAnswer{status: http.StatusInternalServerError, code: tokencache.CodeProviderNotConfigured,
+			message: "no entra app is running (add an entra block to the global options)"}, indented)
 	}
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
 	if rest == "" {
@@ -68,13 +67,13 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			info, _ := app.status(name)
 			infos = append(infos, info)
 		}
-		return writeAdminJSON(w, http.StatusOK, infos)
+		return writeJSON(w, http.StatusOK, infos, indented)
 	}
 	name, action, _ := strings.Cut(rest, "/")
 	h, ok := app.handle(name)
 	if !ok {
-		return writeAdminError(w, errorAnswer{status: http.StatusNotFound, code: tokencache.CodeApplicationNotFound,
-			message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames())})
+		return writeErrorAnswer(w, errorAnswer{status: http.StatusNotFound, code: tokencache.CodeApplicationNotFound,
+			message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames())}, indented)
 	}
 	switch action {
 	case "":
@@ -86,13 +85,13 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			defer cancel()
 			if err := h.Delete(ctx); err != nil {
 				app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
-				return writeAdminError(w, errorAnswer{status: http.StatusServiceUnavailable, code: tokencache.CodeTokenRequestFailed,
+				return writeErrorAnswer(w, errorAnswer{status: http.StatusServiceUnavailable, code: tokencache.CodeTokenRequestFailed,
 					message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
-					retryAfter: time.Second})
+					retryAfter: time.Second}, indented)
 			}
 		}
 		info, _ := app.status(name)
-		return writeAdminJSON(w, http.StatusOK, info)
+		return writeJSON(w, http.StatusOK, info, indented)
 	case "refresh":
 		if !allowMethod(w, r, http.MethodPost) {
 			return nil
@@ -103,9 +102,10 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			return writeRefreshError(w, err)
 		}
 		info, _ := app.status(name)
-		return writeAdminJSON(w, http.StatusOK, info)
+		return writeJSON(w, http.StatusOK, info, indented)
 	}
-	return writeAdminError(w, errorAnswer{status: http.StatusNotFound, code: "NOT_FOUND", message: "no such endpoint: " + r.URL.Path})
+	return writeErrorAnswer(w, errorAnswer{status: http.StatusNotFound, code: "NOT_FOUND",
+		message: "no such endpoint: " + r.URL.Path}, indented)
 }
 
 // writeRefreshError answers a refused or failed refresh: 429 with the
@@ -117,7 +117,7 @@ func writeRefreshError(w http.ResponseWriter, err error) error {
 	if errors.Is(err, tokencache.ErrPaused) {
 		answer.status = http.StatusTooManyRequests
 	}
-	return writeAdminError(w, answer)
+	return writeErrorAnswer(w, answer, indented)
 }
 
 // allowMethod reports whether r's method is one of methods, answering 405
@@ -129,28 +129,9 @@ func allowMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool
 		}
 	}
 	w.Header().Set("Allow", strings.Join(methods, ", "))
-	_ = writeAdminError(w, errorAnswer{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED", message: r.Method + " is not allowed here"})
+	_ = writeErrorAnswer(w, errorAnswer{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED",
+		message: r.Method + " is not allowed here"}, indented)
 	return false
-}
-
-// writeAdminError answers a as the admin API answers everything: indented,
-// for people reading it (see writeErrorAnswer for the one-line form).
-func writeAdminError(w http.ResponseWriter, a errorAnswer) error {
-	setRetryAfter(w.Header(), a.retryAfter)
-	return writeAdminJSON(w, a.status, a.body())
-}
-
-// writeAdminJSON answers v as indented JSON.
-func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
-	out, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, err = w.Write(append(out, '\n'))
-	return err
 }
 
 // Interface guard

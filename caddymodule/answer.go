@@ -58,16 +58,35 @@ func setRetryAfter(h http.Header, d time.Duration) {
 	}
 }
 
-// writeErrorAnswer answers a with its status, Retry-After, Content-Type
-// application/json, Cache-Control no-store and the body errorBody (one line
-// of JSON).
-func writeErrorAnswer(w http.ResponseWriter, a errorAnswer) error {
+// jsonLayout is how writeJSON lays out a body: one line for programs (the
+// handlers' answers), indented for people (the admin API's).
+type jsonLayout bool
+
+const (
+	oneLine  jsonLayout = false
+	indented jsonLayout = true
+)
+
+// writeErrorAnswer answers a: its status, Retry-After, and errorBody as
+// writeJSON writes it.
+func writeErrorAnswer(w http.ResponseWriter, a errorAnswer, layout jsonLayout) error {
+	setRetryAfter(w.Header(), a.retryAfter)
+	return writeJSON(w, a.status, a.body(), layout)
+}
+
+// writeJSON answers v with status, Content-Type application/json and
+// Cache-Control no-store, laid out on one line or indented by two spaces,
+// then a newline.
+func writeJSON(w http.ResponseWriter, status int, v any, layout jsonLayout) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	setRetryAfter(h, a.retryAfter)
-	w.WriteHeader(a.status)
-	return json.NewEncoder(w).Encode(a.body())
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	if layout == indented {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
 }
 
 // refusal is a request answered without a token before any token is looked

@@ -242,7 +242,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		zap.String("application", h.Application),
 		zap.String("code", answer.code),
 		zap.Int("status", answer.status))
-	return writeErrorAnswer(w, answer)
+	return writeErrorAnswer(w, answer, oneLine)
 }
 
 // Interface guards

@@ -167,5 +167,5 @@ func refuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap.Logger, 
 			zap.String("remote_addr", r.RemoteAddr))
 	}
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	return writeErrorAnswer(w, errorAnswer{status: http.StatusForbidden, code: CodeRequestNotLocal, message: reason})
+	return writeErrorAnswer(w, errorAnswer{status: http.StatusForbidden, code: CodeRequestNotLocal, message: reason}, oneLine)
 }

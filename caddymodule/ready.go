@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -116,18 +115,15 @@ func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.
 			retryAfter = max(retryAfter, results[i].retryAfter)
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
 	status := http.StatusOK
 	if !body.Ready {
 		status = http.StatusServiceUnavailable
 		setRetryAfter(w.Header(), retryAfter)
 	}
-	w.WriteHeader(status)
 	if !isLocalPeer(req) {
-		return json.NewEncoder(w).Encode(readyStatus{Ready: body.Ready})
+		return writeJSON(w, status, readyStatus{Ready: body.Ready}, oneLine)
 	}
-	return json.NewEncoder(w).Encode(body)
+	return writeJSON(w, status, body, oneLine)
 }
 
 // readyStatus is the probe's answer to a peer off loopback: the
