@@ -50,9 +50,9 @@ func checkHeaderName(name string) error {
 // The requests entra_token answers itself, before a token is looked up:
 // not through handle_errors, which could send them elsewhere.
 var (
-	errMethodNotAllowed = &refusal{status: http.StatusMethodNotAllowed,
+	traceConnectRefusal = &refusal{status: http.StatusMethodNotAllowed,
 		message: "TRACE and CONNECT are never sent with a token"}
-	errDotSegment = &refusal{status: http.StatusBadRequest,
+	dotSegmentRefusal = &refusal{status: http.StatusBadRequest,
 		message: "the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
 )
 
@@ -70,7 +70,7 @@ func writeRejection(w http.ResponseWriter, rejection *refusal) error {
 // and a path with a dot-segment (see hasDotSegment).
 func checkRequest(r *http.Request) *refusal {
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
-		return errMethodNotAllowed
+		return traceConnectRefusal
 	}
 	// What the client sent, before any rewrite (handle_path cleans what it
 	// strips), and what will be forwarded.
@@ -80,7 +80,7 @@ func checkRequest(r *http.Request) *refusal {
 	}
 	clientPath, _, _ := strings.Cut(clientURI, "?")
 	if hasDotSegment(clientPath) || hasDotSegment(r.URL.EscapedPath()) {
-		return errDotSegment
+		return dotSegmentRefusal
 	}
 	return nil
 }
