@@ -2,11 +2,9 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -56,8 +54,8 @@ func (api adminAPI) Routes() []caddy.AdminRoute {
 func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	app := runningApp.Load()
 	if app == nil {
-		return writeAdminError(w, http.StatusInternalServerError, tokencache.CodeProviderNotConfigured,
-			"no entra app is running (add an entra block to the global options)", 0)
+		return writeErrorAnswer(w, errorAnswer{status: http.StatusInternalServerError, code: tokencache.CodeProviderNotConfigured,
+			message: "no entra app is running (add an entra block to the global options)"}, indented)
 	}
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
 	if rest == "" {
@@ -69,13 +67,13 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			info, _ := app.status(name)
 			infos = append(infos, info)
 		}
-		return writeAdminJSON(w, http.StatusOK, infos)
+		return writeJSON(w, http.StatusOK, infos, indented)
 	}
 	name, action, _ := strings.Cut(rest, "/")
 	h, ok := app.handle(name)
 	if !ok {
-		return writeAdminError(w, http.StatusNotFound, tokencache.CodeApplicationNotFound,
-			fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames()), 0)
+		return writeErrorAnswer(w, errorAnswer{status: http.StatusNotFound, code: tokencache.CodeApplicationNotFound,
+			message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.applicationNames())}, indented)
 	}
 	switch action {
 	case "":
@@ -87,13 +85,13 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			defer cancel()
 			if err := h.Delete(ctx); err != nil {
 				app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
-				return writeAdminError(w, http.StatusServiceUnavailable, tokencache.CodeTokenRequestFailed,
-					fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
-					time.Second)
+				return writeErrorAnswer(w, errorAnswer{status: http.StatusServiceUnavailable, code: tokencache.CodeTokenRequestFailed,
+					message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
+					retryAfter: time.Second}, indented)
 			}
 		}
 		info, _ := app.status(name)
-		return writeAdminJSON(w, http.StatusOK, info)
+		return writeJSON(w, http.StatusOK, info, indented)
 	case "refresh":
 		if !allowMethod(w, r, http.MethodPost) {
 			return nil
@@ -104,9 +102,10 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			return writeRefreshError(w, err)
 		}
 		info, _ := app.status(name)
-		return writeAdminJSON(w, http.StatusOK, info)
+		return writeJSON(w, http.StatusOK, info, indented)
 	}
-	return writeAdminError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint: "+r.URL.Path, 0)
+	return writeErrorAnswer(w, errorAnswer{status: http.StatusNotFound, code: "NOT_FOUND",
+		message: "no such endpoint: " + r.URL.Path}, indented)
 }
 
 // writeRefreshError answers a refused or failed refresh: 429 with the
@@ -114,15 +113,11 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 // backed off), else the failure's own status (502, or 503 with Retry-After
 // while throttled).
 func writeRefreshError(w http.ResponseWriter, err error) error {
-	status, code, message, retryAfter := http.StatusBadGateway, tokencache.CodeTokenRequestFailed, err.Error(), time.Duration(0)
-	var te *tokencache.Error
-	if errors.As(err, &te) {
-		status, code, message, retryAfter = te.Status, te.Code, te.Message, te.RetryAfter
-	}
+	answer := answerFor(err)
 	if errors.Is(err, tokencache.ErrPaused) {
-		status = http.StatusTooManyRequests
+		answer.status = http.StatusTooManyRequests
 	}
-	return writeAdminError(w, status, code, message, retryAfter)
+	return writeErrorAnswer(w, answer, indented)
 }
 
 // allowMethod reports whether r's method is one of methods, answering 405
@@ -134,30 +129,9 @@ func allowMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool
 		}
 	}
 	w.Header().Set("Allow", strings.Join(methods, ", "))
-	_ = writeAdminError(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", r.Method+" is not allowed here", 0)
+	_ = writeErrorAnswer(w, errorAnswer{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED",
+		message: r.Method + " is not allowed here"}, indented)
 	return false
-}
-
-// writeAdminError answers {"code": ..., "message": ...}, with Retry-After
-// when retryAfter is positive.
-func writeAdminError(w http.ResponseWriter, status int, code, message string, retryAfter time.Duration) error {
-	if retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
-	}
-	return writeAdminJSON(w, status, errorBody{Code: code, Message: message})
-}
-
-// writeAdminJSON answers v as indented JSON.
-func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
-	out, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, err = w.Write(append(out, '\n'))
-	return err
 }
 
 // Interface guard

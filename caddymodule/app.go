@@ -299,6 +299,15 @@ func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Cli
 	return h.Token(ctx)
 }
 
+// handle returns the current handle of the named application.
+func (a *App) handle(name string) (*tokencache.Handle, bool) {
+	ah, ok := a.handles[name]
+	if !ok {
+		return nil, false
+	}
+	return ah.current.Load(), true
+}
+
 // purge drops accessToken from the cache if it is still applicationName's
 // current token, reporting whether it did.
 func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {

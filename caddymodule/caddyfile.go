@@ -317,6 +317,24 @@ func parseFraction(raw string) (float64, error) {
 	return value, nil
 }
 
+// parsePrefetch parses `prefetch [on|off]`.
+func parsePrefetch(d *caddyfile.Dispenser) (bool, error) {
+	if !d.NextArg() {
+		return true, nil
+	}
+	value := d.Val()
+	if d.NextArg() {
+		return false, d.ArgErr()
+	}
+	switch value {
+	case "on", "true":
+		return true, nil
+	case "off", "false":
+		return false, nil
+	}
+	return false, d.Errf("prefetch: want on or off, got %q", value)
+}
+
 // parseRedis parses the redis block.
 func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	redis := new(RedisConfig)

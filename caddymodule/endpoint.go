@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -95,7 +94,6 @@ type TokenEndpoint struct {
 	allowed      map[string]*endpointApplication // by application name
 	byResource   map[string]*endpointApplication // by normalized resource
 	logger       *zap.Logger
-	metrics      *endpointMetrics
 }
 
 // endpointApplication is an application this endpoint may hand out.
@@ -117,7 +115,7 @@ func (TokenEndpoint) CaddyModule() caddy.ModuleInfo {
 // application and resource maps.
 func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
 	e.logger = ctx.Logger()
-	if err := registerEndpointMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 	app, err := entraAppFor(ctx, "entra_token_endpoint")
@@ -133,7 +131,6 @@ func (e *TokenEndpoint) provision(app *App) error {
 		e.logger = zap.NewNop()
 	}
 	e.app = app
-	e.metrics = endpointMetricsOnce()
 	switch e.Protocol {
 	case ProtocolRecord, ProtocolAppService, ProtocolIMDS:
 	case "":
@@ -174,7 +171,7 @@ func (e *TokenEndpoint) provision(app *App) error {
 		}
 		e.allowed[name] = &endpointApplication{
 			applicationIdentity: id,
-			handedOut:           e.metrics.tokens.WithLabelValues(name, e.Protocol),
+			handedOut:           metrics().endpointTokens.WithLabelValues(name, e.Protocol),
 		}
 	}
 	return e.provisionResources()
@@ -202,10 +199,8 @@ func (e *TokenEndpoint) provisionSecret() error {
 		return endpointConfigError("secret", fmt.Sprintf("must be at least %d characters: it is all that stands "+
 			"between local processes and the tokens (e.g. openssl rand -hex 32)", minSecretLength))
 	}
-	if !secretPlaceholder.MatchString(strings.TrimSpace(e.Secret)) {
-		e.logger.Warn("a secret is written in the config: GET /config/ and autosave.json show it; "+
-			"use an {env.*} or {file.*} placeholder, resolved at load",
-			zap.String("field", "entra_token_endpoint secret"))
+	if isLiteralSecret(e.Secret) {
+		warnLiteralSecret(e.logger, "entra_token_endpoint secret")
 	}
 	// Caddy's access log redacts Authorization, Cookie and
 	// Proxy-Authorization only: it would show X-IDENTITY-HEADER.
@@ -329,17 +324,6 @@ func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cadd
 	}
 }
 
-// refusal is a request answered without a token.
-type refusal struct {
-	status int
-	// reason is the metric label: fixed words, never request data.
-	reason string
-	// code is the protocol's error code (record: the seed's code; imds: the
-	// OAuth error).
-	code    string
-	message string
-}
-
 // Reasons of endpoint_refusals_total.
 const (
 	reasonRemotePeer  = "remote_peer"
@@ -445,7 +429,7 @@ func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
 // refuse answers a refusal in the protocol's error shape, counts and logs
 // it (without anything the client sent but its address).
 func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) error {
-	e.metrics.refusals.WithLabelValues(e.Protocol, rf.reason).Inc()
+	metrics().endpointRefusals.WithLabelValues(e.Protocol, rf.reason).Inc()
 	level := zapcore.DebugLevel
 	switch rf.reason {
 	case reasonRemotePeer, reasonForwarded, reasonHost, reasonBrowser, reasonWrongSecret:
@@ -484,14 +468,9 @@ func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, applicatio
 	if r.Context().Err() != nil {
 		return credential, nil, caddyhttp.Error(499, err)
 	}
-	rf := &refusal{status: http.StatusBadGateway, reason: reasonToken, code: tokencache.CodeTokenRequestFailed, message: err.Error()}
-	var te *tokencache.Error
-	if errors.As(err, &te) {
-		rf.code, rf.message, rf.status = te.Code, te.Message, te.Status
-		if te.RetryAfter > 0 {
-			w.Header().Set("Retry-After", retryAfterSeconds(te.RetryAfter))
-		}
-	}
+	answer := answerFor(err)
+	setRetryAfter(w.Header(), answer.retryAfter)
+	rf := &refusal{status: answer.status, reason: reasonToken, code: answer.code, message: answer.message}
 	e.logger.Warn("token endpoint has no token to hand out",
 		zap.String("protocol", e.Protocol), zap.String("application", application),
 		zap.String("code", rf.code), zap.Int("status", rf.status))

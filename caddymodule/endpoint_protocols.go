@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
@@ -218,13 +218,13 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 		}
 		return e.refuse(w, r, rf)
 	}
-	claims := readIdentityClaims(credential.AccessToken)
-	if identity != nil && !known && !strings.EqualFold(claims.of(identity.kind), identity.value) {
+	claims, _ := entra.ReadPublicClaims(credential.AccessToken) // none for an opaque token
+	if identity != nil && !known && !strings.EqualFold(identityClaim(claims, identity.kind), identity.value) {
 		return e.refuse(w, r, identityMismatch(identity, ea.Name))
 	}
 	clientID := ea.ClientID
 	if clientID == "" {
-		clientID = claims.clientID
+		clientID = claims.AppID
 	}
 	e.handedOut(ea, credential)
 	expiresOn := strconv.FormatInt(credential.AccessTokenExpiresAt.Unix(), 10)
@@ -239,8 +239,8 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 	}
 	expiresIn := strconv.FormatInt(int64(time.Until(credential.AccessTokenExpiresAt)/time.Second), 10)
 	notBefore := credential.UpdatedAt
-	if claims.notBefore != nil {
-		notBefore = *claims.notBefore
+	if claims.NotBefore != nil && claims.NotBefore.Unix() > 0 {
+		notBefore = *claims.NotBefore
 	}
 	return writeJSONResponse(w, http.StatusOK, imdsToken{
 		AccessToken:  credential.AccessToken,
@@ -317,56 +317,19 @@ func identityMismatch(identity *identityParam, application string) *refusal {
 			identity.name, application)}
 }
 
-// identityClaims are the claims of a token that name its identity, read
-// without verifying the signature: the token comes from the entra app's
-// cache, which checked it; they only decide whether to hand it out.
-type identityClaims struct {
-	clientID, objectID, resourceID string
-	notBefore                      *time.Time
-}
-
-// of returns the claim of kind.
-func (c identityClaims) of(kind string) string {
+// identityClaim is the claim of token claims that names its identity by
+// kind: appid (or azp), oid or xms_mirid. The claims are read without
+// verifying the signature: the token comes from the entra app's cache,
+// which checked it; they only decide whether to hand it out.
+func identityClaim(claims entra.PublicClaims, kind string) string {
 	switch kind {
 	case "client_id":
-		return c.clientID
+		return claims.AppID
 	case "object_id":
-		return c.objectID
+		return claims.ObjectID
 	default:
-		return c.resourceID
+		return claims.ResourceID
 	}
-}
-
-// readIdentityClaims reads appid (or azp), oid, xms_mirid and nbf from a JWT
-// access token; an opaque token has none.
-func readIdentityClaims(accessToken string) identityClaims {
-	parts := strings.Split(accessToken, ".")
-	if len(parts) != 3 {
-		return identityClaims{}
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return identityClaims{}
-	}
-	var raw struct {
-		AppID      string      `json:"appid"`
-		AZP        string      `json:"azp"`
-		ObjectID   string      `json:"oid"`
-		ResourceID string      `json:"xms_mirid"`
-		NotBefore  json.Number `json:"nbf"`
-	}
-	if json.Unmarshal(payload, &raw) != nil {
-		return identityClaims{}
-	}
-	c := identityClaims{clientID: raw.AppID, objectID: raw.ObjectID, resourceID: raw.ResourceID}
-	if c.clientID == "" {
-		c.clientID = raw.AZP
-	}
-	if nbf, err := raw.NotBefore.Int64(); err == nil && nbf > 0 {
-		t := time.Unix(nbf, 0)
-		c.notBefore = &t
-	}
-	return c
 }
 
 // writeJSONResponse writes v as JSON with status.
@@ -384,11 +347,6 @@ func writeJSONResponse(w http.ResponseWriter, status int, v any) error {
 
 // rfc3339 formats t in UTC.
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// retryAfterSeconds is a Retry-After value: whole seconds, rounded up.
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
-}
 
 // correlationID is the client's x-ms-client-request-id when it is a sane
 // identifier, else a random one.

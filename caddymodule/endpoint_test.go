@@ -110,7 +110,7 @@ func TestEndpointRecordIsTheSeedRecord(t *testing.T) {
 	if got := emulator.TokenRequests(); got != 1 {
 		t.Errorf("token requests = %d, want 1 (the cache's one token)", got)
 	}
-	if got := testutil.ToFloat64(endpointMetricsOnce().tokens.WithLabelValues("graph-api", ProtocolRecord)); got < 2 {
+	if got := testutil.ToFloat64(metrics().endpointTokens.WithLabelValues("graph-api", ProtocolRecord)); got < 2 {
 		t.Errorf("endpoint_tokens_total{graph-api,record} = %v, want at least 2", got)
 	}
 	assertNoTokenInLogs(t, logs, want.AccessToken)

@@ -1,12 +1,10 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -230,40 +228,21 @@ func (h *Handler) purge(r *http.Request, credential tokencache.ClientCredential,
 	}
 }
 
-// errorBody is the JSON answered when no token can be injected.
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-// writeError answers a token failure with its code and status. The message
-// comes from the token endpoint's error (error, AADSTS codes, trace and
-// correlation IDs), which never holds a secret or a token.
+// writeError answers a token failure with its code, status and
+// Retry-After (see answerFor), or not at all when the client went away.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) error {
-	body := errorBody{Code: tokencache.CodeTokenRequestFailed, Message: err.Error()}
-	status := http.StatusBadGateway
-	var retryAfter time.Duration
-	var te *tokencache.Error
-	if errors.As(err, &te) {
-		body.Code, body.Message, status, retryAfter = te.Code, te.Message, te.Status, te.RetryAfter
-	}
 	if r.Context().Err() != nil {
 		// The client went away; there is nobody to answer.
 		metrics().requests.WithLabelValues(h.Application, resultCanceled).Inc()
 		return caddyhttp.Error(499, err)
 	}
-	metrics().requests.WithLabelValues(h.Application, body.Code).Inc()
+	answer := answerFor(err)
+	metrics().requests.WithLabelValues(h.Application, answer.code).Inc()
 	h.logger.Warn("no token injected",
 		zap.String("application", h.Application),
-		zap.String("code", body.Code),
-		zap.Int("status", status))
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	if retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
-	}
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(body)
+		zap.String("code", answer.code),
+		zap.Int("status", answer.status))
+	return writeErrorAnswer(w, answer, oneLine)
 }
 
 // Interface guards

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -167,10 +166,6 @@ func refuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap.Logger, 
 		logger.Warn("refused a request that may come from a web page", zap.String("directive", directive),
 			zap.String("remote_addr", r.RemoteAddr))
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusForbidden)
-	return json.NewEncoder(w).Encode(errorBody{Code: CodeRequestNotLocal, Message: reason})
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	return writeErrorAnswer(w, errorAnswer{status: http.StatusForbidden, code: CodeRequestNotLocal, message: reason}, oneLine)
 }

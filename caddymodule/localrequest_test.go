@@ -238,7 +238,7 @@ func TestEndpointRefusesWhatABrowserSends(t *testing.T) {
 	app, emulator, _ := newTestApp(t, unitClientSecret)
 	e, _ := newTestEndpoint(t, app, ProtocolRecord, nil)
 	refusals := func(reason string) float64 {
-		return testutil.ToFloat64(endpointMetricsOnce().refusals.WithLabelValues(ProtocolRecord, reason))
+		return testutil.ToFloat64(metrics().endpointRefusals.WithLabelValues(ProtocolRecord, reason))
 	}
 	before := refusals(reasonBrowser)
 	for name, browser := range browserRequests() {

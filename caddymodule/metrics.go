@@ -14,11 +14,12 @@ const (
 	resultCanceled = "canceled"
 )
 
-// moduleMetrics are the module's Prometheus collectors: namespace caddy,
-// subsystem entra. They are made once per process and registered on each
-// config's registry, so counters carry over reloads. Labels hold
-// application names (bounded by the config) and fixed results, never a
-// token or a secret.
+// moduleMetrics are the module's Prometheus collectors, the app's and its
+// handlers': namespace caddy, subsystem entra. They are made once per
+// process and registered on each config's registry, so counters carry over
+// reloads. Labels hold application names (bounded by the config), protocol
+// names and fixed results and reasons: never a token, a secret or anything
+// a client sent.
 type moduleMetrics struct {
 	tokenRequests        *prometheus.CounterVec
 	tokenRequestDuration *prometheus.HistogramVec
@@ -26,6 +27,9 @@ type moduleMetrics struct {
 	purges               *prometheus.CounterVec
 	storeDrops           *prometheus.CounterVec
 	storeAvailable       prometheus.GaugeFunc
+	// endpointTokens and endpointRefusals are entra_token_endpoint's.
+	endpointTokens   *prometheus.CounterVec
+	endpointRefusals *prometheus.CounterVec
 }
 
 // metrics returns the module's collectors, making them on first use.
@@ -57,6 +61,14 @@ var metrics = sync.OnceValue(func() *moduleMetrics {
 			Namespace: ns, Subsystem: sub, Name: "store_available",
 			Help: "1 while the token stores in use answered their last call (Redis, or the in-memory store), 0 from a failed call to the next success.",
 		}, storesAvailable),
+		endpointTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "endpoint_tokens_total",
+			Help: "Tokens handed out by entra_token_endpoint to local applications, by application and protocol (record, app_service, imds).",
+		}, []string{"application", "protocol"}),
+		endpointRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "endpoint_refusals_total",
+			Help: "Requests entra_token_endpoint refused without a token, by protocol and reason.",
+		}, []string{"protocol", "reason"}),
 	}
 })
 
@@ -68,7 +80,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 	}
 	m := metrics()
 	for _, c := range []prometheus.Collector{m.tokenRequests, m.tokenRequestDuration, m.requests, m.purges,
-		m.storeDrops, m.storeAvailable} {
+		m.storeDrops, m.storeAvailable, m.endpointTokens, m.endpointRefusals} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
 			return err

@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
@@ -124,22 +122,4 @@ func errorInfoOf(err error) errorInfo {
 		return errorInfo{}
 	}
 	return errorInfo{Error: re.Code, ErrorCodes: re.ErrorCodes, TraceID: re.TraceID, CorrelationID: re.CorrelationID}
-}
-
-// parsePrefetch parses `prefetch [on|off]`.
-func parsePrefetch(d *caddyfile.Dispenser) (bool, error) {
-	if !d.NextArg() {
-		return true, nil
-	}
-	value := d.Val()
-	if d.NextArg() {
-		return false, d.ArgErr()
-	}
-	switch value {
-	case "on", "true":
-		return true, nil
-	case "off", "false":
-		return false, nil
-	}
-	return false, d.Errf("prefetch: want on or off, got %q", value)
 }

@@ -1,19 +1,13 @@
 package caddymodule
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 func init() {
@@ -60,15 +54,11 @@ func (Ready) CaddyModule() caddy.ModuleInfo {
 
 // Provision finds the entra app and checks the application names.
 func (r *Ready) Provision(ctx caddy.Context) error {
-	appIface, err := ctx.AppIfConfigured("entra")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return fmt.Errorf("%s: entra_ready is used but no entra app is configured (add an entra block to the global options)",
-			tokencache.CodeProviderNotConfigured)
-	}
+	app, err := entraAppFor(ctx, "entra_ready")
 	if err != nil {
-		return fmt.Errorf("getting entra app: %v", err)
+		return err
 	}
-	r.app = appIface.(*App)
+	r.app = app
 	r.logger = ctx.Logger()
 	return r.resolveNames()
 }
@@ -80,9 +70,8 @@ func (r *Ready) resolveNames() error {
 		return nil
 	}
 	for _, name := range r.Applications {
-		if !r.app.hasApplication(name) {
-			return fmt.Errorf("%s: entra_ready: application %q is not configured (configured: %s)",
-				tokencache.CodeApplicationNotFound, name, r.app.applicationNames())
+		if err := r.app.requireApplication("entra_ready", name); err != nil {
+			return err
 		}
 	}
 	r.names = r.Applications
@@ -126,20 +115,15 @@ func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.
 			retryAfter = max(retryAfter, results[i].retryAfter)
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
 	status := http.StatusOK
 	if !body.Ready {
 		status = http.StatusServiceUnavailable
-		if retryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
-		}
+		setRetryAfter(w.Header(), retryAfter)
 	}
-	w.WriteHeader(status)
 	if !isLocalPeer(req) {
-		return json.NewEncoder(w).Encode(readyStatus{Ready: body.Ready})
+		return writeJSON(w, status, readyStatus{Ready: body.Ready}, oneLine)
 	}
-	return json.NewEncoder(w).Encode(body)
+	return writeJSON(w, status, body, oneLine)
 }
 
 // readyStatus is the probe's answer to a peer off loopback: the
@@ -155,11 +139,8 @@ func (r *Ready) check(req *http.Request, name string) *readyApplication {
 		expiresAt := credential.AccessTokenExpiresAt.UTC()
 		return &readyApplication{Ready: true, AccessTokenExpiresAt: &expiresAt}
 	}
-	result := &readyApplication{Code: tokencache.CodeTokenRequestFailed, errorInfo: errorInfoOf(err)}
-	var te *tokencache.Error
-	if errors.As(err, &te) {
-		result.Code, result.retryAfter = te.Code, te.RetryAfter
-	}
+	answer := answerFor(err)
+	result := &readyApplication{Code: answer.code, errorInfo: errorInfoOf(err), retryAfter: answer.retryAfter}
 	if h, ok := r.app.handle(name); ok {
 		if f := h.Status().Failure; f != nil && f.Active {
 			if result.retryAfter == 0 {

@@ -47,25 +47,18 @@ func checkHeaderName(name string) error {
 	return nil
 }
 
-// requestRejection is a request entra_token answers itself, before a token
-// is looked up: not through handle_errors, which could send it elsewhere.
-type requestRejection struct {
-	status  int
-	message string
-}
-
-func (e *requestRejection) Error() string { return e.message }
-
+// The requests entra_token answers itself, before a token is looked up:
+// not through handle_errors, which could send them elsewhere.
 var (
-	errMethodNotAllowed = &requestRejection{http.StatusMethodNotAllowed,
-		"TRACE and CONNECT are never sent with a token"}
-	errDotSegment = &requestRejection{http.StatusBadRequest,
-		"the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
+	traceConnectRefusal = &refusal{status: http.StatusMethodNotAllowed,
+		message: "TRACE and CONNECT are never sent with a token"}
+	dotSegmentRefusal = &refusal{status: http.StatusBadRequest,
+		message: "the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
 )
 
 // writeRejection answers a rejected request with its status and a plain-text
 // reason.
-func writeRejection(w http.ResponseWriter, rejection *requestRejection) error {
+func writeRejection(w http.ResponseWriter, rejection *refusal) error {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	http.Error(w, "entra_token: "+rejection.message, rejection.status)
@@ -75,9 +68,9 @@ func writeRejection(w http.ResponseWriter, rejection *requestRejection) error {
 // checkRequest refuses what must never leave with a token: TRACE (an
 // upstream or middlebox may echo the request, token included) and CONNECT,
 // and a path with a dot-segment (see hasDotSegment).
-func checkRequest(r *http.Request) *requestRejection {
+func checkRequest(r *http.Request) *refusal {
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
-		return errMethodNotAllowed
+		return traceConnectRefusal
 	}
 	// What the client sent, before any rewrite (handle_path cleans what it
 	// strips), and what will be forwarded.
@@ -87,7 +80,7 @@ func checkRequest(r *http.Request) *requestRejection {
 	}
 	clientPath, _, _ := strings.Cut(clientURI, "?")
 	if hasDotSegment(clientPath) || hasDotSegment(r.URL.EscapedPath()) {
-		return errDotSegment
+		return dotSegmentRefusal
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ var secretPlaceholder = regexp.MustCompile(`^\{(env|file)\.[^{}]+\}$`)
 func (a *App) literalSecretFields() []string {
 	var fields []string
 	check := func(field, value string) {
-		if value != "" && !secretPlaceholder.MatchString(strings.TrimSpace(value)) {
+		if isLiteralSecret(value) {
 			fields = append(fields, field)
 		}
 	}
@@ -62,12 +62,26 @@ func urlPassword(raw string) string {
 	return password
 }
 
-// warnLiteralSecrets warns, naming each field, when a secret would be shown
-// by the admin API's GET /config/ and written to autosave.json.
+// isLiteralSecret reports whether a secret is written in the config itself
+// (literally, or as a {$VAR} the Caddyfile adapter already substituted)
+// instead of as an {env.*} or {file.*} placeholder.
+func isLiteralSecret(value string) bool {
+	return value != "" && !secretPlaceholder.MatchString(strings.TrimSpace(value))
+}
+
+// warnLiteralSecret warns, naming the field (never its value), that a
+// secret would be shown by the admin API's GET /config/ and written to
+// autosave.json.
+func warnLiteralSecret(logger *zap.Logger, field string) {
+	logger.Warn("a secret is written in the config: GET /config/ and autosave.json show it; "+
+		"use an {env.*} or {file.*} placeholder, resolved at load",
+		zap.String("field", field))
+}
+
+// warnLiteralSecrets warns about each secret field of the app written in
+// the config itself.
 func (a *App) warnLiteralSecrets() {
 	for _, field := range a.literalSecretFields() {
-		a.logger.Warn("a secret is written in the config: GET /config/ and autosave.json show it; "+
-			"use an {env.*} or {file.*} placeholder, resolved at load",
-			zap.String("field", field))
+		warnLiteralSecret(a.logger, field)
 	}
 }

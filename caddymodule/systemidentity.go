@@ -35,15 +35,6 @@ type appHandle struct {
 	current atomic.Pointer[tokencache.Handle]
 }
 
-// handle returns the current handle of the named application.
-func (a *App) handle(name string) (*tokencache.Handle, bool) {
-	ah, ok := a.handles[name]
-	if !ok {
-		return nil, false
-	}
-	return ah.current.Load(), true
-}
-
 func newAppHandle(h *tokencache.Handle) *appHandle {
 	ah := new(appHandle)
 	ah.current.Store(h)

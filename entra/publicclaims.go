@@ -28,6 +28,12 @@ type PublicClaims struct {
 	IssuedAt  *time.Time `json:"iat,omitempty"`
 	NotBefore *time.Time `json:"nbf,omitempty"`
 	ExpiresAt *time.Time `json:"exp,omitempty"`
+	// ObjectID is oid and ResourceID is xms_mirid: the object (principal)
+	// ID and, for a managed identity, the Azure resource ID of the identity
+	// the token was issued to. Not marshaled: they name the identity, they
+	// do not describe the token.
+	ObjectID   string `json:"-"`
+	ResourceID string `json:"-"`
 }
 
 // ReadPublicClaims returns the public claims of a JWT access token, read
@@ -45,6 +51,8 @@ func ReadPublicClaims(accessToken string) (PublicClaims, bool) {
 		IssuedAt:        claims.time("iat"),
 		NotBefore:       claims.time("nbf"),
 		ExpiresAt:       claims.time("exp"),
+		ObjectID:        claims.str("oid"),
+		ResourceID:      claims.str("xms_mirid"),
 	}
 	_, pc.AppID = claims.client()
 	if audiences := claims.audiences(); len(audiences) > 0 {
