@@ -205,7 +205,7 @@ func (e *TokenEndpoint) provisionSecret() error {
 	// Caddy's access log redacts Authorization, Cookie and
 	// Proxy-Authorization only: it would show X-IDENTITY-HEADER.
 	e.logger.Warn("Caddy's access log shows the X-IDENTITY-HEADER secret of requests to this endpoint: keep access "+
-		"logging off for this site, or delete the field with a log filter (README, the entra_token_endpoint secret option)",
+		"logging off for this site, or delete the field with a log filter (docs/entra_token_endpoint.md, the secret option)",
 		zap.String("protocol", e.Protocol))
 	e.secretDigest = sha256.Sum256([]byte(secret))
 	return nil

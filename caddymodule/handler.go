@@ -139,7 +139,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// Caddy's logs redact Authorization, Cookie and Proxy-Authorization
 		// only: reverse_proxy's debug log would show this header's token.
 		h.logger.Warn("the injected header is not redacted in Caddy's logs: keep debug logging off for this "+
-			"server or delete the field with a log filter (README, the entra_token directive)",
+			"server or delete the field with a log filter (docs/entra_token.md, the header)",
 			zap.String("application", h.Application), zap.String("header", h.header))
 	}
 	h.purgeOnStatus = defaultPurgeOnStatus

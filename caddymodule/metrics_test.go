@@ -70,7 +70,8 @@ func TestMetricsCountTokenRequestsInjectionsAndPurges(t *testing.T) {
 // TestTokenRequestMetricsFollowTheCachesClassification: token requests
 // are counted as the cache's backoff classifies them: a wrong secret is a
 // permanent_error, and a request that fails before it is sent (the
-// federated token file is gone) is a transient_error, as README says.
+// federated token file is gone) is a transient_error, as
+// docs/operations.md says (Metrics).
 func TestTokenRequestMetricsFollowTheCachesClassification(t *testing.T) {
 	m := metrics()
 	wrongSecret, _, logs := newTestApp(t, "wrong-secret")

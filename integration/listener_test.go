@@ -104,8 +104,8 @@ func askTokens(t *testing.T, s *sidecar, n int) (fromSidecar int) {
 
 // TestSameUserCannotBindBesideTheSidecar: a process of the sidecar's user
 // opens a socket with SO_REUSEPORT on the sidecar's address. Through the
-// handoff network (the shipped default: a config like the README's and the
-// ConfigMaps', and Caddyfile.example itself) the bind fails, since
+// handoff network (the shipped default: a config like those of README and
+// docs/, the ConfigMaps', and Caddyfile.example itself) the bind fails, since
 // handoff's socket does not set SO_REUSEPORT, and every request reaches
 // the sidecar.
 // On a plain `bind 127.0.0.1` (Caddy's own listener, which sets it) the

@@ -312,7 +312,8 @@ func shorten(s string) string {
 
 // TestLogFilterKeepsACustomHeaderOutOfDebugLogs: Caddy redacts only
 // Authorization, Cookie and Proxy-Authorization, so with debug logs a custom
-// header's token is logged by reverse_proxy; README's log filter removes it
+// header's token is logged by reverse_proxy; the log filter of
+// docs/entra_token.md removes it
 // (item 7).
 func TestLogFilterKeepsACustomHeaderOutOfDebugLogs(t *testing.T) {
 	const filter = `
@@ -345,7 +346,7 @@ func TestLogFilterKeepsACustomHeaderOutOfDebugLogs(t *testing.T) {
 			t.Error("with the log filter, the token is still in the debug log")
 		}
 		if !withFilter && !leaked {
-			t.Log("without the filter the token was not logged: Caddy may now redact custom headers; revisit README")
+			t.Log("without the filter the token was not logged: Caddy may now redact custom headers; revisit docs/entra_token.md")
 		}
 	}
 }

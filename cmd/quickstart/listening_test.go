@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,8 +18,8 @@ import (
 var siteAddress = regexp.MustCompile(`^(https?://)?[\w.\-\[\]:]*:\d+$`)
 
 // TestShippedConfigsListenThroughHandoff: every site of every shipped
-// Caddyfile — Caddyfile.example, the Caddyfiles of README.md (whole configs
-// and site snippets) and of bench/load.sh — listens through the handoff
+// Caddyfile — Caddyfile.example, the Caddyfiles of README.md and docs/
+// (whole configs and site snippets) and of bench/load.sh — listens through the handoff
 // network. Caddy's own TCP listeners set SO_REUSEPORT, so any process of
 // the sidecar's user may bind the same address beside them and get a share
 // of the connections (the requests, their tokens and endpoint secrets);
@@ -67,7 +68,7 @@ func TestShippedConfigsListenThroughHandoff(t *testing.T) {
 			}
 		})
 	}
-	for _, snippet := range readmeSiteSnippets(t) {
+	for _, snippet := range docsSiteSnippets(t) {
 		t.Run(snippet.where, func(t *testing.T) {
 			checked[snippet.where] = true
 			if why := listensWithoutHandoff(snippet.text); why != "" {
@@ -75,7 +76,7 @@ func TestShippedConfigsListenThroughHandoff(t *testing.T) {
 			}
 		})
 	}
-	for _, want := range []string{"Caddyfile.example", "README.md:", filepath.FromSlash("bench/load.sh:")} {
+	for _, want := range []string{"Caddyfile.example", "README.md:", filepath.FromSlash("docs/entra_token.md:"), filepath.FromSlash("bench/load.sh:")} {
 		found := false
 		for where := range checked {
 			found = found || where == want || strings.HasSuffix(want, ":") && strings.HasPrefix(where, want)
@@ -86,17 +87,29 @@ func TestShippedConfigsListenThroughHandoff(t *testing.T) {
 	}
 }
 
-// readmeSiteSnippets returns README.md's caddyfile code blocks that do not
-// open a global options block (those are whole configs, adapted above).
-func readmeSiteSnippets(t *testing.T) []shippedConfig {
+// docsSiteSnippets returns the caddyfile code blocks of README.md and of
+// the pages under docs/ that do not open a global options block (those are
+// whole configs, adapted above as they are).
+func docsSiteSnippets(t *testing.T) []shippedConfig {
 	t.Helper()
 	var snippets []shippedConfig
-	for _, block := range codeBlocks(t, filepath.Join(repoRoot, "README.md"), "README.md", func(line string) bool {
-		return strings.EqualFold(strings.TrimSpace(line), "```caddyfile")
-	}, func(line string) bool { return strings.TrimSpace(line) == "```" }, false) {
-		if !opensGlobalBlock(block.text) {
-			snippets = append(snippets, block)
+	err := filepath.WalkDir(repoRoot, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
+		rel, _ := filepath.Rel(repoRoot, path)
+		if entry.IsDir() || !isDocsPage(rel) {
+			return nil
+		}
+		for _, block := range caddyfileBlocks(t, path, rel) {
+			if !opensGlobalBlock(block.text) {
+				snippets = append(snippets, block)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return snippets
 }

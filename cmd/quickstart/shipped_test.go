@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	_ "github.com/caddy-entra/caddy-entra/handoff/caddyhandoff" // the shipped configs listen through handoff/
 )
@@ -20,7 +21,7 @@ import (
 // This check of the repository's shipped configs lives with the quick start:
 // the repository root has no Go package, and this one already runs the main
 // shipped config (Caddyfile.example) and links Caddy's standard modules, so
-// every directive a README snippet uses adapts here.
+// every directive a snippet of README or docs/ uses adapts here.
 
 // repoRoot is the repository root, seen from this package's directory.
 const repoRoot = "../.."
@@ -32,10 +33,11 @@ type shippedConfig struct {
 }
 
 // shippedConfigs finds the Caddyfiles the repository ships: files named
-// Caddyfile, Caddyfile.* or *.caddyfile outside testdata; the caddyfile code
-// blocks of README.md that open with a global options block (the others are
-// fragments: a site, a directive); and Caddyfiles written by a script's
-// here-document (bench/load.sh). Tests' own configs are not shipped.
+// Caddyfile, Caddyfile.* or *.caddyfile outside testdata; every caddyfile
+// code block of README.md and of the pages under docs/ (see docsConfig: a
+// fragment is adapted inside a config); and Caddyfiles written by a
+// script's here-document (bench/load.sh). Tests' own configs are not
+// shipped.
 func shippedConfigs(t *testing.T) []shippedConfig {
 	t.Helper()
 	var configs []shippedConfig
@@ -58,8 +60,10 @@ func shippedConfigs(t *testing.T) []shippedConfig {
 				return err
 			}
 			configs = append(configs, shippedConfig{where: rel, text: string(content)})
-		case rel == "README.md":
-			configs = append(configs, readmeConfigs(t, path)...)
+		case isDocsPage(rel):
+			for _, block := range caddyfileBlocks(t, path, rel) {
+				configs = append(configs, docsConfig(block))
+			}
 		case strings.HasSuffix(name, ".sh"):
 			configs = append(configs, scriptConfigs(t, path, rel)...)
 		}
@@ -71,13 +75,64 @@ func shippedConfigs(t *testing.T) []shippedConfig {
 	return configs
 }
 
-// readmeConfigs returns README.md's caddyfile code blocks whose first line
-// that is not a comment opens the global options block.
-func readmeConfigs(t *testing.T, path string) []shippedConfig {
+// isDocsPage reports whether a file (relative to the repository root) is
+// README.md or a page under docs/.
+func isDocsPage(rel string) bool {
+	rel = filepath.ToSlash(rel)
+	return rel == "README.md" || strings.HasPrefix(rel, "docs/") && strings.HasSuffix(rel, ".md")
+}
+
+// caddyfileBlocks returns a Markdown page's caddyfile code blocks: whole
+// configs and fragments. A directive's or option's syntax, with its
+// <placeholders>, is fenced caddy-d, as in Caddy's own docs, and is not
+// returned.
+func caddyfileBlocks(t *testing.T, path, rel string) []shippedConfig {
 	t.Helper()
-	return codeBlocks(t, path, "README.md", func(line string) bool {
+	return codeBlocks(t, path, rel, func(line string) bool {
 		return strings.EqualFold(strings.TrimSpace(line), "```caddyfile")
-	}, func(line string) bool { return strings.TrimSpace(line) == "```" }, true)
+	}, func(line string) bool { return strings.TrimSpace(line) == "```" }, false)
+}
+
+// docsPreamble opens the config a site snippet of the docs is adapted in:
+// the admin API off, the handoff app, and an entra app with the
+// applications the docs' examples name.
+const docsPreamble = `{
+	admin off
+	handoff
+	entra {
+		tenant_id     00000000-0000-4000-8000-000000000001
+		client_id     22222222-0000-4000-8000-0000000000c1
+		client_secret {env.ENTRA_CLIENT_SECRET}
+		application graph-api https://graph.microsoft.com/.default
+		application orders-api api://orders/.default
+	}
+}
+
+`
+
+// docsConfig returns the whole config a caddyfile block of the docs is
+// adapted as: a block that opens the global options block is one already;
+// one of sites (":8080 { ... }") follows docsPreamble; any other is a
+// fragment of the entra global option (a credential, an application, a
+// redis block) and is adapted inside it, with the admin API off.
+func docsConfig(block shippedConfig) shippedConfig {
+	switch {
+	case opensGlobalBlock(block.text):
+		return block
+	case opensSite(block.text):
+		block.text = docsPreamble + block.text
+	default:
+		block.text = "{\n\tadmin off\n\tentra {\n" + block.text + "\t}\n}\n"
+	}
+	return block
+}
+
+// opensSite reports whether a Caddyfile's first block is a site listening
+// on a port.
+func opensSite(text string) bool {
+	blocks, err := caddyfile.Parse("snippet", []byte(text))
+	return err == nil && len(blocks) > 0 && len(blocks[0].GetKeysText()) > 0 &&
+		allMatch(blocks[0].GetKeysText(), siteAddress)
 }
 
 // hereDocument matches a here-document that writes a Caddyfile, capturing
@@ -221,7 +276,7 @@ func TestShippedConfigsKeepAdminPrivate(t *testing.T) {
 		})
 	}
 	// The scan must have found the configs users are pointed at.
-	for _, want := range []string{"Caddyfile.example", "README.md:", filepath.FromSlash("bench/load.sh:")} {
+	for _, want := range []string{"Caddyfile.example", "README.md:", filepath.FromSlash("docs/entra.md:"), filepath.FromSlash("bench/load.sh:")} {
 		found := false
 		for where := range checked {
 			found = found || where == want || strings.HasSuffix(want, ":") && strings.HasPrefix(where, want)
