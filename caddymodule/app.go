@@ -290,10 +290,10 @@ func (a *App) Cleanup() error {
 // Token returns a token record for the named application, from the cache or
 // freshly requested. It is the Go counterpart of the seed library's
 // getClientCredentialToken and what the entra_token handler calls.
-func (a *App) Token(ctx context.Context, applicationName string) (tokencache.ClientCredential, error) {
+func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
 	h, ok := a.handle(applicationName)
 	if !ok {
-		return tokencache.ClientCredential{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
+		return tokencache.Record{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
 			fmt.Sprintf("application %q is not configured", applicationName), nil)
 	}
 	return h.Token(ctx)

@@ -25,7 +25,7 @@ func init() {
 // The protocols entra_token_endpoint speaks.
 const (
 	// ProtocolRecord is the seed's getClientCredentialToken over local HTTP:
-	// the ClientCredential record as JSON.
+	// the Record record as JSON.
 	ProtocolRecord = "record"
 	// ProtocolAppService is the App Service / Container Apps managed
 	// identity protocol (IDENTITY_ENDPOINT, IDENTITY_HEADER), api-version
@@ -460,7 +460,7 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 // token gets application's token from the entra app, turning a failure into
 // a refusal with the token error's status (502, or 503 with Retry-After
 // while throttled). A client that left gets a 499 error instead.
-func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, application string) (tokencache.ClientCredential, *refusal, error) {
+func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, application string) (tokencache.Record, *refusal, error) {
 	credential, err := e.app.Token(r.Context(), application)
 	if err == nil {
 		return credential, nil, nil
@@ -478,7 +478,7 @@ func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, applicatio
 }
 
 // handedOut counts and logs a token handed to a local application.
-func (e *TokenEndpoint) handedOut(ea *endpointApplication, credential tokencache.ClientCredential) {
+func (e *TokenEndpoint) handedOut(ea *endpointApplication, credential tokencache.Record) {
 	ea.handedOut.Inc()
 	if c := e.logger.Check(zapcore.DebugLevel, "token handed out"); c != nil {
 		c.Write(zap.String("protocol", e.Protocol), zap.String("application", ea.Name),

@@ -19,7 +19,7 @@ import (
 
 // This file holds the wire formats of entra_token_endpoint's protocols.
 
-// recordBody is the seed's ClientCredential record, as the record protocol
+// recordBody is the seed's Record record, as the record protocol
 // answers it: exactly the seed's fields, times in RFC 3339 (UTC).
 type recordBody struct {
 	ID                   string `json:"id"`

@@ -93,7 +93,7 @@ type injection struct {
 
 // injectionFor returns the injection of credential, reusing the last one
 // while the token is the same.
-func (h *Handler) injectionFor(credential tokencache.ClientCredential) *injection {
+func (h *Handler) injectionFor(credential tokencache.Record) *injection {
 	if h.injected != nil {
 		if in := h.injected.Load(); in != nil && in.accessToken == credential.AccessToken {
 			return in
@@ -218,7 +218,7 @@ func (h *Handler) countInjected() {
 }
 
 // purge drops a token that downstream refused.
-func (h *Handler) purge(r *http.Request, credential tokencache.ClientCredential, status int) {
+func (h *Handler) purge(r *http.Request, credential tokencache.Record, status int) {
 	if h.app.purge(r.Context(), h.Application, credential.AccessToken) {
 		metrics().purges.WithLabelValues(h.Application).Inc()
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",

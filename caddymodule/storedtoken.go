@@ -34,8 +34,8 @@ func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
 // entra.TokenIdentity.Check) issued for the scopes' resource when its aud
 // names one (entra.CheckAudience); one that cannot be read as such is
 // tokencache.ErrUnverifiable.
-func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string, audience *learnedAudience) func(tokencache.ClientCredential) error {
-	return func(rec tokencache.ClientCredential) error {
+func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string, audience *learnedAudience) func(tokencache.Record) error {
+	return func(rec tokencache.Record) error {
 		err := identity.Check(rec.AccessToken, rec.AccessTokenExpiresAt)
 		if errors.Is(err, entra.ErrUnverifiableToken) {
 			return fmt.Errorf("%w: %w", tokencache.ErrUnverifiable, err)

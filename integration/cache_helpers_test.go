@@ -76,7 +76,7 @@ type replicaCache struct {
 }
 
 // Token calls Token on name's handle.
-func (c *replicaCache) Token(ctx context.Context, name string) (tokencache.ClientCredential, error) {
+func (c *replicaCache) Token(ctx context.Context, name string) (tokencache.Record, error) {
 	return c.handles[name].Token(ctx)
 }
 
@@ -113,7 +113,7 @@ func newReplicaCache(t *testing.T, ropts tokencache.RedisOptions, opts tokencach
 
 // tokenWithin calls Token with a deadline and returns the token and how
 // long it took.
-func tokenWithin(t *testing.T, c *replicaCache, name string, limit time.Duration) (tokencache.ClientCredential, time.Duration) {
+func tokenWithin(t *testing.T, c *replicaCache, name string, limit time.Duration) (tokencache.Record, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()

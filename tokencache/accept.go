@@ -66,7 +66,7 @@ func maxStoredLifetime(ks *keyState) time.Duration {
 
 // storedTokenProblem returns why rec, read from the store for ks, must not
 // be used, or nil. The error names fields and times, never the token.
-func storedTokenProblem(ks *keyState, rec *ClientCredential, now time.Time) error {
+func storedTokenProblem(ks *keyState, rec *Record, now time.Time) error {
 	bound := maxStoredLifetime(ks)
 	expiry := rec.AccessTokenExpiresAt
 	if left := expiry.Sub(now); left > bound {
@@ -105,7 +105,7 @@ func storedTokenProblem(ks *keyState, rec *ClientCredential, now time.Time) erro
 // acceptable reports whether rec, read from the store for h, passes the
 // token checks; a record that does not is logged (once per token) as
 // possible tampering.
-func (c *Cache) acceptable(h *Handle, rec *ClientCredential) bool {
+func (c *Cache) acceptable(h *Handle, rec *Record) bool {
 	err := storedTokenProblem(h.ks, rec, c.now())
 	if err == nil {
 		return true
@@ -124,7 +124,7 @@ func (c *Cache) acceptable(h *Handle, rec *ClientCredential) bool {
 // keeps its lifetime as the key's longest own one, and reports whether it
 // may go through the store: not when it is a JWS that other replicas would
 // refuse (unsigned, unreadable, without exp, a JWE), which is said once.
-func (c *Cache) ownToken(h *Handle, rec *ClientCredential, now time.Time) bool {
+func (c *Cache) ownToken(h *Handle, rec *Record, now time.Time) bool {
 	ks := h.ks
 	tok, err := jws.Parse(rec.AccessToken)
 	if err == nil {

@@ -32,7 +32,7 @@ func jwsExpiring(t testing.TB, id string, iat, exp time.Time) string {
 
 // plantRecord writes rec under the application's key, as any writer of a
 // plaintext Redis can.
-func plantRecord(t *testing.T, mr *miniredis.Miniredis, rec ClientCredential) string {
+func plantRecord(t *testing.T, mr *miniredis.Miniredis, rec Record) string {
 	t.Helper()
 	key := RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))
 	rec.ID, rec.ApplicationName, rec.Scope = key, "graph-api", testScope
@@ -94,7 +94,7 @@ func TestStoredRecordFailingTheTokenChecksIsAMiss(t *testing.T) {
 			if !tc.expiry.IsZero() {
 				recordExpiry = tc.expiry
 			}
-			rec := ClientCredential{AccessToken: tc.token, AccessTokenExpiresAt: recordExpiry, CreatedAt: now, UpdatedAt: now}
+			rec := Record{AccessToken: tc.token, AccessTokenExpiresAt: recordExpiry, CreatedAt: now, UpdatedAt: now}
 			var store *RedisStore
 			if tc.sealed {
 				// A holder of the key (or a replica's bug) wrote it: sealing
@@ -130,7 +130,7 @@ func TestStoredRecordFailingTheTokenChecksIsAMiss(t *testing.T) {
 	t.Run("a plausible record is taken", func(t *testing.T) {
 		mr := miniredis.RunT(t)
 		token := compactJWS(t, `{"alg":"RS256"}`, claims)
-		plantRecord(t, mr, ClientCredential{AccessToken: token, AccessTokenExpiresAt: expiry.Add(300 * time.Millisecond), CreatedAt: now, UpdatedAt: now})
+		plantRecord(t, mr, Record{AccessToken: token, AccessTokenExpiresAt: expiry.Add(300 * time.Millisecond), CreatedAt: now, UpdatedAt: now})
 		f := &prefixFetcher{clock: clock, prefix: "ours-"}
 		c, logs := newTestCache(t, newMiniredisStore(t, mr), clock, testApp("graph-api", f.Fetch))
 		if got, err := c.Token(t.Context(), "graph-api"); err != nil || got.AccessToken != token || f.calls.Load() != 0 {
@@ -146,20 +146,20 @@ func TestStoredRecordLivingLongerThanOwnTokensIsAMiss(t *testing.T) {
 	clock := newFakeClock()
 	now := clock.Now()
 	day := 24 * time.Hour
-	record := func(t *testing.T, iat, updated, exp time.Time) ClientCredential {
-		return ClientCredential{AccessToken: jwsExpiring(t, "planted", iat, exp), AccessTokenExpiresAt: exp, CreatedAt: updated, UpdatedAt: updated}
+	record := func(t *testing.T, iat, updated, exp time.Time) Record {
+		return Record{AccessToken: jwsExpiring(t, "planted", iat, exp), AccessTokenExpiresAt: exp, CreatedAt: updated, UpdatedAt: updated}
 	}
 	t.Run("before an own token: 24 hours", func(t *testing.T) {
 		for _, tc := range []struct {
 			name    string
-			rec     ClientCredential
+			rec     Record
 			wantErr string // "" for taken
 		}{
 			{"7 days away (the issue's forged record)", record(t, now, now, now.Add(7*day)), "longer than"},
 			{"25 hours left", record(t, now, now, now.Add(25*time.Hour)), "longer than"},
 			{"updated long ago, 25 hours of life", record(t, now.Add(-2*time.Hour), now.Add(-2*time.Hour), now.Add(23*time.Hour)), "longer than"},
 			{"updated in the future", record(t, now, now.Add(2*time.Hour), now.Add(3*time.Hour)), "in the future"},
-			{"issued long ago, exp far", ClientCredential{AccessToken: jwsExpiring(t, "x", now.Add(-30*time.Hour), now.Add(10*time.Hour)),
+			{"issued long ago, exp far", Record{AccessToken: jwsExpiring(t, "x", now.Add(-30*time.Hour), now.Add(10*time.Hour)),
 				AccessTokenExpiresAt: now.Add(10 * time.Hour), UpdatedAt: now}, "from its iat"},
 			{"24 hours (a managed identity's)", record(t, now, now, now.Add(day)), ""},
 		} {
@@ -240,7 +240,7 @@ func TestOwnTokenIsRecordedWithItsJWTExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("own token not shared: %v", err)
 	}
-	var stored ClientCredential
+	var stored Record
 	if err := json.Unmarshal([]byte(raw), &stored); err != nil || !stored.AccessTokenExpiresAt.Equal(exp) {
 		t.Fatalf("stored expiry %v (%v), want %v", stored.AccessTokenExpiresAt, err, exp)
 	}

@@ -55,7 +55,7 @@ func TestOversizedRecordIsRefusedUnread(t *testing.T) {
 	app := testApp("graph-api", f.Fetch)
 	c, _, logs := newClockCache(t, store, clock, Options{}, app)
 	key := RecordKey(DefaultKeyPrefix, app)
-	planted := ClientCredential{ID: key, ApplicationName: "graph-api", AccessToken: "planted-" + strings.Repeat("x", MaxRecordBytes),
+	planted := Record{ID: key, ApplicationName: "graph-api", AccessToken: "planted-" + strings.Repeat("x", MaxRecordBytes),
 		AccessTokenExpiresAt: clock.Now().Add(time.Hour), Scope: testScope, CreatedAt: clock.Now(), UpdatedAt: clock.Now()}
 	raw, _ := json.Marshal(planted)
 	if err := mr.Set(key, string(raw)); err != nil {

@@ -70,7 +70,7 @@ type Options struct {
 // Cache.Register.
 type Application struct {
 	// Name is the application's name, e.g. "graph-api": shown in records
-	// (ClientCredential.ApplicationName, also in the store), in error
+	// (Record.ApplicationName, also in the store), in error
 	// messages and in logs. It need not be unique: an old and a new config
 	// may both register "graph-api" during a reload.
 	Name string
@@ -114,7 +114,7 @@ type Application struct {
 	// store that does not, it fetches on its own, without the store. Its
 	// errors must not contain the token. It runs on the refresh path only.
 	// Default nil: records are used as read.
-	VerifyStored func(rec ClientCredential) error
+	VerifyStored func(rec Record) error
 }
 
 // Cache hands out tokens to the applications registered with it, through

@@ -23,7 +23,7 @@ func TestTokenMissFetchesAndBuildsRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ClientCredential{
+	want := Record{
 		ID:                   RecordKey(DefaultKeyPrefix, app),
 		ApplicationName:      "graph-api",
 		AccessToken:          "token-1",

@@ -96,7 +96,7 @@ func TestEncryptionAtRest(t *testing.T) {
 
 	// A plain record is a miss once encryption is on, and a sealed one
 	// without keys.
-	plain, _ := json.Marshal(ClientCredential{ID: key, AccessToken: "injected", AccessTokenExpiresAt: clock.Now().Add(time.Hour)})
+	plain, _ := json.Marshal(Record{ID: key, AccessToken: "injected", AccessTokenExpiresAt: clock.Now().Add(time.Hour)})
 	mr.Set(key, string(plain))
 	if tok, n := tokenFrom(k2); tok == "injected" || n != 1 {
 		t.Errorf("plain record with encryption on: %q after %d fetches, want a miss", tok, n)

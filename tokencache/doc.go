@@ -52,5 +52,5 @@
 //     A replica whose own tokens cannot be checked, on a store that does not
 //     authenticate, fetches them on its own without the store.
 //   - Access tokens, secrets and keys never appear in errors, logs or fmt
-//     output of ClientCredential.
+//     output of Record.
 package tokencache

@@ -23,7 +23,7 @@ const forcedRefreshInterval = time.Second
 type forcedRefresh struct {
 	started time.Time
 	done    bool
-	rec     *ClientCredential
+	rec     *Record
 	err     error
 }
 
@@ -52,10 +52,10 @@ func (e *pausedError) Unwrap() error        { return e.cause }
 // until the backoff ends) whose cause is ErrPaused; calls within a second
 // of a forced refresh's start share its result. Errors are *Error, as
 // Token's.
-func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
+func (h *Handle) Refresh(ctx context.Context) (Record, error) {
 	c, ks := h.c, h.ks
 	if c.isClosed() {
-		return ClientCredential{}, closedError(h)
+		return Record{}, closedError(h)
 	}
 	ks.mu.Lock()
 	last := ks.forced
@@ -75,7 +75,7 @@ func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
 		ks.mu.Unlock()
 
 		fetcher := c.newest(h)
-		rec, err := c.runFlight(ctx, h, func(ctx context.Context) (*ClientCredential, error) {
+		rec, err := c.runFlight(ctx, h, func(ctx context.Context) (*Record, error) {
 			return c.load(ctx, fetcher, c.forcedAcceptor(ks), true)
 		})
 		ks.mu.Lock()
@@ -85,18 +85,18 @@ func (h *Handle) Refresh(ctx context.Context) (ClientCredential, error) {
 	})
 	select {
 	case <-ctx.Done():
-		return ClientCredential{}, NewError(CodeTokenRequestFailed,
+		return Record{}, NewError(CodeTokenRequestFailed,
 			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
 	case res := <-results:
-		rec, _ := res.Val.(*ClientCredential)
+		rec, _ := res.Val.(*Record)
 		return h.forcedResult(rec, res.Err)
 	}
 }
 
 // forcedResult is what Refresh returns for a forced refresh's outcome.
-func (h *Handle) forcedResult(rec *ClientCredential, err error) (ClientCredential, error) {
+func (h *Handle) forcedResult(rec *Record, err error) (Record, error) {
 	if err != nil {
-		return ClientCredential{}, requestFailed(h, err)
+		return Record{}, requestFailed(h, err)
 	}
 	return *h.view(rec), nil
 }

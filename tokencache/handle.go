@@ -42,7 +42,7 @@ type Handle struct {
 	prefetch atomic.Bool
 	// l1 holds the record as this handle returns it (its own
 	// ApplicationName and Scope), so a hit copies it out and nothing else.
-	l1 atomic.Pointer[ClientCredential]
+	l1 atomic.Pointer[Record]
 }
 
 // keyState is what the handles sharing one record key share: the record's
@@ -77,7 +77,7 @@ type keyState struct {
 
 	mu sync.Mutex
 	// current is the record last put into L1 (as stored).
-	current *ClientCredential
+	current *Record
 	// refreshAt is when current is due for a background refresh (zero:
 	// compute it from RefreshAhead).
 	refreshAt time.Time
@@ -245,7 +245,7 @@ func (h *Handle) Release() {
 // throttled, 502 after a permanent failure), after WaitTimeout or when ctx
 // ends, and 503 with RetryAfter (cause ErrClosed) once the Cache is closed.
 // Errors a Fetch returns as *Error are returned as they are.
-func (h *Handle) Token(ctx context.Context) (ClientCredential, error) {
+func (h *Handle) Token(ctx context.Context) (Record, error) {
 	c := h.c
 	if rec := h.l1.Load(); rec.validFor(c.now(), c.refreshWindow) {
 		if ce := c.log().Check(zapcore.DebugLevel, "token cache hit"); ce != nil {
@@ -282,7 +282,7 @@ func (c *Cache) newestOf(ks *keyState) *Handle {
 }
 
 // view returns rec as h returns it: with h's name and scope.
-func (h *Handle) view(rec *ClientCredential) *ClientCredential {
+func (h *Handle) view(rec *Record) *Record {
 	cp := *rec
 	cp.ApplicationName = h.app.Name
 	cp.Scope = h.scope

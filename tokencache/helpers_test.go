@@ -166,7 +166,7 @@ func (c *testCache) register(t testing.TB, app Application) *Handle {
 }
 
 // Token calls Token on the handle last registered as name.
-func (c *testCache) Token(ctx context.Context, name string) (ClientCredential, error) {
+func (c *testCache) Token(ctx context.Context, name string) (Record, error) {
 	return c.handles[name].Token(ctx)
 }
 
@@ -198,12 +198,12 @@ type spyStore struct {
 	onLockLost func()
 }
 
-func (s *spyStore) Get(ctx context.Context, key string) (*ClientCredential, error) {
+func (s *spyStore) Get(ctx context.Context, key string) (*Record, error) {
 	s.calls.Add(1)
 	return s.Store.Get(ctx, key)
 }
 
-func (s *spyStore) Set(ctx context.Context, key string, rec *ClientCredential, ttl time.Duration) error {
+func (s *spyStore) Set(ctx context.Context, key string, rec *Record, ttl time.Duration) error {
 	s.calls.Add(1)
 	return s.Store.Set(ctx, key, rec, ttl)
 }

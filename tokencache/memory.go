@@ -25,9 +25,9 @@ type MemoryStore struct {
 }
 
 type memoryEntry struct {
-	rec     *ClientCredential // records only
-	backoff *Backoff          // backoffs only
-	owner   string            // locks only
+	rec     *Record  // records only
+	backoff *Backoff // backoffs only
+	owner   string   // locks only
 	expires time.Time
 }
 
@@ -60,7 +60,7 @@ func (s *MemoryStore) live(m map[string]memoryEntry, key string) (memoryEntry, b
 }
 
 // Get returns a copy of the record under key, or (nil, ErrNotFound).
-func (s *MemoryStore) Get(_ context.Context, key string) (*ClientCredential, error) {
+func (s *MemoryStore) Get(_ context.Context, key string) (*Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.live(s.records, key)
@@ -72,7 +72,7 @@ func (s *MemoryStore) Get(_ context.Context, key string) (*ClientCredential, err
 }
 
 // Set stores a copy of rec under key for ttl.
-func (s *MemoryStore) Set(_ context.Context, key string, rec *ClientCredential, ttl time.Duration) error {
+func (s *MemoryStore) Set(_ context.Context, key string, rec *Record, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}

@@ -9,7 +9,7 @@ func TestMemoryStoreHonoursTTLOnItsClock(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemoryStore(clock.Now)
 	ctx := t.Context()
-	rec := &ClientCredential{ID: "k", AccessToken: "t"}
+	rec := &Record{ID: "k", AccessToken: "t"}
 	if err := store.Set(ctx, "k", rec, time.Minute); err != nil {
 		t.Fatal(err)
 	}

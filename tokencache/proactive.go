@@ -50,7 +50,7 @@ func (c *Cache) schedule(ks *keyState) {
 
 // refreshPoint is when rec is due for a refresh by RefreshAhead: that
 // fraction of its lifetime (UpdatedAt to expiry) after UpdatedAt.
-func refreshPoint(rec *ClientCredential, ahead float64) time.Time {
+func refreshPoint(rec *Record, ahead float64) time.Time {
 	lifetime := rec.AccessTokenExpiresAt.Sub(rec.UpdatedAt)
 	if rec.UpdatedAt.IsZero() || lifetime <= 0 {
 		return rec.AccessTokenExpiresAt
@@ -83,7 +83,7 @@ func refreshDelay(now, at, deadline time.Time, random float64) time.Duration {
 // is the record it replaces (nil for none): any valid record newer than it
 // will do, such as one another replica announced after the refresh was
 // armed.
-func (c *Cache) backgroundRefresh(ks *keyState, due *ClientCredential) {
+func (c *Cache) backgroundRefresh(ks *keyState, due *Record) {
 	if !c.startBackground() {
 		return
 	}

@@ -29,7 +29,7 @@ func TestLockLoserWakesOnPublish(t *testing.T) {
 		aDone <- err
 	}()
 	receive(t, ha.fetching, "the winner's fetch")
-	bDone := make(chan ClientCredential, 1)
+	bDone := make(chan Record, 1)
 	go func() {
 		rec, err := b.Token(t.Context(), "graph")
 		if err != nil {

@@ -9,15 +9,15 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// redacted replaces an access token wherever a ClientCredential is printed.
+// redacted replaces an access token wherever a Record is printed.
 const redacted = "[REDACTED]"
 
-// ClientCredential is a cached token record, the value of Handle.Token. In the
+// Record is a cached token record, the value of Handle.Token. In the
 // store it is JSON with the field names below and RFC 3339 times.
 //
 // fmt (%v, %+v, %#v, %s, %q) and zap (zap.Any, zap.Object) print it with the
 // access token redacted; encoding/json does not, because the store needs it.
-type ClientCredential struct {
+type Record struct {
 	// ID is the record key (see RecordKey).
 	ID string `json:"id"`
 	// ApplicationName is the application's name (Application.Name of the
@@ -51,7 +51,7 @@ type Fetched struct {
 // (no secret, no token): the cache puts their text in Error.Message.
 type FetchFunc func(ctx context.Context) (Fetched, error)
 
-func (c ClientCredential) redactedToken() string {
+func (c Record) redactedToken() string {
 	if c.AccessToken == "" {
 		return ""
 	}
@@ -59,15 +59,15 @@ func (c ClientCredential) redactedToken() string {
 }
 
 // String formats the record like %v formats a struct, with the token redacted.
-func (c ClientCredential) String() string {
+func (c Record) String() string {
 	return fmt.Sprintf("{%s %s %s %s %s %s %s}", c.ID, c.ApplicationName, c.redactedToken(),
 		c.AccessTokenExpiresAt.Format(time.RFC3339Nano), c.Scope,
 		c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano))
 }
 
 // GoString formats the record like %#v formats a struct, with the token redacted.
-func (c ClientCredential) GoString() string {
-	return fmt.Sprintf("tokencache.ClientCredential{ID:%q, ApplicationName:%q, AccessToken:%q, "+
+func (c Record) GoString() string {
+	return fmt.Sprintf("tokencache.Record{ID:%q, ApplicationName:%q, AccessToken:%q, "+
 		"AccessTokenExpiresAt:%q, Scope:%q, CreatedAt:%q, UpdatedAt:%q}",
 		c.ID, c.ApplicationName, c.redactedToken(),
 		c.AccessTokenExpiresAt.Format(time.RFC3339Nano), c.Scope,
@@ -75,7 +75,7 @@ func (c ClientCredential) GoString() string {
 }
 
 // Format implements fmt.Formatter so that no verb prints the token.
-func (c ClientCredential) Format(f fmt.State, verb rune) {
+func (c Record) Format(f fmt.State, verb rune) {
 	switch {
 	case verb == 'v' && f.Flag('#'):
 		_, _ = io.WriteString(f, c.GoString())
@@ -93,7 +93,7 @@ func (c ClientCredential) Format(f fmt.State, verb rune) {
 
 // MarshalLogObject implements zapcore.ObjectMarshaler so that zap.Any and
 // zap.Object log the record without its token.
-func (c ClientCredential) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+func (c Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("id", c.ID)
 	enc.AddString("applicationName", c.ApplicationName)
 	enc.AddString("accessToken", c.redactedToken())
@@ -106,13 +106,13 @@ func (c ClientCredential) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 
 // validFor reports whether the record has a token with more than window
 // left at now.
-func (c *ClientCredential) validFor(now time.Time, window time.Duration) bool {
+func (c *Record) validFor(now time.Time, window time.Duration) bool {
 	return c != nil && c.AccessToken != "" && c.AccessTokenExpiresAt.Sub(now) > window
 }
 
 var (
-	_ fmt.Formatter           = ClientCredential{}
-	_ fmt.Stringer            = ClientCredential{}
-	_ fmt.GoStringer          = ClientCredential{}
-	_ zapcore.ObjectMarshaler = ClientCredential{}
+	_ fmt.Formatter           = Record{}
+	_ fmt.Stringer            = Record{}
+	_ fmt.GoStringer          = Record{}
+	_ zapcore.ObjectMarshaler = Record{}
 )

@@ -12,9 +12,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestClientCredentialRedactsToken(t *testing.T) {
+func TestRecordRedactsToken(t *testing.T) {
 	const token = "eyJhbGciOiJSUzI1NiJ9.secret-payload.signature"
-	rec := ClientCredential{
+	rec := Record{
 		ID:                   "entra:{abc}:token",
 		ApplicationName:      "graph-api",
 		AccessToken:          token,
@@ -22,7 +22,7 @@ func TestClientCredentialRedactsToken(t *testing.T) {
 		Scope:                testScope,
 	}
 	for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d"} {
-		for _, arg := range []any{rec, &rec, []ClientCredential{rec}, map[string]*ClientCredential{"a": &rec}} {
+		for _, arg := range []any{rec, &rec, []Record{rec}, map[string]*Record{"a": &rec}} {
 			out := fmt.Sprintf(format, arg)
 			if strings.Contains(out, token) || strings.Contains(out, "secret-payload") {
 				t.Errorf("Sprintf(%q, %T) = %s: leaks the token", format, arg, out)
@@ -48,9 +48,9 @@ func TestClientCredentialRedactsToken(t *testing.T) {
 	}
 }
 
-func TestClientCredentialJSONRoundTrip(t *testing.T) {
+func TestRecordJSONRoundTrip(t *testing.T) {
 	at := time.Date(2030, 1, 2, 3, 4, 5, 123_000_000, time.UTC)
-	rec := ClientCredential{ID: "k", ApplicationName: "a", AccessToken: "t", AccessTokenExpiresAt: at,
+	rec := Record{ID: "k", ApplicationName: "a", AccessToken: "t", AccessTokenExpiresAt: at,
 		Scope: "s1 s2", CreatedAt: at, UpdatedAt: at}
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -61,7 +61,7 @@ func TestClientCredentialJSONRoundTrip(t *testing.T) {
 	if string(raw) != want {
 		t.Errorf("json = %s\nwant   %s", raw, want)
 	}
-	var back ClientCredential
+	var back Record
 	if err := json.Unmarshal(raw, &back); err != nil || back != rec {
 		t.Errorf("round trip = %+v, %v", back, err)
 	}

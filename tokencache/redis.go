@@ -100,13 +100,13 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // (or, with encryption, does not open) is reported as an error wrapping
 // ErrNotFound, so it counts as a miss and the next refresh overwrites it;
 // so is one longer than MaxRecordBytes, which is not even read.
-func (s *RedisStore) Get(ctx context.Context, key string) (*ClientCredential, error) {
+func (s *RedisStore) Get(ctx context.Context, key string) (*Record, error) {
 	rec, _, err := s.get(ctx, key)
 	return rec, err
 }
 
 // get returns the record under key and its raw stored value.
-func (s *RedisStore) get(ctx context.Context, key string) (*ClientCredential, []byte, error) {
+func (s *RedisStore) get(ctx context.Context, key string) (*Record, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	raw, err := s.getBounded(ctx, key, MaxRecordBytes, "record")
@@ -123,7 +123,7 @@ func (s *RedisStore) get(ctx context.Context, key string) (*ClientCredential, []
 	if err != nil {
 		return nil, raw, fmt.Errorf("%w: decoding record %s: %v", ErrNotFound, key, err)
 	}
-	var rec ClientCredential
+	var rec Record
 	if err := json.Unmarshal(plain, &rec); err != nil {
 		// Not %w: a json error can quote part of the value.
 		return nil, raw, fmt.Errorf("%w: decoding record %s: %s", ErrNotFound, key, jsonErrorKind(err))
@@ -162,7 +162,7 @@ func jsonErrorKind(err error) string {
 // Set writes rec as JSON (sealed if the store has keys) under key,
 // expiring after ttl. A record longer than MaxRecordBytes, which other
 // replicas would not read, is not written: the error wraps errTooLarge.
-func (s *RedisStore) Set(ctx context.Context, key string, rec *ClientCredential, ttl time.Duration) error {
+func (s *RedisStore) Set(ctx context.Context, key string, rec *Record, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}

@@ -310,7 +310,7 @@ func TestRedisCorruptRecordIsAMissAndOverwritten(t *testing.T) {
 				t.Errorf("fetch not called for a corrupt record")
 			}
 			raw, _ := mr.Get(key)
-			var stored ClientCredential
+			var stored Record
 			if err := json.Unmarshal([]byte(raw), &stored); err != nil || stored.AccessToken != rec.AccessToken {
 				t.Errorf("record not overwritten: %q (%v)", raw, err)
 			}
@@ -397,7 +397,7 @@ func TestRedisStoreGetMissAndTTL(t *testing.T) {
 	if _, err := store.Get(ctx, "entra:{none}:token"); err != ErrNotFound {
 		t.Errorf("Get(missing) error = %v, want ErrNotFound", err)
 	}
-	rec := &ClientCredential{ID: "entra:{x}:token", AccessToken: "t"}
+	rec := &Record{ID: "entra:{x}:token", AccessToken: "t"}
 	if err := store.Set(ctx, rec.ID, rec, time.Minute); err != nil {
 		t.Fatal(err)
 	}

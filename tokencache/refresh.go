@@ -32,12 +32,12 @@ const loserWaitLockTTLs = 3
 // (singleflight), detached from the first caller's cancellation so that the
 // other callers still get its result; every caller returns as soon as its
 // own ctx ends or WaitTimeout passes.
-func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error) {
+func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	if rec := h.ks.currentRecord(); rec.validFor(c.now(), c.refreshWindow) {
 		return *h.view(rec), nil // h was released: its L1 is no longer filled
 	}
 	if c.isClosed() {
-		return ClientCredential{}, closedError(h)
+		return Record{}, closedError(h)
 	}
 	c.hooks.flightStarting(h.ks.key)
 	results := c.startFlight(ctx, h, false, nil)
@@ -45,17 +45,17 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 	defer wait.Stop()
 	select {
 	case <-ctx.Done():
-		return ClientCredential{}, NewError(CodeTokenRequestFailed,
+		return Record{}, NewError(CodeTokenRequestFailed,
 			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
 	case <-wait.C:
-		return ClientCredential{}, NewError(CodeTokenRequestFailed,
+		return Record{}, NewError(CodeTokenRequestFailed,
 			fmt.Sprintf("no token for application %q within %s; still trying", h.app.Name, c.waitTimeout),
 			context.DeadlineExceeded)
 	case res := <-results:
 		if res.Err != nil {
-			return ClientCredential{}, requestFailed(h, res.Err)
+			return Record{}, requestFailed(h, res.Err)
 		}
-		return *h.view(res.Val.(*ClientCredential)), nil
+		return *h.view(res.Val.(*Record)), nil
 	}
 }
 
@@ -64,10 +64,10 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (ClientCredential, error
 // background refresh looks for a newer record than the current one even
 // while that one is still valid. Every flight ends by scheduling the key's
 // next background refresh. Close cancels it: its callers get ErrClosed.
-func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *ClientCredential) <-chan singleflight.Result {
+func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *Record) <-chan singleflight.Result {
 	fetcher := c.newest(h)
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
-		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*ClientCredential, error) {
+		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*Record, error) {
 			return c.load(ctx, fetcher, c.acceptorFor(fetcher.ks, background, due), false)
 		})
 		if err != nil {
@@ -83,7 +83,7 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due
 // take (a lock loser's wait, a fetch and an unlock), and cancelled by
 // Close: its error is then closedError(h). It ends by scheduling the key's
 // next background refresh.
-func (c *Cache) runFlight(ctx context.Context, h *Handle, body func(context.Context) (*ClientCredential, error)) (*ClientCredential, error) {
+func (c *Cache) runFlight(ctx context.Context, h *Handle, body func(context.Context) (*Record, error)) (*Record, error) {
 	flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 		time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
 	defer cancel()
@@ -108,16 +108,16 @@ func requestFailed(h *Handle, err error) *Error {
 }
 
 // acceptor says whether a record found in L1 or the store will do.
-type acceptor func(rec *ClientCredential) bool
+type acceptor func(rec *Record) bool
 
 // acceptorFor returns what a refresh of ks accepts: a valid record not
 // purged, and for a background refresh one newer than the current.
-func (c *Cache) acceptorFor(ks *keyState, background bool, due *ClientCredential) acceptor {
+func (c *Cache) acceptorFor(ks *keyState, background bool, due *Record) acceptor {
 	cur := ks.currentRecord()
 	if background {
 		cur = due // newer than the record the refresh replaces will do
 	}
-	return func(rec *ClientCredential) bool {
+	return func(rec *Record) bool {
 		if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) {
 			return false
 		}
@@ -133,7 +133,7 @@ func (c *Cache) acceptorFor(ks *keyState, background bool, due *ClientCredential
 // purged that holds another token than the current one.
 func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
 	held := ks.currentRecord()
-	return func(rec *ClientCredential) bool {
+	return func(rec *Record) bool {
 		return rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec.AccessToken) &&
 			(held == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1)
 	}
@@ -146,7 +146,7 @@ func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
 // refresh (Handle.Refresh) is the same with its own acceptor, except that
 // it obeys the backoff first and takes no record before it has lost the
 // lock, nor under the lock: it fetches.
-func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced bool) (*ClientCredential, error) {
+func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced bool) (*Record, error) {
 	ks := h.ks
 	existing := ks.currentRecord()
 	// A refresh that ended just before this one began, or an announcement
@@ -200,7 +200,7 @@ func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced boo
 // meanwhile), writes the record or the backoff, releases the lock and
 // announces the change. A forced refresh takes no record here: it obeys
 // the fleet's backoff and fetches.
-func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor, forced bool) (*ClientCredential, error) {
+func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor, forced bool) (*Record, error) {
 	ks := h.ks
 	locked := true
 	defer func() {
@@ -247,7 +247,7 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 // request failed) the lock if it is free (the winner failed, or died and
 // its lock expired). After loserWaitLockTTLs×LockTTL it fetches on its
 // own.
-func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential, accept acceptor, forced bool, updates <-chan struct{}) (*ClientCredential, error) {
+func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept acceptor, forced bool, updates <-chan struct{}) (*Record, error) {
 	ks := h.ks
 	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
 	defer giveUp.Stop()
@@ -298,7 +298,7 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *ClientCredential
 
 // read returns the store's record for h, nil if there is none (or it does
 // not decode, or is not trusted), or the store's error.
-func (c *Cache) read(ctx context.Context, h *Handle) (*ClientCredential, error) {
+func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 	rec, err := c.store.Get(ctx, h.ks.key)
 	switch {
 	case err == nil:
@@ -325,7 +325,7 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*ClientCredential, error) 
 // existing if any), writes it to the store if write, ends any backoff and
 // fills L1; on failure it starts or lengthens the backoff (in the store
 // too if write).
-func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential, write bool) (*ClientCredential, error) {
+func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
@@ -351,7 +351,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *ClientCredential
 		return nil, c.recordFailure(ctx, h, err, write)
 	}
 	stamp := now.UTC().Truncate(time.Millisecond)
-	rec := &ClientCredential{
+	rec := &Record{
 		ID:                   ks.key,
 		ApplicationName:      h.app.Name,
 		AccessToken:          fetched.AccessToken,
@@ -437,7 +437,7 @@ func (c *Cache) publish(ctx context.Context, ks *keyState) {
 
 // took puts a record found in the store into L1: someone fetched it, so
 // the endpoint works again and this process's backoff ends.
-func (c *Cache) took(ks *keyState, rec *ClientCredential) {
+func (c *Cache) took(ks *keyState, rec *Record) {
 	ks.clearBackoff()
 	c.fill(ks, rec, time.Time{}, SourceStore, true)
 }
@@ -446,7 +446,7 @@ func (c *Cache) took(ks *keyState, rec *ClientCredential) {
 // live handle of the key, each with its own name and scope. refreshAt
 // is when it is due for a background refresh (zero: from RefreshAhead);
 // from says where rec came from and inStore whether the store holds it.
-func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time, from Source, inStore bool) {
+func (c *Cache) fill(ks *keyState, rec *Record, refreshAt time.Time, from Source, inStore bool) {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
 	ks.mu.Lock()
@@ -458,7 +458,7 @@ func (c *Cache) fill(ks *keyState, rec *ClientCredential, refreshAt time.Time, f
 }
 
 // currentRecord returns ks's current record, nil if none.
-func (ks *keyState) currentRecord() *ClientCredential {
+func (ks *keyState) currentRecord() *Record {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	return ks.current

@@ -20,7 +20,7 @@ const (
 type Status struct {
 	// Record is the current record as the handle returns it, nil when
 	// there is none; it may be expired (see Usable).
-	Record *ClientCredential
+	Record *Record
 	// Usable reports whether Record has more than RefreshWindow left: a
 	// Token call would return it without a refresh.
 	Usable bool

@@ -17,9 +17,9 @@ var ErrNotFound = errors.New("tokencache: record not found")
 // the store being unavailable and carries on without it.
 type Store interface {
 	// Get returns the record under key, or (nil, ErrNotFound).
-	Get(ctx context.Context, key string) (*ClientCredential, error)
+	Get(ctx context.Context, key string) (*Record, error)
 	// Set writes rec under key for ttl (ttl must be positive).
-	Set(ctx context.Context, key string, rec *ClientCredential, ttl time.Duration) error
+	Set(ctx context.Context, key string, rec *Record, ttl time.Duration) error
 	// DeleteRecord deletes the record under key only if it still holds
 	// accessToken, and reports whether it did.
 	DeleteRecord(ctx context.Context, key, accessToken string) (bool, error)

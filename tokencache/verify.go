@@ -11,7 +11,7 @@ import (
 // Application.VerifyStored): a record that matches h's identity; one that
 // cannot be checked only from a store that authenticates its records; never
 // one of another identity, which is logged as possible tampering.
-func (c *Cache) trusted(h *Handle, rec *ClientCredential) bool {
+func (c *Cache) trusted(h *Handle, rec *Record) bool {
 	if rec == nil || rec.AccessToken == "" {
 		return true
 	}
@@ -57,7 +57,7 @@ func (c *Cache) trusted(h *Handle, rec *ClientCredential) bool {
 // misconfiguration: every replica would reject it) is not; then the key is
 // marked unshared, said once, and from then on fetched by this replica on
 // its own, without the store.
-func (c *Cache) shareable(h *Handle, rec *ClientCredential) bool {
+func (c *Cache) shareable(h *Handle, rec *Record) bool {
 	verify := h.app.VerifyStored
 	ks := h.ks
 	if verify == nil {

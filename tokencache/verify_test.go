@@ -17,7 +17,7 @@ import (
 // verifyByPrefix stands for a caller's VerifyStored: "ours-" tokens belong
 // to the application, "theirs-" tokens to another tenant, anything else
 // cannot be told.
-func verifyByPrefix(rec ClientCredential) error {
+func verifyByPrefix(rec Record) error {
 	switch {
 	case strings.HasPrefix(rec.AccessToken, "ours-"):
 		return nil
@@ -52,7 +52,7 @@ func verifiedApp(fetch FetchFunc) Application {
 func plant(t *testing.T, mr *miniredis.Miniredis, clock *fakeClock, token string) string {
 	t.Helper()
 	key := RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))
-	raw, err := json.Marshal(ClientCredential{ID: key, ApplicationName: "graph-api", AccessToken: token,
+	raw, err := json.Marshal(Record{ID: key, ApplicationName: "graph-api", AccessToken: token,
 		AccessTokenExpiresAt: clock.Now().Add(time.Hour), Scope: testScope, CreatedAt: clock.Now(), UpdatedAt: clock.Now()})
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func storedToken(t *testing.T, mr *miniredis.Miniredis, key string) string {
 	if err != nil {
 		return ""
 	}
-	var rec ClientCredential
+	var rec Record
 	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
 		t.Fatalf("record %s: %v", key, err)
 	}
@@ -130,7 +130,7 @@ func TestPlantedRecordOfAnotherIdentityIsAMissEvenFromAnEncryptedStore(t *testin
 	// mix-up did): authentication does not make it this identity's.
 	store := newEncryptedStore(t, mr, testKey(1))
 	key := RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))
-	if err := store.Set(t.Context(), key, &ClientCredential{ID: key, AccessToken: "theirs-sealed",
+	if err := store.Set(t.Context(), key, &Record{ID: key, AccessToken: "theirs-sealed",
 		AccessTokenExpiresAt: clock.Now().Add(time.Hour)}, time.Hour); err != nil {
 		t.Fatal(err)
 	}

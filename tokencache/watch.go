@@ -123,7 +123,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 // allowRefetch): within it, it is kept until its own refresh or the next
 // announcement after the interval. Application.OnStoreDrop is told either
 // way.
-func (c *Cache) dropGone(ks *keyState, seen *ClientCredential) {
+func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	cur := ks.current
