@@ -94,9 +94,9 @@ type App struct {
 	// handles are this config's registrations in the pooled cache, by
 	// application name. cache and the map do not change after Validate; a
 	// system-assigned identity's handle is replaced once (see rekey),
-	// ordered with Cleanup by rekeys.
-	handles map[string]*appHandle
-	rekeys  *rekeyGuard // a pointer: Caddy copies module values
+	// ordered with Start and Cleanup by lifecycle.
+	handles   map[string]*appHandle
+	lifecycle *lifecycleGuard // a pointer: Caddy copies module values
 	// resolved are the applications' settings Validate resolved (they hold
 	// credentials: never logged).
 	resolved []resolvedApplication
@@ -250,9 +250,9 @@ func (a *App) Start() error {
 // token requested with its credential while a running config shares the
 // key.
 func (a *App) activate() {
-	a.rekeys.mu.Lock()
-	defer a.rekeys.mu.Unlock()
-	a.rekeys.started = true
+	a.lifecycle.mu.Lock()
+	defer a.lifecycle.mu.Unlock()
+	a.lifecycle.started = true
 	for _, h := range a.handles {
 		h.current.Load().Activate()
 	}
@@ -275,12 +275,12 @@ func (a *App) Cleanup() error {
 	if a.cache == nil {
 		return nil
 	}
-	a.rekeys.mu.Lock()
-	a.rekeys.cleanedUp = true
+	a.lifecycle.mu.Lock()
+	a.lifecycle.cleanedUp = true
 	for _, h := range a.handles {
 		h.current.Load().Release()
 	}
-	a.rekeys.mu.Unlock()
+	a.lifecycle.mu.Unlock()
 	if _, err := cachePool.Delete(a.poolKey); err != nil {
 		a.logger.Error("releasing the token cache", zap.Error(err))
 	}

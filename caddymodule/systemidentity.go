@@ -56,9 +56,11 @@ func recordIdentity(client *entra.Client, identity *entra.TokenIdentity) (string
 	return base + "\nprocess=" + processRecordNonce, true
 }
 
-// rekeyGuard orders rekeys with Start and Cleanup: after Cleanup no handle
-// is registered again, and one registered before Start is activated by it.
-type rekeyGuard struct {
+// lifecycleGuard is where the app is in its life (started, cleaned up),
+// under the lock that orders rekeys with Start and Cleanup: after Cleanup
+// no handle is registered again, and one registered before Start is
+// activated by it.
+type lifecycleGuard struct {
 	mu        sync.Mutex
 	cleanedUp bool
 	started   bool // the app started: handles are registered active
@@ -100,16 +102,16 @@ func (r *rekeyer) learned(learnErr error) {
 // identity's record key and releases the old one (whose requests in flight
 // still get their answer).
 func (a *App) rekey(r *rekeyer) {
-	a.rekeys.mu.Lock()
-	defer a.rekeys.mu.Unlock()
+	a.lifecycle.mu.Lock()
+	defer a.lifecycle.mu.Unlock()
 	ah := a.handles[r.app.Name]
-	if a.rekeys.cleanedUp || ah == nil {
+	if a.lifecycle.cleanedUp || ah == nil {
 		return
 	}
 	app := r.app
 	app.Identity, _ = recordIdentity(r.client, r.identity)
 	register := a.cache.RegisterPending
-	if a.rekeys.started {
+	if a.lifecycle.started {
 		register = a.cache.Register
 	}
 	h, err := register(app)

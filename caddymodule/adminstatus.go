@@ -1,13 +1,10 @@
 package caddymodule
 
 import (
-	"errors"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra"
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // runningApp is the newest started entra app: what the admin API
@@ -86,40 +83,4 @@ func (a *App) status(name string) (tokenInfo, bool) {
 		info.Backoff = backoffOf(f)
 	}
 	return info, true
-}
-
-// timeOrNil is t in UTC, nil when zero.
-func timeOrNil(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	t = t.UTC().Truncate(time.Millisecond)
-	return &t
-}
-
-// backoffOf describes a failure: never a token or a secret (the message
-// and the endpoint's error fields never carry one).
-func backoffOf(f *tokencache.Failure) *backoffInfo {
-	b := &backoffInfo{
-		Until:     f.Until.UTC().Truncate(time.Millisecond),
-		Active:    f.Active,
-		Kind:      "transient",
-		Attempts:  f.Attempts,
-		Message:   f.Message,
-		errorInfo: errorInfoOf(f.Err),
-	}
-	if f.Permanent {
-		b.Kind = "permanent"
-	}
-	return b
-}
-
-// errorInfoOf is what err says of the token endpoint's answer, empty if it
-// is not a token endpoint error.
-func errorInfoOf(err error) errorInfo {
-	var re *entra.RequestError
-	if !errors.As(err, &re) {
-		return errorInfo{}
-	}
-	return errorInfo{Error: re.Code, ErrorCodes: re.ErrorCodes, TraceID: re.TraceID, CorrelationID: re.CorrelationID}
 }

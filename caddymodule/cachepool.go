@@ -54,9 +54,9 @@ func (a *App) register(s *settings) error {
 	// and refreshes in flight, kept per record key, carry over.
 	// A rekey (a system-assigned identity learned by a first fetch, which a
 	// registration may start) waits until the handles are in place.
-	a.rekeys = new(rekeyGuard)
-	a.rekeys.mu.Lock()
-	defer a.rekeys.mu.Unlock()
+	a.lifecycle = new(lifecycleGuard)
+	a.lifecycle.mu.Lock()
+	defer a.lifecycle.mu.Unlock()
 	handles := make(map[string]*appHandle, len(apps))
 	for _, app := range apps {
 		h, err := cache.RegisterPending(app) // activated in Start
