@@ -83,7 +83,7 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		if r.Method == http.MethodDelete {
 			ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 			defer cancel()
-			if err := h.Delete(ctx); err != nil {
+			if err := h.DeleteEverywhere(ctx); err != nil {
 				app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
 				return writeErrorAnswer(w, errorAnswer{status: http.StatusServiceUnavailable, code: tokencache.CodeTokenRequestFailed,
 					message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),

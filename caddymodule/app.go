@@ -308,11 +308,11 @@ func (a *App) handle(name string) (*tokencache.Handle, bool) {
 	return ah.current.Load(), true
 }
 
-// purge drops accessToken from the cache if it is still applicationName's
-// current token, reporting whether it did.
-func (a *App) purge(ctx context.Context, applicationName, accessToken string) bool {
+// purgeRejected drops accessToken, which downstream refused, from the cache
+// if it is still applicationName's current token, reporting whether it did.
+func (a *App) purgeRejected(ctx context.Context, applicationName, accessToken string) bool {
 	h, ok := a.handle(applicationName)
-	return ok && h.Purge(ctx, accessToken)
+	return ok && h.PurgeRejected(ctx, accessToken)
 }
 
 // hasApplication reports whether name is configured.

@@ -219,7 +219,7 @@ func (h *Handler) countInjected() {
 
 // purge drops a token that downstream refused.
 func (h *Handler) purge(r *http.Request, credential tokencache.Record, status int) {
-	if h.app.purge(r.Context(), h.Application, credential.AccessToken) {
+	if h.app.purgeRejected(r.Context(), h.Application, credential.AccessToken) {
 		metrics().purges.WithLabelValues(h.Application).Inc()
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",
 			zap.String("application", h.Application),

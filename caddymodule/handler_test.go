@@ -292,7 +292,7 @@ func TestReloadNeverChangesTheRunningConfig(t *testing.T) {
 	if err := failed.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	if !running.purge(context.Background(), "graph-api", first.AccessToken) {
+	if !running.purgeRejected(context.Background(), "graph-api", first.AccessToken) {
 		t.Fatal("purge of the current token did nothing")
 	}
 	if _, err := running.Token(context.Background(), "graph-api"); err != nil {

@@ -102,8 +102,8 @@ func TestCacheRedisRestartedRejoins(t *testing.T) {
 	startRedisOnPort(t, port, dir)
 	// A later refresh (forced by a purge, as an upstream 401 would) writes
 	// the record to the restarted Redis.
-	if !c.Purge(context.Background(), "graph-api", first.AccessToken) {
-		t.Fatal("Purge = false")
+	if !c.PurgeRejected(context.Background(), "graph-api", first.AccessToken) {
+		t.Fatal("PurgeRejected = false")
 	}
 	rec, _ := tokenWithin(t, c, "graph-api", 5*time.Second)
 	raw := redis.NewClient(&redis.Options{Addr: addr})

@@ -80,9 +80,9 @@ func (c *replicaCache) Token(ctx context.Context, name string) (tokencache.Recor
 	return c.handles[name].Token(ctx)
 }
 
-// Purge calls Purge on name's handle.
-func (c *replicaCache) Purge(ctx context.Context, name, accessToken string) bool {
-	return c.handles[name].Purge(ctx, accessToken)
+// PurgeRejected calls PurgeRejected on name's handle.
+func (c *replicaCache) PurgeRejected(ctx context.Context, name, accessToken string) bool {
+	return c.handles[name].PurgeRejected(ctx, accessToken)
 }
 
 // newReplicaCache returns a Cache (one replica's) on a new RedisStore with

@@ -226,7 +226,7 @@ func TestPlantedBackoffIsIgnored(t *testing.T) {
 	}
 
 	// One a replica could have written is obeyed.
-	if !c.Purge(t.Context(), "graph-api", rec.AccessToken) {
+	if !c.PurgeRejected(t.Context(), "graph-api", rec.AccessToken) {
 		t.Fatal("the token was not purged")
 	}
 	planted.Until = clock.Now().Add(maxRetryAfter)

@@ -6,8 +6,8 @@
 //
 // The package knows nothing of Caddy or of Entra ID: each Application
 // carries the FetchFunc that obtains a token, and the cache decides when to
-// call it. Cache.Register returns a Handle, whose Token and Purge serve the
-// application until Release and answer after it too (a token, or a
+// call it. Cache.Register returns a Handle, whose Token and PurgeRejected
+// serve the application until Release and answer after it too (a token, or a
 // retryable error once the Cache is closed), so a config reload needs no
 // grace period. Handles with the same record key share its record,
 // refreshes and backoff, and every fetch uses the newest live active

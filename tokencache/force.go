@@ -106,14 +106,16 @@ type recordRemover interface {
 	RemoveRecord(ctx context.Context, key string) error
 }
 
-// Delete purges h's key everywhere: the store's record is deleted whatever
-// token it holds, this process drops its copy, and the deletion is
+// DeleteEverywhere purges h's key everywhere, whatever token it holds: it
+// serves the admin API (DELETE /entra/tokens/<application>). The store's
+// record is deleted, this process drops its copy, and the deletion is
 // announced so that every replica sharing the store drops its own (see
 // watch). The next Token fetches a new token (one per fleet, as usual); a
-// key kept warm (Prefetch) fetches at once. A running backoff is kept.
-// The error reports a store failure; this process's copy is dropped
-// regardless.
-func (h *Handle) Delete(ctx context.Context) error {
+// key kept warm (Prefetch) fetches at once. A running backoff is kept. It
+// is not rate-limited (unlike PurgeRejected, which drops only a given
+// token a downstream refused). The error reports a store failure; this
+// process's copy is dropped regardless.
+func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	c, ks := h.c, h.ks
 	c.registerMu.Lock()
 	ks.mu.Lock()

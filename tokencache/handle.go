@@ -89,7 +89,7 @@ type keyState struct {
 	failure Backoff
 	lastErr error
 	// purged holds SHA-256 fingerprints of purged tokens until they expire;
-	// lastPurge rate-limits Purge.
+	// lastPurge rate-limits PurgeRejected.
 	purged    map[[32]byte]time.Time
 	lastPurge time.Time
 
@@ -214,8 +214,8 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 
 // Release ends the registration. The key's refreshes go on with the newest
 // active handle left (else the newest pending one); when none is left, the
-// key's background refresh stops. The handle still answers Token and Purge
-// afterwards (see Handle). Calls after the first do nothing.
+// key's background refresh stops. The handle still answers Token and
+// PurgeRejected afterwards (see Handle). Calls after the first do nothing.
 func (h *Handle) Release() {
 	c, ks := h.c, h.ks
 	c.registerMu.Lock()

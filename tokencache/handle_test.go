@@ -131,7 +131,7 @@ func TestAReleasedHandleAnswersUntilClose(t *testing.T) {
 	if p := clock.pending(); len(p) != 0 {
 		t.Errorf("refresh timers %v left after the last handle of the key went", p)
 	}
-	if !h.Purge(t.Context(), first.AccessToken) {
+	if !h.PurgeRejected(t.Context(), first.AccessToken) {
 		t.Fatal("purge on a released handle did nothing")
 	}
 	second, err := h.Token(t.Context())

@@ -170,9 +170,9 @@ func (c *testCache) Token(ctx context.Context, name string) (Record, error) {
 	return c.handles[name].Token(ctx)
 }
 
-// Purge calls Purge on the handle last registered as name.
-func (c *testCache) Purge(ctx context.Context, name, accessToken string) bool {
-	return c.handles[name].Purge(ctx, accessToken)
+// PurgeRejected calls PurgeRejected on the handle last registered as name.
+func (c *testCache) PurgeRejected(ctx context.Context, name, accessToken string) bool {
+	return c.handles[name].PurgeRejected(ctx, accessToken)
 }
 
 // newTestCache returns a Cache on store judging time by clock (its timers

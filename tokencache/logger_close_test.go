@@ -37,14 +37,14 @@ func TestSetLoggerSwapsTheLogger(t *testing.T) {
 	if _, err := c.Token(t.Context(), "graph-api"); err != nil { // hit: debug log
 		t.Fatal(err)
 	}
-	c.Purge(t.Context(), "graph-api", "token-1")
+	c.PurgeRejected(t.Context(), "graph-api", "token-1")
 	if n := newLogs.Len(); n != 1 {
 		t.Errorf("%d logs to the logger replaced by nil, want the 1 from before", n)
 	}
 }
 
 // TestSetLoggerIsRaceFree swaps the logger while Token (hit and miss) and
-// Purge log; run with -race.
+// PurgeRejected log; run with -race.
 func TestSetLoggerIsRaceFree(t *testing.T) {
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
@@ -56,7 +56,7 @@ func TestSetLoggerIsRaceFree(t *testing.T) {
 			for j := range 200 {
 				rec, _ := c.Token(context.Background(), "graph-api")
 				if j%50 == 0 {
-					c.Purge(context.Background(), "graph-api", rec.AccessToken)
+					c.PurgeRejected(context.Background(), "graph-api", rec.AccessToken)
 				}
 			}
 		})

@@ -184,7 +184,7 @@ func TestDeleteIsFleetWide(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.Delete(t.Context()); err != nil {
+	if err := a.DeleteEverywhere(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if mr.Exists(a.Key()) {

@@ -9,15 +9,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// Purge drops the handle's current token when it equals accessToken
-// (the one just sent), for a downstream that answered 401: from L1 in this
+// PurgeRejected drops the handle's current token when it equals accessToken
+// (the one just sent), for a downstream that answered 401 (the handler's
+// path; the admin API's DELETE uses DeleteEverywhere, which drops whatever
+// token the key holds, fleet-wide, and is not rate-limited): from L1 in this
 // process and from the store (only if the store still holds that token), so
 // the next Token fetches a fresh one, and a store record holding it is no
 // longer taken. Each token is purged at most once (its SHA-256 fingerprint,
 // never the token, is kept until it expires), and a record key at most once
 // per PurgeInterval, an interval shared with drops the store asks for (see
 // allowRefetch). It reports whether it purged.
-func (h *Handle) Purge(ctx context.Context, accessToken string) bool {
+func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	c := h.c
 	if accessToken == "" {
 		return false

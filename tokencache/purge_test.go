@@ -20,28 +20,28 @@ func TestPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Purge(ctx, "graph-api", "another-token") || c.Purge(ctx, "graph-api", "") {
-		t.Fatal("Purge of a token not current, or of none, purged")
+	if c.PurgeRejected(ctx, "graph-api", "another-token") || c.PurgeRejected(ctx, "graph-api", "") {
+		t.Fatal("PurgeRejected of a token not current, or of none, purged")
 	}
-	if !c.Purge(ctx, "graph-api", rec.AccessToken) {
-		t.Fatal("Purge(current token) = false")
+	if !c.PurgeRejected(ctx, "graph-api", rec.AccessToken) {
+		t.Fatal("PurgeRejected(current token) = false")
 	}
 	if mr.Exists(key) {
-		t.Error("record still in the store after Purge")
+		t.Error("record still in the store after PurgeRejected")
 	}
-	if c.Purge(ctx, "graph-api", rec.AccessToken) {
-		t.Error("second Purge of the same token purged again")
+	if c.PurgeRejected(ctx, "graph-api", rec.AccessToken) {
+		t.Error("second PurgeRejected of the same token purged again")
 	}
 	next, err := c.Token(ctx, "graph-api")
 	if err != nil || next.AccessToken != "token-2" {
-		t.Fatalf("Token() after Purge = %q, %v; want a fresh token-2", next.AccessToken, err)
+		t.Fatalf("Token() after PurgeRejected = %q, %v; want a fresh token-2", next.AccessToken, err)
 	}
-	if c.Purge(ctx, "graph-api", next.AccessToken) {
-		t.Error("Purge within PurgeInterval of the last purged")
+	if c.PurgeRejected(ctx, "graph-api", next.AccessToken) {
+		t.Error("PurgeRejected within PurgeInterval of the last purged")
 	}
 	clock.Advance(DefaultPurgeInterval)
-	if !c.Purge(ctx, "graph-api", next.AccessToken) {
-		t.Error("Purge after PurgeInterval = false")
+	if !c.PurgeRejected(ctx, "graph-api", next.AccessToken) {
+		t.Error("PurgeRejected after PurgeInterval = false")
 	}
 }
 
@@ -65,15 +65,15 @@ func TestPurgeDeletesOnlyTheSameToken(t *testing.T) {
 	if err := store.Set(ctx, key, &replaced, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if !c.Purge(ctx, "graph-api", rec.AccessToken) {
-		t.Fatal("Purge = false")
+	if !c.PurgeRejected(ctx, "graph-api", rec.AccessToken) {
+		t.Fatal("PurgeRejected = false")
 	}
 	if !mr.Exists(key) {
-		t.Fatal("Purge deleted another replica's newer record")
+		t.Fatal("PurgeRejected deleted another replica's newer record")
 	}
 	got, err := c.Token(ctx, "graph-api")
 	if err != nil || got.AccessToken != "from-another-replica" || f.calls.Load() != 1 {
-		t.Errorf("Token() after Purge = %q, %v after %d fetches; want the other replica's, no fetch", got.AccessToken, err, f.calls.Load())
+		t.Errorf("Token() after PurgeRejected = %q, %v after %d fetches; want the other replica's, no fetch", got.AccessToken, err, f.calls.Load())
 	}
 }
 
@@ -89,7 +89,7 @@ func TestPurgedTokenInStoreIsNotTaken(t *testing.T) {
 	c, _, _ := newClockCache(t, store, clock, Options{}, app)
 	ctx := t.Context()
 	rec, _ := c.Token(ctx, "graph-api")
-	c.Purge(ctx, "graph-api", rec.AccessToken)
+	c.PurgeRejected(ctx, "graph-api", rec.AccessToken)
 	if err := store.Set(ctx, rec.ID, &rec, time.Hour); err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,9 @@ import (
 // allowRefetch reports whether a still-valid token of ks may be dropped at
 // now, making the next Token fetch again, and if so takes the key's turn:
 // at most one such drop per PurgeInterval per key in this process, whether
-// it comes from an upstream 401 (Purge) or from the store (a record deleted
-// and announced, see dropGone), so that neither a downstream nor a Redis
-// writer can drive token requests faster. The caller holds ks.mu.
+// it comes from an upstream 401 (PurgeRejected) or from the store (a record
+// deleted and announced, see dropGone), so that neither a downstream nor a
+// Redis writer can drive token requests faster. The caller holds ks.mu.
 func (c *Cache) allowRefetch(ks *keyState, now time.Time) bool {
 	if !ks.lastPurge.IsZero() && now.Sub(ks.lastPurge) < c.purgeInterval {
 		return false

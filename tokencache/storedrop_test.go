@@ -75,8 +75,8 @@ func TestPurgeAndStoreDropShareOneInterval(t *testing.T) {
 	c, drops := storeDropReplica(t, mr, clock, f)
 	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
-	if !c.Purge(t.Context(), "graph-api", "token-1") {
-		t.Fatal("Purge = false")
+	if !c.PurgeRejected(t.Context(), "graph-api", "token-1") {
+		t.Fatal("PurgeRejected = false")
 	}
 	tokenIs(t, c, f, "token-2", 2)
 	dropInStore(t, mr, key)
@@ -91,7 +91,7 @@ func TestPurgeAndStoreDropShareOneInterval(t *testing.T) {
 		t.Fatal("a store-driven drop after PurgeInterval was refused")
 	}
 	tokenIs(t, c, f, "token-3", 3)
-	if c.Purge(t.Context(), "graph-api", "token-3") {
+	if c.PurgeRejected(t.Context(), "graph-api", "token-3") {
 		t.Error("a purge within PurgeInterval of a store-driven drop was made")
 	}
 }

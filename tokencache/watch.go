@@ -119,8 +119,8 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 // gets a fresh one. Only seen, the record current when the store was read,
 // is dropped: one taken since (a fetch that wrote the store after that read)
 // is not the purged one. A key kept warm fetches at once. A still-valid
-// token is dropped at most once per PurgeInterval (shared with Purge, see
-// allowRefetch): within it, it is kept until its own refresh or the next
+// token is dropped at most once per PurgeInterval (shared with
+// PurgeRejected, see allowRefetch): within it, it is kept until its own refresh or the next
 // announcement after the interval. Application.OnStoreDrop is told either
 // way.
 func (c *Cache) dropGone(ks *keyState, seen *Record) {
