@@ -288,8 +288,9 @@ func (a *App) Cleanup() error {
 }
 
 // Token returns a token record for the named application, from the cache or
-// freshly requested. It is the Go counterpart of the seed library's
-// getClientCredentialToken and what the entra_token handler calls.
+// freshly requested. It is the Go counterpart of the Node library
+// better-auth-client-credential's getClientCredentialToken and what the
+// entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
 	h, ok := a.handle(applicationName)
 	if !ok {

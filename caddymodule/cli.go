@@ -214,7 +214,7 @@ func failureSummary(err error) string {
 }
 
 // printFailure prints what an operator needs to look a failure up: the
-// seed's code, the endpoint's error and AADSTS numbers, the trace and
+// error code (better-auth-client-credential's), the endpoint's error and AADSTS numbers, the trace and
 // correlation IDs, and a hint for the common AADSTS errors.
 func printFailure(w io.Writer, result tokenResult) {
 	fmt.Fprintf(w, "%s: %s: %s\n", result.info.ApplicationName, tokencache.CodeTokenRequestFailed, failureSummary(result.err))

@@ -24,8 +24,9 @@ func init() {
 
 // The protocols entra_token_endpoint speaks.
 const (
-	// ProtocolRecord is the seed's getClientCredentialToken over local HTTP:
-	// the Record record as JSON.
+	// ProtocolRecord is better-auth-client-credential's
+	// getClientCredentialToken over local HTTP: its ClientCredential record
+	// (tokencache.Record) as JSON.
 	ProtocolRecord = "record"
 	// ProtocolAppService is the App Service / Container Apps managed
 	// identity protocol (IDENTITY_ENDPOINT, IDENTITY_HEADER), api-version
@@ -42,7 +43,8 @@ const (
 const minSecretLength = 16
 
 // TokenEndpoint hands tokens from the entra app's cache to local code that
-// cannot be proxied: code that wants the token itself (the seed's record),
+// cannot be proxied: code that wants the token itself (the record of
+// better-auth-client-credential),
 // and unmodified Azure SDKs, which ask a local managed identity endpoint
 // (the App Service or IMDS protocol). It is terminal: it answers every
 // request itself and never calls the next handler.

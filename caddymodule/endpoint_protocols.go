@@ -19,8 +19,10 @@ import (
 
 // This file holds the wire formats of entra_token_endpoint's protocols.
 
-// recordBody is the seed's Record record, as the record protocol
-// answers it: exactly the seed's fields, times in RFC 3339 (UTC).
+// recordBody is the ClientCredential record of the Node library
+// better-auth-client-credential (tokencache.Record here), as the record
+// protocol answers it: exactly that library's fields, times in RFC 3339
+// (UTC).
 type recordBody struct {
 	ID                   string `json:"id"`
 	ApplicationName      string `json:"applicationName"`
@@ -31,7 +33,8 @@ type recordBody struct {
 	UpdatedAt            string `json:"updatedAt"`
 }
 
-// recordRequest is the seed's getClientCredentialToken argument.
+// recordRequest is the argument of better-auth-client-credential's
+// getClientCredentialToken.
 type recordRequest struct {
 	ApplicationName string `json:"applicationName"`
 }

@@ -76,7 +76,7 @@ func keys(body map[string]any) []string {
 	return names
 }
 
-func TestEndpointRecordIsTheSeedRecord(t *testing.T) {
+func TestEndpointRecordIsTheLibraryRecord(t *testing.T) {
 	app, emulator, _ := newTestApp(t, unitClientSecret)
 	e, logs := newTestEndpoint(t, app, ProtocolRecord, nil)
 	want, err := app.Token(t.Context(), "graph-api")

@@ -10,14 +10,16 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// The errors a config is rejected with at load carry the seed's codes:
+// The errors a config is rejected with at load carry the error codes of the
+// Node library better-auth-client-credential:
 // MICROSOFT_PROVIDER_INVALID_CONFIG naming the field (configError),
 // MICROSOFT_PROVIDER_NOT_CONFIGURED when a directive needs the entra app
 // and there is none (entraAppFor), MICROSOFT_APPLICATION_NOT_FOUND for an
 // application name that is not configured (requireApplication). None holds
 // a value that could be a secret.
 
-// configError is a configuration error with the seed's code, naming the field.
+// configError is a configuration error with better-auth-client-credential's
+// code, naming the field.
 func configError(field, reason string) error {
 	return fmt.Errorf("%s: %s: %s", tokencache.CodeProviderInvalidConfig, field, reason)
 }

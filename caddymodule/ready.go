@@ -88,7 +88,8 @@ type readyBody struct {
 type readyApplication struct {
 	Ready                bool       `json:"ready"`
 	AccessTokenExpiresAt *time.Time `json:"accessTokenExpiresAt,omitempty"`
-	// Code is the seed's error code of the last failure.
+	// Code is the last failure's error code (better-auth-client-credential's
+	// codes).
 	Code string `json:"code,omitempty"`
 	errorInfo
 

@@ -54,7 +54,8 @@ type resolvedApplication struct {
 }
 
 // resolveApplications resolves and checks every application, sorted by
-// name; errors carry the seed's code and name the field.
+// name; errors carry better-auth-client-credential's error code and name
+// the field.
 func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, error) {
 	if len(a.Applications) == 0 {
 		return nil, configError("application", "at least one application is required")

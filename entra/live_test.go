@@ -12,8 +12,8 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// TestLiveEntraID requests a real token from Entra ID, as the seed project's
-// live test does. It runs only when ENTRA_TENANT_ID, ENTRA_CLIENT_ID,
+// TestLiveEntraID requests a real token from Entra ID, as the live test of
+// better-auth-client-credential does. It runs only when ENTRA_TENANT_ID, ENTRA_CLIENT_ID,
 // ENTRA_CLIENT_SECRET and ENTRA_TEST_SCOPE are set; ENTRA_AUTHORITY_HOST
 // optionally overrides https://login.microsoftonline.com. It never prints
 // the token or the secret.

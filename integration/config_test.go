@@ -9,7 +9,8 @@ import (
 )
 
 // TestBadConfigIsRejectedAtLoad runs `caddy validate` (which provisions every
-// module, as a real start does) on broken configs and checks the seed's codes.
+// module, as a real start does) on broken configs and checks the error codes
+// (better-auth-client-credential's).
 func TestBadConfigIsRejectedAtLoad(t *testing.T) {
 	const site = `
 :8080 {

@@ -194,15 +194,15 @@ func TestTokenEndpointRefusalsMakeNoTokenRequest(t *testing.T) {
 }
 
 // TestTokenEndpointRecordIsWhatEntraTokenInjects: the record protocol hands
-// the seed's record, from the same cache and Redis record as entra_token, and
-// answers the seed's codes and statuses.
+// better-auth-client-credential's record, from the same cache and Redis record
+// as entra_token, and answers that library's codes and statuses.
 func TestTokenEndpointRecordIsWhatEntraTokenInjects(t *testing.T) {
 	f := newFleet(t)
 	env := append(f.env(testClientSecret), "TEST_IDENTITY_HEADER="+testIdentityHeader)
 	s := startSidecar(t, endpointCaddyfile, env...)
 	secret := http.Header{"X-Identity-Header": {testIdentityHeader}}
 
-	// Throttled before any token: 503 with Retry-After, the seed's code.
+	// Throttled before any token: 503 with Retry-After, the library's code.
 	f.emulator.FailNext(1, entratest.Failure{Status: http.StatusTooManyRequests, RetryAfter: "1"})
 	throttled := send(t, s.URL+"/token?applicationName=orders-api", secret)
 	if body := decode(t, throttled.Body); throttled.Status != http.StatusServiceUnavailable ||
@@ -232,7 +232,7 @@ func TestTokenEndpointRecordIsWhatEntraTokenInjects(t *testing.T) {
 	}
 	slices.Sort(fields)
 	if want := []string{"accessToken", "accessTokenExpiresAt", "applicationName", "createdAt", "id", "scope", "updatedAt"}; !slices.Equal(fields, want) {
-		t.Errorf("fields %v, want exactly the seed's %v", fields, want)
+		t.Errorf("fields %v, want exactly better-auth-client-credential's %v", fields, want)
 	}
 	if record["accessToken"] != injected {
 		t.Error("the record's token is not the one entra_token injects")
@@ -256,7 +256,7 @@ func TestTokenEndpointRecordIsWhatEntraTokenInjects(t *testing.T) {
 		t.Errorf("GET: status %d, not the same record", byGet.Status)
 	}
 
-	// The seed's codes and statuses.
+	// better-auth-client-credential's codes and statuses.
 	for _, tc := range []struct {
 		application string
 		status      int
