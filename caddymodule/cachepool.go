@@ -130,12 +130,12 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 		name, client, scopes := ra.Name, ra.Client, ra.Scopes
 		tokenIdentity := tokenIdentityFor(client)
 		a.remember(name, client)
-		identity, unlearned := recordIdentity(client, tokenIdentity)
+		cacheKey, unlearned := cacheKeyOf(client, tokenIdentity)
 		audience := audienceFor(client, scopes)
 		app := tokencache.Application{
 			Name:             name,
 			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
-			Identity:         identity,
+			CacheKey:         cacheKey,
 			Scopes:           scopes,
 			OnFetch:          fetchObserver(name, client.TokenEndpoint(), a.logger),
 			OnStoreDrop:      storeDropObserver(name),
@@ -143,7 +143,7 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 		}
 		var afterLearning func(error)
 		if unlearned {
-			r := &rekeyer{a: a, client: client, identity: tokenIdentity}
+			r := &rekeyer{a: a, client: client, tokenIdentity: tokenIdentity}
 			rekeyers[name] = r
 			afterLearning = r.learned
 		}

@@ -41,16 +41,16 @@ func newAppHandle(h *tokencache.Handle) *appHandle {
 	return ah
 }
 
-// recordIdentity is the tokencache.Application.Identity of client's tokens,
+// cacheKeyOf is the tokencache.Application.CacheKey of client's tokens,
 // and whether it still has to be learned (see the top of this file).
-func recordIdentity(client *entra.Client, identity *entra.TokenIdentity) (string, bool) {
+func cacheKeyOf(client *entra.Client, tokenIdentity *entra.TokenIdentity) (string, bool) {
 	base := client.CacheKey()
 	if !client.SystemAssigned() {
 		return base, false
 	}
 	// Learn takes only a token that names both; the check keeps a record
 	// key from ever having an empty part, the same for every such host.
-	if tenantID, clientID, ok := identity.Learned(); ok && tenantID != "" && clientID != "" {
+	if tenantID, clientID, ok := tokenIdentity.Learned(); ok && tenantID != "" && clientID != "" {
 		return base + "\nidentity=" + tenantID + "/" + clientID, false
 	}
 	return base + "\nprocess=" + processRecordNonce, true
@@ -74,9 +74,9 @@ type rekeyer struct {
 	unlearnable sync.Once
 	a           *App
 	app         tokencache.Application
-	// client and identity recompute the record identity once learned.
-	client   *entra.Client
-	identity *entra.TokenIdentity
+	// client and tokenIdentity recompute the cache key once learned.
+	client        *entra.Client
+	tokenIdentity *entra.TokenIdentity
 }
 
 // learned is called after each successful fetch of the application, with
@@ -85,7 +85,7 @@ type rekeyer struct {
 // the client claim out) keeps its per-process record key: it shares no
 // token with any other process, as it cannot tell another host's apart.
 func (r *rekeyer) learned(learnErr error) {
-	if _, unlearned := recordIdentity(r.client, r.identity); unlearned {
+	if _, unlearned := cacheKeyOf(r.client, r.tokenIdentity); unlearned {
 		if learnErr != nil {
 			r.unlearnable.Do(func() {
 				r.a.logger.Warn("the system-assigned managed identity's tokens do not name its tenant and client: "+
@@ -109,7 +109,7 @@ func (a *App) rekey(r *rekeyer) {
 		return
 	}
 	app := r.app
-	app.Identity, _ = recordIdentity(r.client, r.identity)
+	app.CacheKey, _ = cacheKeyOf(r.client, r.tokenIdentity)
 	register := a.cache.RegisterPending
 	if a.lifecycle.started {
 		register = a.cache.Register

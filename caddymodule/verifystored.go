@@ -29,14 +29,14 @@ func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
 }
 
 // verifyStoredFunc returns the tokencache.Application.VerifyStored of an
-// application whose tokens come from a client with identity: a record read
+// application whose tokens come from a client with tokenIdentity: a record read
 // from the store must hold a JWT of that tenant and client (see
 // entra.TokenIdentity.Check) issued for the scopes' resource when its aud
 // names one (entra.CheckAudience); one that cannot be read as such is
 // tokencache.ErrUnverifiable.
-func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string, audience *learnedAudience) func(tokencache.Record) error {
+func verifyStoredFunc(tokenIdentity *entra.TokenIdentity, scopes []string, audience *learnedAudience) func(tokencache.Record) error {
 	return func(rec tokencache.Record) error {
-		err := identity.Check(rec.AccessToken, rec.AccessTokenExpiresAt)
+		err := tokenIdentity.Check(rec.AccessToken, rec.AccessTokenExpiresAt)
 		if errors.Is(err, entra.ErrUnverifiableToken) {
 			return fmt.Errorf("%w: %w", tokencache.ErrUnverifiable, err)
 		}
@@ -47,17 +47,17 @@ func verifyStoredFunc(identity *entra.TokenIdentity, scopes []string, audience *
 	}
 }
 
-// learningFetch wraps fetch so that identity learns what its configuration
+// learningFetch wraps fetch so that tokenIdentity learns what its configuration
 // does not say (a managed identity's tenant and client ID) from the first
 // token this replica itself gets (and audience the aud of its tokens for
 // these scopes); afterLearning, if not nil, is called after each
 // successful fetch with why the token taught nothing (nil when the
 // identity is learned or had nothing to learn).
-func learningFetch(fetch tokencache.FetchFunc, identity *entra.TokenIdentity, audience *learnedAudience, afterLearning func(learnErr error)) tokencache.FetchFunc {
+func learningFetch(fetch tokencache.FetchFunc, tokenIdentity *entra.TokenIdentity, audience *learnedAudience, afterLearning func(learnErr error)) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
 		fetched, err := fetch(ctx)
 		if err == nil {
-			learnErr := identity.Learn(fetched.AccessToken)
+			learnErr := tokenIdentity.Learn(fetched.AccessToken)
 			audience.learn(fetched.AccessToken)
 			if afterLearning != nil {
 				afterLearning(learnErr)

@@ -95,8 +95,8 @@ func TestSystemIdentityWhoseTokensNameNoClientKeepsItsProcessKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if identity, unlearned := recordIdentity(client, tokenIdentityFor(client)); !unlearned {
-		t.Fatalf("record identity %q taken from tokens that name no client; want the per-process key", identity)
+	if cacheKey, unlearned := cacheKeyOf(client, tokenIdentityFor(client)); !unlearned {
+		t.Fatalf("cache key %q taken from tokens that name no client; want the per-process key", cacheKey)
 	}
 	if h, _ := app.handle("vault"); h.Key() != processKey {
 		t.Fatal("the application was keyed again by tokens that name no client")

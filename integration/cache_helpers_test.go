@@ -64,7 +64,7 @@ func pingRedis(addr string) error {
 // cacheApp returns an application named name whose record key depends on
 // scope, fetching with fetch.
 func cacheApp(name, scope string, fetch tokencache.FetchFunc) tokencache.Application {
-	return tokencache.Application{Name: name, Identity: "https://login.example/t/oauth2/v2.0/token\nt\nc",
+	return tokencache.Application{Name: name, CacheKey: "https://login.example/t/oauth2/v2.0/token\nt\nc",
 		Scopes: []string{scope}, Fetch: fetch}
 }
 

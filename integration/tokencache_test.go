@@ -27,7 +27,7 @@ func TestTokenCacheReplicasFetchOnceOnRealRedis(t *testing.T) {
 		}
 		return tokencache.Fetched{AccessToken: "real-redis-token", ExpiresAt: time.Now().Add(time.Hour)}, nil
 	}
-	app := tokencache.Application{Name: "graph-api", Identity: "https://login.example/t/oauth2/v2.0/token\nt\nc",
+	app := tokencache.Application{Name: "graph-api", CacheKey: "https://login.example/t/oauth2/v2.0/token\nt\nc",
 		Scopes: []string{"https://graph.microsoft.com/.default"}, Fetch: fetch}
 
 	const replicas, callers = 3, 50

@@ -186,7 +186,7 @@ func TestOversizedAnnouncementIsIgnored(t *testing.T) {
 	store := newMiniredisStore(t, mr)
 	chA := UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("a", nil)))
 	other := testApp("b", nil)
-	other.Identity += "-other"
+	other.CacheKey += "-other"
 	chB := UpdateChannel(RecordKey(DefaultKeyPrefix, other))
 	a, cancelA := store.Watch(t.Context(), chA)
 	defer cancelA()

@@ -83,9 +83,11 @@ type Application struct {
 	// still holding the old one. It runs on the refresh path only, never on
 	// a cache hit. Default nil: the empty fingerprint.
 	CredentialIDFunc func() string
-	// Identity is what makes a token distinct besides scopes, e.g. token
-	// endpoint + "\n" + tenant + "\n" + client ID. It must not be empty.
-	Identity string
+	// CacheKey is what makes a token distinct besides scopes (whose tokens
+	// these are), e.g. token endpoint + "\n" + tenant + "\n" + client ID
+	// (entra.Client.CacheKey); the record key hashes it with the scopes
+	// (RecordKey). It must not be empty.
+	CacheKey string
 	// Scopes are the requested scopes, e.g. "https://graph.microsoft.com/.default".
 	Scopes []string
 	// Fetch requests a new token. Its errors may implement FetchError to

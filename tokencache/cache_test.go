@@ -287,12 +287,12 @@ func TestRegisterValidates(t *testing.T) {
 		name string
 		app  Application
 	}{
-		{"empty name", Application{Identity: testIdentity, Scopes: []string{testScope}, Fetch: fetch}},
+		{"empty name", Application{CacheKey: testCacheKey, Scopes: []string{testScope}, Fetch: fetch}},
 		{"empty identity", Application{Name: "a", Scopes: []string{testScope}, Fetch: fetch}},
-		{"nil fetch", Application{Name: "a", Identity: testIdentity, Scopes: []string{testScope}}},
-		{"no scopes", Application{Name: "a", Identity: testIdentity, Fetch: fetch}},
-		{"empty scope", Application{Name: "a", Identity: testIdentity, Scopes: []string{""}, Fetch: fetch}},
-		{"scope with a space", Application{Name: "a", Identity: testIdentity, Scopes: []string{"a b"}, Fetch: fetch}},
+		{"nil fetch", Application{Name: "a", CacheKey: testCacheKey, Scopes: []string{testScope}}},
+		{"no scopes", Application{Name: "a", CacheKey: testCacheKey, Fetch: fetch}},
+		{"empty scope", Application{Name: "a", CacheKey: testCacheKey, Scopes: []string{""}, Fetch: fetch}},
+		{"scope with a space", Application{Name: "a", CacheKey: testCacheKey, Scopes: []string{"a b"}, Fetch: fetch}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := newTestCache(t, nil, newFakeClock())

@@ -84,7 +84,7 @@ func TestEncryptionAtRest(t *testing.T) {
 
 	// A sealed record copied under another record key does not open there.
 	raw, _ = mr.Get(key)
-	other := Application{Name: "orders-api", Identity: testIdentity, Scopes: []string{"api://orders/.default"}}
+	other := Application{Name: "orders-api", CacheKey: testCacheKey, Scopes: []string{"api://orders/.default"}}
 	otherKey := RecordKey(DefaultKeyPrefix, other)
 	mr.Set(otherKey, raw)
 	f := newFakeFetcher(clock)

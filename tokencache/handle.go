@@ -149,7 +149,7 @@ func validate(app Application) (Application, error) {
 	switch {
 	case app.Name == "":
 		return app, errors.New("tokencache: registering application: empty name")
-	case app.Identity == "":
+	case app.CacheKey == "":
 		return app, fmt.Errorf("tokencache: registering application %q: empty identity", app.Name)
 	case app.Fetch == nil:
 		return app, fmt.Errorf("tokencache: registering application %q: nil fetch function", app.Name)
@@ -165,7 +165,7 @@ func validate(app Application) (Application, error) {
 	return app, nil
 }
 
-// Register adds an application and returns its handle. Name and Identity
+// Register adds an application and returns its handle. Name and CacheKey
 // must not be empty, Fetch not nil, and Scopes at least one, none empty or
 // containing spaces. A handle of a key already in use starts with the
 // key's current token; it becomes the one whose Fetch the key's refreshes

@@ -17,7 +17,7 @@ import (
 )
 
 const (
-	testIdentity = "https://login.example/tenant-1/oauth2/v2.0/token\ntenant-1\nclient-1"
+	testCacheKey = "https://login.example/tenant-1/oauth2/v2.0/token\ntenant-1\nclient-1"
 	testScope    = "https://graph.microsoft.com/.default"
 )
 
@@ -126,7 +126,7 @@ func (f *fakeFetcher) Fetch(context.Context) (Fetched, error) {
 }
 
 func testApp(name string, fetch FetchFunc) Application {
-	return Application{Name: name, Identity: testIdentity, Scopes: []string{testScope}, Fetch: fetch}
+	return Application{Name: name, CacheKey: testCacheKey, Scopes: []string{testScope}, Fetch: fetch}
 }
 
 // newMiniredisStore returns a RedisStore on mr.

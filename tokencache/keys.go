@@ -16,7 +16,7 @@ const (
 
 // RecordKey returns the store key of an application's record:
 //
-//	prefix + "{" + hex(sha256(Identity + "\n" + sorted scopes joined by " "))[:32] + "}:token"
+//	prefix + "{" + hex(sha256(CacheKey + "\n" + sorted scopes joined by " "))[:32] + "}:token"
 //
 // The key depends on what makes a token distinct, not on the application
 // name: two applications with the same identity and scope set share one
@@ -27,7 +27,7 @@ func RecordKey(prefix string, app Application) string {
 	scopes := slices.Clone(app.Scopes)
 	slices.Sort(scopes)
 	scopes = slices.Compact(scopes)
-	sum := sha256.Sum256([]byte(app.Identity + "\n" + strings.Join(scopes, " ")))
+	sum := sha256.Sum256([]byte(app.CacheKey + "\n" + strings.Join(scopes, " ")))
 	return prefix + "{" + hex.EncodeToString(sum[:])[:32] + "}" + recordSuffix
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 func TestRecordKey(t *testing.T) {
-	base := Application{Name: "graph-api", Identity: testIdentity, Scopes: []string{"b", "a"}}
+	base := Application{Name: "graph-api", CacheKey: testCacheKey, Scopes: []string{"b", "a"}}
 	key := RecordKey("entra:", base)
 	if !regexp.MustCompile(`^entra:\{[0-9a-f]{32}\}:token$`).MatchString(key) {
 		t.Fatalf("RecordKey() = %q, want entra:{32 hex}:token", key)
@@ -22,14 +22,14 @@ func TestRecordKey(t *testing.T) {
 		app  Application
 		same bool
 	}{
-		{"other name", Application{Name: "alias", Identity: testIdentity, Scopes: []string{"b", "a"}}, true},
-		{"scopes reordered", Application{Name: "x", Identity: testIdentity, Scopes: []string{"a", "b"}}, true},
-		{"scope repeated", Application{Name: "x", Identity: testIdentity, Scopes: []string{"a", "b", "a"}}, true},
-		{"other tenant", Application{Name: "graph-api", Identity: strings.Replace(testIdentity, "tenant-1\n", "tenant-2\n", 1), Scopes: []string{"a", "b"}}, false},
-		{"other client", Application{Name: "graph-api", Identity: strings.Replace(testIdentity, "client-1", "client-2", 1), Scopes: []string{"a", "b"}}, false},
-		{"other scopes", Application{Name: "graph-api", Identity: testIdentity, Scopes: []string{"a"}}, false},
+		{"other name", Application{Name: "alias", CacheKey: testCacheKey, Scopes: []string{"b", "a"}}, true},
+		{"scopes reordered", Application{Name: "x", CacheKey: testCacheKey, Scopes: []string{"a", "b"}}, true},
+		{"scope repeated", Application{Name: "x", CacheKey: testCacheKey, Scopes: []string{"a", "b", "a"}}, true},
+		{"other tenant", Application{Name: "graph-api", CacheKey: strings.Replace(testCacheKey, "tenant-1\n", "tenant-2\n", 1), Scopes: []string{"a", "b"}}, false},
+		{"other client", Application{Name: "graph-api", CacheKey: strings.Replace(testCacheKey, "client-1", "client-2", 1), Scopes: []string{"a", "b"}}, false},
+		{"other scopes", Application{Name: "graph-api", CacheKey: testCacheKey, Scopes: []string{"a"}}, false},
 		// The separator keeps identity and scopes apart.
-		{"shifted boundary", Application{Name: "graph-api", Identity: testIdentity + "\nb", Scopes: []string{"a"}}, false},
+		{"shifted boundary", Application{Name: "graph-api", CacheKey: testCacheKey + "\nb", Scopes: []string{"a"}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := RecordKey("entra:", tc.app); (got == key) != tc.same {

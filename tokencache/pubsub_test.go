@@ -57,7 +57,7 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 	ctx := t.Context()
 	channels := []string{
 		UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))),
-		UpdateChannel(RecordKey(DefaultKeyPrefix, Application{Identity: "other", Scopes: []string{"s"}})),
+		UpdateChannel(RecordKey(DefaultKeyPrefix, Application{CacheKey: "other", Scopes: []string{"s"}})),
 	}
 	// Start the shared subscription and take the one wake-up it gives the
 	// waiters registered before it was confirmed.

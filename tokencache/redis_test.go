@@ -22,7 +22,7 @@ func TestRedisRecordFormat(t *testing.T) {
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
 	graph := testApp("graph-api", f.Fetch)
-	orders := Application{Name: "orders-api", Identity: testIdentity,
+	orders := Application{Name: "orders-api", CacheKey: testCacheKey,
 		Scopes: []string{"api://orders/.default"}, Fetch: f.Fetch}
 	c, _ := newTestCache(t, newMiniredisStore(t, mr), clock, graph, orders)
 
