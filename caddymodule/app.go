@@ -104,6 +104,18 @@ type App struct {
 	// credential) for the admin API; see remember.
 	identities map[string]identityInfo
 	logger     *zap.Logger
+	// refusals limits the log entries of requests refused as possibly from
+	// a web page, for every handler of this app (a pointer: Caddy copies
+	// module values; nil before Provision, then every entry is logged).
+	refusals *refusalLog
+}
+
+// browserRefusals is the log limit of refusals a web page can cause.
+func (a *App) browserRefusals() *refusalLog {
+	if a == nil {
+		return nil
+	}
+	return a.refusals
 }
 
 // RedisConfig is the shared token store.
@@ -189,6 +201,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // written in the config itself.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.refusals = new(refusalLog)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -433,13 +434,20 @@ func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
 func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) error {
 	metrics().endpointRefusals.WithLabelValues(e.Protocol, rf.reason).Inc()
 	level := zapcore.DebugLevel
+	var unlogged int64
 	switch rf.reason {
-	case reasonRemotePeer, reasonForwarded, reasonHost, reasonBrowser, reasonWrongSecret:
+	case reasonHost, reasonBrowser: // a web page can send these at will
+		var logged bool
+		if logged, unlogged = e.app.browserRefusals().allow(time.Now()); logged {
+			level = zapcore.WarnLevel
+		}
+	case reasonRemotePeer, reasonForwarded, reasonWrongSecret:
 		level = zapcore.WarnLevel
 	}
 	if c := e.logger.Check(level, "token endpoint refused a request"); c != nil {
 		c.Write(zap.String("protocol", e.Protocol), zap.String("reason", rf.reason),
-			zap.Int("status", rf.status), zap.String("remote_addr", r.RemoteAddr))
+			zap.Int("status", rf.status), zap.String("remote_addr", r.RemoteAddr),
+			zap.Int64("refused_unlogged_since_last", unlogged))
 	}
 	if rf.status == http.StatusMethodNotAllowed {
 		allow := http.MethodGet

@@ -168,7 +168,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if reason := h.app.notLocal(r); reason != "" {
 		metrics().requests.WithLabelValues(h.Application, CodeRequestNotLocal).Inc()
-		return refuseNotLocal(w, r, h.logger, "entra_token", reason)
+		return refuseNotLocal(w, r, h.logger, h.app.browserRefusals(), "entra_token", reason)
 	}
 	if rejection := checkRequest(r); rejection != nil {
 		return writeRejection(w, rejection)

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -160,12 +162,39 @@ func (a *App) notLocal(r *http.Request) string {
 
 // refuseNotLocal answers a request that may come from a web page with 403
 // and {"code": "MICROSOFT_REQUEST_NOT_LOCAL", "message": reason}, logging
-// who asked (the peer's address, nothing the client sent).
-func refuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap.Logger, directive, reason string) error {
-	if logger != nil {
+// who asked (the peer's address, nothing the client sent) as log allows.
+func refuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap.Logger, log *refusalLog, directive, reason string) error {
+	if ok, unlogged := log.allow(time.Now()); ok && logger != nil {
 		logger.Warn("refused a request that may come from a web page", zap.String("directive", directive),
-			zap.String("remote_addr", r.RemoteAddr))
+			zap.String("remote_addr", r.RemoteAddr), zap.Int64("refused_unlogged_since_last", unlogged))
 	}
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	return writeErrorAnswer(w, errorAnswer{status: http.StatusForbidden, code: CodeRequestNotLocal, message: reason}, oneLine)
+}
+
+// refusalLogInterval is how often a refusal that a web page can cause at
+// will is logged: at most once a minute per app; every refusal is counted
+// in the metrics all the same.
+const refusalLogInterval = time.Minute
+
+// refusalLog keeps a web page from flooding the log with refusals: allow
+// lets one entry through per refusalLogInterval and reports how many were
+// not logged since the last. A nil refusalLog allows every entry.
+type refusalLog struct {
+	last     atomic.Int64 // UnixNano of the last entry let through; 0: none
+	unlogged atomic.Int64
+}
+
+// allow reports whether a refusal at now is logged, and if so how many
+// were not since the last one that was.
+func (l *refusalLog) allow(now time.Time) (bool, int64) {
+	if l == nil {
+		return true, 0
+	}
+	last := l.last.Load()
+	if (last != 0 && now.UnixNano()-last < int64(refusalLogInterval)) || !l.last.CompareAndSwap(last, now.UnixNano()) {
+		l.unlogged.Add(1)
+		return false, 0
+	}
+	return true, l.unlogged.Swap(0)
 }

@@ -8,10 +8,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestHostRule(t *testing.T) {
@@ -276,5 +280,47 @@ func TestUnmarshalCaddyfileHosts(t *testing.T) {
 	err := empty.UnmarshalCaddyfile(caddyfile.NewTestDispenser("entra {\n hosts\n }"))
 	if err == nil || !strings.Contains(err.Error(), "hosts: at least one name is required") {
 		t.Errorf("hosts without a name: %v", err)
+	}
+}
+
+// TestRefusalLogLetsOneEntryThroughPerInterval: a refusal a web page can
+// cause at will is logged at most once per refusalLogInterval, the entry
+// saying how many were not logged since.
+func TestRefusalLogLetsOneEntryThroughPerInterval(t *testing.T) {
+	var log refusalLog
+	start := time.Unix(1_800_000_000, 0)
+	if ok, n := log.allow(start); !ok || n != 0 {
+		t.Fatalf("first refusal: logged %v, %d unlogged; want logged, 0", ok, n)
+	}
+	for i := 1; i <= 3; i++ {
+		if ok, _ := log.allow(start.Add(time.Duration(i) * time.Second)); ok {
+			t.Fatalf("refusal %d within the interval was logged", i)
+		}
+	}
+	if ok, n := log.allow(start.Add(refusalLogInterval)); !ok || n != 3 {
+		t.Fatalf("first refusal after the interval: logged %v, %d unlogged; want logged, 3", ok, n)
+	}
+	var none *refusalLog
+	if ok, _ := none.allow(start); !ok {
+		t.Fatal("a nil refusalLog refused an entry")
+	}
+}
+
+// TestAPageCannotFloodTheLog: however many requests a web page sends,
+// entra_token logs one warning per interval (and counts every refusal).
+func TestAPageCannotFloodTheLog(t *testing.T) {
+	app, _, _ := newTestApp(t, unitClientSecret)
+	core, logs := observer.New(zapcore.WarnLevel)
+	app.logger, app.refusals = zap.New(core), new(refusalLog)
+	for range 20 {
+		req := httptest.NewRequest(http.MethodGet, "http://sidecar/v1/me", nil)
+		req.Header.Set("Origin", "https://evil.example")
+		rec, _, called := serve(t, app, "graph-api", req)
+		if called || rec.Code != http.StatusForbidden {
+			t.Fatalf("a request with Origin: %d, next called %v", rec.Code, called)
+		}
+	}
+	if n := logs.FilterMessage("refused a request that may come from a web page").Len(); n != 1 {
+		t.Errorf("20 refusals logged %d warnings, want 1", n)
 	}
 }

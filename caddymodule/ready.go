@@ -99,7 +99,7 @@ type readyApplication struct {
 // ServeHTTP answers the probe.
 func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
 	if reason := r.app.notLocal(req); reason != "" {
-		return refuseNotLocal(w, req, r.logger, "entra_ready", reason)
+		return refuseNotLocal(w, req, r.logger, r.app.browserRefusals(), "entra_ready", reason)
 	}
 	body := readyBody{Ready: true, Applications: make(map[string]*readyApplication, len(r.names))}
 	results := make([]*readyApplication, len(r.names))
