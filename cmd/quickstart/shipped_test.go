@@ -276,13 +276,21 @@ func TestShippedConfigsKeepAdminPrivate(t *testing.T) {
 		})
 	}
 	// The scan must have found the configs users are pointed at.
-	for _, want := range []string{"Caddyfile.example", "README.md:", filepath.FromSlash("docs/entra.md:"), filepath.FromSlash("bench/load.sh:")} {
+	requireScanned(t, checked, "an entra app", "Caddyfile.example", "README.md:", filepath.FromSlash("docs/entra.md:"), filepath.FromSlash("bench/load.sh:"))
+}
+
+// requireScanned fails t unless checked holds each of wants: a file name,
+// or with a trailing ":" any block of that file; holding names what the
+// checked configs hold, for the message.
+func requireScanned(t *testing.T, checked map[string]bool, holding string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		found := false
 		for where := range checked {
 			found = found || where == want || strings.HasSuffix(want, ":") && strings.HasPrefix(where, want)
 		}
 		if !found {
-			t.Errorf("no config with an entra app was checked in %s: the scan no longer finds it", strings.TrimSuffix(want, ":"))
+			t.Errorf("no config with %s was checked in %s: the scan no longer finds it", holding, strings.TrimSuffix(want, ":"))
 		}
 	}
 }
