@@ -107,10 +107,11 @@ type Config struct {
 	// response. Default DefaultTimeout. Negative values are rejected.
 	Timeout time.Duration
 
-	// HTTPClient sends the token requests. Default: a dedicated client with a
-	// clone of http.DefaultTransport (so proxy environment variables apply)
-	// that does not follow redirects, so a credential is never re-posted to
-	// another location.
+	// HTTPClient sends the token requests. Default: the process-wide client
+	// that every Client without one shares (transport.go: connections kept
+	// per authority, HTTP/2 where offered, proxy environment variables
+	// apply), which does not follow redirects, so a credential is never
+	// re-posted to another location.
 	HTTPClient *http.Client
 }
 
@@ -157,7 +158,7 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = newDefaultHTTPClient()
+		cfg.HTTPClient = sharedHTTPClient()
 	}
 
 	if cfg.ManagedIdentity != nil {
@@ -281,21 +282,6 @@ func checkExtraParams(params map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// newDefaultHTTPClient returns the client used when Config.HTTPClient is nil.
-// Redirects are not followed: a 307/308 would re-send the form, secret
-// included, to wherever the redirect points.
-func newDefaultHTTPClient() *http.Client {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 4
-	transport.ResponseHeaderTimeout = 0 // the per-request context deadline bounds it
-	return &http.Client{
-		Transport: transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 }
 
 // checkTenantID returns why id is not a safe path segment, or "".

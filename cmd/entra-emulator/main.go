@@ -137,6 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 
 	server := &http.Server{
 		Handler:           emulator,
+		ConnState:         emulator.ConnState,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(stderr, "entra-emulator: ", log.LstdFlags),
 	}
@@ -159,8 +160,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	fmt.Fprintf(stdout, "entra-emulator stopped after %d token requests (%d tokens issued)\n",
-		emulator.TokenRequests(), emulator.IssuedTokens())
+	fmt.Fprintf(stdout, "entra-emulator stopped after %d token requests (%d tokens issued) on %d connections\n",
+		emulator.TokenRequests(), emulator.IssuedTokens(), emulator.Connections())
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -87,6 +88,7 @@ type Emulator struct {
 	federationKid string
 
 	tokenRequests      atomic.Int64
+	connections        atomic.Int64
 	issuedTokens       atomic.Int64
 	assertionsSeen     atomic.Int64
 	assertionsAccepted atomic.Int64
@@ -178,8 +180,23 @@ func NewServer(opts Options) (*Emulator, *httptest.Server, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return e, httptest.NewServer(e), nil
+	srv := httptest.NewUnstartedServer(e)
+	srv.Config.ConnState = e.ConnState
+	srv.Start()
+	return e, srv, nil
 }
+
+// ConnState counts the connections a server of the emulator accepts: set
+// it as the http.Server's ConnState (NewServer does).
+func (e *Emulator) ConnState(_ net.Conn, state http.ConnState) {
+	if state == http.StateNew {
+		e.connections.Add(1)
+	}
+}
+
+// Connections returns the number of connections accepted so far by the
+// servers whose ConnState is the emulator's.
+func (e *Emulator) Connections() int64 { return e.connections.Load() }
 
 // ServeHTTP serves the emulator's routes.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
