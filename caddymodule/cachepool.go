@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-entra/caddy-entra/binding"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
@@ -31,7 +32,7 @@ func (a *App) register(s *settings) error {
 	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
 		fingerprintKey = s.cache.Redis.EncryptionKeys[0]
 	}
-	apps, _ := a.cacheApplications(s.applications, fingerprintKey)
+	apps := a.cacheApplications(s.applications, fingerprintKey)
 	settings := s.cache
 	key, err := settings.poolKey()
 	if err != nil {
@@ -120,38 +121,24 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	return cache, nil
 }
 
-// cacheApplications makes the cache's applications from the resolved ones.
-// A system-assigned identity not learned yet is keyed per process and gets
-// a rekeyer that registers it again once its first token names it.
-func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) ([]tokencache.Application, map[string]*rekeyer) {
+// cacheApplications makes the cache's applications from the resolved ones
+// (binding.Application, observed by this app's metrics and log). A
+// system-assigned identity not learned yet is keyed per process and
+// registered again once its first token names it (rekey).
+func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) []tokencache.Application {
 	apps := make([]tokencache.Application, 0, len(resolved))
-	rekeyers := make(map[string]*rekeyer)
 	for _, ra := range resolved {
-		name, client, scopes := ra.Name, ra.Client, ra.Scopes
-		tokenIdentity := tokenIdentityFor(client)
+		name, client := ra.Name, ra.Client
 		a.remember(name, client)
-		cacheKey, unlearned := cacheKeyOf(client, tokenIdentity)
-		audience := audienceFor(client, scopes)
-		app := tokencache.Application{
-			Name:             name,
-			CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
-			CacheKey:         cacheKey,
-			Scopes:           scopes,
-			OnFetch:          fetchObserver(name, client.TokenEndpoint(), a.logger),
-			OnStoreDrop:      storeDropObserver(name),
-			VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience),
+		var app tokencache.Application
+		var learned func(error)
+		if _, unlearned := binding.CacheKey(client); unlearned {
+			learned = binding.NewRekeyer(name, client, a.logger, func() { a.rekey(app, client) }).Learned
 		}
-		var afterLearning func(error)
-		if unlearned {
-			r := &rekeyer{a: a, client: client, tokenIdentity: tokenIdentity}
-			rekeyers[name] = r
-			afterLearning = r.learned
-		}
-		app.Fetch = learningFetch(fetchFunc(client, scopes), tokenIdentity, audience, afterLearning)
-		if r := rekeyers[name]; r != nil {
-			r.app = app
-		}
+		app = binding.Application(name, client, ra.Scopes, fingerprintKey, learned)
+		app.OnFetch = fetchObserver(name, client.TokenEndpoint(), a.logger)
+		app.OnStoreDrop = storeDropObserver(name)
 		apps = append(apps, app)
 	}
-	return apps, rekeyers
+	return apps
 }

@@ -5,6 +5,10 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/binding"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // Results of requests_total besides the error codes answered: the request
@@ -87,6 +91,24 @@ func registerMetrics(registry *prometheus.Registry) error {
 		}
 	}
 	return nil
+}
+
+// fetchObserver returns the application's tokencache OnFetch: it counts each
+// token request by the cache's classification of its outcome (the one its
+// backoff obeys), times it, and logs a failure (binding.RequestErrorFields);
+// the cache logs successful fetches.
+func fetchObserver(application, tokenEndpoint string, logger *zap.Logger) func(tokencache.FetchOutcome) {
+	m := metrics()
+	return func(o tokencache.FetchOutcome) {
+		m.tokenRequestDuration.WithLabelValues(application).Observe(o.Duration.Seconds())
+		m.tokenRequests.WithLabelValues(application, string(o.Result)).Inc()
+		if o.Err != nil {
+			logger.Error("token request failed", append(binding.RequestErrorFields(o.Err),
+				zap.String("application", application),
+				zap.String("result", string(o.Result)),
+				zap.String("token_endpoint", tokenEndpoint))...)
+		}
+	}
 }
 
 // storesAvailable is 1 unless a pooled cache's store is in an outage.

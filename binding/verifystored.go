@@ -1,4 +1,4 @@
-package caddymodule
+package binding
 
 import (
 	"context"

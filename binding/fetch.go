@@ -1,4 +1,9 @@
-package caddymodule
+// Package binding binds an entra token client to the token cache: the
+// tokencache.Application of one configured application (how its token is
+// fetched, how a record read from the shared store is verified, what its
+// records are keyed by), and what a managed identity's first token teaches.
+// It imports no Caddy: the entra app (caddymodule/entraapp) builds on it.
+package binding
 
 import (
 	"context"
@@ -14,6 +19,26 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
+// Application returns the tokencache.Application of the application name,
+// whose tokens client gets for scopes, without OnFetch and OnStoreDrop
+// (the caller's to observe). Its records are keyed by CacheKey; its
+// credential ID is keyed by fingerprintKey (see credentialIDFunc). learned,
+// if not nil, is called after each successful fetch with why the token
+// taught nothing (see Rekeyer.Learned).
+func Application(name string, client *entra.Client, scopes []string, fingerprintKey []byte, learned func(error)) tokencache.Application {
+	tokenIdentity := tokenIdentityFor(client)
+	audience := audienceFor(client, scopes)
+	cacheKey, _ := CacheKey(client)
+	return tokencache.Application{
+		Name:             name,
+		CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
+		CacheKey:         cacheKey,
+		Scopes:           scopes,
+		VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience),
+		Fetch:            learningFetch(fetchFunc(client, scopes), tokenIdentity, audience, learned),
+	}
+}
+
 // fetchFunc returns the function the cache calls to get a new token for one
 // application.
 func fetchFunc(client *entra.Client, scopes []string) tokencache.FetchFunc {
@@ -26,27 +51,10 @@ func fetchFunc(client *entra.Client, scopes []string) tokencache.FetchFunc {
 	}
 }
 
-// fetchObserver returns the application's tokencache OnFetch: it counts each
-// token request by the cache's classification of its outcome (the one its
-// backoff obeys), times it, and logs a failure with what an operator needs
-// to look it up (status, error, AADSTS codes, trace and correlation IDs),
-// never the token or the secret; the cache logs successful fetches.
-func fetchObserver(application, tokenEndpoint string, logger *zap.Logger) func(tokencache.FetchOutcome) {
-	m := metrics()
-	return func(o tokencache.FetchOutcome) {
-		m.tokenRequestDuration.WithLabelValues(application).Observe(o.Duration.Seconds())
-		m.tokenRequests.WithLabelValues(application, string(o.Result)).Inc()
-		if o.Err != nil {
-			logger.Error("token request failed", append(requestErrorFields(o.Err),
-				zap.String("application", application),
-				zap.String("result", string(o.Result)),
-				zap.String("token_endpoint", tokenEndpoint))...)
-		}
-	}
-}
-
-// requestErrorFields turns a token request failure into log fields.
-func requestErrorFields(err error) []zap.Field {
+// RequestErrorFields are the log fields of a token request failure: what
+// an operator needs to look it up (status, error, AADSTS codes, trace and
+// correlation IDs, Retry-After), never the token or the secret.
+func RequestErrorFields(err error) []zap.Field {
 	var re *entra.RequestError
 	if !errors.As(err, &re) {
 		return []zap.Field{zap.Error(err)}
