@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func init() {
@@ -91,13 +92,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		switch option := d.Val(); option {
 		case "refresh_window":
-			if err := durationArg(d, &a.RefreshWindow); err != nil {
-				return err
-			}
+			err = durationArg(d, &a.RefreshWindow)
 		case "wait_timeout":
-			if err := durationArg(d, &a.WaitTimeout); err != nil {
-				return err
-			}
+			err = durationArg(d, &a.WaitTimeout)
 		case "refresh_ahead":
 			var raw string
 			if err := SingleArg(d, &raw); err != nil {
@@ -124,9 +121,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Redis = redis
 		case "application":
-			if err := a.parseApplication(d); err != nil {
-				return err
-			}
+			err = a.parseApplication(d)
 		case "prefetch":
 			if a.Prefetch {
 				return d.Err("prefetch: may appear only once")
@@ -138,6 +133,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Prefetch = prefetch
 		default:
 			return d.Errf("unrecognized entra option '%s'", option)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -211,18 +209,17 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 		cert.Key = args[1]
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch d.Val() {
 		case "key_password":
-			if err := SingleArg(d, &cert.KeyPassword); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &cert.KeyPassword)
 		case "send_x5c":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			cert.SendX5C = true
+			err = flagArg(d, &cert.SendX5C)
 		default:
 			return nil, d.Errf("unrecognized client_certificate option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return cert, nil
@@ -239,21 +236,19 @@ func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error
 		return nil, d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch d.Val() {
 		case "endpoint":
-			if err := SingleArg(d, &mi.Endpoint); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &mi.Endpoint)
 		case "object_id":
-			if err := SingleArg(d, &mi.ObjectID); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &mi.ObjectID)
 		case "resource_id":
-			if err := SingleArg(d, &mi.ResourceID); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &mi.ResourceID)
 		default:
 			return nil, d.Errf("unrecognized managed_identity option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return mi, nil
@@ -273,6 +268,15 @@ func SingleArg(d *caddyfile.Dispenser, dest *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return nil
+}
+
+// flagArg sets dest for an option that takes no argument.
+func flagArg(d *caddyfile.Dispenser, dest *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dest = true
 	return nil
 }
 
@@ -342,6 +346,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 		return nil, d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch option := d.Val(); option {
 		case "addrs":
 			addrs := d.RemainingArgs()
@@ -350,17 +355,11 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.Addrs = append(redis.Addrs, addrs...)
 		case "master_name":
-			if err := SingleArg(d, &redis.MasterName); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &redis.MasterName)
 		case "username":
-			if err := SingleArg(d, &redis.Username); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &redis.Username)
 		case "password":
-			if err := SingleArg(d, &redis.Password); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &redis.Password)
 		case "db":
 			var raw string
 			if err := SingleArg(d, &raw); err != nil {
@@ -372,39 +371,27 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.DB = db
 		case "tls":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			redis.TLS = true
+			err = flagArg(d, &redis.TLS)
 		case "tls_ca":
-			if err := SingleArg(d, &redis.TLSCA); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &redis.TLSCA)
 		case "tls_server_name":
-			if err := SingleArg(d, &redis.TLSServerName); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &redis.TLSServerName)
 		case "key_prefix":
-			if err := SingleArg(d, &redis.KeyPrefix); err != nil {
-				return nil, err
-			}
+			err = SingleArg(d, &redis.KeyPrefix)
 		case "timeout":
-			if err := durationArg(d, &redis.Timeout); err != nil {
-				return nil, err
-			}
+			err = durationArg(d, &redis.Timeout)
 		case "encryption_key":
 			var key string
-			if err := SingleArg(d, &key); err != nil {
-				return nil, err
+			if err = SingleArg(d, &key); err == nil {
+				redis.EncryptionKeys = append(redis.EncryptionKeys, key)
 			}
-			redis.EncryptionKeys = append(redis.EncryptionKeys, key)
 		case "insecure_plaintext":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			redis.InsecurePlaintext = true
+			err = flagArg(d, &redis.InsecurePlaintext)
 		default:
 			return nil, d.Errf("unrecognized redis option '%s'", option)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if redis.URL == "" && len(redis.Addrs) == 0 {
@@ -459,6 +446,18 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	}
 	a.Applications[name] = app
 	return nil
+}
+
+// Directive is the httpcaddyfile parser of a handler directive: a new H
+// unmarshals it.
+func Directive[H any, P interface {
+	*H
+	caddyhttp.MiddlewareHandler
+	caddyfile.Unmarshaler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := P(new(H))
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
 }
 
 // Interface guard

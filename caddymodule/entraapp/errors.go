@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -34,9 +35,13 @@ func prefixConfigError(prefix string, err error) error {
 	return ConfigError(prefix+"credential", err.Error())
 }
 
-// FromContext returns the entra app of a handler's config, for directive,
-// which needs it: how a handler finds the app in its Provision.
-func FromContext(ctx caddy.Context, directive string) (*App, error) {
+// FromContext is how a handler's Provision finds the entra app of its
+// config, for directive, which needs it; it first registers the app's
+// metric collectors and the handler's (see RegisterMetrics).
+func FromContext(ctx caddy.Context, directive string, collectors ...prometheus.Collector) (*App, error) {
+	if err := RegisterMetrics(ctx.GetMetricsRegistry(), collectors...); err != nil {
+		return nil, fmt.Errorf("registering metrics: %v", err)
+	}
 	appIface, err := ctx.AppIfConfigured("entra")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		return nil, fmt.Errorf("%s: %s is used but no entra app is configured (add an entra block to the global options)",

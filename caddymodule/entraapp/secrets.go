@@ -33,12 +33,7 @@ func (a *App) literalSecretFields() []string {
 		}
 	}
 	identity("", &a.IdentityConfig)
-	names := make([]string, 0, len(a.Applications))
-	for name := range a.Applications {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range a.ApplicationNames() {
 		if app := a.Applications[name]; app != nil {
 			identity("application "+name+": ", &app.IdentityConfig)
 		}

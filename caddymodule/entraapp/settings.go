@@ -60,13 +60,8 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 	if len(a.Applications) == 0 {
 		return nil, ConfigError("application", "at least one application is required")
 	}
-	names := make([]string, 0, len(a.Applications))
-	for name := range a.Applications {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	apps := make([]resolvedApplication, 0, len(names))
-	for _, name := range names {
+	apps := make([]resolvedApplication, 0, len(a.Applications))
+	for _, name := range a.ApplicationNames() {
 		app := a.Applications[name]
 		scopes, err := validateApplication(name, app)
 		if err != nil {

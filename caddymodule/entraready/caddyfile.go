@@ -3,22 +3,16 @@ package entraready
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("entra_ready", parseReadyDirective)
+	httpcaddyfile.RegisterHandlerDirective("entra_ready", entraapp.Directive[Ready])
 	// It answers requests itself: among those handlers, after the auth,
 	// header and abort/error directives, and before respond so that a
 	// catch-all respond in the same block does not shadow it.
 	httpcaddyfile.RegisterDirectiveOrder("entra_ready", httpcaddyfile.Before, "respond")
-}
-
-// parseReadyDirective parses the entra_ready directive.
-func parseReadyDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	r := new(Ready)
-	err := r.UnmarshalCaddyfile(h.Dispenser)
-	return r, err
 }
 
 // UnmarshalCaddyfile sets up the probe from Caddyfile tokens. Syntax:

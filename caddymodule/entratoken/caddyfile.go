@@ -5,21 +5,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("entra_token", parseHandlerDirective)
+	httpcaddyfile.RegisterHandlerDirective("entra_token", entraapp.Directive[Handler])
 	httpcaddyfile.RegisterDirectiveOrder("entra_token", httpcaddyfile.Before, "reverse_proxy")
-}
-
-// parseHandlerDirective parses the entra_token directive.
-func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	handler := new(Handler)
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return handler, err
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:

@@ -144,9 +144,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
-	if err := entraapp.RegisterMetrics(ctx.GetMetricsRegistry(), requests, purges); err != nil {
-		return fmt.Errorf("registering metrics: %v", err)
-	}
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
@@ -176,7 +173,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return entraapp.ConfigError("entra_token purge_on_status", fmt.Sprintf("%d: only error statuses (400-599) can mean a refused token", status))
 		}
 	}
-	app, err := entraapp.FromContext(ctx, "entra_token "+h.Application)
+	app, err := entraapp.FromContext(ctx, "entra_token "+h.Application, requests, purges)
 	if err != nil {
 		return err
 	}

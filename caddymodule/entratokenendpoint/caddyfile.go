@@ -3,25 +3,17 @@ package entratokenendpoint
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("entra_token_endpoint", parseTokenEndpointDirective)
+	httpcaddyfile.RegisterHandlerDirective("entra_token_endpoint", entraapp.Directive[TokenEndpoint])
 	// Among the handlers that answer requests themselves: after the
 	// matchers' helpers, auth (basic_auth, forward_auth), header and abort/
 	// error, so that those still apply to it; before respond, so that a
 	// catch-all respond in the same block does not shadow it.
 	httpcaddyfile.RegisterDirectiveOrder("entra_token_endpoint", httpcaddyfile.Before, "respond")
-}
-
-// parseTokenEndpointDirective parses the entra_token_endpoint directive.
-func parseTokenEndpointDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	e := new(TokenEndpoint)
-	err := e.UnmarshalCaddyfile(h.Dispenser)
-	return e, err
 }
 
 // UnmarshalCaddyfile sets up the endpoint from Caddyfile tokens. Syntax:

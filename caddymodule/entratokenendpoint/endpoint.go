@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -132,10 +133,7 @@ func (TokenEndpoint) CaddyModule() caddy.ModuleInfo {
 // application and resource maps.
 func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
 	e.logger = ctx.Logger()
-	if err := entraapp.RegisterMetrics(ctx.GetMetricsRegistry(), endpointTokens, endpointRefusals); err != nil {
-		return fmt.Errorf("registering metrics: %v", err)
-	}
-	app, err := entraapp.FromContext(ctx, "entra_token_endpoint")
+	app, err := entraapp.FromContext(ctx, "entra_token_endpoint", endpointTokens, endpointRefusals)
 	if err != nil {
 		return err
 	}
@@ -239,12 +237,7 @@ func (e *TokenEndpoint) provisionResources() error {
 			claimedBy[resource] = append(claimedBy[resource], name)
 		}
 	}
-	resources := make([]string, 0, len(e.Resources))
-	for resource := range e.Resources {
-		resources = append(resources, resource)
-	}
-	slices.Sort(resources)
-	for _, resource := range resources {
+	for _, resource := range slices.Sorted(maps.Keys(e.Resources)) {
 		name := e.Resources[resource]
 		key := normalizeResource(resource)
 		if key == "" {
@@ -267,12 +260,7 @@ func (e *TokenEndpoint) provisionResources() error {
 		}
 		e.byResource[key] = ea
 	}
-	claimed := make([]string, 0, len(claimedBy))
-	for resource := range claimedBy {
-		claimed = append(claimed, resource)
-	}
-	slices.Sort(claimed)
-	for _, resource := range claimed {
+	for _, resource := range slices.Sorted(maps.Keys(claimedBy)) {
 		if _, mapped := e.byResource[resource]; mapped {
 			continue
 		}
