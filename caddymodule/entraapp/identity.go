@@ -1,7 +1,6 @@
 package entraapp
 
 import (
-	"fmt"
 	"os"
 	"strings"
 
@@ -232,14 +231,9 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 			cfg.AuthorityHost = fromEnv.AuthorityHost
 		}
 	}
-	switch creds := id.credentials(); len(creds) {
-	case 0:
-		return entra.Config{}, ConfigError(field+"credential",
-			"none is configured: set one of client_secret, client_certificate, federated_token_file, workload_identity or managed_identity")
-	case 1:
-	default:
-		return entra.Config{}, ConfigError(field+"credential",
-			fmt.Sprintf("%s are all set; configure exactly one", strings.Join(creds, ", ")))
+	if err := entra.OneCredential(id.credentials(), []string{"client_secret", "client_certificate",
+		"federated_token_file", "workload_identity", "managed_identity"}); err != nil {
+		return entra.Config{}, prefixConfigError(field, err)
 	}
 	if err := r.requireNonEmpty(cfg, id); err != nil {
 		return entra.Config{}, err

@@ -107,7 +107,7 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		{
 			name:     "two credentials",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "federated_token_file": "/tmp/token", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
-			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "credential", "client_secret, federated_token_file", "exactly one"},
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "credential", "client_secret and federated_token_file", "exactly one"},
 		},
 		{
 			name:     "application with another client and no credential",
