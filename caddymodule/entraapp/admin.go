@@ -76,36 +76,31 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		return Answer{Status: http.StatusNotFound, Code: tokencache.CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
 	switch action {
 	case "":
 		if !allowMethod(w, r, http.MethodGet, http.MethodDelete) {
 			return nil
 		}
-		if r.Method == http.MethodDelete {
-			ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
-			defer cancel()
-			if err := h.DeleteEverywhere(ctx); err != nil {
-				app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
-				return Answer{Status: http.StatusServiceUnavailable, Code: tokencache.CodeTokenRequestFailed,
-					Message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
-					RetryAfter: time.Second}.write(w, indented)
-			}
+		if r.Method == http.MethodDelete && h.DeleteEverywhere(ctx) != nil {
+			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
+			return Answer{Status: http.StatusServiceUnavailable, Code: tokencache.CodeTokenRequestFailed,
+				Message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
+				RetryAfter: time.Second}.write(w, indented)
 		}
-		info, _ := app.status(name)
-		return writeJSON(w, http.StatusOK, info, indented)
 	case "refresh":
 		if !allowMethod(w, r, http.MethodPost) {
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
-		defer cancel()
 		if _, err := h.Refresh(ctx); err != nil {
 			return writeRefreshError(w, err)
 		}
-		info, _ := app.status(name)
-		return writeJSON(w, http.StatusOK, info, indented)
+	default:
+		return Answer{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such endpoint: " + r.URL.Path}.write(w, indented)
 	}
-	return Answer{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such endpoint: " + r.URL.Path}.write(w, indented)
+	info, _ := app.status(name)
+	return writeJSON(w, http.StatusOK, info, indented)
 }
 
 // writeRefreshError answers a refused or failed refresh: 429 with the

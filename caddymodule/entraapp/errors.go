@@ -12,12 +12,8 @@ import (
 )
 
 // The errors a config is rejected with at load carry the error codes of the
-// Node library better-auth-client-credential:
-// MICROSOFT_PROVIDER_INVALID_CONFIG naming the field (ConfigError),
-// MICROSOFT_PROVIDER_NOT_CONFIGURED when a directive needs the entra app
-// and there is none (FromContext), MICROSOFT_APPLICATION_NOT_FOUND for an
-// application name that is not configured (RequireApplication). None holds
-// a value that could be a secret.
+// Node library better-auth-client-credential (ConfigError, FromContext,
+// RequireApplication), and never a value that could be a secret.
 
 // ConfigError is a configuration error with better-auth-client-credential's
 // code, naming the field.
