@@ -125,16 +125,10 @@ func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.
 		status = http.StatusServiceUnavailable
 		entraapp.SetRetryAfter(w.Header(), retryAfter)
 	}
-	if !entraapp.IsLocalPeer(req) {
-		return entraapp.WriteJSON(w, status, readyStatus{Ready: body.Ready})
+	if !entraapp.IsLocalPeer(req) { // the applications' names, expiries and errors are for this machine only
+		return entraapp.WriteJSON(w, status, map[string]bool{"ready": body.Ready})
 	}
 	return entraapp.WriteJSON(w, status, body)
-}
-
-// readyStatus is the probe's answer to a peer off loopback: the
-// applications' names, expiries and errors are for this machine only.
-type readyStatus struct {
-	Ready bool `json:"ready"`
 }
 
 // check gets name's token as a request would and describes the outcome.
