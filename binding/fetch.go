@@ -19,12 +19,10 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// Application returns the tokencache.Application of the application name,
-// whose tokens client gets for scopes, without OnFetch and OnStoreDrop
-// (the caller's to observe). Its records are keyed by CacheKey; its
-// credential ID is keyed by fingerprintKey (see credentialIDFunc). learned,
-// if not nil, is called after each successful fetch with why the token
-// taught nothing (see Rekeyer.Learned).
+// Application is the tokencache.Application of the application name, whose
+// tokens client gets for scopes, keyed by CacheKey, without OnFetch and
+// OnStoreDrop (the caller's). fingerprintKey keys its credential ID; learned,
+// if not nil, is called after each successful fetch (Rekeyer.Learned).
 func Application(name string, client *entra.Client, scopes []string, fingerprintKey []byte, learned func(error)) tokencache.Application {
 	tokenIdentity := tokenIdentityFor(client)
 	audience := audienceFor(client, scopes)

@@ -10,14 +10,10 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// This file is the one way entra_token, entra_ready, entra_token_endpoint
-// and the admin API answer an error: a status, a code and a message, and
-// Retry-After in whole seconds rounded up when the client should wait.
-// entra_token, entra_ready and the admin API answer the JSON body
-// {"code": "...", "message": "..."} (ErrorBody); entra_token_endpoint keeps
-// the body shapes of the protocols it speaks and shares only the mapping of
-// a token error and the rounding. No answer holds a token, a secret or an
-// assertion.
+// This file is the one way the handlers and the admin API answer an error
+// (Answer); entra_token_endpoint keeps its protocols' body shapes and shares
+// the mapping of a token error and the Retry-After rounding. No answer
+// holds a token, a secret or an assertion.
 
 // ErrorBody is the JSON body of an error: {"code": "...", "message": "..."}.
 type ErrorBody struct {

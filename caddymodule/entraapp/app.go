@@ -1,11 +1,8 @@
 // Package entraapp is the entra app: the global Entra ID configuration
 // (its Caddyfile option), the token clients and the pooled token cache, the
 // admin API (admin.api.entra), the `caddy entra` command and the app's
-// metrics. The HTTP handlers (caddymodule/entratoken, entraready,
-// entratokenendpoint) find the running app with FromContext and use only
-// its exported API: Token, PurgeRejected, LastFailure, ApplicationNames,
-// RequireApplication, ApplicationIDs, the local-request checks, the one
-// way to answer an error (Answer), ResolveSecret and RegisterMetrics.
+// metrics. The HTTP handlers under caddymodule find the app with
+// FromContext and use its exported API only.
 package entraapp
 
 import (
@@ -14,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -96,7 +94,7 @@ type App struct {
 	// application name. cache and the map do not change after Validate; a
 	// system-assigned identity's handle is replaced once (see rekey),
 	// ordered with Start and Cleanup by lifecycle.
-	handles   map[string]*appHandle
+	handles   map[string]*atomic.Pointer[tokencache.Handle]
 	lifecycle *lifecycleGuard // a pointer: Caddy copies module values
 	// resolved are the applications' settings Validate resolved (they hold
 	// credentials: never logged).
@@ -237,9 +235,8 @@ func (a *App) provision(repl *caddy.Replacer) error {
 	return a.register(s)
 }
 
-// ProvisionForTest readies a as Provision and Validate do, logging to
-// logger, without a caddy.Context (nor its metrics registry): for the
-// handlers' tests, which run no Caddy.
+// ProvisionForTest is Provision and Validate without a caddy.Context,
+// logging to logger: for the handlers' tests, which run no Caddy.
 func (a *App) ProvisionForTest(logger *zap.Logger) error {
 	a.logger, a.refusals = logger, new(refusalLog)
 	return a.provision(caddy.NewReplacer())
@@ -268,7 +265,7 @@ func (a *App) activate() {
 	defer a.lifecycle.mu.Unlock()
 	a.lifecycle.started = true
 	for _, h := range a.handles {
-		h.current.Load().Activate()
+		h.Load().Activate()
 	}
 }
 
@@ -292,7 +289,7 @@ func (a *App) Cleanup() error {
 	a.lifecycle.mu.Lock()
 	a.lifecycle.cleanedUp = true
 	for _, h := range a.handles {
-		h.current.Load().Release()
+		h.Load().Release()
 	}
 	a.lifecycle.mu.Unlock()
 	if _, err := cachePool.Delete(a.poolKey); err != nil {
@@ -320,7 +317,7 @@ func (a *App) handle(name string) (*tokencache.Handle, bool) {
 	if !ok {
 		return nil, false
 	}
-	return ah.current.Load(), true
+	return ah.Load(), true
 }
 
 // PurgeRejected drops accessToken, which downstream refused, from the

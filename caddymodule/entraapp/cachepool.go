@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -58,17 +59,18 @@ func (a *App) register(s *settings) error {
 	a.lifecycle = new(lifecycleGuard)
 	a.lifecycle.mu.Lock()
 	defer a.lifecycle.mu.Unlock()
-	handles := make(map[string]*appHandle, len(apps))
+	handles := make(map[string]*atomic.Pointer[tokencache.Handle], len(apps))
 	for _, app := range apps {
 		h, err := cache.RegisterPending(app) // activated in Start
 		if err != nil {
 			for _, registered := range handles {
-				registered.current.Load().Release()
+				registered.Load().Release()
 			}
 			_, _ = cachePool.Delete(key)
 			return fmt.Errorf("registering application %s: %v", app.Name, err)
 		}
-		handles[app.Name] = newAppHandle(h)
+		handles[app.Name] = new(atomic.Pointer[tokencache.Handle])
+		handles[app.Name].Store(h)
 	}
 	if loaded {
 		a.logger.Debug("reusing the token cache of the previous config")

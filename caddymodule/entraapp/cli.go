@@ -93,9 +93,9 @@ func cmdEntraToken(fl caddycmd.Flags) (int, error) {
 		}
 		return 0, nil
 	}
-	names := make([]string, 0, len(apps))
-	for _, app := range apps {
-		names = append(names, app.Name)
+	names := make([]string, len(apps))
+	for i, app := range apps {
+		names[i] = app.Name
 	}
 	return 1, fmt.Errorf("%s: application %q is not configured (configured: %s)",
 		tokencache.CodeApplicationNotFound, name, strings.Join(names, ", "))
@@ -119,12 +119,15 @@ func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
 			fmt.Fprintf(table, "%s\tFAILED\t-\t-\t%s\n", app.Name, failureSummary(result.err))
 			continue
 		}
-		roles := "-"
+		roles, audience := "-", "-"
 		if c := result.info.Claims; c != nil && len(c.Roles) > 0 {
 			roles = strings.Join(c.Roles, ",")
 		}
+		if c := result.info.Claims; c != nil && c.Audience != "" {
+			audience = c.Audience
+		}
 		fmt.Fprintf(table, "%s\tok\t%s\t%s\taud %s, fingerprint %s\n", app.Name,
-			result.info.AccessTokenExpiresAt.Format(time.RFC3339), roles, audienceOf(result.info), result.info.Fingerprint)
+			result.info.AccessTokenExpiresAt.Format(time.RFC3339), roles, audience, result.info.Fingerprint)
 	}
 	_ = table.Flush()
 	for _, f := range failures {
@@ -135,14 +138,6 @@ func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
 		return 1, fmt.Errorf("%d of %d applications got no token", failed, len(apps))
 	}
 	return 0, nil
-}
-
-// audienceOf is the token's aud claim, or "-".
-func audienceOf(info tokenInfo) string {
-	if info.Claims == nil || info.Claims.Audience == "" {
-		return "-"
-	}
-	return info.Claims.Audience
 }
 
 // loadCLIApplications adapts the config file and resolves its entra app's

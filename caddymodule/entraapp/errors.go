@@ -31,9 +31,9 @@ func prefixConfigError(prefix string, err error) error {
 	return ConfigError(prefix+"credential", err.Error())
 }
 
-// FromContext is how a handler's Provision finds the entra app of its
-// config, for directive, which needs it; it first registers the app's
-// metric collectors and the handler's (see RegisterMetrics).
+// FromContext is how a handler's Provision finds the entra app its
+// directive needs, after registering the app's and the handler's metric
+// collectors.
 func FromContext(ctx caddy.Context, directive string, collectors ...prometheus.Collector) (*App, error) {
 	if err := RegisterMetrics(ctx.GetMetricsRegistry(), collectors...); err != nil {
 		return nil, fmt.Errorf("registering metrics: %v", err)

@@ -173,10 +173,9 @@ func IsLocalPeer(r *http.Request) bool {
 	return ok && strings.HasPrefix(local.Network(), "unix")
 }
 
-// RefuseNotLocal answers a request that may come from a web page with 403
-// and {"code": "MICROSOFT_REQUEST_NOT_LOCAL", "message": reason}, logging
-// who asked (the peer's address, nothing the client sent) to logger as
-// LogBrowserRefusal allows.
+// RefuseNotLocal answers 403 {"code": "MICROSOFT_REQUEST_NOT_LOCAL",
+// "message": reason}, logging the peer's address (nothing the client sent)
+// as LogBrowserRefusal allows.
 func (a *App) RefuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap.Logger, directive, reason string) error {
 	if ok, unlogged := a.LogBrowserRefusal(); ok && logger != nil {
 		logger.Warn("refused a request that may come from a web page", zap.String("directive", directive),
@@ -186,9 +185,8 @@ func (a *App) RefuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap
 	return Answer{Status: http.StatusForbidden, Code: CodeRequestNotLocal, Message: reason}.Write(w)
 }
 
-// LogBrowserRefusal reports whether a refusal a web page can cause at will
-// (NotLocal) may be logged now, and if so how many were not since the last
-// that was: at most one entry per minute per app (refusalLog).
+// LogBrowserRefusal is refusalLog.allow of the app, now: whether a refusal
+// a web page can cause at will may be logged, and how many were not.
 func (a *App) LogBrowserRefusal() (bool, int64) {
 	if a == nil {
 		return true, 0

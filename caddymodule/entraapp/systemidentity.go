@@ -2,7 +2,6 @@ package entraapp
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -10,22 +9,6 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
-
-// A system-assigned managed identity's application is registered again
-// once its first token names it (binding.CacheKey, binding.Rekeyer): its
-// handle is replaced, under the lifecycle lock.
-
-// appHandle is an application's handle in the pooled cache; a system-assigned
-// identity's is replaced once its identity is learned.
-type appHandle struct {
-	current atomic.Pointer[tokencache.Handle]
-}
-
-func newAppHandle(h *tokencache.Handle) *appHandle {
-	ah := new(appHandle)
-	ah.current.Store(h)
-	return ah
-}
 
 // lifecycleGuard is where the app is in its life (started, cleaned up),
 // under the lock that orders rekeys with Start and Cleanup: after Cleanup
@@ -58,7 +41,7 @@ func (a *App) rekey(app tokencache.Application, client *entra.Client) {
 			zap.String("application", app.Name), zap.Error(err))
 		return
 	}
-	ah.current.Swap(h).Release()
+	ah.Swap(h).Release()
 	if a.prefetches(app.Name) {
 		h.Prefetch() // keep it warm under its new key too
 	}

@@ -354,7 +354,7 @@ func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 // correlationID is the client's x-ms-client-request-id when it is a sane
 // identifier, else a random one.
 func correlationID(r *http.Request) string {
-	if id := r.Header.Get("X-Ms-Client-Request-Id"); len(id) <= 64 && id != "" && isIdentifier(id) {
+	if id := r.Header.Get("X-Ms-Client-Request-Id"); len(id) <= 64 && id != "" && strings.IndexFunc(id, notIDRune) < 0 {
 		return id
 	}
 	b := make([]byte, 16)
@@ -362,14 +362,9 @@ func correlationID(r *http.Request) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// isIdentifier reports whether s holds letters, digits and '-' only.
-func isIdentifier(s string) bool {
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
+// notIDRune reports whether c is not a letter, digit or '-'.
+func notIDRune(c rune) bool {
+	return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-')
 }
 
 // quoteForClient quotes a value the client sent for an error message, cut
