@@ -5,7 +5,7 @@
 //	xcaddy build --with github.com/caddy-entra/caddy-entra
 //
 // is the whole install. It registers the entra app, the entra_token,
-// entra_token_endpoint and entra_ready handlers (package caddymodule) and
+// entra_token_endpoint and entra_ready handlers (packages under caddymodule) and
 // the handoff app and listener network (package handoff/caddyhandoff),
 // which every shipped config listens through. Each of those packages still
 // builds alone, so builds that name them keep working.

@@ -221,16 +221,32 @@ func checkOneCredential(cfg Config) error {
 	if cfg.ManagedIdentity != nil {
 		set = append(set, "managed_identity")
 	}
+	return OneCredential(set, []string{"client_secret", "client_certificate", "federated_token_file", "managed_identity"})
+}
+
+// OneCredential is the rule of exactly one credential per identity: the
+// *ConfigError (field "credential") of set, the names of the credentials
+// an identity sets, unless it holds exactly one; choices names every
+// credential, for the error of none.
+func OneCredential(set, choices []string) error {
 	switch len(set) {
 	case 1:
 		return nil
 	case 0:
-		return &ConfigError{Field: "credential", Reason: "none is configured; set exactly one of client_secret, client_certificate, federated_token_file or managed_identity"}
+		return &ConfigError{Field: "credential", Reason: "none is configured; set exactly one of " + listed(choices, "or")}
 	case 2:
-		return &ConfigError{Field: "credential", Reason: set[0] + " and " + set[1] + " are both set; configure exactly one credential"}
+		return &ConfigError{Field: "credential", Reason: listed(set, "and") + " are both set; configure exactly one credential"}
 	default:
-		return &ConfigError{Field: "credential", Reason: strings.Join(set[:len(set)-1], ", ") + " and " + set[len(set)-1] + " are all set; configure exactly one credential"}
+		return &ConfigError{Field: "credential", Reason: listed(set, "and") + " are all set; configure exactly one credential"}
 	}
+}
+
+// listed joins names as "a, b and c" (or "a, b or c").
+func listed(names []string, conjunction string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " " + conjunction + " " + names[len(names)-1]
 }
 
 // resolveTokenEndpoint returns Config.TokenEndpoint, or the v2.0 token

@@ -1,0 +1,132 @@
+package entraapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminTimeout bounds a refresh or purge requested through the admin API.
+const adminTimeout = 30 * time.Second
+
+// adminAPI is the admin.api.entra module: the /entra/tokens endpoints on
+// Caddy's admin API, acting on the running entra app.
+//
+//	GET    /entra/tokens                      every application's token metadata
+//	GET    /entra/tokens/<application>        one application's
+//	POST   /entra/tokens/<application>/refresh fetch a new token now, fleet-wide
+//	DELETE /entra/tokens/<application>        purge the token, fleet-wide
+//
+// They answer metadata only (see tokenInfo): never a token, its signature,
+// a secret or an assertion. Admin access equals access to the credentials:
+// serve the admin API on a Unix socket (mode 0600) or not at all.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.entra",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes returns the /entra/tokens routes.
+func (api adminAPI) Routes() []caddy.AdminRoute {
+	handler := caddy.AdminHandlerFunc(api.serveTokens)
+	return []caddy.AdminRoute{
+		{Pattern: "/entra/tokens", Handler: handler},
+		{Pattern: "/entra/tokens/", Handler: handler},
+	}
+}
+
+// serveTokens routes a request under /entra/tokens.
+func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
+	app := runningApp.Load()
+	if app == nil {
+		return Answer{Status: http.StatusInternalServerError, Code: tokencache.CodeProviderNotConfigured,
+			Message: "no entra app is running (add an entra block to the global options)"}.write(w, indented)
+	}
+	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
+	if rest == "" {
+		if !allowMethod(w, r, http.MethodGet) {
+			return nil
+		}
+		names := app.ApplicationNames()
+		infos := make([]tokenInfo, 0, len(names))
+		for _, name := range names {
+			info, _ := app.status(name)
+			infos = append(infos, info)
+		}
+		return writeJSON(w, http.StatusOK, infos, indented)
+	}
+	name, action, _ := strings.Cut(rest, "/")
+	h, ok := app.handle(name)
+	if !ok {
+		return Answer{Status: http.StatusNotFound, Code: tokencache.CodeApplicationNotFound,
+			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	switch action {
+	case "":
+		if !allowMethod(w, r, http.MethodGet, http.MethodDelete) {
+			return nil
+		}
+		if r.Method == http.MethodDelete && h.DeleteEverywhere(ctx) != nil {
+			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
+			return Answer{Status: http.StatusServiceUnavailable, Code: tokencache.CodeTokenRequestFailed,
+				Message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
+				RetryAfter: time.Second}.write(w, indented)
+		}
+	case "refresh":
+		if !allowMethod(w, r, http.MethodPost) {
+			return nil
+		}
+		if _, err := h.Refresh(ctx); err != nil {
+			return writeRefreshError(w, err)
+		}
+	default:
+		return Answer{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such endpoint: " + r.URL.Path}.write(w, indented)
+	}
+	info, _ := app.status(name)
+	return writeJSON(w, http.StatusOK, info, indented)
+}
+
+// writeRefreshError answers a refused or failed refresh: 429 with the
+// backoff's Retry-After when no token request was made (the application is
+// backed off), else the failure's own status (502, or 503 with Retry-After
+// while throttled).
+func writeRefreshError(w http.ResponseWriter, err error) error {
+	answer := AnswerFor(err)
+	if errors.Is(err, tokencache.ErrPaused) {
+		answer.Status = http.StatusTooManyRequests
+	}
+	return answer.write(w, indented)
+}
+
+// allowMethod reports whether r's method is one of methods, answering 405
+// with Allow when it is not.
+func allowMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	_ = Answer{Status: http.StatusMethodNotAllowed, Code: "METHOD_NOT_ALLOWED", Message: r.Method + " is not allowed here"}.write(w, indented)
+	return false
+}
+
+// Interface guard
+var _ caddy.AdminRouter = (*adminAPI)(nil)

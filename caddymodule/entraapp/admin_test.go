@@ -1,0 +1,137 @@
+package entraapp
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-entra/caddy-entra/entra/entratest"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// admin sends one request to the admin API's handler.
+func admin(t *testing.T, method, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	if err := (adminAPI{}).serveTokens(rec, httptest.NewRequest(method, "http://localhost"+path, nil)); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func TestAdminAPI(t *testing.T) {
+	app, emulator, _ := newTestApp(t, unitClientSecret)
+	app.startOperations()
+	t.Cleanup(app.stopOperations)
+	first, err := app.Token(t.Context(), "graph-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	check := func(rec *httptest.ResponseRecorder, status int) string {
+		t.Helper()
+		if rec.Code != status {
+			t.Fatalf("status %d, want %d: %s", rec.Code, status, rec.Body.String())
+		}
+		bodies = append(bodies, rec.Body.String())
+		return rec.Body.String()
+	}
+
+	var list []tokenInfo
+	if err := json.Unmarshal([]byte(check(admin(t, http.MethodGet, "/entra/tokens"), http.StatusOK)), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].ApplicationName != "graph-api" || list[1].ApplicationName != "orders-api" {
+		t.Fatalf("list %+v, want graph-api and orders-api", list)
+	}
+	graph := list[0]
+	if graph.Fingerprint == "" || graph.Claims == nil || graph.Claims.Audience != "https://graph.microsoft.com" ||
+		graph.Source != "fetched" || graph.RecordKey == "" || graph.NextRefreshAt == nil || graph.CreatedAt == nil ||
+		graph.Identity.ClientID != unitClientID || graph.Identity.Credential != "client_secret" || graph.Backoff != nil {
+		t.Errorf("graph-api entry %+v", graph)
+	}
+	if list[1].Fingerprint != "" || list[1].AccessTokenExpiresAt != nil {
+		t.Errorf("orders-api has no token yet: %+v", list[1])
+	}
+
+	var refreshed tokenInfo
+	if err := json.Unmarshal([]byte(check(admin(t, http.MethodPost, "/entra/tokens/graph-api/refresh"), http.StatusOK)), &refreshed); err != nil {
+		t.Fatal(err)
+	}
+	if refreshed.Fingerprint == graph.Fingerprint || emulator.TokenRequests() != 2 {
+		t.Errorf("refresh: fingerprint %s (was %s) after %d token requests, want a new token", refreshed.Fingerprint, graph.Fingerprint, emulator.TokenRequests())
+	}
+	check(admin(t, http.MethodPost, "/entra/tokens/graph-api/refresh"), http.StatusOK)
+	if n := emulator.TokenRequests(); n != 2 {
+		t.Errorf("two refreshes within a second made %d token requests, want 1", n-1)
+	}
+	second, _ := app.Token(t.Context(), "graph-api")
+
+	var purged tokenInfo
+	if err := json.Unmarshal([]byte(check(admin(t, http.MethodDelete, "/entra/tokens/graph-api"), http.StatusOK)), &purged); err != nil {
+		t.Fatal(err)
+	}
+	if purged.Fingerprint != "" || purged.AccessTokenExpiresAt != nil {
+		t.Errorf("after purge: %+v, want no token", purged)
+	}
+	third, err := app.Token(t.Context(), "graph-api")
+	if err != nil || third.AccessToken == second.AccessToken || emulator.TokenRequests() != 3 {
+		t.Errorf("after purge: %v, %d token requests; want a fresh token", err, emulator.TokenRequests())
+	}
+
+	body := check(admin(t, http.MethodGet, "/entra/tokens/nope"), http.StatusNotFound)
+	if !strings.Contains(body, tokencache.CodeApplicationNotFound) {
+		t.Errorf("unknown application: %s", body)
+	}
+	check(admin(t, http.MethodGet, "/entra/tokens/graph-api/refresh"), http.StatusMethodNotAllowed)
+	check(admin(t, http.MethodPut, "/entra/tokens"), http.StatusMethodNotAllowed)
+	check(admin(t, http.MethodGet, "/entra/tokens/graph-api/other"), http.StatusNotFound)
+
+	// A refresh inside the backoff makes no token request.
+	emulator.FailNext(1, entratest.Failure{Status: http.StatusTooManyRequests, RetryAfter: "30"})
+	time.Sleep(time.Second) // out of the coalescing second
+	check(admin(t, http.MethodPost, "/entra/tokens/graph-api/refresh"), http.StatusServiceUnavailable)
+	rec := admin(t, http.MethodPost, "/entra/tokens/graph-api/refresh")
+	check(rec, http.StatusServiceUnavailable) // the same failure, shared within the second
+	time.Sleep(time.Second)
+	rec = admin(t, http.MethodPost, "/entra/tokens/graph-api/refresh")
+	check(rec, http.StatusTooManyRequests)
+	if ra, _ := strconv.Atoi(rec.Header().Get("Retry-After")); ra < 25 || ra > 30 {
+		t.Errorf("Retry-After %q, want the backoff's (about 28s)", rec.Header().Get("Retry-After"))
+	}
+	if n := emulator.TokenRequests(); n != 4 {
+		t.Errorf("%d token requests, want 4: none while backed off", n)
+	}
+	var backedOff tokenInfo
+	_ = json.Unmarshal([]byte(check(admin(t, http.MethodGet, "/entra/tokens/graph-api"), http.StatusOK)), &backedOff)
+	if b := backedOff.Backoff; b == nil || !b.Active || b.Kind != "transient" || b.Error == "" || b.TraceID == "" {
+		t.Errorf("backoff %+v, want an active transient backoff with the endpoint's error", b)
+	}
+	if backedOff.Fingerprint == "" {
+		t.Error("the current token is kept (and shown) while backed off")
+	}
+
+	all := strings.Join(bodies, "\n")
+	for _, secret := range []string{unitClientSecret, first.AccessToken, second.AccessToken, third.AccessToken} {
+		if strings.Contains(all, secret) {
+			t.Error("an admin response holds a token or the secret")
+		}
+		if i := strings.LastIndex(secret, "."); i > 0 && strings.Contains(all, secret[i+1:]) {
+			t.Error("an admin response holds a token's signature")
+		}
+	}
+}
+
+func TestAdminAPIWithoutARunningApp(t *testing.T) {
+	if runningApp.Load() != nil {
+		t.Skip("an app is running")
+	}
+	rec := admin(t, http.MethodGet, "/entra/tokens")
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), tokencache.CodeProviderNotConfigured) {
+		t.Errorf("%d %s", rec.Code, rec.Body.String())
+	}
+}

@@ -1,0 +1,146 @@
+package entraapp
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/binding"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// cachePool keeps token caches across config reloads, keyed by their store
+// and refresh settings: a reload that keeps them gets the same cache back,
+// with its tokens, its Redis client and any refresh in flight.
+var cachePool = caddy.NewUsagePool()
+
+// pooledCache lets the pool close a cache when no config uses it any more.
+type pooledCache struct{ *tokencache.Cache }
+
+// Destruct closes the cache and its store.
+func (p pooledCache) Destruct() error { return p.Close() }
+
+// register takes the pooled cache of s's cache settings (making it if no
+// running config has it) and registers s's applications with it.
+func (a *App) register(s *settings) error {
+	var fingerprintKey []byte // with encryption at rest, fingerprints are keyed too
+	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
+		fingerprintKey = s.cache.Redis.EncryptionKeys[0]
+	}
+	apps := a.cacheApplications(s.applications, fingerprintKey)
+	settings := s.cache
+	key, err := settings.poolKey()
+	if err != nil {
+		return err
+	}
+	value, loaded, err := cachePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		cache, err := newCache(settings, a.logger)
+		if err != nil {
+			return nil, err
+		}
+		return pooledCache{cache}, nil
+	})
+	if err != nil {
+		return err
+	}
+	cache := value.(pooledCache).Cache
+	// Each config holds handles of its own, released in Cleanup: a new
+	// config never takes what a running one uses away from it (even when
+	// the new one then fails to load), while tokens, background refreshes
+	// and refreshes in flight, kept per record key, carry over.
+	// A rekey (a system-assigned identity learned by a first fetch, which a
+	// registration may start) waits until the handles are in place.
+	a.lifecycle = new(lifecycleGuard)
+	a.lifecycle.mu.Lock()
+	defer a.lifecycle.mu.Unlock()
+	handles := make(map[string]*atomic.Pointer[tokencache.Handle], len(apps))
+	for _, app := range apps {
+		h, err := cache.RegisterPending(app) // activated in Start
+		if err != nil {
+			for _, registered := range handles {
+				registered.Load().Release()
+			}
+			_, _ = cachePool.Delete(key)
+			return fmt.Errorf("registering application %s: %v", app.Name, err)
+		}
+		handles[app.Name] = new(atomic.Pointer[tokencache.Handle])
+		handles[app.Name].Store(h)
+	}
+	if loaded {
+		a.logger.Debug("reusing the token cache of the previous config")
+	}
+	a.cache, a.poolKey, a.handles, a.resolved = cache, key, handles, s.applications
+	return nil
+}
+
+// poolKey identifies a cache by its settings; secrets are hashed in.
+func (s *cacheSettings) poolKey() (string, error) {
+	hashed := *s
+	if s.Redis != nil {
+		redis := *s.Redis
+		redis.TLSConfig = nil // described by RedisTLS
+		hashed.Redis = &redis
+	}
+	raw, err := json.Marshal(hashed)
+	if err != nil {
+		return "", fmt.Errorf("hashing cache settings: %v", err)
+	}
+	sum := sha256.Sum256(raw)
+	return "entra-cache-" + hex.EncodeToString(sum[:]), nil
+}
+
+// newCache makes the store and the cache. An unreachable Redis is not an
+// error: the cache degrades to per-replica caching until it is back.
+func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
+	var store tokencache.Store = tokencache.NewMemoryStore()
+	if s.Redis != nil {
+		redisStore, err := tokencache.NewRedisStore(*s.Redis)
+		if err != nil {
+			return nil, ConfigError("redis", strings.TrimPrefix(err.Error(), "tokencache: "))
+		}
+		logger.Info("sharing tokens through redis",
+			zap.String("key_prefix", redisStore.KeyPrefix()),
+			zap.Bool("encrypted", len(s.Redis.EncryptionKeys) > 0))
+		store = redisStore
+	}
+	cache, err := tokencache.New(tokencache.Options{
+		Store:         store,
+		RefreshWindow: s.RefreshWindow,
+		RefreshAhead:  s.RefreshAhead,
+		WaitTimeout:   s.WaitTimeout,
+		Logger:        logger,
+	})
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("creating token cache: %v", err)
+	}
+	return cache, nil
+}
+
+// cacheApplications makes the cache's applications from the resolved ones
+// (binding.Application, observed by this app's metrics and log). A
+// system-assigned identity not learned yet is keyed per process and
+// registered again once its first token names it (rekey).
+func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) []tokencache.Application {
+	apps := make([]tokencache.Application, 0, len(resolved))
+	for _, ra := range resolved {
+		name, client := ra.Name, ra.Client
+		a.remember(name, client)
+		var app tokencache.Application
+		var learned func(error)
+		if _, unlearned := binding.CacheKey(client); unlearned {
+			learned = binding.NewRekeyer(name, client, a.logger, func() { a.rekey(app, client) }).Learned
+		}
+		app = binding.Application(name, client, ra.Scopes, fingerprintKey, learned)
+		app.OnFetch = fetchObserver(name, client.TokenEndpoint(), a.logger)
+		app.OnStoreDrop = storeDropObserver(name)
+		apps = append(apps, app)
+	}
+	return apps
+}

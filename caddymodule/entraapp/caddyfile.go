@@ -1,0 +1,464 @@
+package entraapp
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("entra", parseGlobalOption)
+}
+
+// parseGlobalOption parses the entra global option into the entra app.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("entra: the global option may appear only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "entra", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens. Syntax:
+//
+//	entra {
+//		tenant_id      <tenant>
+//		client_id      <client>
+//		client_secret  <secret>
+//		client_certificate <cert.pem> [<key.pem>] {
+//			key_password <password>
+//			send_x5c
+//		}
+//		federated_token_file <path>
+//		workload_identity
+//		managed_identity [<client_id>] {
+//			object_id <id>
+//			resource_id <id>
+//			endpoint <url>
+//		}
+//		authority_host <url>
+//		token_endpoint <url>
+//		token_request_param <name> <value>
+//		refresh_window <duration>
+//		refresh_ahead  <fraction>
+//		wait_timeout   <duration>
+//		prefetch [on|off]
+//		hosts <name>...
+//		redis [<url>] {
+//			addrs <host:port>...
+//			master_name <name>
+//			username <user>
+//			password <password>
+//			db <number>
+//			tls
+//			tls_ca <ca.pem>
+//			tls_server_name <name>
+//			key_prefix <prefix>
+//			timeout <duration>
+//			encryption_key <base64 of 32 bytes>  # required, or:
+//			insecure_plaintext
+//		}
+//		application <name> [<scope>...] {
+//			scope <scope> [<scope>...]
+//			prefetch [on|off]
+//			# any identity option above: tenant_id, client_id, a credential,
+//			# authority_host, token_endpoint, token_request_param
+//		}
+//	}
+//
+// Exactly one credential (client_secret, client_certificate,
+// federated_token_file, workload_identity or managed_identity) per identity.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		handled, err := parseIdentityOption(d, &a.IdentityConfig)
+		if err != nil {
+			return err
+		}
+		if handled {
+			continue
+		}
+		switch option := d.Val(); option {
+		case "refresh_window":
+			err = durationArg(d, &a.RefreshWindow)
+		case "wait_timeout":
+			err = durationArg(d, &a.WaitTimeout)
+		case "refresh_ahead":
+			var raw string
+			if err := SingleArg(d, &raw); err != nil {
+				return err
+			}
+			fraction, err := parseFraction(raw)
+			if err != nil {
+				return d.Errf("refresh_ahead: %v", err)
+			}
+			a.RefreshAhead = fraction
+		case "hosts":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.Err("hosts: at least one name is required (e.g. hosts sidecar)")
+			}
+			a.Hosts = append(a.Hosts, names...)
+		case "redis":
+			if a.Redis != nil {
+				return d.Err("redis: may appear only once")
+			}
+			redis, err := parseRedis(d)
+			if err != nil {
+				return err
+			}
+			a.Redis = redis
+		case "application":
+			err = a.parseApplication(d)
+		case "prefetch":
+			if a.Prefetch {
+				return d.Err("prefetch: may appear only once")
+			}
+			prefetch, err := parsePrefetch(d)
+			if err != nil {
+				return err
+			}
+			a.Prefetch = prefetch
+		default:
+			return d.Errf("unrecognized entra option '%s'", option)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseIdentityOption parses one identity option (tenant, client,
+// credential, authority) into id, reporting whether the option was one.
+func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, error) {
+	switch d.Val() {
+	case "tenant_id":
+		return true, SingleArg(d, &id.TenantID)
+	case "client_id":
+		return true, SingleArg(d, &id.ClientID)
+	case "client_secret":
+		return true, SingleArg(d, &id.ClientSecret)
+	case "authority_host":
+		return true, SingleArg(d, &id.AuthorityHost)
+	case "token_endpoint":
+		return true, SingleArg(d, &id.TokenEndpoint)
+	case "federated_token_file":
+		return true, SingleArg(d, &id.FederatedTokenFile)
+	case "workload_identity":
+		if id.WorkloadIdentity {
+			return true, d.Err("workload_identity: may appear only once")
+		}
+		if d.NextArg() {
+			return true, d.ArgErr()
+		}
+		id.WorkloadIdentity = true
+		return true, nil
+	case "client_certificate":
+		if id.ClientCertificate != nil {
+			return true, d.Err("client_certificate: may appear only once")
+		}
+		cert, err := parseClientCertificate(d)
+		id.ClientCertificate = cert
+		return true, err
+	case "managed_identity":
+		if id.ManagedIdentity != nil {
+			return true, d.Err("managed_identity: may appear only once")
+		}
+		mi, err := parseManagedIdentity(d)
+		id.ManagedIdentity = mi
+		return true, err
+	case "token_request_param":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return true, d.Errf("token_request_param: want <name> <value>")
+		}
+		if _, dup := id.TokenRequestParams[args[0]]; dup {
+			return true, d.Errf("token_request_param %s: set twice", args[0])
+		}
+		if id.TokenRequestParams == nil {
+			id.TokenRequestParams = make(map[string]string)
+		}
+		id.TokenRequestParams[args[0]] = args[1]
+		return true, nil
+	}
+	return false, nil
+}
+
+// parseClientCertificate parses
+// `client_certificate <cert> [<key>] { key_password <p>; send_x5c }`.
+func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, error) {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
+		return nil, d.Errf("client_certificate: want <cert.pem> [<key.pem>]")
+	}
+	cert := &ClientCertificateConfig{Certificate: args[0]}
+	if len(args) == 2 {
+		cert.Key = args[1]
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "key_password":
+			err = SingleArg(d, &cert.KeyPassword)
+		case "send_x5c":
+			err = flagArg(d, &cert.SendX5C)
+		default:
+			return nil, d.Errf("unrecognized client_certificate option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return cert, nil
+}
+
+// parseManagedIdentity parses
+// `managed_identity [<client_id>] { object_id <id>; resource_id <id>; endpoint <url> }`.
+func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error) {
+	mi := new(ManagedIdentityConfig)
+	if d.NextArg() {
+		mi.ClientID = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "endpoint":
+			err = SingleArg(d, &mi.Endpoint)
+		case "object_id":
+			err = SingleArg(d, &mi.ObjectID)
+		case "resource_id":
+			err = SingleArg(d, &mi.ResourceID)
+		default:
+			return nil, d.Errf("unrecognized managed_identity option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return mi, nil
+}
+
+// SingleArg reads exactly one argument of the current option into dest;
+// the option must not be given twice.
+func SingleArg(d *caddyfile.Dispenser, dest *string) error {
+	option := d.Val()
+	if *dest != "" {
+		return d.Errf("%s: may appear only once", option)
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dest = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// flagArg sets dest for an option that takes no argument.
+func flagArg(d *caddyfile.Dispenser, dest *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dest = true
+	return nil
+}
+
+// durationArg reads one positive duration into dest.
+func durationArg(d *caddyfile.Dispenser, dest *caddy.Duration) error {
+	option := d.Val()
+	if *dest != 0 {
+		return d.Errf("%s: may appear only once", option)
+	}
+	var raw string
+	if err := SingleArg(d, &raw); err != nil {
+		return err
+	}
+	value, err := caddy.ParseDuration(raw)
+	if err != nil {
+		return d.Errf("%s: %v", option, err)
+	}
+	if value <= 0 {
+		return d.Errf("%s: must be positive", option)
+	}
+	*dest = caddy.Duration(value)
+	return nil
+}
+
+// parseFraction accepts 0.5 or 50%, strictly between 0 and 1.
+func parseFraction(raw string) (float64, error) {
+	scale := 1.0
+	if strings.HasSuffix(raw, "%") {
+		raw, scale = strings.TrimSuffix(raw, "%"), 100
+	}
+	value, err := strconv.ParseFloat(raw, 64)
+	if err != nil {
+		return 0, err
+	}
+	value /= scale
+	if !(value > 0 && value < 1) {
+		return 0, errors.New("must be above 0 and below 1 (or 0% and 100%)")
+	}
+	return value, nil
+}
+
+// parsePrefetch parses `prefetch [on|off]`.
+func parsePrefetch(d *caddyfile.Dispenser) (bool, error) {
+	if !d.NextArg() {
+		return true, nil
+	}
+	value := d.Val()
+	if d.NextArg() {
+		return false, d.ArgErr()
+	}
+	switch value {
+	case "on", "true":
+		return true, nil
+	case "off", "false":
+		return false, nil
+	}
+	return false, d.Errf("prefetch: want on or off, got %q", value)
+}
+
+// parseRedis parses the redis block.
+func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
+	redis := new(RedisConfig)
+	if d.NextArg() {
+		redis.URL = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch option := d.Val(); option {
+		case "addrs":
+			addrs := d.RemainingArgs()
+			if len(addrs) == 0 {
+				return nil, d.ArgErr()
+			}
+			redis.Addrs = append(redis.Addrs, addrs...)
+		case "master_name":
+			err = SingleArg(d, &redis.MasterName)
+		case "username":
+			err = SingleArg(d, &redis.Username)
+		case "password":
+			err = SingleArg(d, &redis.Password)
+		case "db":
+			var raw string
+			if err := SingleArg(d, &raw); err != nil {
+				return nil, err
+			}
+			db, err := strconv.Atoi(raw)
+			if err != nil || db < 0 {
+				return nil, d.Errf("db: want a database number, got %q", raw)
+			}
+			redis.DB = db
+		case "tls":
+			err = flagArg(d, &redis.TLS)
+		case "tls_ca":
+			err = SingleArg(d, &redis.TLSCA)
+		case "tls_server_name":
+			err = SingleArg(d, &redis.TLSServerName)
+		case "key_prefix":
+			err = SingleArg(d, &redis.KeyPrefix)
+		case "timeout":
+			err = durationArg(d, &redis.Timeout)
+		case "encryption_key":
+			var key string
+			if err = SingleArg(d, &key); err == nil {
+				redis.EncryptionKeys = append(redis.EncryptionKeys, key)
+			}
+		case "insecure_plaintext":
+			err = flagArg(d, &redis.InsecurePlaintext)
+		default:
+			return nil, d.Errf("unrecognized redis option '%s'", option)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if redis.URL == "" && len(redis.Addrs) == 0 {
+		return nil, d.Errf("redis: a redis:// or rediss:// URL, or addrs, is required")
+	}
+	return redis, nil
+}
+
+// parseApplication parses `application <name> [<scope>...] { ... }`.
+func (a *App) parseApplication(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("application: a name is required")
+	}
+	name := d.Val()
+	if _, dup := a.Applications[name]; dup {
+		return d.Errf("application %s: defined twice", name)
+	}
+	app := &Application{Scopes: d.RemainingArgs()}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		handled, err := parseIdentityOption(d, &app.IdentityConfig)
+		if err != nil {
+			return err
+		}
+		if handled {
+			continue
+		}
+		switch d.Val() {
+		case "scope":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return d.ArgErr()
+			}
+			app.Scopes = append(app.Scopes, scopes...)
+		case "prefetch":
+			if app.Prefetch != nil {
+				return d.Err("prefetch: may appear only once")
+			}
+			prefetch, err := parsePrefetch(d)
+			if err != nil {
+				return err
+			}
+			app.Prefetch = &prefetch
+		default:
+			return d.Errf("unrecognized application option '%s'", d.Val())
+		}
+	}
+	if len(app.Scopes) == 0 {
+		return d.Errf("application %s: at least one scope is required", name)
+	}
+	if a.Applications == nil {
+		a.Applications = make(map[string]*Application)
+	}
+	a.Applications[name] = app
+	return nil
+}
+
+// Directive is the httpcaddyfile parser of a handler directive: a new H
+// unmarshals it.
+func Directive[H any, P interface {
+	*H
+	caddyhttp.MiddlewareHandler
+	caddyfile.Unmarshaler
+}](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := P(new(H))
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*App)(nil)

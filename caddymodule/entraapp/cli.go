@@ -1,0 +1,242 @@
+package entraapp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "entra",
+		Usage: "token <application> --config <file> [--adapter <name>] [--print-token] | check --config <file> [--adapter <name>]",
+		Short: "Gets Entra ID tokens with a config's identities, to check a tenant setup",
+		Long: `
+Loads a config and requests tokens from Entra ID with its applications'
+identities directly: not through a running server, and without Redis.
+
+  caddy entra token <application> --config <file>
+	requests a token for one application and prints its metadata (scope,
+	identity, expiry, fingerprint, public claims such as roles). The token
+	itself is printed only with --print-token.
+
+  caddy entra check --config <file>
+	does the same for every configured application and prints a table.
+
+On failure they print the error code, the AADSTS numbers, the trace ID and a
+hint, and exit with status 1. No secret, assertion or token is printed.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			token := &cobra.Command{
+				Use:   "token <application> --config <file> [--adapter <name>] [--print-token]",
+				Short: "Requests a token for one application and prints its metadata",
+				Args:  cobra.ExactArgs(1),
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdEntraToken),
+			}
+			token.Flags().StringP("config", "c", "", "Configuration file (required)")
+			token.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
+			token.Flags().Bool("print-token", false, "Also print the access token itself")
+			cmd.AddCommand(token)
+
+			check := &cobra.Command{
+				Use:   "check --config <file> [--adapter <name>]",
+				Short: "Requests a token for every configured application and reports each",
+				Args:  cobra.NoArgs,
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdEntraCheck),
+			}
+			check.Flags().StringP("config", "c", "", "Configuration file (required)")
+			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
+			cmd.AddCommand(check)
+		},
+	})
+}
+
+// cliTimeout bounds every token request of the CLI.
+const cliTimeout = 30 * time.Second
+
+// cmdEntraToken is `caddy entra token`.
+func cmdEntraToken(fl caddycmd.Flags) (int, error) {
+	apps, err := loadCLIApplications(fl.String("config"), fl.String("adapter"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	name := fl.Arg(0)
+	for _, app := range apps {
+		if app.Name != name {
+			continue
+		}
+		result := requestToken(app)
+		if result.err != nil {
+			printFailure(os.Stdout, result)
+			return 1, fmt.Errorf("no token for application %q", name)
+		}
+		out, err := json.MarshalIndent(result.info, "", "  ")
+		if err != nil {
+			return 1, err
+		}
+		fmt.Println(string(out))
+		if fl.Bool("print-token") {
+			fmt.Println(result.accessToken)
+		}
+		return 0, nil
+	}
+	names := make([]string, len(apps))
+	for i, app := range apps {
+		names[i] = app.Name
+	}
+	return 1, fmt.Errorf("%s: application %q is not configured (configured: %s)",
+		tokencache.CodeApplicationNotFound, name, strings.Join(names, ", "))
+}
+
+// cmdEntraCheck is `caddy entra check`.
+func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
+	apps, err := loadCLIApplications(fl.String("config"), fl.String("adapter"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	failed := 0
+	table := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(table, "APPLICATION\tRESULT\tEXPIRES\tROLES\tDETAIL")
+	var failures []tokenResult
+	for _, app := range apps {
+		result := requestToken(app)
+		if result.err != nil {
+			failed++
+			failures = append(failures, result)
+			fmt.Fprintf(table, "%s\tFAILED\t-\t-\t%s\n", app.Name, failureSummary(result.err))
+			continue
+		}
+		roles, audience := "-", "-"
+		if c := result.info.Claims; c != nil && len(c.Roles) > 0 {
+			roles = strings.Join(c.Roles, ",")
+		}
+		if c := result.info.Claims; c != nil && c.Audience != "" {
+			audience = c.Audience
+		}
+		fmt.Fprintf(table, "%s\tok\t%s\t%s\taud %s, fingerprint %s\n", app.Name,
+			result.info.AccessTokenExpiresAt.Format(time.RFC3339), roles, audience, result.info.Fingerprint)
+	}
+	_ = table.Flush()
+	for _, f := range failures {
+		fmt.Println()
+		printFailure(os.Stdout, f)
+	}
+	if failed > 0 {
+		return 1, fmt.Errorf("%d of %d applications got no token", failed, len(apps))
+	}
+	return 0, nil
+}
+
+// loadCLIApplications adapts the config file and resolves its entra app's
+// applications as a server would load them.
+func loadCLIApplications(configFile, adapter string) ([]resolvedApplication, error) {
+	if configFile == "" {
+		return nil, errors.New("--config is required")
+	}
+	raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+	if err != nil {
+		return nil, fmt.Errorf("loading the config: %v", err)
+	}
+	var cfg struct {
+		Apps map[string]json.RawMessage `json:"apps"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, fmt.Errorf("decoding the config: %v", err)
+	}
+	rawApp, ok := cfg.Apps["entra"]
+	if !ok {
+		return nil, fmt.Errorf("%s: the config has no entra app (add an entra block to the global options)",
+			tokencache.CodeProviderNotConfigured)
+	}
+	app := new(App)
+	if err := json.Unmarshal(rawApp, app); err != nil {
+		return nil, fmt.Errorf("decoding the entra app: %v", err)
+	}
+	s, err := app.resolveSettings(caddy.NewReplacer())
+	if err != nil {
+		return nil, err
+	}
+	return s.applications, nil
+}
+
+// tokenResult is one application's token request, as the CLI reports it.
+type tokenResult struct {
+	info        tokenInfo
+	accessToken string
+	err         error
+}
+
+// requestToken asks the token endpoint for app's token.
+func requestToken(app resolvedApplication) tokenResult {
+	result := tokenResult{info: tokenInfo{
+		ApplicationName: app.Name,
+		Scope:           strings.Join(app.Scopes, " "),
+		Identity:        clientInfoOf(app.Client),
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	token, err := app.Client.Token(ctx, app.Scopes)
+	if err != nil {
+		result.err = err
+		return result
+	}
+	result.accessToken = token.AccessToken
+	result.info.withToken(token.AccessToken, token.ExpiresAt)
+	return result
+}
+
+// failureSummary is a failure in a few words, with its AADSTS code.
+func failureSummary(err error) string {
+	var re *entra.RequestError
+	if errors.As(err, &re) {
+		return re.Summary()
+	}
+	return err.Error()
+}
+
+// printFailure prints what an operator needs to look a failure up: the
+// error code (better-auth-client-credential's), the endpoint's error and AADSTS numbers, the trace and
+// correlation IDs, and a hint for the common AADSTS errors.
+func printFailure(w io.Writer, result tokenResult) {
+	fmt.Fprintf(w, "%s: %s: %s\n", result.info.ApplicationName, tokencache.CodeTokenRequestFailed, failureSummary(result.err))
+	var re *entra.RequestError
+	if !errors.As(result.err, &re) {
+		return
+	}
+	if re.Code != "" {
+		fmt.Fprintf(w, "  error:          %s\n", re.Code)
+	}
+	if len(re.ErrorCodes) > 0 {
+		codes := make([]string, len(re.ErrorCodes))
+		for i, code := range re.ErrorCodes {
+			codes[i] = fmt.Sprintf("AADSTS%d", code)
+		}
+		fmt.Fprintf(w, "  error_codes:    %s\n", strings.Join(codes, ", "))
+	}
+	if re.StatusCode != 0 {
+		fmt.Fprintf(w, "  status:         %d\n", re.StatusCode)
+	}
+	if re.TraceID != "" {
+		fmt.Fprintf(w, "  trace_id:       %s\n", re.TraceID)
+	}
+	if re.CorrelationID != "" {
+		fmt.Fprintf(w, "  correlation_id: %s\n", re.CorrelationID)
+	}
+	fmt.Fprintf(w, "  token_endpoint: %s\n", result.info.Identity.TokenEndpoint)
+	if hint := re.Hint(); hint != "" {
+		fmt.Fprintf(w, "  hint:           %s\n", hint)
+	}
+}

@@ -1,0 +1,60 @@
+package entraapp
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// The errors a config is rejected with at load carry the error codes of the
+// Node library better-auth-client-credential (ConfigError, FromContext,
+// RequireApplication), and never a value that could be a secret.
+
+// ConfigError is a configuration error with better-auth-client-credential's
+// code, naming the field.
+func ConfigError(field, reason string) error {
+	return fmt.Errorf("%s: %s: %s", tokencache.CodeProviderInvalidConfig, field, reason)
+}
+
+// prefixConfigError is ConfigError for an error of the entra package,
+// naming the field within its block (prefix).
+func prefixConfigError(prefix string, err error) error {
+	var ce *entra.ConfigError
+	if errors.As(err, &ce) {
+		return ConfigError(prefix+ce.Field, ce.Reason)
+	}
+	return ConfigError(prefix+"credential", err.Error())
+}
+
+// FromContext is how a handler's Provision finds the entra app its
+// directive needs, after registering the app's and the handler's metric
+// collectors.
+func FromContext(ctx caddy.Context, directive string, collectors ...prometheus.Collector) (*App, error) {
+	if err := RegisterMetrics(ctx.GetMetricsRegistry(), collectors...); err != nil {
+		return nil, fmt.Errorf("registering metrics: %v", err)
+	}
+	appIface, err := ctx.AppIfConfigured("entra")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, fmt.Errorf("%s: %s is used but no entra app is configured (add an entra block to the global options)",
+			tokencache.CodeProviderNotConfigured, directive)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getting the entra app: %v", err)
+	}
+	return appIface.(*App), nil
+}
+
+// RequireApplication rejects an application name that is not configured,
+// naming where it was used (e.g. "entra_token") and the configured names.
+func (a *App) RequireApplication(where, name string) error {
+	if _, ok := a.Applications[name]; ok {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: application %q is not configured (configured: %s)",
+		tokencache.CodeApplicationNotFound, where, name, a.configuredNames())
+}

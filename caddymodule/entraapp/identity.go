@@ -1,0 +1,286 @@
+package entraapp
+
+import (
+	"os"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+)
+
+// IdentityConfig is who asks Entra ID for tokens, and how it proves it: the
+// tenant, the client (app registration) and exactly one credential. The entra
+// app sets the default identity; an application may override it.
+//
+// Every string may be an {env.*} or {file.*} placeholder, resolved when the
+// config is loaded.
+type IdentityConfig struct {
+	// TenantID is the directory (tenant) ID or a verified domain of the
+	// tenant that issues the tokens. Required, unless token_endpoint is set
+	// or the credential is a managed identity.
+	TenantID string `json:"tenant_id,omitempty"`
+
+	// ClientID is the application (client) ID of the app registration.
+	// Required, except for a managed identity.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ClientSecret is a client secret of the app registration. One of the
+	// credentials.
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// ClientCertificate authenticates with a certificate: every token
+	// request carries a fresh client assertion signed with its key. One of
+	// the credentials.
+	ClientCertificate *ClientCertificateConfig `json:"client_certificate,omitempty"`
+
+	// FederatedTokenFile is a file whose content (e.g. a Kubernetes service
+	// account token) is sent as the client assertion; it is read again for
+	// every token request, so the kubelet may rotate it. One of the
+	// credentials.
+	FederatedTokenFile string `json:"federated_token_file,omitempty"`
+
+	// WorkloadIdentity takes the federated token file, client ID, tenant ID
+	// and authority host from AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID,
+	// AZURE_TENANT_ID and AZURE_AUTHORITY_HOST, as azidentity does; fields set
+	// here win over the environment. One of the credentials.
+	WorkloadIdentity bool `json:"workload_identity,omitempty"`
+
+	// ManagedIdentity gets tokens from the Azure instance metadata service
+	// (IMDS), or from the App Service / Container Apps identity endpoint when
+	// IDENTITY_ENDPOINT and IDENTITY_HEADER are set. One of the credentials.
+	ManagedIdentity *ManagedIdentityConfig `json:"managed_identity,omitempty"`
+
+	// AuthorityHost is the Entra ID authority. Default
+	// https://login.microsoftonline.com. Sovereign clouds use their own:
+	// https://login.microsoftonline.us (Azure US Government),
+	// https://login.partner.microsoftonline.cn (Azure operated by 21Vianet).
+	// Must be https; plain http is accepted for loopback hosts only.
+	AuthorityHost string `json:"authority_host,omitempty"`
+
+	// TokenEndpoint is the full URL of the token endpoint. Optional; when
+	// set it overrides authority_host and tenant_id.
+	TokenEndpoint string `json:"token_endpoint,omitempty"`
+
+	// TokenRequestParams are extra form fields of every token request (e.g.
+	// "resource" for a generic OAuth 2.0 server). They may not replace the
+	// fields the protocol sets.
+	TokenRequestParams map[string]string `json:"token_request_params,omitempty"`
+}
+
+// ClientCertificateConfig is a certificate credential.
+type ClientCertificateConfig struct {
+	// Certificate is a PEM file with the certificate (and its chain, leaf
+	// first). It may hold the private key too. Required. It is read again
+	// when it changes, so rotation needs no restart.
+	Certificate string `json:"certificate,omitempty"`
+
+	// Key is a PEM file with the RSA private key. Default: the key in the
+	// certificate file.
+	Key string `json:"key,omitempty"`
+
+	// KeyPassword decrypts an encrypted private key. Optional.
+	KeyPassword string `json:"key_password,omitempty"`
+
+	// SendX5C adds the certificate chain to each assertion (the x5c header),
+	// for subject name and issuer authentication. Default false.
+	SendX5C bool `json:"send_x5c,omitempty"`
+}
+
+// ManagedIdentityConfig is a managed identity credential.
+type ManagedIdentityConfig struct {
+	// ClientID selects a user-assigned identity by its client ID. Default:
+	// the system-assigned identity. At most one of ClientID, ObjectID and
+	// ResourceID.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ObjectID selects a user-assigned identity by its object (principal)
+	// ID. Default: none.
+	ObjectID string `json:"object_id,omitempty"`
+
+	// ResourceID selects a user-assigned identity by its Azure resource ID
+	// (/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>).
+	// Default: none.
+	ResourceID string `json:"resource_id,omitempty"`
+
+	// Endpoint is the IMDS token endpoint. Default
+	// http://169.254.169.254/metadata/identity/oauth2/token. Meant for tests.
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// credentials lists the credentials set, by their Caddyfile names.
+func (id *IdentityConfig) credentials() []string {
+	var set []string
+	if id.ClientSecret != "" {
+		set = append(set, "client_secret")
+	}
+	if id.ClientCertificate != nil {
+		set = append(set, "client_certificate")
+	}
+	if id.FederatedTokenFile != "" {
+		set = append(set, "federated_token_file")
+	}
+	if id.WorkloadIdentity {
+		set = append(set, "workload_identity")
+	}
+	if id.ManagedIdentity != nil {
+		set = append(set, "managed_identity")
+	}
+	return set
+}
+
+// inherit fills what an application leaves unset from the app's default
+// identity. The default credential goes only to the default client at the
+// default token endpoint: an application that names another client_id,
+// authority_host or token_endpoint must bring its own credential, so that a
+// secret is never sent to another client or host. field prefixes errors.
+func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityConfig, error) {
+	ownCredential := len(id.credentials()) > 0
+	ownClient := id.ClientID != ""
+	ownEndpoint := id.AuthorityHost != "" || id.TokenEndpoint != ""
+	if id.TenantID != "" && !ownEndpoint && parent.TokenEndpoint != "" {
+		return id, ConfigError(field+"tenant_id", "is set, but the default identity uses token_endpoint, which "+
+			"ignores the tenant; set authority_host or token_endpoint in this application too")
+	}
+	if !ownCredential && (ownClient || ownEndpoint) && len(parent.credentials()) > 0 {
+		return id, ConfigError(field+"credential", "this application sets its own client_id, authority_host or "+
+			"token_endpoint, so it needs its own credential (the default one is never sent to another client or host)")
+	}
+	if id.TenantID == "" {
+		id.TenantID = parent.TenantID
+	}
+	if !ownEndpoint {
+		id.AuthorityHost, id.TokenEndpoint = parent.AuthorityHost, parent.TokenEndpoint
+	}
+	if id.TokenRequestParams == nil && !ownClient && !ownEndpoint {
+		id.TokenRequestParams = parent.TokenRequestParams // they go where the default goes only
+	}
+	if !ownCredential && !ownClient {
+		id.ClientID = parent.ClientID
+		id.ClientSecret = parent.ClientSecret
+		id.ClientCertificate = parent.ClientCertificate
+		id.FederatedTokenFile = parent.FederatedTokenFile
+		id.WorkloadIdentity = parent.WorkloadIdentity
+		id.ManagedIdentity = parent.ManagedIdentity
+	}
+	if ownCredential && !ownClient && parent.ClientID != "" && id.ManagedIdentity == nil && !id.WorkloadIdentity {
+		id.ClientID = parent.ClientID // another credential of the same client
+	}
+	return id, nil
+}
+
+// isZero reports whether an application sets no identity field.
+func (id *IdentityConfig) isZero() bool {
+	return id.TenantID == "" && id.ClientID == "" && len(id.credentials()) == 0 &&
+		id.AuthorityHost == "" && id.TokenEndpoint == "" && len(id.TokenRequestParams) == 0
+}
+
+// clientConfig resolves placeholders and turns the identity into the token
+// client's configuration. field prefixes error field names (e.g.
+// "application orders-api: ") so the operator knows which block is wrong.
+func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entra.Config, error) {
+	r := resolver{repl: repl, prefix: field}
+	cfg := entra.Config{
+		TenantID:      r.value("tenant_id", id.TenantID),
+		ClientID:      r.value("client_id", id.ClientID),
+		ClientSecret:  r.required("client_secret", id.ClientSecret),
+		AuthorityHost: r.value("authority_host", id.AuthorityHost),
+		TokenEndpoint: r.value("token_endpoint", id.TokenEndpoint),
+	}
+	if len(id.TokenRequestParams) > 0 {
+		cfg.ExtraParams = make(map[string]string, len(id.TokenRequestParams))
+		for name, value := range id.TokenRequestParams {
+			cfg.ExtraParams[name] = r.value("token_request_param "+name, value)
+		}
+	}
+	if cc := id.ClientCertificate; cc != nil {
+		cfg.ClientCertificate = &entra.CertificateCredential{
+			CertFile:    r.required("client_certificate", cc.Certificate),
+			KeyFile:     r.value("client_certificate key", cc.Key),
+			KeyPassword: r.value("client_certificate key_password", cc.KeyPassword),
+			SendX5C:     cc.SendX5C,
+		}
+	}
+	cfg.FederatedTokenFile = r.required("federated_token_file", id.FederatedTokenFile)
+	if mi := id.ManagedIdentity; mi != nil {
+		cfg.ManagedIdentity = &entra.ManagedIdentityCredential{
+			// Set but empty would silently select another identity (the
+			// system-assigned one) or endpoint: an error instead.
+			ClientID:     r.required("managed_identity", mi.ClientID),
+			ObjectID:     r.required("managed_identity object_id", mi.ObjectID),
+			ResourceID:   r.required("managed_identity resource_id", mi.ResourceID),
+			IMDSEndpoint: r.required("managed_identity endpoint", mi.Endpoint),
+		}
+	}
+	if r.err != nil {
+		return entra.Config{}, r.err
+	}
+	if id.WorkloadIdentity {
+		fromEnv, err := entra.WorkloadIdentityFromEnv(os.Getenv)
+		if err != nil {
+			return entra.Config{}, prefixConfigError(field, err)
+		}
+		cfg.FederatedTokenFile = fromEnv.FederatedTokenFile
+		if cfg.ClientID == "" {
+			cfg.ClientID = fromEnv.ClientID
+		}
+		if cfg.TenantID == "" {
+			cfg.TenantID = fromEnv.TenantID
+		}
+		if cfg.AuthorityHost == "" && cfg.TokenEndpoint == "" {
+			cfg.AuthorityHost = fromEnv.AuthorityHost
+		}
+	}
+	if err := entra.OneCredential(id.credentials(), []string{"client_secret", "client_certificate",
+		"federated_token_file", "workload_identity", "managed_identity"}); err != nil {
+		return entra.Config{}, prefixConfigError(field, err)
+	}
+	if err := r.requireNonEmpty(cfg, id); err != nil {
+		return entra.Config{}, err
+	}
+	return cfg, nil
+}
+
+// resolver replaces placeholders, remembering the first failure.
+type resolver struct {
+	repl   *caddy.Replacer
+	prefix string
+	err    error
+}
+
+// value resolves raw; an unknown placeholder is an error naming the field.
+func (r *resolver) value(field, raw string) string {
+	if raw == "" {
+		return ""
+	}
+	value, err := r.repl.ReplaceOrErr(raw, false, true)
+	if err != nil && r.err == nil {
+		r.err = ConfigError(r.prefix+field, "unknown placeholder (only {env.*}, {file.*} and global placeholders are resolved)")
+	}
+	return strings.TrimSpace(value)
+}
+
+// required is value for a field that must not resolve to nothing when it is
+// set (a credential): the error names the placeholder, never a value.
+func (r *resolver) required(field, raw string) string {
+	value := r.value(field, raw)
+	if raw != "" && value == "" && r.err == nil {
+		r.err = ConfigError(r.prefix+field, "is required"+placeholderHint(raw))
+	}
+	return value
+}
+
+// requireNonEmpty checks the fields every credential but a managed identity
+// needs, so that a missing one is named as the operator wrote it.
+func (r *resolver) requireNonEmpty(cfg entra.Config, id *IdentityConfig) error {
+	if cfg.ManagedIdentity != nil {
+		return nil
+	}
+	if cfg.ClientID == "" {
+		return ConfigError(r.prefix+"client_id", "is required"+placeholderHint(id.ClientID))
+	}
+	if cfg.TenantID == "" && cfg.TokenEndpoint == "" {
+		return ConfigError(r.prefix+"tenant_id", "is required (or set token_endpoint)"+placeholderHint(id.TenantID))
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package entraapp
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// TestReloadNeverChangesTheRunningConfig provisions a second config on the
+// same pooled cache, as a reload does, and checks that it cannot change the
+// running config (even when the new one is then thrown away), while a
+// successful reload keeps the cached token.
+func TestReloadNeverChangesTheRunningConfig(t *testing.T) {
+	running, emulatorA, _ := newTestApp(t, unitClientSecret)
+	first, err := running.Token(context.Background(), "graph-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A new config moves graph-api to another identity, then fails to load
+	// for an unrelated reason: Caddy cleans it up and keeps the old one.
+	failed, emulatorB, _ := newTestApp(t, unitClientSecret)
+	if failed.cache != running.cache {
+		t.Fatal("configs with the same cache settings must share the pooled cache")
+	}
+	if _, err := failed.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if err := failed.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if !running.PurgeRejected(context.Background(), "graph-api", first.AccessToken) {
+		t.Fatal("purge of the current token did nothing")
+	}
+	if _, err := running.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := emulatorA.TokenRequests(), emulatorB.TokenRequests(); a != 2 || b != 1 {
+		t.Errorf("token requests A=%d B=%d; want A=2, B=1: the running config must keep its own identity", a, b)
+	}
+
+	// A successful reload with the same identity keeps the token: no request.
+	reloaded := &App{IdentityConfig: running.IdentityConfig, Applications: running.Applications, logger: running.logger}
+	if err := reloaded.provision(caddy.NewReplacer()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reloaded.Cleanup() })
+	before := emulatorA.TokenRequests()
+	if err := running.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reloaded.Token(context.Background(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if got := emulatorA.TokenRequests() - before; got != 0 {
+		t.Errorf("a reload made %d token requests, want 0", got)
+	}
+}
+
+// TestARequestRacingReleaseGetsATokenOrARetryableError: Caddy cleans an
+// old config up while its last requests run. Whatever the interleaving of
+// those requests with the release of the config's handles, each gets a
+// token or a retryable 503, never a 404 (MICROSOFT_APPLICATION_NOT_FOUND)
+// or a panic.
+func TestARequestRacingReleaseGetsATokenOrARetryableError(t *testing.T) {
+	first, _, _ := newTestApp(t, unitClientSecret)
+	var wrong atomic.Value
+	for round := range 20 {
+		app := first
+		if round > 0 { // a reload; the previous config's cache is closed, so a new one
+			app = &App{IdentityConfig: first.IdentityConfig, Applications: first.Applications, logger: first.logger}
+			if err := app.provision(caddy.NewReplacer()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := app.Token(context.Background(), "graph-api"); err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_, err := app.Token(context.Background(), "graph-api")
+					// Bursts and pauses, so that no request in flight
+					// alternates with a new one arriving.
+					time.Sleep(time.Duration(calls.Add(1)%20) * time.Microsecond)
+					var te *tokencache.Error
+					if err != nil && (!errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0) {
+						wrong.CompareAndSwap(nil, err)
+					}
+				}
+			})
+		}
+		for calls.Load() < 100 {
+			runtime.Gosched()
+		}
+		if err := app.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		for after := calls.Load(); calls.Load() < after+2000; {
+			runtime.Gosched()
+		}
+		close(stop)
+		wg.Wait()
+		if err := wrong.Load(); err != nil {
+			t.Fatalf("round %d: a request racing the release got %v; want a token or a retryable 503", round, err)
+		}
+	}
+}
+
+// TestARequestWhoseCacheClosesGetsARetryableError: a reload that changes
+// the cache settings moves to another pooled cache, and the old one closes
+// when the old config is cleaned up, under a request of the old config
+// waiting for a token: that request gets a retryable 503.
+func TestARequestWhoseCacheClosesGetsARetryableError(t *testing.T) {
+	old, emulator, _ := newTestApp(t, unitClientSecret)
+	emulator.SetResponseDelay(time.Minute) // hold the token request
+	result := make(chan error, 1)
+	go func() {
+		_, err := old.Token(context.Background(), "graph-api")
+		result <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for emulator.TokenRequests() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the token request never reached the emulator")
+		}
+		time.Sleep(time.Millisecond) // the emulator offers no hook
+	}
+	reloaded := &App{IdentityConfig: old.IdentityConfig, Applications: old.Applications,
+		RefreshWindow: caddy.Duration(2 * time.Minute), logger: old.logger}
+	if err := reloaded.provision(caddy.NewReplacer()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reloaded.Cleanup() })
+	if reloaded.cache == old.cache {
+		t.Fatal("other cache settings must make another pooled cache")
+	}
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	err := <-result
+	var te *tokencache.Error
+	if !errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0 {
+		t.Fatalf("request on the closed cache: %v, want a retryable 503", err)
+	}
+}

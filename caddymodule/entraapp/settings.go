@@ -1,0 +1,253 @@
+package entraapp
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// settings are the entra app's configuration resolved (placeholders
+// replaced, identities inherited) and checked: what a config is built from.
+// They hold secrets; they are never logged.
+type settings struct {
+	cache        *cacheSettings
+	applications []resolvedApplication
+}
+
+// resolveSettings resolves and checks the whole entra app: the cache and
+// store settings, then every application. It has no side effect (it reads
+// the files that {file.*} placeholders and credentials name), so the CLI
+// calls it too. Every error carries MICROSOFT_PROVIDER_INVALID_CONFIG and
+// names the field, never a value.
+func (a *App) resolveSettings(repl *caddy.Replacer) (*settings, error) {
+	cache, err := a.cacheSettings(repl)
+	if err != nil {
+		return nil, err
+	}
+	applications, err := a.resolveApplications(repl)
+	if err != nil {
+		return nil, err
+	}
+	return &settings{cache: cache, applications: applications}, nil
+}
+
+// resolvedApplication is one configured application with its placeholders
+// resolved, its identity inherited and checked, and its token client made.
+type resolvedApplication struct {
+	Name   string
+	Scopes []string
+	// Config is the client's configuration; it holds the credential.
+	Config entra.Config
+	Client *entra.Client
+}
+
+// resolveApplications resolves and checks every application, sorted by
+// name; errors carry better-auth-client-credential's error code and name
+// the field.
+func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, error) {
+	if len(a.Applications) == 0 {
+		return nil, ConfigError("application", "at least one application is required")
+	}
+	apps := make([]resolvedApplication, 0, len(a.Applications))
+	for _, name := range a.ApplicationNames() {
+		app := a.Applications[name]
+		scopes, err := validateApplication(name, app)
+		if err != nil {
+			return nil, err
+		}
+		identity := a.IdentityConfig
+		field := ""
+		if !app.IdentityConfig.isZero() {
+			field = "application " + name + ": "
+			if identity, err = app.IdentityConfig.inherit(a.IdentityConfig, field); err != nil {
+				return nil, err
+			}
+		}
+		cfg, err := identity.clientConfig(repl, field)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.ManagedIdentity != nil && len(scopes) != 1 {
+			return nil, ConfigError("application "+name+": scope", "a managed identity gets a token for exactly one resource; "+
+				"configure one scope per application")
+		}
+		client, err := entra.NewClient(cfg)
+		if err != nil {
+			return nil, prefixConfigError(field, err)
+		}
+		apps = append(apps, resolvedApplication{Name: name, Scopes: scopes, Config: cfg, Client: client})
+	}
+	return apps, nil
+}
+
+// cacheSettings is what a cache is made of, resolved. It holds secrets (the
+// Redis password, encryption keys): it is hashed for the pool key, never
+// logged.
+type cacheSettings struct {
+	RefreshWindow time.Duration
+	RefreshAhead  float64
+	WaitTimeout   time.Duration
+	Redis         *tokencache.RedisOptions
+	// RedisTLS describes Redis.TLSConfig for the pool key (a tls.Config
+	// does not marshal): CA file digest and server name.
+	RedisTLS string
+}
+
+// cacheSettings validates and resolves the store and refresh settings.
+func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
+	s := &cacheSettings{
+		RefreshWindow: time.Duration(a.RefreshWindow),
+		RefreshAhead:  a.RefreshAhead,
+		WaitTimeout:   time.Duration(a.WaitTimeout),
+	}
+	switch {
+	case s.RefreshWindow < 0:
+		return nil, ConfigError("refresh_window", "must not be negative")
+	case s.RefreshWindow > MaxRefreshWindow:
+		return nil, ConfigError("refresh_window", fmt.Sprintf("must be at most %s: Entra ID tokens live 60 to 90 minutes, "+
+			"and a token with less than refresh_window left is never used", MaxRefreshWindow))
+	case s.RefreshAhead < 0 || s.RefreshAhead >= 1:
+		return nil, ConfigError("refresh_ahead", "must be a fraction of the lifetime, above 0 and below 1")
+	case s.WaitTimeout < 0:
+		return nil, ConfigError("wait_timeout", "must not be negative")
+	}
+	if s.RefreshWindow == 0 {
+		s.RefreshWindow = DefaultRefreshWindow
+	}
+	if a.Redis != nil {
+		opts, tlsDescription, err := a.Redis.options(repl)
+		if err != nil {
+			return nil, err
+		}
+		s.Redis, s.RedisTLS = opts, tlsDescription
+	}
+	return s, nil
+}
+
+// options resolves the redis block into store options, and describes its TLS
+// settings (CA file digest, server name) for the pool key.
+func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, string, error) {
+	r := resolver{repl: repl, prefix: "redis "}
+	opts := &tokencache.RedisOptions{
+		URL:        r.value("url", rc.URL),
+		MasterName: r.value("master_name", rc.MasterName),
+		Username:   r.value("username", rc.Username),
+		Password:   r.required("password", rc.Password),
+		DB:         rc.DB,
+		TLS:        rc.TLS,
+		KeyPrefix:  rc.KeyPrefix,
+		OpTimeout:  time.Duration(rc.Timeout),
+	}
+	var tlsDescription string
+	if caFile := r.value("tls_ca", rc.TLSCA); caFile != "" || rc.TLSServerName != "" {
+		tlsConfig, err := redisTLSConfig(caFile, r.value("tls_server_name", rc.TLSServerName))
+		if err != nil {
+			return nil, "", err
+		}
+		opts.TLSConfig = tlsConfig
+		tlsDescription = fileDigest(caFile) + "\n" + tlsConfig.ServerName
+	}
+	for _, addr := range rc.Addrs {
+		if addr = r.value("addrs", addr); addr != "" {
+			opts.Addrs = append(opts.Addrs, addr)
+		}
+	}
+	for i, raw := range rc.EncryptionKeys {
+		encoded := r.required(fmt.Sprintf("encryption_key #%d", i+1), raw)
+		if r.err != nil {
+			break
+		}
+		key, err := tokencache.ParseEncryptionKey(encoded)
+		if err != nil {
+			return nil, "", ConfigError(fmt.Sprintf("redis encryption_key #%d", i+1), err.Error())
+		}
+		opts.EncryptionKeys = append(opts.EncryptionKeys, key)
+	}
+	if r.err != nil {
+		return nil, "", r.err
+	}
+	switch {
+	case opts.URL == "" && len(opts.Addrs) == 0:
+		return nil, "", ConfigError("redis", "a URL or addrs is required"+placeholderHint(rc.URL))
+	case opts.URL != "" && len(opts.Addrs) > 0:
+		return nil, "", ConfigError("redis", "set either a URL or addrs, not both")
+	case opts.OpTimeout < 0:
+		return nil, "", ConfigError("redis timeout", "must not be negative")
+	case len(rc.EncryptionKeys) == 0 && !rc.InsecurePlaintext:
+		return nil, "", ConfigError("redis encryption_key", "is required to share tokens through Redis: "+
+			"without it any Redis writer can replace or withhold the tokens this sidecar injects. "+
+			"Make one with `head -c 32 /dev/urandom | base64`, give it to every replica (e.g. encryption_key {env.ENTRA_REDIS_KEY}), "+
+			"or state insecure_plaintext in the redis block to accept that risk")
+	case len(rc.EncryptionKeys) > 0 && rc.InsecurePlaintext:
+		return nil, "", ConfigError("redis insecure_plaintext", "cannot be combined with encryption_key: remove one of them")
+	}
+	return opts, tlsDescription, nil
+}
+
+// redisTLSConfig verifies the Redis server against the CAs of caFile (the
+// system roots when empty) and, when set, serverName.
+func redisTLSConfig(caFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pemData, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, ConfigError("redis tls_ca", fmt.Sprintf("reading the CA file: %v", err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, ConfigError("redis tls_ca", "the file holds no PEM certificate")
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+// fileDigest is the SHA-256 of a file's content (empty if unreadable): a
+// rotated certificate is another credential.
+func fileDigest(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// placeholderHint explains an empty value that came from a placeholder, naming
+// the placeholder (never its value).
+func placeholderHint(raw string) string {
+	if strings.Contains(raw, "{") {
+		return fmt.Sprintf(" (%s resolved to an empty value)", raw)
+	}
+	return ""
+}
+
+// validateApplication checks an application's name and scopes.
+func validateApplication(name string, app *Application) ([]string, error) {
+	if name == "" || strings.ContainsFunc(name, unicode.IsSpace) || strings.ContainsAny(name, "{}") {
+		return nil, ConfigError("application", fmt.Sprintf("invalid application name %q", name))
+	}
+	field := "application " + name + ": scope"
+	if app == nil || len(app.Scopes) == 0 {
+		return nil, ConfigError(field, "at least one scope is required")
+	}
+	for _, scope := range app.Scopes {
+		if scope == "" || strings.ContainsFunc(scope, unicode.IsSpace) {
+			return nil, ConfigError(field, fmt.Sprintf("invalid scope %q: must be non-empty and contain no whitespace", scope))
+		}
+	}
+	return slices.Clone(app.Scopes), nil
+}

@@ -1,0 +1,50 @@
+package entraapp
+
+import (
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/binding"
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// lifecycleGuard is where the app is in its life (started, cleaned up),
+// under the lock that orders rekeys with Start and Cleanup: after Cleanup
+// no handle is registered again, and one registered before Start is
+// activated by it.
+type lifecycleGuard struct {
+	mu        sync.Mutex
+	cleanedUp bool
+	started   bool // the app started: handles are registered active
+}
+
+// rekey replaces the handle of app by one under its client's learned
+// identity's record key and releases the old one (whose requests in flight
+// still get their answer).
+func (a *App) rekey(app tokencache.Application, client *entra.Client) {
+	a.lifecycle.mu.Lock()
+	defer a.lifecycle.mu.Unlock()
+	ah := a.handles[app.Name]
+	if a.lifecycle.cleanedUp || ah == nil {
+		return
+	}
+	app.CacheKey, _ = binding.CacheKey(client)
+	register := a.cache.RegisterPending
+	if a.lifecycle.started {
+		register = a.cache.Register
+	}
+	h, err := register(app)
+	if err != nil {
+		a.logger.Error("keying a system-assigned identity's records by its learned identity",
+			zap.String("application", app.Name), zap.Error(err))
+		return
+	}
+	ah.Swap(h).Release()
+	if a.prefetches(app.Name) {
+		h.Prefetch() // keep it warm under its new key too
+	}
+	a.logger.Info("system-assigned managed identity learned from its first token: its records are now shared "+
+		"with the replicas of that identity only", zap.String("application", app.Name))
+}

@@ -1,0 +1,158 @@
+// Package entraready is the entra_ready HTTP handler: it answers readiness
+// and startup probes from the entra app's tokens.
+package entraready
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
+)
+
+func init() {
+	caddy.RegisterModule(Ready{})
+}
+
+// Ready answers readiness and startup probes: 200 while every named
+// application holds a usable token (more than refresh_window left), else
+// 503, with Retry-After when the backoff says when token requests resume.
+// It answers the request itself and never calls the next handler. The body
+// is JSON:
+//
+//	{"ready": false, "applications": {"orders-api": {"ready": false,
+//	  "code": "MICROSOFT_TOKEN_REQUEST_FAILED", "error": "invalid_client",
+//	  "errorCodes": [7000215], "traceId": "..."}}}
+//
+// A probe gets each token as a request would: from the cache, or by
+// joining the cache's one refresh in flight, and not at all while the
+// application is backed off after a failure; so probes never make more
+// token requests than traffic would. No token, secret or assertion is
+// ever answered.
+//
+// Only a peer on loopback (or a Unix socket) gets the applications; any
+// other peer (a kubelet probing the pod's address) gets the status and
+// {"ready": true|false} alone. A request a web page may have sent is
+// refused as entra_token refuses it (403, MICROSOFT_REQUEST_NOT_LOCAL).
+type Ready struct {
+	// Applications are the configured applications that must hold a
+	// token. Default: all of them.
+	Applications []string `json:"applications,omitempty"`
+
+	app    *entraapp.App
+	names  []string
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Ready) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.entra_ready",
+		New: func() caddy.Module { return new(Ready) },
+	}
+}
+
+// Provision finds the entra app and checks the application names.
+func (r *Ready) Provision(ctx caddy.Context) error {
+	app, err := entraapp.FromContext(ctx, "entra_ready")
+	if err != nil {
+		return err
+	}
+	r.app = app
+	r.logger = ctx.Logger()
+	return r.resolveNames()
+}
+
+// resolveNames checks the configured names, or takes all of the app's.
+func (r *Ready) resolveNames() error {
+	if len(r.Applications) == 0 {
+		r.names = r.app.ApplicationNames()
+		return nil
+	}
+	for _, name := range r.Applications {
+		if err := r.app.RequireApplication("entra_ready", name); err != nil {
+			return err
+		}
+	}
+	r.names = r.Applications
+	return nil
+}
+
+// readyBody is the probe's answer.
+type readyBody struct {
+	Ready        bool                         `json:"ready"`
+	Applications map[string]*readyApplication `json:"applications"`
+}
+
+// readyApplication is one application's readiness.
+type readyApplication struct {
+	Ready                bool       `json:"ready"`
+	AccessTokenExpiresAt *time.Time `json:"accessTokenExpiresAt,omitempty"`
+	// Code is the last failure's error code (better-auth-client-credential's
+	// codes).
+	Code string `json:"code,omitempty"`
+	entraapp.ErrorInfo
+
+	retryAfter time.Duration
+}
+
+// ServeHTTP answers the probe.
+func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
+	if reason := r.app.NotLocal(req); reason != "" {
+		return r.app.RefuseNotLocal(w, req, r.logger, "entra_ready", reason)
+	}
+	body := readyBody{Ready: true, Applications: make(map[string]*readyApplication, len(r.names))}
+	results := make([]*readyApplication, len(r.names))
+	var wg sync.WaitGroup
+	for i, name := range r.names {
+		wg.Go(func() { results[i] = r.check(req, name) })
+	}
+	wg.Wait()
+	var retryAfter time.Duration
+	for i, name := range r.names {
+		body.Applications[name] = results[i]
+		if !results[i].Ready {
+			body.Ready = false
+			retryAfter = max(retryAfter, results[i].retryAfter)
+		}
+	}
+	status := http.StatusOK
+	if !body.Ready {
+		status = http.StatusServiceUnavailable
+		entraapp.SetRetryAfter(w.Header(), retryAfter)
+	}
+	if !entraapp.IsLocalPeer(req) { // the applications' names, expiries and errors are for this machine only
+		return entraapp.WriteJSON(w, status, map[string]bool{"ready": body.Ready})
+	}
+	return entraapp.WriteJSON(w, status, body)
+}
+
+// check gets name's token as a request would and describes the outcome.
+func (r *Ready) check(req *http.Request, name string) *readyApplication {
+	credential, err := r.app.Token(req.Context(), name)
+	if err == nil {
+		expiresAt := credential.AccessTokenExpiresAt.UTC()
+		return &readyApplication{Ready: true, AccessTokenExpiresAt: &expiresAt}
+	}
+	answer := entraapp.AnswerFor(err)
+	result := &readyApplication{Code: answer.Code, ErrorInfo: entraapp.ErrorInfoOf(err), retryAfter: answer.RetryAfter}
+	if f := r.app.LastFailure(name); f != nil && f.Active {
+		if result.retryAfter == 0 {
+			result.retryAfter = time.Until(f.Until)
+		}
+		if result.Error == "" {
+			result.ErrorInfo = entraapp.ErrorInfoOf(f.Err)
+		}
+	}
+	return result
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Ready)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Ready)(nil)
+)

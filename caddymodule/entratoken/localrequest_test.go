@@ -1,0 +1,67 @@
+package entratoken
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
+	"github.com/caddy-entra/caddy-entra/internal/apptest"
+)
+
+func TestHandlerRefusesWhatABrowserSends(t *testing.T) {
+	app, emulator, _ := apptest.NewApp(t, apptest.ClientSecret)
+	before := testutil.ToFloat64(requests.WithLabelValues("graph-api", entraapp.CodeRequestNotLocal))
+	for name, browser := range apptest.BrowserRequests() {
+		req := httptest.NewRequest(http.MethodGet, "http://sidecar/v1/me", nil)
+		req.RemoteAddr = "127.0.0.1:40000"
+		browser(req)
+		rec, _, called := serve(t, app, "graph-api", req)
+		if called {
+			t.Errorf("%s: next was called", name)
+		}
+		apptest.AssertNotLocal(t, rec)
+		if strings.Contains(name, "Host") && !strings.Contains(rec.Body.String(), "hosts option") {
+			t.Errorf("%s: the message does not name the hosts option: %s", name, rec.Body.String())
+		}
+	}
+	if got := emulator.TokenRequests(); got != 0 {
+		t.Errorf("refused requests made %d token requests, want none", got)
+	}
+	after := testutil.ToFloat64(requests.WithLabelValues("graph-api", entraapp.CodeRequestNotLocal))
+	if after-before != float64(len(apptest.BrowserRequests())) {
+		t.Errorf("requests_total{result=%s} grew by %v, want %d", entraapp.CodeRequestNotLocal, after-before, len(apptest.BrowserRequests()))
+	}
+	for name, local := range apptest.LocalRequests() {
+		req := httptest.NewRequest(http.MethodGet, "http://sidecar/v1/me", nil)
+		local(req)
+		rec, seen, called := serve(t, app, "graph-api", req)
+		if !called || len(seen) != 1 || !strings.HasPrefix(seen[0], "Bearer ") {
+			t.Errorf("%s: %d, next called %v", name, rec.Code, called)
+		}
+	}
+}
+
+// TestAPageCannotFloodTheLog: however many requests a web page sends,
+// entra_token logs one warning per interval (and counts every refusal).
+func TestAPageCannotFloodTheLog(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	app, _ := apptest.NewAppLogging(t, apptest.ClientSecret, zap.New(core))
+	for range 20 {
+		req := httptest.NewRequest(http.MethodGet, "http://sidecar/v1/me", nil)
+		req.Header.Set("Origin", "https://evil.example")
+		rec, _, called := serve(t, app, "graph-api", req)
+		if called || rec.Code != http.StatusForbidden {
+			t.Fatalf("a request with Origin: %d, next called %v", rec.Code, called)
+		}
+	}
+	if n := logs.FilterMessage("refused a request that may come from a web page").Len(); n != 1 {
+		t.Errorf("20 refusals logged %d warnings, want 1", n)
+	}
+}

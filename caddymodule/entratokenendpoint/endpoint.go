@@ -1,0 +1,501 @@
+// Package entratokenendpoint is the entra_token_endpoint HTTP handler: it
+// hands the entra app's tokens to local code, in the record protocol of
+// better-auth-client-credential or a managed identity protocol.
+package entratokenendpoint
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+func init() {
+	caddy.RegisterModule(TokenEndpoint{})
+}
+
+// The endpoint's collectors, beside the app's (see entraapp.RegisterMetrics).
+var (
+	endpointTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "entra", Name: "endpoint_tokens_total",
+		Help: "Tokens handed out by entra_token_endpoint to local applications, by application and protocol (record, app_service, imds).",
+	}, []string{"application", "protocol"})
+	endpointRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "entra", Name: "endpoint_refusals_total",
+		Help: "Requests entra_token_endpoint refused without a token, by protocol and reason.",
+	}, []string{"protocol", "reason"})
+)
+
+// The protocols entra_token_endpoint speaks.
+const (
+	// ProtocolRecord is better-auth-client-credential's
+	// getClientCredentialToken over local HTTP: its ClientCredential record
+	// (tokencache.Record) as JSON.
+	ProtocolRecord = "record"
+	// ProtocolAppService is the App Service / Container Apps managed
+	// identity protocol (IDENTITY_ENDPOINT, IDENTITY_HEADER), api-version
+	// 2019-08-01.
+	ProtocolAppService = "app_service"
+	// ProtocolIMDS is the Azure Instance Metadata Service token protocol,
+	// api-versions 2018-02-01 and 2019-08-01 (reached by the SDKs through
+	// AZURE_POD_IDENTITY_AUTHORITY_HOST).
+	ProtocolIMDS = "imds"
+)
+
+// minSecretLength is the shortest secret accepted: the secret is the only
+// thing between any local process and the tokens.
+const minSecretLength = 16
+
+// TokenEndpoint hands tokens from the entra app's cache to local code that
+// cannot be proxied: code that wants the token itself (the record of
+// better-auth-client-credential),
+// and unmodified Azure SDKs, which ask a local managed identity endpoint
+// (the App Service or IMDS protocol). It is terminal: it answers every
+// request itself and never calls the next handler.
+//
+// Only peers on loopback (or a Unix socket) are answered, unless
+// allow_remote is set; a request that carries a header a proxy adds
+// (Forwarded, Via, X-Real-IP, X-Forwarded-* and the like), one a web page sent (Origin,
+// Sec-Fetch-Site cross-site or same-site), or one whose Host is a DNS name
+// other than localhost, *.localhost or a name of the entra app's hosts
+// option (a DNS-rebinding web page), is refused. Responses carry
+// Cache-Control: no-store. Tokens are never logged nor counted by value; a
+// token handed out has more than the entra app's refresh_window left.
+//
+// A managed-identity request names a resource; the endpoint hands out the
+// token of the allowed application mapped to it (see Resources). A client_id,
+// object_id/principal_id or msi_res_id/mi_res_id parameter must name that
+// application's identity, or the request is refused: it never selects
+// another identity.
+type TokenEndpoint struct {
+	// Protocol is record, app_service or imds. Required.
+	Protocol string `json:"protocol,omitempty"`
+
+	// Secret is what clients send in X-IDENTITY-HEADER. Required for record
+	// and app_service, refused for imds (IMDS clients send none). At least
+	// 16 characters; give it as an {env.*} or {file.*} placeholder, resolved
+	// at load. Compared in constant time; never logged by this module
+	// (Caddy's access log shows request headers: see Provision's warning).
+	Secret string `json:"secret,omitempty"`
+
+	// Applications are the entra app's applications this endpoint may hand
+	// out. Default: all of them.
+	Applications []string `json:"applications,omitempty"`
+
+	// Resources maps a resource, as managed-identity clients name it, to an
+	// application. Default: each allowed application whose only scope is
+	// "<resource>/.default" serves that resource, compared with and without
+	// a trailing slash; two allowed applications with the same scope must be
+	// told apart here. Not for the record protocol.
+	Resources map[string]string `json:"resources,omitempty"`
+
+	// AllowRemote answers peers that are not on loopback. Default false. A
+	// risk: the secret is then the only guard (and imds has none, so imds
+	// refuses it), and tokens cross the network in clear text unless the
+	// server uses TLS.
+	AllowRemote bool `json:"allow_remote,omitempty"`
+
+	app          *entraapp.App
+	secretDigest [sha256.Size]byte
+	allowed      map[string]*endpointApplication // by application name
+	byResource   map[string]*endpointApplication // by normalized resource
+	logger       *zap.Logger
+}
+
+// endpointApplication is an application this endpoint may hand out.
+type endpointApplication struct {
+	entraapp.ApplicationIDs
+	// handedOut is endpoint_tokens_total for this application and protocol.
+	handedOut prometheus.Counter
+}
+
+// CaddyModule returns the Caddy module information.
+func (TokenEndpoint) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.entra_token_endpoint",
+		New: func() caddy.Module { return new(TokenEndpoint) },
+	}
+}
+
+// Provision finds the entra app, resolves the secret and builds the
+// application and resource maps.
+func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
+	e.logger = ctx.Logger()
+	app, err := entraapp.FromContext(ctx, "entra_token_endpoint", endpointTokens, endpointRefusals)
+	if err != nil {
+		return err
+	}
+	return e.provision(app)
+}
+
+// provision is Provision without a caddy.Context, for tests.
+func (e *TokenEndpoint) provision(app *entraapp.App) error {
+	if e.logger == nil {
+		e.logger = zap.NewNop()
+	}
+	e.app = app
+	switch e.Protocol {
+	case ProtocolRecord, ProtocolAppService, ProtocolIMDS:
+	case "":
+		return endpointConfigError("protocol", "is required: record, app_service or imds")
+	default:
+		return endpointConfigError("protocol", fmt.Sprintf("%q is not one of record, app_service, imds", e.Protocol))
+	}
+	if err := e.provisionSecret(); err != nil {
+		return err
+	}
+	if e.Protocol == ProtocolIMDS && e.AllowRemote {
+		return endpointConfigError("allow_remote", "is refused for imds: the IMDS protocol has no secret, so any "+
+			"host that reaches the listener would get tokens")
+	}
+	if e.AllowRemote {
+		e.logger.Warn("entra_token_endpoint answers non-loopback peers (allow_remote): the secret is the only guard; "+
+			"serve it over TLS and restrict who can reach the listener", zap.String("protocol", e.Protocol))
+	}
+	all, err := app.ApplicationIDs()
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]entraapp.ApplicationIDs, len(all))
+	for _, ids := range all {
+		byName[ids.Name] = ids
+	}
+	names := e.Applications
+	if len(names) == 0 {
+		for _, ids := range all {
+			names = append(names, ids.Name)
+		}
+	}
+	e.allowed = make(map[string]*endpointApplication, len(names))
+	for _, name := range names {
+		ids, ok := byName[name]
+		if !ok {
+			return app.RequireApplication("entra_token_endpoint", name)
+		}
+		e.allowed[name] = &endpointApplication{ApplicationIDs: ids, handedOut: endpointTokens.WithLabelValues(name, e.Protocol)}
+	}
+	return e.provisionResources()
+}
+
+// provisionSecret checks and resolves the secret, keeping only its digest.
+func (e *TokenEndpoint) provisionSecret() error {
+	if e.Protocol == ProtocolIMDS {
+		if e.Secret != "" {
+			return endpointConfigError("secret", "is refused for imds: IMDS clients send no secret (use app_service "+
+				"for a protocol with one)")
+		}
+		return nil
+	}
+	if e.Secret == "" {
+		return endpointConfigError("secret", fmt.Sprintf("is required for the %s protocol (what clients send in "+
+			"X-IDENTITY-HEADER; e.g. secret {env.IDENTITY_HEADER})", e.Protocol))
+	}
+	secret, err := entraapp.ResolveSecret("entra_token_endpoint secret", e.Secret)
+	if err != nil {
+		return err
+	}
+	if len(secret) < minSecretLength {
+		return endpointConfigError("secret", fmt.Sprintf("must be at least %d characters: it is all that stands "+
+			"between local processes and the tokens (e.g. openssl rand -hex 32)", minSecretLength))
+	}
+	entraapp.WarnLiteralSecret(e.logger, "entra_token_endpoint secret", e.Secret)
+	// Caddy's access log redacts Authorization, Cookie and
+	// Proxy-Authorization only: it would show X-IDENTITY-HEADER.
+	e.logger.Warn("Caddy's access log shows the X-IDENTITY-HEADER secret of requests to this endpoint: keep access "+
+		"logging off for this site, or delete the field with a log filter (docs/entra_token_endpoint.md, the secret option)",
+		zap.String("protocol", e.Protocol))
+	e.secretDigest = sha256.Sum256([]byte(secret))
+	return nil
+}
+
+// provisionResources maps resources to allowed applications: the explicit
+// mappings, then each allowed application whose only scope is
+// "<resource>/.default". A resource two applications claim must be mapped.
+func (e *TokenEndpoint) provisionResources() error {
+	if e.Protocol == ProtocolRecord {
+		if len(e.Resources) > 0 {
+			return endpointConfigError("resource", "applies to app_service and imds only (record clients name the application)")
+		}
+		return nil
+	}
+	e.byResource = make(map[string]*endpointApplication)
+	claimedBy := make(map[string][]string)
+	for name, ea := range e.allowed {
+		if resource, ok := defaultResource(ea.Scopes); ok {
+			claimedBy[resource] = append(claimedBy[resource], name)
+		}
+	}
+	for _, resource := range slices.Sorted(maps.Keys(e.Resources)) {
+		name := e.Resources[resource]
+		key := normalizeResource(resource)
+		if key == "" {
+			return endpointConfigError("resource", "a resource must not be empty")
+		}
+		if _, dup := e.byResource[key]; dup {
+			return endpointConfigError("resource "+resource, "is mapped twice (with and without a trailing slash are the same resource)")
+		}
+		ea, ok := e.allowed[name]
+		if !ok {
+			if err := e.app.RequireApplication("entra_token_endpoint resource "+resource, name); err != nil {
+				return err
+			}
+			return endpointConfigError("resource "+resource, fmt.Sprintf("application %q is not among this endpoint's applications", name))
+		}
+		if own, ok := defaultResource(ea.Scopes); !ok || own != key {
+			e.logger.Warn("a resource is mapped to an application whose scope is for another resource: clients asking "+
+				"for it get a token whose audience is the application's",
+				zap.String("resource", resource), zap.String("application", name), zap.Strings("scopes", ea.Scopes))
+		}
+		e.byResource[key] = ea
+	}
+	for _, resource := range slices.Sorted(maps.Keys(claimedBy)) {
+		if _, mapped := e.byResource[resource]; mapped {
+			continue
+		}
+		names := claimedBy[resource]
+		if len(names) > 1 {
+			slices.Sort(names)
+			return endpointConfigError("resource", fmt.Sprintf("applications %s all have the only scope %s/.default: "+
+				"map the resource to one of them (resource %s <application>) or leave the others out (application ...)",
+				strings.Join(names, ", "), resource, resource))
+		}
+		e.byResource[resource] = e.allowed[names[0]]
+	}
+	if len(e.byResource) == 0 {
+		return endpointConfigError("resource", "no allowed application has a single <resource>/.default scope, "+
+			"so no resource can be served: map one with resource <resource> <application>")
+	}
+	return nil
+}
+
+// defaultResource is the resource an application serves by default: that
+// of its only scope when it is "<resource>/.default", normalized.
+func defaultResource(scopes []string) (string, bool) {
+	if len(scopes) != 1 {
+		return "", false
+	}
+	resource, ok := strings.CutSuffix(scopes[0], "/.default")
+	if !ok || resource == "" {
+		return "", false
+	}
+	return normalizeResource(resource), true
+}
+
+// normalizeResource drops one trailing slash: SDKs send
+// https://management.azure.com/ and https://management.azure.com alike.
+func normalizeResource(resource string) string {
+	return strings.TrimSuffix(strings.TrimSpace(resource), "/")
+}
+
+// endpointConfigError is a configuration error naming the directive's field.
+func endpointConfigError(field, reason string) error {
+	return entraapp.ConfigError("entra_token_endpoint "+field, reason)
+}
+
+// ServeHTTP answers the request itself; next is never called.
+func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if refusal := e.checkPeer(r); refusal != nil {
+		return e.refuse(w, r, refusal)
+	}
+	switch e.Protocol {
+	case ProtocolRecord:
+		return e.serveRecord(w, r)
+	case ProtocolAppService:
+		return e.serveManagedIdentity(w, r, appServiceProtocol)
+	default:
+		return e.serveManagedIdentity(w, r, imdsProtocol)
+	}
+}
+
+// refusal is a request answered without a token, in the protocol's error
+// shape: refused before any token is looked up, or a token failure.
+type refusal struct {
+	status int
+	// reason is endpoint_refusals_total's label: fixed words, never
+	// request data.
+	reason string
+	// code is the protocol's error code (record: the module's code; imds:
+	// the OAuth error).
+	code    string
+	message string
+}
+
+// Reasons of endpoint_refusals_total.
+const (
+	reasonRemotePeer  = "remote_peer"
+	reasonForwarded   = "forwarded"
+	reasonHost        = "host"
+	reasonBrowser     = "browser"
+	reasonMethod      = "method"
+	reasonNoSecret    = "no_secret"
+	reasonWrongSecret = "wrong_secret"
+	reasonNoMetadata  = "no_metadata_header"
+	reasonBadRequest  = "bad_request"
+	reasonApplication = "application_not_allowed"
+	reasonResource    = "unknown_resource"
+	reasonIdentity    = "identity_mismatch"
+	reasonToken       = "token_request_failed"
+)
+
+// checkPeer refuses what is not the application beside the sidecar: a
+// request that came through a proxy (any header a proxy adds), one a web
+// page sent (Origin, cross-site Sec-Fetch-Site), a peer off loopback
+// (unless allow_remote), and a Host naming something other than this
+// machine or a name of the hosts option (a web page that rebound its DNS
+// name to 127.0.0.1; not checked with allow_remote, where the secret
+// guards).
+func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
+	if name := proxyHeader(r.Header); name != "" {
+		return &refusal{http.StatusBadRequest, reasonForwarded, "invalid_request", "Request contains " + name + " header"}
+	}
+	notLocal := e.app.NotLocal(r)
+	if notLocal == entraapp.NotLocalBrowser {
+		return &refusal{http.StatusForbidden, reasonBrowser, "forbidden", notLocal}
+	}
+	if e.AllowRemote {
+		return nil
+	}
+	if !entraapp.IsLocalPeer(r) {
+		return &refusal{http.StatusForbidden, reasonRemotePeer, "forbidden", "the token endpoint answers loopback peers only"}
+	}
+	if notLocal != "" {
+		return &refusal{http.StatusForbidden, reasonHost, "forbidden", notLocal}
+	}
+	return nil
+}
+
+// proxyHeaders are the fields that proxies and CDNs add to what they
+// forward, by canonical key, with the name an error shows.
+var proxyHeaders = [...]struct{ key, name string }{
+	{"X-Forwarded-For", "X-Forwarded-For"},
+	{"Forwarded", "Forwarded"},
+	{"Via", "Via"},
+	{"X-Real-Ip", "X-Real-IP"},
+	{"X-Original-Forwarded-For", "X-Original-Forwarded-For"},
+	{"True-Client-Ip", "True-Client-IP"},
+	{"X-Client-Ip", "X-Client-IP"},
+	{"X-Cluster-Client-Ip", "X-Cluster-Client-IP"},
+	{"Cf-Connecting-Ip", "CF-Connecting-IP"},
+}
+
+// proxyHeader returns the name of a header that a proxy adds to what it
+// forwards (proxyHeaders, any X-Forwarded-*), or "". The name returned is
+// one of these fixed names (an X-Forwarded-* one as "X-Forwarded-*"),
+// never request data.
+func proxyHeader(h http.Header) string {
+	for _, p := range proxyHeaders {
+		if _, ok := h[p.key]; ok {
+			return p.name
+		}
+	}
+	const prefix = "X-Forwarded-"
+	for name := range h {
+		if len(name) > len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+			return prefix + "*"
+		}
+	}
+	return ""
+}
+
+// checkSecret compares X-IDENTITY-HEADER with the secret in constant time
+// (over digests, so that the length does not show either).
+func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
+	values := r.Header.Values("X-Identity-Header")
+	if len(values) == 0 || values[0] == "" {
+		return &refusal{http.StatusUnauthorized, reasonNoSecret, "UNAUTHORIZED", "the X-IDENTITY-HEADER header is required"}
+	}
+	got := sha256.Sum256([]byte(values[0]))
+	if len(values) != 1 || subtle.ConstantTimeCompare(got[:], e.secretDigest[:]) != 1 {
+		return &refusal{http.StatusForbidden, reasonWrongSecret, "FORBIDDEN", "Unable to validate the X-IDENTITY-HEADER header"}
+	}
+	return nil
+}
+
+// refuse answers a refusal in the protocol's error shape, counts and logs
+// it (without anything the client sent but its address).
+func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) error {
+	endpointRefusals.WithLabelValues(e.Protocol, rf.reason).Inc()
+	level := zapcore.DebugLevel
+	var unlogged int64
+	switch rf.reason {
+	case reasonHost, reasonBrowser: // a web page can send these at will
+		var logged bool
+		if logged, unlogged = e.app.LogBrowserRefusal(); logged {
+			level = zapcore.WarnLevel
+		}
+	case reasonRemotePeer, reasonForwarded, reasonWrongSecret:
+		level = zapcore.WarnLevel
+	}
+	if c := e.logger.Check(level, "token endpoint refused a request"); c != nil {
+		c.Write(zap.String("protocol", e.Protocol), zap.String("reason", rf.reason),
+			zap.Int("status", rf.status), zap.String("remote_addr", r.RemoteAddr),
+			zap.Int64("refused_unlogged_since_last", unlogged))
+	}
+	if rf.status == http.StatusMethodNotAllowed {
+		allow := http.MethodGet
+		if e.Protocol == ProtocolRecord {
+			allow = "GET, POST"
+		}
+		w.Header().Set("Allow", allow)
+	}
+	switch e.Protocol {
+	case ProtocolRecord:
+		return writeJSONResponse(w, rf.status, entraapp.ErrorBody{Code: rf.code, Message: rf.message})
+	case ProtocolAppService:
+		return writeJSONResponse(w, rf.status, appServiceError{StatusCode: rf.status, Message: rf.message,
+			CorrelationID: correlationID(r)})
+	default:
+		return writeJSONResponse(w, rf.status, imdsError{Error: rf.code, Description: rf.message})
+	}
+}
+
+// token gets application's token from the entra app, turning a failure into
+// a refusal with the token error's status (502, or 503 with Retry-After
+// while throttled). A client that left gets a 499 error instead.
+func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, application string) (tokencache.Record, *refusal, error) {
+	credential, err := e.app.Token(r.Context(), application)
+	if err == nil {
+		return credential, nil, nil
+	}
+	if r.Context().Err() != nil {
+		return credential, nil, caddyhttp.Error(499, err)
+	}
+	answer := entraapp.AnswerFor(err)
+	entraapp.SetRetryAfter(w.Header(), answer.RetryAfter)
+	rf := &refusal{status: answer.Status, reason: reasonToken, code: answer.Code, message: answer.Message}
+	e.logger.Warn("token endpoint has no token to hand out",
+		zap.String("protocol", e.Protocol), zap.String("application", application),
+		zap.String("code", rf.code), zap.Int("status", rf.status))
+	return credential, rf, nil
+}
+
+// handedOut counts and logs a token handed to a local application.
+func (e *TokenEndpoint) handedOut(ea *endpointApplication, credential tokencache.Record) {
+	ea.handedOut.Inc()
+	if c := e.logger.Check(zapcore.DebugLevel, "token handed out"); c != nil {
+		c.Write(zap.String("protocol", e.Protocol), zap.String("application", ea.Name),
+			zap.Time("expires_at", credential.AccessTokenExpiresAt))
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*TokenEndpoint)(nil)
+	_ caddyhttp.MiddlewareHandler = (*TokenEndpoint)(nil)
+)

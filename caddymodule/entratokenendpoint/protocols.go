@@ -1,0 +1,378 @@
+package entratokenendpoint
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// This file holds the wire formats of entra_token_endpoint's protocols.
+
+// recordBody is the ClientCredential record of the Node library
+// better-auth-client-credential (tokencache.Record here), as the record
+// protocol answers it: exactly that library's fields, times in RFC 3339
+// (UTC).
+type recordBody struct {
+	ID                   string `json:"id"`
+	ApplicationName      string `json:"applicationName"`
+	AccessToken          string `json:"accessToken"`
+	AccessTokenExpiresAt string `json:"accessTokenExpiresAt"`
+	Scope                string `json:"scope"`
+	CreatedAt            string `json:"createdAt"`
+	UpdatedAt            string `json:"updatedAt"`
+}
+
+// recordRequest is the argument of better-auth-client-credential's
+// getClientCredentialToken.
+type recordRequest struct {
+	ApplicationName string `json:"applicationName"`
+}
+
+// maxRecordRequestBytes bounds a record request's body.
+const maxRecordRequestBytes = 4 << 10
+
+// serveRecord answers the record protocol: POST {"applicationName": ...}
+// or GET ?applicationName=..., with the secret in X-IDENTITY-HEADER.
+func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		return e.refuse(w, r, &refusal{http.StatusMethodNotAllowed, reasonMethod, "METHOD_NOT_ALLOWED", "use GET or POST"})
+	}
+	if rf := e.checkSecret(r); rf != nil {
+		return e.refuse(w, r, rf)
+	}
+	name, rf := readRecordRequest(r)
+	if rf != nil {
+		return e.refuse(w, r, rf)
+	}
+	ea, ok := e.allowed[name]
+	if !ok {
+		// The same answer for an application that is not configured and one
+		// this endpoint may not hand out.
+		return e.refuse(w, r, &refusal{http.StatusNotFound, reasonApplication, tokencache.CodeApplicationNotFound,
+			fmt.Sprintf("application %s is not available on this endpoint", quoteForClient(name))})
+	}
+	credential, rf, err := e.token(w, r, name)
+	if err != nil {
+		return err
+	}
+	if rf != nil {
+		return e.refuse(w, r, rf)
+	}
+	e.handedOut(ea, credential)
+	return writeJSONResponse(w, http.StatusOK, recordBody{
+		ID:                   credential.ID,
+		ApplicationName:      credential.ApplicationName,
+		AccessToken:          credential.AccessToken,
+		AccessTokenExpiresAt: rfc3339(credential.AccessTokenExpiresAt),
+		Scope:                credential.Scope,
+		CreatedAt:            rfc3339(credential.CreatedAt),
+		UpdatedAt:            rfc3339(credential.UpdatedAt),
+	})
+}
+
+// readRecordRequest reads the application name of a record request.
+func readRecordRequest(r *http.Request) (string, *refusal) {
+	bad := func(message string) (string, *refusal) {
+		return "", &refusal{http.StatusBadRequest, reasonBadRequest, "BAD_REQUEST", message}
+	}
+	if r.Method == http.MethodGet {
+		values := r.URL.Query()["applicationName"]
+		if len(values) != 1 || values[0] == "" {
+			return bad("the applicationName query parameter is required, once")
+		}
+		return values[0], nil
+	}
+	if mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mediaType != "application/json" {
+		return bad("the body must be JSON (Content-Type: application/json)")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRecordRequestBytes+1))
+	if err != nil {
+		return bad("reading the body failed")
+	}
+	if len(body) > maxRecordRequestBytes {
+		return bad("the body is too large")
+	}
+	var req recordRequest
+	if err := json.Unmarshal(body, &req); err != nil || req.ApplicationName == "" {
+		return bad(`the body must be {"applicationName": "<name>"}`)
+	}
+	return req.ApplicationName, nil
+}
+
+// miProtocol describes one of the managed-identity protocols.
+type miProtocol struct {
+	name        string
+	apiVersions []string
+	// objectIDParams and resourceIDParams name the identity by object
+	// (principal) ID and Azure resource ID. Both protocols' names are
+	// accepted by both: an identity parameter is never ignored.
+	objectIDParams, resourceIDParams []string
+}
+
+var (
+	appServiceProtocol = &miProtocol{
+		name:             ProtocolAppService,
+		apiVersions:      []string{"2019-08-01"},
+		objectIDParams:   []string{"principal_id", "object_id"},
+		resourceIDParams: []string{"mi_res_id", "msi_res_id"},
+	}
+	imdsProtocol = &miProtocol{
+		name:             ProtocolIMDS,
+		apiVersions:      []string{"2018-02-01", "2019-08-01"},
+		objectIDParams:   []string{"object_id", "principal_id"},
+		resourceIDParams: []string{"msi_res_id", "mi_res_id"},
+	}
+)
+
+// appServiceError is the App Service identity endpoint's error body.
+type appServiceError struct {
+	StatusCode    int    `json:"statusCode"`
+	Message       string `json:"message"`
+	CorrelationID string `json:"correlationId"`
+}
+
+// imdsError is IMDS's (OAuth) error body.
+type imdsError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+// appServiceToken is the App Service identity endpoint's answer.
+type appServiceToken struct {
+	AccessToken string `json:"access_token"`
+	ExpiresOn   string `json:"expires_on"`
+	Resource    string `json:"resource"`
+	TokenType   string `json:"token_type"`
+	ClientID    string `json:"client_id"`
+}
+
+// imdsToken is IMDS's answer: every number a string, as IMDS sends them.
+type imdsToken struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresIn    string `json:"expires_in"`
+	ExpiresOn    string `json:"expires_on"`
+	ExtExpiresIn string `json:"ext_expires_in"`
+	NotBefore    string `json:"not_before"`
+	Resource     string `json:"resource"`
+	TokenType    string `json:"token_type"`
+	ClientID     string `json:"client_id"`
+}
+
+// identityParam is an identity a managed-identity request names.
+type identityParam struct {
+	kind  string // client_id, object_id or resource_id
+	name  string // the query parameter, for messages
+	value string
+}
+
+// serveManagedIdentity answers the App Service and IMDS protocols.
+func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Request, p *miProtocol) error {
+	if r.Method != http.MethodGet {
+		return e.refuse(w, r, &refusal{http.StatusMethodNotAllowed, reasonMethod, "invalid_request", "only GET is supported"})
+	}
+	if p == imdsProtocol {
+		if !strings.EqualFold(r.Header.Get("Metadata"), "true") {
+			return e.refuse(w, r, &refusal{http.StatusBadRequest, reasonNoMetadata, "invalid_request", "Required metadata header not specified"})
+		}
+	} else if rf := e.checkSecret(r); rf != nil {
+		return e.refuse(w, r, rf)
+	}
+	query := r.URL.Query()
+	resource, identity, rf := p.readRequest(query)
+	if rf != nil {
+		return e.refuse(w, r, rf)
+	}
+	ea, ok := e.byResource[normalizeResource(resource)]
+	if !ok {
+		return e.refuse(w, r, &refusal{http.StatusBadRequest, reasonResource, "invalid_resource",
+			fmt.Sprintf("no application of this endpoint serves resource %s", quoteForClient(resource))})
+	}
+	// An identity the config names is checked before any token is had; one
+	// only the token can tell (a system-assigned identity's client ID, a
+	// service principal's object ID) after, and the token is then kept back.
+	known := identity != nil && ea.configured(identity.kind) != ""
+	if known && !strings.EqualFold(ea.configured(identity.kind), identity.value) ||
+		identity != nil && identity.kind == "resource_id" && !ea.ManagedIdentity {
+		return e.refuse(w, r, identityMismatch(identity, ea.Name))
+	}
+	credential, rf, err := e.token(w, r, ea.Name)
+	if err != nil {
+		return err
+	}
+	if rf != nil {
+		if rf.code == tokencache.CodeTokenRequestFailed {
+			rf.code = "temporarily_unavailable"
+			if rf.status == http.StatusBadGateway {
+				rf.code = "bad_gateway"
+			}
+			rf.message = tokencache.CodeTokenRequestFailed + ": " + rf.message
+		}
+		return e.refuse(w, r, rf)
+	}
+	claims, _ := entra.ReadPublicClaims(credential.AccessToken) // none for an opaque token
+	if identity != nil && !known && !strings.EqualFold(identityClaim(claims, identity.kind), identity.value) {
+		return e.refuse(w, r, identityMismatch(identity, ea.Name))
+	}
+	clientID := ea.ClientID
+	if clientID == "" {
+		clientID = claims.AppID
+	}
+	e.handedOut(ea, credential)
+	expiresOn := strconv.FormatInt(credential.AccessTokenExpiresAt.Unix(), 10)
+	if p == appServiceProtocol {
+		return writeJSONResponse(w, http.StatusOK, appServiceToken{
+			AccessToken: credential.AccessToken,
+			ExpiresOn:   expiresOn,
+			Resource:    resource,
+			TokenType:   "Bearer",
+			ClientID:    clientID,
+		})
+	}
+	expiresIn := strconv.FormatInt(int64(time.Until(credential.AccessTokenExpiresAt)/time.Second), 10)
+	notBefore := credential.UpdatedAt
+	if claims.NotBefore != nil && claims.NotBefore.Unix() > 0 {
+		notBefore = *claims.NotBefore
+	}
+	return writeJSONResponse(w, http.StatusOK, imdsToken{
+		AccessToken:  credential.AccessToken,
+		ExpiresIn:    expiresIn,
+		ExpiresOn:    expiresOn,
+		ExtExpiresIn: expiresIn,
+		NotBefore:    strconv.FormatInt(notBefore.Unix(), 10),
+		Resource:     resource,
+		TokenType:    "Bearer",
+		ClientID:     clientID,
+	})
+}
+
+// readRequest checks api-version and reads the resource and the identity
+// parameter (nil when none).
+func (p *miProtocol) readRequest(query url.Values) (string, *identityParam, *refusal) {
+	bad := func(message string) (string, *identityParam, *refusal) {
+		return "", nil, &refusal{http.StatusBadRequest, reasonBadRequest, "invalid_request", message}
+	}
+	versions := query["api-version"]
+	switch {
+	case len(versions) == 0 || versions[0] == "":
+		return bad("Required query variable 'api-version' is missing")
+	case len(versions) > 1 || !slices.Contains(p.apiVersions, versions[0]):
+		return bad("Invalid api-version: supported are " + strings.Join(p.apiVersions, ", "))
+	}
+	resources := query["resource"]
+	if len(resources) == 0 || strings.TrimSpace(resources[0]) == "" {
+		return bad("Required audience parameter not specified")
+	}
+	if len(resources) > 1 {
+		return bad("resource may be given once")
+	}
+	var named []identityParam
+	add := func(kind string, names []string) {
+		for _, name := range names {
+			for _, value := range query[name] {
+				named = append(named, identityParam{kind: kind, name: name, value: value})
+			}
+		}
+	}
+	add("client_id", []string{"client_id"})
+	add("object_id", p.objectIDParams)
+	add("resource_id", p.resourceIDParams)
+	switch {
+	case len(named) > 1:
+		return bad("Only one of client_id, " + p.objectIDParams[0] + " and " + p.resourceIDParams[0] + " may be specified")
+	case len(named) == 1 && named[0].value == "":
+		return bad(named[0].name + " must not be empty")
+	case len(named) == 1:
+		return resources[0], &named[0], nil
+	}
+	return resources[0], nil, nil
+}
+
+// configured is the ID of kind the config gives for the application, "" if
+// only its token can tell.
+func (ea *endpointApplication) configured(kind string) string {
+	switch kind {
+	case "client_id":
+		return ea.ClientID
+	case "object_id":
+		return ea.ObjectID
+	default:
+		return ea.ResourceID
+	}
+}
+
+// identityMismatch refuses an identity parameter that does not name the
+// mapped application's identity.
+func identityMismatch(identity *identityParam, application string) *refusal {
+	return &refusal{http.StatusBadRequest, reasonIdentity, "invalid_request",
+		fmt.Sprintf("Identity not found: %s does not name the identity of the application serving this resource (%s)",
+			identity.name, application)}
+}
+
+// identityClaim is the claim of token claims that names its identity by
+// kind: appid (or azp), oid or xms_mirid. The claims are read without
+// verifying the signature: the token comes from the entra app's cache,
+// which checked it; they only decide whether to hand it out.
+func identityClaim(claims entra.PublicClaims, kind string) string {
+	switch kind {
+	case "client_id":
+		return claims.AppID
+	case "object_id":
+		return claims.ObjectID
+	default:
+		return claims.ResourceID
+	}
+}
+
+// writeJSONResponse writes v as JSON with status.
+func writeJSONResponse(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, err = w.Write(body)
+	return err
+}
+
+// rfc3339 formats t in UTC.
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// correlationID is the client's x-ms-client-request-id when it is a sane
+// identifier, else a random one.
+func correlationID(r *http.Request) string {
+	if id := r.Header.Get("X-Ms-Client-Request-Id"); len(id) <= 64 && id != "" && strings.IndexFunc(id, notIDRune) < 0 {
+		return id
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// notIDRune reports whether c is not a letter, digit or '-'.
+func notIDRune(c rune) bool {
+	return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-')
+}
+
+// quoteForClient quotes a value the client sent for an error message, cut
+// to a sane length.
+func quoteForClient(s string) string {
+	const maxLen = 200
+	if len(s) > maxLen {
+		s = strings.ToValidUTF8(s[:maxLen], "") + "..."
+	}
+	return strconv.Quote(s)
+}
