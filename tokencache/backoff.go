@@ -197,7 +197,7 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 	credentialID := h.app.credentialID()
 	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
 	switch {
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, ErrTooLarge):
 		c.log().Warn("ignoring a shared backoff larger than any replica writes (possible tampering)",
 			zap.String("application", h.app.Name), zap.Error(err))
 	case errors.Is(err, ErrNotFound):

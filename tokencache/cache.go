@@ -26,7 +26,7 @@ const (
 type Options struct {
 	// Store is the shared level. Default: a MemoryStore on the Cache's
 	// clock. Record keys get the store's KeyPrefix() if it has that method
-	// (RedisStore does), else DefaultKeyPrefix.
+	// (redisstore.Store does), else DefaultKeyPrefix.
 	Store Store
 	// RefreshWindow: a token is used only while more than this is left
 	// before it expires, and a fetched token with less is rejected.

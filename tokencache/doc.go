@@ -1,6 +1,6 @@
 // Package tokencache is the two-level cache of client-credentials access
-// tokens: a per-process level (L1) in front of a shared store (L2: Redis, or
-// an in-process MemoryStore when no Redis is configured), with a
+// tokens: a per-process level (L1) in front of a shared store (L2: Redis
+// through tokencache/redisstore, or an in-process MemoryStore), with a
 // cross-replica refresh lock so that a fleet makes one token request per
 // refresh, not one per replica.
 //

@@ -175,16 +175,6 @@ func (c *Cache) removeRecord(ctx context.Context, key string) error {
 }
 
 // RemoveRecord deletes the record under key, whatever it holds.
-func (s *RedisStore) RemoveRecord(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	if err := s.client.Del(ctx, key).Err(); err != nil {
-		return fmt.Errorf("tokencache: deleting record: %w", err)
-	}
-	return nil
-}
-
-// RemoveRecord deletes the record under key, whatever it holds.
 func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -193,6 +183,5 @@ func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
 }
 
 var (
-	_ recordRemover = (*RedisStore)(nil)
 	_ recordRemover = (*MemoryStore)(nil)
 )

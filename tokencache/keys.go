@@ -7,6 +7,10 @@ import (
 	"strings"
 )
 
+// DefaultKeyPrefix is the prefix of record keys when the store has none
+// of its own (see Options.Store).
+const DefaultKeyPrefix = "entra:"
+
 const (
 	recordSuffix  = ":token"
 	lockSuffix    = ":lock"

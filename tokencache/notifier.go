@@ -4,11 +4,11 @@ import "sync"
 
 // notifier fans announcements on a channel name out to the waiters
 // registered for it, in process. MemoryStore publishes to it directly;
-// RedisStore feeds it from its one shared pattern subscription.
+// redisstore.Store feeds it from its one shared pattern subscription.
 type notifier struct {
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
-	// watchers are lasting subscribers (see RedisStore.Watch): woken only
+	// watchers are lasting subscribers (see redisstore.Store.Watch): woken only
 	// by announcements from other processes.
 	watchers map[string]map[chan struct{}]struct{}
 }

@@ -207,20 +207,6 @@ func TestDeleteIsFleetWide(t *testing.T) {
 	}
 }
 
-// TestWatchStopsWithTheLastHandle: a key's lasting subscription lives as
-// long as its handles.
-func TestWatchStopsWithTheLastHandle(t *testing.T) {
-	mr := miniredis.RunT(t)
-	clock := newFakeClock()
-	store := newMiniredisStore(t, mr)
-	c, _, _ := newClockCache(t, store, clock, Options{})
-	h := c.register(t, testApp("graph-api", newFakeFetcher(clock).Fetch))
-	channel := UpdateChannel(h.Key())
-	eventually(t, "the lasting subscription", func() bool { return store.updates.countWatchers(channel) == 1 })
-	h.Release()
-	eventually(t, "the subscription ending", func() bool { return store.updates.countWatchers(channel) == 0 })
-}
-
 func containsToken(raw, token string) bool {
 	return len(raw) > 0 && (len(token) == 0 || strings.Contains(raw, `"accessToken":"`+token+`"`))
 }

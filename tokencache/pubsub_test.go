@@ -50,53 +50,6 @@ func TestLockLoserWakesOnPublish(t *testing.T) {
 	}
 }
 
-// TestRedisStoreSharesOneSubscription: many waiters, one PSUBSCRIBE.
-func TestRedisStoreSharesOneSubscription(t *testing.T) {
-	mr := miniredis.RunT(t)
-	store := newMiniredisStore(t, mr)
-	ctx := t.Context()
-	channels := []string{
-		UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))),
-		UpdateChannel(RecordKey(DefaultKeyPrefix, Application{CacheKey: "other", Scopes: []string{"s"}})),
-	}
-	// Start the shared subscription and take the one wake-up it gives the
-	// waiters registered before it was confirmed.
-	warmup, cancelWarmup := store.Subscribe(ctx, channels[0])
-	receive(t, warmup, "the wake-up when the subscription is confirmed")
-	cancelWarmup()
-
-	var cancels []func()
-	var chans []<-chan struct{}
-	for i := range 20 {
-		ch, cancel := store.Subscribe(ctx, channels[i%2])
-		cancels = append(cancels, cancel)
-		chans = append(chans, ch)
-	}
-	if n := mr.PubSubNumPat(); n != 1 {
-		t.Errorf("%d pattern subscriptions for 20 waiters, want 1", n)
-	}
-	channel := channels[0]
-	if err := store.Publish(ctx, channel); err != nil {
-		t.Fatal(err)
-	}
-	for i, ch := range chans {
-		if i%2 == 0 {
-			receive(t, ch, "the announcement")
-		}
-	}
-	for i, ch := range chans {
-		if i%2 == 1 && len(ch) != 0 {
-			t.Errorf("waiter %d on another channel was woken", i)
-		}
-	}
-	for _, cancel := range cancels {
-		cancel()
-	}
-	if n := store.updates.count(channel); n != 0 {
-		t.Errorf("%d waiters left after cancel, want 0", n)
-	}
-}
-
 // TestLockExtendedDuringSlowFetch: the holder's lock outlives LockTTL while
 // its fetch runs, and is released after.
 func TestLockExtendedDuringSlowFetch(t *testing.T) {

@@ -370,7 +370,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	expiresAt = rec.AccessTokenExpiresAt
 	shared := false
 	if write {
-		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, errTooLarge) {
+		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, ErrTooLarge) {
 			write = false
 			c.log().Warn("not sharing a token record larger than other replicas read",
 				zap.String("application", h.app.Name), zap.Error(err))

@@ -84,7 +84,7 @@ type Backoff struct {
 var ErrUnverifiable = errors.New("tokencache: token record cannot be verified against its identity")
 
 // Authenticator is implemented by a Store that can say whether its records
-// are authenticated: written only by someone holding its secret (RedisStore
+// are authenticated: written only by someone holding its secret (redisstore.Store
 // with encryption keys) or never leaving the process (MemoryStore). A Store
 // without the method is taken as not authenticating.
 type Authenticator interface {

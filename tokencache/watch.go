@@ -20,7 +20,7 @@ import (
 // reach the key.
 //
 // Only a store that tells other processes' announcements from its own
-// (RedisStore) is watched: a MemoryStore has no other process.
+// (redisstore.Store) is watched: a MemoryStore has no other process.
 func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	subscribed := make(chan struct{})
 	w, ok := c.store.(storeWatcher)
@@ -51,12 +51,10 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	return subscribed
 }
 
-// storeWatcher is a Store with lasting subscriptions (see RedisStore.Watch).
+// storeWatcher is a Store with lasting subscriptions (see redisstore.Store.Watch).
 type storeWatcher interface {
 	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
 }
-
-var _ storeWatcher = (*RedisStore)(nil)
 
 // followStore brings ks in line with the store after an announcement:
 // it takes a newer record (one written no earlier than the current one), and drops the current one when the store no

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 func init() {
@@ -249,7 +250,7 @@ func (a *App) ProvisionForTest(logger *zap.Logger) error {
 func (a *App) Start() error {
 	a.cache.SetLogger(a.logger)
 	if a.Redis != nil {
-		tokencache.RouteRedisLogs(a.logger.Named("redis"))
+		redisstore.RouteLogs(a.logger.Named("redis"))
 	}
 	a.activate()
 	a.startOperations()

@@ -1,10 +1,12 @@
-package tokencache
+package redisstore
 
 import (
 	"context"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // The shared subscription: how long one attempt to subscribe may take, and
@@ -18,7 +20,7 @@ const (
 // Publish announces on channel (PUBLISH, which Redis Cluster forwards to
 // every node), with this store's publisher ID as the message, so that its
 // own watchers can tell it from other processes' (see Watch).
-func (s *RedisStore) Publish(ctx context.Context, channel string) error {
+func (s *Store) Publish(ctx context.Context, channel string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Publish(ctx, channel, s.publisherID).Err(); err != nil {
@@ -34,7 +36,7 @@ func (s *RedisStore) Publish(ctx context.Context, channel string) error {
 // OpTimeout for it to be confirmed. Waiters registered before it is
 // confirmed are woken once when it is (they then look at the store), so no
 // announcement falls into the gap; if it cannot be made, waiters poll.
-func (s *RedisStore) Subscribe(ctx context.Context, channel string) (<-chan struct{}, func()) {
+func (s *Store) Subscribe(ctx context.Context, channel string) (<-chan struct{}, func()) {
 	updates, cancel := s.updates.subscribe(channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
@@ -44,7 +46,7 @@ func (s *RedisStore) Subscribe(ctx context.Context, channel string) (<-chan stru
 // announcements that other processes (other stores) publish, not by this
 // store's own, and not when the shared subscription is confirmed. It
 // waits for the subscription as Subscribe does.
-func (s *RedisStore) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
+func (s *Store) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
 	updates, cancel := s.updates.watch(channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
@@ -52,7 +54,7 @@ func (s *RedisStore) Watch(ctx context.Context, channel string) (<-chan struct{}
 
 // updatePattern is the PSUBSCRIBE pattern of every update channel under the
 // prefix, its glob characters escaped.
-func (s *RedisStore) updatePattern() string {
+func (s *Store) updatePattern() string {
 	var b strings.Builder
 	for _, r := range s.keyPrefix {
 		if strings.ContainsRune(`*?[]\`, r) {
@@ -60,12 +62,12 @@ func (s *RedisStore) updatePattern() string {
 		}
 		b.WriteRune(r)
 	}
-	return b.String() + "*" + updateSuffix
+	return b.String() + "*:updated" // see tokencache.UpdateChannel
 }
 
 // awaitSubscription starts the shared subscription if needed and waits at
 // most OpTimeout for it to be confirmed.
-func (s *RedisStore) awaitSubscription(ctx context.Context) {
+func (s *Store) awaitSubscription(ctx context.Context) {
 	s.subMu.Lock()
 	if s.subReady == nil && !s.closed {
 		s.subReady = make(chan struct{})
@@ -91,7 +93,7 @@ func (s *RedisStore) awaitSubscription(ctx context.Context) {
 // runSubscription subscribes (retrying while Redis is away), closes ready
 // once confirmed, wakes the waiters registered meanwhile, then dispatches
 // announcements until ctx ends.
-func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struct{}) {
+func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) {
 	defer close(done)
 	pause := subscribeRetryInterval
 	for {
@@ -115,7 +117,7 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 					if !ok {
 						return
 					}
-					if len(msg.Payload) > MaxAnnouncementBytes {
+					if len(msg.Payload) > tokencache.MaxAnnouncementBytes {
 						continue // no replica sends it: ignored
 					}
 					if msg.Payload == s.publisherID {
@@ -141,7 +143,7 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 
 // stopSubscription ends the shared subscription and waits for its
 // goroutine.
-func (s *RedisStore) stopSubscription() {
+func (s *Store) stopSubscription() {
 	s.subMu.Lock()
 	s.closed = true
 	cancel, done := s.subCancel, s.subDone

@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"crypto/tls"
@@ -9,17 +9,16 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// Defaults of RedisOptions.
-const (
-	DefaultKeyPrefix      = "entra:"
-	DefaultRedisOpTimeout = 100 * time.Millisecond
-)
+// DefaultOpTimeout is the default of Options.OpTimeout.
+const DefaultOpTimeout = 100 * time.Millisecond
 
-// RedisOptions configures a RedisStore. Give either URL (one standalone
+// Options configures a Store. Give either URL (one standalone
 // server) or Addrs (standalone, Sentinel or Cluster), not both.
-type RedisOptions struct {
+type Options struct {
 	// URL is redis://[user:pass@]host:port/db, or rediss:// for TLS, with
 	// the query options go-redis's ParseURL knows (dial_timeout, pool_size...).
 	// Username and Password, when set, override the URL's; TLS or TLSConfig,
@@ -45,7 +44,7 @@ type RedisOptions struct {
 	TLSConfig *tls.Config
 	// KeyPrefix is the prefix of every key the caller derives with RecordKey.
 	// Default "entra:". The store itself uses keys as given; it keeps the
-	// prefix so that callers can read it back with RedisStore.KeyPrefix, and
+	// prefix so that callers can read it back with Store.KeyPrefix, and
 	// subscribes to the update channels under it.
 	KeyPrefix string
 	// OpTimeout bounds each call to Redis, so that a slow or hung Redis
@@ -60,19 +59,19 @@ type RedisOptions struct {
 	EncryptionKeys [][]byte
 }
 
-func (o RedisOptions) withDefaults() RedisOptions {
+func (o Options) withDefaults() Options {
 	if o.KeyPrefix == "" {
-		o.KeyPrefix = DefaultKeyPrefix
+		o.KeyPrefix = tokencache.DefaultKeyPrefix
 	}
 	if o.OpTimeout <= 0 {
-		o.OpTimeout = DefaultRedisOpTimeout
+		o.OpTimeout = DefaultOpTimeout
 	}
 	return o
 }
 
 // universalOptions turns opts into go-redis options. Errors never contain a
 // password.
-func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
+func (o Options) universalOptions() (*redis.UniversalOptions, error) {
 	tlsConfig := o.TLSConfig
 	if tlsConfig == nil && o.TLS {
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
