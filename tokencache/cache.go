@@ -25,8 +25,7 @@ const (
 // Options configures a Cache.
 type Options struct {
 	// Store is the shared level. Default: a MemoryStore on the Cache's
-	// clock. Record keys get the store's KeyPrefix() if it has that method
-	// (redisstore.Store does), else DefaultKeyPrefix.
+	// clock. Record keys get the store's KeyPrefix.
 	Store Store
 	// RefreshWindow: a token is used only while more than this is left
 	// before it expires, and a fetched token with less is rejected.
@@ -111,7 +110,7 @@ type Application struct {
 	// cannot be told (an opaque token), and any other error for a record
 	// that belongs to another identity. A mismatch is a miss, logged as
 	// possible tampering. An unverifiable record is used only from a store
-	// that authenticates its records (see Authenticator); and when this
+	// that authenticates its records (see Store.Authenticates); and when this
 	// replica's own fetched token is unverifiable (or does not match) on a
 	// store that does not, it fetches on its own, without the store. Its
 	// errors must not contain the token. It runs on the refresh path only.
@@ -147,7 +146,7 @@ type Cache struct {
 	// logged once and its end once.
 	storeDown atomic.Bool
 	// storeAuthenticates: only trusted writers can put a record in the
-	// store (see Authenticator).
+	// store (see Store.Authenticates).
 	storeAuthenticates bool
 
 	// closing is the one signal that Close has begun: it ends with Close,
@@ -195,13 +194,8 @@ func New(opts Options) (*Cache, error) {
 	if c.store == nil {
 		c.store = newMemoryStore(c.clock.Now)
 	}
-	if a, ok := c.store.(Authenticator); ok {
-		c.storeAuthenticates = a.Authenticates()
-	}
-	c.keyPrefix = DefaultKeyPrefix
-	if p, ok := c.store.(interface{ KeyPrefix() string }); ok {
-		c.keyPrefix = p.KeyPrefix()
-	}
+	c.storeAuthenticates = c.store.Authenticates()
+	c.keyPrefix = c.store.KeyPrefix()
 	c.closing, c.close = context.WithCancel(context.Background())
 	return c, nil
 }

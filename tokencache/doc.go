@@ -47,7 +47,7 @@
 //     tokens are recorded with their exp (see accept.go).
 //   - With Application.VerifyStored, a record read from the store is used
 //     only if it matches the application's identity, or cannot be checked
-//     but comes from a store that authenticates its records (Authenticator).
+//     but comes from a store that authenticates its records (Store.Authenticates).
 //     A mismatch is a miss, logged as possible tampering without the token.
 //     A replica whose own tokens cannot be checked, on a store that does not
 //     authenticate, fetches them on its own without the store.

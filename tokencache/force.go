@@ -101,11 +101,6 @@ func (h *Handle) forcedResult(rec *Record, err error) (Record, error) {
 	return *h.view(rec), nil
 }
 
-// recordRemover is a Store that can delete a record whatever it holds.
-type recordRemover interface {
-	RemoveRecord(ctx context.Context, key string) error
-}
-
 // DeleteEverywhere purges h's key everywhere, whatever token it holds: it
 // serves the admin API (DELETE /entra/tokens/<application>). The store's
 // record is deleted, this process drops its copy, and the deletion is
@@ -134,7 +129,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	}
 	c.registerMu.Unlock()
 
-	err := c.removeRecord(ctx, ks.key)
+	err := c.store.RemoveRecord(ctx, ks.key)
 	if err != nil {
 		c.storeFailed(err)
 	} else {
@@ -153,35 +148,3 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	}
 	return nil
 }
-
-// removeRecord deletes the record under key whatever it holds.
-func (c *Cache) removeRecord(ctx context.Context, key string) error {
-	if r, ok := c.store.(recordRemover); ok {
-		return r.RemoveRecord(ctx, key)
-	}
-	for range 3 { // compare-and-delete, in case a writer comes between
-		rec, err := c.store.Get(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if deleted, err := c.store.DeleteRecord(ctx, key, rec.AccessToken); err != nil || deleted {
-			return err
-		}
-	}
-	return errors.New("tokencache: the record kept changing")
-}
-
-// RemoveRecord deletes the record under key, whatever it holds.
-func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.records, key)
-	return nil
-}
-
-var (
-	_ recordRemover = (*MemoryStore)(nil)
-)

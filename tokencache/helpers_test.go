@@ -132,11 +132,8 @@ func testApp(name string, fetch FetchFunc) Application {
 // redisTestStore is what the engine's tests use of a redisstore.Store.
 type redisTestStore interface {
 	Store
-	Authenticator
-	KeyPrefix() string
 	Client() redis.UniversalClient
 	Ping(ctx context.Context) error
-	Watch(ctx context.Context, channel string) (<-chan struct{}, func())
 }
 
 // redisOptions are the redisstore.Options the engine's tests set.

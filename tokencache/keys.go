@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// DefaultKeyPrefix is the prefix of record keys when the store has none
-// of its own (see Options.Store).
+// DefaultKeyPrefix is the default prefix of record keys (MemoryStore's,
+// and redisstore's when none is configured).
 const DefaultKeyPrefix = "entra:"
 
 const (

@@ -181,13 +181,24 @@ func (s *MemoryStore) Subscribe(_ context.Context, channel string) (<-chan struc
 	return s.updates.subscribe(channel)
 }
 
+// Watch returns no updates: no other process shares the store.
+func (s *MemoryStore) Watch(context.Context, string) (<-chan struct{}, func()) { return nil, func() {} }
+
+// RemoveRecord deletes the record under key, whatever it holds.
+func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.records, key)
+	return nil
+}
+
 // Authenticates reports true: records never leave the process.
 func (s *MemoryStore) Authenticates() bool { return true }
+
+// KeyPrefix returns DefaultKeyPrefix.
+func (s *MemoryStore) KeyPrefix() string { return DefaultKeyPrefix }
 
 // Close does nothing.
 func (s *MemoryStore) Close() error { return nil }
 
-var (
-	_ Store         = (*MemoryStore)(nil)
-	_ Authenticator = (*MemoryStore)(nil)
-)
+var _ Store = (*MemoryStore)(nil)

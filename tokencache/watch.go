@@ -19,15 +19,10 @@ import (
 // that Register, after releasing the lock, returns only when announcements
 // reach the key.
 //
-// Only a store that tells other processes' announcements from its own
-// (redisstore.Store) is watched: a MemoryStore has no other process.
+// A store no other process shares (Store.Watch returns nil) is not
+// watched.
 func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	subscribed := make(chan struct{})
-	w, ok := c.store.(storeWatcher)
-	if !ok {
-		close(subscribed)
-		return subscribed
-	}
 	if !c.startBackground() {
 		close(subscribed)
 		return subscribed
@@ -36,9 +31,12 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	ks.stopWatch = cancel
 	go func() {
 		defer c.background.Done()
-		updates, unsubscribe := w.Watch(ctx, ks.channel)
+		updates, unsubscribe := c.store.Watch(ctx, ks.channel)
 		defer unsubscribe()
 		close(subscribed)
+		if updates == nil {
+			return
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -49,11 +47,6 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 		}
 	}()
 	return subscribed
-}
-
-// storeWatcher is a Store with lasting subscriptions (see redisstore.Store.Watch).
-type storeWatcher interface {
-	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
 }
 
 // followStore brings ks in line with the store after an announcement:

@@ -383,6 +383,5 @@ func (s *Store) Close() error {
 }
 
 var (
-	_ tokencache.Store         = (*Store)(nil)
-	_ tokencache.Authenticator = (*Store)(nil)
+	_ tokencache.Store = (*Store)(nil)
 )

@@ -42,7 +42,7 @@ type Options struct {
 	TLS bool
 	// TLSConfig, if set, is the TLS configuration (implies TLS).
 	TLSConfig *tls.Config
-	// KeyPrefix is the prefix of every key the caller derives with RecordKey.
+	// KeyPrefix is the prefix of every key the caller derives with tokencache.RecordKey.
 	// Default "entra:". The store itself uses keys as given; it keeps the
 	// prefix so that callers can read it back with Store.KeyPrefix, and
 	// subscribes to the update channels under it.
