@@ -55,7 +55,7 @@ type Handle struct {
 // order; L1 is read without a lock. ks.mu guards current and everything
 // about it (refreshAt, source, inStore, timer, nextRefresh, removed), the
 // backoff (failure, lastErr), the purge memory (purged, lastPurge),
-// forced and rejected. unshared, longestOwn and ownRefused are atomics,
+// forced, rejected and the broadcast (changed). unshared, longestOwn and ownRefused are atomics,
 // and flights locks itself. The order is:
 //
 //	Cache.registerMu → ks.mu
@@ -115,6 +115,8 @@ type keyState struct {
 	// stopWatch ends the key's lasting subscription (see Cache.watch).
 	// Guarded by Cache.registerMu.
 	stopWatch context.CancelFunc
+	// changed is the key's broadcast (see updated).
+	changed chan struct{}
 
 	// rejected is the SHA-256 fingerprint of the last store record's token
 	// that was not trusted, so that reading it again (a lock loser polls)

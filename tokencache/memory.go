@@ -11,8 +11,8 @@ import (
 // measured with the Cache's clock when the Cache made it (Options.Store
 // unset), else with time.Now. Its locks work like Redis ones (SET NX PX,
 // compare-and-delete), which within one Cache always succeed since
-// singleflight already lets only one refresh per key run at a time. Publish
-// wakes Subscribe waiters in this process.
+// singleflight already lets only one refresh per key run at a time. No
+// other process shares it: Publish does nothing and Watch returns nil.
 type MemoryStore struct {
 	now func() time.Time
 
@@ -20,8 +20,6 @@ type MemoryStore struct {
 	records  map[string]memoryEntry
 	locks    map[string]memoryEntry
 	backoffs map[string]memoryEntry
-
-	updates notifier
 }
 
 type memoryEntry struct {
@@ -170,16 +168,8 @@ func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
 	return nil
 }
 
-// Publish wakes this store's Subscribe waiters on channel.
-func (s *MemoryStore) Publish(_ context.Context, channel string) error {
-	s.updates.notify(channel)
-	return nil
-}
-
-// Subscribe registers a waiter on channel.
-func (s *MemoryStore) Subscribe(_ context.Context, channel string) (<-chan struct{}, func()) {
-	return s.updates.subscribe(channel)
-}
+// Publish does nothing: no other process shares the store.
+func (s *MemoryStore) Publish(context.Context, string) error { return nil }
 
 // Watch returns no updates: no other process shares the store.
 func (s *MemoryStore) Watch(context.Context, string) (<-chan struct{}, func()) { return nil, func() {} }

@@ -99,12 +99,20 @@ func TestLockExtendedDuringSlowFetch(t *testing.T) {
 	}
 }
 
-func TestMemoryStorePublishWakesSubscribers(t *testing.T) {
-	s := NewMemoryStore()
-	ch, cancel := s.Subscribe(t.Context(), "x")
-	defer cancel()
-	if err := s.Publish(t.Context(), "x"); err != nil {
-		t.Fatal(err)
+// TestPublishWakesTheKeysWaiters: an announcement of this process wakes
+// the waiters on the key's broadcast, also with a store no other process
+// shares, and each broadcast wakes once.
+func TestPublishWakesTheKeysWaiters(t *testing.T) {
+	clock := newFakeClock()
+	c, _, _ := newClockCache(t, NewMemoryStore(), clock, Options{})
+	h := c.register(t, testApp("graph-api", newFakeFetcher(clock).Fetch))
+	first, second := h.ks.updated(), h.ks.updated()
+	c.publish(t.Context(), h.ks)
+	receive(t, first, "the announcement")
+	receive(t, second, "the announcement")
+	select {
+	case <-h.ks.updated():
+		t.Error("a broadcast taken after the announcement was already woken")
+	default:
 	}
-	receive(t, ch, "the announcement")
 }

@@ -178,10 +178,9 @@ func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced boo
 		}
 		existing = rec
 	}
-	// Subscribe before trying the lock, so that the winner's announcement
+	// Listen before trying the lock, so that the winner's announcement
 	// cannot fall between our losing and our listening.
-	updates, unsubscribe := c.store.Subscribe(ctx, ks.channel)
-	defer unsubscribe()
+	updates := ks.updated()
 	owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 	if err != nil {
 		c.storeFailed(err)
@@ -269,6 +268,7 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 			notified = true
 		}
 		c.hooks.awaitWoke(ks.key, notified)
+		updates = ks.updated() // before reading, as above
 		rec, err := c.read(ctx, h)
 		if err != nil {
 			return c.fetch(ctx, h, existing, false)
@@ -426,8 +426,10 @@ func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 	}
 }
 
-// publish announces that ks's record or backoff changed.
+// publish announces that ks's record or backoff changed, to this process's
+// waiters and through the store to the others.
 func (c *Cache) publish(ctx context.Context, ks *keyState) {
+	ks.announce()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
 	if err := c.store.Publish(ctx, ks.channel); err != nil {

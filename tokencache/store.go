@@ -43,19 +43,15 @@ type Store interface {
 	// DeleteBackoff deletes the backoff under key, if any.
 	DeleteBackoff(ctx context.Context, key string) error
 
-	// Publish announces on channel that its record or backoff changed.
+	// Publish announces on channel, to the other processes sharing the
+	// store, that its record or backoff changed.
 	Publish(ctx context.Context, channel string) error
-	// Subscribe registers for announcements on channel until cancel is
-	// called. The returned channel receives (without blocking the
-	// publisher, so announcements may merge) after each Publish that the
-	// store saw; it may never receive if the store cannot subscribe, so
-	// callers also poll.
-	Subscribe(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
 
 	// Watch registers a lasting subscriber on channel until cancel is
 	// called: the returned channel receives (without blocking, so
-	// announcements may merge) after each Publish by another process. It
-	// is nil when no other process shares the store (MemoryStore).
+	// announcements may merge) after each Publish by another process; it
+	// may never receive if the store cannot subscribe, so callers also
+	// poll. It is nil when no other process shares the store (MemoryStore).
 	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
 
 	// Authenticates reports whether a record read from the store was

@@ -10,7 +10,8 @@ import (
 
 // watch starts ks's lasting subscription to its update channel, for as
 // long as the key has handles (Release of the last one, or Close, ends
-// it): on each announcement this process reads the store, takes a newer
+// it): on each announcement this process wakes the key's waiters (see
+// updated), reads the store, takes a newer
 // record into L1 at once (a forced refresh on another replica), and drops
 // its own when the record is gone (a purge on another replica), so every
 // replica sharing the store follows within the pub/sub latency. The
@@ -42,11 +43,34 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 			case <-ctx.Done():
 				return
 			case <-updates:
+				ks.announce()
 				c.followStore(ctx, ks)
 			}
 		}
 	}()
 	return subscribed
+}
+
+// updated returns the key's broadcast: a channel closed at the key's next
+// announcement, this process's own (Cache.publish) or another's (the
+// lasting subscription). A refresh takes it before trying the lock.
+func (ks *keyState) updated() <-chan struct{} {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.changed == nil {
+		ks.changed = make(chan struct{})
+	}
+	return ks.changed
+}
+
+// announce wakes everyone waiting on the key's broadcast.
+func (ks *keyState) announce() {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.changed != nil {
+		close(ks.changed)
+		ks.changed = nil
+	}
 }
 
 // followStore brings ks in line with the store after an announcement:

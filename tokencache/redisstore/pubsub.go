@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -29,25 +30,16 @@ func (s *Store) Publish(ctx context.Context, channel string) error {
 	return nil
 }
 
-// Subscribe registers a waiter on channel. The store holds one
-// subscription, on the pattern KeyPrefix + "*" + ":updated" over one
-// connection, started by the first Subscribe and kept (go-redis reconnects
-// it) until Close; it is not made per waiter. Subscribe waits at most
-// OpTimeout for it to be confirmed. Waiters registered before it is
-// confirmed are woken once when it is (they then look at the store), so no
-// announcement falls into the gap; if it cannot be made, waiters poll.
-func (s *Store) Subscribe(ctx context.Context, channel string) (<-chan struct{}, func()) {
-	updates, cancel := s.updates.subscribe(channel)
-	s.awaitSubscription(ctx)
-	return updates, cancel
-}
-
-// Watch registers a lasting subscriber on channel: it is woken by
-// announcements that other processes (other stores) publish, not by this
-// store's own, and not when the shared subscription is confirmed. It
-// waits for the subscription as Subscribe does.
+// Watch registers a lasting watcher on channel: it is woken by the
+// announcements other processes (other stores) publish, not by this
+// store's own. The store holds one subscription, on the pattern
+// KeyPrefix + "*" + ":updated" over one connection, started by the first
+// Watch and kept (go-redis reconnects it) until Close; Watch waits at most
+// OpTimeout for it to be confirmed. Watchers registered before it is
+// confirmed are woken once when it is (an announcement may have fallen into
+// the gap); if it cannot be made, they are never woken, and callers poll.
 func (s *Store) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
-	updates, cancel := s.updates.watch(channel)
+	updates, cancel := s.watchers.add(channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
 }
@@ -91,7 +83,7 @@ func (s *Store) awaitSubscription(ctx context.Context) {
 }
 
 // runSubscription subscribes (retrying while Redis is away), closes ready
-// once confirmed, wakes the waiters registered meanwhile, then dispatches
+// once confirmed, wakes the watchers registered meanwhile, then dispatches
 // announcements until ctx ends.
 func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) {
 	defer close(done)
@@ -102,10 +94,10 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 		_, err := sub.Receive(attemptCtx) // the PSUBSCRIBE confirmation
 		cancel()
 		if err == nil {
-			// Wake the waiters registered before the confirmation first, then
-			// release Subscribe: a waiter that returns from Subscribe after
+			// Wake the watchers registered before the confirmation first,
+			// then release Watch: a watcher that returns from Watch after
 			// ready is closed can miss no announcement and gets no stray wake.
-			s.updates.notifyAll()
+			s.watchers.notifyAll()
 			close(ready)
 			messages := sub.Channel()
 			for {
@@ -117,13 +109,10 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 					if !ok {
 						return
 					}
-					if len(msg.Payload) > tokencache.MaxAnnouncementBytes {
-						continue // no replica sends it: ignored
-					}
-					if msg.Payload == s.publisherID {
-						s.updates.notify(msg.Channel) // our own: our watchers know
-					} else {
-						s.updates.notifyForeign(msg.Channel)
+					// Our own announcements: our cache knows. One longer than
+					// any replica sends: ignored.
+					if msg.Payload != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
+						s.watchers.notify(msg.Channel)
 					}
 				}
 			}
@@ -152,4 +141,68 @@ func (s *Store) stopSubscription() {
 		cancel()
 		<-done
 	}
+}
+
+// watchers are a store's lasting watchers, by channel.
+type watchers struct {
+	mu  sync.Mutex
+	set map[string]map[chan struct{}]struct{}
+}
+
+// add registers a watcher on channel; cancel unregisters it.
+func (w *watchers) add(channel string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.set == nil {
+		w.set = make(map[string]map[chan struct{}]struct{})
+	}
+	if w.set[channel] == nil {
+		w.set[channel] = make(map[chan struct{}]struct{})
+	}
+	w.set[channel][ch] = struct{}{}
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			delete(w.set[channel], ch)
+			if len(w.set[channel]) == 0 {
+				delete(w.set, channel)
+			}
+		})
+	}
+}
+
+// notify wakes the watchers on channel without blocking: one that has
+// not consumed the previous wake keeps just one.
+func (w *watchers) notify(channel string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wake(w.set[channel])
+}
+
+// notifyAll wakes every watcher, as notify does.
+func (w *watchers) notifyAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, set := range w.set {
+		wake(set)
+	}
+}
+
+func wake(set map[chan struct{}]struct{}) {
+	for ch := range set {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// count returns the number of watchers on channel (tests).
+func (w *watchers) count(channel string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.set[channel])
 }

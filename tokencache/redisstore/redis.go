@@ -59,10 +59,10 @@ type Store struct {
 	opTimeout time.Duration
 	sealer    *sealer
 
-	updates notifier
+	watchers watchers
 	// publisherID, random, is the message of this store's announcements.
 	publisherID string
-	// subMu guards the shared subscription, started by the first Subscribe:
+	// subMu guards the shared subscription, started by the first Watch:
 	// subReady is closed once Redis confirmed it, subCancel ends it and
 	// subDone is closed when its goroutine has.
 	subMu        sync.Mutex

@@ -183,7 +183,7 @@ func TestParseEncryptionKey(t *testing.T) {
 	}
 }
 
-// TestRedisStoreSharesOneSubscription: many waiters, one PSUBSCRIBE.
+// TestRedisStoreSharesOneSubscription: many watchers, one PSUBSCRIBE.
 func TestRedisStoreSharesOneSubscription(t *testing.T) {
 	mr := miniredis.RunT(t)
 	store := newMiniredisStore(t, mr)
@@ -193,23 +193,39 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 		tokencache.UpdateChannel(tokencache.RecordKey(tokencache.DefaultKeyPrefix, tokencache.Application{CacheKey: "other", Scopes: []string{"s"}})),
 	}
 	// Start the shared subscription and take the one wake-up it gives the
-	// waiters registered before it was confirmed.
-	warmup, cancelWarmup := store.Subscribe(ctx, channels[0])
+	// watchers registered before it was confirmed.
+	warmup, cancelWarmup := store.Watch(ctx, channels[0])
 	receive(t, warmup, "the wake-up when the subscription is confirmed")
 	cancelWarmup()
 
 	var cancels []func()
 	var chans []<-chan struct{}
 	for i := range 20 {
-		ch, cancel := store.Subscribe(ctx, channels[i%2])
+		ch, cancel := store.Watch(ctx, channels[i%2])
 		cancels = append(cancels, cancel)
 		chans = append(chans, ch)
 	}
 	if n := mr.PubSubNumPat(); n != 1 {
-		t.Errorf("%d pattern subscriptions for 20 waiters, want 1", n)
+		t.Errorf("%d pattern subscriptions for 20 watchers, want 1", n)
 	}
-	channel := channels[0]
+	// The store's own announcement wakes none (its cache knows); another
+	// process's wakes those on its channel. Announcements arrive in order.
+	channel, otherProcess := channels[0], newMiniredisStore(t, mr)
 	if err := store.Publish(ctx, channel); err != nil {
+		t.Fatal(err)
+	}
+	if err := otherProcess.Publish(ctx, channels[1]); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(chans); i += 2 {
+		receive(t, chans[i], "the announcement on the other channel")
+	}
+	for i := 0; i < len(chans); i += 2 {
+		if len(chans[i]) != 0 {
+			t.Errorf("watcher %d was woken by the store's own announcement", i)
+		}
+	}
+	if err := otherProcess.Publish(ctx, channel); err != nil {
 		t.Fatal(err)
 	}
 	for i, ch := range chans {
@@ -219,14 +235,14 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 	}
 	for i, ch := range chans {
 		if i%2 == 1 && len(ch) != 0 {
-			t.Errorf("waiter %d on another channel was woken", i)
+			t.Errorf("watcher %d on another channel was woken", i)
 		}
 	}
 	for _, cancel := range cancels {
 		cancel()
 	}
-	if n := store.updates.count(channel); n != 0 {
-		t.Errorf("%d waiters left after cancel, want 0", n)
+	if n := store.watchers.count(channel); n != 0 {
+		t.Errorf("%d watchers left after cancel, want 0", n)
 	}
 }
 
@@ -247,9 +263,9 @@ func TestWatchStopsWithTheLastHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	channel := tokencache.UpdateChannel(h.Key())
-	eventually(t, "the lasting subscription", func() bool { return store.updates.countWatchers(channel) == 1 })
+	eventually(t, "the lasting subscription", func() bool { return store.watchers.count(channel) == 1 })
 	h.Release()
-	eventually(t, "the subscription ending", func() bool { return store.updates.countWatchers(channel) == 0 })
+	eventually(t, "the subscription ending", func() bool { return store.watchers.count(channel) == 0 })
 }
 
 // TestBackoffOverTheLimitIsWrittenWithoutItsMessage: a replica whose
@@ -290,6 +306,7 @@ func TestOversizedAnnouncementIsIgnored(t *testing.T) {
 	chB := tokencache.UpdateChannel(tokencache.RecordKey(tokencache.DefaultKeyPrefix, other))
 	a, cancelA := store.Watch(t.Context(), chA)
 	defer cancelA()
+	receive(t, a, "the wake-up when the subscription is confirmed")
 	b, cancelB := store.Watch(t.Context(), chB)
 	defer cancelB()
 	publisher := redis.NewClient(&redis.Options{Addr: mr.Addr()})
