@@ -144,7 +144,7 @@ func TestStoredBackoffMessageIsCutAsWritten(t *testing.T) {
 		"message": strings.Repeat("m", 3*maxBackoffMessage)})
 	_, err := c.Token(t.Context(), "graph-api")
 	var coded *Error
-	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || f.calls.Load() != 0 {
+	if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable || f.calls.Load() != 0 {
 		t.Fatalf("Token() = %v after %d fetches, want 503 and no fetch", err, f.calls.Load())
 	}
 	if want := strings.Repeat("m", maxBackoffMessage) + "; token requests paused for 30s"; coded.Message != want {

@@ -46,7 +46,7 @@ type Options struct {
 	LockTTL time.Duration
 	// WaitTimeout is the longest a Token call waits for a token when none
 	// is usable (none in L1 with more than RefreshWindow left); it then
-	// gets an *Error (CodeTokenRequestFailed) while the refresh goes on in
+	// gets an *Error while the refresh goes on in
 	// the background. Default 5s.
 	WaitTimeout time.Duration
 	// PollInterval is how often a replica that lost the refresh lock reads
@@ -227,7 +227,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // Close stops background refreshes (cancelling any in flight and waiting
 // for them) and closes the store. Afterwards a Handle's Token still returns
 // a valid token from its L1, and otherwise ErrClosed as a retryable *Error
-// (503 with RetryAfter), as does a call that was waiting for a refresh.
+// (with RetryAfter), as does a call that was waiting for a refresh.
 // Calls after the first do nothing and return nil.
 func (c *Cache) Close() error {
 	var err error

@@ -32,9 +32,9 @@
 //     in process and in the store (BackoffKey) so the whole fleet obeys it:
 //     transient failures 1s doubling to 60s, never before a Retry-After;
 //     permanent ones 5s doubling to 5min. During it callers without a
-//     usable token get an *Error at once (503 with RetryAfter while
-//     throttled, 502 after a permanent failure); callers with one never see
-//     the failure.
+//     usable token get an *Error at once (with RetryAfter while throttled,
+//     Permanent after a permanent failure); callers with one never see the
+//     failure.
 //   - A failing store (Redis slow, hung or down) degrades to per-process
 //     caching; it never fails a request, and it is logged once per outage.
 //   - With encryption keys, records are sealed at rest (AES-256-GCM, bound

@@ -48,8 +48,8 @@ func (e *pausedError) Unwrap() error        { return e.cause }
 // replica holds it, a token that replica writes meanwhile will do.
 //
 // It is bounded: while the key is backed off after a failure it makes no
-// token request and returns an *Error (CodeTokenRequestFailed, RetryAfter
-// until the backoff ends) whose cause is ErrPaused; calls within a second
+// token request and returns an *Error (RetryAfter until the backoff ends,
+// Permanent too if it is) whose cause is ErrPaused; calls within a second
 // of a forced refresh's start share its result. Errors are *Error, as
 // Token's.
 func (h *Handle) Refresh(ctx context.Context) (Record, error) {
@@ -85,8 +85,7 @@ func (h *Handle) Refresh(ctx context.Context) (Record, error) {
 	})
 	select {
 	case <-ctx.Done():
-		return Record{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
+		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
 	case res := <-results:
 		rec, _ := res.Val.(*Record)
 		return h.forcedResult(rec, res.Err)

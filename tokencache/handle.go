@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,8 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// ErrClosed is the cause of Token's retryable error (503) on a closed Cache.
+// ErrClosed is the cause of Token's retryable error (with RetryAfter) on a
+// closed Cache.
 var ErrClosed = errors.New("tokencache: cache closed")
 
 // Handle is one registration of an application. It gets the application's
@@ -242,10 +242,10 @@ func (h *Handle) Release() {
 
 // Token returns a token with more than RefreshWindow left: from L1 without
 // I/O or locks, else from the store or a fetch, waiting at most
-// WaitTimeout. Errors are *Error with CodeTokenRequestFailed: at once while
-// the key is backed off after a failure (Status 503 with RetryAfter while
-// throttled, 502 after a permanent failure), after WaitTimeout or when ctx
-// ends, and 503 with RetryAfter (cause ErrClosed) once the Cache is closed.
+// WaitTimeout. Errors are *Error: at once while the key is backed off after
+// a failure (with RetryAfter while throttled, Permanent after a permanent
+// failure), after WaitTimeout or when ctx ends, and with RetryAfter (cause
+// ErrClosed) once the Cache is closed.
 // Errors a Fetch returns as *Error are returned as they are.
 func (h *Handle) Token(ctx context.Context) (Record, error) {
 	c := h.c
@@ -293,6 +293,5 @@ func (h *Handle) view(rec *Record) *Record {
 
 // closedError answers a caller of h that needs a refresh from a closed Cache.
 func closedError(h *Handle) *Error {
-	return &Error{Code: CodeTokenRequestFailed, Status: http.StatusServiceUnavailable, RetryAfter: time.Second, Err: ErrClosed,
-		Message: fmt.Sprintf("no token for application %q: the token cache was closed (its configuration was replaced); retry the request", h.app.Name)}
+	return &Error{RetryAfter: time.Second, Err: ErrClosed, Message: fmt.Sprintf("no token for application %q: the token cache was closed (its configuration was replaced); retry the request", h.app.Name)}
 }

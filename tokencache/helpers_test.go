@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -162,6 +163,15 @@ func newEncryptedStore(t testing.TB, mr *miniredis.Miniredis, keys ...[]byte) re
 // newMiniredisStore returns a redisstore.Store on mr.
 func newMiniredisStore(t testing.TB, mr *miniredis.Miniredis) redisTestStore {
 	return newEncryptedStore(t, mr)
+}
+
+// status is the HTTP status the sidecar answers e with (caddymodule's
+// answerFor): 503 while token requests are paused for a while, else 502.
+func status(e *Error) int {
+	if e.RetryAfter > 0 && !e.Permanent {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
 }
 
 // realTimers is a fake clock's time with real timers, for tests that move

@@ -152,7 +152,7 @@ func TestRefreshHonoursTheBackoff(t *testing.T) {
 	}
 	_, err := a.Refresh(t.Context())
 	var coded *Error
-	if !errors.As(err, &coded) || coded.Status != http.StatusServiceUnavailable || errors.Is(err, ErrPaused) || f.calls.Load() != 2 {
+	if !errors.As(err, &coded) || status(coded) != http.StatusServiceUnavailable || errors.Is(err, ErrPaused) || f.calls.Load() != 2 {
 		t.Fatalf("refresh failing: %v after %d fetches, want the endpoint's throttling", err, f.calls.Load())
 	}
 	clock.Advance(2 * time.Second)

@@ -45,12 +45,10 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	defer wait.Stop()
 	select {
 	case <-ctx.Done():
-		return Record{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
+		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
 	case <-wait.C:
-		return Record{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("no token for application %q within %s; still trying", h.app.Name, c.waitTimeout),
-			context.DeadlineExceeded)
+		return Record{}, requestError(context.DeadlineExceeded,
+			"no token for application %q within %s; still trying", h.app.Name, c.waitTimeout)
 	case res := <-results:
 		if res.Err != nil {
 			return Record{}, requestFailed(h, res.Err)
@@ -103,8 +101,7 @@ func requestFailed(h *Handle, err error) *Error {
 	if errors.As(err, &coded) {
 		return coded
 	}
-	return NewError(CodeTokenRequestFailed,
-		fmt.Sprintf("requesting a token for application %q: %v", h.app.Name, err), err)
+	return requestError(err, "requesting a token for application %q: %v", h.app.Name, err)
 }
 
 // acceptor says whether a record found in L1 or the store will do.

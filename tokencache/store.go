@@ -76,8 +76,8 @@ type Backoff struct {
 	// Until is when token requests may resume.
 	Until time.Time `json:"until"`
 	// Permanent is true for a failure that retrying will not fix soon (a
-	// wrong secret...), which backs off longer; callers get 502 meanwhile,
-	// else 503 with Retry-After.
+	// wrong secret...), which backs off longer; callers' errors are then
+	// Permanent, else they have a RetryAfter.
 	Permanent bool `json:"permanent"`
 	// Attempts is how many consecutive fetches have failed.
 	Attempts int `json:"attempts"`

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -306,8 +307,8 @@ func (a *App) Cleanup() error {
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
 	h, ok := a.handle(applicationName)
 	if !ok {
-		return tokencache.Record{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
-			fmt.Sprintf("application %q is not configured", applicationName), nil)
+		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
+			Message: fmt.Sprintf("application %q is not configured", applicationName)}}
 	}
 	return h.Token(ctx)
 }
