@@ -122,7 +122,6 @@ type Application struct {
 // their Handles. It is safe for concurrent use.
 type Cache struct {
 	store         Store
-	keyPrefix     string
 	refreshWindow time.Duration
 	refreshAhead  float64
 	lockTTL       time.Duration
@@ -145,9 +144,6 @@ type Cache struct {
 	// storeDown is set while the store fails, so that an outage is
 	// logged once and its end once.
 	storeDown atomic.Bool
-	// storeAuthenticates: only trusted writers can put a record in the
-	// store (see Store.Authenticates).
-	storeAuthenticates bool
 
 	// closing is the one signal that Close has begun: it ends with Close,
 	// which cancels refreshes and stops timers (see isClosed).
@@ -160,7 +156,6 @@ type Cache struct {
 	background sync.WaitGroup
 	bgMu       sync.Mutex
 
-	// hooks are the tests' (see testHooks), nil in production.
 	hooks *testHooks
 }
 
@@ -183,6 +178,7 @@ func New(opts Options) (*Cache, error) {
 		clock:         opts.Clock,
 		random:        rand.Float64,
 		keys:          make(map[string]*keyState),
+		hooks:         &testHooks{},
 	}
 	if c.refreshAhead == 0 {
 		c.refreshAhead = DefaultRefreshAhead
@@ -194,8 +190,6 @@ func New(opts Options) (*Cache, error) {
 	if c.store == nil {
 		c.store = newMemoryStore(c.clock.Now)
 	}
-	c.storeAuthenticates = c.store.Authenticates()
-	c.keyPrefix = c.store.KeyPrefix()
 	c.closing, c.close = context.WithCancel(context.Background())
 	return c, nil
 }

@@ -2,7 +2,6 @@ package tokencache
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -116,11 +115,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	cur := ks.current
 	ks.clearCurrent()
 	if cur != nil && cur.AccessToken != "" {
-		// Never taken again here, should a racing read bring it back.
-		if ks.purged == nil {
-			ks.purged = make(map[[32]byte]time.Time)
-		}
-		ks.purged[sha256.Sum256([]byte(cur.AccessToken))] = cur.AccessTokenExpiresAt
+		ks.rememberPurged(cur) // should a racing read bring it back
 	}
 	ks.mu.Unlock()
 	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released

@@ -193,7 +193,7 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := RecordKey(c.keyPrefix, app)
+	key := RecordKey(c.store.KeyPrefix(), app)
 	c.registerMu.Lock()
 	ks := c.keys[key]
 	if ks == nil {

@@ -40,7 +40,7 @@ func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
 		ctx, cancel := context.WithTimeout(c.closing, interval)
 		extended, err := c.store.ExtendLock(ctx, ks.lockKey, owner, c.lockTTL)
 		cancel()
-		c.hooks.lockExtended(ks.key, extended && err == nil)
+		hook(c.hooks.onLockExtended, ks.key, extended && err == nil)
 		switch {
 		case err != nil:
 			c.storeFailed(err) // keep trying: the store may come back in time

@@ -99,6 +99,6 @@ func (c *Cache) backgroundRefresh(ks *keyState, due *Record) {
 				ce.Write(zap.String("application", h.app.Name), zap.Error(res.Err))
 			}
 		}
-		c.hooks.backgroundEnded(ks.key, res.Err)
+		hook(c.hooks.afterBackground, ks.key, res.Err)
 	}()
 }

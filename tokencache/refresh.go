@@ -39,7 +39,9 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	if c.isClosed() {
 		return Record{}, closedError(h)
 	}
-	c.hooks.flightStarting(h.ks.key)
+	if f := c.hooks.beforeFlight; f != nil {
+		f(h.ks.key)
+	}
 	results := c.startFlight(ctx, h, false, nil)
 	wait := time.NewTimer(c.waitTimeout)
 	defer wait.Stop()
@@ -220,7 +222,9 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 		}
 	}
 	stopExtending := c.keepLock(h, owner)
-	c.hooks.fetchInProgress(ks.key)
+	if f := c.hooks.onFetchInProgress; f != nil {
+		f(ks.key)
+	}
 	rec, fetchErr := c.fetch(ctx, h, existing, err == nil)
 	stopExtending()
 	c.unlock(ctx, h, owner)
@@ -264,7 +268,7 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 		case <-updates:
 			notified = true
 		}
-		c.hooks.awaitWoke(ks.key, notified)
+		hook(c.hooks.onAwaitWake, ks.key, notified)
 		updates = ks.updated() // before reading, as above
 		rec, err := c.read(ctx, h)
 		if err != nil {

@@ -77,11 +77,11 @@ type Store struct {
 // connect: Redis being unreachable at start must not fail the sidecar; call
 // Ping to find out. Errors never contain a password or an encryption key.
 func New(opts Options) (*Store, error) {
-	uopts, err := opts.universalOptions()
+	client, err := opts.newClient()
 	if err != nil {
 		return nil, err
 	}
-	return newStore(redis.NewUniversalClient(uopts), opts)
+	return newStore(client, opts)
 }
 
 // newStore returns a store on client (which Close closes, also when
@@ -112,13 +112,10 @@ func (s *Store) KeyPrefix() string { return s.keyPrefix }
 // Client returns the underlying client.
 func (s *Store) Client() redis.UniversalClient { return s.client }
 
-// Encrypted reports whether records are sealed.
-func (s *Store) Encrypted() bool { return s.sealer != nil }
-
 // Authenticates reports whether records are authenticated: with
 // encryption keys a record that was not sealed with one of them does not
 // open (AES-GCM), so only holders of a key can write one.
-func (s *Store) Authenticates() bool { return s.Encrypted() }
+func (s *Store) Authenticates() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
 func (s *Store) Ping(ctx context.Context) error {
@@ -130,10 +127,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Get reads and decodes the record under key. A record that does not decode
-// (or, with encryption, does not open) is reported as an error wrapping
-// tokencache.ErrNotFound, so it counts as a miss and the next refresh overwrites it;
-// so is one longer than tokencache.MaxRecordBytes, which is not even read.
+// Get reads and decodes the record under key. A record that does not
+// decode (or, with encryption, does not open) is reported as an error
+// wrapping tokencache.ErrNotFound, so it counts as a miss and the next
+// refresh overwrites it; so is one longer than tokencache.MaxRecordBytes,
+// which is not even read.
 func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error) {
 	rec, _, err := s.get(ctx, key)
 	return rec, err
@@ -141,17 +139,9 @@ func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error)
 
 // get returns the record under key and its raw stored value.
 func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
 	raw, err := s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
-	if errors.Is(err, redis.Nil) {
-		return nil, nil, tokencache.ErrNotFound
-	}
-	if errors.Is(err, tokencache.ErrTooLarge) {
-		return nil, nil, err
-	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("tokencache: reading record: %w", err)
+		return nil, nil, err
 	}
 	plain, err := s.unseal(key, raw)
 	if err != nil {
@@ -291,17 +281,9 @@ func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error)
 // reported as tokencache.ErrNotFound: it cannot say how long to wait; so is one longer
 // than tokencache.MaxBackoffBytes, which is not even read.
 func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
 	raw, err := s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
-	if errors.Is(err, redis.Nil) {
-		return nil, tokencache.ErrNotFound
-	}
-	if errors.Is(err, tokencache.ErrTooLarge) {
-		return nil, err
-	}
 	if err != nil {
-		return nil, fmt.Errorf("tokencache: reading backoff: %w", err)
+		return nil, err
 	}
 	var b tokencache.Backoff
 	if err := json.Unmarshal(raw, &b); err != nil {
@@ -354,21 +336,23 @@ func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
 	return nil
 }
 
-// getBounded reads the string under key if it is at most limit bytes (see
-// tokencache.MaxRecordBytes): GETRANGE of its first limit+1 bytes, so that
-// at most one byte more than the bound leaves Redis and an oversized value
-// is never sent whole (one round trip, no script). It returns redis.Nil
-// when there is none (Redis answers a missing key, and an empty value, with
-// an empty string: no record or backoff is empty), and an error wrapping
-// both tokencache.ErrNotFound and tokencache.ErrTooLarge when it is longer;
-// what names the kind of value in that error.
+// getBounded reads the what (record or backoff) under key if it is at most
+// limit bytes (see tokencache.MaxRecordBytes): GETRANGE of its first
+// limit+1 bytes, so that at most one byte more than the bound leaves Redis
+// and an oversized value is never sent whole (one round trip, no script).
+// It returns tokencache.ErrNotFound when there is none (Redis answers a
+// missing key, and an empty value, with an empty string: no record or
+// backoff is empty), and an error wrapping both it and
+// tokencache.ErrTooLarge when it is longer.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
 	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tokencache: reading %s: %w", what, err)
 	}
 	if len(v) == 0 {
-		return nil, redis.Nil
+		return nil, tokencache.ErrNotFound
 	}
 	if len(v) > limit {
 		return nil, fmt.Errorf("%w: %s %s is over the %d-byte limit (%w)", tokencache.ErrNotFound, what, key, limit, tokencache.ErrTooLarge)

@@ -69,9 +69,9 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// universalOptions turns opts into go-redis options. Errors never contain a
+// newClient makes the go-redis client opts describe. Errors never contain a
 // password.
-func (o Options) universalOptions() (*redis.UniversalOptions, error) {
+func (o Options) newClient() (redis.UniversalClient, error) {
 	tlsConfig := o.TLSConfig
 	if tlsConfig == nil && o.TLS {
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -95,7 +95,7 @@ func (o Options) universalOptions() (*redis.UniversalOptions, error) {
 		if len(o.Addrs) > 1 && o.MasterName == "" && o.DB != 0 {
 			return nil, errors.New("tokencache: redis: cluster mode (several addrs) supports db 0 only")
 		}
-		return &redis.UniversalOptions{
+		return redis.NewUniversalClient(&redis.UniversalOptions{
 			Addrs:      o.Addrs,
 			MasterName: o.MasterName,
 			Username:   o.Username,
@@ -108,7 +108,7 @@ func (o Options) universalOptions() (*redis.UniversalOptions, error) {
 			// Without this go-redis ignores context deadlines on reads and
 			// writes, and OpTimeout would not bound a call to a hung Redis.
 			ContextTimeoutEnabled: true,
-		}, nil
+		}), nil
 	}
 	parsed, err := parseRedisURL(o.URL)
 	if err != nil {
@@ -126,32 +126,8 @@ func (o Options) universalOptions() (*redis.UniversalOptions, error) {
 	if tlsConfig != nil {
 		parsed.TLSConfig = tlsConfig
 	}
-	return &redis.UniversalOptions{
-		Addrs:                 []string{parsed.Addr},
-		ClientName:            parsed.ClientName,
-		DB:                    parsed.DB,
-		Protocol:              parsed.Protocol,
-		Username:              parsed.Username,
-		Password:              parsed.Password,
-		MaxRetries:            parsed.MaxRetries,
-		MinRetryBackoff:       parsed.MinRetryBackoff,
-		MaxRetryBackoff:       parsed.MaxRetryBackoff,
-		DialTimeout:           parsed.DialTimeout,
-		ReadTimeout:           parsed.ReadTimeout,
-		WriteTimeout:          parsed.WriteTimeout,
-		ContextTimeoutEnabled: true,
-		PoolFIFO:              parsed.PoolFIFO,
-		PoolSize:              parsed.PoolSize,
-		PoolTimeout:           parsed.PoolTimeout,
-		MinIdleConns:          parsed.MinIdleConns,
-		MaxIdleConns:          parsed.MaxIdleConns,
-		MaxActiveConns:        parsed.MaxActiveConns,
-		ConnMaxIdleTime:       parsed.ConnMaxIdleTime,
-		ConnMaxLifetime:       parsed.ConnMaxLifetime,
-		TLSConfig:             parsed.TLSConfig,
-		DisableIdentity:       parsed.DisableIdentity,
-		IdentitySuffix:        parsed.IdentitySuffix,
-	}, nil
+	parsed.ContextTimeoutEnabled = true
+	return redis.NewClient(parsed), nil
 }
 
 // parseRedisURL is redis.ParseURL with errors that cannot leak the password:
