@@ -35,9 +35,8 @@ func (s *Store) Publish(ctx context.Context, channel string) error {
 // store's own. The store holds one subscription, on the pattern
 // KeyPrefix + "*" + ":updated" over one connection, started by the first
 // Watch and kept (go-redis reconnects it) until Close; Watch waits at most
-// OpTimeout for it to be confirmed. Watchers registered before it is
-// confirmed are woken once when it is (an announcement may have fallen into
-// the gap); if it cannot be made, they are never woken, and callers poll.
+// OpTimeout for it to be confirmed; if it cannot be made, watchers are
+// never woken, and callers poll.
 func (s *Store) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
 	updates, cancel := s.watchers.add(channel)
 	s.awaitSubscription(ctx)
@@ -83,8 +82,7 @@ func (s *Store) awaitSubscription(ctx context.Context) {
 }
 
 // runSubscription subscribes (retrying while Redis is away), closes ready
-// once confirmed, wakes the watchers registered meanwhile, then dispatches
-// announcements until ctx ends.
+// once confirmed, then dispatches announcements until ctx ends.
 func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) {
 	defer close(done)
 	pause := subscribeRetryInterval
@@ -94,10 +92,6 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 		_, err := sub.Receive(attemptCtx) // the PSUBSCRIBE confirmation
 		cancel()
 		if err == nil {
-			// Wake the watchers registered before the confirmation first,
-			// then release Watch: a watcher that returns from Watch after
-			// ready is closed can miss no announcement and gets no stray wake.
-			s.watchers.notifyAll()
 			close(ready)
 			messages := sub.Channel()
 			for {
@@ -179,20 +173,7 @@ func (w *watchers) add(channel string) (<-chan struct{}, func()) {
 func (w *watchers) notify(channel string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	wake(w.set[channel])
-}
-
-// notifyAll wakes every watcher, as notify does.
-func (w *watchers) notifyAll() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, set := range w.set {
-		wake(set)
-	}
-}
-
-func wake(set map[chan struct{}]struct{}) {
-	for ch := range set {
+	for ch := range w.set[channel] {
 		select {
 		case ch <- struct{}{}:
 		default:
