@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -74,7 +75,7 @@ func TestCacheClusterFetchesOnce(t *testing.T) {
 	var caches []*replicaCache
 	var client redis.UniversalClient
 	for range replicas {
-		c, store, _ := newReplicaCache(t, tokencache.RedisOptions{Addrs: addrs, KeyPrefix: "cluster:"},
+		c, store, _ := newReplicaCache(t, redisstore.Options{Addrs: addrs, KeyPrefix: "cluster:"},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},
 			cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch),
 			cacheApp("throttled-api", "api://throttled/.default", throttled))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -33,7 +34,7 @@ func TestCacheRedisHungThenBack(t *testing.T) {
 	for i := range apps {
 		registered = append(registered, cacheApp(fmt.Sprintf("app-%d", i), fmt.Sprintf("api://app-%d/.default", i), fetch))
 	}
-	c, store, logs := newReplicaCache(t, tokencache.RedisOptions{URL: r.URL, KeyPrefix: "hung:"}, tokencache.Options{}, registered...)
+	c, store, logs := newReplicaCache(t, redisstore.Options{URL: r.URL, KeyPrefix: "hung:"}, tokencache.Options{}, registered...)
 	if err := store.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +51,11 @@ func TestCacheRedisHungThenBack(t *testing.T) {
 		_, elapsed := tokenWithin(t, c, fmt.Sprintf("app-%d", i), 5*time.Second)
 		worst = max(worst, elapsed)
 	}
-	t.Logf("redis SIGSTOPped: L1 hit %v; cold token via own fetch: worst %v (OpTimeout %v)", hit, worst, tokencache.DefaultRedisOpTimeout)
+	t.Logf("redis SIGSTOPped: L1 hit %v; cold token via own fetch: worst %v (OpTimeout %v)", hit, worst, redisstore.DefaultOpTimeout)
 	if hit > 10*time.Millisecond {
 		t.Errorf("L1 hit took %v with Redis hung", hit)
 	}
-	if worst > 5*tokencache.DefaultRedisOpTimeout {
+	if worst > 5*redisstore.DefaultOpTimeout {
 		t.Errorf("cold token took %v with Redis hung, want within a few OpTimeouts", worst)
 	}
 	if n := logs.FilterMessageSnippet("token store unavailable").Len(); n != 1 {
@@ -86,7 +87,7 @@ func TestCacheRedisRestartedRejoins(t *testing.T) {
 	proc := startRedisOnPort(t, port, dir)
 	var calls atomic.Int64
 	fetch := countingFetch("restart", &calls)
-	c, _, logs := newReplicaCache(t, tokencache.RedisOptions{URL: "redis://" + addr, KeyPrefix: "restart:"}, tokencache.Options{},
+	c, _, logs := newReplicaCache(t, redisstore.Options{URL: "redis://" + addr, KeyPrefix: "restart:"}, tokencache.Options{},
 		cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch),
 		cacheApp("orders-api", "api://orders/.default", fetch))
 	first, _ := tokenWithin(t, c, "graph-api", 5*time.Second)

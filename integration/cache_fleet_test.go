@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 // TestCacheFleetColdStampedeFetchesOnce: 5 replicas' caches × 1,000
@@ -31,7 +32,7 @@ func TestCacheFleetColdStampedeFetchesOnce(t *testing.T) {
 	}
 	var caches []*replicaCache
 	for range replicas {
-		c, store, _ := newReplicaCache(t, tokencache.RedisOptions{URL: r.URL, KeyPrefix: "fleet:"},
+		c, store, _ := newReplicaCache(t, redisstore.Options{URL: r.URL, KeyPrefix: "fleet:"},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},
 			cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch))
 		if err := store.Ping(context.Background()); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddy-entra/caddy-entra/internal/testproc"
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -87,9 +88,9 @@ func (c *replicaCache) PurgeRejected(ctx context.Context, name, accessToken stri
 
 // newReplicaCache returns a Cache (one replica's) on a new RedisStore with
 // ropts and opts, logging to an observer; it is closed when the test ends.
-func newReplicaCache(t *testing.T, ropts tokencache.RedisOptions, opts tokencache.Options, apps ...tokencache.Application) (*replicaCache, *tokencache.RedisStore, *observer.ObservedLogs) {
+func newReplicaCache(t *testing.T, ropts redisstore.Options, opts tokencache.Options, apps ...tokencache.Application) (*replicaCache, *redisstore.Store, *observer.ObservedLogs) {
 	t.Helper()
-	store, err := tokencache.NewRedisStore(ropts)
+	store, err := redisstore.New(ropts)
 	if err != nil {
 		t.Fatal(err)
 	}

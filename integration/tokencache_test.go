@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 // TestTokenCacheReplicasFetchOnceOnRealRedis drives three tokencache.Cache
@@ -33,7 +34,7 @@ func TestTokenCacheReplicasFetchOnceOnRealRedis(t *testing.T) {
 	const replicas, callers = 3, 50
 	var handles []*tokencache.Handle
 	for range replicas {
-		store, err := tokencache.NewRedisStore(tokencache.RedisOptions{URL: r.URL, KeyPrefix: "cachetest:"})
+		store, err := redisstore.New(redisstore.Options{URL: r.URL, KeyPrefix: "cachetest:"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -95,7 +95,7 @@ func TestStoredRecordFailingTheTokenChecksIsAMiss(t *testing.T) {
 				recordExpiry = tc.expiry
 			}
 			rec := Record{AccessToken: tc.token, AccessTokenExpiresAt: recordExpiry, CreatedAt: now, UpdatedAt: now}
-			var store *RedisStore
+			var store redisTestStore
 			if tc.sealed {
 				// A holder of the key (or a replica's bug) wrote it: sealing
 				// authenticates the writer, not the token.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -146,23 +145,18 @@ func (ks *keyState) clearBackoff() bool {
 	return had
 }
 
-// backedOff returns the error for a caller of h while b runs: 503 with
-// RetryAfter while throttled, 502 after a permanent failure; cause is the
-// failure's error when this process saw it.
+// backedOff returns the error for a caller of h while b runs: with
+// RetryAfter while throttled, Permanent after a permanent failure; cause is
+// the failure's error when this process saw it.
 func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	wait := b.Until.Sub(c.now())
-	var coded *Error
-	if errors.As(cause, &coded) && coded.Code != CodeTokenRequestFailed {
-		return coded // a configuration error: retrying will not change it
-	}
 	msg := b.Message
 	if msg == "" {
 		msg = fmt.Sprintf("requesting a token for application %q failed", h.app.Name)
 	}
-	err := &Error{Code: CodeTokenRequestFailed, Status: http.StatusBadGateway, Err: cause,
-		Message: fmt.Sprintf("%s; token requests paused for %s", msg, ceilSecond(wait))}
+	err := requestError(cause, "%s; token requests paused for %s", msg, ceilSecond(wait))
+	err.Permanent = b.Permanent
 	if !b.Permanent {
-		err.Status = http.StatusServiceUnavailable
 		err.RetryAfter = wait
 	}
 	return err
@@ -174,13 +168,11 @@ func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 // until b ends, whether b is transient or permanent.
 func (c *Cache) refused(h *Handle, b Backoff, cause error, forced bool) error {
 	e := c.backedOff(h, b, cause)
-	if !forced || e.Code != CodeTokenRequestFailed {
-		return e // not forced, or a configuration error
+	if forced {
+		e.Err = &pausedError{cause: e.Err}
+		e.RetryAfter = max(b.Until.Sub(c.now()), time.Millisecond)
 	}
-	paused := *e
-	paused.Err = &pausedError{cause: e.Err}
-	paused.RetryAfter = max(b.Until.Sub(c.now()), time.Millisecond)
-	return &paused
+	return e
 }
 
 // ceilSecond rounds d up to a whole second, so a message never says
@@ -197,7 +189,7 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 	credentialID := h.app.credentialID()
 	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
 	switch {
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, ErrTooLarge):
 		c.log().Warn("ignoring a shared backoff larger than any replica writes (possible tampering)",
 			zap.String("application", h.app.Name), zap.Error(err))
 	case errors.Is(err, ErrNotFound):
@@ -258,11 +250,13 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 			c.storeFailed(err)
 		}
 	}
-	if result == FetchThrottled && callerErr.Code == CodeTokenRequestFailed {
-		throttled := *callerErr // the fetch's own *Error is not ours to change
-		throttled.Status = http.StatusServiceUnavailable
-		throttled.RetryAfter = delay
-		callerErr = &throttled
+	if permanent || result == FetchThrottled {
+		own := *callerErr // the fetch's own *Error is not ours to change
+		own.Permanent = permanent
+		if !permanent {
+			own.RetryAfter = delay
+		}
+		callerErr = &own
 	}
 	return callerErr
 }

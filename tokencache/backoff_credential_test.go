@@ -78,7 +78,7 @@ func TestPermanentBackoffBindsOnlyTheSameCredential(t *testing.T) {
 			b, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, credApp("graph-api", tc.reader, fb.Fetch))
 
 			var coded *Error
-			if _, err := a.Token(t.Context(), "graph-api"); !errors.As(err, &coded) || coded.Status != http.StatusBadGateway {
+			if _, err := a.Token(t.Context(), "graph-api"); !errors.As(err, &coded) || status(coded) != http.StatusBadGateway {
 				t.Fatalf("failing replica: %v, want 502", err)
 			}
 			stored := storedBackoff(t, mr)
@@ -88,7 +88,7 @@ func TestPermanentBackoffBindsOnlyTheSameCredential(t *testing.T) {
 
 			rec, err := b.Token(t.Context(), "graph-api")
 			if tc.shared {
-				if !errors.As(err, &coded) || coded.Status != http.StatusBadGateway || fb.calls.Load() != 0 {
+				if !errors.As(err, &coded) || status(coded) != http.StatusBadGateway || fb.calls.Load() != 0 {
 					t.Fatalf("same credential: %v after %d fetches, want 502 without a fetch", err, fb.calls.Load())
 				}
 				return
@@ -131,7 +131,7 @@ func TestTransientBackoffBindsEveryCredential(t *testing.T) {
 			}
 			_, err := b.Token(t.Context(), "graph-api")
 			var coded *Error
-			if !errors.As(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter <= 0 || fb.calls.Load() != 0 {
+			if !errors.As(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter <= 0 || fb.calls.Load() != 0 {
 				t.Errorf("other credential: %v after %d fetches, want 503 with RetryAfter and no fetch", err, fb.calls.Load())
 			}
 		})
@@ -198,7 +198,7 @@ func TestPermanentBackoffInProcessBindsOnlyTheSameCredential(t *testing.T) {
 	oldHandle := c.register(t, credApp("graph-api", "cred-old", old.Fetch))
 
 	var coded *Error
-	if _, err := oldHandle.Token(t.Context()); !errors.As(err, &coded) || coded.Status != http.StatusBadGateway {
+	if _, err := oldHandle.Token(t.Context()); !errors.As(err, &coded) || status(coded) != http.StatusBadGateway {
 		t.Fatalf("old config: %v, want 502", err)
 	}
 	if _, err := oldHandle.Token(t.Context()); err == nil || old.calls.Load() != 1 {

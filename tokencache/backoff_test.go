@@ -86,7 +86,7 @@ func TestPermanentFailureIsNegativeCached(t *testing.T) {
 		t.Helper()
 		_, err := c.Token(t.Context(), "graph-api")
 		var coded *Error
-		if !asError(err, &coded) || coded.Status != http.StatusBadGateway || coded.RetryAfter != 0 {
+		if !asError(err, &coded) || status(coded) != http.StatusBadGateway || coded.RetryAfter != 0 {
 			t.Fatalf("Token() = %#v, want 502 without RetryAfter", err)
 		}
 		if n := f.calls.Load(); n != wantFetches {
@@ -101,7 +101,7 @@ func TestPermanentFailureIsNegativeCached(t *testing.T) {
 		wg.Go(func() {
 			_, err := c.Token(t.Context(), "graph-api")
 			var coded *Error
-			if !asError(err, &coded) || coded.Status != http.StatusBadGateway ||
+			if !asError(err, &coded) || status(coded) != http.StatusBadGateway ||
 				!strings.Contains(coded.Message, "permanent=true") {
 				t.Errorf("Token() = %v, want 502 with the failure's message", err)
 			}
@@ -131,7 +131,7 @@ func TestRetryAfterIsSharedThroughRedis(t *testing.T) {
 
 	_, err := a.Token(t.Context(), "graph-api")
 	var coded *Error
-	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second {
+	if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second {
 		t.Fatalf("throttled Token() = %#v, want 503 with RetryAfter 30s", err)
 	}
 	backoffKey := BackoffKey(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil)))
@@ -166,7 +166,7 @@ func TestRetryAfterIsSharedThroughRedis(t *testing.T) {
 	// The second replica obeys it: no fetch, 503 with RetryAfter, at once.
 	for range 10 {
 		_, err := b.Token(t.Context(), "graph")
-		if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter <= 0 {
+		if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter <= 0 {
 			t.Fatalf("second replica Token() = %#v, want 503 with RetryAfter", err)
 		}
 	}
@@ -190,11 +190,11 @@ func TestTransientBackoffAnswers503(t *testing.T) {
 	c, _, _ := newClockCache(t, nil, clock, Options{}, testApp("graph-api", f.Fetch))
 	_, err := c.Token(t.Context(), "graph-api")
 	var coded *Error
-	if !asError(err, &coded) || coded.Status != http.StatusBadGateway || !strings.Contains(coded.Message, "connection reset") {
+	if !asError(err, &coded) || status(coded) != http.StatusBadGateway || !strings.Contains(coded.Message, "connection reset") {
 		t.Fatalf("failed fetch: %#v, want 502 with the cause", err)
 	}
 	_, err = c.Token(t.Context(), "graph-api")
-	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter != 1250*time.Millisecond ||
+	if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter != 1250*time.Millisecond ||
 		!strings.Contains(coded.Message, "connection reset") || errors.Unwrap(err) == nil {
 		t.Fatalf("during the backoff: %#v, want 503, RetryAfter 1.25s, the last failure's message and cause", err)
 	}
@@ -235,7 +235,7 @@ func TestPlantedBackoffIsIgnored(t *testing.T) {
 	}
 	_, err = c.Token(t.Context(), "graph-api")
 	var coded *Error
-	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable {
+	if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable {
 		t.Fatalf("Token() = %v, want 503 while a backoff runs", err)
 	}
 }
@@ -256,7 +256,7 @@ func TestBackoffOfAnOlderReplicaIsObeyed(t *testing.T) {
 	}
 	_, err := c.Token(t.Context(), "graph-api")
 	var coded *Error
-	if !asError(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second || f.calls.Load() != 0 {
+	if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second || f.calls.Load() != 0 {
 		t.Errorf("Token() = %v after %d fetches, want 503 with RetryAfter 30s and no fetch", err, f.calls.Load())
 	}
 }

@@ -1,17 +1,11 @@
 package tokencache
 
-import (
-	"context"
-	"errors"
-	"fmt"
+import "errors"
 
-	"github.com/redis/go-redis/v9"
-)
-
-// Bounds on what is read from the store: every value read from Redis is
-// checked against its bound before it is sent (see getBounded), so
-// that a Redis writer cannot make a replica read, parse, hold or serve a
-// value of any size. Each bound is well above what a replica writes.
+// Bounds on what a shared store reads: a store checks every value against
+// its bound before it is sent (redisstore reads at most one byte more), so
+// that a writer of the store cannot make a replica read, parse, hold or
+// serve a value of any size. Each bound is well above what a replica writes.
 const (
 	// MaxRecordBytes bounds a stored record (JSON, or sealed JSON): 64 KiB,
 	// many times an Entra access token. A larger record is not read (a
@@ -31,35 +25,14 @@ const (
 	MaxAnnouncementBytes = 256
 )
 
-// errTooLarge is wrapped by the errors of values over their bound.
-var errTooLarge = errors.New("tokencache: value over its size limit")
-
-// getBounded reads the string under key if it is at most limit bytes:
-// GETRANGE of its first limit+1 bytes, so that at most one byte more than
-// the bound leaves Redis and an oversized value is never sent whole (one
-// round trip, no script). It returns redis.Nil when there is none (Redis
-// answers a missing key, and an empty value, with an empty string: no
-// record or backoff is empty), and an error wrapping both ErrNotFound and
-// errTooLarge when it is longer; what names the kind of value in that
-// error.
-func (s *RedisStore) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
-	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
-	if err != nil {
-		return nil, err
-	}
-	if len(v) == 0 {
-		return nil, redis.Nil
-	}
-	if len(v) > limit {
-		return nil, fmt.Errorf("%w: %s %s is over the %d-byte limit (%w)", ErrNotFound, what, key, limit, errTooLarge)
-	}
-	return v, nil
-}
+// ErrTooLarge is wrapped by a Store's errors about a value over its bound
+// (reading one, which is then also ErrNotFound, or writing one).
+var ErrTooLarge = errors.New("tokencache: value over its size limit")
 
 // discardMessage is the log message for a record read that err (wrapping
 // ErrNotFound) made a miss.
 func discardMessage(err error) string {
-	if errors.Is(err, errTooLarge) {
+	if errors.Is(err, ErrTooLarge) {
 		return "discarding a token record larger than any replica writes (possible tampering)"
 	}
 	return "discarding a token record that does not decode"

@@ -25,8 +25,7 @@ const (
 // Options configures a Cache.
 type Options struct {
 	// Store is the shared level. Default: a MemoryStore on the Cache's
-	// clock. Record keys get the store's KeyPrefix() if it has that method
-	// (RedisStore does), else DefaultKeyPrefix.
+	// clock. Record keys get the store's KeyPrefix.
 	Store Store
 	// RefreshWindow: a token is used only while more than this is left
 	// before it expires, and a fetched token with less is rejected.
@@ -47,7 +46,7 @@ type Options struct {
 	LockTTL time.Duration
 	// WaitTimeout is the longest a Token call waits for a token when none
 	// is usable (none in L1 with more than RefreshWindow left); it then
-	// gets an *Error (CodeTokenRequestFailed) while the refresh goes on in
+	// gets an *Error while the refresh goes on in
 	// the background. Default 5s.
 	WaitTimeout time.Duration
 	// PollInterval is how often a replica that lost the refresh lock reads
@@ -111,7 +110,7 @@ type Application struct {
 	// cannot be told (an opaque token), and any other error for a record
 	// that belongs to another identity. A mismatch is a miss, logged as
 	// possible tampering. An unverifiable record is used only from a store
-	// that authenticates its records (see Authenticator); and when this
+	// that authenticates its records (see Store.Authenticates); and when this
 	// replica's own fetched token is unverifiable (or does not match) on a
 	// store that does not, it fetches on its own, without the store. Its
 	// errors must not contain the token. It runs on the refresh path only.
@@ -123,7 +122,6 @@ type Application struct {
 // their Handles. It is safe for concurrent use.
 type Cache struct {
 	store         Store
-	keyPrefix     string
 	refreshWindow time.Duration
 	refreshAhead  float64
 	lockTTL       time.Duration
@@ -146,9 +144,6 @@ type Cache struct {
 	// storeDown is set while the store fails, so that an outage is
 	// logged once and its end once.
 	storeDown atomic.Bool
-	// storeAuthenticates: only trusted writers can put a record in the
-	// store (see Authenticator).
-	storeAuthenticates bool
 
 	// closing is the one signal that Close has begun: it ends with Close,
 	// which cancels refreshes and stops timers (see isClosed).
@@ -161,7 +156,6 @@ type Cache struct {
 	background sync.WaitGroup
 	bgMu       sync.Mutex
 
-	// hooks are the tests' (see testHooks), nil in production.
 	hooks *testHooks
 }
 
@@ -184,6 +178,7 @@ func New(opts Options) (*Cache, error) {
 		clock:         opts.Clock,
 		random:        rand.Float64,
 		keys:          make(map[string]*keyState),
+		hooks:         &testHooks{},
 	}
 	if c.refreshAhead == 0 {
 		c.refreshAhead = DefaultRefreshAhead
@@ -194,13 +189,6 @@ func New(opts Options) (*Cache, error) {
 	}
 	if c.store == nil {
 		c.store = newMemoryStore(c.clock.Now)
-	}
-	if a, ok := c.store.(Authenticator); ok {
-		c.storeAuthenticates = a.Authenticates()
-	}
-	c.keyPrefix = DefaultKeyPrefix
-	if p, ok := c.store.(interface{ KeyPrefix() string }); ok {
-		c.keyPrefix = p.KeyPrefix()
 	}
 	c.closing, c.close = context.WithCancel(context.Background())
 	return c, nil
@@ -233,7 +221,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // Close stops background refreshes (cancelling any in flight and waiting
 // for them) and closes the store. Afterwards a Handle's Token still returns
 // a valid token from its L1, and otherwise ErrClosed as a retryable *Error
-// (503 with RetryAfter), as does a call that was waiting for a refresh.
+// (with RetryAfter), as does a call that was waiting for a refresh.
 // Calls after the first do nothing and return nil.
 func (c *Cache) Close() error {
 	var err error

@@ -1,7 +1,7 @@
 package tokencache
 
 import (
-	"net/http"
+	"fmt"
 	"time"
 )
 
@@ -11,7 +11,8 @@ import (
 type FetchError interface {
 	error
 	// PermanentFailure reports whether retrying cannot help until the
-	// configuration changes (a wrong secret): a longer backoff, and 502.
+	// configuration changes (a wrong secret): a longer backoff, and
+	// Error.Permanent.
 	PermanentFailure() bool
 	// RetryAfterHint is the delay the endpoint asked for (Retry-After), 0
 	// for none: the backoff is never shorter (up to 10 minutes).
@@ -44,55 +45,30 @@ type FetchOutcome struct {
 	Err error
 }
 
-// Error codes, the same as better-auth-client-credential's.
-const (
-	// CodeApplicationNotFound: the application name is not configured (404).
-	CodeApplicationNotFound = "MICROSOFT_APPLICATION_NOT_FOUND"
-	// CodeProviderNotConfigured: no Entra provider is configured (500).
-	CodeProviderNotConfigured = "MICROSOFT_PROVIDER_NOT_CONFIGURED"
-	// CodeProviderInvalidConfig: tenant, client or credential missing or malformed (500).
-	CodeProviderInvalidConfig = "MICROSOFT_PROVIDER_INVALID_CONFIG"
-	// CodeTokenRequestFailed: no valid token could be had from the token endpoint (502).
-	CodeTokenRequestFailed = "MICROSOFT_TOKEN_REQUEST_FAILED"
-)
-
-// Error is a failure with one of the package's codes. Message is safe to show
-// a client: it never carries a token or a secret. Err is the cause, reachable
-// with errors.Is and errors.As.
+// Error is the failure of Token or Refresh: no token could be had. The
+// caller decides how to answer it. Message says what happened and is safe
+// to show a client (no token, no secret); Err is the cause, for errors.Is
+// and errors.As (the Fetch's error, ErrPaused, ErrClosed, a context error).
 type Error struct {
-	Code    string
-	Status  int
 	Message string
 	Err     error
 	// RetryAfter, when positive, is how long until token requests resume:
-	// set with Status 503 while the fleet is throttled (a Retry-After from
-	// the token endpoint, or the backoff after a transient failure), so a
-	// handler can send a Retry-After header. Zero otherwise.
+	// while the fleet is backed off after a throttled or transient failure
+	// (a Retry-After from the token endpoint, or the backoff's), or once
+	// the Cache is closed. Zero otherwise.
 	RetryAfter time.Duration
+	// Permanent reports that retrying will not help until the
+	// configuration changes (a wrong secret): see FetchError.
+	Permanent bool
 }
 
-// NewError returns an Error whose Status is StatusForCode(code).
-func NewError(code, message string, cause error) *Error {
-	return &Error{Code: code, Status: StatusForCode(code), Message: message, Err: cause}
-}
-
-// Error returns "CODE: message".
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+// Error returns the message.
+func (e *Error) Error() string { return e.Message }
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
-// StatusForCode returns the HTTP status of a code: 404 for
-// CodeApplicationNotFound, 502 for CodeTokenRequestFailed, and 500 for the
-// other codes and for unknown ones. A throttled CodeTokenRequestFailed is
-// 503 (see Error.RetryAfter); use Error.Status, not this, to answer.
-func StatusForCode(code string) int {
-	switch code {
-	case CodeApplicationNotFound:
-		return http.StatusNotFound
-	case CodeTokenRequestFailed:
-		return http.StatusBadGateway
-	default:
-		return http.StatusInternalServerError
-	}
+// requestError returns an *Error saying what happened, with its cause.
+func requestError(cause error, format string, args ...any) *Error {
+	return &Error{Message: fmt.Sprintf(format, args...), Err: cause}
 }

@@ -2,7 +2,6 @@ package tokencache
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -48,8 +47,8 @@ func (e *pausedError) Unwrap() error        { return e.cause }
 // replica holds it, a token that replica writes meanwhile will do.
 //
 // It is bounded: while the key is backed off after a failure it makes no
-// token request and returns an *Error (CodeTokenRequestFailed, RetryAfter
-// until the backoff ends) whose cause is ErrPaused; calls within a second
+// token request and returns an *Error (RetryAfter until the backoff ends,
+// Permanent too if it is) whose cause is ErrPaused; calls within a second
 // of a forced refresh's start share its result. Errors are *Error, as
 // Token's.
 func (h *Handle) Refresh(ctx context.Context) (Record, error) {
@@ -85,8 +84,7 @@ func (h *Handle) Refresh(ctx context.Context) (Record, error) {
 	})
 	select {
 	case <-ctx.Done():
-		return Record{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
+		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
 	case res := <-results:
 		rec, _ := res.Val.(*Record)
 		return h.forcedResult(rec, res.Err)
@@ -99,11 +97,6 @@ func (h *Handle) forcedResult(rec *Record, err error) (Record, error) {
 		return Record{}, requestFailed(h, err)
 	}
 	return *h.view(rec), nil
-}
-
-// recordRemover is a Store that can delete a record whatever it holds.
-type recordRemover interface {
-	RemoveRecord(ctx context.Context, key string) error
 }
 
 // DeleteEverywhere purges h's key everywhere, whatever token it holds: it
@@ -122,11 +115,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	cur := ks.current
 	ks.clearCurrent()
 	if cur != nil && cur.AccessToken != "" {
-		// Never taken again here, should a racing read bring it back.
-		if ks.purged == nil {
-			ks.purged = make(map[[32]byte]time.Time)
-		}
-		ks.purged[sha256.Sum256([]byte(cur.AccessToken))] = cur.AccessTokenExpiresAt
+		ks.rememberPurged(cur) // should a racing read bring it back
 	}
 	ks.mu.Unlock()
 	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released
@@ -134,7 +123,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	}
 	c.registerMu.Unlock()
 
-	err := c.removeRecord(ctx, ks.key)
+	err := c.store.RemoveRecord(ctx, ks.key)
 	if err != nil {
 		c.storeFailed(err)
 	} else {
@@ -153,46 +142,3 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	}
 	return nil
 }
-
-// removeRecord deletes the record under key whatever it holds.
-func (c *Cache) removeRecord(ctx context.Context, key string) error {
-	if r, ok := c.store.(recordRemover); ok {
-		return r.RemoveRecord(ctx, key)
-	}
-	for range 3 { // compare-and-delete, in case a writer comes between
-		rec, err := c.store.Get(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if deleted, err := c.store.DeleteRecord(ctx, key, rec.AccessToken); err != nil || deleted {
-			return err
-		}
-	}
-	return errors.New("tokencache: the record kept changing")
-}
-
-// RemoveRecord deletes the record under key, whatever it holds.
-func (s *RedisStore) RemoveRecord(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	if err := s.client.Del(ctx, key).Err(); err != nil {
-		return fmt.Errorf("tokencache: deleting record: %w", err)
-	}
-	return nil
-}
-
-// RemoveRecord deletes the record under key, whatever it holds.
-func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.records, key)
-	return nil
-}
-
-var (
-	_ recordRemover = (*RedisStore)(nil)
-	_ recordRemover = (*MemoryStore)(nil)
-)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,8 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// ErrClosed is the cause of Token's retryable error (503) on a closed Cache.
+// ErrClosed is the cause of Token's retryable error (with RetryAfter) on a
+// closed Cache.
 var ErrClosed = errors.New("tokencache: cache closed")
 
 // Handle is one registration of an application. It gets the application's
@@ -55,7 +55,7 @@ type Handle struct {
 // order; L1 is read without a lock. ks.mu guards current and everything
 // about it (refreshAt, source, inStore, timer, nextRefresh, removed), the
 // backoff (failure, lastErr), the purge memory (purged, lastPurge),
-// forced and rejected. unshared, longestOwn and ownRefused are atomics,
+// forced, rejected and the broadcast (changed). unshared, longestOwn and ownRefused are atomics,
 // and flights locks itself. The order is:
 //
 //	Cache.registerMu → ks.mu
@@ -115,6 +115,8 @@ type keyState struct {
 	// stopWatch ends the key's lasting subscription (see Cache.watch).
 	// Guarded by Cache.registerMu.
 	stopWatch context.CancelFunc
+	// changed is the key's broadcast (see updated).
+	changed chan struct{}
 
 	// rejected is the SHA-256 fingerprint of the last store record's token
 	// that was not trusted, so that reading it again (a lock loser polls)
@@ -191,7 +193,7 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := RecordKey(c.keyPrefix, app)
+	key := RecordKey(c.store.KeyPrefix(), app)
 	c.registerMu.Lock()
 	ks := c.keys[key]
 	if ks == nil {
@@ -240,10 +242,10 @@ func (h *Handle) Release() {
 
 // Token returns a token with more than RefreshWindow left: from L1 without
 // I/O or locks, else from the store or a fetch, waiting at most
-// WaitTimeout. Errors are *Error with CodeTokenRequestFailed: at once while
-// the key is backed off after a failure (Status 503 with RetryAfter while
-// throttled, 502 after a permanent failure), after WaitTimeout or when ctx
-// ends, and 503 with RetryAfter (cause ErrClosed) once the Cache is closed.
+// WaitTimeout. Errors are *Error: at once while the key is backed off after
+// a failure (with RetryAfter while throttled, Permanent after a permanent
+// failure), after WaitTimeout or when ctx ends, and with RetryAfter (cause
+// ErrClosed) once the Cache is closed.
 // Errors a Fetch returns as *Error are returned as they are.
 func (h *Handle) Token(ctx context.Context) (Record, error) {
 	c := h.c
@@ -291,6 +293,5 @@ func (h *Handle) view(rec *Record) *Record {
 
 // closedError answers a caller of h that needs a refresh from a closed Cache.
 func closedError(h *Handle) *Error {
-	return &Error{Code: CodeTokenRequestFailed, Status: http.StatusServiceUnavailable, RetryAfter: time.Second, Err: ErrClosed,
-		Message: fmt.Sprintf("no token for application %q: the token cache was closed (its configuration was replaced); retry the request", h.app.Name)}
+	return &Error{RetryAfter: time.Second, Err: ErrClosed, Message: fmt.Sprintf("no token for application %q: the token cache was closed (its configuration was replaced); retry the request", h.app.Name)}
 }

@@ -147,8 +147,8 @@ func TestAReleasedHandleAnswersUntilClose(t *testing.T) {
 	clock.Advance(time.Hour)
 	_, err = h.Token(t.Context())
 	var coded *Error
-	if !errors.As(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter <= 0 ||
-		coded.Code != CodeTokenRequestFailed || !errors.Is(err, ErrClosed) {
+	if !errors.As(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter <= 0 ||
+		!errors.Is(err, ErrClosed) {
 		t.Errorf("closed, L1 expired: %v, want a retryable 503 wrapping ErrClosed", err)
 	}
 	if f.calls.Load() != 2 {
@@ -172,7 +172,7 @@ func TestCloseAnswersWaitingCallersRetryably(t *testing.T) {
 	}
 	err := receive(t, result, "the caller's answer")
 	var coded *Error
-	if !errors.As(err, &coded) || coded.Status != http.StatusServiceUnavailable || coded.RetryAfter <= 0 || !errors.Is(err, ErrClosed) {
+	if !errors.As(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter <= 0 || !errors.Is(err, ErrClosed) {
 		t.Errorf("Token() = %v, want a retryable 503 wrapping ErrClosed", err)
 	}
 }

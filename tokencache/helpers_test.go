@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -129,16 +130,48 @@ func testApp(name string, fetch FetchFunc) Application {
 	return Application{Name: name, CacheKey: testCacheKey, Scopes: []string{testScope}, Fetch: fetch}
 }
 
-// newMiniredisStore returns a RedisStore on mr.
-func newMiniredisStore(t testing.TB, mr *miniredis.Miniredis) *RedisStore {
+// redisTestStore is what the engine's tests use of a redisstore.Store.
+type redisTestStore interface {
+	Store
+	Client() redis.UniversalClient
+	Ping(ctx context.Context) error
+}
+
+// redisOptions are the redisstore.Options the engine's tests set.
+type redisOptions struct {
+	URL            string
+	KeyPrefix      string
+	OpTimeout      time.Duration
+	EncryptionKeys [][]byte
+}
+
+// newRedisStore is redisstore.New, set by redisstore_test.go (package
+// tokencache_test): redisstore imports tokencache, so these tests cannot.
+var newRedisStore func(redisOptions) (redisTestStore, error)
+
+// newEncryptedStore returns a redisstore.Store on mr sealing with keys.
+func newEncryptedStore(t testing.TB, mr *miniredis.Miniredis, keys ...[]byte) redisTestStore {
 	t.Helper()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	store, err := newRedisStore(client, RedisOptions{})
+	store, err := newRedisStore(redisOptions{URL: "redis://" + mr.Addr(), EncryptionKeys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	return store
+}
+
+// newMiniredisStore returns a redisstore.Store on mr.
+func newMiniredisStore(t testing.TB, mr *miniredis.Miniredis) redisTestStore {
+	return newEncryptedStore(t, mr)
+}
+
+// status is the HTTP status the sidecar answers e with (caddymodule's
+// answerFor): 503 while token requests are paused for a while, else 502.
+func status(e *Error) int {
+	if e.RetryAfter > 0 && !e.Permanent {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
 }
 
 // realTimers is a fake clock's time with real timers, for tests that move

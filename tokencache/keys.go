@@ -7,6 +7,10 @@ import (
 	"strings"
 )
 
+// DefaultKeyPrefix is the default prefix of record keys (MemoryStore's,
+// and redisstore's when none is configured).
+const DefaultKeyPrefix = "entra:"
+
 const (
 	recordSuffix  = ":token"
 	lockSuffix    = ":lock"

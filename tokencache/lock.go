@@ -3,29 +3,10 @@ package tokencache
 import (
 	"context"
 	"crypto/rand"
-	_ "embed"
 	"encoding/hex"
 	"sync"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-)
-
-var (
-	//go:embed unlock.lua
-	unlockLua string
-	//go:embed extend.lua
-	extendLua string
-)
-
-var (
-	// unlockScript is the compare-and-delete that releases a lock (and,
-	// given a record's stored value, deletes a record only if unchanged);
-	// Run sends EVALSHA and falls back to EVAL when the server does not
-	// have it cached.
-	unlockScript = redis.NewScript(unlockLua)
-	// extendScript is the compare-and-PEXPIRE that extends a held lock.
-	extendScript = redis.NewScript(extendLua)
 )
 
 // ownerTokenBytes is the size of the random lock owner token.
@@ -59,7 +40,7 @@ func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
 		ctx, cancel := context.WithTimeout(c.closing, interval)
 		extended, err := c.store.ExtendLock(ctx, ks.lockKey, owner, c.lockTTL)
 		cancel()
-		c.hooks.lockExtended(ks.key, extended && err == nil)
+		hook(c.hooks.onLockExtended, ks.key, extended && err == nil)
 		switch {
 		case err != nil:
 			c.storeFailed(err) // keep trying: the store may come back in time

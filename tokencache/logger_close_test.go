@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -92,7 +91,7 @@ func (s *closeErrStore) Close() error {
 // of closing the store again (go-redis says "client is closed").
 func TestCloseTwice(t *testing.T) {
 	mr := miniredis.RunT(t)
-	store, err := newRedisStore(redis.NewClient(&redis.Options{Addr: mr.Addr()}), RedisOptions{})
+	store, err := newRedisStore(redisOptions{URL: "redis://" + mr.Addr()})
 	if err != nil {
 		t.Fatal(err)
 	}

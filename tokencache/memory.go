@@ -11,8 +11,8 @@ import (
 // measured with the Cache's clock when the Cache made it (Options.Store
 // unset), else with time.Now. Its locks work like Redis ones (SET NX PX,
 // compare-and-delete), which within one Cache always succeed since
-// singleflight already lets only one refresh per key run at a time. Publish
-// wakes Subscribe waiters in this process.
+// singleflight already lets only one refresh per key run at a time. No
+// other process shares it: Publish does nothing and Watch returns nil.
 type MemoryStore struct {
 	now func() time.Time
 
@@ -20,8 +20,6 @@ type MemoryStore struct {
 	records  map[string]memoryEntry
 	locks    map[string]memoryEntry
 	backoffs map[string]memoryEntry
-
-	updates notifier
 }
 
 type memoryEntry struct {
@@ -170,24 +168,27 @@ func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
 	return nil
 }
 
-// Publish wakes this store's Subscribe waiters on channel.
-func (s *MemoryStore) Publish(_ context.Context, channel string) error {
-	s.updates.notify(channel)
-	return nil
-}
+// Publish does nothing: no other process shares the store.
+func (s *MemoryStore) Publish(context.Context, string) error { return nil }
 
-// Subscribe registers a waiter on channel.
-func (s *MemoryStore) Subscribe(_ context.Context, channel string) (<-chan struct{}, func()) {
-	return s.updates.subscribe(channel)
+// Watch returns no updates: no other process shares the store.
+func (s *MemoryStore) Watch(context.Context, string) (<-chan struct{}, func()) { return nil, func() {} }
+
+// RemoveRecord deletes the record under key, whatever it holds.
+func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.records, key)
+	return nil
 }
 
 // Authenticates reports true: records never leave the process.
 func (s *MemoryStore) Authenticates() bool { return true }
 
+// KeyPrefix returns DefaultKeyPrefix.
+func (s *MemoryStore) KeyPrefix() string { return DefaultKeyPrefix }
+
 // Close does nothing.
 func (s *MemoryStore) Close() error { return nil }
 
-var (
-	_ Store         = (*MemoryStore)(nil)
-	_ Authenticator = (*MemoryStore)(nil)
-)
+var _ Store = (*MemoryStore)(nil)

@@ -152,7 +152,7 @@ func TestRefreshHonoursTheBackoff(t *testing.T) {
 	}
 	_, err := a.Refresh(t.Context())
 	var coded *Error
-	if !errors.As(err, &coded) || coded.Status != http.StatusServiceUnavailable || errors.Is(err, ErrPaused) || f.calls.Load() != 2 {
+	if !errors.As(err, &coded) || status(coded) != http.StatusServiceUnavailable || errors.Is(err, ErrPaused) || f.calls.Load() != 2 {
 		t.Fatalf("refresh failing: %v after %d fetches, want the endpoint's throttling", err, f.calls.Load())
 	}
 	clock.Advance(2 * time.Second)
@@ -205,20 +205,6 @@ func TestDeleteIsFleetWide(t *testing.T) {
 	if n := f.calls.Load(); n != 2 {
 		t.Errorf("%d fetches, want 2: A takes B's token", n)
 	}
-}
-
-// TestWatchStopsWithTheLastHandle: a key's lasting subscription lives as
-// long as its handles.
-func TestWatchStopsWithTheLastHandle(t *testing.T) {
-	mr := miniredis.RunT(t)
-	clock := newFakeClock()
-	store := newMiniredisStore(t, mr)
-	c, _, _ := newClockCache(t, store, clock, Options{})
-	h := c.register(t, testApp("graph-api", newFakeFetcher(clock).Fetch))
-	channel := UpdateChannel(h.Key())
-	eventually(t, "the lasting subscription", func() bool { return store.updates.countWatchers(channel) == 1 })
-	h.Release()
-	eventually(t, "the subscription ending", func() bool { return store.updates.countWatchers(channel) == 0 })
 }
 
 func containsToken(raw, token string) bool {

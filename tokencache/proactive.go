@@ -27,22 +27,15 @@ func (c *Cache) schedule(ks *keyState) {
 	}
 	now := c.now()
 	cur := ks.current
-	if !cur.validFor(now, c.refreshWindow) {
-		if warm {
-			delay := max(ks.failure.Until.Sub(now), prefetchRetryInterval)
-			ks.nextRefresh = now.Add(delay)
-			ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, cur) })
+	delay := max(ks.failure.Until.Sub(now), prefetchRetryInterval)
+	if cur.validFor(now, c.refreshWindow) {
+		at := ks.refreshAt
+		if at.IsZero() {
+			at = refreshPoint(cur, c.refreshAhead)
 		}
+		delay = max(refreshDelay(now, at, cur.AccessTokenExpiresAt.Add(-c.refreshWindow), c.random()), ks.failure.Until.Sub(now))
+	} else if !warm {
 		return
-	}
-	deadline := cur.AccessTokenExpiresAt.Add(-c.refreshWindow)
-	at := ks.refreshAt
-	if at.IsZero() {
-		at = refreshPoint(cur, c.refreshAhead)
-	}
-	delay := refreshDelay(now, at, deadline, c.random())
-	if wait := ks.failure.Until.Sub(now); wait > delay {
-		delay = wait
 	}
 	ks.nextRefresh = now.Add(delay)
 	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, cur) })
@@ -99,6 +92,6 @@ func (c *Cache) backgroundRefresh(ks *keyState, due *Record) {
 				ce.Write(zap.String("application", h.app.Name), zap.Error(res.Err))
 			}
 		}
-		c.hooks.backgroundEnded(ks.key, res.Err)
+		hook(c.hooks.afterBackground, ks.key, res.Err)
 	}()
 }

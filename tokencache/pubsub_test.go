@@ -50,53 +50,6 @@ func TestLockLoserWakesOnPublish(t *testing.T) {
 	}
 }
 
-// TestRedisStoreSharesOneSubscription: many waiters, one PSUBSCRIBE.
-func TestRedisStoreSharesOneSubscription(t *testing.T) {
-	mr := miniredis.RunT(t)
-	store := newMiniredisStore(t, mr)
-	ctx := t.Context()
-	channels := []string{
-		UpdateChannel(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil))),
-		UpdateChannel(RecordKey(DefaultKeyPrefix, Application{CacheKey: "other", Scopes: []string{"s"}})),
-	}
-	// Start the shared subscription and take the one wake-up it gives the
-	// waiters registered before it was confirmed.
-	warmup, cancelWarmup := store.Subscribe(ctx, channels[0])
-	receive(t, warmup, "the wake-up when the subscription is confirmed")
-	cancelWarmup()
-
-	var cancels []func()
-	var chans []<-chan struct{}
-	for i := range 20 {
-		ch, cancel := store.Subscribe(ctx, channels[i%2])
-		cancels = append(cancels, cancel)
-		chans = append(chans, ch)
-	}
-	if n := mr.PubSubNumPat(); n != 1 {
-		t.Errorf("%d pattern subscriptions for 20 waiters, want 1", n)
-	}
-	channel := channels[0]
-	if err := store.Publish(ctx, channel); err != nil {
-		t.Fatal(err)
-	}
-	for i, ch := range chans {
-		if i%2 == 0 {
-			receive(t, ch, "the announcement")
-		}
-	}
-	for i, ch := range chans {
-		if i%2 == 1 && len(ch) != 0 {
-			t.Errorf("waiter %d on another channel was woken", i)
-		}
-	}
-	for _, cancel := range cancels {
-		cancel()
-	}
-	if n := store.updates.count(channel); n != 0 {
-		t.Errorf("%d waiters left after cancel, want 0", n)
-	}
-}
-
 // TestLockExtendedDuringSlowFetch: the holder's lock outlives LockTTL while
 // its fetch runs, and is released after.
 func TestLockExtendedDuringSlowFetch(t *testing.T) {
@@ -146,12 +99,20 @@ func TestLockExtendedDuringSlowFetch(t *testing.T) {
 	}
 }
 
-func TestMemoryStorePublishWakesSubscribers(t *testing.T) {
-	s := NewMemoryStore()
-	ch, cancel := s.Subscribe(t.Context(), "x")
-	defer cancel()
-	if err := s.Publish(t.Context(), "x"); err != nil {
-		t.Fatal(err)
+// TestPublishWakesTheKeysWaiters: an announcement of this process wakes
+// the waiters on the key's broadcast, also with a store no other process
+// shares, and each broadcast wakes once.
+func TestPublishWakesTheKeysWaiters(t *testing.T) {
+	clock := newFakeClock()
+	c, _, _ := newClockCache(t, NewMemoryStore(), clock, Options{})
+	h := c.register(t, testApp("graph-api", newFakeFetcher(clock).Fetch))
+	first, second := h.ks.updated(), h.ks.updated()
+	c.publish(t.Context(), h.ks)
+	receive(t, first, "the announcement")
+	receive(t, second, "the announcement")
+	select {
+	case <-h.ks.updated():
+		t.Error("a broadcast taken after the announcement was already woken")
+	default:
 	}
-	receive(t, ch, "the announcement")
 }

@@ -42,10 +42,7 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 		ks.mu.Unlock()
 		return false
 	}
-	if ks.purged == nil {
-		ks.purged = make(map[[32]byte]time.Time)
-	}
-	ks.purged[fingerprint] = rec.AccessTokenExpiresAt
+	ks.rememberPurged(rec)
 	ks.mu.Unlock()
 
 	c.registerMu.Lock()
@@ -70,6 +67,15 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 		zap.String("record_key", ks.key),
 		zap.Bool("deleted_from_store", deleted))
 	return true
+}
+
+// rememberPurged keeps rec's token from being taken again here until it
+// expires: its SHA-256 fingerprint. The caller holds ks.mu.
+func (ks *keyState) rememberPurged(rec *Record) {
+	if ks.purged == nil {
+		ks.purged = make(map[[32]byte]time.Time)
+	}
+	ks.purged[sha256.Sum256([]byte(rec.AccessToken))] = rec.AccessTokenExpiresAt
 }
 
 // isPurged reports whether token was purged from ks.

@@ -215,27 +215,6 @@ func TestRedisLockReleasedOnlyByOwner(t *testing.T) {
 	}
 }
 
-func TestRedisLockExpires(t *testing.T) {
-	mr := miniredis.RunT(t)
-	store := newMiniredisStore(t, mr)
-	ctx := t.Context()
-	first, _, err := store.TryLock(ctx, "entra:{x}:lock", 15*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mr.FastForward(15 * time.Second)
-	second, ok, err := store.TryLock(ctx, "entra:{x}:lock", 15*time.Second)
-	if err != nil || !ok {
-		t.Fatalf("TryLock() after expiry = %v, %v, want the lock", ok, err)
-	}
-	if released, _ := store.Unlock(ctx, "entra:{x}:lock", first); released {
-		t.Error("the expired holder released the next holder's lock")
-	}
-	if got, _ := mr.Get("entra:{x}:lock"); got != second {
-		t.Errorf("lock holds %q, want the second owner", got)
-	}
-}
-
 func TestRedisDownFetchesOnItsOwnAndWarnsOnce(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
@@ -390,86 +369,10 @@ func TestRedisLockLoserTakesOverFreedLock(t *testing.T) {
 	}
 }
 
-func TestRedisStoreGetMissAndTTL(t *testing.T) {
-	mr := miniredis.RunT(t)
-	store := newMiniredisStore(t, mr)
-	ctx := t.Context()
-	if _, err := store.Get(ctx, "entra:{none}:token"); err != ErrNotFound {
-		t.Errorf("Get(missing) error = %v, want ErrNotFound", err)
-	}
-	rec := &Record{ID: "entra:{x}:token", AccessToken: "t"}
-	if err := store.Set(ctx, rec.ID, rec, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Set(ctx, rec.ID, rec, 0); err == nil {
-		t.Error("Set() with ttl 0 = nil error, want one (the record would never expire)")
-	}
-	mr.FastForward(time.Minute)
-	if _, err := store.Get(ctx, rec.ID); err != ErrNotFound {
-		t.Errorf("Get(expired) error = %v, want ErrNotFound", err)
-	}
-}
-
-func TestRedisUnlockScriptReloaded(t *testing.T) {
-	mr := miniredis.RunT(t)
-	store := newMiniredisStore(t, mr)
-	ctx := t.Context()
-	owner, _, err := store.TryLock(ctx, "entra:{x}:lock", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mr.FlushAll() // drops the lock
-	if released, err := store.Unlock(ctx, "entra:{x}:lock", owner); err != nil || released {
-		t.Errorf("Unlock(gone lock) = %v, %v, want false, nil", released, err)
-	}
-	if err := store.Client().ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	owner, _, _ = store.TryLock(ctx, "entra:{x}:lock", time.Minute)
-	if released, err := store.Unlock(ctx, "entra:{x}:lock", owner); err != nil || !released {
-		t.Errorf("Unlock() after SCRIPT FLUSH = %v, %v, want the EVAL fallback to release", released, err)
-	}
-}
-
-func TestNewRedisStoreNeverLeaksPassword(t *testing.T) {
-	const password = "s3cr3t-P4ss"
-	for _, rawURL := range []string{
-		"redis://user:" + password + "@localhost:notaport/0",
-		"redis://user:" + password + "@localhost:6379/notadb",
-		"redis://user:" + password + "@localhost:6379/0?pool_size=many",
-		"http://user:" + password + "@localhost:6379/0",
-		"redis://user:" + password + "@local host:6379/0",
-		"redis://:" + password + "%zz@localhost:6379/0",
-	} {
-		if _, err := NewRedisStore(RedisOptions{URL: rawURL}); err == nil {
-			t.Errorf("NewRedisStore(%q) = nil error, want one", rawURL)
-		} else if strings.Contains(err.Error(), password) || !strings.HasPrefix(err.Error(), "tokencache: ") {
-			t.Errorf("error %q leaks the password or lacks the prefix", err)
-		}
-	}
-
-	// Unreachable Redis does not fail construction; Ping says so, without the password.
-	store, err := NewRedisStore(RedisOptions{URL: "redis://user:" + password + "@127.0.0.1:1/0", OpTimeout: time.Second})
-	if err != nil {
-		t.Fatalf("NewRedisStore(unreachable) = %v, want no error", err)
-	}
-	defer store.Close()
-	if store.KeyPrefix() != DefaultKeyPrefix {
-		t.Errorf("KeyPrefix() = %q, want the default %q", store.KeyPrefix(), DefaultKeyPrefix)
-	}
-	err = store.Ping(t.Context())
-	if err == nil {
-		t.Fatal("Ping(unreachable) = nil")
-	}
-	if strings.Contains(err.Error(), password) {
-		t.Errorf("Ping error %q leaks the password", err)
-	}
-}
-
 func TestNewRedisStoreUsesURL(t *testing.T) {
 	mr := miniredis.RunT(t)
 	mr.RequireUserAuth("app", "pw")
-	store, err := NewRedisStore(RedisOptions{URL: "redis://app:pw@" + mr.Addr() + "/0", KeyPrefix: "other:"})
+	store, err := newRedisStore(redisOptions{URL: "redis://app:pw@" + mr.Addr() + "/0", KeyPrefix: "other:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +425,7 @@ func TestRedisHungIsBoundedByOpTimeout(t *testing.T) {
 		}
 	})
 
-	store, err := NewRedisStore(RedisOptions{URL: "redis://" + ln.Addr().String(), OpTimeout: 50 * time.Millisecond})
+	store, err := newRedisStore(redisOptions{URL: "redis://" + ln.Addr().String(), OpTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

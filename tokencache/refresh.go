@@ -39,18 +39,18 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	if c.isClosed() {
 		return Record{}, closedError(h)
 	}
-	c.hooks.flightStarting(h.ks.key)
+	if f := c.hooks.beforeFlight; f != nil {
+		f(h.ks.key)
+	}
 	results := c.startFlight(ctx, h, false, nil)
 	wait := time.NewTimer(c.waitTimeout)
 	defer wait.Stop()
 	select {
 	case <-ctx.Done():
-		return Record{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("waiting for a token for application %q: %v", h.app.Name, ctx.Err()), ctx.Err())
+		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
 	case <-wait.C:
-		return Record{}, NewError(CodeTokenRequestFailed,
-			fmt.Sprintf("no token for application %q within %s; still trying", h.app.Name, c.waitTimeout),
-			context.DeadlineExceeded)
+		return Record{}, requestError(context.DeadlineExceeded,
+			"no token for application %q within %s; still trying", h.app.Name, c.waitTimeout)
 	case res := <-results:
 		if res.Err != nil {
 			return Record{}, requestFailed(h, res.Err)
@@ -103,8 +103,7 @@ func requestFailed(h *Handle, err error) *Error {
 	if errors.As(err, &coded) {
 		return coded
 	}
-	return NewError(CodeTokenRequestFailed,
-		fmt.Sprintf("requesting a token for application %q: %v", h.app.Name, err), err)
+	return requestError(err, "requesting a token for application %q: %v", h.app.Name, err)
 }
 
 // acceptor says whether a record found in L1 or the store will do.
@@ -178,10 +177,9 @@ func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced boo
 		}
 		existing = rec
 	}
-	// Subscribe before trying the lock, so that the winner's announcement
+	// Listen before trying the lock, so that the winner's announcement
 	// cannot fall between our losing and our listening.
-	updates, unsubscribe := c.store.Subscribe(ctx, ks.channel)
-	defer unsubscribe()
+	updates := ks.updated()
 	owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
 	if err != nil {
 		c.storeFailed(err)
@@ -224,7 +222,9 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 		}
 	}
 	stopExtending := c.keepLock(h, owner)
-	c.hooks.fetchInProgress(ks.key)
+	if f := c.hooks.onFetchInProgress; f != nil {
+		f(ks.key)
+	}
 	rec, fetchErr := c.fetch(ctx, h, existing, err == nil)
 	stopExtending()
 	c.unlock(ctx, h, owner)
@@ -268,7 +268,8 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 		case <-updates:
 			notified = true
 		}
-		c.hooks.awaitWoke(ks.key, notified)
+		hook(c.hooks.onAwaitWake, ks.key, notified)
+		updates = ks.updated() // before reading, as above
 		rec, err := c.read(ctx, h)
 		if err != nil {
 			return c.fetch(ctx, h, existing, false)
@@ -370,7 +371,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	expiresAt = rec.AccessTokenExpiresAt
 	shared := false
 	if write {
-		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, errTooLarge) {
+		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, ErrTooLarge) {
 			write = false
 			c.log().Warn("not sharing a token record larger than other replicas read",
 				zap.String("application", h.app.Name), zap.Error(err))
@@ -426,8 +427,10 @@ func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 	}
 }
 
-// publish announces that ks's record or backoff changed.
+// publish announces that ks's record or backoff changed, to this process's
+// waiters and through the store to the others.
 func (c *Cache) publish(ctx context.Context, ks *keyState) {
+	ks.announce()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
 	if err := c.store.Publish(ctx, ks.channel); err != nil {

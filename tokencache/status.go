@@ -37,18 +37,10 @@ type Status struct {
 
 // Failure is the backoff state of a key after failed token requests.
 type Failure struct {
-	// Until is when token requests may resume; Active reports whether
-	// that is still ahead (at the time of the snapshot).
-	Until  time.Time
+	Backoff
+	// Active reports whether Until is still ahead (at the time of the
+	// snapshot).
 	Active bool
-	// Permanent: retrying will not help until the configuration changes
-	// (a wrong secret); else the failure is transient (throttling, an
-	// unavailable endpoint).
-	Permanent bool
-	// Attempts is how many consecutive token requests failed.
-	Attempts int
-	// Message is the failure's message, safe to show (no token, no secret).
-	Message string
 	// Err is the failure's cause when this process saw it (nil when the
 	// backoff was shared by another replica), for errors.As. It holds no
 	// token or secret.
@@ -71,8 +63,7 @@ func (h *Handle) Status() Status {
 		st.NextRefresh = ks.nextRefresh
 	}
 	if b := ks.failure; b.Attempts > 0 || !b.Until.IsZero() {
-		st.Failure = &Failure{Until: b.Until, Active: now.Before(b.Until), Permanent: b.Permanent,
-			Attempts: b.Attempts, Message: b.Message, Err: ks.lastErr}
+		st.Failure = &Failure{Backoff: b, Active: now.Before(b.Until), Err: ks.lastErr}
 	}
 	return st
 }

@@ -23,6 +23,8 @@ type Store interface {
 	// DeleteRecord deletes the record under key only if it still holds
 	// accessToken, and reports whether it did.
 	DeleteRecord(ctx context.Context, key, accessToken string) (bool, error)
+	// RemoveRecord deletes the record under key, whatever it holds.
+	RemoveRecord(ctx context.Context, key string) error
 
 	// TryLock takes lockKey for ttl if nobody holds it, returning a random
 	// owner token that Unlock needs; ok is false if another owner holds it.
@@ -41,14 +43,24 @@ type Store interface {
 	// DeleteBackoff deletes the backoff under key, if any.
 	DeleteBackoff(ctx context.Context, key string) error
 
-	// Publish announces on channel that its record or backoff changed.
+	// Publish announces on channel, to the other processes sharing the
+	// store, that its record or backoff changed.
 	Publish(ctx context.Context, channel string) error
-	// Subscribe registers for announcements on channel until cancel is
-	// called. The returned channel receives (without blocking the
-	// publisher, so announcements may merge) after each Publish that the
-	// store saw; it may never receive if the store cannot subscribe, so
-	// callers also poll.
-	Subscribe(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
+
+	// Watch registers a lasting subscriber on channel until cancel is
+	// called: the returned channel receives (without blocking, so
+	// announcements may merge) after each Publish by another process; it
+	// may never receive if the store cannot subscribe, so callers also
+	// poll. It is nil when no other process shares the store (MemoryStore).
+	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
+
+	// Authenticates reports whether a record read from the store was
+	// written by a trusted writer: one holding the store's secret
+	// (redisstore with encryption keys) or this process (MemoryStore).
+	Authenticates() bool
+	// KeyPrefix returns the prefix of the store's record keys (see
+	// RecordKey).
+	KeyPrefix() string
 
 	// Close frees the store's resources.
 	Close() error
@@ -64,8 +76,8 @@ type Backoff struct {
 	// Until is when token requests may resume.
 	Until time.Time `json:"until"`
 	// Permanent is true for a failure that retrying will not fix soon (a
-	// wrong secret...), which backs off longer; callers get 502 meanwhile,
-	// else 503 with Retry-After.
+	// wrong secret...), which backs off longer; callers' errors are then
+	// Permanent, else they have a RetryAfter.
 	Permanent bool `json:"permanent"`
 	// Attempts is how many consecutive fetches have failed.
 	Attempts int `json:"attempts"`
@@ -82,15 +94,5 @@ type Backoff struct {
 // means the record cannot be checked against its identity (as opposed to a
 // record of another identity).
 var ErrUnverifiable = errors.New("tokencache: token record cannot be verified against its identity")
-
-// Authenticator is implemented by a Store that can say whether its records
-// are authenticated: written only by someone holding its secret (RedisStore
-// with encryption keys) or never leaving the process (MemoryStore). A Store
-// without the method is taken as not authenticating.
-type Authenticator interface {
-	// Authenticates reports whether a record read from the store was
-	// written by a trusted writer.
-	Authenticates() bool
-}
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")

@@ -23,31 +23,19 @@ func (c *Cache) trusted(h *Handle, rec *Record) bool {
 		return true
 	}
 	err := verify(*rec)
-	switch {
-	case err == nil:
+	unverifiable := errors.Is(err, ErrUnverifiable)
+	if err == nil || unverifiable && c.store.Authenticates() {
 		return true
-	case errors.Is(err, ErrUnverifiable):
-		if c.storeAuthenticates {
-			return true
-		}
-		if !h.ks.firstRejection(rec.AccessToken) {
-			return false
-		}
-		c.log().Info("ignoring a token record that cannot be verified against its identity; the token store does not authenticate records (see encryption_key)",
-			zap.String("application", h.app.Name),
-			zap.String("record_key", h.ks.key),
-			zap.Error(err))
-		return false
-	default:
-		if !h.ks.firstRejection(rec.AccessToken) {
-			return false
-		}
-		c.log().Warn("token record does not match its identity; possible tampering",
-			zap.String("application", h.app.Name),
-			zap.String("record_key", h.ks.key),
-			zap.Error(err))
-		return false
 	}
+	if h.ks.firstRejection(rec.AccessToken) {
+		fields := []zap.Field{zap.String("application", h.app.Name), zap.String("record_key", h.ks.key), zap.Error(err)}
+		if unverifiable {
+			c.log().Info("ignoring a token record that cannot be verified against its identity; the token store does not authenticate records (see encryption_key)", fields...)
+		} else {
+			c.log().Warn("token record does not match its identity; possible tampering", fields...)
+		}
+	}
+	return false
 }
 
 // shareable reports whether rec, a token h itself just fetched, may go
@@ -68,7 +56,7 @@ func (c *Cache) shareable(h *Handle, rec *Record) bool {
 	}
 	err := verify(*rec)
 	unverifiable := errors.Is(err, ErrUnverifiable)
-	if err == nil || unverifiable && c.storeAuthenticates {
+	if err == nil || unverifiable && c.store.Authenticates() {
 		return true
 	}
 	if ks.unshared.CompareAndSwap(false, true) {

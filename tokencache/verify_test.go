@@ -251,7 +251,7 @@ func TestUnsharedKeyKeepsItsBackoff(t *testing.T) {
 	clock.Advance(time.Hour)
 	for range 3 {
 		var coded *Error
-		if _, err := c.Token(t.Context(), "graph-api"); !errors.As(err, &coded) || coded.Status != 502 {
+		if _, err := c.Token(t.Context(), "graph-api"); !errors.As(err, &coded) || status(coded) != 502 {
 			t.Fatalf("Token = %v, want a 502 *Error", err)
 		}
 	}

@@ -10,7 +10,8 @@ import (
 
 // watch starts ks's lasting subscription to its update channel, for as
 // long as the key has handles (Release of the last one, or Close, ends
-// it): on each announcement this process reads the store, takes a newer
+// it): on each announcement this process wakes the key's waiters (see
+// updated), reads the store, takes a newer
 // record into L1 at once (a forced refresh on another replica), and drops
 // its own when the record is gone (a purge on another replica), so every
 // replica sharing the store follows within the pub/sub latency. The
@@ -19,15 +20,10 @@ import (
 // that Register, after releasing the lock, returns only when announcements
 // reach the key.
 //
-// Only a store that tells other processes' announcements from its own
-// (RedisStore) is watched: a MemoryStore has no other process.
+// A store no other process shares (Store.Watch returns nil) is not
+// watched.
 func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	subscribed := make(chan struct{})
-	w, ok := c.store.(storeWatcher)
-	if !ok {
-		close(subscribed)
-		return subscribed
-	}
 	if !c.startBackground() {
 		close(subscribed)
 		return subscribed
@@ -36,14 +32,18 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	ks.stopWatch = cancel
 	go func() {
 		defer c.background.Done()
-		updates, unsubscribe := w.Watch(ctx, ks.channel)
+		updates, unsubscribe := c.store.Watch(ctx, ks.channel)
 		defer unsubscribe()
 		close(subscribed)
+		if updates == nil {
+			return
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-updates:
+				ks.announce()
 				c.followStore(ctx, ks)
 			}
 		}
@@ -51,12 +51,27 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	return subscribed
 }
 
-// storeWatcher is a Store with lasting subscriptions (see RedisStore.Watch).
-type storeWatcher interface {
-	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
+// updated returns the key's broadcast: a channel closed at the key's next
+// announcement, this process's own (Cache.publish) or another's (the
+// lasting subscription). A refresh takes it before trying the lock.
+func (ks *keyState) updated() <-chan struct{} {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.changed == nil {
+		ks.changed = make(chan struct{})
+	}
+	return ks.changed
 }
 
-var _ storeWatcher = (*RedisStore)(nil)
+// announce wakes everyone waiting on the key's broadcast.
+func (ks *keyState) announce() {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.changed != nil {
+		close(ks.changed)
+		ks.changed = nil
+	}
+}
 
 // followStore brings ks in line with the store after an announcement:
 // it takes a newer record (one written no earlier than the current one), and drops the current one when the store no

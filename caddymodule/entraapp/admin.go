@@ -54,7 +54,7 @@ func (api adminAPI) Routes() []caddy.AdminRoute {
 func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	app := runningApp.Load()
 	if app == nil {
-		return Answer{Status: http.StatusInternalServerError, Code: tokencache.CodeProviderNotConfigured,
+		return Answer{Status: http.StatusInternalServerError, Code: CodeProviderNotConfigured,
 			Message: "no entra app is running (add an entra block to the global options)"}.write(w, indented)
 	}
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
@@ -73,7 +73,7 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	name, action, _ := strings.Cut(rest, "/")
 	h, ok := app.handle(name)
 	if !ok {
-		return Answer{Status: http.StatusNotFound, Code: tokencache.CodeApplicationNotFound,
+		return Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
@@ -85,7 +85,7 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		}
 		if r.Method == http.MethodDelete && h.DeleteEverywhere(ctx) != nil {
 			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
-			return Answer{Status: http.StatusServiceUnavailable, Code: tokencache.CodeTokenRequestFailed,
+			return Answer{Status: http.StatusServiceUnavailable, Code: CodeTokenRequestFailed,
 				Message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
 				RetryAfter: time.Second}.write(w, indented)
 		}

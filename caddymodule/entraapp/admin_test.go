@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // admin sends one request to the admin API's handler.
@@ -84,7 +83,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	body := check(admin(t, http.MethodGet, "/entra/tokens/nope"), http.StatusNotFound)
-	if !strings.Contains(body, tokencache.CodeApplicationNotFound) {
+	if !strings.Contains(body, CodeApplicationNotFound) {
 		t.Errorf("unknown application: %s", body)
 	}
 	check(admin(t, http.MethodGet, "/entra/tokens/graph-api/refresh"), http.StatusMethodNotAllowed)
@@ -131,7 +130,7 @@ func TestAdminAPIWithoutARunningApp(t *testing.T) {
 		t.Skip("an app is running")
 	}
 	rec := admin(t, http.MethodGet, "/entra/tokens")
-	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), tokencache.CodeProviderNotConfigured) {
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), CodeProviderNotConfigured) {
 		t.Errorf("%d %s", rec.Code, rec.Body.String())
 	}
 }

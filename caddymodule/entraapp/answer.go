@@ -30,18 +30,34 @@ type Answer struct {
 	RetryAfter time.Duration
 }
 
-// AnswerFor maps a token error to its answer: a *tokencache.Error's own
-// status, code, message and Retry-After; any other error is 502
-// MICROSOFT_TOKEN_REQUEST_FAILED with its text. The message comes from the
-// token endpoint's error (error, AADSTS codes, trace and correlation IDs),
-// which never holds a secret or a token.
+// AnswerFor maps a token error to its answer: an *answerError's own; else
+// MICROSOFT_TOKEN_REQUEST_FAILED with the error's text, 502, or for a
+// *tokencache.Error its message, its Retry-After, and 503 while token
+// requests are paused for a while (not after a permanent failure). The
+// message comes from the token endpoint's error (error, AADSTS codes,
+// trace and correlation IDs), which never holds a secret or a token.
 func AnswerFor(err error) Answer {
+	var ae *answerError
+	if errors.As(err, &ae) {
+		return ae.Answer
+	}
+	answer := Answer{Status: http.StatusBadGateway, Code: CodeTokenRequestFailed, Message: err.Error()}
 	var te *tokencache.Error
 	if errors.As(err, &te) {
-		return Answer{Status: te.Status, Code: te.Code, Message: te.Message, RetryAfter: te.RetryAfter}
+		answer.Message, answer.RetryAfter = te.Message, te.RetryAfter
+		if te.RetryAfter > 0 && !te.Permanent {
+			answer.Status = http.StatusServiceUnavailable
+		}
 	}
-	return Answer{Status: http.StatusBadGateway, Code: tokencache.CodeTokenRequestFailed, Message: err.Error()}
+	return answer
 }
+
+// answerError is an error answered as it is (an application that is not
+// configured).
+type answerError struct{ Answer }
+
+// Error returns "CODE: message".
+func (e *answerError) Error() string { return e.Code + ": " + e.Message }
 
 // Write answers a on one line (see WriteJSON): its status, Retry-After and
 // ErrorBody.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 func init() {
@@ -249,7 +251,7 @@ func (a *App) ProvisionForTest(logger *zap.Logger) error {
 func (a *App) Start() error {
 	a.cache.SetLogger(a.logger)
 	if a.Redis != nil {
-		tokencache.RouteRedisLogs(a.logger.Named("redis"))
+		redisstore.RouteLogs(a.logger.Named("redis"))
 	}
 	a.activate()
 	a.startOperations()
@@ -305,8 +307,8 @@ func (a *App) Cleanup() error {
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
 	h, ok := a.handle(applicationName)
 	if !ok {
-		return tokencache.Record{}, tokencache.NewError(tokencache.CodeApplicationNotFound,
-			fmt.Sprintf("application %q is not configured", applicationName), nil)
+		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
+			Message: fmt.Sprintf("application %q is not configured", applicationName)}}
 	}
 	return h.Token(ctx)
 }

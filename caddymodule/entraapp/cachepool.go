@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-entra/caddy-entra/binding"
 	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 // cachePool keeps token caches across config reloads, keyed by their store
@@ -100,7 +101,7 @@ func (s *cacheSettings) poolKey() (string, error) {
 func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	var store tokencache.Store = tokencache.NewMemoryStore()
 	if s.Redis != nil {
-		redisStore, err := tokencache.NewRedisStore(*s.Redis)
+		redisStore, err := redisstore.New(*s.Redis)
 		if err != nil {
 			return nil, ConfigError("redis", strings.TrimPrefix(err.Error(), "tokencache: "))
 		}

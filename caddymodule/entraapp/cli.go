@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-entra/caddy-entra/entra"
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 func init() {
@@ -98,7 +97,7 @@ func cmdEntraToken(fl caddycmd.Flags) (int, error) {
 		names[i] = app.Name
 	}
 	return 1, fmt.Errorf("%s: application %q is not configured (configured: %s)",
-		tokencache.CodeApplicationNotFound, name, strings.Join(names, ", "))
+		CodeApplicationNotFound, name, strings.Join(names, ", "))
 }
 
 // cmdEntraCheck is `caddy entra check`.
@@ -159,7 +158,7 @@ func loadCLIApplications(configFile, adapter string) ([]resolvedApplication, err
 	rawApp, ok := cfg.Apps["entra"]
 	if !ok {
 		return nil, fmt.Errorf("%s: the config has no entra app (add an entra block to the global options)",
-			tokencache.CodeProviderNotConfigured)
+			CodeProviderNotConfigured)
 	}
 	app := new(App)
 	if err := json.Unmarshal(rawApp, app); err != nil {
@@ -211,7 +210,7 @@ func failureSummary(err error) string {
 // error code (better-auth-client-credential's), the endpoint's error and AADSTS numbers, the trace and
 // correlation IDs, and a hint for the common AADSTS errors.
 func printFailure(w io.Writer, result tokenResult) {
-	fmt.Fprintf(w, "%s: %s: %s\n", result.info.ApplicationName, tokencache.CodeTokenRequestFailed, failureSummary(result.err))
+	fmt.Fprintf(w, "%s: %s: %s\n", result.info.ApplicationName, CodeTokenRequestFailed, failureSummary(result.err))
 	var re *entra.RequestError
 	if !errors.As(result.err, &re) {
 		return

@@ -8,17 +8,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-entra/caddy-entra/entra"
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // The errors a config is rejected with at load carry the error codes of the
 // Node library better-auth-client-credential (ConfigError, FromContext,
 // RequireApplication), and never a value that could be a secret.
 
+// Error codes, the same as better-auth-client-credential's.
+const (
+	// CodeApplicationNotFound: the application name is not configured (404).
+	CodeApplicationNotFound = "MICROSOFT_APPLICATION_NOT_FOUND"
+	// CodeProviderNotConfigured: no Entra provider is configured (500).
+	CodeProviderNotConfigured = "MICROSOFT_PROVIDER_NOT_CONFIGURED"
+	// CodeProviderInvalidConfig: tenant, client or credential missing or malformed (500).
+	CodeProviderInvalidConfig = "MICROSOFT_PROVIDER_INVALID_CONFIG"
+	// CodeTokenRequestFailed: no valid token could be had from the token
+	// endpoint (502, or 503 with Retry-After while paused: see AnswerFor).
+	CodeTokenRequestFailed = "MICROSOFT_TOKEN_REQUEST_FAILED"
+)
+
 // ConfigError is a configuration error with better-auth-client-credential's
 // code, naming the field.
 func ConfigError(field, reason string) error {
-	return fmt.Errorf("%s: %s: %s", tokencache.CodeProviderInvalidConfig, field, reason)
+	return fmt.Errorf("%s: %s: %s", CodeProviderInvalidConfig, field, reason)
 }
 
 // prefixConfigError is ConfigError for an error of the entra package,
@@ -41,7 +53,7 @@ func FromContext(ctx caddy.Context, directive string, collectors ...prometheus.C
 	appIface, err := ctx.AppIfConfigured("entra")
 	if errors.Is(err, caddy.ErrNotConfigured) {
 		return nil, fmt.Errorf("%s: %s is used but no entra app is configured (add an entra block to the global options)",
-			tokencache.CodeProviderNotConfigured, directive)
+			CodeProviderNotConfigured, directive)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("getting the entra app: %v", err)
@@ -56,5 +68,5 @@ func (a *App) RequireApplication(where, name string) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %s: application %q is not configured (configured: %s)",
-		tokencache.CodeApplicationNotFound, where, name, a.configuredNames())
+		CodeApplicationNotFound, where, name, a.configuredNames())
 }

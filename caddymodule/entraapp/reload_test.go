@@ -101,7 +101,7 @@ func TestARequestRacingReleaseGetsATokenOrARetryableError(t *testing.T) {
 					// alternates with a new one arriving.
 					time.Sleep(time.Duration(calls.Add(1)%20) * time.Microsecond)
 					var te *tokencache.Error
-					if err != nil && (!errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0) {
+					if err != nil && (!errors.As(err, &te) || AnswerFor(err).Status != http.StatusServiceUnavailable || te.RetryAfter <= 0) {
 						wrong.CompareAndSwap(nil, err)
 					}
 				}
@@ -157,7 +157,7 @@ func TestARequestWhoseCacheClosesGetsARetryableError(t *testing.T) {
 	}
 	err := <-result
 	var te *tokencache.Error
-	if !errors.As(err, &te) || te.Status != http.StatusServiceUnavailable || te.RetryAfter <= 0 {
+	if !errors.As(err, &te) || AnswerFor(err).Status != http.StatusServiceUnavailable || te.RetryAfter <= 0 {
 		t.Fatalf("request on the closed cache: %v, want a retryable 503", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-entra/caddy-entra/entra"
-	"github.com/caddy-entra/caddy-entra/tokencache"
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 // settings are the entra app's configuration resolved (placeholders
@@ -99,7 +99,7 @@ type cacheSettings struct {
 	RefreshWindow time.Duration
 	RefreshAhead  float64
 	WaitTimeout   time.Duration
-	Redis         *tokencache.RedisOptions
+	Redis         *redisstore.Options
 	// RedisTLS describes Redis.TLSConfig for the pool key (a tls.Config
 	// does not marshal): CA file digest and server name.
 	RedisTLS string
@@ -138,9 +138,9 @@ func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 
 // options resolves the redis block into store options, and describes its TLS
 // settings (CA file digest, server name) for the pool key.
-func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, string, error) {
+func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, string, error) {
 	r := resolver{repl: repl, prefix: "redis "}
-	opts := &tokencache.RedisOptions{
+	opts := &redisstore.Options{
 		URL:        r.value("url", rc.URL),
 		MasterName: r.value("master_name", rc.MasterName),
 		Username:   r.value("username", rc.Username),
@@ -169,7 +169,7 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*tokencache.RedisOptions, 
 		if r.err != nil {
 			break
 		}
-		key, err := tokencache.ParseEncryptionKey(encoded)
+		key, err := redisstore.ParseEncryptionKey(encoded)
 		if err != nil {
 			return nil, "", ConfigError(fmt.Sprintf("redis encryption_key #%d", i+1), err.Error())
 		}

@@ -12,7 +12,6 @@ import (
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // probe runs one request through an entra_ready for names.
@@ -69,7 +68,7 @@ func TestReadyAnswers503WithTheCodeThenRecovers(t *testing.T) {
 	rec, body := probe(t, app, "graph-api")
 	got := body.Applications["graph-api"]
 	if rec.Code != http.StatusServiceUnavailable || body.Ready || got == nil || got.Ready ||
-		got.Code != tokencache.CodeTokenRequestFailed || got.Error != "temporarily_unavailable" ||
+		got.Code != entraapp.CodeTokenRequestFailed || got.Error != "temporarily_unavailable" ||
 		len(got.ErrorCodes) != 1 || got.ErrorCodes[0] != 90033 || got.TraceID == "" {
 		t.Fatalf("while failing: %d %s", rec.Code, rec.Body.String())
 	}

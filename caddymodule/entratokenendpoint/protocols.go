@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/entra"
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // This file holds the wire formats of entra_token_endpoint's protocols.
@@ -59,7 +59,7 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 	if !ok {
 		// The same answer for an application that is not configured and one
 		// this endpoint may not hand out.
-		return e.refuse(w, r, &refusal{http.StatusNotFound, reasonApplication, tokencache.CodeApplicationNotFound,
+		return e.refuse(w, r, &refusal{http.StatusNotFound, reasonApplication, entraapp.CodeApplicationNotFound,
 			fmt.Sprintf("application %s is not available on this endpoint", quoteForClient(name))})
 	}
 	credential, rf, err := e.token(w, r, name)
@@ -212,12 +212,12 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 		return err
 	}
 	if rf != nil {
-		if rf.code == tokencache.CodeTokenRequestFailed {
+		if rf.code == entraapp.CodeTokenRequestFailed {
 			rf.code = "temporarily_unavailable"
 			if rf.status == http.StatusBadGateway {
 				rf.code = "bad_gateway"
 			}
-			rf.message = tokencache.CodeTokenRequestFailed + ": " + rf.message
+			rf.message = entraapp.CodeTokenRequestFailed + ": " + rf.message
 		}
 		return e.refuse(w, r, rf)
 	}

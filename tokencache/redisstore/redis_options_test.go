@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"strings"
@@ -10,12 +10,12 @@ import (
 // channel.
 func TestKeyPrefixWithBracesIsRejected(t *testing.T) {
 	for _, prefix := range []string{"entra{x}:", "{entra}:", "a{", "b}"} {
-		_, err := NewRedisStore(RedisOptions{URL: "redis://127.0.0.1:1", KeyPrefix: prefix})
+		_, err := New(Options{URL: "redis://127.0.0.1:1", KeyPrefix: prefix})
 		if err == nil || !strings.Contains(err.Error(), "key_prefix") || !strings.HasPrefix(err.Error(), "tokencache: ") {
 			t.Errorf("KeyPrefix %q: error %v, want one naming key_prefix", prefix, err)
 		}
 	}
-	store, err := NewRedisStore(RedisOptions{URL: "redis://127.0.0.1:1", KeyPrefix: "team-a:entra:"})
+	store, err := New(Options{URL: "redis://127.0.0.1:1", KeyPrefix: "team-a:entra:"})
 	if err != nil {
 		t.Fatalf("plain prefix: %v", err)
 	}
@@ -37,7 +37,7 @@ func TestUnparsableRedisURLLeaksNothing(t *testing.T) {
 		{"redis://:Sup3r\x7fSecretPw@host", []string{"Sup3r", "Secret"}, "control character"},
 		{"redis://:Sup3rSecretPw@ho st:6379", []string{"Sup3r", "Secret", "ho st"}, "host"},
 	} {
-		_, err := NewRedisStore(RedisOptions{URL: tc.url})
+		_, err := New(Options{URL: tc.url})
 		if err == nil {
 			t.Errorf("%q: no error", tc.url)
 			continue

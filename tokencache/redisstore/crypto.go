@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"crypto/aes"
@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// Sealed records. With RedisOptions.EncryptionKeys a record is stored as
+// Sealed records. With Options.EncryptionKeys a record is stored as
 //
 //	"v1." + kid + "." + base64url_nopad(nonce || ciphertext)
 //

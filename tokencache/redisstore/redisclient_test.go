@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"strings"
@@ -11,19 +11,19 @@ import (
 func TestRedisOptionsModes(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		opts    RedisOptions
+		opts    Options
 		wantErr string
 	}{
-		{"url and addrs", RedisOptions{URL: "redis://127.0.0.1:1", Addrs: []string{"127.0.0.1:1"}}, "both set"},
-		{"neither", RedisOptions{}, "neither"},
-		{"cluster db", RedisOptions{Addrs: []string{"a:1", "b:1"}, DB: 2}, "db 0 only"},
-		{"empty addr", RedisOptions{Addrs: []string{""}}, "addrs[0]"},
-		{"master name with url", RedisOptions{URL: "redis://127.0.0.1:1", MasterName: "m"}, "master_name"},
+		{"url and addrs", Options{URL: "redis://127.0.0.1:1", Addrs: []string{"127.0.0.1:1"}}, "both set"},
+		{"neither", Options{}, "neither"},
+		{"cluster db", Options{Addrs: []string{"a:1", "b:1"}, DB: 2}, "db 0 only"},
+		{"empty addr", Options{Addrs: []string{""}}, "addrs[0]"},
+		{"master name with url", Options{URL: "redis://127.0.0.1:1", MasterName: "m"}, "master_name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewRedisStore(tc.opts)
+			_, err := New(tc.opts)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "tokencache: ") {
-				t.Errorf("NewRedisStore() error = %v, want one containing %q", err, tc.wantErr)
+				t.Errorf("New() error = %v, want one containing %q", err, tc.wantErr)
 			}
 		})
 	}
@@ -32,13 +32,13 @@ func TestRedisOptionsModes(t *testing.T) {
 	mr.RequireUserAuth("app", "pw")
 	for _, tc := range []struct {
 		name string
-		opts RedisOptions
+		opts Options
 	}{
-		{"addrs", RedisOptions{Addrs: []string{mr.Addr()}, Username: "app", Password: "pw"}},
-		{"url with password override", RedisOptions{URL: "redis://app:wrong@" + mr.Addr(), Password: "pw"}},
+		{"addrs", Options{Addrs: []string{mr.Addr()}, Username: "app", Password: "pw"}},
+		{"url with password override", Options{URL: "redis://app:wrong@" + mr.Addr(), Password: "pw"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store, err := NewRedisStore(tc.opts)
+			store, err := New(tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,7 +51,7 @@ func TestRedisOptionsModes(t *testing.T) {
 			}
 		})
 	}
-	cluster, err := NewRedisStore(RedisOptions{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}})
+	cluster, err := New(Options{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}})
 	if err != nil {
 		t.Fatal(err)
 	}

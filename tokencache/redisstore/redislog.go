@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"context"
@@ -9,11 +9,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// RouteRedisLogs sends go-redis's own messages (failed dials, pool and
+// RouteLogs sends go-redis's own messages (failed dials, pool and
 // pub/sub events), which it otherwise prints to stderr one per failed dial,
 // to logger at debug level. The store already reports an outage once, at
 // warn level. go-redis has one logger per process: the last call wins.
-func RouteRedisLogs(logger *zap.Logger) {
+func RouteLogs(logger *zap.Logger) {
 	redis.SetLogger(redisLogger{logger})
 }
 

@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 
 func TestRedisLogsGoToZapAtDebugLevel(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
-	RouteRedisLogs(zap.New(core))
-	defer RouteRedisLogs(zap.NewNop())
+	RouteLogs(zap.New(core))
+	defer RouteLogs(zap.NewNop())
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,4 +1,4 @@
-package tokencache
+package redisstore
 
 import (
 	"crypto/tls"
@@ -9,17 +9,16 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// Defaults of RedisOptions.
-const (
-	DefaultKeyPrefix      = "entra:"
-	DefaultRedisOpTimeout = 100 * time.Millisecond
-)
+// DefaultOpTimeout is the default of Options.OpTimeout.
+const DefaultOpTimeout = 100 * time.Millisecond
 
-// RedisOptions configures a RedisStore. Give either URL (one standalone
+// Options configures a Store. Give either URL (one standalone
 // server) or Addrs (standalone, Sentinel or Cluster), not both.
-type RedisOptions struct {
+type Options struct {
 	// URL is redis://[user:pass@]host:port/db, or rediss:// for TLS, with
 	// the query options go-redis's ParseURL knows (dial_timeout, pool_size...).
 	// Username and Password, when set, override the URL's; TLS or TLSConfig,
@@ -43,9 +42,9 @@ type RedisOptions struct {
 	TLS bool
 	// TLSConfig, if set, is the TLS configuration (implies TLS).
 	TLSConfig *tls.Config
-	// KeyPrefix is the prefix of every key the caller derives with RecordKey.
+	// KeyPrefix is the prefix of every key the caller derives with tokencache.RecordKey.
 	// Default "entra:". The store itself uses keys as given; it keeps the
-	// prefix so that callers can read it back with RedisStore.KeyPrefix, and
+	// prefix so that callers can read it back with Store.KeyPrefix, and
 	// subscribes to the update channels under it.
 	KeyPrefix string
 	// OpTimeout bounds each call to Redis, so that a slow or hung Redis
@@ -60,19 +59,19 @@ type RedisOptions struct {
 	EncryptionKeys [][]byte
 }
 
-func (o RedisOptions) withDefaults() RedisOptions {
+func (o Options) withDefaults() Options {
 	if o.KeyPrefix == "" {
-		o.KeyPrefix = DefaultKeyPrefix
+		o.KeyPrefix = tokencache.DefaultKeyPrefix
 	}
 	if o.OpTimeout <= 0 {
-		o.OpTimeout = DefaultRedisOpTimeout
+		o.OpTimeout = DefaultOpTimeout
 	}
 	return o
 }
 
-// universalOptions turns opts into go-redis options. Errors never contain a
+// newClient makes the go-redis client opts describe. Errors never contain a
 // password.
-func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
+func (o Options) newClient() (redis.UniversalClient, error) {
 	tlsConfig := o.TLSConfig
 	if tlsConfig == nil && o.TLS {
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -96,7 +95,7 @@ func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
 		if len(o.Addrs) > 1 && o.MasterName == "" && o.DB != 0 {
 			return nil, errors.New("tokencache: redis: cluster mode (several addrs) supports db 0 only")
 		}
-		return &redis.UniversalOptions{
+		return redis.NewUniversalClient(&redis.UniversalOptions{
 			Addrs:      o.Addrs,
 			MasterName: o.MasterName,
 			Username:   o.Username,
@@ -109,7 +108,7 @@ func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
 			// Without this go-redis ignores context deadlines on reads and
 			// writes, and OpTimeout would not bound a call to a hung Redis.
 			ContextTimeoutEnabled: true,
-		}, nil
+		}), nil
 	}
 	parsed, err := parseRedisURL(o.URL)
 	if err != nil {
@@ -127,32 +126,8 @@ func (o RedisOptions) universalOptions() (*redis.UniversalOptions, error) {
 	if tlsConfig != nil {
 		parsed.TLSConfig = tlsConfig
 	}
-	return &redis.UniversalOptions{
-		Addrs:                 []string{parsed.Addr},
-		ClientName:            parsed.ClientName,
-		DB:                    parsed.DB,
-		Protocol:              parsed.Protocol,
-		Username:              parsed.Username,
-		Password:              parsed.Password,
-		MaxRetries:            parsed.MaxRetries,
-		MinRetryBackoff:       parsed.MinRetryBackoff,
-		MaxRetryBackoff:       parsed.MaxRetryBackoff,
-		DialTimeout:           parsed.DialTimeout,
-		ReadTimeout:           parsed.ReadTimeout,
-		WriteTimeout:          parsed.WriteTimeout,
-		ContextTimeoutEnabled: true,
-		PoolFIFO:              parsed.PoolFIFO,
-		PoolSize:              parsed.PoolSize,
-		PoolTimeout:           parsed.PoolTimeout,
-		MinIdleConns:          parsed.MinIdleConns,
-		MaxIdleConns:          parsed.MaxIdleConns,
-		MaxActiveConns:        parsed.MaxActiveConns,
-		ConnMaxIdleTime:       parsed.ConnMaxIdleTime,
-		ConnMaxLifetime:       parsed.ConnMaxLifetime,
-		TLSConfig:             parsed.TLSConfig,
-		DisableIdentity:       parsed.DisableIdentity,
-		IdentitySuffix:        parsed.IdentitySuffix,
-	}, nil
+	parsed.ContextTimeoutEnabled = true
+	return redis.NewClient(parsed), nil
 }
 
 // parseRedisURL is redis.ParseURL with errors that cannot leak the password:

@@ -1,10 +1,13 @@
-package tokencache
+package redisstore
 
 import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // The shared subscription: how long one attempt to subscribe may take, and
@@ -18,7 +21,7 @@ const (
 // Publish announces on channel (PUBLISH, which Redis Cluster forwards to
 // every node), with this store's publisher ID as the message, so that its
 // own watchers can tell it from other processes' (see Watch).
-func (s *RedisStore) Publish(ctx context.Context, channel string) error {
+func (s *Store) Publish(ctx context.Context, channel string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Publish(ctx, channel, s.publisherID).Err(); err != nil {
@@ -27,32 +30,22 @@ func (s *RedisStore) Publish(ctx context.Context, channel string) error {
 	return nil
 }
 
-// Subscribe registers a waiter on channel. The store holds one
-// subscription, on the pattern KeyPrefix + "*" + ":updated" over one
-// connection, started by the first Subscribe and kept (go-redis reconnects
-// it) until Close; it is not made per waiter. Subscribe waits at most
-// OpTimeout for it to be confirmed. Waiters registered before it is
-// confirmed are woken once when it is (they then look at the store), so no
-// announcement falls into the gap; if it cannot be made, waiters poll.
-func (s *RedisStore) Subscribe(ctx context.Context, channel string) (<-chan struct{}, func()) {
-	updates, cancel := s.updates.subscribe(channel)
-	s.awaitSubscription(ctx)
-	return updates, cancel
-}
-
-// Watch registers a lasting subscriber on channel: it is woken by
-// announcements that other processes (other stores) publish, not by this
-// store's own, and not when the shared subscription is confirmed. It
-// waits for the subscription as Subscribe does.
-func (s *RedisStore) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
-	updates, cancel := s.updates.watch(channel)
+// Watch registers a lasting watcher on channel: it is woken by the
+// announcements other processes (other stores) publish, not by this
+// store's own. The store holds one subscription, on the pattern
+// KeyPrefix + "*" + ":updated" over one connection, started by the first
+// Watch and kept (go-redis reconnects it) until Close; Watch waits at most
+// OpTimeout for it to be confirmed; if it cannot be made, watchers are
+// never woken, and callers poll.
+func (s *Store) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
+	updates, cancel := s.watchers.add(channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
 }
 
 // updatePattern is the PSUBSCRIBE pattern of every update channel under the
 // prefix, its glob characters escaped.
-func (s *RedisStore) updatePattern() string {
+func (s *Store) updatePattern() string {
 	var b strings.Builder
 	for _, r := range s.keyPrefix {
 		if strings.ContainsRune(`*?[]\`, r) {
@@ -60,12 +53,12 @@ func (s *RedisStore) updatePattern() string {
 		}
 		b.WriteRune(r)
 	}
-	return b.String() + "*" + updateSuffix
+	return b.String() + "*:updated" // see tokencache.UpdateChannel
 }
 
 // awaitSubscription starts the shared subscription if needed and waits at
 // most OpTimeout for it to be confirmed.
-func (s *RedisStore) awaitSubscription(ctx context.Context) {
+func (s *Store) awaitSubscription(ctx context.Context) {
 	s.subMu.Lock()
 	if s.subReady == nil && !s.closed {
 		s.subReady = make(chan struct{})
@@ -89,9 +82,8 @@ func (s *RedisStore) awaitSubscription(ctx context.Context) {
 }
 
 // runSubscription subscribes (retrying while Redis is away), closes ready
-// once confirmed, wakes the waiters registered meanwhile, then dispatches
-// announcements until ctx ends.
-func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struct{}) {
+// once confirmed, then dispatches announcements until ctx ends.
+func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) {
 	defer close(done)
 	pause := subscribeRetryInterval
 	for {
@@ -100,10 +92,6 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 		_, err := sub.Receive(attemptCtx) // the PSUBSCRIBE confirmation
 		cancel()
 		if err == nil {
-			// Wake the waiters registered before the confirmation first, then
-			// release Subscribe: a waiter that returns from Subscribe after
-			// ready is closed can miss no announcement and gets no stray wake.
-			s.updates.notifyAll()
 			close(ready)
 			messages := sub.Channel()
 			for {
@@ -115,13 +103,10 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 					if !ok {
 						return
 					}
-					if len(msg.Payload) > MaxAnnouncementBytes {
-						continue // no replica sends it: ignored
-					}
-					if msg.Payload == s.publisherID {
-						s.updates.notify(msg.Channel) // our own: our watchers know
-					} else {
-						s.updates.notifyForeign(msg.Channel)
+					// Our own announcements: our cache knows. One longer than
+					// any replica sends: ignored.
+					if msg.Payload != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
+						s.watchers.notify(msg.Channel)
 					}
 				}
 			}
@@ -141,7 +126,7 @@ func (s *RedisStore) runSubscription(ctx context.Context, ready, done chan struc
 
 // stopSubscription ends the shared subscription and waits for its
 // goroutine.
-func (s *RedisStore) stopSubscription() {
+func (s *Store) stopSubscription() {
 	s.subMu.Lock()
 	s.closed = true
 	cancel, done := s.subCancel, s.subDone
@@ -150,4 +135,55 @@ func (s *RedisStore) stopSubscription() {
 		cancel()
 		<-done
 	}
+}
+
+// watchers are a store's lasting watchers, by channel.
+type watchers struct {
+	mu  sync.Mutex
+	set map[string]map[chan struct{}]struct{}
+}
+
+// add registers a watcher on channel; cancel unregisters it.
+func (w *watchers) add(channel string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.set == nil {
+		w.set = make(map[string]map[chan struct{}]struct{})
+	}
+	if w.set[channel] == nil {
+		w.set[channel] = make(map[chan struct{}]struct{})
+	}
+	w.set[channel][ch] = struct{}{}
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			delete(w.set[channel], ch)
+			if len(w.set[channel]) == 0 {
+				delete(w.set, channel)
+			}
+		})
+	}
+}
+
+// notify wakes the watchers on channel without blocking: one that has
+// not consumed the previous wake keeps just one.
+func (w *watchers) notify(channel string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.set[channel] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// count returns the number of watchers on channel (tests).
+func (w *watchers) count(channel string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.set[channel])
 }

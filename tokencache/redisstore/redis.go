@@ -1,7 +1,14 @@
-package tokencache
+// Package redisstore is the Redis store of tokencache (standalone, Sentinel
+// or Cluster): records, refresh locks and backoffs under the keys tokencache
+// derives, one pattern subscription for announcements, records optionally
+// sealed with AES-256-GCM. It imports tokencache; tokencache never imports it.
+package redisstore
 
 import (
 	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,25 +17,52 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// RedisStore is a Store in Redis (standalone, Sentinel or Cluster through
+var (
+	//go:embed unlock.lua
+	unlockLua string
+	//go:embed extend.lua
+	extendLua string
+
+	// unlockScript is the compare-and-delete that releases a lock (and,
+	// given a record's stored value, deletes a record only if unchanged);
+	// Run sends EVALSHA and falls back to EVAL when the server does not
+	// have it cached.
+	unlockScript = redis.NewScript(unlockLua)
+	// extendScript is the compare-and-PEXPIRE that extends a held lock.
+	extendScript = redis.NewScript(extendLua)
+)
+
+var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
+
+// newOwner returns a random lock owner token (also a store's publisher
+// ID): 16 bytes from crypto/rand, hex-encoded.
+func newOwner() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
+	return hex.EncodeToString(b)
+}
+
+// Store is a tokencache.Store in Redis (standalone, Sentinel or Cluster through
 // redis.UniversalClient). Records are JSON strings (or sealed, see
-// RedisOptions.EncryptionKeys) that expire with their token; locks are SET
+// Options.EncryptionKeys) that expire with their token; locks are SET
 // NX PX with a random owner, extended and released by compare-and-PEXPIRE
 // and compare-and-delete scripts; backoffs are JSON that expire when they
 // end. Announcements use classic PUBLISH, received by one shared pattern
 // subscription per store.
-type RedisStore struct {
+type Store struct {
 	client    redis.UniversalClient
 	keyPrefix string
 	opTimeout time.Duration
 	sealer    *sealer
 
-	updates notifier
+	watchers watchers
 	// publisherID, random, is the message of this store's announcements.
 	publisherID string
-	// subMu guards the shared subscription, started by the first Subscribe:
+	// subMu guards the shared subscription, started by the first Watch:
 	// subReady is closed once Redis confirmed it, subCancel ends it and
 	// subDone is closed when its goroutine has.
 	subMu        sync.Mutex
@@ -39,22 +73,22 @@ type RedisStore struct {
 	subscribeErr func(error) // tests: called when an attempt to subscribe fails
 }
 
-// NewRedisStore makes a client from opts (see RedisOptions). It does not
+// New makes a client from opts (see Options). It does not
 // connect: Redis being unreachable at start must not fail the sidecar; call
 // Ping to find out. Errors never contain a password or an encryption key.
-func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
-	uopts, err := opts.universalOptions()
+func New(opts Options) (*Store, error) {
+	client, err := opts.newClient()
 	if err != nil {
 		return nil, err
 	}
-	return newRedisStore(redis.NewUniversalClient(uopts), opts)
+	return newStore(client, opts)
 }
 
-// newRedisStore returns a store on client (which Close closes, also when
+// newStore returns a store on client (which Close closes, also when
 // opts are refused) with opts' key prefix, timeout and encryption keys.
 // OpTimeout is only enforced on reads and writes if the client has
-// ContextTimeoutEnabled, as NewRedisStore's has.
-func newRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore, error) {
+// ContextTimeoutEnabled, as New's has.
+func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	if strings.ContainsAny(opts.KeyPrefix, "{}") {
 		// RecordKey puts the hash tag after the prefix: a brace in the
@@ -68,26 +102,23 @@ func newRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 		_ = client.Close()
 		return nil, err
 	}
-	return &RedisStore{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer,
+	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer,
 		publisherID: newOwner()}, nil
 }
 
 // KeyPrefix returns the key prefix to give RecordKey.
-func (s *RedisStore) KeyPrefix() string { return s.keyPrefix }
+func (s *Store) KeyPrefix() string { return s.keyPrefix }
 
 // Client returns the underlying client.
-func (s *RedisStore) Client() redis.UniversalClient { return s.client }
-
-// Encrypted reports whether records are sealed.
-func (s *RedisStore) Encrypted() bool { return s.sealer != nil }
+func (s *Store) Client() redis.UniversalClient { return s.client }
 
 // Authenticates reports whether records are authenticated: with
 // encryption keys a record that was not sealed with one of them does not
 // open (AES-GCM), so only holders of a key can write one.
-func (s *RedisStore) Authenticates() bool { return s.Encrypted() }
+func (s *Store) Authenticates() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
-func (s *RedisStore) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
@@ -96,43 +127,36 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Get reads and decodes the record under key. A record that does not decode
-// (or, with encryption, does not open) is reported as an error wrapping
-// ErrNotFound, so it counts as a miss and the next refresh overwrites it;
-// so is one longer than MaxRecordBytes, which is not even read.
-func (s *RedisStore) Get(ctx context.Context, key string) (*Record, error) {
+// Get reads and decodes the record under key. A record that does not
+// decode (or, with encryption, does not open) is reported as an error
+// wrapping tokencache.ErrNotFound, so it counts as a miss and the next
+// refresh overwrites it; so is one longer than tokencache.MaxRecordBytes,
+// which is not even read.
+func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error) {
 	rec, _, err := s.get(ctx, key)
 	return rec, err
 }
 
 // get returns the record under key and its raw stored value.
-func (s *RedisStore) get(ctx context.Context, key string) (*Record, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	raw, err := s.getBounded(ctx, key, MaxRecordBytes, "record")
-	if errors.Is(err, redis.Nil) {
-		return nil, nil, ErrNotFound
-	}
-	if errors.Is(err, errTooLarge) {
-		return nil, nil, err
-	}
+func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte, error) {
+	raw, err := s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
 	if err != nil {
-		return nil, nil, fmt.Errorf("tokencache: reading record: %w", err)
+		return nil, nil, err
 	}
 	plain, err := s.unseal(key, raw)
 	if err != nil {
-		return nil, raw, fmt.Errorf("%w: decoding record %s: %v", ErrNotFound, key, err)
+		return nil, raw, fmt.Errorf("%w: decoding record %s: %v", tokencache.ErrNotFound, key, err)
 	}
-	var rec Record
+	var rec tokencache.Record
 	if err := json.Unmarshal(plain, &rec); err != nil {
 		// Not %w: a json error can quote part of the value.
-		return nil, raw, fmt.Errorf("%w: decoding record %s: %s", ErrNotFound, key, jsonErrorKind(err))
+		return nil, raw, fmt.Errorf("%w: decoding record %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
 	}
 	return &rec, raw, nil
 }
 
 // unseal returns the record's JSON from its stored value.
-func (s *RedisStore) unseal(key string, raw []byte) ([]byte, error) {
+func (s *Store) unseal(key string, raw []byte) ([]byte, error) {
 	switch {
 	case s.sealer != nil && isSealed(raw):
 		return s.sealer.open(key, raw)
@@ -160,9 +184,9 @@ func jsonErrorKind(err error) string {
 }
 
 // Set writes rec as JSON (sealed if the store has keys) under key,
-// expiring after ttl. A record longer than MaxRecordBytes, which other
-// replicas would not read, is not written: the error wraps errTooLarge.
-func (s *RedisStore) Set(ctx context.Context, key string, rec *Record, ttl time.Duration) error {
+// expiring after ttl. A record longer than tokencache.MaxRecordBytes, which other
+// replicas would not read, is not written: the error wraps tokencache.ErrTooLarge.
+func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
@@ -173,9 +197,9 @@ func (s *RedisStore) Set(ctx context.Context, key string, rec *Record, ttl time.
 	if s.sealer != nil {
 		raw = s.sealer.seal(key, raw)
 	}
-	if len(raw) > MaxRecordBytes {
+	if len(raw) > tokencache.MaxRecordBytes {
 		// Other replicas would not read it.
-		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), MaxRecordBytes, errTooLarge)
+		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
@@ -189,9 +213,9 @@ func (s *RedisStore) Set(ctx context.Context, key string, rec *Record, ttl time.
 // deletes it unless its stored value changed in between (the unlock
 // script's compare-and-delete on the raw value, which works on sealed
 // records too).
-func (s *RedisStore) DeleteRecord(ctx context.Context, key, accessToken string) (bool, error) {
+func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool, error) {
 	rec, raw, err := s.get(ctx, key)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, tokencache.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -211,7 +235,7 @@ func (s *RedisStore) DeleteRecord(ctx context.Context, key, accessToken string) 
 
 // TryLock is SET lockKey <owner> NX with a ttl, the owner being 16 random
 // bytes, hex-encoded.
-func (s *RedisStore) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
+func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
 	if ttl <= 0 {
 		return "", false, errNonPositiveTTL
 	}
@@ -229,7 +253,7 @@ func (s *RedisStore) TryLock(ctx context.Context, lockKey string, ttl time.Durat
 }
 
 // ExtendLock resets lockKey's ttl if it still holds owner (see extend.lua).
-func (s *RedisStore) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
+func (s *Store) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
 	if ttl <= 0 {
 		return false, errNonPositiveTTL
 	}
@@ -243,7 +267,7 @@ func (s *RedisStore) ExtendLock(ctx context.Context, lockKey, owner string, ttl 
 }
 
 // Unlock deletes lockKey if it still holds owner (see unlock.lua).
-func (s *RedisStore) Unlock(ctx context.Context, lockKey, owner string) (bool, error) {
+func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	n, err := unlockScript.Run(ctx, s.client, []string{lockKey}, owner).Int64()
@@ -254,36 +278,28 @@ func (s *RedisStore) Unlock(ctx context.Context, lockKey, owner string) (bool, e
 }
 
 // GetBackoff reads the backoff under key. One that does not decode is
-// reported as ErrNotFound: it cannot say how long to wait; so is one longer
-// than MaxBackoffBytes, which is not even read.
-func (s *RedisStore) GetBackoff(ctx context.Context, key string) (*Backoff, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	raw, err := s.getBounded(ctx, key, MaxBackoffBytes, "backoff")
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
-	if errors.Is(err, errTooLarge) {
+// reported as tokencache.ErrNotFound: it cannot say how long to wait; so is one longer
+// than tokencache.MaxBackoffBytes, which is not even read.
+func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff, error) {
+	raw, err := s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
+	if err != nil {
 		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("tokencache: reading backoff: %w", err)
-	}
-	var b Backoff
+	var b tokencache.Backoff
 	if err := json.Unmarshal(raw, &b); err != nil {
-		return nil, fmt.Errorf("%w: decoding backoff %s: %s", ErrNotFound, key, jsonErrorKind(err))
+		return nil, fmt.Errorf("%w: decoding backoff %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
 	}
 	return &b, nil
 }
 
 // SetBackoff writes b as JSON under key, expiring after ttl; without its
-// message if it would be longer than MaxBackoffBytes.
-func (s *RedisStore) SetBackoff(ctx context.Context, key string, b *Backoff, ttl time.Duration) error {
+// message if it would be longer than tokencache.MaxBackoffBytes.
+func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backoff, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
 	raw, err := json.Marshal(b)
-	if err == nil && len(raw) > MaxBackoffBytes {
+	if err == nil && len(raw) > tokencache.MaxBackoffBytes {
 		// Other replicas would not read it: share the pause without its text.
 		short := *b
 		short.Message = ""
@@ -300,8 +316,18 @@ func (s *RedisStore) SetBackoff(ctx context.Context, key string, b *Backoff, ttl
 	return nil
 }
 
+// RemoveRecord deletes the record under key, whatever it holds.
+func (s *Store) RemoveRecord(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	if err := s.client.Del(ctx, key).Err(); err != nil {
+		return fmt.Errorf("tokencache: deleting record: %w", err)
+	}
+	return nil
+}
+
 // DeleteBackoff deletes the backoff under key.
-func (s *RedisStore) DeleteBackoff(ctx context.Context, key string) error {
+func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if err := s.client.Del(ctx, key).Err(); err != nil {
@@ -310,13 +336,36 @@ func (s *RedisStore) DeleteBackoff(ctx context.Context, key string) error {
 	return nil
 }
 
+// getBounded reads the what (record or backoff) under key if it is at most
+// limit bytes (see tokencache.MaxRecordBytes): GETRANGE of its first
+// limit+1 bytes, so that at most one byte more than the bound leaves Redis
+// and an oversized value is never sent whole (one round trip, no script).
+// It returns tokencache.ErrNotFound when there is none (Redis answers a
+// missing key, and an empty value, with an empty string: no record or
+// backoff is empty), and an error wrapping both it and
+// tokencache.ErrTooLarge when it is longer.
+func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("tokencache: reading %s: %w", what, err)
+	}
+	if len(v) == 0 {
+		return nil, tokencache.ErrNotFound
+	}
+	if len(v) > limit {
+		return nil, fmt.Errorf("%w: %s %s is over the %d-byte limit (%w)", tokencache.ErrNotFound, what, key, limit, tokencache.ErrTooLarge)
+	}
+	return v, nil
+}
+
 // Close stops the shared subscription and closes the client.
-func (s *RedisStore) Close() error {
+func (s *Store) Close() error {
 	s.stopSubscription()
 	return s.client.Close()
 }
 
 var (
-	_ Store         = (*RedisStore)(nil)
-	_ Authenticator = (*RedisStore)(nil)
+	_ tokencache.Store = (*Store)(nil)
 )
