@@ -161,11 +161,7 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 		if id.WorkloadIdentity {
 			return true, d.Err("workload_identity: may appear only once")
 		}
-		if d.NextArg() {
-			return true, d.ArgErr()
-		}
-		id.WorkloadIdentity = true
-		return true, nil
+		return true, FlagArg(d, &id.WorkloadIdentity)
 	case "client_certificate":
 		if id.ClientCertificate != nil {
 			return true, d.Err("client_certificate: may appear only once")
@@ -214,7 +210,7 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 		case "key_password":
 			err = SingleArg(d, &cert.KeyPassword)
 		case "send_x5c":
-			err = flagArg(d, &cert.SendX5C)
+			err = FlagArg(d, &cert.SendX5C)
 		default:
 			return nil, d.Errf("unrecognized client_certificate option '%s'", d.Val())
 		}
@@ -271,8 +267,8 @@ func SingleArg(d *caddyfile.Dispenser, dest *string) error {
 	return nil
 }
 
-// flagArg sets dest for an option that takes no argument.
-func flagArg(d *caddyfile.Dispenser, dest *bool) error {
+// FlagArg sets dest for an option that takes no argument.
+func FlagArg(d *caddyfile.Dispenser, dest *bool) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -371,7 +367,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.DB = db
 		case "tls":
-			err = flagArg(d, &redis.TLS)
+			err = FlagArg(d, &redis.TLS)
 		case "tls_ca":
 			err = SingleArg(d, &redis.TLSCA)
 		case "tls_server_name":
@@ -386,7 +382,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 				redis.EncryptionKeys = append(redis.EncryptionKeys, key)
 			}
 		case "insecure_plaintext":
-			err = flagArg(d, &redis.InsecurePlaintext)
+			err = FlagArg(d, &redis.InsecurePlaintext)
 		default:
 			return nil, d.Errf("unrecognized redis option '%s'", option)
 		}

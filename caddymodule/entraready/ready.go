@@ -151,8 +151,5 @@ func (r *Ready) check(req *http.Request, name string) *readyApplication {
 	return result
 }
 
-// Interface guards
-var (
-	_ caddy.Provisioner           = (*Ready)(nil)
-	_ caddyhttp.MiddlewareHandler = (*Ready)(nil)
-)
+// Interface guard; entraapp.Directive checks the handler's other interfaces.
+var _ caddy.Provisioner = (*Ready)(nil)
