@@ -141,9 +141,7 @@ func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityC
 		return id, ConfigError(field+"credential", "this application sets its own client_id, authority_host or "+
 			"token_endpoint, so it needs its own credential (the default one is never sent to another client or host)")
 	}
-	if id.TenantID == "" {
-		id.TenantID = parent.TenantID
-	}
+	id.TenantID = cmp.Or(id.TenantID, parent.TenantID)
 	if !ownEndpoint {
 		id.AuthorityHost, id.TokenEndpoint = parent.AuthorityHost, parent.TokenEndpoint
 	}

@@ -3,6 +3,7 @@
 package entratoken
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -147,10 +148,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
-	h.header = http.CanonicalHeaderKey(h.Header)
-	if h.header == "" {
-		h.header = DefaultHeader
-	}
+	h.header = cmp.Or(http.CanonicalHeaderKey(h.Header), DefaultHeader)
 	if !httpguts.ValidHeaderFieldName(h.header) {
 		return entraapp.ConfigError("entra_token header", fmt.Sprintf("%q is not a valid header name", h.Header))
 	}
