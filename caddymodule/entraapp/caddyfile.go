@@ -115,22 +115,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if a.Redis != nil {
 				return d.Err("redis: may appear only once")
 			}
-			redis, err := parseRedis(d)
-			if err != nil {
-				return err
-			}
-			a.Redis = redis
+			a.Redis, err = parseRedis(d)
 		case "application":
 			err = a.parseApplication(d)
 		case "prefetch":
 			if a.Prefetch {
 				return d.Err("prefetch: may appear only once")
 			}
-			prefetch, err := parsePrefetch(d)
-			if err != nil {
-				return err
-			}
-			a.Prefetch = prefetch
+			a.Prefetch, err = parsePrefetch(d)
 		default:
 			return d.Errf("unrecognized entra option '%s'", option)
 		}
