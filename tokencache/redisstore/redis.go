@@ -6,9 +6,7 @@ package redisstore
 
 import (
 	"context"
-	"crypto/rand"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,13 +36,8 @@ var (
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
 
-// newOwner returns a random lock owner token (also a store's publisher
-// ID): 16 bytes from crypto/rand, hex-encoded.
-func newOwner() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
-	return hex.EncodeToString(b)
-}
+// newOwner returns a random lock owner token, also a store's publisher ID.
+var newOwner = tokencache.NewOwner
 
 // Store is a tokencache.Store in Redis (standalone, Sentinel or Cluster through
 // redis.UniversalClient). Records are JSON strings (or sealed, see
