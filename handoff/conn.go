@@ -186,7 +186,7 @@ func (c *conn) waitsForRequest() bool {
 // moveToNewest hands the connection, with the bytes read so far and extra,
 // to the newest View, and closes this wrapper; c.mu is held.
 func (c *conn) moveToNewest(extra []byte) bool {
-	replay := append(clone(c.pending), extra...)
+	replay := append(bytes.Clone(c.pending), extra...)
 	if !c.view.handOff(c.Conn, replay) {
 		return false
 	}
@@ -333,12 +333,9 @@ func (c *conn) recordWrite(p []byte) {
 		c.bodyLeft = unreadBody(c.pending)
 		c.head.reset(bytes.HasPrefix(line, []byte("HEAD ")))
 	}
-	if c.head.feed(p) == headSwitching {
-		c.noHandoff = true
-	}
-	if c.early {
-		// A response written after a next request began, before net/http
-		// reported the last one finished: not net/http's own exchange.
+	// early: a response written after a next request began, before
+	// net/http reported the last one finished, is not net/http's own exchange.
+	if c.head.feed(p) == headSwitching || c.early {
 		c.noHandoff = true
 	}
 	c.everUsed = true
@@ -359,18 +356,17 @@ func (c *conn) SetDeadline(t time.Time) error {
 // SetReadDeadline notes an abort (a deadline in the past) and the server's
 // deadline, and sets it.
 func (c *conn) SetReadDeadline(t time.Time) error {
+	// Set under c.mu, so that a deadline of this server's never lands on
+	// the connection after Close has handed it to another.
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return nil
 	}
 	if !t.IsZero() && t.Before(time.Now()) {
 		c.aborted = true
 	}
 	c.readDeadline = t
-	// Set under c.mu, so that a deadline of this server's never lands on
-	// the connection after Close has handed it to another.
-	defer c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
@@ -500,9 +496,6 @@ func (c *conn) pipelined() bool {
 	return int64(len(c.pending)) > int64(end)+max(contentLength(header), 0)
 }
 
-// closeUnderlying closes the socket of a connection no server accepted.
-func (c *conn) closeUnderlying() { c.Conn.Close() }
-
 // verdict is what boundary makes of a connection its server closes.
 type verdict int
 
@@ -556,25 +549,25 @@ func (c *conn) boundary() ([]byte, verdict) {
 		return nil, notABoundary
 	}
 	if c.held {
-		return clone(c.pending), atBoundary
+		return bytes.Clone(c.pending), atBoundary
 	}
 	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {
 		return nil, notABoundary
 	}
 	if !c.active && c.newRequest {
-		return clone(c.pending), boundaryOnShutdown
+		return bytes.Clone(c.pending), boundaryOnShutdown
 	}
 	requestEnd := headerEnd(c.pending)
 	switch {
 	case c.reading:
 		if c.readStarted == c.writes && requestEnd < 0 {
-			return clone(c.pending), atBoundary
+			return bytes.Clone(c.pending), atBoundary
 		}
 	case requestEnd >= 0:
 		header := c.pending[:requestEnd]
 		dropped := c.dataRead == c.reads && !c.aborted && c.lastReadAt < requestEnd
 		if dropped && !folded(header) && !hasBody(header) {
-			return clone(c.pending), boundaryOnShutdown
+			return bytes.Clone(c.pending), boundaryOnShutdown
 		}
 	case len(c.pending) == 0:
 		if !c.readFailed && c.http11 && c.head.keepAlive() && c.bodyLeft == 0 {
@@ -603,5 +596,3 @@ func closedWithin(ch <-chan struct{}, d time.Duration) bool {
 		return false
 	}
 }
-
-func clone(b []byte) []byte { return append([]byte(nil), b...) }

@@ -21,20 +21,12 @@ var holdLimit = 2 * time.Second
 // ConnState from the server's ConnState hook (chained with any other) and
 // register ShutdownBegun with the server's RegisterOnShutdown.
 //
-// With it, a connection is handed off only at boundaries net/http itself
-// reports: a response is finished when net/http reports the connection
-// idle (a handler clearing its write deadline, hijacking, or aborting
-// cannot pass for it), and a request is certain to be dropped unanswered
-// once the server's Shutdown has begun. It also closes the one gap the
-// connection alone cannot: net/http reports StateActive right after it has
-// read a request header and right before it checks whether its Shutdown has
-// begun. When the server's View has been superseded (a reload is under
-// way), ConnState holds the request there until the server's Shutdown has
-// begun — the request is then dropped and handed, whole, to the newest
-// View's server — or until the View is the newest again (the reload
-// failed), or for at most holdLimit.
-//
-// A server without hooks hands no connection off (see the package doc).
+// What it changes is in the package doc. The one gap the connection alone
+// cannot close: net/http reports StateActive after reading a request header
+// and right before its shutdown check, so while the server's View is
+// superseded ConnState holds the request there until the Shutdown begins
+// (the request is then handed, whole, to the newest View's server), the
+// View is the newest again (the reload failed), or holdLimit has passed.
 type ServerHooks struct {
 	once     sync.Once
 	shutdown chan struct{} // closed when the server's Shutdown begins

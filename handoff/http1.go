@@ -214,20 +214,9 @@ func statusCode(block []byte) int {
 // headerValues calls yield with the value of each field of a header block
 // named name.
 func headerValues(block []byte, name string, yield func(value []byte)) {
-	rest := block
-	first := true
-	for len(rest) > 0 {
-		line := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line, rest = rest[:i], rest[i+1:]
-		} else {
-			rest = nil
-		}
-		if first { // the status line
-			first = false
-			continue
-		}
-		field, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
+	_, fields, _ := bytes.Cut(block, []byte("\n")) // past the status line
+	for line := range bytes.Lines(fields) {
+		field, value, ok := bytes.Cut(line, []byte(":")) // TrimSpace drops the line's end
 		if ok && bytes.EqualFold(bytes.TrimSpace(field), []byte(name)) {
 			yield(bytes.TrimSpace(value))
 		}
@@ -251,15 +240,11 @@ func headerHasToken(block []byte, name, token string) bool {
 // lines to the field before, which the scans here do not: a block with one
 // is never judged by its fields.
 func folded(block []byte) bool {
-	for i := bytes.IndexByte(block, '\n'); i >= 0 && i+1 < len(block); {
-		if next := block[i+1]; next == ' ' || next == '\t' {
+	_, fields, _ := bytes.Cut(block, []byte("\n"))
+	for line := range bytes.Lines(fields) {
+		if line[0] == ' ' || line[0] == '\t' {
 			return true
 		}
-		j := bytes.IndexByte(block[i+1:], '\n')
-		if j < 0 {
-			return false
-		}
-		i += 1 + j
 	}
 	return false
 }

@@ -57,6 +57,7 @@ package handoff
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -161,12 +162,7 @@ func (s *socket) removeView(v *View) {
 	sockets.Lock()
 	defer sockets.Unlock()
 	s.mu.Lock()
-	for i, open := range s.views {
-		if open == v {
-			s.views = append(s.views[:i], s.views[i+1:]...)
-			break
-		}
-	}
+	s.views = slices.DeleteFunc(s.views, func(open *View) bool { return open == v })
 	last := len(s.views) == 0
 	if last {
 		s.newest.Store(nil)
@@ -210,7 +206,7 @@ func (s *socket) deliver(c *conn) {
 	for {
 		v := s.newest.Load()
 		if v == nil {
-			c.closeUnderlying()
+			c.Conn.Close() // no server accepted it
 			return
 		}
 		select {
@@ -254,10 +250,7 @@ func (v *View) forget(c *conn) {
 // down: from now on it reads no new request.
 func (v *View) superseded() {
 	v.mu.Lock()
-	conns := make([]*conn, 0, len(v.conns))
-	for c := range v.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(v.conns))
 	v.mu.Unlock()
 	for _, c := range conns {
 		c.wakeIdleRead()
@@ -314,8 +307,7 @@ func (v *View) HandedOff() int64 { return v.handoffs.Load() }
 // as the first bytes it reads. It reports false, leaving c alone, when no
 // other View is open.
 func (v *View) handOff(underlying net.Conn, replay []byte) bool {
-	target := v.socket.newest.Load()
-	if target == nil || target == v {
+	if !v.hasNewer() {
 		return false
 	}
 	v.handoffs.Add(1)

@@ -112,9 +112,7 @@ func (c *Cache) acceptable(h *Handle, rec *Record) bool {
 	}
 	if h.ks.firstRejection(rec.AccessToken) {
 		c.log().Warn("ignoring a token record that fails the token checks; possible tampering",
-			zap.String("application", h.app.Name),
-			zap.String("record_key", h.ks.key),
-			zap.Error(err))
+			zap.String("application", h.app.Name), zap.String("record_key", h.ks.key), zap.Error(err))
 	}
 	return false
 }
@@ -148,9 +146,7 @@ func (c *Cache) ownToken(h *Handle, rec *Record, now time.Time) bool {
 	if ks.ownRefused.CompareAndSwap(false, true) {
 		c.log().Warn("this replica's own token would fail the checks other replicas make of the token store's records; "+
 			"using it in this replica only, without sharing it",
-			zap.String("application", h.app.Name),
-			zap.String("record_key", ks.key),
-			zap.Error(err))
+			zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Error(err))
 	}
 	return false
 }

@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,10 +66,7 @@ func backoffDelay(attempt int, permanent bool, retryAfter time.Duration, random 
 	if permanent {
 		lo, hi = permanentBackoffMin, permanentBackoffMax
 	}
-	base := hi
-	if attempt < 1 {
-		attempt = 1
-	}
+	base, attempt := hi, max(attempt, 1)
 	if attempt <= 20 { // beyond, the shift would reach the cap anyway
 		base = min(lo<<(attempt-1), hi)
 	}
@@ -128,8 +126,7 @@ func (ks *keyState) adoptBackoff(b *Backoff, credentialID string) {
 		if !mine || b.Attempts > ks.failure.Attempts {
 			lastErr = nil // another replica's (or credential's) failure
 		}
-		ks.failure = *b
-		ks.lastErr = lastErr
+		ks.failure, ks.lastErr = *b, lastErr
 	} else if b.Attempts > ks.failure.Attempts {
 		ks.failure.Attempts = b.Attempts
 	}
@@ -150,10 +147,7 @@ func (ks *keyState) clearBackoff() bool {
 // the failure's error when this process saw it.
 func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	wait := b.Until.Sub(c.now())
-	msg := b.Message
-	if msg == "" {
-		msg = fmt.Sprintf("requesting a token for application %q failed", h.app.Name)
-	}
+	msg := cmp.Or(b.Message, fmt.Sprintf("requesting a token for application %q failed", h.app.Name))
 	err := requestError(cause, "%s; token requests paused for %s", msg, ceilSecond(wait))
 	err.Permanent = b.Permanent
 	if !b.Permanent {
@@ -239,12 +233,8 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 	ks.mu.Unlock()
 
 	c.log().Warn("token request failed; backing off",
-		zap.String("application", h.app.Name),
-		zap.String("result", string(result)),
-		zap.Int("attempts", attempts),
-		zap.Duration("retry_in", delay),
-		zap.Bool("shared", shared),
-		zap.String("error", callerErr.Message))
+		zap.String("application", h.app.Name), zap.String("result", string(result)), zap.Int("attempts", attempts),
+		zap.Duration("retry_in", delay), zap.Bool("shared", shared), zap.String("error", callerErr.Message))
 	if shared {
 		if err := c.store.SetBackoff(ctx, ks.backoffKey, &b, delay); err != nil {
 			c.storeFailed(err)

@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -169,19 +170,16 @@ func New(opts Options) (*Cache, error) {
 	}
 	c := &Cache{
 		store:         opts.Store,
-		refreshWindow: orDefault(opts.RefreshWindow, DefaultRefreshWindow),
-		refreshAhead:  opts.RefreshAhead,
-		lockTTL:       orDefault(opts.LockTTL, DefaultLockTTL),
-		waitTimeout:   orDefault(opts.WaitTimeout, DefaultWaitTimeout),
-		pollInterval:  orDefault(opts.PollInterval, DefaultPollInterval),
-		purgeInterval: orDefault(opts.PurgeInterval, DefaultPurgeInterval),
+		refreshWindow: cmp.Or(opts.RefreshWindow, DefaultRefreshWindow),
+		refreshAhead:  cmp.Or(opts.RefreshAhead, DefaultRefreshAhead),
+		lockTTL:       cmp.Or(opts.LockTTL, DefaultLockTTL),
+		waitTimeout:   cmp.Or(opts.WaitTimeout, DefaultWaitTimeout),
+		pollInterval:  cmp.Or(opts.PollInterval, DefaultPollInterval),
+		purgeInterval: cmp.Or(opts.PurgeInterval, DefaultPurgeInterval),
 		clock:         opts.Clock,
 		random:        rand.Float64,
 		keys:          make(map[string]*keyState),
 		hooks:         &testHooks{},
-	}
-	if c.refreshAhead == 0 {
-		c.refreshAhead = DefaultRefreshAhead
 	}
 	c.SetLogger(opts.Logger)
 	if c.clock == nil {
@@ -209,14 +207,6 @@ func (c *Cache) log() *zap.Logger { return c.logger.Load() }
 
 // now is the time by the Cache's clock.
 func (c *Cache) now() time.Time { return c.clock.Now() }
-
-// orDefault returns d, or def if d is zero.
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
-}
 
 // Close stops background refreshes (cancelling any in flight and waiting
 // for them) and closes the store. Afterwards a Handle's Token still returns

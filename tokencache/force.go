@@ -131,9 +131,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 		c.publish(ctx, ks)
 	}
 	c.log().Info("purged the access token on request",
-		zap.String("application", h.app.Name),
-		zap.String("record_key", ks.key),
-		zap.Bool("deleted_from_store", err == nil))
+		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Bool("deleted_from_store", err == nil))
 	if c.warm(ks) {
 		c.backgroundRefresh(ks, nil)
 	}

@@ -9,13 +9,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// ownerTokenBytes is the size of the random lock owner token.
-const ownerTokenBytes = 16
-
-// newOwner returns a random lock owner token: 16 bytes from crypto/rand,
-// hex-encoded.
-func newOwner() string {
-	b := make([]byte, ownerTokenBytes)
+// NewOwner returns a random lock owner token for a Store's TryLock: 16
+// bytes from crypto/rand, hex-encoded.
+func NewOwner() string {
+	b := make([]byte, 16)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
 	return hex.EncodeToString(b)
 }

@@ -103,7 +103,7 @@ func (s *MemoryStore) TryLock(_ context.Context, lockKey string, ttl time.Durati
 	if _, held := s.live(s.locks, lockKey); held {
 		return "", false, nil
 	}
-	owner := newOwner()
+	owner := NewOwner()
 	s.locks[lockKey] = memoryEntry{owner: owner, expires: s.now().Add(ttl)}
 	return owner, true, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"maps"
 	"time"
 
 	"go.uber.org/zap"
@@ -33,11 +34,7 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	now := c.now()
 
 	ks.mu.Lock()
-	for fp, expires := range ks.purged {
-		if !now.Before(expires) {
-			delete(ks.purged, fp)
-		}
-	}
+	maps.DeleteFunc(ks.purged, func(_ [32]byte, expires time.Time) bool { return !now.Before(expires) })
 	if _, done := ks.purged[fingerprint]; done || !c.allowRefetch(ks, now) {
 		ks.mu.Unlock()
 		return false
@@ -63,9 +60,7 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 		c.storeFailed(err)
 	}
 	c.log().Info("purged a rejected access token",
-		zap.String("application", h.app.Name),
-		zap.String("record_key", ks.key),
-		zap.Bool("deleted_from_store", deleted))
+		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Bool("deleted_from_store", deleted))
 	return true
 }
 

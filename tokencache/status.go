@@ -1,6 +1,9 @@
 package tokencache
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Source says where a handle's current token came from.
 type Source string
@@ -97,10 +100,5 @@ const prefetchRetryInterval = time.Second
 func (c *Cache) warm(ks *keyState) bool {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
-	for _, h := range ks.handles {
-		if h.prefetch.Load() {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(ks.handles, func(h *Handle) bool { return h.prefetch.Load() })
 }

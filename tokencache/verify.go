@@ -66,9 +66,7 @@ func (c *Cache) shareable(h *Handle, rec *Record) bool {
 				"fetching tokens for it without sharing them through the token store (set encryption_key to share them)"
 		}
 		c.log().Warn(msg,
-			zap.String("application", h.app.Name),
-			zap.String("record_key", ks.key),
-			zap.Error(err))
+			zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Error(err))
 	}
 	return false
 }

@@ -11,10 +11,10 @@ import (
 // watch starts ks's lasting subscription to its update channel, for as
 // long as the key has handles (Release of the last one, or Close, ends
 // it): on each announcement this process wakes the key's waiters (see
-// updated), reads the store, takes a newer
-// record into L1 at once (a forced refresh on another replica), and drops
-// its own when the record is gone (a purge on another replica), so every
-// replica sharing the store follows within the pub/sub latency. The
+// updated), reads the store, takes a newer record into L1 at once (a forced
+// refresh on another replica), and drops its own when the record is gone (a
+// purge on another replica), so every replica sharing the store follows
+// within the pub/sub latency. The
 // caller holds c.registerMu; the returned channel is closed once the
 // subscription is confirmed (or the store gave up within its timeout), so
 // that Register, after releasing the lock, returns only when announcements
@@ -74,8 +74,9 @@ func (ks *keyState) announce() {
 }
 
 // followStore brings ks in line with the store after an announcement:
-// it takes a newer record (one written no earlier than the current one), and drops the current one when the store no
-// longer has it — only if it was current before the read: a fetch writes
+// it takes a newer record (one written no earlier than the current one),
+// and drops the current one when the store no longer has it — only if it
+// was current before the read: a fetch writes
 // the store before it fills L1, so a record filled since may simply not
 // have been written when the store was read. Nothing changes for a key
 // fetched without the store (unshared, or fetched while the store was
@@ -86,9 +87,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 	if h == nil || ks.unshared.Load() {
 		return
 	}
-	ks.mu.Lock()
-	seen := ks.current
-	ks.mu.Unlock()
+	seen := ks.currentRecord()
 	rec, err := c.store.Get(ctx, ks.key)
 	switch {
 	case err == ErrNotFound:
@@ -101,9 +100,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 		return
 	}
 	c.storeRecovered()
-	ks.mu.Lock()
-	cur := ks.current
-	ks.mu.Unlock()
+	cur := ks.currentRecord()
 	if cur == nil && !c.warm(ks) {
 		return // not in use here: tokens are taken on first use
 	}
@@ -124,9 +121,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState) {
 	c.took(ks, rec)
 	c.schedule(ks)
 	c.log().Info("took a newer access token announced by another replica",
-		zap.String("application", h.app.Name),
-		zap.String("record_key", ks.key),
-		zap.Time("expires_at", rec.AccessTokenExpiresAt))
+		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Time("expires_at", rec.AccessTokenExpiresAt))
 }
 
 // dropGone drops ks's current record from L1 when the store no longer has

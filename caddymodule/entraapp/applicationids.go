@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"cmp"
 	"errors"
 )
 
@@ -37,9 +38,7 @@ func (a *App) ApplicationIDs() ([]ApplicationIDs, error) {
 		cfg := ra.Config
 		ids := ApplicationIDs{Name: ra.Name, Scopes: ra.Scopes, ClientID: cfg.ClientID}
 		if mi := cfg.ManagedIdentity; mi != nil {
-			if mi.ClientID != "" {
-				ids.ClientID = mi.ClientID
-			}
+			ids.ClientID = cmp.Or(mi.ClientID, ids.ClientID)
 			ids.ObjectID, ids.ResourceID, ids.ManagedIdentity = mi.ObjectID, mi.ResourceID, true
 		}
 		all = append(all, ids)

@@ -106,8 +106,7 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 			return nil, ConfigError("redis", strings.TrimPrefix(err.Error(), "tokencache: "))
 		}
 		logger.Info("sharing tokens through redis",
-			zap.String("key_prefix", redisStore.KeyPrefix()),
-			zap.Bool("encrypted", len(s.Redis.EncryptionKeys) > 0))
+			zap.String("key_prefix", redisStore.KeyPrefix()), zap.Bool("encrypted", len(s.Redis.EncryptionKeys) > 0))
 		store = redisStore
 	}
 	cache, err := tokencache.New(tokencache.Options{

@@ -115,22 +115,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if a.Redis != nil {
 				return d.Err("redis: may appear only once")
 			}
-			redis, err := parseRedis(d)
-			if err != nil {
-				return err
-			}
-			a.Redis = redis
+			a.Redis, err = parseRedis(d)
 		case "application":
 			err = a.parseApplication(d)
 		case "prefetch":
 			if a.Prefetch {
 				return d.Err("prefetch: may appear only once")
 			}
-			prefetch, err := parsePrefetch(d)
-			if err != nil {
-				return err
-			}
-			a.Prefetch = prefetch
+			a.Prefetch, err = parsePrefetch(d)
 		default:
 			return d.Errf("unrecognized entra option '%s'", option)
 		}
@@ -161,11 +153,7 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 		if id.WorkloadIdentity {
 			return true, d.Err("workload_identity: may appear only once")
 		}
-		if d.NextArg() {
-			return true, d.ArgErr()
-		}
-		id.WorkloadIdentity = true
-		return true, nil
+		return true, FlagArg(d, &id.WorkloadIdentity)
 	case "client_certificate":
 		if id.ClientCertificate != nil {
 			return true, d.Err("client_certificate: may appear only once")
@@ -214,7 +202,7 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 		case "key_password":
 			err = SingleArg(d, &cert.KeyPassword)
 		case "send_x5c":
-			err = flagArg(d, &cert.SendX5C)
+			err = FlagArg(d, &cert.SendX5C)
 		default:
 			return nil, d.Errf("unrecognized client_certificate option '%s'", d.Val())
 		}
@@ -271,8 +259,8 @@ func SingleArg(d *caddyfile.Dispenser, dest *string) error {
 	return nil
 }
 
-// flagArg sets dest for an option that takes no argument.
-func flagArg(d *caddyfile.Dispenser, dest *bool) error {
+// FlagArg sets dest for an option that takes no argument.
+func FlagArg(d *caddyfile.Dispenser, dest *bool) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -371,7 +359,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.DB = db
 		case "tls":
-			err = flagArg(d, &redis.TLS)
+			err = FlagArg(d, &redis.TLS)
 		case "tls_ca":
 			err = SingleArg(d, &redis.TLSCA)
 		case "tls_server_name":
@@ -386,7 +374,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 				redis.EncryptionKeys = append(redis.EncryptionKeys, key)
 			}
 		case "insecure_plaintext":
-			err = flagArg(d, &redis.InsecurePlaintext)
+			err = FlagArg(d, &redis.InsecurePlaintext)
 		default:
 			return nil, d.Errf("unrecognized redis option '%s'", option)
 		}

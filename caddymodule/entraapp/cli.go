@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,20 +46,18 @@ hint, and exit with status 1. No secret, assertion or token is printed.
 				Args:  cobra.ExactArgs(1),
 				RunE:  caddycmd.WrapCommandFuncForCobra(cmdEntraToken),
 			}
-			token.Flags().StringP("config", "c", "", "Configuration file (required)")
-			token.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
 			token.Flags().Bool("print-token", false, "Also print the access token itself")
-			cmd.AddCommand(token)
-
 			check := &cobra.Command{
 				Use:   "check --config <file> [--adapter <name>]",
 				Short: "Requests a token for every configured application and reports each",
 				Args:  cobra.NoArgs,
 				RunE:  caddycmd.WrapCommandFuncForCobra(cmdEntraCheck),
 			}
-			check.Flags().StringP("config", "c", "", "Configuration file (required)")
-			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
-			cmd.AddCommand(check)
+			for _, sub := range []*cobra.Command{token, check} {
+				sub.Flags().StringP("config", "c", "", "Configuration file (required)")
+				sub.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
+				cmd.AddCommand(sub)
+			}
 		},
 	})
 }
@@ -106,24 +105,19 @@ func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	failed := 0
 	table := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(table, "APPLICATION\tRESULT\tEXPIRES\tROLES\tDETAIL")
 	var failures []tokenResult
 	for _, app := range apps {
 		result := requestToken(app)
 		if result.err != nil {
-			failed++
 			failures = append(failures, result)
 			fmt.Fprintf(table, "%s\tFAILED\t-\t-\t%s\n", app.Name, failureSummary(result.err))
 			continue
 		}
 		roles, audience := "-", "-"
-		if c := result.info.Claims; c != nil && len(c.Roles) > 0 {
-			roles = strings.Join(c.Roles, ",")
-		}
-		if c := result.info.Claims; c != nil && c.Audience != "" {
-			audience = c.Audience
+		if c := result.info.Claims; c != nil {
+			roles, audience = cmp.Or(strings.Join(c.Roles, ","), "-"), cmp.Or(c.Audience, "-")
 		}
 		fmt.Fprintf(table, "%s\tok\t%s\t%s\taud %s, fingerprint %s\n", app.Name,
 			result.info.AccessTokenExpiresAt.Format(time.RFC3339), roles, audience, result.info.Fingerprint)
@@ -133,8 +127,8 @@ func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
 		fmt.Println()
 		printFailure(os.Stdout, f)
 	}
-	if failed > 0 {
-		return 1, fmt.Errorf("%d of %d applications got no token", failed, len(apps))
+	if len(failures) > 0 {
+		return 1, fmt.Errorf("%d of %d applications got no token", len(failures), len(apps))
 	}
 	return 0, nil
 }
@@ -188,8 +182,7 @@ func requestToken(app resolvedApplication) tokenResult {
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	token, err := app.Client.Token(ctx, app.Scopes)
-	if err != nil {
-		result.err = err
+	if result.err = err; err != nil {
 		return result
 	}
 	result.accessToken = token.AccessToken

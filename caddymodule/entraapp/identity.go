@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"cmp"
 	"os"
 	"strings"
 
@@ -108,23 +109,17 @@ type ManagedIdentityConfig struct {
 	Endpoint string `json:"endpoint,omitempty"`
 }
 
+// credentialNames are the credentials' Caddyfile names.
+var credentialNames = []string{"client_secret", "client_certificate", "federated_token_file", "workload_identity", "managed_identity"}
+
 // credentials lists the credentials set, by their Caddyfile names.
 func (id *IdentityConfig) credentials() []string {
+	isSet := []bool{id.ClientSecret != "", id.ClientCertificate != nil, id.FederatedTokenFile != "", id.WorkloadIdentity, id.ManagedIdentity != nil}
 	var set []string
-	if id.ClientSecret != "" {
-		set = append(set, "client_secret")
-	}
-	if id.ClientCertificate != nil {
-		set = append(set, "client_certificate")
-	}
-	if id.FederatedTokenFile != "" {
-		set = append(set, "federated_token_file")
-	}
-	if id.WorkloadIdentity {
-		set = append(set, "workload_identity")
-	}
-	if id.ManagedIdentity != nil {
-		set = append(set, "managed_identity")
+	for i, name := range credentialNames {
+		if isSet[i] {
+			set = append(set, name)
+		}
 	}
 	return set
 }
@@ -146,9 +141,7 @@ func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityC
 		return id, ConfigError(field+"credential", "this application sets its own client_id, authority_host or "+
 			"token_endpoint, so it needs its own credential (the default one is never sent to another client or host)")
 	}
-	if id.TenantID == "" {
-		id.TenantID = parent.TenantID
-	}
+	id.TenantID = cmp.Or(id.TenantID, parent.TenantID)
 	if !ownEndpoint {
 		id.AuthorityHost, id.TokenEndpoint = parent.AuthorityHost, parent.TokenEndpoint
 	}
@@ -221,18 +214,12 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 			return entra.Config{}, prefixConfigError(field, err)
 		}
 		cfg.FederatedTokenFile = fromEnv.FederatedTokenFile
-		if cfg.ClientID == "" {
-			cfg.ClientID = fromEnv.ClientID
-		}
-		if cfg.TenantID == "" {
-			cfg.TenantID = fromEnv.TenantID
-		}
+		cfg.ClientID, cfg.TenantID = cmp.Or(cfg.ClientID, fromEnv.ClientID), cmp.Or(cfg.TenantID, fromEnv.TenantID)
 		if cfg.AuthorityHost == "" && cfg.TokenEndpoint == "" {
 			cfg.AuthorityHost = fromEnv.AuthorityHost
 		}
 	}
-	if err := entra.OneCredential(id.credentials(), []string{"client_secret", "client_certificate",
-		"federated_token_file", "workload_identity", "managed_identity"}); err != nil {
+	if err := entra.OneCredential(id.credentials(), credentialNames); err != nil {
 		return entra.Config{}, prefixConfigError(field, err)
 	}
 	if err := r.requireNonEmpty(cfg, id); err != nil {

@@ -62,8 +62,7 @@ func fetchObserver(application, tokenEndpoint string, logger *zap.Logger) func(t
 		tokenRequests.WithLabelValues(application, string(o.Result)).Inc()
 		if o.Err != nil {
 			logger.Error("token request failed", append(binding.RequestErrorFields(o.Err),
-				zap.String("application", application),
-				zap.String("result", string(o.Result)),
+				zap.String("application", application), zap.String("result", string(o.Result)),
 				zap.String("token_endpoint", tokenEndpoint))...)
 		}
 	}

@@ -3,6 +3,7 @@
 package entraready
 
 import (
+	"cmp"
 	"net/http"
 	"sync"
 	"time"
@@ -58,11 +59,10 @@ func (Ready) CaddyModule() caddy.ModuleInfo {
 
 // Provision finds the entra app and checks the application names.
 func (r *Ready) Provision(ctx caddy.Context) error {
-	app, err := entraapp.FromContext(ctx, "entra_ready")
-	if err != nil {
+	var err error
+	if r.app, err = entraapp.FromContext(ctx, "entra_ready"); err != nil {
 		return err
 	}
-	r.app = app
 	r.logger = ctx.Logger()
 	return r.resolveNames()
 }
@@ -141,9 +141,7 @@ func (r *Ready) check(req *http.Request, name string) *readyApplication {
 	answer := entraapp.AnswerFor(err)
 	result := &readyApplication{Code: answer.Code, ErrorInfo: entraapp.ErrorInfoOf(err), retryAfter: answer.RetryAfter}
 	if f := r.app.LastFailure(name); f != nil && f.Active {
-		if result.retryAfter == 0 {
-			result.retryAfter = time.Until(f.Until)
-		}
+		result.retryAfter = cmp.Or(result.retryAfter, time.Until(f.Until))
 		if result.Error == "" {
 			result.ErrorInfo = entraapp.ErrorInfoOf(f.Err)
 		}
@@ -151,8 +149,5 @@ func (r *Ready) check(req *http.Request, name string) *readyApplication {
 	return result
 }
 
-// Interface guards
-var (
-	_ caddy.Provisioner           = (*Ready)(nil)
-	_ caddyhttp.MiddlewareHandler = (*Ready)(nil)
-)
+// Interface guard; entraapp.Directive checks the handler's other interfaces.
+var _ caddy.Provisioner = (*Ready)(nil)

@@ -3,6 +3,7 @@
 package entratoken
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -147,10 +148,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
-	h.header = http.CanonicalHeaderKey(h.Header)
-	if h.header == "" {
-		h.header = DefaultHeader
-	}
+	h.header = cmp.Or(http.CanonicalHeaderKey(h.Header), DefaultHeader)
 	if !httpguts.ValidHeaderFieldName(h.header) {
 		return entraapp.ConfigError("entra_token header", fmt.Sprintf("%q is not a valid header name", h.Header))
 	}
@@ -173,11 +171,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return entraapp.ConfigError("entra_token purge_on_status", fmt.Sprintf("%d: only error statuses (400-599) can mean a refused token", status))
 		}
 	}
-	app, err := entraapp.FromContext(ctx, "entra_token "+h.Application, requests, purges)
-	if err != nil {
+	var err error
+	if h.app, err = entraapp.FromContext(ctx, "entra_token "+h.Application, requests, purges); err != nil {
 		return err
 	}
-	h.app = app
 	if err := h.app.RequireApplication("entra_token", h.Application); err != nil {
 		return err
 	}
@@ -244,9 +241,7 @@ func (h *Handler) purge(r *http.Request, credential tokencache.Record, status in
 	if h.app.PurgeRejected(r.Context(), h.Application, credential.AccessToken) {
 		purges.WithLabelValues(h.Application).Inc()
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",
-			zap.String("application", h.Application),
-			zap.Int("status", status),
-			zap.Time("expires_at", credential.AccessTokenExpiresAt))
+			zap.String("application", h.Application), zap.Int("status", status), zap.Time("expires_at", credential.AccessTokenExpiresAt))
 	}
 }
 
@@ -261,14 +256,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	answer := entraapp.AnswerFor(err)
 	requests.WithLabelValues(h.Application, answer.Code).Inc()
 	h.logger.Warn("no token injected",
-		zap.String("application", h.Application),
-		zap.String("code", answer.Code),
-		zap.Int("status", answer.Status))
+		zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status))
 	return answer.Write(w)
 }
 
-// Interface guards
-var (
-	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
-)
+// Interface guard; entraapp.Directive checks the handler's other interfaces.
+var _ caddy.Provisioner = (*Handler)(nil)

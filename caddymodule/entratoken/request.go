@@ -3,6 +3,7 @@ package entratoken
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -131,11 +132,7 @@ func withToken(r *http.Request, header, value string) *http.Request {
 	if proxied.Header == nil {
 		proxied.Header = make(http.Header, 1)
 	}
-	for name := range proxied.Header {
-		if strings.EqualFold(name, header) {
-			delete(proxied.Header, name)
-		}
-	}
+	maps.DeleteFunc(proxied.Header, func(name string, _ []string) bool { return strings.EqualFold(name, header) })
 	proxied.Header[header] = []string{value}
 	if connection, ok := proxied.Header["Connection"]; ok {
 		proxied.Header["Connection"] = withoutConnectionOption(connection, header)
@@ -193,13 +190,10 @@ func withoutConnectionOption(values []string, header string) []string {
 // withoutCredentials copies trailers without header and Proxy-Authorization
 // (any case).
 func withoutCredentials(trailers http.Header, header string) http.Header {
-	kept := make(http.Header, len(trailers))
-	for name, values := range trailers {
-		if strings.EqualFold(name, header) || strings.EqualFold(name, "Proxy-Authorization") {
-			continue
-		}
-		kept[name] = values
-	}
+	kept := maps.Clone(trailers)
+	maps.DeleteFunc(kept, func(name string, _ []string) bool {
+		return strings.EqualFold(name, header) || strings.EqualFold(name, "Proxy-Authorization")
+	})
 	return kept
 }
 

@@ -63,16 +63,12 @@ func (e *TokenEndpoint) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			e.Resources[args[0]] = args[1]
 		case "allow_remote":
-			if d.NextArg() {
-				return d.ArgErr()
+			if err := entraapp.FlagArg(d, &e.AllowRemote); err != nil {
+				return err
 			}
-			e.AllowRemote = true
 		default:
 			return d.Errf("unrecognized entra_token_endpoint option '%s'", option)
 		}
 	}
 	return nil
 }
-
-// Interface guard
-var _ caddyfile.Unmarshaler = (*TokenEndpoint)(nil)

@@ -494,8 +494,5 @@ func (e *TokenEndpoint) handedOut(ea *endpointApplication, credential tokencache
 	}
 }
 
-// Interface guards
-var (
-	_ caddy.Provisioner           = (*TokenEndpoint)(nil)
-	_ caddyhttp.MiddlewareHandler = (*TokenEndpoint)(nil)
-)
+// Interface guard; entraapp.Directive checks the handler's other interfaces.
+var _ caddy.Provisioner = (*TokenEndpoint)(nil)

@@ -1,6 +1,7 @@
 package entratokenendpoint
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -225,10 +226,7 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 	if identity != nil && !known && !strings.EqualFold(identityClaim(claims, identity.kind), identity.value) {
 		return e.refuse(w, r, identityMismatch(identity, ea.Name))
 	}
-	clientID := ea.ClientID
-	if clientID == "" {
-		clientID = claims.AppID
-	}
+	clientID := cmp.Or(ea.ClientID, claims.AppID)
 	e.handedOut(ea, credential)
 	expiresOn := strconv.FormatInt(credential.AccessTokenExpiresAt.Unix(), 10)
 	if p == appServiceProtocol {

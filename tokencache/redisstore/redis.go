@@ -6,9 +6,7 @@ package redisstore
 
 import (
 	"context"
-	"crypto/rand"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,13 +36,8 @@ var (
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
 
-// newOwner returns a random lock owner token (also a store's publisher
-// ID): 16 bytes from crypto/rand, hex-encoded.
-func newOwner() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
-	return hex.EncodeToString(b)
-}
+// newOwner returns a random lock owner token, also a store's publisher ID.
+var newOwner = tokencache.NewOwner
 
 // Store is a tokencache.Store in Redis (standalone, Sentinel or Cluster through
 // redis.UniversalClient). Records are JSON strings (or sealed, see
@@ -224,11 +217,17 @@ func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool
 	if rec.AccessToken != accessToken {
 		return false, nil
 	}
+	return s.runScript(ctx, unlockScript, "deleting record", key, raw)
+}
+
+// runScript runs script on key with args within OpTimeout, reporting
+// whether it acted (returned 1); doing names the call in its error.
+func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key string, args ...any) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	n, err := unlockScript.Run(ctx, s.client, []string{key}, raw).Int64()
+	n, err := script.Run(ctx, s.client, []string{key}, args...).Int64()
 	if err != nil {
-		return false, fmt.Errorf("tokencache: deleting record: %w", err)
+		return false, fmt.Errorf("tokencache: %s: %w", doing, err)
 	}
 	return n == 1, nil
 }
@@ -257,24 +256,12 @@ func (s *Store) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.
 	if ttl <= 0 {
 		return false, errNonPositiveTTL
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	n, err := extendScript.Run(ctx, s.client, []string{lockKey}, owner, ttl.Milliseconds()).Int64()
-	if err != nil {
-		return false, fmt.Errorf("tokencache: extending lock: %w", err)
-	}
-	return n == 1, nil
+	return s.runScript(ctx, extendScript, "extending lock", lockKey, owner, ttl.Milliseconds())
 }
 
 // Unlock deletes lockKey if it still holds owner (see unlock.lua).
 func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	n, err := unlockScript.Run(ctx, s.client, []string{lockKey}, owner).Int64()
-	if err != nil {
-		return false, fmt.Errorf("tokencache: releasing lock: %w", err)
-	}
-	return n == 1, nil
+	return s.runScript(ctx, unlockScript, "releasing lock", lockKey, owner)
 }
 
 // GetBackoff reads the backoff under key. One that does not decode is
@@ -366,6 +353,4 @@ func (s *Store) Close() error {
 	return s.client.Close()
 }
 
-var (
-	_ tokencache.Store = (*Store)(nil)
-)
+var _ tokencache.Store = (*Store)(nil)

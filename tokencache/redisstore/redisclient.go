@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -60,9 +61,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = tokencache.DefaultKeyPrefix
-	}
+	o.KeyPrefix = cmp.Or(o.KeyPrefix, tokencache.DefaultKeyPrefix)
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = DefaultOpTimeout
 	}
@@ -114,18 +113,8 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Username != "" {
-		parsed.Username = o.Username
-	}
-	if o.Password != "" {
-		parsed.Password = o.Password
-	}
-	if o.DB != 0 {
-		parsed.DB = o.DB
-	}
-	if tlsConfig != nil {
-		parsed.TLSConfig = tlsConfig
-	}
+	parsed.Username, parsed.Password = cmp.Or(o.Username, parsed.Username), cmp.Or(o.Password, parsed.Password)
+	parsed.DB, parsed.TLSConfig = cmp.Or(o.DB, parsed.DB), cmp.Or(tlsConfig, parsed.TLSConfig)
 	parsed.ContextTimeoutEnabled = true
 	return redis.NewClient(parsed), nil
 }
