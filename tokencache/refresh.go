@@ -66,6 +66,9 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 // next background refresh. Close cancels it: its callers get ErrClosed.
 func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *Record) <-chan singleflight.Result {
 	fetcher := c.newest(h)
+	if background {
+		ctx = withBackground(ctx)
+	}
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
 		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*Record, error) {
 			return c.load(ctx, fetcher, c.acceptorFor(fetcher.ks, background, due), false)
@@ -329,6 +332,11 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
+	release, err := c.fetchSlots.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
 	defer cancel()
 	start := time.Now()

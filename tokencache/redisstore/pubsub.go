@@ -22,7 +22,7 @@ const (
 // every node), with this store's publisher ID as the message, so that its
 // own watchers can tell it from other processes' (see Watch).
 func (s *Store) Publish(ctx context.Context, channel string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Publish(ctx, channel, s.publisherID).Err(); err != nil {
 		return fmt.Errorf("tokencache: publishing update: %w", err)

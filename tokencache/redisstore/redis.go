@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -50,7 +51,9 @@ type Store struct {
 	client    redis.UniversalClient
 	keyPrefix string
 	opTimeout time.Duration
-	sealer    *sealer
+	// slots bounds the calls in flight to the connection pool's size (see op).
+	slots  chan struct{}
+	sealer *sealer
 
 	watchers watchers
 	// publisherID, random, is the message of this store's announcements.
@@ -95,7 +98,8 @@ func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 		_ = client.Close()
 		return nil, err
 	}
-	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer,
+	slots := make(chan struct{}, poolSize(client))
+	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, slots: slots, sealer: sealer,
 		publisherID: newOwner()}, nil
 }
 
@@ -112,7 +116,7 @@ func (s *Store) Authenticates() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("tokencache: pinging redis: %w", err)
@@ -194,7 +198,7 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 		// Other replicas would not read it.
 		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
 		return fmt.Errorf("tokencache: writing record: %w", err)
@@ -223,7 +227,7 @@ func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool
 // runScript runs script on key with args within OpTimeout, reporting
 // whether it acted (returned 1); doing names the call in its error.
 func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key string, args ...any) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	n, err := script.Run(ctx, s.client, []string{key}, args...).Int64()
 	if err != nil {
@@ -239,7 +243,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 		return "", false, errNonPositiveTTL
 	}
 	owner := newOwner()
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	ok, err := s.client.SetNX(ctx, lockKey, owner, ttl).Result()
 	if err != nil {
@@ -295,7 +299,7 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 	if err != nil {
 		return fmt.Errorf("tokencache: encoding backoff: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
 		return fmt.Errorf("tokencache: writing backoff: %w", err)
@@ -305,7 +309,7 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 
 // RemoveRecord deletes the record under key, whatever it holds.
 func (s *Store) RemoveRecord(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Del(ctx, key).Err(); err != nil {
 		return fmt.Errorf("tokencache: deleting record: %w", err)
@@ -315,7 +319,7 @@ func (s *Store) RemoveRecord(ctx context.Context, key string) error {
 
 // DeleteBackoff deletes the backoff under key.
 func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Del(ctx, key).Err(); err != nil {
 		return fmt.Errorf("tokencache: deleting backoff: %w", err)
@@ -332,7 +336,7 @@ func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
 // backoff is empty), and an error wrapping both it and
 // tokencache.ErrTooLarge when it is longer.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 	if err != nil {
@@ -354,3 +358,31 @@ func (s *Store) Close() error {
 }
 
 var _ tokencache.Store = (*Store)(nil)
+
+// op starts one call to Redis: it waits for one of the calls the store
+// runs at once (as many as its connection pool holds), then gives the call
+// OpTimeout. Time spent queued behind this process's own calls does not
+// count against OpTimeout, so a replica warming a thousand keys does not
+// take its own burst for a Redis that is down. If ctx ends while waiting,
+// the call fails at once with ctx's error.
+func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	return ctx, func() { cancel(); <-s.slots }
+}
+
+// poolSize is the size of client's connection pool (per node for a
+// cluster); go-redis's default, 10 per GOMAXPROCS, for another client.
+func poolSize(client redis.UniversalClient) int {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().PoolSize
+	case *redis.ClusterClient:
+		return c.Options().PoolSize
+	}
+	return 10 * runtime.GOMAXPROCS(0)
+}
