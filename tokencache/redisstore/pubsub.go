@@ -22,9 +22,11 @@ const (
 // every node), with this store's publisher ID as the message, so that its
 // own watchers can tell it from other processes' (see Watch).
 func (s *Store) Publish(ctx context.Context, channel string) error {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := s.client.Publish(ctx, channel, s.publisherID).Err(); err != nil {
+	if err := s.retryingTimeouts(ctx, func() error {
+		ctx, done := s.op(ctx)
+		defer done()
+		return s.client.Publish(ctx, channel, s.publisherID).Err()
+	}); err != nil {
 		return fmt.Errorf("tokencache: publishing update: %w", err)
 	}
 	return nil

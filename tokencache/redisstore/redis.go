@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -136,7 +137,11 @@ func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error)
 
 // get returns the record under key and its raw stored value.
 func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte, error) {
-	raw, err := s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
+	var raw []byte
+	err := s.retryingTimeouts(ctx, func() (err error) {
+		raw, err = s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -198,9 +203,11 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 		// Other replicas would not read it.
 		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
+	if err := s.retryingTimeouts(ctx, func() error {
+		ctx, done := s.op(ctx)
+		defer done()
+		return s.client.Set(ctx, key, raw, ttl).Err()
+	}); err != nil {
 		return fmt.Errorf("tokencache: writing record: %w", err)
 	}
 	return nil
@@ -243,9 +250,25 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 		return "", false, errNonPositiveTTL
 	}
 	owner := newOwner()
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	ok, err := s.client.SetNX(ctx, lockKey, owner, ttl).Result()
+	var ok, sent bool
+	err := s.retryingTimeouts(ctx, func() error {
+		ctx, done := s.op(ctx)
+		defer done()
+		if sent { // an attempt that timed out may have taken the lock
+			held, err := s.client.Get(ctx, lockKey).Result()
+			if err == nil && held == owner {
+				ok = true
+				return nil
+			}
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+		}
+		sent = true
+		var err error
+		ok, err = s.client.SetNX(ctx, lockKey, owner, ttl).Result()
+		return err
+	})
 	if err != nil {
 		return "", false, fmt.Errorf("tokencache: taking lock: %w", err)
 	}
@@ -385,4 +408,31 @@ func poolSize(client redis.UniversalClient) int {
 		return c.Options().PoolSize
 	}
 	return 10 * runtime.GOMAXPROCS(0)
+}
+
+// opAttempts is how many times a read, a write, a lock attempt or an
+// announcement is sent while it fails by its own OpTimeout: one slow
+// answer, such as to a replica short of CPU while it warms a thousand
+// keys, is not a Redis that is down. A hung Redis costs such a call at
+// most opAttempts×OpTimeout.
+const opAttempts = 3
+
+// retryingTimeouts runs call (each attempt takes its own op) until it
+// succeeds, fails otherwise than by timing out, ctx ends, or opAttempts are
+// spent.
+func (s *Store) retryingTimeouts(ctx context.Context, call func() error) error {
+	var err error
+	for range opAttempts {
+		err = call()
+		if err == nil || ctx.Err() != nil || !isTimeout(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// isTimeout reports whether err is a call's deadline or a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
