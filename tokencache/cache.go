@@ -51,9 +51,10 @@ type Options struct {
 	// gets an *Error while the refresh goes on in
 	// the background. Default 5s.
 	WaitTimeout time.Duration
-	// PollInterval is how often a replica that lost the refresh lock reads
-	// the store, as a fallback to the winner's pub/sub announcement.
-	// Default 250ms.
+	// PollInterval is how long a replica that lost the refresh lock waits
+	// before it reads the store, as a fallback to the winner's pub/sub
+	// announcement; each later poll waits twice as long as the one before,
+	// up to LockTTL/3. Default 250ms.
 	PollInterval time.Duration
 	// PurgeInterval is the least time between two Purges of one record key.
 	// Default 10s.

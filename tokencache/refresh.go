@@ -254,7 +254,8 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 	ks := h.ks
 	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
 	defer giveUp.Stop()
-	poll := time.NewTicker(c.pollInterval)
+	interval := c.pollInterval
+	poll := time.NewTimer(interval)
 	defer poll.Stop()
 	for {
 		notified := false
@@ -268,6 +269,12 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 			c.publish(ctx, ks)
 			return rec, err
 		case <-poll.C:
+			// Polls are the fallback for a lost announcement: each waits
+			// twice as long as the one before, up to LockTTL/3, so that a
+			// fleet's losers of a thousand locks do not read every key
+			// four times a second.
+			interval = min(2*interval, max(c.lockTTL/3, c.pollInterval))
+			poll.Reset(interval)
 		case <-updates:
 			notified = true
 		}
