@@ -235,7 +235,7 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 	if err == nil {
 		// After unlocking, so that a loser woken by it can take the lock
 		// at once if there is no record (the fetch failed).
-		c.publish(ctx, ks)
+		c.publish(ctx, ks, ks.written(rec))
 	}
 	if forced && fetchErr == nil {
 		c.log().Info("forced token refresh",
@@ -266,7 +266,7 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 			c.log().Warn("no token from the replica holding the refresh lock; fetching one",
 				zap.String("application", h.app.Name), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
 			rec, err := c.fetch(ctx, h, existing, true)
-			c.publish(ctx, ks)
+			c.publish(ctx, ks, ks.written(rec))
 			return rec, err
 		case <-poll.C:
 			// Polls are the fallback for a lost announcement: each waits
@@ -280,6 +280,10 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 		}
 		hook(c.hooks.onAwaitWake, ks.key, notified)
 		updates = ks.updated() // before reading, as above
+		if rec := ks.lastAnnounced(); rec != nil && c.trusted(h, rec) && accept(rec) {
+			c.took(ks, rec) // the announcement carried it: no read
+			return rec, nil
+		}
 		rec, err := c.read(ctx, h)
 		if err != nil {
 			return c.fetch(ctx, h, existing, false)
@@ -441,14 +445,26 @@ func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 }
 
 // publish announces that ks's record or backoff changed, to this process's
-// waiters and through the store to the others.
-func (c *Cache) publish(ctx context.Context, ks *keyState) {
-	ks.announce()
+// waiters and through the store to the others; written, when not nil, is
+// the record this process just wrote, which the announcement carries.
+func (c *Cache) publish(ctx context.Context, ks *keyState, written *Record) {
+	ks.announce(nil)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
-	if err := c.store.Publish(ctx, ks.channel); err != nil {
+	if err := c.store.Publish(ctx, ks.key, ks.channel, written); err != nil {
 		c.storeFailed(err)
 	}
+}
+
+// written returns rec if it is ks's current record and the store holds it
+// (this process wrote it), else nil.
+func (ks *keyState) written(rec *Record) *Record {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if rec == nil || ks.current != rec || !ks.inStore {
+		return nil
+	}
+	return rec
 }
 
 // took puts a record found in the store into L1: someone fetched it, so

@@ -145,16 +145,40 @@ func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte
 	if err != nil {
 		return nil, nil, err
 	}
+	rec, err := s.decode(key, raw)
+	return rec, raw, err
+}
+
+// decode returns the record stored under key as raw (sealed, with
+// encryption keys), or an error wrapping tokencache.ErrNotFound.
+func (s *Store) decode(key string, raw []byte) (*tokencache.Record, error) {
 	plain, err := s.unseal(key, raw)
 	if err != nil {
-		return nil, raw, fmt.Errorf("%w: decoding record %s: %v", tokencache.ErrNotFound, key, err)
+		return nil, fmt.Errorf("%w: decoding record %s: %v", tokencache.ErrNotFound, key, err)
 	}
 	var rec tokencache.Record
 	if err := json.Unmarshal(plain, &rec); err != nil {
 		// Not %w: a json error can quote part of the value.
-		return nil, raw, fmt.Errorf("%w: decoding record %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
+		return nil, fmt.Errorf("%w: decoding record %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
 	}
-	return &rec, raw, nil
+	return &rec, nil
+}
+
+// encode returns rec as stored under key: JSON, sealed with encryption
+// keys; an error wrapping tokencache.ErrTooLarge past
+// tokencache.MaxRecordBytes, which other replicas would not read.
+func (s *Store) encode(key string, rec *tokencache.Record) ([]byte, error) {
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("tokencache: encoding record: %w", err)
+	}
+	if s.sealer != nil {
+		raw = s.sealer.seal(key, raw)
+	}
+	if len(raw) > tokencache.MaxRecordBytes {
+		return nil, fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
+	}
+	return raw, nil
 }
 
 // unseal returns the record's JSON from its stored value.
@@ -192,16 +216,9 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
-	raw, err := json.Marshal(rec)
+	raw, err := s.encode(key, rec)
 	if err != nil {
-		return fmt.Errorf("tokencache: encoding record: %w", err)
-	}
-	if s.sealer != nil {
-		raw = s.sealer.seal(key, raw)
-	}
-	if len(raw) > tokencache.MaxRecordBytes {
-		// Other replicas would not read it.
-		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
+		return err
 	}
 	if err := s.retryingTimeouts(ctx, func() error {
 		ctx, done := s.op(ctx)

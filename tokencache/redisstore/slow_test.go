@@ -81,7 +81,7 @@ func TestASlowAnswerIsSentAgain(t *testing.T) {
 			}
 			return err
 		},
-		"publish": func(s *Store) error { return s.Publish(ctx, "c:updated") },
+		"publish": func(s *Store) error { return s.Publish(ctx, "c:token", "c:updated", nil) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			hook := &slowHook{slow: 1, delay: time.Second}
