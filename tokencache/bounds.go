@@ -18,11 +18,12 @@ const (
 	// its message.
 	MaxBackoffBytes = 8 << 10
 	// MaxAnnouncementBytes bounds the message of an announcement on an
-	// update channel: 256 bytes (a replica sends a 32-byte publisher ID).
-	// A longer one is ignored. Pub/sub messages are read whole by the Redis
-	// client; Redis's client-output-buffer-limit for pubsub clients bounds
-	// what a publisher can queue.
-	MaxAnnouncementBytes = 256
+	// update channel: a replica sends a 32-byte publisher ID and, after a
+	// fetch, the record it wrote (at most MaxRecordBytes). A longer one is
+	// ignored. Pub/sub messages are read whole by the Redis client; Redis's
+	// client-output-buffer-limit for pubsub clients bounds what a publisher
+	// can queue.
+	MaxAnnouncementBytes = MaxRecordBytes + 256
 )
 
 // ErrTooLarge is wrapped by a Store's errors about a value over its bound

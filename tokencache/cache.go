@@ -15,12 +15,13 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultRefreshWindow = 60 * time.Second
-	DefaultRefreshAhead  = 0.5
-	DefaultLockTTL       = 15 * time.Second
-	DefaultWaitTimeout   = 5 * time.Second
-	DefaultPollInterval  = 250 * time.Millisecond
-	DefaultPurgeInterval = 10 * time.Second
+	DefaultRefreshWindow  = 60 * time.Second
+	DefaultRefreshAhead   = 0.5
+	DefaultLockTTL        = 15 * time.Second
+	DefaultWaitTimeout    = 5 * time.Second
+	DefaultPollInterval   = 250 * time.Millisecond
+	DefaultPurgeInterval  = 10 * time.Second
+	DefaultPrefetchSpread = 2 * time.Second
 )
 
 // Options configures a Cache.
@@ -50,13 +51,25 @@ type Options struct {
 	// gets an *Error while the refresh goes on in
 	// the background. Default 5s.
 	WaitTimeout time.Duration
-	// PollInterval is how often a replica that lost the refresh lock reads
-	// the store, as a fallback to the winner's pub/sub announcement.
-	// Default 250ms.
+	// PollInterval is how long a replica that lost the refresh lock waits
+	// before it reads the store, as a fallback to the winner's pub/sub
+	// announcement; each later poll waits twice as long as the one before,
+	// up to LockTTL/3. Default 250ms.
 	PollInterval time.Duration
 	// PurgeInterval is the least time between two Purges of one record key.
 	// Default 10s.
 	PurgeInterval time.Duration
+	// FetchConcurrency bounds the token requests (Fetch calls) this Cache
+	// makes at once; background refreshes (prefetch included) use at most
+	// half, so that a request waiting for a token is not queued behind a
+	// warm-up. Default DefaultFetchConcurrency (16).
+	FetchConcurrency int
+	// PrefetchSpread spreads the first refreshes of Handle.Prefetch over
+	// this long (each starts at a random point in it), so that replicas
+	// started together do not all reach the store and the lock of every
+	// key in the same instant. Default DefaultPrefetchSpread (2s); negative
+	// for none.
+	PrefetchSpread time.Duration
 	// Logger receives warnings when the store fails and recovers, and an
 	// info line per fetch. Tokens are never logged. Default zap.NewNop().
 	Logger *zap.Logger
@@ -134,6 +147,9 @@ type Cache struct {
 	clock  Clock
 	// random returns a number in [0, 1) for jitter (tests replace it).
 	random func() float64
+	// fetchSlots bounds concurrent token requests.
+	fetchSlots     *fetchSlots
+	prefetchSpread time.Duration
 
 	// registerMu guards keys, the handles of every keyState and seq.
 	registerMu sync.Mutex
@@ -165,21 +181,26 @@ func New(opts Options) (*Cache, error) {
 	if opts.RefreshWindow < 0 || opts.LockTTL < 0 || opts.WaitTimeout < 0 || opts.PollInterval < 0 || opts.PurgeInterval < 0 {
 		return nil, errors.New("tokencache: durations must not be negative")
 	}
+	if opts.FetchConcurrency < 0 {
+		return nil, errors.New("tokencache: fetch concurrency must not be negative")
+	}
 	if opts.RefreshAhead < 0 || opts.RefreshAhead >= 1 {
 		return nil, fmt.Errorf("tokencache: refresh ahead %v is not between 0 and 1", opts.RefreshAhead)
 	}
 	c := &Cache{
-		store:         opts.Store,
-		refreshWindow: cmp.Or(opts.RefreshWindow, DefaultRefreshWindow),
-		refreshAhead:  cmp.Or(opts.RefreshAhead, DefaultRefreshAhead),
-		lockTTL:       cmp.Or(opts.LockTTL, DefaultLockTTL),
-		waitTimeout:   cmp.Or(opts.WaitTimeout, DefaultWaitTimeout),
-		pollInterval:  cmp.Or(opts.PollInterval, DefaultPollInterval),
-		purgeInterval: cmp.Or(opts.PurgeInterval, DefaultPurgeInterval),
-		clock:         opts.Clock,
-		random:        rand.Float64,
-		keys:          make(map[string]*keyState),
-		hooks:         &testHooks{},
+		store:          opts.Store,
+		refreshWindow:  cmp.Or(opts.RefreshWindow, DefaultRefreshWindow),
+		refreshAhead:   cmp.Or(opts.RefreshAhead, DefaultRefreshAhead),
+		lockTTL:        cmp.Or(opts.LockTTL, DefaultLockTTL),
+		waitTimeout:    cmp.Or(opts.WaitTimeout, DefaultWaitTimeout),
+		pollInterval:   cmp.Or(opts.PollInterval, DefaultPollInterval),
+		purgeInterval:  cmp.Or(opts.PurgeInterval, DefaultPurgeInterval),
+		clock:          opts.Clock,
+		random:         rand.Float64,
+		keys:           make(map[string]*keyState),
+		hooks:          &testHooks{},
+		fetchSlots:     newFetchSlots(cmp.Or(opts.FetchConcurrency, DefaultFetchConcurrency)),
+		prefetchSpread: max(cmp.Or(opts.PrefetchSpread, DefaultPrefetchSpread), 0),
 	}
 	c.SetLogger(opts.Logger)
 	if c.clock == nil {

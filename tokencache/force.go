@@ -128,7 +128,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 		c.storeFailed(err)
 	} else {
 		c.storeRecovered()
-		c.publish(ctx, ks)
+		c.publish(ctx, ks, nil)
 	}
 	c.log().Info("purged the access token on request",
 		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Bool("deleted_from_store", err == nil))

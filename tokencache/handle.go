@@ -115,8 +115,10 @@ type keyState struct {
 	// stopWatch ends the key's lasting subscription (see Cache.watch).
 	// Guarded by Cache.registerMu.
 	stopWatch context.CancelFunc
-	// changed is the key's broadcast (see updated).
-	changed chan struct{}
+	// changed is the key's broadcast (see updated); announced is the
+	// record its last announcement carried (see lastAnnounced).
+	changed   chan struct{}
+	announced *Record
 
 	// rejected is the SHA-256 fingerprint of the last store record's token
 	// that was not trusted, so that reading it again (a lock loser polls)

@@ -303,3 +303,29 @@ func TestAPendingHandleTakesOverOnlyOnceActivated(t *testing.T) {
 		t.Errorf("a key with only a pending handle: %v after %d fetches", err, loadingFetch.calls.Load())
 	}
 }
+
+// TestLosersPollLessAndLessOften: a replica waiting for another replica's
+// lock, without announcements, reads the store after PollInterval, then
+// twice as long each time: in 1 s of a 10 ms PollInterval, 7 polls, not
+// 90 (14 store reads, not 182); a fleet's losers of a thousand locks do not read every key four
+// times a second.
+func TestLosersPollLessAndLessOften(t *testing.T) {
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	store := &spyStore{Store: newMemoryStore(clock.Now)} // no announcements from other processes
+	c, _, _ := newClockCache(t, store, clock, Options{WaitTimeout: time.Second, PollInterval: 10 * time.Millisecond, LockTTL: 3 * time.Second})
+	h := c.register(t, testApp("graph-api", f.Fetch))
+	if _, ok, err := store.TryLock(t.Context(), h.ks.lockKey, time.Hour); err != nil || !ok {
+		t.Fatalf("another replica's lock: %v, %v", ok, err)
+	}
+	reads := store.calls.Load()
+	if _, err := h.Token(t.Context()); err == nil {
+		t.Fatal("Token: a token while another replica holds the lock and announces nothing")
+	}
+	if got := store.calls.Load() - reads; got < 6 || got > 20 {
+		t.Errorf("%d reads of the store in WaitTimeout, want about 14 (7 polls, 10, 20, 40... ms apart)", got)
+	}
+	if f.calls.Load() != 0 {
+		t.Errorf("%d fetches, want none while the lock is held", f.calls.Load())
+	}
+}

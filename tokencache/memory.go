@@ -169,10 +169,12 @@ func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
 }
 
 // Publish does nothing: no other process shares the store.
-func (s *MemoryStore) Publish(context.Context, string) error { return nil }
+func (s *MemoryStore) Publish(context.Context, string, string, *Record) error { return nil }
 
 // Watch returns no updates: no other process shares the store.
-func (s *MemoryStore) Watch(context.Context, string) (<-chan struct{}, func()) { return nil, func() {} }
+func (s *MemoryStore) Watch(context.Context, string, string) (<-chan *Record, func()) {
+	return nil, func() {}
+}
 
 // RemoveRecord deletes the record under key, whatever it holds.
 func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {

@@ -81,6 +81,13 @@ func TestPrefetchFetchesWithoutACallerAndRetriesAfterFailures(t *testing.T) {
 	c, hooks, _ := newClockCache(t, nil, clock, Options{})
 	h := c.register(t, testApp("graph-api", f.Fetch))
 	h.Prefetch()
+	// The first refresh starts at a random point of PrefetchSpread (the
+	// middle: the tests' random is 0.5), not at once.
+	if st := h.Status(); st.NextRefresh.Sub(clock.Now()) != DefaultPrefetchSpread/2 || f.calls.Load() != 0 {
+		t.Fatalf("after Prefetch: next refresh in %s after %d fetches, want in %s and none yet",
+			st.NextRefresh.Sub(clock.Now()), f.calls.Load(), DefaultPrefetchSpread/2)
+	}
+	clock.Advance(DefaultPrefetchSpread / 2)
 	if err := receive(t, hooks.background, "the prefetch"); err == nil {
 		t.Fatal("the first prefetch should have failed")
 	}

@@ -107,12 +107,52 @@ func TestPublishWakesTheKeysWaiters(t *testing.T) {
 	c, _, _ := newClockCache(t, NewMemoryStore(), clock, Options{})
 	h := c.register(t, testApp("graph-api", newFakeFetcher(clock).Fetch))
 	first, second := h.ks.updated(), h.ks.updated()
-	c.publish(t.Context(), h.ks)
+	c.publish(t.Context(), h.ks, nil)
 	receive(t, first, "the announcement")
 	receive(t, second, "the announcement")
 	select {
 	case <-h.ks.updated():
 		t.Error("a broadcast taken after the announcement was already woken")
 	default:
+	}
+}
+
+// TestAnAnnouncementCarriesTheRecord: a replica's forced refresh reaches
+// another replica holding the key in the announcement itself, sealed as
+// in the store: it takes the new token without reading the store; a
+// replica not using the key reads nothing at all.
+func TestAnAnnouncementCarriesTheRecord(t *testing.T) {
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	mr := miniredis.RunT(t)
+	reads := &spyStore{Store: newMiniredisStore(t, mr)}
+	ca, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{})
+	cb, _, _ := newClockCache(t, reads, clock, Options{})
+	a := ca.register(t, testApp("graph-api", f.Fetch))
+	b := cb.register(t, testApp("graph-api", f.Fetch))
+
+	if _, err := a.Token(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Refresh(t.Context()); err != nil { // announced while b does not use the key
+		t.Fatal(err)
+	}
+	if got, err := b.Token(t.Context()); err != nil || got.AccessToken != "token-2" {
+		t.Fatalf("b.Token = %q, %v; want token-2 from the store", got.AccessToken, err)
+	}
+	before := reads.calls.Load()
+	if before != 1 {
+		t.Errorf("b read the store %d times before using the key, want 1 (its own miss)", before)
+	}
+	clock.Advance(2 * time.Second) // forced refreshes within a second share one result
+	if _, err := a.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b taking token-3 from the announcement", func() bool {
+		st := b.Status()
+		return st.Record != nil && st.Record.AccessToken == "token-3"
+	})
+	if got := reads.calls.Load() - before; got != 0 {
+		t.Errorf("b read the store %d times to follow a refresh, want 0 (the announcement carried the record)", got)
 	}
 }

@@ -66,6 +66,9 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 // next background refresh. Close cancels it: its callers get ErrClosed.
 func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *Record) <-chan singleflight.Result {
 	fetcher := c.newest(h)
+	if background {
+		ctx = withBackground(ctx)
+	}
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
 		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*Record, error) {
 			return c.load(ctx, fetcher, c.acceptorFor(fetcher.ks, background, due), false)
@@ -232,7 +235,7 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 	if err == nil {
 		// After unlocking, so that a loser woken by it can take the lock
 		// at once if there is no record (the fetch failed).
-		c.publish(ctx, ks)
+		c.publish(ctx, ks, ks.written(rec))
 	}
 	if forced && fetchErr == nil {
 		c.log().Info("forced token refresh",
@@ -251,7 +254,8 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 	ks := h.ks
 	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
 	defer giveUp.Stop()
-	poll := time.NewTicker(c.pollInterval)
+	interval := c.pollInterval
+	poll := time.NewTimer(interval)
 	defer poll.Stop()
 	for {
 		notified := false
@@ -262,14 +266,24 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 			c.log().Warn("no token from the replica holding the refresh lock; fetching one",
 				zap.String("application", h.app.Name), zap.Duration("waited", loserWaitLockTTLs*c.lockTTL))
 			rec, err := c.fetch(ctx, h, existing, true)
-			c.publish(ctx, ks)
+			c.publish(ctx, ks, ks.written(rec))
 			return rec, err
 		case <-poll.C:
+			// Polls are the fallback for a lost announcement: each waits
+			// twice as long as the one before, up to LockTTL/3, so that a
+			// fleet's losers of a thousand locks do not read every key
+			// four times a second.
+			interval = min(2*interval, max(c.lockTTL/3, c.pollInterval))
+			poll.Reset(interval)
 		case <-updates:
 			notified = true
 		}
 		hook(c.hooks.onAwaitWake, ks.key, notified)
 		updates = ks.updated() // before reading, as above
+		if rec := ks.lastAnnounced(); rec != nil && c.trusted(h, rec) && accept(rec) {
+			c.took(ks, rec) // the announcement carried it: no read
+			return rec, nil
+		}
 		rec, err := c.read(ctx, h)
 		if err != nil {
 			return c.fetch(ctx, h, existing, false)
@@ -329,6 +343,11 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
+	release, err := c.fetchSlots.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
 	defer cancel()
 	start := time.Now()
@@ -426,14 +445,26 @@ func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 }
 
 // publish announces that ks's record or backoff changed, to this process's
-// waiters and through the store to the others.
-func (c *Cache) publish(ctx context.Context, ks *keyState) {
-	ks.announce()
+// waiters and through the store to the others; written, when not nil, is
+// the record this process just wrote, which the announcement carries.
+func (c *Cache) publish(ctx context.Context, ks *keyState, written *Record) {
+	ks.announce(nil)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
-	if err := c.store.Publish(ctx, ks.channel); err != nil {
+	if err := c.store.Publish(ctx, ks.key, ks.channel, written); err != nil {
 		c.storeFailed(err)
 	}
+}
+
+// written returns rec if it is ks's current record and the store holds it
+// (this process wrote it), else nil.
+func (ks *keyState) written(rec *Record) *Record {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if rec == nil || ks.current != rec || !ks.inStore {
+		return nil
+	}
+	return rec
 }
 
 // took puts a record found in the store into L1: someone fetched it, so

@@ -89,7 +89,18 @@ func (h *Handle) Prefetch() {
 	if ks.currentRecord().validFor(c.now(), c.refreshWindow) {
 		return // its background refresh is armed
 	}
-	c.backgroundRefresh(ks, nil)
+	if c.prefetchSpread <= 0 {
+		c.backgroundRefresh(ks, nil)
+		return
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.timer != nil || ks.removed || c.isClosed() {
+		return // a refresh is armed already
+	}
+	delay := time.Duration(c.random() * float64(c.prefetchSpread))
+	ks.nextRefresh = c.now().Add(delay)
+	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, nil) })
 }
 
 // prefetchRetryInterval is the least time between two background

@@ -44,15 +44,21 @@ type Store interface {
 	DeleteBackoff(ctx context.Context, key string) error
 
 	// Publish announces on channel, to the other processes sharing the
-	// store, that its record or backoff changed.
-	Publish(ctx context.Context, channel string) error
+	// store, that the record under key or its backoff changed. rec, when
+	// not nil, is the record just written under key: the announcement
+	// carries it (as the store holds it: sealed, with encryption keys), so
+	// that watchers need not read it.
+	Publish(ctx context.Context, key, channel string, rec *Record) error
 
-	// Watch registers a lasting subscriber on channel until cancel is
-	// called: the returned channel receives (without blocking, so
-	// announcements may merge) after each Publish by another process; it
+	// Watch registers a lasting subscriber on channel, the announcements of
+	// the record under key, until cancel is called: the returned channel
+	// receives after each Publish by another process (without blocking:
+	// the latest announcement replaces one not yet received) the record
+	// the announcement carried, decoded as Get decodes one, or nil when it
+	// carried none (or one that does not decode): then read the store. It
 	// may never receive if the store cannot subscribe, so callers also
 	// poll. It is nil when no other process shares the store (MemoryStore).
-	Watch(ctx context.Context, channel string) (updates <-chan struct{}, cancel func())
+	Watch(ctx context.Context, key, channel string) (updates <-chan *Record, cancel func())
 
 	// Authenticates reports whether a record read from the store was
 	// written by a trusted writer: one holding the store's secret

@@ -121,7 +121,7 @@ func TestAnOlderRecordPutBackIsNotTaken(t *testing.T) {
 		if err := mr.Set(key, earlier); err != nil {
 			t.Fatal(err)
 		}
-		c.followStore(t.Context(), c.keys[key])
+		c.followStore(t.Context(), c.keys[key], nil)
 		tokenIs(t, c, f, "token-2", 2)
 		if pending := clock.pending(); len(pending) != 1 || !pending[0].After(clock.Now().Add(20*time.Minute)) {
 			t.Fatalf("refresh timers %v after the put-back, want one for token-2 (at +30m)", pending)

@@ -32,7 +32,7 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	ks.stopWatch = cancel
 	go func() {
 		defer c.background.Done()
-		updates, unsubscribe := c.store.Watch(ctx, ks.channel)
+		updates, unsubscribe := c.store.Watch(ctx, ks.key, ks.channel)
 		defer unsubscribe()
 		close(subscribed)
 		if updates == nil {
@@ -42,9 +42,9 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 			select {
 			case <-ctx.Done():
 				return
-			case <-updates:
-				ks.announce()
-				c.followStore(ctx, ks)
+			case rec := <-updates:
+				c.followStore(ctx, ks, rec)
+				ks.announce(rec)
 			}
 		}
 	}()
@@ -63,43 +63,61 @@ func (ks *keyState) updated() <-chan struct{} {
 	return ks.changed
 }
 
-// announce wakes everyone waiting on the key's broadcast.
-func (ks *keyState) announce() {
+// announce wakes everyone waiting on the key's broadcast; rec is the record
+// the announcement carried, nil for none (see lastAnnounced).
+func (ks *keyState) announce(rec *Record) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
+	ks.announced = rec
 	if ks.changed != nil {
 		close(ks.changed)
 		ks.changed = nil
 	}
 }
 
-// followStore brings ks in line with the store after an announcement:
-// it takes a newer record (one written no earlier than the current one),
-// and drops the current one when the store no longer has it — only if it
-// was current before the read: a fetch writes
-// the store before it fills L1, so a record filled since may simply not
-// have been written when the store was read. Nothing changes for a key
-// fetched without the store (unshared, or fetched while the store was
-// down), for a record that does not decode or is not trusted, or when the
-// store fails.
-func (c *Cache) followStore(ctx context.Context, ks *keyState) {
+// lastAnnounced returns the record the key's last announcement carried, nil
+// if it carried none: a waiter woken by it takes it without reading the
+// store, after the checks a record read from the store passes.
+func (ks *keyState) lastAnnounced() *Record {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.announced
+}
+
+// followStore brings ks in line with the store after an announcement,
+// for a key in use here: it takes a newer record (one written no earlier
+// than the current one: the one the announcement carried, else read from
+// the store), and drops the current one when the store no longer has it,
+// only if it was current before the read: a fetch writes the store before
+// it fills L1, so a record filled since may simply not have been written
+// when the store was read. Nothing changes for a key fetched without the
+// store (unshared, or fetched while the store was down), for a record that
+// does not decode or is not trusted, or when the store fails.
+func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record) {
 	h := c.newestOf(ks)
 	if h == nil || ks.unshared.Load() {
 		return
 	}
 	seen := ks.currentRecord()
-	rec, err := c.store.Get(ctx, ks.key)
-	switch {
-	case err == ErrNotFound:
-		c.dropGone(ks, seen)
-		return
-	case errors.Is(err, ErrNotFound):
-		return // a record that does not decode: the next refresh replaces it
-	case err != nil:
-		c.storeFailed(err)
-		return
+	if seen == nil && !c.warm(ks) {
+		return // not in use here: tokens are taken on first use
 	}
-	c.storeRecovered()
+	rec := announced
+	if rec == nil {
+		var err error
+		rec, err = c.store.Get(ctx, ks.key)
+		switch {
+		case err == ErrNotFound:
+			c.dropGone(ks, seen)
+			return
+		case errors.Is(err, ErrNotFound):
+			return // a record that does not decode: the next refresh replaces it
+		case err != nil:
+			c.storeFailed(err)
+			return
+		}
+		c.storeRecovered()
+	}
 	cur := ks.currentRecord()
 	if cur == nil && !c.warm(ks) {
 		return // not in use here: tokens are taken on first use

@@ -300,6 +300,18 @@ func (f *fleet) countLogs(s string) int {
 	return n
 }
 
+// firstLog returns the first log line holding s, "" if none.
+func (f *fleet) firstLog(s string) string {
+	for _, r := range f.replicas {
+		for line := range strings.Lines(r.proc.Output.String()) {
+			if strings.Contains(line, s) {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	return ""
+}
+
 // memory returns a replica's RSS in MiB and its goroutines.
 func (r *replica) memory() (rssMiB float64, goroutines int) {
 	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.proc.Cmd.Process.Pid)); err == nil {

@@ -78,6 +78,7 @@ type report struct {
 	ColdTokenRequests                        int64
 	Converged                                time.Duration
 	StoreUnavailable                         int
+	StoreUnavailableLine                     string
 	SteadyTokenRequests                      int64
 	SteadyRedis                              map[string]int64 // commands during the steady cycles
 	EndpointConnsAccepted, EndpointConnsOpen int64
@@ -119,6 +120,7 @@ func run(t *testing.T, spec fleetSpec) *report {
 	traffic.Wait()
 	rep.Sent, rep.Failed, rep.Failures = f.sent.Load(), f.failed.Load(), f.failures
 	rep.StoreUnavailable = f.countLogs("token store unavailable")
+	rep.StoreUnavailableLine = f.firstLog("token store unavailable")
 	rep.EndpointConnsAccepted, rep.EndpointConnsOpen = f.conns.accepted.Load(), f.conns.open.Load()
 	rep.RedisClients = f.redisClients(t)
 	for _, r := range f.replicas {
@@ -135,6 +137,9 @@ func (r *report) String() string {
 	fmt.Fprintf(&b, "fleet: %d replicas × %d applications, tokens of %s, refresh_window %s, %d req/s\n", s.Replicas, s.Apps, s.Lifetime, s.RefreshWindow, s.RequestRate)
 	fmt.Fprintf(&b, "cold start: %d token requests (ideal %d), every replica holds every token after %.1fs, %d 'token store unavailable' warnings\n",
 		r.ColdTokenRequests, s.Apps, r.Converged.Seconds(), r.StoreUnavailable)
+	if r.StoreUnavailableLine != "" {
+		fmt.Fprintf(&b, "first warning: %s\n", r.StoreUnavailableLine)
+	}
 	fmt.Fprintf(&b, "steady: %d token requests in %d cycles (%.1f per cycle, ideal %d)\n",
 		r.SteadyTokenRequests, s.Cycles, float64(r.SteadyTokenRequests)/float64(s.Cycles), s.Apps)
 	var names []string

@@ -19,12 +19,23 @@ const (
 )
 
 // Publish announces on channel (PUBLISH, which Redis Cluster forwards to
-// every node), with this store's publisher ID as the message, so that its
-// own watchers can tell it from other processes' (see Watch).
-func (s *Store) Publish(ctx context.Context, channel string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	if err := s.client.Publish(ctx, channel, s.publisherID).Err(); err != nil {
+// every node). The message is this store's publisher ID, so that its own
+// watchers can tell it from other processes' (see Watch), followed, when
+// rec is not nil, by a newline and rec as Set stores it under key (sealed
+// with encryption keys): a watcher takes it without reading the store. A
+// record over tokencache.MaxRecordBytes is not carried.
+func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencache.Record) error {
+	message := s.publisherID
+	if rec != nil {
+		if raw, err := s.encode(key, rec); err == nil {
+			message += "\n" + string(raw)
+		}
+	}
+	if err := s.retryingTimeouts(ctx, func() error {
+		ctx, done := s.op(ctx)
+		defer done()
+		return s.client.Publish(ctx, channel, message).Err()
+	}); err != nil {
 		return fmt.Errorf("tokencache: publishing update: %w", err)
 	}
 	return nil
@@ -37,8 +48,8 @@ func (s *Store) Publish(ctx context.Context, channel string) error {
 // Watch and kept (go-redis reconnects it) until Close; Watch waits at most
 // OpTimeout for it to be confirmed; if it cannot be made, watchers are
 // never woken, and callers poll.
-func (s *Store) Watch(ctx context.Context, channel string) (<-chan struct{}, func()) {
-	updates, cancel := s.watchers.add(channel)
+func (s *Store) Watch(ctx context.Context, key, channel string) (<-chan *tokencache.Record, func()) {
+	updates, cancel := s.watchers.add(key, channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
 }
@@ -105,8 +116,9 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 					}
 					// Our own announcements: our cache knows. One longer than
 					// any replica sends: ignored.
-					if msg.Payload != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
-						s.watchers.notify(msg.Channel)
+					publisher, raw, _ := strings.Cut(msg.Payload, "\n")
+					if publisher != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
+						s.watchers.notify(msg.Channel, raw, s.decode)
 					}
 				}
 			}
@@ -137,24 +149,26 @@ func (s *Store) stopSubscription() {
 	}
 }
 
-// watchers are a store's lasting watchers, by channel.
+// watchers are a store's lasting watchers, by channel: each with the key
+// whose record the channel's announcements carry.
 type watchers struct {
 	mu  sync.Mutex
-	set map[string]map[chan struct{}]struct{}
+	set map[string]map[chan *tokencache.Record]string
 }
 
-// add registers a watcher on channel; cancel unregisters it.
-func (w *watchers) add(channel string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
+// add registers a watcher of key's announcements on channel; cancel
+// unregisters it.
+func (w *watchers) add(key, channel string) (<-chan *tokencache.Record, func()) {
+	ch := make(chan *tokencache.Record, 1)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.set == nil {
-		w.set = make(map[string]map[chan struct{}]struct{})
+		w.set = make(map[string]map[chan *tokencache.Record]string)
 	}
 	if w.set[channel] == nil {
-		w.set[channel] = make(map[chan struct{}]struct{})
+		w.set[channel] = make(map[chan *tokencache.Record]string)
 	}
-	w.set[channel][ch] = struct{}{}
+	w.set[channel][ch] = key
 	var once sync.Once
 	return ch, func() {
 		once.Do(func() {
@@ -168,16 +182,23 @@ func (w *watchers) add(channel string) (<-chan struct{}, func()) {
 	}
 }
 
-// notify wakes the watchers on channel without blocking: one that has
-// not consumed the previous wake keeps just one.
-func (w *watchers) notify(channel string) {
+// notify gives the watchers on channel the record raw holds (decoded for
+// each watcher's key; nil when raw is empty or does not decode) without
+// blocking: it replaces one a watcher has not received yet. It is the
+// subscription's goroutine's alone, so a drained buffer stays free.
+func (w *watchers) notify(channel, raw string, decode func(key string, raw []byte) (*tokencache.Record, error)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for ch := range w.set[channel] {
+	for ch, key := range w.set[channel] {
+		var rec *tokencache.Record
+		if raw != "" {
+			rec, _ = decode(key, []byte(raw)) // nil on failure: the watcher reads the store
+		}
 		select {
-		case ch <- struct{}{}:
+		case <-ch: // the latest announcement replaces an older one
 		default:
 		}
+		ch <- rec
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -50,7 +52,9 @@ type Store struct {
 	client    redis.UniversalClient
 	keyPrefix string
 	opTimeout time.Duration
-	sealer    *sealer
+	// slots bounds the calls in flight to the connection pool's size (see op).
+	slots  chan struct{}
+	sealer *sealer
 
 	watchers watchers
 	// publisherID, random, is the message of this store's announcements.
@@ -95,7 +99,8 @@ func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 		_ = client.Close()
 		return nil, err
 	}
-	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, sealer: sealer,
+	slots := make(chan struct{}, poolSize(client))
+	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, slots: slots, sealer: sealer,
 		publisherID: newOwner()}, nil
 }
 
@@ -112,7 +117,7 @@ func (s *Store) Authenticates() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("tokencache: pinging redis: %w", err)
@@ -132,20 +137,48 @@ func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error)
 
 // get returns the record under key and its raw stored value.
 func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte, error) {
-	raw, err := s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
+	var raw []byte
+	err := s.retryingTimeouts(ctx, func() (err error) {
+		raw, err = s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
+	rec, err := s.decode(key, raw)
+	return rec, raw, err
+}
+
+// decode returns the record stored under key as raw (sealed, with
+// encryption keys), or an error wrapping tokencache.ErrNotFound.
+func (s *Store) decode(key string, raw []byte) (*tokencache.Record, error) {
 	plain, err := s.unseal(key, raw)
 	if err != nil {
-		return nil, raw, fmt.Errorf("%w: decoding record %s: %v", tokencache.ErrNotFound, key, err)
+		return nil, fmt.Errorf("%w: decoding record %s: %v", tokencache.ErrNotFound, key, err)
 	}
 	var rec tokencache.Record
 	if err := json.Unmarshal(plain, &rec); err != nil {
 		// Not %w: a json error can quote part of the value.
-		return nil, raw, fmt.Errorf("%w: decoding record %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
+		return nil, fmt.Errorf("%w: decoding record %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
 	}
-	return &rec, raw, nil
+	return &rec, nil
+}
+
+// encode returns rec as stored under key: JSON, sealed with encryption
+// keys; an error wrapping tokencache.ErrTooLarge past
+// tokencache.MaxRecordBytes, which other replicas would not read.
+func (s *Store) encode(key string, rec *tokencache.Record) ([]byte, error) {
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("tokencache: encoding record: %w", err)
+	}
+	if s.sealer != nil {
+		raw = s.sealer.seal(key, raw)
+	}
+	if len(raw) > tokencache.MaxRecordBytes {
+		return nil, fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
+	}
+	return raw, nil
 }
 
 // unseal returns the record's JSON from its stored value.
@@ -183,20 +216,15 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
-	raw, err := json.Marshal(rec)
+	raw, err := s.encode(key, rec)
 	if err != nil {
-		return fmt.Errorf("tokencache: encoding record: %w", err)
+		return err
 	}
-	if s.sealer != nil {
-		raw = s.sealer.seal(key, raw)
-	}
-	if len(raw) > tokencache.MaxRecordBytes {
-		// Other replicas would not read it.
-		return fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
+	if err := s.retryingTimeouts(ctx, func() error {
+		ctx, done := s.op(ctx)
+		defer done()
+		return s.client.Set(ctx, key, raw, ttl).Err()
+	}); err != nil {
 		return fmt.Errorf("tokencache: writing record: %w", err)
 	}
 	return nil
@@ -223,7 +251,7 @@ func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool
 // runScript runs script on key with args within OpTimeout, reporting
 // whether it acted (returned 1); doing names the call in its error.
 func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key string, args ...any) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	n, err := script.Run(ctx, s.client, []string{key}, args...).Int64()
 	if err != nil {
@@ -239,9 +267,25 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 		return "", false, errNonPositiveTTL
 	}
 	owner := newOwner()
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	ok, err := s.client.SetNX(ctx, lockKey, owner, ttl).Result()
+	var ok, sent bool
+	err := s.retryingTimeouts(ctx, func() error {
+		ctx, done := s.op(ctx)
+		defer done()
+		if sent { // an attempt that timed out may have taken the lock
+			held, err := s.client.Get(ctx, lockKey).Result()
+			if err == nil && held == owner {
+				ok = true
+				return nil
+			}
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+		}
+		sent = true
+		var err error
+		ok, err = s.client.SetNX(ctx, lockKey, owner, ttl).Result()
+		return err
+	})
 	if err != nil {
 		return "", false, fmt.Errorf("tokencache: taking lock: %w", err)
 	}
@@ -295,7 +339,7 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 	if err != nil {
 		return fmt.Errorf("tokencache: encoding backoff: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
 		return fmt.Errorf("tokencache: writing backoff: %w", err)
@@ -305,7 +349,7 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 
 // RemoveRecord deletes the record under key, whatever it holds.
 func (s *Store) RemoveRecord(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Del(ctx, key).Err(); err != nil {
 		return fmt.Errorf("tokencache: deleting record: %w", err)
@@ -315,7 +359,7 @@ func (s *Store) RemoveRecord(ctx context.Context, key string) error {
 
 // DeleteBackoff deletes the backoff under key.
 func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.client.Del(ctx, key).Err(); err != nil {
 		return fmt.Errorf("tokencache: deleting backoff: %w", err)
@@ -332,7 +376,7 @@ func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
 // backoff is empty), and an error wrapping both it and
 // tokencache.ErrTooLarge when it is longer.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	ctx, cancel := s.op(ctx)
 	defer cancel()
 	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 	if err != nil {
@@ -354,3 +398,58 @@ func (s *Store) Close() error {
 }
 
 var _ tokencache.Store = (*Store)(nil)
+
+// op starts one call to Redis: it waits for one of the calls the store
+// runs at once (as many as its connection pool holds), then gives the call
+// OpTimeout. Time spent queued behind this process's own calls does not
+// count against OpTimeout, so a replica warming a thousand keys does not
+// take its own burst for a Redis that is down. If ctx ends while waiting,
+// the call fails at once with ctx's error.
+func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	return ctx, func() { cancel(); <-s.slots }
+}
+
+// poolSize is the size of client's connection pool (per node for a
+// cluster); go-redis's default, 10 per GOMAXPROCS, for another client.
+func poolSize(client redis.UniversalClient) int {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().PoolSize
+	case *redis.ClusterClient:
+		return c.Options().PoolSize
+	}
+	return 10 * runtime.GOMAXPROCS(0)
+}
+
+// opAttempts is how many times a read, a write, a lock attempt or an
+// announcement is sent while it fails by its own OpTimeout: one slow
+// answer, such as to a replica short of CPU while it warms a thousand
+// keys, is not a Redis that is down. A hung Redis costs such a call at
+// most opAttempts×OpTimeout.
+const opAttempts = 3
+
+// retryingTimeouts runs call (each attempt takes its own op) until it
+// succeeds, fails otherwise than by timing out, ctx ends, or opAttempts are
+// spent.
+func (s *Store) retryingTimeouts(ctx context.Context, call func() error) error {
+	var err error
+	for range opAttempts {
+		err = call()
+		if err == nil || ctx.Err() != nil || !isTimeout(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// isTimeout reports whether err is a call's deadline or a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}

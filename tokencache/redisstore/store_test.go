@@ -194,16 +194,16 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 	}
 	// Start the shared subscription: its confirmation wakes no watcher
 	// (that would make every key read the store at once).
-	warmup, cancelWarmup := store.Watch(ctx, channels[0])
+	warmup, cancelWarmup := store.Watch(ctx, "", channels[0])
 	if len(warmup) != 0 {
 		t.Error("the subscription's confirmation woke a watcher")
 	}
 	cancelWarmup()
 
 	var cancels []func()
-	var chans []<-chan struct{}
+	var chans []<-chan *tokencache.Record
 	for i := range 20 {
-		ch, cancel := store.Watch(ctx, channels[i%2])
+		ch, cancel := store.Watch(ctx, "", channels[i%2])
 		cancels = append(cancels, cancel)
 		chans = append(chans, ch)
 	}
@@ -213,10 +213,10 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 	// The store's own announcement wakes none (its cache knows); another
 	// process's wakes those on its channel. Announcements arrive in order.
 	channel, otherProcess := channels[0], newMiniredisStore(t, mr)
-	if err := store.Publish(ctx, channel); err != nil {
+	if err := store.Publish(ctx, "", channel, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := otherProcess.Publish(ctx, channels[1]); err != nil {
+	if err := otherProcess.Publish(ctx, "", channels[1], nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i < len(chans); i += 2 {
@@ -227,7 +227,7 @@ func TestRedisStoreSharesOneSubscription(t *testing.T) {
 			t.Errorf("watcher %d was woken by the store's own announcement", i)
 		}
 	}
-	if err := otherProcess.Publish(ctx, channel); err != nil {
+	if err := otherProcess.Publish(ctx, "", channel, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i, ch := range chans {
@@ -306,9 +306,9 @@ func TestOversizedAnnouncementIsIgnored(t *testing.T) {
 	other := testApp("b", nil)
 	other.CacheKey += "-other"
 	chB := tokencache.UpdateChannel(tokencache.RecordKey(tokencache.DefaultKeyPrefix, other))
-	a, cancelA := store.Watch(t.Context(), chA)
+	a, cancelA := store.Watch(t.Context(), "", chA)
 	defer cancelA()
-	b, cancelB := store.Watch(t.Context(), chB)
+	b, cancelB := store.Watch(t.Context(), "", chB)
 	defer cancelB()
 	publisher := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer publisher.Close()
@@ -330,4 +330,61 @@ func TestOversizedAnnouncementIsIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, a, "a replica's announcement on A")
+}
+
+// TestAnnouncementsCarryTheRecordSealed: a watcher gets the record another
+// store announced, opened as Get opens it; a store holding another key
+// gets nil (it reads the store, and the record does not open there
+// either), as does a watcher of an announcement without a record (an
+// earlier version's, or a deletion).
+func TestAnnouncementsCarryTheRecordSealed(t *testing.T) {
+	mr := miniredis.RunT(t)
+	sealed := func(key []byte) *Store {
+		client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+		s, err := newStore(client, Options{EncryptionKeys: [][]byte{key}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	publisher, watcher, stranger := sealed(testKey(1)), sealed(testKey(1)), sealed(testKey(2))
+	key := tokencache.RecordKey(tokencache.DefaultKeyPrefix, testApp("graph-api", nil))
+	channel := tokencache.UpdateChannel(key)
+	got, cancel := watcher.Watch(t.Context(), key, channel)
+	defer cancel()
+	other, cancelOther := stranger.Watch(t.Context(), key, channel)
+	defer cancelOther()
+	rec := &tokencache.Record{ID: key, ApplicationName: "graph-api", AccessToken: "eyJ.announced.token",
+		AccessTokenExpiresAt: time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)}
+	if err := publisher.Publish(t.Context(), key, channel, rec); err != nil {
+		t.Fatal(err)
+	}
+	if r := receive(t, got, "the announcement"); r == nil || r.AccessToken != rec.AccessToken || !r.AccessTokenExpiresAt.Equal(rec.AccessTokenExpiresAt) {
+		t.Errorf("announced record %+v, want %+v", r, rec)
+	}
+	if r := receive(t, other, "the announcement to another key's holder"); r != nil {
+		t.Error("a store with another encryption key opened the announced record")
+	}
+	if err := publisher.Publish(t.Context(), key, channel, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := receive(t, got, "an announcement without a record"); r != nil {
+		t.Errorf("announcement without a record delivered %+v", r)
+	}
+	// The message holds the record sealed, never the token in the clear.
+	spy := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer spy.Close()
+	sub := spy.Subscribe(t.Context(), channel)
+	defer sub.Close()
+	if _, err := sub.Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := publisher.Publish(t.Context(), key, channel, rec); err != nil {
+		t.Fatal(err)
+	}
+	msg := receive(t, sub.Channel(), "the message")
+	if strings.Contains(msg.Payload, rec.AccessToken) {
+		t.Error("the announcement carries the token in the clear")
+	}
 }

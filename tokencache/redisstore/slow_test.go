@@ -1,0 +1,218 @@
+package redisstore
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// slowHook makes Redis slow: each command (a connection's handshake
+// aside) of the first `slow` waits for
+// delay (or its deadline) before it is sent; with lost set, the first
+// command is sent and its answer lost, as when a reply arrives too late.
+type slowHook struct {
+	slow  int64
+	delay time.Duration
+	lost  bool
+	calls atomic.Int64
+}
+
+func (h *slowHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *slowHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "hello", "client", "ping":
+			return next(ctx, cmd) // a new connection's handshake
+		}
+		n := h.calls.Add(1)
+		if n == 1 && h.lost {
+			_ = next(ctx, cmd)
+			cmd.SetErr(context.DeadlineExceeded)
+			return context.DeadlineExceeded
+		}
+		if n <= h.slow {
+			select {
+			case <-time.After(h.delay):
+			case <-ctx.Done():
+				cmd.SetErr(ctx.Err())
+				return ctx.Err()
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func slowStore(t *testing.T, hook *slowHook, poolSize int) (*Store, *miniredis.Miniredis) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, PoolSize: poolSize})
+	client.AddHook(hook)
+	store, err := newStore(client, Options{OpTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store, mr
+}
+
+// One slow answer is not a Redis that is down: a read, a write, a lock
+// attempt and an announcement that time out once are sent again.
+func TestASlowAnswerIsSentAgain(t *testing.T) {
+	ctx := t.Context()
+	rec := &tokencache.Record{ID: "k", AccessToken: "t", AccessTokenExpiresAt: time.Now().Add(time.Hour)}
+	for name, call := range map[string]func(*Store) error{
+		"set": func(s *Store) error { return s.Set(ctx, "k", rec, time.Hour) },
+		"get": func(s *Store) error { _, err := s.Get(ctx, "k"); return err },
+		"lock": func(s *Store) error {
+			_, ok, err := s.TryLock(ctx, "lock", time.Minute)
+			if err == nil && !ok {
+				t.Error("lock not taken")
+			}
+			return err
+		},
+		"publish": func(s *Store) error { return s.Publish(ctx, "c:token", "c:updated", nil) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			hook := &slowHook{slow: 1, delay: time.Second}
+			store, mr := slowStore(t, hook, 0)
+			mr.Set("k", "")
+			if name == "get" {
+				if err := store.Set(ctx, "k", rec, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				hook.calls.Store(0)
+			}
+			if err := call(store); err != nil {
+				t.Fatalf("%s after one slow answer: %v", name, err)
+			}
+			if hook.calls.Load() < 2 {
+				t.Errorf("%s: %d calls, want the slow one sent again", name, hook.calls.Load())
+			}
+		})
+	}
+
+	// A Redis that stays slow fails the call after opAttempts.
+	hook := &slowHook{slow: 100, delay: time.Second}
+	store, _ := slowStore(t, hook, 0)
+	start := time.Now()
+	if _, err := store.Get(ctx, "k"); err == nil || !isTimeout(err) {
+		t.Errorf("Get on a hung Redis: %v, want a timeout", err)
+	}
+	if got := hook.calls.Load(); got != opAttempts {
+		t.Errorf("hung Redis: %d attempts, want %d", got, opAttempts)
+	}
+	if took := time.Since(start); took > time.Duration(opAttempts)*time.Second/2 {
+		t.Errorf("hung Redis: Get took %s, want about %d×OpTimeout", took, opAttempts)
+	}
+}
+
+// A lock attempt whose answer was lost may have taken the lock: the next
+// attempt finds it held by its own owner and takes it, instead of waiting
+// LockTTL for a lock nobody uses.
+func TestALockWhoseAnswerWasLostIsOurs(t *testing.T) {
+	store, mr := slowStore(t, &slowHook{lost: true}, 0)
+	owner, ok, err := store.TryLock(t.Context(), "lock", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("TryLock = %v, %v", ok, err)
+	}
+	if held, _ := mr.Get("lock"); held != owner {
+		t.Errorf("lock holds %q, want the returned owner %q", held, owner)
+	}
+	// Another owner's lock is not taken for ours.
+	if _, ok, err := store.TryLock(t.Context(), "lock", time.Minute); err != nil || ok {
+		t.Errorf("second TryLock = %v, %v; want not taken", ok, err)
+	}
+}
+
+// slowConn delays each answer of Redis by delay, once enabled: a server
+// that takes that long per command.
+type slowConn struct {
+	net.Conn
+	delay   time.Duration
+	enabled *atomic.Bool
+	wrote   atomic.Bool
+}
+
+func (c *slowConn) Write(p []byte) (int, error) {
+	c.wrote.Store(true)
+	return c.Conn.Write(p)
+}
+
+func (c *slowConn) Read(p []byte) (int, error) {
+	if c.wrote.Swap(false) && c.enabled.Load() {
+		time.Sleep(c.delay) // the server's time to answer
+	}
+	return c.Conn.Read(p)
+}
+
+// Calls queued behind this process's own calls are not timed out by the
+// wait: on one connection to a Redis that takes 30 ms per command, 4
+// concurrent calls take 120 ms, more than the 50 ms OpTimeout, and each
+// succeeds at its first attempt.
+func TestQueuedCallsAreNotTimedOutByTheQueue(t *testing.T) {
+	mr := miniredis.RunT(t)
+	var enabled atomic.Bool
+	var sent atomic.Int64
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, PoolSize: 1,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &slowConn{Conn: conn, delay: 30 * time.Millisecond, enabled: &enabled}, nil
+		}})
+	client.AddHook(&countHook{n: &sent})
+	store, err := newStore(client, Options{OpTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	if err := store.Ping(t.Context()); err != nil { // the connection's handshake, not delayed
+		t.Fatal(err)
+	}
+	enabled.Store(true)
+	sent.Store(0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := range 4 {
+		wg.Go(func() {
+			_, _, err := store.TryLock(t.Context(), "lock-"+string(rune('a'+i)), time.Minute)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := sent.Load(); got != 4 {
+		t.Errorf("%d commands sent, want 4 (none timed out and sent again)", got)
+	}
+}
+
+// countHook counts the commands sent.
+type countHook struct{ n *atomic.Int64 }
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
