@@ -18,7 +18,7 @@ import (
 // invalid_client, invalid_scope, invalid_grant; every AADSTS code of
 // aadstsCodes, such as 7000215, 7000222, 700016, 70011, 90002, 700027,
 // 700024), other 400/401/403 answers, and a request that cannot be made (no
-// scope, several scopes for a managed identity).
+// scope, several scopes for a managed identity, ErrOnBehalfOf).
 //
 // Transient, worth retrying with backoff: 408, 429, 5xx and
 // temporarily_unavailable, other statuses (404, 410: IMDS answers those
@@ -32,7 +32,7 @@ func (e *RequestError) PermanentFailure() bool {
 	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
 		return false
 	case e.StatusCode == 0:
-		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope)
+		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope) || errors.Is(e.Err, ErrOnBehalfOf)
 	case e.StatusCode >= 200 && e.StatusCode <= 299:
 		return false // a malformed success: the next answer may be fine
 	}
@@ -124,6 +124,8 @@ func transportSummary(err error) string {
 		return "no scope"
 	case errors.Is(err, ErrManagedIdentityScope):
 		return "managed identity needs exactly one scope"
+	case errors.Is(err, ErrOnBehalfOf):
+		return "on-behalf-of exchange not possible"
 	case errors.Is(err, ErrFederatedTokenUnavailable):
 		return "federated token file unavailable"
 	case errors.Is(err, errAssertionSigning):

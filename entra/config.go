@@ -189,19 +189,19 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 
-	grant := clientCredentialsGrant{endpoint: endpoint, clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
+	form := formCredential{clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
 	var source tokenSource
 	switch {
 	case cfg.ClientSecret != "":
-		source = secretCredential{clientCredentialsGrant: grant, secret: cfg.ClientSecret}
+		source = secretCredential{formCredential: form, secret: cfg.ClientSecret}
 	case cfg.ClientCertificate != nil:
-		cred, err := newCertificateCredential(*cfg.ClientCertificate, grant)
+		cred, err := newCertificateCredential(*cfg.ClientCertificate, form)
 		if err != nil {
 			return nil, err
 		}
 		source = cred
 	case cfg.FederatedTokenFile != "":
-		source = federatedCredential{clientCredentialsGrant: grant, path: cfg.FederatedTokenFile}
+		source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
 	}
 	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source}, nil
 }

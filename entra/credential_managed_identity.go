@@ -197,8 +197,9 @@ func (s identitySelector) queryParameter(appService bool) string {
 }
 
 // newRequest asks the managed identity endpoint for a token for the
-// resource of scope, which must be one scope.
-func (mi *managedIdentity) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
+// resource of tr's scope, which must be one scope.
+func (mi *managedIdentity) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
+	scope := tr.scope
 	if len(strings.Fields(scope)) != 1 {
 		return nil, nil, &RequestError{Err: ErrManagedIdentityScope}
 	}

@@ -18,6 +18,11 @@ var (
 
 	// ErrNoScope means Client.Token was called without any scope.
 	ErrNoScope = errors.New("entra: at least one scope is required")
+
+	// ErrOnBehalfOf means Client.OnBehalfOf could not make the exchange:
+	// the client cannot (see Client.SupportsOnBehalfOf), or it was given no
+	// user assertion. It is permanent.
+	ErrOnBehalfOf = errors.New("entra: on-behalf-of exchange not possible")
 )
 
 // Limits on what is kept of the endpoint's error fields, so that a hostile or
@@ -54,6 +59,9 @@ type RequestError struct {
 	// Err is the underlying cause: a network error, ErrMalformedResponse,
 	// ErrResponseTooLarge, ... Nil when the endpoint's error answer says it all.
 	Err error
+	// OnBehalfOf is set on the failures of Client.OnBehalfOf: an
+	// invalid_grant there is about the user's token (see UserFailure).
+	OnBehalfOf bool
 }
 
 // Error returns a one-line message led by Summary, followed by the details
