@@ -148,3 +148,68 @@ func transportSummary(err error) string {
 		return "network error"
 	}
 }
+
+// UserFailure is what a failed on-behalf-of exchange says of the user's
+// side, so that the caller answers the user's client rather than count it
+// against the application's credential.
+type UserFailure int
+
+const (
+	// NotUserFailure: the failure is the application's (its credential,
+	// registration or scopes) or transient; not an on-behalf-of exchange.
+	NotUserFailure UserFailure = iota
+	// UserTokenInvalid: Entra refused the user's token (invalid_grant:
+	// expired, revoked, another audience or tenant, a bad signature). A new
+	// token is needed.
+	UserTokenInvalid
+	// InteractionRequired: the user must satisfy a claims challenge
+	// (interaction_required, or invalid_grant with claims: MFA, conditional
+	// access); RequestError.Claims holds it when Entra sent one.
+	InteractionRequired
+	// ConsentRequired: the user or an administrator must consent to the
+	// scopes (AADSTS65001, consent_required).
+	ConsentRequired
+)
+
+// String returns "", "user_token_invalid", "interaction_required" or
+// "consent_required".
+func (f UserFailure) String() string {
+	return [...]string{"", "user_token_invalid", "interaction_required", "consent_required"}[f]
+}
+
+// UserFailure classifies the failure of an on-behalf-of exchange (OnBehalfOf
+// set) that Entra answered with a 4xx other than 408 and 429, and that is
+// not about the client (invalid_client, unauthorized_client): consent
+// (AADSTS65001, 65004; error or suberror consent_required), then
+// interaction (interaction_required, a claims challenge, AADSTS50076,
+// 50079, 53003...), then the user's token (invalid_grant, AADSTS50013,
+// 500133...). Any other failure is NotUserFailure.
+func (e *RequestError) UserFailure() UserFailure {
+	if !e.OnBehalfOf || e.StatusCode < 400 || e.StatusCode > 499 ||
+		e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests ||
+		e.Code == "invalid_client" || e.Code == "unauthorized_client" {
+		return NotUserFailure
+	}
+	has := func(f UserFailure) bool {
+		for _, code := range e.ErrorCodes {
+			if aadstsCodes[code].user == f {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has(ConsentRequired), e.Code == "consent_required", e.SubError == "consent_required":
+		return ConsentRequired
+	case has(InteractionRequired), e.Code == "interaction_required", e.Claims != "":
+		return InteractionRequired
+	case has(UserTokenInvalid), e.Code == "invalid_grant":
+		return UserTokenInvalid
+	}
+	return NotUserFailure
+}
+
+// UserTokenRejected reports whether an on-behalf-of exchange failed because
+// of the user's token or the user (any UserFailure): a failure of that one
+// token, which must not put the application in backoff.
+func (e *RequestError) UserTokenRejected() bool { return e.UserFailure() != NotUserFailure }

@@ -31,6 +31,7 @@ const (
 	maxDescriptionLen = 400
 	maxIdentifierLen  = 128
 	maxErrorCodes     = 8
+	maxClaimsLen      = 4096
 )
 
 // RequestError is any failed token request: a network error or timeout, an
@@ -53,6 +54,14 @@ type RequestError struct {
 	// CorrelationID is the endpoint's "correlation_id" (or the
 	// client-request-id header).
 	CorrelationID string
+	// SubError is Entra's "suberror", e.g. "consent_required",
+	// "basic_action".
+	SubError string
+	// Claims is the "claims" of the answer, compact JSON: the claims
+	// challenge a user must satisfy (conditional access, MFA) for an
+	// on-behalf-of exchange to succeed. "" when absent, not a JSON object,
+	// longer than 4 KiB or holding a secret.
+	Claims string
 	// RetryAfter is the delay asked for by the Retry-After header
 	// (delta-seconds or HTTP-date), as sent; 0 when absent.
 	RetryAfter time.Duration

@@ -216,3 +216,52 @@ func TestOnBehalfOfRefusedLocally(t *testing.T) {
 		})
 	}
 }
+
+// Entra's answers to an exchange are told apart: the user's token, a claims
+// challenge (kept, compact), consent, and the application's own failures.
+func TestOnBehalfOfUserFailures(t *testing.T) {
+	const claims = `{"access_token":{"capolids":{"essential":true,"values":["c1"]}}}`
+	quoted, _ := json.Marshal(claims)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		want       entra.UserFailure
+		claims     string
+	}{
+		{"expired", `{"error":"invalid_grant","error_codes":[500133]}`, 400, entra.UserTokenInvalid, ""},
+		{"bad signature", `{"error":"invalid_grant","error_codes":[50013]}`, 400, entra.UserTokenInvalid, ""},
+		{"invalid_grant, unknown code", `{"error":"invalid_grant","error_codes":[9999999]}`, 400, entra.UserTokenInvalid, ""},
+		{"mfa with claims", `{"error":"invalid_grant","error_codes":[50076],"suberror":"basic_action","claims":` + string(quoted) + `}`, 400, entra.InteractionRequired, claims},
+		{"claims, spaced", `{"error":"invalid_grant","claims":"{ \"access_token\" : {\"nbf\":{\"essential\":true, \"value\":\"1\"}} }"}`, 400, entra.InteractionRequired, `{"access_token":{"nbf":{"essential":true,"value":"1"}}}`},
+		{"interaction_required", `{"error":"interaction_required","error_codes":[53003]}`, 400, entra.InteractionRequired, ""},
+		{"claims not JSON", `{"error":"interaction_required","claims":"not json"}`, 400, entra.InteractionRequired, ""},
+		{"claims an array", `{"error":"invalid_grant","claims":"[1]"}`, 400, entra.UserTokenInvalid, ""},
+		{"consent", `{"error":"invalid_grant","error_codes":[65001],"suberror":"consent_required"}`, 400, entra.ConsentRequired, ""},
+		{"consent suberror", `{"error":"invalid_grant","suberror":"consent_required"}`, 400, entra.ConsentRequired, ""},
+		{"consent_required", `{"error":"consent_required"}`, 400, entra.ConsentRequired, ""},
+		{"client secret", `{"error":"invalid_client","error_codes":[7000215]}`, 401, entra.NotUserFailure, ""},
+		{"client assertion replayed", `{"error":"invalid_client","error_codes":[50013]}`, 401, entra.NotUserFailure, ""},
+		{"scope", `{"error":"invalid_scope","error_codes":[70011]}`, 400, entra.NotUserFailure, ""},
+		{"throttled", `{"error":"invalid_grant"}`, 429, entra.NotUserFailure, ""},
+		{"unavailable", `{"error":"invalid_grant","error_codes":[50076]}`, 503, entra.NotUserFailure, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := entra.ParseTokenResponse(tc.status, nil, []byte(tc.body), time.Now())
+			reqErr := requestError(t, err)
+			if reqErr.UserFailure() != entra.NotUserFailure {
+				t.Errorf("a client-credentials failure is %v", reqErr.UserFailure())
+			}
+			reqErr.OnBehalfOf = true
+			if got := reqErr.UserFailure(); got != tc.want || reqErr.UserTokenRejected() != (tc.want != entra.NotUserFailure) {
+				t.Errorf("UserFailure() = %q, UserTokenRejected() = %t; want %q", got, reqErr.UserTokenRejected(), tc.want)
+			}
+			if reqErr.Claims != tc.claims {
+				t.Errorf("Claims = %s, want %s", reqErr.Claims, tc.claims)
+			}
+		})
+	}
+	long := `{"error":"interaction_required","claims":"{\"a\":\"` + strings.Repeat("x", 5000) + `\"}"}`
+	if _, err := entra.ParseTokenResponse(400, nil, []byte(long), time.Now()); requestError(t, err).Claims != "" {
+		t.Error("claims over 4 KiB are kept")
+	}
+}
