@@ -22,6 +22,7 @@ type Client struct {
 	cfg           Config // validated, defaults applied; TenantID and ClientID as the source names them
 	tokenEndpoint string
 	source        tokenSource
+	claims        string // the claims parameter of Config.ClientCapabilities, "" for none
 }
 
 // CredentialFingerprint identifies the credential the client uses at this
@@ -90,7 +91,8 @@ func (c *Client) CacheKey() string {
 //
 // For the client-credentials credentials it sends a form-encoded POST of
 // client_id, scope (space-separated), grant_type=client_credentials, the
-// Config.ExtraParams and the credential: client_secret, or a
+// Config.ExtraParams, the claims of Config.ClientCapabilities and the
+// credential: client_secret, or a
 // client_assertion (signed with the certificate, or read from the
 // federated token file). For a managed identity it sends a GET to the
 // managed identity endpoint (see ManagedIdentityCredential), which takes
@@ -170,6 +172,9 @@ const jwtBearerGrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 func (c *Client) send(ctx context.Context, tr tokenRequest, secrets ...string) (*Token, error) {
 	if tr.scope == "" {
 		return nil, &RequestError{Err: ErrNoScope}
+	}
+	if c.claims != "" {
+		tr.grant.Set("claims", c.claims)
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()

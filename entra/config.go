@@ -89,6 +89,15 @@ type Config struct {
 	// with ManagedIdentity. Default none.
 	ExtraParams map[string]string
 
+	// ClientCapabilities are the client capabilities the application
+	// declares (Caddyfile client_capabilities), e.g. "cp1" for continuous
+	// access evaluation: every token request then carries the claims
+	// parameter {"access_token":{"xms_cc":{"values":[...]}}}, so that
+	// CAE-aware resources issue long-lived tokens and answer revocations
+	// with claims challenges. Not supported with ManagedIdentity. Default
+	// none.
+	ClientCapabilities []string
+
 	// AuthorityHost is the scheme and host (and optionally a path prefix) of
 	// the authority; a trailing slash is tolerated. The token endpoint is
 	// {AuthorityHost}/{TenantID}/oauth2/v2.0/token. It must use https; http
@@ -118,8 +127,8 @@ type Config struct {
 // ConfigError names a Config field that is missing or malformed. Field uses
 // the Caddyfile names (tenant_id, client_id, client_secret, credential,
 // client_certificate, federated_token_file, managed_identity,
-// workload_identity, token_request_param, authority_host, token_endpoint,
-// timeout). Its message names the field and the cause, never the field's
+// workload_identity, token_request_param, client_capabilities,
+// authority_host, token_endpoint, timeout, on_behalf_of). Its message names the field and the cause, never the field's
 // value.
 type ConfigError struct {
 	// Field is the Caddyfile name of the offending field, e.g. "client_secret".
@@ -188,6 +197,10 @@ func NewClient(cfg Config) (*Client, error) {
 	if err := checkExtraParams(cfg.ExtraParams); err != nil {
 		return nil, err
 	}
+	claims, err := capabilitiesClaims(cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	form := formCredential{clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
 	var source tokenSource
@@ -203,7 +216,24 @@ func NewClient(cfg Config) (*Client, error) {
 	case cfg.FederatedTokenFile != "":
 		source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
 	}
-	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source}, nil
+	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source, claims: claims}, nil
+}
+
+// capabilitiesClaims checks client_capabilities and returns the claims
+// parameter that declares them, "" for none.
+func capabilitiesClaims(cfg Config) (string, error) {
+	if len(cfg.ClientCapabilities) == 0 {
+		return "", nil
+	}
+	for _, capability := range cfg.ClientCapabilities {
+		if capability == "" || hasControlOrSpace(capability) || strings.ContainsAny(capability, `"\`) {
+			return "", &ConfigError{Field: "client_capabilities", Reason: "each capability must be non-empty, without spaces, quotes or control characters"}
+		}
+	}
+	if _, ok := cfg.ExtraParams["claims"]; ok {
+		return "", &ConfigError{Field: "token_request_param", Reason: "cannot set claims with client_capabilities, which sets it"}
+	}
+	return MergeClaims("", cfg.ClientCapabilities)
 }
 
 // checkOneCredential enforces exactly one credential per identity.

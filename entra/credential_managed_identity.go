@@ -132,6 +132,9 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	if len(cfg.ExtraParams) > 0 {
 		return nil, &ConfigError{Field: "token_request_param", Reason: "is not supported with managed_identity"}
 	}
+	if len(cfg.ClientCapabilities) > 0 {
+		return nil, &ConfigError{Field: "client_capabilities", Reason: "is not supported with managed_identity"}
+	}
 
 	identityEndpoint, identityHeader := spec.IdentityEndpoint, spec.IdentityHeader
 	if identityEndpoint == "" && identityHeader == "" && spec.IMDSEndpoint == "" {

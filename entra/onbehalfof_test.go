@@ -265,3 +265,78 @@ func TestOnBehalfOfUserFailures(t *testing.T) {
 		t.Error("claims over 4 KiB are kept")
 	}
 }
+
+func TestMergeClaims(t *testing.T) {
+	for _, tc := range []struct {
+		challenge    string
+		capabilities []string
+		want         string
+	}{
+		{"", nil, ""},
+		{"", []string{"cp1"}, `{"access_token":{"xms_cc":{"values":["cp1"]}}}`},
+		{`{"access_token":{"nbf":{"essential":true,"value":"1726000000"}}}`, nil, `{"access_token":{"nbf":{"essential":true,"value":"1726000000"}}}`},
+		{`{"access_token":{"nbf":{"essential":true,"value":"1"}},"id_token":{"auth_time":{"essential":true}}}`, []string{"cp1", "cp2"},
+			`{"access_token":{"nbf":{"essential":true,"value":"1"},"xms_cc":{"values":["cp1","cp2"]}},"id_token":{"auth_time":{"essential":true}}}`},
+		{`{"access_token":{"xms_cc":{"values":["old"]},"acrs":{"essential":true,"value":12345678901234567890}}}`, []string{"cp1"},
+			`{"access_token":{"acrs":{"essential":true,"value":12345678901234567890},"xms_cc":{"values":["cp1"]}}}`},
+	} {
+		got, err := entra.MergeClaims(tc.challenge, tc.capabilities)
+		if err != nil || got != tc.want {
+			t.Errorf("MergeClaims(%s, %v) = %s, %v; want %s", tc.challenge, tc.capabilities, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"not json", "[1]", "null", `{"a":1} {}`} {
+		if _, err := entra.MergeClaims(bad, []string{"cp1"}); err == nil {
+			t.Errorf("MergeClaims(%q) succeeded", bad)
+		}
+	}
+}
+
+// Client capabilities reach every token request as the claims parameter:
+// client credentials and on-behalf-of alike.
+func TestClientCapabilitiesSent(t *testing.T) {
+	forms := make(chan map[string][]string, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		forms <- r.PostForm
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"tok","expires_in":3600,"token_type":"Bearer"}`))
+	}))
+	defer srv.Close()
+	client, err := entra.NewClient(entra.Config{TenantID: userTenant, ClientID: testClientID, ClientSecret: testSecret, AuthorityHost: srv.URL, ClientCapabilities: []string{"cp1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := entra.ReadUserAssertion(jwtWith(t, userClaims(time.Now())), time.Now(), userRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Token(context.Background(), []string{graphScope}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.OnBehalfOf(context.Background(), user, []string{"https://graph.microsoft.com/User.Read"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, grant := range []string{"client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"} {
+		form := <-forms
+		if form["grant_type"][0] != grant || len(form["claims"]) != 1 || form["claims"][0] != `{"access_token":{"xms_cc":{"values":["cp1"]}}}` {
+			t.Errorf("%s: claims = %v", form["grant_type"], form["claims"])
+		}
+	}
+
+	for name, cfg := range map[string]entra.Config{
+		"blank":            {ClientCapabilities: []string{""}},
+		"space":            {ClientCapabilities: []string{"cp 1"}},
+		"quote":            {ClientCapabilities: []string{`cp"1`}},
+		"claims param":     {ClientCapabilities: []string{"cp1"}, ExtraParams: map[string]string{"claims": "{}"}},
+		"managed identity": {ClientCapabilities: []string{"cp1"}, ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: srv.URL}, ClientSecret: ""},
+	} {
+		if cfg.ManagedIdentity == nil {
+			cfg.TenantID, cfg.ClientID, cfg.ClientSecret = userTenant, testClientID, testSecret
+		}
+		var cfgErr *entra.ConfigError
+		if _, err := entra.NewClient(cfg); !errors.As(err, &cfgErr) || (cfgErr.Field != "client_capabilities" && cfgErr.Field != "token_request_param") {
+			t.Errorf("%s: NewClient error = %v, want a client_capabilities ConfigError", name, err)
+		}
+	}
+}
