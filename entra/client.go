@@ -137,7 +137,8 @@ func (c *Client) SupportsOnBehalfOf() error {
 // is, whatever the tenant.
 //
 // Failures are *RequestError as for Token, with OnBehalfOf set; the user's
-// token is masked like a secret in every field of the error. A client that
+// token, and its payload and signature on their own, are masked like a
+// secret in every field of the error. A client that
 // SupportsOnBehalfOf refuses, or a zero UserAssertion, fail without a
 // request, with Err wrapping ErrOnBehalfOf.
 func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []string) (*Token, error) {
@@ -157,7 +158,7 @@ func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []s
 		"grant_type":          {jwtBearerGrantType},
 		"assertion":           {user.token},
 		"requested_token_use": {"on_behalf_of"},
-	}}, user.token)
+	}}, append(strings.Split(user.token, ".")[1:], user.token)...)
 	if reqErr, ok := err.(*RequestError); ok {
 		reqErr.OnBehalfOf = true
 	}

@@ -128,8 +128,8 @@ type Config struct {
 // the Caddyfile names (tenant_id, client_id, client_secret, credential,
 // client_certificate, federated_token_file, managed_identity,
 // workload_identity, token_request_param, client_capabilities,
-// authority_host, token_endpoint, timeout, on_behalf_of). Its message names the field and the cause, never the field's
-// value.
+// authority_host, token_endpoint, timeout, on_behalf_of). Its message names
+// the field and the cause, never the field's value.
 type ConfigError struct {
 	// Field is the Caddyfile name of the offending field, e.g. "client_secret".
 	Field string
