@@ -91,12 +91,11 @@ func (c *Client) CacheKey() string {
 //
 // For the client-credentials credentials it sends a form-encoded POST of
 // client_id, scope (space-separated), grant_type=client_credentials, the
-// Config.ExtraParams, the claims of Config.ClientCapabilities and the
-// credential: client_secret, or a
-// client_assertion (signed with the certificate, or read from the
-// federated token file). For a managed identity it sends a GET to the
-// managed identity endpoint (see ManagedIdentityCredential), which takes
-// exactly one scope.
+// Config.ExtraParams, the claims declaring Config.ClientCapabilities and
+// the credential: client_secret, or a client_assertion (signed with the
+// certificate, or read from the federated token file). For a managed
+// identity it sends a GET to the managed identity endpoint (see
+// ManagedIdentityCredential), which takes exactly one scope.
 //
 // The request is bounded by Config.Timeout on top of ctx. At most
 // MaxResponseBytes of the response are read. Every failure is a
@@ -128,19 +127,19 @@ func (c *Client) SupportsOnBehalfOf() error {
 // not only "{resource}/.default".
 //
 // It sends grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer,
-// assertion=<the user token>, requested_token_use=on_behalf_of, scope, the
-// Config.ExtraParams and the client's credential as Token does (a
-// certificate's client assertion has the token endpoint used as its aud),
-// to the token endpoint of the user's tenant,
-// {AuthorityHost}/{user's tid}/oauth2/v2.0/token, never to "common" or
-// "organizations". With Config.TokenEndpoint set, that endpoint is used as
-// is, whatever the tenant.
+// assertion=<the user token>, requested_token_use=on_behalf_of, scope and,
+// as Token does, client_id, the Config.ExtraParams, the claims declaring
+// Config.ClientCapabilities and the credential (a certificate's client
+// assertion has the token endpoint used as its aud), to the token endpoint
+// of the user's tenant, {AuthorityHost}/{user's tid}/oauth2/v2.0/token,
+// never to "common" or "organizations". With Config.TokenEndpoint set, that
+// endpoint is used as is, whatever the tenant.
 //
-// Failures are *RequestError as for Token, with OnBehalfOf set; the user's
-// token, and its payload and signature on their own, are masked like a
-// secret in every field of the error. A client that
-// SupportsOnBehalfOf refuses, or a zero UserAssertion, fail without a
-// request, with Err wrapping ErrOnBehalfOf.
+// Failures are *RequestError as for Token, with OnBehalfOf set (see
+// RequestError.UserFailure); the user's token, and its payload and
+// signature on their own, are masked like a secret in every field of the
+// error. A client that SupportsOnBehalfOf refuses, or a zero UserAssertion,
+// fail without a request, with Err wrapping ErrOnBehalfOf.
 func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []string) (*Token, error) {
 	if err := c.SupportsOnBehalfOf(); err != nil {
 		return nil, &RequestError{Err: fmt.Errorf("%w: %s", ErrOnBehalfOf, err.(*ConfigError).Reason), OnBehalfOf: true}

@@ -8,10 +8,17 @@
 // says whether a failure is permanent and how long the endpoint asked to
 // wait ([RequestError.PermanentFailure], [RequestError.RetryAfterHint]).
 //
+// An application can also exchange a signed-in user's token for a token on
+// the user's behalf (Entra's on-behalf-of flow): [ReadUserAssertion] checks
+// the user's token locally, [Client.OnBehalfOf] exchanges it, and
+// [RequestError.UserFailure] tells what a refusal asks of the user's client
+// (a new token, a claims challenge, consent).
+//
 // The package knows nothing of Caddy, Redis or caching: a [Client] sends one
-// token request per call to [Client.Token]. Secrets and access tokens never
-// appear in the messages of the errors it returns, and [Token] redacts its
-// access token whenever it is formatted.
+// token request per call to [Client.Token] or [Client.OnBehalfOf]. Secrets,
+// users' tokens and access tokens never appear in the messages of the
+// errors it returns, and [Token] redacts its access token whenever it is
+// formatted.
 package entra
 
 import (
