@@ -178,32 +178,37 @@ func (f UserFailure) String() string {
 }
 
 // UserFailure classifies the failure of an on-behalf-of exchange (OnBehalfOf
-// set) that Entra answered with a 4xx other than 408 and 429, and that is
-// not about the client (invalid_client, unauthorized_client): consent
-// (AADSTS65001, 65004; error or suberror consent_required), then
+// set) that Entra answered with a 4xx other than 408 and 429. Failures of
+// the client (invalid_client, unauthorized_client, invalid_scope,
+// unsupported_grant_type, or an AADSTS code of the application's
+// configuration such as 7000215 or 700016) are NotUserFailure. Otherwise:
+// consent (AADSTS65001, 65004; error or suberror consent_required), then
 // interaction (interaction_required, a claims challenge, AADSTS50076,
-// 50079, 53003...), then the user's token (invalid_grant, AADSTS50013,
-// 500133...). Any other failure is NotUserFailure.
+// 50079, 53003...), then the user's token (AADSTS50013, 500133...; any
+// other invalid_grant or invalid_request, so that a token crafted to be
+// refused never passes for the application's failure). Any other failure
+// is NotUserFailure.
 func (e *RequestError) UserFailure() UserFailure {
 	if !e.OnBehalfOf || e.StatusCode < 400 || e.StatusCode > 499 ||
-		e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests ||
-		e.Code == "invalid_client" || e.Code == "unauthorized_client" {
+		e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests {
 		return NotUserFailure
 	}
-	has := func(f UserFailure) bool {
-		for _, code := range e.ErrorCodes {
-			if aadstsCodes[code].user == f {
-				return true
-			}
+	switch e.Code {
+	case "invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type":
+		return NotUserFailure
+	}
+	found := map[UserFailure]bool{}
+	for _, code := range e.ErrorCodes {
+		if known, ok := aadstsCodes[code]; ok {
+			found[known.user] = true
 		}
-		return false
 	}
 	switch {
-	case has(ConsentRequired), e.Code == "consent_required", e.SubError == "consent_required":
+	case found[ConsentRequired], e.Code == "consent_required", e.SubError == "consent_required":
 		return ConsentRequired
-	case has(InteractionRequired), e.Code == "interaction_required", e.Claims != "":
+	case found[InteractionRequired], e.Code == "interaction_required", e.Claims != "":
 		return InteractionRequired
-	case has(UserTokenInvalid), e.Code == "invalid_grant":
+	case found[UserTokenInvalid], !found[NotUserFailure] && (e.Code == "invalid_grant" || e.Code == "invalid_request"):
 		return UserTokenInvalid
 	}
 	return NotUserFailure

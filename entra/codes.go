@@ -55,7 +55,7 @@ var aadstsCodes = map[int]aadstsCode{
 	700024:  {summary: "client assertion is not within its valid time range"},
 	700023:  {summary: "client assertion audience is not the token endpoint"},
 	700021:  {summary: "client assertion issuer or subject is not the client ID"},
-	50027:   {summary: "client assertion is malformed"},
+	50027:   {summary: "assertion is malformed", user: UserTokenInvalid},
 	50013:   {summary: "assertion rejected", user: UserTokenInvalid},
 	500133:  {summary: "user token expired", user: UserTokenInvalid},
 	500131:  {summary: "user token audience is not the application", user: UserTokenInvalid},
