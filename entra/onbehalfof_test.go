@@ -50,6 +50,7 @@ func TestReadUserAssertion(t *testing.T) {
 		{"allowed tenant, upper case", with("tid", strings.ToUpper(otherTenant)), "-"},
 		{"not a JWT", "opaque-token-value", ""},
 		{"two parts", "abc.def", ""},
+		{"too long", with("name", strings.Repeat("x", 16<<10)), ""},
 		{"payload not JSON", "e30." + base64.RawURLEncoding.EncodeToString([]byte("not json")) + ".sig", ""},
 		{"expired", with("exp", now.Add(-time.Second).Unix()), "exp"},
 		{"expiring now", with("exp", now.Unix()), "exp"},

@@ -66,14 +66,23 @@ func (e *UserTokenError) Error() string {
 	return "entra: user token: " + e.Claim + ": " + e.Reason
 }
 
+// MaxUserTokenBytes bounds the user tokens ReadUserAssertion accepts:
+// Entra's are a few KB (past 200 groups they name none), and a larger one
+// must not reach the token endpoint, where its refusal could pass for the
+// application's failure.
+const MaxUserTokenBytes = 16 << 10
+
 // ReadUserAssertion checks an incoming user access token locally, before
 // any exchange, WITHOUT verifying its signature (Entra does that when it is
-// exchanged): a JWT with a JSON payload; exp present and after now (no
-// leeway); tid a GUID, the rules' tenant or one of the allowed tenants (case
-// insensitive); aud (any of them, when a list) the client ID,
-// api://<client ID> or one of the rules' audiences (a trailing slash
-// ignored). Failures are *UserTokenError.
+// exchanged): at most MaxUserTokenBytes, a JWT with a JSON payload; exp
+// present and after now (no leeway); tid a GUID, the rules' tenant or one
+// of the allowed tenants (case insensitive); aud (any of them, when a list)
+// the client ID, api://<client ID> or one of the rules' audiences (a
+// trailing slash ignored). Failures are *UserTokenError.
 func ReadUserAssertion(token string, now time.Time, rules UserTokenRules) (*UserAssertion, error) {
+	if len(token) > MaxUserTokenBytes {
+		return nil, &UserTokenError{Reason: "is longer than 16 KiB"}
+	}
 	claims, err := readClaims(token)
 	if err != nil || !isVisibleASCII(token) {
 		return nil, &UserTokenError{Reason: "is not a JWT"}
