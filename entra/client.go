@@ -164,6 +164,28 @@ func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []s
 	return token, err
 }
 
+// AuthorizeEndpoint returns the authorization endpoint of tenantID under
+// the client's authority, {AuthorityHost}/{tenantID}/oauth2/v2.0/authorize:
+// where a user's client answers a claims challenge or gives consent (the
+// authorization_uri of a challenge). With Config.TokenEndpoint set it is
+// that URL with its final "/token" replaced by "/authorize". It is "" for a
+// managed identity, a tenant ID that is not a safe path segment, or a token
+// endpoint that does not end in "/token".
+func (c *Client) AuthorizeEndpoint(tenantID string) string {
+	if c.CredentialType() == "managed_identity" || checkTenantID(tenantID) != "" {
+		return ""
+	}
+	cfg := c.cfg
+	cfg.TenantID = tenantID
+	endpoint, err := resolveTokenEndpoint(cfg)
+	u, _ := url.Parse(endpoint)
+	if err != nil || u == nil || !strings.HasSuffix(u.Path, "/token") {
+		return ""
+	}
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/token")+"/authorize", ""
+	return u.String()
+}
+
 // jwtBearerGrantType is the grant_type of an on-behalf-of exchange.
 const jwtBearerGrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 

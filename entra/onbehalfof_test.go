@@ -317,3 +317,33 @@ func TestClientCapabilitiesConfig(t *testing.T) {
 		}
 	}
 }
+
+// The authorization endpoint of a challenge is the user's tenant's under
+// the client's authority.
+func TestAuthorizeEndpoint(t *testing.T) {
+	authority, err := entra.NewClient(entra.Config{TenantID: userTenant, ClientID: testClientID, ClientSecret: testSecret, AuthorityHost: "https://login.microsoftonline.us/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint, err := entra.NewClient(entra.Config{ClientID: testClientID, ClientSecret: testSecret, TokenEndpoint: "https://idp.example/t1/oauth2/v2.0/token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		client       *entra.Client
+		tenant, want string
+	}{
+		{authority, otherTenant, "https://login.microsoftonline.us/" + otherTenant + "/oauth2/v2.0/authorize"},
+		{authority, "../common", ""},
+		{endpoint, otherTenant, "https://idp.example/t1/oauth2/v2.0/authorize"},
+		{mi, otherTenant, ""},
+	} {
+		if got := tc.client.AuthorizeEndpoint(tc.tenant); got != tc.want {
+			t.Errorf("AuthorizeEndpoint(%q) = %q, want %q", tc.tenant, got, tc.want)
+		}
+	}
+}
