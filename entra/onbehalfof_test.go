@@ -347,3 +347,18 @@ func TestAuthorizeEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReadUserAssertion measures the local checks every request with a
+// user's token pays.
+func BenchmarkReadUserAssertion(b *testing.B) {
+	claims := userClaims(time.Now())
+	claims["name"], claims["upn"], claims["groups"] = "Some User", "user@contoso.example", []string{"a", "b", "c"}
+	token := jwtWith(b, claims)
+	rules, now := userRules(), time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := entra.ReadUserAssertion(token, now, rules); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
