@@ -18,7 +18,7 @@ import (
 // invalid_client, invalid_scope, invalid_grant; every AADSTS code of
 // aadstsCodes, such as 7000215, 7000222, 700016, 70011, 90002, 700027,
 // 700024), other 400/401/403 answers, and a request that cannot be made (no
-// scope, several scopes for a managed identity).
+// scope, several scopes for a managed identity, ErrOnBehalfOf).
 //
 // Transient, worth retrying with backoff: 408, 429, 5xx and
 // temporarily_unavailable, other statuses (404, 410: IMDS answers those
@@ -32,7 +32,7 @@ func (e *RequestError) PermanentFailure() bool {
 	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
 		return false
 	case e.StatusCode == 0:
-		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope)
+		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope) || errors.Is(e.Err, ErrOnBehalfOf)
 	case e.StatusCode >= 200 && e.StatusCode <= 299:
 		return false // a malformed success: the next answer may be fine
 	}
@@ -124,6 +124,8 @@ func transportSummary(err error) string {
 		return "no scope"
 	case errors.Is(err, ErrManagedIdentityScope):
 		return "managed identity needs exactly one scope"
+	case errors.Is(err, ErrOnBehalfOf):
+		return "on-behalf-of exchange not possible"
 	case errors.Is(err, ErrFederatedTokenUnavailable):
 		return "federated token file unavailable"
 	case errors.Is(err, errAssertionSigning):
@@ -146,3 +148,73 @@ func transportSummary(err error) string {
 		return "network error"
 	}
 }
+
+// UserFailure is what a failed on-behalf-of exchange says of the user's
+// side, so that the caller answers the user's client rather than count it
+// against the application's credential.
+type UserFailure int
+
+const (
+	// NotUserFailure: the failure is the application's (its credential,
+	// registration or scopes) or transient; not an on-behalf-of exchange.
+	NotUserFailure UserFailure = iota
+	// UserTokenInvalid: Entra refused the user's token (invalid_grant:
+	// expired, revoked, another audience or tenant, a bad signature). A new
+	// token is needed.
+	UserTokenInvalid
+	// InteractionRequired: the user must satisfy a claims challenge
+	// (interaction_required, or invalid_grant with claims: MFA, conditional
+	// access); RequestError.Claims holds it when Entra sent one.
+	InteractionRequired
+	// ConsentRequired: the user or an administrator must consent to the
+	// scopes (AADSTS65001, consent_required).
+	ConsentRequired
+)
+
+// String returns "", "user_token_invalid", "interaction_required" or
+// "consent_required".
+func (f UserFailure) String() string {
+	return [...]string{"", "user_token_invalid", "interaction_required", "consent_required"}[f]
+}
+
+// UserFailure classifies the failure of an on-behalf-of exchange (OnBehalfOf
+// set) that Entra answered with a 4xx other than 408 and 429. Failures of
+// the client (invalid_client, unauthorized_client, invalid_scope,
+// unsupported_grant_type, or an AADSTS code of the application's
+// configuration such as 7000215 or 700016) are NotUserFailure. Otherwise:
+// consent (AADSTS65001, 65004; error or suberror consent_required), then
+// interaction (interaction_required, a claims challenge, AADSTS50076,
+// 50079, 53003...), then the user's token (AADSTS50013, 500133...; any
+// other invalid_grant or invalid_request, so that a token crafted to be
+// refused never passes for the application's failure). Any other failure
+// is NotUserFailure.
+func (e *RequestError) UserFailure() UserFailure {
+	if !e.OnBehalfOf || e.StatusCode < 400 || e.StatusCode > 499 ||
+		e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests {
+		return NotUserFailure
+	}
+	switch e.Code {
+	case "invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type":
+		return NotUserFailure
+	}
+	found := map[UserFailure]bool{}
+	for _, code := range e.ErrorCodes {
+		if known, ok := aadstsCodes[code]; ok {
+			found[known.user] = true
+		}
+	}
+	switch {
+	case found[ConsentRequired], e.Code == "consent_required", e.SubError == "consent_required":
+		return ConsentRequired
+	case found[InteractionRequired], e.Code == "interaction_required", e.Claims != "":
+		return InteractionRequired
+	case found[UserTokenInvalid], !found[NotUserFailure] && (e.Code == "invalid_grant" || e.Code == "invalid_request"):
+		return UserTokenInvalid
+	}
+	return NotUserFailure
+}
+
+// UserTokenRejected reports whether an on-behalf-of exchange failed because
+// of the user's token or the user (any UserFailure): a failure of that one
+// token, which must not put the application in backoff.
+func (e *RequestError) UserTokenRejected() bool { return e.UserFailure() != NotUserFailure }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ type Client struct {
 	cfg           Config // validated, defaults applied; TenantID and ClientID as the source names them
 	tokenEndpoint string
 	source        tokenSource
+	claims        string // the claims parameter of Config.ClientCapabilities, "" for none
 }
 
 // CredentialFingerprint identifies the credential the client uses at this
@@ -89,30 +91,122 @@ func (c *Client) CacheKey() string {
 //
 // For the client-credentials credentials it sends a form-encoded POST of
 // client_id, scope (space-separated), grant_type=client_credentials, the
-// Config.ExtraParams and the credential: client_secret, or a
-// client_assertion (signed with the certificate, or read from the
-// federated token file). For a managed identity it sends a GET to the
-// managed identity endpoint (see ManagedIdentityCredential), which takes
-// exactly one scope.
+// Config.ExtraParams, the claims declaring Config.ClientCapabilities and
+// the credential: client_secret, or a client_assertion (signed with the
+// certificate, or read from the federated token file). For a managed
+// identity it sends a GET to the managed identity endpoint (see
+// ManagedIdentityCredential), which takes exactly one scope.
 //
 // The request is bounded by Config.Timeout on top of ctx. At most
 // MaxResponseBytes of the response are read. Every failure is a
 // *RequestError; its Err wraps context.DeadlineExceeded or
 // context.Canceled when the request was cut short.
 func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
-	scope := joinScopes(scopes)
-	if scope == "" {
+	return c.send(ctx, tokenRequest{endpoint: c.tokenEndpoint, scope: joinScopes(scopes),
+		grant: url.Values{"grant_type": {"client_credentials"}}})
+}
+
+// SupportsOnBehalfOf returns why the client cannot exchange users' tokens
+// (a *ConfigError with Field "on_behalf_of"), nil when it can: a managed
+// identity cannot (Entra's on-behalf-of flow needs an app registration's
+// credential), and tenant_id must be the tenant's GUID, which users'
+// tokens carry in tid. Call it when the configuration loads.
+func (c *Client) SupportsOnBehalfOf() error {
+	switch {
+	case c.CredentialType() == "managed_identity":
+		return &ConfigError{Field: "on_behalf_of", Reason: "a managed identity cannot exchange a user's token; use an app registration's client_secret, client_certificate, federated_token_file or workload_identity"}
+	case !isGUID(c.cfg.TenantID):
+		return &ConfigError{Field: "on_behalf_of", Reason: "needs tenant_id as the tenant's ID (a GUID, as users' tokens carry it in tid), not a domain name"}
+	}
+	return nil
+}
+
+// OnBehalfOf exchanges a user's token, checked by ReadUserAssertion, for a
+// token to scopes on the user's behalf (Entra's on-behalf-of flow). Scopes
+// may be delegated permissions ("https://graph.microsoft.com/User.Read"),
+// not only "{resource}/.default".
+//
+// It sends grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer,
+// assertion=<the user token>, requested_token_use=on_behalf_of, scope and,
+// as Token does, client_id, the Config.ExtraParams, the claims declaring
+// Config.ClientCapabilities and the credential (a certificate's client
+// assertion has the token endpoint used as its aud), to the token endpoint
+// of the user's tenant, {AuthorityHost}/{user's tid}/oauth2/v2.0/token,
+// never to "common" or "organizations". With Config.TokenEndpoint set, that
+// endpoint is used as is, whatever the tenant.
+//
+// Failures are *RequestError as for Token, with OnBehalfOf set (see
+// RequestError.UserFailure); the user's token, and its payload and
+// signature on their own, are masked like a secret in every field of the
+// error. A client that SupportsOnBehalfOf refuses, or a zero UserAssertion,
+// fail without a request, with Err wrapping ErrOnBehalfOf.
+func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []string) (*Token, error) {
+	if err := c.SupportsOnBehalfOf(); err != nil {
+		return nil, &RequestError{Err: fmt.Errorf("%w: %s", ErrOnBehalfOf, err.(*ConfigError).Reason), OnBehalfOf: true}
+	}
+	if user == nil || user.token == "" || !isGUID(user.TenantID) {
+		return nil, &RequestError{Err: fmt.Errorf("%w: no user assertion (use ReadUserAssertion)", ErrOnBehalfOf), OnBehalfOf: true}
+	}
+	cfg := c.cfg
+	cfg.TenantID = user.TenantID
+	endpoint, err := resolveTokenEndpoint(cfg) // validated by NewClient with another tenant ID
+	if err != nil {
+		return nil, &RequestError{Err: err, OnBehalfOf: true}
+	}
+	token, err := c.send(ctx, tokenRequest{endpoint: endpoint, scope: joinScopes(scopes), grant: url.Values{
+		"grant_type":          {jwtBearerGrantType},
+		"assertion":           {user.token},
+		"requested_token_use": {"on_behalf_of"},
+	}}, append(strings.Split(user.token, ".")[1:], user.token)...)
+	if reqErr, ok := err.(*RequestError); ok {
+		reqErr.OnBehalfOf = true
+	}
+	return token, err
+}
+
+// AuthorizeEndpoint returns the authorization endpoint of tenantID under
+// the client's authority, {AuthorityHost}/{tenantID}/oauth2/v2.0/authorize:
+// where a user's client answers a claims challenge or gives consent (the
+// authorization_uri of a challenge). With Config.TokenEndpoint set it is
+// that URL with its final "/token" replaced by "/authorize". It is "" for a
+// managed identity, a tenant ID that is not a safe path segment, or a token
+// endpoint that does not end in "/token".
+func (c *Client) AuthorizeEndpoint(tenantID string) string {
+	if c.CredentialType() == "managed_identity" || checkTenantID(tenantID) != "" {
+		return ""
+	}
+	cfg := c.cfg
+	cfg.TenantID = tenantID
+	endpoint, err := resolveTokenEndpoint(cfg)
+	u, _ := url.Parse(endpoint)
+	if err != nil || u == nil || !strings.HasSuffix(u.Path, "/token") {
+		return ""
+	}
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/token")+"/authorize", ""
+	return u.String()
+}
+
+// jwtBearerGrantType is the grant_type of an on-behalf-of exchange.
+const jwtBearerGrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+// send sends tr as the client's token source builds it, with secrets (and
+// the source's own) masked in errors.
+func (c *Client) send(ctx context.Context, tr tokenRequest, secrets ...string) (*Token, error) {
+	if tr.scope == "" {
 		return nil, &RequestError{Err: ErrNoScope}
+	}
+	if c.claims != "" {
+		tr.grant.Set("claims", c.claims)
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, secrets, err := c.source.newRequest(reqCtx, scope)
+	req, sourceSecrets, err := c.source.newRequest(reqCtx, tr)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
-	r := newRedactor(secrets...)
+	r := newRedactor(append(secrets, sourceSecrets...)...)
 
 	sentAt := time.Now()
 	resp, err := c.cfg.HTTPClient.Do(req)

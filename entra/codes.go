@@ -24,14 +24,17 @@ var oauthCodes = map[string]oauthCode{
 }
 
 // aadstsCode is what an operator is told of an AADSTS code met when a
-// client-credentials configuration is wrong. Every code in aadstsCodes is a
-// permanent failure (see RequestError.PermanentFailure).
+// configuration is wrong or a user's token cannot be exchanged. Every code
+// in aadstsCodes is a permanent failure (see RequestError.PermanentFailure).
 type aadstsCode struct {
 	// summary names the cause, for RequestError.Summary.
 	summary string
 	// hint says what to do in one line, for RequestError.Hint and the
 	// `caddy entra` CLI; "" for the codes met less often.
 	hint string
+	// user is what the code means in an on-behalf-of exchange, when it is
+	// about the user rather than the application (RequestError.UserFailure).
+	user UserFailure
 }
 
 // aadstsCodes are the AADSTS codes the package names, by number.
@@ -46,13 +49,27 @@ var aadstsCodes = map[int]aadstsCode{
 	1002012: {summary: "invalid scope"},
 	28000:   {summary: "invalid scope (more than one resource)"},
 	500011:  {summary: "resource not found in tenant", hint: "the resource of the scope is not in the tenant: check the scope's URI (Expose an API > Application ID URI) and that the API's service principal exists"},
-	65001:   {summary: "consent missing", hint: "consent is missing: grant admin consent to the application's API permissions (application permissions need an administrator)"},
+	65001:   {summary: "consent missing", hint: "consent is missing: grant admin consent to the application's API permissions (application permissions need an administrator; on-behalf-of needs the delegated ones)", user: ConsentRequired},
+	65004:   {summary: "user declined consent", user: ConsentRequired},
 	700027:  {summary: "client assertion failed signature validation (certificate not registered or wrong key)", hint: "the certificate is not registered on the app registration, or the private key does not belong to it"},
 	700024:  {summary: "client assertion is not within its valid time range"},
 	700023:  {summary: "client assertion audience is not the token endpoint"},
 	700021:  {summary: "client assertion issuer or subject is not the client ID"},
-	50027:   {summary: "client assertion is malformed"},
-	50013:   {summary: "client assertion rejected"},
+	50027:   {summary: "assertion is malformed", user: UserTokenInvalid},
+	50013:   {summary: "assertion rejected", user: UserTokenInvalid},
+	500133:  {summary: "user token expired", user: UserTokenInvalid},
+	500131:  {summary: "user token audience is not the application", hint: "the user's token is for another application: its aud must be this client ID, api://<client ID> or the App ID URI (Expose an API)", user: UserTokenInvalid},
+	50173:   {summary: "user's grant revoked: a fresh sign-in is needed", user: UserTokenInvalid},
+	50132:   {summary: "user's session revoked (password changed or reset)", user: UserTokenInvalid},
+	50133:   {summary: "user's session invalid (password expired)", user: UserTokenInvalid},
+	50057:   {summary: "user account disabled", user: UserTokenInvalid},
+	50053:   {summary: "user account locked", user: UserTokenInvalid},
+	50076:   {summary: "multi-factor authentication required", user: InteractionRequired},
+	50079:   {summary: "multi-factor authentication registration required", user: InteractionRequired},
+	50074:   {summary: "strong authentication required", user: InteractionRequired},
+	50158:   {summary: "external security challenge not satisfied", user: InteractionRequired},
+	53000:   {summary: "device not compliant (Conditional Access)", user: InteractionRequired},
+	53001:   {summary: "device not domain-joined (Conditional Access)", user: InteractionRequired},
 	70021:   {summary: "no matching federated identity credential"},
 	700211:  {summary: "no federated identity credential for the assertion's issuer"},
 	700212:  {summary: "no federated identity credential for the assertion's audience"},
@@ -60,7 +77,7 @@ var aadstsCodes = map[int]aadstsCode{
 	7000274: {summary: "certificate is outside its validity period"},
 	7000214: {summary: "certificate revoked"},
 	7000112: {summary: "application is disabled", hint: "the application is disabled in the tenant"},
-	53003:   {summary: "blocked by Conditional Access"},
+	53003:   {summary: "blocked by Conditional Access", user: InteractionRequired},
 	90014:   {summary: "required field missing from the token request"},
 	900144:  {summary: "required parameter missing from the token request"},
 	70003:   {summary: "unsupported grant type"},

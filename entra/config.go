@@ -8,10 +8,17 @@
 // says whether a failure is permanent and how long the endpoint asked to
 // wait ([RequestError.PermanentFailure], [RequestError.RetryAfterHint]).
 //
+// An application can also exchange a signed-in user's token for a token on
+// the user's behalf (Entra's on-behalf-of flow): [ReadUserAssertion] checks
+// the user's token locally, [Client.OnBehalfOf] exchanges it, and
+// [RequestError.UserFailure] tells what a refusal asks of the user's client
+// (a new token, a claims challenge, consent).
+//
 // The package knows nothing of Caddy, Redis or caching: a [Client] sends one
-// token request per call to [Client.Token]. Secrets and access tokens never
-// appear in the messages of the errors it returns, and [Token] redacts its
-// access token whenever it is formatted.
+// token request per call to [Client.Token] or [Client.OnBehalfOf]. Secrets,
+// users' tokens and access tokens never appear in the messages of the
+// errors it returns, and [Token] redacts its access token whenever it is
+// formatted.
 package entra
 
 import (
@@ -89,6 +96,15 @@ type Config struct {
 	// with ManagedIdentity. Default none.
 	ExtraParams map[string]string
 
+	// ClientCapabilities are the client capabilities the application
+	// declares (Caddyfile client_capabilities), e.g. "cp1" for continuous
+	// access evaluation: every token request then carries the claims
+	// parameter {"access_token":{"xms_cc":{"values":[...]}}}, so that
+	// CAE-aware resources issue long-lived tokens and answer revocations
+	// with claims challenges. Not supported with ManagedIdentity. Default
+	// none.
+	ClientCapabilities []string
+
 	// AuthorityHost is the scheme and host (and optionally a path prefix) of
 	// the authority; a trailing slash is tolerated. The token endpoint is
 	// {AuthorityHost}/{TenantID}/oauth2/v2.0/token. It must use https; http
@@ -118,9 +134,9 @@ type Config struct {
 // ConfigError names a Config field that is missing or malformed. Field uses
 // the Caddyfile names (tenant_id, client_id, client_secret, credential,
 // client_certificate, federated_token_file, managed_identity,
-// workload_identity, token_request_param, authority_host, token_endpoint,
-// timeout). Its message names the field and the cause, never the field's
-// value.
+// workload_identity, token_request_param, client_capabilities,
+// authority_host, token_endpoint, timeout, on_behalf_of). Its message names
+// the field and the cause, never the field's value.
 type ConfigError struct {
 	// Field is the Caddyfile name of the offending field, e.g. "client_secret".
 	Field string
@@ -188,22 +204,43 @@ func NewClient(cfg Config) (*Client, error) {
 	if err := checkExtraParams(cfg.ExtraParams); err != nil {
 		return nil, err
 	}
+	claims, err := capabilitiesClaims(cfg)
+	if err != nil {
+		return nil, err
+	}
 
-	grant := clientCredentialsGrant{endpoint: endpoint, clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
+	form := formCredential{clientID: cfg.ClientID, extraParams: cfg.ExtraParams}
 	var source tokenSource
 	switch {
 	case cfg.ClientSecret != "":
-		source = secretCredential{clientCredentialsGrant: grant, secret: cfg.ClientSecret}
+		source = secretCredential{formCredential: form, secret: cfg.ClientSecret}
 	case cfg.ClientCertificate != nil:
-		cred, err := newCertificateCredential(*cfg.ClientCertificate, grant)
+		cred, err := newCertificateCredential(*cfg.ClientCertificate, form)
 		if err != nil {
 			return nil, err
 		}
 		source = cred
 	case cfg.FederatedTokenFile != "":
-		source = federatedCredential{clientCredentialsGrant: grant, path: cfg.FederatedTokenFile}
+		source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
 	}
-	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source}, nil
+	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source, claims: claims}, nil
+}
+
+// capabilitiesClaims checks client_capabilities and returns the claims
+// parameter that declares them, "" for none.
+func capabilitiesClaims(cfg Config) (string, error) {
+	if len(cfg.ClientCapabilities) == 0 {
+		return "", nil
+	}
+	for _, capability := range cfg.ClientCapabilities {
+		if capability == "" || hasControlOrSpace(capability) || strings.ContainsAny(capability, `"\`) {
+			return "", &ConfigError{Field: "client_capabilities", Reason: "each capability must be non-empty, without spaces, quotes or control characters"}
+		}
+	}
+	if _, ok := cfg.ExtraParams["claims"]; ok {
+		return "", &ConfigError{Field: "token_request_param", Reason: "cannot set claims with client_capabilities, which sets it"}
+	}
+	return MergeClaims("", cfg.ClientCapabilities)
 }
 
 // checkOneCredential enforces exactly one credential per identity.

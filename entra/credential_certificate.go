@@ -47,7 +47,7 @@ const minRSAKeyBits = 2048
 // Every token request carries a fresh client_assertion: a JWT signed PS256
 // with the private key, its header naming the certificate by x5t#S256 (and
 // carrying the chain in x5c with SendX5C), its claims aud = the token
-// endpoint, iss = sub = client_id, a random jti, nbf = iat = now and exp =
+// endpoint the request goes to, iss = sub = client_id, a random jti, nbf = iat = now and exp =
 // now + AssertionLifetime.
 //
 // The files are read again for every token request and parsed again when
@@ -85,9 +85,8 @@ type CertificateCredential struct {
 // certificateCredential signs client assertions with the certificate's key,
 // reloading the files when their content changes.
 type certificateCredential struct {
-	clientCredentialsGrant
-	files    CertificateCredential
-	audience string // the token endpoint without query or fragment
+	formCredential
+	files CertificateCredential
 
 	mu     sync.Mutex
 	digest [sha256.Size]byte // of the files' content that current came from
@@ -96,11 +95,11 @@ type certificateCredential struct {
 
 // newCertificateCredential loads the certificate and key; failures are
 // *ConfigError (field client_certificate).
-func newCertificateCredential(files CertificateCredential, grant clientCredentialsGrant) (*certificateCredential, error) {
+func newCertificateCredential(files CertificateCredential, form formCredential) (*certificateCredential, error) {
 	if strings.TrimSpace(files.CertFile) == "" {
 		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
 	}
-	c := &certificateCredential{clientCredentialsGrant: grant, files: files, audience: assertionAudience(grant.endpoint)}
+	c := &certificateCredential{formCredential: form, files: files}
 	digest, signer, err := c.load()
 	if err != nil {
 		return nil, &ConfigError{Field: "client_certificate", Reason: err.Error()}
@@ -120,17 +119,17 @@ func (c *certificateCredential) fingerprint() string {
 	return hex.EncodeToString(c.digest[:])
 }
 
-func (c *certificateCredential) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
-	assertion, err := c.assertion(time.Now())
+func (c *certificateCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
+	assertion, err := c.assertion(time.Now(), assertionAudience(tr.endpoint))
 	if err != nil {
 		return nil, nil, &RequestError{Err: err}
 	}
-	return c.postAssertion(ctx, scope, assertion)
+	return c.postAssertion(ctx, tr, assertion)
 }
 
-// assertion returns a newly signed client assertion, with the current
-// content of the files when it loads, else the last good one.
-func (c *certificateCredential) assertion(now time.Time) (string, error) {
+// assertion returns a newly signed client assertion for audience, with the
+// current content of the files when it loads, else the last good one.
+func (c *certificateCredential) assertion(now time.Time, audience string) (string, error) {
 	signer := c.currentSigner()
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -139,7 +138,7 @@ func (c *certificateCredential) assertion(now time.Time) (string, error) {
 	claims := josejwt.Claims{
 		Issuer:    c.clientID,
 		Subject:   c.clientID,
-		Audience:  josejwt.Audience{c.audience},
+		Audience:  josejwt.Audience{audience},
 		ID:        formatUUID(jti),
 		IssuedAt:  josejwt.NewNumericDate(now),
 		NotBefore: josejwt.NewNumericDate(now),

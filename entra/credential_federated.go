@@ -31,16 +31,16 @@ const (
 // federatedCredential sends the content of a file as the client assertion
 // (workload identity federation). The file is read for every request.
 type federatedCredential struct {
-	clientCredentialsGrant
+	formCredential
 	path string
 }
 
-func (f federatedCredential) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
+func (f federatedCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
 	assertion, err := readFederatedToken(f.path)
 	if err != nil {
 		return nil, nil, &RequestError{Err: err}
 	}
-	return f.postAssertion(ctx, scope, assertion)
+	return f.postAssertion(ctx, tr, assertion)
 }
 
 func (federatedCredential) kind() string { return "federated_token" }

@@ -132,6 +132,9 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	if len(cfg.ExtraParams) > 0 {
 		return nil, &ConfigError{Field: "token_request_param", Reason: "is not supported with managed_identity"}
 	}
+	if len(cfg.ClientCapabilities) > 0 {
+		return nil, &ConfigError{Field: "client_capabilities", Reason: "is not supported with managed_identity"}
+	}
 
 	identityEndpoint, identityHeader := spec.IdentityEndpoint, spec.IdentityHeader
 	if identityEndpoint == "" && identityHeader == "" && spec.IMDSEndpoint == "" {
@@ -197,8 +200,9 @@ func (s identitySelector) queryParameter(appService bool) string {
 }
 
 // newRequest asks the managed identity endpoint for a token for the
-// resource of scope, which must be one scope.
-func (mi *managedIdentity) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
+// resource of tr's scope, which must be one scope.
+func (mi *managedIdentity) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
+	scope := tr.scope
 	if len(strings.Fields(scope)) != 1 {
 		return nil, nil, &RequestError{Err: ErrManagedIdentityScope}
 	}

@@ -10,12 +10,12 @@ import (
 
 // secretCredential authenticates with a client secret (client_secret_post).
 type secretCredential struct {
-	clientCredentialsGrant
+	formCredential
 	secret string
 }
 
-func (s secretCredential) newRequest(ctx context.Context, scope string) (*http.Request, []string, error) {
-	req, err := s.post(ctx, scope, url.Values{"client_secret": {s.secret}})
+func (s secretCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
+	req, err := s.post(ctx, tr, url.Values{"client_secret": {s.secret}})
 	return req, []string{s.secret}, err
 }
 

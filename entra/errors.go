@@ -18,6 +18,11 @@ var (
 
 	// ErrNoScope means Client.Token was called without any scope.
 	ErrNoScope = errors.New("entra: at least one scope is required")
+
+	// ErrOnBehalfOf means Client.OnBehalfOf could not make the exchange:
+	// the client cannot (see Client.SupportsOnBehalfOf), or it was given no
+	// user assertion. It is permanent.
+	ErrOnBehalfOf = errors.New("entra: on-behalf-of exchange not possible")
 )
 
 // Limits on what is kept of the endpoint's error fields, so that a hostile or
@@ -26,6 +31,7 @@ const (
 	maxDescriptionLen = 400
 	maxIdentifierLen  = 128
 	maxErrorCodes     = 8
+	maxClaimsLen      = 4096
 )
 
 // RequestError is any failed token request: a network error or timeout, an
@@ -48,12 +54,23 @@ type RequestError struct {
 	// CorrelationID is the endpoint's "correlation_id" (or the
 	// client-request-id header).
 	CorrelationID string
+	// SubError is Entra's "suberror", e.g. "consent_required",
+	// "basic_action".
+	SubError string
+	// Claims is the "claims" of the answer, compact JSON: the claims
+	// challenge a user must satisfy (conditional access, MFA) for an
+	// on-behalf-of exchange to succeed. "" when absent, not a JSON object,
+	// longer than 4 KiB or holding a secret.
+	Claims string
 	// RetryAfter is the delay asked for by the Retry-After header
 	// (delta-seconds or HTTP-date), as sent; 0 when absent.
 	RetryAfter time.Duration
 	// Err is the underlying cause: a network error, ErrMalformedResponse,
 	// ErrResponseTooLarge, ... Nil when the endpoint's error answer says it all.
 	Err error
+	// OnBehalfOf is set on the failures of Client.OnBehalfOf: an
+	// invalid_grant there is about the user's token (see UserFailure).
+	OnBehalfOf bool
 }
 
 // Error returns a one-line message led by Summary, followed by the details

@@ -1,6 +1,7 @@
 package entra
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -118,6 +119,40 @@ func FuzzParseManagedIdentityResponse(f *testing.F) {
 		}
 		if !token.ExpiresAt.After(sentAt) {
 			t.Fatalf("ExpiresAt %s not after sentAt", token.ExpiresAt)
+		}
+	})
+}
+
+// FuzzReadUserAssertion checks that no token makes ReadUserAssertion panic,
+// that a refusal is a *UserTokenError that does not quote the token, and
+// that an accepted token passed every check.
+func FuzzReadUserAssertion(f *testing.F) {
+	const tenant, client = "00000000-0000-4000-8000-000000000001", "11111111-2222-4333-8444-555555555555"
+	for _, payload := range []string{
+		`{"aud":"api://` + client + `","tid":"` + tenant + `","oid":"o","exp":1900000000}`,
+		`{"aud":["x","` + client + `"],"tid":"` + tenant + `","exp":1.9e9}`,
+		`{"aud":"api://` + client + `","tid":"common","exp":1900000000}`,
+		`{"exp":"1900000000"}`, `null`, `[]`, `{"aud":""}`,
+	} {
+		f.Add("eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + ".c2ln")
+	}
+	f.Add("not a token")
+	rules := UserTokenRules{TenantID: tenant, ClientID: client}
+	now := time.Unix(1800000000, 0)
+	f.Fuzz(func(t *testing.T, token string) {
+		user, err := ReadUserAssertion(token, now, rules)
+		if err != nil {
+			var tokenErr *UserTokenError
+			if user != nil || !errors.As(err, &tokenErr) {
+				t.Fatalf("ReadUserAssertion = %v, %v", user, err)
+			}
+			if len(token) > 8 && strings.Contains(err.Error(), token) {
+				t.Fatalf("error %q quotes the token", err)
+			}
+			return
+		}
+		if !user.ExpiresAt.After(now) || user.TenantID != tenant || user.token != token {
+			t.Fatalf("accepted %v", user)
 		}
 	})
 }

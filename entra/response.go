@@ -176,6 +176,8 @@ func errorFromFields(status int, header http.Header, fields map[string]json.RawM
 		Description:   sanitizeField(stringField(fields, "error_description"), maxDescriptionLen, r),
 		TraceID:       sanitizeField(stringField(fields, "trace_id"), maxIdentifierLen, r),
 		CorrelationID: sanitizeField(stringField(fields, "correlation_id"), maxIdentifierLen, r),
+		SubError:      sanitizeField(stringField(fields, "suberror"), maxIdentifierLen, r),
+		Claims:        claimsField(fields, r),
 		RetryAfter:    parseRetryAfter(header, time.Now()),
 	}
 	if reqErr.Description == "" {
@@ -194,6 +196,19 @@ func errorFromFields(status int, header http.Header, fields map[string]json.RawM
 		}
 	}
 	return reqErr
+}
+
+// claimsField returns the "claims" of an error answer, compact JSON, or ""
+// when it is absent, not a JSON object, too long, or holds a secret of r.
+func claimsField(fields map[string]json.RawMessage, r *redactor) string {
+	var claims map[string]json.RawMessage
+	raw := stringField(fields, "claims")
+	if raw == "" || len(raw) > maxClaimsLen || r.apply(raw) != raw || json.Unmarshal([]byte(raw), &claims) != nil || claims == nil {
+		return ""
+	}
+	var b bytes.Buffer
+	_ = json.Compact(&b, []byte(raw))
+	return b.String()
 }
 
 func stringField(fields map[string]json.RawMessage, name string) string {

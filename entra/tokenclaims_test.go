@@ -23,7 +23,7 @@ const (
 
 // jwtWith returns an unsigned compact JWT with claims: TokenIdentity reads
 // the payload and never the signature.
-func jwtWith(t *testing.T, claims map[string]any) string {
+func jwtWith(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	payload, err := json.Marshal(claims)
 	if err != nil {

@@ -11,14 +11,13 @@ import (
 
 // tokenSource is where a Client's tokens come from: a credential presented
 // to a token endpoint (a client secret, a certificate, a federated token
-// file) or the host's managed identity. Client.Token asks it for the
-// request, sends it, and has it read the answer.
+// file) or the host's managed identity. Client.Token and Client.OnBehalfOf
+// ask it for the request, send it, and have it read the answer.
 type tokenSource interface {
-	// newRequest builds the request for a token for scope (the scopes
-	// joined by spaces), bounded by ctx. It returns the secret values the
-	// request carries, which no error may echo, or a *RequestError when no
-	// credential could be had.
-	newRequest(ctx context.Context, scope string) (req *http.Request, secrets []string, err error)
+	// newRequest builds the HTTP request of tr, bounded by ctx. It returns
+	// the secret values the request carries, which no error may echo, or a
+	// *RequestError when no credential could be had.
+	newRequest(ctx context.Context, tr tokenRequest) (req *http.Request, secrets []string, err error)
 	// parse turns the answer into a Token or a *RequestError, masking r's
 	// secrets in the error's fields before cutting them to length.
 	parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error)
@@ -33,34 +32,41 @@ type tokenSource interface {
 	cacheKeyLines() []string
 }
 
+// tokenRequest is one token request: the grant's own form fields, the
+// scope, and the token endpoint it goes to. A managed identity reads only
+// the scope (and is never asked for another grant).
+type tokenRequest struct {
+	endpoint string     // the client's token endpoint, or the user's tenant's for OBO
+	scope    string     // the scopes joined by spaces
+	grant    url.Values // grant_type and the grant's fields (assertion, requested_token_use, claims)
+}
+
 // clientAssertionType is the client_assertion_type of a JWT client
 // assertion (RFC 7523), for certificates and federated tokens alike.
 const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-// clientCredentialsGrant is what the client secret, certificate and
-// federated token credentials share: an OAuth 2.0 client-credentials form
-// POSTed to the token endpoint, answered as Entra's token endpoint does.
-type clientCredentialsGrant struct {
-	endpoint    string
+// formCredential is what the client secret, certificate and federated
+// token credentials share: a form POSTed to a token endpoint, answered as
+// Entra's token endpoint does.
+type formCredential struct {
 	clientID    string
 	extraParams map[string]string
 }
 
-// post builds the request for scope: client_id, scope, grant_type, the
-// extra parameters and the credential's fields auth.
-func (g clientCredentialsGrant) post(ctx context.Context, scope string, auth url.Values) (*http.Request, error) {
-	form := url.Values{
-		"client_id":  {g.clientID},
-		"scope":      {scope},
-		"grant_type": {"client_credentials"},
-	}
+// post builds the request of tr: client_id, scope, the extra parameters,
+// the grant's fields and the credential's fields auth, the later ones
+// overriding the earlier.
+func (g formCredential) post(ctx context.Context, tr tokenRequest, auth url.Values) (*http.Request, error) {
+	form := url.Values{}
 	for name, value := range g.extraParams {
 		form.Set(name, value)
 	}
-	for name, values := range auth {
-		form[name] = values
+	for _, fields := range []url.Values{{"client_id": {g.clientID}, "scope": {tr.scope}}, tr.grant, auth} {
+		for name, values := range fields {
+			form[name] = values
+		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.endpoint, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tr.endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		// The endpoint was validated by NewClient; this is not expected.
 		return nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
@@ -71,16 +77,16 @@ func (g clientCredentialsGrant) post(ctx context.Context, scope string, auth url
 
 // postAssertion is post authenticated by a JWT client assertion (RFC 7523),
 // for certificates and federated tokens alike.
-func (g clientCredentialsGrant) postAssertion(ctx context.Context, scope, assertion string) (*http.Request, []string, error) {
-	req, err := g.post(ctx, scope, url.Values{
+func (g formCredential) postAssertion(ctx context.Context, tr tokenRequest, assertion string) (*http.Request, []string, error) {
+	req, err := g.post(ctx, tr, url.Values{
 		"client_assertion_type": {clientAssertionType},
 		"client_assertion":      {assertion},
 	})
 	return req, []string{assertion}, err
 }
 
-func (clientCredentialsGrant) parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
+func (formCredential) parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
 	return parseTokenResponse(status, header, body, sentAt, r)
 }
 
-func (clientCredentialsGrant) cacheKeyLines() []string { return nil }
+func (formCredential) cacheKeyLines() []string { return nil }

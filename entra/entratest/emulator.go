@@ -1,6 +1,6 @@
 // Package entratest is an Entra ID-compatible token endpoint for tests and
-// local development: the client-credentials flow of the v2.0 token endpoint,
-// with Entra's error shapes (AADSTS codes, trace and correlation IDs), RS256
+// local development: the client-credentials and on-behalf-of flows of the
+// v2.0 token endpoint, with Entra's error shapes (AADSTS codes, trace and correlation IDs), RS256
 // tokens and the JWKS and OpenID discovery documents that verify them.
 //
 // It is an ordinary package (not a _test file) so that other packages' tests
@@ -36,7 +36,8 @@ const DefaultTokenLifetime = time.Hour
 
 // Options configures an Emulator.
 type Options struct {
-	// TenantID is the one tenant served; requests for any other tenant fail
+	// TenantID is the emulator's own tenant, where its clients are
+	// registered; requests for a tenant not served (see AddTenant) fail
 	// with AADSTS90002. Default DefaultTenantID. Letters, digits, '.', '-'
 	// and '_' only.
 	TenantID string
@@ -45,8 +46,8 @@ type Options struct {
 	// claim), whole seconds, at least 1s. Default DefaultTokenLifetime (1h).
 	TokenLifetime time.Duration
 
-	// Issuer is the iss claim. Default "https://sts.windows.net/{tenant}/",
-	// as in Entra's v1.0 access tokens.
+	// Issuer is the iss claim, in every tenant. Default
+	// "https://sts.windows.net/{tenant}/", as in Entra's v1.0 access tokens.
 	Issuer string
 
 	// Now is the emulator's clock for iat/nbf/exp and Verify. Default
@@ -61,21 +62,22 @@ type client struct {
 	certs     []*x509.Certificate // certificate credentials, by thumbprint
 	sni       *sniRegistration    // subject name and issuer authentication
 	federated []federatedSubject  // federated identity credentials
+	appIDURIs []string            // App ID URIs besides api://<client ID>
 }
 
 // Emulator is an Entra ID-compatible token endpoint. It implements
 // http.Handler and is safe for concurrent use. Make it with New or NewServer.
 //
-// Routes (the first three for its own tenant only):
+// Routes (the first three for the tenants it serves only):
 //
-//	POST /{tenant}/oauth2/v2.0/token                   client credentials
+//	POST /{tenant}/oauth2/v2.0/token                   client credentials, on-behalf-of
 //	GET  /{tenant}/discovery/v2.0/keys
 //	GET  /{tenant}/v2.0/.well-known/openid-configuration
 //	GET  /metadata/identity/oauth2/token               managed identity (IMDS)
 //	GET  /msi/token                                    managed identity (App Service)
 type Emulator struct {
 	tenantID string
-	issuer   string
+	issuer   string // Options.Issuer, "" for each tenant's own
 	now      func() time.Time
 	key      *rsa.PrivateKey
 	kid      string // base64url SHA-1 thumbprint of the certificate, as Entra
@@ -88,6 +90,7 @@ type Emulator struct {
 	federationKid string
 
 	tokenRequests      atomic.Int64
+	onBehalfOfRequests atomic.Int64
 	connections        atomic.Int64
 	issuedTokens       atomic.Int64
 	assertionsSeen     atomic.Int64
@@ -102,6 +105,9 @@ type Emulator struct {
 	failures         []Failure // queued, consumed one per token request
 	failAll          *Failure  // set by FailNext(-1, f)
 
+	tenants           map[string]bool            // served besides tenantID
+	userChallenges    map[string]string          // user oid -> claims challenge
+	withheldConsent   map[[2]string]bool         // {client ID, scope} not consented
 	usedJTIs          map[string]time.Time       // client assertion jti -> exp
 	managedIdentities map[string]ManagedIdentity // by client ID
 	systemIdentity    string                     // client ID of the system-assigned identity
@@ -125,10 +131,6 @@ func New(opts Options) (*Emulator, error) {
 	if lifetime < 0 {
 		return nil, errors.New("entratest: token lifetime must not be negative")
 	}
-	issuer := opts.Issuer
-	if issuer == "" {
-		issuer = "https://sts.windows.net/" + tenantID + "/"
-	}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -150,7 +152,7 @@ func New(opts Options) (*Emulator, error) {
 
 	e := &Emulator{
 		tenantID: tenantID,
-		issuer:   issuer,
+		issuer:   opts.Issuer,
 		now:      now,
 		key:      key,
 		kid:      base64.RawURLEncoding.EncodeToString(thumbprint[:]),
@@ -160,6 +162,9 @@ func New(opts Options) (*Emulator, error) {
 
 		federationKey:     federationKey,
 		federationKid:     newUUID(),
+		tenants:           make(map[string]bool),
+		userChallenges:    make(map[string]string),
+		withheldConsent:   make(map[[2]string]bool),
 		usedJTIs:          make(map[string]time.Time),
 		managedIdentities: make(map[string]ManagedIdentity),
 	}
@@ -301,8 +306,42 @@ func (e *Emulator) TenantID() string { return e.tenantID }
 // TokenPath returns the token endpoint's path, "/{tenant}/oauth2/v2.0/token".
 func (e *Emulator) TokenPath() string { return "/" + e.tenantID + "/oauth2/v2.0/token" }
 
-// Issuer returns the iss claim of issued tokens.
-func (e *Emulator) Issuer() string { return e.issuer }
+// Issuer returns the iss claim of the tokens issued in the emulator's own
+// tenant.
+func (e *Emulator) Issuer() string { return e.issuerOf(e.tenantID) }
+
+// issuerOf is the iss claim of the tokens issued in tenant.
+func (e *Emulator) issuerOf(tenant string) string {
+	if e.issuer != "" {
+		return e.issuer
+	}
+	return "https://sts.windows.net/" + tenant + "/"
+}
+
+// AddTenant serves tenant too: its token endpoint, keys and discovery
+// document answer, with the same signing key, and tokens issued there carry
+// its tid and issuer. Clients registered in the emulator's own tenant are
+// multi-tenant applications, consented in every tenant served. The ID is
+// letters, digits, '.', '-' and '_' only.
+func (e *Emulator) AddTenant(tenant string) error {
+	if !isSafeSegment(tenant) {
+		return errors.New("entratest: tenant ID must contain only letters, digits, '.', '-' and '_'")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tenants[tenant] = true
+	return nil
+}
+
+// serves reports whether the emulator serves tenant.
+func (e *Emulator) serves(tenant string) bool {
+	if tenant == e.tenantID {
+		return true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.tenants[tenant]
+}
 
 // KeyID returns the kid of the signing key (its certificate's base64url
 // SHA-1 thumbprint, as Entra's kid and x5t).

@@ -32,6 +32,13 @@ type Failure struct {
 	// ErrorCodes is the "error_codes" field (AADSTS numbers). Default none.
 	ErrorCodes []int
 
+	// SubError is the "suberror" field (e.g. "consent_required",
+	// "basic_action"). Default none.
+	SubError string
+
+	// Claims is the "claims" field: a claims challenge, JSON. Default none.
+	Claims string
+
 	// Delay is how long to wait before answering. A request cancelled while
 	// waiting gets no answer.
 	Delay time.Duration

@@ -25,26 +25,38 @@ type entraError struct {
 	description string // without the "AADSTSnnn: " prefix
 }
 
+// userError is an on-behalf-of exchange's error about the user, with
+// Entra's suberror and claims challenge.
+type userError struct {
+	entraError
+	suberror, claims string
+}
+
 func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	e.tokenRequests.Add(1)
 	// Read the whole body first: only then does net/http watch the
 	// connection and cancel r.Context() when the client goes away, which a
 	// delayed answer relies on.
 	form := e.parseForm(w, r)
+	grantType := form.Get("grant_type")
+	if grantType == JWTBearerGrantType {
+		e.onBehalfOfRequests.Add(1)
+	}
 	if f, ok := e.nextFailure(); ok {
 		e.writeFailure(w, r, f)
 		return
 	}
-	if tenant := r.PathValue("tenant"); tenant != e.tenantID {
+	tenant := r.PathValue("tenant")
+	if !e.serves(tenant) {
 		e.writeError(w, r, tenantNotFound(tenant))
 		return
 	}
 
-	switch grantType := form.Get("grant_type"); grantType {
+	switch grantType {
 	case "":
 		e.writeError(w, r, missingParameter("grant_type"))
 		return
-	case "client_credentials":
+	case "client_credentials", JWTBearerGrantType:
 	default:
 		e.writeError(w, r, entraError{http.StatusBadRequest, "unsupported_grant_type", 70003,
 			fmt.Sprintf("The app requested an unsupported grant type '%s'.", grantType)})
@@ -83,7 +95,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	} else {
 		if secret == "" {
 			e.writeError(w, r, entraError{http.StatusUnauthorized, "invalid_client", 7000216,
-				"'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type."})
+				fmt.Sprintf("'client_assertion', 'client_secret' or 'request' is required for the '%s' grant type.", grantType)})
 			return
 		}
 		if registered.secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(registered.secret)) != 1 {
@@ -99,9 +111,21 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 			"The required field 'scope' is missing from the credential. Ensure that you have all the necessary parameters for the login request."})
 		return
 	}
-	resource, scopeErr := resourceOf(scope)
-	if scopeErr != nil {
-		e.writeError(w, r, *scopeErr)
+	g := grantee{clientID: clientID, acr: acr, tenantID: tenant, objectID: registered.objectID, subject: registered.objectID}
+	var ee *entraError
+	if g.capabilities, ee = capabilitiesOf(form.Get("claims")); ee != nil {
+		e.writeError(w, r, *ee)
+		return
+	}
+	var resource string
+	if grantType == JWTBearerGrantType {
+		var ue *userError
+		if resource, ue = e.onBehalfOf(form, clientID, registered, &g); ue != nil {
+			e.writeUserError(w, r, *ue)
+			return
+		}
+	} else if resource, ee = resourceOf(scope); ee != nil {
+		e.writeError(w, r, *ee)
 		return
 	}
 
@@ -109,7 +133,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lifetime = max(lifetime.Truncate(time.Second), time.Second)
-	accessToken, err := e.issue(clientID, registered.objectID, resource, acr, e.now(), lifetime)
+	accessToken, err := e.issue(g, resource, e.now(), lifetime)
 	if err != nil {
 		http.Error(w, "signing failed", http.StatusInternalServerError)
 		return
@@ -180,7 +204,11 @@ func missingParameter(name string) entraError {
 }
 
 func (e *Emulator) writeError(w http.ResponseWriter, r *http.Request, ee entraError) {
-	writeEntraError(w, r, ee.status, ee.code, fmt.Sprintf("AADSTS%d: %s", ee.aadsts, ee.description), []int{ee.aadsts})
+	e.writeUserError(w, r, userError{entraError: ee})
+}
+
+func (e *Emulator) writeUserError(w http.ResponseWriter, r *http.Request, ue userError) {
+	writeEntraError(w, r, ue.status, ue.code, fmt.Sprintf("AADSTS%d: %s", ue.aadsts, ue.description), []int{ue.aadsts}, ue.suberror, ue.claims)
 }
 
 // writeFailure answers a request as an injected Failure says.
@@ -223,12 +251,13 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, r *http.Request, f Failur
 	if f.ContentType != "" {
 		w.Header().Set("Content-Type", f.ContentType)
 	}
-	writeEntraError(w, r, status, code, description, f.ErrorCodes)
+	writeEntraError(w, r, status, code, description, f.ErrorCodes, f.SubError, f.Claims)
 }
 
 // writeEntraError writes Entra's error body: the description followed by
-// trace ID, correlation ID and timestamp lines, and the same IDs as fields.
-func writeEntraError(w http.ResponseWriter, r *http.Request, status int, code, description string, codes []int) {
+// trace ID, correlation ID and timestamp lines, the same IDs as fields, and
+// the suberror and claims challenge when there are.
+func writeEntraError(w http.ResponseWriter, r *http.Request, status int, code, description string, codes []int, suberror, claims string) {
 	traceID, correlationID := newUUID(), requestCorrelationID(r)
 	timestamp := time.Now().UTC().Format("2006-01-02 15:04:05Z")
 	if codes == nil {
@@ -242,6 +271,12 @@ func writeEntraError(w http.ResponseWriter, r *http.Request, status int, code, d
 		"timestamp":      timestamp,
 		"trace_id":       traceID,
 		"correlation_id": correlationID,
+	}
+	if suberror != "" {
+		body["suberror"] = suberror
+	}
+	if claims != "" {
+		body["claims"] = claims
 	}
 	if len(codes) > 0 {
 		body["error_uri"] = baseURL(r) + "/error?code=" + strconv.Itoa(codes[0])
@@ -294,7 +329,8 @@ func baseURL(r *http.Request) string {
 }
 
 func (e *Emulator) handleKeys(w http.ResponseWriter, r *http.Request) {
-	if tenant := r.PathValue("tenant"); tenant != e.tenantID {
+	tenant := r.PathValue("tenant")
+	if !e.serves(tenant) {
 		e.writeError(w, r, tenantNotFound(tenant))
 		return
 	}
@@ -309,24 +345,25 @@ func (e *Emulator) handleKeys(w http.ResponseWriter, r *http.Request) {
 			"n":      base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
 			"e":      base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
 			"x5c":    []string{base64.StdEncoding.EncodeToString(e.certDER)},
-			"issuer": e.issuer,
+			"issuer": e.issuerOf(tenant),
 		}},
 	})
 }
 
 func (e *Emulator) handleOpenIDConfiguration(w http.ResponseWriter, r *http.Request) {
-	if tenant := r.PathValue("tenant"); tenant != e.tenantID {
+	tenant := r.PathValue("tenant")
+	if !e.serves(tenant) {
 		e.writeError(w, r, tenantNotFound(tenant))
 		return
 	}
-	base := baseURL(r) + "/" + e.tenantID
+	base := baseURL(r) + "/" + tenant
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                e.issuer,
+		"issuer":                                e.issuerOf(tenant),
 		"token_endpoint":                        base + "/oauth2/v2.0/token",
 		"jwks_uri":                              base + "/discovery/v2.0/keys",
 		"authorization_endpoint":                base + "/oauth2/v2.0/authorize",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic", "private_key_jwt"},
-		"grant_types_supported":                 []string{"client_credentials"},
+		"grant_types_supported":                 []string{"client_credentials", JWTBearerGrantType},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"response_types_supported":              []string{"token"},
 		"subject_types_supported":               []string{"pairwise"},

@@ -231,7 +231,8 @@ func (e *Emulator) issueManagedIdentityToken(w http.ResponseWriter, r *http.Requ
 	}
 	lifetime = max(lifetime.Truncate(time.Second), time.Second)
 	now := e.now()
-	accessToken, err := e.issue(identity.ClientID, identity.ObjectID, resource, acrCertificate, now, lifetime)
+	accessToken, err := e.issue(grantee{clientID: identity.ClientID, acr: acrCertificate, tenantID: e.tenantID,
+		objectID: identity.ObjectID, subject: identity.ObjectID}, resource, now, lifetime)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("signing failed: %v", err), http.StatusInternalServerError)
 		return time.Time{}, 0, "", false

@@ -13,17 +13,20 @@ import (
 
 // Claims are the claims of an access token issued by the Emulator, as
 // returned by Emulator.Verify. They follow Entra's v1.0 app-only tokens
-// (see TokenFormat for v2.0: AppID and AppIDACR empty, Audience a GUID).
+// (see TokenFormat for v2.0: AppID and AppIDACR empty, Audience a GUID),
+// or for a user's token (on-behalf-of, IssueUserToken) its delegated ones.
 type Claims struct {
 	Audience        string    // aud: the scope's resource, without "/.default"
-	Issuer          string    // iss: Options.Issuer
+	Issuer          string    // iss: Options.Issuer, or the tenant's
 	TenantID        string    // tid
 	AppID           string    // appid: the client ID
 	AppIDACR        string    // appidacr: "1" client secret, "2" assertion or managed identity
 	AuthorizedParty string    // azp: the client ID
-	Subject         string    // sub: a stable ID per client
-	ObjectID        string    // oid: same as Subject
-	IdentityType    string    // idtyp: "app"
+	Subject         string    // sub: a stable ID per client, or the user's
+	ObjectID        string    // oid: same as Subject, or the user's object ID
+	IdentityType    string    // idtyp: "app", or "user"
+	Scopes          string    // scp: a user's delegated permissions, space-separated
+	Capabilities    []string  // xms_cc: the client capabilities the request declared
 	UniqueTokenID   string    // uti (and jti): random, so every token differs
 	Version         string    // ver: "1.0"
 	KeyID           string    // kid of the token header
@@ -48,6 +51,8 @@ type accessTokenClaims struct {
 	Subject            string           `json:"sub"`
 	ObjectID           string           `json:"oid"`
 	IdentityType       string           `json:"idtyp"`
+	Scopes             string           `json:"scp,omitempty"`
+	Capabilities       []string         `json:"xms_cc,omitempty"`
 	TenantID           string           `json:"tid"`
 	UniqueTokenID      string           `json:"uti"`
 	JWTID              string           `json:"jti"`
@@ -107,9 +112,19 @@ func (e *Emulator) SetOmitClientClaims(omit bool) {
 	e.omitClientClaims = omit
 }
 
-// issue signs an access token for clientID and resource, valid from now for
+// grantee is whom a token is issued to: a client (app-only), or a user
+// through a client (delegated: on-behalf-of, IssueUserToken).
+type grantee struct {
+	clientID, acr, tenantID string
+	objectID, subject       string   // the client's, or the user's
+	scopes                  string   // scp, a user's delegated permissions
+	capabilities            []string // xms_cc
+	asV1                    bool     // a v1.0 JWT whatever SetTokenFormat says
+}
+
+// issue signs an access token for g and resource, valid from now for
 // lifetime.
-func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time, lifetime time.Duration) (string, error) {
+func (e *Emulator) issue(g grantee, resource string, now time.Time, lifetime time.Duration) (string, error) {
 	var uti [16]byte
 	if _, err := rand.Read(uti[:]); err != nil {
 		return "", err
@@ -118,6 +133,9 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 	e.mu.Lock()
 	format, omitClient := e.format, e.omitClientClaims
 	e.mu.Unlock()
+	if g.asV1 {
+		format, omitClient = TokenV1, false
+	}
 	if format == TokenOpaque {
 		var opaque [32]byte
 		if _, err := rand.Read(opaque[:]); err != nil {
@@ -125,20 +143,26 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 		}
 		return "opaque-" + base64.RawURLEncoding.EncodeToString(opaque[:]), nil
 	}
+	idtyp := "app"
+	if g.scopes != "" {
+		idtyp = "user"
+	}
 	claims := accessTokenClaims{
 		Audience:         resource,
-		Issuer:           e.issuer,
+		Issuer:           e.issuerOf(g.tenantID),
 		IssuedAt:         jwt.NewNumericDate(now),
 		NotBefore:        jwt.NewNumericDate(now),
 		ExpiresAt:        jwt.NewNumericDate(now.Add(lifetime)),
-		IdentityProvider: e.issuer,
-		AppID:            clientID,
-		AppIDACR:         acr,
-		AuthorizedParty:  clientID,
-		Subject:          objectID,
-		ObjectID:         objectID,
-		IdentityType:     "app",
-		TenantID:         e.tenantID,
+		IdentityProvider: e.issuerOf(g.tenantID),
+		AppID:            g.clientID,
+		AppIDACR:         g.acr,
+		AuthorizedParty:  g.clientID,
+		Subject:          g.subject,
+		ObjectID:         g.objectID,
+		IdentityType:     idtyp,
+		Scopes:           g.scopes,
+		Capabilities:     g.capabilities,
+		TenantID:         g.tenantID,
 		UniqueTokenID:    tokenID,
 		JWTID:            tokenID,
 		Version:          "1.0",
@@ -147,7 +171,7 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 		sum := sha256.Sum256([]byte(resource))
 		claims.Audience = uuidFromBytes(sum[:16])
 		claims.AppID, claims.AppIDACR = "", ""
-		claims.AuthorizedPartyACR = acr
+		claims.AuthorizedPartyACR = g.acr
 		claims.Version = "2.0"
 	}
 	if omitClient {
@@ -160,26 +184,15 @@ func (e *Emulator) issue(clientID, objectID, resource, acr string, now time.Time
 }
 
 // Verify checks that accessToken was issued by this emulator: an RS256
-// signature by its key (kid must match), its issuer, an exp in the future
-// and an nbf/iat not in the future (by the emulator's clock, no leeway). It
-// returns the token's claims.
+// signature by its key (kid must match), the issuer of a tenant it serves
+// (its tid's), an exp in the future and an nbf/iat not in the future (by
+// the emulator's clock, no leeway). It returns the token's claims.
 func (e *Emulator) Verify(accessToken string) (*Claims, error) {
 	var claims accessTokenClaims
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
-		jwt.WithIssuer(e.issuer),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithTimeFunc(e.now),
-	)
-	var kid string
-	_, err := parser.ParseWithClaims(accessToken, &claims, func(t *jwt.Token) (any, error) {
-		kid, _ = t.Header["kid"].(string)
-		if kid != e.kid {
-			return nil, errors.New("unknown kid")
-		}
-		return &e.key.PublicKey, nil
-	})
+	err := e.parseSigned(accessToken, &claims, jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(e.now))
+	if err == nil && (!e.serves(claims.TenantID) || claims.Issuer != e.issuerOf(claims.TenantID)) {
+		err = jwt.ErrTokenInvalidIssuer
+	}
 	if err != nil {
 		return nil, fmt.Errorf("entratest: invalid access token: %w", err)
 	}
@@ -193,13 +206,28 @@ func (e *Emulator) Verify(accessToken string) (*Claims, error) {
 		Subject:         claims.Subject,
 		ObjectID:        claims.ObjectID,
 		IdentityType:    claims.IdentityType,
+		Scopes:          claims.Scopes,
+		Capabilities:    claims.Capabilities,
 		UniqueTokenID:   claims.UniqueTokenID,
 		Version:         claims.Version,
-		KeyID:           kid,
+		KeyID:           e.kid,
 		IssuedAt:        numericTime(claims.IssuedAt),
 		NotBefore:       numericTime(claims.NotBefore),
 		ExpiresAt:       numericTime(claims.ExpiresAt),
 	}, nil
+}
+
+// parseSigned parses a token signed RS256 by the emulator's key (kid must
+// match) into claims, validated as opts say.
+func (e *Emulator) parseSigned(token string, claims jwt.Claims, opts ...jwt.ParserOption) error {
+	parser := jwt.NewParser(append([]jwt.ParserOption{jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()})}, opts...)...)
+	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		if kid, _ := t.Header["kid"].(string); kid != e.kid {
+			return nil, errors.New("unknown kid")
+		}
+		return &e.key.PublicKey, nil
+	})
+	return err
 }
 
 func numericTime(d *jwt.NumericDate) time.Time {
