@@ -64,6 +64,12 @@ type App struct {
 	// usable one is cached. Default 5s.
 	WaitTimeout caddy.Duration `json:"wait_timeout,omitempty"`
 
+	// TokenRequestConcurrency bounds the token requests this replica makes
+	// at once; background refreshes (prefetch included) use at most half,
+	// so a request waiting for a token never queues behind a warm-up.
+	// Default 16.
+	TokenRequestConcurrency int `json:"token_request_concurrency,omitempty"`
+
 	// Redis, when set, shares tokens between replicas through Redis and
 	// coordinates their refreshes with a lock. Default: an in-process memory
 	// cache per replica.

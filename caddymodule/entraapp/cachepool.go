@@ -110,11 +110,12 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 		store = redisStore
 	}
 	cache, err := tokencache.New(tokencache.Options{
-		Store:         store,
-		RefreshWindow: s.RefreshWindow,
-		RefreshAhead:  s.RefreshAhead,
-		WaitTimeout:   s.WaitTimeout,
-		Logger:        logger,
+		Store:            store,
+		RefreshWindow:    s.RefreshWindow,
+		RefreshAhead:     s.RefreshAhead,
+		WaitTimeout:      s.WaitTimeout,
+		FetchConcurrency: s.FetchConcurrency,
+		Logger:           logger,
 	})
 	if err != nil {
 		_ = store.Close()

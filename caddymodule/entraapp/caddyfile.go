@@ -51,6 +51,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		refresh_window <duration>
 //		refresh_ahead  <fraction>
 //		wait_timeout   <duration>
+//		token_request_concurrency <n>
 //		prefetch [on|off]
 //		hosts <name>...
 //		redis [<url>] {
@@ -95,6 +96,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = durationArg(d, &a.RefreshWindow)
 		case "wait_timeout":
 			err = durationArg(d, &a.WaitTimeout)
+		case "token_request_concurrency":
+			var raw string
+			if err := SingleArg(d, &raw); err != nil {
+				return err
+			}
+			n, convErr := strconv.Atoi(raw)
+			if convErr != nil || n < 1 {
+				return d.Err("token_request_concurrency: must be a whole number of at least 1")
+			}
+			a.TokenRequestConcurrency = n
 		case "refresh_ahead":
 			var raw string
 			if err := SingleArg(d, &raw); err != nil {

@@ -72,6 +72,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 				token_request_param resource api://orders
 				refresh_ahead 75%
 				wait_timeout 3s
+				token_request_concurrency 32
 				redis {
 					addrs 10.0.0.1:6379 10.0.0.2:6379
 					addrs 10.0.0.3:6379
@@ -121,8 +122,9 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 					},
 					TokenRequestParams: map[string]string{"resource": "api://orders"},
 				},
-				RefreshAhead: 0.75,
-				WaitTimeout:  caddy.Duration(3 * 1e9),
+				RefreshAhead:            0.75,
+				WaitTimeout:             caddy.Duration(3 * 1e9),
+				TokenRequestConcurrency: 32,
 				Redis: &RedisConfig{
 					Addrs:      []string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"},
 					MasterName: "mymaster", Username: "sidecar", Password: "{env.REDIS_PASSWORD}",
@@ -162,6 +164,8 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 		{name: "refresh ahead out of range", input: "entra {\n refresh_ahead 1.5\n }", wantErr: "refresh_ahead"},
 		{name: "refresh ahead percent zero", input: "entra {\n refresh_ahead 0%\n }", wantErr: "refresh_ahead"},
 		{name: "wait timeout zero", input: "entra {\n wait_timeout 0s\n }", wantErr: "wait_timeout: must be positive"},
+		{name: "token request concurrency zero", input: "entra {\n token_request_concurrency 0\n }", wantErr: "token_request_concurrency: must be a whole number of at least 1"},
+		{name: "token request concurrency not a number", input: "entra {\n token_request_concurrency many\n }", wantErr: "token_request_concurrency: must be a whole number"},
 		{name: "redis db not a number", input: "entra {\n redis redis://a {\n db two\n }\n }", wantErr: "db: want a database number"},
 		{name: "unknown application option", input: "entra {\n application a s/.default {\n refresh_window 1s\n }\n }", wantErr: "unrecognized application option 'refresh_window'"},
 		{name: "option twice", input: "entra {\n client_id a\n client_id b\n }", wantErr: "client_id: may appear only once"},

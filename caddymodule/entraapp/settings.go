@@ -99,7 +99,9 @@ type cacheSettings struct {
 	RefreshWindow time.Duration
 	RefreshAhead  float64
 	WaitTimeout   time.Duration
-	Redis         *redisstore.Options
+	// FetchConcurrency is token_request_concurrency (0: the default).
+	FetchConcurrency int
+	Redis            *redisstore.Options
 	// RedisTLS describes Redis.TLSConfig for the pool key (a tls.Config
 	// does not marshal): CA file digest and server name.
 	RedisTLS string
@@ -108,9 +110,10 @@ type cacheSettings struct {
 // cacheSettings validates and resolves the store and refresh settings.
 func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 	s := &cacheSettings{
-		RefreshWindow: time.Duration(a.RefreshWindow),
-		RefreshAhead:  a.RefreshAhead,
-		WaitTimeout:   time.Duration(a.WaitTimeout),
+		RefreshWindow:    time.Duration(a.RefreshWindow),
+		RefreshAhead:     a.RefreshAhead,
+		WaitTimeout:      time.Duration(a.WaitTimeout),
+		FetchConcurrency: a.TokenRequestConcurrency,
 	}
 	switch {
 	case s.RefreshWindow < 0:
@@ -122,6 +125,8 @@ func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 		return nil, ConfigError("refresh_ahead", "must be a fraction of the lifetime, above 0 and below 1")
 	case s.WaitTimeout < 0:
 		return nil, ConfigError("wait_timeout", "must not be negative")
+	case s.FetchConcurrency < 0:
+		return nil, ConfigError("token_request_concurrency", "must not be negative")
 	}
 	if s.RefreshWindow == 0 {
 		s.RefreshWindow = DefaultRefreshWindow
