@@ -312,6 +312,23 @@ func (f *fleet) firstLog(s string) string {
 	return ""
 }
 
+// cpuSeconds returns the CPU time a replica has used (user + system).
+func (r *replica) cpuSeconds() float64 {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.proc.Cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command's closing parenthesis: utime and stime are
+	// the 12th and 13th, in clock ticks (100 per second on Linux).
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100
+}
+
 // memory returns a replica's RSS in MiB and its goroutines.
 func (r *replica) memory() (rssMiB float64, goroutines int) {
 	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.proc.Cmd.Process.Pid)); err == nil {

@@ -79,6 +79,7 @@ type report struct {
 	Converged                                time.Duration
 	StoreUnavailable                         int
 	StoreUnavailableLine                     string
+	StartCPU                                 float64 // mean CPU seconds per replica until convergence
 	SteadyTokenRequests                      int64
 	SteadyRedis                              map[string]int64 // commands during the steady cycles
 	EndpointConnsAccepted, EndpointConnsOpen int64
@@ -105,6 +106,9 @@ func run(t *testing.T, spec fleetSpec) *report {
 	}()
 	f.waitConverged(t, 5*time.Minute)
 	rep.Converged = time.Since(start)
+	for _, r := range f.replicas {
+		rep.StartCPU += r.cpuSeconds() / float64(len(f.replicas))
+	}
 	rep.ColdTokenRequests = f.emu.TokenRequests()
 
 	before, beforeCalls := f.emu.TokenRequests(), f.redisCalls(t)
@@ -137,6 +141,7 @@ func (r *report) String() string {
 	fmt.Fprintf(&b, "fleet: %d replicas × %d applications, tokens of %s, refresh_window %s, %d req/s\n", s.Replicas, s.Apps, s.Lifetime, s.RefreshWindow, s.RequestRate)
 	fmt.Fprintf(&b, "cold start: %d token requests (ideal %d), every replica holds every token after %.1fs, %d 'token store unavailable' warnings\n",
 		r.ColdTokenRequests, s.Apps, r.Converged.Seconds(), r.StoreUnavailable)
+	fmt.Fprintf(&b, "CPU per replica until then: %.1fs (mean)\n", r.StartCPU)
 	if r.StoreUnavailableLine != "" {
 		fmt.Fprintf(&b, "first warning: %s\n", r.StoreUnavailableLine)
 	}
