@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,26 +39,7 @@ func startRedisOnPort(t *testing.T, port int, dir string, extra ...string) *proc
 }
 
 // pingRedis sends PING over a raw connection.
-func pingRedis(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	reply := make([]byte, 7)
-	n, err := conn.Read(reply)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(string(reply[:n]), "+PONG") {
-		return fmt.Errorf("unexpected PING reply %q", reply[:n])
-	}
-	return nil
-}
+func pingRedis(addr string) error { return testproc.PingRedis(addr) }
 
 // cacheApp returns an application named name whose record key depends on
 // scope, fetching with fetch.

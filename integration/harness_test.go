@@ -42,18 +42,7 @@ type redisServer struct {
 // PATH the test is skipped, except under CI=true, where it fails: CI installs it.
 func startRedis(t *testing.T) *redisServer {
 	t.Helper()
-	path := lookPathOrSkip(t, "redis-server")
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	proc := startProcess(t, nil, path,
-		"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	waitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
-		if proc.Exited() {
-			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
-		}
-		return pingRedis(addr)
-	})
+	addr, proc := testproc.StartRedis(t)
 	return &redisServer{Addr: addr, URL: "redis://" + addr + "/0", proc: proc}
 }
 

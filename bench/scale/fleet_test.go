@@ -38,7 +38,6 @@ type fleetSpec struct {
 type fleet struct {
 	spec     fleetSpec
 	emu      *entratest.Emulator
-	conns    connCounter
 	redis    *redis.Client
 	replicas []*replica
 
@@ -63,19 +62,6 @@ type replica struct {
 	socket string
 }
 
-// connCounter counts the emulator's connections: accepted and open now.
-type connCounter struct{ accepted, open atomic.Int64 }
-
-func (c *connCounter) state(_ net.Conn, s http.ConnState) {
-	switch s {
-	case http.StateNew:
-		c.accepted.Add(1)
-		c.open.Add(1)
-	case http.StateClosed, http.StateHijacked:
-		c.open.Add(-1)
-	}
-}
-
 const (
 	benchClientID = "00000000-0000-4000-8000-0000000000c1"
 	benchSecret   = "scale-bench-secret"
@@ -88,18 +74,9 @@ func appName(i int) string { return fmt.Sprintf("app%04d", i) }
 func startFleet(t *testing.T, caddy string, spec fleetSpec) *fleet {
 	t.Helper()
 	f := &fleet{spec: spec}
-	redisPath := testproc.RequireTool(t, "redis-server", "apt-get install redis-server")
-	redisAddr := fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
-	redisProc := testproc.Start(t, nil, redisPath, "--port", strings.TrimPrefix(redisAddr, "127.0.0.1:"),
-		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--maxclients", "20000")
+	redisAddr, _ := testproc.StartRedis(t, "--maxclients", "20000")
 	f.redis = redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { f.redis.Close() })
-	testproc.WaitFor(t, "redis-server", 10*time.Second, func() error {
-		if redisProc.Exited() {
-			return fmt.Errorf("exited: %s", redisProc.Output.String())
-		}
-		return f.redis.Ping(context.Background()).Err()
-	})
 
 	emu, err := entratest.New(entratest.Options{})
 	if err != nil {
@@ -112,7 +89,7 @@ func startFleet(t *testing.T, caddy string, spec fleetSpec) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emuServer := &http.Server{Handler: emu, ConnState: f.conns.state, ReadHeaderTimeout: 10 * time.Second}
+	emuServer := &http.Server{Handler: emu, ConnState: emu.ConnState, ReadHeaderTimeout: 10 * time.Second}
 	go emuServer.Serve(l)
 	t.Cleanup(func() { emuServer.Close() })
 

@@ -125,7 +125,7 @@ func run(t *testing.T, spec fleetSpec) *report {
 	rep.Sent, rep.Failed, rep.Failures = f.sent.Load(), f.failed.Load(), f.failures
 	rep.StoreUnavailable = f.countLogs("token store unavailable")
 	rep.StoreUnavailableLine = f.firstLog("token store unavailable")
-	rep.EndpointConnsAccepted, rep.EndpointConnsOpen = f.conns.accepted.Load(), f.conns.open.Load()
+	rep.EndpointConnsAccepted, rep.EndpointConnsOpen = f.emu.Connections(), f.emu.OpenConnections()
 	rep.RedisClients = f.redisClients(t)
 	for _, r := range f.replicas {
 		rss, g := r.memory()

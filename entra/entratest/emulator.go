@@ -92,6 +92,7 @@ type Emulator struct {
 	tokenRequests      atomic.Int64
 	onBehalfOfRequests atomic.Int64
 	connections        atomic.Int64
+	openConnections    atomic.Int64
 	issuedTokens       atomic.Int64
 	assertionsSeen     atomic.Int64
 	assertionsAccepted atomic.Int64
@@ -191,17 +192,24 @@ func NewServer(opts Options) (*Emulator, *httptest.Server, error) {
 	return e, srv, nil
 }
 
-// ConnState counts the connections a server of the emulator accepts: set
-// it as the http.Server's ConnState (NewServer does).
+// ConnState counts the connections a server of the emulator accepts and
+// holds open: set it as the http.Server's ConnState (NewServer does).
 func (e *Emulator) ConnState(_ net.Conn, state http.ConnState) {
-	if state == http.StateNew {
+	switch state {
+	case http.StateNew:
 		e.connections.Add(1)
+		e.openConnections.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		e.openConnections.Add(-1)
 	}
 }
 
 // Connections returns the number of connections accepted so far by the
 // servers whose ConnState is the emulator's.
 func (e *Emulator) Connections() int64 { return e.connections.Load() }
+
+// OpenConnections returns the number of those connections still open.
+func (e *Emulator) OpenConnections() int64 { return e.openConnections.Load() }
 
 // ServeHTTP serves the emulator's routes.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -153,3 +153,45 @@ func RunWithCaddy(m *testing.M, repoRoot string, binary *string) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// StartRedis starts redis-server on a free loopback port with no
+// persistence (args are added to its command line) and waits until it
+// answers PING. It is skipped without redis-server on PATH, except under
+// CI=true (see RequireTool).
+func StartRedis(t testing.TB, args ...string) (addr string, proc *Process) {
+	t.Helper()
+	path := RequireTool(t, "redis-server", "apt-get install redis-server")
+	port := FreePort(t)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	proc = Start(t, nil, path, append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)...)
+	WaitFor(t, "redis-server on "+addr, 10*time.Second, func() error {
+		if proc.Exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
+		}
+		return PingRedis(addr)
+	})
+	return addr, proc
+}
+
+// PingRedis sends PING to the Redis at addr and checks the answer.
+func PingRedis(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	reply := make([]byte, 7)
+	n, err := conn.Read(reply)
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(reply[:n], []byte("+PONG")) {
+		return fmt.Errorf("unexpected PING reply %q", reply[:n])
+	}
+	return nil
+}
