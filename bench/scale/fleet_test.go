@@ -154,16 +154,22 @@ http://127.0.0.1:%d {
 
 // holdsEveryToken reports whether every application of r is usable there.
 func (r *replica) holdsEveryToken(apps int) (bool, error) {
+	usable, err := r.usableTokens()
+	return usable == apps, err
+}
+
+// usableTokens counts the applications whose token is usable on r.
+func (r *replica) usableTokens() (int, error) {
 	resp, err := r.admin.Get("http://localhost/entra/tokens")
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	var entries []struct {
 		Usable *bool `json:"usable"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
-		return false, err
+		return 0, err
 	}
 	usable := 0
 	for _, e := range entries {
@@ -171,14 +177,26 @@ func (r *replica) holdsEveryToken(apps int) (bool, error) {
 			usable++
 		}
 	}
-	return usable == apps, nil
+	return usable, nil
 }
 
-// waitConverged waits until every replica holds every token.
+// waitConverged waits until every replica holds every token, logging
+// its progress every 15 s.
 func (f *fleet) waitConverged(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	pending := append([]*replica(nil), f.replicas...)
+	start, logged := time.Now(), time.Now()
 	testproc.WaitFor(t, "every replica holding every token", timeout, func() error {
+		if time.Since(logged) >= 15*time.Second {
+			logged = time.Now()
+			held := make([]int, len(pending))
+			for i, r := range pending {
+				held[i], _ = r.usableTokens()
+			}
+			calls := f.redisCalls(t)
+			t.Logf("after %s: %d token requests, %d Redis connections made, %d reads; tokens held by the replicas not there yet: %v",
+				time.Since(start).Round(time.Second), f.emu.TokenRequests(), calls["hello"], calls["getrange"]+calls["get"], held)
+		}
 		for len(pending) > 0 {
 			ok, err := pending[0].holdsEveryToken(f.spec.Apps)
 			if pending[0].proc.Exited() {

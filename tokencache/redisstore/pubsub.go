@@ -31,9 +31,7 @@ func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencach
 			message += "\n" + string(raw)
 		}
 	}
-	if err := s.retryingTimeouts(ctx, func() error {
-		ctx, done := s.op(ctx)
-		defer done()
+	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
 		return s.client.Publish(ctx, channel, message).Err()
 	}); err != nil {
 		return fmt.Errorf("tokencache: publishing update: %w", err)
@@ -114,6 +112,7 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 					if !ok {
 						return
 					}
+					s.answers.note()
 					// Our own announcements: our cache knows. One longer than
 					// any replica sends: ignored.
 					publisher, raw, _ := strings.Cut(msg.Payload, "\n")

@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -55,6 +53,8 @@ type Store struct {
 	// slots bounds the calls in flight to the connection pool's size (see op).
 	slots  chan struct{}
 	sealer *sealer
+	// answers is when Redis last answered (see retryingTimeouts).
+	answers *answers
 
 	watchers watchers
 	// publisherID, random, is the message of this store's announcements.
@@ -100,8 +100,10 @@ func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 		return nil, err
 	}
 	slots := make(chan struct{}, poolSize(client))
+	answers := newAnswers()
+	client.AddHook(answers)
 	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, slots: slots, sealer: sealer,
-		publisherID: newOwner()}, nil
+		answers: answers, publisherID: newOwner()}, nil
 }
 
 // KeyPrefix returns the key prefix to give RecordKey.
@@ -138,7 +140,7 @@ func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error)
 // get returns the record under key and its raw stored value.
 func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte, error) {
 	var raw []byte
-	err := s.retryingTimeouts(ctx, func() (err error) {
+	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
 		raw, err = s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
 		return err
 	})
@@ -220,9 +222,7 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 	if err != nil {
 		return err
 	}
-	if err := s.retryingTimeouts(ctx, func() error {
-		ctx, done := s.op(ctx)
-		defer done()
+	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
 		return s.client.Set(ctx, key, raw, ttl).Err()
 	}); err != nil {
 		return fmt.Errorf("tokencache: writing record: %w", err)
@@ -248,12 +248,14 @@ func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool
 	return s.runScript(ctx, unlockScript, "deleting record", key, raw)
 }
 
-// runScript runs script on key with args within OpTimeout, reporting
+// runScript runs script on key with args (see retryingTimeouts), reporting
 // whether it acted (returned 1); doing names the call in its error.
 func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key string, args ...any) (bool, error) {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	n, err := script.Run(ctx, s.client, []string{key}, args...).Int64()
+	var n int64
+	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
+		n, err = script.Run(ctx, s.client, []string{key}, args...).Int64()
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("tokencache: %s: %w", doing, err)
 	}
@@ -268,9 +270,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 	}
 	owner := newOwner()
 	var ok, sent bool
-	err := s.retryingTimeouts(ctx, func() error {
-		ctx, done := s.op(ctx)
-		defer done()
+	err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
 		if sent { // an attempt that timed out may have taken the lock
 			held, err := s.client.Get(ctx, lockKey).Result()
 			if err == nil && held == owner {
@@ -312,7 +312,11 @@ func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error)
 // reported as tokencache.ErrNotFound: it cannot say how long to wait; so is one longer
 // than tokencache.MaxBackoffBytes, which is not even read.
 func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff, error) {
-	raw, err := s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
+	var raw []byte
+	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
+		raw, err = s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -339,9 +343,9 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 	if err != nil {
 		return fmt.Errorf("tokencache: encoding backoff: %w", err)
 	}
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := s.client.Set(ctx, key, raw, ttl).Err(); err != nil {
+	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
+		return s.client.Set(ctx, key, raw, ttl).Err()
+	}); err != nil {
 		return fmt.Errorf("tokencache: writing backoff: %w", err)
 	}
 	return nil
@@ -349,9 +353,7 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 
 // RemoveRecord deletes the record under key, whatever it holds.
 func (s *Store) RemoveRecord(ctx context.Context, key string) error {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := s.client.Del(ctx, key).Err(); err != nil {
+	if err := s.del(ctx, key); err != nil {
 		return fmt.Errorf("tokencache: deleting record: %w", err)
 	}
 	return nil
@@ -359,25 +361,26 @@ func (s *Store) RemoveRecord(ctx context.Context, key string) error {
 
 // DeleteBackoff deletes the backoff under key.
 func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := s.client.Del(ctx, key).Err(); err != nil {
+	if err := s.del(ctx, key); err != nil {
 		return fmt.Errorf("tokencache: deleting backoff: %w", err)
 	}
 	return nil
+}
+
+// del deletes key.
+func (s *Store) del(ctx context.Context, key string) error {
+	return s.retryingTimeouts(ctx, func(ctx context.Context) error { return s.client.Del(ctx, key).Err() })
 }
 
 // getBounded reads the what (record or backoff) under key if it is at most
 // limit bytes (see tokencache.MaxRecordBytes): GETRANGE of its first
 // limit+1 bytes, so that at most one byte more than the bound leaves Redis
 // and an oversized value is never sent whole (one round trip, no script).
-// It returns tokencache.ErrNotFound when there is none (Redis answers a
+// ctx bounds the call (see op). It returns tokencache.ErrNotFound when there is none (Redis answers a
 // missing key, and an empty value, with an empty string: no record or
 // backoff is empty), and an error wrapping both it and
 // tokencache.ErrTooLarge when it is longer.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
 	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("tokencache: reading %s: %w", what, err)
@@ -398,58 +401,3 @@ func (s *Store) Close() error {
 }
 
 var _ tokencache.Store = (*Store)(nil)
-
-// op starts one call to Redis: it waits for one of the calls the store
-// runs at once (as many as its connection pool holds), then gives the call
-// OpTimeout. Time spent queued behind this process's own calls does not
-// count against OpTimeout, so a replica warming a thousand keys does not
-// take its own burst for a Redis that is down. If ctx ends while waiting,
-// the call fails at once with ctx's error.
-func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx, func() {}
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	return ctx, func() { cancel(); <-s.slots }
-}
-
-// poolSize is the size of client's connection pool (per node for a
-// cluster); go-redis's default, 10 per GOMAXPROCS, for another client.
-func poolSize(client redis.UniversalClient) int {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().PoolSize
-	case *redis.ClusterClient:
-		return c.Options().PoolSize
-	}
-	return 10 * runtime.GOMAXPROCS(0)
-}
-
-// opAttempts is how many times a read, a write, a lock attempt or an
-// announcement is sent while it fails by its own OpTimeout: one slow
-// answer, such as to a replica short of CPU while it warms a thousand
-// keys, is not a Redis that is down. A hung Redis costs such a call at
-// most opAttempts×OpTimeout.
-const opAttempts = 3
-
-// retryingTimeouts runs call (each attempt takes its own op) until it
-// succeeds, fails otherwise than by timing out, ctx ends, or opAttempts are
-// spent.
-func (s *Store) retryingTimeouts(ctx context.Context, call func() error) error {
-	var err error
-	for range opAttempts {
-		err = call()
-		if err == nil || ctx.Err() != nil || !isTimeout(err) {
-			return err
-		}
-	}
-	return err
-}
-
-// isTimeout reports whether err is a call's deadline or a network timeout.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}

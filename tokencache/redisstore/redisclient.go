@@ -48,9 +48,11 @@ type Options struct {
 	// prefix so that callers can read it back with Store.KeyPrefix, and
 	// subscribes to the update channels under it.
 	KeyPrefix string
-	// OpTimeout bounds each call to Redis, so that a slow or hung Redis
-	// delays a refresh by little before the cache carries on without it.
-	// Default 100ms.
+	// OpTimeout bounds each attempt of a call to Redis, so that a hung
+	// Redis delays a refresh by little (3 attempts) before the cache
+	// carries on without it; an attempt that times out while Redis answers
+	// the store's other calls is sent again with more time (see
+	// Store.retryingTimeouts). Default 100ms.
 	OpTimeout time.Duration
 	// EncryptionKeys, if any, seal records at rest with AES-256-GCM: each
 	// is 32 bytes (see ParseEncryptionKey); the first seals, all open (for

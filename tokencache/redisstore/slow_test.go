@@ -53,7 +53,7 @@ func (h *slowHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-func slowStore(t *testing.T, hook *slowHook, poolSize int) (*Store, *miniredis.Miniredis) {
+func slowStore(t *testing.T, hook redis.Hook, poolSize int) (*Store, *miniredis.Miniredis) {
 	t.Helper()
 	mr := miniredis.RunT(t)
 	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true, PoolSize: poolSize})
@@ -214,5 +214,104 @@ func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.n.Add(1)
 		return next(ctx, cmd)
+	}
+}
+
+// keyHook holds the first `times` commands on key until their deadline,
+// recording how long each was given.
+type keyHook struct {
+	key    string
+	times  int
+	mu     sync.Mutex
+	given  []time.Duration
+	passed atomic.Int64
+}
+
+func (h *keyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *keyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *keyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) < 2 || args[1] != h.key {
+			return next(ctx, cmd)
+		}
+		h.mu.Lock()
+		held := len(h.given) < h.times
+		if deadline, ok := ctx.Deadline(); ok && held {
+			h.given = append(h.given, time.Until(deadline).Round(time.Millisecond))
+		}
+		h.mu.Unlock()
+		if held {
+			<-ctx.Done()
+			cmd.SetErr(ctx.Err())
+			return ctx.Err()
+		}
+		h.passed.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+// A call that times out while Redis answers this store's other calls, or
+// while other calls of this store wait for Redis, waited behind the
+// process's own work, not on a Redis that is down: it is sent again, past
+// opAttempts, never with less time than before. Sent behind other calls,
+// its first attempt has the slow attempt's time. (A timeout while Redis
+// answers nothing and nothing else waits is evidence: see
+// TestASlowAnswerIsSentAgain's hung Redis.)
+func TestATimeoutBehindOurOwnCallsIsNotEvidence(t *testing.T) {
+	const opTimeout = 10 * time.Millisecond
+	rec := &tokencache.Record{ID: "busy", AccessToken: "t", AccessTokenExpiresAt: time.Now().Add(time.Hour)}
+	for _, tc := range []struct {
+		name           string
+		othersAnswered bool // else: another call waits all along, unanswered
+	}{{"redis answers other calls", true}, {"other calls wait", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			hook := &keyHook{key: "busy", times: opAttempts + 1}
+			mr := miniredis.RunT(t)
+			client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+			client.AddHook(hook)
+			store, err := newStore(client, Options{OpTimeout: opTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = store.Close() })
+			ctx := t.Context()
+			stop := make(chan struct{})
+			var others sync.WaitGroup
+			if tc.othersAnswered {
+				others.Go(func() { // the rest of the replica's burst, answered
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+							_, _ = store.Get(ctx, "other")
+						}
+					}
+				})
+			} else {
+				store.slots <- struct{}{} // a call of ours that Redis has not answered
+				defer func() { <-store.slots }()
+			}
+			err = store.Set(ctx, "busy", rec, time.Hour)
+			close(stop)
+			others.Wait()
+			if err != nil {
+				t.Fatalf("Set behind our own calls: %v", err)
+			}
+			if hook.passed.Load() != 1 {
+				t.Errorf("the write reached Redis %d times, want 1", hook.passed.Load())
+			}
+			t.Logf("attempts given %v", hook.given)
+			if !tc.othersAnswered && hook.given[0] <= opTimeout {
+				t.Errorf("the first attempt, sent behind another call, had %v, want more than OpTimeout", hook.given[0])
+			}
+			for i := 1; i < len(hook.given); i++ {
+				if hook.given[i] < hook.given[i-1] {
+					t.Errorf("attempt %d had %v, less than the one before (%v)", i+1, hook.given[i], hook.given[i-1])
+				}
+			}
+		})
 	}
 }
