@@ -26,34 +26,56 @@ func withBackground(ctx context.Context) context.Context {
 	return context.WithValue(ctx, backgroundKey{}, true)
 }
 
+// slotKey marks the context of a fetch whose caller holds its slot (see
+// Cache.tryLock).
+type slotKey struct{}
+
+func withSlot(ctx context.Context) context.Context { return context.WithValue(ctx, slotKey{}, true) }
+
+func holdsSlot(ctx context.Context) bool { return ctx.Value(slotKey{}) != nil }
+
 // acquire waits for a slot (a background one too for a background flight's
 // ctx) and returns its release, or ctx's error.
 func (s *fetchSlots) acquire(ctx context.Context) (release func(), err error) {
+	release, _, err = s.acquireUnless(ctx, nil)
+	return release, err
+}
+
+// acquireUnless is acquire that gives up, with woken true and no slot, if
+// wake is closed first.
+func (s *fetchSlots) acquireUnless(ctx context.Context, wake <-chan struct{}) (release func(), woken bool, err error) {
 	background := ctx.Value(backgroundKey{}) != nil
 	if background {
-		if err := take(ctx, s.background); err != nil {
-			return nil, err
+		if woken, err := take(ctx, s.background, wake); woken || err != nil {
+			return nil, woken, err
 		}
 	}
-	if err := take(ctx, s.all); err != nil {
+	if woken, err := take(ctx, s.all, wake); woken || err != nil {
 		if background {
 			<-s.background
 		}
-		return nil, err
+		return nil, woken, err
 	}
 	return func() {
 		<-s.all
 		if background {
 			<-s.background
 		}
-	}, nil
+	}, false, nil
 }
 
-func take(ctx context.Context, slots chan struct{}) error {
+func take(ctx context.Context, slots chan struct{}, wake <-chan struct{}) (woken bool, err error) {
 	select {
 	case slots <- struct{}{}:
-		return nil
+		return false, nil
+	default:
+	}
+	select {
+	case slots <- struct{}{}:
+		return false, nil
+	case <-wake:
+		return true, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 }

@@ -8,6 +8,7 @@ type testHooks struct {
 	onLockExtended    func(key string, extended bool) // an extension of the refresh lock was tried
 	onAwaitWake       func(key string, notified bool) // a lock loser woke (notified: by pub/sub)
 	onFetchInProgress func(key string)                // the lock holder is about to call Fetch
+	beforeSlot        func(key string, full bool)     // a refresh is about to wait for a fetch slot (full: none free)
 }
 
 // hook calls f(key, v) unless f is nil.

@@ -183,16 +183,43 @@ func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced boo
 	// Listen before trying the lock, so that the winner's announcement
 	// cannot fall between our losing and our listening.
 	updates := ks.updated()
-	owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
+	lockedCtx, owner, release, err := c.tryLock(ctx, ks, updates)
 	if err != nil {
-		c.storeFailed(err)
 		return c.fetch(ctx, h, existing, false)
 	}
-	c.storeRecovered()
-	if ok {
-		return c.fetchLocked(ctx, h, owner, accept, forced)
+	if release != nil {
+		defer release()
+		return c.fetchLocked(lockedCtx, h, owner, accept, forced)
 	}
 	return c.await(ctx, h, existing, accept, forced, updates)
+}
+
+// tryLock takes a fetch slot, then tries ks's refresh lock: a replica
+// claims a key only when it can fetch at once, so that a fleet's cold
+// start spreads its token requests over every replica instead of queueing
+// them behind the slots of the replica that started first. It gives up
+// the wait for a slot when updates (the key's broadcast) is closed: another
+// replica's token may have come. When the lock is taken, release frees
+// the slot, which lockedCtx carries to fetch; else release is nil. An
+// error is ctx's, or the store's (reported).
+func (c *Cache) tryLock(ctx context.Context, ks *keyState, updates <-chan struct{}) (lockedCtx context.Context, owner string, release func(), err error) {
+	hook(c.hooks.beforeSlot, ks.key, len(c.fetchSlots.all) == cap(c.fetchSlots.all))
+	release, woken, err := c.fetchSlots.acquireUnless(ctx, updates)
+	if err != nil || woken {
+		return nil, "", nil, err
+	}
+	owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
+	if err != nil {
+		release()
+		c.storeFailed(err)
+		return nil, "", nil, err
+	}
+	c.storeRecovered()
+	if !ok {
+		release()
+		return nil, "", nil, nil
+	}
+	return withSlot(ctx), owner, release, nil
 }
 
 // fetchLocked runs while holding the refresh lock: it reads the store again
@@ -300,13 +327,13 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 				return nil, c.refused(h, b, cause, true)
 			}
 		}
-		owner, ok, err := c.store.TryLock(ctx, ks.lockKey, c.lockTTL)
+		lockedCtx, owner, release, err := c.tryLock(ctx, ks, updates)
 		if err != nil {
-			c.storeFailed(err)
 			return c.fetch(ctx, h, existing, false)
 		}
-		if ok {
-			return c.fetchLocked(ctx, h, owner, accept, forced)
+		if release != nil {
+			defer release()
+			return c.fetchLocked(lockedCtx, h, owner, accept, forced)
 		}
 	}
 }
@@ -343,11 +370,13 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
-	release, err := c.fetchSlots.acquire(ctx)
-	if err != nil {
-		return nil, err
+	if !holdsSlot(ctx) {
+		release, err := c.fetchSlots.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 	}
-	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
 	defer cancel()
 	start := time.Now()
