@@ -315,3 +315,47 @@ func TestATimeoutBehindOurOwnCallsIsNotEvidence(t *testing.T) {
 		})
 	}
 }
+
+// A Redis that answers nothing while the replica is busy (other calls
+// waiting) is taken for down after slowCallOpTimeouts×OpTimeout of
+// attempts; from then on, until Redis answers, every call fails after
+// opAttempts×OpTimeout, however busy the replica.
+func TestAnOutageFoundUnderLoadFailsLaterCallsFast(t *testing.T) {
+	const opTimeout = 10 * time.Millisecond
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	client.AddHook(&slowHook{slow: 1 << 30, delay: time.Hour})
+	store, err := newStore(client, Options{OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	store.slots <- struct{}{} // a call of ours that Redis never answers
+	defer func() { <-store.slots }()
+
+	start := time.Now()
+	if _, err := store.Get(t.Context(), "k"); !isTimeout(err) {
+		t.Fatalf("first call to a hung Redis: %v, want a timeout", err)
+	}
+	first := time.Since(start)
+	if first < slowCallOpTimeouts*opTimeout || first > 3*slowCallOpTimeouts*opTimeout {
+		t.Errorf("first call failed after %v, want about %v", first, slowCallOpTimeouts*opTimeout)
+	}
+	start = time.Now()
+	if _, err := store.Get(t.Context(), "k"); !isTimeout(err) {
+		t.Fatalf("second call: %v, want a timeout", err)
+	}
+	if second := time.Since(start); second > 10*opAttempts*opTimeout {
+		t.Errorf("second call, with the outage known, failed after %v, want about %v", second, opAttempts*opTimeout)
+	}
+	// Redis answers again (the hook lets PING through; a new connection's
+	// dial may take longer than OpTimeout under -race: a few tries).
+	for i := 0; store.Ping(t.Context()) != nil; i++ {
+		if i == 20 {
+			t.Fatal("PING never answered")
+		}
+	}
+	if store.answers.down.Load() {
+		t.Error("the store still counts as down after Redis answered")
+	}
+}
