@@ -90,6 +90,7 @@ type Emulator struct {
 	federationKid string
 
 	tokenRequests      atomic.Int64
+	concurrent         gauge // token requests being answered
 	onBehalfOfRequests atomic.Int64
 	connections        atomic.Int64
 	openConnections    atomic.Int64

@@ -34,6 +34,7 @@ type userError struct {
 
 func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	e.tokenRequests.Add(1)
+	defer e.concurrent.enter()()
 	// Read the whole body first: only then does net/http watch the
 	// connection and cancel r.Context() when the client goes away, which a
 	// delayed answer relies on.
