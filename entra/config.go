@@ -68,10 +68,19 @@ type Config struct {
 	// user-assigned identity (see ManagedIdentityCredential.ClientID).
 	ClientID string
 
-	// ClientSecret is the client secret value (not its ID). It is sent only
-	// in the form body of token requests and never appears in an error
-	// message.
+	// ClientSecret is the client secret value (not its ID). It is sent in
+	// the form body of token requests, or in their Authorization header
+	// with ClientAuth "basic", and never appears in an error message.
 	ClientSecret string
+
+	// ClientAuth is how the client secret is presented to the token
+	// endpoint (Caddyfile client_auth): ClientAuthPost ("post",
+	// client_secret_post: client_secret in the form body) or
+	// ClientAuthBasic ("basic", client_secret_basic: RFC 6749 section
+	// 2.3.1, HTTP Basic authentication of the form-encoded client ID and
+	// secret, and no client_secret in the body). "basic" needs
+	// ClientSecret. Default "" (post).
+	ClientAuth string
 
 	// ClientCertificate authenticates with a certificate registered on the
 	// app: every token request carries a freshly signed client assertion.
@@ -132,7 +141,7 @@ type Config struct {
 }
 
 // ConfigError names a Config field that is missing or malformed. Field uses
-// the Caddyfile names (tenant_id, client_id, client_secret, credential,
+// the Caddyfile names (tenant_id, client_id, client_secret, client_auth, credential,
 // client_certificate, federated_token_file, managed_identity,
 // workload_identity, token_request_param, client_capabilities,
 // authority_host, token_endpoint, timeout, on_behalf_of). Its message names
@@ -154,6 +163,8 @@ func (e *ConfigError) Error() string {
 //   - exactly one credential (client_secret, client_certificate,
 //     federated_token_file, managed_identity) must be set (field
 //     "credential");
+//   - client_auth must be "", "post" or "basic", and "basic" needs a
+//     client_secret;
 //   - client_id is required except for a managed identity;
 //   - tenant_id is required unless token_endpoint is set, and must be a safe
 //     path segment whenever it is set (not checked for a managed identity);
@@ -165,6 +176,9 @@ func (e *ConfigError) Error() string {
 //   - token_request_param may not override the fields the client sets.
 func NewClient(cfg Config) (*Client, error) {
 	if err := checkOneCredential(cfg); err != nil {
+		return nil, err
+	}
+	if err := checkClientAuth(cfg); err != nil {
 		return nil, err
 	}
 	if cfg.Timeout < 0 {
@@ -213,7 +227,7 @@ func NewClient(cfg Config) (*Client, error) {
 	var source tokenSource
 	switch {
 	case cfg.ClientSecret != "":
-		source = secretCredential{formCredential: form, secret: cfg.ClientSecret}
+		source = secretCredential{formCredential: form, secret: cfg.ClientSecret, basic: cfg.ClientAuth == ClientAuthBasic}
 	case cfg.ClientCertificate != nil:
 		cred, err := newCertificateCredential(*cfg.ClientCertificate, form)
 		if err != nil {

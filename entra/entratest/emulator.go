@@ -89,14 +89,15 @@ type Emulator struct {
 	federationKey *rsa.PrivateKey
 	federationKid string
 
-	tokenRequests      atomic.Int64
-	concurrent         gauge // token requests being answered
-	onBehalfOfRequests atomic.Int64
-	connections        atomic.Int64
-	openConnections    atomic.Int64
-	issuedTokens       atomic.Int64
-	assertionsSeen     atomic.Int64
-	assertionsAccepted atomic.Int64
+	tokenRequests        atomic.Int64
+	concurrent           gauge // token requests being answered
+	onBehalfOfRequests   atomic.Int64
+	connections          atomic.Int64
+	openConnections      atomic.Int64
+	issuedTokens         atomic.Int64
+	assertionsSeen       atomic.Int64
+	assertionsAccepted   atomic.Int64
+	basicAuthentications atomic.Int64
 
 	mu               sync.Mutex
 	clients          map[string]client

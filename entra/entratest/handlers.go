@@ -64,10 +64,10 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	clientID, secret := form.Get("client_id"), form.Get("client_secret")
-	if basicID, basicSecret, ok := r.BasicAuth(); ok && secret == "" {
-		// client_secret_basic, which Entra also accepts.
-		clientID, secret = basicID, basicSecret
+	clientID, secret, ee := e.clientSecretOf(r, form)
+	if ee != nil {
+		e.writeError(w, r, *ee)
+		return
 	}
 	if clientID == "" {
 		e.writeError(w, r, missingParameter("client_id"))
@@ -113,7 +113,6 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := grantee{clientID: clientID, acr: acr, tenantID: tenant, objectID: registered.objectID, subject: registered.objectID}
-	var ee *entraError
 	if g.capabilities, ee = capabilitiesOf(form.Get("claims")); ee != nil {
 		e.writeError(w, r, *ee)
 		return
