@@ -47,9 +47,9 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		e.writeFailure(w, r, f)
 		return
 	}
-	tenant := r.PathValue("tenant")
-	if !e.serves(tenant) {
-		e.writeError(w, r, tenantNotFound(tenant))
+	tenant, ok := e.tenantOf(r.PathValue("tenant"))
+	if !ok {
+		e.writeError(w, r, tenantNotFound(r.PathValue("tenant")))
 		return
 	}
 
@@ -329,9 +329,9 @@ func baseURL(r *http.Request) string {
 }
 
 func (e *Emulator) handleKeys(w http.ResponseWriter, r *http.Request) {
-	tenant := r.PathValue("tenant")
-	if !e.serves(tenant) {
-		e.writeError(w, r, tenantNotFound(tenant))
+	tenant, ok := e.tenantOf(r.PathValue("tenant"))
+	if !ok {
+		e.writeError(w, r, tenantNotFound(r.PathValue("tenant")))
 		return
 	}
 	pub := e.key.PublicKey
@@ -351,9 +351,10 @@ func (e *Emulator) handleKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Emulator) handleOpenIDConfiguration(w http.ResponseWriter, r *http.Request) {
-	tenant := r.PathValue("tenant")
-	if !e.serves(tenant) {
-		e.writeError(w, r, tenantNotFound(tenant))
+	e.discoveryRequests.Add(1)
+	tenant, ok := e.tenantOf(r.PathValue("tenant"))
+	if !ok {
+		e.writeError(w, r, tenantNotFound(r.PathValue("tenant")))
 		return
 	}
 	base := baseURL(r) + "/" + tenant
