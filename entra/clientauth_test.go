@@ -199,7 +199,7 @@ func TestClientAuthConfig(t *testing.T) {
 		cfg    entra.Config
 		reason string
 	}{
-		{"unknown", entra.Config{ClientSecret: testSecret, ClientAuth: "Basic"}, "must be post or basic"},
+		{"unknown", entra.Config{ClientSecret: testSecret, ClientAuth: "Basic"}, "must be post, basic, tls_client_auth or self_signed_tls_client_auth"},
 		{"basic with a federated token", entra.Config{FederatedTokenFile: "/token", ClientAuth: "basic"}, "needs client_secret"},
 		{"basic with a managed identity", entra.Config{ManagedIdentity: mi, ClientAuth: "basic"}, "needs client_secret"},
 		{"post", entra.Config{ClientSecret: testSecret, ClientAuth: "post"}, ""},

@@ -73,13 +73,17 @@ type Config struct {
 	// with ClientAuth "basic", and never appears in an error message.
 	ClientSecret string
 
-	// ClientAuth is how the client secret is presented to the token
-	// endpoint (Caddyfile client_auth): ClientAuthPost ("post",
+	// ClientAuth is how the credential is presented to the token endpoint
+	// (Caddyfile client_auth): ClientAuthPost ("post",
 	// client_secret_post: client_secret in the form body) or
 	// ClientAuthBasic ("basic", client_secret_basic: RFC 6749 section
 	// 2.3.1, HTTP Basic authentication of the form-encoded client ID and
-	// secret, and no client_secret in the body). "basic" needs
-	// ClientSecret. Default "" (post).
+	// secret, and no client_secret in the body), which need ClientSecret;
+	// or ClientAuthTLS / ClientAuthSelfSignedTLS (RFC 8705 mutual TLS:
+	// ClientCertificate presented in the TLS handshake to an https token
+	// endpoint that is not Entra's, through a transport of the client's
+	// own, and the form carries client_id only). Default "" (post for a
+	// client secret, a signed client assertion for a certificate).
 	ClientAuth string
 
 	// ClientCertificate authenticates with a certificate registered on the
@@ -163,8 +167,10 @@ func (e *ConfigError) Error() string {
 //   - exactly one credential (client_secret, client_certificate,
 //     federated_token_file, managed_identity) must be set (field
 //     "credential");
-//   - client_auth must be "", "post" or "basic", and "basic" needs a
-//     client_secret;
+//   - client_auth must be "", "post", "basic", "tls_client_auth" or
+//     "self_signed_tls_client_auth"; "basic" needs a client_secret, the
+//     last two a client_certificate and an https token_endpoint that is
+//     not Entra's (Entra does not offer mutual TLS to applications);
 //   - client_id is required except for a managed identity;
 //   - tenant_id is required unless token_endpoint is set, and must be a safe
 //     path segment whenever it is set (not checked for a managed identity);
@@ -187,6 +193,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	callerClient := cfg.HTTPClient
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = sharedHTTPClient()
 	}
@@ -228,6 +235,17 @@ func NewClient(cfg Config) (*Client, error) {
 	switch {
 	case cfg.ClientSecret != "":
 		source = secretCredential{formCredential: form, secret: cfg.ClientSecret, basic: cfg.ClientAuth == ClientAuthBasic}
+	case cfg.ClientCertificate != nil && isMutualTLS(cfg.ClientAuth):
+		base, checkRedirect, err := mutualTLSBase(callerClient)
+		if err != nil {
+			return nil, err
+		}
+		cred, err := newTLSCredential(*cfg.ClientCertificate, form, base)
+		if err != nil {
+			return nil, err
+		}
+		cfg.HTTPClient = &http.Client{Transport: cred.transport, CheckRedirect: checkRedirect}
+		source = cred
 	case cfg.ClientCertificate != nil:
 		cred, err := newCertificateCredential(*cfg.ClientCertificate, form)
 		if err != nil {

@@ -44,6 +44,7 @@ var oidcSecrets = map[string]string{
 type oidcProvider struct {
 	issuer, tokenEndpoint string
 	proc                  *process
+	client                *http.Client // reaches the provider; nil: http.DefaultClient
 }
 
 // startOIDCProvider runs oidc-provider on a free loopback port with one
@@ -91,7 +92,11 @@ func (p *oidcProvider) issued(clientID string) int {
 // keys and returns its claims.
 func (p *oidcProvider) verify(t *testing.T, token string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(p.issuer + "/jwks")
+	client := p.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Get(p.issuer + "/jwks")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,10 +262,17 @@ func TestClientSecretBasicAgainstOIDCProvider(t *testing.T) {
 // startOIDCReplica runs the Caddy binary on oidcCaddyfile.
 func startOIDCReplica(t *testing.T, applications, routes string, env []string) *sidecar {
 	t.Helper()
+	return startReplicaWith(t, oidcCaddyfile, env, applications, routes)
+}
+
+// startReplicaWith runs the Caddy binary on template, formatted with the
+// site port, the admin port and args, in env.
+func startReplicaWith(t *testing.T, template string, env []string, args ...any) *sidecar {
+	t.Helper()
 	port, adminPort := freePort(t), freePort(t)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(config, fmt.Appendf(nil, oidcCaddyfile, port, adminPort, applications, routes), 0o600); err != nil {
+	if err := os.WriteFile(config, fmt.Appendf(nil, template, append([]any{port, adminPort}, args...)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env = append(env, "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)

@@ -34,7 +34,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		tenant_id      <tenant>
 //		client_id      <client>
 //		client_secret  <secret>
-//		client_auth    post|basic
+//		client_auth    post|basic|tls_client_auth|self_signed_tls_client_auth
 //		client_certificate <cert.pem> [<key.pem>] {
 //			key_password <password>
 //			send_x5c
@@ -159,8 +159,10 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 		if err := SingleArg(d, &id.ClientAuth); err != nil {
 			return true, err
 		}
-		if id.ClientAuth != "post" && id.ClientAuth != "basic" {
-			return true, d.Errf("client_auth: want post or basic, got %q", id.ClientAuth)
+		switch id.ClientAuth {
+		case "post", "basic", "tls_client_auth", "self_signed_tls_client_auth":
+		default:
+			return true, d.Errf("client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth, got %q", id.ClientAuth)
 		}
 		return true, nil
 	case "authority_host":

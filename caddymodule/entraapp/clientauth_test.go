@@ -28,8 +28,8 @@ func TestUnmarshalCaddyfileClientAuth(t *testing.T) {
 		t.Errorf("client_auth = %q, application's %q; want basic, post", app.ClientAuth, app.Applications["own"].ClientAuth)
 	}
 	for input, want := range map[string]string{
-		"entra {\n client_auth Basic\n }":                    "client_auth: want post or basic",
-		"entra {\n client_auth private_key_jwt\n }":          "client_auth: want post or basic",
+		"entra {\n client_auth Basic\n }":                    "client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth",
+		"entra {\n client_auth private_key_jwt\n }":          "client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth",
 		"entra {\n client_auth\n }":                          "wrong argument count",
 		"entra {\n client_auth basic\n client_auth post\n }": "client_auth: may appear only once",
 	} {

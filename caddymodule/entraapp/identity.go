@@ -31,13 +31,18 @@ type IdentityConfig struct {
 	// credentials.
 	ClientSecret string `json:"client_secret,omitempty"`
 
-	// ClientAuth is how the client secret is presented to the token
+	// ClientAuth is how the credential is presented to the token
 	// endpoint: "post" (client_secret_post: in the form body) or "basic"
 	// (client_secret_basic: an HTTP Basic Authorization header of the
 	// form-encoded client ID and secret, RFC 6749 section 2.3.1, which many
-	// OAuth 2.0 servers require). "basic" needs client_secret. An
-	// application that keeps the default token endpoint and the default
-	// kind of credential takes the default identity's. Default "post".
+	// OAuth 2.0 servers require), which need client_secret; or
+	// "tls_client_auth" / "self_signed_tls_client_auth" (RFC 8705: the
+	// client_certificate presented on the TLS connection to another OAuth
+	// 2.0 server's https token_endpoint; refused for Entra, which does not
+	// offer it). An application that keeps the default token endpoint and
+	// the default kind of credential takes the default identity's. Default
+	// "post" for a client secret, a signed client assertion for a
+	// certificate.
 	ClientAuth string `json:"client_auth,omitempty"`
 
 	// ClientCertificate authenticates with a certificate: every token
