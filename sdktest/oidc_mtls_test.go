@@ -41,8 +41,8 @@ func newTestPKI(t *testing.T) *testPKI {
 	return p
 }
 
-// issue makes a certificate for cn, signed by the CA (self-signed when
-// the CA is not made yet, or with selfSigned).
+// issue makes a certificate for cn: signed by the CA when parent is the
+// CA, self-signed when parent is nil.
 func (p *testPKI) issue(cn string, ips []net.IP, isCA bool, parent *x509.Certificate) (*x509.Certificate, *rsa.PrivateKey) {
 	p.t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)

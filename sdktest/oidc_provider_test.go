@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -263,30 +262,4 @@ func TestClientSecretBasicAgainstOIDCProvider(t *testing.T) {
 func startOIDCReplica(t *testing.T, applications, routes string, env []string) *sidecar {
 	t.Helper()
 	return startReplicaWith(t, oidcCaddyfile, env, applications, routes)
-}
-
-// startReplicaWith runs the Caddy binary on template, formatted with the
-// site port, the admin port and args, in env.
-func startReplicaWith(t *testing.T, template string, env []string, args ...any) *sidecar {
-	t.Helper()
-	port, adminPort := freePort(t), freePort(t)
-	dir := t.TempDir()
-	config := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(config, fmt.Appendf(nil, template, append([]any{port, adminPort}, args...)...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env = append(env, "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	proc := startProcess(t, env, caddyBinary, "run", "--config", config, "--adapter", "caddyfile")
-	s := &sidecar{URL: fmt.Sprintf("http://127.0.0.1:%d", port), AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort), proc: proc}
-	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
-		if proc.Exited() {
-			t.Fatalf("caddy exited:\n%s", proc.Output.String())
-		}
-		resp, err := http.Get(s.URL + "/")
-		if err != nil {
-			return err
-		}
-		return resp.Body.Close()
-	})
-	return s
 }
