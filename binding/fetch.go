@@ -21,18 +21,26 @@ import (
 
 // Application is the tokencache.Application of the application name, whose
 // tokens client gets for scopes, keyed by CacheKey, without OnFetch and
-// OnStoreDrop (the caller's). fingerprintKey keys its credential ID; learned,
-// if not nil, is called after each successful fetch (Rekeyer.Learned).
+// OnStoreDrop (the caller's). fingerprintKey keys its credential ID: the
+// key that seals the store's records, empty when they are not sealed, and
+// then a tenant configured by domain name is resolved through its OpenID
+// configuration before a record is checked (tenantResolver); sealed
+// records are authenticated and need no such round trip. learned, if not
+// nil, is called after each successful fetch (Rekeyer.Learned).
 func Application(name string, client *entra.Client, scopes []string, fingerprintKey []byte, learned func(error)) tokencache.Application {
 	tokenIdentity := tokenIdentityFor(client)
 	audience := audienceFor(client, scopes)
 	cacheKey, _ := CacheKey(client)
+	var resolveTenant func()
+	if len(fingerprintKey) == 0 {
+		resolveTenant = tenantResolver(client, tokenIdentity)
+	}
 	return tokencache.Application{
 		Name:             name,
 		CredentialIDFunc: credentialIDFunc(client, fingerprintKey),
 		CacheKey:         cacheKey,
 		Scopes:           scopes,
-		VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience),
+		VerifyStored:     verifyStoredFunc(tokenIdentity, scopes, audience, resolveTenant),
 		Fetch:            learningFetch(fetchFunc(client, scopes), tokenIdentity, audience, learned),
 	}
 }

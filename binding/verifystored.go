@@ -34,8 +34,13 @@ func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
 // entra.TokenIdentity.Check) issued for the scopes' resource when its aud
 // names one (entra.CheckAudience); one that cannot be read as such is
 // tokencache.ErrUnverifiable.
-func verifyStoredFunc(tokenIdentity *entra.TokenIdentity, scopes []string, audience *learnedAudience) func(tokencache.Record) error {
+//
+// resolveTenant, if not nil, is called first (see tenantResolver).
+func verifyStoredFunc(tokenIdentity *entra.TokenIdentity, scopes []string, audience *learnedAudience, resolveTenant func()) func(tokencache.Record) error {
 	return func(rec tokencache.Record) error {
+		if resolveTenant != nil {
+			resolveTenant()
+		}
 		err := tokenIdentity.Check(rec.AccessToken, rec.AccessTokenExpiresAt)
 		if errors.Is(err, entra.ErrUnverifiableToken) {
 			return fmt.Errorf("%w: %w", tokencache.ErrUnverifiable, err)

@@ -33,7 +33,7 @@ func TestVerifyStoredLearnsAManagedIdentityFromItsOwnToken(t *testing.T) {
 	}
 	ours := jwt(`{"tid":"72f988bf-86f1-41af-91ab-2d7cd011db47","appid":"0e5e3f9c-1111-4a2b-9c3d-123456789abc"}`)
 	theirs := jwt(`{"tid":"f8cdef31-a31e-4b4a-93e4-5f571e91255a","appid":"0e5e3f9c-1111-4a2b-9c3d-123456789abc"}`)
-	verify := verifyStoredFunc(identity, []string{"https://graph.microsoft.com/.default"}, new(learnedAudience))
+	verify := verifyStoredFunc(identity, []string{"https://graph.microsoft.com/.default"}, new(learnedAudience), nil)
 	rec := func(token string) tokencache.Record {
 		return tokencache.Record{AccessToken: token, AccessTokenExpiresAt: time.Now().Add(time.Minute)}
 	}

@@ -68,10 +68,23 @@ type Config struct {
 	// user-assigned identity (see ManagedIdentityCredential.ClientID).
 	ClientID string
 
-	// ClientSecret is the client secret value (not its ID). It is sent only
-	// in the form body of token requests and never appears in an error
-	// message.
+	// ClientSecret is the client secret value (not its ID). It is sent in
+	// the form body of token requests, or in their Authorization header
+	// with ClientAuth "basic", and never appears in an error message.
 	ClientSecret string
+
+	// ClientAuth is how the credential is presented to the token endpoint
+	// (Caddyfile client_auth): ClientAuthPost ("post",
+	// client_secret_post: client_secret in the form body) or
+	// ClientAuthBasic ("basic", client_secret_basic: RFC 6749 section
+	// 2.3.1, HTTP Basic authentication of the form-encoded client ID and
+	// secret, and no client_secret in the body), which need ClientSecret;
+	// or ClientAuthTLS / ClientAuthSelfSignedTLS (RFC 8705 mutual TLS:
+	// ClientCertificate presented in the TLS handshake to an https token
+	// endpoint that is not Entra's, through a transport of the client's
+	// own, and the form carries client_id only). Default "" (post for a
+	// client secret, a signed client assertion for a certificate).
+	ClientAuth string
 
 	// ClientCertificate authenticates with a certificate registered on the
 	// app: every token request carries a freshly signed client assertion.
@@ -132,7 +145,7 @@ type Config struct {
 }
 
 // ConfigError names a Config field that is missing or malformed. Field uses
-// the Caddyfile names (tenant_id, client_id, client_secret, credential,
+// the Caddyfile names (tenant_id, client_id, client_secret, client_auth, credential,
 // client_certificate, federated_token_file, managed_identity,
 // workload_identity, token_request_param, client_capabilities,
 // authority_host, token_endpoint, timeout, on_behalf_of). Its message names
@@ -154,6 +167,10 @@ func (e *ConfigError) Error() string {
 //   - exactly one credential (client_secret, client_certificate,
 //     federated_token_file, managed_identity) must be set (field
 //     "credential");
+//   - client_auth must be "", "post", "basic", "tls_client_auth" or
+//     "self_signed_tls_client_auth"; "basic" needs a client_secret, the
+//     last two a client_certificate and an https token_endpoint that is
+//     not Entra's (Entra does not offer mutual TLS to applications);
 //   - client_id is required except for a managed identity;
 //   - tenant_id is required unless token_endpoint is set, and must be a safe
 //     path segment whenever it is set (not checked for a managed identity);
@@ -167,12 +184,16 @@ func NewClient(cfg Config) (*Client, error) {
 	if err := checkOneCredential(cfg); err != nil {
 		return nil, err
 	}
+	if err := checkClientAuth(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.Timeout < 0 {
 		return nil, &ConfigError{Field: "timeout", Reason: "must not be negative"}
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	callerClient := cfg.HTTPClient
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = sharedHTTPClient()
 	}
@@ -213,7 +234,18 @@ func NewClient(cfg Config) (*Client, error) {
 	var source tokenSource
 	switch {
 	case cfg.ClientSecret != "":
-		source = secretCredential{formCredential: form, secret: cfg.ClientSecret}
+		source = secretCredential{formCredential: form, secret: cfg.ClientSecret, basic: cfg.ClientAuth == ClientAuthBasic}
+	case cfg.ClientCertificate != nil && isMutualTLS(cfg.ClientAuth):
+		base, checkRedirect, err := mutualTLSBase(callerClient)
+		if err != nil {
+			return nil, err
+		}
+		cred, err := newTLSCredential(*cfg.ClientCertificate, form, base)
+		if err != nil {
+			return nil, err
+		}
+		cfg.HTTPClient = &http.Client{Transport: cred.transport, CheckRedirect: checkRedirect}
+		source = cred
 	case cfg.ClientCertificate != nil:
 		cred, err := newCertificateCredential(*cfg.ClientCertificate, form)
 		if err != nil {

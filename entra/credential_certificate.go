@@ -184,12 +184,18 @@ func (c *certificateCredential) load() ([sha256.Size]byte, jose.Signer, error) {
 }
 
 func (c *certificateCredential) readFiles() (certData, keyData []byte, err error) {
-	certData, err = os.ReadFile(c.files.CertFile)
+	return readCertificateFiles(c.files)
+}
+
+// readCertificateFiles reads the certificate file and, when named, the key
+// file.
+func readCertificateFiles(files CertificateCredential) (certData, keyData []byte, err error) {
+	certData, err = os.ReadFile(files.CertFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading certificate: %w", err)
 	}
-	if c.files.KeyFile != "" {
-		keyData, err = os.ReadFile(c.files.KeyFile)
+	if files.KeyFile != "" {
+		keyData, err = os.ReadFile(files.KeyFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading private key: %w", err)
 		}

@@ -8,15 +8,27 @@ import (
 	"net/url"
 )
 
-// secretCredential authenticates with a client secret (client_secret_post).
+// secretCredential authenticates with a client secret: in the form body
+// (client_secret_post), or with basic in an HTTP Basic Authorization header
+// (client_secret_basic), never both.
 type secretCredential struct {
 	formCredential
 	secret string
+	basic  bool
 }
 
 func (s secretCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
-	req, err := s.post(ctx, tr, url.Values{"client_secret": {s.secret}})
-	return req, []string{s.secret}, err
+	if !s.basic {
+		req, err := s.post(ctx, tr, url.Values{"client_secret": {s.secret}})
+		return req, []string{s.secret}, err
+	}
+	req, err := s.post(ctx, tr, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	authorization := basicAuthorization(s.clientID, s.secret)
+	req.Header.Set("Authorization", authorization)
+	return req, []string{s.secret, authorization[len("Basic "):]}, nil
 }
 
 func (secretCredential) kind() string { return "client_secret" }

@@ -47,12 +47,18 @@ const ExpirySkew = 5 * time.Minute
 // that only trusted writers can write (an encrypted Redis record) is what
 // authenticates.
 //
-// The expected tenant is the configured tenant ID when it is a GUID; a
-// domain name, a token endpoint without tenant, or a managed identity makes
-// it learned from the client's own first token (Learn). The expected client
-// is the configured client ID; for a managed identity without one
+// The expected tenant is the configured tenant ID when it is a GUID (or,
+// with only a token endpoint, the tenant its path names as Entra's do:
+// /{tenant}/oauth2/v2.0/token or /{tenant}/oauth2/token); a domain name
+// or a managed identity makes it learned from the client's own first token
+// (Learn) or resolved through the tenant's OpenID configuration
+// (LearnTenant). Until then every token is unverifiable. A token endpoint
+// whose path names no tenant (another OAuth 2.0 server's) expects none:
+// its tokens are checked by client and expiry at once, and by tid too once
+// the client's own first token carried one. The expected client is the
+// configured client ID; for a managed identity without one
 // (system-assigned, or selected by object or resource ID) it is learned
-// likewise. Until then every token is unverifiable.
+// likewise.
 //
 // It is safe for concurrent use.
 type TokenIdentity struct {
@@ -62,7 +68,10 @@ type TokenIdentity struct {
 	// managed identity, so its tokens must name the tenant (tid) to be
 	// learned from; a bare token endpoint's need not.
 	tenantNamed bool
-	learned     atomic.Pointer[learnedIdentity]
+	// noTenant: a token endpoint that names no tenant, whose tokens are
+	// checked without one until the first own token names one.
+	noTenant bool
+	learned  atomic.Pointer[learnedIdentity]
 }
 
 // learnedIdentity is what the client's own first token said.
@@ -72,9 +81,17 @@ type learnedIdentity struct {
 
 // NewTokenIdentity returns the identity of c's tokens.
 func NewTokenIdentity(c *Client) *TokenIdentity {
-	v := &TokenIdentity{clientID: c.ClientID(), tenantNamed: c.TenantID() != "" || c.CredentialType() == "managed_identity"}
-	if tenant := c.TenantID(); isGUID(tenant) {
-		v.tenantID = strings.ToLower(tenant)
+	v := &TokenIdentity{clientID: c.ClientID()}
+	tenant := c.expectedTenant()
+	switch {
+	case c.CredentialType() == "managed_identity":
+		v.tenantNamed = true
+	case isGUID(tenant):
+		v.tenantID, v.tenantNamed = strings.ToLower(tenant), true
+	case tenant != "":
+		v.tenantNamed = true
+	default:
+		v.noTenant = true
 	}
 	return v
 }
@@ -123,6 +140,9 @@ func (v *TokenIdentity) expected() (tenantID, clientID string, ok bool) {
 		return tenantID, clientID, true
 	}
 	learned := v.learned.Load()
+	if learned == nil && v.noTenant && clientID != "" {
+		return "", clientID, true
+	}
 	if learned == nil {
 		return "", "", false
 	}

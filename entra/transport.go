@@ -28,13 +28,11 @@ const (
 // Redirects are not followed: a 307/308 would re-send the form, secret
 // included, to wherever the redirect points.
 var sharedHTTPClient = sync.OnceValue(func() *http.Client {
-	return &http.Client{
-		Transport: newSharedTransport(),
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
+	return &http.Client{Transport: newSharedTransport(), CheckRedirect: noRedirects}
 })
+
+// noRedirects makes a client return a redirect as the answer.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // newSharedTransport clones http.DefaultTransport (proxy environment
 // variables apply, HTTP/2 is attempted over TLS) and keeps idle connections

@@ -120,27 +120,29 @@ type sidecar struct {
 // startReplica runs the Caddy binary on sidecarCaddyfile.
 func (f *fleet) startReplica(t *testing.T) *sidecar {
 	t.Helper()
-	port, adminPort := freePort(t), freePort(t)
-	dir := t.TempDir()
-	config := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(config, fmt.Appendf(nil, sidecarCaddyfile, port, adminPort), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{
+	return startReplicaWith(t, sidecarCaddyfile, []string{
 		"TEST_AUTHORITY_HOST=" + f.issuer,
 		"TEST_TENANT_ID=" + f.emulator.TenantID(),
 		"TEST_CLIENT_ID=" + testClientID,
 		"TEST_CLIENT_SECRET=" + testClientSecret,
 		"TEST_IDENTITY_HEADER=" + testIdentityHeader,
 		"TEST_REDIS_URL=" + f.redisURL,
-		"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir,
+	})
+}
+
+// startReplicaWith runs the Caddy binary on template, formatted with the
+// site port, the admin port and args, in env.
+func startReplicaWith(t *testing.T, template string, env []string, args ...any) *sidecar {
+	t.Helper()
+	port, adminPort := freePort(t), freePort(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, fmt.Appendf(nil, template, append([]any{port, adminPort}, args...)...), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	env = append(env, "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	proc := startProcess(t, env, caddyBinary, "run", "--config", config, "--adapter", "caddyfile")
-	s := &sidecar{
-		URL:      fmt.Sprintf("http://127.0.0.1:%d", port),
-		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		proc:     proc,
-	}
+	s := &sidecar{URL: fmt.Sprintf("http://127.0.0.1:%d", port), AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort), proc: proc}
 	waitFor(t, "caddy on "+s.URL, 60*time.Second, func() error {
 		if proc.Exited() {
 			t.Fatalf("caddy exited:\n%s", proc.Output.String())

@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// jsDir holds the Node.js client and its lockfile-pinned @azure/identity.
+// jsDir holds the Node.js client and its lockfile-pinned @azure/identity,
+// and the OAuth 2.0 server oidc-provider.
 const jsDir = "js"
 
 // nodeReady finds node and installs the pinned packages (npm ci) when they
@@ -28,7 +29,9 @@ func requireNode(t *testing.T) string {
 	node := requireTool(t, "node", "apt-get install nodejs npm")
 	npm := requireTool(t, "npm", "apt-get install nodejs npm")
 	nodeOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "@azure", "identity")); err == nil {
+		_, identityErr := os.Stat(filepath.Join(jsDir, "node_modules", "@azure", "identity"))
+		_, providerErr := os.Stat(filepath.Join(jsDir, "node_modules", "oidc-provider"))
+		if identityErr == nil && providerErr == nil {
 			return
 		}
 		cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")

@@ -34,6 +34,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		tenant_id      <tenant>
 //		client_id      <client>
 //		client_secret  <secret>
+//		client_auth    post|basic|tls_client_auth|self_signed_tls_client_auth
 //		client_certificate <cert.pem> [<key.pem>] {
 //			key_password <password>
 //			send_x5c
@@ -72,7 +73,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			scope <scope> [<scope>...]
 //			prefetch [on|off]
 //			# any identity option above: tenant_id, client_id, a credential,
-//			# authority_host, token_endpoint, token_request_param
+//			# client_auth, authority_host, token_endpoint, token_request_param
 //		}
 //	}
 //
@@ -154,6 +155,16 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 		return true, SingleArg(d, &id.ClientID)
 	case "client_secret":
 		return true, SingleArg(d, &id.ClientSecret)
+	case "client_auth":
+		if err := SingleArg(d, &id.ClientAuth); err != nil {
+			return true, err
+		}
+		switch id.ClientAuth {
+		case "post", "basic", "tls_client_auth", "self_signed_tls_client_auth":
+		default:
+			return true, d.Errf("client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth, got %q", id.ClientAuth)
+		}
+		return true, nil
 	case "authority_host":
 		return true, SingleArg(d, &id.AuthorityHost)
 	case "token_endpoint":

@@ -3,6 +3,7 @@ package entraapp
 import (
 	"cmp"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,6 +30,20 @@ type IdentityConfig struct {
 	// ClientSecret is a client secret of the app registration. One of the
 	// credentials.
 	ClientSecret string `json:"client_secret,omitempty"`
+
+	// ClientAuth is how the credential is presented to the token
+	// endpoint: "post" (client_secret_post: in the form body) or "basic"
+	// (client_secret_basic: an HTTP Basic Authorization header of the
+	// form-encoded client ID and secret, RFC 6749 section 2.3.1, which many
+	// OAuth 2.0 servers require), which need client_secret; or
+	// "tls_client_auth" / "self_signed_tls_client_auth" (RFC 8705: the
+	// client_certificate presented on the TLS connection to another OAuth
+	// 2.0 server's https token_endpoint; refused for Entra, which does not
+	// offer it). An application that keeps the default token endpoint and
+	// the default kind of credential takes the default identity's. Default
+	// "post" for a client secret, a signed client assertion for a
+	// certificate.
+	ClientAuth string `json:"client_auth,omitempty"`
 
 	// ClientCertificate authenticates with a certificate: every token
 	// request carries a fresh client assertion signed with its key. One of
@@ -159,12 +174,15 @@ func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityC
 	if ownCredential && !ownClient && parent.ClientID != "" && id.ManagedIdentity == nil && !id.WorkloadIdentity {
 		id.ClientID = parent.ClientID // another credential of the same client
 	}
+	if id.ClientAuth == "" && !ownEndpoint && slices.Equal(id.credentials(), parent.credentials()) {
+		id.ClientAuth = parent.ClientAuth // the same server, the same kind of credential: its way of taking it
+	}
 	return id, nil
 }
 
 // isZero reports whether an application sets no identity field.
 func (id *IdentityConfig) isZero() bool {
-	return id.TenantID == "" && id.ClientID == "" && len(id.credentials()) == 0 &&
+	return id.TenantID == "" && id.ClientID == "" && len(id.credentials()) == 0 && id.ClientAuth == "" &&
 		id.AuthorityHost == "" && id.TokenEndpoint == "" && len(id.TokenRequestParams) == 0
 }
 
@@ -177,6 +195,7 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 		TenantID:      r.value("tenant_id", id.TenantID),
 		ClientID:      r.value("client_id", id.ClientID),
 		ClientSecret:  r.required("client_secret", id.ClientSecret),
+		ClientAuth:    id.ClientAuth,
 		AuthorityHost: r.value("authority_host", id.AuthorityHost),
 		TokenEndpoint: r.value("token_endpoint", id.TokenEndpoint),
 	}

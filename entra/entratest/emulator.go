@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,8 @@ type client struct {
 //	GET  /{tenant}/v2.0/.well-known/openid-configuration
 //	GET  /metadata/identity/oauth2/token               managed identity (IMDS)
 //	GET  /msi/token                                    managed identity (App Service)
+//
+// {tenant} is a tenant served or one of its domain names (AddDomain).
 type Emulator struct {
 	tenantID string
 	issuer   string // Options.Issuer, "" for each tenant's own
@@ -89,14 +92,16 @@ type Emulator struct {
 	federationKey *rsa.PrivateKey
 	federationKid string
 
-	tokenRequests      atomic.Int64
-	concurrent         gauge // token requests being answered
-	onBehalfOfRequests atomic.Int64
-	connections        atomic.Int64
-	openConnections    atomic.Int64
-	issuedTokens       atomic.Int64
-	assertionsSeen     atomic.Int64
-	assertionsAccepted atomic.Int64
+	tokenRequests        atomic.Int64
+	concurrent           gauge // token requests being answered
+	onBehalfOfRequests   atomic.Int64
+	connections          atomic.Int64
+	openConnections      atomic.Int64
+	issuedTokens         atomic.Int64
+	assertionsSeen       atomic.Int64
+	assertionsAccepted   atomic.Int64
+	basicAuthentications atomic.Int64
+	discoveryRequests    atomic.Int64
 
 	mu               sync.Mutex
 	clients          map[string]client
@@ -108,6 +113,7 @@ type Emulator struct {
 	failAll          *Failure  // set by FailNext(-1, f)
 
 	tenants           map[string]bool            // served besides tenantID
+	domains           map[string]string          // lower-case domain name -> tenant (AddDomain)
 	userChallenges    map[string]string          // user oid -> claims challenge
 	withheldConsent   map[[2]string]bool         // {client ID, scope} not consented
 	usedJTIs          map[string]time.Time       // client assertion jti -> exp
@@ -165,6 +171,7 @@ func New(opts Options) (*Emulator, error) {
 		federationKey:     federationKey,
 		federationKid:     newUUID(),
 		tenants:           make(map[string]bool),
+		domains:           make(map[string]string),
 		userChallenges:    make(map[string]string),
 		withheldConsent:   make(map[[2]string]bool),
 		usedJTIs:          make(map[string]time.Time),
@@ -341,6 +348,42 @@ func (e *Emulator) AddTenant(tenant string) error {
 	e.tenants[tenant] = true
 	return nil
 }
+
+// AddDomain makes domain (a verified domain name such as
+// contoso.onmicrosoft.com) a name of tenant, which the emulator serves (its
+// own, or one added by AddTenant): requests to /{domain}/... are answered
+// as the tenant's, as Entra does, so tokens issued there carry the
+// tenant's ID in tid and iss, and its OpenID configuration names the
+// tenant's ID in its issuer and endpoints.
+func (e *Emulator) AddDomain(domain, tenant string) error {
+	if !isSafeSegment(domain) {
+		return errors.New("entratest: a domain name must contain only letters, digits, '.', '-' and '_'")
+	}
+	if !e.serves(tenant) {
+		return errors.New("entratest: the domain's tenant is not served (AddTenant)")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.domains[strings.ToLower(domain)] = tenant
+	return nil
+}
+
+// tenantOf returns the tenant a request's {tenant} path segment names: a
+// tenant served, or the tenant of a domain name (AddDomain).
+func (e *Emulator) tenantOf(segment string) (string, bool) {
+	if e.serves(segment) {
+		return segment, true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	tenant, ok := e.domains[strings.ToLower(segment)]
+	return tenant, ok
+}
+
+// DiscoveryRequests returns the number of requests for an OpenID
+// configuration document (/{tenant}/v2.0/.well-known/openid-configuration)
+// so far, for any tenant or domain, served or not.
+func (e *Emulator) DiscoveryRequests() int64 { return e.discoveryRequests.Load() }
 
 // serves reports whether the emulator serves tenant.
 func (e *Emulator) serves(tenant string) bool {

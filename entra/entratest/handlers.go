@@ -47,9 +47,9 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		e.writeFailure(w, r, f)
 		return
 	}
-	tenant := r.PathValue("tenant")
-	if !e.serves(tenant) {
-		e.writeError(w, r, tenantNotFound(tenant))
+	tenant, ok := e.tenantOf(r.PathValue("tenant"))
+	if !ok {
+		e.writeError(w, r, tenantNotFound(r.PathValue("tenant")))
 		return
 	}
 
@@ -64,10 +64,10 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	clientID, secret := form.Get("client_id"), form.Get("client_secret")
-	if basicID, basicSecret, ok := r.BasicAuth(); ok && secret == "" {
-		// client_secret_basic, which Entra also accepts.
-		clientID, secret = basicID, basicSecret
+	clientID, secret, ee := e.clientSecretOf(r, form)
+	if ee != nil {
+		e.writeError(w, r, *ee)
+		return
 	}
 	if clientID == "" {
 		e.writeError(w, r, missingParameter("client_id"))
@@ -113,7 +113,6 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := grantee{clientID: clientID, acr: acr, tenantID: tenant, objectID: registered.objectID, subject: registered.objectID}
-	var ee *entraError
 	if g.capabilities, ee = capabilitiesOf(form.Get("claims")); ee != nil {
 		e.writeError(w, r, *ee)
 		return
@@ -330,9 +329,9 @@ func baseURL(r *http.Request) string {
 }
 
 func (e *Emulator) handleKeys(w http.ResponseWriter, r *http.Request) {
-	tenant := r.PathValue("tenant")
-	if !e.serves(tenant) {
-		e.writeError(w, r, tenantNotFound(tenant))
+	tenant, ok := e.tenantOf(r.PathValue("tenant"))
+	if !ok {
+		e.writeError(w, r, tenantNotFound(r.PathValue("tenant")))
 		return
 	}
 	pub := e.key.PublicKey
@@ -352,9 +351,10 @@ func (e *Emulator) handleKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Emulator) handleOpenIDConfiguration(w http.ResponseWriter, r *http.Request) {
-	tenant := r.PathValue("tenant")
-	if !e.serves(tenant) {
-		e.writeError(w, r, tenantNotFound(tenant))
+	e.discoveryRequests.Add(1)
+	tenant, ok := e.tenantOf(r.PathValue("tenant"))
+	if !ok {
+		e.writeError(w, r, tenantNotFound(r.PathValue("tenant")))
 		return
 	}
 	base := baseURL(r) + "/" + tenant

@@ -1,0 +1,98 @@
+package entra
+
+import (
+	"encoding/base64"
+	"net/url"
+	"strings"
+)
+
+// The ways a client secret is presented to the token endpoint
+// (Config.ClientAuth, Caddyfile client_auth).
+const (
+	// ClientAuthPost sends client_secret in the form body
+	// (client_secret_post), as Entra's own libraries do. The default.
+	ClientAuthPost = "post"
+	// ClientAuthBasic sends the client ID and secret in an HTTP Basic
+	// Authorization header (client_secret_basic, RFC 6749 section 2.3.1),
+	// which RFC 6749 recommends and many OAuth 2.0 servers require.
+	ClientAuthBasic = "basic"
+	// ClientAuthTLS presents the client certificate, issued by a CA the
+	// server trusts, on the TLS connection to the token endpoint (RFC 8705
+	// tls_client_auth); the form carries client_id only. Not offered by
+	// Entra ID to applications.
+	ClientAuthTLS = "tls_client_auth"
+	// ClientAuthSelfSignedTLS is ClientAuthTLS with a certificate the
+	// server knows from the client's registration (RFC 8705
+	// self_signed_tls_client_auth).
+	ClientAuthSelfSignedTLS = "self_signed_tls_client_auth"
+)
+
+// isMutualTLS reports whether clientAuth presents the certificate in the
+// TLS handshake.
+func isMutualTLS(clientAuth string) bool {
+	return clientAuth == ClientAuthTLS || clientAuth == ClientAuthSelfSignedTLS
+}
+
+// checkClientAuth checks Config.ClientAuth against the credential.
+func checkClientAuth(cfg Config) error {
+	switch cfg.ClientAuth {
+	case "", ClientAuthPost:
+		return nil
+	case ClientAuthBasic:
+		if cfg.ClientSecret == "" {
+			return &ConfigError{Field: "client_auth", Reason: "basic sends the client secret in an Authorization header, " +
+				"so it needs client_secret; this identity authenticates otherwise (remove client_auth)"}
+		}
+		return nil
+	case ClientAuthTLS, ClientAuthSelfSignedTLS:
+		return checkMutualTLS(cfg)
+	}
+	return &ConfigError{Field: "client_auth", Reason: "must be post, basic, tls_client_auth or self_signed_tls_client_auth"}
+}
+
+// checkMutualTLS checks an identity with client_auth tls_client_auth or
+// self_signed_tls_client_auth: a client certificate, presented over https
+// to a token endpoint that is not Entra's.
+func checkMutualTLS(cfg Config) error {
+	if cfg.ClientCertificate == nil {
+		return &ConfigError{Field: "client_auth", Reason: cfg.ClientAuth + " presents the client certificate on the TLS connection, " +
+			"so it needs client_certificate"}
+	}
+	if cfg.TokenEndpoint == "" || isEntraEndpoint(cfg.TokenEndpoint) {
+		return &ConfigError{Field: "client_auth", Reason: "Entra ID does not offer mutual TLS client authentication (RFC 8705) " +
+			"to applications; for Entra, client_certificate without client_auth signs a client assertion with the certificate. " +
+			cfg.ClientAuth + " is for another OAuth 2.0 server's token_endpoint"}
+	}
+	if u, reason := parseEndpointURL(cfg.TokenEndpoint, true); reason == "" && u.Scheme != "https" {
+		return &ConfigError{Field: "client_auth", Reason: cfg.ClientAuth + " needs an https token_endpoint: the certificate is presented in the TLS handshake"}
+	}
+	return nil
+}
+
+// isEntraEndpoint reports whether a token endpoint is Entra's: shaped as
+// Entra's (/{tenant}/oauth2/v2.0/token), or on an Entra authority host.
+func isEntraEndpoint(tokenEndpoint string) bool {
+	if base, _ := entraTenantBase(tokenEndpoint); base != "" {
+		return true
+	}
+	u, err := url.Parse(tokenEndpoint)
+	if err != nil {
+		return false
+	}
+	for _, authority := range SovereignAuthorityHosts {
+		if a, err := url.Parse(authority); err == nil && strings.EqualFold(a.Hostname(), u.Hostname()) {
+			return true
+		}
+	}
+	return false
+}
+
+// basicAuthorization is the Authorization header value of
+// client_secret_basic: RFC 6749 section 2.3.1 has the client ID and the
+// secret encoded with application/x-www-form-urlencoded (a space becomes
+// '+', '+' becomes %2B, ':' becomes %3A) before they are joined by ':' and
+// base64-encoded, so that a ':' in either survives.
+func basicAuthorization(clientID, secret string) string {
+	credentials := url.QueryEscape(clientID) + ":" + url.QueryEscape(secret)
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))
+}

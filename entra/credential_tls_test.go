@@ -1,0 +1,150 @@
+package entra_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+)
+
+// mtlsServer is a token endpoint over TLS that requires a client
+// certificate of ca, and records what each token request presented.
+type mtlsServer struct {
+	*httptest.Server
+	mu        sync.Mutex
+	presented []*x509.Certificate // the leaf of each token request
+	forms     []url.Values
+}
+
+func newMTLSServer(t *testing.T, ca *x509.Certificate) *mtlsServer {
+	t.Helper()
+	s := &mtlsServer{}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		s.mu.Lock()
+		s.presented = append(s.presented, r.TLS.PeerCertificates[0])
+		s.forms = append(s.forms, r.PostForm)
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	s.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *mtlsServer) last(t *testing.T) (*x509.Certificate, url.Values) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.presented) == 0 {
+		t.Fatal("no token request reached the server")
+	}
+	return s.presented[len(s.presented)-1], s.forms[len(s.forms)-1]
+}
+
+// With client_auth tls_client_auth the certificate is presented in the TLS
+// handshake and the form carries client_id and no credential; a
+// certificate rotated on disk is presented by the next token request,
+// although the previous connection was kept alive.
+func TestMutualTLSClientAuthPresentsTheCurrentCertificate(t *testing.T) {
+	dir := t.TempDir()
+	caKey := rsaKey(t, 0)
+	ca := newCert(t, caKey, "test CA", true, nil, nil)
+	server := newMTLSServer(t, ca)
+	first := newCert(t, rsaKey(t, 1), "orders-sidecar", false, ca, caKey)
+	certFile := writeFile(t, dir, "client.crt", certPEM(first))
+	keyFile := writeFile(t, dir, "client.key", pkcs1PEM(rsaKey(t, 1)))
+
+	for _, clientAuth := range []string{entra.ClientAuthTLS, entra.ClientAuthSelfSignedTLS} {
+		t.Run(clientAuth, func(t *testing.T) {
+			client, err := entra.NewClient(entra.Config{
+				ClientID: "orders-sidecar", TokenEndpoint: server.URL + "/token", ClientAuth: clientAuth,
+				ClientCertificate: &entra.CertificateCredential{CertFile: certFile, KeyFile: keyFile},
+				HTTPClient:        server.Client(), // trusts the server's certificate
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.Token(context.Background(), []string{"orders:read"}); err != nil {
+				t.Fatal(err)
+			}
+			leaf, form := server.last(t)
+			if !leaf.Equal(first) {
+				t.Errorf("presented %q, want the configured certificate", leaf.Subject)
+			}
+			if form.Get("client_id") != "orders-sidecar" || form.Has("client_secret") || form.Has("client_assertion") {
+				t.Errorf("form fields %v: want client_id and no credential", form)
+			}
+		})
+	}
+
+	// Rotation in place.
+	client, err := entra.NewClient(entra.Config{
+		ClientID: "orders-sidecar", TokenEndpoint: server.URL + "/token", ClientAuth: entra.ClientAuthTLS,
+		ClientCertificate: &entra.CertificateCredential{CertFile: certFile, KeyFile: keyFile}, HTTPClient: server.Client(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Token(context.Background(), []string{"orders:read"}); err != nil {
+		t.Fatal(err)
+	}
+	second := newCert(t, rsaKey(t, 2), "orders-sidecar", false, ca, caKey)
+	writeFile(t, dir, "client.crt", certPEM(second))
+	writeFile(t, dir, "client.key", pkcs1PEM(rsaKey(t, 2)))
+	if _, err := client.Token(context.Background(), []string{"orders:read"}); err != nil {
+		t.Fatal(err)
+	}
+	if leaf, _ := server.last(t); !leaf.Equal(second) {
+		t.Errorf("after rotation the request presented %q serial %v, want the new certificate", leaf.Subject, leaf.SerialNumber)
+	}
+}
+
+// Mutual TLS is refused at load for Entra's authorities (Entra does not
+// offer it to applications), over plain http, and without a certificate.
+func TestMutualTLSClientAuthConfig(t *testing.T) {
+	dir := t.TempDir()
+	key := rsaKey(t, 0)
+	cert := &entra.CertificateCredential{CertFile: writeFile(t, dir, "c.pem", certPEM(newCert(t, key, "c", false, nil, nil))),
+		KeyFile: writeFile(t, dir, "k.pem", pkcs1PEM(key))}
+	for _, tt := range []struct {
+		name   string
+		cfg    entra.Config
+		reason string
+	}{
+		{"Entra authority", entra.Config{TenantID: "contoso.onmicrosoft.com", ClientCertificate: cert}, "Entra ID does not offer"},
+		{"Entra token endpoint", entra.Config{TokenEndpoint: "https://login.microsoftonline.com/" + claimsTenant + "/oauth2/v2.0/token", ClientCertificate: cert}, "Entra ID does not offer"},
+		{"Entra host", entra.Config{TokenEndpoint: "https://login.microsoftonline.us/token", ClientCertificate: cert}, "Entra ID does not offer"},
+		{"plain http", entra.Config{TokenEndpoint: "http://127.0.0.1:9000/token", ClientCertificate: cert}, "needs an https token_endpoint"},
+		{"no certificate", entra.Config{TokenEndpoint: "https://idp.example/token", ClientSecret: "s"}, "needs client_certificate"},
+		{"another server", entra.Config{TokenEndpoint: "https://idp.example/token", ClientCertificate: cert}, ""},
+	} {
+		for _, clientAuth := range []string{entra.ClientAuthTLS, entra.ClientAuthSelfSignedTLS} {
+			t.Run(tt.name+"/"+clientAuth, func(t *testing.T) {
+				tt.cfg.ClientID, tt.cfg.ClientAuth = "orders-sidecar", clientAuth
+				_, err := entra.NewClient(tt.cfg)
+				var cfgErr *entra.ConfigError
+				switch {
+				case tt.reason == "" && err != nil:
+					t.Fatalf("NewClient: %v", err)
+				case tt.reason == "":
+				case !errors.As(err, &cfgErr) || cfgErr.Field != "client_auth" || !strings.Contains(cfgErr.Reason, tt.reason):
+					t.Fatalf("error = %v; want client_auth: ...%s", err, tt.reason)
+				}
+			})
+		}
+	}
+}

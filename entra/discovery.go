@@ -1,0 +1,121 @@
+package entra
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// ErrNoTenantToResolve is returned by Client.ResolveTenantID for a client
+// whose tenant needs no resolving: a tenant configured by ID, a managed
+// identity, or a token endpoint that names no tenant.
+var ErrNoTenantToResolve = errors.New("entra: no tenant name to resolve")
+
+// maxDiscoveryBytes bounds the OpenID configuration document read (Entra's
+// is about 2 KB).
+const maxDiscoveryBytes = 64 << 10
+
+// TenantDiscoveryURL returns the URL of the OpenID configuration of the
+// client's tenant, {authority}/{tenant}/v2.0/.well-known/openid-configuration,
+// when the tenant is configured by domain name (tenant_id, or a token
+// endpoint shaped as Entra's); "" otherwise (a tenant ID, a managed
+// identity, another server's token endpoint). A process resolves each
+// such URL once (see ResolveTenantID).
+func (c *Client) TenantDiscoveryURL() string {
+	tenant := c.expectedTenant()
+	if tenant == "" || isGUID(tenant) {
+		return ""
+	}
+	base, endpointTenant := entraTenantBase(c.tokenEndpoint)
+	if base == "" || !strings.EqualFold(endpointTenant, tenant) {
+		return "" // tenant_id beside a token_endpoint elsewhere: no authority to ask
+	}
+	return base + "/v2.0/.well-known/openid-configuration"
+}
+
+// ResolveTenantID resolves a tenant configured by domain name (e.g.
+// contoso.onmicrosoft.com) to the tenant's ID: it fetches
+// TenantDiscoveryURL, with the client's HTTP client and Config.Timeout on
+// top of ctx, and reads the tenant ID from the document's issuer (Entra's
+// v2.0 issuer is https://login.microsoftonline.com/{tenant ID}/v2.0; its
+// v1.0 one https://sts.windows.net/{tenant ID}/). It returns
+// ErrNoTenantToResolve when TenantDiscoveryURL is "", and an error naming
+// the cause (never a secret: the request carries none) when the document
+// cannot be had or names no tenant ID.
+func (c *Client) ResolveTenantID(ctx context.Context) (string, error) {
+	discoveryURL := c.TenantDiscoveryURL()
+	if discoveryURL == "" {
+		return "", ErrNoTenantToResolve
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, discoveryURL, nil)
+	if err != nil {
+		return "", fmt.Errorf("entra: resolving the tenant: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("entra: resolving the tenant: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDiscoveryBytes+1))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("entra: resolving the tenant: reading the OpenID configuration: %w", err)
+	case resp.StatusCode != http.StatusOK:
+		return "", fmt.Errorf("entra: resolving the tenant: the OpenID configuration answered status %d", resp.StatusCode)
+	case len(body) > maxDiscoveryBytes:
+		return "", errors.New("entra: resolving the tenant: the OpenID configuration is too large")
+	}
+	var document struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(body, &document); err != nil {
+		return "", errors.New("entra: resolving the tenant: the OpenID configuration is not a JSON object")
+	}
+	tenantID := issuerTenant(document.Issuer)
+	if tenantID == "" {
+		return "", errors.New("entra: resolving the tenant: the OpenID configuration's issuer names no tenant ID")
+	}
+	return tenantID, nil
+}
+
+// issuerTenant returns the tenant ID an Entra issuer names: its first path
+// segment that is a GUID, lower case; "" for none.
+func issuerTenant(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return ""
+	}
+	for segment := range strings.SplitSeq(u.Path, "/") {
+		if isGUID(segment) {
+			return strings.ToLower(segment)
+		}
+	}
+	return ""
+}
+
+// LearnTenant takes the tenant's ID, a GUID, from a source as trusted as
+// the client's own token (the tenant's OpenID configuration, fetched from
+// the authority the client sends its tokens to), for an identity whose
+// tenant is configured by domain name and whose client is configured. It
+// returns an error when tenantID is not a GUID or the identity has no
+// tenant to learn; once learned, later calls change nothing and return
+// nil.
+func (v *TokenIdentity) LearnTenant(tenantID string) error {
+	switch {
+	case !isGUID(tenantID):
+		return errors.New("entra: a tenant ID to learn must be a GUID")
+	case v.tenantID != "" || !v.tenantNamed || v.clientID == "":
+		return errors.New("entra: the identity has no tenant name to resolve")
+	}
+	v.learned.CompareAndSwap(nil, &learnedIdentity{tenantID: strings.ToLower(tenantID), clientID: v.clientID})
+	return nil
+}
