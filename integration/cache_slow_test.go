@@ -14,16 +14,19 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
-// slowRedis is a TCP proxy in front of a real redis-server that hands
-// each of Redis's answers to the client delay after Redis sent it: a Redis
-// that answers everything, late (far away, or busy with a fleet's warm-up).
-func slowRedis(t *testing.T, redisAddr string, delay time.Duration) string {
+// busyRedis is a TCP proxy in front of a real redis-server that hands
+// Redis's answers to the clients one at a time, each perAnswer after the
+// one before: a Redis that takes perAnswer per command, so that an answer
+// waits behind every command sent before it (a burst of 80 commands waits
+// 400 ms at 5 ms each) and a command sent alone is answered at once.
+func busyRedis(t *testing.T, redisAddr string, perAnswer time.Duration) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var conns sync.WaitGroup
+	var turn sync.Mutex // one answer at a time
 	t.Cleanup(func() { _ = ln.Close(); conns.Wait() })
 	go func() {
 		for {
@@ -37,49 +40,41 @@ func slowRedis(t *testing.T, redisAddr string, delay time.Duration) string {
 				continue
 			}
 			conns.Go(func() { _, _ = io.Copy(server, client); _ = server.Close() })
-			conns.Go(func() { delayCopy(client, server, delay); _ = client.Close() })
+			conns.Go(func() { slowCopy(client, server, &turn, perAnswer); _ = client.Close() })
 		}
 	}()
 	return ln.Addr().String()
 }
 
-// delayCopy copies src to dst, each chunk delay after it was read.
-func delayCopy(dst io.Writer, src io.Reader, delay time.Duration) {
-	type chunk struct {
-		at   time.Time
-		data []byte
-	}
-	chunks := make(chan chunk, 1024)
-	go func() {
-		defer close(chunks)
-		for {
-			buf := make([]byte, 32<<10)
-			n, err := src.Read(buf)
-			if n > 0 {
-				chunks <- chunk{time.Now(), buf[:n]}
-			}
-			if err != nil {
+// slowCopy copies src to dst, each chunk read taking its turn and perAnswer.
+func slowCopy(dst io.Writer, src io.Reader, turn *sync.Mutex, perAnswer time.Duration) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			turn.Lock()
+			time.Sleep(perAnswer) // the time Redis takes per answer: the proxy's whole point
+			turn.Unlock()
+			if _, err := dst.Write(buf[:n]); err != nil {
 				return
 			}
 		}
-	}()
-	for c := range chunks {
-		time.Sleep(time.Until(c.at.Add(delay))) // the proxy's whole point
-		if _, err := dst.Write(c.data); err != nil {
+		if err != nil {
 			return
 		}
 	}
 }
 
 // TestCacheSlowRedisUnderOwnBurstKeepsSharing: two replicas warm 40 keys
-// at once through a Redis whose every answer comes 150 ms late, past the
-// 100 ms OpTimeout. Each call times out while Redis answers the replica's
-// other calls: its own burst, not a Redis that is down. The replicas keep
-// sharing (one token request per key, no outage logged). A Redis that
-// answers nothing is still ridden out: TestCacheRedisHungThenBack.
+// at once through a Redis that takes 5 ms per command, so that during the
+// burst a command waits for up to 80 others, past the 100 ms OpTimeout.
+// Those timeouts are the replicas' own burst, not a Redis that is down:
+// the replicas keep sharing (one token request per key, no outage
+// logged). A Redis that answers nothing is still ridden out:
+// TestCacheRedisHungThenBack.
 func TestCacheSlowRedisUnderOwnBurstKeepsSharing(t *testing.T) {
 	r := startRedis(t)
-	addr := slowRedis(t, r.Addr, 150*time.Millisecond)
+	addr := busyRedis(t, r.Addr, 5*time.Millisecond)
 	var calls atomic.Int64
 	fetch := countingFetch("slow", &calls)
 	const keys = 40
@@ -111,7 +106,7 @@ func TestCacheSlowRedisUnderOwnBurstKeepsSharing(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	t.Logf("2 replicas x %d cold keys through a Redis answering 150 ms late: %d token requests in %v",
+	t.Logf("2 replicas x %d cold keys through a Redis taking 5 ms per command: %d token requests in %v",
 		keys, calls.Load(), time.Since(start).Round(time.Millisecond))
 	if n := calls.Load(); n != keys {
 		t.Errorf("%d token requests for %d keys on 2 replicas, want one per key", n, keys)

@@ -1,7 +1,6 @@
 package redisstore
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -56,8 +55,8 @@ func poolSize(client redis.UniversalClient) int {
 const opAttempts = 3
 
 // slowOpTimeouts×OpTimeout (1.6 s by default) is the time of an attempt
-// sent behind this store's other calls, and of any attempt sent again; a
-// call's attempts take at most slowCallOpTimeouts×OpTimeout (10 s) in all.
+// sent behind this store's other calls; a call's attempts take at most
+// slowCallOpTimeouts×OpTimeout (10 s) in all.
 const (
 	slowOpTimeouts     = 16
 	slowCallOpTimeouts = 100
@@ -67,33 +66,30 @@ const (
 // fails otherwise than by timing out, or ctx ends.
 //
 // A timeout is evidence that Redis is down only when, while the attempt
-// waited, Redis answered none of this store's calls, no other call of
-// this store was waiting for Redis, and this process saw the deadline pass
-// on time: opAttempts such attempts fail the call. Any other timeout is
-// not a Redis that is down: the attempt waited behind this process's own
-// calls (a replica warming a thousand keys), in Redis's queue or the
-// kernel's, or this process was not running when the deadline passed (a
-// machine short of CPU) and the answer may be waiting unread. It is sent
+// waited, Redis answered none of this store's calls and no other call of
+// this store was waiting for Redis: opAttempts such attempts fail the
+// call. Any other timeout is not a Redis that is down: the attempt waited
+// behind this process's own calls (a replica warming a thousand keys, on
+// a machine short of CPU), in Redis's queue or the kernel's. It is sent
 // again, within the bounds above, so that the replica keeps sharing its
-// tokens. An attempt sent while other calls wait is given the longer time
-// from the start: every timeout costs a connection (go-redis closes it),
-// and a fleet warming up must not spend its CPU reconnecting.
+// tokens. An attempt sent while other calls wait is given the longer time:
+// every timeout costs a connection (go-redis closes it), and a fleet
+// warming up must not spend its CPU reconnecting.
 //
 // Once a call has failed so, the store counts as down until Redis answers
 // again: every timeout is then evidence and every attempt gets OpTimeout,
 // so that an outage costs each call opAttempts×OpTimeout, not more.
 func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context) error) error {
-	var timeout, spent time.Duration
+	var spent time.Duration
 	silent := 0
 	for {
+		busy := slowOpTimeouts * s.opTimeout
 		down := s.answers.down.Load()
-		busyTimeout := slowOpTimeouts * s.opTimeout
 		if down {
-			busyTimeout = s.opTimeout
+			busy = s.opTimeout
 		}
-		opCtx, done := s.opWithin(ctx, cmp.Or(timeout, s.opTimeout), cmp.Or(timeout, busyTimeout))
+		opCtx, done := s.opWithin(ctx, s.opTimeout, busy)
 		sent, began := s.answers.now(), time.Now()
-		deadline, _ := opCtx.Deadline()
 		err := call(opCtx)
 		others := len(s.slots) > 1
 		done()
@@ -101,12 +97,8 @@ func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context)
 			return err
 		}
 		spent += time.Since(began)
-		late := time.Since(deadline) > s.opTimeout/4
-		if !s.answers.since(sent) && (down || !others && !late) {
+		if !s.answers.since(sent) && (down || !others) {
 			silent++
-			timeout = s.opTimeout
-		} else {
-			timeout = min(2*deadline.Sub(began), slowOpTimeouts*s.opTimeout)
 		}
 		if silent >= opAttempts || spent >= slowCallOpTimeouts*s.opTimeout {
 			s.answers.down.Store(true)
