@@ -86,6 +86,14 @@ type App struct {
 	// may set its own. Default false: tokens are fetched on first use.
 	Prefetch bool `json:"prefetch,omitempty"`
 
+	// ClientCapabilities are the client capabilities every application
+	// declares in its token requests (the xms_cc claims request), e.g.
+	// "cp1" for continuous access evaluation: Graph and other CAE-aware
+	// APIs then issue long-lived tokens and answer a revocation with a
+	// claims challenge. An application may set its own. Not with a managed
+	// identity. Default none.
+	ClientCapabilities []string `json:"client_capabilities,omitempty"`
+
 	// Hosts are the names, besides IP addresses, localhost and *.localhost,
 	// that entra_token, entra_ready and entra_token_endpoint accept in a
 	// request's Host (its port is not compared): e.g. the Docker Compose
@@ -184,6 +192,17 @@ type Application struct {
 	// Prefetch overrides the app's prefetch for this application. Default:
 	// the app's.
 	Prefetch *bool `json:"prefetch,omitempty"`
+
+	// ClientCapabilities override the app's client_capabilities for this
+	// application. Default: the app's.
+	ClientCapabilities []string `json:"client_capabilities,omitempty"`
+
+	// OnBehalfOf, when set, makes this an on-behalf-of application:
+	// entra_token exchanges the user's token each request carries for a
+	// token to Scopes on the user's behalf, instead of injecting the
+	// application's own token. Default: nil, the application's own
+	// (client-credentials) tokens.
+	OnBehalfOf *OnBehalfOfConfig `json:"on_behalf_of,omitempty"`
 
 	IdentityConfig
 }

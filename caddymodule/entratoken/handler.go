@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -148,11 +147,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
-	h.header = cmp.Or(http.CanonicalHeaderKey(h.Header), DefaultHeader)
-	if !httpguts.ValidHeaderFieldName(h.header) {
-		return entraapp.ConfigError("entra_token header", fmt.Sprintf("%q is not a valid header name", h.Header))
-	}
-	if err := checkHeaderName(h.header); err != nil {
+	var err error
+	if h.header, err = entraapp.CheckHeaderName("entra_token header", cmp.Or(h.Header, DefaultHeader)); err != nil {
 		return err
 	}
 	if h.header != DefaultHeader {
@@ -171,7 +167,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return entraapp.ConfigError("entra_token purge_on_status", fmt.Sprintf("%d: only error statuses (400-599) can mean a refused token", status))
 		}
 	}
-	var err error
 	if h.app, err = entraapp.FromContext(ctx, "entra_token "+h.Application, requests, purges); err != nil {
 		return err
 	}
