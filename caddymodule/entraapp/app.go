@@ -110,8 +110,10 @@ type App struct {
 	// application name. cache and the map do not change after Validate; a
 	// system-assigned identity's handle is replaced once (see rekey),
 	// ordered with Start and Cleanup by lifecycle.
-	handles   map[string]*atomic.Pointer[tokencache.Handle]
-	lifecycle *lifecycleGuard // a pointer: Caddy copies module values
+	handles map[string]*atomic.Pointer[tokencache.Handle]
+	// exchangers are the on-behalf-of applications' exchangers, by name.
+	exchangers map[string]*exchanger
+	lifecycle  *lifecycleGuard // a pointer: Caddy copies module values
 	// resolved are the applications' settings Validate resolved (they hold
 	// credentials: never logged).
 	resolved []resolvedApplication
@@ -310,6 +312,7 @@ func (a *App) Stop() error {
 // closed, a retryable 503.
 func (a *App) Cleanup() error {
 	a.stopOperations()
+	a.closeExchangers()
 	if a.cache == nil {
 		return nil
 	}
@@ -330,6 +333,10 @@ func (a *App) Cleanup() error {
 // better-auth-client-credential's getClientCredentialToken and what the
 // entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
+	if e := a.exchangers[applicationName]; e != nil {
+		return tokencache.Record{}, userTokenMissing(fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): "+
+			"it has no token of its own", applicationName))
+	}
 	h, ok := a.handle(applicationName)
 	if !ok {
 		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,

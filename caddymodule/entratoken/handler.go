@@ -67,6 +67,17 @@ var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 // Retry-After while the token endpoint is throttling) and a JSON body
 // {"code": "...", "message": "..."}, and does not call the next handler.
 //
+// For an on-behalf-of application (on_behalf_of in its block), the token is
+// the user's bearer token in the application's on_behalf_of header,
+// checked locally and exchanged (or found in the cache) for a token on the
+// user's behalf; the user's token never goes downstream. A request whose
+// token is missing or refused is answered 401 or 403 with a
+// WWW-Authenticate challenge the user's client can act on
+// (MICROSOFT_USER_TOKEN_MISSING, MICROSOFT_USER_TOKEN_INVALID,
+// MICROSOFT_INTERACTION_REQUIRED, MICROSOFT_CONSENT_REQUIRED); a downstream
+// 401 with a claims challenge reaches the client untouched and drops the
+// exchanged token in every replica.
+//
 // When downstream answers with a status of purge_on_status (default 401) to
 // a request that still carried the token, the token is dropped from the
 // cache (in this replica and in Redis), at most once per token, so that the
@@ -187,6 +198,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rejection := checkRequest(r); rejection != nil {
 		return writeRejection(w, rejection)
 	}
+	if userHeader, ok := h.app.UserTokenHeader(h.Application); ok {
+		return h.serveOnBehalfOf(w, r, next, userHeader)
+	}
 	credential, err := h.app.Token(r.Context(), h.Application)
 	if err != nil {
 		return h.writeError(w, r, err)
@@ -250,8 +264,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	answer := entraapp.AnswerFor(err)
 	requests.WithLabelValues(h.Application, answer.Code).Inc()
-	h.logger.Warn("no token injected",
-		zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status))
+	level := zapcore.WarnLevel
+	if answer.Status < 500 {
+		level = zapcore.DebugLevel // the client's own token refused: as common as its callers make it
+	}
+	if c := h.logger.Check(level, "no token injected"); c != nil {
+		c.Write(zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status))
+	}
 	return answer.Write(w)
 }
 
