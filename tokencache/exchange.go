@@ -162,7 +162,9 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 		e.report(ExchangeFailed)
 		return Record{}, e.backedOff(b, cause, now)
 	}
+	led := false // this call's own flight (read after its result arrives)
 	results := e.flights.DoChan(key, func() (any, error) {
+		led = true
 		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*e.c.lockTTL)
 		defer cancel()
@@ -184,7 +186,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 			return Record{}, res.Err
 		}
 		served := res.Val.(exchanged)
-		if res.Shared {
+		if !led {
 			served.result = ExchangeHit // joined another request's flight
 		}
 		e.report(served.result)
@@ -271,7 +273,7 @@ func (e *Exchanger) load(ctx context.Context, key string, notAfter time.Time, ex
 		defer stopWatching()
 	}
 	lockKey, lockTTL := LockKey(key), (fetchTimeoutLockTTLs+1)*e.c.lockTTL
-	giveUp := time.NewTimer(loserWaitLockTTLs * e.c.lockTTL)
+	giveUp := time.NewTimer(e.loserWait())
 	defer giveUp.Stop()
 	interval := e.c.pollInterval
 	for {
@@ -291,7 +293,7 @@ func (e *Exchanger) load(ctx context.Context, key string, notAfter time.Time, ex
 		case <-giveUp.C:
 			poll.Stop()
 			e.c.log().Warn("no exchanged token from the replica holding the lock; exchanging",
-				zap.String("application", e.opts.Name))
+				zap.String("application", e.opts.Name), zap.Duration("waited", e.loserWait()))
 			return e.exchange(ctx, key, notAfter, exchange, true)
 		case rec := <-updates:
 			poll.Stop()
@@ -322,9 +324,15 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner stri
 		unlocked = true
 		unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 		defer cancel()
-		if _, err := e.c.store.Unlock(unlockCtx, lockKey, owner); err != nil {
-			e.c.storeFailed(err)
+		// A lock left behind stalls that user's requests on every replica
+		// for the loser's wait: a slow answer is tried again.
+		var err error
+		for range unlockAttempts {
+			if _, err = e.c.store.Unlock(unlockCtx, lockKey, owner); err == nil {
+				return
+			}
 		}
+		e.c.storeFailed(err)
 	}
 	defer unlock()
 	if rec, ok, err := e.read(ctx, key, notAfter); err == nil && ok {
@@ -339,6 +347,18 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner stri
 		e.c.storeFailed(pubErr)
 	}
 	return res, err
+}
+
+// unlockAttempts is how many times an exchange lock's release is sent
+// while it fails.
+const unlockAttempts = 3
+
+// loserWait is how long a request waits for the replica holding the lock
+// of its user token before it exchanges on its own: a user's request
+// cannot wait as long as a refresh (WaitTimeout ends it), so half of
+// WaitTimeout, and never more than a refresh's loser waits.
+func (e *Exchanger) loserWait() time.Duration {
+	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL)
 }
 
 // read returns the store's entry under key if it is usable until notAfter

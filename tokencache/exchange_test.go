@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,5 +340,73 @@ func TestPlaintextStoreNeverHoldsExchanges(t *testing.T) {
 	_, _ = b.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
 	if keys := mr.Keys(); len(keys) != 0 || x.calls.Load() != 2 {
 		t.Fatalf("Redis keys %v, %d exchanges: want none written, one exchange per replica", keys, x.calls.Load())
+	}
+}
+
+func TestExchangeResultsCountOneExchangePerFlight(t *testing.T) {
+	clock := newFakeClock()
+	release := make(chan struct{})
+	var results sync.Map
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{OnExchange: func(r ExchangeResult) {
+		n, _ := results.LoadOrStore(r, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}})
+	var started atomic.Int64
+	slow := func(context.Context) (Fetched, error) {
+		<-release
+		return Fetched{AccessToken: "downstream-token", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			started.Add(1)
+			_, _ = e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), slow)
+		})
+	}
+	for started.Load() < 20 {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	count := func(r ExchangeResult) int64 {
+		n, _ := results.Load(r)
+		if n == nil {
+			return 0
+		}
+		return n.(*atomic.Int64).Load()
+	}
+	if count(ExchangeExchanged) != 1 || count(ExchangeHit) != 19 {
+		t.Errorf("exchanged %d, hit %d; want 1 and 19", count(ExchangeExchanged), count(ExchangeHit))
+	}
+}
+
+// A lock its holder never released (it died, or its release timed out)
+// delays a user's request by half of WaitTimeout, not past it.
+func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	c, err := New(Options{Store: newEncryptedStore(t, mr, []byte("0123456789abcdef0123456789abcdef")), Clock: realTimers{clock},
+		Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond, WaitTimeout: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	if err := mr.Set(LockKey(e.key(testUserToken)), "a replica that died"); err != nil {
+		t.Fatal(err)
+	}
+	mr.SetTTL(LockKey(e.key(testUserToken)), time.Minute)
+	x := &exchangeCounter{clock: clock}
+	start := time.Now()
+	if _, err := e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), x.exchange); err != nil {
+		t.Fatalf("with a lock left behind: %v after %s", err, time.Since(start))
+	}
+	if x.calls.Load() != 1 {
+		t.Fatalf("%d exchanges, want 1", x.calls.Load())
 	}
 }
