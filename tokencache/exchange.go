@@ -74,11 +74,11 @@ type Exchanger struct {
 	c        *Cache
 	opts     ExchangeOptions
 	scope    string
-	hashKey  []byte
+	namer    *entryNamer
 	shared   bool // the store holds entries for the fleet
 	dropKey  string
-	entries  *boundedMemory[*Record]
-	rejected *boundedMemory[error]
+	entries  *boundedMemory[entryDigest, *Record]
+	rejected *boundedMemory[entryDigest, error]
 	flights  singleflight.Group
 
 	mu      sync.Mutex
@@ -105,15 +105,16 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		c:        c,
 		opts:     opts,
 		scope:    strings.Join(opts.Scopes, " "),
-		hashKey:  opts.HashKey,
 		shared:   opts.HashKey != nil && c.store.Authenticates() && !inMemory,
-		entries:  newBoundedMemory[*Record](opts.MaxEntries),
-		rejected: newBoundedMemory[error](opts.MaxEntries),
+		entries:  newBoundedMemory[entryDigest, *Record](opts.MaxEntries),
+		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
 	}
-	if e.hashKey == nil {
-		e.hashKey = randomExchangeKey()
+	hashKey := opts.HashKey
+	if hashKey == nil {
+		hashKey = randomExchangeKey()
 	}
-	e.dropKey = exchangeDropKey(c.store.KeyPrefix(), e.hashKey, opts.Identity, opts.Scopes)
+	e.namer = newEntryNamer(hashKey, opts.Identity, opts.Scopes)
+	e.dropKey = exchangeDropKey(c.store.KeyPrefix(), e.namer)
 	ctx, cancel := context.WithCancel(c.closing)
 	e.stopWatch = cancel
 	if e.shared && c.startBackground() {
@@ -131,9 +132,28 @@ func (e *Exchanger) Close() { e.stopWatch() }
 // Len returns the number of exchanged tokens held in process.
 func (e *Exchanger) Len() int { return e.entries.len() }
 
-// key returns the entry key of a user token.
-func (e *Exchanger) key(userToken string) string {
-	return exchangeEntryKey(e.c.store.KeyPrefix(), e.hashKey, e.opts.Identity, e.opts.Scopes, userToken)
+// key returns the store key of an entry.
+func (e *Exchanger) key(d entryDigest) string {
+	return exchangeEntryKey(e.c.store.KeyPrefix(), d)
+}
+
+// Lookup returns, without I/O and without checking userToken, the token
+// exchanged for it while it is usable (found), or the refusal remembered
+// for it (err): the warm path, on which the caller may skip its own checks
+// of the user token, since an entry exists only for a token that passed
+// them and never outlives it. Neither: found is false and err nil.
+func (e *Exchanger) Lookup(userToken string) (rec Record, found bool, err error) {
+	d := e.namer.digest(userToken)
+	now := e.c.now()
+	if entry, ok := e.entries.get(d, now); ok {
+		e.report(ExchangeHit)
+		return *entry, true, nil
+	}
+	if refusal, ok := e.rejected.get(d, now); ok {
+		e.report(ExchangeRejected)
+		return Record{}, false, refusal
+	}
+	return Record{}, false, nil
 }
 
 // Exchange returns the token exchanged for userToken: from L1, from the
@@ -144,16 +164,11 @@ func (e *Exchanger) key(userToken string) string {
 // with the same error, without asking again, for as long as Rejected
 // says. Errors are *Error, whose Err is exchange's error.
 func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter time.Time, exchange FetchFunc) (Record, error) {
-	key := e.key(userToken)
+	if rec, found, err := e.Lookup(userToken); found || err != nil {
+		return rec, err
+	}
+	d := e.namer.digest(userToken)
 	now := e.c.now()
-	if rec, ok := e.entries.get(key, now); ok {
-		e.report(ExchangeHit)
-		return *rec, nil
-	}
-	if err, ok := e.rejected.get(key, now); ok {
-		e.report(ExchangeRejected)
-		return Record{}, err
-	}
 	if !now.Before(notAfter) {
 		e.report(ExchangeRejected)
 		return Record{}, requestError(ErrUserTokenExpired, "the user's token has expired")
@@ -163,14 +178,14 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 		return Record{}, e.backedOff(b, cause, now)
 	}
 	led := false // this call's own flight (read after its result arrives)
-	results := e.flights.DoChan(key, func() (any, error) {
+	results := e.flights.DoChan(string(d[:]), func() (any, error) {
 		led = true
 		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*e.c.lockTTL)
 		defer cancel()
 		stop := context.AfterFunc(e.c.closing, cancel)
 		defer stop()
-		return e.load(flightCtx, key, notAfter, exchange)
+		return e.load(flightCtx, d, notAfter, exchange)
 	})
 	wait := time.NewTimer(e.c.waitTimeout)
 	defer wait.Stop()
@@ -209,8 +224,9 @@ type exchanged struct {
 // in the store, and in every replica watching the store's announcements.
 // The next request with that user token exchanges again.
 func (e *Exchanger) Drop(ctx context.Context, userToken string) {
-	key := e.key(userToken)
-	e.entries.remove(key)
+	d := e.namer.digest(userToken)
+	e.entries.remove(d)
+	key := e.key(d)
 	if !e.shared {
 		return
 	}
@@ -246,8 +262,11 @@ func (e *Exchanger) watchDrops(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case rec := <-updates:
-			if rec != nil && strings.HasPrefix(rec.ID, e.c.store.KeyPrefix()+"{") {
-				e.entries.remove(rec.ID)
+			if rec == nil {
+				continue
+			}
+			if d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID); ok {
+				e.entries.remove(d)
 			}
 		}
 	}
@@ -257,7 +276,8 @@ func (e *Exchanger) watchDrops(ctx context.Context) {
 // it, else an exchange under the store's lock (losers wait for the
 // winner's entry, as for client credentials); any store failure makes it
 // exchange on its own.
-func (e *Exchanger) load(ctx context.Context, key string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
+func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
+	key := e.key(d)
 	if !e.shared {
 		return e.exchange(ctx, key, notAfter, exchange, false)
 	}
@@ -399,7 +419,8 @@ func (e *Exchanger) usable(rec *Record, notAfter time.Time) bool {
 
 // keep puts rec into L1 until the earlier of its usable end and notAfter.
 func (e *Exchanger) keep(key string, rec *Record, notAfter time.Time) {
-	e.entries.put(key, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), notAfter))
+	d, _ := parseEntryKey(e.c.store.KeyPrefix(), key)
+	e.entries.put(d, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), notAfter))
 }
 
 // exchange calls exchange (bounded by the cache's token request slots)
@@ -473,7 +494,8 @@ func (e *Exchanger) failed(ctx context.Context, key string, notAfter time.Time, 
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
 			if until := minTime(now.Add(remember), notAfter); remember > 0 && until.After(now) {
-				e.rejected.put(key, error(wrapped), until)
+				d, _ := parseEntryKey(e.c.store.KeyPrefix(), key)
+				e.rejected.put(d, error(wrapped), until)
 			}
 			wrapped.Permanent = true
 			return wrapped

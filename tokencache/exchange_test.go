@@ -71,9 +71,14 @@ func rejectUserRejection(err error) (time.Duration, bool) {
 	return 0, false
 }
 
+// exchangeEntryKeyOf is the store key of userToken's entry.
+func exchangeEntryKeyOf(prefix string, hashKey []byte, identity string, scopes []string, userToken string) string {
+	return exchangeEntryKey(prefix, newEntryNamer(hashKey, identity, scopes).digest(userToken))
+}
+
 func TestExchangeKeyNamesNoUserToken(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	base := exchangeEntryKey("entra:", key, testOBOIdentity, []string{"a", "b"}, testUserToken)
+	base := exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"a", "b"}, testUserToken)
 	if !strings.HasPrefix(base, "entra:{") || !strings.HasSuffix(base, "}:token") || len(base) != len("entra:{}:token")+32 {
 		t.Fatalf("entry key %q: want entra:{<32 hex>}:token", base)
 	}
@@ -82,19 +87,22 @@ func TestExchangeKeyNamesNoUserToken(t *testing.T) {
 			t.Errorf("the entry key holds part of the user token")
 		}
 	}
-	if got := exchangeEntryKey("entra:", key, testOBOIdentity, []string{"b", "a", "b"}, testUserToken); got != base {
+	if got := exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"b", "a", "b"}, testUserToken); got != base {
 		t.Errorf("scope order or repetition changed the key")
 	}
 	for name, other := range map[string]string{
-		"another user token": exchangeEntryKey("entra:", key, testOBOIdentity, []string{"a", "b"}, testOtherUser),
-		"another identity":   exchangeEntryKey("entra:", key, testOBOIdentity+"x", []string{"a", "b"}, testUserToken),
-		"other scopes":       exchangeEntryKey("entra:", key, testOBOIdentity, []string{"a"}, testUserToken),
-		"another hash key":   exchangeEntryKey("entra:", []byte("another key"), testOBOIdentity, []string{"a", "b"}, testUserToken),
-		"the drop key":       exchangeDropKey("entra:", key, testOBOIdentity, []string{"a", "b"}),
+		"another user token": exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"a", "b"}, testOtherUser),
+		"another identity":   exchangeEntryKeyOf("entra:", key, testOBOIdentity+"x", []string{"a", "b"}, testUserToken),
+		"other scopes":       exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"a"}, testUserToken),
+		"another hash key":   exchangeEntryKeyOf("entra:", []byte("another key"), testOBOIdentity, []string{"a", "b"}, testUserToken),
+		"the drop key":       exchangeDropKey("entra:", newEntryNamer(key, testOBOIdentity, []string{"a", "b"})),
 	} {
 		if other == base {
 			t.Errorf("%s: same entry key", name)
 		}
+	}
+	if d, ok := parseEntryKey("entra:", base); !ok || exchangeEntryKey("entra:", d) != base {
+		t.Errorf("the entry key %q does not parse back", base)
 	}
 	if string(DeriveExchangeKey([]byte("secret"))) == string(DeriveExchangeKey([]byte("secret2"))) ||
 		string(DeriveExchangeKey([]byte("secret"))) == "secret" {
@@ -317,7 +325,7 @@ func TestFleetExchangesOncePerUserToken(t *testing.T) {
 		})
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for mr.Exists(LockKey(a.key(testUserToken))) == false && time.Now().Before(deadline) {
+	for mr.Exists(LockKey(a.key(a.namer.digest(testUserToken)))) == false && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	close(release)
@@ -397,10 +405,10 @@ func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	if err := mr.Set(LockKey(e.key(testUserToken)), "a replica that died"); err != nil {
+	if err := mr.Set(LockKey(e.key(e.namer.digest(testUserToken))), "a replica that died"); err != nil {
 		t.Fatal(err)
 	}
-	mr.SetTTL(LockKey(e.key(testUserToken)), time.Minute)
+	mr.SetTTL(LockKey(e.key(e.namer.digest(testUserToken))), time.Minute)
 	x := &exchangeCounter{clock: clock}
 	start := time.Now()
 	if _, err := e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), x.exchange); err != nil {

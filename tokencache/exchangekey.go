@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // exchangeKeyInfo separates the key of exchange entries from every other
@@ -32,33 +34,79 @@ func randomExchangeKey() []byte {
 	return key
 }
 
-// exchangeEntryKey returns the store key of the exchange entry of one user
-// token for one application identity and scope set:
-//
-//	prefix + "{" + hex(HMAC-SHA-256(hashKey, info, identity, sorted scopes, user token))[:32] + "}:token"
-//
-// A reader of the store who lacks hashKey cannot tell which user token an
-// entry belongs to, nor test a token it holds against the keys. The braces
-// are the Redis Cluster hash tag the entry's lock and update channel share.
-func exchangeEntryKey(prefix string, hashKey []byte, identity string, scopes []string, userToken string) string {
-	return prefix + "{" + exchangeDigest(hashKey, identity, scopes, userToken) + "}" + recordSuffix
+// entryDigest names one user token's entry: the first 16 bytes of
+// HMAC-SHA-256(hashKey, info, identity, sorted scopes, user token). A
+// reader of the store who lacks hashKey cannot tell which user token an
+// entry belongs to, nor test a token it holds against the names.
+type entryDigest [16]byte
+
+// entryNamer computes the entry digests of one application identity and
+// scope set, reusing HMAC states and buffers (the hot path computes one
+// per request).
+type entryNamer struct {
+	prefix []byte // info, identity and sorted scopes, each line ended
+	states sync.Pool
 }
 
-// exchangeDropKey returns the key under whose update channel an
-// application's exchanger announces the entries it drops (exchangeEntryKey
-// with no user token).
-func exchangeDropKey(prefix string, hashKey []byte, identity string, scopes []string) string {
-	return prefix + "{" + exchangeDigest(hashKey, identity+"\ndrops", scopes, "") + "}" + recordSuffix
+// namerState is one reusable HMAC and the buffer a user token is copied
+// into (an HMAC takes bytes, and a 2 KB conversion per request would cost
+// more than the map lookup it names).
+type namerState struct {
+	mac hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
 }
 
-// exchangeDigest is the truncated HMAC of an entry's parts, each length
-// delimited by a line feed (none of them holds one: a user token is a JWT,
-// scopes have no white space, identities are URLs and IDs).
-func exchangeDigest(hashKey []byte, identity string, scopes []string, userToken string) string {
+func newEntryNamer(hashKey []byte, identity string, scopes []string) *entryNamer {
 	sorted := slices.Clone(scopes)
 	slices.Sort(sorted)
 	sorted = slices.Compact(sorted)
-	mac := hmac.New(sha256.New, hashKey)
-	mac.Write([]byte(exchangeKeyInfo + "\n" + identity + "\n" + strings.Join(sorted, " ") + "\n" + userToken))
-	return hex.EncodeToString(mac.Sum(nil))[:32]
+	n := &entryNamer{prefix: []byte(exchangeKeyInfo + "\n" + identity + "\n" + strings.Join(sorted, " ") + "\n")}
+	n.states.New = func() any { return &namerState{mac: hmac.New(sha256.New, hashKey)} }
+	return n
+}
+
+// digest returns the entry digest of userToken (no line feed: a JWT).
+func (n *entryNamer) digest(userToken string) entryDigest {
+	s := n.states.Get().(*namerState)
+	s.mac.Reset()
+	s.buf = append(append(s.buf[:0], n.prefix...), userToken...)
+	s.mac.Write(s.buf)
+	clear(s.buf) // the user token does not linger in the pool
+	var d entryDigest
+	copy(d[:], s.mac.Sum(s.sum[:0]))
+	n.states.Put(s)
+	return d
+}
+
+// exchangeEntryKey returns the store key of an entry:
+//
+//	prefix + "{" + hex(digest) + "}:token"
+//
+// The braces are the Redis Cluster hash tag the entry's lock and update
+// channel share.
+func exchangeEntryKey(prefix string, d entryDigest) string {
+	return prefix + "{" + hex.EncodeToString(d[:]) + "}" + recordSuffix
+}
+
+// parseEntryKey returns the digest of an entry's store key.
+func parseEntryKey(prefix, key string) (entryDigest, bool) {
+	var d entryDigest
+	tag, ok := strings.CutPrefix(key, prefix+"{")
+	if !ok {
+		return d, false
+	}
+	tag, ok = strings.CutSuffix(tag, "}"+recordSuffix)
+	if !ok || hex.DecodedLen(len(tag)) != len(d) {
+		return d, false
+	}
+	_, err := hex.Decode(d[:], []byte(tag))
+	return d, err == nil
+}
+
+// exchangeDropKey returns the key under whose update channel an
+// application's exchanger announces the entries it drops: named like an
+// entry, of a "user token" no JWT can be.
+func exchangeDropKey(prefix string, n *entryNamer) string {
+	return exchangeEntryKey(prefix, n.digest("\ndrops"))
 }

@@ -30,7 +30,7 @@ func invalidUserToken(message string) Answer {
 
 // userFailureAnswer maps Entra's refusal of an exchange that is the
 // user's (entra.RequestError.UserFailure) to its answer.
-func userFailureAnswer(err error, app resolvedApplication, user *entra.UserAssertion) (Answer, bool) {
+func userFailureAnswer(err error, app resolvedApplication, tenantID string) (Answer, bool) {
 	var re *entra.RequestError
 	if !errors.As(err, &re) {
 		return Answer{}, false
@@ -41,10 +41,10 @@ func userFailureAnswer(err error, app resolvedApplication, user *entra.UserAsser
 		return invalidUserToken(message), true
 	case entra.InteractionRequired:
 		return Answer{Status: http.StatusUnauthorized, Code: CodeInteractionRequired, Message: message,
-			Challenge: claimsChallenge(app.Client.AuthorizeEndpoint(user.TenantID), re.Claims)}, true
+			Challenge: claimsChallenge(app.Client.AuthorizeEndpoint(tenantID), re.Claims)}, true
 	case entra.ConsentRequired:
 		return Answer{Status: http.StatusForbidden, Code: CodeConsentRequired, Message: message,
-			Challenge: consentChallenge(app, user.TenantID, re.Claims)}, true
+			Challenge: consentChallenge(app, tenantID, re.Claims)}, true
 	}
 	return Answer{}, false
 }

@@ -92,6 +92,13 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	if userToken == "" {
 		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
 	}
+	// The warm path: an entry exists only for a token that passed the
+	// checks below, and never outlives it.
+	if rec, found, err := e.Lookup(userToken); found {
+		return rec, nil
+	} else if err != nil {
+		return tokencache.Record{}, a.refusal(err, e, userToken)
+	}
 	user, err := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules)
 	if err != nil {
 		var ute *entra.UserTokenError
@@ -102,14 +109,29 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	}
 	rec, err := e.Exchange(ctx, userToken, user.ExpiresAt, binding.ExchangeFunc(e.app.Client, user, e.app.Scopes))
 	if err != nil {
-		if answer, ok := userFailureAnswer(err, e.app, user); ok {
-			a.logger.Info("the user's token was refused by Entra", zap.String("application", applicationName),
-				zap.String("oid", user.ObjectID), zap.String("code", answer.Code))
+		if answer, ok := userFailureAnswer(err, e.app, user.TenantID); ok {
+			if c := a.logger.Check(zap.DebugLevel, "the user's token was refused by Entra"); c != nil {
+				c.Write(zap.String("application", applicationName), zap.String("oid", user.ObjectID), zap.String("code", answer.Code))
+			}
 			return tokencache.Record{}, &answerError{answer}
 		}
 		return tokencache.Record{}, err
 	}
 	return rec, nil
+}
+
+// refusal answers a refusal remembered for userToken as it was answered:
+// the user's tenant is read again from the token (it passed the checks
+// when it was refused).
+func (a *App) refusal(err error, e *exchanger, userToken string) error {
+	tenant := e.app.OnBehalfOf.Rules.TenantID
+	if user, readErr := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules); readErr == nil {
+		tenant = user.TenantID
+	}
+	if answer, ok := userFailureAnswer(err, e.app, tenant); ok {
+		return &answerError{answer}
+	}
+	return err
 }
 
 // DropExchanged forgets the token exchanged for userToken, which
