@@ -351,6 +351,7 @@ const (
 	reasonResource    = "unknown_resource"
 	reasonIdentity    = "identity_mismatch"
 	reasonToken       = "token_request_failed"
+	reasonUserToken   = "user_token_refused"
 )
 
 // checkPeer refuses what is not the application beside the sidecar: a
@@ -470,6 +471,20 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 // while throttled). A client that left gets a 499 error instead.
 func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, application string) (tokencache.Record, *refusal, error) {
 	credential, err := e.app.Token(r.Context(), application)
+	return e.answerToken(w, r, application, credential, err)
+}
+
+// exchanged is token for an on-behalf-of application: the token exchanged
+// for the user's token (assertion), or the refusal answered with its
+// challenge.
+func (e *TokenEndpoint) exchanged(w http.ResponseWriter, r *http.Request, application, assertion string) (tokencache.Record, *refusal, error) {
+	credential, err := e.app.ExchangeUserToken(r.Context(), application, assertion)
+	return e.answerToken(w, r, application, credential, err)
+}
+
+// answerToken is the outcome of getting application's token: the token,
+// or the refusal of err (its Retry-After and WWW-Authenticate set on w).
+func (e *TokenEndpoint) answerToken(w http.ResponseWriter, r *http.Request, application string, credential tokencache.Record, err error) (tokencache.Record, *refusal, error) {
 	if err == nil {
 		return credential, nil, nil
 	}
@@ -479,6 +494,11 @@ func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, applicatio
 	answer := entraapp.AnswerFor(err)
 	entraapp.SetRetryAfter(w.Header(), answer.RetryAfter)
 	rf := &refusal{status: answer.Status, reason: reasonToken, code: answer.Code, message: answer.Message}
+	if answer.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", answer.Challenge)
+		rf.reason = reasonUserToken
+		return credential, rf, nil // the user's token: as common as its callers make it
+	}
 	e.logger.Warn("token endpoint has no token to hand out",
 		zap.String("protocol", e.Protocol), zap.String("application", application),
 		zap.String("code", rf.code), zap.Int("status", rf.status))
