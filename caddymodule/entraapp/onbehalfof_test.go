@@ -149,3 +149,17 @@ func TestOnBehalfOfRefusedAtLoad(t *testing.T) {
 		})
 	}
 }
+
+func TestResourceDefaultScope(t *testing.T) {
+	for scope, want := range map[string]string{
+		"https://graph.microsoft.com/User.Read": "https://graph.microsoft.com/.default",
+		"api://orders/Orders.Read":              "api://orders/.default",
+		"api://orders/.default":                 "api://orders/.default",
+		"User.Read":                             "https://graph.microsoft.com/.default",
+		"api://11111111-2222-3333-4444-555555555555/access_as_user": "api://11111111-2222-3333-4444-555555555555/.default",
+	} {
+		if got := resourceDefaultScope(scope); got != want {
+			t.Errorf("%s: got %s, want %s", scope, got, want)
+		}
+	}
+}
