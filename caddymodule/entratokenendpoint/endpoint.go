@@ -172,10 +172,15 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 	for _, ids := range all {
 		byName[ids.Name] = ids
 	}
+	// The managed-identity protocols name no user: an on-behalf-of
+	// application, which exchanges a user's token, is record's only.
+	managedIdentity := e.Protocol != ProtocolRecord
 	names := e.Applications
 	if len(names) == 0 {
 		for _, ids := range all {
-			names = append(names, ids.Name)
+			if _, onBehalfOf := app.UserTokenHeader(ids.Name); !onBehalfOf || !managedIdentity {
+				names = append(names, ids.Name)
+			}
 		}
 	}
 	e.allowed = make(map[string]*endpointApplication, len(names))
@@ -183,6 +188,10 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 		ids, ok := byName[name]
 		if !ok {
 			return app.RequireApplication("entra_token_endpoint", name)
+		}
+		if _, onBehalfOf := app.UserTokenHeader(name); onBehalfOf && managedIdentity {
+			return endpointConfigError("application", fmt.Sprintf("%s exchanges users' tokens (on_behalf_of): the %s "+
+				"protocol carries no user's token; use record with an assertion", name, e.Protocol))
 		}
 		e.allowed[name] = &endpointApplication{ApplicationIDs: ids, handedOut: endpointTokens.WithLabelValues(name, e.Protocol)}
 	}

@@ -71,3 +71,24 @@ func TestEndpointRecordExchangesTheAssertion(t *testing.T) {
 	assertNoTokenInLogs(t, logs, userToken)
 	assertNoTokenInLogs(t, logs, first)
 }
+
+// The managed-identity protocols carry no user's token: they leave
+// on-behalf-of applications out, and refuse one named.
+func TestEndpointManagedIdentityProtocolsLeaveOnBehalfOfOut(t *testing.T) {
+	app, _, _ := apptest.NewOnBehalfOfApp(t, func(a *entraapp.Application) {
+		a.Scopes = []string{"api://downstream/.default"} // a resource a managed-identity client could name
+	})
+	for _, protocol := range []string{ProtocolAppService, ProtocolIMDS} {
+		e, _ := newTestEndpoint(t, app, protocol, nil)
+		if _, ok := e.allowed[apptest.OnBehalfOfApplication]; ok {
+			t.Errorf("%s hands out the on-behalf-of application", protocol)
+		}
+		e = &TokenEndpoint{Protocol: protocol, Applications: []string{apptest.OnBehalfOfApplication}}
+		if protocol != ProtocolIMDS {
+			e.Secret = unitEndpointSecret
+		}
+		if err := e.provision(app); err == nil || !strings.Contains(err.Error(), "exchanges users' tokens") {
+			t.Errorf("%s naming the on-behalf-of application: %v", protocol, err)
+		}
+	}
+}
