@@ -93,11 +93,14 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
 	}
 	// The warm path: an entry exists only for a token that passed the
-	// checks below, and never outlives it.
-	if rec, found, err := e.Lookup(userToken); found {
-		return rec, nil
-	} else if err != nil {
-		return tokencache.Record{}, a.refusal(err, e, userToken)
+	// checks below, and never outlives it. A token too large to have
+	// passed is not even hashed.
+	if len(userToken) <= entra.MaxUserTokenBytes {
+		if rec, found, err := e.Lookup(userToken); found {
+			return rec, nil
+		} else if err != nil {
+			return tokencache.Record{}, a.refusal(err, e, userToken)
+		}
 	}
 	user, err := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules)
 	if err != nil {

@@ -147,6 +147,9 @@ func TestOnBehalfOfRefusalsAnswerWithChallenges(t *testing.T) {
 			status: 401, code: entraapp.CodeUserTokenMissing, challenge: invalidToken},
 		{name: "not a JWT", authorization: func(*testing.T, *entratest.Emulator) string { return "Bearer opaque-token" },
 			status: 401, code: entraapp.CodeUserTokenMissing, challenge: invalidToken},
+		{name: "too large", authorization: func(t *testing.T, e *entratest.Emulator) string {
+			return userAToken(t, e) + strings.Repeat("A", 16<<10)
+		}, status: 401, code: entraapp.CodeUserTokenMissing, challenge: invalidToken},
 		{name: "expired", authorization: func(t *testing.T, e *entratest.Emulator) string {
 			return "Bearer " + apptest.UserToken(t, e, userA, "", -time.Minute)
 		}, status: 401, code: entraapp.CodeUserTokenInvalid, challenge: invalidToken},
