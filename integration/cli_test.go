@@ -37,9 +37,15 @@ const cliCaddyfile = `{
 // code and output.
 func runCLI(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
+	return runCLIOn(t, cliCaddyfile, env, args...)
+}
+
+// runCLIOn is runCLI on caddyfile.
+func runCLIOn(t *testing.T, caddyfile string, env []string, args ...string) (int, string) {
+	t.Helper()
 	dir := t.TempDir()
 	config := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(config, []byte(cliCaddyfile), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(caddyBinary, append(append([]string{"entra"}, args...), "--config", config, "--adapter", "caddyfile")...)
@@ -176,4 +182,29 @@ func TestCLICheckReportsEveryApplication(t *testing.T) {
 func jsonNumber(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// `caddy entra check` tests an on-behalf-of application's credential (a
+// client-credentials token for its scopes' resource: the exchange needs a
+// user's token), and `caddy entra token` says it has no token of its own.
+func TestCLIOnBehalfOfApplication(t *testing.T) {
+	emulator, url := newEmulator(t)
+	emulator.AddClient(testClientID, testClientSecret)
+	env := cliEnv(url, emulator, emulator.TenantID(), testClientSecret)
+	caddyfile := strings.Replace(cliCaddyfile, "application graph-api {\n\t\t\tscope https://graph.microsoft.com/.default\n\t\t}",
+		"application graph-as-user {\n\t\t\tscope https://graph.microsoft.com/User.Read\n\t\t\ton_behalf_of\n\t\t}", 1)
+	if !strings.Contains(caddyfile, "on_behalf_of") {
+		t.Fatal("the config has no on-behalf-of application")
+	}
+	code, out := runCLIOn(t, caddyfile, env, "check")
+	if code != 0 || !strings.Contains(out, "graph-as-user") || strings.Count(out, " ok ") != 2 || !strings.Contains(out, "aud https://graph.microsoft.com") {
+		t.Fatalf("check: exit %d:\n%s", code, out)
+	}
+	code, out = runCLIOn(t, caddyfile, env, "token", "graph-as-user")
+	if code == 0 || !strings.Contains(out, "exchanges users' tokens") {
+		t.Fatalf("token: exit %d:\n%s", code, out)
+	}
+	if emulator.OnBehalfOfRequests() != 0 {
+		t.Error("the CLI made an on-behalf-of exchange")
+	}
 }

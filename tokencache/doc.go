@@ -34,4 +34,10 @@
 //     does not match the application's identity (see Store.Authenticates).
 //   - Access tokens, secrets and keys never appear in errors, logs or fmt
 //     output of Record.
+//
+// Cache.NewExchanger serves tokens obtained for a caller's credential, one
+// per user token (an on-behalf-of exchange): see exchange.go. They are never
+// refreshed in the background, named in the store by a keyed hash of the
+// user token, shared only through a store that seals records, and never
+// used past the user token's own expiry.
 package tokencache

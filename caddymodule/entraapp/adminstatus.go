@@ -29,8 +29,12 @@ func (a *App) stopOperations() {
 	runningApp.CompareAndSwap(a, nil)
 }
 
-// prefetches reports whether name's token is prefetched.
+// prefetches reports whether name's token is prefetched: never an
+// on-behalf-of application's, which has no token of its own.
 func (a *App) prefetches(name string) bool {
+	if app := a.Applications[name]; app != nil && app.OnBehalfOf != nil {
+		return false
+	}
 	if app := a.Applications[name]; app != nil && app.Prefetch != nil {
 		return *app.Prefetch
 	}

@@ -28,6 +28,9 @@ type Answer struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration
+	// Challenge, when set, is the WWW-Authenticate of the answer (the
+	// answers of on-behalf-of applications).
+	Challenge string
 }
 
 // AnswerFor maps a token error to its answer: an *answerError's own; else
@@ -65,6 +68,9 @@ func (a Answer) Write(w http.ResponseWriter) error { return a.write(w, oneLine) 
 
 func (a Answer) write(w http.ResponseWriter, layout jsonLayout) error {
 	SetRetryAfter(w.Header(), a.RetryAfter)
+	if a.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", a.Challenge)
+	}
 	return writeJSON(w, a.Status, ErrorBody{Code: a.Code, Message: a.Message}, layout)
 }
 

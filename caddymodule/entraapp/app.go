@@ -86,6 +86,14 @@ type App struct {
 	// may set its own. Default false: tokens are fetched on first use.
 	Prefetch bool `json:"prefetch,omitempty"`
 
+	// ClientCapabilities are the client capabilities every application
+	// declares in its token requests (the xms_cc claims request), e.g.
+	// "cp1" for continuous access evaluation: Graph and other CAE-aware
+	// APIs then issue long-lived tokens and answer a revocation with a
+	// claims challenge. An application may set its own. Not with a managed
+	// identity. Default none.
+	ClientCapabilities []string `json:"client_capabilities,omitempty"`
+
 	// Hosts are the names, besides IP addresses, localhost and *.localhost,
 	// that entra_token, entra_ready and entra_token_endpoint accept in a
 	// request's Host (its port is not compared): e.g. the Docker Compose
@@ -102,8 +110,10 @@ type App struct {
 	// application name. cache and the map do not change after Validate; a
 	// system-assigned identity's handle is replaced once (see rekey),
 	// ordered with Start and Cleanup by lifecycle.
-	handles   map[string]*atomic.Pointer[tokencache.Handle]
-	lifecycle *lifecycleGuard // a pointer: Caddy copies module values
+	handles map[string]*atomic.Pointer[tokencache.Handle]
+	// exchangers are the on-behalf-of applications' exchangers, by name.
+	exchangers map[string]*exchanger
+	lifecycle  *lifecycleGuard // a pointer: Caddy copies module values
 	// resolved are the applications' settings Validate resolved (they hold
 	// credentials: never logged).
 	resolved []resolvedApplication
@@ -184,6 +194,17 @@ type Application struct {
 	// Prefetch overrides the app's prefetch for this application. Default:
 	// the app's.
 	Prefetch *bool `json:"prefetch,omitempty"`
+
+	// ClientCapabilities override the app's client_capabilities for this
+	// application. Default: the app's.
+	ClientCapabilities []string `json:"client_capabilities,omitempty"`
+
+	// OnBehalfOf, when set, makes this an on-behalf-of application:
+	// entra_token exchanges the user's token each request carries for a
+	// token to Scopes on the user's behalf, instead of injecting the
+	// application's own token. Default: nil, the application's own
+	// (client-credentials) tokens.
+	OnBehalfOf *OnBehalfOfConfig `json:"on_behalf_of,omitempty"`
 
 	IdentityConfig
 }
@@ -291,6 +312,7 @@ func (a *App) Stop() error {
 // closed, a retryable 503.
 func (a *App) Cleanup() error {
 	a.stopOperations()
+	a.closeExchangers()
 	if a.cache == nil {
 		return nil
 	}
@@ -311,6 +333,10 @@ func (a *App) Cleanup() error {
 // better-auth-client-credential's getClientCredentialToken and what the
 // entra_token handler calls.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
+	if e := a.exchangers[applicationName]; e != nil {
+		return tokencache.Record{}, userTokenMissing(fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): "+
+			"it has no token of its own", applicationName))
+	}
 	h, ok := a.handle(applicationName)
 	if !ok {
 		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,

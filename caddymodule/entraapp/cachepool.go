@@ -73,6 +73,15 @@ func (a *App) register(s *settings) error {
 		handles[app.Name] = new(atomic.Pointer[tokencache.Handle])
 		handles[app.Name].Store(h)
 	}
+	exchangers, err := a.makeExchangers(cache, s)
+	if err != nil {
+		for _, registered := range handles {
+			registered.Load().Release()
+		}
+		_, _ = cachePool.Delete(key)
+		return err
+	}
+	a.exchangers = exchangers
 	if loaded {
 		a.logger.Debug("reusing the token cache of the previous config")
 	}

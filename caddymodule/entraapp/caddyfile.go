@@ -54,6 +54,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		wait_timeout   <duration>
 //		token_request_concurrency <n>
 //		prefetch [on|off]
+//		client_capabilities <capability>...
 //		hosts <name>...
 //		redis [<url>] {
 //			addrs <host:port>...
@@ -72,6 +73,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		application <name> [<scope>...] {
 //			scope <scope> [<scope>...]
 //			prefetch [on|off]
+//			client_capabilities <capability>...
+//			on_behalf_of {
+//				header <name>
+//				max_users <n>
+//				allowed_tenants <tenant id>...
+//				audiences <audience>...
+//			}
 //			# any identity option above: tenant_id, client_id, a credential,
 //			# client_auth, authority_host, token_endpoint, token_request_param
 //		}
@@ -130,6 +138,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Redis, err = parseRedis(d)
 		case "application":
 			err = a.parseApplication(d)
+		case "client_capabilities":
+			err = capabilitiesArg(d, &a.ClientCapabilities)
 		case "prefetch":
 			if a.Prefetch {
 				return d.Err("prefetch: may appear only once")
@@ -444,6 +454,19 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 				return err
 			}
 			app.Prefetch = &prefetch
+		case "client_capabilities":
+			if err := capabilitiesArg(d, &app.ClientCapabilities); err != nil {
+				return err
+			}
+		case "on_behalf_of":
+			if app.OnBehalfOf != nil {
+				return d.Err("on_behalf_of: may appear only once")
+			}
+			obo, err := parseOnBehalfOf(d)
+			if err != nil {
+				return err
+			}
+			app.OnBehalfOf = obo
 		default:
 			return d.Errf("unrecognized application option '%s'", d.Val())
 		}
@@ -456,6 +479,59 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	}
 	a.Applications[name] = app
 	return nil
+}
+
+// capabilitiesArg parses `client_capabilities <capability>...` into dest.
+func capabilitiesArg(d *caddyfile.Dispenser, dest *[]string) error {
+	if *dest != nil {
+		return d.Err("client_capabilities: may appear only once")
+	}
+	capabilities := d.RemainingArgs()
+	if len(capabilities) == 0 {
+		return d.Err("client_capabilities: at least one capability is required (e.g. client_capabilities cp1)")
+	}
+	*dest = capabilities
+	return nil
+}
+
+// parseOnBehalfOf parses
+// `on_behalf_of { header <name>; max_users <n>; allowed_tenants <id>...; audiences <aud>... }`.
+func parseOnBehalfOf(d *caddyfile.Dispenser) (*OnBehalfOfConfig, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	obo := new(OnBehalfOfConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch option := d.Val(); option {
+		case "header":
+			if err := SingleArg(d, &obo.Header); err != nil {
+				return nil, err
+			}
+		case "max_users":
+			var raw string
+			if err := SingleArg(d, &raw); err != nil {
+				return nil, err
+			}
+			n, err := strconv.Atoi(raw)
+			if err != nil || n < 1 {
+				return nil, d.Errf("max_users: must be a whole number of at least 1, got %q", raw)
+			}
+			obo.MaxUsers = n
+		case "allowed_tenants", "audiences":
+			values := d.RemainingArgs()
+			if len(values) == 0 {
+				return nil, d.Errf("%s: at least one value is required", option)
+			}
+			if option == "audiences" {
+				obo.Audiences = append(obo.Audiences, values...)
+			} else {
+				obo.AllowedTenants = append(obo.AllowedTenants, values...)
+			}
+		default:
+			return nil, d.Errf("unrecognized on_behalf_of option '%s'", option)
+		}
+	}
+	return obo, nil
 }
 
 // Directive is the httpcaddyfile parser of a handler directive: a new H

@@ -76,6 +76,10 @@ func cmdEntraToken(fl caddycmd.Flags) (int, error) {
 		if app.Name != name {
 			continue
 		}
+		if app.OnBehalfOf != nil {
+			return 1, fmt.Errorf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own "+
+				"(caddy entra check tests its credential)", name)
+		}
 		result := requestToken(app)
 		if result.err != nil {
 			printFailure(os.Stdout, result)
@@ -179,15 +183,35 @@ func requestToken(app resolvedApplication) tokenResult {
 		Scope:           strings.Join(app.Scopes, " "),
 		Identity:        clientInfoOf(app.Client),
 	}}
+	scopes := app.Scopes
+	if app.OnBehalfOf != nil {
+		// Its credential, with a client-credentials token for the resource
+		// of its delegated scopes: the exchange itself needs a user's token.
+		scopes = []string{resourceDefaultScope(app.Scopes[0])}
+		result.info.Scope = scopes[0] + " (on_behalf_of: the credential only)"
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	token, err := app.Client.Token(ctx, app.Scopes)
+	token, err := app.Client.Token(ctx, scopes)
 	if result.err = err; err != nil {
 		return result
 	}
 	result.accessToken = token.AccessToken
 	result.info.withToken(token.AccessToken, token.ExpiresAt)
 	return result
+}
+
+// resourceDefaultScope returns the .default scope of a delegated scope's
+// resource: https://graph.microsoft.com/User.Read ->
+// https://graph.microsoft.com/.default, api://orders/Orders.Read ->
+// api://orders/.default. A scope without a resource (User.Read, Graph's
+// short form) is Graph's.
+func resourceDefaultScope(scope string) string {
+	i := strings.LastIndex(scope, "/")
+	if i < 0 || !strings.Contains(scope, "://") || i < strings.Index(scope, "://")+3 {
+		return "https://graph.microsoft.com/.default"
+	}
+	return scope[:i] + "/.default"
 }
 
 // failureSummary is a failure in a few words, with its AADSTS code.

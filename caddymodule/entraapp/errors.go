@@ -27,6 +27,25 @@ const (
 	CodeTokenRequestFailed = "MICROSOFT_TOKEN_REQUEST_FAILED"
 )
 
+// Error codes of on-behalf-of applications, answered with a
+// WWW-Authenticate challenge the user's client can act on.
+const (
+	// CodeUserTokenMissing: the request carries no bearer token, or one
+	// that is not a JWT (401, Bearer error="invalid_token").
+	CodeUserTokenMissing = "MICROSOFT_USER_TOKEN_MISSING"
+	// CodeUserTokenInvalid: the user's token is expired, of another
+	// tenant or audience, or Entra refused it (401, Bearer
+	// error="invalid_token").
+	CodeUserTokenInvalid = "MICROSOFT_USER_TOKEN_INVALID"
+	// CodeInteractionRequired: the user must satisfy a claims challenge
+	// (multi-factor authentication, conditional access): 401 with
+	// error="insufficient_claims" and the claims.
+	CodeInteractionRequired = "MICROSOFT_INTERACTION_REQUIRED"
+	// CodeConsentRequired: the user or an administrator must consent to
+	// the scopes: 403 with proposedAction="consent".
+	CodeConsentRequired = "MICROSOFT_CONSENT_REQUIRED"
+)
+
 // ConfigError is a configuration error with better-auth-client-credential's
 // code, naming the field.
 func ConfigError(field, reason string) error {

@@ -43,7 +43,7 @@ func RegisterMetrics(registry *prometheus.Registry, collectors ...prometheus.Col
 	if registry == nil {
 		return nil
 	}
-	for _, c := range append([]prometheus.Collector{tokenRequests, tokenRequestDuration, storeDrops, storeAvailable}, collectors...) {
+	for _, c := range append([]prometheus.Collector{tokenRequests, tokenRequestDuration, storeDrops, storeAvailable, onBehalfOfResults}, collectors...) {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(c); err != nil && !errors.As(err, &already) {
 			return err

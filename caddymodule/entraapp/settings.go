@@ -51,6 +51,8 @@ type resolvedApplication struct {
 	// Config is the client's configuration; it holds the credential.
 	Config entra.Config
 	Client *entra.Client
+	// OnBehalfOf is set for an on-behalf-of application.
+	OnBehalfOf *onBehalfOf
 }
 
 // resolveApplications resolves and checks every application, sorted by
@@ -79,6 +81,10 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		if err != nil {
 			return nil, err
 		}
+		cfg.ClientCapabilities = a.ClientCapabilities
+		if app.ClientCapabilities != nil {
+			cfg.ClientCapabilities = app.ClientCapabilities
+		}
 		if cfg.ManagedIdentity != nil && len(scopes) != 1 {
 			return nil, ConfigError("application "+name+": scope", "a managed identity gets a token for exactly one resource; "+
 				"configure one scope per application")
@@ -87,7 +93,20 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		if err != nil {
 			return nil, prefixConfigError(field, err)
 		}
-		apps = append(apps, resolvedApplication{Name: name, Scopes: scopes, Config: cfg, Client: client})
+		resolved := resolvedApplication{Name: name, Scopes: scopes, Config: cfg, Client: client}
+		if app.OnBehalfOf != nil {
+			if field == "" {
+				field = "application " + name + ": "
+			}
+			if resolved.OnBehalfOf, err = resolveOnBehalfOf(app.OnBehalfOf, cfg, client, repl, field); err != nil {
+				return nil, err
+			}
+			if app.Prefetch != nil && *app.Prefetch {
+				return nil, ConfigError(field+"prefetch", "an on-behalf-of application has no token of its own to prefetch: "+
+					"each is exchanged for a request's user token")
+			}
+		}
+		apps = append(apps, resolved)
 	}
 	return apps, nil
 }

@@ -4,7 +4,9 @@ package entraready
 
 import (
 	"cmp"
+	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,12 +72,20 @@ func (r *Ready) Provision(ctx caddy.Context) error {
 // resolveNames checks the configured names, or takes all of the app's.
 func (r *Ready) resolveNames() error {
 	if len(r.Applications) == 0 {
-		r.names = r.app.ApplicationNames()
+		// An on-behalf-of application has no token of its own to be ready with.
+		r.names = slices.DeleteFunc(r.app.ApplicationNames(), func(name string) bool {
+			_, onBehalfOf := r.app.UserTokenHeader(name)
+			return onBehalfOf
+		})
 		return nil
 	}
 	for _, name := range r.Applications {
 		if err := r.app.RequireApplication("entra_ready", name); err != nil {
 			return err
+		}
+		if _, onBehalfOf := r.app.UserTokenHeader(name); onBehalfOf {
+			return entraapp.ConfigError("entra_ready", fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): "+
+				"it has no token of its own to be ready with", name))
 		}
 	}
 	r.names = r.Applications

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -67,6 +66,17 @@ var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 // had it answers itself, with the error's status (502, or 503 with
 // Retry-After while the token endpoint is throttling) and a JSON body
 // {"code": "...", "message": "..."}, and does not call the next handler.
+//
+// For an on-behalf-of application (on_behalf_of in its block), the token is
+// the user's bearer token in the application's on_behalf_of header,
+// checked locally and exchanged (or found in the cache) for a token on the
+// user's behalf; the user's token never goes downstream. A request whose
+// token is missing or refused is answered 401 or 403 with a
+// WWW-Authenticate challenge the user's client can act on
+// (MICROSOFT_USER_TOKEN_MISSING, MICROSOFT_USER_TOKEN_INVALID,
+// MICROSOFT_INTERACTION_REQUIRED, MICROSOFT_CONSENT_REQUIRED); a downstream
+// 401 with a claims challenge reaches the client untouched and drops the
+// exchanged token in every replica.
 //
 // When downstream answers with a status of purge_on_status (default 401) to
 // a request that still carried the token, the token is dropped from the
@@ -148,11 +158,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
-	h.header = cmp.Or(http.CanonicalHeaderKey(h.Header), DefaultHeader)
-	if !httpguts.ValidHeaderFieldName(h.header) {
-		return entraapp.ConfigError("entra_token header", fmt.Sprintf("%q is not a valid header name", h.Header))
-	}
-	if err := checkHeaderName(h.header); err != nil {
+	var err error
+	if h.header, err = entraapp.CheckHeaderName("entra_token header", cmp.Or(h.Header, DefaultHeader)); err != nil {
 		return err
 	}
 	if h.header != DefaultHeader {
@@ -171,7 +178,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return entraapp.ConfigError("entra_token purge_on_status", fmt.Sprintf("%d: only error statuses (400-599) can mean a refused token", status))
 		}
 	}
-	var err error
 	if h.app, err = entraapp.FromContext(ctx, "entra_token "+h.Application, requests, purges); err != nil {
 		return err
 	}
@@ -191,6 +197,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if rejection := checkRequest(r); rejection != nil {
 		return writeRejection(w, rejection)
+	}
+	if userHeader, ok := h.app.UserTokenHeader(h.Application); ok {
+		return h.serveOnBehalfOf(w, r, next, userHeader)
 	}
 	credential, err := h.app.Token(r.Context(), h.Application)
 	if err != nil {
@@ -255,8 +264,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	answer := entraapp.AnswerFor(err)
 	requests.WithLabelValues(h.Application, answer.Code).Inc()
-	h.logger.Warn("no token injected",
-		zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status))
+	level := zapcore.WarnLevel
+	if answer.Status < 500 {
+		level = zapcore.DebugLevel // the client's own token refused: as common as its callers make it
+	}
+	if c := h.logger.Check(level, "no token injected"); c != nil {
+		c.Write(zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status))
+	}
 	return answer.Write(w)
 }
 

@@ -1,7 +1,6 @@
 package entratoken
 
 import (
-	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -10,45 +9,11 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 )
 
 // This file keeps the injected token where it belongs: on the one request
 // handed to the next handler, never on the request the rest of the server
 // reads, and never removable by the client.
-
-// forbiddenHeaders are the names the token may not be injected into: the
-// hop-by-hop and framing fields that net/http or reverse_proxy strip, rewrite
-// or interpret (the token would never arrive, or would break the request),
-// and the X-Forwarded-* fields reverse_proxy sets itself.
-var forbiddenHeaders = map[string]string{
-	"Alt-Svc":             "hop-by-hop",
-	"Connection":          "hop-by-hop",
-	"Proxy-Connection":    "hop-by-hop",
-	"Keep-Alive":          "hop-by-hop",
-	"Proxy-Authenticate":  "hop-by-hop",
-	"Proxy-Authorization": "hop-by-hop",
-	"Te":                  "hop-by-hop",
-	"Trailer":             "hop-by-hop",
-	"Transfer-Encoding":   "framing",
-	"Upgrade":             "hop-by-hop",
-	"Host":                "framing",
-	"Content-Length":      "framing",
-	"Expect":              "framing",
-	"X-Forwarded-For":     "set by reverse_proxy",
-	"X-Forwarded-Proto":   "set by reverse_proxy",
-	"X-Forwarded-Host":    "set by reverse_proxy",
-}
-
-// checkHeaderName rejects a header the token cannot travel in.
-func checkHeaderName(name string) error {
-	if kind, ok := forbiddenHeaders[textproto.CanonicalMIMEHeaderKey(name)]; ok {
-		return entraapp.ConfigError("entra_token header", fmt.Sprintf("%q cannot carry the token: it is a %s field that "+
-			"the proxy strips or rewrites", name, kind))
-	}
-	return nil
-}
 
 // rejection is a request entra_token answers itself, before a token is
 // looked up: not through handle_errors, which could send it elsewhere.

@@ -172,10 +172,15 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 	for _, ids := range all {
 		byName[ids.Name] = ids
 	}
+	// The managed-identity protocols name no user: an on-behalf-of
+	// application, which exchanges a user's token, is record's only.
+	managedIdentity := e.Protocol != ProtocolRecord
 	names := e.Applications
 	if len(names) == 0 {
 		for _, ids := range all {
-			names = append(names, ids.Name)
+			if _, onBehalfOf := app.UserTokenHeader(ids.Name); !onBehalfOf || !managedIdentity {
+				names = append(names, ids.Name)
+			}
 		}
 	}
 	e.allowed = make(map[string]*endpointApplication, len(names))
@@ -183,6 +188,10 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 		ids, ok := byName[name]
 		if !ok {
 			return app.RequireApplication("entra_token_endpoint", name)
+		}
+		if _, onBehalfOf := app.UserTokenHeader(name); onBehalfOf && managedIdentity {
+			return endpointConfigError("application", fmt.Sprintf("%s exchanges users' tokens (on_behalf_of): the %s "+
+				"protocol carries no user's token; use record with an assertion", name, e.Protocol))
 		}
 		e.allowed[name] = &endpointApplication{ApplicationIDs: ids, handedOut: endpointTokens.WithLabelValues(name, e.Protocol)}
 	}
@@ -351,6 +360,7 @@ const (
 	reasonResource    = "unknown_resource"
 	reasonIdentity    = "identity_mismatch"
 	reasonToken       = "token_request_failed"
+	reasonUserToken   = "user_token_refused"
 )
 
 // checkPeer refuses what is not the application beside the sidecar: a
@@ -470,6 +480,20 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 // while throttled). A client that left gets a 499 error instead.
 func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, application string) (tokencache.Record, *refusal, error) {
 	credential, err := e.app.Token(r.Context(), application)
+	return e.answerToken(w, r, application, credential, err)
+}
+
+// exchanged is token for an on-behalf-of application: the token exchanged
+// for the user's token (assertion), or the refusal answered with its
+// challenge.
+func (e *TokenEndpoint) exchanged(w http.ResponseWriter, r *http.Request, application, assertion string) (tokencache.Record, *refusal, error) {
+	credential, err := e.app.ExchangeUserToken(r.Context(), application, assertion)
+	return e.answerToken(w, r, application, credential, err)
+}
+
+// answerToken is the outcome of getting application's token: the token,
+// or the refusal of err (its Retry-After and WWW-Authenticate set on w).
+func (e *TokenEndpoint) answerToken(w http.ResponseWriter, r *http.Request, application string, credential tokencache.Record, err error) (tokencache.Record, *refusal, error) {
 	if err == nil {
 		return credential, nil, nil
 	}
@@ -479,6 +503,11 @@ func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, applicatio
 	answer := entraapp.AnswerFor(err)
 	entraapp.SetRetryAfter(w.Header(), answer.RetryAfter)
 	rf := &refusal{status: answer.Status, reason: reasonToken, code: answer.Code, message: answer.Message}
+	if answer.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", answer.Challenge)
+		rf.reason = reasonUserToken
+		return credential, rf, nil // the user's token: as common as its callers make it
+	}
 	e.logger.Warn("token endpoint has no token to hand out",
 		zap.String("protocol", e.Protocol), zap.String("application", application),
 		zap.String("code", rf.code), zap.Int("status", rf.status))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // This file holds the wire formats of entra_token_endpoint's protocols.
@@ -38,10 +39,14 @@ type recordBody struct {
 // getClientCredentialToken.
 type recordRequest struct {
 	ApplicationName string `json:"applicationName"`
+	// Assertion is the user's token an on-behalf-of application exchanges
+	// (POST only: a token never travels in a URL).
+	Assertion string `json:"assertion,omitempty"`
 }
 
-// maxRecordRequestBytes bounds a record request's body.
-const maxRecordRequestBytes = 4 << 10
+// maxRecordRequestBytes bounds a record request's body: an application
+// name and a user's token (at most entra.MaxUserTokenBytes).
+const maxRecordRequestBytes = 4<<10 + entra.MaxUserTokenBytes
 
 // serveRecord answers the record protocol: POST {"applicationName": ...}
 // or GET ?applicationName=..., with the secret in X-IDENTITY-HEADER.
@@ -52,10 +57,11 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 	if rf := e.checkSecret(r); rf != nil {
 		return e.refuse(w, r, rf)
 	}
-	name, rf := readRecordRequest(r)
+	req, rf := readRecordRequest(r)
 	if rf != nil {
 		return e.refuse(w, r, rf)
 	}
+	name := req.ApplicationName
 	ea, ok := e.allowed[name]
 	if !ok {
 		// The same answer for an application that is not configured and one
@@ -63,7 +69,13 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 		return e.refuse(w, r, &refusal{http.StatusNotFound, reasonApplication, entraapp.CodeApplicationNotFound,
 			fmt.Sprintf("application %s is not available on this endpoint", quoteForClient(name))})
 	}
-	credential, rf, err := e.token(w, r, name)
+	get := e.token
+	if _, onBehalfOf := e.app.UserTokenHeader(name); onBehalfOf {
+		get = func(w http.ResponseWriter, r *http.Request, name string) (tokencache.Record, *refusal, error) {
+			return e.exchanged(w, r, name, req.Assertion)
+		}
+	}
+	credential, rf, err := get(w, r, name)
 	if err != nil {
 		return err
 	}
@@ -82,17 +94,18 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 	})
 }
 
-// readRecordRequest reads the application name of a record request.
-func readRecordRequest(r *http.Request) (string, *refusal) {
-	bad := func(message string) (string, *refusal) {
-		return "", &refusal{http.StatusBadRequest, reasonBadRequest, "BAD_REQUEST", message}
+// readRecordRequest reads a record request: its application name and, for
+// an on-behalf-of application, the user's token (a POST body's assertion).
+func readRecordRequest(r *http.Request) (recordRequest, *refusal) {
+	bad := func(message string) (recordRequest, *refusal) {
+		return recordRequest{}, &refusal{http.StatusBadRequest, reasonBadRequest, "BAD_REQUEST", message}
 	}
 	if r.Method == http.MethodGet {
 		values := r.URL.Query()["applicationName"]
 		if len(values) != 1 || values[0] == "" {
 			return bad("the applicationName query parameter is required, once")
 		}
-		return values[0], nil
+		return recordRequest{ApplicationName: values[0]}, nil
 	}
 	if mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mediaType != "application/json" {
 		return bad("the body must be JSON (Content-Type: application/json)")
@@ -106,9 +119,9 @@ func readRecordRequest(r *http.Request) (string, *refusal) {
 	}
 	var req recordRequest
 	if err := json.Unmarshal(body, &req); err != nil || req.ApplicationName == "" {
-		return bad(`the body must be {"applicationName": "<name>"}`)
+		return bad(`the body must be {"applicationName": "<name>"} (and "assertion": "<user token>" for an on-behalf-of application)`)
 	}
-	return req.ApplicationName, nil
+	return req, nil
 }
 
 // miProtocol describes one of the managed-identity protocols.

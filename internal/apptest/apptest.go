@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -39,12 +40,63 @@ func NewApp(t testing.TB, secret string) (*entraapp.App, *entratest.Emulator, *o
 // NewAppLogging is NewApp logging to logger.
 func NewAppLogging(t testing.TB, secret string, logger *zap.Logger) (*entraapp.App, *entratest.Emulator) {
 	t.Helper()
+	return newApp(t, secret, logger, nil)
+}
+
+// The on-behalf-of application of NewOnBehalfOfApp, and the tenant it
+// accepts users of besides the emulator's.
+const (
+	OnBehalfOfApplication = "graph-as-user"
+	OnBehalfOfScope       = "https://graph.microsoft.com/User.Read"
+	AllowedTenant         = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+	ForeignTenant         = "ffffffff-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+)
+
+// NewOnBehalfOfApp is NewApp with, besides graph-api and orders-api, the
+// on-behalf-of application graph-as-user (scope OnBehalfOfScope, users of
+// AllowedTenant accepted), adjusted by adjust if not nil; the emulator
+// also serves AllowedTenant and ForeignTenant.
+func NewOnBehalfOfApp(t testing.TB, adjust func(*entraapp.Application)) (*entraapp.App, *entratest.Emulator, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	app, emulator := newApp(t, ClientSecret, zap.New(core), func(a *entraapp.App) {
+		obo := &entraapp.Application{Scopes: []string{OnBehalfOfScope},
+			OnBehalfOf: &entraapp.OnBehalfOfConfig{AllowedTenants: []string{AllowedTenant}}}
+		if adjust != nil {
+			adjust(obo)
+		}
+		a.Applications[OnBehalfOfApplication] = obo
+	})
+	return app, emulator, logs
+}
+
+// UserToken issues a token of the user oid in tenant (the emulator's when
+// empty) for the middle tier (aud api://<ClientID>), living lifetime (the
+// emulator's default when 0; negative: expired).
+func UserToken(t testing.TB, emulator *entratest.Emulator, oid, tenant string, lifetime time.Duration) string {
+	t.Helper()
+	token, err := emulator.IssueUserToken(entratest.UserToken{ObjectID: oid, TenantID: tenant,
+		Audience: "api://" + ClientID, Lifetime: lifetime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+// newApp is NewAppLogging, the config adjusted by adjust if not nil.
+func newApp(t testing.TB, secret string, logger *zap.Logger, adjust func(*entraapp.App)) (*entraapp.App, *entratest.Emulator) {
+	t.Helper()
 	emulator, server, err := entratest.NewServer(entratest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(server.Close)
 	emulator.AddClient(ClientID, ClientSecret)
+	for _, tenant := range []string{AllowedTenant, ForeignTenant} {
+		if err := emulator.AddTenant(tenant); err != nil {
+			t.Fatal(err)
+		}
+	}
 	app := &entraapp.App{
 		IdentityConfig: entraapp.IdentityConfig{
 			AuthorityHost: server.URL,
@@ -58,6 +110,9 @@ func NewAppLogging(t testing.TB, secret string, logger *zap.Logger) (*entraapp.A
 		},
 		// The tests call the sidecar by a service name, as in Docker Compose.
 		Hosts: []string{"sidecar"},
+	}
+	if adjust != nil {
+		adjust(app)
 	}
 	if err := app.ProvisionForTest(logger); err != nil {
 		t.Fatal(err)

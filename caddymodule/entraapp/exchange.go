@@ -1,0 +1,153 @@
+package entraapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/binding"
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// onBehalfOfResults counts how the requests of on-behalf-of applications
+// were served: hit (this replica's cache), shared (another replica's
+// exchange, from Redis), exchanged, rejected (Entra refused the user's
+// token, now or remembered) and failed (the application's failure). The
+// refusals answered before any exchange, and the challenges, are
+// requests_total's codes. No label holds a user token or a user's ID.
+var onBehalfOfResults = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "caddy", Subsystem: "entra", Name: "on_behalf_of_total",
+	Help: "Requests of on-behalf-of applications by application and how their token was had: hit, shared, exchanged, rejected, failed.",
+}, []string{"application", "result"})
+
+// exchanger is an on-behalf-of application's exchanger with what it
+// checks and exchanges with.
+type exchanger struct {
+	*tokencache.Exchanger
+	app resolvedApplication
+}
+
+// makeExchangers makes the exchanger of every on-behalf-of application on
+// cache. Entries are named in Redis with a key derived from the first
+// encryption key; without one (insecure_plaintext, or no Redis) each
+// replica keeps its own, under a key of its own.
+func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*exchanger, error) {
+	var hashKey []byte
+	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
+		hashKey = tokencache.DeriveExchangeKey(s.cache.Redis.EncryptionKeys[0])
+	}
+	exchangers := make(map[string]*exchanger)
+	for _, ra := range s.applications {
+		if ra.OnBehalfOf == nil {
+			continue
+		}
+		opts := binding.ExchangeOptions(ra.Name, ra.Client, ra.Scopes, ra.OnBehalfOf.MaxUsers, hashKey)
+		results := onBehalfOfResults.MustCurryWith(prometheus.Labels{"application": ra.Name})
+		opts.OnExchange = func(r tokencache.ExchangeResult) { results.WithLabelValues(string(r)).Inc() }
+		e, err := cache.NewExchanger(opts)
+		if err != nil {
+			for _, made := range exchangers {
+				made.Close()
+			}
+			return nil, fmt.Errorf("application %s: %v", ra.Name, err)
+		}
+		exchangers[ra.Name] = &exchanger{Exchanger: e, app: ra}
+	}
+	if len(exchangers) > 0 && s.cache.Redis != nil && hashKey == nil {
+		a.logger.Warn("on-behalf-of tokens are not shared through Redis without encryption_key: " +
+			"each replica exchanges users' tokens on its own and keeps them in memory only")
+	}
+	return exchangers, nil
+}
+
+// UserTokenHeader returns the header an on-behalf-of application reads the
+// user's token from, and whether applicationName is one.
+func (a *App) UserTokenHeader(applicationName string) (string, bool) {
+	if e := a.exchangers[applicationName]; e != nil {
+		return e.app.OnBehalfOf.Header, true
+	}
+	return "", false
+}
+
+// ExchangeUserToken returns the token of the on-behalf-of application
+// applicationName for the user whose token userToken is ("" when the
+// request carried none): from the cache, or exchanged. The user's token is
+// checked locally first (entra.ReadUserAssertion); a failure is answered
+// (AnswerFor) with MICROSOFT_USER_TOKEN_MISSING or _INVALID (401),
+// MICROSOFT_INTERACTION_REQUIRED (401 with a claims challenge),
+// MICROSOFT_CONSENT_REQUIRED (403), or MICROSOFT_TOKEN_REQUEST_FAILED.
+func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken string) (tokencache.Record, error) {
+	e := a.exchangers[applicationName]
+	if e == nil {
+		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
+			Message: fmt.Sprintf("application %q is not an on-behalf-of application", applicationName)}}
+	}
+	if userToken == "" {
+		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
+	}
+	// The warm path: an entry exists only for a token that passed the
+	// checks below, and never outlives it. A token too large to have
+	// passed is not even hashed.
+	if len(userToken) <= entra.MaxUserTokenBytes {
+		if rec, found, err := e.Lookup(userToken); found {
+			return rec, nil
+		} else if err != nil {
+			return tokencache.Record{}, a.refusal(err, e, userToken)
+		}
+	}
+	user, err := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules)
+	if err != nil {
+		var ute *entra.UserTokenError
+		if errors.As(err, &ute) && ute.Claim == "" {
+			return tokencache.Record{}, userTokenMissing("the bearer token " + ute.Reason)
+		}
+		return tokencache.Record{}, &answerError{invalidUserToken(strings.TrimPrefix(err.Error(), "entra: "))}
+	}
+	rec, err := e.Exchange(ctx, userToken, user.ExpiresAt, binding.ExchangeFunc(e.app.Client, user, e.app.Scopes))
+	if err != nil {
+		if answer, ok := userFailureAnswer(err, e.app, user.TenantID); ok {
+			if c := a.logger.Check(zap.DebugLevel, "the user's token was refused by Entra"); c != nil {
+				c.Write(zap.String("application", applicationName), zap.String("oid", user.ObjectID), zap.String("code", answer.Code))
+			}
+			return tokencache.Record{}, &answerError{answer}
+		}
+		return tokencache.Record{}, err
+	}
+	return rec, nil
+}
+
+// refusal answers a refusal remembered for userToken as it was answered:
+// the user's tenant is read again from the token (it passed the checks
+// when it was refused).
+func (a *App) refusal(err error, e *exchanger, userToken string) error {
+	tenant := e.app.OnBehalfOf.Rules.TenantID
+	if user, readErr := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules); readErr == nil {
+		tenant = user.TenantID
+	}
+	if answer, ok := userFailureAnswer(err, e.app, tenant); ok {
+		return &answerError{answer}
+	}
+	return err
+}
+
+// DropExchanged forgets the token exchanged for userToken, which
+// downstream refused with a claims challenge, in every replica.
+func (a *App) DropExchanged(ctx context.Context, applicationName, userToken string) {
+	if e := a.exchangers[applicationName]; e != nil && userToken != "" {
+		e.Drop(ctx, userToken)
+	}
+}
+
+// closeExchangers stops the exchangers' watchers.
+func (a *App) closeExchangers() {
+	for _, e := range a.exchangers {
+		e.Close()
+	}
+}

@@ -1,0 +1,165 @@
+package entraapp
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/entra"
+)
+
+const (
+	oboTenant      = "11111111-2222-4333-8444-555555555555"
+	oboOtherTenant = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+	oboClient      = "22222222-0000-4000-8000-0000000000c1"
+)
+
+func TestUnmarshalCaddyfileOnBehalfOf(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`entra {
+		client_capabilities cp1
+		application graph-as-user {
+			scope https://graph.microsoft.com/User.Read https://graph.microsoft.com/Mail.Read
+			client_capabilities cp1 cp2
+			on_behalf_of {
+				header X-User-Token
+				max_users 500
+				allowed_tenants ` + oboOtherTenant + `
+				audiences api://my-api
+			}
+		}
+	}`)
+	var a App
+	if err := a.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := &Application{
+		Scopes:             []string{"https://graph.microsoft.com/User.Read", "https://graph.microsoft.com/Mail.Read"},
+		ClientCapabilities: []string{"cp1", "cp2"},
+		OnBehalfOf: &OnBehalfOfConfig{Header: "X-User-Token", MaxUsers: 500,
+			AllowedTenants: []string{oboOtherTenant}, Audiences: []string{"api://my-api"}},
+	}
+	if got := a.Applications["graph-as-user"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("application = %+v\nwant %+v", got, want)
+	}
+	if !reflect.DeepEqual(a.ClientCapabilities, []string{"cp1"}) {
+		t.Errorf("global client_capabilities = %v", a.ClientCapabilities)
+	}
+
+	for input, wantErr := range map[string]string{
+		"on_behalf_of {\n max_users 0\n }":              "max_users: must be a whole number of at least 1",
+		"on_behalf_of {\n max_users -3\n }":             "max_users: must be a whole number of at least 1",
+		"on_behalf_of {\n allowed_tenants\n }":          "allowed_tenants: at least one value is required",
+		"on_behalf_of {\n header a b\n }":               "wrong argument count",
+		"on_behalf_of {\n tenant x\n }":                 "unrecognized on_behalf_of option 'tenant'",
+		"on_behalf_of\n on_behalf_of":                   "on_behalf_of: may appear only once",
+		"on_behalf_of x":                                "wrong argument count",
+		"client_capabilities":                           "client_capabilities: at least one capability is required",
+		"client_capabilities a\n client_capabilities b": "client_capabilities: may appear only once",
+	} {
+		d := caddyfile.NewTestDispenser("entra {\n application a x/.default {\n " + input + "\n }\n }")
+		var a App
+		if err := a.UnmarshalCaddyfile(d); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%q: got %v, want %q", input, err, wantErr)
+		}
+	}
+}
+
+// oboApp is an entra app with one on-behalf-of application, whose identity
+// and on_behalf_of the caller adjusts.
+func oboApp(adjust func(id *IdentityConfig, obo *OnBehalfOfConfig, app *Application)) *App {
+	app := &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"}, OnBehalfOf: &OnBehalfOfConfig{}}
+	a := &App{
+		IdentityConfig: IdentityConfig{TenantID: oboTenant, ClientID: oboClient, ClientSecret: "s"},
+		Applications:   map[string]*Application{"graph-as-user": app},
+		logger:         zap.NewNop(),
+	}
+	if adjust != nil {
+		adjust(&a.IdentityConfig, app.OnBehalfOf, app)
+	}
+	return a
+}
+
+func TestOnBehalfOfResolved(t *testing.T) {
+	a := oboApp(func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+		obo.AllowedTenants = []string{strings.ToUpper(oboOtherTenant)}
+		obo.Audiences = []string{"api://my-api"}
+	})
+	a.ClientCapabilities = []string{"cp1"}
+	s, err := a.resolveSettings(caddy.NewReplacer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.applications[0]
+	want := &onBehalfOf{Header: "Authorization", MaxUsers: DefaultMaxUsers, Rules: entra.UserTokenRules{
+		TenantID: oboTenant, ClientID: oboClient, AllowedTenants: []string{oboOtherTenant}, Audiences: []string{"api://my-api"}}}
+	if !reflect.DeepEqual(got.OnBehalfOf, want) {
+		t.Errorf("on_behalf_of = %+v, want %+v", got.OnBehalfOf, want)
+	}
+	if !reflect.DeepEqual(got.Config.ClientCapabilities, []string{"cp1"}) {
+		t.Errorf("client capabilities = %v, want the app's cp1", got.Config.ClientCapabilities)
+	}
+}
+
+func TestOnBehalfOfRefusedAtLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		adjust  func(id *IdentityConfig, obo *OnBehalfOfConfig, app *Application)
+		wantErr string
+	}{
+		{"managed identity", func(id *IdentityConfig, _ *OnBehalfOfConfig, _ *Application) {
+			id.ClientSecret, id.ClientID, id.ManagedIdentity = "", "", &ManagedIdentityConfig{}
+		}, "application graph-as-user: on_behalf_of: a managed identity cannot exchange a user's token"},
+		{"tenant domain", func(id *IdentityConfig, _ *OnBehalfOfConfig, _ *Application) {
+			id.TenantID = "contoso.onmicrosoft.com"
+		}, "application graph-as-user: on_behalf_of: needs tenant_id as the tenant's ID"},
+		{"hop-by-hop header", func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+			obo.Header = "Proxy-Authorization"
+		}, `application graph-as-user: on_behalf_of header: "Proxy-Authorization" cannot carry the token`},
+		{"invalid header", func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+			obo.Header = "X User"
+		}, `on_behalf_of header: "X User" is not a valid header name`},
+		{"max_users negative", func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+			obo.MaxUsers = -1
+		}, "on_behalf_of max_users: must be at least 1"},
+		{"tenant not a GUID", func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+			obo.AllowedTenants = []string{"fabrikam.onmicrosoft.com"}
+		}, `on_behalf_of allowed_tenants: "fabrikam.onmicrosoft.com" is not a tenant ID`},
+		{"blank audience", func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+			obo.Audiences = []string{"api://a b"}
+		}, "on_behalf_of audiences"},
+		{"prefetch", func(_ *IdentityConfig, _ *OnBehalfOfConfig, app *Application) {
+			on := true
+			app.Prefetch = &on
+		}, "application graph-as-user: prefetch: an on-behalf-of application has no token of its own"},
+		{"bad capability", func(_ *IdentityConfig, _ *OnBehalfOfConfig, app *Application) {
+			app.ClientCapabilities = []string{`c"p1`}
+		}, "client_capabilities"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := oboApp(tt.adjust)
+			_, err := a.resolveSettings(caddy.NewReplacer())
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), CodeProviderInvalidConfig) {
+				t.Fatalf("got %v, want %s with %q", err, CodeProviderInvalidConfig, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestResourceDefaultScope(t *testing.T) {
+	for scope, want := range map[string]string{
+		"https://graph.microsoft.com/User.Read": "https://graph.microsoft.com/.default",
+		"api://orders/Orders.Read":              "api://orders/.default",
+		"api://orders/.default":                 "api://orders/.default",
+		"User.Read":                             "https://graph.microsoft.com/.default",
+		"api://11111111-2222-3333-4444-555555555555/access_as_user": "api://11111111-2222-3333-4444-555555555555/.default",
+	} {
+		if got := resourceDefaultScope(scope); got != want {
+			t.Errorf("%s: got %s, want %s", scope, got, want)
+		}
+	}
+}

@@ -1,0 +1,320 @@
+package integration
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-entra/caddy-entra/entra/entratest"
+)
+
+const (
+	oboScope         = "https://graph.microsoft.com/User.Read"
+	oboForeignTenant = "ffffffff-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+	oboEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	oboClaims        = `{"access_token":{"acrs":{"essential":true,"value":"c1"}}}`
+)
+
+// oboUpstream is the downstream API of on-behalf-of requests: it answers
+// with the oid of the token it received (verified by the emulator), or
+// with a claims challenge for the tokens it was told to challenge.
+type oboUpstream struct {
+	server    *httptest.Server
+	emulator  *entratest.Emulator
+	calls     atomic.Int64
+	mu        sync.Mutex
+	tokens    map[string]bool // every downstream token received
+	challenge map[string]bool // oids whose tokens get a claims challenge
+}
+
+// caeChallenge is what the upstream answers a challenged user's token with,
+// as Graph does under continuous access evaluation.
+const caeChallenge = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", ` +
+	`client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZX19fQ=="`
+
+func newOBOUpstream(t *testing.T, emulator *entratest.Emulator) *oboUpstream {
+	u := &oboUpstream{emulator: emulator, tokens: map[string]bool{}, challenge: map[string]bool{}}
+	u.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.calls.Add(1)
+		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		claims, err := emulator.Verify(token)
+		if err != nil || len(r.Header.Values("Authorization")) != 1 {
+			http.Error(w, "no valid token", http.StatusForbidden)
+			return
+		}
+		u.mu.Lock()
+		u.tokens[token] = true
+		challenged := u.challenge[claims.ObjectID]
+		u.mu.Unlock()
+		if challenged {
+			w.Header().Set("WWW-Authenticate", caeChallenge)
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":{"code":"InvalidAuthenticationToken"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(claims.ObjectID))
+	}))
+	t.Cleanup(u.server.Close)
+	return u
+}
+
+func (u *oboUpstream) setChallenge(oid string, on bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.challenge[oid] = on
+}
+
+func (u *oboUpstream) downstreamTokens() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var tokens []string
+	for token := range u.tokens {
+		tokens = append(tokens, token)
+	}
+	return tokens
+}
+
+// oboConfig is a replica with the on-behalf-of application graph-as-user,
+// sharing through Redis sealed with an encryption key.
+func oboConfig() string {
+	return sidecarConfig(testIdentity+`
+		redis {env.TEST_REDIS_URL} {
+			key_prefix `+testKeyPrefix+`
+			encryption_key {env.TEST_REDIS_KEY}
+		}
+		application graph-as-user {
+			scope `+oboScope+`
+			on_behalf_of
+		}`,
+		route{Path: "/graph", Application: "graph-as-user"})
+}
+
+// oboUser issues a user's token for the middle tier (the sidecar's client).
+func oboUser(t *testing.T, emulator *entratest.Emulator, oid, tenant string, lifetime time.Duration) string {
+	t.Helper()
+	token, err := emulator.IssueUserToken(entratest.UserToken{ObjectID: oid, TenantID: tenant,
+		Audience: "api://" + testClientID, Lifetime: lifetime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+func withUserToken(token string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token}}
+}
+
+// TestOnBehalfOfFleet runs two replicas sharing a sealed Redis against the
+// emulator: concurrent users make one exchange each, replica B reuses A's,
+// refused tokens never reach Entra or downstream twice, challenges reach
+// the client in Microsoft's forms, a downstream claims challenge drops the
+// exchange fleet-wide, and Redis holds no token a reader can use or
+// recognise.
+func TestOnBehalfOfFleet(t *testing.T) {
+	f := newFleet(t)
+	if err := f.emulator.AddTenant(oboForeignTenant); err != nil {
+		t.Fatal(err)
+	}
+	up := newOBOUpstream(t, f.emulator)
+	env := append(f.env(testClientSecret), "TEST_UPSTREAM="+up.server.URL, "TEST_REDIS_KEY="+oboEncryptionKey)
+	a := startSidecar(t, oboConfig(), env...)
+	b := startSidecar(t, oboConfig(), env...)
+
+	users := map[string]string{ // oid -> user token
+		"0a0a0a0a-0000-4000-8000-00000000000a": "",
+		"0b0b0b0b-0000-4000-8000-00000000000b": "",
+	}
+	var userTokens []string
+	for oid := range users {
+		users[oid] = oboUser(t, f.emulator, oid, "", 0)
+		userTokens = append(userTokens, users[oid])
+	}
+
+	// 2 users x 200 concurrent requests: 2 exchanges, each user's token.
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for oid, token := range users {
+		for range 200 {
+			wg.Go(func() {
+				got := send(t, a.URL+"/graph/v1.0/me", withUserToken(token))
+				if got.Status != http.StatusOK || got.Body != oid {
+					wrong.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if n := wrong.Load(); n > 0 {
+		t.Fatalf("%d of 400 requests did not reach downstream with their own user's token\nlogs:\n%s", n, a.logs())
+	}
+	if n := f.emulator.OnBehalfOfRequests(); n != 2 {
+		t.Fatalf("2 users x 200 concurrent requests made %d exchanges, want 2", n)
+	}
+
+	// Replica B reuses A's exchanges.
+	for oid, token := range users {
+		if got := send(t, b.URL+"/graph/v1.0/me", withUserToken(token)); got.Status != http.StatusOK || got.Body != oid {
+			t.Fatalf("replica B: %d %q, want the user's downstream token", got.Status, got.Body)
+		}
+	}
+	if n := f.emulator.OnBehalfOfRequests(); n != 2 {
+		t.Fatalf("replica B made its own exchange: %d in all, want 2", n)
+	}
+
+	// Refused locally: 401, no exchange, no downstream call.
+	calls := up.calls.Load()
+	for name, token := range map[string]string{
+		"expired":        oboUser(t, f.emulator, "0c0c0c0c-0000-4000-8000-00000000000c", "", -time.Minute),
+		"foreign tenant": oboUser(t, f.emulator, "0c0c0c0c-0000-4000-8000-00000000000c", oboForeignTenant, 0),
+	} {
+		got := send(t, a.URL+"/graph/v1.0/me", withUserToken(token))
+		if got.Status != http.StatusUnauthorized || !strings.Contains(got.Body, "MICROSOFT_USER_TOKEN_INVALID") ||
+			got.Header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+			t.Errorf("%s: %d %q %s, want 401 MICROSOFT_USER_TOKEN_INVALID", name, got.Status, got.Header.Get("WWW-Authenticate"), got.Body)
+		}
+	}
+	if got := send(t, a.URL+"/graph/v1.0/me", nil); got.Status != http.StatusUnauthorized || !strings.Contains(got.Body, "MICROSOFT_USER_TOKEN_MISSING") {
+		t.Errorf("no token: %d %s, want 401 MICROSOFT_USER_TOKEN_MISSING", got.Status, got.Body)
+	}
+	if n, c := f.emulator.OnBehalfOfRequests(), up.calls.Load(); n != 2 || c != calls {
+		t.Fatalf("refused tokens made %d exchanges and %d downstream calls, want none", n-2, c-calls)
+	}
+
+	// A claims challenge reaches the client in the platform's form; the
+	// refused token, replayed 1,000 times, costs one exchange.
+	challenged := "0d0d0d0d-0000-4000-8000-00000000000d"
+	f.emulator.ChallengeUser(challenged, oboClaims)
+	challengedToken := oboUser(t, f.emulator, challenged, "", 0)
+	wantChallenge := `Bearer realm="", authorization_uri="` + f.issuer + "/" + f.emulator.TenantID() +
+		`/oauth2/v2.0/authorize", error="insufficient_claims", claims="` + base64.StdEncoding.EncodeToString([]byte(oboClaims)) + `"`
+	var wrongAnswers atomic.Int64
+	var next atomic.Int64
+	for range 16 {
+		wg.Go(func() {
+			for next.Add(1) <= 1000 {
+				got := send(t, a.URL+"/graph/v1.0/me", withUserToken(challengedToken))
+				if got.Status != http.StatusUnauthorized || got.Header.Get("WWW-Authenticate") != wantChallenge ||
+					!strings.Contains(got.Body, "MICROSOFT_INTERACTION_REQUIRED") {
+					wrongAnswers.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := wrongAnswers.Load(); n > 0 {
+		got := send(t, a.URL+"/graph/v1.0/me", withUserToken(challengedToken))
+		t.Fatalf("%d of 1,000 answers were not the claims challenge; one: %d %q %s\nwant %s", n, got.Status,
+			got.Header.Get("WWW-Authenticate"), got.Body, wantChallenge)
+	}
+	if n := f.emulator.OnBehalfOfRequests(); n != 3 {
+		t.Fatalf("a refused token replayed 1,000 times made %d exchanges, want 1", n-2)
+	}
+	if c := up.calls.Load(); c != calls {
+		t.Fatalf("a refused token reached downstream %d times", c-calls)
+	}
+
+	// A downstream claims challenge reaches the client untouched, and the
+	// exchange is dropped on both replicas.
+	var userA, tokenA string
+	for oid, token := range users {
+		userA, tokenA = oid, token
+		break
+	}
+	up.setChallenge(userA, true)
+	got := send(t, a.URL+"/graph/v1.0/me", withUserToken(tokenA))
+	if got.Status != http.StatusUnauthorized || got.Header.Get("WWW-Authenticate") != caeChallenge ||
+		got.Body != `{"error":{"code":"InvalidAuthenticationToken"}}` {
+		t.Fatalf("downstream's claims challenge reached the client as %d %q %s", got.Status, got.Header.Get("WWW-Authenticate"), got.Body)
+	}
+	up.setChallenge(userA, false)
+	waitFor(t, "replica B to drop the challenged exchange", 10*time.Second, func() error {
+		before := f.emulator.OnBehalfOfRequests()
+		if got := send(t, b.URL+"/graph/v1.0/me", withUserToken(tokenA)); got.Status != http.StatusOK {
+			t.Fatalf("replica B after the drop: %d %s\nlogs of A:\n%s\nlogs of B:\n%s", got.Status, got.Body, a.logs(), b.logs())
+		}
+		if f.emulator.OnBehalfOfRequests() == before {
+			return errString("replica B still holds the exchange")
+		}
+		return nil
+	})
+
+	// Consent missing: 403 in Microsoft.Identity.Web's form.
+	f.emulator.SetConsent(testClientID, oboScope, false)
+	got = send(t, a.URL+"/graph/v1.0/me", withUserToken(oboUser(t, f.emulator, "0e0e0e0e-0000-4000-8000-00000000000e", "", 0)))
+	wantConsent := `Bearer consentUri="` + f.issuer + "/" + f.emulator.TenantID() + "/oauth2/v2.0/authorize?client_id=" + testClientID +
+		`&response_type=code&scope=https%3A%2F%2Fgraph.microsoft.com%2FUser.Read", claims="", scopes="` + oboScope + `", proposedAction="consent"`
+	if got.Status != http.StatusForbidden || got.Header.Get("WWW-Authenticate") != wantConsent || !strings.Contains(got.Body, "MICROSOFT_CONSENT_REQUIRED") {
+		t.Errorf("consent missing: %d %q %s\nwant 403 %s", got.Status, got.Header.Get("WWW-Authenticate"), got.Body, wantConsent)
+	}
+
+	// Redis holds no user token or downstream token, whole or in part, and
+	// no key or value a reader could match a user token with (its plain
+	// SHA-256).
+	userTokens = append(userTokens, challengedToken)
+	var secrets []string
+	for _, token := range userTokens {
+		sum := sha256.Sum256([]byte(token))
+		secrets = append(secrets, token, hex.EncodeToString(sum[:])[:16], base64.RawURLEncoding.EncodeToString(sum[:])[:16])
+		secrets = append(secrets, strings.Split(token, ".")[1:]...)
+	}
+	for _, token := range up.downstreamTokens() {
+		secrets = append(secrets, token)
+		secrets = append(secrets, strings.Split(token, ".")[1:]...)
+	}
+	ctx := context.Background()
+	keys, err := f.rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := 0
+	for _, key := range keys {
+		value, _ := f.rdb.Get(ctx, key).Result()
+		if strings.HasSuffix(key, ":token") {
+			entries++
+		}
+		for _, secret := range secrets {
+			if strings.Contains(key, secret) || strings.Contains(value, secret) {
+				t.Errorf("Redis key %s or its value holds a user or downstream token, or the plain hash of one", key)
+			}
+		}
+		if strings.HasSuffix(key, ":token") && !strings.HasPrefix(value, "v1.") {
+			t.Errorf("Redis entry %s is not sealed", key)
+		}
+	}
+	if entries == 0 {
+		t.Error("Redis holds no exchange: the fleet shared nothing")
+	}
+
+	// Metrics per application, with no user in any label.
+	text := scrapeMetrics(t, a)
+	series := `caddy_entra_on_behalf_of_total{application="graph-as-user",result="exchanged"}`
+	if v := metricValue(t, text, series); v != 2 {
+		t.Errorf("%s = %v, want 2 (two users; the refused tokens are rejections)", series, v)
+	}
+	if v := metricValue(t, text, `caddy_entra_on_behalf_of_total{application="graph-as-user",result="hit"}`); v < 390 {
+		t.Errorf("hits = %v, want about 400", v)
+	}
+	if v := metricValue(t, text, `caddy_entra_on_behalf_of_total{application="graph-as-user",result="rejected"}`); v != 1001 {
+		t.Errorf("rejections = %v, want 1001 (the claims challenge 1,000 times, the consent once)", v)
+	}
+	if v := metricValue(t, text, `caddy_entra_requests_total{application="graph-as-user",result="MICROSOFT_INTERACTION_REQUIRED"}`); v != 1000 {
+		t.Errorf("challenges answered = %v, want 1000", v)
+	}
+	for oid := range users {
+		if strings.Contains(text, oid) || strings.Contains(a.logs(), users[oid]) {
+			t.Errorf("the metrics name a user, or the logs hold a user's token")
+		}
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }

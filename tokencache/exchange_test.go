@@ -1,0 +1,420 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/zap"
+)
+
+const (
+	testUserToken   = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiJ1c2VyLTEiLCJ0aWQiOiJ0LTEifQ.c2lnbmF0dXJlLW9mLXVzZXItMQ"
+	testOtherUser   = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiJ1c2VyLTIiLCJ0aWQiOiJ0LTEifQ.c2lnbmF0dXJlLW9mLXVzZXItMg"
+	testOBOScope    = "https://graph.microsoft.com/User.Read"
+	testOBOIdentity = testCacheKey
+)
+
+// exchangeCounter is an exchange function that counts its calls and
+// returns a distinct downstream token per call, valid for an hour.
+type exchangeCounter struct {
+	clock *fakeClock
+	calls atomic.Int64
+	err   error
+}
+
+func (x *exchangeCounter) exchange(context.Context) (Fetched, error) {
+	n := x.calls.Add(1)
+	if x.err != nil {
+		return Fetched{}, x.err
+	}
+	return Fetched{AccessToken: fmt.Sprintf("downstream-token-%d", n), ExpiresAt: x.clock.Now().Add(time.Hour)}, nil
+}
+
+// newTestExchanger returns an Exchanger on a new Cache over store (nil: a
+// MemoryStore), judging time by clock.
+func newTestExchanger(t *testing.T, store Store, clock *fakeClock, opts ExchangeOptions) *Exchanger {
+	t.Helper()
+	c, err := New(Options{Store: store, Clock: realTimers{clock}, Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	opts.Name = "graph-as-user"
+	opts.Identity = testOBOIdentity
+	if opts.Scopes == nil {
+		opts.Scopes = []string{testOBOScope}
+	}
+	e, err := c.NewExchanger(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// userRejection is an error the test's Rejected takes for a refusal of
+// the user's token.
+var userRejection = errors.New("invalid_grant: the user's token was refused")
+
+func rejectUserRejection(err error) (time.Duration, bool) {
+	if errors.Is(err, userRejection) {
+		return time.Hour, true
+	}
+	return 0, false
+}
+
+// exchangeEntryKeyOf is the store key of userToken's entry.
+func exchangeEntryKeyOf(prefix string, hashKey []byte, identity string, scopes []string, userToken string) string {
+	return exchangeEntryKey(prefix, newEntryNamer(hashKey, identity, scopes).digest(userToken))
+}
+
+func TestExchangeKeyNamesNoUserToken(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	base := exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"a", "b"}, testUserToken)
+	if !strings.HasPrefix(base, "entra:{") || !strings.HasSuffix(base, "}:token") || len(base) != len("entra:{}:token")+32 {
+		t.Fatalf("entry key %q: want entra:{<32 hex>}:token", base)
+	}
+	for _, part := range strings.Split(testUserToken, ".") {
+		if strings.Contains(base, part[:8]) {
+			t.Errorf("the entry key holds part of the user token")
+		}
+	}
+	if got := exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"b", "a", "b"}, testUserToken); got != base {
+		t.Errorf("scope order or repetition changed the key")
+	}
+	for name, other := range map[string]string{
+		"another user token": exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"a", "b"}, testOtherUser),
+		"another identity":   exchangeEntryKeyOf("entra:", key, testOBOIdentity+"x", []string{"a", "b"}, testUserToken),
+		"other scopes":       exchangeEntryKeyOf("entra:", key, testOBOIdentity, []string{"a"}, testUserToken),
+		"another hash key":   exchangeEntryKeyOf("entra:", []byte("another key"), testOBOIdentity, []string{"a", "b"}, testUserToken),
+		"the drop key":       exchangeDropKey("entra:", newEntryNamer(key, testOBOIdentity, []string{"a", "b"})),
+	} {
+		if other == base {
+			t.Errorf("%s: same entry key", name)
+		}
+	}
+	if d, ok := parseEntryKey("entra:", base); !ok || exchangeEntryKey("entra:", d) != base {
+		t.Errorf("the entry key %q does not parse back", base)
+	}
+	if string(DeriveExchangeKey([]byte("secret"))) == string(DeriveExchangeKey([]byte("secret2"))) ||
+		string(DeriveExchangeKey([]byte("secret"))) == "secret" {
+		t.Error("DeriveExchangeKey does not depend on its secret")
+	}
+}
+
+func TestExchangeOncePerUserToken(t *testing.T) {
+	clock := newFakeClock()
+	x := &exchangeCounter{clock: clock}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{})
+	notAfter := clock.Now().Add(2 * time.Hour)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := x.calls.Load(); n != 1 {
+		t.Fatalf("50 concurrent requests with one user token made %d exchanges, want 1", n)
+	}
+	first, _ := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	second, err := e.Exchange(t.Context(), testOtherUser, notAfter, x.exchange)
+	if err != nil || second.AccessToken == first.AccessToken || x.calls.Load() != 2 {
+		t.Fatalf("another user token got %q (%v) after %d exchanges: want its own exchange", second.AccessToken, err, x.calls.Load())
+	}
+}
+
+func TestExchangedTokenNeverOutlivesTheUserToken(t *testing.T) {
+	clock := newFakeClock()
+	x := &exchangeCounter{clock: clock}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{})
+	notAfter := clock.Now().Add(10 * time.Minute) // the user token expires before the downstream token
+	if _, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10*time.Minute - time.Second)
+	if _, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil || x.calls.Load() != 1 {
+		t.Fatalf("before the user token's exp: %v, %d exchanges; want the cached token", err, x.calls.Load())
+	}
+	clock.Advance(time.Second)
+	_, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	if !errors.Is(err, ErrUserTokenExpired) || x.calls.Load() != 1 {
+		t.Fatalf("at the user token's exp: %v, %d exchanges; want ErrUserTokenExpired and no exchange", err, x.calls.Load())
+	}
+
+	// A downstream token expiring first is used until RefreshWindow before
+	// its expiry, then exchanged again with the same user token.
+	later := clock.Now().Add(3 * time.Hour)
+	if _, err := e.Exchange(t.Context(), testOtherUser, later, x.exchange); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour - DefaultRefreshWindow - time.Second)
+	if _, _ = e.Exchange(t.Context(), testOtherUser, later, x.exchange); x.calls.Load() != 2 {
+		t.Fatalf("%d exchanges, want the cached token before the refresh window", x.calls.Load())
+	}
+	clock.Advance(time.Second)
+	if _, err := e.Exchange(t.Context(), testOtherUser, later, x.exchange); err != nil || x.calls.Load() != 3 {
+		t.Fatalf("in the refresh window: %v, %d exchanges; want a new exchange", err, x.calls.Load())
+	}
+}
+
+func TestExchangeCacheIsBoundedLeastRecentlyUsedOut(t *testing.T) {
+	clock := newFakeClock()
+	x := &exchangeCounter{clock: clock}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{MaxEntries: 3})
+	notAfter := clock.Now().Add(2 * time.Hour)
+	user := func(i int) string { return fmt.Sprintf("user-token-%d", i) }
+	for i := range 3 {
+		if _, err := e.Exchange(t.Context(), user(i), notAfter, x.exchange); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _ = e.Exchange(t.Context(), user(0), notAfter, x.exchange) // 0 is now the most recently used
+	for i := 3; i < 5; i++ {
+		_, _ = e.Exchange(t.Context(), user(i), notAfter, x.exchange)
+	}
+	if n := e.Len(); n != 3 {
+		t.Fatalf("%d entries held, want the bound 3", n)
+	}
+	calls := x.calls.Load()
+	_, _ = e.Exchange(t.Context(), user(0), notAfter, x.exchange)
+	if x.calls.Load() != calls {
+		t.Error("the most recently used entry was pushed out")
+	}
+	_, _ = e.Exchange(t.Context(), user(1), notAfter, x.exchange)
+	if x.calls.Load() != calls+1 {
+		t.Error("the least recently used entry was kept past the bound")
+	}
+}
+
+func TestRejectedUserTokenIsRememberedWithoutBackoff(t *testing.T) {
+	clock := newFakeClock()
+	rejecting := &exchangeCounter{clock: clock, err: userRejection}
+	good := &exchangeCounter{clock: clock}
+	var results sync.Map
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{Rejected: rejectUserRejection, MaxEntries: 10,
+		OnExchange: func(r ExchangeResult) {
+			n, _ := results.LoadOrStore(r, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+		}})
+	notAfter := clock.Now().Add(30 * time.Minute)
+	for range 1000 {
+		_, err := e.Exchange(t.Context(), testUserToken, notAfter, rejecting.exchange)
+		var te *Error
+		if !errors.As(err, &te) || !errors.Is(err, userRejection) || !te.Permanent || te.RetryAfter != 0 {
+			t.Fatalf("got %v, want the user token's refusal", err)
+		}
+	}
+	if n := rejecting.calls.Load(); n != 1 {
+		t.Fatalf("a refused user token replayed 1,000 times made %d exchanges, want 1", n)
+	}
+	if n, _ := results.Load(ExchangeRejected); n == nil || n.(*atomic.Int64).Load() != 1000 {
+		t.Errorf("rejected results: %v, want 1000", n)
+	}
+	if _, err := e.Exchange(t.Context(), testOtherUser, notAfter, good.exchange); err != nil || good.calls.Load() != 1 {
+		t.Fatalf("another user after a refused token: %v, %d exchanges; want an exchange (no backoff)", err, good.calls.Load())
+	}
+	// Remembered until the user token's exp, not after.
+	clock.Advance(30 * time.Minute)
+	if _, err := e.Exchange(t.Context(), testUserToken, notAfter.Add(time.Hour), rejecting.exchange); err == nil || rejecting.calls.Load() != 2 {
+		t.Fatalf("after the remembered refusal ended: %v, %d exchanges; want a new exchange", err, rejecting.calls.Load())
+	}
+}
+
+func TestApplicationFailureBacksOff(t *testing.T) {
+	clock := newFakeClock()
+	failing := &exchangeCounter{clock: clock, err: &classifiedError{permanent: true}}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{Rejected: rejectUserRejection})
+	notAfter := clock.Now().Add(time.Hour)
+	if _, err := e.Exchange(t.Context(), testUserToken, notAfter, failing.exchange); err == nil {
+		t.Fatal("a failing exchange succeeded")
+	}
+	_, err := e.Exchange(t.Context(), testOtherUser, notAfter, failing.exchange)
+	var te *Error
+	if !errors.As(err, &te) || !te.Permanent || failing.calls.Load() != 1 {
+		t.Fatalf("while backed off: %v, %d exchanges; want a permanent error and no exchange", err, failing.calls.Load())
+	}
+	clock.Advance(permanentBackoffMax)
+	good := &exchangeCounter{clock: clock}
+	if _, err := e.Exchange(t.Context(), testOtherUser, notAfter.Add(permanentBackoffMax), good.exchange); err != nil {
+		t.Fatalf("after the backoff: %v", err)
+	}
+}
+
+// fleetExchangers returns two Exchangers on two Caches sharing mr, each
+// with its own sealed store, with the same hash key.
+func fleetExchangers(t *testing.T, mr *miniredis.Miniredis, clock *fakeClock, encrypted bool) (a, b *Exchanger) {
+	var keys [][]byte
+	if encrypted {
+		keys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+	}
+	hashKey := DeriveExchangeKey([]byte("fleet secret"))
+	a = newTestExchanger(t, newEncryptedStore(t, mr, keys...), clock, ExchangeOptions{HashKey: hashKey})
+	b = newTestExchanger(t, newEncryptedStore(t, mr, keys...), clock, ExchangeOptions{HashKey: hashKey})
+	return a, b
+}
+
+func TestFleetSharesExchangesSealed(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()} // miniredis judges TTLs by real time
+	a, b := fleetExchangers(t, mr, clock, true)
+	if !a.Shared() || !b.Shared() {
+		t.Fatal("exchangers on a sealed Redis store do not share")
+	}
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	fromA, err := a.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromB, err := b.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	if err != nil || fromB.AccessToken != fromA.AccessToken || x.calls.Load() != 1 {
+		t.Fatalf("replica B: %v, %d exchanges; want A's exchange", err, x.calls.Load())
+	}
+	for _, key := range mr.Keys() {
+		value, _ := mr.Get(key)
+		for _, secret := range append(strings.Split(testUserToken, "."), testUserToken, fromA.AccessToken) {
+			if strings.Contains(key, secret) || strings.Contains(value, secret) {
+				t.Errorf("Redis key %q or its value holds a user or downstream token in plaintext", key)
+			}
+		}
+	}
+
+	// A drop on A reaches B's L1 through the announcement.
+	a.Drop(t.Context(), testUserToken)
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Len() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the announcement travels through miniredis
+	}
+	if b.Len() != 0 {
+		t.Fatal("replica B kept an entry replica A dropped")
+	}
+	if _, err := b.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil || x.calls.Load() != 2 {
+		t.Fatalf("after the drop: %v, %d exchanges; want a new exchange", err, x.calls.Load())
+	}
+}
+
+func TestFleetExchangesOncePerUserToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, b := fleetExchangers(t, mr, clock, true)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	slow := func(context.Context) (Fetched, error) {
+		calls.Add(1)
+		<-release
+		return Fetched{AccessToken: "downstream-token", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	var wg sync.WaitGroup
+	for _, e := range []*Exchanger{a, b, a, b} {
+		wg.Go(func() {
+			if _, err := e.Exchange(context.Background(), testUserToken, notAfter, slow); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for mr.Exists(LockKey(a.key(a.namer.digest(testUserToken)))) == false && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("two replicas with one user token made %d exchanges, want 1", n)
+	}
+}
+
+func TestPlaintextStoreNeverHoldsExchanges(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, b := fleetExchangers(t, mr, clock, false)
+	if a.Shared() {
+		t.Fatal("an exchanger shares through a store that does not seal")
+	}
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	_, _ = a.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	_, _ = b.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	if keys := mr.Keys(); len(keys) != 0 || x.calls.Load() != 2 {
+		t.Fatalf("Redis keys %v, %d exchanges: want none written, one exchange per replica", keys, x.calls.Load())
+	}
+}
+
+func TestExchangeResultsCountOneExchangePerFlight(t *testing.T) {
+	clock := newFakeClock()
+	release := make(chan struct{})
+	var results sync.Map
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{OnExchange: func(r ExchangeResult) {
+		n, _ := results.LoadOrStore(r, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}})
+	var started atomic.Int64
+	slow := func(context.Context) (Fetched, error) {
+		<-release
+		return Fetched{AccessToken: "downstream-token", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			started.Add(1)
+			_, _ = e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), slow)
+		})
+	}
+	for started.Load() < 20 {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	count := func(r ExchangeResult) int64 {
+		n, _ := results.Load(r)
+		if n == nil {
+			return 0
+		}
+		return n.(*atomic.Int64).Load()
+	}
+	if count(ExchangeExchanged) != 1 || count(ExchangeHit) != 19 {
+		t.Errorf("exchanged %d, hit %d; want 1 and 19", count(ExchangeExchanged), count(ExchangeHit))
+	}
+}
+
+// A lock its holder never released (it died, or its release timed out)
+// delays a user's request by half of WaitTimeout, not past it.
+func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	c, err := New(Options{Store: newEncryptedStore(t, mr, []byte("0123456789abcdef0123456789abcdef")), Clock: realTimers{clock},
+		Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond, WaitTimeout: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	if err := mr.Set(LockKey(e.key(e.namer.digest(testUserToken))), "a replica that died"); err != nil {
+		t.Fatal(err)
+	}
+	mr.SetTTL(LockKey(e.key(e.namer.digest(testUserToken))), time.Minute)
+	x := &exchangeCounter{clock: clock}
+	start := time.Now()
+	if _, err := e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), x.exchange); err != nil {
+		t.Fatalf("with a lock left behind: %v after %s", err, time.Since(start))
+	}
+	if x.calls.Load() != 1 {
+		t.Fatalf("%d exchanges, want 1", x.calls.Load())
+	}
+}

@@ -1,0 +1,112 @@
+package tokencache
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// exchangeKeyInfo separates the key of exchange entries from every other
+// use of the fleet's secret.
+const exchangeKeyInfo = "caddy-entra on-behalf-of entry key v1"
+
+// DeriveExchangeKey returns the key that names exchange entries in the
+// store (ExchangeOptions.HashKey), derived from the fleet's secret (the
+// store's first encryption key) with HMAC-SHA-256, so that it is the same
+// on every replica holding that secret and no other use of the secret
+// shares it.
+func DeriveExchangeKey(secret []byte) []byte {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(exchangeKeyInfo))
+	return mac.Sum(nil)
+}
+
+// randomExchangeKey is a process's own entry key, when there is no fleet
+// secret: its entries are never found by another process.
+func randomExchangeKey() []byte {
+	key := make([]byte, sha256.Size)
+	_, _ = rand.Read(key) // crypto/rand.Read never fails (it crashes the program instead)
+	return key
+}
+
+// entryDigest names one user token's entry: the first 16 bytes of
+// HMAC-SHA-256(hashKey, info, identity, sorted scopes, user token). A
+// reader of the store who lacks hashKey cannot tell which user token an
+// entry belongs to, nor test a token it holds against the names.
+type entryDigest [16]byte
+
+// entryNamer computes the entry digests of one application identity and
+// scope set, reusing HMAC states and buffers (the hot path computes one
+// per request).
+type entryNamer struct {
+	prefix []byte // info, identity and sorted scopes, each line ended
+	states sync.Pool
+}
+
+// namerState is one reusable HMAC and the buffer a user token is copied
+// into (an HMAC takes bytes, and a 2 KB conversion per request would cost
+// more than the map lookup it names).
+type namerState struct {
+	mac hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
+}
+
+func newEntryNamer(hashKey []byte, identity string, scopes []string) *entryNamer {
+	sorted := slices.Clone(scopes)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	n := &entryNamer{prefix: []byte(exchangeKeyInfo + "\n" + identity + "\n" + strings.Join(sorted, " ") + "\n")}
+	n.states.New = func() any { return &namerState{mac: hmac.New(sha256.New, hashKey)} }
+	return n
+}
+
+// digest returns the entry digest of userToken (no line feed: a JWT).
+func (n *entryNamer) digest(userToken string) entryDigest {
+	s := n.states.Get().(*namerState)
+	s.mac.Reset()
+	s.buf = append(append(s.buf[:0], n.prefix...), userToken...)
+	s.mac.Write(s.buf)
+	clear(s.buf) // the user token does not linger in the pool
+	var d entryDigest
+	copy(d[:], s.mac.Sum(s.sum[:0]))
+	n.states.Put(s)
+	return d
+}
+
+// exchangeEntryKey returns the store key of an entry:
+//
+//	prefix + "{" + hex(digest) + "}:token"
+//
+// The braces are the Redis Cluster hash tag the entry's lock and update
+// channel share.
+func exchangeEntryKey(prefix string, d entryDigest) string {
+	return prefix + "{" + hex.EncodeToString(d[:]) + "}" + recordSuffix
+}
+
+// parseEntryKey returns the digest of an entry's store key.
+func parseEntryKey(prefix, key string) (entryDigest, bool) {
+	var d entryDigest
+	tag, ok := strings.CutPrefix(key, prefix+"{")
+	if !ok {
+		return d, false
+	}
+	tag, ok = strings.CutSuffix(tag, "}"+recordSuffix)
+	if !ok || hex.DecodedLen(len(tag)) != len(d) {
+		return d, false
+	}
+	_, err := hex.Decode(d[:], []byte(tag))
+	return d, err == nil
+}
+
+// exchangeDropKey returns the key under whose update channel an
+// application's exchanger announces the entries it drops: named like an
+// entry, of a "user token" no JWT can be.
+func exchangeDropKey(prefix string, n *entryNamer) string {
+	return exchangeEntryKey(prefix, n.digest("\ndrops"))
+}

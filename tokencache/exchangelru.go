@@ -1,0 +1,89 @@
+package tokencache
+
+import (
+	"container/list"
+	"sync"
+	"time"
+)
+
+// boundedMemory is a least-recently-used map of keys to values that
+// expire: the per-user level of an Exchanger (exchanged tokens, and the
+// user tokens Entra refused). It holds at most its bound; a full one lets
+// the least recently used go. Safe for concurrent use; its lock is held
+// only for map and list operations, never across I/O.
+type boundedMemory[K comparable, V any] struct {
+	mu      sync.Mutex
+	bound   int
+	order   *list.List // front: most recently used; values are *memoryItem[K, V]
+	byKey   map[K]*list.Element
+	evicted uint64
+}
+
+type memoryItem[K comparable, V any] struct {
+	key   K
+	value V
+	until time.Time // unusable from then on
+}
+
+func newBoundedMemory[K comparable, V any](bound int) *boundedMemory[K, V] {
+	return &boundedMemory[K, V]{bound: max(bound, 1), order: list.New(), byKey: make(map[K]*list.Element)}
+}
+
+// get returns the value under key if it is still usable at now, making it
+// the most recently used; an expired one is removed.
+func (m *boundedMemory[K, V]) get(key K, now time.Time) (V, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var zero V
+	el, ok := m.byKey[key]
+	if !ok {
+		return zero, false
+	}
+	item := el.Value.(*memoryItem[K, V])
+	if !now.Before(item.until) {
+		m.order.Remove(el)
+		delete(m.byKey, key)
+		return zero, false
+	}
+	m.order.MoveToFront(el)
+	return item.value, true
+}
+
+// put keeps value under key until until, letting the least recently used
+// entries go past the bound.
+func (m *boundedMemory[K, V]) put(key K, value V, until time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if el, ok := m.byKey[key]; ok {
+		el.Value = &memoryItem[K, V]{key: key, value: value, until: until}
+		m.order.MoveToFront(el)
+		return
+	}
+	m.byKey[key] = m.order.PushFront(&memoryItem[K, V]{key: key, value: value, until: until})
+	for m.order.Len() > m.bound {
+		oldest := m.order.Back()
+		m.order.Remove(oldest)
+		delete(m.byKey, oldest.Value.(*memoryItem[K, V]).key)
+		m.evicted++
+	}
+}
+
+// remove forgets key, reporting whether it was there.
+func (m *boundedMemory[K, V]) remove(key K) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.byKey[key]
+	if ok {
+		m.order.Remove(el)
+		delete(m.byKey, key)
+	}
+	return ok
+}
+
+// len returns the number of entries held, expired ones included until
+// they are read or pushed out.
+func (m *boundedMemory[K, V]) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.order.Len()
+}
