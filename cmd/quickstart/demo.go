@@ -132,7 +132,11 @@ func (d *demo) serveDownstream(w http.ResponseWriter, r *http.Request) {
 				"appid":      claims.AppID,
 				"tid":        claims.TenantID,
 				"iss":        claims.Issuer,
+				"idtyp":      claims.IdentityType,
 				"expires_at": claims.ExpiresAt.UTC().Format(time.RFC3339),
+			}
+			if claims.IdentityType == "user" {
+				got.Claims["oid"], got.Claims["scp"] = claims.ObjectID, claims.Scopes
 			}
 		}
 	}
@@ -140,14 +144,49 @@ func (d *demo) serveDownstream(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(got)
 }
 
+// demoUserID is the object ID of the emulator's demo user.
+const demoUserID = "00000000-0000-4000-8000-0000000000a1"
+
 // Request sends one request through the sidecar as a legacy client would,
 // with a stale Authorization header of its own, and describes the outcome.
 func (d *demo) Request(ctx context.Context, path string) (string, error) {
+	report, err := d.send(ctx, path, "Basic bGVnYWN5OmNyZWRlbnRpYWxz")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("GET %s%s (sent with Authorization: Basic ...)\n"+
+		"The downstream API received one Authorization header, a bearer token the emulator verified,\n"+
+		"the client's own header replaced. Token requests made: %d.\n%s",
+		d.SidecarURL, path, d.emulator.TokenRequests(), report), nil
+}
+
+// RequestAsUser sends one request through the sidecar as a middle tier
+// would on behalf of a signed-in user: with the user's token, which the
+// emulator issues for the demo user (audience: the sidecar's client ID),
+// and describes the outcome.
+func (d *demo) RequestAsUser(ctx context.Context, path string) (string, error) {
+	userToken, err := d.emulator.IssueUserToken(entratest.UserToken{ObjectID: demoUserID, Audience: demoClientID})
+	if err != nil {
+		return "", err
+	}
+	report, err := d.send(ctx, path, "Bearer "+userToken)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("GET %s%s (sent with the signed-in user's token for this client)\n"+
+		"The downstream API received a token for the same user (oid), exchanged on the user's behalf.\n"+
+		"On-behalf-of exchanges made: %d.\n%s",
+		d.SidecarURL, path, d.emulator.OnBehalfOfRequests(), report), nil
+}
+
+// send sends GET path through the sidecar with authorization and returns
+// what the downstream API received, indented.
+func (d *demo) send(ctx context.Context, path, authorization string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.SidecarURL+path, nil)
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Authorization", "Basic bGVnYWN5OmNyZWRlbnRpYWxz")
+	req.Header.Set("Authorization", authorization)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("calling the sidecar: %v", err)
@@ -168,10 +207,7 @@ func (d *demo) Request(ctx context.Context, path string) (string, error) {
 		return "", errors.New("the downstream API did not receive exactly one valid bearer token: " + string(body))
 	}
 	pretty, _ := json.MarshalIndent(got, "", "  ")
-	return fmt.Sprintf("GET %s%s (sent with Authorization: Basic ...)\n"+
-		"The downstream API received one Authorization header, a bearer token the emulator verified,\n"+
-		"the client's own header replaced. Token requests made: %d.\n%s",
-		d.SidecarURL, path, d.emulator.TokenRequests(), pretty), nil
+	return string(pretty), nil
 }
 
 // adminOff is a config with no apps and no admin endpoint: caddy.Stop stops

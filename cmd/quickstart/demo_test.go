@@ -73,6 +73,31 @@ func TestQuickstartInjectsTokenWithExampleConfig(t *testing.T) {
 	}
 }
 
+// TestQuickstartCallsOnBehalfOfTheUser: the example's graph-as-user route
+// exchanges the signed-in user's token for a Graph token of the same user,
+// and the quick start prints no token.
+func TestQuickstartCallsOnBehalfOfTheUser(t *testing.T) {
+	d := startExampleDemo(t)
+	for range 2 {
+		report, err := d.RequestAsUser(context.Background(), "/graph-as-user/v1.0/me")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`"idtyp": "user"`, `"oid": "` + demoUserID + `"`, `"scp": "User.Read"`, `"aud": "https://graph.microsoft.com"`} {
+			if !strings.Contains(report, want) {
+				t.Errorf("report lacks %s:\n%s", want, report)
+			}
+		}
+		if strings.Contains(report, "eyJ") {
+			t.Error("the report prints a token")
+		}
+	}
+	// Each RequestAsUser issues a new user token: one exchange each.
+	if got := d.emulator.OnBehalfOfRequests(); got != 2 {
+		t.Errorf("on-behalf-of exchanges = %d, want 2 (one per user token)", got)
+	}
+}
+
 // unixSocketClient is an HTTP client that reaches every URL through the Unix
 // socket at path, as curl --unix-socket does.
 func unixSocketClient(path string) *http.Client {

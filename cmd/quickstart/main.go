@@ -43,6 +43,13 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(report)
+	report, err = demo.RequestAsUser(ctx, "/graph-as-user/v1.0/me")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+	fmt.Println()
+	fmt.Println(report)
 	if *once {
 		return
 	}
