@@ -305,7 +305,7 @@ func TestATimeoutBehindOurOwnCallsIsNotEvidence(t *testing.T) {
 			}
 			t.Logf("attempts given %v", hook.given)
 			for i, given := range hook.given {
-				if !tc.othersAnswered && given != slowOpTimeouts*opTimeout {
+				if !tc.othersAnswered && given < slowOpTimeouts*opTimeout*9/10 {
 					t.Errorf("attempt %d, sent behind another call, had %v, want %v", i+1, given, slowOpTimeouts*opTimeout)
 				}
 			}
