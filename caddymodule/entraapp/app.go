@@ -181,6 +181,26 @@ type RedisConfig struct {
 	// tokens. It must be stated to use Redis without a key, and cannot be
 	// combined with one; a warning is logged at load. Default false.
 	InsecurePlaintext bool `json:"insecure_plaintext,omitempty"`
+
+	// Entra authenticates to Redis with Entra ID instead of a password
+	// (Azure Cache for Redis, Azure Managed Redis): each new connection's
+	// password is a token for https://redis.azure.com/.default of the
+	// sidecar's identity (the app's default, or Entra.Application's), its
+	// user name the identity's object ID (the token's oid). Requires TLS
+	// unless Redis is on a loopback address; excludes username and
+	// password. Default: none.
+	Entra *RedisEntra `json:"entra,omitempty"`
+}
+
+// RedisEntra is Redis with Entra ID authentication.
+type RedisEntra struct {
+	// Application names the application whose identity gets the Redis
+	// tokens. Default: the app's default identity.
+	Application string `json:"application,omitempty"`
+	// MaxConnectionAge retires each Redis connection this old (and renews
+	// the subscription as often), so that none outlives its token: a token
+	// given to a new connection has at least twice this left. Default 10m.
+	MaxConnectionAge caddy.Duration `json:"max_connection_age,omitempty"`
 }
 
 // Application is one application name: the scopes its tokens carry and,

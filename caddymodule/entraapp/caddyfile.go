@@ -69,6 +69,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			timeout <duration>
 //			encryption_key <base64 of 32 bytes>  # required, or:
 //			insecure_plaintext
+//			entra [<application>] {               # instead of username/password
+//				max_connection_age <duration>
+//			}
 //		}
 //		application <name> [<scope>...] {
 //			scope <scope> [<scope>...]
@@ -407,6 +410,25 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 		case "insecure_plaintext":
 			err = FlagArg(d, &redis.InsecurePlaintext)
+		case "entra":
+			if redis.Entra != nil {
+				return nil, d.Err("redis entra: may appear only once")
+			}
+			redis.Entra = new(RedisEntra)
+			if d.NextArg() {
+				redis.Entra.Application = d.Val()
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if d.Val() != "max_connection_age" {
+					return nil, d.Errf("unrecognized redis entra option '%s'", d.Val())
+				}
+				if err := durationArg(d, &redis.Entra.MaxConnectionAge); err != nil {
+					return nil, err
+				}
+			}
 		default:
 			return nil, d.Errf("unrecognized redis option '%s'", option)
 		}

@@ -40,6 +40,11 @@ func (a *App) resolveSettings(repl *caddy.Replacer) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cache.Redis != nil && a.Redis.Entra != nil {
+		if err := a.resolveRedisEntra(repl, cache, applications); err != nil {
+			return nil, err
+		}
+	}
 	return &settings{cache: cache, applications: applications}, nil
 }
 
@@ -124,6 +129,9 @@ type cacheSettings struct {
 	// RedisTLS describes Redis.TLSConfig for the pool key (a tls.Config
 	// does not marshal): CA file digest and server name.
 	RedisTLS string
+	// RedisEntra describes Redis.Credentials for the pool key: the
+	// identity, its credential's fingerprint and the connection age.
+	RedisEntra string
 }
 
 // cacheSettings validates and resolves the store and refresh settings.

@@ -93,7 +93,8 @@ type Emulator struct {
 	federationKid string
 
 	tokenRequests        atomic.Int64
-	concurrent           gauge // token requests being answered
+	concurrent           gauge        // token requests being answered
+	onIssue              func(Issued) // see OnIssue; guarded by mu
 	onBehalfOfRequests   atomic.Int64
 	connections          atomic.Int64
 	openConnections      atomic.Int64

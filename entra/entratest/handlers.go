@@ -139,6 +139,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.issuedTokens.Add(1)
+	e.notifyIssued(Issued{Resource: resource, ObjectID: g.objectID, AccessToken: accessToken, ExpiresAt: e.now().Add(lifetime)})
 
 	seconds := int64(lifetime / time.Second)
 	setCommonHeaders(w, r, newUUID())

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
@@ -91,38 +93,20 @@ func (s *Store) awaitSubscription(ctx context.Context) {
 }
 
 // runSubscription subscribes (retrying while Redis is away), closes ready
-// once confirmed, then dispatches announcements until ctx ends.
+// once confirmed, then dispatches announcements until ctx ends. With
+// MaxConnectionAge it renews the subscription that often, the new one
+// confirmed before the old one closes, so that its connection never
+// outlives its password and no announcement falls between the two.
 func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) {
 	defer close(done)
 	pause := subscribeRetryInterval
 	for {
-		attemptCtx, cancel := context.WithTimeout(ctx, subscribeTimeout)
-		sub := s.client.PSubscribe(attemptCtx, s.updatePattern())
-		_, err := sub.Receive(attemptCtx) // the PSUBSCRIBE confirmation
-		cancel()
+		sub, err := s.subscribe(ctx)
 		if err == nil {
 			close(ready)
-			messages := sub.Channel()
-			for {
-				select {
-				case <-ctx.Done():
-					_ = sub.Close()
-					return
-				case msg, ok := <-messages:
-					if !ok {
-						return
-					}
-					s.answers.note()
-					// Our own announcements: our cache knows. One longer than
-					// any replica sends: ignored.
-					publisher, raw, _ := strings.Cut(msg.Payload, "\n")
-					if publisher != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
-						s.watchers.notify(msg.Channel, raw, s.decode)
-					}
-				}
-			}
+			s.follow(ctx, sub)
+			return
 		}
-		_ = sub.Close()
 		if s.subscribeErr != nil {
 			s.subscribeErr(err)
 		}
@@ -132,6 +116,60 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, subscribeRetryMax)
+	}
+}
+
+// subscribe makes the pattern subscription and waits for Redis to confirm
+// it (at most subscribeTimeout).
+func (s *Store) subscribe(ctx context.Context) (*redis.PubSub, error) {
+	attemptCtx, cancel := context.WithTimeout(ctx, subscribeTimeout)
+	defer cancel()
+	sub := s.client.PSubscribe(attemptCtx, s.updatePattern())
+	if _, err := sub.Receive(attemptCtx); err != nil { // the PSUBSCRIBE confirmation
+		_ = sub.Close()
+		return nil, err
+	}
+	return sub, nil
+}
+
+// follow dispatches sub's announcements until ctx ends, renewing sub every
+// MaxConnectionAge if set (a failed renewal keeps the old one and is tried
+// again after subscribeRetryMax).
+func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
+	defer func() { _ = sub.Close() }()
+	var renew <-chan time.Time
+	if s.maxConnectionAge > 0 {
+		ticker := time.NewTicker(s.maxConnectionAge)
+		defer ticker.Stop()
+		renew = ticker.C
+	}
+	messages := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew:
+			next, err := s.subscribe(ctx)
+			if err != nil {
+				if s.subscribeErr != nil {
+					s.subscribeErr(err)
+				}
+				continue
+			}
+			_ = sub.Close()
+			sub, messages = next, next.Channel()
+		case msg, ok := <-messages:
+			if !ok {
+				return
+			}
+			s.answers.note()
+			// Our own announcements: our cache knows. One longer than
+			// any replica sends: ignored.
+			publisher, raw, _ := strings.Cut(msg.Payload, "\n")
+			if publisher != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
+				s.watchers.notify(msg.Channel, raw, s.decode)
+			}
+		}
 	}
 }
 

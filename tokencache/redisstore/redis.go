@@ -55,6 +55,8 @@ type Store struct {
 	sealer *sealer
 	// answers is when Redis last answered (see retryingTimeouts).
 	answers *answers
+	// maxConnectionAge renews the subscription (Options.MaxConnectionAge).
+	maxConnectionAge time.Duration
 
 	watchers watchers
 	// publisherID, random, is the message of this store's announcements.
@@ -103,7 +105,7 @@ func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 	answers := newAnswers()
 	client.AddHook(answers)
 	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, slots: slots, sealer: sealer,
-		answers: answers, publisherID: newOwner()}, nil
+		answers: answers, maxConnectionAge: opts.MaxConnectionAge, publisherID: newOwner()}, nil
 }
 
 // KeyPrefix returns the key prefix to give RecordKey.

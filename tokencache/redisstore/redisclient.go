@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -36,6 +37,17 @@ type Options struct {
 	// Username and Password authenticate to Redis (ACL user or requirepass).
 	Username string
 	Password string
+	// Credentials, when set, gives the user name and password of each new
+	// connection instead (e.g. Redis with Entra ID authentication: the
+	// identity's object ID and a token). go-redis calls it as it dials, so
+	// it must not need Redis.
+	Credentials func(ctx context.Context) (username, password string, err error) `json:"-"`
+	// MaxConnectionAge, when set, retires each connection that old when it
+	// is next taken from the pool, and renews the shared subscription as
+	// often, so that no connection outlives a password that expires (set
+	// it below the least time Credentials' passwords have left). Default 0:
+	// connections live on.
+	MaxConnectionAge time.Duration
 	// DB is the database number (standalone and Sentinel; must be 0 for
 	// Cluster). Default 0.
 	DB int
@@ -108,7 +120,9 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 			TLSConfig:        tlsConfig,
 			// Without this go-redis ignores context deadlines on reads and
 			// writes, and OpTimeout would not bound a call to a hung Redis.
-			ContextTimeoutEnabled: true,
+			ContextTimeoutEnabled:      true,
+			CredentialsProviderContext: o.Credentials,
+			ConnMaxLifetime:            o.MaxConnectionAge,
 		}), nil
 	}
 	parsed, err := parseRedisURL(o.URL)
@@ -118,6 +132,8 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 	parsed.Username, parsed.Password = cmp.Or(o.Username, parsed.Username), cmp.Or(o.Password, parsed.Password)
 	parsed.DB, parsed.TLSConfig = cmp.Or(o.DB, parsed.DB), cmp.Or(tlsConfig, parsed.TLSConfig)
 	parsed.ContextTimeoutEnabled = true
+	parsed.CredentialsProviderContext = o.Credentials
+	parsed.ConnMaxLifetime = cmp.Or(o.MaxConnectionAge, parsed.ConnMaxLifetime)
 	return redis.NewClient(parsed), nil
 }
 

@@ -1,0 +1,83 @@
+package entraapp
+
+import (
+	"cmp"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-entra/caddy-entra/binding"
+	"github.com/caddy-entra/caddy-entra/entra"
+)
+
+// DefaultRedisMaxConnectionAge is RedisEntra.MaxConnectionAge's default:
+// Entra's tokens live 60 to 90 minutes, and a token given to a new
+// connection has at least twice this left.
+const DefaultRedisMaxConnectionAge = 10 * time.Minute
+
+// resolveRedisEntra checks the redis block's entra option and gives the
+// store its credentials: a token of the identity for each new connection,
+// connections retired at MaxConnectionAge.
+func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps []resolvedApplication) error {
+	re, opts := a.Redis.Entra, cache.Redis
+	if re.MaxConnectionAge < 0 {
+		return ConfigError("redis entra max_connection_age", "must not be negative")
+	}
+	u, _ := url.Parse(opts.URL)
+	if opts.Username != "" || opts.Password != "" || u != nil && u.User != nil {
+		return ConfigError("redis entra", "excludes username and password: the identity's object ID and token are the user name and password")
+	}
+	if !opts.TLS && opts.TLSConfig == nil && (u == nil || u.Scheme != "rediss") && !loopbackRedis(opts.URL, opts.Addrs) {
+		return ConfigError("redis entra", "requires TLS (a rediss:// URL, or tls): the token is sent as the password")
+	}
+	var client *entra.Client
+	if re.Application != "" {
+		for _, app := range apps {
+			if app.Name == re.Application {
+				client = app.Client
+			}
+		}
+		if client == nil {
+			return ConfigError("redis entra", "application "+re.Application+" is not configured")
+		}
+	} else {
+		cfg, err := a.IdentityConfig.clientConfig(repl, "redis entra: ")
+		if err != nil {
+			return err
+		}
+		if client, err = entra.NewClient(cfg); err != nil {
+			return prefixConfigError("redis entra: ", err)
+		}
+	}
+	age := cmp.Or(time.Duration(re.MaxConnectionAge), DefaultRedisMaxConnectionAge)
+	opts.Credentials = binding.NewRedisCredentials(client, 2*age).Credentials
+	opts.MaxConnectionAge = age
+	// A new identity or credential makes a new cache (and Redis client).
+	cache.RedisEntra = client.CacheKey() + "\n" + client.CredentialFingerprint() + "\n" + age.String()
+	return nil
+}
+
+// loopbackRedis reports whether every Redis address is on this machine.
+func loopbackRedis(rawURL string, addrs []string) bool {
+	if rawURL != "" {
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return false
+		}
+		addrs = []string{u.Host}
+	}
+	for _, addr := range addrs {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		ip := net.ParseIP(strings.Trim(host, "[]"))
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return false
+		}
+	}
+	return len(addrs) > 0
+}

@@ -1,0 +1,94 @@
+package entraapp
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// redisEntraApp is an app with a secret identity and a redis block using
+// Entra authentication on url; adjust changes it.
+func redisEntraApp(url string, adjust func(*RedisConfig)) *App {
+	rc := &RedisConfig{URL: url, InsecurePlaintext: true, Entra: &RedisEntra{}}
+	if adjust != nil {
+		adjust(rc)
+	}
+	return &App{
+		IdentityConfig: IdentityConfig{TenantID: "00000000-0000-4000-8000-000000000001",
+			ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: "redis-entra-test-secret"},
+		Redis:        rc,
+		Applications: map[string]*Application{"orders-api": {Scopes: []string{"api://orders/.default"}}},
+	}
+}
+
+func TestRedisEntraGivesTheStoreCredentials(t *testing.T) {
+	for _, url := range []string{"rediss://redis.example:6380", "redis://127.0.0.1:6379", "redis://localhost:6379", "redis://[::1]:6379"} {
+		s, err := redisEntraApp(url, func(rc *RedisConfig) { rc.Entra.MaxConnectionAge = caddy.Duration(3 * time.Second) }).
+			resolveSettings(caddy.NewReplacer())
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		if s.cache.Redis.Credentials == nil || s.cache.Redis.MaxConnectionAge != 3*time.Second || s.cache.RedisEntra == "" {
+			t.Errorf("%s: credentials %v, max age %v, pool description %v", url, s.cache.Redis.Credentials != nil,
+				s.cache.Redis.MaxConnectionAge, s.cache.RedisEntra != "")
+		}
+		if key, err := s.cache.poolKey(); err != nil || key == "" {
+			t.Errorf("%s: pool key: %v", url, err)
+		}
+	}
+	s, err := redisEntraApp("rediss://redis.example:6380", nil).resolveSettings(caddy.NewReplacer())
+	if err != nil || s.cache.Redis.MaxConnectionAge != DefaultRedisMaxConnectionAge {
+		t.Errorf("default max connection age: %v, %v", s.cache.Redis.MaxConnectionAge, err)
+	}
+}
+
+func TestRedisEntraRefusals(t *testing.T) {
+	for _, tt := range []struct {
+		name, url string
+		adjust    func(*RedisConfig)
+		want      string
+	}{
+		{"plaintext to another host", "redis://redis.example:6379", nil, "redis entra: requires TLS"},
+		{"password", "rediss://redis.example:6380", func(rc *RedisConfig) { rc.Password = "p" }, "redis entra: excludes username and password"},
+		{"password in the url", "rediss://u:p@redis.example:6380", nil, "redis entra: excludes username and password"},
+		{"unknown application", "rediss://redis.example:6380", func(rc *RedisConfig) { rc.Entra.Application = "nope" }, "redis entra: application nope is not configured"},
+		{"negative age", "rediss://redis.example:6380", func(rc *RedisConfig) { rc.Entra.MaxConnectionAge = -1 }, "redis entra max_connection_age: must not be negative"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := redisEntraApp(tt.url, tt.adjust).resolveSettings(caddy.NewReplacer())
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), CodeProviderInvalidConfig) {
+				t.Fatalf("got %v, want %s with %q", err, CodeProviderInvalidConfig, tt.want)
+			}
+			if strings.Contains(err.Error(), "redis-entra-test-secret") {
+				t.Error("the error shows the secret")
+			}
+		})
+	}
+}
+
+func TestRedisEntraCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`redis rediss://redis.example:6380 {
+		insecure_plaintext
+		entra orders-api {
+			max_connection_age 5m
+		}
+	}`)
+	d.Next()
+	rc, err := parseRedis(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Entra == nil || rc.Entra.Application != "orders-api" || time.Duration(rc.Entra.MaxConnectionAge) != 5*time.Minute {
+		t.Errorf("parsed %+v", rc.Entra)
+	}
+	for _, bad := range []string{"entra a b", "entra {\n bogus 1\n}", "entra\n entra"} {
+		d := caddyfile.NewTestDispenser("redis rediss://r:6380 {\n" + bad + "\n}")
+		d.Next()
+		if _, err := parseRedis(d); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
