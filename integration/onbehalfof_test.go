@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -318,3 +319,72 @@ func TestOnBehalfOfFleet(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestOnBehalfOfCustomHeaderIsKeptOutOfCaddysLogs: Caddy clones each
+// request for its logs before any handler runs and masks only
+// Authorization, Cookie and Proxy-Authorization, so a custom on_behalf_of
+// header would put users' tokens in its error log (a failing downstream)
+// and access log. The load warns, and with the filters docs/on-behalf-of.md
+// gives, the user's token appears in neither log.
+func TestOnBehalfOfCustomHeaderIsKeptOutOfCaddysLogs(t *testing.T) {
+	f := newFleet(t)
+	closed := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens: 502
+	config := `{
+	admin 127.0.0.1:%[2]d
+	log default {
+		format filter {
+			wrap json
+			fields {
+				request>headers>X-User-Token delete
+			}
+		}
+	}
+	entra {
+` + testIdentity + `
+		application graph-as-user {
+			scope ` + oboScope + `
+			on_behalf_of {
+				header X-User-Token
+			}
+		}
+	}
+}
+
+:%[1]d {
+	bind 127.0.0.1
+	log {
+		format filter {
+			wrap json
+			fields {
+				request>headers>X-User-Token delete
+			}
+		}
+	}
+	handle_path /graph/* {
+		entra_token graph-as-user
+		reverse_proxy {$TEST_UPSTREAM}
+	}
+}
+`
+	replica := startSidecar(t, config, append(f.env(testClientSecret), "TEST_UPSTREAM="+closed)...)
+	if !strings.Contains(replica.logs(), "on_behalf_of header: Caddy's error and access logs show this header") {
+		t.Errorf("no load warning about the custom header:\n%s", replica.logs())
+	}
+	userToken := oboUser(t, f.emulator, "0c0c0c0c-0000-4000-8000-00000000000c", "", 0)
+	got := send(t, replica.URL+"/graph/v1.0/me", http.Header{"X-User-Token": {"Bearer " + userToken}})
+	if got.Status != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502 from the closed downstream: %s", got.Status, got.Body)
+	}
+	if n := f.emulator.OnBehalfOfRequests(); n != 1 {
+		t.Fatalf("%d exchanges, want 1", n)
+	}
+	waitFor(t, "the access and error log lines", 5*time.Second, func() error {
+		if !strings.Contains(replica.logs(), `"logger":"http.log.access`) || !strings.Contains(replica.logs(), `"logger":"http.log.error`) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if payload := strings.Split(userToken, ".")[1]; strings.Contains(replica.logs(), payload) {
+		t.Errorf("the user's token is in Caddy's logs:\n%s", replica.logs())
+	}
+}

@@ -60,6 +60,17 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 		}
 		exchangers[ra.Name] = &exchanger{Exchanger: e, app: ra}
 	}
+	for _, e := range exchangers {
+		if header := e.app.OnBehalfOf.Header; !strings.EqualFold(header, "Authorization") {
+			// Caddy clones each request for its logs before any handler
+			// runs and masks only Authorization, Cookie and
+			// Proxy-Authorization: its error log (on by default) and access
+			// log would show the user's token.
+			a.logger.Warn("on_behalf_of header: Caddy's error and access logs show this header, which carries users' tokens; "+
+				"delete it with a log filter (docs/on-behalf-of.md, the user's token in Caddy's logs) or use Authorization",
+				zap.String("application", e.app.Name), zap.String("header", header))
+		}
+	}
 	if len(exchangers) > 0 && s.cache.Redis != nil && hashKey == nil {
 		a.logger.Warn("on-behalf-of tokens are not shared through Redis without encryption_key: " +
 			"each replica exchanges users' tokens on its own and keeps them in memory only")

@@ -23,6 +23,11 @@ import (
 // dropped in every replica.
 func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, userHeader string) error {
 	userToken := bearerToken(r.Header, userHeader)
+	// The user's token is consumed here: nothing after this handler sees
+	// it, neither the downstream request nor Caddy's access and error logs
+	// (which mask only Authorization, Cookie and Proxy-Authorization),
+	// placeholders, respond or error routes.
+	maps.DeleteFunc(r.Header, func(name string, _ []string) bool { return strings.EqualFold(name, userHeader) })
 	credential, err := h.app.ExchangeUserToken(r.Context(), h.Application, userToken)
 	if err != nil {
 		return h.writeError(w, r, err)
