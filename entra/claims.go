@@ -2,9 +2,28 @@ package entra
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 )
+
+// challengeKey carries a claims challenge in a request's context.
+type challengeKey struct{}
+
+// WithClaimsChallenge returns ctx carrying challenge (the JSON of a claims
+// challenge a resource answered, as continuous access evaluation does):
+// a client-credentials token request made with it (Client.Token) asks for
+// a token that satisfies it, merged with Config.ClientCapabilities as
+// MergeClaims does. "" carries none.
+func WithClaimsChallenge(ctx context.Context, challenge string) context.Context {
+	return context.WithValue(ctx, challengeKey{}, challenge)
+}
+
+// claimsChallenge returns the challenge ctx carries, "" for none.
+func claimsChallenge(ctx context.Context) string {
+	challenge, _ := ctx.Value(challengeKey{}).(string)
+	return challenge
+}
 
 // MergeClaims returns the claims request parameter of a token request that
 // answers challenge (the JSON of a claims challenge, "" for none) and

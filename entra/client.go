@@ -195,7 +195,13 @@ func (c *Client) send(ctx context.Context, tr tokenRequest, secrets ...string) (
 	if tr.scope == "" {
 		return nil, &RequestError{Err: ErrNoScope}
 	}
-	if c.claims != "" {
+	if challenge := claimsChallenge(ctx); challenge != "" {
+		claims, err := MergeClaims(challenge, c.cfg.ClientCapabilities)
+		if err != nil {
+			return nil, &RequestError{Err: err}
+		}
+		tr.grant.Set("claims", claims)
+	} else if c.claims != "" {
 		tr.grant.Set("claims", c.claims)
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)

@@ -249,3 +249,32 @@ func TestClientCapabilitiesReachEntra(t *testing.T) {
 		}
 	}
 }
+
+// A claims challenge carried by the context (continuous access evaluation)
+// reaches the token endpoint merged with the client capabilities; a
+// request without it sends the capabilities alone.
+func TestClaimsChallengeReachesEntra(t *testing.T) {
+	emu, clients := oboEmulator(t)
+	var seen []string
+	emu.OnIssue(func(issued entratest.Issued) { seen = append(seen, issued.Claims) })
+	client, err := entra.NewClient(entra.Config{TenantID: emu.TenantID(), ClientID: testClientID, ClientSecret: testSecret,
+		AuthorityHost: strings.TrimSuffix(clients["client_secret"].TokenEndpoint(), emu.TokenPath()), ClientCapabilities: []string{"cp1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	challenge := `{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}`
+	if _, err := client.Token(entra.WithClaimsChallenge(context.Background(), challenge), []string{graphScope}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Token(context.Background(), []string{graphScope}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{"access_token":{"nbf":{"essential":true,"value":"1700000000"},"xms_cc":{"values":["cp1"]}}}`,
+		`{"access_token":{"xms_cc":{"values":["cp1"]}}}`}
+	if len(seen) != 2 || seen[0] != want[0] || seen[1] != want[1] {
+		t.Errorf("claims sent = %q, want %q", seen, want)
+	}
+	if _, err := client.Token(entra.WithClaimsChallenge(context.Background(), "not json"), []string{graphScope}); err == nil {
+		t.Error("a challenge that is not JSON was sent")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
@@ -406,3 +407,30 @@ var (
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// DeclaresCapabilities reports whether applicationName's token requests
+// declare client capabilities (client_capabilities, e.g. cp1): its tokens
+// may then be revoked by a claims challenge from downstream (continuous
+// access evaluation), which RefreshForClaims answers.
+func (a *App) DeclaresCapabilities(applicationName string) bool {
+	for _, ra := range a.resolved {
+		if ra.Name == applicationName {
+			return len(ra.Config.ClientCapabilities) > 0 && ra.OnBehalfOf == nil
+		}
+	}
+	return false
+}
+
+// RefreshForClaims replaces applicationName's token, which downstream
+// answered with a claims challenge (challenge: the claims JSON), by one
+// requested with those claims: one token request for the fleet, written
+// to the store and announced, as a forced refresh is (calls within a
+// second share it). It returns the new record; errors are as Token's.
+func (a *App) RefreshForClaims(ctx context.Context, applicationName, challenge string) (tokencache.Record, error) {
+	h, ok := a.handle(applicationName)
+	if !ok {
+		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
+			Message: fmt.Sprintf("application %q is not configured", applicationName)}}
+	}
+	return h.Refresh(entra.WithClaimsChallenge(ctx, challenge))
+}

@@ -216,22 +216,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c := h.logger.Check(zapcore.DebugLevel, "token injected"); c != nil {
 		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
 	}
+	if h.app.DeclaresCapabilities(h.Application) {
+		return h.serveAnsweringClaims(w, r, proxied, next, credential)
+	}
 	if len(h.purgeOnStatus) == 0 {
 		return next.ServeHTTP(w, proxied)
 	}
 	recorder := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err = next.ServeHTTP(recorder, proxied)
-	status := recorder.Status()
-	if err != nil {
-		var handlerErr caddyhttp.HandlerError
-		if errors.As(err, &handlerErr) {
-			status = handlerErr.StatusCode
-		}
+	h.purgeIfRefused(r, proxied, credential, recorder.Status(), err)
+	return err
+}
+
+// purgeIfRefused purges credential when downstream answered one of
+// purge_on_status (status, or err's) to proxied, which still carried it.
+func (h *Handler) purgeIfRefused(r, proxied *http.Request, credential tokencache.Record, status int, err error) {
+	var handlerErr caddyhttp.HandlerError
+	if err != nil && errors.As(err, &handlerErr) {
+		status = handlerErr.StatusCode
 	}
-	if slices.Contains(h.purgeOnStatus, status) && carriesToken(proxied, h.header, in.headerValue) {
+	if slices.Contains(h.purgeOnStatus, status) && carriesToken(proxied, h.header, h.injectionFor(credential).headerValue) {
 		h.purge(r, credential, status)
 	}
-	return err
 }
 
 // countInjected counts a request that got its token, through the counter

@@ -139,7 +139,8 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.issuedTokens.Add(1)
-	e.notifyIssued(Issued{Resource: resource, ObjectID: g.objectID, AccessToken: accessToken, ExpiresAt: e.now().Add(lifetime)})
+	e.notifyIssued(Issued{Resource: resource, ObjectID: g.objectID, AccessToken: accessToken, ExpiresAt: e.now().Add(lifetime),
+		Claims: form.Get("claims")})
 
 	seconds := int64(lifetime / time.Second)
 	setCommonHeaders(w, r, newUUID())

@@ -8,6 +8,7 @@ type Issued struct {
 	ObjectID    string // oid: the client's service principal, or the user's
 	AccessToken string
 	ExpiresAt   time.Time
+	Claims      string // the request's claims parameter, "" for none
 }
 
 // OnIssue calls f with each token the token endpoint issues (client

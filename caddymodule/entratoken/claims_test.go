@@ -1,0 +1,50 @@
+package entratoken
+
+import (
+	"encoding/base64"
+	"net/http"
+	"testing"
+)
+
+func TestChallengeClaims(t *testing.T) {
+	claims := `{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}`
+	std, raw := base64.StdEncoding.EncodeToString([]byte(claims)), base64.RawURLEncoding.EncodeToString([]byte(claims))
+	for _, tt := range []struct {
+		name       string
+		challenges []string
+		want       string
+		ok         bool
+	}{
+		{"graph's form", []string{`Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="` + std + `"`}, claims, true},
+		{"unpadded url alphabet", []string{`Bearer error="insufficient_claims", claims="` + raw + `"`}, claims, true},
+		{"second challenge", []string{`Basic realm="x"`, `Bearer error="insufficient_claims",claims="` + std + `"`}, claims, true},
+		{"another error", []string{`Bearer error="invalid_token", claims="` + std + `"`}, "", false},
+		{"no claims", []string{`Bearer error="insufficient_claims"`}, "", false},
+		{"not base64 JSON", []string{`Bearer error="insufficient_claims", claims="bm90IGpzb24="`}, "", false},
+		{"none", nil, "", false},
+	} {
+		got, ok := challengeClaims(tt.challenges)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("%s: got %q, %v; want %q, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestBodiless(t *testing.T) {
+	get, _ := http.NewRequest(http.MethodGet, "http://x/", nil)
+	if !bodiless(get) {
+		t.Error("a GET without a body is not bodiless")
+	}
+	wrapped := &http.Request{Body: http.MaxBytesReader(nil, http.NoBody, 1), ContentLength: 0} // Caddy wraps bodies
+	if !bodiless(wrapped) {
+		t.Error("a wrapped empty body is not bodiless")
+	}
+	for _, r := range []*http.Request{
+		{Body: http.MaxBytesReader(nil, http.NoBody, 1), ContentLength: 5},
+		{Body: http.MaxBytesReader(nil, http.NoBody, 1), ContentLength: -1, TransferEncoding: []string{"chunked"}},
+	} {
+		if bodiless(r) {
+			t.Errorf("a request with a body (length %d, %v) is bodiless", r.ContentLength, r.TransferEncoding)
+		}
+	}
+}
