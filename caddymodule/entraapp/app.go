@@ -122,6 +122,7 @@ type App struct {
 	// for the admin API; see remember.
 	clients map[string]clientInfo
 	logger  *zap.Logger
+	ctx     caddy.Context // Provision's, for Start
 	// refusals limits the log entries of requests refused as possibly from
 	// a web page, for every handler of this app (a pointer: Caddy copies
 	// module values; nil before Provision, then every entry is logged).
@@ -241,6 +242,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the app's logger and metrics, and warns about secrets
 // written in the config itself.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.refusals = new(refusalLog)
 	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -303,6 +305,7 @@ func (a *App) Start() error {
 	}
 	a.activate()
 	a.startOperations()
+	a.warnCertificateBoundRoutes(a.ctx)
 	return nil
 }
 

@@ -240,6 +240,11 @@ func (h *Handler) purgeIfRefused(r, proxied *http.Request, credential tokencache
 	}
 }
 
+// InjectedApplication is the application whose token h injects.
+func (h *Handler) InjectedApplication() string { return h.Application }
+
+var _ entraapp.Injector = (*Handler)(nil)
+
 // countInjected counts a request that got its token, through the counter
 // Provision looked up once (a handler built without Provision looks it up
 // each time).
