@@ -45,6 +45,10 @@ type ExchangeOptions struct {
 	// replica sharing the store must have the same. Nil: a random key of
 	// this process, and the store is not used (nothing is shared).
 	HashKey []byte
+	// Tenants is how many tenants the application's users come from (its
+	// own and the allowed ones): the backoffs kept, one per tenant an
+	// exchange went to, are at most that many. Default 1.
+	Tenants int
 	// Rejected tells a failure of the user's token (Entra refused that one
 	// token, or the user must act) from the application's, and how long
 	// to answer that user token with the same failure without asking
@@ -81,9 +85,8 @@ type Exchanger struct {
 	rejected *boundedMemory[entryDigest, error]
 	flights  singleflight.Group
 
-	mu      sync.Mutex
-	failure Backoff // this process's backoff after the application's failures
-	lastErr error
+	mu       sync.Mutex
+	backoffs map[string]tenantBackoff // by the tenant exchanges went to; at most opts.Tenants
 
 	stopWatch context.CancelFunc
 }
@@ -97,8 +100,9 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		return nil, errors.New("tokencache: an exchanger needs its application's identity")
 	}
 	opts.MaxEntries = cmp.Or(opts.MaxEntries, DefaultMaxExchangeEntries)
-	if opts.MaxEntries < 0 {
-		return nil, errors.New("tokencache: an exchanger's bound must be positive")
+	opts.Tenants = cmp.Or(opts.Tenants, 1)
+	if opts.MaxEntries < 0 || opts.Tenants < 0 {
+		return nil, errors.New("tokencache: an exchanger's bounds must be positive")
 	}
 	_, inMemory := c.store.(*MemoryStore)
 	e := &Exchanger{
@@ -108,6 +112,7 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		shared:   opts.HashKey != nil && c.store.Authenticates() && !inMemory,
 		entries:  newBoundedMemory[entryDigest, *Record](opts.MaxEntries),
 		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
+		backoffs: make(map[string]tenantBackoff),
 	}
 	hashKey := opts.HashKey
 	if hashKey == nil {
@@ -157,13 +162,15 @@ func (e *Exchanger) Lookup(userToken string) (rec Record, found bool, err error)
 }
 
 // Exchange returns the token exchanged for userToken: from L1, from the
-// store, or from exchange (which must exchange that very userToken). The
+// store, or from exchange (which must exchange that very userToken at
+// tenant, the user's tenant: a failure of the application there pauses
+// the exchanges of that tenant's users only). The
 // token is used while more than RefreshWindow is left before its expiry,
 // and never at or after notAfter (the user token's own expiry). A user
 // token whose exchange was refused (ExchangeOptions.Rejected) is answered
 // with the same error, without asking again, for as long as Rejected
 // says. Errors are *Error, whose Err is exchange's error.
-func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter time.Time, exchange FetchFunc) (Record, error) {
+func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notAfter time.Time, exchange FetchFunc) (Record, error) {
 	if rec, found, err := e.Lookup(userToken); found || err != nil {
 		return rec, err
 	}
@@ -173,7 +180,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 		e.report(ExchangeRejected)
 		return Record{}, requestError(ErrUserTokenExpired, "the user's token has expired")
 	}
-	if b, cause, ok := e.activeBackoff(now); ok {
+	if b, cause, ok := e.activeBackoff(tenant, now); ok {
 		e.report(ExchangeFailed)
 		return Record{}, e.backedOff(b, cause, now)
 	}
@@ -185,7 +192,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 		defer cancel()
 		stop := context.AfterFunc(e.c.closing, cancel)
 		defer stop()
-		return e.load(flightCtx, d, notAfter, exchange)
+		return e.load(flightCtx, d, tenant, notAfter, exchange)
 	})
 	wait := time.NewTimer(e.c.waitTimeout)
 	defer wait.Stop()
@@ -276,13 +283,13 @@ func (e *Exchanger) watchDrops(ctx context.Context) {
 // it, else an exchange under the store's lock (losers wait for the
 // winner's entry, as for client credentials); any store failure makes it
 // exchange on its own.
-func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
+func (e *Exchanger) load(ctx context.Context, d entryDigest, tenant string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
 	key := e.key(d)
 	if !e.shared {
-		return e.exchange(ctx, key, notAfter, exchange, false)
+		return e.exchange(ctx, key, tenant, notAfter, exchange, false)
 	}
 	if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
-		return e.exchange(ctx, key, notAfter, exchange, false)
+		return e.exchange(ctx, key, tenant, notAfter, exchange, false)
 	} else if ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
@@ -300,10 +307,10 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 		owner, ok, err := e.c.store.TryLock(ctx, lockKey, lockTTL)
 		if err != nil {
 			e.c.storeFailed(err)
-			return e.exchange(ctx, key, notAfter, exchange, false)
+			return e.exchange(ctx, key, tenant, notAfter, exchange, false)
 		}
 		if ok {
-			return e.exchangeLocked(ctx, key, lockKey, owner, notAfter, exchange)
+			return e.exchangeLocked(ctx, key, lockKey, owner, tenant, notAfter, exchange)
 		}
 		poll := time.NewTimer(interval)
 		select {
@@ -314,7 +321,7 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 			poll.Stop()
 			e.c.log().Warn("no exchanged token from the replica holding the lock; exchanging",
 				zap.String("application", e.opts.Name), zap.Duration("waited", e.loserWait()))
-			return e.exchange(ctx, key, notAfter, exchange, true)
+			return e.exchange(ctx, key, tenant, notAfter, exchange, true)
 		case rec := <-updates:
 			poll.Stop()
 			if rec != nil && e.usable(rec, notAfter) {
@@ -325,7 +332,7 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 			interval = min(2*interval, max(e.c.lockTTL/3, e.c.pollInterval))
 		}
 		if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
-			return e.exchange(ctx, key, notAfter, exchange, false)
+			return e.exchange(ctx, key, tenant, notAfter, exchange, false)
 		} else if ok {
 			return exchanged{rec, ExchangeShared}, nil
 		}
@@ -335,7 +342,7 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 // exchangeLocked exchanges while holding the entry's lock (after reading
 // the store again: the last holder may have written since), writes the
 // entry, releases the lock and announces the entry to the losers.
-func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
+func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner, tenant string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
 	unlocked := false
 	unlock := func() {
 		if unlocked {
@@ -358,7 +365,7 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner stri
 	if rec, ok, err := e.read(ctx, key, notAfter); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
-	res, err := e.exchange(ctx, key, notAfter, exchange, true)
+	res, err := e.exchange(ctx, key, tenant, notAfter, exchange, true)
 	unlock()
 	publishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 	defer cancel()
@@ -427,7 +434,7 @@ func (e *Exchanger) keep(key string, rec *Record, notAfter time.Time) {
 // and keeps its token, writing it to the store if write; a refusal of the
 // user's token is remembered, any other failure starts this process's
 // backoff of the application.
-func (e *Exchanger) exchange(ctx context.Context, key string, notAfter time.Time, exchange FetchFunc, write bool) (exchanged, error) {
+func (e *Exchanger) exchange(ctx context.Context, key, tenant string, notAfter time.Time, exchange FetchFunc, write bool) (exchanged, error) {
 	release, err := e.c.fetchSlots.acquire(ctx)
 	if err != nil {
 		return exchanged{}, requestError(err, "waiting to exchange a token for application %q: %v", e.opts.Name, err)
@@ -441,9 +448,9 @@ func (e *Exchanger) exchange(ctx context.Context, key string, notAfter time.Time
 		err = e.checkFetched(&fetched, now)
 	}
 	if err != nil {
-		return exchanged{}, e.failed(ctx, key, notAfter, err, now)
+		return exchanged{}, e.failed(ctx, key, tenant, notAfter, err, now)
 	}
-	e.clearBackoff()
+	e.clearBackoff(tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &Record{ID: key, ApplicationName: e.opts.Name, AccessToken: fetched.AccessToken,
 		AccessTokenExpiresAt: fetched.ExpiresAt, Scope: e.scope, CreatedAt: stamp, UpdatedAt: stamp}
@@ -488,8 +495,11 @@ func (e *Exchanger) call(ctx context.Context, exchange FetchFunc) (fetched Fetch
 // failed turns an exchange's failure into the *Error its callers get: a
 // refusal of the user's token is remembered for that token; our own
 // cancellation is neither remembered nor backed off; any other failure of
-// the endpoint backs the application off in this process.
-func (e *Exchanger) failed(ctx context.Context, key string, notAfter time.Time, err error, now time.Time) error {
+// the endpoint backs off, in this process, the exchanges at tenant (the
+// tenant the exchange went to) only: a token naming another allowed tenant
+// (anyone can write one) cannot pause the application's other users, nor
+// show them that tenant's failure.
+func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter time.Time, err error, now time.Time) error {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
@@ -507,26 +517,33 @@ func (e *Exchanger) failed(ctx context.Context, key string, notAfter time.Time, 
 	result, retryAfter := classify(err)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failure.Attempts++
-	e.failure.Permanent = result == FetchPermanent
-	e.failure.Until = now.Add(backoffDelay(e.failure.Attempts, e.failure.Permanent, retryAfter, e.c.random()))
-	e.failure.Message = wrapped.Message
-	e.lastErr = err
-	wrapped.Permanent = e.failure.Permanent
+	tb, known := e.backoffs[tenant]
+	if !known {
+		e.makeRoomForBackoff(now)
+	}
+	tb.Attempts++
+	tb.Permanent = result == FetchPermanent
+	tb.Until = now.Add(backoffDelay(tb.Attempts, tb.Permanent, retryAfter, e.c.random()))
+	tb.Message = wrapped.Message
+	tb.cause = err
+	e.backoffs[tenant] = tb
+	wrapped.Permanent = tb.Permanent
 	if !wrapped.Permanent {
-		wrapped.RetryAfter = e.failure.Until.Sub(now)
+		wrapped.RetryAfter = tb.Until.Sub(now)
 	}
 	return wrapped
 }
 
-// activeBackoff returns the application's backoff if it runs at now.
-func (e *Exchanger) activeBackoff(now time.Time) (Backoff, error, bool) {
+// activeBackoff returns the backoff of the exchanges at tenant if it runs
+// at now.
+func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !now.Before(e.failure.Until) {
+	tb, ok := e.backoffs[tenant]
+	if !ok || !now.Before(tb.Until) {
 		return Backoff{}, nil, false
 	}
-	return e.failure, e.lastErr, true
+	return tb.Backoff, tb.cause, true
 }
 
 // backedOff is the error of a call made while backoff b runs, as the
@@ -541,11 +558,11 @@ func (e *Exchanger) backedOff(b Backoff, cause error, now time.Time) *Error {
 	return err
 }
 
-// clearBackoff ends the application's backoff after a success.
-func (e *Exchanger) clearBackoff() {
+// clearBackoff ends the backoff of the exchanges at tenant after a success.
+func (e *Exchanger) clearBackoff(tenant string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failure, e.lastErr = Backoff{}, nil
+	delete(e.backoffs, tenant)
 }
 
 // failureResult is ExchangeRejected for a refusal of the user's token,

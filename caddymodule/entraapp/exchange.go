@@ -48,7 +48,8 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 		if ra.OnBehalfOf == nil {
 			continue
 		}
-		opts := binding.ExchangeOptions(ra.Name, ra.Client, ra.Scopes, ra.OnBehalfOf.MaxUsers, hashKey)
+		opts := binding.ExchangeOptions(ra.Name, ra.Client, ra.Scopes, ra.OnBehalfOf.MaxUsers,
+			1+len(ra.OnBehalfOf.Rules.AllowedTenants), hashKey)
 		results := onBehalfOfResults.MustCurryWith(prometheus.Labels{"application": ra.Name})
 		opts.OnExchange = func(r tokencache.ExchangeResult) { results.WithLabelValues(string(r)).Inc() }
 		e, err := cache.NewExchanger(opts)
@@ -121,7 +122,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 		}
 		return tokencache.Record{}, &answerError{invalidUserToken(strings.TrimPrefix(err.Error(), "entra: "))}
 	}
-	rec, err := e.Exchange(ctx, userToken, user.ExpiresAt, binding.ExchangeFunc(e.app.Client, user, e.app.Scopes))
+	rec, err := e.Exchange(ctx, userToken, user.TenantID, user.ExpiresAt, binding.ExchangeFunc(e.app.Client, user, e.app.Scopes))
 	if err != nil {
 		if answer, ok := userFailureAnswer(err, e.app, user.TenantID); ok {
 			if c := a.logger.Check(zap.DebugLevel, "the user's token was refused by Entra"); c != nil {
