@@ -38,7 +38,8 @@ type ExchangeOptions struct {
 	// Scopes are the scopes of the exchanged tokens.
 	Scopes []string
 	// MaxEntries bounds the exchanged tokens kept in process, and
-	// separately the user tokens remembered as refused. Default
+	// separately the user tokens remembered as refused and the entries
+	// logged as failing the checks of store-read tokens. Default
 	// DefaultMaxExchangeEntries.
 	MaxEntries int
 	// HashKey keys the entries' names (see DeriveExchangeKey): every
@@ -83,6 +84,7 @@ type Exchanger struct {
 	dropKey  string
 	entries  *boundedMemory[entryDigest, *Record]
 	rejected *boundedMemory[entryDigest, error]
+	tampered *boundedMemory[entryDigest, struct{}] // entries logged as failing the checks
 	flights  singleflight.Group
 
 	mu       sync.Mutex
@@ -112,6 +114,7 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		shared:   opts.HashKey != nil && c.store.Authenticates() && !inMemory,
 		entries:  newBoundedMemory[entryDigest, *Record](opts.MaxEntries),
 		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
+		tampered: newBoundedMemory[entryDigest, struct{}](opts.MaxEntries),
 		backoffs: make(map[string]tenantBackoff),
 	}
 	hashKey := opts.HashKey
@@ -324,7 +327,7 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, tenant string, notA
 			return e.exchange(ctx, key, tenant, notAfter, exchange, true)
 		case rec := <-updates:
 			poll.Stop()
-			if rec != nil && e.usable(rec, notAfter) {
+			if rec != nil && e.usable(key, rec, notAfter) {
 				e.keep(key, rec, notAfter)
 				return exchanged{rec, ExchangeShared}, nil
 			}
@@ -401,27 +404,46 @@ func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*
 		return nil, false, err
 	}
 	e.c.storeRecovered()
-	if !e.usable(rec, notAfter) {
+	if !e.usable(key, rec, notAfter) {
 		return nil, false, nil
 	}
 	e.keep(key, rec, notAfter)
 	return rec, true, nil
 }
 
-// usable reports whether rec, read from the store or announced, may be
-// used: a token with more than RefreshWindow left, recorded under its own
-// key, passing the checks every store-read token passes (accept.go).
-func (e *Exchanger) usable(rec *Record, notAfter time.Time) bool {
+// maxExchangedLifetime is the longest a store-read exchanged token may
+// live: Entra issues tokens for continuous access evaluation
+// (client_capabilities cp1) that live up to about 28 hours, longer than
+// the 24 hours a client-credentials key allows before it has had a token
+// of its own, and an exchanger's entries have no own token to learn from
+// (each user token is exchanged once in the fleet). Use is bounded by the
+// user token's own expiry besides.
+const maxExchangedLifetime = 30 * time.Hour
+
+// usable reports whether rec, read from the store under key or announced,
+// may be used: a token with more than RefreshWindow left, recorded under
+// its own key, passing the checks every store-read token passes
+// (accept.go) with maxExchangedLifetime as their bound. A record that
+// fails them is logged once per entry (until its expiry) as possible
+// tampering.
+func (e *Exchanger) usable(key string, rec *Record, notAfter time.Time) bool {
 	now := e.c.now()
 	if !rec.validFor(now, e.c.refreshWindow) || !now.Before(notAfter) {
 		return false
 	}
-	if err := storedTokenProblem(&keyState{}, rec, now); err != nil {
-		e.c.log().Warn("ignoring an exchanged token record that fails the token checks; possible tampering",
-			zap.String("application", e.opts.Name), zap.Error(err))
-		return false
+	err := tokenProblemWithin(maxExchangedLifetime, rec, now)
+	if err == nil {
+		return true
 	}
-	return true
+	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), key); ok {
+		if _, said := e.tampered.get(d, now); said {
+			return false
+		}
+		e.tampered.put(d, struct{}{}, minTime(rec.AccessTokenExpiresAt, notAfter))
+	}
+	e.c.log().Warn("ignoring an exchanged token record that fails the token checks; possible tampering",
+		zap.String("application", e.opts.Name), zap.Error(err))
+	return false
 }
 
 // keep puts rec into L1 until the earlier of its usable end and notAfter.
