@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-entra/caddy-entra/internal/jws"
 )
@@ -50,6 +49,13 @@ type ExchangeOptions struct {
 	// own and the allowed ones): the backoffs kept, one per tenant an
 	// exchange went to, are at most that many. Default 1.
 	Tenants int
+	// MaxFlights bounds the distinct user tokens whose exchange this
+	// process runs at once for the application (their requests waiting):
+	// a request that would start one more is refused at once with an
+	// *Error whose RetryAfter is ExchangesBusyRetry and whose cause is
+	// ErrExchangesBusy. Default four times the cache's token request slots
+	// for exchanges (32 with FetchConcurrency's default 16).
+	MaxFlights int
 	// Rejected tells a failure of the user's token (Entra refused that one
 	// token, or the user must act) from the application's, and how long
 	// to answer that user token with the same failure without asking
@@ -71,21 +77,23 @@ const (
 	ExchangeExchanged ExchangeResult = "exchanged" // this call's exchange succeeded
 	ExchangeRejected  ExchangeResult = "rejected"  // the user's token was refused (now, or remembered)
 	ExchangeFailed    ExchangeResult = "failed"    // the application's failure, or a backoff
+	ExchangeBusy      ExchangeResult = "busy"      // refused: MaxFlights exchanges in flight
 )
 
 // Exchanger holds the exchanged tokens of one application. It is safe for
 // concurrent use; Close stops its watcher.
 type Exchanger struct {
-	c        *Cache
-	opts     ExchangeOptions
-	scope    string
-	namer    *entryNamer
-	shared   bool // the store holds entries for the fleet
-	dropKey  string
-	entries  *boundedMemory[entryDigest, *Record]
-	rejected *boundedMemory[entryDigest, error]
-	tampered *boundedMemory[entryDigest, struct{}] // entries logged as failing the checks
-	flights  singleflight.Group
+	c         *Cache
+	opts      ExchangeOptions
+	scope     string
+	namer     *entryNamer
+	shared    bool // the store holds entries for the fleet
+	dropKey   string
+	entries   *boundedMemory[entryDigest, *Record]
+	rejected  *boundedMemory[entryDigest, error]
+	tampered  *boundedMemory[entryDigest, struct{}] // entries logged as failing the checks
+	flightsMu sync.Mutex
+	flights   map[entryDigest]*exchangeFlight // at most opts.MaxFlights with callers
 
 	mu       sync.Mutex
 	backoffs map[string]tenantBackoff // by the tenant exchanges went to; at most opts.Tenants
@@ -103,7 +111,8 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 	}
 	opts.MaxEntries = cmp.Or(opts.MaxEntries, DefaultMaxExchangeEntries)
 	opts.Tenants = cmp.Or(opts.Tenants, 1)
-	if opts.MaxEntries < 0 || opts.Tenants < 0 {
+	opts.MaxFlights = cmp.Or(opts.MaxFlights, 4*cap(c.fetchSlots.exchange))
+	if opts.MaxEntries < 0 || opts.Tenants < 0 || opts.MaxFlights < 0 {
 		return nil, errors.New("tokencache: an exchanger's bounds must be positive")
 	}
 	_, inMemory := c.store.(*MemoryStore)
@@ -116,6 +125,7 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
 		tampered: newBoundedMemory[entryDigest, struct{}](opts.MaxEntries),
 		backoffs: make(map[string]tenantBackoff),
+		flights:  make(map[entryDigest]*exchangeFlight),
 	}
 	hashKey := opts.HashKey
 	if hashKey == nil {
@@ -187,16 +197,26 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 		e.report(ExchangeFailed)
 		return Record{}, e.backedOff(b, cause, now)
 	}
-	led := false // this call's own flight (read after its result arrives)
-	results := e.flights.DoChan(string(d[:]), func() (any, error) {
-		led = true
+	call := exchangeCall{key: e.key(d), tenant: tenant, notAfter: notAfter, exchange: exchange}
+	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
+		// A flight that ended between this request's Lookup and its join
+		// left its token in L1.
+		if rec, ok := e.entries.get(d, e.c.now()); ok {
+			return exchanged{rec, ExchangeHit}, nil
+		}
 		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*e.c.lockTTL)
 		defer cancel()
 		stop := context.AfterFunc(e.c.closing, cancel)
 		defer stop()
-		return e.load(flightCtx, d, tenant, notAfter, exchange)
+		call.waiting = waiting
+		return e.load(flightCtx, call)
 	})
+	if err != nil {
+		e.report(ExchangeBusy)
+		return Record{}, err
+	}
+	defer e.leave(d, f)
 	wait := time.NewTimer(e.c.waitTimeout)
 	defer wait.Stop()
 	select {
@@ -205,12 +225,12 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 	case <-wait.C:
 		return Record{}, requestError(context.DeadlineExceeded,
 			"no exchanged token for application %q within %s", e.opts.Name, e.c.waitTimeout)
-	case res := <-results:
-		if res.Err != nil {
-			e.report(e.failureResult(res.Err))
-			return Record{}, res.Err
+	case <-f.done:
+		if f.err != nil {
+			e.report(e.failureResult(f.err))
+			return Record{}, f.err
 		}
-		served := res.Val.(exchanged)
+		served := f.val
 		if !led {
 			served.result = ExchangeHit // joined another request's flight
 		}
@@ -286,13 +306,13 @@ func (e *Exchanger) watchDrops(ctx context.Context) {
 // it, else an exchange under the store's lock (losers wait for the
 // winner's entry, as for client credentials); any store failure makes it
 // exchange on its own.
-func (e *Exchanger) load(ctx context.Context, d entryDigest, tenant string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
-	key := e.key(d)
+func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
+	key, notAfter := call.key, call.notAfter
 	if !e.shared {
-		return e.exchange(ctx, key, tenant, notAfter, exchange, false)
+		return e.exchange(ctx, call, false)
 	}
 	if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
-		return e.exchange(ctx, key, tenant, notAfter, exchange, false)
+		return e.exchange(ctx, call, false)
 	} else if ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
@@ -310,21 +330,24 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, tenant string, notA
 		owner, ok, err := e.c.store.TryLock(ctx, lockKey, lockTTL)
 		if err != nil {
 			e.c.storeFailed(err)
-			return e.exchange(ctx, key, tenant, notAfter, exchange, false)
+			return e.exchange(ctx, call, false)
 		}
 		if ok {
-			return e.exchangeLocked(ctx, key, lockKey, owner, tenant, notAfter, exchange)
+			return e.exchangeLocked(ctx, call, lockKey, owner)
 		}
 		poll := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			poll.Stop()
 			return exchanged{}, requestError(ctx.Err(), "waiting for an exchanged token for application %q: %v", e.opts.Name, ctx.Err())
+		case <-call.waiting.Done():
+			poll.Stop()
+			return exchanged{}, errCallersGone(e.opts.Name)
 		case <-giveUp.C:
 			poll.Stop()
 			e.c.log().Warn("no exchanged token from the replica holding the lock; exchanging",
 				zap.String("application", e.opts.Name), zap.Duration("waited", e.loserWait()))
-			return e.exchange(ctx, key, tenant, notAfter, exchange, true)
+			return e.exchange(ctx, call, true)
 		case rec := <-updates:
 			poll.Stop()
 			if rec != nil && e.usable(key, rec, notAfter) {
@@ -335,7 +358,7 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, tenant string, notA
 			interval = min(2*interval, max(e.c.lockTTL/3, e.c.pollInterval))
 		}
 		if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
-			return e.exchange(ctx, key, tenant, notAfter, exchange, false)
+			return e.exchange(ctx, call, false)
 		} else if ok {
 			return exchanged{rec, ExchangeShared}, nil
 		}
@@ -345,7 +368,8 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, tenant string, notA
 // exchangeLocked exchanges while holding the entry's lock (after reading
 // the store again: the last holder may have written since), writes the
 // entry, releases the lock and announces the entry to the losers.
-func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner, tenant string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
+func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
+	key, notAfter := call.key, call.notAfter
 	unlocked := false
 	unlock := func() {
 		if unlocked {
@@ -368,7 +392,7 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner, ten
 	if rec, ok, err := e.read(ctx, key, notAfter); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
-	res, err := e.exchange(ctx, key, tenant, notAfter, exchange, true)
+	res, err := e.exchange(ctx, call, true)
 	unlock()
 	publishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 	defer cancel()
@@ -452,27 +476,42 @@ func (e *Exchanger) keep(key string, rec *Record, notAfter time.Time) {
 	e.entries.put(d, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), notAfter))
 }
 
-// exchange calls exchange (bounded by the cache's token request slots)
-// and keeps its token, writing it to the store if write; a refusal of the
+// exchange calls call.exchange, bounded by the cache's token request
+// slots for exchanges (waiting for one only while a caller waits), and
+// keeps its token, writing it to the store if write; a refusal of the
 // user's token is remembered, any other failure starts this process's
-// backoff of the application.
-func (e *Exchanger) exchange(ctx context.Context, key, tenant string, notAfter time.Time, exchange FetchFunc, write bool) (exchanged, error) {
-	release, err := e.c.fetchSlots.acquire(ctx)
+// backoff of the exchanges at call.tenant.
+func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool) (exchanged, error) {
+	key, notAfter := call.key, call.notAfter
+	if call.waiting.Err() != nil {
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
+	slotCtx, cancelSlot := context.WithCancel(ctx)
+	stopSlot := context.AfterFunc(call.waiting, cancelSlot)
+	release, err := e.c.fetchSlots.acquire(withExchange(slotCtx))
+	stopSlot()
+	cancelSlot()
+	if call.waiting.Err() != nil { // the last request left while this one waited
+		if err == nil {
+			release()
+		}
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
 	if err != nil {
 		return exchanged{}, requestError(err, "waiting to exchange a token for application %q: %v", e.opts.Name, err)
 	}
 	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*e.c.lockTTL)
 	defer cancel()
-	fetched, err := e.call(fetchCtx, exchange)
+	fetched, err := e.call(fetchCtx, call.exchange)
 	now := e.c.now()
 	if err == nil {
 		err = e.checkFetched(&fetched, now)
 	}
 	if err != nil {
-		return exchanged{}, e.failed(ctx, key, tenant, notAfter, err, now)
+		return exchanged{}, e.failed(ctx, key, call.tenant, notAfter, err, now)
 	}
-	e.clearBackoff(tenant)
+	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &Record{ID: key, ApplicationName: e.opts.Name, AccessToken: fetched.AccessToken,
 		AccessTokenExpiresAt: fetched.ExpiresAt, Scope: e.scope, CreatedAt: stamp, UpdatedAt: stamp}

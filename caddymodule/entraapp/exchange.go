@@ -19,12 +19,14 @@ import (
 // onBehalfOfResults counts how the requests of on-behalf-of applications
 // were served: hit (this replica's cache), shared (another replica's
 // exchange, from Redis), exchanged, rejected (Entra refused the user's
-// token, now or remembered) and failed (the application's failure). The
+// token, now or remembered), failed (the application's failure) and busy
+// (refused at once: as many exchanges in flight as the application allows,
+// answered 503 with Retry-After). The
 // refusals answered before any exchange, and the challenges, are
 // requests_total's codes. No label holds a user token or a user's ID.
 var onBehalfOfResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "caddy", Subsystem: "entra", Name: "on_behalf_of_total",
-	Help: "Requests of on-behalf-of applications by application and how their token was had: hit, shared, exchanged, rejected, failed.",
+	Help: "Requests of on-behalf-of applications by application and how their token was had: hit, shared, exchanged, rejected, failed, busy.",
 }, []string{"application", "result"})
 
 // exchanger is an on-behalf-of application's exchanger with what it

@@ -3,6 +3,7 @@ package entratoken
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -59,5 +60,52 @@ func TestCraftedTokenOfAnotherAllowedTenantPausesOnlyThatTenant(t *testing.T) {
 	rec, _ = serveOBO(t, app, "Bearer "+apptest.UserToken(t, emulator, userA, apptest.AllowedTenant, 0), nil)
 	if rec.Code != http.StatusNoContent || strings.Contains(rec.Body.String(), unprovisioned) {
 		t.Errorf("a user of another allowed tenant after the crafted token: %d %s; want 204", rec.Code, rec.Body)
+	}
+}
+
+// Distinct user tokens beyond the exchanges an application runs at once
+// (its cap, 32 with the default token_request_concurrency) are answered
+// at once 503 with a Retry-After, without an exchange: a flood of tokens
+// anyone can write costs a bounded amount of work.
+func TestExchangesBeyondTheCapAreAnswered503(t *testing.T) {
+	app, emulator, _ := apptest.NewOnBehalfOfApp(t, nil)
+	emulator.SetResponseDelay(300 * time.Millisecond) // each exchange holds its flight
+	const users = 64
+	tokens := make([]string, users)
+	for i := range tokens {
+		tokens[i] = "Bearer " + apptest.UserToken(t, emulator, fmt.Sprintf("0c0c0c0c-0000-4000-8000-%012d", i), "", 0)
+	}
+	type answer struct {
+		code       int
+		retryAfter string
+		body       string
+	}
+	done := make(chan answer, users)
+	for _, token := range tokens {
+		go func() {
+			rec, _ := serveOBO(t, app, token, nil)
+			done <- answer{rec.Code, rec.Header().Get("Retry-After"), rec.Body.String()}
+		}()
+	}
+	codes := map[int]int{}
+	for range users {
+		a := <-done
+		codes[a.code]++
+		switch a.code {
+		case http.StatusNoContent:
+		case http.StatusServiceUnavailable:
+			if a.retryAfter != "1" || !strings.Contains(a.body, entraapp.CodeTokenRequestFailed) {
+				t.Errorf("503 with Retry-After %q, %s; want Retry-After 1 and %s", a.retryAfter, a.body, entraapp.CodeTokenRequestFailed)
+			}
+		default:
+			t.Errorf("answered %d %s", a.code, a.body)
+		}
+	}
+	t.Logf("%d users at once: answered %v, %d exchanges", users, codes, emulator.OnBehalfOfRequests())
+	if codes[http.StatusServiceUnavailable] == 0 {
+		t.Errorf("no request refused beyond the cap: %v", codes)
+	}
+	if n := emulator.OnBehalfOfRequests(); n != int64(codes[http.StatusNoContent]) {
+		t.Errorf("%d exchanges for %d users served; want one each, none for the refused", n, codes[http.StatusNoContent])
 	}
 }
