@@ -50,7 +50,7 @@ func newFloodCache(t *testing.T, slots int, wait time.Duration, opts ExchangeOpt
 // a new exchange is not queued behind abandoned ones.
 func TestRefusedTokenBurstLeavesClientCredentialsTheirSlots(t *testing.T) {
 	const burst, refusal, slots = 640, 300 * time.Millisecond, DefaultFetchConcurrency
-	e, h := newFloodCache(t, slots, time.Second, ExchangeOptions{})
+	e, h := newFloodCache(t, slots, 5*time.Second, ExchangeOptions{}) // the requests give up after 1 s
 	var sent atomic.Int64
 	refuse := func(ctx context.Context) (Fetched, error) {
 		sent.Add(1)
