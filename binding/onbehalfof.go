@@ -23,14 +23,17 @@ const userRefusalMemory = 28 * time.Hour
 // ExchangeOptions are the tokencache.ExchangeOptions of an on-behalf-of
 // application: its tokens are exchanged with client's credential for
 // scopes, at most maxUsers kept in process, named in the store by
-// hashKey (nil: this process's own key, nothing shared). A refusal of the
-// user's token (RejectedUserToken) never backs the application off.
-func ExchangeOptions(name string, client *entra.Client, scopes []string, maxUsers int, hashKey []byte) tokencache.ExchangeOptions {
+// hashKey (nil: this process's own key, nothing shared), for the users of
+// tenants tenants (the application's and the allowed ones: one backoff
+// each). A refusal of the user's token (RejectedUserToken) never backs the
+// application off.
+func ExchangeOptions(name string, client *entra.Client, scopes []string, maxUsers, tenants int, hashKey []byte) tokencache.ExchangeOptions {
 	return tokencache.ExchangeOptions{
 		Name:       name,
 		Identity:   client.CacheKey(),
 		Scopes:     scopes,
 		MaxEntries: maxUsers,
+		Tenants:    tenants,
 		HashKey:    hashKey,
 		Rejected:   RejectedUserToken,
 	}

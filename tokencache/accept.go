@@ -67,10 +67,15 @@ func maxStoredLifetime(ks *keyState) time.Duration {
 // storedTokenProblem returns why rec, read from the store for ks, must not
 // be used, or nil. The error names fields and times, never the token.
 func storedTokenProblem(ks *keyState, rec *Record, now time.Time) error {
-	bound := maxStoredLifetime(ks)
+	return tokenProblemWithin(maxStoredLifetime(ks), rec, now)
+}
+
+// tokenProblemWithin returns why rec, read from the store, must not be
+// used when its tokens may live at most bound, or nil.
+func tokenProblemWithin(bound time.Duration, rec *Record, now time.Time) error {
 	expiry := rec.AccessTokenExpiresAt
 	if left := expiry.Sub(now); left > bound {
-		return fmt.Errorf("the record's token expires in %s, longer than any token this replica has been issued for the key allows (%s)",
+		return fmt.Errorf("the record's token expires in %s, longer than the tokens of the key may live (%s)",
 			left.Round(time.Second), bound)
 	}
 	if !rec.UpdatedAt.IsZero() {

@@ -73,12 +73,12 @@ func BenchmarkExchangeHit(b *testing.B) {
 	userToken := "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + strings.Repeat("eyJhdWQiOiJhcGk6Ly9teS1hcGkifQ", 60) + ".c2lnbmF0dXJl"
 	notAfter := time.Now().Add(time.Hour)
 	ctx := b.Context()
-	if _, err := e.Exchange(ctx, userToken, notAfter, exchange); err != nil {
+	if _, err := e.Exchange(ctx, userToken, testTenant, notAfter, exchange); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.Exchange(ctx, userToken, notAfter, exchange); err != nil {
+		if _, err := e.Exchange(ctx, userToken, testTenant, notAfter, exchange); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-entra/caddy-entra/internal/jws"
 )
@@ -38,13 +37,25 @@ type ExchangeOptions struct {
 	// Scopes are the scopes of the exchanged tokens.
 	Scopes []string
 	// MaxEntries bounds the exchanged tokens kept in process, and
-	// separately the user tokens remembered as refused. Default
+	// separately the user tokens remembered as refused and the entries
+	// logged as failing the checks of store-read tokens. Default
 	// DefaultMaxExchangeEntries.
 	MaxEntries int
 	// HashKey keys the entries' names (see DeriveExchangeKey): every
 	// replica sharing the store must have the same. Nil: a random key of
 	// this process, and the store is not used (nothing is shared).
 	HashKey []byte
+	// Tenants is how many tenants the application's users come from (its
+	// own and the allowed ones): the backoffs kept, one per tenant an
+	// exchange went to, are at most that many. Default 1.
+	Tenants int
+	// MaxFlights bounds the distinct user tokens whose exchange this
+	// process runs at once for the application (their requests waiting):
+	// a request that would start one more is refused at once with an
+	// *Error whose RetryAfter is ExchangesBusyRetry and whose cause is
+	// ErrExchangesBusy. Default four times the cache's token request slots
+	// for exchanges (32 with FetchConcurrency's default 16).
+	MaxFlights int
 	// Rejected tells a failure of the user's token (Entra refused that one
 	// token, or the user must act) from the application's, and how long
 	// to answer that user token with the same failure without asking
@@ -66,24 +77,26 @@ const (
 	ExchangeExchanged ExchangeResult = "exchanged" // this call's exchange succeeded
 	ExchangeRejected  ExchangeResult = "rejected"  // the user's token was refused (now, or remembered)
 	ExchangeFailed    ExchangeResult = "failed"    // the application's failure, or a backoff
+	ExchangeBusy      ExchangeResult = "busy"      // refused: MaxFlights exchanges in flight
 )
 
 // Exchanger holds the exchanged tokens of one application. It is safe for
 // concurrent use; Close stops its watcher.
 type Exchanger struct {
-	c        *Cache
-	opts     ExchangeOptions
-	scope    string
-	namer    *entryNamer
-	shared   bool // the store holds entries for the fleet
-	dropKey  string
-	entries  *boundedMemory[entryDigest, *Record]
-	rejected *boundedMemory[entryDigest, error]
-	flights  singleflight.Group
+	c         *Cache
+	opts      ExchangeOptions
+	scope     string
+	namer     *entryNamer
+	shared    bool // the store holds entries for the fleet
+	dropKey   string
+	entries   *boundedMemory[entryDigest, *Record]
+	rejected  *boundedMemory[entryDigest, error]
+	tampered  *boundedMemory[entryDigest, struct{}] // entries logged as failing the checks
+	flightsMu sync.Mutex
+	flights   map[entryDigest]*exchangeFlight // at most opts.MaxFlights with callers
 
-	mu      sync.Mutex
-	failure Backoff // this process's backoff after the application's failures
-	lastErr error
+	mu       sync.Mutex
+	backoffs map[string]tenantBackoff // by the tenant exchanges went to; at most opts.Tenants
 
 	stopWatch context.CancelFunc
 }
@@ -97,8 +110,10 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		return nil, errors.New("tokencache: an exchanger needs its application's identity")
 	}
 	opts.MaxEntries = cmp.Or(opts.MaxEntries, DefaultMaxExchangeEntries)
-	if opts.MaxEntries < 0 {
-		return nil, errors.New("tokencache: an exchanger's bound must be positive")
+	opts.Tenants = cmp.Or(opts.Tenants, 1)
+	opts.MaxFlights = cmp.Or(opts.MaxFlights, 4*cap(c.fetchSlots.exchange))
+	if opts.MaxEntries < 0 || opts.Tenants < 0 || opts.MaxFlights < 0 {
+		return nil, errors.New("tokencache: an exchanger's bounds must be positive")
 	}
 	_, inMemory := c.store.(*MemoryStore)
 	e := &Exchanger{
@@ -108,6 +123,9 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		shared:   opts.HashKey != nil && c.store.Authenticates() && !inMemory,
 		entries:  newBoundedMemory[entryDigest, *Record](opts.MaxEntries),
 		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
+		tampered: newBoundedMemory[entryDigest, struct{}](opts.MaxEntries),
+		backoffs: make(map[string]tenantBackoff),
+		flights:  make(map[entryDigest]*exchangeFlight),
 	}
 	hashKey := opts.HashKey
 	if hashKey == nil {
@@ -157,13 +175,15 @@ func (e *Exchanger) Lookup(userToken string) (rec Record, found bool, err error)
 }
 
 // Exchange returns the token exchanged for userToken: from L1, from the
-// store, or from exchange (which must exchange that very userToken). The
+// store, or from exchange (which must exchange that very userToken at
+// tenant, the user's tenant: a failure of the application there pauses
+// the exchanges of that tenant's users only). The
 // token is used while more than RefreshWindow is left before its expiry,
 // and never at or after notAfter (the user token's own expiry). A user
 // token whose exchange was refused (ExchangeOptions.Rejected) is answered
 // with the same error, without asking again, for as long as Rejected
 // says. Errors are *Error, whose Err is exchange's error.
-func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter time.Time, exchange FetchFunc) (Record, error) {
+func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notAfter time.Time, exchange FetchFunc) (Record, error) {
 	if rec, found, err := e.Lookup(userToken); found || err != nil {
 		return rec, err
 	}
@@ -173,20 +193,30 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 		e.report(ExchangeRejected)
 		return Record{}, requestError(ErrUserTokenExpired, "the user's token has expired")
 	}
-	if b, cause, ok := e.activeBackoff(now); ok {
+	if b, cause, ok := e.activeBackoff(tenant, now); ok {
 		e.report(ExchangeFailed)
 		return Record{}, e.backedOff(b, cause, now)
 	}
-	led := false // this call's own flight (read after its result arrives)
-	results := e.flights.DoChan(string(d[:]), func() (any, error) {
-		led = true
+	call := exchangeCall{key: e.key(d), tenant: tenant, notAfter: notAfter, exchange: exchange}
+	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
+		// A flight that ended between this request's Lookup and its join
+		// left its token in L1.
+		if rec, ok := e.entries.get(d, e.c.now()); ok {
+			return exchanged{rec, ExchangeHit}, nil
+		}
 		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*e.c.lockTTL)
 		defer cancel()
 		stop := context.AfterFunc(e.c.closing, cancel)
 		defer stop()
-		return e.load(flightCtx, d, notAfter, exchange)
+		call.waiting = waiting
+		return e.load(flightCtx, call)
 	})
+	if err != nil {
+		e.report(ExchangeBusy)
+		return Record{}, err
+	}
+	defer e.leave(d, f)
 	wait := time.NewTimer(e.c.waitTimeout)
 	defer wait.Stop()
 	select {
@@ -195,12 +225,12 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken string, notAfter tim
 	case <-wait.C:
 		return Record{}, requestError(context.DeadlineExceeded,
 			"no exchanged token for application %q within %s", e.opts.Name, e.c.waitTimeout)
-	case res := <-results:
-		if res.Err != nil {
-			e.report(e.failureResult(res.Err))
-			return Record{}, res.Err
+	case <-f.done:
+		if f.err != nil {
+			e.report(e.failureResult(f.err))
+			return Record{}, f.err
 		}
-		served := res.Val.(exchanged)
+		served := f.val
 		if !led {
 			served.result = ExchangeHit // joined another request's flight
 		}
@@ -276,13 +306,13 @@ func (e *Exchanger) watchDrops(ctx context.Context) {
 // it, else an exchange under the store's lock (losers wait for the
 // winner's entry, as for client credentials); any store failure makes it
 // exchange on its own.
-func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
-	key := e.key(d)
+func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
+	key, notAfter := call.key, call.notAfter
 	if !e.shared {
-		return e.exchange(ctx, key, notAfter, exchange, false)
+		return e.exchange(ctx, call, false)
 	}
 	if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
-		return e.exchange(ctx, key, notAfter, exchange, false)
+		return e.exchange(ctx, call, false)
 	} else if ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
@@ -300,24 +330,27 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 		owner, ok, err := e.c.store.TryLock(ctx, lockKey, lockTTL)
 		if err != nil {
 			e.c.storeFailed(err)
-			return e.exchange(ctx, key, notAfter, exchange, false)
+			return e.exchange(ctx, call, false)
 		}
 		if ok {
-			return e.exchangeLocked(ctx, key, lockKey, owner, notAfter, exchange)
+			return e.exchangeLocked(ctx, call, lockKey, owner)
 		}
 		poll := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			poll.Stop()
 			return exchanged{}, requestError(ctx.Err(), "waiting for an exchanged token for application %q: %v", e.opts.Name, ctx.Err())
+		case <-call.waiting.Done():
+			poll.Stop()
+			return exchanged{}, errCallersGone(e.opts.Name)
 		case <-giveUp.C:
 			poll.Stop()
 			e.c.log().Warn("no exchanged token from the replica holding the lock; exchanging",
 				zap.String("application", e.opts.Name), zap.Duration("waited", e.loserWait()))
-			return e.exchange(ctx, key, notAfter, exchange, true)
+			return e.exchange(ctx, call, true)
 		case rec := <-updates:
 			poll.Stop()
-			if rec != nil && e.usable(rec, notAfter) {
+			if rec != nil && e.usable(key, rec, notAfter) {
 				e.keep(key, rec, notAfter)
 				return exchanged{rec, ExchangeShared}, nil
 			}
@@ -325,7 +358,7 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 			interval = min(2*interval, max(e.c.lockTTL/3, e.c.pollInterval))
 		}
 		if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
-			return e.exchange(ctx, key, notAfter, exchange, false)
+			return e.exchange(ctx, call, false)
 		} else if ok {
 			return exchanged{rec, ExchangeShared}, nil
 		}
@@ -335,7 +368,8 @@ func (e *Exchanger) load(ctx context.Context, d entryDigest, notAfter time.Time,
 // exchangeLocked exchanges while holding the entry's lock (after reading
 // the store again: the last holder may have written since), writes the
 // entry, releases the lock and announces the entry to the losers.
-func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner string, notAfter time.Time, exchange FetchFunc) (exchanged, error) {
+func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
+	key, notAfter := call.key, call.notAfter
 	unlocked := false
 	unlock := func() {
 		if unlocked {
@@ -358,7 +392,7 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, key, lockKey, owner stri
 	if rec, ok, err := e.read(ctx, key, notAfter); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
-	res, err := e.exchange(ctx, key, notAfter, exchange, true)
+	res, err := e.exchange(ctx, call, true)
 	unlock()
 	publishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 	defer cancel()
@@ -394,27 +428,46 @@ func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*
 		return nil, false, err
 	}
 	e.c.storeRecovered()
-	if !e.usable(rec, notAfter) {
+	if !e.usable(key, rec, notAfter) {
 		return nil, false, nil
 	}
 	e.keep(key, rec, notAfter)
 	return rec, true, nil
 }
 
-// usable reports whether rec, read from the store or announced, may be
-// used: a token with more than RefreshWindow left, recorded under its own
-// key, passing the checks every store-read token passes (accept.go).
-func (e *Exchanger) usable(rec *Record, notAfter time.Time) bool {
+// maxExchangedLifetime is the longest a store-read exchanged token may
+// live: Entra issues tokens for continuous access evaluation
+// (client_capabilities cp1) that live up to about 28 hours, longer than
+// the 24 hours a client-credentials key allows before it has had a token
+// of its own, and an exchanger's entries have no own token to learn from
+// (each user token is exchanged once in the fleet). Use is bounded by the
+// user token's own expiry besides.
+const maxExchangedLifetime = 30 * time.Hour
+
+// usable reports whether rec, read from the store under key or announced,
+// may be used: a token with more than RefreshWindow left, recorded under
+// its own key, passing the checks every store-read token passes
+// (accept.go) with maxExchangedLifetime as their bound. A record that
+// fails them is logged once per entry (until its expiry) as possible
+// tampering.
+func (e *Exchanger) usable(key string, rec *Record, notAfter time.Time) bool {
 	now := e.c.now()
 	if !rec.validFor(now, e.c.refreshWindow) || !now.Before(notAfter) {
 		return false
 	}
-	if err := storedTokenProblem(&keyState{}, rec, now); err != nil {
-		e.c.log().Warn("ignoring an exchanged token record that fails the token checks; possible tampering",
-			zap.String("application", e.opts.Name), zap.Error(err))
-		return false
+	err := tokenProblemWithin(maxExchangedLifetime, rec, now)
+	if err == nil {
+		return true
 	}
-	return true
+	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), key); ok {
+		if _, said := e.tampered.get(d, now); said {
+			return false
+		}
+		e.tampered.put(d, struct{}{}, minTime(rec.AccessTokenExpiresAt, notAfter))
+	}
+	e.c.log().Warn("ignoring an exchanged token record that fails the token checks; possible tampering",
+		zap.String("application", e.opts.Name), zap.Error(err))
+	return false
 }
 
 // keep puts rec into L1 until the earlier of its usable end and notAfter.
@@ -423,27 +476,42 @@ func (e *Exchanger) keep(key string, rec *Record, notAfter time.Time) {
 	e.entries.put(d, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), notAfter))
 }
 
-// exchange calls exchange (bounded by the cache's token request slots)
-// and keeps its token, writing it to the store if write; a refusal of the
+// exchange calls call.exchange, bounded by the cache's token request
+// slots for exchanges (waiting for one only while a caller waits), and
+// keeps its token, writing it to the store if write; a refusal of the
 // user's token is remembered, any other failure starts this process's
-// backoff of the application.
-func (e *Exchanger) exchange(ctx context.Context, key string, notAfter time.Time, exchange FetchFunc, write bool) (exchanged, error) {
-	release, err := e.c.fetchSlots.acquire(ctx)
+// backoff of the exchanges at call.tenant.
+func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool) (exchanged, error) {
+	key, notAfter := call.key, call.notAfter
+	if call.waiting.Err() != nil {
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
+	slotCtx, cancelSlot := context.WithCancel(ctx)
+	stopSlot := context.AfterFunc(call.waiting, cancelSlot)
+	release, err := e.c.fetchSlots.acquire(withExchange(slotCtx))
+	stopSlot()
+	cancelSlot()
+	if call.waiting.Err() != nil { // the last request left while this one waited
+		if err == nil {
+			release()
+		}
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
 	if err != nil {
 		return exchanged{}, requestError(err, "waiting to exchange a token for application %q: %v", e.opts.Name, err)
 	}
 	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*e.c.lockTTL)
 	defer cancel()
-	fetched, err := e.call(fetchCtx, exchange)
+	fetched, err := e.call(fetchCtx, call.exchange)
 	now := e.c.now()
 	if err == nil {
 		err = e.checkFetched(&fetched, now)
 	}
 	if err != nil {
-		return exchanged{}, e.failed(ctx, key, notAfter, err, now)
+		return exchanged{}, e.failed(ctx, key, call.tenant, notAfter, err, now)
 	}
-	e.clearBackoff()
+	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &Record{ID: key, ApplicationName: e.opts.Name, AccessToken: fetched.AccessToken,
 		AccessTokenExpiresAt: fetched.ExpiresAt, Scope: e.scope, CreatedAt: stamp, UpdatedAt: stamp}
@@ -488,8 +556,11 @@ func (e *Exchanger) call(ctx context.Context, exchange FetchFunc) (fetched Fetch
 // failed turns an exchange's failure into the *Error its callers get: a
 // refusal of the user's token is remembered for that token; our own
 // cancellation is neither remembered nor backed off; any other failure of
-// the endpoint backs the application off in this process.
-func (e *Exchanger) failed(ctx context.Context, key string, notAfter time.Time, err error, now time.Time) error {
+// the endpoint backs off, in this process, the exchanges at tenant (the
+// tenant the exchange went to) only: a token naming another allowed tenant
+// (anyone can write one) cannot pause the application's other users, nor
+// show them that tenant's failure.
+func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter time.Time, err error, now time.Time) error {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
@@ -507,26 +578,33 @@ func (e *Exchanger) failed(ctx context.Context, key string, notAfter time.Time, 
 	result, retryAfter := classify(err)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failure.Attempts++
-	e.failure.Permanent = result == FetchPermanent
-	e.failure.Until = now.Add(backoffDelay(e.failure.Attempts, e.failure.Permanent, retryAfter, e.c.random()))
-	e.failure.Message = wrapped.Message
-	e.lastErr = err
-	wrapped.Permanent = e.failure.Permanent
+	tb, known := e.backoffs[tenant]
+	if !known {
+		e.makeRoomForBackoff(now)
+	}
+	tb.Attempts++
+	tb.Permanent = result == FetchPermanent
+	tb.Until = now.Add(backoffDelay(tb.Attempts, tb.Permanent, retryAfter, e.c.random()))
+	tb.Message = wrapped.Message
+	tb.cause = err
+	e.backoffs[tenant] = tb
+	wrapped.Permanent = tb.Permanent
 	if !wrapped.Permanent {
-		wrapped.RetryAfter = e.failure.Until.Sub(now)
+		wrapped.RetryAfter = tb.Until.Sub(now)
 	}
 	return wrapped
 }
 
-// activeBackoff returns the application's backoff if it runs at now.
-func (e *Exchanger) activeBackoff(now time.Time) (Backoff, error, bool) {
+// activeBackoff returns the backoff of the exchanges at tenant if it runs
+// at now.
+func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !now.Before(e.failure.Until) {
+	tb, ok := e.backoffs[tenant]
+	if !ok || !now.Before(tb.Until) {
 		return Backoff{}, nil, false
 	}
-	return e.failure, e.lastErr, true
+	return tb.Backoff, tb.cause, true
 }
 
 // backedOff is the error of a call made while backoff b runs, as the
@@ -541,11 +619,11 @@ func (e *Exchanger) backedOff(b Backoff, cause error, now time.Time) *Error {
 	return err
 }
 
-// clearBackoff ends the application's backoff after a success.
-func (e *Exchanger) clearBackoff() {
+// clearBackoff ends the backoff of the exchanges at tenant after a success.
+func (e *Exchanger) clearBackoff(tenant string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.failure, e.lastErr = Backoff{}, nil
+	delete(e.backoffs, tenant)
 }
 
 // failureResult is ExchangeRejected for a refusal of the user's token,

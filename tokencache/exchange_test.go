@@ -20,6 +20,7 @@ const (
 	testOtherUser   = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiJ1c2VyLTIiLCJ0aWQiOiJ0LTEifQ.c2lnbmF0dXJlLW9mLXVzZXItMg"
 	testOBOScope    = "https://graph.microsoft.com/User.Read"
 	testOBOIdentity = testCacheKey
+	testTenant      = "11111111-0000-4000-8000-111111111111" // the user tokens' tenant
 )
 
 // exchangeCounter is an exchange function that counts its calls and
@@ -118,7 +119,7 @@ func TestExchangeOncePerUserToken(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if _, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil {
+			if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil {
 				t.Error(err)
 			}
 		})
@@ -127,8 +128,8 @@ func TestExchangeOncePerUserToken(t *testing.T) {
 	if n := x.calls.Load(); n != 1 {
 		t.Fatalf("50 concurrent requests with one user token made %d exchanges, want 1", n)
 	}
-	first, _ := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
-	second, err := e.Exchange(t.Context(), testOtherUser, notAfter, x.exchange)
+	first, _ := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	second, err := e.Exchange(t.Context(), testOtherUser, testTenant, notAfter, x.exchange)
 	if err != nil || second.AccessToken == first.AccessToken || x.calls.Load() != 2 {
 		t.Fatalf("another user token got %q (%v) after %d exchanges: want its own exchange", second.AccessToken, err, x.calls.Load())
 	}
@@ -139,15 +140,15 @@ func TestExchangedTokenNeverOutlivesTheUserToken(t *testing.T) {
 	x := &exchangeCounter{clock: clock}
 	e := newTestExchanger(t, nil, clock, ExchangeOptions{})
 	notAfter := clock.Now().Add(10 * time.Minute) // the user token expires before the downstream token
-	if _, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil {
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(10*time.Minute - time.Second)
-	if _, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil || x.calls.Load() != 1 {
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil || x.calls.Load() != 1 {
 		t.Fatalf("before the user token's exp: %v, %d exchanges; want the cached token", err, x.calls.Load())
 	}
 	clock.Advance(time.Second)
-	_, err := e.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	_, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
 	if !errors.Is(err, ErrUserTokenExpired) || x.calls.Load() != 1 {
 		t.Fatalf("at the user token's exp: %v, %d exchanges; want ErrUserTokenExpired and no exchange", err, x.calls.Load())
 	}
@@ -155,15 +156,15 @@ func TestExchangedTokenNeverOutlivesTheUserToken(t *testing.T) {
 	// A downstream token expiring first is used until RefreshWindow before
 	// its expiry, then exchanged again with the same user token.
 	later := clock.Now().Add(3 * time.Hour)
-	if _, err := e.Exchange(t.Context(), testOtherUser, later, x.exchange); err != nil {
+	if _, err := e.Exchange(t.Context(), testOtherUser, testTenant, later, x.exchange); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Hour - DefaultRefreshWindow - time.Second)
-	if _, _ = e.Exchange(t.Context(), testOtherUser, later, x.exchange); x.calls.Load() != 2 {
+	if _, _ = e.Exchange(t.Context(), testOtherUser, testTenant, later, x.exchange); x.calls.Load() != 2 {
 		t.Fatalf("%d exchanges, want the cached token before the refresh window", x.calls.Load())
 	}
 	clock.Advance(time.Second)
-	if _, err := e.Exchange(t.Context(), testOtherUser, later, x.exchange); err != nil || x.calls.Load() != 3 {
+	if _, err := e.Exchange(t.Context(), testOtherUser, testTenant, later, x.exchange); err != nil || x.calls.Load() != 3 {
 		t.Fatalf("in the refresh window: %v, %d exchanges; want a new exchange", err, x.calls.Load())
 	}
 }
@@ -175,23 +176,23 @@ func TestExchangeCacheIsBoundedLeastRecentlyUsedOut(t *testing.T) {
 	notAfter := clock.Now().Add(2 * time.Hour)
 	user := func(i int) string { return fmt.Sprintf("user-token-%d", i) }
 	for i := range 3 {
-		if _, err := e.Exchange(t.Context(), user(i), notAfter, x.exchange); err != nil {
+		if _, err := e.Exchange(t.Context(), user(i), testTenant, notAfter, x.exchange); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, _ = e.Exchange(t.Context(), user(0), notAfter, x.exchange) // 0 is now the most recently used
+	_, _ = e.Exchange(t.Context(), user(0), testTenant, notAfter, x.exchange) // 0 is now the most recently used
 	for i := 3; i < 5; i++ {
-		_, _ = e.Exchange(t.Context(), user(i), notAfter, x.exchange)
+		_, _ = e.Exchange(t.Context(), user(i), testTenant, notAfter, x.exchange)
 	}
 	if n := e.Len(); n != 3 {
 		t.Fatalf("%d entries held, want the bound 3", n)
 	}
 	calls := x.calls.Load()
-	_, _ = e.Exchange(t.Context(), user(0), notAfter, x.exchange)
+	_, _ = e.Exchange(t.Context(), user(0), testTenant, notAfter, x.exchange)
 	if x.calls.Load() != calls {
 		t.Error("the most recently used entry was pushed out")
 	}
-	_, _ = e.Exchange(t.Context(), user(1), notAfter, x.exchange)
+	_, _ = e.Exchange(t.Context(), user(1), testTenant, notAfter, x.exchange)
 	if x.calls.Load() != calls+1 {
 		t.Error("the least recently used entry was kept past the bound")
 	}
@@ -209,7 +210,7 @@ func TestRejectedUserTokenIsRememberedWithoutBackoff(t *testing.T) {
 		}})
 	notAfter := clock.Now().Add(30 * time.Minute)
 	for range 1000 {
-		_, err := e.Exchange(t.Context(), testUserToken, notAfter, rejecting.exchange)
+		_, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, rejecting.exchange)
 		var te *Error
 		if !errors.As(err, &te) || !errors.Is(err, userRejection) || !te.Permanent || te.RetryAfter != 0 {
 			t.Fatalf("got %v, want the user token's refusal", err)
@@ -221,12 +222,12 @@ func TestRejectedUserTokenIsRememberedWithoutBackoff(t *testing.T) {
 	if n, _ := results.Load(ExchangeRejected); n == nil || n.(*atomic.Int64).Load() != 1000 {
 		t.Errorf("rejected results: %v, want 1000", n)
 	}
-	if _, err := e.Exchange(t.Context(), testOtherUser, notAfter, good.exchange); err != nil || good.calls.Load() != 1 {
+	if _, err := e.Exchange(t.Context(), testOtherUser, testTenant, notAfter, good.exchange); err != nil || good.calls.Load() != 1 {
 		t.Fatalf("another user after a refused token: %v, %d exchanges; want an exchange (no backoff)", err, good.calls.Load())
 	}
 	// Remembered until the user token's exp, not after.
 	clock.Advance(30 * time.Minute)
-	if _, err := e.Exchange(t.Context(), testUserToken, notAfter.Add(time.Hour), rejecting.exchange); err == nil || rejecting.calls.Load() != 2 {
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter.Add(time.Hour), rejecting.exchange); err == nil || rejecting.calls.Load() != 2 {
 		t.Fatalf("after the remembered refusal ended: %v, %d exchanges; want a new exchange", err, rejecting.calls.Load())
 	}
 }
@@ -236,17 +237,17 @@ func TestApplicationFailureBacksOff(t *testing.T) {
 	failing := &exchangeCounter{clock: clock, err: &classifiedError{permanent: true}}
 	e := newTestExchanger(t, nil, clock, ExchangeOptions{Rejected: rejectUserRejection})
 	notAfter := clock.Now().Add(time.Hour)
-	if _, err := e.Exchange(t.Context(), testUserToken, notAfter, failing.exchange); err == nil {
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, failing.exchange); err == nil {
 		t.Fatal("a failing exchange succeeded")
 	}
-	_, err := e.Exchange(t.Context(), testOtherUser, notAfter, failing.exchange)
+	_, err := e.Exchange(t.Context(), testOtherUser, testTenant, notAfter, failing.exchange)
 	var te *Error
 	if !errors.As(err, &te) || !te.Permanent || failing.calls.Load() != 1 {
 		t.Fatalf("while backed off: %v, %d exchanges; want a permanent error and no exchange", err, failing.calls.Load())
 	}
 	clock.Advance(permanentBackoffMax)
 	good := &exchangeCounter{clock: clock}
-	if _, err := e.Exchange(t.Context(), testOtherUser, notAfter.Add(permanentBackoffMax), good.exchange); err != nil {
+	if _, err := e.Exchange(t.Context(), testOtherUser, testTenant, notAfter.Add(permanentBackoffMax), good.exchange); err != nil {
 		t.Fatalf("after the backoff: %v", err)
 	}
 }
@@ -273,11 +274,11 @@ func TestFleetSharesExchangesSealed(t *testing.T) {
 	}
 	x := &exchangeCounter{clock: clock}
 	notAfter := clock.Now().Add(2 * time.Hour)
-	fromA, err := a.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	fromA, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromB, err := b.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	fromB, err := b.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
 	if err != nil || fromB.AccessToken != fromA.AccessToken || x.calls.Load() != 1 {
 		t.Fatalf("replica B: %v, %d exchanges; want A's exchange", err, x.calls.Load())
 	}
@@ -299,7 +300,7 @@ func TestFleetSharesExchangesSealed(t *testing.T) {
 	if b.Len() != 0 {
 		t.Fatal("replica B kept an entry replica A dropped")
 	}
-	if _, err := b.Exchange(t.Context(), testUserToken, notAfter, x.exchange); err != nil || x.calls.Load() != 2 {
+	if _, err := b.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil || x.calls.Load() != 2 {
 		t.Fatalf("after the drop: %v, %d exchanges; want a new exchange", err, x.calls.Load())
 	}
 }
@@ -319,7 +320,7 @@ func TestFleetExchangesOncePerUserToken(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, e := range []*Exchanger{a, b, a, b} {
 		wg.Go(func() {
-			if _, err := e.Exchange(context.Background(), testUserToken, notAfter, slow); err != nil {
+			if _, err := e.Exchange(context.Background(), testUserToken, testTenant, notAfter, slow); err != nil {
 				t.Error(err)
 			}
 		})
@@ -344,8 +345,8 @@ func TestPlaintextStoreNeverHoldsExchanges(t *testing.T) {
 	}
 	x := &exchangeCounter{clock: clock}
 	notAfter := clock.Now().Add(2 * time.Hour)
-	_, _ = a.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
-	_, _ = b.Exchange(t.Context(), testUserToken, notAfter, x.exchange)
+	_, _ = a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	_, _ = b.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
 	if keys := mr.Keys(); len(keys) != 0 || x.calls.Load() != 2 {
 		t.Fatalf("Redis keys %v, %d exchanges: want none written, one exchange per replica", keys, x.calls.Load())
 	}
@@ -368,7 +369,7 @@ func TestExchangeResultsCountOneExchangePerFlight(t *testing.T) {
 	for range 20 {
 		wg.Go(func() {
 			started.Add(1)
-			_, _ = e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), slow)
+			_, _ = e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), slow)
 		})
 	}
 	for started.Load() < 20 {
@@ -411,10 +412,40 @@ func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
 	mr.SetTTL(LockKey(e.key(e.namer.digest(testUserToken))), time.Minute)
 	x := &exchangeCounter{clock: clock}
 	start := time.Now()
-	if _, err := e.Exchange(t.Context(), testUserToken, clock.Now().Add(2*time.Hour), x.exchange); err != nil {
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), x.exchange); err != nil {
 		t.Fatalf("with a lock left behind: %v after %s", err, time.Since(start))
 	}
 	if x.calls.Load() != 1 {
 		t.Fatalf("%d exchanges, want 1", x.calls.Load())
+	}
+}
+
+// A failure of the application at one tenant (where it is not set up: any
+// user token naming that tenant gets there) pauses that tenant's
+// exchanges, not the others', and the backoffs kept stay within Tenants.
+func TestApplicationFailureAtOneTenantBacksOffThatTenantOnly(t *testing.T) {
+	const unprovisioned, third = "cccccccc-0000-4000-8000-cccccccccccc", "dddddddd-0000-4000-8000-dddddddddddd"
+	clock := newFakeClock()
+	failing := &exchangeCounter{clock: clock, err: &classifiedError{permanent: true}}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{Rejected: rejectUserRejection, Tenants: 2})
+	notAfter := clock.Now().Add(time.Hour)
+	if _, err := e.Exchange(t.Context(), "crafted.1.sig", unprovisioned, notAfter, failing.exchange); err == nil {
+		t.Fatal("a failing exchange succeeded")
+	}
+	if _, err := e.Exchange(t.Context(), "crafted.2.sig", unprovisioned, notAfter, failing.exchange); err == nil || failing.calls.Load() != 1 {
+		t.Fatalf("the failing tenant again: %v after %d exchanges; want its backoff, no exchange", err, failing.calls.Load())
+	}
+	good := &exchangeCounter{clock: clock}
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, good.exchange); err != nil || good.calls.Load() != 1 {
+		t.Fatalf("another tenant's user while one tenant is backed off: %v, %d exchanges; want the exchange", err, good.calls.Load())
+	}
+	for _, tenant := range []string{third, testTenant, "eeeeeeee-0000-4000-8000-eeeeeeeeeeee"} {
+		_, _ = e.Exchange(t.Context(), "crafted."+tenant+".sig", tenant, notAfter, failing.exchange)
+	}
+	e.mu.Lock()
+	kept := len(e.backoffs)
+	e.mu.Unlock()
+	if kept > 2 {
+		t.Errorf("%d backoffs kept, want at most Tenants (2)", kept)
 	}
 }

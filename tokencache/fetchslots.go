@@ -9,14 +9,19 @@ const DefaultFetchConcurrency = 16
 // replica warming a thousand applications (prefetch at start, or a burst
 // of cold misses) sends them a few at a time instead of all together.
 // Background refreshes, prefetch included, hold at most half of the slots,
-// so a request waiting for a token never queues behind more than that.
+// so a request waiting for a token never queues behind more than that; so
+// do the exchanges of on-behalf-of applications (their user tokens come
+// from outside, anyone can write one), so that client-credential requests
+// always have half (with a single slot, exchanges may take it).
 type fetchSlots struct {
 	all        chan struct{}
 	background chan struct{}
+	exchange   chan struct{}
 }
 
 func newFetchSlots(n int) *fetchSlots {
-	return &fetchSlots{all: make(chan struct{}, n), background: make(chan struct{}, max(n/2, 1))}
+	share := max(n/2, 1)
+	return &fetchSlots{all: make(chan struct{}, n), background: make(chan struct{}, share), exchange: make(chan struct{}, share)}
 }
 
 // backgroundKey marks the context of a background refresh's flight.
@@ -24,6 +29,13 @@ type backgroundKey struct{}
 
 func withBackground(ctx context.Context) context.Context {
 	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// exchangeKey marks the context of an exchange.
+type exchangeKey struct{}
+
+func withExchange(ctx context.Context) context.Context {
+	return context.WithValue(ctx, exchangeKey{}, true)
 }
 
 // slotKey marks the context of a fetch whose caller holds its slot (see
@@ -34,8 +46,9 @@ func withSlot(ctx context.Context) context.Context { return context.WithValue(ct
 
 func holdsSlot(ctx context.Context) bool { return ctx.Value(slotKey{}) != nil }
 
-// acquire waits for a slot (a background one too for a background flight's
-// ctx) and returns its release, or ctx's error.
+// acquire waits for a slot (a background one too for a background
+// flight's ctx, an exchange one for an exchange's) and returns its
+// release, or ctx's error.
 func (s *fetchSlots) acquire(ctx context.Context) (release func(), err error) {
 	release, _, err = s.acquireUnless(ctx, nil)
 	return release, err
@@ -44,22 +57,28 @@ func (s *fetchSlots) acquire(ctx context.Context) (release func(), err error) {
 // acquireUnless is acquire that gives up, with woken true and no slot, if
 // wake is closed first.
 func (s *fetchSlots) acquireUnless(ctx context.Context, wake <-chan struct{}) (release func(), woken bool, err error) {
-	background := ctx.Value(backgroundKey{}) != nil
-	if background {
-		if woken, err := take(ctx, s.background, wake); woken || err != nil {
+	var share chan struct{} // the bounded part of the slots ctx's fetch takes from
+	switch {
+	case ctx.Value(backgroundKey{}) != nil:
+		share = s.background
+	case ctx.Value(exchangeKey{}) != nil:
+		share = s.exchange
+	}
+	if share != nil {
+		if woken, err := take(ctx, share, wake); woken || err != nil {
 			return nil, woken, err
 		}
 	}
 	if woken, err := take(ctx, s.all, wake); woken || err != nil {
-		if background {
-			<-s.background
+		if share != nil {
+			<-share
 		}
 		return nil, woken, err
 	}
 	return func() {
 		<-s.all
-		if background {
-			<-s.background
+		if share != nil {
+			<-share
 		}
 	}, false, nil
 }

@@ -19,12 +19,14 @@ import (
 // onBehalfOfResults counts how the requests of on-behalf-of applications
 // were served: hit (this replica's cache), shared (another replica's
 // exchange, from Redis), exchanged, rejected (Entra refused the user's
-// token, now or remembered) and failed (the application's failure). The
+// token, now or remembered), failed (the application's failure) and busy
+// (refused at once: as many exchanges in flight as the application allows,
+// answered 503 with Retry-After). The
 // refusals answered before any exchange, and the challenges, are
 // requests_total's codes. No label holds a user token or a user's ID.
 var onBehalfOfResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "caddy", Subsystem: "entra", Name: "on_behalf_of_total",
-	Help: "Requests of on-behalf-of applications by application and how their token was had: hit, shared, exchanged, rejected, failed.",
+	Help: "Requests of on-behalf-of applications by application and how their token was had: hit, shared, exchanged, rejected, failed, busy.",
 }, []string{"application", "result"})
 
 // exchanger is an on-behalf-of application's exchanger with what it
@@ -48,7 +50,8 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 		if ra.OnBehalfOf == nil {
 			continue
 		}
-		opts := binding.ExchangeOptions(ra.Name, ra.Client, ra.Scopes, ra.OnBehalfOf.MaxUsers, hashKey)
+		opts := binding.ExchangeOptions(ra.Name, ra.Client, ra.Scopes, ra.OnBehalfOf.MaxUsers,
+			1+len(ra.OnBehalfOf.Rules.AllowedTenants), hashKey)
 		results := onBehalfOfResults.MustCurryWith(prometheus.Labels{"application": ra.Name})
 		opts.OnExchange = func(r tokencache.ExchangeResult) { results.WithLabelValues(string(r)).Inc() }
 		e, err := cache.NewExchanger(opts)
@@ -121,7 +124,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 		}
 		return tokencache.Record{}, &answerError{invalidUserToken(strings.TrimPrefix(err.Error(), "entra: "))}
 	}
-	rec, err := e.Exchange(ctx, userToken, user.ExpiresAt, binding.ExchangeFunc(e.app.Client, user, e.app.Scopes))
+	rec, err := e.Exchange(ctx, userToken, user.TenantID, user.ExpiresAt, binding.ExchangeFunc(e.app.Client, user, e.app.Scopes))
 	if err != nil {
 		if answer, ok := userFailureAnswer(err, e.app, user.TenantID); ok {
 			if c := a.logger.Check(zap.DebugLevel, "the user's token was refused by Entra"); c != nil {
