@@ -134,9 +134,11 @@ func (s *Store) subscribe(ctx context.Context) (*redis.PubSub, error) {
 
 // follow dispatches sub's announcements until ctx ends, renewing sub every
 // MaxConnectionAge if set (a failed renewal keeps the old one and is tried
-// again after subscribeRetryMax).
+// again at the next tick). A renewed subscription is read on for half of
+// MaxConnectionAge beside the new one, so that an announcement Redis
+// delivered to it before the new one was confirmed is not lost (one
+// delivered to both is dispatched twice, which watchers take as one).
 func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
-	defer func() { _ = sub.Close() }()
 	var renew <-chan time.Time
 	if s.maxConnectionAge > 0 {
 		ticker := time.NewTicker(s.maxConnectionAge)
@@ -144,6 +146,15 @@ func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
 		renew = ticker.C
 	}
 	messages := sub.Channel()
+	var retiring *redis.PubSub
+	var retiringMessages <-chan *redis.Message
+	var retire <-chan time.Time
+	defer func() {
+		_ = sub.Close()
+		if retiring != nil {
+			_ = retiring.Close()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -156,20 +167,37 @@ func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
 				}
 				continue
 			}
-			_ = sub.Close()
+			if retiring != nil {
+				_ = retiring.Close()
+			}
+			retiring, retiringMessages, retire = sub, messages, time.After(s.maxConnectionAge/2)
 			sub, messages = next, next.Channel()
+		case <-retire:
+			_ = retiring.Close()
+			retiring, retiringMessages, retire = nil, nil, nil
+		case msg, ok := <-retiringMessages:
+			if !ok {
+				retiringMessages = nil
+				continue
+			}
+			s.dispatch(msg)
 		case msg, ok := <-messages:
 			if !ok {
 				return
 			}
-			s.answers.note()
-			// Our own announcements: our cache knows. One longer than
-			// any replica sends: ignored.
-			publisher, raw, _ := strings.Cut(msg.Payload, "\n")
-			if publisher != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
-				s.watchers.notify(msg.Channel, raw, s.decode)
-			}
+			s.dispatch(msg)
 		}
+	}
+}
+
+// dispatch hands an announcement to the watchers of its channel.
+func (s *Store) dispatch(msg *redis.Message) {
+	s.answers.note()
+	// Our own announcements: our cache knows. One longer than any replica
+	// sends: ignored.
+	publisher, raw, _ := strings.Cut(msg.Payload, "\n")
+	if publisher != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
+		s.watchers.notify(msg.Channel, raw, s.decode)
 	}
 }
 
