@@ -260,9 +260,23 @@ func fleetExchangers(t *testing.T, mr *miniredis.Miniredis, clock *fakeClock, en
 		keys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
 	}
 	hashKey := DeriveExchangeKey([]byte("fleet secret"))
-	a = newTestExchanger(t, newEncryptedStore(t, mr, keys...), clock, ExchangeOptions{HashKey: hashKey})
-	b = newTestExchanger(t, newEncryptedStore(t, mr, keys...), clock, ExchangeOptions{HashKey: hashKey})
+	a = newTestExchanger(t, patientStore(t, mr, keys), clock, ExchangeOptions{HashKey: hashKey})
+	b = newTestExchanger(t, patientStore(t, mr, keys), clock, ExchangeOptions{HashKey: hashKey})
 	return a, b
+}
+
+// patientStore is a redisstore on mr sealing with keys whose Watch waits
+// up to 2 s (its OpTimeout) for the subscription to be confirmed, so that
+// on a loaded machine no announcement is published before a watcher
+// listens.
+func patientStore(t *testing.T, mr *miniredis.Miniredis, keys [][]byte) Store {
+	t.Helper()
+	store, err := newRedisStore(redisOptions{URL: "redis://" + mr.Addr(), EncryptionKeys: keys, OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store
 }
 
 func TestFleetSharesExchangesSealed(t *testing.T) {
