@@ -15,7 +15,6 @@ import (
 // TestErrorClasses drives each failure class through the real client and
 // the emulator, and checks how it is classified and summarised.
 func TestErrorClasses(t *testing.T) {
-	httpDate := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
 	tests := []struct {
 		name       string
 		setup      func(emu *entratest.Emulator, cfg *entra.Config)
@@ -46,7 +45,9 @@ func TestErrorClasses(t *testing.T) {
 			emu.FailNext(1, entratest.Failure{Status: 429, RetryAfter: "42"})
 		}, false, "throttled (429)", 42 * time.Second, 42 * time.Second, []string{"retry_after=42s"}},
 		{"throttled, Retry-After HTTP-date", func(emu *entratest.Emulator, cfg *entra.Config) {
-			emu.FailNext(1, entratest.Failure{Status: 429, RetryAfter: httpDate})
+			// The date is taken when the failure is armed, not before the
+			// subtests run: a loaded machine would move it out of the window.
+			emu.FailNext(1, entratest.Failure{Status: 429, RetryAfter: time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)})
 		}, false, "throttled (429)", 85 * time.Second, 91 * time.Second, nil},
 		{"unavailable", func(emu *entratest.Emulator, cfg *entra.Config) { emu.FailNext(1, entratest.Failure{Status: 503}) },
 			false, "token endpoint unavailable (503)", 0, 0, []string{"temporarily_unavailable"}},
