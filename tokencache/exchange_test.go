@@ -409,7 +409,7 @@ func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := &fakeClock{now: time.Now()}
 	c, err := New(Options{Store: newEncryptedStore(t, mr, []byte("0123456789abcdef0123456789abcdef")), Clock: realTimers{clock},
-		Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond, WaitTimeout: 400 * time.Millisecond})
+		Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond, WaitTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
