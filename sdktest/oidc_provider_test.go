@@ -67,17 +67,22 @@ func startOIDCProvider(t *testing.T, node string, clients map[string]string) *oi
 		if proc.Exited() {
 			t.Fatalf("oidc-provider exited:\n%s", proc.Output.String())
 		}
-		for line := range strings.SplitSeq(proc.Output.String(), "\n") {
-			var started struct {
-				Issuer        string `json:"issuer"`
-				TokenEndpoint string `json:"token_endpoint"`
-			}
-			if json.Unmarshal([]byte(line), &started) == nil && started.TokenEndpoint != "" {
-				p.issuer, p.tokenEndpoint = started.Issuer, started.TokenEndpoint
-				return nil
+		// The line may share the output with the provider's warnings on
+		// stderr, written at the same time: look for the object itself.
+		output := proc.Output.String()
+		if i := strings.Index(output, `{"issuer"`); i >= 0 {
+			if end := strings.Index(output[i:], "}"); end >= 0 {
+				var started struct {
+					Issuer        string `json:"issuer"`
+					TokenEndpoint string `json:"token_endpoint"`
+				}
+				if json.Unmarshal([]byte(output[i:i+end+1]), &started) == nil && started.TokenEndpoint != "" {
+					p.issuer, p.tokenEndpoint = started.Issuer, started.TokenEndpoint
+					return nil
+				}
 			}
 		}
-		return fmt.Errorf("not listening yet")
+		return fmt.Errorf("not listening yet; its output so far:\n%s", output)
 	})
 	return p
 }
