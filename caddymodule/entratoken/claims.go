@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -71,7 +70,7 @@ var claimsParam = regexp.MustCompile(`(?i)(?:^|[\s,])claims\s*=\s*"([^"]*)"`)
 // send it), and whether there was one that decodes to a JSON object.
 func challengeClaims(challenges []string) (string, bool) {
 	for _, c := range challenges {
-		if !strings.Contains(strings.ToLower(c), `error="insufficient_claims"`) {
+		if !isClaimsChallenge([]string{c}) {
 			continue
 		}
 		m := claimsParam.FindStringSubmatch(c)

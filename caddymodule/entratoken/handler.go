@@ -115,6 +115,9 @@ type Handler struct {
 	injected *atomic.Pointer[injection]
 	// injectedCount is this handler's requests_total{result="injected"}.
 	injectedCount prometheus.Counter
+	// answersClaims: the application declares client capabilities, so
+	// downstream claims challenges are answered (see serveAnsweringClaims).
+	answersClaims bool
 }
 
 // injection is the header value and expiry placeholder of one token.
@@ -186,6 +189,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// Only a configured application gets a metric series.
 	h.injectedCount = requests.WithLabelValues(h.Application, resultInjected)
+	h.answersClaims = h.app.DeclaresCapabilities(h.Application)
 	return nil
 }
 
@@ -216,7 +220,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c := h.logger.Check(zapcore.DebugLevel, "token injected"); c != nil {
 		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
 	}
-	if h.app.DeclaresCapabilities(h.Application) {
+	if h.answersClaims {
 		return h.serveAnsweringClaims(w, r, proxied, next, credential)
 	}
 	if len(h.purgeOnStatus) == 0 {
