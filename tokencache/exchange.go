@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -14,56 +13,46 @@ import (
 	"github.com/caddy-entra/caddy-entra/internal/jws"
 )
 
-// Exchanges: tokens obtained for a caller's credential (a user's token,
-// exchanged on the user's behalf), one per user token, never refreshed in
-// the background (the user token may be gone). An Exchanger keeps them per
-// application: in a bounded in-process level (its L1, least recently used
-// out) and, when the store is shared and authenticated, in the store under
-// a keyed hash of the user token, sealed as records are. One exchange per
-// user token runs at a time in the process (single flight) and, through
-// the store's lock, in the fleet; losers wait for the winner's record.
+// Exchanges: tokens obtained on a user's behalf, one per user token, never
+// refreshed in the background (the user token may be gone). An Exchanger
+// keeps them in a bounded LRU L1 and, when the store is shared and
+// authenticated, in the store under a keyed hash of the user token. One
+// exchange per user token runs at a time in the process and, through the
+// store's lock, in the fleet.
 
-// DefaultMaxExchangeEntries bounds an Exchanger's L1 when
-// ExchangeOptions.MaxEntries is not set.
+// DefaultMaxExchangeEntries is ExchangeOptions.MaxEntries' default.
 const DefaultMaxExchangeEntries = 10000
 
 // ExchangeOptions configure an Exchanger.
 type ExchangeOptions struct {
 	// Name is the application's name, in records and logs.
 	Name string
-	// Identity is what makes the application's tokens distinct besides
-	// scopes (Application.CacheKey): whose credential exchanges. Required.
+	// Identity is whose credential exchanges (as Application.CacheKey).
+	// Required.
 	Identity string
 	// Scopes are the scopes of the exchanged tokens.
 	Scopes []string
-	// MaxEntries bounds the exchanged tokens kept in process, and
-	// separately the user tokens remembered as refused and the entries
-	// logged as failing the checks of store-read tokens. Default
-	// DefaultMaxExchangeEntries.
+	// MaxEntries bounds, each, the exchanged tokens kept in process, the
+	// refusals remembered and the entries logged as failing the checks.
+	// Default DefaultMaxExchangeEntries.
 	MaxEntries int
-	// HashKey keys the entries' names (see DeriveExchangeKey): every
-	// replica sharing the store must have the same. Nil: a random key of
-	// this process, and the store is not used (nothing is shared).
+	// HashKey keys the entries' names (see DeriveExchangeKey), the same on
+	// every replica. Nil: a random key, and the store is not used.
 	HashKey []byte
-	// Tenants is how many tenants the application's users come from (its
-	// own and the allowed ones): the backoffs kept, one per tenant an
-	// exchange went to, are at most that many. Default 1.
+	// Tenants bounds the backoffs kept, one per tenant exchanges went to
+	// (the application's own and its allowed ones). Default 1.
 	Tenants int
-	// MaxFlights bounds the distinct user tokens whose exchange this
-	// process runs at once for the application (their requests waiting):
-	// a request that would start one more is refused at once with an
-	// *Error whose RetryAfter is ExchangesBusyRetry and whose cause is
-	// ErrExchangesBusy. Default four times the cache's token request slots
-	// for exchanges (32 with FetchConcurrency's default 16).
+	// MaxFlights bounds the user tokens whose exchange runs at once with
+	// requests waiting; one more is refused with ErrExchangesBusy and
+	// RetryAfter ExchangesBusyRetry. Default four times the exchange slots
+	// (32 with FetchConcurrency's default).
 	MaxFlights int
-	// Rejected tells a failure of the user's token (Entra refused that one
-	// token, or the user must act) from the application's, and how long
-	// to answer that user token with the same failure without asking
-	// again (never past the token's own expiry, notAfter). Such a failure
-	// starts no backoff. Nil: every failure is the application's.
+	// Rejected tells a refusal of the user's token from the application's
+	// failure, and how long to answer that user token with it without
+	// asking again (never past notAfter); it starts no backoff. Nil: every
+	// failure is the application's.
 	Rejected func(err error) (remember time.Duration, ok bool)
-	// OnExchange, when set, is told how each Exchange call was served. It
-	// must not block.
+	// OnExchange, when set, is told how each call was served; must not block.
 	OnExchange func(ExchangeResult)
 }
 
@@ -81,17 +70,17 @@ const (
 )
 
 // Exchanger holds the exchanged tokens of one application. It is safe for
-// concurrent use; Close stops its watcher.
+// concurrent use.
 type Exchanger struct {
 	c         *Cache
 	opts      ExchangeOptions
 	scope     string
 	namer     *entryNamer
-	shared    bool // the store holds entries for the fleet
+	shared    bool
 	dropKey   string
 	entries   *boundedMemory[entryDigest, *Record]
 	rejected  *boundedMemory[entryDigest, error]
-	tampered  *boundedMemory[entryDigest, struct{}] // entries logged as failing the checks
+	tampered  *boundedMemory[entryDigest, struct{}] // logged as failing the checks
 	flightsMu sync.Mutex
 	flights   map[entryDigest]*exchangeFlight // at most opts.MaxFlights with callers
 
@@ -102,9 +91,8 @@ type Exchanger struct {
 }
 
 // NewExchanger returns the Exchanger of one application. Entries go
-// through the store only when opts.HashKey is set and the store
-// authenticates its records and is shared (not a MemoryStore): a
-// plaintext store never holds a token exchanged for a user.
+// through the store only with opts.HashKey and a shared store that
+// authenticates records: a plaintext store never holds a user's token.
 func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 	if opts.Identity == "" {
 		return nil, errors.New("tokencache: an exchanger needs its application's identity")
@@ -150,16 +138,14 @@ func (e *Exchanger) Close() { e.stopWatch() }
 // Len returns the number of exchanged tokens held in process.
 func (e *Exchanger) Len() int { return e.entries.len() }
 
-// key returns the store key of an entry.
 func (e *Exchanger) key(d entryDigest) string {
 	return exchangeEntryKey(e.c.store.KeyPrefix(), d)
 }
 
-// Lookup returns, without I/O and without checking userToken, the token
-// exchanged for it while it is usable (found), or the refusal remembered
-// for it (err): the warm path, on which the caller may skip its own checks
-// of the user token, since an entry exists only for a token that passed
-// them and never outlives it. Neither: found is false and err nil.
+// Lookup returns, without I/O, the usable token exchanged for userToken
+// (found) or the refusal remembered for it (err). The caller may skip its
+// checks of the user token on a hit: an entry exists only for a token that
+// passed them and never outlives it.
 func (e *Exchanger) Lookup(userToken string) (rec Record, found bool, err error) {
 	d := e.namer.digest(userToken)
 	now := e.c.now()
@@ -174,15 +160,12 @@ func (e *Exchanger) Lookup(userToken string) (rec Record, found bool, err error)
 	return Record{}, false, nil
 }
 
-// Exchange returns the token exchanged for userToken: from L1, from the
-// store, or from exchange (which must exchange that very userToken at
-// tenant, the user's tenant: a failure of the application there pauses
-// the exchanges of that tenant's users only). The
-// token is used while more than RefreshWindow is left before its expiry,
-// and never at or after notAfter (the user token's own expiry). A user
-// token whose exchange was refused (ExchangeOptions.Rejected) is answered
-// with the same error, without asking again, for as long as Rejected
-// says. Errors are *Error, whose Err is exchange's error.
+// Exchange returns the token exchanged for userToken: from L1, the store,
+// or exchange (which exchanges that userToken at tenant, the user's: a
+// failure there pauses that tenant's exchanges only). A token is used while
+// more than RefreshWindow is left, never at or after notAfter (the user
+// token's expiry). A refusal (ExchangeOptions.Rejected) is remembered.
+// Errors are *Error, whose Err is exchange's error.
 func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notAfter time.Time, exchange FetchFunc) (Record, error) {
 	if rec, found, err := e.Lookup(userToken); found || err != nil {
 		return rec, err
@@ -199,8 +182,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 	}
 	call := exchangeCall{key: e.key(d), tenant: tenant, notAfter: notAfter, exchange: exchange}
 	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
-		// A flight that ended between this request's Lookup and its join
-		// left its token in L1.
+		// A flight that ended since Lookup left its token in L1.
 		if rec, ok := e.entries.get(d, e.c.now()); ok {
 			return exchanged{rec, ExchangeHit}, nil
 		}
@@ -239,8 +221,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 	}
 }
 
-// ErrUserTokenExpired is the cause of an Exchange refused because its user
-// token's expiry (notAfter) has passed.
+// ErrUserTokenExpired is the cause of an Exchange after notAfter.
 var ErrUserTokenExpired = errors.New("tokencache: the user token has expired")
 
 // exchanged is a flight's result.
@@ -250,9 +231,7 @@ type exchanged struct {
 }
 
 // Drop forgets the token exchanged for userToken, which downstream refused
-// (a claims challenge of continuous access evaluation): in this process,
-// in the store, and in every replica watching the store's announcements.
-// The next request with that user token exchanges again.
+// (a claims challenge), here, in the store and in every replica.
 func (e *Exchanger) Drop(ctx context.Context, userToken string) {
 	d := e.namer.digest(userToken)
 	e.entries.remove(d)
@@ -266,16 +245,13 @@ func (e *Exchanger) Drop(ctx context.Context, userToken string) {
 		e.c.storeFailed(err)
 		return
 	}
-	// The announcement names the entry (its key, a keyed hash), sealed
-	// under the drop key: only a replica with the fleet's secret can make
-	// or read it.
+	// Sealed under the drop key: only a replica with the secret reads it.
 	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name}); err != nil {
 		e.c.storeFailed(err)
 	}
 }
 
-// watchDrops forgets the entries other replicas announce they dropped,
-// until ctx ends.
+// watchDrops forgets the entries other replicas drop, until ctx ends.
 func (e *Exchanger) watchDrops(ctx context.Context) {
 	defer e.c.background.Done()
 	updates, cancel := e.c.store.Watch(ctx, e.dropKey, UpdateChannel(e.dropKey))
@@ -302,10 +278,9 @@ func (e *Exchanger) watchDrops(ctx context.Context) {
 	}
 }
 
-// load is an exchange's flight: the store's entry if another replica made
-// it, else an exchange under the store's lock (losers wait for the
-// winner's entry, as for client credentials); any store failure makes it
-// exchange on its own.
+// load is an exchange's flight: the store's entry, else an exchange under
+// the store's lock (losers wait for the winner's entry); a store failure
+// makes it exchange on its own.
 func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
 	key, notAfter := call.key, call.notAfter
 	if !e.shared {
@@ -316,8 +291,7 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 	} else if ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
-	// Listen before trying the lock, so that the winner's announcement
-	// cannot fall between our losing and our listening.
+	// Listen before trying the lock: an announcement cannot fall between.
 	updates, stopWatching := e.c.store.Watch(ctx, key, UpdateChannel(key))
 	if stopWatching != nil {
 		defer stopWatching()
@@ -365,9 +339,8 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 	}
 }
 
-// exchangeLocked exchanges while holding the entry's lock (after reading
-// the store again: the last holder may have written since), writes the
-// entry, releases the lock and announces the entry to the losers.
+// exchangeLocked exchanges under the entry's lock (after reading the store
+// again), writes the entry, unlocks and announces it to the losers.
 func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
 	key, notAfter := call.key, call.notAfter
 	unlocked := false
@@ -378,8 +351,7 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 		unlocked = true
 		unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 		defer cancel()
-		// A lock left behind stalls that user's requests on every replica
-		// for the loser's wait: a slow answer is tried again.
+		// A lock left behind stalls that user on every replica: retry.
 		var err error
 		for range unlockAttempts {
 			if _, err = e.c.store.Unlock(unlockCtx, lockKey, owner); err == nil {
@@ -396,27 +368,23 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 	unlock()
 	publishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 	defer cancel()
-	// Losers wake on it: with the entry, or (a failure) to take the lock.
 	if pubErr := e.c.store.Publish(publishCtx, key, UpdateChannel(key), res.rec); pubErr != nil {
 		e.c.storeFailed(pubErr)
 	}
 	return res, err
 }
 
-// unlockAttempts is how many times an exchange lock's release is sent
-// while it fails.
+// unlockAttempts is how many times a failing exchange unlock is sent.
 const unlockAttempts = 3
 
-// loserWait is how long a request waits for the replica holding the lock
-// of its user token before it exchanges on its own: a user's request
-// cannot wait as long as a refresh (WaitTimeout ends it), so half of
-// WaitTimeout, and never more than a refresh's loser waits.
+// loserWait is how long a request waits for the lock holder before it
+// exchanges on its own: half of WaitTimeout (which ends the request), at
+// most a refresh's loser wait.
 func (e *Exchanger) loserWait() time.Duration {
 	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL)
 }
 
-// read returns the store's entry under key if it is usable until notAfter
-// (ok), or the store's error.
+// read returns the store's entry under key if usable (ok), or the store's error.
 func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*Record, bool, error) {
 	rec, err := e.c.store.Get(ctx, key)
 	switch {
@@ -436,20 +404,13 @@ func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*
 }
 
 // maxExchangedLifetime is the longest a store-read exchanged token may
-// live: Entra issues tokens for continuous access evaluation
-// (client_capabilities cp1) that live up to about 28 hours, longer than
-// the 24 hours a client-credentials key allows before it has had a token
-// of its own, and an exchanger's entries have no own token to learn from
-// (each user token is exchanged once in the fleet). Use is bounded by the
-// user token's own expiry besides.
+// live: Entra's tokens for continuous access evaluation (cp1) live up to
+// about 28 hours, and entries have no own token to learn a bound from.
 const maxExchangedLifetime = 30 * time.Hour
 
-// usable reports whether rec, read from the store under key or announced,
-// may be used: a token with more than RefreshWindow left, recorded under
-// its own key, passing the checks every store-read token passes
-// (accept.go) with maxExchangedLifetime as their bound. A record that
-// fails them is logged once per entry (until its expiry) as possible
-// tampering.
+// usable reports whether rec, read or announced under key, may be used: a
+// valid token passing the checks of accept.go (bounded by
+// maxExchangedLifetime). A failure is logged once per entry.
 func (e *Exchanger) usable(key string, rec *Record, notAfter time.Time) bool {
 	now := e.c.now()
 	if !rec.validFor(now, e.c.refreshWindow) || !now.Before(notAfter) {
@@ -470,17 +431,15 @@ func (e *Exchanger) usable(key string, rec *Record, notAfter time.Time) bool {
 	return false
 }
 
-// keep puts rec into L1 until the earlier of its usable end and notAfter.
+// keep puts rec into L1 until it is no longer usable.
 func (e *Exchanger) keep(key string, rec *Record, notAfter time.Time) {
 	d, _ := parseEntryKey(e.c.store.KeyPrefix(), key)
 	e.entries.put(d, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), notAfter))
 }
 
-// exchange calls call.exchange, bounded by the cache's token request
-// slots for exchanges (waiting for one only while a caller waits), and
-// keeps its token, writing it to the store if write; a refusal of the
-// user's token is remembered, any other failure starts this process's
-// backoff of the exchanges at call.tenant.
+// exchange calls call.exchange in an exchange slot (waited for only while
+// a request waits) and keeps its token, in the store too if write; a
+// failure goes through failed.
 func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool) (exchanged, error) {
 	key, notAfter := call.key, call.notAfter
 	if call.waiting.Err() != nil {
@@ -491,7 +450,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	release, err := e.c.fetchSlots.acquire(withExchange(slotCtx))
 	stopSlot()
 	cancelSlot()
-	if call.waiting.Err() != nil { // the last request left while this one waited
+	if call.waiting.Err() != nil { // the last request left meanwhile
 		if err == nil {
 			release()
 		}
@@ -503,10 +462,17 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*e.c.lockTTL)
 	defer cancel()
-	fetched, err := e.call(fetchCtx, call.exchange)
+	fetched, err := e.c.callFetch(fetchCtx, call.exchange, "token exchange function panicked", e.opts.Name)
 	now := e.c.now()
 	if err == nil {
-		err = e.checkFetched(&fetched, now)
+		// Recorded with its JWT exp, as the store's readers check.
+		fetched.ExpiresAt = fetched.ExpiresAt.UTC().Truncate(time.Millisecond)
+		if tok, perr := jws.Parse(fetched.AccessToken); perr == nil {
+			if exp, ok := tok.Time("exp"); ok {
+				fetched.ExpiresAt = exp.UTC()
+			}
+		}
+		err = e.c.checkFetched(fetched.AccessToken, fetched.ExpiresAt, now)
 	}
 	if err != nil {
 		return exchanged{}, e.failed(ctx, key, call.tenant, notAfter, err, now)
@@ -524,42 +490,11 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	return exchanged{rec, ExchangeExchanged}, nil
 }
 
-// checkFetched refuses an empty token or one within RefreshWindow of its
-// expiry, and records a JWT with its own exp (as the store's readers check).
-func (e *Exchanger) checkFetched(fetched *Fetched, now time.Time) error {
-	if fetched.AccessToken == "" {
-		return errEmptyToken
-	}
-	fetched.ExpiresAt = fetched.ExpiresAt.UTC().Truncate(time.Millisecond)
-	if tok, err := jws.Parse(fetched.AccessToken); err == nil {
-		if exp, ok := tok.Time("exp"); ok {
-			fetched.ExpiresAt = exp.UTC()
-		}
-	}
-	if left := fetched.ExpiresAt.Sub(now); left <= e.c.refreshWindow {
-		return fmt.Errorf("%w (%s left, window %s)", errTokenTooShort, left.Round(time.Second), e.c.refreshWindow)
-	}
-	return nil
-}
-
-// call calls exchange, turning a panic into an error.
-func (e *Exchanger) call(ctx context.Context, exchange FetchFunc) (fetched Fetched, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			e.c.log().Error("token exchange function panicked", zap.String("application", e.opts.Name), zap.Stack("stack"))
-			err = fmt.Errorf("%w (application %q)", errFetchPanicked, e.opts.Name)
-		}
-	}()
-	return exchange(ctx)
-}
-
-// failed turns an exchange's failure into the *Error its callers get: a
-// refusal of the user's token is remembered for that token; our own
-// cancellation is neither remembered nor backed off; any other failure of
-// the endpoint backs off, in this process, the exchanges at tenant (the
-// tenant the exchange went to) only: a token naming another allowed tenant
-// (anyone can write one) cannot pause the application's other users, nor
-// show them that tenant's failure.
+// failed turns an exchange's failure into its callers' *Error: a refusal of
+// the user's token is remembered; our own cancellation is not; any other
+// failure backs off, in this process, the exchanges at tenant only, so that
+// a token naming another tenant (anyone can write one) cannot pause the
+// application's other users.
 func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter time.Time, err error, now time.Time) error {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
@@ -595,8 +530,7 @@ func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter tim
 	return wrapped
 }
 
-// activeBackoff returns the backoff of the exchanges at tenant if it runs
-// at now.
+// activeBackoff returns the backoff at tenant if it runs at now.
 func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -607,8 +541,7 @@ func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error,
 	return tb.Backoff, tb.cause, true
 }
 
-// backedOff is the error of a call made while backoff b runs, as the
-// handles' (backedOff of backoff.go).
+// backedOff is the error of a call while b runs (as Cache.backedOff).
 func (e *Exchanger) backedOff(b Backoff, cause error, now time.Time) *Error {
 	wait := b.Until.Sub(now)
 	err := requestError(cause, "%s; token exchanges paused for %s", b.Message, ceilSecond(wait))
@@ -619,15 +552,12 @@ func (e *Exchanger) backedOff(b Backoff, cause error, now time.Time) *Error {
 	return err
 }
 
-// clearBackoff ends the backoff of the exchanges at tenant after a success.
 func (e *Exchanger) clearBackoff(tenant string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.backoffs, tenant)
 }
 
-// failureResult is ExchangeRejected for a refusal of the user's token,
-// else ExchangeFailed.
 func (e *Exchanger) failureResult(err error) ExchangeResult {
 	if e.opts.Rejected != nil {
 		if _, ok := e.opts.Rejected(err); ok {
@@ -637,14 +567,12 @@ func (e *Exchanger) failureResult(err error) ExchangeResult {
 	return ExchangeFailed
 }
 
-// report tells OnExchange how a call was served.
 func (e *Exchanger) report(result ExchangeResult) {
 	if e.opts.OnExchange != nil {
 		e.opts.OnExchange(result)
 	}
 }
 
-// minTime returns the earlier of a and b.
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a

@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,122 +17,91 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// ErrClosed is the cause of Token's retryable error (with RetryAfter) on a
-// closed Cache.
+// ErrClosed is the cause of Token's retryable error on a closed Cache.
 var ErrClosed = errors.New("tokencache: cache closed")
 
-// Handle is one registration of an application. It gets the application's
-// tokens until Release and keeps answering after it (a token, or ErrClosed
-// once the Cache is closed), so a caller racing a release needs no grace
-// period. Handles with the same record key (one application in the old and
-// new config of a reload) share its record, refreshes and backoff, and
-// every fetch uses the newest live active handle's Fetch, credential,
-// VerifyStored and OnFetch (else the newest pending one's): once a reloaded
-// config starts, no token request uses the old credential.
+// Handle is one registration of an application. It answers Token until
+// Release and after it too (a token, or ErrClosed once the Cache is
+// closed), so a caller racing a release needs no grace period. Handles of
+// one record key (one application in the old and new config of a reload)
+// share its record, refreshes and backoff; every fetch uses the newest live
+// active handle's Fetch, credential, VerifyStored and OnFetch (else the
+// newest pending one's), so no request of a reloaded config uses the old
+// credential.
 type Handle struct {
 	c     *Cache
 	app   Application
 	ks    *keyState
 	scope string
 	seq   uint64 // registration order; names the refreshes made for it
-	// pending: registered with RegisterPending and not yet activated; it
-	// does not take the key's refreshes over from an active handle.
-	pending atomic.Bool
-	// prefetch is set by Prefetch: the key is kept warm while this handle
-	// is live (see Cache.warm).
-	prefetch atomic.Bool
-	// l1 holds the record as this handle returns it (its own
-	// ApplicationName and Scope), so a hit copies it out and nothing else.
+	// pending: registered with RegisterPending and not yet activated.
+	pending  atomic.Bool
+	prefetch atomic.Bool // set by Prefetch: the key is kept warm (see Cache.warm)
+	// l1 holds the record as this handle returns it (its own name and
+	// scope), so a hit copies it out and nothing else.
 	l1 atomic.Pointer[Record]
 }
 
-// keyState is what the handles sharing one record key share: the record's
-// keys, the current record, the refreshes in flight, the proactive refresh
-// timer, the in-process backoff and the purge memory.
+// keyState is what the handles of one record key share.
 //
 // Locking. The store keys never change. Cache.registerMu guards handles
-// and stopWatch, and every write of a handle's L1 (Handle.l1) happens
-// under it, so that a fill and a drop reach all the key's handles in one
-// order; L1 is read without a lock. ks.mu guards current and everything
-// about it (refreshAt, source, inStore, timer, nextRefresh, removed), the
-// backoff (failure, lastErr), the purge memory (purged, lastPurge),
-// forced, rejected and the broadcast (changed). unshared, longestOwn and ownRefused are atomics,
-// and flights locks itself. The order is:
+// and stopWatch, and every write of a handle's l1 happens under it, so that
+// fills and drops reach all the key's handles in one order; l1 is read
+// without a lock. ks.mu guards the other plain fields; the atomics and
+// flights lock themselves. The order is:
 //
 //	Cache.registerMu → ks.mu
 //	Cache.registerMu → Cache.bgMu (Register starts the key's watcher)
 //
 // So a function holding ks.mu never takes registerMu (schedule asks warm
-// before it locks ks.mu), and bgMu is taken with no other lock but
-// registerMu. Under neither registerMu nor ks.mu does anything call the
-// store, a Fetch, CredentialIDFunc, OnFetch or OnStoreDrop, or wait for a
-// flight; only the Clock's timers are armed and stopped under ks.mu.
+// before it locks ks.mu), and bgMu is taken under no lock but registerMu.
+// Under neither registerMu nor ks.mu does anything call the store, a Fetch,
+// CredentialIDFunc, OnFetch or OnStoreDrop, or wait for a flight; only the
+// Clock's timers are armed and stopped under ks.mu.
 type keyState struct {
 	key, lockKey, backoffKey, channel string
 
-	// handles are the live handles of this key, oldest first. Guarded by
-	// Cache.registerMu; empty once the last one is released.
-	handles []*Handle
-	// flights runs one refresh at a time per fetching handle.
-	flights singleflight.Group
+	handles   []*Handle          // live, oldest first; registerMu
+	stopWatch context.CancelFunc // ends the lasting subscription (see Cache.watch); registerMu
+	flights   singleflight.Group // one refresh at a time per fetching handle
 
-	mu sync.Mutex
-	// current is the record last put into L1 (as stored).
-	current *Record
-	// refreshAt is when current is due for a background refresh (zero:
-	// compute it from RefreshAhead).
-	refreshAt time.Time
+	mu        sync.Mutex
+	current   *Record   // the record last put into L1 (as stored)
+	refreshAt time.Time // when current is due (zero: from RefreshAhead)
 	timer     Timer
-	// removed is set when the last handle goes: no more timers.
-	removed bool
-	// failure is the in-process backoff (zero Until when none), and
-	// lastErr its cause, kept for errors.As by callers in this process.
+	removed   bool // the last handle went: no more timers
+	// failure is the in-process backoff, lastErr its cause (for errors.As).
 	failure Backoff
 	lastErr error
 	// purged holds SHA-256 fingerprints of purged tokens until they expire;
-	// lastPurge rate-limits PurgeRejected.
+	// lastPurge rate-limits drops (see allowRefetch).
 	purged    map[[32]byte]time.Time
 	lastPurge time.Time
-
-	// unshared is set once this replica's own token proved unfit for the
-	// store (see Cache.shareable): from then on the key is fetched without
-	// the store.
-	unshared atomic.Bool
-	// longestOwn is the longest lifetime of this replica's own tokens
-	// (nanoseconds) and ownRefused is set once its own token failed the
-	// token checks (see accept.go).
-	longestOwn atomic.Int64
-	ownRefused atomic.Bool
-	// source is where current came from and nextRefresh when the armed
-	// timer fires (zero: none), for Status. inStore is set while current
-	// is also the store's record (taken from it, or fetched here and
-	// written to it; not when fetched while the store was down or the key
-	// is unshared). forced is the last forced refresh (Handle.Refresh), for
-	// coalescing. Guarded by mu.
+	// source and nextRefresh (zero: no timer) are for Status; inStore is set
+	// while the store holds current too (taken from it, or written to it).
 	source      Source
 	inStore     bool
 	nextRefresh time.Time
-	forced      forcedRefresh
-	// stopWatch ends the key's lasting subscription (see Cache.watch).
-	// Guarded by Cache.registerMu.
-	stopWatch context.CancelFunc
-	// changed is the key's broadcast (see updated); announced is the
-	// record its last announcement carried (see lastAnnounced).
-	changed   chan struct{}
-	announced *Record
-
-	// rejected is the SHA-256 fingerprint of the last store record's token
-	// that was not trusted, so that reading it again (a lock loser polls)
-	// does not log it again. Guarded by mu.
+	forced      forcedRefresh // the last Handle.Refresh, for coalescing
+	changed     chan struct{} // the key's broadcast (see updated)
+	announced   *Record       // what the last announcement carried
+	// rejected fingerprints the last untrusted store token, so that polls
+	// reading it again do not log it again.
 	rejected [32]byte
+
+	// unshared: this replica's own token proved unfit for the store (see
+	// Cache.shareable), so the key is fetched without it. longestOwn (ns)
+	// and ownRefused are about this replica's own tokens (see accept.go).
+	unshared   atomic.Bool
+	longestOwn atomic.Int64
+	ownRefused atomic.Bool
 }
 
 func newKeyState(key string) *keyState {
 	return &keyState{key: key, lockKey: LockKey(key), backoffKey: BackoffKey(key), channel: UpdateChannel(key)}
 }
 
-// stopTimer stops the proactive refresh timer, if any. The caller holds
-// ks.mu.
+// stopTimer stops the refresh timer, if any. The caller holds ks.mu.
 func (ks *keyState) stopTimer() {
 	if ks.timer != nil {
 		ks.timer.Stop()
@@ -140,9 +110,8 @@ func (ks *keyState) stopTimer() {
 	ks.nextRefresh = time.Time{}
 }
 
-// clearCurrent drops ks's current record (with its refresh point and
-// source) and its proactive refresh timer; the handles' L1 is the caller's
-// to clear. The caller holds ks.mu.
+// clearCurrent drops ks's current record and its timer; the handles' L1
+// is the caller's to clear. The caller holds ks.mu.
 func (ks *keyState) clearCurrent() {
 	ks.current, ks.refreshAt, ks.source, ks.inStore = nil, time.Time{}, "", false
 	ks.stopTimer()
@@ -171,18 +140,15 @@ func validate(app Application) (Application, error) {
 
 // Register adds an application and returns its handle. Name and CacheKey
 // must not be empty, Fetch not nil, and Scopes at least one, none empty or
-// containing spaces. A handle of a key already in use starts with the
-// key's current token; it becomes the one whose Fetch the key's refreshes
-// use. It is safe to call concurrently with everything else.
+// containing spaces. A handle of a key in use starts with the key's token
+// and takes its refreshes over.
 func (c *Cache) Register(app Application) (*Handle, error) {
 	return c.register(app, false)
 }
 
 // RegisterPending is Register for a configuration that is not serving yet
-// (one being loaded, which may still fail): its handle answers Token like
-// any other, but the key's refreshes keep using the newest active handle's
-// Fetch and credential until Activate. A key with no active handle uses
-// its newest pending one.
+// (it may still fail to load): the key's refreshes keep using the newest
+// active handle until Activate (the newest pending one if none is active).
 func (c *Cache) RegisterPending(app Application) (*Handle, error) {
 	return c.register(app, true)
 }
@@ -202,8 +168,7 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 		ks = newKeyState(key)
 		c.keys[key] = ks
 		subscribed := c.watch(ks)
-		// Announcements made once Register returns reach this key.
-		defer func() { <-subscribed }()
+		defer func() { <-subscribed }() // announcements after Register reach the key
 	}
 	defer c.registerMu.Unlock()
 	c.seq++
@@ -216,10 +181,9 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 	return h, nil
 }
 
-// Release ends the registration. The key's refreshes go on with the newest
-// active handle left (else the newest pending one); when none is left, the
-// key's background refresh stops. The handle still answers Token and
-// PurgeRejected afterwards (see Handle). Calls after the first do nothing.
+// Release ends the registration; the key's refreshes go on with the
+// newest handle left, and stop with the last. The handle still answers
+// (see Handle). Calls after the first do nothing.
 func (h *Handle) Release() {
 	c, ks := h.c, h.ks
 	c.registerMu.Lock()
@@ -244,11 +208,9 @@ func (h *Handle) Release() {
 
 // Token returns a token with more than RefreshWindow left: from L1 without
 // I/O or locks, else from the store or a fetch, waiting at most
-// WaitTimeout. Errors are *Error: at once while the key is backed off after
-// a failure (with RetryAfter while throttled, Permanent after a permanent
-// failure), after WaitTimeout or when ctx ends, and with RetryAfter (cause
-// ErrClosed) once the Cache is closed.
-// Errors a Fetch returns as *Error are returned as they are.
+// WaitTimeout. Errors are *Error (a Fetch's own *Error as it is): at once
+// while the key is backed off (RetryAfter while throttled, else Permanent),
+// after WaitTimeout or when ctx ends, and ErrClosed once the Cache is.
 func (h *Handle) Token(ctx context.Context) (Record, error) {
 	c := h.c
 	if rec := h.l1.Load(); rec.validFor(c.now(), c.refreshWindow) {
@@ -260,13 +222,9 @@ func (h *Handle) Token(ctx context.Context) (Record, error) {
 	return c.refresh(ctx, h)
 }
 
-// newest returns the newest live handle of h's key, or h when none is
-// live (h was released, and its key is no longer in use).
+// newest returns the newest live handle of h's key, or h when none is.
 func (c *Cache) newest(h *Handle) *Handle {
-	if n := c.newestOf(h.ks); n != nil {
-		return n
-	}
-	return h
+	return cmp.Or(c.newestOf(h.ks), h)
 }
 
 // newestOf returns the newest live active handle of ks, else its newest
@@ -274,18 +232,18 @@ func (c *Cache) newest(h *Handle) *Handle {
 func (c *Cache) newestOf(ks *keyState) *Handle {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
-	if len(ks.handles) == 0 {
-		return nil
-	}
 	for i := len(ks.handles) - 1; i >= 0; i-- {
 		if !ks.handles[i].pending.Load() {
 			return ks.handles[i]
 		}
 	}
+	if len(ks.handles) == 0 {
+		return nil
+	}
 	return ks.handles[len(ks.handles)-1]
 }
 
-// view returns rec as h returns it: with h's name and scope.
+// view returns rec with h's name and scope.
 func (h *Handle) view(rec *Record) *Record {
 	cp := *rec
 	cp.ApplicationName = h.app.Name

@@ -18,20 +18,16 @@ var (
 	errFetchPanicked = errors.New("tokencache: the fetch function panicked")
 )
 
-// fetchTimeout is the most a Fetch may take, as a multiple of LockTTL: the
-// lock is extended meanwhile.
-const fetchTimeoutLockTTLs = 2
+// In LockTTLs: the most a Fetch may take (the lock is extended meanwhile),
+// and how long a lock loser waits before it fetches on its own (a live
+// holder keeps the lock for a fetch and its last extension).
+const (
+	fetchTimeoutLockTTLs = 2
+	loserWaitLockTTLs    = 3
+)
 
-// loserWaitLockTTLs bounds, as a multiple of LockTTL, how long a lock loser
-// waits for the holder before it fetches on its own: a live holder has its
-// lock at most for a fetch (2×LockTTL) and its last extension (LockTTL).
-const loserWaitLockTTLs = 3
-
-// refresh gets a valid record for h when its L1 has none. In this process
-// one refresh per record key and fetching handle runs at a time
-// (singleflight), detached from the first caller's cancellation so that the
-// other callers still get its result; every caller returns as soon as its
-// own ctx ends or WaitTimeout passes.
+// refresh gets a valid record for h when its L1 has none, joining the
+// key's flight; the caller returns when its ctx ends or WaitTimeout passes.
 func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	if rec := h.ks.currentRecord(); rec.validFor(c.now(), c.refreshWindow) {
 		return *h.view(rec), nil // h was released: its L1 is no longer filled
@@ -59,11 +55,9 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	}
 }
 
-// startFlight joins or starts the refresh of h's record key by its newest
-// live handle: a caller never joins a refresh begun for an older handle. A
-// background refresh looks for a newer record than the current one even
-// while that one is still valid. Every flight ends by scheduling the key's
-// next background refresh. Close cancels it: its callers get ErrClosed.
+// startFlight joins or starts the refresh of h's key by its newest live
+// handle (never one begun for an older handle). A background refresh looks
+// for a record newer than due even while due is valid.
 func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *Record) <-chan singleflight.Result {
 	fetcher := c.newest(h)
 	if background {
@@ -80,12 +74,11 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due
 	})
 }
 
-// runFlight runs body, the work of a flight (a refresh or a forced
-// refresh) of h's key, detached from ctx's cancellation so that every
-// caller joining it gets its result, bounded by the longest a refresh can
-// take (a lock loser's wait, a fetch and an unlock), and cancelled by
-// Close: its error is then closedError(h). It ends by scheduling the key's
-// next background refresh.
+// runFlight runs body, a flight of h's key (a refresh or a forced one),
+// detached from ctx's cancellation so that every caller joining it gets its
+// result, bounded by the longest a refresh takes (a loser's wait, a fetch
+// and an unlock) and cancelled by Close (closedError). It then schedules
+// the key's next background refresh.
 func (c *Cache) runFlight(ctx context.Context, h *Handle, body func(context.Context) (*Record, error)) (*Record, error) {
 	flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
 		time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
@@ -112,12 +105,12 @@ func requestFailed(h *Handle, err error) *Error {
 // acceptor says whether a record found in L1 or the store will do.
 type acceptor func(rec *Record) bool
 
-// acceptorFor returns what a refresh of ks accepts: a valid record not
-// purged, and for a background refresh one newer than the current.
+// acceptorFor returns what a refresh of ks takes: a valid record not
+// purged, newer than due for a background refresh.
 func (c *Cache) acceptorFor(ks *keyState, background bool, due *Record) acceptor {
 	cur := ks.currentRecord()
 	if background {
-		cur = due // newer than the record the refresh replaces will do
+		cur = due
 	}
 	return func(rec *Record) bool {
 		if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) {
@@ -130,9 +123,9 @@ func (c *Cache) acceptorFor(ks *keyState, background bool, due *Record) acceptor
 	}
 }
 
-// forcedAcceptor returns what a forced refresh of ks takes, instead of its
-// own fetch, while another replica holds the lock: a valid record not
-// purged that holds another token than the current one.
+// forcedAcceptor returns what a forced refresh of ks takes from a lock
+// holder instead of its own fetch: a valid record not purged, holding
+// another token than the current one.
 func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
 	held := ks.currentRecord()
 	return func(rec *Record) bool {
@@ -143,11 +136,9 @@ func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
 
 // load is the body of a refresh: the record in L1 or the store if accept
 // takes it; an error at once while the key is backed off; else a fetch by
-// whichever replica takes the lock while the others wait for its
-// announcement. Any store failure makes it fetch on its own. A forced
-// refresh (Handle.Refresh) is the same with its own acceptor, except that
-// it obeys the backoff first and takes no record before it has lost the
-// lock, nor under the lock: it fetches.
+// the replica that takes the lock while the others wait for it. A store
+// failure makes it fetch on its own. A forced refresh obeys the backoff
+// first and takes a record only as a lock loser.
 func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced bool) (*Record, error) {
 	ks := h.ks
 	existing := ks.currentRecord()
@@ -157,8 +148,6 @@ func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced boo
 		return existing, nil
 	}
 	if forced || ks.unshared.Load() {
-		// Unshared, as while the store is down: this process's own fetch
-		// and backoff.
 		if b, cause, ok := ks.activeBackoff(c.now(), h.app.credentialID()); ok {
 			return nil, c.refused(h, b, cause, forced)
 		}
@@ -195,13 +184,10 @@ func (c *Cache) load(ctx context.Context, h *Handle, accept acceptor, forced boo
 }
 
 // tryLock takes a fetch slot, then tries ks's refresh lock: a replica
-// claims a key only when it can fetch at once, so that a fleet's cold
-// start spreads its token requests over every replica instead of queueing
-// them behind the slots of the replica that started first. It gives up
-// the wait for a slot when updates (the key's broadcast) is closed: another
-// replica's token may have come. When the lock is taken, release frees
-// the slot, which lockedCtx carries to fetch; else release is nil. An
-// error is ctx's, or the store's (reported).
+// claims a key only when it can fetch at once, so that a fleet's cold start
+// spreads its requests over every replica. It gives up waiting for a slot
+// when updates closes (a token may have come). With the lock, release
+// frees the slot that lockedCtx carries to fetch; else release is nil.
 func (c *Cache) tryLock(ctx context.Context, ks *keyState, updates <-chan struct{}) (lockedCtx context.Context, owner string, release func(), err error) {
 	hook(c.hooks.beforeSlot, ks.key, len(c.fetchSlots.all) == cap(c.fetchSlots.all))
 	release, woken, err := c.fetchSlots.acquireUnless(ctx, updates)
@@ -222,12 +208,10 @@ func (c *Cache) tryLock(ctx context.Context, ks *keyState, updates <-chan struct
 	return withSlot(ctx), owner, release, nil
 }
 
-// fetchLocked runs while holding the refresh lock: it reads the store again
-// (another replica may have written between our read and our lock), obeys
-// the fleet's backoff, fetches if still needed (extending the lock
-// meanwhile), writes the record or the backoff, releases the lock and
-// announces the change. A forced refresh takes no record here: it obeys
-// the fleet's backoff and fetches.
+// fetchLocked runs under the refresh lock: it reads the store again
+// (another replica may have written since our read), obeys the fleet's
+// backoff, fetches if still needed (extending the lock), writes the record
+// or backoff, unlocks and announces. A forced refresh takes no record here.
 func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor, forced bool) (*Record, error) {
 	ks := h.ks
 	locked := true
@@ -259,9 +243,7 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 	stopExtending()
 	c.unlock(ctx, h, owner)
 	locked = false
-	if err == nil {
-		// After unlocking, so that a loser woken by it can take the lock
-		// at once if there is no record (the fetch failed).
+	if err == nil { // after unlocking: a woken loser may take the lock at once
 		c.publish(ctx, ks, ks.written(rec))
 	}
 	if forced && fetchErr == nil {
@@ -271,12 +253,10 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 	return rec, fetchErr
 }
 
-// await waits, as a lock loser, for the winner's announcement (or the poll
-// interval), then reads the store: its record if it will do; else (a
-// forced refresh stops here while the key is backed off: the winner's
-// request failed) the lock if it is free (the winner failed, or died and
-// its lock expired). After loserWaitLockTTLs×LockTTL it fetches on its
-// own.
+// await waits, as a lock loser, for the winner's announcement (or a poll),
+// then takes the store's record if it will do, else (a forced refresh
+// stops while the key is backed off) the lock if it is free. After
+// loserWaitLockTTLs×LockTTL it fetches on its own.
 func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept acceptor, forced bool, updates <-chan struct{}) (*Record, error) {
 	ks := h.ks
 	giveUp := time.NewTimer(loserWaitLockTTLs * c.lockTTL)
@@ -296,10 +276,8 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 			c.publish(ctx, ks, ks.written(rec))
 			return rec, err
 		case <-poll.C:
-			// Polls are the fallback for a lost announcement: each waits
-			// twice as long as the one before, up to LockTTL/3, so that a
-			// fleet's losers of a thousand locks do not read every key
-			// four times a second.
+			// Doubling, so a fleet's losers of a thousand locks do not read
+			// every key four times a second.
 			interval = min(2*interval, max(c.lockTTL/3, c.pollInterval))
 			poll.Reset(interval)
 		case <-updates:
@@ -338,8 +316,8 @@ func (c *Cache) await(ctx context.Context, h *Handle, existing *Record, accept a
 	}
 }
 
-// read returns the store's record for h, nil if there is none (or it does
-// not decode, or is not trusted), or the store's error.
+// read returns the store's record for h, nil if there is none usable, or
+// the store's error.
 func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 	rec, err := c.store.Get(ctx, h.ks.key)
 	switch {
@@ -361,12 +339,10 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 	}
 }
 
-// fetch calls the Fetch of the newest live handle of h's key (h if none;
-// one may have come since the refresh began), checks the token and reports
-// to that handle's OnFetch. On success it makes the record (CreatedAt from
-// existing if any), writes it to the store if write, ends any backoff and
-// fills L1; on failure it starts or lengthens the backoff (in the store
-// too if write).
+// fetch calls the Fetch of the newest live handle of h's key, checks the
+// token and reports to OnFetch. On success it writes the record (CreatedAt
+// from existing) to the store if write, ends any backoff and fills L1; on
+// failure it starts or lengthens the backoff (in the store too if write).
 func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
@@ -380,35 +356,22 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
 	defer cancel()
 	start := time.Now()
-	fetched, err := c.callFetch(fetchCtx, h)
+	fetched, err := c.callFetch(fetchCtx, h.app.Fetch, "token fetch function panicked", h.app.Name)
 	took := time.Since(start)
 	now := c.now()
-	if err == nil && fetched.AccessToken == "" {
-		err = errEmptyToken
-	}
 	expiresAt := fetched.ExpiresAt.UTC().Truncate(time.Millisecond)
-	if left := expiresAt.Sub(now); err == nil && left <= c.refreshWindow {
-		err = fmt.Errorf("%w (%s left, window %s)", errTokenTooShort, left.Round(time.Second), c.refreshWindow)
+	if err == nil {
+		err = c.checkFetched(fetched.AccessToken, expiresAt, now)
 	}
 	h.report(err, took)
 	if err != nil && ctx.Err() != nil {
-		// Our own cancellation (Close, or the flight's deadline), not the
-		// endpoint's failure: no backoff, for this process or the fleet.
-		return nil, err
-	}
-	if err != nil {
+		return nil, err // our own cancellation: no backoff
+	} else if err != nil {
 		return nil, c.recordFailure(ctx, h, err, write)
 	}
 	stamp := now.UTC().Truncate(time.Millisecond)
-	rec := &Record{
-		ID:                   ks.key,
-		ApplicationName:      h.app.Name,
-		AccessToken:          fetched.AccessToken,
-		AccessTokenExpiresAt: expiresAt,
-		Scope:                h.scope,
-		CreatedAt:            stamp,
-		UpdatedAt:            stamp,
-	}
+	rec := &Record{ID: ks.key, ApplicationName: h.app.Name, AccessToken: fetched.AccessToken,
+		AccessTokenExpiresAt: expiresAt, Scope: h.scope, CreatedAt: stamp, UpdatedAt: stamp}
 	if existing != nil && !existing.CreatedAt.IsZero() {
 		rec.CreatedAt = existing.CreatedAt
 	}
@@ -446,17 +409,27 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	return rec, nil
 }
 
-// callFetch calls h's Fetch, turning a panic into an error: it runs in a
-// singleflight goroutine, where a panic would end the process.
-func (c *Cache) callFetch(ctx context.Context, h *Handle) (fetched Fetched, err error) {
+// callFetch calls fetch for application name, turning a panic (which would
+// end the process in a flight's goroutine) into an error, logged as msg.
+func (c *Cache) callFetch(ctx context.Context, fetch FetchFunc, msg, name string) (fetched Fetched, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.log().Error("token fetch function panicked",
-				zap.String("application", h.app.Name), zap.Stack("stack"))
-			err = fmt.Errorf("%w (application %q)", errFetchPanicked, h.app.Name)
+			c.log().Error(msg, zap.String("application", name), zap.Stack("stack"))
+			err = fmt.Errorf("%w (application %q)", errFetchPanicked, name)
 		}
 	}()
-	return h.app.Fetch(ctx)
+	return fetch(ctx)
+}
+
+// checkFetched refuses an empty token or one expiring within RefreshWindow.
+func (c *Cache) checkFetched(token string, expiresAt, now time.Time) error {
+	if token == "" {
+		return errEmptyToken
+	}
+	if left := expiresAt.Sub(now); left <= c.refreshWindow {
+		return fmt.Errorf("%w (%s left, window %s)", errTokenTooShort, left.Round(time.Second), c.refreshWindow)
+	}
+	return nil
 }
 
 // unlock releases the refresh lock, even if ctx has ended.
@@ -473,9 +446,8 @@ func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 	}
 }
 
-// publish announces that ks's record or backoff changed, to this process's
-// waiters and through the store to the others; written, when not nil, is
-// the record this process just wrote, which the announcement carries.
+// publish announces that ks's record or backoff changed, here and through
+// the store, carrying written (the record this process just wrote) if set.
 func (c *Cache) publish(ctx context.Context, ks *keyState, written *Record) {
 	ks.announce(nil)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
@@ -485,8 +457,7 @@ func (c *Cache) publish(ctx context.Context, ks *keyState, written *Record) {
 	}
 }
 
-// written returns rec if it is ks's current record and the store holds it
-// (this process wrote it), else nil.
+// written returns rec if it is ks's current record and in the store.
 func (ks *keyState) written(rec *Record) *Record {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -496,17 +467,14 @@ func (ks *keyState) written(rec *Record) *Record {
 	return rec
 }
 
-// took puts a record found in the store into L1: someone fetched it, so
-// the endpoint works again and this process's backoff ends.
+// took puts a record found in the store into L1; its fetch ends the backoff.
 func (c *Cache) took(ks *keyState, rec *Record) {
 	ks.clearBackoff()
 	c.fill(ks, rec, time.Time{}, SourceStore, true)
 }
 
-// fill makes rec the current record of ks and puts it into the L1 of every
-// live handle of the key, each with its own name and scope. refreshAt
-// is when it is due for a background refresh (zero: from RefreshAhead);
-// from says where rec came from and inStore whether the store holds it.
+// fill makes rec ks's current record, in the L1 of every live handle.
+// refreshAt is when it is due (zero: from RefreshAhead).
 func (c *Cache) fill(ks *keyState, rec *Record, refreshAt time.Time, from Source, inStore bool) {
 	c.registerMu.Lock()
 	defer c.registerMu.Unlock()
@@ -518,15 +486,13 @@ func (c *Cache) fill(ks *keyState, rec *Record, refreshAt time.Time, from Source
 	}
 }
 
-// currentRecord returns ks's current record, nil if none.
 func (ks *keyState) currentRecord() *Record {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	return ks.current
 }
 
-// StoreAvailable reports whether the store answered its last call: false
-// from a failure until the next success.
+// StoreAvailable reports whether the store answered its last call.
 func (c *Cache) StoreAvailable() bool { return !c.storeDown.Load() }
 
 // storeFailed logs the first failure of an outage.
