@@ -10,52 +10,29 @@ import (
 	"github.com/caddy-entra/caddy-entra/internal/jws"
 )
 
-// Checks of the token in a record, whatever the store's mode (sealed with
-// an encryption key or plaintext): they bound what a writer of the store
-// (or a replica holding the key) can make a replica inject, without
-// verifying signatures, which third parties cannot do for Entra's tokens.
-//
-// A record read from the store is a miss, logged as possible tampering,
-// when its token:
-//   - is a compact JWS whose header is unreadable, names no alg or alg
-//     "none", or whose payload is unreadable or has no exp claim; or a JWE;
-//   - is recorded with an expiry more than maxExpiryDrift away from its exp;
-//   - lives longer than maxStoredLifetime: its expiry is more than that
-//     after now, after the record's UpdatedAt, or (its exp) after its iat;
-//   - was updated more than maxFutureUpdate after now.
-//
-// A token that is not a JWS at all (an opaque token of a non-Entra server)
-// has no header to read: its lifetime is bounded as above, and
-// Application.VerifyStored decides the rest (the sidecar's refuses it unless
-// the store authenticates records).
-//
-// As the refresh point of a record is a fraction of its lifetime, a
-// store-read record that passes is refreshed within maxStoredLifetime.
-//
-// A replica's own token is recorded with its JWT exp; one that is a JWS
-// failing the checks above is used by this replica only, never written to
-// the store (other replicas would refuse it).
+// Checks of a store-read record's token, sealed or not: they bound what a
+// writer of the store can make a replica inject, without verifying
+// signatures (third parties cannot, for Entra's tokens). The record is a
+// miss, logged as possible tampering, when its token is a JWS with an
+// unreadable header or payload, no alg or alg "none", or no exp, or a JWE;
+// has an expiry more than maxExpiryDrift from its exp; lives longer than
+// maxStoredLifetime (from now, from UpdatedAt, or exp from iat); or was
+// updated more than maxFutureUpdate ahead. An opaque token (not a JWS) is
+// bounded by lifetime only; VerifyStored decides the rest. A replica's own
+// token that fails these checks is never written to the store.
 
 const (
-	// maxExpiryDrift is how far a record's expiry may be from its token's
-	// exp: own records carry the exp itself, truncated to milliseconds.
-	maxExpiryDrift = time.Second
-	// storedLifetimeFactor times the longest lifetime of this replica's own
-	// tokens for a key is the longest a store-read token of that key may
-	// live (Entra's tokens vary between 60 and 90 minutes: 1.5 covers the
-	// spread).
+	maxExpiryDrift = time.Second // own records carry the exp, in milliseconds
+	// storedLifetimeFactor times this replica's longest own token lifetime
+	// bounds a store-read token's (Entra's vary from 60 to 90 minutes).
 	storedLifetimeFactor = 1.5
-	// assumedOwnLifetime is the longest a store-read token may live before
-	// this replica has had a token of its own for the key: a managed
-	// identity's tokens live 24 hours, the longest Entra issues for apps.
+	// assumedOwnLifetime is the bound before this replica has had a token of
+	// its own: a managed identity's tokens live 24 hours, Entra's longest.
 	assumedOwnLifetime = 24 * time.Hour
-	// maxFutureUpdate tolerates clocks of replicas that run ahead.
-	maxFutureUpdate = time.Minute
+	maxFutureUpdate    = time.Minute // clocks of replicas that run ahead
 )
 
-// maxStoredLifetime is the longest a store-read token of ks may live:
-// storedLifetimeFactor times the longest of this replica's own tokens for
-// ks, and assumedOwnLifetime (24 hours) before it has had one.
+// maxStoredLifetime is the longest a store-read token of ks may live.
 func maxStoredLifetime(ks *keyState) time.Duration {
 	own := time.Duration(ks.longestOwn.Load())
 	if own <= 0 {
@@ -64,14 +41,9 @@ func maxStoredLifetime(ks *keyState) time.Duration {
 	return time.Duration(storedLifetimeFactor * float64(own))
 }
 
-// storedTokenProblem returns why rec, read from the store for ks, must not
-// be used, or nil. The error names fields and times, never the token.
-func storedTokenProblem(ks *keyState, rec *Record, now time.Time) error {
-	return tokenProblemWithin(maxStoredLifetime(ks), rec, now)
-}
-
 // tokenProblemWithin returns why rec, read from the store, must not be
-// used when its tokens may live at most bound, or nil.
+// used when its tokens may live at most bound, or nil. The error names
+// fields and times, never the token.
 func tokenProblemWithin(bound time.Duration, rec *Record, now time.Time) error {
 	expiry := rec.AccessTokenExpiresAt
 	if left := expiry.Sub(now); left > bound {
@@ -108,10 +80,9 @@ func tokenProblemWithin(bound time.Duration, rec *Record, now time.Time) error {
 }
 
 // acceptable reports whether rec, read from the store for h, passes the
-// token checks; a record that does not is logged (once per token) as
-// possible tampering.
+// token checks; a failure is logged once per token.
 func (c *Cache) acceptable(h *Handle, rec *Record) bool {
-	err := storedTokenProblem(h.ks, rec, c.now())
+	err := tokenProblemWithin(maxStoredLifetime(h.ks), rec, c.now())
 	if err == nil {
 		return true
 	}
@@ -122,11 +93,10 @@ func (c *Cache) acceptable(h *Handle, rec *Record) bool {
 	return false
 }
 
-// ownToken records rec, a token h itself just fetched, with its JWT's exp
-// (when it reads as a signed JWS with one, and that leaves it usable),
-// keeps its lifetime as the key's longest own one, and reports whether it
-// may go through the store: not when it is a JWS that other replicas would
-// refuse (unsigned, unreadable, without exp, a JWE), which is said once.
+// ownToken records rec, a token h just fetched, with its JWT's exp (when
+// that leaves it usable), keeps its lifetime as the key's longest own one,
+// and reports whether it may go through the store: not a JWS that other
+// replicas would refuse (said once).
 func (c *Cache) ownToken(h *Handle, rec *Record, now time.Time) bool {
 	ks := h.ks
 	tok, err := jws.Parse(rec.AccessToken)

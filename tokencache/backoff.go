@@ -11,29 +11,22 @@ import (
 	"go.uber.org/zap"
 )
 
-// Backoff after failed fetches: transient failures wait 1s, 2s, 4s... up to
-// 60s; permanent ones 5s, 10s, 20s... up to 5min. Each wait is lengthened by
-// a random 0–50% (never past the cap) so replicas spread out, and is never
-// shorter than a Retry-After the endpoint gave, up to maxRetryAfter.
+// Backoff after failed fetches: transient failures wait 1s doubling to 60s,
+// permanent ones 5s doubling to 5min, each plus a random 0–50% (within the
+// cap) and never shorter than a Retry-After (up to maxRetryAfter, the
+// longest backoff a replica writes). maxClockSkew is how far apart replicas'
+// clocks may be.
 const (
 	transientBackoffMin = time.Second
 	transientBackoffMax = 60 * time.Second
 	permanentBackoffMin = 5 * time.Second
 	permanentBackoffMax = 5 * time.Minute
-	// maxRetryAfter is the longest Retry-After obeyed: the longest backoff
-	// any replica writes.
-	maxRetryAfter = 10 * time.Minute
-	// maxClockSkew is how far apart replicas' clocks may be when they judge
-	// a shared backoff's end.
-	maxClockSkew      = time.Minute
-	maxBackoffMessage = 1024
+	maxRetryAfter       = 10 * time.Minute
+	maxClockSkew        = time.Minute
+	maxBackoffMessage   = 1024
 )
 
-// classify reads what a fetch error says about retrying, through FetchError
-// (found with errors.As through wrapping): FetchPermanent when retrying will
-// not fix it soon, else FetchThrottled when the endpoint asked for a delay
-// (retryAfter), else FetchTransient, as is an error that does not implement
-// FetchError.
+// classify reads what a fetch error says about retrying, through FetchError.
 func classify(err error) (result FetchResult, retryAfter time.Duration) {
 	var fe FetchError
 	switch {
@@ -49,8 +42,8 @@ func classify(err error) (result FetchResult, retryAfter time.Duration) {
 	return FetchTransient, 0
 }
 
-// report tells h's OnFetch how a call of its Fetch that took took ended,
-// err being nil, its error, or the cache's rejection of its token.
+// report tells h's OnFetch how a Fetch call ended (err: its error or the
+// cache's refusal of its token).
 func (h *Handle) report(err error, took time.Duration) {
 	if h.app.OnFetch == nil {
 		return
@@ -59,8 +52,8 @@ func (h *Handle) report(err error, took time.Duration) {
 	h.app.OnFetch(FetchOutcome{Result: result, Duration: took, Err: err})
 }
 
-// backoffDelay is the wait after the attempt-th consecutive failure
-// (attempt ≥ 1), with random in [0, 1) choosing the jitter.
+// backoffDelay is the wait after the attempt-th consecutive failure, with
+// random in [0, 1) choosing the jitter.
 func backoffDelay(attempt int, permanent bool, retryAfter time.Duration, random float64) time.Duration {
 	lo, hi := transientBackoffMin, transientBackoffMax
 	if permanent {
@@ -77,11 +70,9 @@ func backoffDelay(attempt int, permanent bool, retryAfter time.Duration, random 
 	return d
 }
 
-// isLocalFailure reports whether err is a failure of this replica alone,
-// which the fleet must not obey: no answer from the endpoint (FetchError's
-// HTTPStatus 0: not sent, a transport error or a timeout), a token this
-// cache rejected (empty, or expiring within the refresh window), or a
-// panicking Fetch.
+// isLocalFailure reports whether err is this replica's alone, which the
+// fleet must not obey: no answer from the endpoint, a token this cache
+// refused, or a panicking Fetch.
 func isLocalFailure(err error) bool {
 	if errors.Is(err, errEmptyToken) || errors.Is(err, errTokenTooShort) || errors.Is(err, errFetchPanicked) {
 		return true
@@ -90,17 +81,14 @@ func isLocalFailure(err error) bool {
 	return errors.As(err, &fe) && fe.HTTPStatus() == 0
 }
 
-// appliesTo reports whether b binds an application whose credential is
-// credentialID: a transient backoff (throttling, an unavailable endpoint)
-// binds everyone; a permanent one only the same credential (both empty
-// counts as the same), so that replicas with a rotated, good credential
-// are not paused by those with the old one.
+// appliesTo reports whether b binds credentialID: a transient backoff binds
+// everyone, a permanent one only the same credential (a rotated, good
+// credential is not paused by the old one's failure).
 func (b *Backoff) appliesTo(credentialID string) bool {
 	return !b.Permanent || b.CredentialID == credentialID
 }
 
-// activeBackoff returns ks's in-process backoff if it still runs at now and
-// binds credentialID.
+// activeBackoff returns ks's backoff if it runs at now and binds credentialID.
 func (ks *keyState) activeBackoff(now time.Time, credentialID string) (Backoff, error, bool) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -110,10 +98,8 @@ func (ks *keyState) activeBackoff(now time.Time, credentialID string) (Backoff, 
 	return ks.failure, ks.lastErr, true
 }
 
-// adoptBackoff takes a backoff read from the store into ks, so that this
-// replica obeys it without asking the store again, and counts attempts from
-// the fleet's. A permanent backoff of another credential than credentialID
-// (the reading application's) is ignored.
+// adoptBackoff takes a backoff read from the store into ks, counting
+// attempts from the fleet's, unless it binds another credential.
 func (ks *keyState) adoptBackoff(b *Backoff, credentialID string) {
 	if !b.appliesTo(credentialID) {
 		return
@@ -132,8 +118,7 @@ func (ks *keyState) adoptBackoff(b *Backoff, credentialID string) {
 	}
 }
 
-// clearBackoff forgets ks's failures after a success, reporting whether
-// there were any.
+// clearBackoff forgets ks's failures, reporting whether there were any.
 func (ks *keyState) clearBackoff() bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -142,9 +127,8 @@ func (ks *keyState) clearBackoff() bool {
 	return had
 }
 
-// backedOff returns the error for a caller of h while b runs: with
-// RetryAfter while throttled, Permanent after a permanent failure; cause is
-// the failure's error when this process saw it.
+// backedOff returns the error for a caller of h while b runs; cause is the
+// failure's error when this process saw it.
 func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	wait := b.Until.Sub(c.now())
 	msg := cmp.Or(b.Message, fmt.Sprintf("requesting a token for application %q failed", h.app.Name))
@@ -156,10 +140,9 @@ func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	return err
 }
 
-// refused is the error for a caller of h while backoff b runs (see
-// backedOff); for a forced refresh, whose caller asked for a new token,
-// its cause is ErrPaused (wrapping the failure) and its RetryAfter the time
-// until b ends, whether b is transient or permanent.
+// refused is backedOff, except that for a forced refresh the cause is
+// ErrPaused (wrapping the failure) and RetryAfter runs until b ends, even
+// when b is permanent.
 func (c *Cache) refused(h *Handle, b Backoff, cause error, forced bool) error {
 	e := c.backedOff(h, b, cause)
 	if forced {
@@ -169,15 +152,13 @@ func (c *Cache) refused(h *Handle, b Backoff, cause error, forced bool) error {
 	return e
 }
 
-// ceilSecond rounds d up to a whole second, so a message never says
-// "paused for 0s".
+// ceilSecond rounds d up to a whole second: never "paused for 0s".
 func ceilSecond(d time.Duration) time.Duration {
 	return (d + time.Second - 1).Truncate(time.Second)
 }
 
-// checkStoreBackoff reads the fleet's backoff for h's key; if one runs and
-// binds h's credential it is adopted and returned. Store failures are
-// reported as such.
+// checkStoreBackoff reads and adopts the fleet's backoff for h's key and
+// returns it if it runs and binds h's credential.
 func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, error, bool) {
 	ks := h.ks
 	credentialID := h.app.credentialID()
@@ -190,10 +171,8 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 	case err != nil:
 		c.storeFailed(err)
 	default:
-		cutStoredBackoff(b)
-		// No replica writes a backoff longer than maxRetryAfter: one that
-		// runs longer (beyond clock skew) was not written by a replica, and
-		// is ignored so that a Redis writer cannot pause token requests.
+		b.Message = truncate(b.Message, maxBackoffMessage) // no more than a replica writes
+		// Longer than any replica writes: a Redis writer must not pause us.
 		if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
 			c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
 				zap.String("application", h.app.Name), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
@@ -204,10 +183,9 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 	return ks.activeBackoff(c.now(), credentialID)
 }
 
-// recordFailure starts (or lengthens) ks's backoff after a failed fetch,
-// in process and, if shared and the failure is not local to this replica
-// (see isLocalFailure), in the store for the whole fleet, and returns the
-// error for the callers of this fetch.
+// recordFailure starts or lengthens the backoff after a failed fetch, in
+// the store too if shared and not a local failure, and returns the error
+// for the fetch's callers.
 func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, shared bool) *Error {
 	ks := h.ks
 	result, retryAfter := classify(fetchErr)
@@ -222,13 +200,8 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 		attempts = ks.failure.Attempts + 1
 	}
 	delay := backoffDelay(attempts, permanent, retryAfter, c.random())
-	b := Backoff{
-		Until:        c.now().Add(delay).UTC(),
-		Permanent:    permanent,
-		Attempts:     attempts,
-		Message:      truncate(callerErr.Message, maxBackoffMessage),
-		CredentialID: credentialID,
-	}
+	b := Backoff{Until: c.now().Add(delay).UTC(), Permanent: permanent, Attempts: attempts,
+		Message: truncate(callerErr.Message, maxBackoffMessage), CredentialID: credentialID}
 	ks.failure, ks.lastErr = b, fetchErr
 	ks.mu.Unlock()
 
@@ -251,7 +224,6 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 	return callerErr
 }
 
-// truncate cuts s to at most n bytes.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

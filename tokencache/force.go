@@ -9,16 +9,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// ErrPaused is the cause (errors.Is) of Refresh's error when the key is
-// backed off after a failure: no token request was made.
+// ErrPaused is the cause of Refresh's error while the key is backed off.
 var ErrPaused = errors.New("tokencache: token requests are paused after a failure")
 
-// forcedRefreshInterval: Refresh calls this close together share one
-// token request.
+// forcedRefreshInterval: Refresh calls this close together share one request.
 const forcedRefreshInterval = time.Second
 
-// forcedRefresh is the last forced refresh of a key: when it began, and
-// its result once it ended.
+// forcedRefresh is a key's last forced refresh, and its result once done.
 type forcedRefresh struct {
 	started time.Time
 	done    bool
@@ -26,8 +23,7 @@ type forcedRefresh struct {
 	err     error
 }
 
-// pausedError is Refresh's cause while the key is backed off: it is
-// ErrPaused and unwraps to the failure that started the backoff.
+// pausedError is ErrPaused, unwrapping to the failure of the backoff.
 type pausedError struct{ cause error }
 
 func (e *pausedError) Error() string {
@@ -40,17 +36,11 @@ func (e *pausedError) Is(target error) bool { return target == ErrPaused }
 func (e *pausedError) Unwrap() error        { return e.cause }
 
 // Refresh fetches a new token for h's key now, even while the current one
-// is valid, and shares it: the record is written to the store and
-// announced, so every replica sharing the store replaces its copy (see
-// watch). Use it when the token's content must change (an app role was
-// granted). It takes the refresh lock like any refresh; when another
-// replica holds it, a token that replica writes meanwhile will do.
-//
-// It is bounded: while the key is backed off after a failure it makes no
-// token request and returns an *Error (RetryAfter until the backoff ends,
-// Permanent too if it is) whose cause is ErrPaused; calls within a second
-// of a forced refresh's start share its result. Errors are *Error, as
-// Token's.
+// is valid, and shares it with every replica (when the token's content must
+// change: an app role was granted). A token another lock holder writes
+// meanwhile will do. While the key is backed off it makes no request: the
+// *Error's cause is ErrPaused, RetryAfter until the backoff ends. Calls
+// within a second of one's start share its result. Errors are *Error.
 func (h *Handle) Refresh(ctx context.Context) (Record, error) {
 	c, ks := h.c, h.ks
 	if c.isClosed() {
@@ -67,7 +57,7 @@ func (h *Handle) Refresh(ctx context.Context) (Record, error) {
 		last := ks.forced
 		if last.done && c.now().Sub(last.started) < forcedRefreshInterval {
 			ks.mu.Unlock()
-			return last.rec, last.err // a call that came as the last one ended
+			return last.rec, last.err
 		}
 		started := c.now()
 		ks.forced = forcedRefresh{started: started}
@@ -91,7 +81,6 @@ func (h *Handle) Refresh(ctx context.Context) (Record, error) {
 	}
 }
 
-// forcedResult is what Refresh returns for a forced refresh's outcome.
 func (h *Handle) forcedResult(rec *Record, err error) (Record, error) {
 	if err != nil {
 		return Record{}, requestFailed(h, err)
@@ -99,15 +88,11 @@ func (h *Handle) forcedResult(rec *Record, err error) (Record, error) {
 	return *h.view(rec), nil
 }
 
-// DeleteEverywhere purges h's key everywhere, whatever token it holds: it
-// serves the admin API (DELETE /entra/tokens/<application>). The store's
-// record is deleted, this process drops its copy, and the deletion is
-// announced so that every replica sharing the store drops its own (see
-// watch). The next Token fetches a new token (one per fleet, as usual); a
-// key kept warm (Prefetch) fetches at once. A running backoff is kept. It
-// is not rate-limited (unlike PurgeRejected, which drops only a given
-// token a downstream refused). The error reports a store failure; this
-// process's copy is dropped regardless.
+// DeleteEverywhere purges h's key, whatever token it holds, here, in the
+// store and (announced) in every replica: the admin API's DELETE. The next
+// Token fetches (a key kept warm at once); a running backoff is kept. It is
+// not rate-limited. The error reports a store failure; this process's copy
+// is dropped regardless.
 func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	c, ks := h.c, h.ks
 	c.registerMu.Lock()

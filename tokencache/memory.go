@@ -6,13 +6,10 @@ import (
 	"time"
 )
 
-// MemoryStore is an in-process Store, the default when no Redis is
-// configured. Its records, locks and backoffs live as long as their ttl,
-// measured with the Cache's clock when the Cache made it (Options.Store
-// unset), else with time.Now. Its locks work like Redis ones (SET NX PX,
-// compare-and-delete), which within one Cache always succeed since
-// singleflight already lets only one refresh per key run at a time. No
-// other process shares it: Publish does nothing and Watch returns nil.
+// MemoryStore is an in-process Store, the default without Redis. Its
+// entries live as long as their ttl, measured with the Cache's clock when
+// the Cache made it, else with time.Now. Its locks work like Redis ones;
+// no other process shares it: Publish does nothing and Watch returns nil.
 type MemoryStore struct {
 	now func() time.Time
 
@@ -30,31 +27,34 @@ type memoryEntry struct {
 }
 
 // NewMemoryStore returns an empty MemoryStore measuring ttls with time.Now.
-func NewMemoryStore() *MemoryStore {
-	return newMemoryStore(time.Now)
-}
+func NewMemoryStore() *MemoryStore { return newMemoryStore(time.Now) }
 
 func newMemoryStore(now func() time.Time) *MemoryStore {
-	return &MemoryStore{
-		now:      now,
-		records:  make(map[string]memoryEntry),
-		locks:    make(map[string]memoryEntry),
-		backoffs: make(map[string]memoryEntry),
-	}
+	return &MemoryStore{now: now, records: make(map[string]memoryEntry),
+		locks: make(map[string]memoryEntry), backoffs: make(map[string]memoryEntry)}
 }
 
 // live returns the unexpired entry under key in m, deleting an expired one.
 // The caller holds s.mu.
 func (s *MemoryStore) live(m map[string]memoryEntry, key string) (memoryEntry, bool) {
 	e, ok := m[key]
-	if !ok {
-		return memoryEntry{}, false
-	}
-	if !s.now().Before(e.expires) {
+	if ok && !s.now().Before(e.expires) {
 		delete(m, key)
 		return memoryEntry{}, false
 	}
-	return e, true
+	return e, ok
+}
+
+// put stores e under key in m for ttl.
+func (s *MemoryStore) put(m map[string]memoryEntry, key string, e memoryEntry, ttl time.Duration) error {
+	if ttl <= 0 {
+		return errNonPositiveTTL
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.expires = s.now().Add(ttl)
+	m[key] = e
+	return nil
 }
 
 // Get returns a copy of the record under key, or (nil, ErrNotFound).
@@ -71,14 +71,8 @@ func (s *MemoryStore) Get(_ context.Context, key string) (*Record, error) {
 
 // Set stores a copy of rec under key for ttl.
 func (s *MemoryStore) Set(_ context.Context, key string, rec *Record, ttl time.Duration) error {
-	if ttl <= 0 {
-		return errNonPositiveTTL
-	}
 	cp := *rec
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.records[key] = memoryEntry{rec: &cp, expires: s.now().Add(ttl)}
-	return nil
+	return s.put(s.records, key, memoryEntry{rec: &cp}, ttl)
 }
 
 // DeleteRecord deletes the record under key if it holds accessToken.
@@ -150,14 +144,8 @@ func (s *MemoryStore) GetBackoff(_ context.Context, key string) (*Backoff, error
 
 // SetBackoff stores a copy of b under key for ttl.
 func (s *MemoryStore) SetBackoff(_ context.Context, key string, b *Backoff, ttl time.Duration) error {
-	if ttl <= 0 {
-		return errNonPositiveTTL
-	}
 	cp := *b
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.backoffs[key] = memoryEntry{backoff: &cp, expires: s.now().Add(ttl)}
-	return nil
+	return s.put(s.backoffs, key, memoryEntry{backoff: &cp}, ttl)
 }
 
 // DeleteBackoff deletes the backoff under key.
@@ -168,20 +156,20 @@ func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
 	return nil
 }
 
-// Publish does nothing: no other process shares the store.
-func (s *MemoryStore) Publish(context.Context, string, string, *Record) error { return nil }
-
-// Watch returns no updates: no other process shares the store.
-func (s *MemoryStore) Watch(context.Context, string, string) (<-chan *Record, func()) {
-	return nil, func() {}
-}
-
 // RemoveRecord deletes the record under key, whatever it holds.
 func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.records, key)
 	return nil
+}
+
+// Publish does nothing: no other process shares the store.
+func (s *MemoryStore) Publish(context.Context, string, string, *Record) error { return nil }
+
+// Watch returns no updates: no other process shares the store.
+func (s *MemoryStore) Watch(context.Context, string, string) (<-chan *Record, func()) {
+	return nil, func() {}
 }
 
 // Authenticates reports true: records never leave the process.

@@ -12,43 +12,31 @@ import (
 // redacted replaces an access token wherever a Record is printed.
 const redacted = "[REDACTED]"
 
-// Record is a cached token record, the value of Handle.Token. In the
-// store it is JSON with the field names below and RFC 3339 times.
-//
-// fmt (%v, %+v, %#v, %s, %q) and zap (zap.Any, zap.Object) print it with the
-// access token redacted; encoding/json does not, because the store needs it.
+// Record is a cached token record, the value of Handle.Token; in the store,
+// JSON as tagged. fmt and zap print it with the access token redacted;
+// encoding/json does not, because the store needs it.
 type Record struct {
-	// ID is the record key (see RecordKey).
-	ID string `json:"id"`
-	// ApplicationName is the application's name (Application.Name of the
-	// handle asked).
-	ApplicationName string `json:"applicationName"`
-	// AccessToken is the bearer token.
-	AccessToken string `json:"accessToken"`
-	// AccessTokenExpiresAt is when the token expires.
+	ID                   string    `json:"id"` // the record key (see RecordKey)
+	ApplicationName      string    `json:"applicationName"`
+	AccessToken          string    `json:"accessToken"`
 	AccessTokenExpiresAt time.Time `json:"accessTokenExpiresAt"`
-	// Scope is the space-separated scopes.
-	Scope string `json:"scope"`
-	// CreatedAt is when the record was first written.
-	CreatedAt time.Time `json:"createdAt"`
-	// UpdatedAt is when the record was last refreshed.
-	UpdatedAt time.Time `json:"updatedAt"`
+	Scope                string    `json:"scope"`     // space-separated
+	CreatedAt            time.Time `json:"createdAt"` // first written
+	UpdatedAt            time.Time `json:"updatedAt"` // last refreshed
 }
 
 // Fetched is what a FetchFunc returns: a token and when it expires.
 type Fetched struct {
 	AccessToken string
 	ExpiresAt   time.Time
-	// RefreshIn is when, after the fetch, the token endpoint advises
-	// refreshing the token (Entra's refresh_in); 0 when it gave none, and
-	// then Options.RefreshAhead decides. It is honoured by the replica that
-	// fetched; replicas that take the record from the store use
-	// RefreshAhead (the record format has no field for it).
+	// RefreshIn is when the endpoint advises refreshing (Entra's
+	// refresh_in), 0 for none (then RefreshAhead decides). Only the
+	// fetching replica knows it: the record has no field for it.
 	RefreshIn time.Duration
 }
 
 // FetchFunc requests a new token. Its errors must be safe to show a client
-// (no secret, no token): the cache puts their text in Error.Message.
+// (no secret, no token): they become Error.Message.
 type FetchFunc func(ctx context.Context) (Fetched, error)
 
 func (c Record) redactedToken() string {
@@ -58,20 +46,19 @@ func (c Record) redactedToken() string {
 	return redacted
 }
 
-// String formats the record like %v formats a struct, with the token redacted.
-func (c Record) String() string {
-	return fmt.Sprintf("{%s %s %s %s %s %s %s}", c.ID, c.ApplicationName, c.redactedToken(),
-		c.AccessTokenExpiresAt.Format(time.RFC3339Nano), c.Scope,
-		c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano))
+// printed returns the fields as fmt shows them, the token redacted.
+func (c Record) printed() []any {
+	return []any{c.ID, c.ApplicationName, c.redactedToken(), c.AccessTokenExpiresAt.Format(time.RFC3339Nano),
+		c.Scope, c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano)}
 }
 
-// GoString formats the record like %#v formats a struct, with the token redacted.
+// String formats the record as %v does a struct, with the token redacted.
+func (c Record) String() string { return fmt.Sprintf("{%s %s %s %s %s %s %s}", c.printed()...) }
+
+// GoString formats the record as %#v does, with the token redacted.
 func (c Record) GoString() string {
 	return fmt.Sprintf("tokencache.Record{ID:%q, ApplicationName:%q, AccessToken:%q, "+
-		"AccessTokenExpiresAt:%q, Scope:%q, CreatedAt:%q, UpdatedAt:%q}",
-		c.ID, c.ApplicationName, c.redactedToken(),
-		c.AccessTokenExpiresAt.Format(time.RFC3339Nano), c.Scope,
-		c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano))
+		"AccessTokenExpiresAt:%q, Scope:%q, CreatedAt:%q, UpdatedAt:%q}", c.printed()...)
 }
 
 // Format implements fmt.Formatter so that no verb prints the token.
@@ -81,9 +68,7 @@ func (c Record) Format(f fmt.State, verb rune) {
 		_, _ = io.WriteString(f, c.GoString())
 	case verb == 'v' && f.Flag('+'):
 		_, _ = fmt.Fprintf(f, "{ID:%s ApplicationName:%s AccessToken:%s AccessTokenExpiresAt:%s "+
-			"Scope:%s CreatedAt:%s UpdatedAt:%s}", c.ID, c.ApplicationName, c.redactedToken(),
-			c.AccessTokenExpiresAt.Format(time.RFC3339Nano), c.Scope,
-			c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano))
+			"Scope:%s CreatedAt:%s UpdatedAt:%s}", c.printed()...)
 	case verb == 'q':
 		_, _ = fmt.Fprintf(f, "%q", c.String())
 	default:
@@ -91,8 +76,7 @@ func (c Record) Format(f fmt.State, verb rune) {
 	}
 }
 
-// MarshalLogObject implements zapcore.ObjectMarshaler so that zap.Any and
-// zap.Object log the record without its token.
+// MarshalLogObject logs the record for zap without its token.
 func (c Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("id", c.ID)
 	enc.AddString("applicationName", c.ApplicationName)
@@ -104,8 +88,7 @@ func (c Record) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// validFor reports whether the record has a token with more than window
-// left at now.
+// validFor reports whether the record has a token with more than window left.
 func (c *Record) validFor(now time.Time, window time.Duration) bool {
 	return c != nil && c.AccessToken != "" && c.AccessTokenExpiresAt.Sub(now) > window
 }

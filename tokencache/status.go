@@ -10,43 +10,33 @@ type Source string
 
 // Sources of a token (Status.Source).
 const (
-	// SourceFetched: this process fetched it from the token endpoint.
-	SourceFetched Source = "fetched"
-	// SourceStore: this process took it from the shared store (another
-	// replica fetched it).
-	SourceStore Source = "store"
+	SourceFetched Source = "fetched" // this process fetched it
+	SourceStore   Source = "store"   // taken from the store: another replica fetched it
 )
 
-// Status is a snapshot of what a handle's key holds, for inspection (an
-// admin API, a readiness probe). Record holds the token itself: show its
-// metadata, never the token.
+// Status is a snapshot of a handle's key, for an admin API or a probe.
+// Record holds the token itself: show its metadata, never the token.
 type Status struct {
-	// Record is the current record as the handle returns it, nil when
-	// there is none; it may be expired (see Usable).
+	// Record is the current record as the handle returns it (nil for none);
+	// it may be expired.
 	Record *Record
-	// Usable reports whether Record has more than RefreshWindow left: a
-	// Token call would return it without a refresh.
+	// Usable reports whether Record has more than RefreshWindow left.
 	Usable bool
 	// Source is where Record came from; empty without a record.
 	Source Source
-	// NextRefresh is when the next background refresh is planned; zero
-	// when none is (no usable record and the key is not kept warm, or the
-	// handle's key is no longer in use).
+	// NextRefresh is when the next background refresh is planned; zero for
+	// none.
 	NextRefresh time.Time
-	// Failure describes the failures since the last success; nil when
-	// there were none.
+	// Failure describes the failures since the last success; nil for none.
 	Failure *Failure
 }
 
 // Failure is the backoff state of a key after failed token requests.
 type Failure struct {
 	Backoff
-	// Active reports whether Until is still ahead (at the time of the
-	// snapshot).
-	Active bool
-	// Err is the failure's cause when this process saw it (nil when the
-	// backoff was shared by another replica), for errors.As. It holds no
-	// token or secret.
+	Active bool // Until is still ahead
+	// Err is the cause when this process saw it (nil when the backoff came
+	// from another replica), for errors.As. It holds no token or secret.
 	Err error
 }
 
@@ -77,12 +67,10 @@ func (h *Handle) Key() string { return h.ks.key }
 // Scope returns h's scopes, space-separated.
 func (h *Handle) Scope() string { return h.scope }
 
-// Prefetch keeps h's key warm: it starts fetching a token at once, in the
-// background (it does not wait), unless the key holds a usable one; and
-// while h is live, the key's background refreshes go on after failures
-// too (when the backoff ends), so that a token is ready before the first
-// request and stays so without traffic. Fetches are coordinated across
-// replicas like any refresh.
+// Prefetch keeps h's key warm: it starts a background fetch now unless the
+// key holds a usable token, and while h is live the key's background
+// refreshes go on after failures too, so that a token is ready before the
+// first request and stays so without traffic.
 func (h *Handle) Prefetch() {
 	c, ks := h.c, h.ks
 	h.prefetch.Store(true)
@@ -103,8 +91,8 @@ func (h *Handle) Prefetch() {
 	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, nil) })
 }
 
-// prefetchRetryInterval is the least time between two background
-// attempts for a key kept warm without a usable token.
+// prefetchRetryInterval is the least time between two background attempts
+// for a key kept warm without a usable token.
 const prefetchRetryInterval = time.Second
 
 // warm reports whether a live handle of ks asked for Prefetch.

@@ -7,10 +7,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// trusted reports whether rec, read from the store, may be used by h (see
-// Application.VerifyStored): a record that matches h's identity; one that
-// cannot be checked only from a store that authenticates its records; never
-// one of another identity, which is logged as possible tampering.
+// verify runs h's VerifyStored on rec: ok for a record of h's identity, or
+// an unverifiable one from a store that authenticates records.
+func (c *Cache) verify(h *Handle, rec *Record) (ok bool, err error) {
+	if h.app.VerifyStored == nil {
+		return true, nil
+	}
+	err = h.app.VerifyStored(*rec)
+	return err == nil || errors.Is(err, ErrUnverifiable) && c.store.Authenticates(), err
+}
+
+// trusted reports whether rec, read from the store, may be used by h: it
+// passes the token checks and verify; a failure is logged once per token.
 func (c *Cache) trusted(h *Handle, rec *Record) bool {
 	if rec == nil || rec.AccessToken == "" {
 		return true
@@ -18,18 +26,13 @@ func (c *Cache) trusted(h *Handle, rec *Record) bool {
 	if !c.acceptable(h, rec) {
 		return false
 	}
-	verify := h.app.VerifyStored
-	if verify == nil {
-		return true
-	}
-	err := verify(*rec)
-	unverifiable := errors.Is(err, ErrUnverifiable)
-	if err == nil || unverifiable && c.store.Authenticates() {
+	ok, err := c.verify(h, rec)
+	if ok {
 		return true
 	}
 	if h.ks.firstRejection(rec.AccessToken) {
 		fields := []zap.Field{zap.String("application", h.app.Name), zap.String("record_key", h.ks.key), zap.Error(err)}
-		if unverifiable {
+		if errors.Is(err, ErrUnverifiable) {
 			c.log().Info("ignoring a token record that cannot be verified against its identity; the token store does not authenticate records (see encryption_key)", fields...)
 		} else {
 			c.log().Warn("token record does not match its identity; possible tampering", fields...)
@@ -38,30 +41,21 @@ func (c *Cache) trusted(h *Handle, rec *Record) bool {
 	return false
 }
 
-// shareable reports whether rec, a token h itself just fetched, may go
-// through the store: when other replicas with h's identity will be able to
-// trust it. A token that cannot be verified, on a store that does not
-// authenticate records, or one that does not match h's own identity (a
-// misconfiguration: every replica would reject it) is not; then the key is
-// marked unshared, said once, and from then on fetched by this replica on
-// its own, without the store.
+// shareable reports whether rec, a token h just fetched, may go through the
+// store: whether other replicas will trust it. If not, the key is marked
+// unshared (said once) and fetched from then on without the store.
 func (c *Cache) shareable(h *Handle, rec *Record) bool {
-	verify := h.app.VerifyStored
 	ks := h.ks
-	if verify == nil {
-		return true
-	}
-	if ks.unshared.Load() {
+	if h.app.VerifyStored != nil && ks.unshared.Load() {
 		return false
 	}
-	err := verify(*rec)
-	unverifiable := errors.Is(err, ErrUnverifiable)
-	if err == nil || unverifiable && c.store.Authenticates() {
+	ok, err := c.verify(h, rec)
+	if ok {
 		return true
 	}
 	if ks.unshared.CompareAndSwap(false, true) {
 		msg := "this replica's own token does not match its configured identity; fetching tokens for it without sharing them through the token store"
-		if unverifiable {
+		if errors.Is(err, ErrUnverifiable) {
 			msg = "other replicas could not verify this replica's tokens, and the token store does not authenticate records; " +
 				"fetching tokens for it without sharing them through the token store (set encryption_key to share them)"
 		}

@@ -8,20 +8,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// watch starts ks's lasting subscription to its update channel, for as
-// long as the key has handles (Release of the last one, or Close, ends
-// it): on each announcement this process wakes the key's waiters (see
-// updated), reads the store, takes a newer record into L1 at once (a forced
-// refresh on another replica), and drops its own when the record is gone (a
-// purge on another replica), so every replica sharing the store follows
-// within the pub/sub latency. The
-// caller holds c.registerMu; the returned channel is closed once the
-// subscription is confirmed (or the store gave up within its timeout), so
-// that Register, after releasing the lock, returns only when announcements
-// reach the key.
-//
-// A store no other process shares (Store.Watch returns nil) is not
-// watched.
+// watch starts ks's lasting subscription, ended by Release of the last
+// handle or Close: on each announcement it follows the store (see
+// followStore) and wakes the key's waiters. The caller holds c.registerMu;
+// the channel returned is closed once the subscription is confirmed (or
+// the store gave up).
 func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	subscribed := make(chan struct{})
 	if !c.startBackground() {
@@ -52,8 +43,7 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 }
 
 // updated returns the key's broadcast: a channel closed at the key's next
-// announcement, this process's own (Cache.publish) or another's (the
-// lasting subscription). A refresh takes it before trying the lock.
+// announcement, this process's own (Cache.publish) or another's.
 func (ks *keyState) updated() <-chan struct{} {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -63,8 +53,7 @@ func (ks *keyState) updated() <-chan struct{} {
 	return ks.changed
 }
 
-// announce wakes everyone waiting on the key's broadcast; rec is the record
-// the announcement carried, nil for none (see lastAnnounced).
+// announce wakes the key's waiters; rec is what the announcement carried.
 func (ks *keyState) announce(rec *Record) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -75,24 +64,19 @@ func (ks *keyState) announce(rec *Record) {
 	}
 }
 
-// lastAnnounced returns the record the key's last announcement carried, nil
-// if it carried none: a waiter woken by it takes it without reading the
-// store, after the checks a record read from the store passes.
+// lastAnnounced returns the record the key's last announcement carried.
 func (ks *keyState) lastAnnounced() *Record {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	return ks.announced
 }
 
-// followStore brings ks in line with the store after an announcement,
-// for a key in use here: it takes a newer record (one written no earlier
-// than the current one: the one the announcement carried, else read from
-// the store), and drops the current one when the store no longer has it,
-// only if it was current before the read: a fetch writes the store before
-// it fills L1, so a record filled since may simply not have been written
-// when the store was read. Nothing changes for a key fetched without the
-// store (unshared, or fetched while the store was down), for a record that
-// does not decode or is not trusted, or when the store fails.
+// followStore brings a key in use here in line with the store after an
+// announcement: it takes a newer record (announced, else read), and drops
+// the current one when the store no longer has it, only if it was current
+// before the read (a fetch writes the store before it fills L1). A key
+// fetched without the store, an untrusted record or a store failure change
+// nothing.
 func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record) {
 	h := c.newestOf(ks)
 	if h == nil || ks.unshared.Load() {
@@ -126,11 +110,9 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 		return // ours, or already taken
 	}
 	if cur != nil && rec.UpdatedAt.Before(cur.UpdatedAt) {
-		// Written before the current one: a Redis writer putting back an
-		// earlier record (a sealed one too: copying needs no key) would
-		// otherwise make every replica take a token past its refresh point
-		// and fetch at once, once per put-back. (Not the expiry: Entra's
-		// token lifetimes vary, so a newer token may expire sooner.)
+		// A Redis writer putting back an older record (sealed ones copy)
+		// must not make every replica fetch. Not by expiry: Entra's token
+		// lifetimes vary.
 		return
 	}
 	if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) || !c.trusted(h, rec) {
@@ -142,15 +124,10 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Time("expires_at", rec.AccessTokenExpiresAt))
 }
 
-// dropGone drops ks's current record from L1 when the store no longer has
-// it although it was shared (another replica purged it): the next Token
-// gets a fresh one. Only seen, the record current when the store was read,
-// is dropped: one taken since (a fetch that wrote the store after that read)
-// is not the purged one. A key kept warm fetches at once. A still-valid
-// token is dropped at most once per PurgeInterval (shared with
-// PurgeRejected, see allowRefetch): within it, it is kept until its own refresh or the next
-// announcement after the interval. Application.OnStoreDrop is told either
-// way.
+// dropGone drops seen, ks's shared current record when the store was read,
+// from L1 now that the store lost it (another replica purged it); a key
+// kept warm fetches at once. A valid token is dropped at most once per
+// PurgeInterval (see allowRefetch). OnStoreDrop is told either way.
 func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	c.registerMu.Lock()
 	ks.mu.Lock()
