@@ -186,11 +186,8 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 		if rec, ok := e.entries.get(d, e.c.now()); ok {
 			return exchanged{rec, ExchangeHit}, nil
 		}
-		flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
-			time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*e.c.lockTTL)
+		flightCtx, cancel := e.c.flightContext(ctx)
 		defer cancel()
-		stop := context.AfterFunc(e.c.closing, cancel)
-		defer stop()
 		call.waiting = waiting
 		return e.load(flightCtx, call)
 	})
@@ -366,11 +363,7 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 	}
 	res, err := e.exchange(ctx, call, true)
 	unlock()
-	publishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
-	defer cancel()
-	if pubErr := e.c.store.Publish(publishCtx, key, UpdateChannel(key), res.rec); pubErr != nil {
-		e.c.storeFailed(pubErr)
-	}
+	e.c.announce(ctx, key, UpdateChannel(key), res.rec)
 	return res, err
 }
 
@@ -528,6 +521,31 @@ func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter tim
 		wrapped.RetryAfter = tb.Until.Sub(now)
 	}
 	return wrapped
+}
+
+// tenantBackoff is the backoff of the exchanges at one tenant, with its cause.
+type tenantBackoff struct {
+	Backoff
+	cause error
+}
+
+// makeRoomForBackoff keeps the backoffs within ExchangeOptions.Tenants
+// before one is added: an ended one goes first, else the one ending
+// soonest. The caller holds e.mu.
+func (e *Exchanger) makeRoomForBackoff(now time.Time) {
+	for len(e.backoffs) >= e.opts.Tenants {
+		victim, first := "", true
+		for tenant, tb := range e.backoffs {
+			if !now.Before(tb.Until) {
+				victim = tenant
+				break
+			}
+			if first || tb.Until.Before(e.backoffs[victim].Until) {
+				victim, first = tenant, false
+			}
+		}
+		delete(e.backoffs, victim)
+	}
 }
 
 // activeBackoff returns the backoff at tenant if it runs at now.

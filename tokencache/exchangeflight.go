@@ -6,34 +6,27 @@ import (
 	"time"
 )
 
-// One exchange per user token runs at a time in a process (a flight), the
-// concurrent requests with that token joining it. A flight waits for a
-// token request slot only while one of its requests still waits: when the
-// last one leaves (its context ended, or WaitTimeout), the flight gives up
-// before it sends its exchange (once sent, the exchange completes and its
-// token is kept for the next request). The flights with requests waiting
-// are at most ExchangeOptions.MaxFlights per Exchanger.
+// One exchange per user token runs at a time in a process (a flight),
+// concurrent requests joining it. A flight whose last request left gives
+// up before it sends its exchange (once sent, its token is kept).
 
-// ExchangesBusyRetry is the RetryAfter of an Exchange refused because
-// MaxFlights exchanges are in flight.
+// ExchangesBusyRetry is the RetryAfter of an Exchange refused with
+// ErrExchangesBusy.
 const ExchangesBusyRetry = time.Second
 
 // ErrExchangesBusy is the cause of an Exchange refused because
 // ExchangeOptions.MaxFlights exchanges are in flight.
 var ErrExchangesBusy = errors.New("tokencache: too many token exchanges in flight")
 
-// errGone is the cause of a flight's error once no request waits for it: nobody
-// reads it.
+// errGone ends a flight no request waits for: nobody reads it.
 var errGone = errors.New("tokencache: no request waits for the exchange")
 
 func errCallersGone(name string) error {
 	return requestError(errGone, "no request waits for the exchange of application %q", name)
 }
 
-// exchangeCall is what a flight exchanges: the entry's store key, the
-// tenant the exchange goes to (whose backoff a failure starts), the user
-// token's expiry, the exchange function, and waiting, which ends when the
-// flight's last request has left.
+// exchangeCall is what a flight exchanges; waiting ends when the flight's
+// last request has left.
 type exchangeCall struct {
 	key      string
 	tenant   string
@@ -51,9 +44,8 @@ type exchangeFlight struct {
 	stop    context.CancelFunc // ends waiting
 }
 
-// join makes the calling request wait for the flight of d: the running one
-// with requests waiting, else a new one running run (led), unless
-// MaxFlights are in flight (an *Error with ErrExchangesBusy). The caller
+// join makes the caller wait for the flight of d: the running one, else a
+// new one running run (led), unless MaxFlights are in flight. The caller
 // calls leave when it stops waiting.
 func (e *Exchanger) join(d entryDigest, run func(waiting context.Context) (exchanged, error)) (f *exchangeFlight, led bool, err error) {
 	e.flightsMu.Lock()
@@ -79,9 +71,8 @@ func (e *Exchanger) join(d entryDigest, run func(waiting context.Context) (excha
 	return f, true, nil
 }
 
-// leave says the calling request stopped waiting for f, the flight of d:
-// the last one to leave ends f's waiting, and f no longer counts against
-// MaxFlights (a request for d arriving later starts a flight of its own).
+// leave says the caller stopped waiting for f: the last one ends f's
+// waiting, and f no longer counts against MaxFlights.
 func (e *Exchanger) leave(d entryDigest, f *exchangeFlight) {
 	e.flightsMu.Lock()
 	defer e.flightsMu.Unlock()

@@ -11,23 +11,19 @@ import (
 	"sync"
 )
 
-// exchangeKeyInfo separates the key of exchange entries from every other
-// use of the fleet's secret.
+// exchangeKeyInfo separates the entry key from other uses of the secret.
 const exchangeKeyInfo = "caddy-entra on-behalf-of entry key v1"
 
-// DeriveExchangeKey returns the key that names exchange entries in the
-// store (ExchangeOptions.HashKey), derived from the fleet's secret (the
-// store's first encryption key) with HMAC-SHA-256, so that it is the same
-// on every replica holding that secret and no other use of the secret
-// shares it.
+// DeriveExchangeKey returns ExchangeOptions.HashKey from the fleet's secret
+// (the store's first encryption key) with HMAC-SHA-256: the same on every
+// replica, shared with no other use of the secret.
 func DeriveExchangeKey(secret []byte) []byte {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(exchangeKeyInfo))
 	return mac.Sum(nil)
 }
 
-// randomExchangeKey is a process's own entry key, when there is no fleet
-// secret: its entries are never found by another process.
+// randomExchangeKey is a process's own entry key, without a fleet secret.
 func randomExchangeKey() []byte {
 	key := make([]byte, sha256.Size)
 	_, _ = rand.Read(key) // crypto/rand.Read never fails (it crashes the program instead)
@@ -35,22 +31,19 @@ func randomExchangeKey() []byte {
 }
 
 // entryDigest names one user token's entry: the first 16 bytes of
-// HMAC-SHA-256(hashKey, info, identity, sorted scopes, user token). A
-// reader of the store who lacks hashKey cannot tell which user token an
-// entry belongs to, nor test a token it holds against the names.
+// HMAC-SHA-256(hashKey, info, identity, sorted scopes, user token), so that
+// a reader of the store without hashKey cannot tell whose entry it is.
 type entryDigest [16]byte
 
-// entryNamer computes the entry digests of one application identity and
-// scope set, reusing HMAC states and buffers (the hot path computes one
-// per request).
+// entryNamer computes the entry digests of one identity and scope set,
+// reusing HMAC states and buffers (the hot path computes one per request).
 type entryNamer struct {
 	prefix []byte // info, identity and sorted scopes, each line ended
 	states sync.Pool
 }
 
-// namerState is one reusable HMAC and the buffer a user token is copied
-// into (an HMAC takes bytes, and a 2 KB conversion per request would cost
-// more than the map lookup it names).
+// namerState is a reusable HMAC and the buffer a user token is copied into
+// (a 2 KB conversion per request would cost more than the lookup).
 type namerState struct {
 	mac hash.Hash
 	buf []byte
@@ -79,12 +72,8 @@ func (n *entryNamer) digest(userToken string) entryDigest {
 	return d
 }
 
-// exchangeEntryKey returns the store key of an entry:
-//
-//	prefix + "{" + hex(digest) + "}:token"
-//
-// The braces are the Redis Cluster hash tag the entry's lock and update
-// channel share.
+// exchangeEntryKey returns an entry's store key, prefix + "{" + hex(digest)
+// + "}:token": a hash tag shared with its lock and update channel.
 func exchangeEntryKey(prefix string, d entryDigest) string {
 	return prefix + "{" + hex.EncodeToString(d[:]) + "}" + recordSuffix
 }
@@ -104,9 +93,8 @@ func parseEntryKey(prefix, key string) (entryDigest, bool) {
 	return d, err == nil
 }
 
-// exchangeDropKey returns the key under whose update channel an
-// application's exchanger announces the entries it drops: named like an
-// entry, of a "user token" no JWT can be.
+// exchangeDropKey returns the key on whose channel an exchanger announces
+// its drops: an entry's of a "user token" no JWT can be.
 func exchangeDropKey(prefix string, n *entryNamer) string {
 	return exchangeEntryKey(prefix, n.digest("\ndrops"))
 }

@@ -6,11 +6,8 @@ import (
 	"time"
 )
 
-// boundedMemory is a least-recently-used map of keys to values that
-// expire: the per-user level of an Exchanger (exchanged tokens, and the
-// user tokens Entra refused). It holds at most its bound; a full one lets
-// the least recently used go. Safe for concurrent use; its lock is held
-// only for map and list operations, never across I/O.
+// boundedMemory is a least-recently-used map of values that expire, of at
+// most bound entries: an Exchanger's L1. Safe for concurrent use.
 type boundedMemory[K comparable, V any] struct {
 	mu      sync.Mutex
 	bound   int
@@ -29,8 +26,8 @@ func newBoundedMemory[K comparable, V any](bound int) *boundedMemory[K, V] {
 	return &boundedMemory[K, V]{bound: max(bound, 1), order: list.New(), byKey: make(map[K]*list.Element)}
 }
 
-// get returns the value under key if it is still usable at now, making it
-// the most recently used; an expired one is removed.
+// get returns the value under key if it is usable at now; an expired one
+// is removed.
 func (m *boundedMemory[K, V]) get(key K, now time.Time) (V, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -49,8 +46,8 @@ func (m *boundedMemory[K, V]) get(key K, now time.Time) (V, bool) {
 	return item.value, true
 }
 
-// put keeps value under key until until, letting the least recently used
-// entries go past the bound.
+// put keeps value under key until until, past the bound evicting the
+// least recently used.
 func (m *boundedMemory[K, V]) put(key K, value V, until time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -80,8 +77,7 @@ func (m *boundedMemory[K, V]) remove(key K) bool {
 	return ok
 }
 
-// len returns the number of entries held, expired ones included until
-// they are read or pushed out.
+// len returns the number of entries, expired ones included.
 func (m *boundedMemory[K, V]) len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,7 +1,6 @@
 package tokencache
 
-// testHooks let tests see the engine's inner steps. New sets an empty one;
-// a nil func in it is not called.
+// testHooks let tests see the engine's inner steps; nil ones are not called.
 type testHooks struct {
 	beforeFlight      func(key string)                // a caller is about to join or start a refresh
 	afterBackground   func(key string, err error)     // a background refresh ended

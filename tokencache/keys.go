@@ -7,8 +7,7 @@ import (
 	"strings"
 )
 
-// DefaultKeyPrefix is the default prefix of record keys (MemoryStore's,
-// and redisstore's when none is configured).
+// DefaultKeyPrefix is the default prefix of record keys.
 const DefaultKeyPrefix = "entra:"
 
 const (
@@ -22,11 +21,8 @@ const (
 //
 //	prefix + "{" + hex(sha256(CacheKey + "\n" + sorted scopes joined by " "))[:32] + "}:token"
 //
-// The key depends on what makes a token distinct, not on the application
-// name: two applications with the same identity and scope set share one
-// record (they would get the same token), different identities never do. The
-// braces are a Redis Cluster hash tag, shared with LockKey, BackoffKey and
-// UpdateChannel, so every key of one record lives in one slot.
+// Applications with the same identity and scopes share a record; the
+// braces are a Redis Cluster hash tag shared with the record's other keys.
 func RecordKey(prefix string, app Application) string {
 	scopes := slices.Clone(app.Scopes)
 	slices.Sort(scopes)
@@ -35,21 +31,17 @@ func RecordKey(prefix string, app Application) string {
 	return prefix + "{" + hex.EncodeToString(sum[:])[:32] + "}" + recordSuffix
 }
 
-// LockKey returns the key of the refresh lock of a record key: the same
-// prefix and hash tag (so the same Redis Cluster slot), ending in ":lock".
+// LockKey returns the key of a record key's refresh lock.
 func LockKey(recordKey string) string {
 	return strings.TrimSuffix(recordKey, recordSuffix) + lockSuffix
 }
 
-// BackoffKey returns the key of the shared failure backoff of a record key:
-// the same prefix and hash tag, ending in ":backoff".
+// BackoffKey returns the key of a record key's shared backoff.
 func BackoffKey(recordKey string) string {
 	return strings.TrimSuffix(recordKey, recordSuffix) + backoffSuffix
 }
 
-// UpdateChannel returns the pub/sub channel on which the replica that wrote
-// a record key (or its backoff) announces it: the same prefix and hash tag,
-// ending in ":updated".
+// UpdateChannel returns the pub/sub channel of a record key's announcements.
 func UpdateChannel(recordKey string) string {
 	return strings.TrimSuffix(recordKey, recordSuffix) + updateSuffix
 }

@@ -17,9 +17,8 @@ func NewOwner() string {
 	return hex.EncodeToString(b)
 }
 
-// keepLock extends the refresh lock every LockTTL/3 until stop is called,
-// so that a slow fetch keeps it while a holder that died loses it within
-// LockTTL. It gives up when the lock turns out to be lost.
+// keepLock extends the refresh lock every LockTTL/3 until stop, or until
+// the lock turns out to be lost.
 func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
 	ks := h.ks
 	interval := c.lockTTL / 3

@@ -9,14 +9,10 @@ import (
 // maxRefreshJitter bounds the random shift of a background refresh.
 const maxRefreshJitter = 5 * time.Minute
 
-// schedule arms ks's background refresh for its current record: at its
-// refresh point (Fetched.RefreshIn after the fetch, else RefreshAhead of its
-// lifetime) with jitter, never after it enters RefreshWindow, and not
-// before a running backoff ends. Without a usable record there is nothing
-// to keep fresh: the next Token refreshes on demand.
-//
-// A key kept warm (see Handle.Prefetch) is retried without a usable record
-// too: when its backoff ends, and at least prefetchRetryInterval later.
+// schedule arms ks's background refresh at its record's refresh point
+// (RefreshIn, else RefreshAhead) with jitter, before RefreshWindow and not
+// before a running backoff ends. Without a usable record only a key kept
+// warm is retried, at least prefetchRetryInterval later.
 func (c *Cache) schedule(ks *keyState) {
 	warm := c.warm(ks)
 	ks.mu.Lock()
@@ -41,8 +37,8 @@ func (c *Cache) schedule(ks *keyState) {
 	ks.timer = c.clock.AfterFunc(delay, func() { c.backgroundRefresh(ks, cur) })
 }
 
-// refreshPoint is when rec is due for a refresh by RefreshAhead: that
-// fraction of its lifetime (UpdatedAt to expiry) after UpdatedAt.
+// refreshPoint is when rec is due by RefreshAhead: that fraction of its
+// lifetime after UpdatedAt.
 func refreshPoint(rec *Record, ahead float64) time.Time {
 	lifetime := rec.AccessTokenExpiresAt.Sub(rec.UpdatedAt)
 	if rec.UpdatedAt.IsZero() || lifetime <= 0 {
@@ -51,10 +47,8 @@ func refreshPoint(rec *Record, ahead float64) time.Time {
 	return rec.UpdatedAt.Add(time.Duration(ahead * float64(lifetime)))
 }
 
-// refreshDelay is how long from now to wait before refreshing a token due
-// at `at` that is no longer usable from deadline: the time until
-// min(at, deadline), moved by up to ±10% of itself (at most ±5 minutes, as
-// random in [0, 1) picks), and never past deadline.
+// refreshDelay is the time until min(at, deadline), moved by up to ±10% of
+// itself (at most ±5 minutes) as random in [0, 1) picks, never past deadline.
 func refreshDelay(now, at, deadline time.Time, random float64) time.Duration {
 	if at.After(deadline) {
 		at = deadline
@@ -71,11 +65,9 @@ func refreshDelay(now, at, deadline time.Time, random float64) time.Duration {
 	return d + jitter
 }
 
-// backgroundRefresh runs a refresh of ks that no caller waits for, by its
-// newest live handle, unless the Cache is closing or no handle is left. due
-// is the record it replaces (nil for none): any valid record newer than it
-// will do, such as one another replica announced after the refresh was
-// armed.
+// backgroundRefresh runs a refresh of ks that no caller waits for, unless
+// the Cache is closing or no handle is left; any valid record newer than
+// due (nil for none) will do.
 func (c *Cache) backgroundRefresh(ks *keyState, due *Record) {
 	if !c.startBackground() {
 		return

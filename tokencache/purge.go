@@ -10,16 +10,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// PurgeRejected drops the handle's current token when it equals accessToken
-// (the one just sent), for a downstream that answered 401 (the handler's
-// path; the admin API's DELETE uses DeleteEverywhere, which drops whatever
-// token the key holds, fleet-wide, and is not rate-limited): from L1 in this
-// process and from the store (only if the store still holds that token), so
-// the next Token fetches a fresh one, and a store record holding it is no
-// longer taken. Each token is purged at most once (its SHA-256 fingerprint,
-// never the token, is kept until it expires), and a record key at most once
-// per PurgeInterval, an interval shared with drops the store asks for (see
-// allowRefetch). It reports whether it purged.
+// PurgeRejected drops the handle's current token if it is accessToken (a
+// downstream answered 401 to it), from L1 and the store (if it still holds
+// it), so that the next Token fetches a fresh one. Each token is purged at
+// most once (its SHA-256 fingerprint is kept until it expires), a key at
+// most once per PurgeInterval (see allowRefetch). It reports whether it
+// purged.
 func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	c := h.c
 	if accessToken == "" {
@@ -65,7 +61,7 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 }
 
 // rememberPurged keeps rec's token from being taken again here until it
-// expires: its SHA-256 fingerprint. The caller holds ks.mu.
+// expires. The caller holds ks.mu.
 func (ks *keyState) rememberPurged(rec *Record) {
 	if ks.purged == nil {
 		ks.purged = make(map[[32]byte]time.Time)

@@ -80,17 +80,22 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due
 // and an unlock) and cancelled by Close (closedError). It then schedules
 // the key's next background refresh.
 func (c *Cache) runFlight(ctx context.Context, h *Handle, body func(context.Context) (*Record, error)) (*Record, error) {
-	flightCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
-		time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
+	flightCtx, cancel := c.flightContext(ctx)
 	defer cancel()
-	stop := context.AfterFunc(c.closing, cancel)
-	defer stop()
 	rec, err := body(flightCtx)
 	c.schedule(h.ks)
 	if err != nil && c.isClosed() {
 		return nil, closedError(h)
 	}
 	return rec, err
+}
+
+// flightContext is ctx uncancelled, bounded by a flight's longest, ended by Close.
+func (c *Cache) flightContext(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx),
+		time.Duration(loserWaitLockTTLs+fetchTimeoutLockTTLs+1)*c.lockTTL)
+	stop := context.AfterFunc(c.closing, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // requestFailed wraps a refresh failure in an *Error, unless it is one.
@@ -450,9 +455,14 @@ func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
 // the store, carrying written (the record this process just wrote) if set.
 func (c *Cache) publish(ctx context.Context, ks *keyState, written *Record) {
 	ks.announce(nil)
+	c.announce(ctx, ks.key, ks.channel, written)
+}
+
+// announce publishes rec's announcement on channel, even if ctx has ended.
+func (c *Cache) announce(ctx context.Context, key, channel string, rec *Record) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
 	defer cancel()
-	if err := c.store.Publish(ctx, ks.key, ks.channel, written); err != nil {
+	if err := c.store.Publish(ctx, key, channel, rec); err != nil {
 		c.storeFailed(err)
 	}
 }
