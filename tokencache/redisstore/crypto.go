@@ -12,14 +12,13 @@ import (
 	"strings"
 )
 
-// Sealed records. With Options.EncryptionKeys a record is stored as
+// Sealed records are stored as
 //
 //	"v1." + kid + "." + base64url_nopad(nonce || ciphertext)
 //
-// where kid is the first 8 hex characters of SHA-256(key) (it names the key
-// without revealing it), nonce is 12 random bytes, and ciphertext is the
-// record's JSON sealed with AES-256-GCM using the record's store key as
-// associated data, so a record copied under another key does not open.
+// where kid is the first 8 hex characters of SHA-256(key), and ciphertext
+// is AES-256-GCM with the store key as associated data, so a record copied
+// under another key does not open.
 const (
 	sealedVersion     = "v1"
 	encryptionKeySize = 32
@@ -61,8 +60,7 @@ type sealKey struct {
 	aead cipher.AEAD
 }
 
-// newSealer checks the keys (32 bytes each) and makes their ciphers. Its
-// errors name the key's index, never the key.
+// newSealer makes the keys' ciphers; errors name a key's index, never it.
 func newSealer(keys [][]byte) (*sealer, error) {
 	if len(keys) == 0 {
 		return nil, nil
@@ -85,7 +83,6 @@ func newSealer(keys [][]byte) (*sealer, error) {
 	return s, nil
 }
 
-// keyID names a key by a prefix of its SHA-256.
 func keyID(key []byte) string {
 	sum := sha256.Sum256(key)
 	return hex.EncodeToString(sum[:])[:kidLen]

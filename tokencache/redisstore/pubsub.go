@@ -12,20 +12,17 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// The shared subscription: how long one attempt to subscribe may take, and
-// the pause between attempts (doubling up to the max) while Redis is away.
+// The shared subscription: one attempt's timeout, and the pause between
+// attempts (doubling to the max).
 const (
 	subscribeTimeout       = 5 * time.Second
 	subscribeRetryInterval = 100 * time.Millisecond
 	subscribeRetryMax      = 5 * time.Second
 )
 
-// Publish announces on channel (PUBLISH, which Redis Cluster forwards to
-// every node). The message is this store's publisher ID, so that its own
-// watchers can tell it from other processes' (see Watch), followed, when
-// rec is not nil, by a newline and rec as Set stores it under key (sealed
-// with encryption keys): a watcher takes it without reading the store. A
-// record over tokencache.MaxRecordBytes is not carried.
+// Publish announces on channel: this store's publisher ID (its watchers
+// skip their own), then, if rec is not nil (and within
+// tokencache.MaxRecordBytes), a newline and rec as Set stores it.
 func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencache.Record) error {
 	message := s.publisherID
 	if rec != nil {
@@ -41,21 +38,17 @@ func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencach
 	return nil
 }
 
-// Watch registers a lasting watcher on channel: it is woken by the
-// announcements other processes (other stores) publish, not by this
-// store's own. The store holds one subscription, on the pattern
-// KeyPrefix + "*" + ":updated" over one connection, started by the first
-// Watch and kept (go-redis reconnects it) until Close; Watch waits at most
-// OpTimeout for it to be confirmed; if it cannot be made, watchers are
-// never woken, and callers poll.
+// Watch registers a lasting watcher of other stores' announcements on
+// channel. The store holds one pattern subscription (KeyPrefix + "*:updated"),
+// started by the first Watch and kept until Close; Watch waits at most
+// OpTimeout for it to be confirmed.
 func (s *Store) Watch(ctx context.Context, key, channel string) (<-chan *tokencache.Record, func()) {
 	updates, cancel := s.watchers.add(key, channel)
 	s.awaitSubscription(ctx)
 	return updates, cancel
 }
 
-// updatePattern is the PSUBSCRIBE pattern of every update channel under the
-// prefix, its glob characters escaped.
+// updatePattern is the PSUBSCRIBE pattern of the prefix's update channels.
 func (s *Store) updatePattern() string {
 	var b strings.Builder
 	for _, r := range s.keyPrefix {
@@ -67,8 +60,6 @@ func (s *Store) updatePattern() string {
 	return b.String() + "*:updated" // see tokencache.UpdateChannel
 }
 
-// awaitSubscription starts the shared subscription if needed and waits at
-// most OpTimeout for it to be confirmed.
 func (s *Store) awaitSubscription(ctx context.Context) {
 	s.subMu.Lock()
 	if s.subReady == nil && !s.closed {
@@ -92,11 +83,8 @@ func (s *Store) awaitSubscription(ctx context.Context) {
 	}
 }
 
-// runSubscription subscribes (retrying while Redis is away), closes ready
-// once confirmed, then dispatches announcements until ctx ends. With
-// MaxConnectionAge it renews the subscription that often, the new one
-// confirmed before the old one closes, so that its connection never
-// outlives its password and no announcement falls between the two.
+// runSubscription subscribes (retrying), closes ready once confirmed, then
+// dispatches announcements until ctx ends.
 func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) {
 	defer close(done)
 	pause := subscribeRetryInterval
@@ -107,9 +95,6 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 			s.follow(ctx, sub)
 			return
 		}
-		if s.subscribeErr != nil {
-			s.subscribeErr(err)
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -119,8 +104,7 @@ func (s *Store) runSubscription(ctx context.Context, ready, done chan struct{}) 
 	}
 }
 
-// subscribe makes the pattern subscription and waits for Redis to confirm
-// it (at most subscribeTimeout).
+// subscribe makes the pattern subscription, confirmed.
 func (s *Store) subscribe(ctx context.Context) (*redis.PubSub, error) {
 	attemptCtx, cancel := context.WithTimeout(ctx, subscribeTimeout)
 	defer cancel()
@@ -133,11 +117,9 @@ func (s *Store) subscribe(ctx context.Context) (*redis.PubSub, error) {
 }
 
 // follow dispatches sub's announcements until ctx ends, renewing sub every
-// MaxConnectionAge if set (a failed renewal keeps the old one and is tried
-// again at the next tick). A renewed subscription is read on for half of
-// MaxConnectionAge beside the new one, so that an announcement Redis
-// delivered to it before the new one was confirmed is not lost (one
-// delivered to both is dispatched twice, which watchers take as one).
+// MaxConnectionAge if set, so no connection outlives its password. The old
+// one is read on for half of that, so that no announcement is lost between
+// the two (one dispatched twice is taken as one).
 func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
 	var renew <-chan time.Time
 	if s.maxConnectionAge > 0 {
@@ -162,9 +144,6 @@ func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
 		case <-renew:
 			next, err := s.subscribe(ctx)
 			if err != nil {
-				if s.subscribeErr != nil {
-					s.subscribeErr(err)
-				}
 				continue
 			}
 			if retiring != nil {
@@ -190,19 +169,16 @@ func (s *Store) follow(ctx context.Context, sub *redis.PubSub) {
 	}
 }
 
-// dispatch hands an announcement to the watchers of its channel.
+// dispatch hands another store's announcement within
+// tokencache.MaxAnnouncementBytes to the watchers of its channel.
 func (s *Store) dispatch(msg *redis.Message) {
 	s.answers.note()
-	// Our own announcements: our cache knows. One longer than any replica
-	// sends: ignored.
 	publisher, raw, _ := strings.Cut(msg.Payload, "\n")
 	if publisher != s.publisherID && len(msg.Payload) <= tokencache.MaxAnnouncementBytes {
 		s.watchers.notify(msg.Channel, raw, s.decode)
 	}
 }
 
-// stopSubscription ends the shared subscription and waits for its
-// goroutine.
 func (s *Store) stopSubscription() {
 	s.subMu.Lock()
 	s.closed = true
@@ -214,15 +190,12 @@ func (s *Store) stopSubscription() {
 	}
 }
 
-// watchers are a store's lasting watchers, by channel: each with the key
-// whose record the channel's announcements carry.
+// watchers are a store's watchers by channel, each with its record key.
 type watchers struct {
 	mu  sync.Mutex
 	set map[string]map[chan *tokencache.Record]string
 }
 
-// add registers a watcher of key's announcements on channel; cancel
-// unregisters it.
 func (w *watchers) add(key, channel string) (<-chan *tokencache.Record, func()) {
 	ch := make(chan *tokencache.Record, 1)
 	w.mu.Lock()
@@ -247,10 +220,9 @@ func (w *watchers) add(key, channel string) (<-chan *tokencache.Record, func()) 
 	}
 }
 
-// notify gives the watchers on channel the record raw holds (decoded for
-// each watcher's key; nil when raw is empty or does not decode) without
-// blocking: it replaces one a watcher has not received yet. It is the
-// subscription's goroutine's alone, so a drained buffer stays free.
+// notify gives the watchers on channel the record raw holds (nil if none
+// or it does not decode), replacing one not yet received. Only the
+// subscription's goroutine calls it, so a drained buffer stays free.
 func (w *watchers) notify(channel, raw string, decode func(key string, raw []byte) (*tokencache.Record, error)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

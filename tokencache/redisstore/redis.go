@@ -25,56 +25,47 @@ var (
 	//go:embed extend.lua
 	extendLua string
 
-	// unlockScript is the compare-and-delete that releases a lock (and,
-	// given a record's stored value, deletes a record only if unchanged);
-	// Run sends EVALSHA and falls back to EVAL when the server does not
-	// have it cached.
+	// Compare-and-delete (a lock, or a record whose stored value is
+	// unchanged) and compare-and-PEXPIRE (a held lock).
 	unlockScript = redis.NewScript(unlockLua)
-	// extendScript is the compare-and-PEXPIRE that extends a held lock.
 	extendScript = redis.NewScript(extendLua)
 )
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
 
-// newOwner returns a random lock owner token, also a store's publisher ID.
+// newOwner returns a random lock owner token, also a publisher ID.
 var newOwner = tokencache.NewOwner
 
-// Store is a tokencache.Store in Redis (standalone, Sentinel or Cluster through
-// redis.UniversalClient). Records are JSON strings (or sealed, see
-// Options.EncryptionKeys) that expire with their token; locks are SET
-// NX PX with a random owner, extended and released by compare-and-PEXPIRE
-// and compare-and-delete scripts; backoffs are JSON that expire when they
-// end. Announcements use classic PUBLISH, received by one shared pattern
-// subscription per store.
+// Store is a tokencache.Store in Redis (standalone, Sentinel or Cluster).
+// Records are JSON (or sealed, see Options.EncryptionKeys) expiring with
+// their token; locks are SET NX PX with a random owner, extended and
+// released by compare-and-swap scripts; backoffs are JSON expiring when
+// they end; announcements are PUBLISHed, received by one shared pattern
+// subscription.
 type Store struct {
-	client    redis.UniversalClient
-	keyPrefix string
-	opTimeout time.Duration
-	// slots bounds the calls in flight to the connection pool's size (see op).
-	slots  chan struct{}
-	sealer *sealer
-	// answers is when Redis last answered (see retryingTimeouts).
-	answers *answers
-	// maxConnectionAge renews the subscription (Options.MaxConnectionAge).
+	client           redis.UniversalClient
+	keyPrefix        string
+	opTimeout        time.Duration
+	slots            chan struct{} // calls in flight, at most the pool's size (see op)
+	sealer           *sealer
+	answers          *answers // when Redis last answered (see retryingTimeouts)
 	maxConnectionAge time.Duration
 
-	watchers watchers
-	// publisherID, random, is the message of this store's announcements.
-	publisherID string
+	watchers    watchers
+	publisherID string // random: the message of this store's announcements
 	// subMu guards the shared subscription, started by the first Watch:
-	// subReady is closed once Redis confirmed it, subCancel ends it and
-	// subDone is closed when its goroutine has.
-	subMu        sync.Mutex
-	subReady     chan struct{}
-	subCancel    context.CancelFunc
-	subDone      chan struct{}
-	closed       bool
-	subscribeErr func(error) // tests: called when an attempt to subscribe fails
+	// subReady is closed once confirmed, subCancel ends it, subDone is
+	// closed when its goroutine has.
+	subMu     sync.Mutex
+	subReady  chan struct{}
+	subCancel context.CancelFunc
+	subDone   chan struct{}
+	closed    bool
 }
 
-// New makes a client from opts (see Options). It does not
-// connect: Redis being unreachable at start must not fail the sidecar; call
-// Ping to find out. Errors never contain a password or an encryption key.
+// New makes a client from opts. It does not connect (an unreachable Redis
+// must not fail the sidecar at start; see Ping). Errors never contain a
+// password or an encryption key.
 func New(opts Options) (*Store, error) {
 	client, err := opts.newClient()
 	if err != nil {
@@ -83,16 +74,11 @@ func New(opts Options) (*Store, error) {
 	return newStore(client, opts)
 }
 
-// newStore returns a store on client (which Close closes, also when
-// opts are refused) with opts' key prefix, timeout and encryption keys.
-// OpTimeout is only enforced on reads and writes if the client has
-// ContextTimeoutEnabled, as New's has.
+// newStore returns a store on client, which it closes if opts are refused.
+// OpTimeout is enforced only if the client has ContextTimeoutEnabled.
 func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	if strings.ContainsAny(opts.KeyPrefix, "{}") {
-		// RecordKey puts the hash tag after the prefix: a brace in the
-		// prefix would make Redis Cluster hash a different part of the key,
-		// splitting a record from its lock, backoff and channel.
+	if strings.ContainsAny(opts.KeyPrefix, "{}") { // Cluster would hash the prefix's tag
 		_ = client.Close()
 		return nil, errors.New(`tokencache: redis: key_prefix must not contain "{" or "}" (they would break the Redis Cluster hash tag of the keys)`)
 	}
@@ -114,14 +100,13 @@ func (s *Store) KeyPrefix() string { return s.keyPrefix }
 // Client returns the underlying client.
 func (s *Store) Client() redis.UniversalClient { return s.client }
 
-// Authenticates reports whether records are authenticated: with
-// encryption keys a record that was not sealed with one of them does not
-// open (AES-GCM), so only holders of a key can write one.
+// Authenticates reports whether records are sealed (AES-GCM): only holders
+// of a key can write one.
 func (s *Store) Authenticates() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := s.op(ctx)
+	ctx, cancel := s.op(ctx, s.opTimeout, s.opTimeout)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("tokencache: pinging redis: %w", err)
@@ -129,11 +114,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Get reads and decodes the record under key. A record that does not
-// decode (or, with encryption, does not open) is reported as an error
-// wrapping tokencache.ErrNotFound, so it counts as a miss and the next
-// refresh overwrites it; so is one longer than tokencache.MaxRecordBytes,
-// which is not even read.
+// Get reads and decodes the record under key. One that does not decode or
+// open, or is over tokencache.MaxRecordBytes (not read), is an error
+// wrapping tokencache.ErrNotFound: a miss the next refresh overwrites.
 func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error) {
 	rec, _, err := s.get(ctx, key)
 	return rec, err
@@ -153,8 +136,8 @@ func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte
 	return rec, raw, err
 }
 
-// decode returns the record stored under key as raw (sealed, with
-// encryption keys), or an error wrapping tokencache.ErrNotFound.
+// decode returns the record stored as raw under key, or an error wrapping
+// tokencache.ErrNotFound.
 func (s *Store) decode(key string, raw []byte) (*tokencache.Record, error) {
 	plain, err := s.unseal(key, raw)
 	if err != nil {
@@ -168,9 +151,8 @@ func (s *Store) decode(key string, raw []byte) (*tokencache.Record, error) {
 	return &rec, nil
 }
 
-// encode returns rec as stored under key: JSON, sealed with encryption
-// keys; an error wrapping tokencache.ErrTooLarge past
-// tokencache.MaxRecordBytes, which other replicas would not read.
+// encode returns rec as stored under key (sealed with keys), or an error
+// wrapping tokencache.ErrTooLarge past tokencache.MaxRecordBytes.
 func (s *Store) encode(key string, rec *tokencache.Record) ([]byte, error) {
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -185,7 +167,6 @@ func (s *Store) encode(key string, rec *tokencache.Record) ([]byte, error) {
 	return raw, nil
 }
 
-// unseal returns the record's JSON from its stored value.
 func (s *Store) unseal(key string, raw []byte) ([]byte, error) {
 	switch {
 	case s.sealer != nil && isSealed(raw):
@@ -213,9 +194,8 @@ func jsonErrorKind(err error) string {
 	}
 }
 
-// Set writes rec as JSON (sealed if the store has keys) under key,
-// expiring after ttl. A record longer than tokencache.MaxRecordBytes, which other
-// replicas would not read, is not written: the error wraps tokencache.ErrTooLarge.
+// Set writes rec under key for ttl; not one over tokencache.MaxRecordBytes
+// (the error wraps tokencache.ErrTooLarge).
 func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
@@ -232,10 +212,8 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 	return nil
 }
 
-// DeleteRecord reads the record under key and, if it holds accessToken,
-// deletes it unless its stored value changed in between (the unlock
-// script's compare-and-delete on the raw value, which works on sealed
-// records too).
+// DeleteRecord deletes the record under key if it holds accessToken and its
+// stored value is unchanged since read (compare-and-delete).
 func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool, error) {
 	rec, raw, err := s.get(ctx, key)
 	if errors.Is(err, tokencache.ErrNotFound) {
@@ -250,8 +228,7 @@ func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool
 	return s.runScript(ctx, unlockScript, "deleting record", key, raw)
 }
 
-// runScript runs script on key with args (see retryingTimeouts), reporting
-// whether it acted (returned 1); doing names the call in its error.
+// runScript runs script on key with args, reporting whether it returned 1.
 func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key string, args ...any) (bool, error) {
 	var n int64
 	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
@@ -264,8 +241,7 @@ func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key 
 	return n == 1, nil
 }
 
-// TryLock is SET lockKey <owner> NX with a ttl, the owner being 16 random
-// bytes, hex-encoded.
+// TryLock is SET lockKey <random owner> NX PX ttl.
 func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
 	if ttl <= 0 {
 		return "", false, errNonPositiveTTL
@@ -273,7 +249,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 	owner := newOwner()
 	var ok, sent bool
 	err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
-		if sent { // an attempt that timed out may have taken the lock
+		if sent { // a timed-out attempt may have taken the lock
 			held, err := s.client.Get(ctx, lockKey).Result()
 			if err == nil && held == owner {
 				ok = true
@@ -310,9 +286,8 @@ func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error)
 	return s.runScript(ctx, unlockScript, "releasing lock", lockKey, owner)
 }
 
-// GetBackoff reads the backoff under key. One that does not decode is
-// reported as tokencache.ErrNotFound: it cannot say how long to wait; so is one longer
-// than tokencache.MaxBackoffBytes, which is not even read.
+// GetBackoff reads the backoff under key; one that does not decode or is
+// over tokencache.MaxBackoffBytes (not read) is tokencache.ErrNotFound.
 func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff, error) {
 	var raw []byte
 	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
@@ -329,15 +304,14 @@ func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff
 	return &b, nil
 }
 
-// SetBackoff writes b as JSON under key, expiring after ttl; without its
-// message if it would be longer than tokencache.MaxBackoffBytes.
+// SetBackoff writes b under key for ttl, without its message if it would
+// be over tokencache.MaxBackoffBytes (other replicas would not read it).
 func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backoff, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
 	raw, err := json.Marshal(b)
 	if err == nil && len(raw) > tokencache.MaxBackoffBytes {
-		// Other replicas would not read it: share the pause without its text.
 		short := *b
 		short.Message = ""
 		raw, err = json.Marshal(&short)
@@ -369,19 +343,14 @@ func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
 	return nil
 }
 
-// del deletes key.
 func (s *Store) del(ctx context.Context, key string) error {
 	return s.retryingTimeouts(ctx, func(ctx context.Context) error { return s.client.Del(ctx, key).Err() })
 }
 
-// getBounded reads the what (record or backoff) under key if it is at most
-// limit bytes (see tokencache.MaxRecordBytes): GETRANGE of its first
-// limit+1 bytes, so that at most one byte more than the bound leaves Redis
-// and an oversized value is never sent whole (one round trip, no script).
-// ctx bounds the call (see op). It returns tokencache.ErrNotFound when there is none (Redis answers a
-// missing key, and an empty value, with an empty string: no record or
-// backoff is empty), and an error wrapping both it and
-// tokencache.ErrTooLarge when it is longer.
+// getBounded reads what (record or backoff) under key if at most limit
+// bytes: GETRANGE of limit+1 bytes, so an oversized value never leaves
+// Redis whole. None (an empty string) is tokencache.ErrNotFound; a longer
+// one also wraps tokencache.ErrTooLarge.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
 	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 	if err != nil {

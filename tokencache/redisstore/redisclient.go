@@ -18,59 +18,43 @@ import (
 // DefaultOpTimeout is the default of Options.OpTimeout.
 const DefaultOpTimeout = 100 * time.Millisecond
 
-// Options configures a Store. Give either URL (one standalone
-// server) or Addrs (standalone, Sentinel or Cluster), not both.
+// Options configures a Store. Give either URL or Addrs, not both.
 type Options struct {
 	// URL is redis://[user:pass@]host:port/db, or rediss:// for TLS, with
-	// the query options go-redis's ParseURL knows (dial_timeout, pool_size...).
-	// Username and Password, when set, override the URL's; TLS or TLSConfig,
-	// when set, turn TLS on or replace its config; DB, when not 0, overrides
-	// the URL's path.
+	// go-redis's query options. The fields below, when set, override it.
 	URL string
-	// Addrs are host:port addresses for redis.NewUniversalClient: one
-	// address and no MasterName is a standalone server; MasterName makes
-	// them Sentinel addresses; several addresses without MasterName are
-	// Cluster seed nodes.
+	// Addrs are host:port addresses: one without MasterName is a standalone
+	// server, with MasterName Sentinels, several without it Cluster seeds.
 	Addrs []string
-	// MasterName is the Sentinel master's name (Sentinel mode).
+	// MasterName is the Sentinel master's name.
 	MasterName string
 	// Username and Password authenticate to Redis (ACL user or requirepass).
 	Username string
 	Password string
-	// Credentials, when set, gives the user name and password of each new
-	// connection instead (e.g. Redis with Entra ID authentication: the
-	// identity's object ID and a token). go-redis calls it as it dials, so
-	// it must not need Redis.
+	// Credentials, when set, gives each new connection's user name and
+	// password instead (Redis with Entra ID authentication). It is called
+	// as go-redis dials, so it must not need Redis.
 	Credentials func(ctx context.Context) (username, password string, err error) `json:"-"`
-	// MaxConnectionAge, when set, retires each connection that old when it
-	// is next taken from the pool, and renews the shared subscription as
-	// often, so that no connection outlives a password that expires (set
-	// it below the least time Credentials' passwords have left). Default 0:
-	// connections live on.
+	// MaxConnectionAge, when set, retires connections that old and renews
+	// the subscription as often, so that none outlives an expiring
+	// password. Default 0: connections live on.
 	MaxConnectionAge time.Duration
-	// DB is the database number (standalone and Sentinel; must be 0 for
-	// Cluster). Default 0.
+	// DB is the database number (0 for Cluster). Default 0.
 	DB int
 	// TLS turns on TLS with the system roots (TLS 1.2 or later).
 	TLS bool
 	// TLSConfig, if set, is the TLS configuration (implies TLS).
 	TLSConfig *tls.Config
-	// KeyPrefix is the prefix of every key the caller derives with tokencache.RecordKey.
-	// Default "entra:". The store itself uses keys as given; it keeps the
-	// prefix so that callers can read it back with Store.KeyPrefix, and
-	// subscribes to the update channels under it.
+	// KeyPrefix is the prefix of the keys callers derive with
+	// tokencache.RecordKey, and of the channels the store subscribes to.
+	// Default "entra:".
 	KeyPrefix string
-	// OpTimeout bounds each attempt of a call to Redis, so that a hung
-	// Redis delays a refresh by little (3 attempts) before the cache
-	// carries on without it; an attempt that times out while Redis answers
-	// the store's other calls is sent again with more time (see
-	// Store.retryingTimeouts). Default 100ms.
+	// OpTimeout bounds each attempt of a call, so that a hung Redis delays
+	// a refresh by little (see Store.retryingTimeouts). Default 100ms.
 	OpTimeout time.Duration
-	// EncryptionKeys, if any, seal records at rest with AES-256-GCM: each
-	// is 32 bytes (see ParseEncryptionKey); the first seals, all open (for
-	// key rotation). With keys, a record that is not sealed, or sealed with
-	// a key not listed, is a miss and gets overwritten. Default: none,
-	// records are plain JSON.
+	// EncryptionKeys, if any, seal records with AES-256-GCM: 32 bytes each
+	// (see ParseEncryptionKey); the first seals, all open. A record not
+	// sealed with one is then a miss. Default none: plain JSON.
 	EncryptionKeys [][]byte
 }
 
@@ -82,8 +66,8 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// newClient makes the go-redis client opts describe. Errors never contain a
-// password.
+// newClient makes the go-redis client opts describe. Errors never contain
+// a password.
 func (o Options) newClient() (redis.UniversalClient, error) {
 	tlsConfig := o.TLSConfig
 	if tlsConfig == nil && o.TLS {
@@ -109,17 +93,10 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 			return nil, errors.New("tokencache: redis: cluster mode (several addrs) supports db 0 only")
 		}
 		return redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs:      o.Addrs,
-			MasterName: o.MasterName,
-			Username:   o.Username,
-			Password:   o.Password,
+			Addrs: o.Addrs, MasterName: o.MasterName, Username: o.Username, Password: o.Password,
 			// Sentinels usually share the data nodes' password.
-			SentinelUsername: o.Username,
-			SentinelPassword: o.Password,
-			DB:               o.DB,
-			TLSConfig:        tlsConfig,
-			// Without this go-redis ignores context deadlines on reads and
-			// writes, and OpTimeout would not bound a call to a hung Redis.
+			SentinelUsername: o.Username, SentinelPassword: o.Password, DB: o.DB, TLSConfig: tlsConfig,
+			// Else go-redis ignores context deadlines: OpTimeout would not bound a call.
 			ContextTimeoutEnabled:      true,
 			CredentialsProviderContext: o.Credentials,
 			ConnMaxLifetime:            o.MaxConnectionAge,
@@ -137,10 +114,8 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 	return redis.NewClient(parsed), nil
 }
 
-// parseRedisURL is redis.ParseURL with errors that cannot leak the password:
-// url.Parse quotes the whole URL, or the offending part of it, in its
-// errors, so a URL that does not parse is reported only by what kind of
-// part is malformed.
+// parseRedisURL is redis.ParseURL with errors that cannot leak the
+// password (url.Parse's quote the URL).
 func parseRedisURL(rawURL string) (*redis.Options, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -176,8 +151,7 @@ func urlErrorKind(err error) string {
 	}
 }
 
-// redactPassword removes the URL's password from msg, in case an error
-// quotes it.
+// redactPassword removes the URL's password from msg.
 func redactPassword(msg, rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.User == nil {

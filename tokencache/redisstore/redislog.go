@@ -9,10 +9,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// RouteLogs sends go-redis's own messages (failed dials, pool and
-// pub/sub events), which it otherwise prints to stderr one per failed dial,
-// to logger at debug level. The store already reports an outage once, at
-// warn level. go-redis has one logger per process: the last call wins.
+// RouteLogs sends go-redis's own messages (one per failed dial, otherwise
+// on stderr) to logger at debug level: the store reports an outage once.
+// go-redis has one logger per process: the last call wins.
 func RouteLogs(logger *zap.Logger) {
 	redis.SetLogger(redisLogger{logger})
 }
