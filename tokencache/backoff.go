@@ -133,11 +133,7 @@ func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
 	wait := b.Until.Sub(c.now())
 	msg := cmp.Or(b.Message, fmt.Sprintf("requesting a token for application %q failed", h.app.Name))
 	err := requestError(cause, "%s; token requests paused for %s", msg, ceilSecond(wait))
-	err.Permanent = b.Permanent
-	if !b.Permanent {
-		err.RetryAfter = wait
-	}
-	return err
+	return err.paused(b.Permanent, wait)
 }
 
 // refused is backedOff, except that for a forced refresh the cause is
@@ -215,11 +211,7 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 	}
 	if permanent || result == FetchThrottled {
 		own := *callerErr // the fetch's own *Error is not ours to change
-		own.Permanent = permanent
-		if !permanent {
-			own.RetryAfter = delay
-		}
-		callerErr = &own
+		callerErr = own.paused(permanent, delay)
 	}
 	return callerErr
 }

@@ -54,6 +54,15 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 func (e *Error) Unwrap() error { return e.Err }
 
+// paused says when retrying helps: never (permanent), else after wait.
+func (e *Error) paused(permanent bool, wait time.Duration) *Error {
+	e.Permanent = permanent
+	if !permanent {
+		e.RetryAfter = wait
+	}
+	return e
+}
+
 func requestError(cause error, format string, args ...any) *Error {
 	return &Error{Message: fmt.Sprintf(format, args...), Err: cause}
 }

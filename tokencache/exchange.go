@@ -516,11 +516,7 @@ func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter tim
 	tb.Message = wrapped.Message
 	tb.cause = err
 	e.backoffs[tenant] = tb
-	wrapped.Permanent = tb.Permanent
-	if !wrapped.Permanent {
-		wrapped.RetryAfter = tb.Until.Sub(now)
-	}
-	return wrapped
+	return wrapped.paused(tb.Permanent, tb.Until.Sub(now))
 }
 
 // tenantBackoff is the backoff of the exchanges at one tenant, with its cause.
@@ -563,11 +559,7 @@ func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error,
 func (e *Exchanger) backedOff(b Backoff, cause error, now time.Time) *Error {
 	wait := b.Until.Sub(now)
 	err := requestError(cause, "%s; token exchanges paused for %s", b.Message, ceilSecond(wait))
-	err.Permanent = b.Permanent
-	if !b.Permanent {
-		err.RetryAfter = wait
-	}
-	return err
+	return err.paused(b.Permanent, wait)
 }
 
 func (e *Exchanger) clearBackoff(tenant string) {

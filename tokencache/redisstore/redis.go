@@ -124,11 +124,7 @@ func (s *Store) Get(ctx context.Context, key string) (*tokencache.Record, error)
 
 // get returns the record under key and its raw stored value.
 func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte, error) {
-	var raw []byte
-	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
-		raw, err = s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
-		return err
-	})
+	raw, err := s.getBounded(ctx, key, tokencache.MaxRecordBytes, "record")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -204,10 +200,15 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 	if err != nil {
 		return err
 	}
+	return s.set(ctx, key, raw, ttl, "record")
+}
+
+// set writes raw, what (record or backoff), under key for ttl.
+func (s *Store) set(ctx context.Context, key string, raw []byte, ttl time.Duration, what string) error {
 	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
 		return s.client.Set(ctx, key, raw, ttl).Err()
 	}); err != nil {
-		return fmt.Errorf("tokencache: writing record: %w", err)
+		return fmt.Errorf("tokencache: writing %s: %w", what, err)
 	}
 	return nil
 }
@@ -289,11 +290,7 @@ func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error)
 // GetBackoff reads the backoff under key; one that does not decode or is
 // over tokencache.MaxBackoffBytes (not read) is tokencache.ErrNotFound.
 func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff, error) {
-	var raw []byte
-	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
-		raw, err = s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
-		return err
-	})
+	raw, err := s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
 	if err != nil {
 		return nil, err
 	}
@@ -319,12 +316,7 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 	if err != nil {
 		return fmt.Errorf("tokencache: encoding backoff: %w", err)
 	}
-	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
-		return s.client.Set(ctx, key, raw, ttl).Err()
-	}); err != nil {
-		return fmt.Errorf("tokencache: writing backoff: %w", err)
-	}
-	return nil
+	return s.set(ctx, key, raw, ttl, "backoff")
 }
 
 // RemoveRecord deletes the record under key, whatever it holds.
@@ -352,8 +344,11 @@ func (s *Store) del(ctx context.Context, key string) error {
 // Redis whole. None (an empty string) is tokencache.ErrNotFound; a longer
 // one also wraps tokencache.ErrTooLarge.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
-	v, err := s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
-	if err != nil {
+	var v []byte
+	if err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
+		v, err = s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("tokencache: reading %s: %w", what, err)
 	}
 	if len(v) == 0 {
