@@ -145,9 +145,7 @@ func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	if now := c.now(); cur.validFor(now, c.refreshWindow) && !c.allowRefetch(ks, now) {
 		ks.mu.Unlock()
 		c.registerMu.Unlock()
-		if app != nil {
-			c.reportStoreDrop(app, ks.key, false)
-		}
+		c.reportStoreDrop(app, ks.key, false)
 		return
 	}
 	ks.clearCurrent()
@@ -159,8 +157,8 @@ func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	name := ""
 	if app != nil {
 		name = app.Name
-		c.reportStoreDrop(app, ks.key, true)
 	}
+	c.reportStoreDrop(app, ks.key, true)
 	c.log().Info("dropped an access token purged by another replica; the next request fetches a new one",
 		zap.String("application", name), zap.String("record_key", ks.key))
 	if c.warm(ks) {
@@ -168,12 +166,10 @@ func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	}
 }
 
-// allowRefetch reports whether a still-valid token of ks may be dropped at
-// now, making the next Token fetch again, and if so takes the key's turn:
-// at most one such drop per PurgeInterval per key in this process, whether
-// it comes from an upstream 401 (PurgeRejected) or from the store (a record
-// deleted and announced, see dropGone), so that neither a downstream nor a
-// Redis writer can drive token requests faster. The caller holds ks.mu.
+// allowRefetch takes ks's turn to drop a valid token, if due: one drop per
+// PurgeInterval, from a 401 or the store alike, so that neither a
+// downstream nor a Redis writer can drive token requests faster. The
+// caller holds ks.mu.
 func (c *Cache) allowRefetch(ks *keyState, now time.Time) bool {
 	if !ks.lastPurge.IsZero() && now.Sub(ks.lastPurge) < c.purgeInterval {
 		return false
@@ -182,10 +178,13 @@ func (c *Cache) allowRefetch(ks *keyState, now time.Time) bool {
 	return true
 }
 
-// reportStoreDrop tells app's OnStoreDrop, if any, whether a drop the store
-// asked for was made, and logs one that was refused at debug level (a
-// Redis writer can ask often).
+// reportStoreDrop tells app's OnStoreDrop whether a drop the store asked
+// for was made; a refused one is logged at debug level (a Redis writer can
+// ask often).
 func (c *Cache) reportStoreDrop(app *Application, key string, dropped bool) {
+	if app == nil {
+		return
+	}
 	if !dropped {
 		if ce := c.log().Check(zap.DebugLevel, "kept an access token the store no longer holds: dropped one too recently"); ce != nil {
 			ce.Write(zap.String("application", app.Name), zap.String("record_key", key), zap.Duration("interval", c.purgeInterval))
