@@ -3,6 +3,8 @@ package tokencache
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"sync"
@@ -116,8 +118,9 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		flights:  make(map[entryDigest]*exchangeFlight),
 	}
 	hashKey := opts.HashKey
-	if hashKey == nil {
-		hashKey = randomExchangeKey()
+	if hashKey == nil { // this process's own: its entries are never found by another
+		hashKey = make([]byte, sha256.Size)
+		_, _ = rand.Read(hashKey) // crypto/rand.Read never fails (it crashes the program instead)
 	}
 	e.namer = newEntryNamer(hashKey, opts.Identity, opts.Scopes)
 	e.dropKey = exchangeDropKey(c.store.KeyPrefix(), e.namer)
@@ -440,7 +443,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	}
 	slotCtx, cancelSlot := context.WithCancel(ctx)
 	stopSlot := context.AfterFunc(call.waiting, cancelSlot)
-	release, err := e.c.fetchSlots.acquire(withExchange(slotCtx))
+	release, err := e.c.fetchSlots.acquire(context.WithValue(slotCtx, exchangeKey{}, true))
 	stopSlot()
 	cancelSlot()
 	if call.waiting.Err() != nil { // the last request left meanwhile
@@ -455,7 +458,8 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	defer release()
 	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*e.c.lockTTL)
 	defer cancel()
-	fetched, err := e.c.callFetch(fetchCtx, call.exchange, "token exchange function panicked", e.opts.Name)
+	fetched, err := e.c.callFetch(fetchCtx, call.exchange,
+		"token exchange function panicked", e.opts.Name)
 	now := e.c.now()
 	if err == nil {
 		// Recorded with its JWT exp, as the store's readers check.

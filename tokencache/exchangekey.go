@@ -2,7 +2,6 @@ package tokencache
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
@@ -21,13 +20,6 @@ func DeriveExchangeKey(secret []byte) []byte {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(exchangeKeyInfo))
 	return mac.Sum(nil)
-}
-
-// randomExchangeKey is a process's own entry key, without a fleet secret.
-func randomExchangeKey() []byte {
-	key := make([]byte, sha256.Size)
-	_, _ = rand.Read(key) // crypto/rand.Read never fails (it crashes the program instead)
-	return key
 }
 
 // entryDigest names one user token's entry: the first 16 bytes of

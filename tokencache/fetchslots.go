@@ -29,18 +29,6 @@ type (
 	slotKey       struct{}
 )
 
-func withBackground(ctx context.Context) context.Context {
-	return context.WithValue(ctx, backgroundKey{}, true)
-}
-
-func withExchange(ctx context.Context) context.Context {
-	return context.WithValue(ctx, exchangeKey{}, true)
-}
-
-func withSlot(ctx context.Context) context.Context { return context.WithValue(ctx, slotKey{}, true) }
-
-func holdsSlot(ctx context.Context) bool { return ctx.Value(slotKey{}) != nil }
-
 // acquire waits for a slot (and one of the share ctx's kind takes) and
 // returns its release, or ctx's error.
 func (s *fetchSlots) acquire(ctx context.Context) (release func(), err error) {

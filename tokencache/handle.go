@@ -97,10 +97,6 @@ type keyState struct {
 	ownRefused atomic.Bool
 }
 
-func newKeyState(key string) *keyState {
-	return &keyState{key: key, lockKey: LockKey(key), backoffKey: BackoffKey(key), channel: UpdateChannel(key)}
-}
-
 // stopTimer stops the refresh timer, if any. The caller holds ks.mu.
 func (ks *keyState) stopTimer() {
 	if ks.timer != nil {
@@ -165,7 +161,8 @@ func (c *Cache) register(app Application, pending bool) (*Handle, error) {
 	c.registerMu.Lock()
 	ks := c.keys[key]
 	if ks == nil {
-		ks = newKeyState(key)
+		ks = &keyState{key: key, lockKey: LockKey(key), backoffKey: BackoffKey(key),
+			channel: UpdateChannel(key)}
 		c.keys[key] = ks
 		subscribed := c.watch(ks)
 		defer func() { <-subscribed }() // announcements after Register reach the key

@@ -48,8 +48,9 @@ func (c Record) redactedToken() string {
 
 // printed returns the fields as fmt shows them, the token redacted.
 func (c Record) printed() []any {
-	return []any{c.ID, c.ApplicationName, c.redactedToken(), c.AccessTokenExpiresAt.Format(time.RFC3339Nano),
-		c.Scope, c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano)}
+	return []any{c.ID, c.ApplicationName, c.redactedToken(),
+		c.AccessTokenExpiresAt.Format(time.RFC3339Nano), c.Scope,
+		c.CreatedAt.Format(time.RFC3339Nano), c.UpdatedAt.Format(time.RFC3339Nano)}
 }
 
 // String formats the record as %v does a struct, with the token redacted.

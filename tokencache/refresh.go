@@ -61,7 +61,7 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due *Record) <-chan singleflight.Result {
 	fetcher := c.newest(h)
 	if background {
-		ctx = withBackground(ctx)
+		ctx = context.WithValue(ctx, backgroundKey{}, true)
 	}
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
 		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*Record, error) {
@@ -210,7 +210,7 @@ func (c *Cache) tryLock(ctx context.Context, ks *keyState, updates <-chan struct
 		release()
 		return nil, "", nil, nil
 	}
-	return withSlot(ctx), owner, release, nil
+	return context.WithValue(ctx, slotKey{}, true), owner, release, nil
 }
 
 // fetchLocked runs under the refresh lock: it reads the store again
@@ -351,7 +351,7 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
-	if !holdsSlot(ctx) {
+	if ctx.Value(slotKey{}) == nil { // else the caller holds one
 		release, err := c.fetchSlots.acquire(ctx)
 		if err != nil {
 			return nil, err

@@ -104,8 +104,6 @@ type answers struct {
 	down atomic.Bool  // a call failed by its timeouts, until the next answer
 }
 
-func newAnswers() *answers { return &answers{born: time.Now()} }
-
 func (a *answers) now() int64 { return int64(time.Since(a.born)) }
 
 func (a *answers) note() {

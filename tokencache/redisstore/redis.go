@@ -88,7 +88,7 @@ func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 		return nil, err
 	}
 	slots := make(chan struct{}, poolSize(client))
-	answers := newAnswers()
+	answers := &answers{born: time.Now()}
 	client.AddHook(answers)
 	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, slots: slots, sealer: sealer,
 		answers: answers, maxConnectionAge: opts.MaxConnectionAge, publisherID: newOwner()}, nil
