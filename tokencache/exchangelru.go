@@ -65,16 +65,14 @@ func (m *boundedMemory[K, V]) put(key K, value V, until time.Time) {
 	}
 }
 
-// remove forgets key, reporting whether it was there.
-func (m *boundedMemory[K, V]) remove(key K) bool {
+// remove forgets key.
+func (m *boundedMemory[K, V]) remove(key K) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	el, ok := m.byKey[key]
-	if ok {
+	if el, ok := m.byKey[key]; ok {
 		m.order.Remove(el)
 		delete(m.byKey, key)
 	}
-	return ok
 }
 
 // len returns the number of entries, expired ones included.

@@ -150,17 +150,16 @@ func (s *MemoryStore) SetBackoff(_ context.Context, key string, b *Backoff, ttl 
 
 // DeleteBackoff deletes the backoff under key.
 func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.backoffs, key)
-	return nil
+	return s.del(s.backoffs, key)
 }
 
 // RemoveRecord deletes the record under key, whatever it holds.
-func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error {
+func (s *MemoryStore) RemoveRecord(_ context.Context, key string) error { return s.del(s.records, key) }
+
+func (s *MemoryStore) del(m map[string]memoryEntry, key string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.records, key)
+	delete(m, key)
 	return nil
 }
 

@@ -320,23 +320,20 @@ func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backof
 }
 
 // RemoveRecord deletes the record under key, whatever it holds.
-func (s *Store) RemoveRecord(ctx context.Context, key string) error {
-	if err := s.del(ctx, key); err != nil {
-		return fmt.Errorf("tokencache: deleting record: %w", err)
-	}
-	return nil
-}
+func (s *Store) RemoveRecord(ctx context.Context, key string) error { return s.del(ctx, key, "record") }
 
 // DeleteBackoff deletes the backoff under key.
 func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
-	if err := s.del(ctx, key); err != nil {
-		return fmt.Errorf("tokencache: deleting backoff: %w", err)
-	}
-	return nil
+	return s.del(ctx, key, "backoff")
 }
 
-func (s *Store) del(ctx context.Context, key string) error {
-	return s.retryingTimeouts(ctx, func(ctx context.Context) error { return s.client.Del(ctx, key).Err() })
+func (s *Store) del(ctx context.Context, key, what string) error {
+	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
+		return s.client.Del(ctx, key).Err()
+	}); err != nil {
+		return fmt.Errorf("tokencache: deleting %s: %w", what, err)
+	}
+	return nil
 }
 
 // getBounded reads what (record or backoff) under key if at most limit
