@@ -91,7 +91,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // Exactly one credential (client_secret, client_certificate,
 // federated_token_file, workload_identity or managed_identity) per identity.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume option name
+	d.Next()
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -123,11 +123,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := SingleArg(d, &raw); err != nil {
 				return err
 			}
-			fraction, err := parseFraction(raw)
-			if err != nil {
+			if a.RefreshAhead, err = parseFraction(raw); err != nil {
 				return d.Errf("refresh_ahead: %v", err)
 			}
-			a.RefreshAhead = fraction
 		case "hosts":
 			names := d.RemainingArgs()
 			if len(names) == 0 {
@@ -158,8 +156,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseIdentityOption parses one identity option (tenant, client,
-// credential, authority) into id, reporting whether the option was one.
+// parseIdentityOption parses an identity option into id, reporting whether
+// the option was one.
 func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, error) {
 	switch d.Val() {
 	case "tenant_id":
@@ -277,8 +275,7 @@ func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error
 	return mi, nil
 }
 
-// SingleArg reads exactly one argument of the current option into dest;
-// the option must not be given twice.
+// SingleArg reads the option's one argument into dest, once.
 func SingleArg(d *caddyfile.Dispenser, dest *string) error {
 	option := d.Val()
 	if *dest != "" {
@@ -303,7 +300,7 @@ func FlagArg(d *caddyfile.Dispenser, dest *bool) error {
 	return nil
 }
 
-// durationArg reads one positive duration into dest.
+// durationArg reads one positive duration into dest, once.
 func durationArg(d *caddyfile.Dispenser, dest *caddy.Duration) error {
 	option := d.Val()
 	if *dest != 0 {
@@ -556,8 +553,7 @@ func parseOnBehalfOf(d *caddyfile.Dispenser) (*OnBehalfOfConfig, error) {
 	return obo, nil
 }
 
-// Directive is the httpcaddyfile parser of a handler directive: a new H
-// unmarshals it.
+// Directive parses a handler directive into a new H.
 func Directive[H any, P interface {
 	*H
 	caddyhttp.MiddlewareHandler

@@ -158,10 +158,3 @@ func (a *App) DropExchanged(ctx context.Context, applicationName, userToken stri
 		e.Drop(ctx, userToken)
 	}
 }
-
-// closeExchangers stops the exchangers' watchers.
-func (a *App) closeExchangers() {
-	for _, e := range a.exchangers {
-		e.Close()
-	}
-}

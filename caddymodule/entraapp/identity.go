@@ -11,116 +11,87 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// IdentityConfig is who asks Entra ID for tokens, and how it proves it: the
-// tenant, the client (app registration) and exactly one credential. The entra
-// app sets the default identity; an application may override it.
-//
-// Every string may be an {env.*} or {file.*} placeholder, resolved when the
-// config is loaded.
+// IdentityConfig is who asks Entra ID for tokens: the tenant, the client
+// and exactly one credential. Every string may be an {env.*} or {file.*}
+// placeholder, resolved at load.
 type IdentityConfig struct {
-	// TenantID is the directory (tenant) ID or a verified domain of the
-	// tenant that issues the tokens. Required, unless token_endpoint is set
-	// or the credential is a managed identity.
+	// TenantID is the tenant's ID or verified domain. Required, unless
+	// token_endpoint is set or the credential is a managed identity.
 	TenantID string `json:"tenant_id,omitempty"`
 
-	// ClientID is the application (client) ID of the app registration.
-	// Required, except for a managed identity.
+	// ClientID is the app registration's client ID. Required, except for a
+	// managed identity.
 	ClientID string `json:"client_id,omitempty"`
 
-	// ClientSecret is a client secret of the app registration. One of the
-	// credentials.
+	// ClientSecret is a client secret. One of the credentials.
 	ClientSecret string `json:"client_secret,omitempty"`
 
-	// ClientAuth is how the credential is presented to the token
-	// endpoint: "post" (client_secret_post: in the form body) or "basic"
-	// (client_secret_basic: an HTTP Basic Authorization header of the
-	// form-encoded client ID and secret, RFC 6749 section 2.3.1, which many
-	// OAuth 2.0 servers require), which need client_secret; or
-	// "tls_client_auth" / "self_signed_tls_client_auth" (RFC 8705: the
-	// client_certificate presented on the TLS connection to another OAuth
-	// 2.0 server's https token_endpoint; refused for Entra, which does not
-	// offer it). An application that keeps the default token endpoint and
-	// the default kind of credential takes the default identity's. Default
-	// "post" for a client secret, a signed client assertion for a
-	// certificate.
+	// ClientAuth is how the credential is presented: "post" or "basic"
+	// (client_secret_post or _basic, RFC 6749 2.3.1) with client_secret;
+	// "tls_client_auth" or "self_signed_tls_client_auth" (RFC 8705) with
+	// client_certificate, at a non-Entra https token_endpoint. Default
+	// "post" for a secret, a signed assertion for a certificate.
 	ClientAuth string `json:"client_auth,omitempty"`
 
-	// ClientCertificate authenticates with a certificate: every token
-	// request carries a fresh client assertion signed with its key. One of
-	// the credentials.
+	// ClientCertificate signs a fresh client assertion for every request.
+	// One of the credentials.
 	ClientCertificate *ClientCertificateConfig `json:"client_certificate,omitempty"`
 
-	// FederatedTokenFile is a file whose content (e.g. a Kubernetes service
-	// account token) is sent as the client assertion; it is read again for
-	// every token request, so the kubelet may rotate it. One of the
-	// credentials.
+	// FederatedTokenFile is sent as the client assertion, read again for
+	// every request (the kubelet rotates it). One of the credentials.
 	FederatedTokenFile string `json:"federated_token_file,omitempty"`
 
-	// WorkloadIdentity takes the federated token file, client ID, tenant ID
-	// and authority host from AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID,
-	// AZURE_TENANT_ID and AZURE_AUTHORITY_HOST, as azidentity does; fields set
-	// here win over the environment. One of the credentials.
+	// WorkloadIdentity takes the token file, client, tenant and authority
+	// from the AZURE_* variables, as azidentity does; fields set here win.
+	// One of the credentials.
 	WorkloadIdentity bool `json:"workload_identity,omitempty"`
 
-	// ManagedIdentity gets tokens from the Azure instance metadata service
-	// (IMDS), or from the App Service / Container Apps identity endpoint when
-	// IDENTITY_ENDPOINT and IDENTITY_HEADER are set. One of the credentials.
+	// ManagedIdentity gets tokens from IMDS, or from the App Service
+	// endpoint when IDENTITY_ENDPOINT and IDENTITY_HEADER are set. One of
+	// the credentials.
 	ManagedIdentity *ManagedIdentityConfig `json:"managed_identity,omitempty"`
 
-	// AuthorityHost is the Entra ID authority. Default
-	// https://login.microsoftonline.com. Sovereign clouds use their own:
-	// https://login.microsoftonline.us (Azure US Government),
-	// https://login.partner.microsoftonline.cn (Azure operated by 21Vianet).
-	// Must be https; plain http is accepted for loopback hosts only.
+	// AuthorityHost is the Entra ID authority (a sovereign cloud's, e.g.
+	// https://login.microsoftonline.us); https, or http on loopback only.
+	// Default https://login.microsoftonline.com.
 	AuthorityHost string `json:"authority_host,omitempty"`
 
-	// TokenEndpoint is the full URL of the token endpoint. Optional; when
-	// set it overrides authority_host and tenant_id.
+	// TokenEndpoint is the token endpoint's URL; it overrides
+	// authority_host and tenant_id. Optional.
 	TokenEndpoint string `json:"token_endpoint,omitempty"`
 
-	// TokenRequestParams are extra form fields of every token request (e.g.
-	// "resource" for a generic OAuth 2.0 server). They may not replace the
-	// fields the protocol sets.
+	// TokenRequestParams are extra form fields of every token request
+	// (e.g. "resource"); they may not replace the protocol's.
 	TokenRequestParams map[string]string `json:"token_request_params,omitempty"`
 }
 
 // ClientCertificateConfig is a certificate credential.
 type ClientCertificateConfig struct {
-	// Certificate is a PEM file with the certificate (and its chain, leaf
-	// first). It may hold the private key too. Required. It is read again
-	// when it changes, so rotation needs no restart.
+	// Certificate is a PEM file of the certificate chain, leaf first, and
+	// maybe the key; re-read when it changes. Required.
 	Certificate string `json:"certificate,omitempty"`
 
-	// Key is a PEM file with the RSA private key. Default: the key in the
-	// certificate file.
+	// Key is a PEM file of the RSA key. Default: the certificate file's.
 	Key string `json:"key,omitempty"`
 
-	// KeyPassword decrypts an encrypted private key. Optional.
+	// KeyPassword decrypts an encrypted key. Optional.
 	KeyPassword string `json:"key_password,omitempty"`
 
-	// SendX5C adds the certificate chain to each assertion (the x5c header),
-	// for subject name and issuer authentication. Default false.
+	// SendX5C adds the chain to each assertion (x5c), for subject name and
+	// issuer authentication. Default false.
 	SendX5C bool `json:"send_x5c,omitempty"`
 }
 
-// ManagedIdentityConfig is a managed identity credential.
+// ManagedIdentityConfig is a managed identity credential. At most one of
+// ClientID, ObjectID and ResourceID selects a user-assigned identity;
+// default: the system-assigned one.
 type ManagedIdentityConfig struct {
-	// ClientID selects a user-assigned identity by its client ID. Default:
-	// the system-assigned identity. At most one of ClientID, ObjectID and
-	// ResourceID.
-	ClientID string `json:"client_id,omitempty"`
-
-	// ObjectID selects a user-assigned identity by its object (principal)
-	// ID. Default: none.
-	ObjectID string `json:"object_id,omitempty"`
-
-	// ResourceID selects a user-assigned identity by its Azure resource ID
-	// (/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>).
-	// Default: none.
+	ClientID   string `json:"client_id,omitempty"`
+	ObjectID   string `json:"object_id,omitempty"`
 	ResourceID string `json:"resource_id,omitempty"`
 
-	// Endpoint is the IMDS token endpoint. Default
-	// http://169.254.169.254/metadata/identity/oauth2/token. Meant for tests.
+	// Endpoint is the IMDS token endpoint, for tests. Default
+	// http://169.254.169.254/metadata/identity/oauth2/token.
 	Endpoint string `json:"endpoint,omitempty"`
 }
 
@@ -139,11 +110,9 @@ func (id *IdentityConfig) credentials() []string {
 	return set
 }
 
-// inherit fills what an application leaves unset from the app's default
+// inherit fills what an application leaves unset from the default
 // identity. The default credential goes only to the default client at the
-// default token endpoint: an application that names another client_id,
-// authority_host or token_endpoint must bring its own credential, so that a
-// secret is never sent to another client or host. field prefixes errors.
+// default endpoint: a secret is never sent to another client or host.
 func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityConfig, error) {
 	ownCredential := len(id.credentials()) > 0
 	ownClient := id.ClientID != ""
@@ -186,9 +155,8 @@ func (id *IdentityConfig) isZero() bool {
 		id.AuthorityHost == "" && id.TokenEndpoint == "" && len(id.TokenRequestParams) == 0
 }
 
-// clientConfig resolves placeholders and turns the identity into the token
-// client's configuration. field prefixes error field names (e.g.
-// "application orders-api: ") so the operator knows which block is wrong.
+// clientConfig resolves the identity into the token client's configuration;
+// field prefixes errors' field names (e.g. "application orders-api: ").
 func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entra.Config, error) {
 	r := resolver{repl: repl, prefix: field}
 	cfg := entra.Config{
@@ -216,8 +184,7 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	cfg.FederatedTokenFile = r.required("federated_token_file", id.FederatedTokenFile)
 	if mi := id.ManagedIdentity; mi != nil {
 		cfg.ManagedIdentity = &entra.ManagedIdentityCredential{
-			// Set but empty would silently select another identity (the
-			// system-assigned one) or endpoint: an error instead.
+			// Set but empty would silently select another identity.
 			ClientID:     r.required("managed_identity", mi.ClientID),
 			ObjectID:     r.required("managed_identity object_id", mi.ObjectID),
 			ResourceID:   r.required("managed_identity resource_id", mi.ResourceID),
@@ -266,8 +233,8 @@ func (r *resolver) value(field, raw string) string {
 	return strings.TrimSpace(value)
 }
 
-// required is value for a field that must not resolve to nothing when it is
-// set (a credential): the error names the placeholder, never a value.
+// required is value for a field that, when set, must not resolve to
+// nothing; the error names the placeholder, never a value.
 func (r *resolver) required(field, raw string) string {
 	value := r.value(field, raw)
 	if raw != "" && value == "" && r.err == nil {
@@ -277,7 +244,7 @@ func (r *resolver) required(field, raw string) string {
 }
 
 // requireNonEmpty checks the fields every credential but a managed identity
-// needs, so that a missing one is named as the operator wrote it.
+// needs.
 func (r *resolver) requireNonEmpty(cfg entra.Config, id *IdentityConfig) error {
 	if cfg.ManagedIdentity != nil {
 		return nil

@@ -18,19 +18,16 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
-// settings are the entra app's configuration resolved (placeholders
-// replaced, identities inherited) and checked: what a config is built from.
-// They hold secrets; they are never logged.
+// settings are the entra app's configuration resolved and checked. They
+// hold secrets: never logged.
 type settings struct {
 	cache        *cacheSettings
 	applications []resolvedApplication
 }
 
-// resolveSettings resolves and checks the whole entra app: the cache and
-// store settings, then every application. It has no side effect (it reads
-// the files that {file.*} placeholders and credentials name), so the CLI
-// calls it too. Every error carries MICROSOFT_PROVIDER_INVALID_CONFIG and
-// names the field, never a value.
+// resolveSettings resolves and checks the whole app without side effects
+// (the CLI calls it too). Errors carry MICROSOFT_PROVIDER_INVALID_CONFIG and
+// name the field, never a value.
 func (a *App) resolveSettings(repl *caddy.Replacer) (*settings, error) {
 	cache, err := a.cacheSettings(repl)
 	if err != nil {
@@ -48,21 +45,17 @@ func (a *App) resolveSettings(repl *caddy.Replacer) (*settings, error) {
 	return &settings{cache: cache, applications: applications}, nil
 }
 
-// resolvedApplication is one configured application with its placeholders
-// resolved, its identity inherited and checked, and its token client made.
+// resolvedApplication is an application with its identity inherited and
+// resolved, and its token client.
 type resolvedApplication struct {
-	Name   string
-	Scopes []string
-	// Config is the client's configuration; it holds the credential.
-	Config entra.Config
-	Client *entra.Client
-	// OnBehalfOf is set for an on-behalf-of application.
-	OnBehalfOf *onBehalfOf
+	Name       string
+	Scopes     []string
+	Config     entra.Config // holds the credential
+	Client     *entra.Client
+	OnBehalfOf *onBehalfOf // set for an on-behalf-of application
 }
 
-// resolveApplications resolves and checks every application, sorted by
-// name; errors carry better-auth-client-credential's error code and name
-// the field.
+// resolveApplications resolves and checks every application, sorted by name.
 func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, error) {
 	if len(a.Applications) == 0 {
 		return nil, ConfigError("application", "at least one application is required")
@@ -74,8 +67,7 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		if err != nil {
 			return nil, err
 		}
-		identity := a.IdentityConfig
-		field := ""
+		identity, field := a.IdentityConfig, ""
 		if !app.IdentityConfig.isZero() {
 			field = "application " + name + ": "
 			if identity, err = app.IdentityConfig.inherit(a.IdentityConfig, field); err != nil {
@@ -100,9 +92,7 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		}
 		resolved := resolvedApplication{Name: name, Scopes: scopes, Config: cfg, Client: client}
 		if app.OnBehalfOf != nil {
-			if field == "" {
-				field = "application " + name + ": "
-			}
+			field = "application " + name + ": "
 			if resolved.OnBehalfOf, err = resolveOnBehalfOf(app.OnBehalfOf, cfg, client, repl, field); err != nil {
 				return nil, err
 			}
@@ -116,21 +106,18 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 	return apps, nil
 }
 
-// cacheSettings is what a cache is made of, resolved. It holds secrets (the
-// Redis password, encryption keys): it is hashed for the pool key, never
-// logged.
+// cacheSettings is what a cache is made of. It holds secrets: hashed into
+// the pool key, never logged.
 type cacheSettings struct {
-	RefreshWindow time.Duration
-	RefreshAhead  float64
-	WaitTimeout   time.Duration
-	// FetchConcurrency is token_request_concurrency (0: the default).
-	FetchConcurrency int
+	RefreshWindow    time.Duration
+	RefreshAhead     float64
+	WaitTimeout      time.Duration
+	FetchConcurrency int // 0: the default
 	Redis            *redisstore.Options
-	// RedisTLS describes Redis.TLSConfig for the pool key (a tls.Config
-	// does not marshal): CA file digest and server name.
-	RedisTLS string
-	// RedisEntra describes Redis.Credentials for the pool key: the
-	// identity, its credential's fingerprint and the connection age.
+	// RedisTLS and RedisEntra describe, for the pool key, what does not
+	// marshal: the CA file digest and server name; the identity, its
+	// credential's fingerprint and the connection age.
+	RedisTLS   string
 	RedisEntra string
 }
 
@@ -168,8 +155,8 @@ func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 	return s, nil
 }
 
-// options resolves the redis block into store options, and describes its TLS
-// settings (CA file digest, server name) for the pool key.
+// options resolves the redis block, and describes its TLS settings for the
+// pool key.
 func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, string, error) {
 	r := resolver{repl: repl, prefix: "redis "}
 	opts := &redisstore.Options{
@@ -228,8 +215,8 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 	return opts, tlsDescription, nil
 }
 
-// redisTLSConfig verifies the Redis server against the CAs of caFile (the
-// system roots when empty) and, when set, serverName.
+// redisTLSConfig verifies the server against caFile's CAs (default: the
+// system roots) and serverName, if set.
 func redisTLSConfig(caFile, serverName string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
 	if caFile == "" {
@@ -247,8 +234,8 @@ func redisTLSConfig(caFile, serverName string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// fileDigest is the SHA-256 of a file's content (empty if unreadable): a
-// rotated certificate is another credential.
+// fileDigest is the SHA-256 of a file ("" if unreadable): a rotated CA
+// makes another cache.
 func fileDigest(path string) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -258,8 +245,7 @@ func fileDigest(path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// placeholderHint explains an empty value that came from a placeholder, naming
-// the placeholder (never its value).
+// placeholderHint names the placeholder an empty value came from.
 func placeholderHint(raw string) string {
 	if strings.Contains(raw, "{") {
 		return fmt.Sprintf(" (%s resolved to an empty value)", raw)
