@@ -18,20 +18,19 @@ func init() {
 	caddy.RegisterModule(adminAPI{})
 }
 
-// adminTimeout bounds a refresh or purge requested through the admin API.
-const adminTimeout = 30 * time.Second
+const (
+	adminTimeout = 30 * time.Second // of a refresh or purge
+	indented     = true             // the admin API answers people
+)
 
-// adminAPI is the admin.api.entra module: the /entra/tokens endpoints on
-// Caddy's admin API, acting on the running entra app.
+// adminAPI is admin.api.entra, acting on the running entra app:
 //
 //	GET    /entra/tokens                      every application's token metadata
 //	GET    /entra/tokens/<application>        one application's
 //	POST   /entra/tokens/<application>/refresh fetch a new token now, fleet-wide
 //	DELETE /entra/tokens/<application>        purge the token, fleet-wide
 //
-// They answer metadata only (see tokenInfo): never a token, its signature,
-// a secret or an assertion. Admin access equals access to the credentials:
-// serve the admin API on a Unix socket (mode 0600) or not at all.
+// It answers metadata only (tokenInfo), never a token or secret.
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -104,10 +103,8 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, info, indented)
 }
 
-// writeRefreshError answers a refused or failed refresh: 429 with the
-// backoff's Retry-After when no token request was made (the application is
-// backed off), else the failure's own status (502, or 503 with Retry-After
-// while throttled).
+// writeRefreshError answers a failed refresh as AnswerFor does, or 429 when
+// backoff refused to make the request.
 func writeRefreshError(w http.ResponseWriter, err error) error {
 	answer := AnswerFor(err)
 	if errors.Is(err, tokencache.ErrPaused) {
@@ -116,8 +113,7 @@ func writeRefreshError(w http.ResponseWriter, err error) error {
 	return answer.write(w, indented)
 }
 
-// allowMethod reports whether r's method is one of methods, answering 405
-// with Allow when it is not.
+// allowMethod reports whether r's method is one of methods, else answers 405.
 func allowMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 	if slices.Contains(methods, r.Method) {
 		return true

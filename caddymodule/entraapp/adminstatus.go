@@ -6,15 +6,12 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// runningApp is the newest started entra app: what the admin API
-// (admin.api.entra) acts on. Caddy provisions admin modules before the
-// config's apps, and a reload starts the new config before it stops the
-// old one, so the app sets it in Start and clears it in Stop and Cleanup
-// only if it is still the one set.
+// runningApp is the newest started entra app, which the admin API acts on.
+// Caddy provisions admin modules before apps, and a reload starts the new
+// config before stopping the old, so Stop clears it only if still its own.
 var runningApp atomic.Pointer[App]
 
-// startOperations makes a the app of the admin API and starts the
-// prefetching of the applications that ask for it.
+// startOperations hands the admin API to a and starts the prefetching.
 func (a *App) startOperations() {
 	runningApp.Store(a)
 	for _, name := range a.ApplicationNames() {
@@ -24,7 +21,6 @@ func (a *App) startOperations() {
 	}
 }
 
-// stopOperations hands the admin API over, if a still has it.
 func (a *App) stopOperations() {
 	runningApp.CompareAndSwap(a, nil)
 }
@@ -34,8 +30,7 @@ func (a *App) stopOperations() {
 func (a *App) prefetches(name string) bool {
 	if app := a.Applications[name]; app != nil && app.OnBehalfOf != nil {
 		return false
-	}
-	if app := a.Applications[name]; app != nil && app.Prefetch != nil {
+	} else if app != nil && app.Prefetch != nil {
 		return *app.Prefetch
 	}
 	return a.Prefetch
@@ -49,8 +44,8 @@ func (a *App) remember(name string, client *entra.Client) {
 	a.clients[name] = clientInfoOf(client)
 }
 
-// status describes name's token as the admin API shows it, from its
-// handle's snapshot (no I/O); false if name is not configured.
+// status describes name's token from its handle's snapshot (no I/O); false
+// if name is not configured.
 func (a *App) status(name string) (tokenInfo, bool) {
 	h, ok := a.handle(name)
 	if !ok {
@@ -63,15 +58,13 @@ func (a *App) status(name string) (tokenInfo, bool) {
 		Identity:        a.clients[name],
 		RecordKey:       h.Key(),
 		Source:          string(st.Source),
+		NextRefreshAt:   timeOrNil(st.NextRefresh),
 	}
 	if rec := st.Record; rec != nil {
 		info.withToken(rec.AccessToken, rec.AccessTokenExpiresAt)
-		info.CreatedAt = timeOrNil(rec.CreatedAt)
-		info.UpdatedAt = timeOrNil(rec.UpdatedAt)
-		usable := st.Usable
-		info.Usable = &usable
+		info.CreatedAt, info.UpdatedAt = timeOrNil(rec.CreatedAt), timeOrNil(rec.UpdatedAt)
+		info.Usable = &st.Usable
 	}
-	info.NextRefreshAt = timeOrNil(st.NextRefresh)
 	if f := st.Failure; f != nil {
 		info.Backoff = backoffOf(f)
 	}

@@ -10,35 +10,26 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// This file is the one way the handlers and the admin API answer an error
-// (Answer); entra_token_endpoint keeps its protocols' body shapes and shares
-// the mapping of a token error and the Retry-After rounding. No answer
-// holds a token, a secret or an assertion.
-
-// ErrorBody is the JSON body of an error: {"code": "...", "message": "..."}.
+// ErrorBody is the JSON body of an error answer. No answer holds a token, a
+// secret or an assertion.
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
 
-// Answer is an error as answered: its status, code and message, and how
-// long the client should wait before it retries (0: no Retry-After).
+// Answer is an error as the handlers and the admin API answer it.
 type Answer struct {
 	Status     int
 	Code       string
 	Message    string
-	RetryAfter time.Duration
-	// Challenge, when set, is the WWW-Authenticate of the answer (the
-	// answers of on-behalf-of applications).
-	Challenge string
+	RetryAfter time.Duration // 0: no Retry-After
+	Challenge  string        // WWW-Authenticate, if any
 }
 
-// AnswerFor maps a token error to its answer: an *answerError's own; else
-// MICROSOFT_TOKEN_REQUEST_FAILED with the error's text, 502, or for a
-// *tokencache.Error its message, its Retry-After, and 503 while token
-// requests are paused for a while (not after a permanent failure). The
-// message comes from the token endpoint's error (error, AADSTS codes,
-// trace and correlation IDs), which never holds a secret or a token.
+// AnswerFor maps a token error to its answer: an *answerError's own, else
+// 502 MICROSOFT_TOKEN_REQUEST_FAILED with the error's text; a
+// *tokencache.Error gives its message and Retry-After, and 503 while token
+// requests are paused (not after a permanent failure).
 func AnswerFor(err error) Answer {
 	var ae *answerError
 	if errors.As(err, &ae) {
@@ -55,23 +46,20 @@ func AnswerFor(err error) Answer {
 	return answer
 }
 
-// answerError is an error answered as it is (an application that is not
-// configured).
+// answerError is an error answered as it is.
 type answerError struct{ Answer }
 
-// Error returns "CODE: message".
 func (e *answerError) Error() string { return e.Code + ": " + e.Message }
 
-// Write answers a on one line (see WriteJSON): its status, Retry-After and
-// ErrorBody.
-func (a Answer) Write(w http.ResponseWriter) error { return a.write(w, oneLine) }
+// Write answers a as JSON on one line.
+func (a Answer) Write(w http.ResponseWriter) error { return a.write(w, false) }
 
-func (a Answer) write(w http.ResponseWriter, layout jsonLayout) error {
+func (a Answer) write(w http.ResponseWriter, indent bool) error {
 	SetRetryAfter(w.Header(), a.RetryAfter)
 	if a.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", a.Challenge)
 	}
-	return writeJSON(w, a.Status, ErrorBody{Code: a.Code, Message: a.Message}, layout)
+	return writeJSON(w, a.Status, ErrorBody{Code: a.Code, Message: a.Message}, indent)
 }
 
 // SetRetryAfter sets Retry-After to d in whole seconds, rounded up, when d
@@ -82,29 +70,19 @@ func SetRetryAfter(h http.Header, d time.Duration) {
 	}
 }
 
-// jsonLayout is how writeJSON lays out a body: one line for programs (the
-// handlers' answers), indented for people (the admin API's).
-type jsonLayout bool
-
-const (
-	oneLine  jsonLayout = false
-	indented jsonLayout = true
-)
-
-// WriteJSON answers v with status, Content-Type application/json and
-// Cache-Control no-store, on one line followed by a newline.
+// WriteJSON answers v with status as JSON on one line, not to be cached.
 func WriteJSON(w http.ResponseWriter, status int, v any) error {
-	return writeJSON(w, status, v, oneLine)
+	return writeJSON(w, status, v, false)
 }
 
-// writeJSON is WriteJSON, laid out on one line or indented by two spaces.
-func writeJSON(w http.ResponseWriter, status int, v any, layout jsonLayout) error {
+// writeJSON is WriteJSON, indented for people (the admin API) if indent.
+func writeJSON(w http.ResponseWriter, status int, v any, indent bool) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
-	if layout == indented {
+	if indent {
 		enc.SetIndent("", "  ")
 	}
 	return enc.Encode(v)

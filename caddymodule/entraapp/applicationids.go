@@ -5,30 +5,20 @@ import (
 	"errors"
 )
 
-// ApplicationIDs is what the config alone tells of one configured
-// application's tokens: its scopes and the IDs that name whose they are.
-// An ID the config does not give (a system-assigned managed identity's
-// client ID, a service principal's object ID) is empty: only the
-// application's token can tell it. entra_token_endpoint checks what a
-// client asks for against them.
+// ApplicationIDs is what the config alone tells of whose an application's
+// tokens are; an ID only its token can tell (a system-assigned identity's
+// client ID) is empty.
 type ApplicationIDs struct {
-	Name   string
-	Scopes []string
-	// ClientID is the app registration's client ID, or the user-assigned
-	// managed identity's.
-	ClientID string
-	// ObjectID and ResourceID are the managed identity's object (principal)
-	// ID and Azure resource ID, when the config selects it by them.
-	ObjectID   string
-	ResourceID string
-	// ManagedIdentity: the tokens come from a managed identity (only those
-	// have an Azure resource ID).
+	Name            string
+	Scopes          []string
+	ClientID        string // the app registration's, or the user-assigned identity's
+	ObjectID        string // a managed identity's, when the config selects it so
+	ResourceID      string
 	ManagedIdentity bool
 }
 
-// ApplicationIDs describes every configured application, sorted by name,
-// from the settings Validate resolved (inherited from the default identity,
-// placeholders resolved). It keeps no secret.
+// ApplicationIDs describes every application Validate resolved, sorted by
+// name, without secrets.
 func (a *App) ApplicationIDs() ([]ApplicationIDs, error) {
 	if a.resolved == nil {
 		return nil, errors.New("the entra app's settings are not resolved yet")

@@ -9,20 +9,14 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// Injector is a handler that injects an application's token into the
-// request it hands on (entra_token).
+// Injector is a handler that injects an application's token (entra_token).
 type Injector interface {
-	// InjectedApplication is the application whose token it injects.
 	InjectedApplication() string
 }
 
-// warnCertificateBoundRoutes warns at load about each route where a
-// handler injects the token of an application whose identity
-// authenticates with mutual TLS (client_auth tls_client_auth or
-// self_signed_tls_client_auth) and the reverse_proxy after it presents no
-// client certificate: a server that binds its tokens to the certificate
-// (RFC 8705: cnf with x5t#S256) refuses them from a connection without
-// it. ctx is the app's; the http app is provisioned by the time apps start.
+// warnCertificateBoundRoutes warns about each route that injects the token
+// of a mutual-TLS application through a reverse_proxy presenting no client
+// certificate: a server binding tokens to it (RFC 8705) refuses them.
 func (a *App) warnCertificateBoundRoutes(ctx caddy.Context) {
 	mutualTLS := map[string]bool{}
 	for _, ra := range a.resolved {
@@ -44,9 +38,8 @@ func (a *App) warnCertificateBoundRoutes(ctx caddy.Context) {
 	}
 }
 
-// walkRoutes follows routes in order (through subroutes, as handle and
-// handle_path make them) with injecting, the mutual-TLS application whose
-// token the handlers so far inject, and returns it at the end.
+// walkRoutes follows routes (and subroutes) in order with injecting, the
+// mutual-TLS application whose token is injected so far, and returns it.
 func (a *App) walkRoutes(routes caddyhttp.RouteList, mutualTLS map[string]bool, server, injecting string) string {
 	for _, route := range routes {
 		for _, h := range route.Handlers {
@@ -72,8 +65,6 @@ func (a *App) walkRoutes(routes caddyhttp.RouteList, mutualTLS map[string]bool, 
 	return injecting
 }
 
-// presentsClientCertificate reports whether rp's transport presents a TLS
-// client certificate.
 func presentsClientCertificate(rp *reverseproxy.Handler) bool {
 	t, ok := rp.Transport.(*reverseproxy.HTTPTransport)
 	return ok && t.TLS != nil && (t.TLS.ClientCertificateFile != "" || t.TLS.ClientCertificateAutomate != "")

@@ -16,19 +16,15 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
-// cachePool keeps token caches across config reloads, keyed by their store
-// and refresh settings: a reload that keeps them gets the same cache back,
-// with its tokens, its Redis client and any refresh in flight.
+// cachePool keeps token caches across reloads, keyed by their settings.
 var cachePool = caddy.NewUsagePool()
 
-// pooledCache lets the pool close a cache when no config uses it any more.
 type pooledCache struct{ *tokencache.Cache }
 
-// Destruct closes the cache and its store.
 func (p pooledCache) Destruct() error { return p.Close() }
 
-// register takes the pooled cache of s's cache settings (making it if no
-// running config has it) and registers s's applications with it.
+// register takes (or makes) the pooled cache of s and registers s's
+// applications with it.
 func (a *App) register(s *settings) error {
 	var fingerprintKey []byte // with encryption at rest, fingerprints are keyed too
 	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
@@ -51,12 +47,9 @@ func (a *App) register(s *settings) error {
 		return err
 	}
 	cache := value.(pooledCache).Cache
-	// Each config holds handles of its own, released in Cleanup: a new
-	// config never takes what a running one uses away from it (even when
-	// the new one then fails to load), while tokens, background refreshes
-	// and refreshes in flight, kept per record key, carry over.
-	// A rekey (a system-assigned identity learned by a first fetch, which a
-	// registration may start) waits until the handles are in place.
+	// Each config holds its own handles: a new config never takes what a
+	// running one uses, while tokens and refreshes, per record key, carry
+	// over. A rekey, which a registration may start, waits for the handles.
 	a.lifecycle = new(lifecycleGuard)
 	a.lifecycle.mu.Lock()
 	defer a.lifecycle.mu.Unlock()
@@ -105,8 +98,8 @@ func (s *cacheSettings) poolKey() (string, error) {
 	return "entra-cache-" + hex.EncodeToString(sum[:]), nil
 }
 
-// newCache makes the store and the cache. An unreachable Redis is not an
-// error: the cache degrades to per-replica caching until it is back.
+// newCache makes the store and the cache; an unreachable Redis is not an
+// error (each replica caches alone until it is back).
 func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	var store tokencache.Store = tokencache.NewMemoryStore()
 	if s.Redis != nil {
@@ -133,10 +126,8 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	return cache, nil
 }
 
-// cacheApplications makes the cache's applications from the resolved ones
-// (binding.Application, observed by this app's metrics and log). A
-// system-assigned identity not learned yet is keyed per process and
-// registered again once its first token names it (rekey).
+// cacheApplications makes the cache's applications; a system-assigned
+// identity not learned yet is registered again once its token names it.
 func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) []tokencache.Application {
 	apps := make([]tokencache.Application, 0, len(resolved))
 	for _, ra := range resolved {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -137,8 +138,7 @@ func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
 	return 0, nil
 }
 
-// loadCLIApplications adapts the config file and resolves its entra app's
-// applications as a server would load them.
+// loadCLIApplications resolves the config's applications as a server would.
 func loadCLIApplications(configFile, adapter string) ([]resolvedApplication, error) {
 	if configFile == "" {
 		return nil, errors.New("--config is required")
@@ -185,8 +185,7 @@ func requestToken(app resolvedApplication) tokenResult {
 	}}
 	scopes := app.Scopes
 	if app.OnBehalfOf != nil {
-		// Its credential, with a client-credentials token for the resource
-		// of its delegated scopes: the exchange itself needs a user's token.
+		// The exchange needs a user's token: check the credential alone.
 		scopes = []string{resourceDefaultScope(app.Scopes[0])}
 		result.info.Scope = scopes[0] + " (on_behalf_of: the credential only)"
 	}
@@ -201,11 +200,9 @@ func requestToken(app resolvedApplication) tokenResult {
 	return result
 }
 
-// resourceDefaultScope returns the .default scope of a delegated scope's
-// resource: https://graph.microsoft.com/User.Read ->
-// https://graph.microsoft.com/.default, api://orders/Orders.Read ->
-// api://orders/.default. A scope without a resource (User.Read, Graph's
-// short form) is Graph's.
+// resourceDefaultScope is the .default scope of a delegated scope's
+// resource (api://orders/Orders.Read -> api://orders/.default); a scope
+// without one (User.Read) is Graph's.
 func resourceDefaultScope(scope string) string {
 	i := strings.LastIndex(scope, "/")
 	if i < 0 || !strings.Contains(scope, "://") || i < strings.Index(scope, "://")+3 {
@@ -223,36 +220,27 @@ func failureSummary(err error) string {
 	return err.Error()
 }
 
-// printFailure prints what an operator needs to look a failure up: the
-// error code (better-auth-client-credential's), the endpoint's error and AADSTS numbers, the trace and
-// correlation IDs, and a hint for the common AADSTS errors.
+// printFailure prints what an operator needs to look a failure up, with a
+// hint for the common AADSTS errors.
 func printFailure(w io.Writer, result tokenResult) {
 	fmt.Fprintf(w, "%s: %s: %s\n", result.info.ApplicationName, CodeTokenRequestFailed, failureSummary(result.err))
 	var re *entra.RequestError
 	if !errors.As(result.err, &re) {
 		return
 	}
-	if re.Code != "" {
-		fmt.Fprintf(w, "  error:          %s\n", re.Code)
+	var codes []string
+	for _, code := range re.ErrorCodes {
+		codes = append(codes, fmt.Sprintf("AADSTS%d", code))
 	}
-	if len(re.ErrorCodes) > 0 {
-		codes := make([]string, len(re.ErrorCodes))
-		for i, code := range re.ErrorCodes {
-			codes[i] = fmt.Sprintf("AADSTS%d", code)
-		}
-		fmt.Fprintf(w, "  error_codes:    %s\n", strings.Join(codes, ", "))
-	}
+	status := ""
 	if re.StatusCode != 0 {
-		fmt.Fprintf(w, "  status:         %d\n", re.StatusCode)
+		status = strconv.Itoa(re.StatusCode)
 	}
-	if re.TraceID != "" {
-		fmt.Fprintf(w, "  trace_id:       %s\n", re.TraceID)
-	}
-	if re.CorrelationID != "" {
-		fmt.Fprintf(w, "  correlation_id: %s\n", re.CorrelationID)
-	}
-	fmt.Fprintf(w, "  token_endpoint: %s\n", result.info.Identity.TokenEndpoint)
-	if hint := re.Hint(); hint != "" {
-		fmt.Fprintf(w, "  hint:           %s\n", hint)
+	for _, line := range [][2]string{{"error", re.Code}, {"error_codes", strings.Join(codes, ", ")},
+		{"status", status}, {"trace_id", re.TraceID}, {"correlation_id", re.CorrelationID},
+		{"token_endpoint", result.info.Identity.TokenEndpoint}, {"hint", re.Hint()}} {
+		if line[1] != "" || line[0] == "token_endpoint" {
+			fmt.Fprintf(w, "  %-16s%s\n", line[0]+":", line[1])
+		}
 	}
 }

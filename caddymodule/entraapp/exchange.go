@@ -16,30 +16,21 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// onBehalfOfResults counts how the requests of on-behalf-of applications
-// were served: hit (this replica's cache), shared (another replica's
-// exchange, from Redis), exchanged, rejected (Entra refused the user's
-// token, now or remembered), failed (the application's failure) and busy
-// (refused at once: as many exchanges in flight as the application allows,
-// answered 503 with Retry-After). The
-// refusals answered before any exchange, and the challenges, are
-// requests_total's codes. No label holds a user token or a user's ID.
+// onBehalfOfResults counts how on-behalf-of requests got their token
+// (refusals before any exchange are requests_total's). No label holds a
+// user's token or ID.
 var onBehalfOfResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "caddy", Subsystem: "entra", Name: "on_behalf_of_total",
 	Help: "Requests of on-behalf-of applications by application and how their token was had: hit, shared, exchanged, rejected, failed, busy.",
 }, []string{"application", "result"})
 
-// exchanger is an on-behalf-of application's exchanger with what it
-// checks and exchanges with.
 type exchanger struct {
 	*tokencache.Exchanger
 	app resolvedApplication
 }
 
-// makeExchangers makes the exchanger of every on-behalf-of application on
-// cache. Entries are named in Redis with a key derived from the first
-// encryption key; without one (insecure_plaintext, or no Redis) each
-// replica keeps its own, under a key of its own.
+// makeExchangers makes every on-behalf-of application's exchanger. Entries
+// are shared through Redis only under a key derived from the encryption key.
 func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*exchanger, error) {
 	var hashKey []byte
 	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
@@ -65,10 +56,7 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 	}
 	for _, e := range exchangers {
 		if header := e.app.OnBehalfOf.Header; !strings.EqualFold(header, "Authorization") {
-			// Caddy clones each request for its logs before any handler
-			// runs and masks only Authorization, Cookie and
-			// Proxy-Authorization: its error log (on by default) and access
-			// log would show the user's token.
+			// Caddy's logs mask only Authorization, Cookie and Proxy-Authorization.
 			a.logger.Warn("on_behalf_of header: Caddy's error and access logs show this header, which carries users' tokens; "+
 				"delete it with a log filter (docs/on-behalf-of.md, the user's token in Caddy's logs) or use Authorization",
 				zap.String("application", e.app.Name), zap.String("header", header))
@@ -81,8 +69,8 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 	return exchangers, nil
 }
 
-// UserTokenHeader returns the header an on-behalf-of application reads the
-// user's token from, and whether applicationName is one.
+// UserTokenHeader returns the header the user's token comes in, and whether
+// applicationName is an on-behalf-of application.
 func (a *App) UserTokenHeader(applicationName string) (string, bool) {
 	if e := a.exchangers[applicationName]; e != nil {
 		return e.app.OnBehalfOf.Header, true
@@ -90,13 +78,9 @@ func (a *App) UserTokenHeader(applicationName string) (string, bool) {
 	return "", false
 }
 
-// ExchangeUserToken returns the token of the on-behalf-of application
-// applicationName for the user whose token userToken is ("" when the
-// request carried none): from the cache, or exchanged. The user's token is
-// checked locally first (entra.ReadUserAssertion); a failure is answered
-// (AnswerFor) with MICROSOFT_USER_TOKEN_MISSING or _INVALID (401),
-// MICROSOFT_INTERACTION_REQUIRED (401 with a claims challenge),
-// MICROSOFT_CONSENT_REQUIRED (403), or MICROSOFT_TOKEN_REQUEST_FAILED.
+// ExchangeUserToken returns the on-behalf-of application's token for the
+// user of userToken ("" if none), cached or exchanged after local checks.
+// Failures carry their answer (AnswerFor) with the user's challenge.
 func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken string) (tokencache.Record, error) {
 	e := a.exchangers[applicationName]
 	if e == nil {
@@ -106,9 +90,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	if userToken == "" {
 		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
 	}
-	// The warm path: an entry exists only for a token that passed the
-	// checks below, and never outlives it. A token too large to have
-	// passed is not even hashed.
+	// An entry exists only for a token that passed the checks below.
 	if len(userToken) <= entra.MaxUserTokenBytes {
 		if rec, found, err := e.Lookup(userToken); found {
 			return rec, nil
@@ -137,9 +119,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	return rec, nil
 }
 
-// refusal answers a refusal remembered for userToken as it was answered:
-// the user's tenant is read again from the token (it passed the checks
-// when it was refused).
+// refusal answers a refusal remembered for userToken as it was answered.
 func (a *App) refusal(err error, e *exchanger, userToken string) error {
 	tenant := e.app.OnBehalfOf.Rules.TenantID
 	if user, readErr := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules); readErr == nil {
@@ -151,8 +131,7 @@ func (a *App) refusal(err error, e *exchanger, userToken string) error {
 	return err
 }
 
-// DropExchanged forgets the token exchanged for userToken, which
-// downstream refused with a claims challenge, in every replica.
+// DropExchanged forgets, in every replica, the token exchanged for userToken.
 func (a *App) DropExchanged(ctx context.Context, applicationName, userToken string) {
 	if e := a.exchangers[applicationName]; e != nil && userToken != "" {
 		e.Drop(ctx, userToken)

@@ -8,10 +8,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// forbiddenHeaders are the names a token may not travel in: the hop-by-hop
-// and framing fields that net/http or reverse_proxy strip, rewrite or
-// interpret (the token would never arrive, or would break the request),
-// and the X-Forwarded-* fields reverse_proxy sets itself.
+// forbiddenHeaders cannot carry a token: net/http or reverse_proxy strip,
+// rewrite or interpret them.
 var forbiddenHeaders = map[string]string{
 	"Alt-Svc":             "hop-by-hop",
 	"Connection":          "hop-by-hop",
@@ -32,10 +30,7 @@ var forbiddenHeaders = map[string]string{
 }
 
 // CheckHeaderName returns name canonicalised, or a config error naming
-// field when a token cannot travel in it: not a valid field name, or a
-// hop-by-hop, framing or X-Forwarded-* field. entra_token's header (where
-// the token goes) and on_behalf_of's header (where a user's token comes
-// in) are checked alike.
+// field when a token cannot travel in it.
 func CheckHeaderName(field, name string) (string, error) {
 	if !httpguts.ValidHeaderFieldName(name) {
 		return "", ConfigError(field, fmt.Sprintf("%q is not a valid header name", name))

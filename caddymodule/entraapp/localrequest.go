@@ -12,21 +12,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// This file keeps web pages away from the sidecar. A page in a browser on
-// the same machine can reach 127.0.0.1 in two ways: by rebinding its own DNS
-// name to it (the request then carries the page's name in Host), and by
-// sending a cross-site request (which carries Origin, and in current
-// browsers Sec-Fetch-Site). entra_token, entra_ready and
-// entra_token_endpoint refuse both, before any token is looked up.
+// A web page on this machine reaches 127.0.0.1 by rebinding its DNS name
+// (its name in Host) or by a cross-site request (Origin, Sec-Fetch-Site):
+// every handler refuses both before any token is looked up.
 
-// CodeRequestNotLocal is the code entra_token and entra_ready answer a
-// request with when it may come from a web page: a Host that is not a local
-// name nor listed in the entra app's hosts option, an Origin header, or
-// Sec-Fetch-Site cross-site or same-site.
+// CodeRequestNotLocal answers a request that may come from a web page.
 const CodeRequestNotLocal = "MICROSOFT_REQUEST_NOT_LOCAL"
 
-// The reasons a request is taken for a web page's (see NotLocal); fixed
-// texts, never request data.
+// The reasons NotLocal gives: fixed texts, never request data.
 const (
 	NotLocalHost = "the Host is not an IP address, localhost, *.localhost or a name listed in the entra " +
 		"hosts option (a DNS name may be a web page that rebound it to this machine): an application that " +
@@ -35,10 +28,8 @@ const (
 		"and web pages never get the sidecar's tokens"
 )
 
-// checkHosts checks the entries of the hosts option and returns them as a
-// set of lowercase names. An entry is a DNS name: no port, scheme, path or
-// wildcard; IP addresses, localhost and *.localhost are always accepted and
-// need no entry.
+// checkHosts checks the hosts option's DNS names and returns them
+// lowercased, as a set.
 func checkHosts(entries []string) (map[string]struct{}, error) {
 	if len(entries) == 0 {
 		return nil, nil
@@ -88,10 +79,9 @@ func hostEntryProblem(name string) string {
 	return ""
 }
 
-// isLocalHost reports whether a Host header names this machine as a local
-// client would: an IP literal, localhost or a *.localhost name, or nothing;
-// or a name of hosts (lowercase, as checkHosts makes it). The port is not
-// compared. It allocates nothing for a lowercase Host.
+// isLocalHost reports whether a Host (its port ignored) is empty, an IP
+// literal, localhost, *.localhost or one of hosts. It allocates nothing
+// for a lowercase Host.
 func isLocalHost(hostport string, hosts map[string]struct{}) bool {
 	host := hostport
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
@@ -116,9 +106,8 @@ func isLocalHost(hostport string, hosts map[string]struct{}) bool {
 	return listed
 }
 
-// mayBeIP reports whether host could be an IP literal (IPv6 has a colon;
-// IPv4 is digits and dots), so that a DNS name is not parsed: a failed
-// parse allocates its error, and this is the proxy's hot path.
+// mayBeIP reports whether host could be an IP literal, so that a DNS name
+// is not parsed: a failed parse allocates, on the proxy's hot path.
 func mayBeIP(host string) bool {
 	if strings.IndexByte(host, ':') >= 0 {
 		return true
@@ -131,11 +120,8 @@ func mayBeIP(host string) bool {
 	return true
 }
 
-// fromBrowser reports whether a request carries what browsers add to a web
-// page's request: Origin (any value, "null" too), or Sec-Fetch-Site other
-// than same-origin and none (cross-site, same-site, or a value unknown
-// today). same-origin and none (typed in the address bar) pass: a page the
-// sidecar itself serves and a person are not an attack.
+// fromBrowser reports whether r carries Origin (any value), or
+// Sec-Fetch-Site other than same-origin and none (a person typing a URL).
 func fromBrowser(r *http.Request) bool {
 	if _, ok := r.Header["Origin"]; ok {
 		return true
@@ -150,7 +136,7 @@ func fromBrowser(r *http.Request) bool {
 }
 
 // NotLocal returns why r may come from a web page (NotLocalBrowser, then
-// NotLocalHost), or "" when it does not: see CodeRequestNotLocal.
+// NotLocalHost), or "".
 func (a *App) NotLocal(r *http.Request) string {
 	if fromBrowser(r) {
 		return NotLocalBrowser
@@ -173,9 +159,9 @@ func IsLocalPeer(r *http.Request) bool {
 	return ok && strings.HasPrefix(local.Network(), "unix")
 }
 
-// RefuseNotLocal answers 403 {"code": "MICROSOFT_REQUEST_NOT_LOCAL",
-// "message": reason}, logging the peer's address (nothing the client sent)
-// as LogBrowserRefusal allows.
+// RefuseNotLocal answers 403 MICROSOFT_REQUEST_NOT_LOCAL with reason,
+// logging the peer's address (nothing the client sent) as
+// LogBrowserRefusal allows.
 func (a *App) RefuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap.Logger, directive, reason string) error {
 	if ok, unlogged := a.LogBrowserRefusal(); ok && logger != nil {
 		logger.Warn("refused a request that may come from a web page", zap.String("directive", directive),
@@ -185,8 +171,8 @@ func (a *App) RefuseNotLocal(w http.ResponseWriter, r *http.Request, logger *zap
 	return Answer{Status: http.StatusForbidden, Code: CodeRequestNotLocal, Message: reason}.Write(w)
 }
 
-// LogBrowserRefusal is refusalLog.allow of the app, now: whether a refusal
-// a web page can cause at will may be logged, and how many were not.
+// LogBrowserRefusal reports whether a refusal a web page can cause at will
+// may be logged now, and how many were not since the last.
 func (a *App) LogBrowserRefusal() (bool, int64) {
 	if a == nil {
 		return true, 0
@@ -194,21 +180,17 @@ func (a *App) LogBrowserRefusal() (bool, int64) {
 	return a.refusals.allow(time.Now())
 }
 
-// refusalLogInterval is how often a refusal that a web page can cause at
-// will is logged: at most once a minute per app; every refusal is counted
-// in the metrics all the same.
+// refusalLogInterval is how often such a refusal is logged (the metrics
+// count them all).
 const refusalLogInterval = time.Minute
 
-// refusalLog keeps a web page from flooding the log with refusals: allow
-// lets one entry through per refusalLogInterval and reports how many were
-// not logged since the last. A nil refusalLog allows every entry.
+// refusalLog lets one entry through per refusalLogInterval, so a web page
+// cannot flood the log; a nil refusalLog allows every entry.
 type refusalLog struct {
 	last     atomic.Int64 // UnixNano of the last entry let through; 0: none
 	unlogged atomic.Int64
 }
 
-// allow reports whether a refusal at now is logged, and if so how many
-// were not since the last one that was.
 func (l *refusalLog) allow(now time.Time) (bool, int64) {
 	if l == nil {
 		return true, 0

@@ -10,12 +10,9 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// The app's Prometheus collectors (namespace caddy, subsystem entra; each
-// handler has its own beside them). They are made once per process and
-// registered on each config's registry (RegisterMetrics), so counters carry
-// over reloads. Labels hold application names (bounded by the config),
-// fixed results and reasons: never a token, a secret or anything a client
-// sent.
+// The app's collectors, made once per process and registered on each
+// config's registry, so counters carry over reloads. Labels never hold a
+// token, a secret or anything a client sent.
 var (
 	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "entra", Name: "token_requests_total",
@@ -37,8 +34,7 @@ var (
 )
 
 // RegisterMetrics registers the app's collectors and a handler's on
-// registry (a config's: ctx.GetMetricsRegistry()); a collector already
-// there is fine.
+// registry; one already there is fine.
 func RegisterMetrics(registry *prometheus.Registry, collectors ...prometheus.Collector) error {
 	if registry == nil {
 		return nil
@@ -52,10 +48,9 @@ func RegisterMetrics(registry *prometheus.Registry, collectors ...prometheus.Col
 	return nil
 }
 
-// fetchObserver returns the application's tokencache OnFetch: it counts each
-// token request by the cache's classification of its outcome (the one its
-// backoff obeys), times it, and logs a failure (binding.RequestErrorFields);
-// the cache logs successful fetches.
+// fetchObserver is an application's OnFetch: it counts token requests by
+// the cache's classification, times them and logs failures (the cache logs
+// successes).
 func fetchObserver(application, tokenEndpoint string, logger *zap.Logger) func(tokencache.FetchOutcome) {
 	return func(o tokencache.FetchOutcome) {
 		tokenRequestDuration.WithLabelValues(application).Observe(o.Duration.Seconds())
@@ -80,8 +75,7 @@ func storesAvailable() float64 {
 	return available
 }
 
-// storeDropObserver returns the application's tokencache OnStoreDrop: it
-// counts each drop the store asked for, dropped or kept.
+// storeDropObserver is an application's OnStoreDrop.
 func storeDropObserver(application string) func(dropped bool) {
 	return func(dropped bool) {
 		result := "kept"

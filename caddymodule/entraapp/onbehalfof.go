@@ -10,52 +10,41 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// DefaultUserTokenHeader is the header an on-behalf-of application reads
-// the user's token from, as "Bearer <token>", when none is configured.
-const DefaultUserTokenHeader = "Authorization"
+// Defaults of on_behalf_of's header and max_users.
+const (
+	DefaultUserTokenHeader = "Authorization"
+	DefaultMaxUsers        = 10000
+)
 
-// DefaultMaxUsers bounds an on-behalf-of application's in-process cache
-// when max_users is not configured.
-const DefaultMaxUsers = 10000
-
-// OnBehalfOfConfig makes an application exchange the user's token each
-// request carries for a token to the application's scopes on the user's
-// behalf (Entra's on-behalf-of flow).
+// OnBehalfOfConfig makes an application exchange each request's user token
+// for a token to its scopes on the user's behalf (Entra's OBO flow).
 type OnBehalfOfConfig struct {
-	// Header is the request header the user's token comes in, as
-	// "Bearer <token>". It is removed from the request handed downstream.
-	// Hop-by-hop and framing fields and the X-Forwarded-* fields are
-	// refused. Default Authorization.
+	// Header the user's token comes in, as "Bearer <token>"; it is removed
+	// from the request handed on. Default Authorization.
 	Header string `json:"header,omitempty"`
 
-	// MaxUsers bounds the exchanged tokens this replica keeps in memory
-	// for the application (one per user token); the least recently used
-	// goes first. Default 10000.
+	// MaxUsers bounds the exchanged tokens kept in memory, least recently
+	// used first out. Default 10000.
 	MaxUsers int `json:"max_users,omitempty"`
 
-	// AllowedTenants are the tenant IDs (GUIDs), besides the application's
-	// own tenant, whose users' tokens may be exchanged. Default none: the
-	// application's tenant only.
+	// AllowedTenants are tenant IDs (GUIDs) whose users are accepted
+	// besides the application's tenant. Default none.
 	AllowedTenants []string `json:"allowed_tenants,omitempty"`
 
-	// Audiences are the aud values accepted in users' tokens besides the
-	// application's client ID and api://<client ID>, e.g. an App ID URI
-	// of another form. Default none.
+	// Audiences are aud values accepted besides the client ID and
+	// api://<client ID>. Default none.
 	Audiences []string `json:"audiences,omitempty"`
 }
 
 // onBehalfOf is an application's on_behalf_of resolved and checked.
 type onBehalfOf struct {
-	// Header is the canonical name of the header the user's token comes in.
-	Header   string
+	Header   string // canonical
 	MaxUsers int
-	// Rules are the local checks of a user's token.
-	Rules entra.UserTokenRules
+	Rules    entra.UserTokenRules // the local checks of a user's token
 }
 
-// resolveOnBehalfOf checks an application's on_behalf_of against its
-// client (which must be able to exchange: not a managed identity, a GUID
-// tenant) and resolves it. field prefixes errors ("application <name>: ").
+// resolveOnBehalfOf checks on_behalf_of against the application's client,
+// which must be able to exchange; field prefixes errors.
 func resolveOnBehalfOf(obo *OnBehalfOfConfig, cfg entra.Config, client *entra.Client, repl *caddy.Replacer, field string) (*onBehalfOf, error) {
 	field += "on_behalf_of"
 	if err := client.SupportsOnBehalfOf(); err != nil {
@@ -100,8 +89,7 @@ func resolveOnBehalfOf(obo *OnBehalfOfConfig, cfg entra.Config, client *entra.Cl
 	return resolved, nil
 }
 
-// isTenantGUID reports whether s is a GUID in its 36-character form
-// (8-4-4-4-12 hexadecimal digits), as Entra's tid claims carry tenant IDs.
+// isTenantGUID reports whether s is a 36-character GUID, as tid claims are.
 func isTenantGUID(s string) bool {
 	if len(s) != 36 {
 		return false
@@ -119,5 +107,4 @@ func isTenantGUID(s string) bool {
 	return true
 }
 
-// isSpaceOrControl reports whether r is white space or a control character.
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }

@@ -13,14 +13,11 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// DefaultRedisMaxConnectionAge is RedisEntra.MaxConnectionAge's default:
-// Entra's tokens live 60 to 90 minutes, and a token given to a new
-// connection has at least twice this left.
+// DefaultRedisMaxConnectionAge is max_connection_age's default; a token
+// given to a new connection has at least twice this left.
 const DefaultRedisMaxConnectionAge = 10 * time.Minute
 
-// resolveRedisEntra checks the redis block's entra option and gives the
-// store its credentials: a token of the identity for each new connection,
-// connections retired at MaxConnectionAge.
+// resolveRedisEntra checks redis entra and gives the store its credentials.
 func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps []resolvedApplication) error {
 	re, opts := a.Redis.Entra, cache.Redis
 	if re.MaxConnectionAge < 0 {
@@ -55,7 +52,6 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 	age := cmp.Or(time.Duration(re.MaxConnectionAge), DefaultRedisMaxConnectionAge)
 	opts.Credentials = binding.NewRedisCredentials(client, 2*age).Credentials
 	opts.MaxConnectionAge = age
-	// A new identity or credential makes a new cache (and Redis client).
 	cache.RedisEntra = client.CacheKey() + "\n" + client.CredentialFingerprint() + "\n" + age.String()
 	return nil
 }

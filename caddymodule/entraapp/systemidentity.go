@@ -10,19 +10,16 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// lifecycleGuard is where the app is in its life (started, cleaned up),
-// under the lock that orders rekeys with Start and Cleanup: after Cleanup
-// no handle is registered again, and one registered before Start is
-// activated by it.
+// lifecycleGuard orders rekeys with Start and Cleanup: after Cleanup no
+// handle is registered again; one registered before Start is activated by it.
 type lifecycleGuard struct {
 	mu        sync.Mutex
 	cleanedUp bool
-	started   bool // the app started: handles are registered active
+	started   bool
 }
 
-// rekey replaces the handle of app by one under its client's learned
-// identity's record key and releases the old one (whose requests in flight
-// still get their answer).
+// rekey replaces app's handle by one under its learned identity's key and
+// releases the old one (its requests in flight still get their answer).
 func (a *App) rekey(app tokencache.Application, client *entra.Client) {
 	a.lifecycle.mu.Lock()
 	defer a.lifecycle.mu.Unlock()
@@ -43,7 +40,7 @@ func (a *App) rekey(app tokencache.Application, client *entra.Client) {
 	}
 	ah.Swap(h).Release()
 	if a.prefetches(app.Name) {
-		h.Prefetch() // keep it warm under its new key too
+		h.Prefetch()
 	}
 	a.logger.Info("system-assigned managed identity learned from its first token: its records are now shared "+
 		"with the replicas of that identity only", zap.String("application", app.Name))

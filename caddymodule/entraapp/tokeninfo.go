@@ -8,10 +8,8 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// tokenInfo is what may be shown of an application's token: its metadata,
-// a fingerprint and its public claims, never the token or its signature.
-// The admin API (GET /entra/tokens) and `caddy entra token` print it; the
-// cache's fields (record key onwards) are the admin API's only.
+// tokenInfo is what the admin API and `caddy entra token` show of a token:
+// metadata, a fingerprint and public claims, never the token or signature.
 type tokenInfo struct {
 	ApplicationName      string              `json:"applicationName"`
 	Scope                string              `json:"scope"`
@@ -28,33 +26,25 @@ type tokenInfo struct {
 	Backoff              *backoffInfo        `json:"backoff,omitempty"`
 }
 
-// clientInfo names whose tokens an application gets and how they are
-// asked for: never the credential's value.
+// clientInfo names whose tokens an application gets, never the credential.
 type clientInfo struct {
 	TenantID      string `json:"tenant,omitempty"`
 	ClientID      string `json:"client_id,omitempty"`
 	TokenEndpoint string `json:"token_endpoint"`
-	// Credential is the kind: client_secret, client_certificate,
-	// federated_token or managed_identity.
-	Credential string `json:"credential"`
+	Credential    string `json:"credential"` // its kind
 }
 
 // backoffInfo is the failure state of an application's token requests.
 type backoffInfo struct {
-	// Until is when token requests may resume; Active whether that is
-	// still ahead.
-	Until  time.Time `json:"until"`
-	Active bool      `json:"active"`
-	// Kind is transient (throttling, an unavailable endpoint) or permanent
-	// (retrying cannot help until the configuration changes).
-	Kind     string `json:"kind"`
-	Attempts int    `json:"attempts"`
-	Message  string `json:"message,omitempty"`
+	Until    time.Time `json:"until"` // when token requests may resume
+	Active   bool      `json:"active"`
+	Kind     string    `json:"kind"` // transient or permanent
+	Attempts int       `json:"attempts"`
+	Message  string    `json:"message,omitempty"`
 	ErrorInfo
 }
 
-// ErrorInfo is what the token endpoint said of a failure, when this
-// replica saw it: its error, AADSTS numbers, trace and correlation IDs.
+// ErrorInfo is what the token endpoint said of a failure this replica saw.
 type ErrorInfo struct {
 	Error         string `json:"error,omitempty"`
 	ErrorCodes    []int  `json:"errorCodes,omitempty"`
@@ -62,7 +52,6 @@ type ErrorInfo struct {
 	CorrelationID string `json:"correlationId,omitempty"`
 }
 
-// clientInfoOf describes client.
 func clientInfoOf(client *entra.Client) clientInfo {
 	return clientInfo{
 		TenantID:      client.TenantID(),
@@ -72,7 +61,7 @@ func clientInfoOf(client *entra.Client) clientInfo {
 	}
 }
 
-// withToken fills in what accessToken, expiring at expiresAt, may show.
+// withToken fills in what accessToken may show.
 func (ti *tokenInfo) withToken(accessToken string, expiresAt time.Time) {
 	if accessToken == "" {
 		return
@@ -94,8 +83,7 @@ func timeOrNil(t time.Time) *time.Time {
 	return &t
 }
 
-// backoffOf describes a failure: never a token or a secret (the message
-// and the endpoint's error fields never carry one).
+// backoffOf describes a failure (whose fields never carry a token or secret).
 func backoffOf(f *tokencache.Failure) *backoffInfo {
 	b := &backoffInfo{
 		Until:     f.Until.UTC().Truncate(time.Millisecond),
@@ -111,8 +99,7 @@ func backoffOf(f *tokencache.Failure) *backoffInfo {
 	return b
 }
 
-// ErrorInfoOf is what err says of the token endpoint's answer, empty if it
-// is not a token endpoint error.
+// ErrorInfoOf is what err says of the token endpoint's answer, if anything.
 func ErrorInfoOf(err error) ErrorInfo {
 	var re *entra.RequestError
 	if !errors.As(err, &re) {
