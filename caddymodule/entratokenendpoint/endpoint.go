@@ -41,70 +41,47 @@ var (
 // The protocols entra_token_endpoint speaks.
 const (
 	// ProtocolRecord is better-auth-client-credential's
-	// getClientCredentialToken over local HTTP: its ClientCredential record
-	// (tokencache.Record) as JSON.
+	// getClientCredentialToken over local HTTP (tokencache.Record as JSON).
 	ProtocolRecord = "record"
 	// ProtocolAppService is the App Service / Container Apps managed
-	// identity protocol (IDENTITY_ENDPOINT, IDENTITY_HEADER), api-version
-	// 2019-08-01.
+	// identity protocol, api-version 2019-08-01.
 	ProtocolAppService = "app_service"
 	// ProtocolIMDS is the Azure Instance Metadata Service token protocol,
-	// api-versions 2018-02-01 and 2019-08-01 (reached by the SDKs through
-	// AZURE_POD_IDENTITY_AUTHORITY_HOST).
+	// api-versions 2018-02-01 and 2019-08-01.
 	ProtocolIMDS = "imds"
 )
 
-// minSecretLength is the shortest secret accepted: the secret is the only
-// thing between any local process and the tokens.
+// minSecretLength: the secret is all between local processes and the tokens.
 const minSecretLength = 16
 
-// TokenEndpoint hands tokens from the entra app's cache to local code that
-// cannot be proxied: code that wants the token itself (the record of
-// better-auth-client-credential),
-// and unmodified Azure SDKs, which ask a local managed identity endpoint
-// (the App Service or IMDS protocol). It is terminal: it answers every
-// request itself and never calls the next handler.
+// TokenEndpoint hands the entra app's tokens to local code that cannot be
+// proxied: code that wants the record itself, and Azure SDKs asking a local
+// managed identity endpoint. It answers every request itself.
 //
-// Only peers on loopback (or a Unix socket) are answered, unless
-// allow_remote is set; a request that carries a header a proxy adds
-// (Forwarded, Via, X-Real-IP, X-Forwarded-* and the like), one a web page sent (Origin,
-// Sec-Fetch-Site cross-site or same-site), or one whose Host is a DNS name
-// other than localhost, *.localhost or a name of the entra app's hosts
-// option (a DNS-rebinding web page), is refused. Responses carry
-// Cache-Control: no-store. Tokens are never logged nor counted by value; a
-// token handed out has more than the entra app's refresh_window left.
-//
-// A managed-identity request names a resource; the endpoint hands out the
-// token of the allowed application mapped to it (see Resources). A client_id,
-// object_id/principal_id or msi_res_id/mi_res_id parameter must name that
-// application's identity, or the request is refused: it never selects
-// another identity.
+// Only loopback (or Unix socket) peers are answered, unless allow_remote; a
+// request with a header a proxy adds, from a web page, or with a Host that
+// is not local is refused. A token handed out has more than refresh_window
+// left. A managed-identity request's resource picks the application; an
+// identity parameter must name that application's identity, never another.
 type TokenEndpoint struct {
 	// Protocol is record, app_service or imds. Required.
 	Protocol string `json:"protocol,omitempty"`
 
-	// Secret is what clients send in X-IDENTITY-HEADER. Required for record
-	// and app_service, refused for imds (IMDS clients send none). At least
-	// 16 characters; give it as an {env.*} or {file.*} placeholder, resolved
-	// at load. Compared in constant time; never logged by this module
-	// (Caddy's access log shows request headers: see Provision's warning).
+	// Secret is what clients send in X-IDENTITY-HEADER, at least 16
+	// characters, best as a placeholder. Required for record and
+	// app_service, refused for imds.
 	Secret string `json:"secret,omitempty"`
 
-	// Applications are the entra app's applications this endpoint may hand
-	// out. Default: all of them.
+	// Applications this endpoint may hand out. Default: all.
 	Applications []string `json:"applications,omitempty"`
 
-	// Resources maps a resource, as managed-identity clients name it, to an
-	// application. Default: each allowed application whose only scope is
-	// "<resource>/.default" serves that resource, compared with and without
-	// a trailing slash; two allowed applications with the same scope must be
-	// told apart here. Not for the record protocol.
+	// Resources maps managed-identity resources to applications. Default:
+	// each application whose only scope is "<resource>/.default" serves
+	// that resource. Not for record.
 	Resources map[string]string `json:"resources,omitempty"`
 
-	// AllowRemote answers peers that are not on loopback. Default false. A
-	// risk: the secret is then the only guard (and imds has none, so imds
-	// refuses it), and tokens cross the network in clear text unless the
-	// server uses TLS.
+	// AllowRemote answers peers off loopback: the secret is then the only
+	// guard (refused for imds, which has none). Default false.
 	AllowRemote bool `json:"allow_remote,omitempty"`
 
 	app          *entraapp.App
@@ -114,11 +91,9 @@ type TokenEndpoint struct {
 	logger       *zap.Logger
 }
 
-// endpointApplication is an application this endpoint may hand out.
 type endpointApplication struct {
 	entraapp.ApplicationIDs
-	// handedOut is endpoint_tokens_total for this application and protocol.
-	handedOut prometheus.Counter
+	handedOut prometheus.Counter // endpoint_tokens_total
 }
 
 // CaddyModule returns the Caddy module information.
@@ -129,8 +104,8 @@ func (TokenEndpoint) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the entra app, resolves the secret and builds the
-// application and resource maps.
+// Provision finds the entra app, resolves the secret and maps the
+// applications and resources.
 func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
 	e.logger = ctx.Logger()
 	app, err := entraapp.FromContext(ctx, "entra_token_endpoint", endpointTokens, endpointRefusals)
@@ -140,7 +115,6 @@ func (e *TokenEndpoint) Provision(ctx caddy.Context) error {
 	return e.provision(app)
 }
 
-// provision is Provision without a caddy.Context, for tests.
 func (e *TokenEndpoint) provision(app *entraapp.App) error {
 	if e.logger == nil {
 		e.logger = zap.NewNop()
@@ -168,12 +142,7 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 	if err != nil {
 		return err
 	}
-	byName := make(map[string]entraapp.ApplicationIDs, len(all))
-	for _, ids := range all {
-		byName[ids.Name] = ids
-	}
-	// The managed-identity protocols name no user: an on-behalf-of
-	// application, which exchanges a user's token, is record's only.
+	// The managed-identity protocols carry no user's token to exchange.
 	managedIdentity := e.Protocol != ProtocolRecord
 	names := e.Applications
 	if len(names) == 0 {
@@ -185,20 +154,19 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 	}
 	e.allowed = make(map[string]*endpointApplication, len(names))
 	for _, name := range names {
-		ids, ok := byName[name]
-		if !ok {
+		i := slices.IndexFunc(all, func(ids entraapp.ApplicationIDs) bool { return ids.Name == name })
+		if i < 0 {
 			return app.RequireApplication("entra_token_endpoint", name)
 		}
 		if _, onBehalfOf := app.UserTokenHeader(name); onBehalfOf && managedIdentity {
 			return endpointConfigError("application", fmt.Sprintf("%s exchanges users' tokens (on_behalf_of): the %s "+
 				"protocol carries no user's token; use record with an assertion", name, e.Protocol))
 		}
-		e.allowed[name] = &endpointApplication{ApplicationIDs: ids, handedOut: endpointTokens.WithLabelValues(name, e.Protocol)}
+		e.allowed[name] = &endpointApplication{ApplicationIDs: all[i], handedOut: endpointTokens.WithLabelValues(name, e.Protocol)}
 	}
 	return e.provisionResources()
 }
 
-// provisionSecret checks and resolves the secret, keeping only its digest.
 func (e *TokenEndpoint) provisionSecret() error {
 	if e.Protocol == ProtocolIMDS {
 		if e.Secret != "" {
@@ -220,8 +188,6 @@ func (e *TokenEndpoint) provisionSecret() error {
 			"between local processes and the tokens (e.g. openssl rand -hex 32)", minSecretLength))
 	}
 	entraapp.WarnLiteralSecret(e.logger, "entra_token_endpoint secret", e.Secret)
-	// Caddy's access log redacts Authorization, Cookie and
-	// Proxy-Authorization only: it would show X-IDENTITY-HEADER.
 	e.logger.Warn("Caddy's access log shows the X-IDENTITY-HEADER secret of requests to this endpoint: keep access "+
 		"logging off for this site, or delete the field with a log filter (docs/entra_token_endpoint.md, the secret option)",
 		zap.String("protocol", e.Protocol))
@@ -229,9 +195,8 @@ func (e *TokenEndpoint) provisionSecret() error {
 	return nil
 }
 
-// provisionResources maps resources to allowed applications: the explicit
-// mappings, then each allowed application whose only scope is
-// "<resource>/.default". A resource two applications claim must be mapped.
+// provisionResources maps resources: explicitly, then each application
+// whose only scope is "<resource>/.default" (two must be told apart).
 func (e *TokenEndpoint) provisionResources() error {
 	if e.Protocol == ProtocolRecord {
 		if len(e.Resources) > 0 {
@@ -289,26 +254,19 @@ func (e *TokenEndpoint) provisionResources() error {
 	return nil
 }
 
-// defaultResource is the resource an application serves by default: that
-// of its only scope when it is "<resource>/.default", normalized.
 func defaultResource(scopes []string) (string, bool) {
 	if len(scopes) != 1 {
 		return "", false
 	}
 	resource, ok := strings.CutSuffix(scopes[0], "/.default")
-	if !ok || resource == "" {
-		return "", false
-	}
-	return normalizeResource(resource), true
+	return normalizeResource(resource), ok && resource != ""
 }
 
-// normalizeResource drops one trailing slash: SDKs send
-// https://management.azure.com/ and https://management.azure.com alike.
+// normalizeResource drops a trailing slash, which SDKs send or not.
 func normalizeResource(resource string) string {
 	return strings.TrimSuffix(strings.TrimSpace(resource), "/")
 }
 
-// endpointConfigError is a configuration error naming the directive's field.
 func endpointConfigError(field, reason string) error {
 	return entraapp.ConfigError("entra_token_endpoint "+field, reason)
 }
@@ -332,16 +290,11 @@ func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cadd
 	}
 }
 
-// refusal is a request answered without a token, in the protocol's error
-// shape: refused before any token is looked up, or a token failure.
+// refusal is a request answered without a token, in the protocol's shape.
 type refusal struct {
-	status int
-	// reason is endpoint_refusals_total's label: fixed words, never
-	// request data.
-	reason string
-	// code is the protocol's error code (record: the module's code; imds:
-	// the OAuth error).
-	code    string
+	status  int
+	reason  string // endpoint_refusals_total's label: never request data
+	code    string // the protocol's error code
 	message string
 }
 
@@ -364,12 +317,8 @@ const (
 )
 
 // checkPeer refuses what is not the application beside the sidecar: a
-// request that came through a proxy (any header a proxy adds), one a web
-// page sent (Origin, cross-site Sec-Fetch-Site), a peer off loopback
-// (unless allow_remote), and a Host naming something other than this
-// machine or a name of the hosts option (a web page that rebound its DNS
-// name to 127.0.0.1; not checked with allow_remote, where the secret
-// guards).
+// proxied request, a web page's, a peer off loopback or a Host not local
+// (the last two unless allow_remote, where the secret guards).
 func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
 	if name := proxyHeader(r.Header); name != "" {
 		return &refusal{http.StatusBadRequest, reasonForwarded, "invalid_request", "Request contains " + name + " header"}
@@ -390,8 +339,7 @@ func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
 	return nil
 }
 
-// proxyHeaders are the fields that proxies and CDNs add to what they
-// forward, by canonical key, with the name an error shows.
+// proxyHeaders are what proxies and CDNs add, by canonical key and name.
 var proxyHeaders = [...]struct{ key, name string }{
 	{"X-Forwarded-For", "X-Forwarded-For"},
 	{"Forwarded", "Forwarded"},
@@ -404,10 +352,7 @@ var proxyHeaders = [...]struct{ key, name string }{
 	{"Cf-Connecting-Ip", "CF-Connecting-IP"},
 }
 
-// proxyHeader returns the name of a header that a proxy adds to what it
-// forwards (proxyHeaders, any X-Forwarded-*), or "". The name returned is
-// one of these fixed names (an X-Forwarded-* one as "X-Forwarded-*"),
-// never request data.
+// proxyHeader returns the fixed name of a header a proxy adds, or "".
 func proxyHeader(h http.Header) string {
 	for _, p := range proxyHeaders {
 		if _, ok := h[p.key]; ok {
@@ -423,8 +368,7 @@ func proxyHeader(h http.Header) string {
 	return ""
 }
 
-// checkSecret compares X-IDENTITY-HEADER with the secret in constant time
-// (over digests, so that the length does not show either).
+// checkSecret compares X-IDENTITY-HEADER's digest in constant time.
 func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
 	values := r.Header.Values("X-Identity-Header")
 	if len(values) == 0 || values[0] == "" {
@@ -437,8 +381,7 @@ func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
 	return nil
 }
 
-// refuse answers a refusal in the protocol's error shape, counts and logs
-// it (without anything the client sent but its address).
+// refuse answers, counts and logs (with only the peer's address) a refusal.
 func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) error {
 	endpointRefusals.WithLabelValues(e.Protocol, rf.reason).Inc()
 	level := zapcore.DebugLevel
@@ -475,30 +418,12 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 	}
 }
 
-// token gets application's token from the entra app, turning a failure into
-// a refusal with the token error's status (502, or 503 with Retry-After
-// while throttled). A client that left gets a 499 error instead.
-func (e *TokenEndpoint) token(w http.ResponseWriter, r *http.Request, application string) (tokencache.Record, *refusal, error) {
-	credential, err := e.app.Token(r.Context(), application)
-	return e.answerToken(w, r, application, credential, err)
-}
-
-// exchanged is token for an on-behalf-of application: the token exchanged
-// for the user's token (assertion), or the refusal answered with its
-// challenge.
-func (e *TokenEndpoint) exchanged(w http.ResponseWriter, r *http.Request, application, assertion string) (tokencache.Record, *refusal, error) {
-	credential, err := e.app.ExchangeUserToken(r.Context(), application, assertion)
-	return e.answerToken(w, r, application, credential, err)
-}
-
-// answerToken is the outcome of getting application's token: the token,
-// or the refusal of err (its Retry-After and WWW-Authenticate set on w).
-func (e *TokenEndpoint) answerToken(w http.ResponseWriter, r *http.Request, application string, credential tokencache.Record, err error) (tokencache.Record, *refusal, error) {
-	if err == nil {
-		return credential, nil, nil
-	}
+// tokenRefusal turns a failure to get application's token into a refusal
+// with the error's status, Retry-After and challenge set on w; a client that
+// left gets a 499 error instead.
+func (e *TokenEndpoint) tokenRefusal(w http.ResponseWriter, r *http.Request, application string, err error) (*refusal, error) {
 	if r.Context().Err() != nil {
-		return credential, nil, caddyhttp.Error(499, err)
+		return nil, caddyhttp.Error(499, err)
 	}
 	answer := entraapp.AnswerFor(err)
 	entraapp.SetRetryAfter(w.Header(), answer.RetryAfter)
@@ -506,15 +431,14 @@ func (e *TokenEndpoint) answerToken(w http.ResponseWriter, r *http.Request, appl
 	if answer.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", answer.Challenge)
 		rf.reason = reasonUserToken
-		return credential, rf, nil // the user's token: as common as its callers make it
+		return rf, nil // the user's token: as common as its callers make it
 	}
 	e.logger.Warn("token endpoint has no token to hand out",
 		zap.String("protocol", e.Protocol), zap.String("application", application),
 		zap.String("code", rf.code), zap.Int("status", rf.status))
-	return credential, rf, nil
+	return rf, nil
 }
 
-// handedOut counts and logs a token handed to a local application.
 func (e *TokenEndpoint) handedOut(ea *endpointApplication, credential tokencache.Record) {
 	ea.handedOut.Inc()
 	if c := e.logger.Check(zapcore.DebugLevel, "token handed out"); c != nil {

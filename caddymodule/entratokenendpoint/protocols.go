@@ -19,12 +19,8 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// This file holds the wire formats of entra_token_endpoint's protocols.
-
-// recordBody is the ClientCredential record of the Node library
-// better-auth-client-credential (tokencache.Record here), as the record
-// protocol answers it: exactly that library's fields, times in RFC 3339
-// (UTC).
+// recordBody is better-auth-client-credential's ClientCredential record:
+// exactly its fields, times in RFC 3339 (UTC).
 type recordBody struct {
 	ID                   string `json:"id"`
 	ApplicationName      string `json:"applicationName"`
@@ -35,21 +31,17 @@ type recordBody struct {
 	UpdatedAt            string `json:"updatedAt"`
 }
 
-// recordRequest is the argument of better-auth-client-credential's
-// getClientCredentialToken.
+// recordRequest is getClientCredentialToken's argument; Assertion, the
+// user's token to exchange, comes in a POST only (never in a URL).
 type recordRequest struct {
 	ApplicationName string `json:"applicationName"`
-	// Assertion is the user's token an on-behalf-of application exchanges
-	// (POST only: a token never travels in a URL).
-	Assertion string `json:"assertion,omitempty"`
+	Assertion       string `json:"assertion,omitempty"`
 }
 
-// maxRecordRequestBytes bounds a record request's body: an application
-// name and a user's token (at most entra.MaxUserTokenBytes).
+// maxRecordRequestBytes bounds a body: a name and a user's token.
 const maxRecordRequestBytes = 4<<10 + entra.MaxUserTokenBytes
 
-// serveRecord answers the record protocol: POST {"applicationName": ...}
-// or GET ?applicationName=..., with the secret in X-IDENTITY-HEADER.
+// serveRecord answers POST {"applicationName": ...} or GET ?applicationName=.
 func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		return e.refuse(w, r, &refusal{http.StatusMethodNotAllowed, reasonMethod, "METHOD_NOT_ALLOWED", "use GET or POST"})
@@ -64,22 +56,22 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 	name := req.ApplicationName
 	ea, ok := e.allowed[name]
 	if !ok {
-		// The same answer for an application that is not configured and one
-		// this endpoint may not hand out.
+		// The same for one not configured and one not allowed here.
 		return e.refuse(w, r, &refusal{http.StatusNotFound, reasonApplication, entraapp.CodeApplicationNotFound,
 			fmt.Sprintf("application %s is not available on this endpoint", quoteForClient(name))})
 	}
-	get := e.token
+	var credential tokencache.Record
+	var err error
 	if _, onBehalfOf := e.app.UserTokenHeader(name); onBehalfOf {
-		get = func(w http.ResponseWriter, r *http.Request, name string) (tokencache.Record, *refusal, error) {
-			return e.exchanged(w, r, name, req.Assertion)
-		}
+		credential, err = e.app.ExchangeUserToken(r.Context(), name, req.Assertion)
+	} else {
+		credential, err = e.app.Token(r.Context(), name)
 	}
-	credential, rf, err := get(w, r, name)
 	if err != nil {
-		return err
-	}
-	if rf != nil {
+		rf, err := e.tokenRefusal(w, r, name, err)
+		if err != nil {
+			return err
+		}
 		return e.refuse(w, r, rf)
 	}
 	e.handedOut(ea, credential)
@@ -94,8 +86,6 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 	})
 }
 
-// readRecordRequest reads a record request: its application name and, for
-// an on-behalf-of application, the user's token (a POST body's assertion).
 func readRecordRequest(r *http.Request) (recordRequest, *refusal) {
 	bad := func(message string) (recordRequest, *refusal) {
 		return recordRequest{}, &refusal{http.StatusBadRequest, reasonBadRequest, "BAD_REQUEST", message}
@@ -124,13 +114,11 @@ func readRecordRequest(r *http.Request) (recordRequest, *refusal) {
 	return req, nil
 }
 
-// miProtocol describes one of the managed-identity protocols.
+// miProtocol is a managed-identity protocol. Each accepts the other's
+// identity parameter names too: one is never ignored.
 type miProtocol struct {
-	name        string
-	apiVersions []string
-	// objectIDParams and resourceIDParams name the identity by object
-	// (principal) ID and Azure resource ID. Both protocols' names are
-	// accepted by both: an identity parameter is never ignored.
+	name                             string
+	apiVersions                      []string
 	objectIDParams, resourceIDParams []string
 }
 
@@ -149,20 +137,17 @@ var (
 	}
 )
 
-// appServiceError is the App Service identity endpoint's error body.
 type appServiceError struct {
 	StatusCode    int    `json:"statusCode"`
 	Message       string `json:"message"`
 	CorrelationID string `json:"correlationId"`
 }
 
-// imdsError is IMDS's (OAuth) error body.
 type imdsError struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description"`
 }
 
-// appServiceToken is the App Service identity endpoint's answer.
 type appServiceToken struct {
 	AccessToken string `json:"access_token"`
 	ExpiresOn   string `json:"expires_on"`
@@ -171,7 +156,7 @@ type appServiceToken struct {
 	ClientID    string `json:"client_id"`
 }
 
-// imdsToken is IMDS's answer: every number a string, as IMDS sends them.
+// imdsToken is IMDS's answer: every number a string.
 type imdsToken struct {
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`
@@ -191,7 +176,6 @@ type identityParam struct {
 	value string
 }
 
-// serveManagedIdentity answers the App Service and IMDS protocols.
 func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Request, p *miProtocol) error {
 	if r.Method != http.MethodGet {
 		return e.refuse(w, r, &refusal{http.StatusMethodNotAllowed, reasonMethod, "invalid_request", "only GET is supported"})
@@ -214,18 +198,18 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 			fmt.Sprintf("no application of this endpoint serves resource %s", quoteForClient(resource))})
 	}
 	// An identity the config names is checked before any token is had; one
-	// only the token can tell (a system-assigned identity's client ID, a
-	// service principal's object ID) after, and the token is then kept back.
+	// only the token tells, after (and the token is then kept back).
 	known := identity != nil && ea.configured(identity.kind) != ""
 	if known && !strings.EqualFold(ea.configured(identity.kind), identity.value) ||
 		identity != nil && identity.kind == "resource_id" && !ea.ManagedIdentity {
 		return e.refuse(w, r, identityMismatch(identity, ea.Name))
 	}
-	credential, rf, err := e.token(w, r, ea.Name)
+	credential, err := e.app.Token(r.Context(), ea.Name)
 	if err != nil {
-		return err
-	}
-	if rf != nil {
+		rf, err := e.tokenRefusal(w, r, ea.Name, err)
+		if err != nil {
+			return err
+		}
 		if rf.code == entraapp.CodeTokenRequestFailed {
 			rf.code = "temporarily_unavailable"
 			if rf.status == http.StatusBadGateway {
@@ -235,8 +219,9 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 		}
 		return e.refuse(w, r, rf)
 	}
+	// Unverified claims: the cache checked the token; they only decide whether to hand it out.
 	claims, _ := entra.ReadPublicClaims(credential.AccessToken) // none for an opaque token
-	if identity != nil && !known && !strings.EqualFold(identityClaim(claims, identity.kind), identity.value) {
+	if identity != nil && !known && !strings.EqualFold(pick(identity.kind, claims.AppID, claims.ObjectID, claims.ResourceID), identity.value) {
 		return e.refuse(w, r, identityMismatch(identity, ea.Name))
 	}
 	clientID := cmp.Or(ea.ClientID, claims.AppID)
@@ -269,7 +254,7 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 }
 
 // readRequest checks api-version and reads the resource and the identity
-// parameter (nil when none).
+// parameter, if any.
 func (p *miProtocol) readRequest(query url.Values) (string, *identityParam, *refusal) {
 	bad := func(message string) (string, *identityParam, *refusal) {
 		return "", nil, &refusal{http.StatusBadRequest, reasonBadRequest, "invalid_request", message}
@@ -310,17 +295,19 @@ func (p *miProtocol) readRequest(query url.Values) (string, *identityParam, *ref
 	return resources[0], nil, nil
 }
 
-// configured is the ID of kind the config gives for the application, "" if
-// only its token can tell.
+// configured is the ID of kind the config gives, "" if only a token tells.
 func (ea *endpointApplication) configured(kind string) string {
+	return pick(kind, ea.ClientID, ea.ObjectID, ea.ResourceID)
+}
+
+func pick(kind, clientID, objectID, resourceID string) string {
 	switch kind {
 	case "client_id":
-		return ea.ClientID
+		return clientID
 	case "object_id":
-		return ea.ObjectID
-	default:
-		return ea.ResourceID
+		return objectID
 	}
+	return resourceID
 }
 
 // identityMismatch refuses an identity parameter that does not name the
@@ -329,21 +316,6 @@ func identityMismatch(identity *identityParam, application string) *refusal {
 	return &refusal{http.StatusBadRequest, reasonIdentity, "invalid_request",
 		fmt.Sprintf("Identity not found: %s does not name the identity of the application serving this resource (%s)",
 			identity.name, application)}
-}
-
-// identityClaim is the claim of token claims that names its identity by
-// kind: appid (or azp), oid or xms_mirid. The claims are read without
-// verifying the signature: the token comes from the entra app's cache,
-// which checked it; they only decide whether to hand it out.
-func identityClaim(claims entra.PublicClaims, kind string) string {
-	switch kind {
-	case "client_id":
-		return claims.AppID
-	case "object_id":
-		return claims.ObjectID
-	default:
-		return claims.ResourceID
-	}
 }
 
 // writeJSONResponse writes v as JSON with status.
@@ -359,11 +331,9 @@ func writeJSONResponse(w http.ResponseWriter, status int, v any) error {
 	return err
 }
 
-// rfc3339 formats t in UTC.
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// correlationID is the client's x-ms-client-request-id when it is a sane
-// identifier, else a random one.
+// correlationID is the client's x-ms-client-request-id if sane, else random.
 func correlationID(r *http.Request) string {
 	if id := r.Header.Get("X-Ms-Client-Request-Id"); len(id) <= 64 && id != "" && strings.IndexFunc(id, notIDRune) < 0 {
 		return id
@@ -373,13 +343,11 @@ func correlationID(r *http.Request) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// notIDRune reports whether c is not a letter, digit or '-'.
 func notIDRune(c rune) bool {
 	return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-')
 }
 
-// quoteForClient quotes a value the client sent for an error message, cut
-// to a sane length.
+// quoteForClient quotes a value the client sent, cut to a sane length.
 func quoteForClient(s string) string {
 	const maxLen = 200
 	if len(s) > maxLen {
