@@ -21,7 +21,7 @@ func init() {
 //		purge_on_status [<status>...]
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
+	d.Next()
 	if !d.NextArg() {
 		return d.Errf("entra_token: an application name is required")
 	}

@@ -13,14 +13,10 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// serveAnsweringClaims hands proxied to next for an application that
-// declares client capabilities (continuous access evaluation). When
-// downstream answers 401 with an insufficient_claims challenge, the token
-// is replaced by one requested with the challenge's claims (one token
-// request for the fleet, announced to every replica) and a request without
-// a body is sent once more with it; a request with a body gets the
-// challenge, and its client's next request the new token. Other refusals
-// purge as purge_on_status says.
+// serveAnsweringClaims serves an application that declares client
+// capabilities: a downstream claims challenge replaces the token by one
+// with its claims, and a bodiless request is sent once more with it (one
+// with a body gets the challenge). Other refusals purge as configured.
 func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.Request, next caddyhttp.Handler, credential tokencache.Record) error {
 	before := w.Header().Clone()
 	var buf bytes.Buffer
@@ -48,26 +44,22 @@ func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.R
 	if !bodiless(r) {
 		return recorder.WriteResponse()
 	}
-	// Send it once more with the new token; the first answer (buffered,
-	// its headers set on w) is dropped.
+	// Send it once more; the buffered answer and its headers are dropped.
 	clear(w.Header())
 	maps.Copy(w.Header(), before)
 	return next.ServeHTTP(w, withToken(r, h.header, h.injectionFor(fresh).headerValue))
 }
 
-// bodiless reports whether r has no body, so that it can be sent again: a
-// length of 0 and no transfer coding (net/http's reading of a request
-// without one; Caddy may have wrapped its http.NoBody).
+// bodiless reports whether r has no body (Caddy may wrap http.NoBody), so
+// it can be sent again.
 func bodiless(r *http.Request) bool {
 	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0
 }
 
-// claimsParam finds a challenge's claims="..." parameter.
 var claimsParam = regexp.MustCompile(`(?i)(?:^|[\s,])claims\s*=\s*"([^"]*)"`)
 
-// challengeClaims returns the claims JSON of an insufficient_claims
-// challenge (base64 in the claims parameter, as Entra-protected resources
-// send it), and whether there was one that decodes to a JSON object.
+// challengeClaims returns the claims JSON object of an insufficient_claims
+// challenge (base64 in its claims parameter), if any.
 func challengeClaims(challenges []string) (string, bool) {
 	for _, c := range challenges {
 		if !isClaimsChallenge([]string{c}) {

@@ -25,8 +25,7 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Results of requests_total besides the error codes answered: the request
-// got its token, or its client left before it did.
+// Results of requests_total besides the error codes answered.
 const (
 	resultInjected = "injected"
 	resultCanceled = "canceled"
@@ -47,41 +46,22 @@ var (
 // DefaultHeader is the header the token is injected into by default.
 const DefaultHeader = "Authorization"
 
-// defaultPurgeOnStatus: a downstream 401 means the token was refused.
 var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 
-// Handler injects an Entra ID access token for one application into each
-// request: it hands the next handler a copy of the request in which every
-// copy of the header the client sent (in the header, in Connection options,
-// in trailers) is replaced by "Bearer <token>". The request the rest of the
-// server reads (placeholders, deferred header operations, respond, error
-// routes) keeps what the client sent, so only the proxied request carries
-// the token. A request a web page may have sent is answered 403 with
-// {"code": "MICROSOFT_REQUEST_NOT_LOCAL", "message": "..."}: one whose Host
-// is not an IP address, localhost, *.localhost or a name of the entra app's
-// hosts option (DNS rebinding), or that carries Origin or Sec-Fetch-Site
-// cross-site or same-site. TRACE and CONNECT are answered 405, and a path
-// with a dot-segment (plain or encoded; see hasDotSegment) 400. All are
-// answered before any token is looked up. When no valid token can be
-// had it answers itself, with the error's status (502, or 503 with
-// Retry-After while the token endpoint is throttling) and a JSON body
-// {"code": "...", "message": "..."}, and does not call the next handler.
+// Handler injects an application's Entra ID token into each request: the
+// next handler gets a copy in which every client copy of the header is
+// replaced by "Bearer <token>"; the request the rest of the server reads
+// keeps what the client sent. A request that may come from a web page is
+// answered 403 MICROSOFT_REQUEST_NOT_LOCAL, TRACE and CONNECT 405, a path
+// with a dot-segment 400, all before any token is looked up. Without a
+// valid token it answers the error itself (502, or 503 with Retry-After).
 //
-// For an on-behalf-of application (on_behalf_of in its block), the token is
-// the user's bearer token in the application's on_behalf_of header,
-// checked locally and exchanged (or found in the cache) for a token on the
-// user's behalf; the user's token never goes downstream. A request whose
-// token is missing or refused is answered 401 or 403 with a
-// WWW-Authenticate challenge the user's client can act on
-// (MICROSOFT_USER_TOKEN_MISSING, MICROSOFT_USER_TOKEN_INVALID,
-// MICROSOFT_INTERACTION_REQUIRED, MICROSOFT_CONSENT_REQUIRED); a downstream
-// 401 with a claims challenge reaches the client untouched and drops the
-// exchanged token in every replica.
+// For an on-behalf-of application the user's bearer token is exchanged for
+// one on the user's behalf and never goes downstream; a missing or refused
+// one is answered 401 or 403 with a challenge the client can act on.
 //
-// When downstream answers with a status of purge_on_status (default 401) to
-// a request that still carried the token, the token is dropped from the
-// cache (in this replica and in Redis), at most once per token, so that the
-// next request gets a fresh one.
+// A downstream status of purge_on_status (default 401) to a request that
+// still carried the token purges it everywhere, once per token.
 //
 // The handler sets these placeholders:
 //
@@ -90,45 +70,35 @@ var defaultPurgeOnStatus = []int{http.StatusUnauthorized}
 // `{http.entra_token.application}` | The application name of the injected token
 // `{http.entra_token.expires_at}` | When the injected token expires (RFC 3339)
 type Handler struct {
-	// Application is the name of a configured application of the entra app.
-	// Required.
+	// Application is a configured application's name. Required.
 	Application string `json:"application,omitempty"`
 
-	// Header is the request header the token goes into, as
-	// "Bearer <token>". Hop-by-hop and framing fields (Connection,
-	// Proxy-Authorization, Host, Content-Length...) and the X-Forwarded-*
-	// fields are refused. Default Authorization.
+	// Header the token goes into, as "Bearer <token>"; hop-by-hop, framing
+	// and X-Forwarded-* fields are refused. Default Authorization.
 	Header string `json:"header,omitempty"`
 
-	// PurgeOnStatus lists the downstream statuses that make the handler
-	// purge the token it injected. Default [401]; an empty list disables
-	// purging.
+	// PurgeOnStatus are the downstream statuses that purge the injected
+	// token. Default [401]; empty disables purging.
 	PurgeOnStatus *[]int `json:"purge_on_status,omitempty"`
 
 	header        string
 	purgeOnStatus []int
 	app           *entraapp.App
 	logger        *zap.Logger
-	// injected caches what is derived from the current token, so that the
-	// hot path does not build a ~1 KiB header value per request.
-	// A pointer: Caddy copies module values before provisioning.
-	injected *atomic.Pointer[injection]
-	// injectedCount is this handler's requests_total{result="injected"}.
-	injectedCount prometheus.Counter
-	// answersClaims: the application declares client capabilities, so
-	// downstream claims challenges are answered (see serveAnsweringClaims).
-	answersClaims bool
+	// injected saves the hot path a ~1 KiB header value per request (a
+	// pointer: Caddy copies module values).
+	injected      *atomic.Pointer[injection]
+	injectedCount prometheus.Counter // requests_total{result="injected"}
+	answersClaims bool               // see serveAnsweringClaims
 }
 
-// injection is the header value and expiry placeholder of one token.
+// injection is what is derived from one token.
 type injection struct {
 	accessToken string
 	headerValue string
 	expiresAt   string
 }
 
-// injectionFor returns the injection of credential, reusing the last one
-// while the token is the same.
 func (h *Handler) injectionFor(credential tokencache.Record) *injection {
 	if h.injected != nil {
 		if in := h.injected.Load(); in != nil && in.accessToken == credential.AccessToken {
@@ -166,8 +136,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.header != DefaultHeader {
-		// Caddy's logs redact Authorization, Cookie and Proxy-Authorization
-		// only: reverse_proxy's debug log would show this header's token.
 		h.logger.Warn("the injected header is not redacted in Caddy's logs: keep debug logging off for this "+
 			"server or delete the field with a log filter (docs/entra_token.md, the header)",
 			zap.String("application", h.Application), zap.String("header", h.header))
@@ -187,7 +155,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.app.RequireApplication("entra_token", h.Application); err != nil {
 		return err
 	}
-	// Only a configured application gets a metric series.
 	h.injectedCount = requests.WithLabelValues(h.Application, resultInjected)
 	h.answersClaims = h.app.DeclaresCapabilities(h.Application)
 	return nil
@@ -209,17 +176,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
-	h.countInjected()
 	in := h.injectionFor(credential)
 	proxied := withToken(r, h.header, in.headerValue)
-
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.entra_token.application", h.Application)
-		repl.Set("http.entra_token.expires_at", in.expiresAt)
-	}
-	if c := h.logger.Check(zapcore.DebugLevel, "token injected"); c != nil {
-		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
-	}
+	h.injectedInto(r, "token injected", in.expiresAt, credential)
 	if h.answersClaims {
 		return h.serveAnsweringClaims(w, r, proxied, next, credential)
 	}
@@ -232,48 +191,51 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return err
 }
 
-// purgeIfRefused purges credential when downstream answered one of
-// purge_on_status (status, or err's) to proxied, which still carried it.
-func (h *Handler) purgeIfRefused(r, proxied *http.Request, credential tokencache.Record, status int, err error) {
-	var handlerErr caddyhttp.HandlerError
-	if err != nil && errors.As(err, &handlerErr) {
-		status = handlerErr.StatusCode
-	}
-	if slices.Contains(h.purgeOnStatus, status) && carriesToken(proxied, h.header, h.injectionFor(credential).headerValue) {
-		h.purge(r, credential, status)
-	}
-}
-
-// InjectedApplication is the application whose token h injects.
-func (h *Handler) InjectedApplication() string { return h.Application }
-
-var _ entraapp.Injector = (*Handler)(nil)
-
-// countInjected counts a request that got its token, through the counter
-// Provision looked up once (a handler built without Provision looks it up
-// each time).
-func (h *Handler) countInjected() {
+// injectedInto counts an injection into r, sets its placeholders and
+// debug-logs it as msg.
+func (h *Handler) injectedInto(r *http.Request, msg, expiresAt string, credential tokencache.Record) {
 	if counter := h.injectedCount; counter != nil {
 		counter.Inc()
-		return
+	} else { // a handler built without Provision
+		requests.WithLabelValues(h.Application, resultInjected).Inc()
 	}
-	requests.WithLabelValues(h.Application, resultInjected).Inc()
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.entra_token.application", h.Application)
+		repl.Set("http.entra_token.expires_at", expiresAt)
+	}
+	if c := h.logger.Check(zapcore.DebugLevel, msg); c != nil {
+		c.Write(zap.String("application", h.Application), zap.Time("expires_at", credential.AccessTokenExpiresAt))
+	}
 }
 
-// purge drops a token that downstream refused.
-func (h *Handler) purge(r *http.Request, credential tokencache.Record, status int) {
-	if h.app.PurgeRejected(r.Context(), h.Application, credential.AccessToken) {
+// status is downstream's status: the response's, or err's.
+func status(recorded int, err error) int {
+	var handlerErr caddyhttp.HandlerError
+	if err != nil && errors.As(err, &handlerErr) {
+		return handlerErr.StatusCode
+	}
+	return recorded
+}
+
+// purgeIfRefused purges credential when downstream answered one of
+// purge_on_status to proxied while it still carried it.
+func (h *Handler) purgeIfRefused(r, proxied *http.Request, credential tokencache.Record, recorded int, err error) {
+	if status := status(recorded, err); slices.Contains(h.purgeOnStatus, status) && carriesToken(proxied, h.header, h.injectionFor(credential).headerValue) &&
+		h.app.PurgeRejected(r.Context(), h.Application, credential.AccessToken) {
 		purges.WithLabelValues(h.Application).Inc()
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",
 			zap.String("application", h.Application), zap.Int("status", status), zap.Time("expires_at", credential.AccessTokenExpiresAt))
 	}
 }
 
-// writeError answers a token failure with its code, status and
-// Retry-After (see entraapp.AnswerFor), or not at all when the client went away.
+func (h *Handler) InjectedApplication() string { return h.Application }
+
+var _ entraapp.Injector = (*Handler)(nil)
+
+// writeError answers a token failure (entraapp.AnswerFor), or not at all
+// when the client went away.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) error {
 	if r.Context().Err() != nil {
-		// The client went away; there is nobody to answer.
 		requests.WithLabelValues(h.Application, resultCanceled).Inc()
 		return caddyhttp.Error(499, err)
 	}

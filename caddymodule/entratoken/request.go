@@ -11,12 +11,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// This file keeps the injected token where it belongs: on the one request
-// handed to the next handler, never on the request the rest of the server
-// reads, and never removable by the client.
+// The injected token goes on the one request handed to the next handler,
+// never on the one the rest of the server reads.
 
-// rejection is a request entra_token answers itself, before a token is
-// looked up: not through handle_errors, which could send it elsewhere.
+// rejection is a request answered before a token is looked up (not through
+// handle_errors, which could send it elsewhere).
 type rejection struct {
 	status  int
 	message string
@@ -29,8 +28,6 @@ var (
 		message: "the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
 )
 
-// writeRejection answers a rejected request with its status and a plain-text
-// reason.
 func writeRejection(w http.ResponseWriter, rejection *rejection) error {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
@@ -38,9 +35,8 @@ func writeRejection(w http.ResponseWriter, rejection *rejection) error {
 	return nil
 }
 
-// checkRequest refuses what must never leave with a token: TRACE (an
-// upstream or middlebox may echo the request, token included) and CONNECT,
-// and a path with a dot-segment (see hasDotSegment).
+// checkRequest refuses TRACE (which may echo the token) and CONNECT, and a
+// path with a dot-segment.
 func checkRequest(r *http.Request) *rejection {
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		return traceConnectRefusal
@@ -58,12 +54,10 @@ func checkRequest(r *http.Request) *rejection {
 	return nil
 }
 
-// hasDotSegment reports whether an escaped path has a dot-segment: a
-// segment that is "." or ".." once decoded, where a segment ends at "/",
-// an encoded "/" (%2f), "\\" (or %5c) and ";" (which Tomcat and Jetty
-// strip: "..;" is ".." to them). A path that does not decode is one too.
-// Caddy's matchers resolve dot-segments, so such a path could pick this
-// route (and its token) while an upstream resolves the raw path to another.
+// hasDotSegment reports whether an escaped path has a segment that is "."
+// or ".." once decoded, segments ending at "/", "\\" and ";" (Tomcat's
+// "..;"), or does not decode. Caddy's matchers resolve them, so such a path
+// could pick this route's token while an upstream resolves it elsewhere.
 func hasDotSegment(escapedPath string) bool {
 	if !strings.Contains(escapedPath, "%") && !strings.Contains(escapedPath, "..") &&
 		!strings.Contains(escapedPath, "/.") && !strings.Contains(escapedPath, "\\") {
@@ -84,12 +78,9 @@ func hasDotSegment(escapedPath string) bool {
 // isSegmentEnd reports whether r ends a path segment for some server.
 func isSegmentEnd(r rune) bool { return r == '/' || r == '\\' || r == ';' }
 
-// withToken returns the request to hand the next handler: a shallow copy of
-// r with a header map of its own, in which every client copy of header
-// (any case) is replaced by value and no Connection option names header
-// (reverse_proxy would strip it), and with header and Proxy-Authorization
-// kept out of its trailers. r itself, which placeholders, deferred header
-// operations and error routes read, keeps what the client sent.
+// withToken returns a copy of r for the next handler, whose every copy of
+// header (any case) is value, named by no Connection option and kept out of
+// trailers with Proxy-Authorization. r keeps what the client sent.
 func withToken(r *http.Request, header, value string) *http.Request {
 	proxied := r.WithContext(r.Context())
 	// A deep copy: handlers such as request_header edit values in place.
@@ -112,8 +103,7 @@ func withToken(r *http.Request, header, value string) *http.Request {
 }
 
 // carriesToken reports whether the request handed on still carried the
-// token when the response came: a later handler may have removed it, and
-// then a refusal says nothing about the token.
+// token: else a refusal says nothing about it.
 func carriesToken(proxied *http.Request, header, value string) bool {
 	values := proxied.Header[header]
 	if len(values) != 1 || values[0] != value {
@@ -129,8 +119,6 @@ func carriesToken(proxied *http.Request, header, value string) bool {
 	return true
 }
 
-// withoutConnectionOption returns the Connection values with every option
-// naming header removed.
 func withoutConnectionOption(values []string, header string) []string {
 	kept := make([]string, 0, len(values))
 	for _, value := range values {
@@ -152,8 +140,7 @@ func withoutConnectionOption(values []string, header string) []string {
 	return kept
 }
 
-// withoutCredentials copies trailers without header and Proxy-Authorization
-// (any case).
+// withoutCredentials copies trailers without header and Proxy-Authorization.
 func withoutCredentials(trailers http.Header, header string) http.Header {
 	kept := maps.Clone(trailers)
 	maps.DeleteFunc(kept, func(name string, _ []string) bool {
@@ -162,8 +149,7 @@ func withoutCredentials(trailers http.Header, header string) http.Header {
 	return kept
 }
 
-// mayHaveTrailers reports whether r's body can end with trailers: a chunked
-// HTTP/1.1 body, or any body over HTTP/2 and HTTP/3.
+// mayHaveTrailers: a chunked HTTP/1.1 body, or any HTTP/2 or HTTP/3 body.
 func mayHaveTrailers(r *http.Request) bool {
 	if r.Body == nil || r.Body == http.NoBody {
 		return false
@@ -171,10 +157,9 @@ func mayHaveTrailers(r *http.Request) bool {
 	return r.ProtoMajor >= 2 || r.ContentLength < 0
 }
 
-// trailerFilter passes a body through and, when it ends, copies the trailers
-// net/http read into the source request (announced or not) to the request
-// handed on, without the token's header and Proxy-Authorization. It sits
-// below reverse_proxy's own body wrapper, which copies them from there.
+// trailerFilter copies, when the body ends, the trailers net/http read
+// into source to dest, without credentials (below reverse_proxy's wrapper,
+// which copies them from dest).
 type trailerFilter struct {
 	io.ReadCloser
 	source, dest *http.Request
