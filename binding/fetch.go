@@ -1,8 +1,6 @@
-// Package binding binds an entra token client to the token cache: the
-// tokencache.Application of one configured application (how its token is
-// fetched, how a record read from the shared store is verified, what its
-// records are keyed by), and what a managed identity's first token teaches.
-// It imports no Caddy: the entra app (caddymodule/entraapp) builds on it.
+// Package binding binds an entra token client to the token cache: how an
+// application's token is fetched, verified when read from the store and
+// keyed. It imports no Caddy.
 package binding
 
 import (
@@ -19,14 +17,11 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// Application is the tokencache.Application of the application name, whose
-// tokens client gets for scopes, keyed by CacheKey, without OnFetch and
-// OnStoreDrop (the caller's). fingerprintKey keys its credential ID: the
-// key that seals the store's records, empty when they are not sealed, and
-// then a tenant configured by domain name is resolved through its OpenID
-// configuration before a record is checked (tenantResolver); sealed
-// records are authenticated and need no such round trip. learned, if not
-// nil, is called after each successful fetch (Rekeyer.Learned).
+// Application is the tokencache.Application (without OnFetch and
+// OnStoreDrop) whose tokens client gets for scopes. fingerprintKey is the
+// key sealing the store's records, if any; unsealed records need the
+// tenant resolved before they are checked. learned, if not nil, is called
+// after each successful fetch (Rekeyer.Learned).
 func Application(name string, client *entra.Client, scopes []string, fingerprintKey []byte, learned func(error)) tokencache.Application {
 	tokenIdentity := tokenIdentityFor(client)
 	audience := audienceFor(client, scopes)
@@ -45,8 +40,6 @@ func Application(name string, client *entra.Client, scopes []string, fingerprint
 	}
 }
 
-// fetchFunc returns the function the cache calls to get a new token for one
-// application.
 func fetchFunc(client *entra.Client, scopes []string) tokencache.FetchFunc {
 	return func(ctx context.Context) (tokencache.Fetched, error) {
 		token, err := client.Token(ctx, scopes)
@@ -57,9 +50,8 @@ func fetchFunc(client *entra.Client, scopes []string) tokencache.FetchFunc {
 	}
 }
 
-// RequestErrorFields are the log fields of a token request failure: what
-// an operator needs to look it up (status, error, AADSTS codes, trace and
-// correlation IDs, Retry-After), never the token or the secret.
+// RequestErrorFields are the log fields that look a token request failure
+// up, never the token or the secret.
 func RequestErrorFields(err error) []zap.Field {
 	var re *entra.RequestError
 	if !errors.As(err, &re) {
@@ -87,14 +79,10 @@ func RequestErrorFields(err error) []zap.Field {
 // The entra client's errors tell the cache how to retry.
 var _ tokencache.FetchError = (*entra.RequestError)(nil)
 
-// credentialIDFunc fingerprints the credential a client uses at the moment,
-// so that a permanent failure shared through Redis (a wrong secret) pauses
-// only the replicas with that same credential, not those already rotated to
-// a good one (a new secret, or a certificate renewed on disk). It is a
-// SHA-256 of the client's own digest salted with its identity — an
-// HMAC-SHA-256 under key when Redis records are encrypted, so that reading
-// Redis does not allow testing guesses of a weak secret — truncated, and
-// never logged.
+// credentialIDFunc fingerprints the client's current credential, so a
+// permanent failure shared through Redis pauses only replicas with that
+// credential. Keyed (HMAC) when records are sealed, so reading Redis does
+// not allow testing guesses of a weak secret.
 func credentialIDFunc(client *entra.Client, key []byte) func() string {
 	identity := client.CacheKey()
 	return func() string {

@@ -10,15 +10,12 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// RedisScope is the scope of the tokens Azure Cache for Redis and Azure
-// Managed Redis accept as passwords.
+// RedisScope is the scope of Azure Redis passwords.
 const RedisScope = "https://redis.azure.com/.default"
 
-// RedisCredentials gives new Redis connections a user name and password
-// from Entra ID: the password a token of the identity for RedisScope, the
-// user name the token's oid. Its token is cached here, in the process,
-// never in the store it opens, and replaced when less than MinLeft is
-// left; a failed request keeps a token that is still valid.
+// RedisCredentials gives new Redis connections the identity's token as the
+// password and its oid as the user name. The token is cached in process
+// (never in the store), renewed under minLeft, kept while valid on failure.
 type RedisCredentials struct {
 	client  *entra.Client
 	minLeft time.Duration
@@ -28,14 +25,12 @@ type RedisCredentials struct {
 	user  string
 }
 
-// NewRedisCredentials returns the credentials of client's identity; each
-// token given to a connection has more than minLeft left.
 func NewRedisCredentials(client *entra.Client, minLeft time.Duration) *RedisCredentials {
 	return &RedisCredentials{client: client, minLeft: minLeft}
 }
 
-// Credentials returns the user name and password of a new connection. Its
-// errors never hold a token or a secret.
+// Credentials returns a new connection's user name and password; errors
+// never hold a token or secret.
 func (r *RedisCredentials) Credentials(ctx context.Context) (username, password string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -7,28 +7,21 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// tenantResolutions holds, per OpenID configuration URL
-// (entra.Client.TenantDiscoveryURL), the one resolution of a tenant's
-// domain name to its ID that a process makes: every identity of that
-// tenant, and every config reload, shares it. A failed resolution is not
-// retried; its identities learn the tenant from their own first token.
+// tenantResolutions holds the process's one resolution of each tenant
+// domain (by OpenID configuration URL), shared by reloads. A failure is
+// not retried: the tenant is then learned from the first token.
 var tenantResolutions sync.Map // string -> *tenantResolution
 
-// tenantResolution is one resolution, done once done is closed.
+// tenantResolution is done once done is closed.
 type tenantResolution struct {
 	done     chan struct{}
 	tenantID string
 	err      error
 }
 
-// tenantResolver returns what makes tokenIdentity know its tenant before a
-// record read from an unsealed store is checked, when client's tenant is a
-// domain name (nil otherwise): the first call in the process resolves it
-// through the tenant's OpenID configuration (entra.Client.ResolveTenantID,
-// bounded by the client's timeout), the others wait for that one; a
-// tenant already learned from the client's own token needs no resolving.
-// Without it, each replica would trust the store's records only after a
-// token request of its own.
+// tenantResolver returns, for a tenant given by domain name (else nil),
+// what resolves it once before an unsealed record is checked; without it a
+// replica would trust the store only after a token request of its own.
 func tenantResolver(client *entra.Client, tokenIdentity *entra.TokenIdentity) func() {
 	discoveryURL := client.TenantDiscoveryURL()
 	if discoveryURL == "" {

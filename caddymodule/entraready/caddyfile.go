@@ -9,9 +9,7 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("entra_ready", entraapp.Directive[Ready])
-	// It answers requests itself: among those handlers, after the auth,
-	// header and abort/error directives, and before respond so that a
-	// catch-all respond in the same block does not shadow it.
+	// Before respond, so that a catch-all respond does not shadow it.
 	httpcaddyfile.RegisterDirectiveOrder("entra_ready", httpcaddyfile.Before, "respond")
 }
 
@@ -19,7 +17,7 @@ func init() {
 //
 //	entra_ready [<matcher>] [<application>...]
 func (r *Ready) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
+	d.Next()
 	r.Applications = append(r.Applications, d.RemainingArgs()...)
 	if d.NextBlock(d.Nesting()) {
 		return d.Errf("entra_ready: unrecognized option '%s' (it takes application names only)", d.Val())

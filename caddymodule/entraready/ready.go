@@ -21,29 +21,14 @@ func init() {
 	caddy.RegisterModule(Ready{})
 }
 
-// Ready answers readiness and startup probes: 200 while every named
-// application holds a usable token (more than refresh_window left), else
-// 503, with Retry-After when the backoff says when token requests resume.
-// It answers the request itself and never calls the next handler. The body
-// is JSON:
-//
-//	{"ready": false, "applications": {"orders-api": {"ready": false,
-//	  "code": "MICROSOFT_TOKEN_REQUEST_FAILED", "error": "invalid_client",
-//	  "errorCodes": [7000215], "traceId": "..."}}}
-//
-// A probe gets each token as a request would: from the cache, or by
-// joining the cache's one refresh in flight, and not at all while the
-// application is backed off after a failure; so probes never make more
-// token requests than traffic would. No token, secret or assertion is
-// ever answered.
-//
-// Only a peer on loopback (or a Unix socket) gets the applications; any
-// other peer (a kubelet probing the pod's address) gets the status and
-// {"ready": true|false} alone. A request a web page may have sent is
-// refused as entra_token refuses it (403, MICROSOFT_REQUEST_NOT_LOCAL).
+// Ready answers probes: 200 while every named application holds a usable
+// token, else 503 (with Retry-After when the backoff tells). It gets each
+// token as a request would, so probes make no more token requests than
+// traffic. A loopback peer gets each application's state; any other (a
+// kubelet) only {"ready": true|false}. A web page's request is refused as
+// entra_token refuses it. No token or secret is ever answered.
 type Ready struct {
-	// Applications are the configured applications that must hold a
-	// token. Default: all of them.
+	// Applications that must hold a token. Default: all but on-behalf-of ones.
 	Applications []string `json:"applications,omitempty"`
 
 	app    *entraapp.App
@@ -59,7 +44,6 @@ func (Ready) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the entra app and checks the application names.
 func (r *Ready) Provision(ctx caddy.Context) error {
 	var err error
 	if r.app, err = entraapp.FromContext(ctx, "entra_ready"); err != nil {
@@ -69,10 +53,8 @@ func (r *Ready) Provision(ctx caddy.Context) error {
 	return r.resolveNames()
 }
 
-// resolveNames checks the configured names, or takes all of the app's.
 func (r *Ready) resolveNames() error {
 	if len(r.Applications) == 0 {
-		// An on-behalf-of application has no token of its own to be ready with.
 		r.names = slices.DeleteFunc(r.app.ApplicationNames(), func(name string) bool {
 			_, onBehalfOf := r.app.UserTokenHeader(name)
 			return onBehalfOf
@@ -92,25 +74,20 @@ func (r *Ready) resolveNames() error {
 	return nil
 }
 
-// readyBody is the probe's answer.
 type readyBody struct {
 	Ready        bool                         `json:"ready"`
 	Applications map[string]*readyApplication `json:"applications"`
 }
 
-// readyApplication is one application's readiness.
 type readyApplication struct {
 	Ready                bool       `json:"ready"`
 	AccessTokenExpiresAt *time.Time `json:"accessTokenExpiresAt,omitempty"`
-	// Code is the last failure's error code (better-auth-client-credential's
-	// codes).
-	Code string `json:"code,omitempty"`
+	Code                 string     `json:"code,omitempty"` // the last failure's
 	entraapp.ErrorInfo
 
 	retryAfter time.Duration
 }
 
-// ServeHTTP answers the probe.
 func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
 	if reason := r.app.NotLocal(req); reason != "" {
 		return r.app.RefuseNotLocal(w, req, r.logger, "entra_ready", reason)
@@ -141,7 +118,6 @@ func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.
 	return entraapp.WriteJSON(w, status, body)
 }
 
-// check gets name's token as a request would and describes the outcome.
 func (r *Ready) check(req *http.Request, name string) *readyApplication {
 	credential, err := r.app.Token(req.Context(), name)
 	if err == nil {

@@ -9,10 +9,7 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("entra_token_endpoint", entraapp.Directive[TokenEndpoint])
-	// Among the handlers that answer requests themselves: after the
-	// matchers' helpers, auth (basic_auth, forward_auth), header and abort/
-	// error, so that those still apply to it; before respond, so that a
-	// catch-all respond in the same block does not shadow it.
+	// Before respond, so that a catch-all respond does not shadow it.
 	httpcaddyfile.RegisterDirectiveOrder("entra_token_endpoint", httpcaddyfile.Before, "respond")
 }
 
@@ -25,7 +22,7 @@ func init() {
 //		allow_remote
 //	}
 func (e *TokenEndpoint) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
+	d.Next()
 	if !d.NextArg() {
 		return d.Errf("entra_token_endpoint: a protocol is required: record, app_service or imds")
 	}
