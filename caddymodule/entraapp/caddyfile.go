@@ -16,7 +16,6 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("entra", parseGlobalOption)
 }
 
-// parseGlobalOption parses the entra global option into the entra app.
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
 		return nil, d.Err("entra: the global option may appear only once")
@@ -28,68 +27,41 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	return httpcaddyfile.App{Name: "entra", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
-// UnmarshalCaddyfile sets up the app from Caddyfile tokens. Syntax:
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens (docs/entra.md
+// describes each option). Syntax:
 //
 //	entra {
-//		tenant_id      <tenant>
-//		client_id      <client>
-//		client_secret  <secret>
-//		client_auth    post|basic|tls_client_auth|self_signed_tls_client_auth
-//		client_certificate <cert.pem> [<key.pem>] {
-//			key_password <password>
-//			send_x5c
-//		}
+//		tenant_id|client_id|authority_host|token_endpoint <value>
+//		client_secret <secret>                    # or another credential:
+//		client_certificate <cert.pem> [<key.pem>] { key_password <p>; send_x5c }
 //		federated_token_file <path>
 //		workload_identity
-//		managed_identity [<client_id>] {
-//			object_id <id>
-//			resource_id <id>
-//			endpoint <url>
-//		}
-//		authority_host <url>
-//		token_endpoint <url>
+//		managed_identity [<client_id>] { object_id <id>; resource_id <id>; endpoint <url> }
+//		client_auth post|basic|tls_client_auth|self_signed_tls_client_auth
 //		token_request_param <name> <value>
-//		refresh_window <duration>
-//		refresh_ahead  <fraction>
-//		wait_timeout   <duration>
+//		refresh_window|wait_timeout <duration>
+//		refresh_ahead <fraction>
 //		token_request_concurrency <n>
 //		prefetch [on|off]
 //		client_capabilities <capability>...
 //		hosts <name>...
 //		redis [<url>] {
 //			addrs <host:port>...
-//			master_name <name>
-//			username <user>
-//			password <password>
+//			master_name|username|password|tls_ca|tls_server_name|key_prefix <value>
 //			db <number>
 //			tls
-//			tls_ca <ca.pem>
-//			tls_server_name <name>
-//			key_prefix <prefix>
 //			timeout <duration>
-//			encryption_key <base64 of 32 bytes>  # required, or:
-//			insecure_plaintext
-//			entra [<application>] {               # instead of username/password
-//				max_connection_age <duration>
-//			}
+//			encryption_key <base64 of 32 bytes>    # or insecure_plaintext
+//			entra [<application>] { max_connection_age <duration> }
 //		}
 //		application <name> [<scope>...] {
-//			scope <scope> [<scope>...]
+//			scope <scope>...
 //			prefetch [on|off]
 //			client_capabilities <capability>...
-//			on_behalf_of {
-//				header <name>
-//				max_users <n>
-//				allowed_tenants <tenant id>...
-//				audiences <audience>...
-//			}
-//			# any identity option above: tenant_id, client_id, a credential,
-//			# client_auth, authority_host, token_endpoint, token_request_param
+//			on_behalf_of { header <name>; max_users <n>; allowed_tenants <id>...; audiences <aud>... }
+//			# any identity option above
 //		}
 //	}
-//
-// Exactly one credential (client_secret, client_certificate,
-// federated_token_file, workload_identity or managed_identity) per identity.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
 	if d.NextArg() {
@@ -159,13 +131,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // parseIdentityOption parses an identity option into id, reporting whether
 // the option was one.
 func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, error) {
+	if dest, ok := map[string]*string{"tenant_id": &id.TenantID, "client_id": &id.ClientID, "client_secret": &id.ClientSecret,
+		"authority_host": &id.AuthorityHost, "token_endpoint": &id.TokenEndpoint,
+		"federated_token_file": &id.FederatedTokenFile}[d.Val()]; ok {
+		return true, SingleArg(d, dest)
+	}
 	switch d.Val() {
-	case "tenant_id":
-		return true, SingleArg(d, &id.TenantID)
-	case "client_id":
-		return true, SingleArg(d, &id.ClientID)
-	case "client_secret":
-		return true, SingleArg(d, &id.ClientSecret)
 	case "client_auth":
 		if err := SingleArg(d, &id.ClientAuth); err != nil {
 			return true, err
@@ -176,12 +147,6 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 			return true, d.Errf("client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth, got %q", id.ClientAuth)
 		}
 		return true, nil
-	case "authority_host":
-		return true, SingleArg(d, &id.AuthorityHost)
-	case "token_endpoint":
-		return true, SingleArg(d, &id.TokenEndpoint)
-	case "federated_token_file":
-		return true, SingleArg(d, &id.FederatedTokenFile)
 	case "workload_identity":
 		if id.WorkloadIdentity {
 			return true, d.Err("workload_identity: may appear only once")
@@ -218,8 +183,6 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 	return false, nil
 }
 
-// parseClientCertificate parses
-// `client_certificate <cert> [<key>] { key_password <p>; send_x5c }`.
 func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, error) {
 	args := d.RemainingArgs()
 	if len(args) < 1 || len(args) > 2 {
@@ -246,8 +209,6 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 	return cert, nil
 }
 
-// parseManagedIdentity parses
-// `managed_identity [<client_id>] { object_id <id>; resource_id <id>; endpoint <url> }`.
 func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error) {
 	mi := new(ManagedIdentityConfig)
 	if d.NextArg() {
@@ -291,7 +252,7 @@ func SingleArg(d *caddyfile.Dispenser, dest *string) error {
 	return nil
 }
 
-// FlagArg sets dest for an option that takes no argument.
+// FlagArg sets dest for an option without arguments.
 func FlagArg(d *caddyfile.Dispenser, dest *bool) error {
 	if d.NextArg() {
 		return d.ArgErr()
@@ -338,7 +299,6 @@ func parseFraction(raw string) (float64, error) {
 	return value, nil
 }
 
-// parsePrefetch parses `prefetch [on|off]`.
 func parsePrefetch(d *caddyfile.Dispenser) (bool, error) {
 	if !d.NextArg() {
 		return true, nil
@@ -356,7 +316,6 @@ func parsePrefetch(d *caddyfile.Dispenser) (bool, error) {
 	return false, d.Errf("prefetch: want on or off, got %q", value)
 }
 
-// parseRedis parses the redis block.
 func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	redis := new(RedisConfig)
 	if d.NextArg() {
@@ -367,6 +326,14 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
+		if dest, ok := map[string]*string{"master_name": &redis.MasterName, "username": &redis.Username,
+			"password": &redis.Password, "tls_ca": &redis.TLSCA, "tls_server_name": &redis.TLSServerName,
+			"key_prefix": &redis.KeyPrefix}[d.Val()]; ok {
+			if err := SingleArg(d, dest); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		switch option := d.Val(); option {
 		case "addrs":
 			addrs := d.RemainingArgs()
@@ -374,12 +341,6 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 				return nil, d.ArgErr()
 			}
 			redis.Addrs = append(redis.Addrs, addrs...)
-		case "master_name":
-			err = SingleArg(d, &redis.MasterName)
-		case "username":
-			err = SingleArg(d, &redis.Username)
-		case "password":
-			err = SingleArg(d, &redis.Password)
 		case "db":
 			var raw string
 			if err := SingleArg(d, &raw); err != nil {
@@ -392,12 +353,6 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			redis.DB = db
 		case "tls":
 			err = FlagArg(d, &redis.TLS)
-		case "tls_ca":
-			err = SingleArg(d, &redis.TLSCA)
-		case "tls_server_name":
-			err = SingleArg(d, &redis.TLSServerName)
-		case "key_prefix":
-			err = SingleArg(d, &redis.KeyPrefix)
 		case "timeout":
 			err = durationArg(d, &redis.Timeout)
 		case "encryption_key":
@@ -439,7 +394,6 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	return redis, nil
 }
 
-// parseApplication parses `application <name> [<scope>...] { ... }`.
 func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.Errf("application: a name is required")
@@ -500,7 +454,6 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// capabilitiesArg parses `client_capabilities <capability>...` into dest.
 func capabilitiesArg(d *caddyfile.Dispenser, dest *[]string) error {
 	if *dest != nil {
 		return d.Err("client_capabilities: may appear only once")
@@ -513,8 +466,6 @@ func capabilitiesArg(d *caddyfile.Dispenser, dest *[]string) error {
 	return nil
 }
 
-// parseOnBehalfOf parses
-// `on_behalf_of { header <name>; max_users <n>; allowed_tenants <id>...; audiences <aud>... }`.
 func parseOnBehalfOf(d *caddyfile.Dispenser) (*OnBehalfOfConfig, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
