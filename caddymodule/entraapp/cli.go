@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -73,35 +74,33 @@ func cmdEntraToken(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	name := fl.Arg(0)
-	for _, app := range apps {
-		if app.Name != name {
-			continue
+	i := slices.IndexFunc(apps, func(app resolvedApplication) bool { return app.Name == name })
+	if i < 0 {
+		names := make([]string, len(apps))
+		for i, app := range apps {
+			names[i] = app.Name
 		}
-		if app.OnBehalfOf != nil {
-			return 1, fmt.Errorf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own "+
-				"(caddy entra check tests its credential)", name)
-		}
-		result := requestToken(app)
-		if result.err != nil {
-			printFailure(os.Stdout, result)
-			return 1, fmt.Errorf("no token for application %q", name)
-		}
-		out, err := json.MarshalIndent(result.info, "", "  ")
-		if err != nil {
-			return 1, err
-		}
-		fmt.Println(string(out))
-		if fl.Bool("print-token") {
-			fmt.Println(result.accessToken)
-		}
-		return 0, nil
+		return 1, fmt.Errorf("%s: application %q is not configured (configured: %s)",
+			CodeApplicationNotFound, name, strings.Join(names, ", "))
 	}
-	names := make([]string, len(apps))
-	for i, app := range apps {
-		names[i] = app.Name
+	if apps[i].OnBehalfOf != nil {
+		return 1, fmt.Errorf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own "+
+			"(caddy entra check tests its credential)", name)
 	}
-	return 1, fmt.Errorf("%s: application %q is not configured (configured: %s)",
-		CodeApplicationNotFound, name, strings.Join(names, ", "))
+	result := requestToken(apps[i])
+	if result.err != nil {
+		printFailure(os.Stdout, result)
+		return 1, fmt.Errorf("no token for application %q", name)
+	}
+	out, err := json.MarshalIndent(result.info, "", "  ")
+	if err != nil {
+		return 1, err
+	}
+	fmt.Println(string(out))
+	if fl.Bool("print-token") {
+		fmt.Println(result.accessToken)
+	}
+	return 0, nil
 }
 
 // cmdEntraCheck is `caddy entra check`.

@@ -47,23 +47,18 @@ func checkHosts(entries []string) (map[string]struct{}, error) {
 
 // hostEntryProblem says what is wrong with a lowercased hosts entry, or "".
 func hostEntryProblem(name string) string {
-	switch {
+	switch _, ipErr := netip.ParseAddr(strings.Trim(name, "[]")); {
 	case name == "":
 		return "an entry must not be empty"
 	case strings.Contains(name, "://"):
 		return "must be a host name, without a scheme (e.g. sidecar, not http://sidecar)"
 	case strings.Contains(name, "*"):
 		return "wildcards are not supported: list each name (*.localhost is always accepted)"
-	case strings.ContainsAny(name, ":[]"):
-		if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
-			return "IP addresses are always accepted: list DNS names only"
-		}
-		return "must be a host name, without a port (the port is never compared)"
-	}
-	if _, err := netip.ParseAddr(name); err == nil {
+	case ipErr == nil:
 		return "IP addresses are always accepted: list DNS names only"
-	}
-	if len(name) > 253 {
+	case strings.ContainsAny(name, ":[]"):
+		return "must be a host name, without a port (the port is never compared)"
+	case len(name) > 253:
 		return "is longer than a DNS name can be (253 characters)"
 	}
 	for label := range strings.SplitSeq(name, ".") {
