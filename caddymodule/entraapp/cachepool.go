@@ -54,25 +54,24 @@ func (a *App) register(s *settings) error {
 	a.lifecycle.mu.Lock()
 	defer a.lifecycle.mu.Unlock()
 	handles := make(map[string]*atomic.Pointer[tokencache.Handle], len(apps))
+	fail := func(err error) error {
+		for _, registered := range handles {
+			registered.Load().Release()
+		}
+		_, _ = cachePool.Delete(key)
+		return err
+	}
 	for _, app := range apps {
 		h, err := cache.RegisterPending(app) // activated in Start
 		if err != nil {
-			for _, registered := range handles {
-				registered.Load().Release()
-			}
-			_, _ = cachePool.Delete(key)
-			return fmt.Errorf("registering application %s: %v", app.Name, err)
+			return fail(fmt.Errorf("registering application %s: %v", app.Name, err))
 		}
 		handles[app.Name] = new(atomic.Pointer[tokencache.Handle])
 		handles[app.Name].Store(h)
 	}
 	exchangers, err := a.makeExchangers(cache, s)
 	if err != nil {
-		for _, registered := range handles {
-			registered.Load().Release()
-		}
-		_, _ = cachePool.Delete(key)
-		return err
+		return fail(err)
 	}
 	a.exchangers = exchangers
 	if loaded {

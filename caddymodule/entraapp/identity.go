@@ -133,11 +133,8 @@ func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityC
 		id.TokenRequestParams = parent.TokenRequestParams // they go where the default goes only
 	}
 	if !ownCredential && !ownClient {
-		id.ClientID = parent.ClientID
-		id.ClientSecret = parent.ClientSecret
-		id.ClientCertificate = parent.ClientCertificate
-		id.FederatedTokenFile = parent.FederatedTokenFile
-		id.WorkloadIdentity = parent.WorkloadIdentity
+		id.ClientID, id.ClientSecret, id.ClientCertificate = parent.ClientID, parent.ClientSecret, parent.ClientCertificate
+		id.FederatedTokenFile, id.WorkloadIdentity = parent.FederatedTokenFile, parent.WorkloadIdentity
 		id.ManagedIdentity = parent.ManagedIdentity
 	}
 	if ownCredential && !ownClient && parent.ClientID != "" && id.ManagedIdentity == nil && !id.WorkloadIdentity {
@@ -208,8 +205,12 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	if err := entra.OneCredential(id.credentials(), credentialNames); err != nil {
 		return entra.Config{}, prefixConfigError(field, err)
 	}
-	if err := r.requireNonEmpty(cfg, id); err != nil {
-		return entra.Config{}, err
+	switch { // what every credential but a managed identity needs
+	case cfg.ManagedIdentity != nil:
+	case cfg.ClientID == "":
+		return entra.Config{}, ConfigError(field+"client_id", "is required"+placeholderHint(id.ClientID))
+	case cfg.TenantID == "" && cfg.TokenEndpoint == "":
+		return entra.Config{}, ConfigError(field+"tenant_id", "is required (or set token_endpoint)"+placeholderHint(id.TenantID))
 	}
 	return cfg, nil
 }
@@ -241,19 +242,4 @@ func (r *resolver) required(field, raw string) string {
 		r.err = ConfigError(r.prefix+field, "is required"+placeholderHint(raw))
 	}
 	return value
-}
-
-// requireNonEmpty checks the fields every credential but a managed identity
-// needs.
-func (r *resolver) requireNonEmpty(cfg entra.Config, id *IdentityConfig) error {
-	if cfg.ManagedIdentity != nil {
-		return nil
-	}
-	if cfg.ClientID == "" {
-		return ConfigError(r.prefix+"client_id", "is required"+placeholderHint(id.ClientID))
-	}
-	if cfg.TenantID == "" && cfg.TokenEndpoint == "" {
-		return ConfigError(r.prefix+"tenant_id", "is required (or set token_endpoint)"+placeholderHint(id.TenantID))
-	}
-	return nil
 }
