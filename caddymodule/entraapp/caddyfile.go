@@ -81,15 +81,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "wait_timeout":
 			err = durationArg(d, &a.WaitTimeout)
 		case "token_request_concurrency":
-			var raw string
-			if err := SingleArg(d, &raw); err != nil {
-				return err
-			}
-			n, convErr := strconv.Atoi(raw)
-			if convErr != nil || n < 1 {
+			err = intArg(d, &a.TokenRequestConcurrency, 1, func(string) error {
 				return d.Err("token_request_concurrency: must be a whole number of at least 1")
-			}
-			a.TokenRequestConcurrency = n
+			})
 		case "refresh_ahead":
 			var raw string
 			if err := SingleArg(d, &raw); err != nil {
@@ -261,6 +255,21 @@ func FlagArg(d *caddyfile.Dispenser, dest *bool) error {
 	return nil
 }
 
+// intArg reads the option's one argument, a whole number of at least
+// least, into dest; bad is the error of any other.
+func intArg(d *caddyfile.Dispenser, dest *int, least int, bad func(raw string) error) error {
+	var raw string
+	if err := SingleArg(d, &raw); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < least {
+		return bad(raw)
+	}
+	*dest = n
+	return nil
+}
+
 // durationArg reads one positive duration into dest, once.
 func durationArg(d *caddyfile.Dispenser, dest *caddy.Duration) error {
 	option := d.Val()
@@ -342,15 +351,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.Addrs = append(redis.Addrs, addrs...)
 		case "db":
-			var raw string
-			if err := SingleArg(d, &raw); err != nil {
-				return nil, err
-			}
-			db, err := strconv.Atoi(raw)
-			if err != nil || db < 0 {
-				return nil, d.Errf("db: want a database number, got %q", raw)
-			}
-			redis.DB = db
+			err = intArg(d, &redis.DB, 0, func(raw string) error { return d.Errf("db: want a database number, got %q", raw) })
 		case "tls":
 			err = FlagArg(d, &redis.TLS)
 		case "timeout":
@@ -478,15 +479,11 @@ func parseOnBehalfOf(d *caddyfile.Dispenser) (*OnBehalfOfConfig, error) {
 				return nil, err
 			}
 		case "max_users":
-			var raw string
-			if err := SingleArg(d, &raw); err != nil {
+			if err := intArg(d, &obo.MaxUsers, 1, func(raw string) error {
+				return d.Errf("max_users: must be a whole number of at least 1, got %q", raw)
+			}); err != nil {
 				return nil, err
 			}
-			n, err := strconv.Atoi(raw)
-			if err != nil || n < 1 {
-				return nil, d.Errf("max_users: must be a whole number of at least 1, got %q", raw)
-			}
-			obo.MaxUsers = n
 		case "allowed_tenants", "audiences":
 			values := d.RemainingArgs()
 			if len(values) == 0 {
