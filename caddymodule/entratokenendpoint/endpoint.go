@@ -418,25 +418,32 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 	}
 }
 
-// tokenRefusal turns a failure to get application's token into a refusal
-// with the error's status, Retry-After and challenge set on w; a client that
-// left gets a 499 error instead.
-func (e *TokenEndpoint) tokenRefusal(w http.ResponseWriter, r *http.Request, application string, err error) (*refusal, error) {
+// refuseToken answers a failure to get application's token with the
+// error's status, Retry-After and challenge; a client that left gets a 499
+// error instead.
+func (e *TokenEndpoint) refuseToken(w http.ResponseWriter, r *http.Request, application string, err error) error {
 	if r.Context().Err() != nil {
-		return nil, caddyhttp.Error(499, err)
+		return caddyhttp.Error(499, err)
 	}
 	answer := entraapp.AnswerFor(err)
 	entraapp.SetRetryAfter(w.Header(), answer.RetryAfter)
 	rf := &refusal{status: answer.Status, reason: reasonToken, code: answer.Code, message: answer.Message}
 	if answer.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", answer.Challenge)
-		rf.reason = reasonUserToken
-		return rf, nil // the user's token: as common as its callers make it
+		rf.reason = reasonUserToken // as common as its callers make it: not warned
+	} else {
+		e.logger.Warn("token endpoint has no token to hand out",
+			zap.String("protocol", e.Protocol), zap.String("application", application),
+			zap.String("code", rf.code), zap.Int("status", rf.status))
 	}
-	e.logger.Warn("token endpoint has no token to hand out",
-		zap.String("protocol", e.Protocol), zap.String("application", application),
-		zap.String("code", rf.code), zap.Int("status", rf.status))
-	return rf, nil
+	if e.Protocol != ProtocolRecord && rf.code == entraapp.CodeTokenRequestFailed {
+		rf.code = "temporarily_unavailable" // the OAuth error of the managed-identity protocols
+		if rf.status == http.StatusBadGateway {
+			rf.code = "bad_gateway"
+		}
+		rf.message = entraapp.CodeTokenRequestFailed + ": " + rf.message
+	}
+	return e.refuse(w, r, rf)
 }
 
 func (e *TokenEndpoint) handedOut(ea *endpointApplication, credential tokencache.Record) {

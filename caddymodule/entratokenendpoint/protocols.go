@@ -68,11 +68,7 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 		credential, err = e.app.Token(r.Context(), name)
 	}
 	if err != nil {
-		rf, err := e.tokenRefusal(w, r, name, err)
-		if err != nil {
-			return err
-		}
-		return e.refuse(w, r, rf)
+		return e.refuseToken(w, r, name, err)
 	}
 	e.handedOut(ea, credential)
 	return writeJSONResponse(w, http.StatusOK, recordBody{
@@ -206,18 +202,7 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 	}
 	credential, err := e.app.Token(r.Context(), ea.Name)
 	if err != nil {
-		rf, err := e.tokenRefusal(w, r, ea.Name, err)
-		if err != nil {
-			return err
-		}
-		if rf.code == entraapp.CodeTokenRequestFailed {
-			rf.code = "temporarily_unavailable"
-			if rf.status == http.StatusBadGateway {
-				rf.code = "bad_gateway"
-			}
-			rf.message = entraapp.CodeTokenRequestFailed + ": " + rf.message
-		}
-		return e.refuse(w, r, rf)
+		return e.refuseToken(w, r, ea.Name, err)
 	}
 	// Unverified claims: the cache checked the token; they only decide whether to hand it out.
 	claims, _ := entra.ReadPublicClaims(credential.AccessToken) // none for an opaque token
