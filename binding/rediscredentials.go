@@ -25,6 +25,8 @@ type RedisCredentials struct {
 	user  string
 }
 
+// NewRedisCredentials returns client's credentials, each token with more
+// than minLeft left.
 func NewRedisCredentials(client *entra.Client, minLeft time.Duration) *RedisCredentials {
 	return &RedisCredentials{client: client, minLeft: minLeft}
 }

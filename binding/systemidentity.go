@@ -47,6 +47,7 @@ type Rekeyer struct {
 	rekey       func()
 }
 
+// NewRekeyer returns the Rekeyer of the application name.
 func NewRekeyer(name string, client *entra.Client, logger *zap.Logger, rekey func()) *Rekeyer {
 	return &Rekeyer{name: name, client: client, logger: logger, rekey: rekey}
 }

@@ -44,6 +44,7 @@ func (Ready) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// Provision finds the entra app and checks the application names.
 func (r *Ready) Provision(ctx caddy.Context) error {
 	var err error
 	if r.app, err = entraapp.FromContext(ctx, "entra_ready"); err != nil {
@@ -88,6 +89,7 @@ type readyApplication struct {
 	retryAfter time.Duration
 }
 
+// ServeHTTP answers the probe; next is never called.
 func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
 	if reason := r.app.NotLocal(req); reason != "" {
 		return r.app.RefuseNotLocal(w, req, r.logger, "entra_ready", reason)

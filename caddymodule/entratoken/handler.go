@@ -228,6 +228,7 @@ func (h *Handler) purgeIfRefused(r, proxied *http.Request, credential tokencache
 	}
 }
 
+// InjectedApplication implements entraapp.Injector.
 func (h *Handler) InjectedApplication() string { return h.Application }
 
 var _ entraapp.Injector = (*Handler)(nil)
