@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -105,18 +106,8 @@ func withToken(r *http.Request, header, value string) *http.Request {
 // carriesToken reports whether the request handed on still carried the
 // token: else a refusal says nothing about it.
 func carriesToken(proxied *http.Request, header, value string) bool {
-	values := proxied.Header[header]
-	if len(values) != 1 || values[0] != value {
-		return false
-	}
-	for _, option := range proxied.Header["Connection"] {
-		for token := range strings.SplitSeq(option, ",") {
-			if strings.EqualFold(textproto.TrimString(token), header) {
-				return false
-			}
-		}
-	}
-	return true
+	values, connection := proxied.Header[header], proxied.Header["Connection"]
+	return len(values) == 1 && values[0] == value && slices.Equal(withoutConnectionOption(connection, header), connection)
 }
 
 func withoutConnectionOption(values []string, header string) []string {
