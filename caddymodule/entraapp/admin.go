@@ -94,23 +94,17 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		if _, err := h.Refresh(ctx); err != nil {
-			return writeRefreshError(w, err)
+			answer := AnswerFor(err)
+			if errors.Is(err, tokencache.ErrPaused) {
+				answer.Status = http.StatusTooManyRequests // backoff refused to make the request
+			}
+			return answer.write(w, indented)
 		}
 	default:
 		return Answer{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such endpoint: " + r.URL.Path}.write(w, indented)
 	}
 	info, _ := app.status(name)
 	return writeJSON(w, http.StatusOK, info, indented)
-}
-
-// writeRefreshError answers a failed refresh as AnswerFor does, or 429 when
-// backoff refused to make the request.
-func writeRefreshError(w http.ResponseWriter, err error) error {
-	answer := AnswerFor(err)
-	if errors.Is(err, tokencache.ErrPaused) {
-		answer.Status = http.StatusTooManyRequests
-	}
-	return answer.write(w, indented)
 }
 
 // allowMethod reports whether r's method is one of methods, else answers 405.
