@@ -167,7 +167,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.app.RefuseNotLocal(w, r, h.logger, "entra_token", reason)
 	}
 	if rejection := checkRequest(r); rejection != nil {
-		return writeRejection(w, rejection)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "entra_token: "+rejection.message, rejection.status)
+		return nil
 	}
 	if userHeader, ok := h.app.UserTokenHeader(h.Application); ok {
 		return h.serveOnBehalfOf(w, r, next, userHeader)

@@ -29,13 +29,6 @@ var (
 		message: "the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
 )
 
-func writeRejection(w http.ResponseWriter, rejection *rejection) error {
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
-	http.Error(w, "entra_token: "+rejection.message, rejection.status)
-	return nil
-}
-
 // checkRequest refuses TRACE (which may echo the token) and CONNECT, and a
 // path with a dot-segment.
 func checkRequest(r *http.Request) *rejection {
@@ -97,7 +90,8 @@ func withToken(r *http.Request, header, value string) *http.Request {
 	if r.Trailer != nil {
 		proxied.Trailer = withoutCredentials(r.Trailer, header)
 	}
-	if mayHaveTrailers(r) {
+	// A chunked HTTP/1.1 body, or any HTTP/2 or HTTP/3 body, may end with trailers.
+	if r.Body != nil && r.Body != http.NoBody && (r.ProtoMajor >= 2 || r.ContentLength < 0) {
 		proxied.Body = &trailerFilter{ReadCloser: r.Body, source: r, dest: proxied, header: header}
 	}
 	return proxied
@@ -138,14 +132,6 @@ func withoutCredentials(trailers http.Header, header string) http.Header {
 		return strings.EqualFold(name, header) || strings.EqualFold(name, "Proxy-Authorization")
 	})
 	return kept
-}
-
-// mayHaveTrailers: a chunked HTTP/1.1 body, or any HTTP/2 or HTTP/3 body.
-func mayHaveTrailers(r *http.Request) bool {
-	if r.Body == nil || r.Body == http.NoBody {
-		return false
-	}
-	return r.ProtoMajor >= 2 || r.ContentLength < 0
 }
 
 // trailerFilter copies, when the body ends, the trailers net/http read
