@@ -3,6 +3,7 @@ package entraapp
 import (
 	"cmp"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -70,7 +71,7 @@ func resolveOnBehalfOf(obo *OnBehalfOfConfig, cfg entra.Config, client *entra.Cl
 		if r.err != nil {
 			return nil, r.err
 		}
-		if !isTenantGUID(tenant) {
+		if !tenantGUID.MatchString(tenant) {
 			return nil, ConfigError(field+" allowed_tenants", fmt.Sprintf("%q is not a tenant ID: users' tokens name "+
 				"their tenant by its GUID (tid), so list tenant IDs, not domain names", raw))
 		}
@@ -89,22 +90,7 @@ func resolveOnBehalfOf(obo *OnBehalfOfConfig, cfg entra.Config, client *entra.Cl
 	return resolved, nil
 }
 
-// isTenantGUID reports whether s is a 36-character GUID, as tid claims are.
-func isTenantGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if r != '-' {
-				return false
-			}
-		case !strings.ContainsRune("0123456789abcdefABCDEF", r):
-			return false
-		}
-	}
-	return true
-}
+// tenantGUID is a tenant ID as tid claims carry it.
+var tenantGUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
