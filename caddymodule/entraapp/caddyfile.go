@@ -125,9 +125,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // parseIdentityOption parses an identity option into id, reporting whether
 // the option was one.
 func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, error) {
-	if dest, ok := map[string]*string{"tenant_id": &id.TenantID, "client_id": &id.ClientID, "client_secret": &id.ClientSecret,
-		"authority_host": &id.AuthorityHost, "token_endpoint": &id.TokenEndpoint,
-		"federated_token_file": &id.FederatedTokenFile}[d.Val()]; ok {
+	if dest, ok := map[string]*string{"tenant_id": &id.TenantID, "client_id": &id.ClientID,
+		"client_secret": &id.ClientSecret, "authority_host": &id.AuthorityHost,
+		"token_endpoint": &id.TokenEndpoint, "federated_token_file": &id.FederatedTokenFile}[d.Val()]; ok {
 		return true, SingleArg(d, dest)
 	}
 	switch d.Val() {
@@ -351,7 +351,9 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.Addrs = append(redis.Addrs, addrs...)
 		case "db":
-			err = intArg(d, &redis.DB, 0, func(raw string) error { return d.Errf("db: want a database number, got %q", raw) })
+			err = intArg(d, &redis.DB, 0, func(raw string) error {
+				return d.Errf("db: want a database number, got %q", raw)
+			})
 		case "tls":
 			err = FlagArg(d, &redis.TLS)
 		case "timeout":

@@ -133,9 +133,9 @@ func (id IdentityConfig) inherit(parent IdentityConfig, field string) (IdentityC
 		id.TokenRequestParams = parent.TokenRequestParams // they go where the default goes only
 	}
 	if !ownCredential && !ownClient {
-		id.ClientID, id.ClientSecret, id.ClientCertificate = parent.ClientID, parent.ClientSecret, parent.ClientCertificate
-		id.FederatedTokenFile, id.WorkloadIdentity = parent.FederatedTokenFile, parent.WorkloadIdentity
-		id.ManagedIdentity = parent.ManagedIdentity
+		id.ClientID, id.ClientSecret = parent.ClientID, parent.ClientSecret
+		id.ClientCertificate, id.FederatedTokenFile = parent.ClientCertificate, parent.FederatedTokenFile
+		id.WorkloadIdentity, id.ManagedIdentity = parent.WorkloadIdentity, parent.ManagedIdentity
 	}
 	if ownCredential && !ownClient && parent.ClientID != "" && id.ManagedIdentity == nil && !id.WorkloadIdentity {
 		id.ClientID = parent.ClientID // another credential of the same client
@@ -210,7 +210,8 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	case cfg.ClientID == "":
 		return entra.Config{}, ConfigError(field+"client_id", "is required"+placeholderHint(id.ClientID))
 	case cfg.TenantID == "" && cfg.TokenEndpoint == "":
-		return entra.Config{}, ConfigError(field+"tenant_id", "is required (or set token_endpoint)"+placeholderHint(id.TenantID))
+		return entra.Config{}, ConfigError(field+"tenant_id",
+			"is required (or set token_endpoint)"+placeholderHint(id.TenantID))
 	}
 	return cfg, nil
 }

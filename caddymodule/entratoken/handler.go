@@ -211,8 +211,8 @@ func (h *Handler) injectedInto(r *http.Request, msg, expiresAt string, credentia
 	}
 }
 
-// status is downstream's status: the response's, or err's.
-func status(recorded int, err error) int {
+// downstreamStatus is the response's status, or err's.
+func downstreamStatus(recorded int, err error) int {
 	var handlerErr caddyhttp.HandlerError
 	if err != nil && errors.As(err, &handlerErr) {
 		return handlerErr.StatusCode
@@ -223,7 +223,9 @@ func status(recorded int, err error) int {
 // purgeIfRefused purges credential when downstream answered one of
 // purge_on_status to proxied while it still carried it.
 func (h *Handler) purgeIfRefused(r, proxied *http.Request, credential tokencache.Record, recorded int, err error) {
-	if status := status(recorded, err); slices.Contains(h.purgeOnStatus, status) && carriesToken(proxied, h.header, h.injectionFor(credential).headerValue) &&
+	status := downstreamStatus(recorded, err)
+	if slices.Contains(h.purgeOnStatus, status) &&
+		carriesToken(proxied, h.header, h.injectionFor(credential).headerValue) &&
 		h.app.PurgeRejected(r.Context(), h.Application, credential.AccessToken) {
 		purges.WithLabelValues(h.Application).Inc()
 		h.logger.Warn("downstream refused the token; purged it so the next request gets a fresh one",

@@ -30,10 +30,12 @@ func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next c
 			proxied.Trailer = withoutCredentials(proxied.Trailer, userHeader)
 		}
 	}
-	h.injectedInto(r, "token injected on the user's behalf", credential.AccessTokenExpiresAt.UTC().Format(time.RFC3339), credential)
+	expiresAt := credential.AccessTokenExpiresAt.UTC().Format(time.RFC3339)
+	h.injectedInto(r, "token injected on the user's behalf", expiresAt, credential)
 	recorder := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err = next.ServeHTTP(recorder, proxied)
-	if status(recorder.Status(), err) == http.StatusUnauthorized && isClaimsChallenge(recorder.Header().Values("WWW-Authenticate")) {
+	if downstreamStatus(recorder.Status(), err) == http.StatusUnauthorized &&
+		isClaimsChallenge(recorder.Header().Values("WWW-Authenticate")) {
 		h.app.DropExchanged(r.Context(), h.Application, userToken)
 		purges.WithLabelValues(h.Application).Inc()
 		h.logger.Info("downstream answered a claims challenge; dropped the token exchanged for the user's token",

@@ -101,7 +101,8 @@ func withToken(r *http.Request, header, value string) *http.Request {
 // token: else a refusal says nothing about it.
 func carriesToken(proxied *http.Request, header, value string) bool {
 	values, connection := proxied.Header[header], proxied.Header["Connection"]
-	return len(values) == 1 && values[0] == value && slices.Equal(withoutConnectionOption(connection, header), connection)
+	return len(values) == 1 && values[0] == value &&
+		slices.Equal(withoutConnectionOption(connection, header), connection)
 }
 
 func withoutConnectionOption(values []string, header string) []string {

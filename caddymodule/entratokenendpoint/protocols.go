@@ -206,7 +206,8 @@ func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Requ
 	}
 	// Unverified claims: the cache checked the token; they only decide whether to hand it out.
 	claims, _ := entra.ReadPublicClaims(credential.AccessToken) // none for an opaque token
-	if identity != nil && !known && !strings.EqualFold(pick(identity.kind, claims.AppID, claims.ObjectID, claims.ResourceID), identity.value) {
+	if identity != nil && !known &&
+		!strings.EqualFold(pick(identity.kind, claims.AppID, claims.ObjectID, claims.ResourceID), identity.value) {
 		return e.refuse(w, r, identityMismatch(identity, ea.Name))
 	}
 	clientID := cmp.Or(ea.ClientID, claims.AppID)
