@@ -256,8 +256,11 @@ func FlagArg(d *caddyfile.Dispenser, dest *bool) error {
 }
 
 // intArg reads the option's one argument, a whole number of at least
-// least, into dest; bad is the error of any other.
+// least, into dest, once; bad is the error of any other.
 func intArg(d *caddyfile.Dispenser, dest *int, least int, bad func(raw string) error) error {
+	if *dest != 0 {
+		return d.Errf("%s: may appear only once", d.Val())
+	}
 	var raw string
 	if err := SingleArg(d, &raw); err != nil {
 		return err
@@ -333,6 +336,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	dbSet := false
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
 		if dest, ok := map[string]*string{"master_name": &redis.MasterName, "username": &redis.Username,
@@ -351,6 +355,10 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			redis.Addrs = append(redis.Addrs, addrs...)
 		case "db":
+			if dbSet { // intArg cannot tell a first "db 0" from none
+				return nil, d.Err("db: may appear only once")
+			}
+			dbSet = true
 			err = intArg(d, &redis.DB, 0, func(raw string) error {
 				return d.Errf("db: want a database number, got %q", raw)
 			})

@@ -50,15 +50,16 @@ func TestUnmarshalCaddyfileOnBehalfOf(t *testing.T) {
 	}
 
 	for input, wantErr := range map[string]string{
-		"on_behalf_of {\n max_users 0\n }":              "max_users: must be a whole number of at least 1",
-		"on_behalf_of {\n max_users -3\n }":             "max_users: must be a whole number of at least 1",
-		"on_behalf_of {\n allowed_tenants\n }":          "allowed_tenants: at least one value is required",
-		"on_behalf_of {\n header a b\n }":               "wrong argument count",
-		"on_behalf_of {\n tenant x\n }":                 "unrecognized on_behalf_of option 'tenant'",
-		"on_behalf_of\n on_behalf_of":                   "on_behalf_of: may appear only once",
-		"on_behalf_of x":                                "wrong argument count",
-		"client_capabilities":                           "client_capabilities: at least one capability is required",
-		"client_capabilities a\n client_capabilities b": "client_capabilities: may appear only once",
+		"on_behalf_of {\n max_users 0\n }":               "max_users: must be a whole number of at least 1",
+		"on_behalf_of {\n max_users -3\n }":              "max_users: must be a whole number of at least 1",
+		"on_behalf_of {\n max_users 5\n max_users 6\n }": "max_users: may appear only once",
+		"on_behalf_of {\n allowed_tenants\n }":           "allowed_tenants: at least one value is required",
+		"on_behalf_of {\n header a b\n }":                "wrong argument count",
+		"on_behalf_of {\n tenant x\n }":                  "unrecognized on_behalf_of option 'tenant'",
+		"on_behalf_of\n on_behalf_of":                    "on_behalf_of: may appear only once",
+		"on_behalf_of x":                                 "wrong argument count",
+		"client_capabilities":                            "client_capabilities: at least one capability is required",
+		"client_capabilities a\n client_capabilities b":  "client_capabilities: may appear only once",
 	} {
 		d := caddyfile.NewTestDispenser("entra {\n application a x/.default {\n " + input + "\n }\n }")
 		var a App
