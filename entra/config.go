@@ -1,27 +1,19 @@
 // Package entra requests OAuth 2.0 client-credentials access tokens from
 // Microsoft Entra ID (or any compatible token endpoint) and turns the
 // endpoint's answers into a [Token] or a [RequestError]. An identity
-// authenticates with exactly one credential: a client secret, a certificate
-// ([CertificateCredential], a fresh PS256 client assertion per request), a
-// federated token file (workload identity, [WorkloadIdentityFromEnv]) or the
-// host's managed identity ([ManagedIdentityCredential]). A [RequestError]
-// says whether a failure is permanent and how long the endpoint asked to
-// wait ([RequestError.PermanentFailure], [RequestError.RetryAfterHint]).
-//
-// An application can also exchange a signed-in user's token for a token on
-// the user's behalf (Entra's on-behalf-of flow): [ReadUserAssertion] checks
-// the user's token locally, [Client.OnBehalfOf] exchanges it, and
-// [RequestError.UserFailure] tells what a refusal asks of the user's client
-// (a new token, a claims challenge, consent).
+// authenticates with exactly one credential: a client secret, a certificate,
+// a federated token file (workload identity) or the host's managed identity.
+// [Client.OnBehalfOf] exchanges a signed-in user's token, checked first by
+// [ReadUserAssertion], for a token on the user's behalf.
 //
 // The package knows nothing of Caddy, Redis or caching: a [Client] sends one
-// token request per call to [Client.Token] or [Client.OnBehalfOf]. Secrets,
-// users' tokens and access tokens never appear in the messages of the
-// errors it returns, and [Token] redacts its access token whenever it is
-// formatted.
+// token request per call. Secrets, users' tokens and access tokens never
+// appear in the errors it returns, and [Token] redacts its access token
+// whenever it is formatted.
 package entra
 
 import (
+	"cmp"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -30,21 +22,19 @@ import (
 	"time"
 )
 
-// DefaultAuthorityHost is the authority used when Config.AuthorityHost is
-// empty: the Entra ID global (public) cloud. Sovereign clouds use other hosts,
-// e.g. https://login.microsoftonline.us.
+// DefaultAuthorityHost is the Entra ID global cloud, the default
+// Config.AuthorityHost.
 const DefaultAuthorityHost = "https://login.microsoftonline.com"
 
-// DefaultTimeout is the per-request timeout used when Config.Timeout is zero.
+// DefaultTimeout is the per-request timeout when Config.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
 
-// MaxResponseBytes is the largest token endpoint response body the client
-// reads (1 MiB). A larger body fails the request.
+// MaxResponseBytes is the largest token response body read (1 MiB); a
+// larger body fails the request.
 const MaxResponseBytes = 1 << 20
 
 // SovereignAuthorityHosts are the authority hosts of the Entra ID national
-// clouds, by the names azidentity gives them. They are documentation: set
-// Config.AuthorityHost to one of the values. Changing the map has no effect.
+// clouds, by azidentity's names, for Config.AuthorityHost.
 var SovereignAuthorityHosts = map[string]string{
 	"AzurePublic":       "https://login.microsoftonline.com",
 	"AzureUSGovernment": "https://login.microsoftonline.us",
@@ -52,104 +42,73 @@ var SovereignAuthorityHosts = map[string]string{
 }
 
 // Config configures one identity (an app registration in one tenant, or a
-// managed identity) and how to reach its token endpoint.
-//
-// Exactly one credential must be set: ClientSecret, ClientCertificate,
+// managed identity) and how to reach its token endpoint. Exactly one
+// credential must be set: ClientSecret, ClientCertificate,
 // FederatedTokenFile or ManagedIdentity.
 type Config struct {
-	// TenantID is the directory (tenant) ID or a verified domain name. It is
-	// required unless TokenEndpoint or ManagedIdentity is set, and must be a
-	// single safe URL path segment (letters, digits, '.', '-', '_'). Ignored
-	// with ManagedIdentity.
+	// TenantID is the tenant ID or a verified domain name: a single path
+	// segment of letters, digits, '.', '-' and '_'. Required unless
+	// TokenEndpoint or ManagedIdentity is set.
 	TenantID string
 
-	// ClientID is the application (client) ID of the app registration.
-	// Required, except with ManagedIdentity, where it is optional and names a
-	// user-assigned identity (see ManagedIdentityCredential.ClientID).
+	// ClientID is the app registration's client ID. Required, except with
+	// ManagedIdentity, where it names a user-assigned identity.
 	ClientID string
 
-	// ClientSecret is the client secret value (not its ID). It is sent in
-	// the form body of token requests, or in their Authorization header
-	// with ClientAuth "basic", and never appears in an error message.
+	// ClientSecret is the client secret value (not its ID).
 	ClientSecret string
 
-	// ClientAuth is how the credential is presented to the token endpoint
-	// (Caddyfile client_auth): ClientAuthPost ("post",
-	// client_secret_post: client_secret in the form body) or
-	// ClientAuthBasic ("basic", client_secret_basic: RFC 6749 section
-	// 2.3.1, HTTP Basic authentication of the form-encoded client ID and
-	// secret, and no client_secret in the body), which need ClientSecret;
-	// or ClientAuthTLS / ClientAuthSelfSignedTLS (RFC 8705 mutual TLS:
-	// ClientCertificate presented in the TLS handshake to an https token
-	// endpoint that is not Entra's, through a transport of the client's
-	// own, and the form carries client_id only). Default "" (post for a
-	// client secret, a signed client assertion for a certificate).
+	// ClientAuth is how the credential is presented (Caddyfile
+	// client_auth): ClientAuthPost, ClientAuthBasic, ClientAuthTLS or
+	// ClientAuthSelfSignedTLS. Default "": post for a client secret, a
+	// signed client assertion for a certificate.
 	ClientAuth string
 
 	// ClientCertificate authenticates with a certificate registered on the
 	// app: every token request carries a freshly signed client assertion.
 	ClientCertificate *CertificateCredential
 
-	// FederatedTokenFile is the path of a file whose content is a token from
-	// a federated identity provider (workload identity federation, e.g. the
-	// Kubernetes service account token that azure-workload-identity
-	// projects). The file is read again for every token request, so the
-	// kubelet's rotations need no restart. See WorkloadIdentityFromEnv.
+	// FederatedTokenFile is the path of a federated identity provider's
+	// token (workload identity federation), read again for every request so
+	// that rotations need no restart. See WorkloadIdentityFromEnv.
 	FederatedTokenFile string
 
-	// ManagedIdentity gets tokens from the Azure managed identity endpoint of
-	// the host (IMDS, or App Service / Container Apps) instead of a token
-	// endpoint. TenantID, AuthorityHost and TokenEndpoint are then ignored.
+	// ManagedIdentity gets tokens from the host's Azure managed identity
+	// endpoint; TenantID, AuthorityHost and TokenEndpoint are then ignored.
 	ManagedIdentity *ManagedIdentityCredential
 
-	// ExtraParams are extra form fields sent with every token request
-	// (Caddyfile token_request_param), e.g. "resource" for generic OAuth 2.0
-	// servers. They may not set grant_type, client_id, client_secret,
-	// client_assertion, client_assertion_type or scope, and are not supported
-	// with ManagedIdentity. Default none.
+	// ExtraParams are extra form fields of every token request (Caddyfile
+	// token_request_param), e.g. "resource". They may not set the fields the
+	// client sets; not with ManagedIdentity. Default none.
 	ExtraParams map[string]string
 
-	// ClientCapabilities are the client capabilities the application
-	// declares (Caddyfile client_capabilities), e.g. "cp1" for continuous
-	// access evaluation: every token request then carries the claims
-	// parameter {"access_token":{"xms_cc":{"values":[...]}}}, so that
-	// CAE-aware resources issue long-lived tokens and answer revocations
-	// with claims challenges. Not supported with ManagedIdentity. Default
-	// none.
+	// ClientCapabilities are the client capabilities declared in the claims
+	// parameter of every token request (Caddyfile client_capabilities), e.g.
+	// "cp1" for continuous access evaluation. Not with ManagedIdentity.
+	// Default none.
 	ClientCapabilities []string
 
-	// AuthorityHost is the scheme and host (and optionally a path prefix) of
-	// the authority; a trailing slash is tolerated. The token endpoint is
-	// {AuthorityHost}/{TenantID}/oauth2/v2.0/token. It must use https; http
-	// is allowed only for loopback hosts (tests, local emulators). Default
-	// DefaultAuthorityHost; see SovereignAuthorityHosts for the national
-	// clouds. Ignored when TokenEndpoint is set.
+	// AuthorityHost is the scheme and host (optionally a path prefix) of the
+	// authority: the token endpoint is {AuthorityHost}/{TenantID}/oauth2/v2.0/token.
+	// https only, http for loopback hosts. Default DefaultAuthorityHost.
 	AuthorityHost string
 
-	// TokenEndpoint is an optional full URL of the token endpoint. When set it
-	// overrides AuthorityHost and TenantID. Like AuthorityHost it must use
-	// https unless its host is loopback. Default: derived from AuthorityHost
-	// and TenantID.
+	// TokenEndpoint is the full URL of the token endpoint, overriding
+	// AuthorityHost and TenantID; https only, http for loopback hosts.
 	TokenEndpoint string
 
-	// Timeout bounds each token request, from sending it to reading the whole
-	// response. Default DefaultTimeout. Negative values are rejected.
+	// Timeout bounds each token request, response read included. Default
+	// DefaultTimeout; negative values are rejected.
 	Timeout time.Duration
 
-	// HTTPClient sends the token requests. Default: the process-wide client
-	// that every Client without one shares (transport.go: connections kept
-	// per authority, HTTP/2 where offered, proxy environment variables
-	// apply), which does not follow redirects, so a credential is never
-	// re-posted to another location.
+	// HTTPClient sends the token requests. Default: a process-wide client
+	// (transport.go) that does not follow redirects, so that a credential is
+	// never re-posted elsewhere.
 	HTTPClient *http.Client
 }
 
-// ConfigError names a Config field that is missing or malformed. Field uses
-// the Caddyfile names (tenant_id, client_id, client_secret, client_auth, credential,
-// client_certificate, federated_token_file, managed_identity,
-// workload_identity, token_request_param, client_capabilities,
-// authority_host, token_endpoint, timeout, on_behalf_of). Its message names
-// the field and the cause, never the field's value.
+// ConfigError names the Config field, by its Caddyfile name, that is missing
+// or malformed, and the cause; never the field's value.
 type ConfigError struct {
 	// Field is the Caddyfile name of the offending field, e.g. "client_secret".
 	Field string
@@ -162,24 +121,10 @@ func (e *ConfigError) Error() string {
 	return "entra: " + e.Field + ": " + e.Reason
 }
 
-// NewClient validates cfg, applies defaults and returns a Client. Validation
-// failures are returned as *ConfigError:
-//   - exactly one credential (client_secret, client_certificate,
-//     federated_token_file, managed_identity) must be set (field
-//     "credential");
-//   - client_auth must be "", "post", "basic", "tls_client_auth" or
-//     "self_signed_tls_client_auth"; "basic" needs a client_secret, the
-//     last two a client_certificate and an https token_endpoint that is
-//     not Entra's (Entra does not offer mutual TLS to applications);
-//   - client_id is required except for a managed identity;
-//   - tenant_id is required unless token_endpoint is set, and must be a safe
-//     path segment whenever it is set (not checked for a managed identity);
-//   - authority_host and token_endpoint must be absolute https URLs with a
-//     host (http only for loopback hosts), without user information or
-//     fragment;
-//   - a client certificate must load: a certificate and its matching RSA
-//     private key;
-//   - token_request_param may not override the fields the client sets.
+// NewClient validates cfg, applies defaults and returns a Client. Failures
+// are *ConfigError. Mutual TLS (client_auth tls_client_auth or
+// self_signed_tls_client_auth) needs a client certificate and an https
+// token_endpoint that is not Entra's, which does not offer it.
 func NewClient(cfg Config) (*Client, error) {
 	if err := checkOneCredential(cfg); err != nil {
 		return nil, err
@@ -190,9 +135,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, &ConfigError{Field: "timeout", Reason: "must not be negative"}
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultTimeout
-	}
+	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultTimeout)
 	callerClient := cfg.HTTPClient
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = sharedHTTPClient()
@@ -275,28 +218,21 @@ func capabilitiesClaims(cfg Config) (string, error) {
 	return MergeClaims("", cfg.ClientCapabilities)
 }
 
-// checkOneCredential enforces exactly one credential per identity.
+var credentialNames = []string{"client_secret", "client_certificate", "federated_token_file", "managed_identity"}
+
 func checkOneCredential(cfg Config) error {
 	var set []string
-	if cfg.ClientSecret != "" {
-		set = append(set, "client_secret")
+	for i, ok := range []bool{cfg.ClientSecret != "", cfg.ClientCertificate != nil, cfg.FederatedTokenFile != "", cfg.ManagedIdentity != nil} {
+		if ok {
+			set = append(set, credentialNames[i])
+		}
 	}
-	if cfg.ClientCertificate != nil {
-		set = append(set, "client_certificate")
-	}
-	if cfg.FederatedTokenFile != "" {
-		set = append(set, "federated_token_file")
-	}
-	if cfg.ManagedIdentity != nil {
-		set = append(set, "managed_identity")
-	}
-	return OneCredential(set, []string{"client_secret", "client_certificate", "federated_token_file", "managed_identity"})
+	return OneCredential(set, credentialNames)
 }
 
-// OneCredential is the rule of exactly one credential per identity: the
-// *ConfigError (field "credential") of set, the names of the credentials
-// an identity sets, unless it holds exactly one; choices names every
-// credential, for the error of none.
+// OneCredential is the rule of exactly one credential per identity: nil when
+// set (the credentials an identity sets) holds one, else a *ConfigError
+// (field "credential"); choices names them all, for the error of none.
 func OneCredential(set, choices []string) error {
 	switch len(set) {
 	case 1:
@@ -331,27 +267,20 @@ func resolveTokenEndpoint(cfg Config) (string, error) {
 	if strings.TrimSpace(cfg.TenantID) == "" {
 		return "", &ConfigError{Field: "tenant_id", Reason: "is required unless token_endpoint is set"}
 	}
-	authority := cfg.AuthorityHost
-	if authority == "" {
-		authority = DefaultAuthorityHost
-	}
-	u, reason := parseEndpointURL(authority, true)
+	u, reason := parseEndpointURL(cmp.Or(cfg.AuthorityHost, DefaultAuthorityHost), true)
 	if reason != "" {
 		return "", &ConfigError{Field: "authority_host", Reason: reason}
 	}
 	if u.RawQuery != "" || u.ForceQuery {
 		return "", &ConfigError{Field: "authority_host", Reason: "must not have a query"}
 	}
-	u.Path = strings.TrimRight(u.Path, "/") + "/" + cfg.TenantID + "/oauth2/v2.0/token"
-	u.RawPath = ""
+	u.Path, u.RawPath = strings.TrimRight(u.Path, "/")+"/"+cfg.TenantID+"/oauth2/v2.0/token", ""
 	return u.String(), nil
 }
 
 // reservedParams are the form fields the client sets itself.
 var reservedParams = []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "scope"}
 
-// checkExtraParams rejects token_request_param names that would override
-// the client's own fields or are not sane form field names.
 func checkExtraParams(params map[string]string) error {
 	for name, value := range params {
 		if name == "" || hasControlOrSpace(name) {
@@ -384,9 +313,9 @@ func checkTenantID(id string) string {
 	return ""
 }
 
-// parseEndpointURL parses an absolute http(s) URL. With httpsOnly, plain
-// http is accepted only for loopback hosts. It returns a reason and never
-// the raw value: a URL may carry user information.
+// parseEndpointURL parses an absolute http(s) URL; with httpsOnly, http only
+// for loopback hosts. It returns a reason, never the raw value, which may
+// carry user information.
 func parseEndpointURL(raw string, httpsOnly bool) (*url.URL, string) {
 	if hasControlOrSpace(raw) {
 		return nil, "must be a URL without spaces or control characters"
@@ -423,8 +352,7 @@ func parseEndpointURL(raw string, httpsOnly bool) (*url.URL, string) {
 	return u, ""
 }
 
-// isLoopbackHost reports whether host is localhost or a loopback address
-// (127.0.0.0/8, ::1): the only hosts a token request may reach over http.
+// isLoopbackHost reports whether host is localhost or a loopback address.
 func isLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
@@ -434,10 +362,5 @@ func isLoopbackHost(host string) bool {
 }
 
 func hasControlOrSpace(s string) bool {
-	for _, r := range s {
-		if r <= ' ' || r == 0x7f {
-			return true
-		}
-	}
-	return false
+	return strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f })
 }

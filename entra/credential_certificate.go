@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,95 +30,113 @@ import (
 )
 
 // AssertionLifetime is the validity of the client assertions signed with a
-// certificate (exp - iat). Entra accepts at most 10 minutes; a fresh
-// assertion is signed for every token request anyway.
+// certificate (Entra accepts at most 10 minutes).
 const AssertionLifetime = 5 * time.Minute
 
-// errAssertionSigning marks a failure to sign a client assertion (no
-// randomness, a signer error): not a network error.
+// errAssertionSigning marks a failure to sign a client assertion: not a
+// network error.
 var errAssertionSigning = errors.New("signing client assertion")
 
-// minRSAKeyBits is the smallest key Entra ID accepts for a certificate
-// credential.
+// minRSAKeyBits is the smallest key Entra ID accepts.
 const minRSAKeyBits = 2048
 
 // CertificateCredential authenticates with a certificate registered on the
-// app registration (Caddyfile client_certificate <cert> [<key>]).
-//
-// Every token request carries a fresh client_assertion: a JWT signed PS256
-// with the private key, its header naming the certificate by x5t#S256 (and
-// carrying the chain in x5c with SendX5C), its claims aud = the token
-// endpoint the request goes to, iss = sub = client_id, a random jti, nbf = iat = now and exp =
-// now + AssertionLifetime.
-//
-// The files are read again for every token request and parsed again when
-// their content changed, so a rotated certificate is used without a restart.
-// When changed files do not load (half-written during a rotation, a
-// certificate that does not match the key yet), the last good certificate
-// and key keep signing and the files are tried again on the next request:
-// Entra then rejects the old certificate only if it was removed from the
-// app registration, with an error that names it (AADSTS700027).
+// app registration (Caddyfile client_certificate <cert> [<key>]). Every
+// token request carries a fresh client assertion: a JWT signed PS256 whose
+// header names the certificate by x5t#S256, with aud the token endpoint,
+// iss = sub = client_id, a random jti, and exp now + AssertionLifetime.
+// The files are read again for every request, so a rotated certificate
+// needs no restart; files that do not load (half-written) leave the last
+// good certificate in use.
 type CertificateCredential struct {
-	// CertFile is the path of the certificate: PEM with the leaf certificate
-	// and optionally its chain (any order; the leaf is the one that matches
-	// the key) and optionally the private key. A file that is not PEM is
-	// read as PKCS#12 (.pfx/.p12) holding the key, the certificate and the
-	// chain, decrypted with KeyPassword. Required.
+	// CertFile is the path of the certificate: PEM with the leaf, optionally
+	// its chain and its private key, or else PKCS#12 holding all three.
+	// Required.
 	CertFile string
 
-	// KeyFile is the path of the PEM private key (PKCS#1 "RSA PRIVATE KEY",
-	// PKCS#8 "PRIVATE KEY" or "ENCRYPTED PRIVATE KEY"). Only RSA keys of
-	// 2048 bits or more are accepted, as Entra ID requires. Default: the key
-	// is in CertFile.
+	// KeyFile is the path of the PEM private key (PKCS#1 or PKCS#8,
+	// possibly encrypted), RSA of 2048 bits or more. Default: in CertFile.
 	KeyFile string
 
-	// KeyPassword decrypts an encrypted private key (PKCS#8 "ENCRYPTED
-	// PRIVATE KEY" or a legacy OpenSSL encrypted PEM) or a PKCS#12 file.
-	// Default none.
+	// KeyPassword decrypts an encrypted private key or a PKCS#12 file.
 	KeyPassword string
 
-	// SendX5C adds the certificate chain (leaf first) to the assertion's x5c
-	// header, for subject name and issuer authentication (Caddyfile
-	// send_x5c). Default false.
+	// SendX5C adds the certificate chain to the assertion's x5c header, for
+	// subject name and issuer authentication (Caddyfile send_x5c).
 	SendX5C bool
 }
 
-// certificateCredential signs client assertions with the certificate's key,
-// reloading the files when their content changes.
-type certificateCredential struct {
-	formCredential
+// certificateFiles holds what was parsed from a certificate and key last
+// loaded, loading the files again when their content changed.
+type certificateFiles[T any] struct {
 	files CertificateCredential
+	load  func(certData, keyData []byte, files CertificateCredential) (T, error)
 
-	mu     sync.Mutex
-	digest [sha256.Size]byte // of the files' content that current came from
-	signer jose.Signer       // of the last good certificate and key
+	mu      sync.Mutex
+	digest  [sha256.Size]byte // of the files' content that current came from
+	current T                 // of the last good certificate and key
 }
 
-// newCertificateCredential loads the certificate and key; failures are
-// *ConfigError (field client_certificate).
-func newCertificateCredential(files CertificateCredential, form formCredential) (*certificateCredential, error) {
+// loadCertificateFiles loads the files; failures are *ConfigError (field
+// client_certificate).
+func loadCertificateFiles[T any](files CertificateCredential, load func([]byte, []byte, CertificateCredential) (T, error)) (*certificateFiles[T], error) {
 	if strings.TrimSpace(files.CertFile) == "" {
 		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
 	}
-	c := &certificateCredential{formCredential: form, files: files}
-	digest, signer, err := c.load()
+	f := &certificateFiles[T]{files: files, load: load}
+	certData, keyData, err := readCertificateFiles(files)
+	if err == nil {
+		f.current, err = load(certData, keyData, files)
+	}
 	if err != nil {
 		return nil, &ConfigError{Field: "client_certificate", Reason: err.Error()}
 	}
-	c.digest, c.signer = digest, signer
-	return c, nil
+	f.digest = contentDigest(certData, keyData)
+	return f, nil
+}
+
+// reload parses the files again when their content changed and returns the
+// last good value, and whether it is new. Files that do not load keep the
+// digest, so the next call tries again.
+func (f *certificateFiles[T]) reload() (T, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	certData, keyData, err := readCertificateFiles(f.files)
+	if err != nil {
+		return f.current, false // unreadable (e.g. being replaced)
+	}
+	if digest := contentDigest(certData, keyData); digest != f.digest {
+		if v, err := f.load(certData, keyData, f.files); err == nil {
+			f.digest, f.current = digest, v
+			return v, true
+		}
+	}
+	return f.current, false
+}
+
+// fingerprint is the digest of the content in use, after a reload.
+func (f *certificateFiles[T]) fingerprint() string {
+	f.reload()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return hex.EncodeToString(f.digest[:])
+}
+
+// certificateCredential signs client assertions with the certificate's key.
+type certificateCredential struct {
+	formCredential
+	*certificateFiles[jose.Signer]
+}
+
+func newCertificateCredential(files CertificateCredential, form formCredential) (*certificateCredential, error) {
+	f, err := loadCertificateFiles(files, newAssertionSigner)
+	if err != nil {
+		return nil, err
+	}
+	return &certificateCredential{formCredential: form, certificateFiles: f}, nil
 }
 
 func (*certificateCredential) kind() string { return "client_certificate" }
-
-// fingerprint is the digest of the certificate and key content in use,
-// after picking up rotated files (it reads them; it is not on a hot path).
-func (c *certificateCredential) fingerprint() string {
-	c.currentSigner()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return hex.EncodeToString(c.digest[:])
-}
 
 func (c *certificateCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
 	assertion, err := c.assertion(time.Now(), assertionAudience(tr.endpoint))
@@ -127,10 +146,9 @@ func (c *certificateCredential) newRequest(ctx context.Context, tr tokenRequest)
 	return c.postAssertion(ctx, tr, assertion)
 }
 
-// assertion returns a newly signed client assertion for audience, with the
-// current content of the files when it loads, else the last good one.
+// assertion returns a newly signed client assertion for audience.
 func (c *certificateCredential) assertion(now time.Time, audience string) (string, error) {
-	signer := c.currentSigner()
+	signer, _ := c.reload()
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
 		return "", fmt.Errorf("%w: %v", errAssertionSigning, err)
@@ -151,52 +169,14 @@ func (c *certificateCredential) assertion(now time.Time, audience string) (strin
 	return assertion, nil
 }
 
-// currentSigner reloads the files when their content changed and returns
-// the signer of the last good certificate and key.
-func (c *certificateCredential) currentSigner() jose.Signer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	certData, keyData, err := c.readFiles()
-	if err != nil {
-		return c.signer // unreadable (e.g. being replaced): keep the last good one
-	}
-	if digest := contentDigest(certData, keyData); digest != c.digest {
-		if signer, err := newAssertionSigner(certData, keyData, c.files); err == nil {
-			c.digest, c.signer = digest, signer
-		}
-		// On failure the digest is left unchanged, so the next request
-		// tries again, and the last good signer keeps working.
-	}
-	return c.signer
-}
-
-// load reads and parses the files.
-func (c *certificateCredential) load() ([sha256.Size]byte, jose.Signer, error) {
-	certData, keyData, err := c.readFiles()
-	if err != nil {
-		return [sha256.Size]byte{}, nil, err
-	}
-	signer, err := newAssertionSigner(certData, keyData, c.files)
-	if err != nil {
-		return [sha256.Size]byte{}, nil, err
-	}
-	return contentDigest(certData, keyData), signer, nil
-}
-
-func (c *certificateCredential) readFiles() (certData, keyData []byte, err error) {
-	return readCertificateFiles(c.files)
-}
-
 // readCertificateFiles reads the certificate file and, when named, the key
 // file.
 func readCertificateFiles(files CertificateCredential) (certData, keyData []byte, err error) {
-	certData, err = os.ReadFile(files.CertFile)
-	if err != nil {
+	if certData, err = os.ReadFile(files.CertFile); err != nil {
 		return nil, nil, fmt.Errorf("reading certificate: %w", err)
 	}
 	if files.KeyFile != "" {
-		keyData, err = os.ReadFile(files.KeyFile)
-		if err != nil {
+		if keyData, err = os.ReadFile(files.KeyFile); err != nil {
 			return nil, nil, fmt.Errorf("reading private key: %w", err)
 		}
 	}
@@ -206,18 +186,14 @@ func readCertificateFiles(files CertificateCredential) (certData, keyData []byte
 // contentDigest identifies the content of both files.
 func contentDigest(certData, keyData []byte) [sha256.Size]byte {
 	h := sha256.New()
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(certData)))
-	h.Write(n[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(certData))))
 	h.Write(certData)
 	h.Write(keyData)
-	var sum [sha256.Size]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
+	return [sha256.Size]byte(h.Sum(nil))
 }
 
-// newAssertionSigner parses the certificate chain and key and makes the
-// PS256 signer whose header names the certificate.
+// newAssertionSigner makes the PS256 signer whose header names the
+// certificate.
 func newAssertionSigner(certData, keyData []byte, files CertificateCredential) (jose.Signer, error) {
 	chain, key, err := ParseCertificateCredential(certData, keyData, files.KeyPassword)
 	if err != nil {
@@ -241,12 +217,10 @@ func newAssertionSigner(certData, keyData []byte, files CertificateCredential) (
 	return signer, nil
 }
 
-// ParseCertificateCredential parses a certificate credential: certData is
-// PEM (certificates, optionally the private key) or PKCS#12; keyData, when
-// not nil, is the PEM private key. password decrypts an encrypted key or a
-// PKCS#12 file. It returns the chain with the certificate that matches the
-// key first, the others in file order, and the RSA key. Errors never quote
-// the key or the password.
+// ParseCertificateCredential parses certData, PEM (certificates, optionally
+// the key) or PKCS#12, and keyData, the PEM key when not nil; password
+// decrypts either. It returns the chain with the certificate that matches
+// the key first, and the RSA key. Errors never quote the key or the password.
 func ParseCertificateCredential(certData, keyData []byte, password string) ([]*x509.Certificate, *rsa.PrivateKey, error) {
 	var (
 		certs []*x509.Certificate
@@ -294,25 +268,18 @@ func ParseCertificateCredential(certData, keyData []byte, password string) ([]*x
 	if key.N.BitLen() < minRSAKeyBits {
 		return nil, nil, fmt.Errorf("RSA key has %d bits; at least %d are required", key.N.BitLen(), minRSAKeyBits)
 	}
-	leaf := -1
-	for i, cert := range certs {
-		if pub, ok := cert.PublicKey.(*rsa.PublicKey); ok && pub.Equal(&key.PublicKey) {
-			leaf = i
-			break
-		}
-	}
+	leaf := slices.IndexFunc(certs, func(cert *x509.Certificate) bool {
+		pub, ok := cert.PublicKey.(*rsa.PublicKey)
+		return ok && pub.Equal(&key.PublicKey)
+	})
 	if leaf < 0 {
 		return nil, nil, errors.New("the certificate and the private key do not match")
 	}
-	chain := make([]*x509.Certificate, 0, len(certs))
-	chain = append(chain, certs[leaf])
-	chain = append(chain, certs[:leaf]...)
-	chain = append(chain, certs[leaf+1:]...)
-	return chain, key, nil
+	return slices.Concat(certs[leaf:leaf+1], certs[:leaf], certs[leaf+1:]), key, nil
 }
 
 // parsePEMCredential reads the certificates and the (at most one) private
-// key of a PEM file. Other block types are ignored.
+// key of a PEM file, ignoring other blocks.
 func parsePEMCredential(data []byte, password, what string) ([]*x509.Certificate, *rsa.PrivateKey, error) {
 	var (
 		certs []*x509.Certificate
@@ -346,7 +313,7 @@ func parsePEMCredential(data []byte, password, what string) ([]*x509.Certificate
 }
 
 // parsePrivateKeyBlock decodes one PEM private key, decrypting it with
-// password when it is encrypted.
+// password.
 func parsePrivateKeyBlock(block *pem.Block, password string) (*rsa.PrivateKey, error) {
 	der := block.Bytes
 	encrypted := block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED")
@@ -399,8 +366,7 @@ func rsaPrivateKey(key any) (*rsa.PrivateKey, error) {
 	}
 }
 
-// assertionAudience is the aud of client assertions: the token endpoint,
-// without query or fragment.
+// assertionAudience is the token endpoint without query or fragment.
 func assertionAudience(endpoint string) string {
 	u, err := url.Parse(endpoint)
 	if err != nil {
@@ -410,8 +376,8 @@ func assertionAudience(endpoint string) string {
 	return u.String()
 }
 
-// formatUUID formats 16 random bytes as a version-4 UUID, the form Entra's
-// own libraries give the jti.
+// formatUUID formats 16 random bytes as a version-4 UUID, as Entra's own
+// libraries make the jti.
 func formatUUID(b []byte) string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80

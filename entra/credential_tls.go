@@ -2,64 +2,40 @@ package entra
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"net/http"
-	"strings"
-	"sync"
 )
 
-// tlsCredential authenticates with a client certificate presented on the
-// TLS connection to the token endpoint (RFC 8705 mutual TLS client
-// authentication: tls_client_auth for a certificate a CA issued,
-// self_signed_tls_client_auth for one registered with the server): the
-// form carries client_id and no credential. The files are read again for
-// every token request and parsed again when their content changed; then
-// the identity's idle connections, which presented the previous
-// certificate, are closed, so the next request shakes hands with the new
-// one. When changed files do not load, the last good certificate is kept
-// and the files are tried again on the next request.
+// tlsCredential presents the client certificate on the TLS connection to
+// the token endpoint (RFC 8705 mutual TLS: tls_client_auth,
+// self_signed_tls_client_auth); the form carries client_id only. When the
+// files change, the identity's idle connections, which presented the
+// previous certificate, are closed.
 type tlsCredential struct {
 	formCredential
-	files CertificateCredential
-
-	mu        sync.Mutex
-	digest    [sha256.Size]byte // of the files' content that cert came from
-	cert      *tls.Certificate  // the last good certificate and key
-	transport *http.Transport   // the identity's own, which presents cert
+	*certificateFiles[*tls.Certificate]
+	transport *http.Transport // the identity's own, which presents the certificate
 }
 
-// newTLSCredential loads the certificate and key (failures are
-// *ConfigError, field client_certificate) and makes the identity's own
-// transport from base (cloned): its connections present the certificate.
+// newTLSCredential loads the certificate and makes the identity's own
+// transport from base (cloned).
 func newTLSCredential(files CertificateCredential, form formCredential, base *http.Transport) (*tlsCredential, error) {
-	if strings.TrimSpace(files.CertFile) == "" {
-		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
-	}
-	c := &tlsCredential{formCredential: form, files: files}
-	certData, keyData, err := readCertificateFiles(files)
-	if err == nil {
-		c.cert, err = newTLSCertificate(certData, keyData, files)
-	}
+	f, err := loadCertificateFiles(files, newTLSCertificate)
 	if err != nil {
-		return nil, &ConfigError{Field: "client_certificate", Reason: err.Error()}
+		return nil, err
 	}
-	c.digest = contentDigest(certData, keyData)
-	c.transport = base.Clone()
+	c := &tlsCredential{formCredential: form, certificateFiles: f, transport: base.Clone()}
 	if c.transport.TLSClientConfig == nil {
 		c.transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	c.transport.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.cert, nil
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.current, nil
 	}
 	return c, nil
 }
 
-// newTLSCertificate parses the certificate chain and key as the
-// certificate credential does (PEM or PKCS#12, an RSA key).
 func newTLSCertificate(certData, keyData []byte, files CertificateCredential) (*tls.Certificate, error) {
 	chain, key, err := ParseCertificateCredential(certData, keyData, files.KeyPassword)
 	if err != nil {
@@ -72,20 +48,10 @@ func newTLSCertificate(certData, keyData []byte, files CertificateCredential) (*
 	return cert, nil
 }
 
-// refresh picks up rotated files; when the certificate changed it closes
-// the idle connections that presented the previous one.
+// refresh picks up rotated files, closing the idle connections that
+// presented the previous certificate.
 func (c *tlsCredential) refresh() {
-	c.mu.Lock()
-	changed := false
-	if certData, keyData, err := readCertificateFiles(c.files); err == nil {
-		if digest := contentDigest(certData, keyData); digest != c.digest {
-			if cert, err := newTLSCertificate(certData, keyData, c.files); err == nil {
-				c.digest, c.cert, changed = digest, cert, true
-			}
-		}
-	}
-	c.mu.Unlock()
-	if changed {
+	if _, changed := c.reload(); changed {
 		c.transport.CloseIdleConnections()
 	}
 }
@@ -100,15 +66,13 @@ func (*tlsCredential) kind() string { return "client_certificate" }
 
 func (c *tlsCredential) fingerprint() string {
 	c.refresh()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return hex.EncodeToString(c.digest[:])
+	return c.certificateFiles.fingerprint()
 }
 
-// mutualTLSBase returns what the identity's own client is made from: a
-// transport to clone (the caller's, or one with the shared transport's
-// settings) and its redirect policy. A caller's client whose transport is
-// not an *http.Transport cannot present a certificate.
+// mutualTLSBase returns the transport the identity's own client is cloned
+// from (the caller's, else one like the shared one) and its redirect
+// policy. A caller's transport must be an *http.Transport to present a
+// certificate.
 func mutualTLSBase(caller *http.Client) (*http.Transport, func(*http.Request, []*http.Request) error, error) {
 	if caller == nil {
 		return newSharedTransport(), noRedirects, nil
