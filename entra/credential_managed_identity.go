@@ -2,6 +2,7 @@ package entra
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,8 +16,8 @@ import (
 )
 
 // DefaultIMDSEndpoint is the Azure Instance Metadata Service token endpoint
-// used by a managed identity when no other is configured. It is plain http
-// on a link-local address, reachable only from inside the VM.
+// of a managed identity: plain http on a link-local address, reachable only
+// from inside the VM.
 const DefaultIMDSEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
 
 // API versions of the two managed identity protocols.
@@ -25,64 +26,45 @@ const (
 	appServiceAPIVersion = "2019-08-01"
 )
 
-// Environment variables that App Service, Azure Functions and Container
-// Apps set for their managed identity endpoint.
+// Environment variables of the managed identity endpoint of App Service,
+// Azure Functions and Container Apps.
 const (
 	EnvIdentityEndpoint = "IDENTITY_ENDPOINT"
 	EnvIdentityHeader   = "IDENTITY_HEADER"
 )
 
 // ErrManagedIdentityScope means a managed identity token was asked for with
-// other than exactly one scope: the managed identity protocols take one
-// resource.
+// other than exactly one scope.
 var ErrManagedIdentityScope = errors.New("entra: a managed identity token takes exactly one scope")
 
 // ManagedIdentityCredential gets tokens for the Azure managed identity of
-// the host (Caddyfile managed_identity [<client_id>]).
-//
-// On a VM (and AKS node, Container Instances...) it asks IMDS:
-//
-//	GET {IMDSEndpoint}?api-version=2018-02-01&resource=<resource>[&client_id=<id>|&object_id=<id>|&msi_res_id=<id>]
-//	Metadata: true
-//
-// On App Service, Functions and Container Apps (IdentityEndpoint and
-// IdentityHeader set) it asks the platform's identity endpoint:
-//
-//	GET {IdentityEndpoint}?api-version=2019-08-01&resource=<resource>[&client_id=<id>|&principal_id=<id>|&mi_res_id=<id>]
-//	X-IDENTITY-HEADER: <IdentityHeader>
-//
-// A user-assigned identity is selected by one of its client ID, object
-// (principal) ID or Azure resource ID; with none, the host's
+// the host (Caddyfile managed_identity [<client_id>]): from IMDS
+// (GET ?api-version=2018-02-01&resource=..., header Metadata: true), or on
+// App Service, Functions and Container Apps from the platform's identity
+// endpoint (api-version=2019-08-01, header X-IDENTITY-HEADER). The resource
+// is the one scope without its "/.default". A user-assigned identity is
+// selected by its client ID, object ID or resource ID; with none, the
 // system-assigned identity answers.
-//
-// The resource is the one scope asked for without its "/.default" suffix.
-// No tenant, client secret or token endpoint is involved; plain http
-// endpoints are accepted (IMDS is plain http).
 type ManagedIdentityCredential struct {
 	// ClientID selects a user-assigned identity by its client ID. Default:
-	// Config.ClientID when set, else the system-assigned identity.
+	// Config.ClientID.
 	ClientID string
 
 	// ObjectID selects a user-assigned identity by its object (principal)
-	// ID. At most one of ClientID (or Config.ClientID), ObjectID and
-	// ResourceID is set. Default: none.
+	// ID. At most one of ClientID, ObjectID and ResourceID is set.
 	ObjectID string
 
-	// ResourceID selects a user-assigned identity by its Azure resource ID:
-	// /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>.
-	// Default: none.
+	// ResourceID selects a user-assigned identity by its Azure resource ID
+	// (/subscriptions/.../userAssignedIdentities/<name>).
 	ResourceID string
 
-	// IMDSEndpoint is the IMDS token endpoint. Default DefaultIMDSEndpoint.
-	// Setting it (e.g. to an emulator in tests) selects IMDS even where
-	// IDENTITY_ENDPOINT is set.
+	// IMDSEndpoint is the IMDS token endpoint. Default DefaultIMDSEndpoint;
+	// setting it selects IMDS even where IDENTITY_ENDPOINT is set.
 	IMDSEndpoint string
 
-	// IdentityEndpoint and IdentityHeader select the App Service / Container
-	// Apps protocol; they must be set together. When both they and
-	// IMDSEndpoint are empty, NewClient takes them from the environment
-	// variables IDENTITY_ENDPOINT and IDENTITY_HEADER, and uses IMDS unless
-	// both are set. IdentityHeader is a secret: it never appears in an error.
+	// IdentityEndpoint and IdentityHeader, set together, select the App
+	// Service protocol. Default: IDENTITY_ENDPOINT and IDENTITY_HEADER when
+	// both are set and IMDSEndpoint is not. IdentityHeader is a secret.
 	IdentityEndpoint string
 	IdentityHeader   string
 }
@@ -96,8 +78,7 @@ type managedIdentity struct {
 	identityHeader string // "" for IMDS
 }
 
-// newManagedIdentity validates cfg.ManagedIdentity; failures are
-// *ConfigError (field managed_identity).
+// newManagedIdentity validates cfg.ManagedIdentity.
 func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	spec := *cfg.ManagedIdentity
 	fail := func(reason string) (*managedIdentity, error) {
@@ -161,11 +142,7 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 		}
 		mi.endpoint, mi.identityHeader = u.String(), identityHeader
 	default:
-		endpoint := spec.IMDSEndpoint
-		if endpoint == "" {
-			endpoint = DefaultIMDSEndpoint
-		}
-		u, reason := parseEndpointURL(endpoint, false)
+		u, reason := parseEndpointURL(cmp.Or(spec.IMDSEndpoint, DefaultIMDSEndpoint), false)
 		if reason != "" {
 			return fail("imds_endpoint " + reason)
 		}
@@ -174,8 +151,7 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	return mi, nil
 }
 
-// identitySelector is how a managed identity credential names its
-// user-assigned identity.
+// identitySelector is how a user-assigned identity is named.
 type identitySelector int
 
 const (
@@ -190,8 +166,8 @@ func (s identitySelector) field() string {
 	return [...]string{"", "client_id", "object_id", "resource_id"}[s]
 }
 
-// queryParameter is the selector's name in a request to IMDS, or to the
-// App Service identity endpoint when appService.
+// queryParameter is the selector's name in a request to IMDS, or to App
+// Service's endpoint.
 func (s identitySelector) queryParameter(appService bool) string {
 	if appService {
 		return [...]string{"", "client_id", "principal_id", "mi_res_id"}[s]
@@ -199,11 +175,8 @@ func (s identitySelector) queryParameter(appService bool) string {
 	return [...]string{"", "client_id", "object_id", "msi_res_id"}[s]
 }
 
-// newRequest asks the managed identity endpoint for a token for the
-// resource of tr's scope, which must be one scope.
 func (mi *managedIdentity) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
-	scope := tr.scope
-	if len(strings.Fields(scope)) != 1 {
+	if len(strings.Fields(tr.scope)) != 1 {
 		return nil, nil, &RequestError{Err: ErrManagedIdentityScope}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, mi.endpoint, nil)
@@ -211,7 +184,7 @@ func (mi *managedIdentity) newRequest(ctx context.Context, tr tokenRequest) (*ht
 		return nil, nil, &RequestError{Err: fmt.Errorf("building request: %w", err)}
 	}
 	query := req.URL.Query()
-	query.Set("resource", strings.TrimSuffix(scope, "/.default"))
+	query.Set("resource", strings.TrimSuffix(tr.scope, "/.default"))
 	if mi.selector != selectNone {
 		query.Set(mi.selector.queryParameter(mi.identityHeader != ""), mi.selectorValue)
 	}
@@ -227,13 +200,13 @@ func (mi *managedIdentity) newRequest(ctx context.Context, tr tokenRequest) (*ht
 }
 
 func (*managedIdentity) parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	return parseManagedIdentityResponse(status, header, body, sentAt, r)
+	return parseAnswer(status, header, body, sentAt, r, expiresInOrOnLifetime)
 }
 
 func (*managedIdentity) kind() string { return "managed_identity" }
 
-// fingerprint names the identity: by its object or resource ID when one of
-// them selects it, else by its client ID ("" for the system-assigned one).
+// fingerprint names the identity: by the object or resource ID that selects
+// it, else by its client ID ("" for the system-assigned one).
 func (mi *managedIdentity) fingerprint() string {
 	if mi.selector == selectObjectID || mi.selector == selectResourceID {
 		return mi.selector.field() + "=" + mi.selectorValue
@@ -241,8 +214,7 @@ func (mi *managedIdentity) fingerprint() string {
 	return mi.clientID
 }
 
-// cacheKeyLines are "managed_identity", then the object or resource ID that
-// selects a user-assigned identity (a client ID has a line of its own).
+// cacheKeyLines: the client ID has a line of its own already.
 func (mi *managedIdentity) cacheKeyLines() []string {
 	if mi.selector == selectObjectID || mi.selector == selectResourceID {
 		return []string{"managed_identity", mi.fingerprint()}
@@ -250,33 +222,17 @@ func (mi *managedIdentity) cacheKeyLines() []string {
 	return []string{"managed_identity"}
 }
 
-// ParseManagedIdentityResponse turns a managed identity endpoint's answer
-// (IMDS or App Service) into a Token or a *RequestError. sentAt is when the
-// request was sent.
-//
-// A success needs a 2xx status and a JSON object with a usable access_token
-// (as ParseTokenResponse) and a lifetime: expires_in (seconds, number or
-// numeric string) is preferred, as it does not depend on the clocks
-// agreeing; else expires_on, epoch seconds as a number or numeric string
-// (or the date string of App Service's 2017 API, "09/14/2017 00:00:00 PM
-// +00:00"), which must be in the future. token_type, when present, must be
-// Bearer.
-//
-// Error answers carry IMDS's "error" and "error_description", or App
-// Service's "message", in the *RequestError.
+// ParseManagedIdentityResponse is ParseTokenResponse for a managed identity
+// endpoint's answer (IMDS or App Service): without expires_in, the lifetime
+// comes from expires_on (epoch seconds, or App Service's 2017 date string),
+// which must be in the future; App Service's error "message" serves as the
+// description.
 func ParseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
-	return parseManagedIdentityResponse(status, header, body, sentAt, nil)
+	return parseAnswer(status, header, body, sentAt, nil, expiresInOrOnLifetime)
 }
 
-// parseManagedIdentityResponse is ParseManagedIdentityResponse masking r's
-// secrets in the error fields before they are cut to length.
-func parseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	return parseAnswer(status, header, body, sentAt, r, expiresInOrOnLifetime)
-}
-
-// expiresInOrOnLifetime reads the lifetime of a managed identity's answer:
-// its expires_in, preferred as it does not depend on the clocks agreeing,
-// else its expires_on.
+// expiresInOrOnLifetime prefers expires_in, which does not depend on the
+// clocks agreeing, to expires_on.
 func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {
 	expiresIn, expiresAt, reason := expiresInLifetime(fields, sentAt)
 	rawOn, hasOn := fields["expires_on"]
@@ -302,31 +258,24 @@ func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) 
 	return expiresIn, on, ""
 }
 
-// expiresOnLayouts are the date formats of App Service's 2017-09-01 API,
-// with and without the AM/PM marker (which Go applies to a 24-hour hour
-// too: "00:00:00 PM" is noon).
+// expiresOnLayouts are App Service's 2017-09-01 API dates, with and without
+// AM/PM (which Go applies to a 24-hour hour too: "00:00:00 PM" is noon).
 var expiresOnLayouts = []string{"1/2/2006 15:04:05 PM -07:00", "1/2/2006 15:04:05 -07:00"}
 
-// parseExpiresOn reads an expires_on: epoch seconds as a JSON number or
-// numeric string, or an App Service 2017 date string.
+// parseExpiresOn reads epoch seconds, as a JSON number or numeric string,
+// or an App Service 2017 date string.
 func parseExpiresOn(raw json.RawMessage) (time.Time, error) {
 	raw = bytes.TrimSpace(raw)
 	text := string(raw)
-	if len(raw) > 0 && raw[0] == '"' {
-		if err := json.Unmarshal(raw, &text); err != nil {
-			return time.Time{}, errors.New("is not a number or date")
-		}
+	if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &text) == nil {
 		text = strings.TrimSpace(text)
-		if !isJSONNumber(text) {
-			for _, layout := range expiresOnLayouts {
-				if at, err := time.Parse(layout, text); err == nil {
-					return at, nil
-				}
+		for _, layout := range expiresOnLayouts {
+			if at, err := time.Parse(layout, text); err == nil {
+				return at, nil
 			}
-			return time.Time{}, errors.New("is not a number or date")
 		}
 	}
-	if !isJSONNumber(text) {
+	if !isJSONNumber(text) { // an unparsable string stays quoted
 		return time.Time{}, errors.New("is not a number or date")
 	}
 	secs, err := strconv.ParseFloat(text, 64)

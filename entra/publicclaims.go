@@ -7,46 +7,38 @@ import (
 )
 
 // PublicClaims are the claims of an access token that say what it grants
-// and to whom, without anything that could be replayed: never the token,
-// never its signature. Fields are empty when the token does not carry them.
+// and to whom, without anything that could be replayed (never the token or
+// its signature). Fields are empty when the token does not carry them.
 type PublicClaims struct {
-	// Audience is aud: the resource the token is for (a URI, or its client
-	// ID in v2.0 tokens). A token for several audiences shows the first.
-	Audience string `json:"aud,omitempty"`
-	// AppID is appid (v1.0 tokens) or azp (v2.0): the client it was issued to.
-	AppID string `json:"appid,omitempty"`
-	// AuthorizedParty is azp, when the token carries it.
-	AuthorizedParty string `json:"azp,omitempty"`
-	// TenantID is tid.
-	TenantID string `json:"tid,omitempty"`
-	// Roles are the application permissions (app roles) granted.
-	Roles []string `json:"roles,omitempty"`
-	// Scopes is scp: delegated permissions (client-credentials tokens have
-	// none).
-	Scopes string `json:"scp,omitempty"`
+	Audience        string   `json:"aud,omitempty"`   // the first, when it lists several
+	AppID           string   `json:"appid,omitempty"` // appid (v1.0), else azp (v2.0) or client_id
+	AuthorizedParty string   `json:"azp,omitempty"`
+	TenantID        string   `json:"tid,omitempty"`
+	Roles           []string `json:"roles,omitempty"` // application permissions granted
+	Scopes          string   `json:"scp,omitempty"`   // delegated permissions
 	// IssuedAt, NotBefore and ExpiresAt are iat, nbf and exp.
 	IssuedAt  *time.Time `json:"iat,omitempty"`
 	NotBefore *time.Time `json:"nbf,omitempty"`
 	ExpiresAt *time.Time `json:"exp,omitempty"`
-	// ObjectID is oid and ResourceID is xms_mirid: the object (principal)
-	// ID and, for a managed identity, the Azure resource ID of the identity
-	// the token was issued to. Not marshaled: they name the identity, they
-	// do not describe the token.
+	// ObjectID (oid) and ResourceID (xms_mirid, a managed identity's) name
+	// the identity the token was issued to; they are not marshaled.
 	ObjectID   string `json:"-"`
 	ResourceID string `json:"-"`
 }
 
 // ReadPublicClaims returns the public claims of a JWT access token, read
 // WITHOUT verifying its signature (for display, never for trust), and false
-// for a token that is not a JWT (an opaque token).
+// for a token that is not a JWT.
 func ReadPublicClaims(accessToken string) (PublicClaims, bool) {
 	claims, err := readClaims(accessToken)
 	if err != nil {
 		return PublicClaims{}, false
 	}
 	pc := PublicClaims{
+		Audience:        claims.audience(),
 		AuthorizedParty: claims.str("azp"),
 		TenantID:        claims.str("tid"),
+		Roles:           claims.strings("roles"),
 		Scopes:          claims.str("scp"),
 		IssuedAt:        claims.time("iat"),
 		NotBefore:       claims.time("nbf"),
@@ -55,16 +47,6 @@ func ReadPublicClaims(accessToken string) (PublicClaims, bool) {
 		ResourceID:      claims.str("xms_mirid"),
 	}
 	_, pc.AppID = claims.client()
-	if audiences := claims.audiences(); len(audiences) > 0 {
-		pc.Audience = audiences[0]
-	}
-	if roles, ok := claims["roles"].([]any); ok {
-		for _, role := range roles {
-			if s, ok := role.(string); ok {
-				pc.Roles = append(pc.Roles, s)
-			}
-		}
-	}
 	return pc, true
 }
 
@@ -79,8 +61,7 @@ func (c tokenClaims) time(name string) *time.Time {
 }
 
 // Fingerprint identifies a token without revealing it: the first 12 hex
-// digits of its SHA-256. Two replicas holding the same token show the same
-// fingerprint; it cannot be turned back into the token.
+// digits of its SHA-256.
 func Fingerprint(accessToken string) string {
 	if accessToken == "" {
 		return ""

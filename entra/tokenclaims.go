@@ -2,6 +2,7 @@ package entra
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -12,19 +13,15 @@ import (
 )
 
 // ErrUnverifiableToken means a token cannot be checked against an identity:
-// it is not a JWT (an opaque token from a non-Entra server), it lacks the
-// claims that name its tenant or client, or the identity is still to be
-// learned from the client's own first token. It says nothing about where
-// the token came from.
+// it is not a JWT, it lacks the claims that name its tenant or client, or
+// the identity is still to be learned from the client's own first token.
 var ErrUnverifiableToken = errors.New("entra: token cannot be checked against its identity")
 
 // TokenMismatchError means a token names another identity than the one
-// checked: another tenant (tid), another client (appid, azp or client_id), or
-// an expiry later than its own exp claim. Its message names the claim and
-// the values compared, which are identifiers, never a token.
+// checked (tid, appid, azp, client_id, aud), or an expiry later than its
+// exp. Its message names the claim and identifiers, never a token.
 type TokenMismatchError struct {
-	// Claim is the claim that differs: "tid", "appid", "azp", "client_id" or
-	// "exp".
+	// Claim is the claim that differs, e.g. "tid".
 	Claim string
 	// Reason says how it differs.
 	Reason string
@@ -35,79 +32,55 @@ func (e *TokenMismatchError) Error() string {
 }
 
 // ExpirySkew is how much later than its exp claim a token's recorded expiry
-// may be (the record's expiry is computed from expires_in on a clock that
-// may run ahead of the issuer's).
+// may be: the record's clock may run ahead of the issuer's.
 const ExpirySkew = 5 * time.Minute
 
 // TokenIdentity checks that an access token read from a shared store was
-// issued to one client's identity, by reading its JWT claims WITHOUT
-// verifying the signature (Entra does not let third parties verify tokens
-// for other resources, such as Microsoft Graph's): the check tells a token
-// of another tenant or client apart, it does not authenticate one. A store
-// that only trusted writers can write (an encrypted Redis record) is what
-// authenticates.
+// issued to one client's identity, by its JWT claims read WITHOUT verifying
+// the signature (third parties cannot verify tokens for other resources):
+// it tells a token of another tenant or client apart; the store's
+// encryption is what authenticates.
 //
-// The expected tenant is the configured tenant ID when it is a GUID (or,
-// with only a token endpoint, the tenant its path names as Entra's do:
-// /{tenant}/oauth2/v2.0/token or /{tenant}/oauth2/token); a domain name
-// or a managed identity makes it learned from the client's own first token
-// (Learn) or resolved through the tenant's OpenID configuration
-// (LearnTenant). Until then every token is unverifiable. A token endpoint
-// whose path names no tenant (another OAuth 2.0 server's) expects none:
-// its tokens are checked by client and expiry at once, and by tid too once
-// the client's own first token carried one. The expected client is the
-// configured client ID; for a managed identity without one
-// (system-assigned, or selected by object or resource ID) it is learned
-// likewise.
-//
-// It is safe for concurrent use.
+// The tenant is the configured tenant GUID (or the one an Entra-shaped
+// token endpoint names); a domain name or a managed identity has it learned
+// from the client's own first token (Learn) or its OpenID configuration
+// (LearnTenant), and until then every token is unverifiable. A token
+// endpoint that names no tenant checks none until its first own token
+// names one. A client ID that is not configured is learned likewise. It is
+// safe for concurrent use.
 type TokenIdentity struct {
 	tenantID string // the configured tenant GUID, lower case; "" to learn
 	clientID string // the configured client ID; "" to learn
-	// tenantNamed: a tenant is configured by name or the identity is a
-	// managed identity, so its tokens must name the tenant (tid) to be
-	// learned from; a bare token endpoint's need not.
+	// tenantNamed: its tokens must name the tenant (tid) to be learned from;
+	// a bare token endpoint's need not.
 	tenantNamed bool
-	// noTenant: a token endpoint that names no tenant, whose tokens are
-	// checked without one until the first own token names one.
-	noTenant bool
-	learned  atomic.Pointer[learnedIdentity]
+	noTenant    bool // a token endpoint that names no tenant
+	learned     atomic.Pointer[learnedIdentity]
 }
 
-// learnedIdentity is what the client's own first token said.
+// learnedIdentity is what the client's own first token (or the OpenID
+// configuration) said.
 type learnedIdentity struct {
 	tenantID, clientID string
 }
 
 // NewTokenIdentity returns the identity of c's tokens.
 func NewTokenIdentity(c *Client) *TokenIdentity {
-	v := &TokenIdentity{clientID: c.ClientID()}
-	tenant := c.expectedTenant()
-	switch {
-	case c.CredentialType() == "managed_identity":
-		v.tenantNamed = true
-	case isGUID(tenant):
-		v.tenantID, v.tenantNamed = strings.ToLower(tenant), true
-	case tenant != "":
-		v.tenantNamed = true
-	default:
-		v.noTenant = true
+	tenant := c.expectedTenant() // "" for a managed identity
+	named := tenant != "" || c.CredentialType() == "managed_identity"
+	v := &TokenIdentity{clientID: c.ClientID(), tenantNamed: named, noTenant: !named}
+	if isGUID(tenant) {
+		v.tenantID = strings.ToLower(tenant)
 	}
 	return v
 }
 
-// needsLearning reports whether part of the identity comes from a token.
 func (v *TokenIdentity) needsLearning() bool { return v.tenantID == "" || v.clientID == "" }
 
 // Learn takes what the identity does not configure (tenant, client) from
-// accessToken, a token the client itself just got from its token endpoint.
-// Only a token that reads as a JWT and names every part to be learned (tid
-// for a tenant configured by name or a managed identity's; appid, azp or
-// client_id for the client) is learned from:
-// otherwise Learn returns an error wrapping ErrUnverifiableToken (naming
-// the missing claim, never the token) and the identity stays unlearned.
-// Once learned, later calls change nothing and return nil; so do calls on
-// an identity with nothing to learn.
+// accessToken, which the client itself just got. A token that does not name
+// every part to be learned is an error wrapping ErrUnverifiableToken, and
+// the identity stays unlearned. Once learned, later calls change nothing.
 func (v *TokenIdentity) Learn(accessToken string) error {
 	if !v.needsLearning() || v.learned.Load() != nil {
 		return nil
@@ -128,45 +101,33 @@ func (v *TokenIdentity) Learn(accessToken string) error {
 	return nil
 }
 
-// Learned returns the tenant and client of the identity, configured or
-// learned, and false while part of it is still to be learned.
-func (v *TokenIdentity) Learned() (tenantID, clientID string, ok bool) { return v.expected() }
-
-// expected returns the tenant ("" for none expected) and client to check,
-// and false while they are still to be learned.
-func (v *TokenIdentity) expected() (tenantID, clientID string, ok bool) {
-	tenantID, clientID = v.tenantID, v.clientID
-	if !v.needsLearning() {
-		return tenantID, clientID, true
-	}
+// Learned returns the tenant ("" for none expected) and client of the
+// identity, configured or learned, and false while part of it is still to
+// be learned.
+func (v *TokenIdentity) Learned() (tenantID, clientID string, ok bool) {
 	learned := v.learned.Load()
-	if learned == nil && v.noTenant && clientID != "" {
-		return "", clientID, true
-	}
-	if learned == nil {
+	switch {
+	case !v.needsLearning():
+		return v.tenantID, v.clientID, true
+	case learned == nil && v.noTenant && v.clientID != "":
+		return "", v.clientID, true
+	case learned == nil:
 		return "", "", false
 	}
-	if tenantID == "" {
-		tenantID = learned.tenantID
-	}
-	if clientID == "" {
-		clientID = learned.clientID
-	}
-	return tenantID, clientID, true
+	return cmp.Or(v.tenantID, learned.tenantID), cmp.Or(v.clientID, learned.clientID), true
 }
 
 // Check reports whether accessToken, recorded as expiring at expiresAt,
 // belongs to the identity: nil if its tid (when a tenant is expected) and
-// its appid, azp or client_id claim name it and expiresAt is not later than
-// its exp claim (plus ExpirySkew); an error wrapping ErrUnverifiableToken
-// when that cannot be told; a *TokenMismatchError when it names another.
-// Errors never contain the token.
+// client claims name it and expiresAt is within its exp plus ExpirySkew; an
+// error wrapping ErrUnverifiableToken when that cannot be told; a
+// *TokenMismatchError when it names another.
 func (v *TokenIdentity) Check(accessToken string, expiresAt time.Time) error {
 	claims, err := readClaims(accessToken)
 	if err != nil {
 		return err
 	}
-	tenantID, clientID, ok := v.expected()
+	tenantID, clientID, ok := v.Learned()
 	if !ok {
 		return fmt.Errorf("%w: the identity is learned from this replica's own first token, which it has not had yet", ErrUnverifiableToken)
 	}
@@ -202,15 +163,11 @@ const maxClaimsBytes = 64 << 10
 // readClaims decodes the payload of a compact JWS without verifying it.
 func readClaims(token string) (tokenClaims, error) {
 	notJWT := fmt.Errorf("%w: the token is not a JWT", ErrUnverifiableToken)
-	header, rest, ok := strings.Cut(token, ".")
-	if !ok || header == "" {
+	parts := strings.SplitN(token, ".", 4)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || len(parts[1]) > maxClaimsBytes {
 		return nil, notJWT
 	}
-	payload, signature, ok := strings.Cut(rest, ".")
-	if !ok || payload == "" || strings.Contains(signature, ".") || len(payload) > maxClaimsBytes {
-		return nil, notJWT
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(payload, "="))
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
 		return nil, notJWT
 	}
@@ -240,25 +197,19 @@ func (c tokenClaims) client() (claim, value string) {
 	return "", ""
 }
 
-// exp returns the exp claim, if it is a number.
 func (c tokenClaims) exp() (time.Time, bool) { return c.numericDate("exp") }
 
-// numericDate returns a NumericDate claim (seconds since the epoch), if it
-// is a number.
+// numericDate returns a NumericDate claim, if it is a number.
 func (c tokenClaims) numericDate(name string) (time.Time, bool) {
-	n, ok := c[name].(json.Number)
-	if !ok {
-		return time.Time{}, false
-	}
-	f, err := n.Float64()
+	n, _ := c[name].(json.Number)
+	f, err := n.Float64() // fails for "", not a number
 	if err != nil {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(f), 0), true
 }
 
-// quoteClaim quotes a claim value from an untrusted token for an error
-// message, cut to a sane length.
+// quoteClaim quotes an untrusted claim value for an error, cut to length.
 func quoteClaim(s string) string {
 	const maxLen = 64
 	if len(s) > maxLen {
@@ -267,7 +218,7 @@ func quoteClaim(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// isGUID reports whether s is a GUID in its 8-4-4-4-12 hex form.
+// isGUID reports whether s is a GUID (8-4-4-4-12 hex digits).
 func isGUID(s string) bool {
 	if len(s) != 36 {
 		return false
@@ -287,15 +238,11 @@ func isGUID(s string) bool {
 	return true
 }
 
-// CheckAudience reports whether accessToken was issued for the resource of
-// scopes: a *TokenMismatchError when its aud claim names another. Only an
-// Entra resource scope ("<resource>/.default") names a resource. An aud
-// that is a URI must be that resource. An aud that is a GUID (v2.0 tokens
-// carry the resource's client ID) must be the resource's GUID when the
-// resource is one ("<GUID>" or "api://<GUID>"), else learnedAudience when
-// it is known (the aud of this replica's own token for the same scopes);
-// otherwise it cannot be compared and passes. A token that is not a JWT
-// passes too; Check tells it apart.
+// CheckAudience returns a *TokenMismatchError when accessToken's aud names
+// another resource than scopes' "<resource>/.default". A GUID aud (v2.0
+// tokens) must be the resource's GUID when it is one, else learnedAudience
+// (of this replica's own token for the scopes) when known; otherwise it
+// passes, as does a token that is not a JWT (Check tells it apart).
 func CheckAudience(accessToken string, scopes []string, learnedAudience string) error {
 	if len(scopes) == 0 {
 		return nil
@@ -309,9 +256,6 @@ func CheckAudience(accessToken string, scopes []string, learnedAudience string) 
 		return nil
 	}
 	audiences := claims.audiences()
-	if len(audiences) == 0 {
-		return nil
-	}
 	resourceGUID := strings.TrimPrefix(resource, "api://")
 	if !isGUID(resourceGUID) {
 		resourceGUID = ""
@@ -329,23 +273,25 @@ func CheckAudience(accessToken string, scopes []string, learnedAudience string) 
 			return nil
 		}
 	}
+	if len(audiences) == 0 {
+		return nil
+	}
 	want := resource
-	if resourceGUID != "" {
-		want += " or " + resourceGUID
-	} else if learnedAudience != "" {
-		want += " or " + learnedAudience
+	if other := cmp.Or(resourceGUID, learnedAudience); other != "" {
+		want += " or " + other
 	}
 	return &TokenMismatchError{Claim: "aud", Reason: fmt.Sprintf("is %s, want %s", quoteClaim(audiences[0]), want)}
 }
 
-// Audience returns a JWT's aud claim (the first, when it lists several), or
-// "" for a token that is not a JWT or has none.
+// Audience returns a JWT's (first) aud claim, "" for none or not a JWT.
 func Audience(accessToken string) string {
-	claims, err := readClaims(accessToken)
-	if err != nil {
-		return ""
-	}
-	if audiences := claims.audiences(); len(audiences) > 0 {
+	claims, _ := readClaims(accessToken)
+	return claims.audience()
+}
+
+// audience returns the first aud, "" for none.
+func (c tokenClaims) audience() string {
+	if audiences := c.audiences(); len(audiences) > 0 {
 		return audiences[0]
 	}
 	return ""
@@ -357,13 +303,19 @@ func (c tokenClaims) audiences() []string {
 	case string:
 		return []string{aud}
 	case []any:
-		var audiences []string
-		for _, a := range aud {
-			if s, ok := a.(string); ok {
-				audiences = append(audiences, s)
-			}
-		}
-		return audiences
+		return c.strings("aud")
 	}
 	return nil
+}
+
+// strings returns the strings of an array claim.
+func (c tokenClaims) strings(name string) []string {
+	var values []string
+	list, _ := c[name].([]any)
+	for _, v := range list {
+		if s, ok := v.(string); ok {
+			values = append(values, s)
+		}
+	}
+	return values
 }
