@@ -7,66 +7,53 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
 )
 
 // PermanentFailure reports whether retrying the same request cannot help
-// until the configuration changes: an invalid client, credential, tenant or
-// scope (the OAuth errors of oauthCodes marked permanent, such as
-// invalid_client, invalid_scope, invalid_grant; every AADSTS code of
-// aadstsCodes, such as 7000215, 7000222, 700016, 70011, 90002, 700027,
-// 700024), other 400/401/403 answers, and a request that cannot be made (no
-// scope, several scopes for a managed identity, ErrOnBehalfOf).
-//
-// Transient, worth retrying with backoff: 408, 429, 5xx and
-// temporarily_unavailable, other statuses (404, 410: IMDS answers those
-// while it starts), timeouts and connection errors, malformed 2xx answers,
-// an unavailable federated token file.
+// until the configuration changes: the permanent OAuth errors of
+// oauthCodes, every AADSTS code of aadstsCodes, other 400/401/403 answers,
+// and a request that cannot be made (ErrNoScope, ErrManagedIdentityScope,
+// ErrOnBehalfOf). Everything else is transient: 408, 429, 5xx,
+// temporarily_unavailable, other statuses (IMDS answers 404 and 410 while
+// it starts), network errors, malformed 2xx answers, an unavailable
+// federated token file.
 func (e *RequestError) PermanentFailure() bool {
-	if e.Code == "temporarily_unavailable" {
-		return false
-	}
 	switch {
-	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
+	case e.Code == "temporarily_unavailable", e.StatusCode == http.StatusRequestTimeout,
+		e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
 		return false
 	case e.StatusCode == 0:
 		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope) || errors.Is(e.Err, ErrOnBehalfOf)
 	case e.StatusCode >= 200 && e.StatusCode <= 299:
 		return false // a malformed success: the next answer may be fine
 	}
-	if oauthCodes[e.Code].permanent {
-		return true
-	}
-	for _, code := range e.ErrorCodes {
-		if _, ok := aadstsCodes[code]; ok {
-			return true
-		}
-	}
 	switch e.StatusCode {
 	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
 		return true
 	}
-	return false
+	return oauthCodes[e.Code].permanent || slices.ContainsFunc(e.ErrorCodes, func(code int) bool {
+		_, ok := aadstsCodes[code]
+		return ok
+	})
 }
 
-// HTTPStatus returns the HTTP status of the endpoint's answer, 0 when there
-// was none (a network error or timeout, a request that could not be made):
-// the token cache keeps such failures, local to one replica, out of the
-// backoff it shares with the others.
+// HTTPStatus returns the status of the endpoint's answer, 0 when there was
+// none: the token cache keeps such failures, local to one replica, out of
+// the backoff it shares.
 func (e *RequestError) HTTPStatus() int { return e.StatusCode }
 
-// RetryAfterHint returns the delay the endpoint asked for with Retry-After
-// (delta-seconds or HTTP-date), 0 when it asked for none. With
-// PermanentFailure and HTTPStatus it is what the token cache's FetchError
-// reads (caddymodule asserts that *RequestError implements it).
+// RetryAfterHint returns the delay the endpoint asked for with Retry-After,
+// 0 for none. With PermanentFailure and HTTPStatus it is what the token
+// cache's FetchError reads.
 func (e *RequestError) RetryAfterHint() time.Duration { return e.RetryAfter }
 
-// Summary returns a short message for an operator, naming the cause and
-// the code to look up, e.g. "client secret expired (AADSTS7000222)",
-// "throttled (429)", "token endpoint unavailable (503)", "timed out",
-// "connection refused". It never holds a secret, an assertion or a token.
+// Summary returns a short message for an operator naming the cause and the
+// code to look up, e.g. "client secret expired (AADSTS7000222)", "throttled
+// (429)", "timed out". It never holds a secret or a token.
 func (e *RequestError) Summary() string {
 	for _, code := range e.ErrorCodes {
 		if known, ok := aadstsCodes[code]; ok {
@@ -74,24 +61,21 @@ func (e *RequestError) Summary() string {
 		}
 	}
 	status := " (" + strconv.Itoa(e.StatusCode) + ")"
-	switch {
+	success, tooLarge := e.StatusCode >= 200 && e.StatusCode <= 299, errors.Is(e.Err, ErrResponseTooLarge)
+	switch summary := oauthCodes[e.Code].summary; {
 	case e.StatusCode == http.StatusTooManyRequests:
 		return "throttled" + status
 	case e.StatusCode >= 500:
 		return "token endpoint unavailable" + status
-	case e.StatusCode >= 200 && e.StatusCode <= 299:
-		if errors.Is(e.Err, ErrResponseTooLarge) {
-			return "token response too large"
-		}
+	case success && tooLarge:
+		return "token response too large"
+	case success:
 		return "malformed token response"
-	}
-	if summary := oauthCodes[e.Code].summary; summary != "" {
+	case summary != "":
 		return summary + e.codeSuffix()
-	}
-	if e.StatusCode != 0 {
-		if errors.Is(e.Err, ErrResponseTooLarge) {
-			return "token response too large" + status
-		}
+	case e.StatusCode != 0 && tooLarge:
+		return "token response too large" + status
+	case e.StatusCode != 0:
 		return "token endpoint answered" + status
 	}
 	return transportSummary(e.Err)
@@ -151,23 +135,20 @@ func transportSummary(err error) string {
 
 // UserFailure is what a failed on-behalf-of exchange says of the user's
 // side, so that the caller answers the user's client rather than count it
-// against the application's credential.
+// against the application.
 type UserFailure int
 
 const (
-	// NotUserFailure: the failure is the application's (its credential,
-	// registration or scopes) or transient; not an on-behalf-of exchange.
+	// NotUserFailure: the application's failure, a transient one, or not
+	// an on-behalf-of exchange.
 	NotUserFailure UserFailure = iota
-	// UserTokenInvalid: Entra refused the user's token (invalid_grant:
-	// expired, revoked, another audience or tenant, a bad signature). A new
-	// token is needed.
+	// UserTokenInvalid: Entra refused the user's token; a new one is needed.
 	UserTokenInvalid
-	// InteractionRequired: the user must satisfy a claims challenge
-	// (interaction_required, or invalid_grant with claims: MFA, conditional
-	// access); RequestError.Claims holds it when Entra sent one.
+	// InteractionRequired: the user must satisfy a claims challenge (MFA,
+	// conditional access), in RequestError.Claims when Entra sent one.
 	InteractionRequired
 	// ConsentRequired: the user or an administrator must consent to the
-	// scopes (AADSTS65001, consent_required).
+	// scopes.
 	ConsentRequired
 )
 
@@ -177,17 +158,12 @@ func (f UserFailure) String() string {
 	return [...]string{"", "user_token_invalid", "interaction_required", "consent_required"}[f]
 }
 
-// UserFailure classifies the failure of an on-behalf-of exchange (OnBehalfOf
-// set) that Entra answered with a 4xx other than 408 and 429. Failures of
-// the client (invalid_client, unauthorized_client, invalid_scope,
-// unsupported_grant_type, or an AADSTS code of the application's
-// configuration such as 7000215 or 700016) are NotUserFailure. Otherwise:
-// consent (AADSTS65001, 65004; error or suberror consent_required), then
-// interaction (interaction_required, a claims challenge, AADSTS50076,
-// 50079, 53003...), then the user's token (AADSTS50013, 500133...; any
-// other invalid_grant or invalid_request, so that a token crafted to be
-// refused never passes for the application's failure). Any other failure
-// is NotUserFailure.
+// UserFailure classifies the failure of an on-behalf-of exchange that Entra
+// answered with a 4xx other than 408 and 429: the client's own errors
+// (invalid_client, an AADSTS code of the application's configuration...)
+// are NotUserFailure; otherwise consent, then interaction, then the user's
+// token (also any other invalid_grant or invalid_request, so that a token
+// crafted to be refused never passes for the application's failure).
 func (e *RequestError) UserFailure() UserFailure {
 	if !e.OnBehalfOf || e.StatusCode < 400 || e.StatusCode > 499 ||
 		e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests {
@@ -214,7 +190,6 @@ func (e *RequestError) UserFailure() UserFailure {
 	return NotUserFailure
 }
 
-// UserTokenRejected reports whether an on-behalf-of exchange failed because
-// of the user's token or the user (any UserFailure): a failure of that one
-// token, which must not put the application in backoff.
+// UserTokenRejected reports whether the failure is a UserFailure: of that
+// one token, which must not put the application in backoff.
 func (e *RequestError) UserTokenRejected() bool { return e.UserFailure() != NotUserFailure }

@@ -1,17 +1,12 @@
 package entra
 
-// oauthCode is what the package makes of an OAuth 2.0 "error" value.
-type oauthCode struct {
-	// summary names the cause, for RequestError.Summary; "" to name the
-	// HTTP status instead.
-	summary string
-	// permanent means that retrying the same request will not fix it: the
-	// configuration (credential, client, tenant, scope) must change.
+// oauthCodes are what the package makes of OAuth 2.0 "error" values: a
+// summary (RequestError.Summary; "" names the status instead), and whether
+// only a change of configuration can fix it.
+var oauthCodes = map[string]struct {
+	summary   string
 	permanent bool
-}
-
-// oauthCodes are the OAuth 2.0 "error" values the package names.
-var oauthCodes = map[string]oauthCode{
+}{
 	"invalid_client":          {summary: "client authentication failed", permanent: true},
 	"unauthorized_client":     {summary: "client not authorized", permanent: true},
 	"invalid_scope":           {summary: "invalid scope", permanent: true},
@@ -23,22 +18,14 @@ var oauthCodes = map[string]oauthCode{
 	"temporarily_unavailable": {summary: "token endpoint temporarily unavailable"},
 }
 
-// aadstsCode is what an operator is told of an AADSTS code met when a
-// configuration is wrong or a user's token cannot be exchanged. Every code
-// in aadstsCodes is a permanent failure (see RequestError.PermanentFailure).
-type aadstsCode struct {
-	// summary names the cause, for RequestError.Summary.
-	summary string
-	// hint says what to do in one line, for RequestError.Hint and the
-	// `caddy entra` CLI; "" for the codes met less often.
-	hint string
-	// user is what the code means in an on-behalf-of exchange, when it is
-	// about the user rather than the application (RequestError.UserFailure).
-	user UserFailure
-}
-
-// aadstsCodes are the AADSTS codes the package names, by number.
-var aadstsCodes = map[int]aadstsCode{
+// aadstsCodes are the AADSTS codes the package names, all permanent
+// failures: a summary (RequestError.Summary), a one-line hint for the codes
+// met most (RequestError.Hint), and what the code says of the user in an
+// on-behalf-of exchange (RequestError.UserFailure).
+var aadstsCodes = map[int]struct {
+	summary, hint string
+	user          UserFailure
+}{
 	7000215: {summary: "invalid client secret", hint: "the client secret is wrong: use the secret's Value (not its Secret ID) from the app registration's Certificates & secrets"},
 	7000222: {summary: "client secret expired", hint: "the client secret has expired: create a new one under Certificates & secrets and update the sidecar's secret"},
 	7000216: {summary: "client credential missing"},
@@ -83,9 +70,8 @@ var aadstsCodes = map[int]aadstsCode{
 	70003:   {summary: "unsupported grant type"},
 }
 
-// Hint returns one line on how to fix the failure, for the AADSTS codes a
-// client-credentials setup meets most (7000215, 7000222, 700016, 90002,
-// 500011, 65001...), or "" when there is none. It never holds a secret.
+// Hint returns one line on how to fix the failure, for the AADSTS codes met
+// most, or "". It never holds a secret.
 func (e *RequestError) Hint() string {
 	for _, code := range e.ErrorCodes {
 		if hint := aadstsCodes[code].hint; hint != "" {

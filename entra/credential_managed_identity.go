@@ -1,7 +1,6 @@
 package entra
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -265,17 +264,13 @@ var expiresOnLayouts = []string{"1/2/2006 15:04:05 PM -07:00", "1/2/2006 15:04:0
 // parseExpiresOn reads epoch seconds, as a JSON number or numeric string,
 // or an App Service 2017 date string.
 func parseExpiresOn(raw json.RawMessage) (time.Time, error) {
-	raw = bytes.TrimSpace(raw)
-	text := string(raw)
-	if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &text) == nil {
-		text = strings.TrimSpace(text)
-		for _, layout := range expiresOnLayouts {
-			if at, err := time.Parse(layout, text); err == nil {
-				return at, nil
-			}
+	text := numberText(raw)
+	for _, layout := range expiresOnLayouts {
+		if at, err := time.Parse(layout, text); err == nil {
+			return at, nil
 		}
 	}
-	if !isJSONNumber(text) { // an unparsable string stays quoted
+	if !isJSONNumber(text) {
 		return time.Time{}, errors.New("is not a number or date")
 	}
 	secs, err := strconv.ParseFloat(text, 64)

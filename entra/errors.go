@@ -20,8 +20,7 @@ var (
 	ErrNoScope = errors.New("entra: at least one scope is required")
 
 	// ErrOnBehalfOf means Client.OnBehalfOf could not make the exchange:
-	// the client cannot (see Client.SupportsOnBehalfOf), or it was given no
-	// user assertion. It is permanent.
+	// the client cannot, or it was given no user assertion. Permanent.
 	ErrOnBehalfOf = errors.New("entra: on-behalf-of exchange not possible")
 )
 
@@ -36,40 +35,33 @@ const (
 
 // RequestError is any failed token request: a network error or timeout, an
 // error answer from the endpoint, or a response that is not a usable token.
-// Its message never contains the client secret, an access token or the
-// request body.
+// Its message never contains a secret, an access token or the request body.
 type RequestError struct {
-	// StatusCode is the HTTP status of the response; 0 when there was no
-	// response (network error, timeout).
+	// StatusCode is the HTTP status of the response; 0 when there was none.
 	StatusCode int
-	// Code is the endpoint's "error" field, e.g. "invalid_client".
+	// Code is the endpoint's "error", e.g. "invalid_client".
 	Code string
-	// Description is the first line of "error_description" (Entra starts it
-	// with the AADSTS code), control characters removed, at most 400 bytes.
+	// Description is the first line of "error_description" (or App
+	// Service's "message"), control characters removed, at most 400 bytes.
 	Description string
 	// ErrorCodes are the "error_codes" (AADSTS numbers), e.g. [7000215].
 	ErrorCodes []int
-	// TraceID is the endpoint's "trace_id" (or the x-ms-request-id header).
+	// TraceID is "trace_id", else the x-ms-request-id header.
 	TraceID string
-	// CorrelationID is the endpoint's "correlation_id" (or the
-	// client-request-id header).
+	// CorrelationID is "correlation_id", else the client-request-id header.
 	CorrelationID string
-	// SubError is Entra's "suberror", e.g. "consent_required",
-	// "basic_action".
+	// SubError is Entra's "suberror", e.g. "consent_required".
 	SubError string
-	// Claims is the "claims" of the answer, compact JSON: the claims
-	// challenge a user must satisfy (conditional access, MFA) for an
-	// on-behalf-of exchange to succeed. "" when absent, not a JSON object,
-	// longer than 4 KiB or holding a secret.
+	// Claims is the answer's "claims" challenge, compact JSON, that a user
+	// must satisfy for an on-behalf-of exchange; "" when absent, not an
+	// object, longer than 4 KiB or holding a secret.
 	Claims string
-	// RetryAfter is the delay asked for by the Retry-After header
-	// (delta-seconds or HTTP-date), as sent; 0 when absent.
+	// RetryAfter is the delay the Retry-After header asked for; 0 for none.
 	RetryAfter time.Duration
-	// Err is the underlying cause: a network error, ErrMalformedResponse,
-	// ErrResponseTooLarge, ... Nil when the endpoint's error answer says it all.
+	// Err is the underlying cause (a network error, ErrMalformedResponse,
+	// ...); nil when the endpoint's error answer says it all.
 	Err error
-	// OnBehalfOf is set on the failures of Client.OnBehalfOf: an
-	// invalid_grant there is about the user's token (see UserFailure).
+	// OnBehalfOf is set on the failures of Client.OnBehalfOf.
 	OnBehalfOf bool
 }
 
@@ -78,70 +70,49 @@ type RequestError struct {
 //
 //	entra: token request failed: invalid client secret (AADSTS7000215): status 401: invalid_client: Invalid client secret provided. ... trace_id=... correlation_id=...
 func (e *RequestError) Error() string {
-	var b strings.Builder
-	b.WriteString("entra: token request failed")
 	summary := e.Summary()
-	var cause string
-	if e.Err != nil {
-		cause = strings.TrimPrefix(e.Err.Error(), "entra: ")
+	var b strings.Builder
+	add := func(sep, s string) {
+		if s != "" {
+			b.WriteString(sep + s)
+		}
 	}
-	// The cause need not repeat the summary ("malformed token response: ...").
-	cause = strings.TrimPrefix(cause, summary+": ")
-	b.WriteString(": ")
-	b.WriteString(summary)
+	b.WriteString("entra: token request failed: " + summary)
 	if e.StatusCode != 0 {
-		b.WriteString(": status ")
-		b.WriteString(strconv.Itoa(e.StatusCode))
+		add(": status ", strconv.Itoa(e.StatusCode))
 	}
-	if e.Code != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Code)
-	}
-	// AADSTS codes not already named by the summary.
-	var codes []string
+	add(": ", e.Code)
+	var codes []string // those the summary does not name
 	for _, code := range e.ErrorCodes {
 		if name := "AADSTS" + strconv.Itoa(code); !strings.Contains(summary, name) {
 			codes = append(codes, name)
 		}
 	}
 	if len(codes) > 0 {
-		b.WriteString(" (")
-		b.WriteString(strings.Join(codes, ", "))
-		b.WriteString(")")
+		add(" (", strings.Join(codes, ", ")+")")
 	}
-	if desc := trimAADSTSPrefix(e.Description, e.ErrorCodes); desc != "" {
-		b.WriteString(": ")
-		b.WriteString(desc)
-	}
-	if cause != "" {
-		b.WriteString(": ")
-		b.WriteString(cause)
+	add(": ", trimAADSTSPrefix(e.Description, e.ErrorCodes))
+	if e.Err != nil {
+		// The cause need not repeat the summary ("malformed token response: ...").
+		add(": ", strings.TrimPrefix(strings.TrimPrefix(e.Err.Error(), "entra: "), summary+": "))
 	}
 	if e.RetryAfter > 0 {
-		b.WriteString(" retry_after=")
-		b.WriteString(e.RetryAfter.String())
+		add(" retry_after=", e.RetryAfter.String())
 	}
-	if e.TraceID != "" {
-		b.WriteString(" trace_id=")
-		b.WriteString(e.TraceID)
-	}
-	if e.CorrelationID != "" {
-		b.WriteString(" correlation_id=")
-		b.WriteString(e.CorrelationID)
-	}
+	add(" trace_id=", e.TraceID)
+	add(" correlation_id=", e.CorrelationID)
 	return b.String()
 }
 
 // Unwrap returns Err.
 func (e *RequestError) Unwrap() error { return e.Err }
 
-// trimAADSTSPrefix drops a leading "AADSTSnnn: " when the code is already
-// listed in ErrorCodes, so the message does not say it twice.
+// trimAADSTSPrefix drops a leading "AADSTSnnn: " of a code in codes, so the
+// message does not say it twice.
 func trimAADSTSPrefix(desc string, codes []int) string {
 	for _, code := range codes {
-		prefix := "AADSTS" + strconv.Itoa(code) + ":"
-		if strings.HasPrefix(desc, prefix) {
-			return strings.TrimSpace(desc[len(prefix):])
+		if rest, ok := strings.CutPrefix(desc, "AADSTS"+strconv.Itoa(code)+":"); ok {
+			return strings.TrimSpace(rest)
 		}
 	}
 	return desc

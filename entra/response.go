@@ -3,6 +3,7 @@ package entra
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -12,48 +13,54 @@ import (
 )
 
 // maxLifetime bounds expires_in, ext_expires_in and refresh_in: larger values
-// are not plausible token lifetimes and would overflow time arithmetic.
+// are not plausible lifetimes and would overflow time arithmetic.
 const maxLifetime = 10 * 365 * 24 * time.Hour
 
 // ParseTokenResponse turns a token endpoint's answer into a Token or a
-// *RequestError. sentAt is when the request was sent; ExpiresAt counts from it.
+// *RequestError. sentAt is when the request was sent; ExpiresAt counts from
+// it.
 //
-// A success needs a 2xx status and a JSON object with a non-empty string
-// access_token (visible ASCII only, as it goes into a header) and an
-// expires_in that is a positive JSON number or numeric string (e.g. "3599"),
-// at most 10 years. token_type, when present, must be "bearer" in any case.
-// ext_expires_in and refresh_in are advisory: when malformed they are ignored
-// (left 0) rather than failing an otherwise good token.
+// A success needs a 2xx status and a JSON object with a non-empty
+// access_token of visible ASCII (it goes into a header), an expires_in that
+// is a positive number or numeric string of at most 10 years, and a
+// token_type, if any, of "bearer" in any case. ext_expires_in and
+// refresh_in are advisory: left 0 when malformed.
 //
-// Anything else is a *RequestError: for non-2xx answers with Entra's error
-// fields (error, error_description, error_codes, trace_id, correlation_id)
-// and RetryAfter from the Retry-After header; for unusable 2xx answers with
-// Err wrapping ErrMalformedResponse. The body is never copied into the error
-// except for those sanitized fields.
+// A non-2xx answer is a *RequestError with Entra's error fields and
+// Retry-After; an unusable 2xx answer one whose Err wraps
+// ErrMalformedResponse. Nothing else of the body reaches the error.
 func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
-	return parseTokenResponse(status, header, body, sentAt, nil)
-}
-
-// parseTokenResponse is ParseTokenResponse masking r's secrets in the
-// error fields before they are cut to length.
-func parseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	return parseAnswer(status, header, body, sentAt, r, expiresInLifetime)
+	return parseAnswer(status, header, body, sentAt, nil, expiresInLifetime)
 }
 
 // lifetimeReader reads a token's lifetime from the fields of an answer, or
 // says why it cannot.
 type lifetimeReader func(fields map[string]json.RawMessage, sentAt time.Time) (expiresIn time.Duration, expiresAt time.Time, reason string)
 
-// parseAnswer turns an answer into a Token or a *RequestError, as
-// ParseTokenResponse says, with the lifetime that lifetime reads.
+// parseAnswer is ParseTokenResponse with the lifetime that lifetime reads,
+// masking r's secrets in the error's fields before they are cut to length.
 func parseAnswer(status int, header http.Header, body []byte, sentAt time.Time, r *redactor, lifetime lifetimeReader) (*Token, error) {
-	fields, malformed, err := openResponse(status, header, body, r)
-	if err != nil {
-		return nil, err
+	if header == nil {
+		header = http.Header{}
 	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		fields = nil // nil too for "null"
+	}
+	if status < 200 || status > 299 {
+		reqErr := errorFromFields(status, header, fields, r)
+		if fields == nil {
+			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
+		}
+		return nil, reqErr
+	}
+	var accessToken string
 	var expiresIn time.Duration
 	var expiresAt time.Time
-	accessToken, reason := accessTokenField(fields)
+	reason := "body is not a JSON object"
+	if fields != nil {
+		accessToken, reason = accessTokenField(fields)
+	}
 	if reason == "" {
 		expiresIn, expiresAt, reason = lifetime(fields, sentAt)
 	}
@@ -61,18 +68,17 @@ func parseAnswer(status int, header http.Header, body []byte, sentAt time.Time, 
 		reason = checkTokenType(fields)
 	}
 	if reason != "" {
-		return malformed(reason)
+		reqErr := errorFromFields(status, header, fields, r)
+		reqErr.Err = fmt.Errorf("%w: %s", ErrMalformedResponse, reason)
+		return nil, reqErr
 	}
 	token := &Token{AccessToken: accessToken, TokenType: "Bearer", ExpiresIn: expiresIn, ExpiresAt: expiresAt}
-	// ext_expires_in and refresh_in are advisory: left 0 when absent or
-	// malformed rather than failing an otherwise good token.
 	token.ExtExpiresIn, _ = parseSeconds(fields["ext_expires_in"])
 	token.RefreshIn, _ = parseSeconds(fields["refresh_in"])
 	return token, nil
 }
 
-// expiresInLifetime reads the lifetime of a token endpoint's answer: its
-// expires_in, counted from sentAt.
+// expiresInLifetime reads expires_in, counted from sentAt.
 func expiresInLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {
 	raw, ok := fields["expires_in"]
 	if !ok {
@@ -85,31 +91,28 @@ func expiresInLifetime(fields map[string]json.RawMessage, sentAt time.Time) (tim
 	return expiresIn, sentAt.Add(expiresIn), ""
 }
 
-// accessTokenField returns the access_token, or why it is unusable: it must
-// be a non-empty string of visible ASCII, as it goes into a header.
+// accessTokenField returns the access_token, or why it is unusable.
 func accessTokenField(fields map[string]json.RawMessage) (string, string) {
 	rawToken, ok := fields["access_token"]
 	if !ok {
 		return "", "access_token is missing"
 	}
 	var accessToken string
-	if err := json.Unmarshal(rawToken, &accessToken); err != nil {
+	switch {
+	case json.Unmarshal(rawToken, &accessToken) != nil:
 		return "", "access_token is not a string"
-	}
-	if accessToken == "" {
+	case accessToken == "":
 		return "", "access_token is empty"
-	}
-	if !isVisibleASCII(accessToken) {
+	case !isVisibleASCII(accessToken):
 		return "", "access_token contains characters not allowed in a header"
 	}
 	return accessToken, ""
 }
 
-// checkTokenType returns why token_type is unacceptable, or "": absent,
-// null or "bearer" in any case are fine.
+// checkTokenType returns why token_type is unacceptable, or "".
 func checkTokenType(fields map[string]json.RawMessage) string {
 	rawType, ok := fields["token_type"]
-	if !ok || isJSONNull(rawType) {
+	if !ok || bytes.Equal(bytes.TrimSpace(rawType), []byte("null")) {
 		return ""
 	}
 	var declared string
@@ -122,78 +125,33 @@ func checkTokenType(fields map[string]json.RawMessage) string {
 	return ""
 }
 
-// parseJSONObject decodes body as exactly one JSON object.
-func parseJSONObject(body []byte) (map[string]json.RawMessage, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, err
-	}
-	if fields == nil { // the body was "null"
-		return nil, ErrMalformedResponse
-	}
-	return fields, nil
-}
-
-// openResponse parses a token response body into its fields. A non-2xx
-// answer, or a 2xx body that is not a JSON object, is returned as the
-// *RequestError to give back; malformed makes the error for an unusable 2xx
-// answer.
-func openResponse(status int, header http.Header, body []byte, r *redactor) (
-	fields map[string]json.RawMessage, malformed func(reason string) (*Token, error), err error) {
-	if header == nil {
-		header = http.Header{}
-	}
-	fields, jsonErr := parseJSONObject(body)
-	if status < 200 || status > 299 {
-		reqErr := errorFromFields(status, header, fields, r)
-		if jsonErr != nil {
-			reqErr.Err = fmt.Errorf("%w: error response is not a JSON object", ErrMalformedResponse)
-		}
-		return nil, nil, reqErr
-	}
-	malformed = func(reason string) (*Token, error) {
-		reqErr := errorFromFields(status, header, fields, r)
-		reqErr.Err = fmt.Errorf("%w: %s", ErrMalformedResponse, reason)
-		return nil, reqErr
-	}
-	if jsonErr != nil {
-		_, err := malformed("body is not a JSON object")
-		return nil, nil, err
-	}
-	return fields, malformed, nil
-}
-
-// errorFromFields builds the *RequestError of an answer: Entra's (and
-// IMDS's) error fields, or App Service's "message" when there is no
-// error_description, ignoring those that are absent or of the wrong type.
-// Trace and correlation IDs fall back to Entra's x-ms-request-id and
-// client-request-id headers. r's secrets are masked before the fields are
-// cut to length.
+// errorFromFields builds the *RequestError of an answer from its error
+// fields (App Service's "message" when there is no error_description, the
+// x-ms-request-id and client-request-id headers for the IDs), ignoring
+// those absent or of the wrong type, r's secrets masked before the cut.
 func errorFromFields(status int, header http.Header, fields map[string]json.RawMessage, r *redactor) *RequestError {
+	// field is the first of values that is not empty once sanitized.
+	field := func(maxLen int, values ...string) string {
+		for _, v := range values {
+			if s := sanitizeField(v, maxLen, r); s != "" {
+				return s
+			}
+		}
+		return ""
+	}
 	reqErr := &RequestError{
 		StatusCode:    status,
-		Code:          sanitizeField(stringField(fields, "error"), maxIdentifierLen, r),
-		Description:   sanitizeField(stringField(fields, "error_description"), maxDescriptionLen, r),
-		TraceID:       sanitizeField(stringField(fields, "trace_id"), maxIdentifierLen, r),
-		CorrelationID: sanitizeField(stringField(fields, "correlation_id"), maxIdentifierLen, r),
-		SubError:      sanitizeField(stringField(fields, "suberror"), maxIdentifierLen, r),
+		Code:          field(maxIdentifierLen, stringField(fields, "error")),
+		Description:   field(maxDescriptionLen, stringField(fields, "error_description"), stringField(fields, "message")),
+		TraceID:       field(maxIdentifierLen, stringField(fields, "trace_id"), header.Get("X-Ms-Request-Id")),
+		CorrelationID: field(maxIdentifierLen, stringField(fields, "correlation_id"), header.Get("Client-Request-Id")),
+		SubError:      field(maxIdentifierLen, stringField(fields, "suberror")),
 		Claims:        claimsField(fields, r),
 		RetryAfter:    parseRetryAfter(header, time.Now()),
 	}
-	if reqErr.Description == "" {
-		reqErr.Description = sanitizeField(stringField(fields, "message"), maxDescriptionLen, r)
-	}
-	if reqErr.TraceID == "" {
-		reqErr.TraceID = sanitizeField(header.Get("X-Ms-Request-Id"), maxIdentifierLen, r)
-	}
-	if reqErr.CorrelationID == "" {
-		reqErr.CorrelationID = sanitizeField(header.Get("Client-Request-Id"), maxIdentifierLen, r)
-	}
-	if raw, ok := fields["error_codes"]; ok {
-		var codes []int
-		if json.Unmarshal(raw, &codes) == nil && len(codes) > 0 {
-			reqErr.ErrorCodes = codes[:min(len(codes), maxErrorCodes)]
-		}
+	var codes []int
+	if json.Unmarshal(fields["error_codes"], &codes) == nil && len(codes) > 0 {
+		reqErr.ErrorCodes = codes[:min(len(codes), maxErrorCodes)]
 	}
 	return reqErr
 }
@@ -219,47 +177,35 @@ func stringField(fields map[string]json.RawMessage, name string) string {
 	return s
 }
 
-func isJSONNull(raw json.RawMessage) bool {
-	return bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
-}
-
-// parseSeconds reads a positive number of seconds given as a JSON number or
-// a JSON string holding a number ("3599"). Fractions are truncated, the
-// conservative direction for a lifetime.
+// parseSeconds reads a positive number of seconds, a JSON number or numeric
+// string ("3599"), fractions truncated (the conservative direction).
 func parseSeconds(raw json.RawMessage) (time.Duration, error) {
-	raw = bytes.TrimSpace(raw)
-	var text string
-	switch {
-	case len(raw) > 0 && raw[0] == '"':
-		if err := json.Unmarshal(raw, &text); err != nil {
-			return 0, fmt.Errorf("is not a number")
-		}
-		text = strings.TrimSpace(text)
-	case len(raw) > 0 && (raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')):
-		text = string(raw)
-	default:
-		return 0, fmt.Errorf("is not a number")
-	}
-	if !isJSONNumber(text) {
-		return 0, fmt.Errorf("is not a number")
-	}
+	text := numberText(raw)
 	secs, err := strconv.ParseFloat(text, 64)
-	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
-		return 0, fmt.Errorf("is not a number")
+	switch {
+	case !isJSONNumber(text) || err != nil || math.IsNaN(secs) || math.IsInf(secs, 0):
+		return 0, errors.New("is not a number")
+	case math.Trunc(secs) <= 0:
+		return 0, errors.New("is not positive")
+	case math.Trunc(secs) > maxLifetime.Seconds():
+		return 0, errors.New("is out of range")
 	}
-	secs = math.Trunc(secs)
-	if secs <= 0 {
-		return 0, fmt.Errorf("is not positive")
-	}
-	if secs > maxLifetime.Seconds() {
-		return 0, fmt.Errorf("is out of range")
-	}
-	return time.Duration(secs) * time.Second, nil
+	return time.Duration(math.Trunc(secs)) * time.Second, nil
 }
 
-// isVisibleASCII reports whether s has only the characters RFC 6750 allows
-// in a bearer token (a superset: any visible ASCII), so it can go into an
-// Authorization header unchanged.
+// numberText returns raw, or the content of a JSON string, trimmed; a
+// string that does not decode stays quoted, which isJSONNumber refuses.
+func numberText(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	text := string(raw)
+	if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &text) == nil {
+		text = strings.TrimSpace(text)
+	}
+	return text
+}
+
+// isVisibleASCII reports whether s can go into an Authorization header
+// unchanged (any visible ASCII, a superset of RFC 6750's token).
 func isVisibleASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x21 || s[i] > 0x7e {
@@ -269,9 +215,8 @@ func isVisibleASCII(s string) bool {
 	return true
 }
 
-// isJSONNumber reports whether text is a number in JSON syntax, so that a
-// numeric string accepts exactly what a JSON number would ("3599", "3.6e3")
-// and nothing Go-specific ("0x10", "Inf").
+// isJSONNumber reports whether text is a number in JSON syntax ("3.6e3"),
+// nothing Go-specific ("0x10", "Inf").
 func isJSONNumber(text string) bool {
 	if text == "" || (text[0] != '-' && (text[0] < '0' || text[0] > '9')) {
 		return false

@@ -86,7 +86,7 @@ func (g formCredential) postAssertion(ctx context.Context, tr tokenRequest, asse
 }
 
 func (formCredential) parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
-	return parseTokenResponse(status, header, body, sentAt, r)
+	return parseAnswer(status, header, body, sentAt, r, expiresInLifetime)
 }
 
 func (formCredential) cacheKeyLines() []string { return nil }
