@@ -6,34 +6,29 @@ import (
 	"strings"
 )
 
-// The ways a client secret is presented to the token endpoint
-// (Config.ClientAuth, Caddyfile client_auth).
+// The ways a credential is presented to the token endpoint (Config.ClientAuth,
+// Caddyfile client_auth).
 const (
 	// ClientAuthPost sends client_secret in the form body
 	// (client_secret_post), as Entra's own libraries do. The default.
 	ClientAuthPost = "post"
 	// ClientAuthBasic sends the client ID and secret in an HTTP Basic
-	// Authorization header (client_secret_basic, RFC 6749 section 2.3.1),
-	// which RFC 6749 recommends and many OAuth 2.0 servers require.
+	// Authorization header (client_secret_basic, RFC 6749 2.3.1), which
+	// many OAuth 2.0 servers require.
 	ClientAuthBasic = "basic"
-	// ClientAuthTLS presents the client certificate, issued by a CA the
-	// server trusts, on the TLS connection to the token endpoint (RFC 8705
-	// tls_client_auth); the form carries client_id only. Not offered by
-	// Entra ID to applications.
+	// ClientAuthTLS presents the client certificate, issued by a CA, on the
+	// TLS connection (RFC 8705 tls_client_auth); the form carries client_id
+	// only. Entra ID does not offer it to applications.
 	ClientAuthTLS = "tls_client_auth"
-	// ClientAuthSelfSignedTLS is ClientAuthTLS with a certificate the
-	// server knows from the client's registration (RFC 8705
-	// self_signed_tls_client_auth).
+	// ClientAuthSelfSignedTLS is ClientAuthTLS with a certificate the server
+	// knows from the client's registration.
 	ClientAuthSelfSignedTLS = "self_signed_tls_client_auth"
 )
 
-// isMutualTLS reports whether clientAuth presents the certificate in the
-// TLS handshake.
 func isMutualTLS(clientAuth string) bool {
 	return clientAuth == ClientAuthTLS || clientAuth == ClientAuthSelfSignedTLS
 }
 
-// checkClientAuth checks Config.ClientAuth against the credential.
 func checkClientAuth(cfg Config) error {
 	switch cfg.ClientAuth {
 	case "", ClientAuthPost:
@@ -50,9 +45,8 @@ func checkClientAuth(cfg Config) error {
 	return &ConfigError{Field: "client_auth", Reason: "must be post, basic, tls_client_auth or self_signed_tls_client_auth"}
 }
 
-// checkMutualTLS checks an identity with client_auth tls_client_auth or
-// self_signed_tls_client_auth: a client certificate, presented over https
-// to a token endpoint that is not Entra's.
+// checkMutualTLS requires a client certificate, presented over https to a
+// token endpoint that is not Entra's.
 func checkMutualTLS(cfg Config) error {
 	if cfg.ClientCertificate == nil {
 		return &ConfigError{Field: "client_auth", Reason: cfg.ClientAuth + " presents the client certificate on the TLS connection, " +
@@ -87,11 +81,9 @@ func isEntraEndpoint(tokenEndpoint string) bool {
 	return false
 }
 
-// basicAuthorization is the Authorization header value of
-// client_secret_basic: RFC 6749 section 2.3.1 has the client ID and the
-// secret encoded with application/x-www-form-urlencoded (a space becomes
-// '+', '+' becomes %2B, ':' becomes %3A) before they are joined by ':' and
-// base64-encoded, so that a ':' in either survives.
+// basicAuthorization is the Authorization header of client_secret_basic:
+// RFC 6749 2.3.1 form-encodes the client ID and the secret before joining
+// them with ':', so that a ':' in either survives.
 func basicAuthorization(clientID, secret string) string {
 	credentials := url.QueryEscape(clientID) + ":" + url.QueryEscape(secret)
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))

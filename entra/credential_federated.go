@@ -14,13 +14,11 @@ import (
 const maxFederatedTokenBytes = 64 << 10
 
 // ErrFederatedTokenUnavailable means the federated token file could not be
-// read or was empty. It is transient: the kubelet (or whatever writes the
-// file) may be rotating it.
+// read or was empty: transient, as its writer may be rotating it.
 var ErrFederatedTokenUnavailable = errors.New("entra: federated token file unavailable")
 
-// Environment variables read by WorkloadIdentityFromEnv, as azidentity's
-// WorkloadIdentityCredential and the azure-workload-identity webhook name
-// them.
+// Environment variables read by WorkloadIdentityFromEnv, as the
+// azure-workload-identity webhook sets them.
 const (
 	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
 	EnvClientID           = "AZURE_CLIENT_ID"
@@ -28,8 +26,8 @@ const (
 	EnvAuthorityHost      = "AZURE_AUTHORITY_HOST"
 )
 
-// federatedCredential sends the content of a file as the client assertion
-// (workload identity federation). The file is read for every request.
+// federatedCredential sends the content of a file, read for every request,
+// as the client assertion.
 type federatedCredential struct {
 	formCredential
 	path string
@@ -49,8 +47,8 @@ func (federatedCredential) kind() string { return "federated_token" }
 // every valid content is the same credential.
 func (f federatedCredential) fingerprint() string { return f.path }
 
-// readFederatedToken reads the token, trimmed of surrounding whitespace.
-// Errors name the path, never the content.
+// readFederatedToken reads the token, trimmed. Errors name the path, never
+// the content.
 func readFederatedToken(path string) (string, error) {
 	file, err := os.Open(path)
 	if err != nil {
@@ -75,25 +73,17 @@ func readFederatedToken(path string) (string, error) {
 }
 
 // WorkloadIdentityFromEnv returns the Config of a workload identity
-// (Caddyfile workload_identity) from the environment, as azidentity does:
-// AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID are
-// required, AZURE_AUTHORITY_HOST is optional (default DefaultAuthorityHost).
-// getenv is usually os.Getenv. A missing variable is a *ConfigError with
-// Field "workload_identity" naming the variable. The Config is not validated
-// further: NewClient does that.
+// (Caddyfile workload_identity) from the environment read by getenv, as
+// azidentity does: AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and
+// AZURE_TENANT_ID are required (a *ConfigError names the missing one),
+// AZURE_AUTHORITY_HOST is optional. NewClient validates the rest.
 func WorkloadIdentityFromEnv(getenv func(string) string) (Config, error) {
-	values := make(map[string]string, 3)
-	for _, name := range []string{EnvFederatedTokenFile, EnvClientID, EnvTenantID} {
-		value := strings.TrimSpace(getenv(name))
-		if value == "" {
+	values := make([]string, 3)
+	for i, name := range []string{EnvFederatedTokenFile, EnvClientID, EnvTenantID} {
+		if values[i] = strings.TrimSpace(getenv(name)); values[i] == "" {
 			return Config{}, &ConfigError{Field: "workload_identity", Reason: name + " is not set"}
 		}
-		values[name] = value
 	}
-	return Config{
-		TenantID:           values[EnvTenantID],
-		ClientID:           values[EnvClientID],
-		FederatedTokenFile: values[EnvFederatedTokenFile],
-		AuthorityHost:      strings.TrimSpace(getenv(EnvAuthorityHost)),
-	}, nil
+	return Config{TenantID: values[2], ClientID: values[1], FederatedTokenFile: values[0],
+		AuthorityHost: strings.TrimSpace(getenv(EnvAuthorityHost))}, nil
 }

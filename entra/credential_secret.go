@@ -8,9 +8,8 @@ import (
 	"net/url"
 )
 
-// secretCredential authenticates with a client secret: in the form body
-// (client_secret_post), or with basic in an HTTP Basic Authorization header
-// (client_secret_basic), never both.
+// secretCredential sends a client secret in the form body, or with basic in
+// an HTTP Basic Authorization header, never both.
 type secretCredential struct {
 	formCredential
 	secret string

@@ -12,20 +12,15 @@ import (
 )
 
 // ErrNoTenantToResolve is returned by Client.ResolveTenantID for a client
-// whose tenant needs no resolving: a tenant configured by ID, a managed
-// identity, or a token endpoint that names no tenant.
+// whose tenant is not configured by domain name.
 var ErrNoTenantToResolve = errors.New("entra: no tenant name to resolve")
 
-// maxDiscoveryBytes bounds the OpenID configuration document read (Entra's
-// is about 2 KB).
+// maxDiscoveryBytes bounds the OpenID configuration read (Entra's is 2 KB).
 const maxDiscoveryBytes = 64 << 10
 
 // TenantDiscoveryURL returns the URL of the OpenID configuration of the
-// client's tenant, {authority}/{tenant}/v2.0/.well-known/openid-configuration,
-// when the tenant is configured by domain name (tenant_id, or a token
-// endpoint shaped as Entra's); "" otherwise (a tenant ID, a managed
-// identity, another server's token endpoint). A process resolves each
-// such URL once (see ResolveTenantID).
+// client's tenant when it is configured by domain name (tenant_id, or a
+// token endpoint shaped as Entra's), "" otherwise.
 func (c *Client) TenantDiscoveryURL() string {
 	tenant := c.expectedTenant()
 	if tenant == "" || isGUID(tenant) {
@@ -38,15 +33,10 @@ func (c *Client) TenantDiscoveryURL() string {
 	return base + "/v2.0/.well-known/openid-configuration"
 }
 
-// ResolveTenantID resolves a tenant configured by domain name (e.g.
-// contoso.onmicrosoft.com) to the tenant's ID: it fetches
-// TenantDiscoveryURL, with the client's HTTP client and Config.Timeout on
-// top of ctx, and reads the tenant ID from the document's issuer (Entra's
-// v2.0 issuer is https://login.microsoftonline.com/{tenant ID}/v2.0; its
-// v1.0 one https://sts.windows.net/{tenant ID}/). It returns
-// ErrNoTenantToResolve when TenantDiscoveryURL is "", and an error naming
-// the cause (never a secret: the request carries none) when the document
-// cannot be had or names no tenant ID.
+// ResolveTenantID resolves a tenant configured by domain name to the
+// tenant's ID, read from the issuer of the document at TenantDiscoveryURL
+// (ErrNoTenantToResolve when there is none), fetched with the client's HTTP
+// client and Config.Timeout.
 func (c *Client) ResolveTenantID(ctx context.Context) (string, error) {
 	discoveryURL := c.TenantDiscoveryURL()
 	if discoveryURL == "" {
@@ -87,8 +77,8 @@ func (c *Client) ResolveTenantID(ctx context.Context) (string, error) {
 	return tenantID, nil
 }
 
-// issuerTenant returns the tenant ID an Entra issuer names: its first path
-// segment that is a GUID, lower case; "" for none.
+// issuerTenant returns the first path segment of issuer that is a GUID,
+// lower case.
 func issuerTenant(issuer string) string {
 	u, err := url.Parse(issuer)
 	if err != nil {
@@ -103,12 +93,9 @@ func issuerTenant(issuer string) string {
 }
 
 // LearnTenant takes the tenant's ID, a GUID, from a source as trusted as
-// the client's own token (the tenant's OpenID configuration, fetched from
-// the authority the client sends its tokens to), for an identity whose
-// tenant is configured by domain name and whose client is configured. It
-// returns an error when tenantID is not a GUID or the identity has no
-// tenant to learn; once learned, later calls change nothing and return
-// nil.
+// the client's own token (the tenant's OpenID configuration), for an
+// identity whose tenant is configured by domain name and whose client is
+// configured. Once learned, later calls change nothing.
 func (v *TokenIdentity) LearnTenant(tenantID string) error {
 	switch {
 	case !isGUID(tenantID):

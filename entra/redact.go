@@ -11,16 +11,14 @@ import (
 // token wherever a Token is formatted.
 const redactionMask = "[REDACTED]"
 
-// redactor removes secrets (a client secret, an assertion, a managed
-// identity header) from text an endpoint sent back, in the forms an echo
-// could take: as sent, query-escaped (as in the form body) and
-// path-escaped. A nil *redactor removes nothing.
+// redactor masks secrets in text an endpoint sent back, in the forms an
+// echo could take: as sent, query-escaped and path-escaped. A nil
+// *redactor masks nothing.
 type redactor struct {
 	forms []string // longest first, so a form containing another goes whole
 }
 
-// newRedactor returns a redactor for secrets (empty ones are ignored), nil
-// when there is none.
+// newRedactor returns a redactor of the non-empty secrets, nil for none.
 func newRedactor(secrets ...string) *redactor {
 	var forms []string
 	for _, secret := range secrets {
@@ -40,7 +38,6 @@ func newRedactor(secrets ...string) *redactor {
 	return &redactor{forms: forms}
 }
 
-// apply returns s with every form of every secret masked.
 func (r *redactor) apply(s string) string {
 	if r == nil {
 		return s
@@ -51,25 +48,22 @@ func (r *redactor) apply(s string) string {
 	return s
 }
 
-// sanitizeField keeps the first line of s, drops other control characters
-// and invalid UTF-8, and cuts it to at most max bytes on a rune boundary.
-// It masks r's secrets first: in s as given (a secret holding a line break or a control character), again once
-// the line is cleaned (an echo with control characters inside the secret),
-// and only then cuts to max, so that no part of a secret straddling the cut
-// survives.
+// sanitizeField keeps the first line of s without control characters and
+// invalid UTF-8, cut to max bytes on a rune boundary. It masks r's secrets
+// before (a secret holding a line break) and after cleaning (control
+// characters inside an echo), and only then cuts, so that no part of a
+// secret straddling the cut survives.
 func sanitizeField(s string, max int, r *redactor) string {
 	s = r.apply(s)
 	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
 		s = s[:i]
 	}
-	var b strings.Builder
-	for _, c := range s {
+	s = r.apply(strings.Map(func(c rune) rune {
 		if c == utf8.RuneError || c < ' ' || c == 0x7f || (c >= 0x80 && c < 0xa0) {
-			continue
+			return -1
 		}
-		b.WriteRune(c)
-	}
-	s = r.apply(b.String())
+		return c
+	}, s))
 	if len(s) > max {
 		cut := 0
 		for i, c := range s {

@@ -8,21 +8,19 @@ import (
 	"time"
 )
 
-// longestDuration is the longest delay a Retry-After parses to: what a
-// time.Duration holds, in whole seconds. How long to obey one is the
-// caller's policy (the token cache's backoff caps it).
+// longestDuration is the longest delay a Retry-After parses to, in whole
+// seconds; the caller caps how long it obeys one.
 const longestDuration = time.Duration(math.MaxInt64) / time.Second * time.Second
 
-// parseRetryAfter reads a Retry-After header: delta-seconds or an HTTP-date
-// (relative to now). It returns 0 when absent, malformed or in the past, and
-// longestDuration for a delay that a time.Duration cannot hold.
+// parseRetryAfter reads a Retry-After header, delta-seconds or an HTTP-date:
+// 0 when absent, malformed or past, longestDuration when too long to hold.
 func parseRetryAfter(header http.Header, now time.Time) time.Duration {
 	value := strings.TrimSpace(header.Get("Retry-After"))
 	if value == "" {
 		return 0
 	}
 	var d time.Duration
-	if isDigits(value) {
+	if strings.Trim(value, "0123456789") == "" {
 		secs, err := strconv.ParseUint(value, 10, 64)
 		if err != nil || secs > uint64(longestDuration/time.Second) {
 			return longestDuration // only overflow can fail: too many digits
@@ -37,13 +35,4 @@ func parseRetryAfter(header http.Header, now time.Time) time.Duration {
 		}
 	}
 	return max(d, 0)
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }

@@ -5,10 +5,8 @@ import (
 	"strings"
 )
 
-// expectedTenant is the tenant the client's tokens come from as configured:
-// tenant_id, or the tenant segment of a token endpoint shaped as Entra's
-// (/{tenant}/oauth2/v2.0/token or /{tenant}/oauth2/token); "" for a
-// managed identity or another server's token endpoint.
+// expectedTenant is tenant_id, else the tenant of a token endpoint shaped as
+// Entra's; "" for a managed identity or another server's token endpoint.
 func (c *Client) expectedTenant() string {
 	if c.CredentialType() == "managed_identity" {
 		return ""
@@ -20,9 +18,9 @@ func (c *Client) expectedTenant() string {
 	return tenant
 }
 
-// entraTenantBase splits a token endpoint shaped as Entra's into the URL of
-// its tenant ({authority}/{tenant}) and the tenant; "", "" for another
-// shape.
+// entraTenantBase splits a token endpoint shaped as Entra's
+// ({authority}/{tenant}/oauth2[/v2.0]/token) into {authority}/{tenant} and
+// the tenant; "", "" for another shape.
 func entraTenantBase(tokenEndpoint string) (base, tenant string) {
 	u, err := url.Parse(tokenEndpoint)
 	if err != nil || u.RawQuery != "" {
@@ -30,12 +28,10 @@ func entraTenantBase(tokenEndpoint string) (base, tenant string) {
 	}
 	path, ok := strings.CutSuffix(u.Path, "/oauth2/v2.0/token")
 	if !ok {
-		if path, ok = strings.CutSuffix(u.Path, "/oauth2/token"); !ok {
-			return "", ""
-		}
+		path, ok = strings.CutSuffix(u.Path, "/oauth2/token")
 	}
 	tenant = path[strings.LastIndex(path, "/")+1:]
-	if tenant == "" || checkTenantID(tenant) != "" {
+	if !ok || tenant == "" || checkTenantID(tenant) != "" {
 		return "", ""
 	}
 	u.Path, u.RawPath = path, ""

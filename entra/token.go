@@ -8,29 +8,17 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Token is an access token issued by the token endpoint.
-//
-// Formatting a Token or *Token with fmt (%v, %+v, %#v, %s, ...), logging it
-// with zap or encoding it to JSON never shows AccessToken (its JSON is a
-// one-way summary: it does not decode back into a usable Token). Use the
-// field only where the token must go.
+// Token is an access token issued by the token endpoint. Formatting it with
+// fmt (any verb), logging it with zap or encoding it to JSON (a one-way
+// summary) never shows AccessToken.
 type Token struct {
-	// AccessToken is the bearer token itself.
-	AccessToken string
-	// TokenType is "Bearer" (the only type accepted; also when the endpoint
-	// omitted token_type or spelled it in another case).
-	TokenType string
-	// ExpiresIn is the lifetime the endpoint announced (expires_in).
-	ExpiresIn time.Duration
-	// ExpiresAt is when the request was sent plus ExpiresIn: conservative, as
-	// the endpoint started the clock no earlier than that.
-	ExpiresAt time.Time
-	// ExtExpiresIn is Entra's ext_expires_in (extended lifetime during an
-	// outage); 0 when absent or malformed.
-	ExtExpiresIn time.Duration
-	// RefreshIn is Entra's refresh_in (when it recommends refreshing); 0 when
-	// absent or malformed.
-	RefreshIn time.Duration
+	AccessToken string        // the bearer token itself
+	TokenType   string        // always "Bearer", the only type accepted
+	ExpiresIn   time.Duration // expires_in
+	// ExpiresAt is when the request was sent plus ExpiresIn: conservative.
+	ExpiresAt    time.Time
+	ExtExpiresIn time.Duration // ext_expires_in (outage lifetime), 0 when absent or malformed
+	RefreshIn    time.Duration // refresh_in, 0 when absent or malformed
 }
 
 // String returns a summary of the token without the access token.
@@ -42,14 +30,13 @@ func (t Token) String() string {
 // GoString is String: %#v must not show the access token either.
 func (t Token) GoString() string { return t.String() }
 
-// Format makes every fmt verb print String, so no verb (%x, %q, %+v...)
-// reaches the access token through reflection.
+// Format makes every fmt verb print String, so that none reaches the access
+// token through reflection.
 func (t Token) Format(f fmt.State, verb rune) {
 	_, _ = f.Write([]byte(t.String()))
 }
 
-// MarshalLogObject lets zap log a Token (zap.Any, zap.Object) without the
-// access token.
+// MarshalLogObject lets zap log a Token without the access token.
 func (t Token) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("access_token", t.redactedToken())
 	enc.AddString("token_type", t.TokenType)
@@ -64,10 +51,8 @@ func (t Token) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// MarshalJSON encodes the token's metadata and never the access token,
-// which reads "[REDACTED]": a Token encoded into a log line, a debug
-// endpoint or an error body shows no secret. Durations are in seconds, as
-// the token endpoint gives them.
+// MarshalJSON encodes the token's metadata, durations in seconds, with the
+// access token as "[REDACTED]".
 func (t Token) MarshalJSON() ([]byte, error) {
 	type tokenJSON struct {
 		AccessToken  string    `json:"access_token"`

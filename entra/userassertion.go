@@ -11,32 +11,20 @@ import (
 // UserTokenRules are the local checks of ReadUserAssertion: which tenants'
 // users and which audiences an on-behalf-of application accepts.
 type UserTokenRules struct {
-	// TenantID is the application's tenant ID (a GUID, as tid carries it).
-	TenantID string
-	// AllowedTenants are the other tenants whose users may be exchanged.
-	// Default none.
-	AllowedTenants []string
-	// ClientID is the application's client ID: aud may be it or
-	// "api://<ClientID>".
-	ClientID string
-	// Audiences are the other accepted aud values (an App ID URI that is
-	// not api://<ClientID>). Default none.
-	Audiences []string
+	TenantID       string   // the application's tenant ID (a GUID)
+	AllowedTenants []string // other tenants whose users may be exchanged
+	ClientID       string   // aud may be it or "api://<ClientID>"
+	Audiences      []string // other accepted aud values (an App ID URI)
 }
 
 // UserAssertion is a user's access token that passed ReadUserAssertion's
-// checks: what Client.OnBehalfOf exchanges. Its claims name the user; the
-// token itself is kept unexported and never formatted, logged or encoded.
+// checks: what Client.OnBehalfOf exchanges. The token itself is unexported
+// and never formatted, logged or encoded.
 type UserAssertion struct {
-	// TenantID is tid, lower case: the user's tenant, whose authority the
-	// exchange goes to.
-	TenantID string
-	// ObjectID is oid, the user's object ID: the most a log may name.
-	ObjectID string
-	// Subject is sub.
-	Subject string
-	// ExpiresAt is exp: no token exchanged for it may be used later.
-	ExpiresAt time.Time
+	TenantID  string    // tid, lower case: the exchange goes to its authority
+	ObjectID  string    // oid, the user's object ID: the most a log may name
+	Subject   string    // sub
+	ExpiresAt time.Time // exp: no token exchanged for it may be used later
 
 	token string
 }
@@ -50,10 +38,7 @@ func (a UserAssertion) Format(f fmt.State, _ rune) {
 // UserTokenError is a user token refused by ReadUserAssertion. It names the
 // check that failed, never a claim's value or the token.
 type UserTokenError struct {
-	// Claim is the claim that failed ("exp", "tid", "aud"), "" when the
-	// token is not a JWT at all.
-	Claim string
-	// Reason says how it failed.
+	Claim  string // "exp", "tid" or "aud"; "" when it is not a JWT at all
 	Reason string
 }
 
@@ -67,18 +52,15 @@ func (e *UserTokenError) Error() string {
 }
 
 // MaxUserTokenBytes bounds the user tokens ReadUserAssertion accepts:
-// Entra's are a few KB (past 200 groups they name none), and a larger one
-// must not reach the token endpoint, where its refusal could pass for the
-// application's failure.
+// Entra's are a few KB, and a larger one must not reach the token endpoint,
+// where its refusal could pass for the application's failure.
 const MaxUserTokenBytes = 16 << 10
 
-// ReadUserAssertion checks an incoming user access token locally, before
-// any exchange, WITHOUT verifying its signature (Entra does that when it is
-// exchanged): at most MaxUserTokenBytes, a JWT with a JSON payload; exp
-// present and after now (no leeway); tid a GUID, the rules' tenant or one
-// of the allowed tenants (case insensitive); aud (any of them, when a list)
-// the client ID, api://<client ID> or one of the rules' audiences (a
-// trailing slash ignored). Failures are *UserTokenError.
+// ReadUserAssertion checks an incoming user access token locally, WITHOUT
+// verifying its signature (Entra does when it is exchanged): a JWT of at
+// most MaxUserTokenBytes, exp after now, tid one of the rules' tenants and
+// an aud the rules accept (case and a trailing slash ignored). Failures are
+// *UserTokenError.
 func ReadUserAssertion(token string, now time.Time, rules UserTokenRules) (*UserAssertion, error) {
 	if len(token) > MaxUserTokenBytes {
 		return nil, &UserTokenError{Reason: "is longer than 16 KiB"}
@@ -113,8 +95,8 @@ func ReadUserAssertion(token string, now time.Time, rules UserTokenRules) (*User
 	return &UserAssertion{TenantID: tid, ObjectID: claims.str("oid"), Subject: claims.str("sub"), ExpiresAt: exp.UTC(), token: token}, nil
 }
 
-// containsFold reports whether list holds s (no blank entry matches),
-// ignoring case and a trailing slash.
+// containsFold reports whether list holds s, ignoring case and a trailing
+// slash; a blank entry matches nothing.
 func containsFold(list []string, s string) bool {
 	return slices.ContainsFunc(list, func(v string) bool {
 		v = strings.TrimSuffix(strings.TrimSpace(v), "/")
