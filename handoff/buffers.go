@@ -2,13 +2,10 @@ package handoff
 
 import "sync"
 
-// smallBuffer is the most a connection keeps, between requests, of the
-// buffer that holds the bytes of a request it has not answered yet
-// (default 4 KiB): a request header fits in it. A request that does not
-// (a large header, a body read before its response) borrows a buffer of
-// maxPending bytes from largeBuffers and gives it back when its response
-// begins, so an idle keep-alive connection holds no large buffer, whatever
-// it sent before.
+// smallBuffer is the most a connection keeps between requests of its buffer
+// of unanswered bytes (4 KiB, a request header). A larger request borrows
+// a maxPending buffer from largeBuffers until its response begins, so that
+// an idle connection holds no large buffer, whatever it sent before.
 const smallBuffer = 4 << 10
 
 // largeBuffers holds buffers of maxPending bytes (*[]byte, empty).
@@ -18,8 +15,7 @@ var largeBuffers = sync.Pool{New: func() any {
 }}
 
 // appendPending appends b to c.pending, which must stay within maxPending;
-// c.mu is held. Its capacity stays within smallBuffer until it needs more,
-// when it moves to a pooled buffer.
+// c.mu is held.
 func (c *conn) appendPending(b []byte) {
 	n := len(c.pending) + len(b)
 	switch {
@@ -36,8 +32,7 @@ func (c *conn) appendPending(b []byte) {
 }
 
 // resetPending empties c.pending, giving a pooled buffer back; c.mu is
-// held. Nothing may keep a slice of c.pending past it (what leaves the
-// connection is cloned).
+// held. Nothing may keep a slice of c.pending past it.
 func (c *conn) resetPending() {
 	c.lineRead = false
 	if c.large == nil {

@@ -9,54 +9,46 @@ import (
 	"time"
 )
 
-// maxPending bounds the bytes a connection keeps of a request it has not
-// answered yet (default 64 KiB): a connection whose unanswered bytes exceed
-// it (a large header or body read before its response) is never handed off.
+// maxPending bounds the bytes kept of a request not answered yet (64 KiB):
+// a connection that reads more before its response is never handed off.
 const maxPending = 64 << 10
 
 // handoffGrace is how long a connection its server closed at a request
 // boundary waits, in the background, for the proof that the server stopped
-// (its View closed, or its Shutdown begun) before it is closed instead of
-// handed off (default 100 ms). net/http marks its Shutdown before it closes
-// its listeners and runs its Shutdown hooks in goroutines, so a server may
-// close a connection an instant before the proof comes.
+// (its View closed, or its Shutdown begun) before it is closed instead:
+// net/http marks its Shutdown before it closes its listeners and runs its
+// Shutdown hooks in goroutines, so the proof may come an instant later.
 var handoffGrace = 100 * time.Millisecond
 
 // conn follows the HTTP/1.1 exchange on one accepted connection closely
 // enough to know, when its server closes it, whether that server left it at
-// a request boundary. What it learns comes from the order of reads, writes
-// and deadline calls that net/http makes on it, and from its server's
-// ServerHooks (states net/http reports, the start of its Shutdown).
+// a request boundary: from the order of the reads, writes and deadlines
+// net/http sets on it, and from its server's ServerHooks. c.mu guards every
+// field below it.
 type conn struct {
 	net.Conn
 
 	mu   sync.Mutex
-	cond sync.Cond
-	view *View // the View whose server accepted it
+	cond sync.Cond // broadcast when a Read returns
+	view *View     // the View whose server accepted it
 
 	replay []byte // bytes read by a previous server, returned first
 	closed bool   // the server closed it: it no longer reads or writes
 	stash  []byte // bytes a Read got after the server closed it
 
-	// noHandoff is sticky: the connection is not plain HTTP/1 (TLS, HTTP/2,
-	// after a 101 or CONNECT, half-closed, hijacked), a write failed or fell
-	// short, requests were pipelined, or more than maxPending was read
-	// unanswered: it is never handed off.
+	// noHandoff is sticky: not plain HTTP/1 (TLS, HTTP/2, after a 101 or
+	// CONNECT), half-closed, hijacked, a write failed or fell short,
+	// pipelined, or more than maxPending read unanswered.
 	noHandoff bool
-	// everUsed: a byte was read or written on this connection.
-	everUsed bool
+	everUsed  bool // a byte was read or written
 
-	pending []byte // bytes read since the last write
-	// large is the pooled buffer pending uses, when it outgrew smallBuffer.
-	large *[]byte
-	// lineRead: pending holds the whole first line of its request, which
-	// was judged (an HTTP/1.x request line, or never handed off).
-	lineRead bool
-	// lastReadAt is where in pending the last read with data began.
-	lastReadAt int
-	reads      int  // Read calls that reached the socket
-	dataRead   int  // the value of reads at the last read with data
-	readFailed bool // the last Read returned an error (EOF, timeout)
+	pending    []byte  // bytes read since the last write
+	large      *[]byte // the pooled buffer of pending, when it outgrew smallBuffer
+	lineRead   bool    // pending holds the request's whole first line, judged
+	lastReadAt int     // where in pending the last read with data began
+	reads      int     // Read calls that reached the socket
+	dataRead   int     // reads at the last read with data
+	readFailed bool    // the last Read returned an error (EOF, timeout)
 
 	reading     bool // a Read is blocked in the socket
 	woken       bool // wakeIdleRead interrupted it
@@ -64,31 +56,25 @@ type conn struct {
 	writes      int
 
 	// completed: net/http reported the connection idle after the last
-	// response (it finished it normally and keeps the connection), or, with
-	// early set, that response is whole by its framing and a next request
-	// began before that report.
+	// response, or (with early) that response is whole by its framing and
+	// a next request began before that report.
 	completed bool
-	// aborted: the server set a read deadline in the past since the
-	// request began, as net/http does when it abandons a response.
-	aborted bool
+	aborted   bool // a read deadline in the past since the request began (net/http abandons a response)
 	// newRequest: bytes of a request were read after a finished response
 	// (or on a fresh connection) and its response has not begun.
 	newRequest bool
-	// hooks are the server's, when it has them (see ServerHooks). active:
-	// they reported the request being read as active, which net/http does
-	// before it can serve it. held: they held that request until the
-	// server's Shutdown began, so net/http's shutdown check drops it
-	// unanswered. early: bytes of a next request were read before net/http
-	// reported the response finished; until it does, no boundary.
+	// hooks are the server's, if any. active: they reported the request
+	// active, which net/http does before serving it. held: they held it
+	// until the server's Shutdown began, so net/http drops it unanswered.
+	// early: bytes of a next request were read before net/http reported the
+	// response finished; no boundary until it does.
 	hooks               *ServerHooks
 	active, held, early bool
-	// http11: the request being answered is HTTP/1.1.
-	http11 bool
-	// readDeadline is the read deadline the server last set.
-	readDeadline time.Time
+	http11              bool      // the request being answered is HTTP/1.1
+	readDeadline        time.Time // the server's last
 	// bodyLeft is how many bytes of the answered request's body were
-	// still unread when its response began, less those read since; -1
-	// when unknown (chunked, or no whole header).
+	// unread when its response began, less those read since; -1 when
+	// unknown (chunked, or no whole header).
 	bodyLeft int64
 	head     responseHead
 }
@@ -154,7 +140,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		// Woken for a move that could not happen (the newer View closed):
 		// the read deadline this server had set applies again.
 		_ = c.Conn.SetReadDeadline(c.readDeadline)
-		if n == 0 && isTimeout(err) {
+		if ne, ok := errors.AsType[net.Error](err); ok && n == 0 && ne.Timeout() {
 			c.mu.Unlock()
 			n, err = c.Read(p)
 			c.mu.Lock()
@@ -167,12 +153,8 @@ func (c *conn) Read(p []byte) (int, error) {
 }
 
 // midResponse reports whether a response has begun and not finished; c.mu
-// is held. Otherwise the connection is between two exchanges.
+// is held.
 func (c *conn) midResponse() bool { return !c.completed && c.writes > 0 }
-
-// answering reports whether the response to the current request has begun
-// and no byte of a next request has been read since; c.mu is held.
-func (c *conn) answering() bool { return c.writes > 0 && !c.newRequest }
 
 // waitsForRequest reports whether the server is between two exchanges and
 // has not read a whole request header since; c.mu is held.
@@ -184,7 +166,7 @@ func (c *conn) waitsForRequest() bool {
 }
 
 // moveToNewest hands the connection, with the bytes read so far and extra,
-// to the newest View, and closes this wrapper; c.mu is held.
+// to the newest View, closing this wrapper; c.mu is held.
 func (c *conn) moveToNewest(extra []byte) bool {
 	replay := append(bytes.Clone(c.pending), extra...)
 	if !c.view.handOff(c.Conn, replay) {
@@ -196,8 +178,8 @@ func (c *conn) moveToNewest(extra []byte) bool {
 	return true
 }
 
-// wakeIdleRead interrupts a Read that waits for a next request, so that it
-// hands the connection to the newest View.
+// wakeIdleRead interrupts a Read that waits for a next request, to hand the
+// connection to the newest View.
 func (c *conn) wakeIdleRead() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -207,18 +189,13 @@ func (c *conn) wakeIdleRead() {
 	}
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // recordRead notes b, just read; c.mu is held.
 func (c *conn) recordRead(b []byte) {
 	if len(b) == 0 {
 		return
 	}
 	c.everUsed = true
-	if c.answering() {
+	if c.writes > 0 && !c.newRequest { // the response began, no next request read since
 		if b = c.readAfterResponseBegan(b); len(b) == 0 {
 			return
 		}
@@ -240,14 +217,11 @@ func (c *conn) recordRead(b []byte) {
 	c.judgeLine()
 }
 
-// judgeLine decides, on every read until the first line of the request in
-// pending is whole, whether it is an HTTP/1.x request line; c.mu is held.
-// A line split across reads is followed to its end, so a connection whose
-// bytes stop looking like one (TLS, the HTTP/2 preface "PRI * HTTP/2.0",
-// anything else) is never handed off, however it was split. A connection
-// whose line is still incomplete (a "P" that may begin "POST" or "PRI")
-// may be handed off with the bytes it sent: the next server reads them
-// first, and nothing of it has been answered.
+// judgeLine decides, on every read until the request's first line is
+// whole, whether it is an HTTP/1.x request line, so that no split hides TLS
+// or the HTTP/2 preface; c.mu is held. A line still incomplete (a "P" that
+// may begin "POST" or "PRI") may be handed off: the next server reads its
+// bytes first, and nothing of it has been answered.
 func (c *conn) judgeLine() {
 	if c.lineRead {
 		return
@@ -258,26 +232,21 @@ func (c *conn) judgeLine() {
 	c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 }
 
-// readAfterResponseBegan notes b, read after the response to the current
-// request began, and returns what of it begins the next request; c.mu is
-// held. Bytes of the request's body (read late by a full-duplex handler, or
-// discarded by net/http after it) are taken off first: a body is never taken
-// for a request. What follows the body begins the next request when
-// net/http has reported the connection idle, or when the response is whole
-// by its framing: a client sends its next request as soon as it has the
-// response, and net/http's background read may get its first byte before it
-// reports the connection idle. Such early bytes give no boundary until it
-// does. Anything else (pipelining, a body of unknown length) leaves no
-// boundary to tell: the connection is never handed off.
+// readAfterResponseBegan notes b, read after the response began, and
+// returns what of it begins the next request; c.mu is held. The request's
+// remaining body bytes are taken off first: a body is never taken for a
+// request. What follows begins the next request once net/http reported the
+// connection idle, or early when the response is whole by its framing
+// (net/http's background read may get the next request's first byte before
+// it reports idle). Anything else (pipelining, a body of unknown length)
+// leaves no boundary: never handed off.
 func (c *conn) readAfterResponseBegan(b []byte) []byte {
 	if c.completed {
 		return b // net/http reuses a connection only once its request was read whole
 	}
-	if c.bodyLeft > 0 {
-		n := min(c.bodyLeft, int64(len(b)))
-		c.bodyLeft -= n
-		b = b[n:]
-	}
+	n := min(max(c.bodyLeft, 0), int64(len(b)))
+	c.bodyLeft -= n
+	b = b[n:]
 	if len(b) == 0 {
 		return nil
 	}
@@ -299,8 +268,7 @@ func (c *conn) Write(p []byte) (int, error) {
 	c.recordWrite(p)
 	c.mu.Unlock()
 	n, err := c.Conn.Write(p)
-	if err != nil || n < len(p) {
-		// The response did not leave whole, whatever net/http does next.
+	if err != nil || n < len(p) { // the response did not leave whole
 		c.mu.Lock()
 		c.noHandoff = true
 		c.mu.Unlock()
@@ -313,17 +281,14 @@ func (c *conn) recordWrite(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	if c.noHandoff {
-		// It is never handed off: keep nothing of what it writes (HTTP/2
-		// frames would fill the response header buffer).
+	if c.noHandoff { // keep nothing of what it writes (HTTP/2 frames...)
 		c.everUsed = true
 		c.writes++
 		c.head.buf = nil
 		c.resetPending()
 		return
 	}
-	if c.newRequest {
-		// The first write after reading a request: its response begins.
+	if c.newRequest { // its response begins
 		c.newRequest = false
 		line := requestLine(c.pending)
 		c.http11 = isHTTP11(line)
@@ -333,8 +298,8 @@ func (c *conn) recordWrite(p []byte) {
 		c.bodyLeft = unreadBody(c.pending)
 		c.head.reset(bytes.HasPrefix(line, []byte("HEAD ")))
 	}
-	// early: a response written after a next request began, before
-	// net/http reported the last one finished, is not net/http's own exchange.
+	// early: written after a next request began, before net/http reported
+	// the last response finished: not net/http's own exchange.
 	if c.head.feed(p) == headSwitching || c.early {
 		c.noHandoff = true
 	}
@@ -354,10 +319,9 @@ func (c *conn) SetDeadline(t time.Time) error {
 }
 
 // SetReadDeadline notes an abort (a deadline in the past) and the server's
-// deadline, and sets it.
+// deadline, and sets it under c.mu, so that it never lands on the
+// connection after Close handed it to another server.
 func (c *conn) SetReadDeadline(t time.Time) error {
-	// Set under c.mu, so that a deadline of this server's never lands on
-	// the connection after Close has handed it to another.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -371,7 +335,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 }
 
 // SetWriteDeadline sets the write deadline, unless the server has closed
-// the connection (which may be another server's by now).
+// the connection (which may be another's by now).
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -396,12 +360,11 @@ func (c *conn) CloseWrite() error {
 	return nil
 }
 
-// Close hands the connection to a newer server when this one's View is
-// closing and the exchange is at a request boundary; otherwise it closes it.
-// It never waits: net/http calls it holding its server's lock
-// (closeIdleConns). What needs waiting for (the proof that the server
-// stopped, the end of a read it wakes) is waited for in a goroutine, for at
-// most handoffGrace, which then hands the connection off or closes it.
+// Close hands the connection to a newer server when the exchange is at a
+// request boundary; otherwise it closes it. It never waits, as net/http
+// calls it holding its server's lock (closeIdleConns): the proof that the
+// server stopped, and the end of a read it wakes, are waited for in a
+// goroutine, for at most handoffGrace.
 func (c *conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -413,9 +376,7 @@ func (c *conn) Close() error {
 	replay, verdict := c.boundary()
 	c.resetPending()
 	reading := c.reading && verdict != notABoundary
-	if reading {
-		// An idle keep-alive read is blocked in the socket: wake it; what
-		// it got goes to the next server (see Read).
+	if reading { // wake an idle keep-alive read; what it gets goes to the next server
 		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
 	}
 	c.mu.Unlock()
@@ -423,14 +384,9 @@ func (c *conn) Close() error {
 		v.forget(c)
 	}
 	if v == nil || verdict == notABoundary || !v.hasNewer() {
-		// No newer View to take it (no reload, or the last config stops):
-		// closed at once, as a plain listener's would be.
-		return c.Conn.Close()
+		return c.Conn.Close() // as a plain listener's
 	}
 	// The proof that the server gave the connection up at that boundary.
-	// net/http runs its Shutdown hooks in goroutines it starts just before
-	// closing the connections it finds idle, and it marks its Shutdown
-	// before it closes its listeners: either may come an instant later.
 	stopped := v.closed
 	if verdict == boundaryOnShutdown {
 		stopped = hooks.shutdown
@@ -450,8 +406,8 @@ func (c *conn) Close() error {
 	return nil
 }
 
-// handOffOrClose hands the connection, closed by its server, with replay
-// and what a read woken by Close got, to v's newest View, or closes it.
+// handOffOrClose hands the connection, with replay and what a read woken by
+// Close got, to v's newest View, or closes it.
 func (c *conn) handOffOrClose(v *View, replay []byte) {
 	c.mu.Lock()
 	for c.reading {
@@ -472,8 +428,7 @@ func hasBody(header []byte) bool {
 }
 
 // unreadBody returns how many bytes of the body of the request in pending
-// are not in pending, or -1 when that is not known (a chunked body, no whole
-// header).
+// are not in it, -1 when unknown (chunked, no whole header).
 func unreadBody(pending []byte) int64 {
 	end := headerEnd(pending)
 	if end < 0 || folded(pending[:end]) || headerHasToken(pending[:end], "Transfer-Encoding", "chunked") {
@@ -482,8 +437,8 @@ func unreadBody(pending []byte) int64 {
 	return max(contentLength(pending[:end])-int64(len(pending)-end), 0)
 }
 
-// pipelined reports whether pending, read before the response to its
-// request began, holds more than that request; c.mu is held.
+// pipelined reports whether pending, read before the response began, holds
+// more than its request; c.mu is held.
 func (c *conn) pipelined() bool {
 	end := headerEnd(c.pending)
 	if end < 0 || len(c.pending) == end {
@@ -491,7 +446,7 @@ func (c *conn) pipelined() bool {
 	}
 	header := c.pending[:end]
 	if headerHasToken(header, "Transfer-Encoding", "chunked") {
-		return true // its end is not known here: assume the worst
+		return true // its end is not known: assume the worst
 	}
 	return int64(len(c.pending)) > int64(end)+max(contentLength(header), 0)
 }
@@ -500,61 +455,44 @@ func (c *conn) pipelined() bool {
 type verdict int
 
 const (
-	// notABoundary: the connection is closed.
-	notABoundary verdict = iota
-	// atBoundary: it is handed off, once its View is closed.
-	atBoundary
-	// boundaryOnShutdown: it is handed off, once its server's Shutdown has
-	// begun (ServerHooks), which proves the request read is dropped.
-	boundaryOnShutdown
+	notABoundary       verdict = iota // it is closed
+	atBoundary                        // handed off once its View is closed
+	boundaryOnShutdown                // handed off once its server's Shutdown began: the request read is dropped
 )
 
 // boundary reports whether the server left the exchange at a request
-// boundary, and the bytes already read that the next server must see; c.mu
-// is held. Only a server with ServerHooks hands connections off. The cases
-// follow net/http's conn.serve:
+// boundary, and the bytes read that the next server must see; c.mu is held.
+// Only a server with ServerHooks hands off. The cases follow net/http's
+// conn.serve:
 //
-//   - nothing read or written yet: a fresh connection;
-//   - a request held until the server's Shutdown began, which net/http drops
-//     right after;
-//   - a request (or its beginning) read and not yet reported active, which
-//     net/http does before it may serve one, when Shutdown closes the
-//     connection as idle;
-//   - a Read blocked after the last response, with no complete request
-//     header read since: an idle keep-alive connection (closeIdleConns);
-//   - once Shutdown has begun, a bodiless request header completed by the
-//     last read and nothing done since (no Read, no write, no read deadline
-//     in the past): net/http checks its Shutdown right after reporting the
-//     request active, and a bodiless request it serves is followed at once
-//     by its background read, whose abort (panic, hijack) sets a read
-//     deadline in the past. A request with a body is not handed off then: a
-//     handler may have acted on it without reading its body;
-//   - the last response reported finished (the connection idle), whole by
-//     its own framing, kept alive (HTTP/1.1 without "Connection: close"),
+//   - a fresh connection, closed in a Read by Shutdown (closeIdleConns);
+//   - a request held until the server's Shutdown began, dropped right after;
+//   - a request (or its beginning) read and not yet reported active, when
+//     Shutdown closes the connection as idle;
+//   - a Read blocked after the last response, no whole header read since:
+//     an idle keep-alive connection;
+//   - once Shutdown began, a bodiless request header completed by the last
+//     read and nothing since (no Read, write, or past read deadline):
+//     net/http checks its Shutdown right after reporting it active, and
+//     would follow a bodiless request it serves by a background read, whose
+//     abort sets a past deadline. Not with a body: a handler may have acted
+//     on it without reading the body;
+//   - the last response reported idle, whole by its framing, kept alive,
 //     its request read whole and nothing read since: the server stopped
 //     after a response it did not mark as the last.
 func (c *conn) boundary() ([]byte, verdict) {
-	if c.hooks == nil || c.noHandoff || c.early {
+	switch {
+	case c.hooks == nil, c.noHandoff, c.early:
 		return nil, notABoundary
-	}
-	if !c.everUsed {
-		// A fresh connection: net/http closes one that is still waiting for
-		// its first request only in Shutdown (closeIdleConns).
-		if c.reading {
-			return nil, atBoundary
-		}
+	case !c.everUsed && c.reading:
+		return nil, atBoundary
+	case !c.everUsed, c.midResponse():
 		return nil, notABoundary
-	}
-	if c.midResponse() {
-		return nil, notABoundary
-	}
-	if c.held {
+	case c.held:
 		return bytes.Clone(c.pending), atBoundary
-	}
-	if len(c.pending) > 0 && !looksLikeRequest(c.pending) {
+	case len(c.pending) > 0 && !looksLikeRequest(c.pending):
 		return nil, notABoundary
-	}
-	if !c.active && c.newRequest {
+	case !c.active && c.newRequest:
 		return bytes.Clone(c.pending), boundaryOnShutdown
 	}
 	requestEnd := headerEnd(c.pending)

@@ -8,25 +8,22 @@ import (
 	"time"
 )
 
-// holdLimit bounds how long a ServerHooks holds a request that a superseded
-// server has just read, waiting for that server's Shutdown to begin
-// (default 2 s). A reload stops the old configuration within milliseconds
-// of starting the new one; when it takes longer (Caddy's shutdown_delay),
-// the old server answers the request itself once the limit has passed.
+// holdLimit bounds how long ServerHooks holds a request a superseded server
+// has just read, waiting for its Shutdown to begin (2 s; a reload takes
+// milliseconds). Past it, with Caddy's shutdown_delay, the old server
+// answers the request itself.
 var holdLimit = 2 * time.Second
 
 // ServerHooks tells this package what only net/http knows about one
 // http.Server that serves Views: when it reports a connection active, idle
 // or hijacked, and when its Shutdown begins. Make one per server, call its
-// ConnState from the server's ConnState hook (chained with any other) and
-// register ShutdownBegun with the server's RegisterOnShutdown.
+// ConnState from the server's ConnState hook and register ShutdownBegun
+// with its RegisterOnShutdown.
 //
-// What it changes is in the package doc. The one gap the connection alone
-// cannot close: net/http reports StateActive after reading a request header
-// and right before its shutdown check, so while the server's View is
-// superseded ConnState holds the request there until the Shutdown begins
-// (the request is then handed, whole, to the newest View's server), the
-// View is the newest again (the reload failed), or holdLimit has passed.
+// net/http reports StateActive right before its shutdown check, so while
+// the server's View is superseded ConnState holds the request there until
+// the Shutdown begins (the request is then handed, whole, to the newest
+// View), the View is the newest again (a failed reload), or holdLimit.
 type ServerHooks struct {
 	once     sync.Once
 	shutdown chan struct{} // closed when the server's Shutdown begins
@@ -35,20 +32,17 @@ type ServerHooks struct {
 // NewServerHooks returns the hooks of one server.
 func NewServerHooks() *ServerHooks { return &ServerHooks{shutdown: make(chan struct{})} }
 
-// ShutdownBegun records that the server's Shutdown has begun; register it
-// with http.Server.RegisterOnShutdown. net/http marks its Shutdown before it
-// runs these functions, so from then on it serves no request it reads.
+// ShutdownBegun records that the server's Shutdown has begun (net/http
+// serves no request it reads from then on); register it with
+// http.Server.RegisterOnShutdown.
 func (h *ServerHooks) ShutdownBegun() { h.once.Do(func() { close(h.shutdown) }) }
 
-// shuttingDown reports whether ShutdownBegun was called.
 func (h *ServerHooks) shuttingDown() bool { return closedWithin(h.shutdown, 0) }
 
-// ConnState is the server's http.Server ConnState hook. Connections that
-// are not a View's (another listener's) are ignored; a View's connection is
-// found through the wrappers Caddy and its modules put around it (NetConn,
-// Raw, or an embedded net.Conn field). Such a wrapper must pass every byte
-// it reads on to net/http, not keep any back, as Caddy's h2c and TLS-state
-// wrappers do.
+// ConnState is the server's http.Server ConnState hook. A View's connection
+// is found through Caddy's wrappers (NetConn, Raw, an embedded net.Conn),
+// which must pass every byte they read on to net/http, as Caddy's h2c and
+// TLS-state wrappers do; other connections are ignored.
 func (h *ServerHooks) ConnState(nc net.Conn, state http.ConnState) {
 	c := unwrap(nc)
 	if c == nil {
@@ -63,8 +57,7 @@ func (h *ServerHooks) ConnState(nc net.Conn, state http.ConnState) {
 		c.headerRead(h)
 	case http.StateIdle:
 		c.idle()
-	case http.StateHijacked:
-		// The handler owns the connection: net/http reports nothing more.
+	case http.StateHijacked: // net/http reports nothing more
 		c.mu.Lock()
 		c.noHandoff = true
 		c.mu.Unlock()
@@ -93,16 +86,15 @@ func (c *conn) headerRead(h *ServerHooks) {
 }
 
 // idle notes that net/http finished the last response whole and keeps the
-// connection for a next request.
+// connection.
 func (c *conn) idle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.writes == 0 {
 		return // a fresh connection has nothing to finish
 	}
-	c.completed = true
-	c.early = false
-	c.readFailed = false // the background read's abort is not the client's
+	// The background read's abort was not the client's failure.
+	c.completed, c.early, c.readFailed = true, false, false
 	if c.bodyLeft > 0 {
 		c.noHandoff = true // net/http would not keep it: never here
 	}
@@ -110,10 +102,9 @@ func (c *conn) idle() {
 
 // awaitShutdown waits while v is superseded until its server's Shutdown
 // begins (h), v is the newest View again, or limit has passed. It reports
-// whether the Shutdown has begun.
+// whether the Shutdown has begun. Without a reload under way (every request
+// comes here), it takes no lock.
 func (v *View) awaitShutdown(h *ServerHooks, limit time.Duration) bool {
-	// Every request comes here; almost all find no reload under way, which
-	// takes no lock.
 	if h.shuttingDown() {
 		return true
 	}
@@ -144,16 +135,13 @@ func (v *View) awaitShutdown(h *ServerHooks, limit time.Duration) bool {
 	}
 }
 
-// maxWrapping bounds how many wrappers unwrap looks through.
-const maxWrapping = 8
-
 var netConnType = reflect.TypeFor[net.Conn]()
 
-// unwrap returns the View connection under nc, or nil. It goes through
-// wrappers by what they wrap, never by address, so it cannot return
-// another connection.
+// unwrap returns the View connection under nc (at most 8 wrappers deep), or
+// nil. It goes through wrappers by what they wrap, never by address, so it
+// cannot return another connection.
 func unwrap(nc net.Conn) *conn {
-	for range maxWrapping {
+	for range 8 {
 		switch x := nc.(type) {
 		case nil:
 			return nil
@@ -171,7 +159,7 @@ func unwrap(nc net.Conn) *conn {
 }
 
 // embeddedConn returns the net.Conn that nc's struct embeds as an exported
-// field (as caddyhttp's h2c and TLS-state wrappers do), or nil.
+// field, or nil.
 func embeddedConn(nc net.Conn) net.Conn {
 	v := reflect.ValueOf(nc)
 	if v.Kind() == reflect.Pointer {

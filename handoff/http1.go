@@ -5,17 +5,15 @@ import (
 	"strconv"
 )
 
-// maxHead bounds the bytes of a response header block kept to learn whether
-// the response keeps the connection alive (default 16 KiB); a longer block
-// counts as "Connection: close".
+// maxHead bounds the bytes kept of a response header block (16 KiB); a
+// longer block counts as "Connection: close".
 const maxHead = 16 << 10
 
 // looksLikeRequest reports whether b is, or begins, an HTTP/1.x request
-// line: a method token other than PRI, a space, a target, a space and
-// "HTTP/1.<digit>". A b that ends early is judged on the bytes it has, so
-// "P", "PR" and "PRI" still pass (they may begin PUT, POST or PRIVATE); once
-// the method token ends, "PRI" (the HTTP/2 connection preface, "PRI *
-// HTTP/2.0") never does.
+// line: a method token other than PRI (HTTP/2's preface), a space, a
+// target, a space and "HTTP/1.<digit>". A b that ends early is judged on
+// the bytes it has: "PRI" passes until its token ends (it may begin
+// PRIVATE).
 func looksLikeRequest(b []byte) bool {
 	i := 0
 	for i < len(b) && i < 32 && isTokenChar(b[i]) {
@@ -55,22 +53,17 @@ func looksLikeRequest(b []byte) bool {
 
 // isTokenChar reports whether c may appear in an HTTP token (RFC 9110 5.6.2).
 func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
 }
 
 // headerEnd returns the length of the header block at the start of b,
-// through the empty line that ends it, or -1 when b holds no complete block.
-// Lines may end in CRLF or, as net/http accepts, a bare LF.
+// through the empty line that ends it, or -1 when it is not whole. Lines may
+// end in CRLF or, as net/http accepts, a bare LF.
 func headerEnd(b []byte) int {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
-		}
+	for i, c := range b {
 		switch {
+		case c != '\n':
 		case i+1 < len(b) && b[i+1] == '\n':
 			return i + 2
 		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
@@ -92,14 +85,12 @@ func isHTTP11(line []byte) bool { return bytes.HasSuffix(line, []byte(" HTTP/1.1
 
 func isConnect(line []byte) bool { return bytes.HasPrefix(line, []byte("CONNECT ")) }
 
-// headSwitching is what responseHead.feed returns once it has seen a 101
-// (Switching Protocols) response.
+// headSwitching is what responseHead.feed returns for a 101 response.
 const headSwitching = 101
 
-// responseHead follows the response being written: it reads its header
-// block, past any 1xx interim responses, then counts its body, to learn
-// whether the response is complete by its own framing and keeps the
-// connection open.
+// responseHead follows the response being written (its header block, past
+// 1xx interim responses, then its body) to learn whether it is whole by its
+// own framing and keeps the connection open.
 type responseHead struct {
 	buf             []byte
 	done            bool // the final header block was read, or given up on
@@ -113,15 +104,19 @@ type responseHead struct {
 
 // reset starts following a new response; headRequest: it answers a HEAD.
 func (h *responseHead) reset(headRequest bool) {
-	buf := h.buf[:0]
-	if cap(buf) > smallBuffer {
-		buf = nil // a large header block's buffer is not kept
+	*h = responseHead{buf: h.emptyBuf(), connectionClose: true, noBody: headRequest, contentLength: -1}
+}
+
+// emptyBuf returns buf emptied, nil when it grew large (it is not kept).
+func (h *responseHead) emptyBuf() []byte {
+	if cap(h.buf) > smallBuffer {
+		return nil
 	}
-	*h = responseHead{buf: buf, connectionClose: true, noBody: headRequest, contentLength: -1}
+	return h.buf[:0]
 }
 
 // keepAlive reports whether the final response was written whole and keeps
-// the connection open.
+// the connection open (not delimited by its close).
 func (h *responseHead) keepAlive() bool {
 	if !h.done || h.connectionClose {
 		return false
@@ -131,10 +126,8 @@ func (h *responseHead) keepAlive() bool {
 		return h.bodyWritten == 0
 	case h.chunked:
 		return string(h.tail[:]) == "0\r\n\r\n"
-	case h.contentLength >= 0:
-		return h.bodyWritten == h.contentLength
 	}
-	return false // delimited by the close of the connection
+	return h.contentLength >= 0 && h.bodyWritten == h.contentLength
 }
 
 // body counts p, written after the final header block.
@@ -148,8 +141,8 @@ func (h *responseHead) body(p []byte) {
 	copy(h.tail[len(h.tail)-len(p):], p)
 }
 
-// feed reads p, the next bytes written, and returns headSwitching when they
-// complete a 101 response, 0 otherwise.
+// feed reads p, the next bytes written: headSwitching when they complete a
+// 101 response, else 0.
 func (h *responseHead) feed(p []byte) int {
 	if h.done {
 		h.body(p)
@@ -175,8 +168,7 @@ func (h *responseHead) feed(p []byte) int {
 		case status == 101:
 			h.done = true
 			return headSwitching
-		case status >= 100 && status < 200:
-			// An interim response: the final one follows.
+		case status >= 100 && status < 200: // interim: the final one follows
 			p = p[end-before:]
 			h.buf = h.buf[:0]
 		default:
@@ -185,18 +177,14 @@ func (h *responseHead) feed(p []byte) int {
 			h.noBody = h.noBody || status == 204 || status == 304
 			h.chunked = headerHasToken(block, "Transfer-Encoding", "chunked")
 			h.contentLength = contentLength(block)
-			h.buf = h.buf[:0] // keep no response bytes once they are judged
-			if cap(h.buf) > smallBuffer {
-				h.buf = nil // nor a large buffer
-			}
+			h.buf = h.emptyBuf() // keep no response bytes once judged
 			h.body(p[end-before:])
 		}
 	}
 	return 0
 }
 
-// statusCode returns the status code of a "HTTP/1.x NNN ..." header block,
-// or 0.
+// statusCode returns the status of a "HTTP/1.x NNN ..." header block, or 0.
 func statusCode(block []byte) int {
 	if len(block) < 12 || !bytes.HasPrefix(block, []byte("HTTP/1.")) || block[8] != ' ' {
 		return 0
@@ -211,8 +199,7 @@ func statusCode(block []byte) int {
 	return code
 }
 
-// headerValues calls yield with the value of each field of a header block
-// named name.
+// headerValues calls yield with the value of each field name of a block.
 func headerValues(block []byte, name string, yield func(value []byte)) {
 	_, fields, _ := bytes.Cut(block, []byte("\n")) // past the status line
 	for line := range bytes.Lines(fields) {
@@ -223,8 +210,8 @@ func headerValues(block []byte, name string, yield func(value []byte)) {
 	}
 }
 
-// headerHasToken reports whether a field named name of a header block lists
-// token (comma-separated, case-insensitive).
+// headerHasToken reports whether a field name of a block lists token
+// (comma-separated, case-insensitive).
 func headerHasToken(block []byte, name, token string) bool {
 	found := false
 	headerValues(block, name, func(value []byte) {
@@ -235,10 +222,9 @@ func headerHasToken(block []byte, name, token string) bool {
 	return found
 }
 
-// folded reports whether a header block continues a field on a line that
-// begins with a space or a tab (obsolete line folding). net/http joins such
-// lines to the field before, which the scans here do not: a block with one
-// is never judged by its fields.
+// folded reports whether a header block folds a line (one that begins with
+// a space or a tab), which net/http joins to the field before and the scans
+// here do not: such a block is never judged by its fields.
 func folded(block []byte) bool {
 	_, fields, _ := bytes.Cut(block, []byte("\n"))
 	for line := range bytes.Lines(fields) {
@@ -249,8 +235,8 @@ func folded(block []byte) bool {
 	return false
 }
 
-// contentLength returns the Content-Length of a header block, or -1 when it
-// has none or it does not parse.
+// contentLength returns the Content-Length of a header block, -1 for none
+// or unparsable.
 func contentLength(block []byte) int64 {
 	n := int64(-1)
 	headerValues(block, "Content-Length", func(value []byte) {

@@ -1,57 +1,27 @@
 // Package handoff keeps an HTTP/1.1 listening socket open across
 // configuration reloads and moves to the new server every connection that the
-// outgoing server would close without answering.
-//
-// A reload in Caddy starts the new configuration's servers, then shuts the old
-// ones down. With plain TCP listeners each configuration binds its own
-// SO_REUSEPORT socket, and two things lose requests at that moment:
-//
-//   - closing the old socket resets the connections still in its accept queue;
-//   - Go's net/http server, once Shutdown has begun, closes a connection whose
-//     request it has just read without answering it, and closes idle
-//     keep-alive connections that a client may be writing its next request to.
+// outgoing server would close without answering (docs/handoff.md).
 //
 // Listen returns a View of one socket per address, shared by every
-// configuration that listens there: the kernel socket is opened by the first
-// View and closed with the last, so a reload never closes it. Connections
-// accepted from it go to the newest open View. A connection that the server
-// of a closed View gives up at a request boundary (before reading a request,
-// after reading one it will not serve, or after a complete keep-alive
-// response) is not closed but handed, with the bytes already read, to the
-// newest View's server, which answers it. A connection is never handed off in
-// the middle of a response, after a protocol switch (101, CONNECT) or once
-// a request's first line, however split across reads, shows it is not
-// HTTP/1 (TLS, the HTTP/2 preface "PRI * HTTP/2.0"): those are closed as
-// before. With no newer View (no reload, or the last configuration
-// stopping), a connection is closed at once, as a plain listener's.
+// configuration that listens there: the socket is opened by the first View
+// and closed with the last, so a reload never resets its accept queue.
+// Connections accepted go to the newest open View. A connection that the
+// server of a closed View gives up at a request boundary (before reading a
+// request, after reading one it will not serve, or after a whole
+// keep-alive response) is handed, with the bytes already read, to the
+// newest View's server. Never in the middle of a response, after a protocol
+// switch, or once the request line shows it is not HTTP/1 (TLS, HTTP/2).
 //
-// What only net/http knows, ServerHooks tells this package: that it reports
-// a connection active (a request read, to be served unless its Shutdown has
-// begun), idle (a response finished whole) or hijacked, and that its
-// Shutdown has begun. A server with hooks is handed off only at boundaries
-// net/http reports itself: no handler that streams, clears its write
-// deadline, hijacks or aborts can pass for a finished exchange, and a
-// request read as a reload begins is held until the old server's Shutdown
-// begins, then answered by the new server. A request body is never taken
-// for a request: body bytes are counted by the request's Content-Length,
-// and a body whose end is not known (chunked, or a header that folds a
-// line) leaves no boundary. What a connection shows alone is not enough to
-// hand it off safely, so a server without hooks hands nothing off: it only
-// shares the socket, whose accept queue a reload then never resets.
+// ServerHooks tells what only net/http knows (a connection reported active,
+// idle or hijacked; its Shutdown begun); a server without hooks hands
+// nothing off, it only shares the socket. No request is served twice. One
+// window remains where a request can be lost: a whole reload between the
+// hooks reporting it active and net/http's shutdown check a few
+// instructions later (3 lost of 2.3 million requests in 460 runs of 20
+// server swaps; none in 26 runs of 6 Caddy reloads).
 //
-// No request is served twice. One window remains where a request can be
-// lost: the hooks report a request active while its View is still the
-// newest, and before net/http's shutdown check a few instructions later a
-// whole reload happens (the new configuration starts and the old one's
-// Shutdown begins). In Caddy that needs the goroutine to stop right there
-// for the milliseconds a reload takes; Caddy's shutdown_delay widens that
-// to the delay. Measured: 3 lost of about 2.3 million requests in 460 runs
-// of 20 server swaps under 8 clients, where a swap takes microseconds (the
-// 2 traced were in this window); none of 76,750 in 26 runs of 6 Caddy
-// reloads.
-//
-// The package knows nothing of Caddy; its subpackage caddyhandoff registers
-// it as the network "handoff", with the app that installs ServerHooks.
+// The package knows nothing of Caddy; caddyhandoff registers it as the
+// network "handoff", with the app that installs ServerHooks.
 package handoff
 
 import (
@@ -65,14 +35,11 @@ import (
 	"time"
 )
 
-// stats counts, for the whole process, connections handed off and
-// requests ServerHooks held until their server's Shutdown began.
 var stats struct{ handedOff, held atomic.Int64 }
 
-// Stats returns how many connections Views' servers gave up and were handed
+// Stats returns, since the process started, how many connections were handed
 // to a newer View, and how many requests ServerHooks held until their
-// server's Shutdown began (then answered by the newer one), since the
-// process started.
+// server's Shutdown began.
 func Stats() (handedOff, held int64) { return stats.handedOff.Load(), stats.held.Load() }
 
 // sockets holds the shared sockets by network and address.
@@ -106,13 +73,9 @@ func (s *socket) noteChange() {
 }
 
 // Listen returns a View of the listening socket for network and address,
-// opening it with lc when no open View of it exists. An address with port 0
-// always gets a socket of its own. The socket is closed when its last View
-// is closed.
+// opening it with lc when it has no open View (always for port 0).
 func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (*View, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
+	if !slices.Contains([]string{"tcp", "tcp4", "tcp6"}, network) {
 		return nil, errors.New("handoff: network " + network + " is not supported (want tcp, tcp4 or tcp6)")
 	}
 	key := network + "/" + address
@@ -164,11 +127,11 @@ func (s *socket) removeView(v *View) {
 	s.mu.Lock()
 	s.views = slices.DeleteFunc(s.views, func(open *View) bool { return open == v })
 	last := len(s.views) == 0
-	if last {
-		s.newest.Store(nil)
-	} else {
-		s.newest.Store(s.views[len(s.views)-1])
+	var newest *View
+	if !last {
+		newest = s.views[len(s.views)-1]
 	}
+	s.newest.Store(newest)
 	s.noteChange()
 	s.mu.Unlock()
 	if last {
@@ -179,9 +142,9 @@ func (s *socket) removeView(v *View) {
 	}
 }
 
-// acceptLoop accepts from the kernel socket until it is closed and gives
-// each connection to the newest View. It blocks while that View's server is
-// not accepting, so the kernel's queue applies backpressure as usual.
+// acceptLoop gives each connection accepted to the newest View, blocking
+// while its server is not accepting (the kernel's queue applies
+// backpressure), until the socket is closed.
 func (s *socket) acceptLoop() {
 	var delay time.Duration
 	for {
@@ -200,8 +163,7 @@ func (s *socket) acceptLoop() {
 	}
 }
 
-// deliver gives c to the newest open View, trying the next newest when the
-// chosen one closes first; with no View left it closes c.
+// deliver gives c to the newest open View; with none left it closes c.
 func (s *socket) deliver(c *conn) {
 	for {
 		v := s.newest.Load()
@@ -231,13 +193,6 @@ type View struct {
 	conns map[*conn]struct{} // the connections its server holds
 }
 
-// track adds c to the connections of v's server.
-func (v *View) track(c *conn) {
-	v.mu.Lock()
-	v.conns[c] = struct{}{}
-	v.mu.Unlock()
-}
-
 // forget removes c from the connections of v's server.
 func (v *View) forget(c *conn) {
 	v.mu.Lock()
@@ -246,8 +201,7 @@ func (v *View) forget(c *conn) {
 }
 
 // superseded wakes the reads of v's server that wait for a next request, so
-// that their connections move to the newer View before v's server is shut
-// down: from now on it reads no new request.
+// that their connections move to the newer View: it reads no new request.
 func (v *View) superseded() {
 	v.mu.Lock()
 	conns := slices.Collect(maps.Keys(v.conns))
@@ -274,7 +228,9 @@ func (v *View) Accept() (net.Conn, error) {
 	select {
 	case c := <-v.incoming:
 		c.(*conn).attach(v)
-		v.track(c.(*conn))
+		v.mu.Lock()
+		v.conns[c.(*conn)] = struct{}{}
+		v.mu.Unlock()
 		return c, nil
 	case <-v.closed:
 		return nil, v.closedError()
@@ -286,7 +242,7 @@ func (v *View) closedError() error {
 }
 
 // Close stops this View's Accept. Connections it accepted stay with its
-// server, or move to a newer View when that server gives them up unanswered.
+// server, or move to a newer View when it gives them up unanswered.
 func (v *View) Close() error {
 	v.once.Do(func() {
 		v.isClosed.Store(true)
@@ -299,20 +255,18 @@ func (v *View) Close() error {
 // Addr returns the socket's address.
 func (v *View) Addr() net.Addr { return v.socket.ln.Addr() }
 
-// HandedOff returns how many connections this View's server gave up and this
-// package moved to a newer View.
+// HandedOff returns how many connections this View's server gave up to a
+// newer View.
 func (v *View) HandedOff() int64 { return v.handoffs.Load() }
 
-// handOff moves the connection under c to the newest open View, with replay
-// as the first bytes it reads. It reports false, leaving c alone, when no
-// other View is open.
+// handOff moves underlying to the newest open View, with replay as the first
+// bytes it reads; false, leaving it alone, when no other View is open.
 func (v *View) handOff(underlying net.Conn, replay []byte) bool {
 	if !v.hasNewer() {
 		return false
 	}
 	v.handoffs.Add(1)
 	stats.handedOff.Add(1)
-	// The connection keeps none of the old server's deadlines.
 	_ = underlying.SetDeadline(time.Time{})
 	go v.socket.deliver(newConn(underlying, replay))
 	return true

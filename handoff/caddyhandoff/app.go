@@ -1,9 +1,7 @@
-// Package caddyhandoff makes the handoff package a Caddy feature of its own:
-// the listener network "handoff" (`bind handoff/127.0.0.1`), and the app
-// "handoff" (the Caddyfile global option `handoff`) that gives every http
-// server listening on that network the ServerHooks without which no
-// connection is handed off. A config that listens on handoff/ without the
-// app is refused at load, naming what to add.
+// Package caddyhandoff makes the handoff package a Caddy feature: the
+// listener network "handoff" (`bind handoff/127.0.0.1`), and the app
+// "handoff" (global option `handoff`) that gives every http server
+// listening on it the ServerHooks without which nothing is handed off.
 package caddyhandoff
 
 import (
@@ -23,19 +21,13 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
-// App is the handoff app. While the config is provisioned, before any
-// server starts, it gives each server of the http app that listens on a
-// handoff/ address a handoff.ServerHooks: its ConnState and shutdown hooks
-// tell the handoff package what only net/http knows (a response finished,
-// a connection hijacked, a request read as a reload begins, the server's
-// Shutdown begun). Caddy applies those hooks to a server before it listens,
-// which is why a listener cannot install them. The app has no options.
-//
-// Its metrics, on the config's registry: caddy_handoff_connections_total
-// and caddy_handoff_held_requests_total.
+// App is the handoff app, without options. At provisioning it gives each
+// http server that listens on a handoff/ address a handoff.ServerHooks
+// (Caddy applies a server's hooks before it listens, so a listener cannot).
+// Its metrics: caddy_handoff_connections_total and
+// caddy_handoff_held_requests_total.
 type App struct {
-	// hooked are the handoff/ listen addresses of the servers it hooked.
-	hooked map[caddy.NetworkAddress]bool
+	hooked map[caddy.NetworkAddress]bool // the handoff/ addresses of the servers hooked
 	logger *zap.Logger
 }
 
@@ -59,8 +51,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("getting the http app: %v", err)
 	}
-	// The http app is provisioned: its listen addresses have their
-	// placeholders replaced.
+	// The http app is provisioned: its placeholders are replaced.
 	for name, srv := range httpApp.(*caddyhttp.App).Servers {
 		var addresses []caddy.NetworkAddress
 		for _, listen := range srv.Listen {
@@ -96,8 +87,8 @@ func (a *App) Start() error {
 // Stop does nothing: the sockets belong to the servers' listeners.
 func (*App) Stop() error { return nil }
 
-// collectors are the app's metrics, made once per process and registered
-// on each config's registry, so that they carry over reloads.
+// collectors are made once per process and registered on each config's
+// registry, so that they carry over reloads.
 var collectors = sync.OnceValue(func() []prometheus.Collector {
 	const ns, sub = "caddy", "handoff"
 	return []prometheus.Collector{
@@ -112,8 +103,6 @@ var collectors = sync.OnceValue(func() []prometheus.Collector {
 	}
 })
 
-// registerMetrics registers the collectors on registry; a collector
-// already there is fine.
 func registerMetrics(registry *prometheus.Registry) error {
 	if registry == nil {
 		return nil

@@ -10,8 +10,7 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("handoff", parseGlobalOption)
 }
 
-// parseGlobalOption parses the handoff global option into the handoff app.
-// Syntax, with no arguments and no block:
+// parseGlobalOption parses the handoff global option, without arguments:
 //
 //	handoff
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {

@@ -13,28 +13,19 @@ import (
 )
 
 // Network is the network name under which Caddy listens through the
-// handoff package: `bind handoff/127.0.0.1` in a site block. Its TCP socket
-// stays open across config reloads, and connections the old config's
-// server gives up at a request boundary are answered by the new one. Plain
-// HTTP/1.1 only: TLS and HTTP/2 connections are served but never handed off.
+// handoff package: `bind handoff/127.0.0.1`. TLS and HTTP/2 connections are
+// served but never handed off.
 const Network = "handoff"
 
 func init() {
 	caddy.RegisterNetwork(Network, listen)
 }
 
-// listen is the caddy.ListenerFunc of Network.
-//
-// It refuses an address without a host: Caddy passes an empty host for
-// `bind handoff/` (or `handoff/{$VAR}` with VAR set but empty), which the
-// operating system takes as every interface. A sidecar meant for loopback
-// would then serve the network, so a wildcard has to be written out:
-// `handoff/0.0.0.0` or `handoff/[::]`.
-//
-// It refuses an address whose server the handoff app did not hook (the app
-// is not in the config, or the address is not an http server's): such a
-// server would only share the socket and hand nothing off, losing the
-// requests that the operator chose handoff/ to keep.
+// listen is the caddy.ListenerFunc of Network. It refuses an address
+// without a host (`bind handoff/`), which would listen on every interface:
+// a sidecar meant for loopback would serve the network. It refuses an
+// address whose server the handoff app did not hook, which would hand
+// nothing off.
 func listen(ctx context.Context, _, host, portRange string, portOffset uint, cfg net.ListenConfig) (any, error) {
 	if host == "" {
 		return nil, fmt.Errorf("%s network: an address without a host would listen on every interface: "+
@@ -55,8 +46,8 @@ func listen(ctx context.Context, _, host, portRange string, portOffset uint, cfg
 	return handoff.Listen(ctx, "tcp", net.JoinHostPort(host, port), cfg)
 }
 
-// checkHooked returns an error unless the handoff app of the config being
-// started (ctx) hooked the server that listens on address.
+// checkHooked returns an error unless the handoff app of ctx's config hooked
+// the server that listens on address.
 func checkHooked(ctx context.Context, address caddy.NetworkAddress) error {
 	caddyCtx, ok := ctx.(caddy.Context)
 	if !ok {
