@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/uuid"
 	"go.step.sm/crypto/pemutil"
 	"software.sslmate.com/src/go-pkcs12"
 )
@@ -149,15 +149,15 @@ func (c *certificateCredential) newRequest(ctx context.Context, tr tokenRequest)
 // assertion returns a newly signed client assertion for audience.
 func (c *certificateCredential) assertion(now time.Time, audience string) (string, error) {
 	signer, _ := c.reload()
-	jti := make([]byte, 16)
-	if _, err := rand.Read(jti); err != nil {
+	jti, err := uuid.NewRandom() // a version-4 UUID, as Entra's own libraries make the jti
+	if err != nil {
 		return "", fmt.Errorf("%w: %v", errAssertionSigning, err)
 	}
 	claims := josejwt.Claims{
 		Issuer:    c.clientID,
 		Subject:   c.clientID,
 		Audience:  josejwt.Audience{audience},
-		ID:        formatUUID(jti),
+		ID:        jti.String(),
 		IssuedAt:  josejwt.NewNumericDate(now),
 		NotBefore: josejwt.NewNumericDate(now),
 		Expiry:    josejwt.NewNumericDate(now.Add(AssertionLifetime)),
@@ -326,30 +326,27 @@ func parsePrivateKeyBlock(block *pem.Block, password string) (*rsa.PrivateKey, e
 			return nil, errors.New("decrypting private key: wrong password or unsupported encryption")
 		}
 	}
+	var key any
+	var err error
+	format := "PKCS#8 private key"
 	switch block.Type {
 	case "RSA PRIVATE KEY":
-		key, err := x509.ParsePKCS1PrivateKey(der)
-		if err != nil {
-			if encrypted {
-				return nil, errors.New("decrypting private key: wrong password")
-			}
-			return nil, errors.New("parsing PKCS#1 RSA private key failed")
-		}
-		return key, nil
+		key, err = x509.ParsePKCS1PrivateKey(der)
+		format = "PKCS#1 RSA private key"
 	case "PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
-		parsed, err := x509.ParsePKCS8PrivateKey(der)
-		if err != nil {
-			if encrypted {
-				return nil, errors.New("decrypting private key: wrong password")
-			}
-			return nil, errors.New("parsing PKCS#8 private key failed")
-		}
-		return rsaPrivateKey(parsed)
+		key, err = x509.ParsePKCS8PrivateKey(der)
 	case "EC PRIVATE KEY":
 		return nil, errors.New("private key is ECDSA; Entra ID certificate credentials need an RSA key")
 	default:
 		return nil, fmt.Errorf("%s is not supported; use a PEM RSA key (PKCS#1 or PKCS#8)", strings.ToLower(block.Type))
 	}
+	switch {
+	case err != nil && encrypted:
+		return nil, errors.New("decrypting private key: wrong password")
+	case err != nil:
+		return nil, errors.New("parsing " + format + " failed")
+	}
+	return rsaPrivateKey(key)
 }
 
 // rsaPrivateKey accepts RSA keys only, naming the type of any other.
@@ -374,13 +371,4 @@ func assertionAudience(endpoint string) string {
 	}
 	u.RawQuery, u.ForceQuery, u.Fragment = "", false, ""
 	return u.String()
-}
-
-// formatUUID formats 16 random bytes as a version-4 UUID, as Entra's own
-// libraries make the jti.
-func formatUUID(b []byte) string {
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
