@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // ErrUnverifiableToken means a token cannot be checked against an identity:
@@ -218,25 +220,8 @@ func quoteClaim(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// isGUID reports whether s is a GUID (8-4-4-4-12 hex digits).
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if r != '-' {
-				return false
-			}
-		default:
-			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
-}
+// isGUID reports whether s is a GUID in its 8-4-4-4-12 form.
+func isGUID(s string) bool { return len(s) == 36 && uuid.Validate(s) == nil }
 
 // CheckAudience returns a *TokenMismatchError when accessToken's aud names
 // another resource than scopes' "<resource>/.default". A GUID aud (v2.0

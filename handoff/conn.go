@@ -281,10 +281,10 @@ func (c *conn) recordWrite(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	if c.noHandoff { // keep nothing of what it writes (HTTP/2 frames...)
-		c.everUsed = true
-		c.writes++
-		c.head.buf = nil
+	c.everUsed = true
+	c.writes++
+	if c.noHandoff {
+		c.head.buf = nil // keep nothing of what it writes (HTTP/2 frames...)
 		c.resetPending()
 		return
 	}
@@ -303,10 +303,7 @@ func (c *conn) recordWrite(p []byte) {
 	if c.head.feed(p) == headSwitching || c.early {
 		c.noHandoff = true
 	}
-	c.everUsed = true
-	c.held = false
-	c.writes++
-	c.completed = false
+	c.held, c.completed = false, false
 	c.resetPending()
 }
 
