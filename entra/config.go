@@ -150,16 +150,13 @@ func NewClient(cfg Config) (*Client, error) {
 		return &Client{cfg: cfg, tokenEndpoint: mi.endpoint, source: mi}, nil
 	}
 
-	if strings.TrimSpace(cfg.ClientID) == "" {
+	switch {
+	case strings.TrimSpace(cfg.ClientID) == "":
 		return nil, &ConfigError{Field: "client_id", Reason: "is required"}
-	}
-	if hasControlOrSpace(cfg.ClientID) {
+	case hasControlOrSpace(cfg.ClientID):
 		return nil, &ConfigError{Field: "client_id", Reason: "must not contain spaces or control characters"}
-	}
-	if cfg.TenantID != "" {
-		if reason := checkTenantID(cfg.TenantID); reason != "" {
-			return nil, &ConfigError{Field: "tenant_id", Reason: reason}
-		}
+	case cfg.TenantID != "" && checkTenantID(cfg.TenantID) != "":
+		return nil, &ConfigError{Field: "tenant_id", Reason: checkTenantID(cfg.TenantID)}
 	}
 	endpoint, err := resolveTokenEndpoint(cfg)
 	if err != nil {
@@ -179,24 +176,17 @@ func NewClient(cfg Config) (*Client, error) {
 	case cfg.ClientSecret != "":
 		source = secretCredential{formCredential: form, secret: cfg.ClientSecret, basic: cfg.ClientAuth == ClientAuthBasic}
 	case cfg.ClientCertificate != nil && isMutualTLS(cfg.ClientAuth):
-		base, checkRedirect, err := mutualTLSBase(callerClient)
-		if err != nil {
-			return nil, err
+		var cred *tlsCredential
+		if cred, err = newTLSCredential(*cfg.ClientCertificate, form, callerClient); err == nil {
+			source, cfg.HTTPClient = cred, cred.client
 		}
-		cred, err := newTLSCredential(*cfg.ClientCertificate, form, base)
-		if err != nil {
-			return nil, err
-		}
-		cfg.HTTPClient = &http.Client{Transport: cred.transport, CheckRedirect: checkRedirect}
-		source = cred
 	case cfg.ClientCertificate != nil:
-		cred, err := newCertificateCredential(*cfg.ClientCertificate, form)
-		if err != nil {
-			return nil, err
-		}
-		source = cred
+		source, err = newCertificateCredential(*cfg.ClientCertificate, form)
 	case cfg.FederatedTokenFile != "":
 		source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
+	}
+	if err != nil {
+		return nil, err
 	}
 	return &Client{cfg: cfg, tokenEndpoint: endpoint, source: source, claims: claims}, nil
 }

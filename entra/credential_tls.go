@@ -15,16 +15,22 @@ type tlsCredential struct {
 	formCredential
 	*certificateFiles[*tls.Certificate]
 	transport *http.Transport // the identity's own, which presents the certificate
+	client    *http.Client    // sends through transport
 }
 
 // newTLSCredential loads the certificate and makes the identity's own
-// transport from base (cloned).
-func newTLSCredential(files CertificateCredential, form formCredential, base *http.Transport) (*tlsCredential, error) {
+// client from caller's (see mutualTLSBase).
+func newTLSCredential(files CertificateCredential, form formCredential, caller *http.Client) (*tlsCredential, error) {
+	base, checkRedirect, err := mutualTLSBase(caller)
+	if err != nil {
+		return nil, err
+	}
 	f, err := loadCertificateFiles(files, newTLSCertificate)
 	if err != nil {
 		return nil, err
 	}
 	c := &tlsCredential{formCredential: form, certificateFiles: f, transport: base.Clone()}
+	c.client = &http.Client{Transport: c.transport, CheckRedirect: checkRedirect}
 	if c.transport.TLSClientConfig == nil {
 		c.transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
