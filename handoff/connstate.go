@@ -70,16 +70,14 @@ func (h *ServerHooks) ConnState(nc net.Conn, state http.ConnState) {
 func (c *conn) headerRead(h *ServerHooks) {
 	c.mu.Lock()
 	c.hooks, c.active, c.held = h, true, false
-	v := c.view
-	if c.closed || c.noHandoff || v == nil {
-		c.mu.Unlock()
+	v, skip := c.view, c.closed || c.noHandoff || c.view == nil
+	c.mu.Unlock()
+	if skip || !v.awaitShutdown(h, holdLimit) {
 		return
 	}
-	c.mu.Unlock()
-	dropped := v.awaitShutdown(h, holdLimit)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if dropped && !c.closed {
+	if !c.closed {
 		c.held = true
 		stats.held.Add(1)
 	}
@@ -102,34 +100,24 @@ func (c *conn) idle() {
 
 // awaitShutdown waits while v is superseded until its server's Shutdown
 // begins (h), v is the newest View again, or limit has passed. It reports
-// whether the Shutdown has begun. Without a reload under way (every request
-// comes here), it takes no lock.
+// whether the Shutdown has begun. Without a reload under way, the case of
+// almost every request, it takes no lock.
 func (v *View) awaitShutdown(h *ServerHooks, limit time.Duration) bool {
-	if h.shuttingDown() {
-		return true
+	if begun := h.shuttingDown(); begun || v.isNewest() {
+		return begun
 	}
-	if v.isNewest() {
-		return false
-	}
-	var timeout <-chan time.Time
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
 	for {
 		changed := v.socket.viewsChanged()
-		if h.shuttingDown() {
-			return true
-		}
-		if v.isNewest() {
-			return false
-		}
-		if timeout == nil {
-			timer := time.NewTimer(limit)
-			defer timer.Stop()
-			timeout = timer.C
+		if begun := h.shuttingDown(); begun || v.isNewest() {
+			return begun
 		}
 		select {
 		case <-h.shutdown:
 			return true
 		case <-changed:
-		case <-timeout:
+		case <-timer.C:
 			return h.shuttingDown()
 		}
 	}
