@@ -14,13 +14,10 @@ import (
 )
 
 // PermanentFailure reports whether retrying the same request cannot help
-// until the configuration changes: the permanent OAuth errors of
-// oauthCodes, every AADSTS code of aadstsCodes, other 400/401/403 answers,
-// and a request that cannot be made (ErrNoScope, ErrManagedIdentityScope,
-// ErrOnBehalfOf). Everything else is transient: 408, 429, 5xx,
-// temporarily_unavailable, other statuses (IMDS answers 404 and 410 while
-// it starts), network errors, malformed 2xx answers, an unavailable
-// federated token file.
+// until the configuration changes: the permanent codes of oauthCodes and
+// aadstsCodes, other 400/401/403 answers, and a request that cannot be
+// made. 408, 429, 5xx, other statuses (IMDS answers 404 and 410 while it
+// starts), network errors and malformed 2xx answers are transient.
 func (e *RequestError) PermanentFailure() bool {
 	switch {
 	case e.Code == "temporarily_unavailable", e.StatusCode == http.StatusRequestTimeout,

@@ -26,11 +26,9 @@ type Client struct {
 	claims        string // the claims parameter of Config.ClientCapabilities, "" for none
 }
 
-// CredentialFingerprint identifies the credential in use now, so that
-// failures can be told apart by credential: a SHA-256 of the client secret
-// or of the certificate files' content (it changes on rotation), the
-// federated token file's path, or the managed identity. A digest of a
-// secret all the same: do not log it.
+// CredentialFingerprint identifies the credential in use now (it changes on
+// rotation), so that failures can be told apart by credential. A digest of
+// a secret all the same: do not log it.
 func (c *Client) CredentialFingerprint() string {
 	return c.source.kind() + "\n" + c.source.fingerprint()
 }
@@ -59,11 +57,9 @@ func (c *Client) SystemAssigned() bool {
 	return ok && mi.selector == selectNone
 }
 
-// CacheKey returns what makes this client's tokens distinct, one field per
-// line, for a cache key (the caller adds the scopes): the endpoint, tenant,
-// client ID, the managed identity's selector and a hash of the
-// token_request_params. It holds no secret and does not change when a
-// credential is rotated.
+// CacheKey returns what makes this client's tokens distinct, for a cache key
+// (the caller adds the scopes). It holds no secret and does not change when
+// a credential is rotated.
 func (c *Client) CacheKey() string {
 	parts := append([]string{c.tokenEndpoint, c.cfg.TenantID, c.cfg.ClientID}, c.source.cacheKeyLines()...)
 	if len(c.cfg.ExtraParams) > 0 {
@@ -77,10 +73,8 @@ func (c *Client) CacheKey() string {
 }
 
 // Token requests a client-credentials access token for scopes (for Entra,
-// one "{resource}/.default" scope; a managed identity takes exactly one).
-// The request is bounded by Config.Timeout on top of ctx. Every failure is
-// a *RequestError, whose Err wraps the context's error when it was cut
-// short.
+// one "{resource}/.default"), bounded by Config.Timeout. Every failure is a
+// *RequestError.
 func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	return c.send(ctx, tokenRequest{endpoint: c.tokenEndpoint, scope: joinScopes(scopes),
 		grant: url.Values{"grant_type": {"client_credentials"}}})
@@ -131,10 +125,8 @@ func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []s
 }
 
 // AuthorizeEndpoint returns the authorization endpoint of tenantID under
-// the client's authority (Config.TokenEndpoint with "/token" replaced by
-// "/authorize" when set), where a user answers a claims challenge or
-// consents. It is "" for a managed identity, an unsafe tenant ID, or a
-// token endpoint that does not end in "/token".
+// the client's authority, where a user answers a claims challenge or
+// consents; "" when there is none.
 func (c *Client) AuthorizeEndpoint(tenantID string) string {
 	if c.CredentialType() == "managed_identity" || checkTenantID(tenantID) != "" {
 		return ""

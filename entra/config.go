@@ -29,8 +29,7 @@ const DefaultAuthorityHost = "https://login.microsoftonline.com"
 // DefaultTimeout is the per-request timeout when Config.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
 
-// MaxResponseBytes is the largest token response body read (1 MiB); a
-// larger body fails the request.
+// MaxResponseBytes is the largest token response body read (1 MiB).
 const MaxResponseBytes = 1 << 20
 
 // SovereignAuthorityHosts are the authority hosts of the Entra ID national
@@ -46,8 +45,7 @@ var SovereignAuthorityHosts = map[string]string{
 // credential must be set: ClientSecret, ClientCertificate,
 // FederatedTokenFile or ManagedIdentity.
 type Config struct {
-	// TenantID is the tenant ID or a verified domain name: a single path
-	// segment of letters, digits, '.', '-' and '_'. Required unless
+	// TenantID is the tenant ID or a verified domain name. Required unless
 	// TokenEndpoint or ManagedIdentity is set.
 	TenantID string
 
@@ -58,10 +56,8 @@ type Config struct {
 	// ClientSecret is the client secret value (not its ID).
 	ClientSecret string
 
-	// ClientAuth is how the credential is presented (Caddyfile
-	// client_auth): ClientAuthPost, ClientAuthBasic, ClientAuthTLS or
-	// ClientAuthSelfSignedTLS. Default "": post for a client secret, a
-	// signed client assertion for a certificate.
+	// ClientAuth is how the credential is presented, one of the ClientAuth
+	// constants. Default "": post for a secret, an assertion for a certificate.
 	ClientAuth string
 
 	// ClientCertificate authenticates with a certificate registered on the
@@ -69,8 +65,7 @@ type Config struct {
 	ClientCertificate *CertificateCredential
 
 	// FederatedTokenFile is the path of a federated identity provider's
-	// token (workload identity federation), read again for every request so
-	// that rotations need no restart. See WorkloadIdentityFromEnv.
+	// token (workload identity), read again for every request.
 	FederatedTokenFile string
 
 	// ManagedIdentity gets tokens from the host's Azure managed identity
@@ -78,19 +73,15 @@ type Config struct {
 	ManagedIdentity *ManagedIdentityCredential
 
 	// ExtraParams are extra form fields of every token request (Caddyfile
-	// token_request_param), e.g. "resource". They may not set the fields the
-	// client sets; not with ManagedIdentity. Default none.
+	// token_request_param), e.g. "resource". Not with ManagedIdentity.
 	ExtraParams map[string]string
 
-	// ClientCapabilities are the client capabilities declared in the claims
-	// parameter of every token request (Caddyfile client_capabilities), e.g.
+	// ClientCapabilities are declared in every token request's claims, e.g.
 	// "cp1" for continuous access evaluation. Not with ManagedIdentity.
-	// Default none.
 	ClientCapabilities []string
 
-	// AuthorityHost is the scheme and host (optionally a path prefix) of the
-	// authority: the token endpoint is {AuthorityHost}/{TenantID}/oauth2/v2.0/token.
-	// https only, http for loopback hosts. Default DefaultAuthorityHost.
+	// AuthorityHost is the authority of {AuthorityHost}/{TenantID}/oauth2/v2.0/token,
+	// https (http for loopback hosts). Default DefaultAuthorityHost.
 	AuthorityHost string
 
 	// TokenEndpoint is the full URL of the token endpoint, overriding
@@ -102,18 +93,15 @@ type Config struct {
 	Timeout time.Duration
 
 	// HTTPClient sends the token requests. Default: a process-wide client
-	// (transport.go) that does not follow redirects, so that a credential is
-	// never re-posted elsewhere.
+	// that follows no redirect, so that no credential is re-posted elsewhere.
 	HTTPClient *http.Client
 }
 
 // ConfigError names the Config field, by its Caddyfile name, that is missing
 // or malformed, and the cause; never the field's value.
 type ConfigError struct {
-	// Field is the Caddyfile name of the offending field, e.g. "client_secret".
-	Field string
-	// Reason says what is wrong, e.g. "is required".
-	Reason string
+	Field  string // e.g. "client_secret"
+	Reason string // e.g. "is required"
 }
 
 // Error returns e.g. "entra: client_secret: is required".
@@ -122,9 +110,7 @@ func (e *ConfigError) Error() string {
 }
 
 // NewClient validates cfg, applies defaults and returns a Client. Failures
-// are *ConfigError. Mutual TLS (client_auth tls_client_auth or
-// self_signed_tls_client_auth) needs a client certificate and an https
-// token_endpoint that is not Entra's, which does not offer it.
+// are *ConfigError.
 func NewClient(cfg Config) (*Client, error) {
 	if err := checkOneCredential(cfg); err != nil {
 		return nil, err
@@ -220,9 +206,8 @@ func checkOneCredential(cfg Config) error {
 	return OneCredential(set, credentialNames)
 }
 
-// OneCredential is the rule of exactly one credential per identity: nil when
-// set (the credentials an identity sets) holds one, else a *ConfigError
-// (field "credential"); choices names them all, for the error of none.
+// OneCredential is the rule of exactly one credential per identity: the
+// *ConfigError of set unless it holds one; choices names them all.
 func OneCredential(set, choices []string) error {
 	switch len(set) {
 	case 1:
@@ -303,9 +288,8 @@ func checkTenantID(id string) string {
 	return ""
 }
 
-// parseEndpointURL parses an absolute http(s) URL; with httpsOnly, http only
-// for loopback hosts. It returns a reason, never the raw value, which may
-// carry user information.
+// parseEndpointURL parses an absolute http(s) URL (https only for other
+// than loopback with httpsOnly), saying why not, never quoting it.
 func parseEndpointURL(raw string, httpsOnly bool) (*url.URL, string) {
 	if hasControlOrSpace(raw) {
 		return nil, "must be a URL without spaces or control characters"

@@ -41,17 +41,13 @@ var errAssertionSigning = errors.New("signing client assertion")
 const minRSAKeyBits = 2048
 
 // CertificateCredential authenticates with a certificate registered on the
-// app registration (Caddyfile client_certificate <cert> [<key>]). Every
-// token request carries a fresh client assertion: a JWT signed PS256 whose
-// header names the certificate by x5t#S256, with aud the token endpoint,
-// iss = sub = client_id, a random jti, and exp now + AssertionLifetime.
-// The files are read again for every request, so a rotated certificate
-// needs no restart; files that do not load (half-written) leave the last
-// good certificate in use.
+// app registration: every token request carries a fresh client assertion,
+// signed PS256. The files are read again for every request, so a rotated
+// certificate needs no restart; files that do not load (half-written)
+// leave the last good certificate in use.
 type CertificateCredential struct {
-	// CertFile is the path of the certificate: PEM with the leaf, optionally
-	// its chain and its private key, or else PKCS#12 holding all three.
-	// Required.
+	// CertFile is the path of the certificate: PEM (the leaf, optionally its
+	// chain and key) or PKCS#12. Required.
 	CertFile string
 
 	// KeyFile is the path of the PEM private key (PKCS#1 or PKCS#8,
@@ -96,8 +92,7 @@ func loadCertificateFiles[T any](files CertificateCredential, load func([]byte, 
 }
 
 // reload parses the files again when their content changed and returns the
-// last good value, and whether it is new. Files that do not load keep the
-// digest, so the next call tries again.
+// last good value, and whether it is new.
 func (f *certificateFiles[T]) reload() (T, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -106,7 +101,7 @@ func (f *certificateFiles[T]) reload() (T, bool) {
 		return f.current, false // unreadable (e.g. being replaced)
 	}
 	if digest := contentDigest(certData, keyData); digest != f.digest {
-		if v, err := f.load(certData, keyData, f.files); err == nil {
+		if v, err := f.load(certData, keyData, f.files); err == nil { // else retried next time
 			f.digest, f.current = digest, v
 			return v, true
 		}
@@ -169,8 +164,7 @@ func (c *certificateCredential) assertion(now time.Time, audience string) (strin
 	return assertion, nil
 }
 
-// readCertificateFiles reads the certificate file and, when named, the key
-// file.
+// readCertificateFiles reads the certificate file and the key file, if any.
 func readCertificateFiles(files CertificateCredential) (certData, keyData []byte, err error) {
 	if certData, err = os.ReadFile(files.CertFile); err != nil {
 		return nil, nil, fmt.Errorf("reading certificate: %w", err)
@@ -192,8 +186,7 @@ func contentDigest(certData, keyData []byte) [sha256.Size]byte {
 	return [sha256.Size]byte(h.Sum(nil))
 }
 
-// newAssertionSigner makes the PS256 signer whose header names the
-// certificate.
+// newAssertionSigner makes the PS256 signer whose header names the certificate.
 func newAssertionSigner(certData, keyData []byte, files CertificateCredential) (jose.Signer, error) {
 	chain, key, err := ParseCertificateCredential(certData, keyData, files.KeyPassword)
 	if err != nil {
@@ -217,10 +210,9 @@ func newAssertionSigner(certData, keyData []byte, files CertificateCredential) (
 	return signer, nil
 }
 
-// ParseCertificateCredential parses certData, PEM (certificates, optionally
-// the key) or PKCS#12, and keyData, the PEM key when not nil; password
-// decrypts either. It returns the chain with the certificate that matches
-// the key first, and the RSA key. Errors never quote the key or the password.
+// ParseCertificateCredential parses certData, PEM or PKCS#12, and keyData,
+// the PEM key if not nil: the chain with the key's certificate first, and
+// the RSA key. Errors never quote the key or the password.
 func ParseCertificateCredential(certData, keyData []byte, password string) ([]*x509.Certificate, *rsa.PrivateKey, error) {
 	var (
 		certs []*x509.Certificate
@@ -312,8 +304,7 @@ func parsePEMCredential(data []byte, password, what string) ([]*x509.Certificate
 	return certs, key, nil
 }
 
-// parsePrivateKeyBlock decodes one PEM private key, decrypting it with
-// password.
+// parsePrivateKeyBlock decodes one PEM private key, decrypted with password.
 func parsePrivateKeyBlock(block *pem.Block, password string) (*rsa.PrivateKey, error) {
 	der := block.Bytes
 	encrypted := block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED")

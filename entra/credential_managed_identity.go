@@ -14,9 +14,8 @@ import (
 	"time"
 )
 
-// DefaultIMDSEndpoint is the Azure Instance Metadata Service token endpoint
-// of a managed identity: plain http on a link-local address, reachable only
-// from inside the VM.
+// DefaultIMDSEndpoint is the Azure Instance Metadata Service token endpoint:
+// plain http on a link-local address, reachable only from inside the VM.
 const DefaultIMDSEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
 
 // API versions of the two managed identity protocols.
@@ -37,13 +36,9 @@ const (
 var ErrManagedIdentityScope = errors.New("entra: a managed identity token takes exactly one scope")
 
 // ManagedIdentityCredential gets tokens for the Azure managed identity of
-// the host (Caddyfile managed_identity [<client_id>]): from IMDS
-// (GET ?api-version=2018-02-01&resource=..., header Metadata: true), or on
-// App Service, Functions and Container Apps from the platform's identity
-// endpoint (api-version=2019-08-01, header X-IDENTITY-HEADER). The resource
-// is the one scope without its "/.default". A user-assigned identity is
-// selected by its client ID, object ID or resource ID; with none, the
-// system-assigned identity answers.
+// the host, from IMDS or App Service's identity endpoint, for the resource
+// of the one scope. A user-assigned identity is selected by its client ID,
+// object ID or resource ID; with none, the system-assigned one answers.
 type ManagedIdentityCredential struct {
 	// ClientID selects a user-assigned identity by its client ID. Default:
 	// Config.ClientID.
@@ -222,10 +217,8 @@ func (mi *managedIdentity) cacheKeyLines() []string {
 }
 
 // ParseManagedIdentityResponse is ParseTokenResponse for a managed identity
-// endpoint's answer (IMDS or App Service): without expires_in, the lifetime
-// comes from expires_on (epoch seconds, or App Service's 2017 date string),
-// which must be in the future; App Service's error "message" serves as the
-// description.
+// endpoint's answer: without expires_in, the lifetime comes from a future
+// expires_on.
 func ParseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
 	return parseAnswer(status, header, body, sentAt, nil, expiresInOrOnLifetime)
 }

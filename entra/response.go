@@ -16,19 +16,12 @@ import (
 // are not plausible lifetimes and would overflow time arithmetic.
 const maxLifetime = 10 * 365 * 24 * time.Hour
 
-// ParseTokenResponse turns a token endpoint's answer into a Token or a
-// *RequestError. sentAt is when the request was sent; ExpiresAt counts from
-// it.
-//
-// A success needs a 2xx status and a JSON object with a non-empty
-// access_token of visible ASCII (it goes into a header), an expires_in that
-// is a positive number or numeric string of at most 10 years, and a
-// token_type, if any, of "bearer" in any case. ext_expires_in and
-// refresh_in are advisory: left 0 when malformed.
-//
-// A non-2xx answer is a *RequestError with Entra's error fields and
-// Retry-After; an unusable 2xx answer one whose Err wraps
-// ErrMalformedResponse. Nothing else of the body reaches the error.
+// ParseTokenResponse turns a token endpoint's answer into a Token, its
+// ExpiresAt counted from sentAt, or a *RequestError: with the error fields
+// of a non-2xx answer (nothing else of the body), wrapping
+// ErrMalformedResponse for an unusable 2xx answer. A success needs a usable
+// access_token, a positive expires_in of at most 10 years, and no
+// token_type other than bearer.
 func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
 	return parseAnswer(status, header, body, sentAt, nil, expiresInLifetime)
 }

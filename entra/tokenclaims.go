@@ -41,15 +41,9 @@ const ExpirySkew = 5 * time.Minute
 // issued to one client's identity, by its JWT claims read WITHOUT verifying
 // the signature (third parties cannot verify tokens for other resources):
 // it tells a token of another tenant or client apart; the store's
-// encryption is what authenticates.
-//
-// The tenant is the configured tenant GUID (or the one an Entra-shaped
-// token endpoint names); a domain name or a managed identity has it learned
-// from the client's own first token (Learn) or its OpenID configuration
-// (LearnTenant), and until then every token is unverifiable. A token
-// endpoint that names no tenant checks none until its first own token
-// names one. A client ID that is not configured is learned likewise. It is
-// safe for concurrent use.
+// encryption is what authenticates. A tenant or client not configured as
+// an ID is learned from the client's own first token (Learn) or the
+// tenant's OpenID configuration (LearnTenant). Safe for concurrent use.
 type TokenIdentity struct {
 	tenantID string // the configured tenant GUID, lower case; "" to learn
 	clientID string // the configured client ID; "" to learn

@@ -53,23 +53,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	// The http app is provisioned: its placeholders are replaced.
 	for name, srv := range httpApp.(*caddyhttp.App).Servers {
-		var addresses []caddy.NetworkAddress
+		var hooks *handoff.ServerHooks
 		for _, listen := range srv.Listen {
 			address, err := caddy.ParseNetworkAddress(listen)
 			if err != nil {
 				return fmt.Errorf("server %s: parsing listen address %q: %v", name, listen, err)
 			}
-			if address.Network == Network {
-				addresses = append(addresses, address)
+			if address.Network != Network {
+				continue
 			}
-		}
-		if len(addresses) == 0 {
-			continue
-		}
-		hooks := handoff.NewServerHooks()
-		srv.RegisterConnState(hooks.ConnState)
-		srv.RegisterOnShutdown(hooks.ShutdownBegun)
-		for _, address := range addresses {
+			if hooks == nil {
+				hooks = handoff.NewServerHooks()
+				srv.RegisterConnState(hooks.ConnState)
+				srv.RegisterOnShutdown(hooks.ShutdownBegun)
+			}
 			a.hooked[address] = true
 		}
 	}
