@@ -21,9 +21,7 @@ func (c *conn) appendPending(b []byte) {
 	switch {
 	case n <= cap(c.pending):
 	case n <= smallBuffer:
-		grown := make([]byte, len(c.pending), min(max(2*cap(c.pending), n, 512), smallBuffer))
-		copy(grown, c.pending)
-		c.pending = grown
+		c.pending = append(make([]byte, 0, min(max(2*cap(c.pending), n, 512), smallBuffer)), c.pending...)
 	case c.large == nil:
 		c.large = largeBuffers.Get().(*[]byte)
 		c.pending = append((*c.large)[:0], c.pending...)
