@@ -206,30 +206,20 @@ func (c *conn) recordRead(b []byte) {
 	}
 	c.dataRead = c.reads
 	c.lastReadAt = len(c.pending)
-	if len(c.pending)+len(b) > maxPending {
-		// What was read is no longer all known (a pipelined request may
-		// hide behind it, or its first byte in net/http's buffer).
+	if len(c.pending)+len(b) > maxPending { // a pipelined request may hide behind it
 		c.noHandoff = true
 		c.resetPending()
 		return
 	}
 	c.appendPending(b)
-	c.judgeLine()
-}
-
-// judgeLine decides, on every read until the request's first line is
-// whole, whether it is an HTTP/1.x request line, so that no split hides TLS
-// or the HTTP/2 preface; c.mu is held. A line still incomplete (a "P" that
-// may begin "POST" or "PRI") may be handed off: the next server reads its
-// bytes first, and nothing of it has been answered.
-func (c *conn) judgeLine() {
-	if c.lineRead {
-		return
+	// The request line is judged on every read until it is whole, so that
+	// no split hides TLS or the HTTP/2 preface. A line still incomplete (a
+	// "P" may begin "POST" or "PRI") may be handed off: the next server reads
+	// its bytes first, and nothing of it has been answered.
+	if !c.lineRead {
+		c.noHandoff = c.noHandoff || !looksLikeRequest(c.pending)
+		c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 	}
-	if !looksLikeRequest(c.pending) {
-		c.noHandoff = true
-	}
-	c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 }
 
 // readAfterResponseBegan notes b, read after the response began, and
