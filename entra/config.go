@@ -198,7 +198,8 @@ var credentialNames = []string{"client_secret", "client_certificate", "federated
 
 func checkOneCredential(cfg Config) error {
 	var set []string
-	for i, ok := range []bool{cfg.ClientSecret != "", cfg.ClientCertificate != nil, cfg.FederatedTokenFile != "", cfg.ManagedIdentity != nil} {
+	for i, ok := range []bool{cfg.ClientSecret != "", cfg.ClientCertificate != nil,
+		cfg.FederatedTokenFile != "", cfg.ManagedIdentity != nil} {
 		if ok {
 			set = append(set, credentialNames[i])
 		}

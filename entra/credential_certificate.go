@@ -75,7 +75,8 @@ type certificateFiles[T any] struct {
 
 // loadCertificateFiles loads the files; failures are *ConfigError (field
 // client_certificate).
-func loadCertificateFiles[T any](files CertificateCredential, load func([]byte, []byte, CertificateCredential) (T, error)) (*certificateFiles[T], error) {
+func loadCertificateFiles[T any](files CertificateCredential,
+	load func([]byte, []byte, CertificateCredential) (T, error)) (*certificateFiles[T], error) {
 	if strings.TrimSpace(files.CertFile) == "" {
 		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
 	}

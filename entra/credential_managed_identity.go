@@ -86,20 +86,19 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 		clientID = configured
 	}
 	selector, selectorValue := selectNone, ""
-	for _, named := range []struct {
-		selector identitySelector
-		value    string
-	}{{selectClientID, clientID}, {selectObjectID, strings.TrimSpace(spec.ObjectID)}, {selectResourceID, strings.TrimSpace(spec.ResourceID)}} {
-		if named.value == "" {
+	named := [...]string{selectClientID: clientID,
+		selectObjectID: strings.TrimSpace(spec.ObjectID), selectResourceID: strings.TrimSpace(spec.ResourceID)}
+	for s, value := range named {
+		if value == "" {
 			continue
 		}
 		if selector != selectNone {
-			return fail(selector.field() + " and " + named.selector.field() + " both name a user-assigned identity; set one")
+			return fail(selector.field() + " and " + identitySelector(s).field() + " both name a user-assigned identity; set one")
 		}
-		if hasControlOrSpace(named.value) {
-			return fail(named.selector.field() + " must not contain spaces or control characters")
+		if hasControlOrSpace(value) {
+			return fail(identitySelector(s).field() + " must not contain spaces or control characters")
 		}
-		selector, selectorValue = named.selector, named.value
+		selector, selectorValue = identitySelector(s), value
 	}
 	if selector == selectResourceID && !strings.HasPrefix(strings.ToLower(selectorValue), "/subscriptions/") {
 		return fail("resource_id must be an Azure resource ID (/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>)")
