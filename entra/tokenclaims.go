@@ -223,18 +223,15 @@ func isGUID(s string) bool { return len(s) == 36 && uuid.Validate(s) == nil }
 // (of this replica's own token for the scopes) when known; otherwise it
 // passes, as does a token that is not a JWT (Check tells it apart).
 func CheckAudience(accessToken string, scopes []string, learnedAudience string) error {
-	if len(scopes) == 0 {
+	claims, err := readClaims(accessToken)
+	audiences := claims.audiences()
+	if len(scopes) == 0 || err != nil || len(audiences) == 0 {
 		return nil
 	}
 	resource, ok := strings.CutSuffix(scopes[0], "/.default")
 	if !ok {
 		return nil
 	}
-	claims, err := readClaims(accessToken)
-	if err != nil {
-		return nil
-	}
-	audiences := claims.audiences()
 	resourceGUID := strings.TrimPrefix(resource, "api://")
 	if !isGUID(resourceGUID) {
 		resourceGUID = ""
@@ -251,9 +248,6 @@ func CheckAudience(accessToken string, scopes []string, learnedAudience string) 
 		case learnedAudience == "" || strings.EqualFold(aud, learnedAudience):
 			return nil
 		}
-	}
-	if len(audiences) == 0 {
-		return nil
 	}
 	want := resource
 	if other := cmp.Or(resourceGUID, learnedAudience); other != "" {
