@@ -307,21 +307,17 @@ func parseEndpointURL(raw string, httpsOnly bool) (*url.URL, string) {
 	default:
 		return nil, "must use the http or https scheme"
 	}
-	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {
+	port, err := strconv.Atoi(cmp.Or(u.Port(), "443")) // no port is a valid one
+	switch {
+	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return nil, "must have a host"
-	}
-	if port := u.Port(); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, "has an invalid port"
-		}
-	}
-	if u.User != nil {
+	case err != nil || port < 1 || port > 65535:
+		return nil, "has an invalid port"
+	case u.User != nil:
 		return nil, "must not contain user information"
-	}
-	if u.Fragment != "" || strings.Contains(raw, "#") {
+	case u.Fragment != "" || strings.Contains(raw, "#"):
 		return nil, "must not have a fragment"
-	}
-	if httpsOnly && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+	case httpsOnly && u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
 		return nil, "must use https (http is allowed only for loopback)"
 	}
 	return u, ""

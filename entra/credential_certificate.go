@@ -238,27 +238,24 @@ func ParseCertificateCredential(certData, keyData []byte, password string) ([]*x
 		}
 		if keyData != nil {
 			keyCerts, keyFromFile, err := parsePEMCredential(keyData, password, "key file")
-			if err != nil {
+			switch {
+			case err != nil:
 				return nil, nil, err
-			}
-			if len(keyCerts) > 0 && keyFromFile == nil {
+			case len(keyCerts) > 0 && keyFromFile == nil:
 				return nil, nil, errors.New("key file holds no private key")
-			}
-			if key != nil && keyFromFile != nil {
+			case key != nil && keyFromFile != nil:
 				return nil, nil, errors.New("both the certificate file and the key file hold a private key")
-			}
-			if keyFromFile != nil {
+			case keyFromFile != nil:
 				key = keyFromFile
 			}
 		}
 	}
-	if len(certs) == 0 {
+	switch {
+	case len(certs) == 0:
 		return nil, nil, errors.New("no certificate found in the certificate file")
-	}
-	if key == nil {
+	case key == nil:
 		return nil, nil, errors.New("no private key found (give a key file, or put the key in the certificate file)")
-	}
-	if key.N.BitLen() < minRSAKeyBits {
+	case key.N.BitLen() < minRSAKeyBits:
 		return nil, nil, fmt.Errorf("RSA key has %d bits; at least %d are required", key.N.BitLen(), minRSAKeyBits)
 	}
 	leaf := slices.IndexFunc(certs, func(cert *x509.Certificate) bool {

@@ -56,17 +56,15 @@ func readFederatedToken(path string) (string, error) {
 	}
 	defer file.Close()
 	content, err := io.ReadAll(io.LimitReader(file, maxFederatedTokenBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("%w: reading %s: %v", ErrFederatedTokenUnavailable, path, err)
-	}
-	if len(content) > maxFederatedTokenBytes {
-		return "", fmt.Errorf("%w: %s is larger than 64 KiB", ErrFederatedTokenUnavailable, path)
-	}
 	token := strings.TrimSpace(string(content))
-	if token == "" {
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%w: reading %s: %v", ErrFederatedTokenUnavailable, path, err)
+	case len(content) > maxFederatedTokenBytes:
+		return "", fmt.Errorf("%w: %s is larger than 64 KiB", ErrFederatedTokenUnavailable, path)
+	case token == "":
 		return "", fmt.Errorf("%w: %s is empty", ErrFederatedTokenUnavailable, path)
-	}
-	if !isVisibleASCII(token) {
+	case !isVisibleASCII(token):
 		return "", fmt.Errorf("%w: %s does not hold a token (unexpected characters)", ErrFederatedTokenUnavailable, path)
 	}
 	return token, nil

@@ -120,13 +120,12 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	mi := &managedIdentity{clientID: clientID, selector: selector, selectorValue: selectorValue}
 	switch {
 	case identityEndpoint != "" || identityHeader != "":
-		if spec.IMDSEndpoint != "" {
+		switch {
+		case spec.IMDSEndpoint != "":
 			return fail("imds_endpoint and identity_endpoint are both set; set one")
-		}
-		if identityEndpoint == "" || identityHeader == "" {
+		case identityEndpoint == "" || identityHeader == "":
 			return fail("identity_endpoint and identity_header must be set together")
-		}
-		if hasControlOrSpace(identityHeader) {
+		case hasControlOrSpace(identityHeader):
 			return fail("identity_header must not contain spaces or control characters")
 		}
 		u, reason := parseEndpointURL(identityEndpoint, false)
