@@ -100,13 +100,12 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 		}
 		selector, selectorValue = identitySelector(s), value
 	}
-	if selector == selectResourceID && !strings.HasPrefix(strings.ToLower(selectorValue), "/subscriptions/") {
+	switch {
+	case selector == selectResourceID && !strings.HasPrefix(strings.ToLower(selectorValue), "/subscriptions/"):
 		return fail("resource_id must be an Azure resource ID (/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>)")
-	}
-	if len(cfg.ExtraParams) > 0 {
+	case len(cfg.ExtraParams) > 0:
 		return nil, &ConfigError{Field: "token_request_param", Reason: "is not supported with managed_identity"}
-	}
-	if len(cfg.ClientCapabilities) > 0 {
+	case len(cfg.ClientCapabilities) > 0:
 		return nil, &ConfigError{Field: "client_capabilities", Reason: "is not supported with managed_identity"}
 	}
 
