@@ -26,6 +26,16 @@ type Client struct {
 	claims        string // the claims parameter of Config.ClientCapabilities, "" for none
 }
 
+// CloseIdleConnections closes the idle connections of a client with a
+// transport of its own (mutual TLS client authentication), for when the
+// client is no longer used; the client still works after it. The other
+// credentials share the process's transport, which stays open.
+func (c *Client) CloseIdleConnections() {
+	if cred, ok := c.source.(*tlsCredential); ok {
+		cred.transport.CloseIdleConnections()
+	}
+}
+
 // CredentialFingerprint identifies the credential in use now (it changes on
 // rotation), so that failures can be told apart by credential. A digest of
 // a secret all the same: do not log it.

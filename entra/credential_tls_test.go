@@ -6,12 +6,14 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra"
 )
@@ -23,11 +25,12 @@ type mtlsServer struct {
 	mu        sync.Mutex
 	presented []*x509.Certificate // the leaf of each token request
 	forms     []url.Values
+	closed    chan struct{} // one per connection closed
 }
 
 func newMTLSServer(t *testing.T, ca *x509.Certificate) *mtlsServer {
 	t.Helper()
-	s := &mtlsServer{}
+	s := &mtlsServer{closed: make(chan struct{}, 16)}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		s.mu.Lock()
@@ -40,6 +43,11 @@ func newMTLSServer(t *testing.T, ca *x509.Certificate) *mtlsServer {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	s.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	s.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateClosed {
+			s.closed <- struct{}{}
+		}
+	}
 	s.StartTLS()
 	t.Cleanup(s.Close)
 	return s
@@ -110,6 +118,41 @@ func TestMutualTLSClientAuthPresentsTheCurrentCertificate(t *testing.T) {
 	}
 	if leaf, _ := server.last(t); !leaf.Equal(second) {
 		t.Errorf("after rotation the request presented %q serial %v, want the new certificate", leaf.Subject, leaf.SerialNumber)
+	}
+}
+
+// A mutual TLS client's own transport keeps its connection alive until the
+// client is done with (CloseIdleConnections, which the entra app calls when
+// an old config is cleaned up): a reload leaves no connection behind.
+func TestMutualTLSClientClosesItsIdleConnections(t *testing.T) {
+	dir := t.TempDir()
+	caKey := rsaKey(t, 0)
+	ca := newCert(t, caKey, "test CA", true, nil, nil)
+	server := newMTLSServer(t, ca)
+	client, err := entra.NewClient(entra.Config{
+		ClientID: "orders-sidecar", TokenEndpoint: server.URL + "/token", ClientAuth: entra.ClientAuthTLS,
+		ClientCertificate: &entra.CertificateCredential{
+			CertFile: writeFile(t, dir, "client.crt", certPEM(newCert(t, rsaKey(t, 1), "orders-sidecar", false, ca, caKey))),
+			KeyFile:  writeFile(t, dir, "client.key", pkcs1PEM(rsaKey(t, 1))),
+		},
+		HTTPClient: server.Client(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Token(context.Background(), []string{"orders:read"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-server.closed:
+		t.Fatal("the connection closed before CloseIdleConnections: nothing to test")
+	default:
+	}
+	client.CloseIdleConnections()
+	select {
+	case <-server.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle connection was not closed")
 	}
 }
 

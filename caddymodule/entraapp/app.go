@@ -276,6 +276,9 @@ func (a *App) Cleanup() error {
 	for _, e := range a.exchangers {
 		e.Close()
 	}
+	for _, ra := range a.resolved {
+		ra.Client.CloseIdleConnections() // a mutual TLS client's own connections
+	}
 	if a.cache == nil {
 		return nil
 	}
