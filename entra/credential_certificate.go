@@ -55,18 +55,21 @@ type CertificateCredential struct {
 	KeyFile string
 
 	// KeyPassword decrypts an encrypted private key or a PKCS#12 file.
+	// Default none.
 	KeyPassword string
 
 	// SendX5C adds the certificate chain to the assertion's x5c header, for
-	// subject name and issuer authentication (Caddyfile send_x5c).
+	// subject name and issuer authentication (Caddyfile send_x5c). Default
+	// false.
 	SendX5C bool
 }
 
 // certificateFiles holds what was parsed from a certificate and key last
 // loaded, loading the files again when their content changed.
 type certificateFiles[T any] struct {
-	files CertificateCredential
-	load  func(certData, keyData []byte, files CertificateCredential) (T, error)
+	files    CertificateCredential
+	load     func(certData, keyData []byte, files CertificateCredential) (T, error)
+	onChange func() // called after every reload that took new content; may be nil
 
 	mu      sync.Mutex
 	digest  [sha256.Size]byte // of the files' content that current came from
@@ -92,9 +95,20 @@ func loadCertificateFiles[T any](files CertificateCredential,
 	return f, nil
 }
 
-// reload parses the files again when their content changed and returns the
-// last good value, and whether it is new.
-func (f *certificateFiles[T]) reload() (T, bool) {
+// reload parses the files again when their content changed, calls
+// onChange if it took the new content, and returns the last good value.
+// Every path that reads the files goes through it, so none can take new
+// content without onChange.
+func (f *certificateFiles[T]) reload() T {
+	v, changed := f.swap()
+	if changed && f.onChange != nil {
+		f.onChange()
+	}
+	return v
+}
+
+// swap is reload's part under f.mu: it reports whether it took new content.
+func (f *certificateFiles[T]) swap() (T, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	certData, keyData, err := readCertificateFiles(f.files)
@@ -116,6 +130,13 @@ func (f *certificateFiles[T]) fingerprint() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return hex.EncodeToString(f.digest[:])
+}
+
+// last returns the last good value without reading the files.
+func (f *certificateFiles[T]) last() T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.current
 }
 
 // certificateCredential signs client assertions with the certificate's key.
@@ -144,7 +165,7 @@ func (c *certificateCredential) newRequest(ctx context.Context, tr tokenRequest)
 
 // assertion returns a newly signed client assertion for audience.
 func (c *certificateCredential) assertion(now time.Time, audience string) (string, error) {
-	signer, _ := c.reload()
+	signer := c.reload()
 	jti, err := uuid.NewRandom() // a version-4 UUID, as Entra's own libraries make the jti
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errAssertionSigning, err)

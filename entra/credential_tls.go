@@ -30,14 +30,13 @@ func newTLSCredential(files CertificateCredential, form formCredential, caller *
 		return nil, err
 	}
 	c := &tlsCredential{formCredential: form, certificateFiles: f, transport: base.Clone()}
+	f.onChange = c.transport.CloseIdleConnections // they presented the previous certificate
 	c.client = &http.Client{Transport: c.transport, CheckRedirect: checkRedirect}
 	if c.transport.TLSClientConfig == nil {
 		c.transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	c.transport.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.current, nil
+		return f.last(), nil
 	}
 	return c, nil
 }
@@ -54,26 +53,13 @@ func newTLSCertificate(certData, keyData []byte, files CertificateCredential) (*
 	return cert, nil
 }
 
-// refresh picks up rotated files, closing the idle connections that
-// presented the previous certificate.
-func (c *tlsCredential) refresh() {
-	if _, changed := c.reload(); changed {
-		c.transport.CloseIdleConnections()
-	}
-}
-
 func (c *tlsCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
-	c.refresh()
+	c.reload() // rotated files: the idle connections are closed (onChange)
 	req, err := c.post(ctx, tr, nil)
 	return req, nil, err
 }
 
 func (*tlsCredential) kind() string { return "client_certificate" }
-
-func (c *tlsCredential) fingerprint() string {
-	c.refresh()
-	return c.certificateFiles.fingerprint()
-}
 
 // mutualTLSBase returns the transport the identity's own client is cloned
 // from (the caller's, else one like the shared one) and its redirect

@@ -1,0 +1,50 @@
+package entra
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Every path that reads the certificate files, CredentialFingerprint's
+// included, calls onChange when it takes new content, exactly once per
+// change: a mutual TLS identity never presents a rotated certificate's
+// predecessor on a connection kept alive past the rotation.
+func TestEveryReloadThatTakesNewContentCallsOnChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "client.pem")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("one")
+	f, err := loadCertificateFiles(CertificateCredential{CertFile: path},
+		func(certData, _ []byte, _ CertificateCredential) (string, error) { return string(certData), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := 0
+	f.onChange = func() { changes++ }
+	f.fingerprint()
+	f.reload()
+	if changes != 0 {
+		t.Fatalf("%d changes before any rotation", changes)
+	}
+
+	write("two")
+	f.fingerprint() // the path CredentialFingerprint takes
+	if changes != 1 || f.last() != "two" {
+		t.Fatalf("after a rotation seen by fingerprint: %d changes, value %q; want 1, two", changes, f.last())
+	}
+	f.reload()
+	f.fingerprint()
+	if changes != 1 {
+		t.Fatalf("%d changes without a new rotation, want 1", changes)
+	}
+
+	write("three")
+	if v := f.reload(); v != "three" || changes != 2 {
+		t.Fatalf("after a rotation seen by reload: %d changes, value %q; want 2, three", changes, v)
+	}
+}
