@@ -159,11 +159,12 @@ const maxClaimsBytes = 64 << 10
 // readClaims decodes the payload of a compact JWS without verifying it.
 func readClaims(token string) (tokenClaims, error) {
 	notJWT := fmt.Errorf("%w: the token is not a JWT", ErrUnverifiableToken)
-	parts := strings.SplitN(token, ".", 4)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || len(parts[1]) > maxClaimsBytes {
+	header, rest, _ := strings.Cut(token, ".")
+	payload, signature, ok := strings.Cut(rest, ".")
+	if !ok || header == "" || payload == "" || strings.Contains(signature, ".") || len(payload) > maxClaimsBytes {
 		return nil, notJWT
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(payload, "="))
 	if err != nil {
 		return nil, notJWT
 	}
@@ -223,13 +224,16 @@ func isGUID(s string) bool { return len(s) == 36 && uuid.Validate(s) == nil }
 // (of this replica's own token for the scopes) when known; otherwise it
 // passes, as does a token that is not a JWT (Check tells it apart).
 func CheckAudience(accessToken string, scopes []string, learnedAudience string) error {
-	claims, err := readClaims(accessToken)
-	audiences := claims.audiences()
-	if len(scopes) == 0 || err != nil || len(audiences) == 0 {
+	if len(scopes) == 0 {
 		return nil
 	}
 	resource, ok := strings.CutSuffix(scopes[0], "/.default")
 	if !ok {
+		return nil
+	}
+	claims, err := readClaims(accessToken)
+	audiences := claims.audiences()
+	if err != nil || len(audiences) == 0 {
 		return nil
 	}
 	resourceGUID := strings.TrimPrefix(resource, "api://")
