@@ -74,10 +74,12 @@ type Config struct {
 
 	// ExtraParams are extra form fields of every token request (Caddyfile
 	// token_request_param), e.g. "resource". Not with ManagedIdentity.
+	// Default none.
 	ExtraParams map[string]string
 
 	// ClientCapabilities are declared in every token request's claims, e.g.
 	// "cp1" for continuous access evaluation. Not with ManagedIdentity.
+	// Default none.
 	ClientCapabilities []string
 
 	// AuthorityHost is the authority of {AuthorityHost}/{TenantID}/oauth2/v2.0/token,
@@ -86,6 +88,7 @@ type Config struct {
 
 	// TokenEndpoint is the full URL of the token endpoint, overriding
 	// AuthorityHost and TenantID; https only, http for loopback hosts.
+	// Default: derived from AuthorityHost and TenantID.
 	TokenEndpoint string
 
 	// Timeout bounds each token request, response read included. Default

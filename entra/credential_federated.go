@@ -74,14 +74,17 @@ func readFederatedToken(path string) (string, error) {
 // (Caddyfile workload_identity) from the environment read by getenv, as
 // azidentity does: AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and
 // AZURE_TENANT_ID are required (a *ConfigError names the missing one),
-// AZURE_AUTHORITY_HOST is optional. NewClient validates the rest.
+// AZURE_AUTHORITY_HOST is optional (default DefaultAuthorityHost).
+// NewClient validates the rest.
 func WorkloadIdentityFromEnv(getenv func(string) string) (Config, error) {
-	values := make([]string, 3)
-	for i, name := range []string{EnvFederatedTokenFile, EnvClientID, EnvTenantID} {
-		if values[i] = strings.TrimSpace(getenv(name)); values[i] == "" {
-			return Config{}, &ConfigError{Field: "workload_identity", Reason: name + " is not set"}
+	cfg := Config{AuthorityHost: strings.TrimSpace(getenv(EnvAuthorityHost))}
+	for _, v := range []struct {
+		name string
+		dest *string
+	}{{EnvFederatedTokenFile, &cfg.FederatedTokenFile}, {EnvClientID, &cfg.ClientID}, {EnvTenantID, &cfg.TenantID}} {
+		if *v.dest = strings.TrimSpace(getenv(v.name)); *v.dest == "" {
+			return Config{}, &ConfigError{Field: "workload_identity", Reason: v.name + " is not set"}
 		}
 	}
-	return Config{TenantID: values[2], ClientID: values[1], FederatedTokenFile: values[0],
-		AuthorityHost: strings.TrimSpace(getenv(EnvAuthorityHost))}, nil
+	return cfg, nil
 }

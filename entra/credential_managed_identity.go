@@ -45,11 +45,12 @@ type ManagedIdentityCredential struct {
 	ClientID string
 
 	// ObjectID selects a user-assigned identity by its object (principal)
-	// ID. At most one of ClientID, ObjectID and ResourceID is set.
+	// ID. At most one of ClientID, ObjectID and ResourceID is set; none
+	// selects the system-assigned identity. Default none.
 	ObjectID string
 
 	// ResourceID selects a user-assigned identity by its Azure resource ID
-	// (/subscriptions/.../userAssignedIdentities/<name>).
+	// (/subscriptions/.../userAssignedIdentities/<name>). Default none.
 	ResourceID string
 
 	// IMDSEndpoint is the IMDS token endpoint. Default DefaultIMDSEndpoint;

@@ -12,9 +12,9 @@ import (
 // users and which audiences an on-behalf-of application accepts.
 type UserTokenRules struct {
 	TenantID       string   // the application's tenant ID (a GUID)
-	AllowedTenants []string // other tenants whose users may be exchanged
+	AllowedTenants []string // other tenants whose users may be exchanged; default none
 	ClientID       string   // aud may be it or "api://<ClientID>"
-	Audiences      []string // other accepted aud values (an App ID URI)
+	Audiences      []string // other accepted aud values (an App ID URI); default none
 }
 
 // UserAssertion is a user's access token that passed ReadUserAssertion's
