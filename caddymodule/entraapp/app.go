@@ -250,15 +250,20 @@ func (a *App) Start() error {
 	if a.Redis != nil {
 		redisstore.RouteLogs(a.logger.Named("redis"))
 	}
+	a.activate()
+	a.startOperations()
+	a.warnCertificateBoundRoutes(a.ctx)
+	return nil
+}
+
+// activate lets this config's handles make token requests.
+func (a *App) activate() {
 	a.lifecycle.mu.Lock()
+	defer a.lifecycle.mu.Unlock()
 	a.lifecycle.started = true
 	for _, h := range a.handles {
 		h.Load().Activate()
 	}
-	a.lifecycle.mu.Unlock()
-	a.startOperations()
-	a.warnCertificateBoundRoutes(a.ctx)
-	return nil
 }
 
 // Stop implements caddy.App; resources are freed by Cleanup.
