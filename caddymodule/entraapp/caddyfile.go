@@ -85,6 +85,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("token_request_concurrency: must be a whole number of at least 1")
 			})
 		case "refresh_ahead":
+			if a.RefreshAhead != 0 { // 0 is not a valid fraction
+				return d.Err("refresh_ahead: may appear only once")
+			}
 			var raw string
 			if err := SingleArg(d, &raw); err != nil {
 				return err

@@ -166,6 +166,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 		{name: "wait timeout zero", input: "entra {\n wait_timeout 0s\n }", wantErr: "wait_timeout: must be positive"},
 		{name: "token request concurrency zero", input: "entra {\n token_request_concurrency 0\n }", wantErr: "token_request_concurrency: must be a whole number of at least 1"},
 		{name: "token request concurrency not a number", input: "entra {\n token_request_concurrency many\n }", wantErr: "token_request_concurrency: must be a whole number"},
+		{name: "refresh ahead twice", input: "entra {\n refresh_ahead 0.5\n refresh_ahead 0.6\n }", wantErr: "refresh_ahead: may appear only once"},
 		{name: "token request concurrency twice", input: "entra {\n token_request_concurrency 4\n token_request_concurrency 8\n }", wantErr: "token_request_concurrency: may appear only once"},
 		{name: "redis db twice", input: "entra {\n redis redis://a {\n db 0\n db 1\n }\n }", wantErr: "db: may appear only once"},
 		{name: "redis db twice after a number", input: "entra {\n redis redis://a {\n db 2\n db 0\n }\n }", wantErr: "db: may appear only once"},
