@@ -16,9 +16,9 @@ const redacted = "[REDACTED]"
 // JSON as tagged. fmt and zap print it with the access token redacted;
 // encoding/json does not, because the store needs it.
 type Record struct {
-	ID                   string    `json:"id"` // the record key (see RecordKey)
-	ApplicationName      string    `json:"applicationName"`
-	AccessToken          string    `json:"accessToken"`
+	ID                   string    `json:"id"`              // the record key (see RecordKey)
+	ApplicationName      string    `json:"applicationName"` // Application.Name of the handle asked
+	AccessToken          string    `json:"accessToken"`     // the bearer token
 	AccessTokenExpiresAt time.Time `json:"accessTokenExpiresAt"`
 	Scope                string    `json:"scope"`     // space-separated
 	CreatedAt            time.Time `json:"createdAt"` // first written

@@ -86,8 +86,16 @@ type ClientCertificateConfig struct {
 // ClientID, ObjectID and ResourceID selects a user-assigned identity;
 // default: the system-assigned one.
 type ManagedIdentityConfig struct {
-	ClientID   string `json:"client_id,omitempty"`
-	ObjectID   string `json:"object_id,omitempty"`
+	// ClientID selects a user-assigned identity by its client ID. Default
+	// none.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ObjectID selects a user-assigned identity by its object (principal)
+	// ID. Default none.
+	ObjectID string `json:"object_id,omitempty"`
+
+	// ResourceID selects a user-assigned identity by its Azure resource ID
+	// (/subscriptions/.../userAssignedIdentities/<name>). Default none.
 	ResourceID string `json:"resource_id,omitempty"`
 
 	// Endpoint is the IMDS token endpoint, for tests. Default
