@@ -220,6 +220,7 @@ func TestRedisWithEntraAuthenticationSurvivesRotations(t *testing.T) {
 			break
 		}
 		time.Sleep(4 * time.Second) // between forced refreshes: wall-clock rotations are the subject
+		before := token("a")
 		resp, err := http.Post(a.AdminURL+"/entra/tokens/orders-api/refresh", "", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -229,7 +230,13 @@ func TestRedisWithEntraAuthenticationSurvivesRotations(t *testing.T) {
 			t.Fatalf("forced refresh on A: %d", resp.StatusCode)
 		}
 		refreshes++
-		newToken := token("a")
+		var newToken string // what A's own traffic injects once it has the refreshed token
+		waitFor(t, "replica A injecting its refreshed token", 5*time.Second, func() error {
+			if newToken = token("a"); newToken == before {
+				return fmt.Errorf("A still injects the token from before the refresh")
+			}
+			return nil
+		})
 		waitFor(t, "replica B injecting A's refreshed token", time.Second, func() error {
 			if token("b") != newToken {
 				return fmt.Errorf("B still injects another token")
