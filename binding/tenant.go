@@ -3,44 +3,114 @@ package binding
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// tenantResolutions holds the process's one resolution of each tenant
-// domain (by OpenID configuration URL), shared by reloads. A failure is
-// not retried: the tenant is then learned from the first token.
+// tenantResolutions holds the process's resolution of each tenant domain
+// (by OpenID configuration URL), shared by the applications' own tokens,
+// the on-behalf-of applications and reloads.
 var tenantResolutions sync.Map // string -> *tenantResolution
 
-// tenantResolution is done once done is closed.
+// A failed resolution is asked again by the next caller after a backoff
+// from tenantRetryFirst, doubling up to tenantRetryMax: a discovery that
+// fails at start does not fail for the process's life.
+const (
+	tenantRetryFirst = time.Second
+	tenantRetryMax   = time.Minute
+)
+
+// now is the clock of the backoff; tests move it.
+var now = time.Now
+
+// tenantResolution is one discovery URL's resolution.
 type tenantResolution struct {
-	done     chan struct{}
-	tenantID string
-	err      error
+	tenantID atomic.Pointer[string] // set once resolved, for good
+
+	mu      sync.Mutex
+	running chan struct{} // closed when the request in flight ends; nil when none
+	err     error         // the last failure
+	retryAt time.Time     // no request before it after a failure
+	backoff time.Duration
+}
+
+// ResolveTenant returns the ID of the tenant client names by domain name
+// (entra.Client.ResolveTenantID), resolved once per process and discovery
+// URL: concurrent callers share one request; after a failure, callers get
+// it without a request, with how long until the next caller asks again.
+// ctx bounds the caller's wait, not the request (the client's timeout
+// does). entra.ErrNoTenantToResolve when the tenant has no name to resolve.
+func ResolveTenant(ctx context.Context, client *entra.Client) (tenantID string, retryAfter time.Duration, err error) {
+	discoveryURL := client.TenantDiscoveryURL()
+	if discoveryURL == "" {
+		return "", 0, entra.ErrNoTenantToResolve
+	}
+	v, _ := tenantResolutions.LoadOrStore(discoveryURL, &tenantResolution{})
+	return v.(*tenantResolution).resolve(ctx, client)
+}
+
+func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client) (string, time.Duration, error) {
+	if id := r.tenantID.Load(); id != nil {
+		return *id, 0, nil
+	}
+	r.mu.Lock()
+	running := r.running
+	if running == nil {
+		if wait := r.retryAt.Sub(now()); r.err != nil && wait > 0 {
+			err := r.err
+			r.mu.Unlock()
+			return "", wait, err
+		}
+		running = make(chan struct{})
+		r.running = running
+		go r.run(client, running) // not bound to one caller's ctx
+	}
+	r.mu.Unlock()
+	select {
+	case <-running:
+	case <-ctx.Done():
+		return "", tenantRetryFirst, ctx.Err()
+	}
+	if id := r.tenantID.Load(); id != nil {
+		return *id, 0, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return "", max(r.retryAt.Sub(now()), 0), r.err
+}
+
+// run asks the tenant's OpenID configuration and closes done.
+func (r *tenantResolution) run(client *entra.Client, done chan struct{}) {
+	tenantID, err := client.ResolveTenantID(context.Background())
+	r.mu.Lock()
+	if err == nil {
+		r.tenantID.Store(&tenantID)
+	} else {
+		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
+		r.err, r.retryAt = err, now().Add(r.backoff)
+	}
+	r.running = nil
+	r.mu.Unlock()
+	close(done)
 }
 
 // tenantResolver returns, for a tenant given by domain name (else nil),
-// what resolves it once before an unsealed record is checked; without it a
+// what resolves it before an unsealed record is checked; without it a
 // replica would trust the store only after a token request of its own.
+// While the resolution fails, the tenant may still be learned from the
+// replica's first token.
 func tenantResolver(client *entra.Client, tokenIdentity *entra.TokenIdentity) func() {
-	discoveryURL := client.TenantDiscoveryURL()
-	if discoveryURL == "" {
+	if client.TenantDiscoveryURL() == "" {
 		return nil
 	}
 	return func() {
 		if _, _, learned := tokenIdentity.Learned(); learned {
 			return
 		}
-		resolution := &tenantResolution{done: make(chan struct{})}
-		if existing, loaded := tenantResolutions.LoadOrStore(discoveryURL, resolution); loaded {
-			resolution = existing.(*tenantResolution)
-		} else {
-			resolution.tenantID, resolution.err = client.ResolveTenantID(context.Background())
-			close(resolution.done)
-		}
-		<-resolution.done
-		if resolution.err == nil {
-			_ = tokenIdentity.LearnTenant(resolution.tenantID)
+		if tenantID, _, err := ResolveTenant(context.Background(), client); err == nil {
+			_ = tokenIdentity.LearnTenant(tenantID)
 		}
 	}
 }

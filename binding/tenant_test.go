@@ -119,3 +119,106 @@ func TestUnresolvableDomainTenantFallsBackToLearning(t *testing.T) {
 		t.Errorf("after the own first token: %v, want nil", err)
 	}
 }
+
+// A failed resolution is answered without a request until its backoff (1 s,
+// doubling) has passed; then one caller asks again, and a success is kept
+// for good. Many concurrent callers share one request.
+func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
+	emu, srv, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	clock := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	now = func() time.Time { return clock }
+	t.Cleanup(func() { now = time.Now })
+	const domain = "retry.onmicrosoft.com" // not served yet: discovery fails
+	client := domainClient(t, srv.URL, domain, "0e5e3f9c-1111-4a2b-9c3d-00000000000d")
+	resolveAll := func() (ids []string, retryAfters []time.Duration, errs []error) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				id, retryAfter, err := ResolveTenant(t.Context(), client)
+				mu.Lock()
+				defer mu.Unlock()
+				ids, retryAfters, errs = append(ids, id), append(retryAfters, retryAfter), append(errs, err)
+			})
+		}
+		wg.Wait()
+		return ids, retryAfters, errs
+	}
+
+	_, retryAfters, errs := resolveAll()
+	for i, err := range errs {
+		if err == nil || retryAfters[i] != time.Second {
+			t.Fatalf("a failing discovery: %v, retry after %s; want an error, 1s", err, retryAfters[i])
+		}
+	}
+	if n := emu.DiscoveryRequests(); n != 1 {
+		t.Fatalf("discovery requests = %d, want 1 for 32 callers", n)
+	}
+	clock = clock.Add(999 * time.Millisecond)
+	if _, retryAfter, err := ResolveTenant(t.Context(), client); err == nil || retryAfter != time.Millisecond {
+		t.Fatalf("within the backoff: %v, retry after %s; want the failure, 1ms", err, retryAfter)
+	}
+	if n := emu.DiscoveryRequests(); n != 1 {
+		t.Fatalf("discovery requests within the backoff = %d, want 1", n)
+	}
+	clock = clock.Add(time.Millisecond)
+	if _, retryAfter, err := ResolveTenant(t.Context(), client); err == nil || retryAfter != 2*time.Second {
+		t.Fatalf("after the backoff, still failing: %v, retry after %s; want an error, 2s (doubled)", err, retryAfter)
+	}
+	if n := emu.DiscoveryRequests(); n != 2 {
+		t.Fatalf("discovery requests after the backoff = %d, want 2", n)
+	}
+
+	if err := emu.AddDomain(domain, emu.TenantID()); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * time.Second)
+	ids, _, errs := resolveAll()
+	for i, err := range errs {
+		if err != nil || ids[i] != emu.TenantID() {
+			t.Fatalf("after the next backoff: %q, %v; want %s", ids[i], err, emu.TenantID())
+		}
+	}
+	clock = clock.Add(time.Hour)
+	if id, _, err := ResolveTenant(t.Context(), client); err != nil || id != emu.TenantID() {
+		t.Fatalf("resolved: %q, %v; want it kept", id, err)
+	}
+	if n := emu.DiscoveryRequests(); n != 3 {
+		t.Errorf("discovery requests = %d, want 3 (two failures, one success)", n)
+	}
+	if _, _, err := ResolveTenant(t.Context(), domainClient(t, srv.URL, emu.TenantID(), "0e5e3f9c-1111-4a2b-9c3d-00000000000d")); !errors.Is(err, entra.ErrNoTenantToResolve) {
+		t.Errorf("a GUID tenant: %v, want ErrNoTenantToResolve", err)
+	}
+}
+
+// The backoff doubles up to a minute.
+func TestDomainTenantBackoffIsBounded(t *testing.T) {
+	_, srv, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	clock := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	now = func() time.Time { return clock }
+	t.Cleanup(func() { now = time.Now })
+	client := domainClient(t, srv.URL, "never.onmicrosoft.com", "0e5e3f9c-1111-4a2b-9c3d-00000000000e")
+	var got []time.Duration
+	for range 9 {
+		_, retryAfter, err := ResolveTenant(t.Context(), client)
+		if err == nil {
+			t.Fatal("an unknown domain resolved")
+		}
+		got = append(got, retryAfter)
+		clock = clock.Add(retryAfter)
+	}
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("backoffs = %v, want %v seconds", got, want)
+		}
+	}
+}

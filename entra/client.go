@@ -92,15 +92,28 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 
 // SupportsOnBehalfOf returns why the client cannot exchange users' tokens
 // (a *ConfigError, field "on_behalf_of"), nil when it can. Call it when the
-// configuration loads.
+// configuration loads. A tenant given by domain name can, when
+// TenantDiscoveryURL names where to resolve its ID (ResolveTenantID), which
+// users' tokens are checked against.
 func (c *Client) SupportsOnBehalfOf() error {
 	switch {
 	case c.CredentialType() == "managed_identity":
 		return &ConfigError{Field: "on_behalf_of", Reason: "a managed identity cannot exchange a user's token; use an app registration's client_secret, client_certificate, federated_token_file or workload_identity"}
-	case !isGUID(c.cfg.TenantID):
-		return &ConfigError{Field: "on_behalf_of", Reason: "needs tenant_id as the tenant's ID (a GUID, as users' tokens carry it in tid), not a domain name"}
+	case c.TenantGUID() == "" && c.TenantDiscoveryURL() == "":
+		return &ConfigError{Field: "on_behalf_of", Reason: "needs tenant_id as the tenant's ID (a GUID, as users' tokens carry it in tid), " +
+			"or a domain name whose ID the authority's OpenID configuration gives: not beside a token_endpoint elsewhere"}
 	}
 	return nil
+}
+
+// TenantGUID returns the tenant ID, lower case, when tenant_id (or a token
+// endpoint shaped as Entra's) names the tenant by its GUID; "" for a domain
+// name, another server's token endpoint or a managed identity.
+func (c *Client) TenantGUID() string {
+	if tenant := c.expectedTenant(); isGUID(tenant) {
+		return strings.ToLower(tenant)
+	}
+	return ""
 }
 
 // OnBehalfOf exchanges a user's token, checked by ReadUserAssertion, for a

@@ -173,14 +173,15 @@ func TestOnBehalfOfRequestShape(t *testing.T) {
 	}
 }
 
-// A managed identity, a tenant named by domain, or a missing assertion
-// cannot exchange: refused without a request.
+// A managed identity, a tenant named by domain without an authority to
+// resolve it (tenant_id beside a token endpoint elsewhere), or a missing
+// assertion cannot exchange: refused without a request.
 func TestOnBehalfOfRefusedLocally(t *testing.T) {
 	mi, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/token"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	domain, err := entra.NewClient(entra.Config{TenantID: "contoso.onmicrosoft.com", ClientID: testClientID, ClientSecret: testSecret, AuthorityHost: "http://127.0.0.1:1"})
+	domain, err := entra.NewClient(entra.Config{TenantID: "contoso.onmicrosoft.com", ClientID: testClientID, ClientSecret: testSecret, TokenEndpoint: "http://127.0.0.1:1/token"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +214,39 @@ func TestOnBehalfOfRefusedLocally(t *testing.T) {
 			reqErr := requestError(t, err)
 			if !errors.Is(err, entra.ErrOnBehalfOf) || !reqErr.PermanentFailure() || reqErr.StatusCode != 0 {
 				t.Errorf("error = %v, want a permanent ErrOnBehalfOf without a request", err)
+			}
+		})
+	}
+}
+
+// A tenant given by domain name, in tenant_id or in a token endpoint shaped
+// as Entra's, can exchange: its ID is resolved through the authority's
+// OpenID configuration; TenantGUID names only a GUID tenant.
+func TestOnBehalfOfDomainTenantIsSupported(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  entra.Config
+		guid string
+	}{
+		"tenant_id domain":        {entra.Config{TenantID: "contoso.onmicrosoft.com", AuthorityHost: "http://127.0.0.1:1"}, ""},
+		"token endpoint domain":   {entra.Config{TokenEndpoint: "http://127.0.0.1:1/contoso.onmicrosoft.com/oauth2/v2.0/token"}, ""},
+		"tenant_id GUID":          {entra.Config{TenantID: strings.ToUpper(userTenant), AuthorityHost: "http://127.0.0.1:1"}, userTenant},
+		"token endpoint GUID":     {entra.Config{TokenEndpoint: "http://127.0.0.1:1/" + userTenant + "/oauth2/v2.0/token"}, userTenant},
+		"GUID beside an endpoint": {entra.Config{TenantID: userTenant, TokenEndpoint: "http://127.0.0.1:1/token"}, userTenant},
+	} {
+		t.Run(name, func(t *testing.T) {
+			tc.cfg.ClientID, tc.cfg.ClientSecret = testClientID, testSecret
+			client, err := entra.NewClient(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := client.SupportsOnBehalfOf(); err != nil {
+				t.Errorf("SupportsOnBehalfOf() = %v, want nil", err)
+			}
+			if got := client.TenantGUID(); got != tc.guid {
+				t.Errorf("TenantGUID() = %q, want %q", got, tc.guid)
+			}
+			if got := client.TenantDiscoveryURL() != ""; got != (tc.guid == "") {
+				t.Errorf("TenantDiscoveryURL() set = %t, want %t", got, tc.guid == "")
 			}
 		})
 	}

@@ -90,15 +90,19 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	if userToken == "" {
 		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
 	}
+	rules, err := userTokenRules(ctx, e)
+	if err != nil {
+		return tokencache.Record{}, err
+	}
 	// An entry exists only for a token that passed the checks below.
 	if len(userToken) <= entra.MaxUserTokenBytes {
 		if rec, found, err := e.Lookup(userToken); found {
 			return rec, nil
 		} else if err != nil {
-			return tokencache.Record{}, a.refusal(err, e, userToken)
+			return tokencache.Record{}, refusal(err, e, rules, userToken)
 		}
 	}
-	user, err := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules)
+	user, err := entra.ReadUserAssertion(userToken, time.Now(), rules)
 	if err != nil {
 		var ute *entra.UserTokenError
 		if errors.As(err, &ute) && ute.Claim == "" {
@@ -119,10 +123,28 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	return rec, nil
 }
 
+// userTokenRules returns e's checks of a user's token, with the home
+// tenant's ID resolved first when it is given by domain name: until then no
+// user token is checked, and the request is answered 503 with Retry-After.
+func userTokenRules(ctx context.Context, e *exchanger) (entra.UserTokenRules, error) {
+	rules := e.app.OnBehalfOf.Rules
+	if rules.TenantID != "" {
+		return rules, nil
+	}
+	tenantID, retryAfter, err := binding.ResolveTenant(ctx, e.app.Client)
+	if err != nil {
+		return rules, &answerError{Answer{Status: http.StatusServiceUnavailable, Code: CodeTokenRequestFailed,
+			Message:    "the tenant's ID is not known yet, so users' tokens cannot be checked: " + strings.TrimPrefix(err.Error(), "entra: "),
+			RetryAfter: max(retryAfter, time.Second)}}
+	}
+	rules.TenantID = tenantID
+	return rules, nil
+}
+
 // refusal answers a refusal remembered for userToken as it was answered.
-func (a *App) refusal(err error, e *exchanger, userToken string) error {
-	tenant := e.app.OnBehalfOf.Rules.TenantID
-	if user, readErr := entra.ReadUserAssertion(userToken, time.Now(), e.app.OnBehalfOf.Rules); readErr == nil {
+func refusal(err error, e *exchanger, rules entra.UserTokenRules, userToken string) error {
+	tenant := rules.TenantID
+	if user, readErr := entra.ReadUserAssertion(userToken, time.Now(), rules); readErr == nil {
 		tenant = user.TenantID
 	}
 	if answer, ok := userFailureAnswer(err, e.app, tenant); ok {

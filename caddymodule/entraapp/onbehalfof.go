@@ -41,7 +41,7 @@ type OnBehalfOfConfig struct {
 type onBehalfOf struct {
 	Header   string // canonical
 	MaxUsers int
-	Rules    entra.UserTokenRules // the local checks of a user's token
+	Rules    entra.UserTokenRules // the local checks of a user's token; TenantID "" until resolved (userTokenRules)
 }
 
 // resolveOnBehalfOf checks on_behalf_of against the application's client,
@@ -56,7 +56,7 @@ func resolveOnBehalfOf(obo *OnBehalfOfConfig, cfg entra.Config, client *entra.Cl
 		return nil, err
 	}
 	resolved := &onBehalfOf{Header: header, MaxUsers: obo.MaxUsers, Rules: entra.UserTokenRules{
-		TenantID: strings.ToLower(client.TenantID()),
+		TenantID: client.TenantGUID(), // "" for a domain name: resolved before the first user token is checked
 		ClientID: cfg.ClientID,
 	}}
 	switch {

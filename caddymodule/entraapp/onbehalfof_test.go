@@ -105,6 +105,44 @@ func TestOnBehalfOfResolved(t *testing.T) {
 	}
 }
 
+// A tenant given by domain name, in tenant_id or in a token endpoint shaped
+// as Entra's, loads offline: its ID is resolved before the first user
+// token is checked, not at load; allowed tenants stay GUIDs.
+func TestOnBehalfOfDomainTenantLoads(t *testing.T) {
+	for name, adjust := range map[string]func(id *IdentityConfig){
+		"tenant_id": func(id *IdentityConfig) { id.TenantID = "contoso.onmicrosoft.com" },
+		"token_endpoint": func(id *IdentityConfig) {
+			id.TenantID, id.TokenEndpoint = "", "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := oboApp(func(id *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+				adjust(id)
+				obo.AllowedTenants = []string{oboOtherTenant}
+			})
+			s, err := a.resolveSettings(caddy.NewReplacer())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := s.applications[0].OnBehalfOf.Rules
+			want := entra.UserTokenRules{ClientID: oboClient, AllowedTenants: []string{oboOtherTenant}}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("rules = %+v, want %+v (the tenant's ID resolved later)", got, want)
+			}
+			if s.applications[0].Client.TenantDiscoveryURL() == "" {
+				t.Error("no discovery URL to resolve the tenant's ID")
+			}
+		})
+	}
+	a := oboApp(func(id *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
+		id.TenantID = "contoso.onmicrosoft.com"
+		obo.AllowedTenants = []string{"fabrikam.onmicrosoft.com"}
+	})
+	if _, err := a.resolveSettings(caddy.NewReplacer()); err == nil || !strings.Contains(err.Error(), "is not a tenant ID") {
+		t.Errorf("a domain in allowed_tenants: %v, want refused", err)
+	}
+}
+
 func TestOnBehalfOfRefusedAtLoad(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -114,8 +152,8 @@ func TestOnBehalfOfRefusedAtLoad(t *testing.T) {
 		{"managed identity", func(id *IdentityConfig, _ *OnBehalfOfConfig, _ *Application) {
 			id.ClientSecret, id.ClientID, id.ManagedIdentity = "", "", &ManagedIdentityConfig{}
 		}, "application graph-as-user: on_behalf_of: a managed identity cannot exchange a user's token"},
-		{"tenant domain", func(id *IdentityConfig, _ *OnBehalfOfConfig, _ *Application) {
-			id.TenantID = "contoso.onmicrosoft.com"
+		{"tenant domain beside a token endpoint elsewhere", func(id *IdentityConfig, _ *OnBehalfOfConfig, _ *Application) {
+			id.TenantID, id.TokenEndpoint = "contoso.onmicrosoft.com", "https://idp.example/token"
 		}, "application graph-as-user: on_behalf_of: needs tenant_id as the tenant's ID"},
 		{"hop-by-hop header", func(_ *IdentityConfig, obo *OnBehalfOfConfig, _ *Application) {
 			obo.Header = "Proxy-Authorization"
