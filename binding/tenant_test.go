@@ -3,6 +3,7 @@ package binding
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -124,14 +125,7 @@ func TestUnresolvableDomainTenantFallsBackToLearning(t *testing.T) {
 // doubling) has passed; then one caller asks again, and a success is kept
 // for good. Many concurrent callers share one request.
 func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
-	emu, srv, err := entratest.NewServer(entratest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	clock := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
-	now = func() time.Time { return clock }
-	t.Cleanup(func() { now = time.Now })
+	emu, srv, clock := emulatorAndClock(t)
 	const domain = "retry.onmicrosoft.com" // not served yet: discovery fails
 	client := domainClient(t, srv.URL, domain, "0e5e3f9c-1111-4a2b-9c3d-00000000000d")
 	resolveAll := func() (ids []string, retryAfters []time.Duration, errs []error) {
@@ -158,14 +152,14 @@ func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 	if n := emu.DiscoveryRequests(); n != 1 {
 		t.Fatalf("discovery requests = %d, want 1 for 32 callers", n)
 	}
-	clock = clock.Add(999 * time.Millisecond)
+	*clock = clock.Add(999 * time.Millisecond)
 	if _, retryAfter, err := ResolveTenant(t.Context(), client); err == nil || retryAfter != time.Millisecond {
 		t.Fatalf("within the backoff: %v, retry after %s; want the failure, 1ms", err, retryAfter)
 	}
 	if n := emu.DiscoveryRequests(); n != 1 {
 		t.Fatalf("discovery requests within the backoff = %d, want 1", n)
 	}
-	clock = clock.Add(time.Millisecond)
+	*clock = clock.Add(time.Millisecond)
 	if _, retryAfter, err := ResolveTenant(t.Context(), client); err == nil || retryAfter != 2*time.Second {
 		t.Fatalf("after the backoff, still failing: %v, retry after %s; want an error, 2s (doubled)", err, retryAfter)
 	}
@@ -176,14 +170,14 @@ func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 	if err := emu.AddDomain(domain, emu.TenantID()); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(2 * time.Second)
+	*clock = clock.Add(2 * time.Second)
 	ids, _, errs := resolveAll()
 	for i, err := range errs {
 		if err != nil || ids[i] != emu.TenantID() {
 			t.Fatalf("after the next backoff: %q, %v; want %s", ids[i], err, emu.TenantID())
 		}
 	}
-	clock = clock.Add(time.Hour)
+	*clock = clock.Add(time.Hour)
 	if id, _, err := ResolveTenant(t.Context(), client); err != nil || id != emu.TenantID() {
 		t.Fatalf("resolved: %q, %v; want it kept", id, err)
 	}
@@ -197,14 +191,7 @@ func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 
 // The backoff doubles up to a minute.
 func TestDomainTenantBackoffIsBounded(t *testing.T) {
-	_, srv, err := entratest.NewServer(entratest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	clock := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
-	now = func() time.Time { return clock }
-	t.Cleanup(func() { now = time.Now })
+	_, srv, clock := emulatorAndClock(t)
 	client := domainClient(t, srv.URL, "never.onmicrosoft.com", "0e5e3f9c-1111-4a2b-9c3d-00000000000e")
 	var got []time.Duration
 	for range 9 {
@@ -213,7 +200,7 @@ func TestDomainTenantBackoffIsBounded(t *testing.T) {
 			t.Fatal("an unknown domain resolved")
 		}
 		got = append(got, retryAfter)
-		clock = clock.Add(retryAfter)
+		*clock = clock.Add(retryAfter)
 	}
 	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}
 	for i := range want {
@@ -221,4 +208,18 @@ func TestDomainTenantBackoffIsBounded(t *testing.T) {
 			t.Fatalf("backoffs = %v, want %v seconds", got, want)
 		}
 	}
+}
+
+// emulatorAndClock serves an emulator and sets the resolutions' clock to
+// the time returned, which the test moves.
+func emulatorAndClock(t *testing.T) (*entratest.Emulator, *httptest.Server, *time.Time) {
+	emu, srv, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	clock := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	now = func() time.Time { return clock }
+	t.Cleanup(func() { now = time.Now })
+	return emu, srv, &clock
 }
