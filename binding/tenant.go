@@ -47,7 +47,10 @@ func ResolveTenant(ctx context.Context, client *entra.Client) (tenantID string, 
 	if discoveryURL == "" {
 		return "", 0, entra.ErrNoTenantToResolve
 	}
-	v, _ := tenantResolutions.LoadOrStore(discoveryURL, &tenantResolution{})
+	v, ok := tenantResolutions.Load(discoveryURL)
+	if !ok {
+		v, _ = tenantResolutions.LoadOrStore(discoveryURL, &tenantResolution{})
+	}
 	return v.(*tenantResolution).resolve(ctx, client)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,8 @@ var onBehalfOfResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 type exchanger struct {
 	*tokencache.Exchanger
-	app resolvedApplication
+	app        resolvedApplication
+	homeTenant atomic.Pointer[string] // a domain tenant's ID once resolved
 }
 
 // makeExchangers makes every on-behalf-of application's exchanger. Entries
@@ -131,12 +133,17 @@ func userTokenRules(ctx context.Context, e *exchanger) (entra.UserTokenRules, er
 	if rules.TenantID != "" {
 		return rules, nil
 	}
+	if id := e.homeTenant.Load(); id != nil {
+		rules.TenantID = *id
+		return rules, nil
+	}
 	tenantID, retryAfter, err := binding.ResolveTenant(ctx, e.app.Client)
 	if err != nil {
 		return rules, &answerError{Answer{Status: http.StatusServiceUnavailable, Code: CodeTokenRequestFailed,
 			Message:    "the tenant's ID is not known yet, so users' tokens cannot be checked: " + strings.TrimPrefix(err.Error(), "entra: "),
 			RetryAfter: max(retryAfter, time.Second)}}
 	}
+	e.homeTenant.Store(&tenantID)
 	rules.TenantID = tenantID
 	return rules, nil
 }
