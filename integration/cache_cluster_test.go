@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // startRedisCluster starts 3 cluster-enabled redis-server nodes, joins them
@@ -73,9 +74,10 @@ func TestCacheClusterFetchesOnce(t *testing.T) {
 		return tokencache.Fetched{}, &throttledError{retryAfter: time.Minute}
 	}
 	var caches []*replicaCache
+	var logs []*observer.ObservedLogs
 	var client redis.UniversalClient
 	for range replicas {
-		c, store, _ := newReplicaCache(t, redisstore.Options{Addrs: addrs, KeyPrefix: "cluster:"},
+		c, store, l := newReplicaCache(t, redisstore.Options{Addrs: addrs, KeyPrefix: "cluster:"},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},
 			cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch),
 			cacheApp("throttled-api", "api://throttled/.default", throttled))
@@ -87,7 +89,9 @@ func TestCacheClusterFetchesOnce(t *testing.T) {
 		}
 		client = store.Client()
 		caches = append(caches, c)
+		logs = append(logs, l)
 	}
+	defer logWarnings(t, logs)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestCacheFleetColdStampedeFetchesOnce: 5 replicas' caches × 1,000
@@ -31,15 +32,18 @@ func TestCacheFleetColdStampedeFetchesOnce(t *testing.T) {
 		return tokencache.Fetched{AccessToken: "fleet-token", ExpiresAt: time.Now().Add(time.Hour)}, nil
 	}
 	var caches []*replicaCache
+	var logs []*observer.ObservedLogs
 	for range replicas {
-		c, store, _ := newReplicaCache(t, redisstore.Options{URL: r.URL, KeyPrefix: "fleet:"},
+		c, store, l := newReplicaCache(t, redisstore.Options{URL: r.URL, KeyPrefix: "fleet:"},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},
 			cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch))
 		if err := store.Ping(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		caches = append(caches, c)
+		logs = append(logs, l)
 	}
+	defer logWarnings(t, logs)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

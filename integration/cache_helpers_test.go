@@ -91,6 +91,21 @@ func newReplicaCache(t *testing.T, ropts redisstore.Options, opts tokencache.Opt
 	return rc, store, logs
 }
 
+// logWarnings logs, when t has failed, the warnings the replicas' caches
+// logged (a store call that timed out makes a replica fetch on its own):
+// their messages and errors, no token.
+func logWarnings(t *testing.T, logs []*observer.ObservedLogs) {
+	t.Helper()
+	if !t.Failed() {
+		return
+	}
+	for i, l := range logs {
+		for _, e := range l.FilterLevelExact(zapcore.WarnLevel).All() {
+			t.Logf("replica %d warned at %s: %s (%v)", i, e.Time.Format("15:04:05.000"), e.Message, e.ContextMap()["error"])
+		}
+	}
+}
+
 // tokenWithin calls Token with a deadline and returns the token and how
 // long it took.
 func tokenWithin(t *testing.T, c *replicaCache, name string, limit time.Duration) (tokencache.Record, time.Duration) {
