@@ -99,8 +99,25 @@ func reloadUnderLoad(t *testing.T, caddyfile string) {
 			}
 		})
 	}
+	// Each config carries traffic for 150ms and at least 80 requests (a
+	// loaded machine sends fewer in 150ms), so that the 7 of them send the
+	// 500 checked below; a load that does not run stops waiting after 10s.
+	traffic := func() {
+		mu.Lock()
+		want := sent + 80
+		mu.Unlock()
+		time.Sleep(150 * time.Millisecond)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			enough := sent >= want
+			mu.Unlock()
+			if enough {
+				return
+			}
+		}
+	}
 	for reload := range 6 {
-		time.Sleep(150 * time.Millisecond) // traffic on the current config
+		traffic()
 		resp, err := http.Post(replica.AdminURL+"/load", "text/caddyfile", strings.NewReader(configs[reload%2]))
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +128,7 @@ func reloadUnderLoad(t *testing.T, caddyfile string) {
 			t.Fatalf("reload %d: %d %s", reload, resp.StatusCode, body)
 		}
 	}
-	time.Sleep(150 * time.Millisecond)
+	traffic()
 	close(stop)
 	wg.Wait()
 
