@@ -60,9 +60,14 @@ func TestTwoHostsSystemIdentitiesNeverShareARecord(t *testing.T) {
 	if n := f.emulator.TokenRequests() - requests; n > 2 {
 		t.Errorf("host B made %d token requests, want at most 2", n)
 	}
-	if !strings.Contains(b.logs(), "system-assigned managed identity learned from its first token") {
-		t.Error("host B did not key its records by its learned identity")
-	}
+	// The rekey runs in a goroutine of its own after the first fetch: wait
+	// for its line as for host A's.
+	waitFor(t, "host B's rekey (it did not key its records by its learned identity)", 5*time.Second, func() error {
+		if !strings.Contains(b.logs(), "system-assigned managed identity learned from its first token") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 }
 
 // TestTwoHostsWhoseTokensNameNoClientNeverShareARecord: as above, behind an
@@ -98,6 +103,14 @@ func TestTwoHostsWhoseTokensNameNoClientNeverShareARecord(t *testing.T) {
 		}
 	}
 	for name, s := range map[string]*sidecar{"A": a, "B": b} {
+		// The warning comes through the replica's stderr pipe: wait for it
+		// before counting.
+		waitFor(t, "host "+name+"'s warning that its identity cannot be learned", 5*time.Second, func() error {
+			if !strings.Contains(s.logs(), "do not name its tenant and client") {
+				return errors.New("not yet")
+			}
+			return nil
+		})
 		logs := s.logs()
 		if strings.Contains(logs, "system-assigned managed identity learned from its first token") {
 			t.Errorf("host %s keyed its records by tokens that name no client", name)
