@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,7 +93,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	if userToken == "" {
 		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
 	}
-	rules, err := userTokenRules(ctx, e)
+	rules, err := userTokenRules(ctx, e, cmp.Or(time.Duration(a.WaitTimeout), tokencache.DefaultWaitTimeout))
 	if err != nil {
 		return tokencache.Record{}, err
 	}
@@ -128,7 +129,8 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 // userTokenRules returns e's checks of a user's token, with the home
 // tenant's ID resolved first when it is given by domain name: until then no
 // user token is checked, and the request is answered 503 with Retry-After.
-func userTokenRules(ctx context.Context, e *exchanger) (entra.UserTokenRules, error) {
+// A request waits for the resolution at most wait (wait_timeout).
+func userTokenRules(ctx context.Context, e *exchanger, wait time.Duration) (entra.UserTokenRules, error) {
 	rules := e.app.OnBehalfOf.Rules
 	if rules.TenantID != "" {
 		return rules, nil
@@ -137,6 +139,8 @@ func userTokenRules(ctx context.Context, e *exchanger) (entra.UserTokenRules, er
 		rules.TenantID = *id
 		return rules, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
 	tenantID, retryAfter, err := binding.ResolveTenant(ctx, e.app.Client)
 	if err != nil {
 		return rules, &answerError{Answer{Status: http.StatusServiceUnavailable, Code: CodeTokenRequestFailed,

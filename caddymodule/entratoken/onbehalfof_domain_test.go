@@ -3,9 +3,14 @@ package entratoken
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
@@ -101,5 +106,47 @@ func TestOnBehalfOfUnresolvedDomainTenantAnswersRetryably(t *testing.T) {
 		if strings.Contains(string(line)+entry.Message, strings.Split(home, ".")[1]) {
 			t.Errorf("log %q holds the user's token", entry.Message)
 		}
+	}
+}
+
+// A slow OpenID configuration holds a request with a user's token at most
+// wait_timeout: it is then answered 503 with Retry-After, as any request
+// that could not have its token in time.
+func TestOnBehalfOfDomainTenantResolutionWaitsAtMostWaitTimeout(t *testing.T) {
+	release := make(chan struct{})
+	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(stalled.Close)
+	t.Cleanup(func() { close(release) })
+	app := &entraapp.App{
+		IdentityConfig: entraapp.IdentityConfig{AuthorityHost: stalled.URL, TenantID: homeDomain,
+			ClientID: apptest.ClientID, ClientSecret: apptest.ClientSecret},
+		WaitTimeout: caddy.Duration(200 * time.Millisecond),
+		Applications: map[string]*entraapp.Application{
+			apptest.OnBehalfOfApplication: {Scopes: []string{apptest.OnBehalfOfScope}, OnBehalfOf: &entraapp.OnBehalfOfConfig{}},
+		},
+	}
+	if err := app.ProvisionForTest(zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Cleanup() })
+	done := make(chan error, 1)
+	go func() {
+		_, err := app.ExchangeUserToken(t.Context(), apptest.OnBehalfOfApplication, "a.b.c")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		answer := entraapp.AnswerFor(err)
+		if answer.Status != http.StatusServiceUnavailable || answer.Code != entraapp.CodeTokenRequestFailed || answer.RetryAfter <= 0 {
+			t.Errorf("answered %d %s, Retry-After %v; want 503 %s with Retry-After", answer.Status, answer.Code, answer.RetryAfter, entraapp.CodeTokenRequestFailed)
+		}
+	case <-time.After(3 * time.Second): // the entra client's own timeout is 10 s
+		t.Fatal("a request waited past wait_timeout (200ms) for the tenant's resolution")
 	}
 }
