@@ -108,12 +108,26 @@ func tenantResolver(client *entra.Client, tokenIdentity *entra.TokenIdentity) fu
 	if client.TenantDiscoveryURL() == "" {
 		return nil
 	}
+	var failed atomic.Bool
 	return func() {
 		if _, _, learned := tokenIdentity.Learned(); learned {
 			return
 		}
-		if tenantID, _, err := ResolveTenant(context.Background(), client); err == nil {
-			_ = tokenIdentity.LearnTenant(tenantID)
+		// Until an attempt has failed, checks wait for the resolution (at
+		// most the client's timeout), as they always did; after that they
+		// only start the next attempt once its backoff has passed and do not
+		// wait: a record read or an announcement is never held up again by
+		// a slow or failing authority.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if failed.Load() {
+			cancel()
 		}
+		tenantID, _, err := ResolveTenant(ctx, client)
+		if err != nil {
+			failed.Store(true)
+			return
+		}
+		_ = tokenIdentity.LearnTenant(tenantID)
 	}
 }

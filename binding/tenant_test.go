@@ -3,7 +3,9 @@ package binding
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -222,4 +224,62 @@ func emulatorAndClock(t *testing.T) (*entratest.Emulator, *httptest.Server, *tim
 	now = func() time.Time { return clock }
 	t.Cleanup(func() { now = time.Now })
 	return emu, srv, &clock
+}
+
+// Before a record read from an unsealed store is checked, the first check
+// waits for the tenant's resolution; while it keeps failing, later checks
+// only start the next attempt after its backoff and never wait for a slow
+// authority (a record read or an announcement is not held up again).
+func TestRecordChecksWaitForTheResolutionOnlyOnce(t *testing.T) {
+	_, _, clock := emulatorAndClock(t) // the clock only
+	answer := make(chan struct{})      // each discovery request waits for one
+	var mu sync.Mutex
+	requests := 0
+	authority := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		select {
+		case <-answer:
+		case <-r.Context().Done():
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(authority.Close)
+	requestsSoFar := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return requests
+	}
+	client := domainClient(t, authority.URL, "slow.onmicrosoft.com", "0e5e3f9c-1111-4a2b-9c3d-00000000000e")
+	app := Application("a", client, []string{"api://orders/.default"}, nil, nil)
+	rec := tokencache.Record{AccessToken: "x.y.z", AccessTokenExpiresAt: time.Now().Add(time.Hour)}
+	check := func() <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			_ = app.VerifyStored(rec)
+			close(done)
+		}()
+		return done
+	}
+
+	first := check()
+	select {
+	case <-first:
+		t.Fatal("the first check did not wait for the resolution")
+	case answer <- struct{}{}: // the first discovery request answered 404
+	}
+	<-first
+
+	*clock = clock.Add(time.Second) // past the backoff
+	select {
+	case <-check():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a later check waited for the slow authority")
+	}
+	for requestsSoFar() != 2 { // the next attempt, started and still unanswered
+		runtime.Gosched()
+	}
+	answer <- struct{}{}
+	_, _, _ = ResolveTenant(context.Background(), client) // joins that attempt until it ends
 }
