@@ -396,3 +396,27 @@ func BenchmarkReadUserAssertion(b *testing.B) {
 		}
 	}
 }
+
+// The multi-tenant authorities name no tenant to check users' tokens
+// against (common and organizations have no tenant ID in their issuer;
+// consumers is every personal account's): an on-behalf-of application is
+// refused them at load, as before domain tenants were taken.
+func TestOnBehalfOfRefusesTheMultiTenantAuthorities(t *testing.T) {
+	for _, cfg := range []entra.Config{
+		{TenantID: "common", AuthorityHost: "http://127.0.0.1:1"},
+		{TenantID: "Organizations", AuthorityHost: "http://127.0.0.1:1"},
+		{TenantID: "consumers", AuthorityHost: "http://127.0.0.1:1"},
+		{TokenEndpoint: "http://127.0.0.1:1/common/oauth2/v2.0/token"},
+	} {
+		cfg.ClientID, cfg.ClientSecret = testClientID, testSecret
+		client, err := entra.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfgErr *entra.ConfigError
+		if err := client.SupportsOnBehalfOf(); !errors.As(err, &cfgErr) || cfgErr.Field != "on_behalf_of" ||
+			!strings.Contains(cfgErr.Reason, "not common, organizations or consumers") {
+			t.Errorf("tenant %q, endpoint %q: SupportsOnBehalfOf() = %v, want on_behalf_of refusing the multi-tenant authorities", cfg.TenantID, cfg.TokenEndpoint, err)
+		}
+	}
+}
