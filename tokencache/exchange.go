@@ -127,7 +127,9 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 	ctx, cancel := context.WithCancel(c.closing)
 	e.stopWatch = cancel
 	if e.shared && c.startBackground() {
-		go e.watchDrops(ctx)
+		subscribed := make(chan struct{})
+		go e.watchDrops(ctx, subscribed)
+		<-subscribed // a drop announced after NewExchanger reaches this L1, as Register's keys
 	}
 	return e, nil
 }
@@ -252,9 +254,10 @@ func (e *Exchanger) Drop(ctx context.Context, userToken string) {
 }
 
 // watchDrops forgets the entries other replicas drop, until ctx ends.
-func (e *Exchanger) watchDrops(ctx context.Context) {
+func (e *Exchanger) watchDrops(ctx context.Context, subscribed chan<- struct{}) {
 	defer e.c.background.Done()
 	updates, cancel := e.c.store.Watch(ctx, e.dropKey, UpdateChannel(e.dropKey))
+	close(subscribed) // confirmed, or the store gave up
 	defer func() {
 		if cancel != nil {
 			cancel()
