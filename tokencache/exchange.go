@@ -128,7 +128,7 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 	e.stopWatch = cancel
 	if e.shared && c.startBackground() {
 		subscribed := make(chan struct{})
-		go e.watchDrops(ctx, subscribed)
+		go c.runWatch(ctx, e.dropKey, UpdateChannel(e.dropKey), subscribed, e.forgetDropped)
 		<-subscribed // a drop announced after NewExchanger reaches this L1, as Register's keys
 	}
 	return e, nil
@@ -253,31 +253,13 @@ func (e *Exchanger) Drop(ctx context.Context, userToken string) {
 	}
 }
 
-// watchDrops forgets the entries other replicas drop, until ctx ends.
-func (e *Exchanger) watchDrops(ctx context.Context, subscribed chan<- struct{}) {
-	defer e.c.background.Done()
-	updates, cancel := e.c.store.Watch(ctx, e.dropKey, UpdateChannel(e.dropKey))
-	close(subscribed) // confirmed, or the store gave up
-	defer func() {
-		if cancel != nil {
-			cancel()
-		}
-	}()
-	if updates == nil {
+// forgetDropped forgets the entry another replica announced it dropped.
+func (e *Exchanger) forgetDropped(rec *Record) {
+	if rec == nil {
 		return
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case rec := <-updates:
-			if rec == nil {
-				continue
-			}
-			if d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID); ok {
-				e.entries.remove(d)
-			}
-		}
+	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID); ok {
+		e.entries.remove(d)
 	}
 }
 

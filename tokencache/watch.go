@@ -22,25 +22,32 @@ func (c *Cache) watch(ks *keyState) <-chan struct{} {
 	}
 	ctx, cancel := context.WithCancel(c.closing)
 	ks.stopWatch = cancel
-	go func() {
-		defer c.background.Done()
-		updates, unsubscribe := c.store.Watch(ctx, ks.key, ks.channel)
-		defer unsubscribe()
-		close(subscribed)
-		if updates == nil {
-			return
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case rec := <-updates:
-				c.followStore(ctx, ks, rec)
-				ks.announce(rec)
-			}
-		}
-	}()
+	go c.runWatch(ctx, ks.key, ks.channel, subscribed, func(rec *Record) {
+		c.followStore(ctx, ks, rec)
+		ks.announce(rec)
+	})
 	return subscribed
+}
+
+// runWatch is a lasting watcher of channel, in a background slot the caller
+// took: it closes subscribed once the store confirmed the subscription (or
+// gave up), then calls onUpdate for each announcement until ctx ends.
+func (c *Cache) runWatch(ctx context.Context, key, channel string, subscribed chan<- struct{}, onUpdate func(*Record)) {
+	defer c.background.Done()
+	updates, unsubscribe := c.store.Watch(ctx, key, channel)
+	defer unsubscribe()
+	close(subscribed)
+	if updates == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case rec := <-updates:
+			onUpdate(rec)
+		}
+	}
 }
 
 // updated returns the key's broadcast: a channel closed at the key's next
