@@ -21,14 +21,15 @@ import (
 // OnStoreDrop) whose tokens client gets for scopes. fingerprintKey is the
 // key sealing the store's records, if any; unsealed records need the
 // tenant resolved before they are checked. learned, if not nil, is called
-// after each successful fetch (Rekeyer.Learned).
-func Application(name string, client *entra.Client, scopes []string, fingerprintKey []byte, learned func(error)) tokencache.Application {
+// after each successful fetch (Rekeyer.Learned). logger is told of the
+// tenant's resolution (ResolveTenant).
+func Application(name string, client *entra.Client, scopes []string, fingerprintKey []byte, learned func(error), logger *zap.Logger) tokencache.Application {
 	tokenIdentity := tokenIdentityFor(client)
 	audience := audienceFor(client, scopes)
 	cacheKey, _ := CacheKey(client)
 	var resolveTenant func()
 	if len(fingerprintKey) == 0 {
-		resolveTenant = tenantResolver(client, tokenIdentity)
+		resolveTenant = tenantResolver(client, tokenIdentity, logger)
 	}
 	return tokencache.Application{
 		Name:             name,

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
@@ -34,6 +36,7 @@ type tenantResolution struct {
 	err     error         // the last failure
 	retryAt time.Time     // no request before it after a failure
 	backoff time.Duration
+	failed  int // attempts failed in a row
 }
 
 // ResolveTenant returns the ID of the tenant client names by domain name
@@ -41,8 +44,10 @@ type tenantResolution struct {
 // URL: concurrent callers share one request; after a failure, callers get
 // it without a request, with how long until the next caller asks again.
 // ctx bounds the caller's wait, not the request (the client's timeout
-// does). entra.ErrNoTenantToResolve when the tenant has no name to resolve.
-func ResolveTenant(ctx context.Context, client *entra.Client) (tenantID string, retryAfter time.Duration, err error) {
+// does). Each failed attempt is logged to logger (a warning, at most one
+// per backoff), and the success that ends a run of failures (info).
+// entra.ErrNoTenantToResolve when the tenant has no name to resolve.
+func ResolveTenant(ctx context.Context, client *entra.Client, logger *zap.Logger) (tenantID string, retryAfter time.Duration, err error) {
 	discoveryURL := client.TenantDiscoveryURL()
 	if discoveryURL == "" {
 		return "", 0, entra.ErrNoTenantToResolve
@@ -51,10 +56,10 @@ func ResolveTenant(ctx context.Context, client *entra.Client) (tenantID string, 
 	if !ok {
 		v, _ = tenantResolutions.LoadOrStore(discoveryURL, &tenantResolution{})
 	}
-	return v.(*tenantResolution).resolve(ctx, client)
+	return v.(*tenantResolution).resolve(ctx, client, logger)
 }
 
-func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client) (string, time.Duration, error) {
+func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client, logger *zap.Logger) (string, time.Duration, error) {
 	if id := r.tenantID.Load(); id != nil {
 		return *id, 0, nil
 	}
@@ -68,7 +73,7 @@ func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client) (s
 		}
 		running = make(chan struct{})
 		r.running = running
-		go r.run(client, running) // not bound to one caller's ctx
+		go r.run(client, running, logger) // not bound to one caller's ctx
 	}
 	r.mu.Unlock()
 	select {
@@ -84,19 +89,33 @@ func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client) (s
 	return "", max(r.retryAt.Sub(now()), 0), r.err
 }
 
-// run asks the tenant's OpenID configuration and closes done.
-func (r *tenantResolution) run(client *entra.Client, done chan struct{}) {
+// run asks the tenant's OpenID configuration, logs the outcome to logger
+// and closes done.
+func (r *tenantResolution) run(client *entra.Client, done chan struct{}, logger *zap.Logger) {
 	tenantID, err := client.ResolveTenantID(context.Background())
 	r.mu.Lock()
+	failedBefore := r.failed
 	if err == nil {
 		r.tenantID.Store(&tenantID)
 	} else {
+		r.failed++
 		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
 		r.err, r.retryAt = err, now().Add(r.backoff)
 	}
 	r.running = nil
+	failed, retryIn := r.failed, r.backoff
 	r.mu.Unlock()
-	close(done)
+	defer close(done) // after the log: a caller that saw the outcome finds it logged
+	discovery := zap.String("discovery_url", client.TenantDiscoveryURL())
+	switch {
+	case err != nil:
+		// Discovery is unauthenticated: its error carries no secret.
+		logger.Warn("resolving the tenant's ID from its OpenID configuration failed; until it succeeds, "+
+			"on-behalf-of requests are answered 503 and records read from an unsealed store are trusted only after this replica's own token",
+			discovery, zap.Int("attempts", failed), zap.Duration("retry_in", retryIn), zap.Error(err))
+	case failedBefore > 0:
+		logger.Info("resolved the tenant's ID from its OpenID configuration", discovery, zap.Int("failed_attempts", failedBefore))
+	}
 }
 
 // tenantResolver returns, for a tenant given by domain name (else nil),
@@ -104,7 +123,7 @@ func (r *tenantResolution) run(client *entra.Client, done chan struct{}) {
 // replica would trust the store only after a token request of its own.
 // While the resolution fails, the tenant may still be learned from the
 // replica's first token.
-func tenantResolver(client *entra.Client, tokenIdentity *entra.TokenIdentity) func() {
+func tenantResolver(client *entra.Client, tokenIdentity *entra.TokenIdentity, logger *zap.Logger) func() {
 	if client.TenantDiscoveryURL() == "" {
 		return nil
 	}
@@ -123,7 +142,7 @@ func tenantResolver(client *entra.Client, tokenIdentity *entra.TokenIdentity) fu
 		if failed.Load() {
 			cancel()
 		}
-		tenantID, _, err := ResolveTenant(ctx, client)
+		tenantID, _, err := ResolveTenant(ctx, client, logger)
 		if err != nil {
 			failed.Store(true)
 			return

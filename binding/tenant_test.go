@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -45,7 +48,7 @@ func TestDomainTenantIsResolvedOncePerProcess(t *testing.T) {
 	scopes := []string{"api://orders/.default"}
 
 	// Sealed: no round trip.
-	sealed := Application("sealed", domainClient(t, srv.URL, domain, clientA), scopes, []byte("a key that seals the records"), nil)
+	sealed := Application("sealed", domainClient(t, srv.URL, domain, clientA), scopes, []byte("a key that seals the records"), nil, zap.NewNop())
 	_ = sealed.VerifyStored(tokencache.Record{AccessToken: "x.y.z", AccessTokenExpiresAt: time.Now().Add(time.Hour)})
 	if n := emu.DiscoveryRequests(); n != 0 {
 		t.Fatalf("a sealed store's record made %d discovery requests, want 0", n)
@@ -61,8 +64,8 @@ func TestDomainTenantIsResolvedOncePerProcess(t *testing.T) {
 		stored = append(stored, tokencache.Record{AccessToken: token.AccessToken, AccessTokenExpiresAt: token.ExpiresAt})
 	}
 	verifiers := []func(tokencache.Record) error{
-		Application("a", domainClient(t, srv.URL, domain, clientA), scopes, nil, nil).VerifyStored,
-		Application("b", domainClient(t, srv.URL, domain, clientB), scopes, nil, nil).VerifyStored,
+		Application("a", domainClient(t, srv.URL, domain, clientA), scopes, nil, nil, zap.NewNop()).VerifyStored,
+		Application("b", domainClient(t, srv.URL, domain, clientB), scopes, nil, nil, zap.NewNop()).VerifyStored,
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -105,7 +108,7 @@ func TestUnresolvableDomainTenantFallsBackToLearning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := Application("c", domainClient(t, srv.URL, domain, clientID), scopes, nil, nil)
+	app := Application("c", domainClient(t, srv.URL, domain, clientID), scopes, nil, nil, zap.NewNop())
 	stored := tokencache.Record{AccessToken: own.AccessToken, AccessTokenExpiresAt: own.ExpiresAt}
 	for range 3 {
 		if err := app.VerifyStored(stored); !errors.Is(err, tokencache.ErrUnverifiable) {
@@ -128,6 +131,8 @@ func TestUnresolvableDomainTenantFallsBackToLearning(t *testing.T) {
 // for good. Many concurrent callers share one request.
 func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 	emu, srv, clock := emulatorAndClock(t)
+	core, logs := observer.New(zap.InfoLevel)
+	logger := zap.New(core)
 	const domain = "retry.onmicrosoft.com" // not served yet: discovery fails
 	client := domainClient(t, srv.URL, domain, "0e5e3f9c-1111-4a2b-9c3d-00000000000d")
 	resolveAll := func() (ids []string, retryAfters []time.Duration, errs []error) {
@@ -135,7 +140,7 @@ func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 32 {
 			wg.Go(func() {
-				id, retryAfter, err := ResolveTenant(t.Context(), client)
+				id, retryAfter, err := ResolveTenant(t.Context(), client, logger)
 				mu.Lock()
 				defer mu.Unlock()
 				ids, retryAfters, errs = append(ids, id), append(retryAfters, retryAfter), append(errs, err)
@@ -155,18 +160,24 @@ func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 		t.Fatalf("discovery requests = %d, want 1 for 32 callers", n)
 	}
 	*clock = clock.Add(999 * time.Millisecond)
-	if _, retryAfter, err := ResolveTenant(t.Context(), client); err == nil || retryAfter != time.Millisecond {
+	if _, retryAfter, err := ResolveTenant(t.Context(), client, logger); err == nil || retryAfter != time.Millisecond {
 		t.Fatalf("within the backoff: %v, retry after %s; want the failure, 1ms", err, retryAfter)
 	}
 	if n := emu.DiscoveryRequests(); n != 1 {
 		t.Fatalf("discovery requests within the backoff = %d, want 1", n)
 	}
 	*clock = clock.Add(time.Millisecond)
-	if _, retryAfter, err := ResolveTenant(t.Context(), client); err == nil || retryAfter != 2*time.Second {
+	if _, retryAfter, err := ResolveTenant(t.Context(), client, logger); err == nil || retryAfter != 2*time.Second {
 		t.Fatalf("after the backoff, still failing: %v, retry after %s; want an error, 2s (doubled)", err, retryAfter)
 	}
 	if n := emu.DiscoveryRequests(); n != 2 {
 		t.Fatalf("discovery requests after the backoff = %d, want 2", n)
+	}
+	// One warning per attempt, not per caller: the operator sees why.
+	warnings := logs.FilterMessageSnippet("resolving the tenant's ID").AllUntimed()
+	if len(warnings) != 2 || warnings[1].Level != zap.WarnLevel || warnings[1].ContextMap()["attempts"] != int64(2) ||
+		warnings[1].ContextMap()["retry_in"] != 2*time.Second || warnings[1].ContextMap()["discovery_url"] != client.TenantDiscoveryURL() {
+		t.Fatalf("logged %+v; want two warnings, the second of attempt 2 retried in 2s naming the discovery URL", warnings)
 	}
 
 	if err := emu.AddDomain(domain, emu.TenantID()); err != nil {
@@ -179,14 +190,18 @@ func TestDomainTenantResolutionIsRetriedAfterItsBackoff(t *testing.T) {
 			t.Fatalf("after the next backoff: %q, %v; want %s", ids[i], err, emu.TenantID())
 		}
 	}
+	if recovered := logs.FilterMessage("resolved the tenant's ID from its OpenID configuration").AllUntimed(); len(recovered) != 1 ||
+		recovered[0].ContextMap()["failed_attempts"] != int64(2) {
+		t.Errorf("logged %+v on success; want one info after 2 failed attempts", recovered)
+	}
 	*clock = clock.Add(time.Hour)
-	if id, _, err := ResolveTenant(t.Context(), client); err != nil || id != emu.TenantID() {
+	if id, _, err := ResolveTenant(t.Context(), client, logger); err != nil || id != emu.TenantID() {
 		t.Fatalf("resolved: %q, %v; want it kept", id, err)
 	}
 	if n := emu.DiscoveryRequests(); n != 3 {
 		t.Errorf("discovery requests = %d, want 3 (two failures, one success)", n)
 	}
-	if _, _, err := ResolveTenant(t.Context(), domainClient(t, srv.URL, emu.TenantID(), "0e5e3f9c-1111-4a2b-9c3d-00000000000d")); !errors.Is(err, entra.ErrNoTenantToResolve) {
+	if _, _, err := ResolveTenant(t.Context(), domainClient(t, srv.URL, emu.TenantID(), "0e5e3f9c-1111-4a2b-9c3d-00000000000d"), zap.NewNop()); !errors.Is(err, entra.ErrNoTenantToResolve) {
 		t.Errorf("a GUID tenant: %v, want ErrNoTenantToResolve", err)
 	}
 }
@@ -197,7 +212,7 @@ func TestDomainTenantBackoffIsBounded(t *testing.T) {
 	client := domainClient(t, srv.URL, "never.onmicrosoft.com", "0e5e3f9c-1111-4a2b-9c3d-00000000000e")
 	var got []time.Duration
 	for range 9 {
-		_, retryAfter, err := ResolveTenant(t.Context(), client)
+		_, retryAfter, err := ResolveTenant(t.Context(), client, zap.NewNop())
 		if err == nil {
 			t.Fatal("an unknown domain resolved")
 		}
@@ -252,7 +267,7 @@ func TestRecordChecksWaitForTheResolutionOnlyOnce(t *testing.T) {
 		return requests
 	}
 	client := domainClient(t, authority.URL, "slow.onmicrosoft.com", "0e5e3f9c-1111-4a2b-9c3d-00000000000e")
-	app := Application("a", client, []string{"api://orders/.default"}, nil, nil)
+	app := Application("a", client, []string{"api://orders/.default"}, nil, nil, zap.NewNop())
 	rec := tokencache.Record{AccessToken: "x.y.z", AccessTokenExpiresAt: time.Now().Add(time.Hour)}
 	check := func() <-chan struct{} {
 		done := make(chan struct{})
@@ -281,5 +296,5 @@ func TestRecordChecksWaitForTheResolutionOnlyOnce(t *testing.T) {
 		runtime.Gosched()
 	}
 	answer <- struct{}{}
-	_, _, _ = ResolveTenant(context.Background(), client) // joins that attempt until it ends
+	_, _, _ = ResolveTenant(context.Background(), client, zap.NewNop()) // joins that attempt until it ends
 }

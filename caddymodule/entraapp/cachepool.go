@@ -137,7 +137,7 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 		if _, unlearned := binding.CacheKey(client); unlearned {
 			learned = binding.NewRekeyer(name, client, a.logger, func() { a.rekey(app, client) }).Learned
 		}
-		app = binding.Application(name, client, ra.Scopes, fingerprintKey, learned)
+		app = binding.Application(name, client, ra.Scopes, fingerprintKey, learned, a.logger)
 		app.OnFetch = fetchObserver(name, client.TokenEndpoint(), a.logger)
 		app.OnStoreDrop = storeDropObserver(name)
 		apps = append(apps, app)

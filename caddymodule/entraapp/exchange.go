@@ -93,7 +93,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	if userToken == "" {
 		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
 	}
-	rules, err := userTokenRules(ctx, e, cmp.Or(time.Duration(a.WaitTimeout), tokencache.DefaultWaitTimeout))
+	rules, err := userTokenRules(ctx, e, cmp.Or(time.Duration(a.WaitTimeout), tokencache.DefaultWaitTimeout), a.logger)
 	if err != nil {
 		return tokencache.Record{}, err
 	}
@@ -129,8 +129,9 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 // userTokenRules returns e's checks of a user's token, with the home
 // tenant's ID resolved first when it is given by domain name: until then no
 // user token is checked, and the request is answered 503 with Retry-After.
-// A request waits for the resolution at most wait (wait_timeout).
-func userTokenRules(ctx context.Context, e *exchanger, wait time.Duration) (entra.UserTokenRules, error) {
+// A request waits for the resolution at most wait (wait_timeout); logger is
+// told of its failures.
+func userTokenRules(ctx context.Context, e *exchanger, wait time.Duration, logger *zap.Logger) (entra.UserTokenRules, error) {
 	rules := e.app.OnBehalfOf.Rules
 	if rules.TenantID != "" {
 		return rules, nil
@@ -141,7 +142,7 @@ func userTokenRules(ctx context.Context, e *exchanger, wait time.Duration) (entr
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	tenantID, retryAfter, err := binding.ResolveTenant(ctx, e.app.Client)
+	tenantID, retryAfter, err := binding.ResolveTenant(ctx, e.app.Client, logger)
 	if err != nil {
 		return rules, &answerError{Answer{Status: http.StatusServiceUnavailable, Code: CodeTokenRequestFailed,
 			Message:    "the tenant's ID is not known yet, so users' tokens cannot be checked: " + strings.TrimPrefix(err.Error(), "entra: "),
