@@ -83,6 +83,7 @@ type Exchanger struct {
 	entries   *boundedMemory[entryDigest, *Record]
 	rejected  *boundedMemory[entryDigest, error]
 	tampered  *boundedMemory[entryDigest, struct{}] // logged as failing the checks
+	dropped   *boundedMemory[entryDigest, struct{}] // dropped within PurgeInterval
 	flightsMu sync.Mutex
 	flights   map[entryDigest]*exchangeFlight // at most opts.MaxFlights with callers
 
@@ -114,6 +115,7 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 		entries:  newBoundedMemory[entryDigest, *Record](opts.MaxEntries),
 		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
 		tampered: newBoundedMemory[entryDigest, struct{}](opts.MaxEntries),
+		dropped:  newBoundedMemory[entryDigest, struct{}](opts.MaxEntries),
 		backoffs: make(map[string]tenantBackoff),
 		flights:  make(map[entryDigest]*exchangeFlight),
 	}
@@ -233,24 +235,33 @@ type exchanged struct {
 }
 
 // Drop forgets the token exchanged for userToken, which downstream refused
-// (a claims challenge), here, in the store and in every replica.
-func (e *Exchanger) Drop(ctx context.Context, userToken string) {
+// (a claims challenge), here, in the store and in every replica, and
+// reports whether it did: one user token's entry is dropped at most once
+// per PurgeInterval (10 s by default) in this process, so that a downstream
+// that challenges every request cannot make each of them an exchange.
+func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
 	d := e.namer.digest(userToken)
+	now := e.c.now()
+	if _, recent := e.dropped.get(d, now); recent {
+		return false
+	}
+	e.dropped.put(d, struct{}{}, now.Add(e.c.purgeInterval))
 	e.entries.remove(d)
 	key := e.key(d)
 	if !e.shared {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 	defer cancel()
 	if err := e.c.store.RemoveRecord(ctx, key); err != nil {
 		e.c.storeFailed(err)
-		return
+		return true
 	}
 	// Sealed under the drop key: only a replica with the secret reads it.
 	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name}); err != nil {
 		e.c.storeFailed(err)
 	}
+	return true
 }
 
 // forgetDropped forgets the entry another replica announced it dropped.

@@ -463,3 +463,34 @@ func TestApplicationFailureAtOneTenantBacksOffThatTenantOnly(t *testing.T) {
 		t.Errorf("%d backoffs kept, want at most Tenants (2)", kept)
 	}
 }
+
+// A downstream that answers every request with a claims challenge drops a
+// user token's entry once per PurgeInterval, not once per request: 200
+// challenged requests within it make one new exchange, not 200.
+func TestDropsOfOneUserTokenAreRateLimited(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{})
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	for i := range 200 {
+		if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil {
+			t.Fatal(err)
+		}
+		if dropped := e.Drop(t.Context(), testUserToken); dropped != (i == 0) {
+			t.Fatalf("drop %d: dropped = %v, want only the first within the interval", i, dropped)
+		}
+	}
+	if n := x.calls.Load(); n != 2 {
+		t.Fatalf("200 challenged requests made %d exchanges, want 2 (the first, and one after the drop)", n)
+	}
+	if !e.Drop(t.Context(), "another.user.token") {
+		t.Error("another user token's drop was refused: the limit is per user token")
+	}
+	clock.Advance(DefaultPurgeInterval)
+	if !e.Drop(t.Context(), testUserToken) {
+		t.Fatal("a drop after the interval was refused")
+	}
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil || x.calls.Load() != 3 {
+		t.Fatalf("after the interval's drop: %v, %d exchanges; want a new exchange", err, x.calls.Load())
+	}
+}

@@ -165,9 +165,12 @@ func refusal(err error, e *exchanger, rules entra.UserTokenRules, userToken stri
 	return err
 }
 
-// DropExchanged forgets, in every replica, the token exchanged for userToken.
-func (a *App) DropExchanged(ctx context.Context, applicationName, userToken string) {
+// DropExchanged forgets, in every replica, the token exchanged for
+// userToken, and reports whether it did: at most once per user token every
+// 10 s in this replica (tokencache.Exchanger.Drop).
+func (a *App) DropExchanged(ctx context.Context, applicationName, userToken string) bool {
 	if e := a.exchangers[applicationName]; e != nil && userToken != "" {
-		e.Drop(ctx, userToken)
+		return e.Drop(ctx, userToken)
 	}
+	return false
 }

@@ -13,7 +13,8 @@ import (
 // serveOnBehalfOf replaces the user's bearer token in userHeader by the
 // token exchanged for it; the user's token never goes downstream. A
 // downstream claims challenge reaches the client as it is, and drops the
-// exchanged token in every replica.
+// exchanged token in every replica (at most once per user token every 10 s
+// in this replica).
 func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, userHeader string) error {
 	userToken := bearerToken(r.Header, userHeader)
 	// Consumed here: nothing after this handler sees it, nor Caddy's logs
@@ -36,10 +37,13 @@ func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next c
 	err = next.ServeHTTP(recorder, proxied)
 	if downstreamStatus(recorder.Status(), err) == http.StatusUnauthorized &&
 		isClaimsChallenge(recorder.Header().Values("WWW-Authenticate")) {
-		h.app.DropExchanged(r.Context(), h.Application, userToken)
-		purges.WithLabelValues(h.Application).Inc()
-		h.logger.Info("downstream answered a claims challenge; dropped the token exchanged for the user's token",
-			zap.String("application", h.Application))
+		if h.app.DropExchanged(r.Context(), h.Application, userToken) {
+			purges.WithLabelValues(h.Application).Inc()
+			h.logger.Info("downstream answered a claims challenge; dropped the token exchanged for the user's token",
+				zap.String("application", h.Application))
+		} else if c := h.logger.Check(zap.DebugLevel, "downstream answered a claims challenge; kept the token exchanged for the user's token, dropped too recently"); c != nil {
+			c.Write(zap.String("application", h.Application))
+		}
 	}
 	return err
 }

@@ -246,4 +246,15 @@ func TestOnBehalfOfDownstreamClaimsChallengePassesAndDropsTheEntry(t *testing.T)
 	if serveOBO(t, app, userToken, nil); emulator.OnBehalfOfRequests() != 2 {
 		t.Errorf("a 401 without a claims challenge dropped the entry")
 	}
+	// A downstream challenging every request cannot make each an exchange:
+	// the entry was dropped less than 10 s ago, so it is kept.
+	for range 50 {
+		serveOBO(t, app, userToken, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("WWW-Authenticate", challenge)
+			w.WriteHeader(http.StatusUnauthorized)
+		})
+	}
+	if n := emulator.OnBehalfOfRequests(); n != 2 {
+		t.Errorf("50 more challenged requests within 10 s made %d exchanges in all, want still 2", n)
+	}
 }
