@@ -27,8 +27,10 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 	if opts.Username != "" || opts.Password != "" || u != nil && u.User != nil {
 		return ConfigError("redis entra", "excludes username and password: the identity's object ID and token are the user name and password")
 	}
-	if !opts.TLS && opts.TLSConfig == nil && (u == nil || u.Scheme != "rediss") && !loopbackRedis(opts.URL, opts.Addrs) {
-		return ConfigError("redis entra", "requires TLS (a rediss:// URL, or tls): the token is sent as the password")
+	if !opts.TLS && opts.TLSConfig == nil && (u == nil || u.Scheme != "rediss") &&
+		(opts.MasterName != "" || !loopbackRedis(opts.URL, opts.Addrs)) {
+		return ConfigError("redis entra", "requires TLS (a rediss:// URL, or tls): the token is sent as the password"+
+			" (only one standalone Redis on a loopback address may go without)")
 	}
 	var client *entra.Client
 	if re.Application != "" {
@@ -56,7 +58,9 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 	return nil
 }
 
-// loopbackRedis reports whether every Redis address is on this machine.
+// loopbackRedis reports whether Redis is one server on this machine: a
+// cluster's seeds or several addresses may point to nodes elsewhere, which
+// would get the token too.
 func loopbackRedis(rawURL string, addrs []string) bool {
 	if rawURL != "" {
 		u, err := url.Parse(rawURL)
@@ -75,5 +79,5 @@ func loopbackRedis(rawURL string, addrs []string) bool {
 			return false
 		}
 	}
-	return len(addrs) > 0
+	return len(addrs) == 1
 }

@@ -52,6 +52,11 @@ func TestRedisEntraRefusals(t *testing.T) {
 		want      string
 	}{
 		{"plaintext to another host", "redis://redis.example:6379", nil, "redis entra: requires TLS"},
+		// Sentinels and cluster seeds on loopback may point to nodes elsewhere.
+		{"plaintext to loopback sentinels", "", func(rc *RedisConfig) { rc.Addrs, rc.MasterName = []string{"127.0.0.1:26379"}, "mymaster" },
+			"redis entra: requires TLS"},
+		{"plaintext to loopback cluster seeds", "", func(rc *RedisConfig) { rc.Addrs = []string{"127.0.0.1:7000", "127.0.0.1:7001"} },
+			"redis entra: requires TLS"},
 		{"password", "rediss://redis.example:6380", func(rc *RedisConfig) { rc.Password = "p" }, "redis entra: excludes username and password"},
 		{"password in the url", "rediss://u:p@redis.example:6380", nil, "redis entra: excludes username and password"},
 		{"unknown application", "rediss://redis.example:6380", func(rc *RedisConfig) { rc.Entra.Application = "nope" }, "redis entra: application nope is not configured"},
