@@ -3,6 +3,7 @@ package binding
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -22,13 +23,37 @@ const userRefusalMemory = 28 * time.Hour
 // counts the tenants, one backoff each.
 func ExchangeOptions(name string, client *entra.Client, scopes []string, maxUsers, tenants int, hashKey []byte) tokencache.ExchangeOptions {
 	return tokencache.ExchangeOptions{
-		Name:       name,
-		Identity:   client.CacheKey(),
-		Scopes:     scopes,
-		MaxEntries: maxUsers,
-		Tenants:    tenants,
-		HashKey:    hashKey,
-		Rejected:   RejectedUserToken,
+		Name:         name,
+		Identity:     client.CacheKey(),
+		Scopes:       scopes,
+		MaxEntries:   maxUsers,
+		Tenants:      tenants,
+		HashKey:      hashKey,
+		Rejected:     RejectedUserToken,
+		VerifyShared: verifySharedFunc(client.ClientID()),
+	}
+}
+
+// verifySharedFunc checks an exchanged token another replica shared
+// against the user token it is for: a JWT must name the same user (oid),
+// tenant (tid) and client (appid or azp) as the exchange would. An opaque
+// token passes (entries are shared only through a sealed store).
+func verifySharedFunc(clientID string) func(rec *tokencache.Record, userToken string) error {
+	return func(rec *tokencache.Record, userToken string) error {
+		got, ok := entra.ReadPublicClaims(rec.AccessToken)
+		if !ok {
+			return nil
+		}
+		user, _ := entra.ReadPublicClaims(userToken)
+		switch {
+		case !strings.EqualFold(got.ObjectID, user.ObjectID):
+			return errors.New("the exchanged token names another user (oid) than the user token")
+		case !strings.EqualFold(got.TenantID, user.TenantID):
+			return errors.New("the exchanged token names another tenant (tid) than the user token")
+		case !strings.EqualFold(got.AppID, clientID):
+			return errors.New("the exchanged token was issued to another client (appid, azp) than the application")
+		}
+		return nil
 	}
 }
 

@@ -3,10 +3,13 @@ package binding
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/entra/entratest"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 func TestRejectedUserTokenTellsTheUsersFailureFromTheApplications(t *testing.T) {
@@ -34,4 +37,61 @@ func TestRejectedUserTokenTellsTheUsersFailureFromTheApplications(t *testing.T) 
 			t.Errorf("%s: got %s, %v; want %s, %v", tt.name, remember, rejected, tt.remember, tt.rejected)
 		}
 	}
+}
+
+// A token shared as a user's entry is used only when it names that user,
+// their tenant and the application: a replica holding the fleet's key
+// cannot make one user act as another.
+func TestSharedExchangedTokenMustNameTheUserTenantAndClient(t *testing.T) {
+	emu, srv, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	const clientID, otherClient = "0e5e3f9c-1111-4a2b-9c3d-0000000000b1", "0e5e3f9c-1111-4a2b-9c3d-0000000000b2"
+	scopes := []string{"https://graph.microsoft.com/User.Read"}
+	exchanged := func(id, oid string) (userToken, downstream string) {
+		emu.AddClient(id, "s")
+		emu.SetConsent(id, scopes[0], true)
+		client := mustClient(t, srv.URL, emu.TenantID(), id)
+		userToken, err := emu.IssueUserToken(entratest.UserToken{ObjectID: oid, Audience: "api://" + id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, err := entra.ReadUserAssertion(userToken, time.Now(), entra.UserTokenRules{TenantID: emu.TenantID(), ClientID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		token, err := client.OnBehalfOf(t.Context(), user, scopes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return userToken, token.AccessToken
+	}
+	userA, forA := exchanged(clientID, "00000000-0000-4000-8000-00000000000a")
+	_, forB := exchanged(clientID, "00000000-0000-4000-8000-00000000000b")
+	_, forAOther := exchanged(otherClient, "00000000-0000-4000-8000-00000000000a")
+	verify := ExchangeOptions("graph-as-user", mustClient(t, srv.URL, emu.TenantID(), clientID), scopes, 0, 1, nil).VerifyShared
+	for _, tt := range []struct {
+		name, token, want string
+	}{
+		{"the user's own", forA, ""},
+		{"another user's", forB, "another user (oid)"},
+		{"another client's, same user", forAOther, "another client"},
+		{"opaque (a sealed store only)", "opaque-downstream-token", ""},
+	} {
+		err := verify(&tokencache.Record{AccessToken: tt.token}, userA)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func mustClient(t *testing.T, authority, tenant, clientID string) *entra.Client {
+	t.Helper()
+	c, err := entra.NewClient(entra.Config{TenantID: tenant, ClientID: clientID, ClientSecret: "s", AuthorityHost: authority})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -56,6 +56,11 @@ type ExchangeOptions struct {
 	Rejected func(err error) (remember time.Duration, ok bool)
 	// OnExchange, when set, is told how each call was served; must not block.
 	OnExchange func(ExchangeResult)
+	// VerifyShared checks an entry another replica exchanged (read from the
+	// store or announced) against the user token it is for, after the token
+	// checks; an error makes it ignored and logged once as possible
+	// tampering. Nil: no such check.
+	VerifyShared func(rec *Record, userToken string) error
 }
 
 // ExchangeResult says how an Exchange call was served, for metrics.
@@ -187,7 +192,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 		e.report(ExchangeFailed)
 		return Record{}, e.backedOff(b, cause, now)
 	}
-	call := exchangeCall{key: e.key(d), tenant: tenant, notAfter: notAfter, exchange: exchange}
+	call := exchangeCall{key: e.key(d), userToken: userToken, tenant: tenant, notAfter: notAfter, exchange: exchange}
 	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
 		// A flight that ended since Lookup left its token in L1.
 		if rec, ok := e.entries.get(d, e.c.now()); ok {
@@ -282,7 +287,7 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 	if !e.shared {
 		return e.exchange(ctx, call, false)
 	}
-	if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
+	if rec, ok, err := e.read(ctx, call); err != nil {
 		return e.exchange(ctx, call, false)
 	} else if ok {
 		return exchanged{rec, ExchangeShared}, nil
@@ -320,14 +325,14 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 			return e.exchange(ctx, call, true)
 		case rec := <-updates:
 			poll.Stop()
-			if rec != nil && e.usable(key, rec, notAfter) {
+			if rec != nil && e.usable(call, rec) {
 				e.keep(key, rec, notAfter)
 				return exchanged{rec, ExchangeShared}, nil
 			}
 		case <-poll.C:
 			interval = min(2*interval, max(e.c.lockTTL/3, e.c.pollInterval))
 		}
-		if rec, ok, err := e.read(ctx, key, notAfter); err != nil {
+		if rec, ok, err := e.read(ctx, call); err != nil {
 			return e.exchange(ctx, call, false)
 		} else if ok {
 			return exchanged{rec, ExchangeShared}, nil
@@ -338,7 +343,7 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 // exchangeLocked exchanges under the entry's lock (after reading the store
 // again), writes the entry, unlocks and announces it to the losers.
 func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
-	key, notAfter := call.key, call.notAfter
+	key := call.key
 	unlocked := false
 	unlock := func() {
 		if unlocked {
@@ -357,7 +362,7 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 		e.c.storeFailed(err)
 	}
 	defer unlock()
-	if rec, ok, err := e.read(ctx, key, notAfter); err == nil && ok {
+	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
 	res, err := e.exchange(ctx, call, true)
@@ -376,8 +381,9 @@ func (e *Exchanger) loserWait() time.Duration {
 	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL)
 }
 
-// read returns the store's entry under key if usable (ok), or the store's error.
-func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*Record, bool, error) {
+// read returns the store's entry of call if usable (ok), or the store's error.
+func (e *Exchanger) read(ctx context.Context, call exchangeCall) (*Record, bool, error) {
+	key, notAfter := call.key, call.notAfter
 	rec, err := e.c.store.Get(ctx, key)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -388,7 +394,7 @@ func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*
 		return nil, false, err
 	}
 	e.c.storeRecovered()
-	if !e.usable(key, rec, notAfter) {
+	if !e.usable(call, rec) {
 		return nil, false, nil
 	}
 	e.keep(key, rec, notAfter)
@@ -400,15 +406,19 @@ func (e *Exchanger) read(ctx context.Context, key string, notAfter time.Time) (*
 // about 28 hours, and entries have no own token to learn a bound from.
 const maxExchangedLifetime = 30 * time.Hour
 
-// usable reports whether rec, read or announced under key, may be used: a
-// valid token passing the checks of accept.go (bounded by
-// maxExchangedLifetime). A failure is logged once per entry.
-func (e *Exchanger) usable(key string, rec *Record, notAfter time.Time) bool {
+// usable reports whether rec, read or announced as call's entry, may be
+// used: a valid token passing the checks of accept.go (bounded by
+// maxExchangedLifetime) and VerifyShared. A failure is logged once per entry.
+func (e *Exchanger) usable(call exchangeCall, rec *Record) bool {
+	key, notAfter := call.key, call.notAfter
 	now := e.c.now()
 	if !rec.validFor(now, e.c.refreshWindow) || !now.Before(notAfter) {
 		return false
 	}
 	err := tokenProblemWithin(maxExchangedLifetime, rec, now)
+	if err == nil && e.opts.VerifyShared != nil {
+		err = e.opts.VerifyShared(rec, call.userToken)
+	}
 	if err == nil {
 		return true
 	}

@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -66,11 +67,49 @@ func TestExchangedEntryTooLongLivedIsRefusedAndLoggedOnce(t *testing.T) {
 	}
 	key := eb.key(eb.namer.digest(testUserToken))
 	for range 3 {
-		if _, ok, err := eb.read(t.Context(), key, notAfter); ok || err != nil {
+		if _, ok, err := eb.read(t.Context(), exchangeCall{key: key, userToken: testUserToken, notAfter: notAfter}); ok || err != nil {
 			t.Fatalf("a 31-hour token read from the store: usable %v, %v; want refused", ok, err)
 		}
 	}
 	if n := logs.FilterMessageSnippet("possible tampering").Len(); n != 1 {
 		t.Errorf("%d warnings for one entry read 3 times, want 1", n)
+	}
+}
+
+// An entry another replica wrote that VerifyShared refuses (another user's
+// token under this user's entry) is not used: the replica exchanges on its
+// own, and says so once per entry.
+func TestSharedEntryRefusedByVerifySharedIsNotUsed(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, _ := fleetExchangers(t, mr, clock, true)
+	keys := [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+	b, logs := newTestCache(t, newEncryptedStore(t, mr, keys...), clock)
+	t.Cleanup(func() { _ = b.Close() })
+	var checked []string
+	eb, err := b.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret")), VerifyShared: func(rec *Record, userToken string) error {
+			checked = append(checked, userToken)
+			return errors.New("the token is another user's (oid)")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eb.Close)
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	fromA, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromB, err := eb.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil || fromB.AccessToken == fromA.AccessToken || x.calls.Load() != 2 {
+		t.Fatalf("B: %v, took A's entry: %v, %d exchanges; want its own exchange", err, fromB.AccessToken == fromA.AccessToken, x.calls.Load())
+	}
+	if len(checked) == 0 || checked[0] != testUserToken {
+		t.Errorf("VerifyShared was given %d user tokens, want the request's", len(checked))
+	}
+	if n := logs.FilterMessageSnippet("possible tampering").Len(); n != 1 {
+		t.Errorf("%d warnings, want 1", n)
 	}
 }

@@ -28,11 +28,12 @@ func errCallersGone(name string) error {
 // exchangeCall is what a flight exchanges; waiting ends when the flight's
 // last request has left.
 type exchangeCall struct {
-	key      string
-	tenant   string
-	notAfter time.Time
-	exchange FetchFunc
-	waiting  context.Context
+	key       string
+	userToken string
+	tenant    string
+	notAfter  time.Time
+	exchange  FetchFunc
+	waiting   context.Context
 }
 
 // exchangeFlight is one flight: done is closed when val and err are set.
