@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
@@ -76,6 +77,11 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		return Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
 	}
+	if _, onBehalfOf := app.exchangers[name]; onBehalfOf && (action == "refresh" || action == "" && r.Method == http.MethodDelete) {
+		// Its token of its own would be a useless request and a backoff.
+		return Answer{Status: http.StatusConflict, Code: "ON_BEHALF_OF_APPLICATION",
+			Message: fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own to refresh or purge", name)}.write(w, indented)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
 	switch action {
@@ -84,7 +90,8 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		if r.Method == http.MethodDelete && h.DeleteEverywhere(ctx) != nil {
-			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it")
+			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it",
+				zap.String("application", name))
 			return Answer{Status: http.StatusServiceUnavailable, Code: CodeTokenRequestFailed,
 				Message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
 				RetryAfter: time.Second}.write(w, indented)

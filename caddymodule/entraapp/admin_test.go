@@ -134,3 +134,31 @@ func TestAdminAPIWithoutARunningApp(t *testing.T) {
 		t.Errorf("%d %s", rec.Code, rec.Body.String())
 	}
 }
+
+// An on-behalf-of application has no token of its own: the admin API says
+// so, and refuses to refresh or purge one (a client-credentials request
+// for its delegated scope would fail and start a backoff).
+func TestAdminAPIOnBehalfOfApplication(t *testing.T) {
+	app, emulator, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Applications["graph-as-user"] = &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"}, OnBehalfOf: &OnBehalfOfConfig{}}
+	})
+	app.startOperations()
+	t.Cleanup(app.stopOperations)
+	for _, req := range [][2]string{{http.MethodPost, "/entra/tokens/graph-as-user/refresh"}, {http.MethodDelete, "/entra/tokens/graph-as-user"}} {
+		rec := admin(t, req[0], req[1])
+		if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "ON_BEHALF_OF_APPLICATION") {
+			t.Errorf("%s %s: %d %s, want 409 ON_BEHALF_OF_APPLICATION", req[0], req[1], rec.Code, rec.Body)
+		}
+	}
+	if n := emulator.IssuedTokens(); n != 0 {
+		t.Errorf("%d token requests, want none", n)
+	}
+	var info tokenInfo
+	if err := json.Unmarshal(admin(t, http.MethodGet, "/entra/tokens/graph-as-user").Body.Bytes(), &info); err != nil || !info.OnBehalfOf {
+		t.Errorf("GET: %+v, %v; want onBehalfOf true", info, err)
+	}
+	var own tokenInfo
+	if err := json.Unmarshal(admin(t, http.MethodGet, "/entra/tokens/graph-api").Body.Bytes(), &own); err != nil || own.OnBehalfOf {
+		t.Errorf("GET graph-api: %+v, %v; want no onBehalfOf", own, err)
+	}
+}

@@ -56,6 +56,7 @@ func (a *App) status(name string) (tokenInfo, bool) {
 		ApplicationName: name,
 		Scope:           h.Scope(),
 		Identity:        a.clients[name],
+		OnBehalfOf:      a.exchangers[name] != nil,
 		RecordKey:       h.Key(),
 		Source:          string(st.Source),
 		NextRefreshAt:   timeOrNil(st.NextRefresh),

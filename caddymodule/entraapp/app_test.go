@@ -65,6 +65,13 @@ func TestInsecurePlaintextWarnsAtLoad(t *testing.T) {
 // caddy.Context, as Provision would, with logs observed.
 func newTestApp(t *testing.T, secret string) (*App, *entratest.Emulator, *observer.ObservedLogs) {
 	t.Helper()
+	return newTestAppWith(t, secret, nil)
+}
+
+// newTestAppWith is newTestApp, its config adjusted by adjust (if not nil)
+// before it is provisioned.
+func newTestAppWith(t *testing.T, secret string, adjust func(*App)) (*App, *entratest.Emulator, *observer.ObservedLogs) {
+	t.Helper()
 	emulator, server, err := entratest.NewServer(entratest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +93,9 @@ func newTestApp(t *testing.T, secret string) (*App, *entratest.Emulator, *observ
 		// The tests call the sidecar by a service name, as in Docker Compose.
 		Hosts:  []string{"sidecar"},
 		logger: zap.New(core),
+	}
+	if adjust != nil {
+		adjust(app)
 	}
 	if err := app.provision(caddy.NewReplacer()); err != nil {
 		t.Fatal(err)

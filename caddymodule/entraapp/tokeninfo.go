@@ -14,6 +14,7 @@ type tokenInfo struct {
 	ApplicationName      string              `json:"applicationName"`
 	Scope                string              `json:"scope"`
 	Identity             clientInfo          `json:"identity"`
+	OnBehalfOf           bool                `json:"onBehalfOf,omitempty"` // exchanges users' tokens: no token of its own
 	RecordKey            string              `json:"recordKey,omitempty"`
 	AccessTokenExpiresAt *time.Time          `json:"accessTokenExpiresAt,omitempty"`
 	CreatedAt            *time.Time          `json:"createdAt,omitempty"`
