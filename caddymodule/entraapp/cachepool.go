@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync/atomic"
 
@@ -106,7 +107,7 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 		if err != nil {
 			return nil, ConfigError("redis", strings.TrimPrefix(err.Error(), "tokencache: "))
 		}
-		logger.Info("sharing tokens through redis",
+		logger.Info("sharing tokens through redis", zap.Strings("addrs", redisAddrs(s.Redis)),
 			zap.String("key_prefix", redisStore.KeyPrefix()), zap.Bool("encrypted", len(s.Redis.EncryptionKeys) > 0))
 		store = redisStore
 	}
@@ -143,4 +144,16 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 		apps = append(apps, app)
 	}
 	return apps
+}
+
+// redisAddrs names the Redis servers opts reaches (the URL's host, or the
+// addresses), never a user name or password.
+func redisAddrs(opts *redisstore.Options) []string {
+	if opts.URL == "" {
+		return opts.Addrs
+	}
+	if u, err := url.Parse(opts.URL); err == nil {
+		return []string{u.Host}
+	}
+	return nil
 }

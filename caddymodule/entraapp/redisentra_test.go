@@ -1,12 +1,15 @@
 package entraapp
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
 )
 
 // redisEntraApp is an app with a secret identity and a redis block using
@@ -94,6 +97,21 @@ func TestRedisEntraCaddyfile(t *testing.T) {
 		d.Next()
 		if _, err := parseRedis(d); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// The start-up log names the Redis servers, never a user name or password.
+func TestRedisAddrsNameNoCredentials(t *testing.T) {
+	for _, tt := range []struct {
+		opts redisstore.Options
+		want []string
+	}{
+		{redisstore.Options{URL: "rediss://sidecar:s3cret@redis.example:6380/2"}, []string{"redis.example:6380"}},
+		{redisstore.Options{Addrs: []string{"10.0.0.1:26379", "10.0.0.2:26379"}, MasterName: "m", Password: "s3cret"}, []string{"10.0.0.1:26379", "10.0.0.2:26379"}},
+	} {
+		if got := redisAddrs(&tt.opts); !slices.Equal(got, tt.want) {
+			t.Errorf("redisAddrs = %v, want %v", got, tt.want)
 		}
 	}
 }
