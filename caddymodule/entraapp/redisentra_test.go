@@ -115,3 +115,21 @@ func TestRedisAddrsNameNoCredentials(t *testing.T) {
 		}
 	}
 }
+
+// A key listed twice is refused (a rotation that forgot to change one),
+// and a key of the wrong form says what is wanted, never the key.
+func TestEncryptionKeyMistakes(t *testing.T) {
+	const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // base64 of 32 bytes
+	for keys, want := range map[[2]string]string{
+		{key, key}:            "redis encryption_key #2: the same key as #1",
+		{key, "c2hvcnQta2V5"}: "redis encryption_key #2: tokencache: parsing encryption key: 9 bytes, want 32 (base64 of 32 random bytes",
+	} {
+		a := redisEntraApp("redis://127.0.0.1:6379", func(rc *RedisConfig) {
+			rc.Entra, rc.InsecurePlaintext, rc.EncryptionKeys = nil, false, keys[:]
+		})
+		_, err := a.resolveSettings(caddy.NewReplacer())
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), keys[1]) {
+			t.Errorf("keys %v: %v, want %q without the key", keys, err, want)
+		}
+	}
+}

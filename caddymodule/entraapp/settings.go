@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -191,6 +192,9 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 		key, err := redisstore.ParseEncryptionKey(encoded)
 		if err != nil {
 			return nil, "", ConfigError(fmt.Sprintf("redis encryption_key #%d", i+1), err.Error())
+		}
+		if j := slices.IndexFunc(opts.EncryptionKeys, func(k []byte) bool { return bytes.Equal(k, key) }); j >= 0 {
+			return nil, "", ConfigError(fmt.Sprintf("redis encryption_key #%d", i+1), fmt.Sprintf("the same key as #%d", j+1))
 		}
 		opts.EncryptionKeys = append(opts.EncryptionKeys, key)
 	}

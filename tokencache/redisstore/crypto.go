@@ -43,11 +43,12 @@ func ParseEncryptionKey(b64 string) ([]byte, error) {
 			continue
 		}
 		if len(key) != encryptionKeySize {
-			return nil, fmt.Errorf("tokencache: parsing encryption key: %d bytes, want %d", len(key), encryptionKeySize)
+			return nil, fmt.Errorf("tokencache: parsing encryption key: %d bytes, want %d (base64 of 32 random bytes: head -c 32 /dev/urandom | base64)",
+				len(key), encryptionKeySize)
 		}
 		return key, nil
 	}
-	return nil, errors.New("tokencache: parsing encryption key: not base64")
+	return nil, errors.New("tokencache: parsing encryption key: not base64 (want base64 of 32 random bytes: head -c 32 /dev/urandom | base64)")
 }
 
 // sealer seals with its first key and opens with any.
