@@ -16,40 +16,97 @@ const RedisScope = "https://redis.azure.com/.default"
 // RedisCredentials gives new Redis connections the identity's token as the
 // password and its oid as the user name. The token is cached in process
 // (never in the store), renewed under minLeft, kept while valid on failure.
+// go-redis asks for it while opening a connection, under the deadline of
+// the Redis call that needed one (OpTimeout): the token request runs apart,
+// one at a time and bounded by the client's own timeout, and a failed one
+// is not repeated before a backoff of 1 s, doubling up to 1 min.
 type RedisCredentials struct {
 	client  *entra.Client
 	minLeft time.Duration
 
-	mu    sync.Mutex // one token request at a time
-	token *entra.Token
-	user  string
+	mu      sync.Mutex
+	token   *entra.Token
+	user    string
+	renewal chan struct{} // closed when the request in flight ends; nil when none
+	err     error         // the last request's failure, nil after a success
+	retryAt time.Time     // no request before it after a failure
+	backoff time.Duration
 }
 
-// NewRedisCredentials returns client's credentials, each token with more
-// than minLeft left.
+// NewRedisCredentials returns client's credentials, each token renewed
+// once it has minLeft or less left.
 func NewRedisCredentials(client *entra.Client, minLeft time.Duration) *RedisCredentials {
 	return &RedisCredentials{client: client, minLeft: minLeft}
 }
 
-// Credentials returns a new connection's user name and password; errors
-// never hold a token or secret.
+// Credentials returns a new connection's user name and password: a valid
+// token at once (starting its renewal when under minLeft is left), else
+// after the request in flight, waiting no longer than ctx. Errors never
+// hold a token or secret.
 func (r *RedisCredentials) Credentials(ctx context.Context) (username, password string, err error) {
 	r.mu.Lock()
+	if r.valid() {
+		if r.token.ExpiresAt.Sub(now()) <= r.minLeft {
+			r.renew()
+		}
+		username, password = r.user, r.token.AccessToken
+		r.mu.Unlock()
+		return username, password, nil
+	}
+	renewal, err := r.renew(), r.err
+	r.mu.Unlock()
+	if renewal == nil {
+		return "", "", err
+	}
+	select {
+	case <-renewal:
+	case <-ctx.Done():
+		return "", "", fmt.Errorf("redis entra: waiting for a token for %s: %w", RedisScope, ctx.Err())
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.token != nil && time.Until(r.token.ExpiresAt) > r.minLeft {
+	if r.valid() {
 		return r.user, r.token.AccessToken, nil
 	}
-	token, err := r.client.Token(ctx, []string{RedisScope})
+	return "", "", r.err
+}
+
+// valid reports whether the token has not expired. r.mu is held.
+func (r *RedisCredentials) valid() bool {
+	return r.token != nil && now().Before(r.token.ExpiresAt)
+}
+
+// renew returns the request in flight, starting one unless a failure's
+// backoff is running (then nil). r.mu is held.
+func (r *RedisCredentials) renew() chan struct{} {
+	if r.renewal == nil && (r.err == nil || !now().Before(r.retryAt)) {
+		r.renewal = make(chan struct{})
+		go r.request(r.renewal)
+	}
+	return r.renewal
+}
+
+// request asks for a token, not bound to the Redis call that needed one,
+// keeps it or the failure, and closes done.
+func (r *RedisCredentials) request(done chan struct{}) {
+	defer close(done)
+	token, err := r.client.Token(context.Background(), []string{RedisScope})
+	var user string
 	if err != nil {
-		if r.token != nil && time.Until(r.token.ExpiresAt) > 0 {
-			return r.user, r.token.AccessToken, nil
-		}
-		return "", "", fmt.Errorf("redis entra: requesting a token for %s: %w", RedisScope, err)
+		err = fmt.Errorf("redis entra: requesting a token for %s: %w", RedisScope, err)
+	} else if claims, ok := entra.ReadPublicClaims(token.AccessToken); !ok || claims.ObjectID == "" {
+		err = errors.New("redis entra: the token names no object ID (oid), which is the Redis user name")
+	} else {
+		user = claims.ObjectID
 	}
-	claims, ok := entra.ReadPublicClaims(token.AccessToken)
-	if !ok || claims.ObjectID == "" {
-		return "", "", errors.New("redis entra: the token names no object ID (oid), which is the Redis user name")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.renewal = nil
+	if err != nil {
+		// The backoff of a tenant's resolution.
+		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
+		r.err, r.retryAt = err, now().Add(r.backoff)
+		return
 	}
-	r.token, r.user = token, claims.ObjectID
-	return r.user, r.token.AccessToken, nil
+	r.token, r.user, r.err, r.backoff = token, user, nil, 0
 }
