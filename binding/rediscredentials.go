@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
@@ -19,10 +21,12 @@ const RedisScope = "https://redis.azure.com/.default"
 // go-redis asks for it while opening a connection, under the deadline of
 // the Redis call that needed one (OpTimeout): the token request runs apart,
 // one at a time and bounded by the client's own timeout, and a failed one
-// is not repeated before a backoff of 1 s, doubling up to 1 min.
+// is not repeated before a backoff of 1 s, doubling up to 1 min. Each
+// failed request is logged as a warning, and the success after failures.
 type RedisCredentials struct {
 	client  *entra.Client
 	minLeft time.Duration
+	logger  *zap.Logger
 
 	mu      sync.Mutex
 	token   *entra.Token
@@ -34,9 +38,9 @@ type RedisCredentials struct {
 }
 
 // NewRedisCredentials returns client's credentials, each token renewed
-// once it has minLeft or less left.
-func NewRedisCredentials(client *entra.Client, minLeft time.Duration) *RedisCredentials {
-	return &RedisCredentials{client: client, minLeft: minLeft}
+// once it has minLeft or less left; logger is told of failed requests.
+func NewRedisCredentials(client *entra.Client, minLeft time.Duration, logger *zap.Logger) *RedisCredentials {
+	return &RedisCredentials{client: client, minLeft: minLeft, logger: logger}
 }
 
 // Credentials returns a new connection's user name and password: a valid
@@ -106,7 +110,12 @@ func (r *RedisCredentials) request(done chan struct{}) {
 		// The backoff of a tenant's resolution.
 		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
 		r.err, r.retryAt = err, now().Add(r.backoff)
+		r.logger.Warn("requesting the token Redis authenticates with failed; new Redis connections use the current token while it is valid",
+			append(RequestErrorFields(err), zap.Bool("token_valid", r.valid()), zap.Duration("retry_in", r.backoff))...)
 		return
+	}
+	if r.err != nil {
+		r.logger.Info("requested the token Redis authenticates with after failures")
 	}
 	r.token, r.user, r.err, r.backoff = token, user, nil, 0
 }

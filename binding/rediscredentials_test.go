@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
@@ -102,7 +104,7 @@ func renewalInFlight(r *RedisCredentials) chan struct{} {
 func TestRedisTokenRequestOutlivesTheCallersDeadline(t *testing.T) {
 	arrived, release := make(chan struct{}, 10), make(chan struct{})
 	client, requests := redisTokenClient(t, blockedAnswer(arrived, release))
-	creds := NewRedisCredentials(client, 20*time.Minute)
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -144,7 +146,7 @@ func TestRedisTokenIsRenewedOnceInTheBackground(t *testing.T) {
 		}
 		blocked(w, r, n)
 	})
-	creds := NewRedisCredentials(client, 20*time.Minute)
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
 	if _, _, err := creds.Credentials(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +185,8 @@ func TestRedisTokenIsRenewedOnceInTheBackground(t *testing.T) {
 func TestRedisTokenFailureBacksOff(t *testing.T) {
 	move := moveClock(t)
 	client, requests := redisTokenClient(t, func(w http.ResponseWriter, _ *http.Request, _ int64) { writeTokenFailure(w) })
-	creds := NewRedisCredentials(client, 20*time.Minute)
+	core, logs := observer.New(zap.InfoLevel)
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.New(core))
 	expect := func(wantRequests int64) {
 		t.Helper()
 		_, password, err := creds.Credentials(context.Background())
@@ -204,6 +207,11 @@ func TestRedisTokenFailureBacksOff(t *testing.T) {
 	expect(2)
 	move(time.Second)
 	expect(3)
+	// One warning per failed request, for the operator: not one per connection.
+	if warnings := logs.FilterMessageSnippet("requesting the token Redis authenticates with failed").AllUntimed(); len(warnings) != 3 ||
+		warnings[2].ContextMap()["retry_in"] != 4*time.Second {
+		t.Errorf("logged %+v; want 3 warnings, the last retried in 4s", warnings)
+	}
 }
 
 // While renewals fail, new connections keep the valid token, and a renewal
@@ -217,7 +225,7 @@ func TestRedisTokenIsKeptWhileRenewalsFail(t *testing.T) {
 		}
 		writeTokenFailure(w)
 	})
-	creds := NewRedisCredentials(client, 20*time.Minute)
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
 	if _, _, err := creds.Credentials(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +262,7 @@ func TestRedisTokenWithoutObjectIDIsRefused(t *testing.T) {
 	client, _ := redisTokenClient(t, func(w http.ResponseWriter, _ *http.Request, n int64) {
 		writeRedisToken(w, redisToken("", n))
 	})
-	_, password, err := NewRedisCredentials(client, 20*time.Minute).Credentials(context.Background())
+	_, password, err := NewRedisCredentials(client, 20*time.Minute, zap.NewNop()).Credentials(context.Background())
 	want := "redis entra: the token names no object ID (oid), which is the Redis user name"
 	if err == nil || err.Error() != want || password != "" {
 		t.Fatalf("Credentials = %v; want %q", err, want)
@@ -275,7 +283,7 @@ func TestRedisStoreWithEntraSlowerThanOpTimeout(t *testing.T) {
 	})
 	mr := miniredis.RunT(t)
 	mr.RequireUserAuth(redisOID, token)
-	creds := NewRedisCredentials(client, 20*time.Minute)
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
 	store, err := redisstore.New(redisstore.Options{URL: "redis://" + mr.Addr(), Credentials: creds.Credentials,
 		OpTimeout: 100 * time.Millisecond, MaxConnectionAge: 10 * time.Minute})
 	if err != nil {

@@ -52,7 +52,7 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 		}
 	}
 	age := cmp.Or(time.Duration(re.MaxConnectionAge), DefaultRedisMaxConnectionAge)
-	opts.Credentials = binding.NewRedisCredentials(client, 2*age).Credentials
+	opts.Credentials = binding.NewRedisCredentials(client, 2*age, a.logger).Credentials
 	opts.MaxConnectionAge = age
 	cache.RedisEntra = client.CacheKey() + "\n" + client.CredentialFingerprint() + "\n" + age.String()
 	return nil
