@@ -62,6 +62,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			if address.Network != Network {
 				continue
 			}
+			if address.Host == "" {
+				return fmt.Errorf("server %s: %w", name, errNoHost)
+			}
 			if hooks == nil {
 				hooks = handoff.NewServerHooks()
 				srv.RegisterConnState(hooks.ConnState)

@@ -3,6 +3,7 @@ package caddyhandoff
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -133,6 +134,18 @@ func TestBindHandoffWithoutHostIsRefusedAtLoad(t *testing.T) {
 			t.Errorf("bind %s: err = %v, want the load refused for listening on every interface", bind, err)
 		}
 		_ = caddy.Stop()
+	}
+	// `caddy validate` (provisioning, no listener) says it too.
+	config, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(site("\thandoff\n", port, "handoff/", "ok")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err == nil || !strings.Contains(err.Error(), "would listen on every interface") {
+		t.Errorf("caddy validate of bind handoff/: %v, want it refused", err)
 	}
 	if err := load(t, site("\thandoff\n", port, "handoff/127.0.0.1", "ok")); err != nil {
 		t.Fatalf("bind handoff/127.0.0.1: %v", err)

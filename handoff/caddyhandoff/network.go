@@ -21,6 +21,12 @@ func init() {
 	caddy.RegisterNetwork(Network, listen)
 }
 
+// errNoHost refuses `bind handoff/`, at load (the app's Provision, so that
+// `caddy validate` says it too) and when listening.
+var errNoHost = fmt.Errorf("%s network: an address without a host would listen on every interface: "+
+	"write the host (%s/127.0.0.1), or %s/0.0.0.0 or %s/[::] to mean every interface",
+	Network, Network, Network, Network)
+
 // listen is the caddy.ListenerFunc of Network. It refuses an address
 // without a host (`bind handoff/`), which would listen on every interface:
 // a sidecar meant for loopback would serve the network. It refuses an
@@ -28,9 +34,7 @@ func init() {
 // nothing off.
 func listen(ctx context.Context, _, host, portRange string, portOffset uint, cfg net.ListenConfig) (any, error) {
 	if host == "" {
-		return nil, fmt.Errorf("%s network: an address without a host would listen on every interface: "+
-			"write the host (%s/127.0.0.1), or %s/0.0.0.0 or %s/[::] to mean every interface",
-			Network, Network, Network, Network)
+		return nil, errNoHost
 	}
 	address, err := caddy.ParseNetworkAddress(caddy.JoinNetworkAddress(Network, host, portRange))
 	if err != nil {
