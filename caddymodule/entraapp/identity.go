@@ -2,6 +2,7 @@ package entraapp
 
 import (
 	"cmp"
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -196,7 +197,10 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 			IMDSEndpoint: r.required("managed_identity endpoint", mi.Endpoint),
 		}
 	}
-	if r.err != nil {
+	if r.err != nil { // with the identifiers missing too: every fix in one run
+		if id.ManagedIdentity == nil && !id.WorkloadIdentity {
+			r.err = errors.Join(r.err, missingIdentifier(cfg, id, field))
+		}
 		return entra.Config{}, r.err
 	}
 	if id.WorkloadIdentity {
@@ -213,18 +217,28 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	if err := entra.OneCredential(id.credentials(), credentialNames); err != nil {
 		return entra.Config{}, prefixConfigError(field, err)
 	}
-	switch { // what every credential but a managed identity needs
-	case cfg.ManagedIdentity != nil:
-	case cfg.ClientID == "":
-		return entra.Config{}, ConfigError(field+"client_id", "is required"+placeholderHint(id.ClientID))
-	case cfg.TenantID == "" && cfg.TokenEndpoint == "":
-		return entra.Config{}, ConfigError(field+"tenant_id",
-			"is required (or set token_endpoint)"+placeholderHint(id.TenantID))
+	if cfg.ManagedIdentity == nil { // what every credential but a managed identity needs
+		if err := missingIdentifier(cfg, id, field); err != nil {
+			return entra.Config{}, err
+		}
 	}
 	return cfg, nil
 }
 
-// resolver replaces placeholders, remembering the first failure.
+// missingIdentifier refuses a client ID or a tenant (or token endpoint)
+// that cfg lacks, both when both are missing.
+func missingIdentifier(cfg entra.Config, id *IdentityConfig, field string) error {
+	var errs []error
+	if cfg.ClientID == "" {
+		errs = append(errs, ConfigError(field+"client_id", "is required"+placeholderHint(id.ClientID)))
+	}
+	if cfg.TenantID == "" && cfg.TokenEndpoint == "" {
+		errs = append(errs, ConfigError(field+"tenant_id", "is required (or set token_endpoint)"+placeholderHint(id.TenantID)))
+	}
+	return errors.Join(errs...)
+}
+
+// resolver replaces placeholders, remembering every failure.
 type resolver struct {
 	repl   *caddy.Replacer
 	prefix string
@@ -237,8 +251,8 @@ func (r *resolver) value(field, raw string) string {
 		return ""
 	}
 	value, err := r.repl.ReplaceOrErr(raw, false, true)
-	if err != nil && r.err == nil {
-		r.err = ConfigError(r.prefix+field, "unknown placeholder (only {env.*}, {file.*} and global placeholders are resolved)")
+	if err != nil {
+		r.err = errors.Join(r.err, ConfigError(r.prefix+field, "unknown placeholder (only {env.*}, {file.*} and global placeholders are resolved)"))
 	}
 	return strings.TrimSpace(value)
 }
@@ -246,9 +260,10 @@ func (r *resolver) value(field, raw string) string {
 // required is value for a field that, when set, must not resolve to
 // nothing; the error names the placeholder, never a value.
 func (r *resolver) required(field, raw string) string {
+	failed := r.err
 	value := r.value(field, raw)
-	if raw != "" && value == "" && r.err == nil {
-		r.err = ConfigError(r.prefix+field, "is required"+placeholderHint(raw))
+	if raw != "" && value == "" && r.err == failed { // not an unknown placeholder, said already
+		r.err = errors.Join(r.err, ConfigError(r.prefix+field, "is required"+placeholderHint(raw)))
 	}
 	return value
 }

@@ -3,6 +3,8 @@ package entraapp
 import (
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 func TestLiteralSecretFieldsNamesFieldsNeverValues(t *testing.T) {
@@ -42,5 +44,26 @@ func TestLiteralSecretFieldsNamesFieldsNeverValues(t *testing.T) {
 	noPassword := &App{Redis: &RedisConfig{URL: "redis://redis:6379/0"}}
 	if got := noPassword.literalSecretFields(); len(got) != 0 {
 		t.Errorf("a URL without a password reported: %q", got)
+	}
+}
+
+// A config whose variables are all unset names every missing field in one
+// error, not one per run, and never a value.
+func TestEveryMissingIdentityFieldIsNamedAtOnce(t *testing.T) {
+	id := IdentityConfig{TenantID: "{env.ENTRA_TEST_UNSET_TENANT}", ClientID: "{env.ENTRA_TEST_UNSET_CLIENT}",
+		ClientSecret: "{env.ENTRA_TEST_UNSET_SECRET}"}
+	_, err := id.clientConfig(caddy.NewReplacer(), "")
+	if err == nil {
+		t.Fatal("a config with every variable unset loaded")
+	}
+	for _, want := range []string{"client_secret: is required", "client_id: is required", "tenant_id: is required", "ENTRA_TEST_UNSET_SECRET"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	id.ClientSecret = "{nope.secret}" // an unknown placeholder is said once, not also as missing
+	_, err = id.clientConfig(caddy.NewReplacer(), "")
+	if err == nil || strings.Count(err.Error(), "client_secret") != 1 || !strings.Contains(err.Error(), "unknown placeholder") {
+		t.Errorf("unknown placeholder: %v, want it named once", err)
 	}
 }
