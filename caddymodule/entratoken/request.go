@@ -32,7 +32,8 @@ var (
 // checkRequest refuses TRACE (which may echo the token) and CONNECT, and a
 // path with a dot-segment.
 func checkRequest(r *http.Request) *rejection {
-	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
+	// Any case: Go forwards a method as sent, and some servers fold it.
+	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, http.MethodConnect) {
 		return traceConnectRefusal
 	}
 	// What the client sent, before any rewrite (handle_path cleans what it
@@ -82,7 +83,7 @@ func withToken(r *http.Request, header, value string) *http.Request {
 	if proxied.Header == nil {
 		proxied.Header = make(http.Header, 1)
 	}
-	maps.DeleteFunc(proxied.Header, func(name string, _ []string) bool { return strings.EqualFold(name, header) })
+	maps.DeleteFunc(proxied.Header, func(name string, _ []string) bool { return sameHeader(name, header) })
 	proxied.Header[header] = []string{value}
 	if connection, ok := proxied.Header["Connection"]; ok {
 		proxied.Header["Connection"] = withoutConnectionOption(connection, header)
@@ -95,6 +96,33 @@ func withToken(r *http.Request, header, value string) *http.Request {
 		proxied.Body = &trailerFilter{ReadCloser: r.Body, source: r, dest: proxied, header: header}
 	}
 	return proxied
+}
+
+// sameHeader reports whether name is header, in any case, or a copy of it
+// with "_" or "." for "-", which CGI and FastCGI upstreams (PHP, Caddy's
+// fastcgi transport) read as the same variable; Caddy drops such names
+// unless expected_underscore_headers or expected_dot_headers lets them in.
+func sameHeader(name, header string) bool {
+	if len(name) != len(header) {
+		return false
+	}
+	for i := range len(name) {
+		if headerByte(name[i]) != headerByte(header[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerByte is c as sameHeader compares it: lower case, "-" for "_" and ".".
+func headerByte(c byte) byte {
+	switch {
+	case c == '_' || c == '.':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // carriesToken reports whether the request handed on still carried the
@@ -111,7 +139,7 @@ func withoutConnectionOption(values []string, header string) []string {
 		var options []string
 		changed := false
 		for token := range strings.SplitSeq(value, ",") {
-			if strings.EqualFold(textproto.TrimString(token), header) {
+			if sameHeader(textproto.TrimString(token), header) {
 				changed = true
 				continue
 			}
@@ -130,7 +158,7 @@ func withoutConnectionOption(values []string, header string) []string {
 func withoutCredentials(trailers http.Header, header string) http.Header {
 	kept := maps.Clone(trailers)
 	maps.DeleteFunc(kept, func(name string, _ []string) bool {
-		return strings.EqualFold(name, header) || strings.EqualFold(name, "Proxy-Authorization")
+		return sameHeader(name, header) || sameHeader(name, "Proxy-Authorization")
 	})
 	return kept
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -156,6 +157,8 @@ func TestCheckRequest(t *testing.T) {
 		{http.MethodGet, "/api/read/..%5cwrite/x", http.StatusBadRequest},
 		{http.MethodTrace, "/graph/v1.0/me", http.StatusMethodNotAllowed},
 		{http.MethodConnect, "/graph/v1.0/me", http.StatusMethodNotAllowed},
+		{"trace", "/graph/v1.0/me", http.StatusMethodNotAllowed}, // forwarded as sent; some servers fold it
+		{"Connect", "/graph/v1.0/me", http.StatusMethodNotAllowed},
 	} {
 		r := httptest.NewRequest(tt.method, "http://sidecar"+tt.target, nil)
 		r.RequestURI = tt.target
@@ -166,5 +169,32 @@ func TestCheckRequest(t *testing.T) {
 		case tt.want != 0 && (rejection == nil || rejection.status != tt.want):
 			t.Errorf("%s %s: got %v, want status %d", tt.method, tt.target, rejection, tt.want)
 		}
+	}
+}
+
+// A client copy of the injected header spelled with "_" or "." (which CGI
+// and FastCGI upstreams read as the same variable, once Caddy's
+// expected_underscore_headers lets it in) is removed, as any case is.
+func TestUnderscoreAndDotCopiesOfTheHeaderAreRemoved(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "http://localhost/x", nil)
+	for _, name := range []string{"X_Api_Token", "x.api.token", "X-API_TOKEN", "x-api-token"} {
+		r.Header[name] = []string{"client-value"}
+	}
+	r.Header["X-Api-Tokens"] = []string{"kept"}
+	r.Header["Connection"] = []string{"X_Api_Token, keep-alive"}
+	proxied := withToken(r, "X-Api-Token", "Bearer injected")
+	for name, values := range proxied.Header {
+		if slices.Contains(values, "client-value") {
+			t.Errorf("%s: the client's copy reached the next handler", name)
+		}
+	}
+	if got := proxied.Header["X-Api-Token"]; len(got) != 1 || got[0] != "Bearer injected" {
+		t.Errorf("X-Api-Token = %q, want the injected token only", got)
+	}
+	if proxied.Header.Get("X-Api-Tokens") != "kept" || !slices.Equal(proxied.Header["Connection"], []string{"keep-alive"}) {
+		t.Errorf("other headers changed: %v", proxied.Header)
+	}
+	if !sameHeader("Proxy_Authorization", "Proxy-Authorization") || sameHeader("X-Api-Tokem", "X-Api-Token") {
+		t.Error("sameHeader compares wrongly")
 	}
 }
