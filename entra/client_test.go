@@ -221,20 +221,27 @@ func TestTokenRetryAfter(t *testing.T) {
 		name       string
 		status     int
 		retryAfter string
-		min, max   time.Duration
+		// dateIn, when set, makes retryAfter the HTTP-date this far from the
+		// moment the subtest runs, so that earlier subtests use none of it.
+		dateIn   time.Duration
+		min, max time.Duration
 	}{
-		{"429 delta-seconds", http.StatusTooManyRequests, "17", 17 * time.Second, 17 * time.Second},
-		{"503 delta-seconds", http.StatusServiceUnavailable, "120", 2 * time.Minute, 2 * time.Minute},
+		{"429 delta-seconds", http.StatusTooManyRequests, "17", 0, 17 * time.Second, 17 * time.Second},
+		{"503 delta-seconds", http.StatusServiceUnavailable, "120", 0, 2 * time.Minute, 2 * time.Minute},
 		// An HTTP-date has whole seconds and is read against the clock.
-		{"429 HTTP-date", http.StatusTooManyRequests, time.Now().Add(30 * time.Second).UTC().Format(http.TimeFormat), 28 * time.Second, 31 * time.Second},
-		{"503 HTTP-date", http.StatusServiceUnavailable, time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), 59 * time.Minute, 61 * time.Minute},
-		{"date in the past", http.StatusServiceUnavailable, "Mon, 02 Jan 2006 15:04:05 GMT", 0, 0},
-		{"malformed", http.StatusTooManyRequests, "soon", 0, 0},
+		{"429 HTTP-date", http.StatusTooManyRequests, "", 30 * time.Second, 28 * time.Second, 31 * time.Second},
+		{"503 HTTP-date", http.StatusServiceUnavailable, "", time.Hour, 59 * time.Minute, 61 * time.Minute},
+		{"date in the past", http.StatusServiceUnavailable, "Mon, 02 Jan 2006 15:04:05 GMT", 0, 0, 0},
+		{"malformed", http.StatusTooManyRequests, "soon", 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			emu, client := newEmulator(t, 0)
-			emu.FailNext(1, entratest.Failure{Status: tt.status, RetryAfter: tt.retryAfter})
+			retryAfter := tt.retryAfter
+			if tt.dateIn != 0 {
+				retryAfter = time.Now().Add(tt.dateIn).UTC().Format(http.TimeFormat)
+			}
+			emu.FailNext(1, entratest.Failure{Status: tt.status, RetryAfter: retryAfter})
 			_, err := client.Token(context.Background(), []string{graphScope})
 			reqErr := requestError(t, err)
 			if reqErr.StatusCode != tt.status {

@@ -157,9 +157,11 @@ func (c *slowConn) Read(p []byte) (int, error) {
 }
 
 // Calls queued behind this process's own calls are not timed out by the
-// wait: on one connection to a Redis that takes 30 ms per command, 4
-// concurrent calls take 120 ms, more than the 50 ms OpTimeout, and each
-// succeeds at its first attempt.
+// wait: on one connection to a Redis that takes 120 ms per command, 4
+// concurrent calls take 480 ms, more than the 300 ms OpTimeout, and each
+// succeeds at its first attempt. (Each command keeps 180 ms to spare for a
+// busy machine: one that timed out would be sent again on a new connection
+// whose handshake is slow too, and so time out again.)
 func TestQueuedCallsAreNotTimedOutByTheQueue(t *testing.T) {
 	mr := miniredis.RunT(t)
 	var enabled atomic.Bool
@@ -170,10 +172,10 @@ func TestQueuedCallsAreNotTimedOutByTheQueue(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			return &slowConn{Conn: conn, delay: 30 * time.Millisecond, enabled: &enabled}, nil
+			return &slowConn{Conn: conn, delay: 120 * time.Millisecond, enabled: &enabled}, nil
 		}})
 	client.AddHook(&countHook{n: &sent})
-	store, err := newStore(client, Options{OpTimeout: 50 * time.Millisecond})
+	store, err := newStore(client, Options{OpTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
