@@ -259,24 +259,64 @@ func TestShippedConfigsKeepAdminPrivate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("adapting the shipped config:\n%s\n%v", config.text, err)
 			}
-			var parsed struct {
-				Admin *caddy.AdminConfig         `json:"admin"`
-				Apps  map[string]json.RawMessage `json:"apps"`
-			}
-			if err := json.Unmarshal(adapted, &parsed); err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := parsed.Apps["entra"]; !ok {
-				return
-			}
-			checked[config.where] = true
-			if ok, why := adminIsPrivate(parsed.Admin); !ok {
-				t.Errorf("%s holds an entra app, but %s: serve the admin API on a Unix socket (admin unix//run/caddy-entra/admin.sock|0600) or write admin off", config.where, why)
-			}
+			checkAdminIsPrivate(t, config.where, adapted, checked)
 		})
 	}
 	// The scan must have found the configs users are pointed at.
 	requireScanned(t, checked, "an entra app", "Caddyfile.example", "README.md:", filepath.FromSlash("docs/entra.md:"), filepath.FromSlash("bench/load.sh:"))
+
+	// The JSON configs of README.md and docs/ are read as they are.
+	checkedJSON := map[string]bool{}
+	for _, config := range docsJSONConfigs(t) {
+		t.Run(config.where, func(t *testing.T) {
+			checkAdminIsPrivate(t, config.where, []byte(config.text), checkedJSON)
+		})
+	}
+	requireScanned(t, checkedJSON, "an entra app in JSON", filepath.FromSlash("docs/entra.md:"))
+}
+
+// checkAdminIsPrivate fails t if the JSON config holds an entra app and
+// serves the admin API otherwise than privately; a config with an entra
+// app is recorded in checked.
+func checkAdminIsPrivate(t *testing.T, where string, config []byte, checked map[string]bool) {
+	t.Helper()
+	var parsed struct {
+		Admin *caddy.AdminConfig         `json:"admin"`
+		Apps  map[string]json.RawMessage `json:"apps"`
+	}
+	if err := json.Unmarshal(config, &parsed); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	if _, ok := parsed.Apps["entra"]; !ok {
+		return
+	}
+	checked[where] = true
+	if ok, why := adminIsPrivate(parsed.Admin); !ok {
+		t.Errorf("%s holds an entra app, but %s: serve the admin API on a Unix socket (admin unix//run/caddy-entra/admin.sock|0600) or write admin off", where, why)
+	}
+}
+
+// docsJSONConfigs returns the json code blocks of README.md and the pages
+// under docs/ that hold "apps": whole Caddy configs.
+func docsJSONConfigs(t *testing.T) []shippedConfig {
+	t.Helper()
+	pages, err := filepath.Glob(filepath.Join(repoRoot, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var configs []shippedConfig
+	for _, path := range append(pages, filepath.Join(repoRoot, "README.md")) {
+		rel, _ := filepath.Rel(repoRoot, path)
+		blocks := codeBlocks(t, path, rel, func(line string) bool {
+			return strings.EqualFold(strings.TrimSpace(line), "```json")
+		}, func(line string) bool { return strings.TrimSpace(line) == "```" }, false)
+		for _, block := range blocks {
+			if strings.Contains(block.text, `"apps"`) {
+				configs = append(configs, block)
+			}
+		}
+	}
+	return configs
 }
 
 // requireScanned fails t unless checked holds each of wants: a file name,
