@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -253,8 +254,28 @@ func resolveTokenEndpoint(cfg Config) (string, error) {
 	if u.RawQuery != "" || u.ForceQuery {
 		return "", &ConfigError{Field: "authority_host", Reason: "must not have a query"}
 	}
-	u.Path, u.RawPath = strings.TrimRight(u.Path, "/")+"/"+cfg.TenantID+"/oauth2/v2.0/token", ""
+	prefix := strings.TrimRight(u.Path, "/")
+	if namesTenant(prefix, cfg.TenantID) {
+		// MSAL's authority form: every request would go to
+		// .../<tenant>/<tenant>/oauth2/v2.0/token, which Entra answers 404.
+		return "", &ConfigError{Field: "authority_host", Reason: "must not name the tenant or the endpoint (the host only, e.g. " +
+			DefaultAuthorityHost + "): the tenant goes in tenant_id, a whole endpoint in token_endpoint"}
+	}
+	u.Path, u.RawPath = prefix+"/"+cfg.TenantID+"/oauth2/v2.0/token", ""
 	return u.String(), nil
+}
+
+// namesTenant reports whether an authority's path ends with a tenant (the
+// tenant ID given, any GUID, common, organizations or consumers) or holds
+// a token endpoint's oauth2 segment: a path prefix (a gateway's) is kept.
+func namesTenant(path, tenantID string) bool {
+	last := path[strings.LastIndexByte(path, '/')+1:]
+	if last == "" {
+		return false
+	}
+	return strings.EqualFold(last, strings.TrimSpace(tenantID)) || isGUID(last) ||
+		slices.Contains([]string{"common", "organizations", "consumers"}, strings.ToLower(last)) ||
+		slices.Contains(strings.Split(strings.ToLower(path), "/"), "oauth2")
 }
 
 // reservedParams are the form fields the client sets itself.

@@ -45,6 +45,14 @@ func TestNewClientValidation(t *testing.T) {
 		{"authority_host fragment", func(c *Config) { c.AuthorityHost = "https://login.example/#x" }, "authority_host"},
 		{"authority_host unparsable", func(c *Config) { c.AuthorityHost = "https://[::1" }, "authority_host"},
 		{"authority_host with space", func(c *Config) { c.AuthorityHost = "https://login example" }, "authority_host"},
+		{"authority_host with the tenant (MSAL's authority)", func(c *Config) { c.AuthorityHost = "https://login.microsoftonline.com/" + c.TenantID }, "authority_host"},
+		{"authority_host with a GUID", func(c *Config) {
+			c.AuthorityHost = "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000009/"
+		}, "authority_host"},
+		{"authority_host with organizations", func(c *Config) { c.AuthorityHost = "https://login.microsoftonline.com/Organizations" }, "authority_host"},
+		{"authority_host with the endpoint", func(c *Config) {
+			c.AuthorityHost = "https://login.microsoftonline.com/" + configSecret + "/oauth2/v2.0/token"
+		}, "authority_host"},
 		{"token_endpoint relative", func(c *Config) { c.TokenEndpoint = "/oauth2/token" }, "token_endpoint"},
 		{"token_endpoint mailto", func(c *Config) { c.TokenEndpoint = "mailto:a@b" }, "token_endpoint"},
 		{"token_endpoint userinfo", func(c *Config) { c.TokenEndpoint = "https://" + configSecret + "@idp.example/token" }, "token_endpoint"},
@@ -280,5 +288,29 @@ func TestCacheKey(t *testing.T) {
 	}
 	if !strings.HasPrefix(base.CacheKey(), base.TokenEndpoint()+"\n"+base.TenantID()+"\n"+base.ClientID()) {
 		t.Errorf("CacheKey() = %q", base.CacheKey())
+	}
+}
+
+// The authority MSAL takes (https://login.microsoftonline.com/<tenant>) is
+// refused as authority_host, saying what goes where: the token requests
+// would go to .../<tenant>/<tenant>/oauth2/v2.0/token. A gateway's path
+// prefix is kept.
+func TestAuthorityHostNamesNoTenant(t *testing.T) {
+	cfg := validConfig()
+	cfg.AuthorityHost = "https://login.microsoftonline.com/" + strings.ToUpper(cfg.TenantID)
+	_, err := NewClient(cfg)
+	want := "entra: authority_host: must not name the tenant or the endpoint (the host only, e.g. https://login.microsoftonline.com): " +
+		"the tenant goes in tenant_id, a whole endpoint in token_endpoint"
+	if err == nil || err.Error() != want {
+		t.Errorf("NewClient() error = %v, want %q", err, want)
+	}
+	cfg.AuthorityHost = "https://gateway.example/entra/"
+	if c, err := NewClient(cfg); err != nil || c.TokenEndpoint() != "https://gateway.example/entra/"+cfg.TenantID+"/oauth2/v2.0/token" {
+		t.Errorf("a path prefix: %v", err)
+	}
+	// A managed identity ignores authority_host, as before.
+	if _, err := NewClient(Config{AuthorityHost: "https://login.microsoftonline.com/common",
+		ManagedIdentity: &ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/token"}}); err != nil {
+		t.Errorf("managed identity beside an authority naming a tenant: %v", err)
 	}
 }

@@ -123,6 +123,11 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 			entraApp: `{"managed_identity": {}, "applications": {"a": {"scopes": ["https://vault.azure.net/.default"]}}}`, application: "a",
 		},
 		{
+			name:     "authority host naming the tenant (MSAL's authority)",
+			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "{env.ENTRA_UNIT_SECRET}", "authority_host": "https://login.microsoftonline.com/t", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host: must not name the tenant or the endpoint", "the tenant goes in tenant_id"},
+		},
+		{
 			name:     "plain http authority off loopback",
 			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "authority_host": "http://login.example.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host", "https"},
