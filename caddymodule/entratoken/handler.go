@@ -167,6 +167,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.app.RefuseNotLocal(w, r, h.logger, "entra_token", reason)
 	}
 	if rejection := checkRequest(r); rejection != nil {
+		requests.WithLabelValues(h.Application, rejection.result).Inc()
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, "entra_token: "+rejection.message, rejection.status)

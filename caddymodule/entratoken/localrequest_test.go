@@ -65,3 +65,25 @@ func TestAPageCannotFloodTheLog(t *testing.T) {
 		t.Errorf("20 refusals logged %d warnings, want 1", n)
 	}
 }
+
+// TRACE and a dot-segment are refused before any token, and counted.
+func TestRefusedMethodsAndPathsAreCounted(t *testing.T) {
+	app, emulator, _ := apptest.NewApp(t, apptest.ClientSecret)
+	for _, tt := range []struct{ method, target, result string }{
+		{"trace", "/v1/me", "method_refused"},
+		{http.MethodGet, "/v1/%2e%2e/admin", "dot_segment"},
+	} {
+		before := testutil.ToFloat64(requests.WithLabelValues("graph-api", tt.result))
+		req := httptest.NewRequest(tt.method, "http://sidecar"+tt.target, nil)
+		req.RemoteAddr = "127.0.0.1:40000"
+		if _, _, called := serve(t, app, "graph-api", req); called {
+			t.Errorf("%s %s: next was called", tt.method, tt.target)
+		}
+		if after := testutil.ToFloat64(requests.WithLabelValues("graph-api", tt.result)); after-before != 1 {
+			t.Errorf("%s %s: requests_total{result=%s} grew by %v, want 1", tt.method, tt.target, tt.result, after-before)
+		}
+	}
+	if n := emulator.TokenRequests(); n != 0 {
+		t.Errorf("%d token requests, want none", n)
+	}
+}

@@ -19,13 +19,14 @@ import (
 // handle_errors, which could send it elsewhere).
 type rejection struct {
 	status  int
+	result  string // of requests_total
 	message string
 }
 
 var (
-	traceConnectRefusal = &rejection{status: http.StatusMethodNotAllowed,
+	traceConnectRefusal = &rejection{status: http.StatusMethodNotAllowed, result: "method_refused",
 		message: "TRACE and CONNECT are never sent with a token"}
-	dotSegmentRefusal = &rejection{status: http.StatusBadRequest,
+	dotSegmentRefusal = &rejection{status: http.StatusBadRequest, result: "dot_segment",
 		message: "the path has a dot-segment (. or .., plain or encoded), which routes and upstreams may resolve differently"}
 )
 
