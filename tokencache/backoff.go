@@ -203,7 +203,7 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 
 	c.log().Warn("token request failed; backing off",
 		zap.String("application", h.app.Name), zap.String("result", string(result)), zap.Int("attempts", attempts),
-		zap.Duration("retry_in", delay), zap.Bool("shared", shared), zap.String("error", callerErr.Message))
+		zap.Duration("retry_in", delay), zap.Bool("shared", shared && !c.inMemory), zap.String("error", callerErr.Message))
 	if shared {
 		if err := c.store.SetBackoff(ctx, ks.backoffKey, &b, delay); err != nil {
 			c.storeFailed(err)

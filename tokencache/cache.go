@@ -108,6 +108,7 @@ type Application struct {
 // their Handles. It is safe for concurrent use.
 type Cache struct {
 	store          Store
+	inMemory       bool // the store is a MemoryStore: nothing is shared beyond the process
 	refreshWindow  time.Duration
 	refreshAhead   float64
 	lockTTL        time.Duration
@@ -167,6 +168,7 @@ func New(opts Options) (*Cache, error) {
 	if c.store == nil {
 		c.store = newMemoryStore(c.clock.Now)
 	}
+	_, c.inMemory = c.store.(*MemoryStore)
 	c.closing, c.close = context.WithCancel(context.Background())
 	return c, nil
 }

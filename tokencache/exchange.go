@@ -111,12 +111,11 @@ func (c *Cache) NewExchanger(opts ExchangeOptions) (*Exchanger, error) {
 	if opts.MaxEntries < 0 || opts.Tenants < 0 || opts.MaxFlights < 0 {
 		return nil, errors.New("tokencache: an exchanger's bounds must be positive")
 	}
-	_, inMemory := c.store.(*MemoryStore)
 	e := &Exchanger{
 		c:        c,
 		opts:     opts,
 		scope:    strings.Join(opts.Scopes, " "),
-		shared:   opts.HashKey != nil && c.store.Authenticates() && !inMemory,
+		shared:   opts.HashKey != nil && c.store.Authenticates() && !c.inMemory,
 		entries:  newBoundedMemory[entryDigest, *Record](opts.MaxEntries),
 		rejected: newBoundedMemory[entryDigest, error](opts.MaxEntries),
 		tampered: newBoundedMemory[entryDigest, struct{}](opts.MaxEntries),

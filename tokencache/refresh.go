@@ -410,7 +410,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	c.fill(ks, rec, refreshAt, SourceFetched, shared)
 	c.log().Info("fetched access token",
 		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Time("expires_at", expiresAt),
-		zap.Bool("shared", write))
+		zap.Bool("shared", write && !c.inMemory))
 	return rec, nil
 }
 
