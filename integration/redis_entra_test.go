@@ -20,18 +20,21 @@ import (
 
 // entraRedis is a real redis-server that accepts Entra tokens as Azure
 // Cache for Redis does: the ACL user is the identity's object ID, its
-// passwords the tokens the emulator issued for https://redis.azure.com
-// (each added before the client has it, the one before the previous
-// removed), and a connection is closed once it is older than the least
-// time a token handed to a new connection has left (its token may then
-// have expired).
+// passwords the unexpired tokens the emulator issued for
+// https://redis.azure.com (each added before the client has it, removed
+// once it expires: Azure takes any unexpired token of the identity, so
+// replicas renewing at different times each keep working), and a
+// connection is closed once it is older than the least time a token
+// handed to a new connection has left (its token may then have expired).
 type entraRedis struct {
-	addr   string
-	admin  *redis.Client
-	mu     sync.Mutex
-	tokens []string // redis tokens issued, in order
-	user   string
-	killed atomic.Int64
+	addr    string
+	admin   *redis.Client
+	mu      sync.Mutex
+	tokens  []string    // redis tokens issued, in order
+	expires []time.Time // tokens[i]'s expiry
+	removed int         // tokens removed from the ACL once expired: tokens[:removed]
+	user    string
+	killed  atomic.Int64
 	// killedSubscriptions counts the closed connections that held a
 	// subscription: each is a window in which announcements are lost.
 	killedSubscriptions atomic.Int64
@@ -60,13 +63,10 @@ func startEntraRedis(t *testing.T, emulator *entratest.Emulator, killAge time.Du
 		er.mu.Lock()
 		defer er.mu.Unlock()
 		cmd := []any{"ACL", "SETUSER", issued.ObjectID, "on", ">" + issued.AccessToken, "~*", "&*", "+@all"}
-		if n := len(er.tokens); n >= 2 {
-			cmd = append(cmd, "<"+er.tokens[n-2]) // rotated twice: removed
-		}
 		if err := er.admin.Do(ctx, cmd...).Err(); err != nil {
 			t.Errorf("ACL SETUSER: %v", err)
 		}
-		er.tokens, er.user = append(er.tokens, issued.AccessToken), issued.ObjectID
+		er.tokens, er.expires, er.user = append(er.tokens, issued.AccessToken), append(er.expires, issued.ExpiresAt), issued.ObjectID
 	})
 	stop := make(chan struct{})
 	var done sync.WaitGroup
@@ -86,6 +86,7 @@ func (er *entraRedis) closeOld(stop <-chan struct{}, age time.Duration) {
 			return
 		case <-tick.C:
 		}
+		er.removeExpired()
 		er.mu.Lock()
 		user := er.user
 		er.mu.Unlock()
@@ -112,6 +113,18 @@ func (er *entraRedis) closeOld(stop <-chan struct{}, age time.Duration) {
 	}
 }
 
+// removeExpired removes the expired tokens from the ACL user's passwords.
+func (er *entraRedis) removeExpired() {
+	er.mu.Lock()
+	defer er.mu.Unlock()
+	for er.removed < len(er.tokens) && time.Now().After(er.expires[er.removed]) {
+		if er.admin.Do(context.Background(), "ACL", "SETUSER", er.user, "<"+er.tokens[er.removed]).Err() != nil {
+			return
+		}
+		er.removed++
+	}
+}
+
 // authFailures counts the failed authentications Redis logged.
 func (er *entraRedis) authFailures(t *testing.T) int {
 	t.Helper()
@@ -129,16 +142,15 @@ func (er *entraRedis) authFailures(t *testing.T) int {
 }
 
 // TestRedisWithEntraAuthenticationSurvivesRotations: two replicas share
-// tokens through a Redis that takes Entra tokens as passwords (20 s tokens,
+// tokens through a Redis that takes Entra tokens as passwords (10 s tokens,
 // max_connection_age 3s). Under steady traffic through both replicas, the
-// Redis password rotates at least twice, the password before the previous
-// is removed and connections older than 6 s are closed, as an expired
-// token's would be: no request fails, Redis logs no failed
-// authentication, no subscription lives long enough to be closed, and
-// each forced refresh on replica A reaches replica B through an
-// announcement within a second.
+// Redis password rotates at least twice, an expired password is removed
+// and connections older than 6 s are closed, as an expired token's would
+// be: no request fails, Redis logs no failed authentication, no
+// subscription lives long enough to be closed, and each forced refresh on
+// replica A reaches replica B through an announcement within a second.
 func TestRedisWithEntraAuthenticationSurvivesRotations(t *testing.T) {
-	emulator, server, err := entratest.NewServer(entratest.Options{TokenLifetime: 20 * time.Second})
+	emulator, server, err := entratest.NewServer(entratest.Options{TokenLifetime: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +266,13 @@ func TestRedisWithEntraAuthenticationSurvivesRotations(t *testing.T) {
 		sent.Load(), failed.Load(), rotations, er.killed.Load(), refreshes)
 	if rotations < 2 {
 		t.Errorf("%d rotations of the Redis password, want at least 2", rotations)
+	}
+	er.removeExpired()
+	er.mu.Lock()
+	removed := er.removed
+	er.mu.Unlock()
+	if removed == 0 {
+		t.Errorf("no expired Redis password was removed: the test did not outlive a token")
 	}
 	if failed.Load() != 0 {
 		t.Errorf("%d of %d requests failed", failed.Load(), sent.Load())
