@@ -77,7 +77,7 @@ func TestCacheClusterFetchesOnce(t *testing.T) {
 	var logs []*observer.ObservedLogs
 	var client redis.UniversalClient
 	for range replicas {
-		c, store, l := newReplicaCache(t, redisstore.Options{Addrs: addrs, KeyPrefix: "cluster:"},
+		c, store, l := newReplicaCache(t, redisstore.Options{Addrs: addrs, KeyPrefix: "cluster:", OpTimeout: countingOpTimeout},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},
 			cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch),
 			cacheApp("throttled-api", "api://throttled/.default", throttled))

@@ -34,7 +34,7 @@ func TestCacheFleetColdStampedeFetchesOnce(t *testing.T) {
 	var caches []*replicaCache
 	var logs []*observer.ObservedLogs
 	for range replicas {
-		c, store, l := newReplicaCache(t, redisstore.Options{URL: r.URL, KeyPrefix: "fleet:"},
+		c, store, l := newReplicaCache(t, redisstore.Options{URL: r.URL, KeyPrefix: "fleet:", OpTimeout: countingOpTimeout},
 			tokencache.Options{PollInterval: 10 * time.Second, WaitTimeout: 20 * time.Second},
 			cacheApp("graph-api", "https://graph.microsoft.com/.default", fetch))
 		if err := store.Ping(context.Background()); err != nil {

@@ -41,6 +41,14 @@ func startRedisOnPort(t *testing.T, port int, dir string, extra ...string) *proc
 // pingRedis sends PING over a raw connection.
 func pingRedis(addr string) error { return testproc.PingRedis(addr) }
 
+// countingOpTimeout is the OpTimeout of the tests that count a fleet's
+// token requests exactly. Their thousands of callers in one process under
+// -race, on a loaded CI machine whose redis-server shares the CPU, can leave
+// Redis's answers unread for 0.3 s, which with the default 100 ms a replica
+// rightly takes for a hung Redis (TestCacheRedisHungThenBack) and fetches
+// on its own.
+const countingOpTimeout = time.Second
+
 // cacheApp returns an application named name whose record key depends on
 // scope, fetching with fetch.
 func cacheApp(name, scope string, fetch tokencache.FetchFunc) tokencache.Application {

@@ -13,21 +13,21 @@ import (
 
 // op starts one call to Redis: it waits for one of the calls the store
 // runs at once (as many as its pool holds), then gives the call timeout, or
-// busyTimeout when other calls wait for Redis. Time queued behind this
-// process's own calls does not count, so a replica warming a thousand keys
-// does not take its own burst for a Redis that is down. If ctx ends while
-// waiting, the call fails at once with ctx's error.
-func (s *Store) op(ctx context.Context, timeout, busyTimeout time.Duration) (context.Context, context.CancelFunc) {
+// busyTimeout when other calls wait for Redis, and returns the time given.
+// Time queued behind this process's own calls does not count, so a replica
+// warming a thousand keys does not take its own burst for a Redis that is
+// down. If ctx ends while waiting, the call fails at once with ctx's error.
+func (s *Store) op(ctx context.Context, timeout, busyTimeout time.Duration) (context.Context, time.Duration, context.CancelFunc) {
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
-		return ctx, func() {}
+		return ctx, timeout, func() {}
 	}
 	if len(s.slots) > 1 {
 		timeout = busyTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	return ctx, func() { cancel(); <-s.slots }
+	return ctx, timeout, func() { cancel(); <-s.slots }
 }
 
 // poolSize is client's connection pool size (per node for a cluster).
@@ -51,17 +51,22 @@ const (
 	slowCallOpTimeouts = 100
 )
 
+// now is retryingTimeouts' clock (a fake one in tests).
+var now = time.Now
+
 // retryingTimeouts runs call, each attempt as one op, until it succeeds,
 // fails otherwise than by timing out, or ctx ends.
 //
 // A timeout shows Redis is down only when, meanwhile, Redis answered none
-// of this store's calls and no other call was waiting: opAttempts of those
-// fail the call. Any other timeout waited behind this process's own calls
-// (a replica warming a thousand keys on a busy machine) and is sent again,
-// with the longer time when others wait (each timeout costs go-redis a
-// connection), so the replica keeps sharing its tokens. Once a call has
-// failed so, the store counts as down until Redis answers: every attempt
-// then gets OpTimeout and every timeout counts.
+// of this store's calls, no other call was waiting, and this process
+// noticed the deadline within the attempt's time after it: opAttempts of
+// those fail the call. Any other timeout waited behind this process's own
+// work (a replica warming a thousand keys on a busy machine, or starved of
+// CPU for longer than Redis had to answer, which may leave an answer
+// unread) and is sent again, with the longer time when others wait (each
+// timeout costs go-redis a connection), so the replica keeps sharing its
+// tokens. Once a call has failed so, the store counts as down until Redis
+// answers: every attempt then gets OpTimeout and every timeout counts.
 func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context) error) error {
 	var spent time.Duration
 	silent := 0
@@ -71,16 +76,18 @@ func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context)
 		if down {
 			busy = s.opTimeout
 		}
-		opCtx, done := s.op(ctx, s.opTimeout, busy)
-		sent, began := s.answers.now(), time.Now()
+		opCtx, given, done := s.op(ctx, s.opTimeout, busy)
+		sent, began := s.answers.now(), now()
 		err := call(opCtx)
 		others := len(s.slots) > 1
 		done()
 		if err == nil || ctx.Err() != nil || !isTimeout(err) {
 			return err
 		}
-		spent += time.Since(began)
-		if !s.answers.since(sent) && (down || !others) {
+		took := now().Sub(began)
+		spent += took
+		late := took > 2*given
+		if !s.answers.since(sent) && (down || !others && !late) {
 			silent++
 		}
 		if silent >= opAttempts || spent >= slowCallOpTimeouts*s.opTimeout {

@@ -106,7 +106,7 @@ func (s *Store) Authenticates() bool { return s.sealer != nil }
 
 // Ping checks that Redis answers within OpTimeout.
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := s.op(ctx, s.opTimeout, s.opTimeout)
+	ctx, _, cancel := s.op(ctx, s.opTimeout, s.opTimeout)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("tokencache: pinging redis: %w", err)

@@ -358,3 +358,108 @@ func TestAnOutageFoundUnderLoadFailsLaterCallsFast(t *testing.T) {
 		t.Error("the store still counts as down after Redis answered")
 	}
 }
+
+// fakeNow replaces retryingTimeouts' clock until the test ends.
+type fakeNow struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func useFakeNow(t *testing.T) *fakeNow {
+	c := &fakeNow{t: time.Now()}
+	t.Cleanup(func() { now = time.Now })
+	now = c.Now
+	return c
+}
+
+func (c *fakeNow) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeNow) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// lateHook times out the first `times` commands on key without sending
+// them, each ending `took` after it began on the fake clock; the others go
+// through.
+type lateHook struct {
+	key      string
+	times    int
+	took     time.Duration
+	clock    *fakeNow
+	attempts int
+}
+
+func (h *lateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *lateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) < 2 || args[1] != h.key {
+			return next(ctx, cmd)
+		}
+		h.attempts++
+		if h.attempts <= h.times {
+			h.clock.Advance(h.took)
+			cmd.SetErr(context.DeadlineExceeded)
+			return context.DeadlineExceeded
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A timeout this process noticed more than the attempt's time past its
+// deadline (starved of CPU for longer than Redis had to answer, it may have
+// left an answer unread) is not evidence of a Redis that is down: the call
+// is sent again, past opAttempts, and gives up only after
+// slowCallOpTimeouts×OpTimeout of such attempts. Timeouts noticed sooner
+// still fail the call after opAttempts.
+func TestATimeoutNoticedLateIsNotEvidence(t *testing.T) {
+	const opTimeout = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name         string
+		timeouts     int
+		took         time.Duration
+		wantErr      bool
+		wantAttempts int
+	}{
+		{"noticed late", opAttempts + 1, 4 * opTimeout, false, opAttempts + 2},
+		{"noticed on time", opAttempts + 1, opTimeout, true, opAttempts},
+		{"noticed less than OpTimeout past", opAttempts + 1, 2 * opTimeout, true, opAttempts},
+		{"late, for long", 1 << 30, 4 * opTimeout, true, slowCallOpTimeouts / 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := useFakeNow(t)
+			hook := &lateHook{key: "k", times: tc.timeouts, took: tc.took, clock: clock}
+			mr := miniredis.RunT(t)
+			client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+			client.AddHook(hook)
+			store, err := newStore(client, Options{OpTimeout: opTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = store.Close() })
+			mr.Set("k", `{"id":"k","accessToken":"t"}`)
+
+			_, err = store.Get(t.Context(), "k")
+			if tc.wantErr && !isTimeout(err) {
+				t.Errorf("Get = %v, want a timeout", err)
+			}
+			if !tc.wantErr && err != nil {
+				t.Errorf("Get after %d late timeouts: %v", tc.timeouts, err)
+			}
+			if hook.attempts != tc.wantAttempts {
+				t.Errorf("%d attempts, want %d", hook.attempts, tc.wantAttempts)
+			}
+			if down := store.answers.down.Load(); down != tc.wantErr {
+				t.Errorf("store down = %v, want %v", down, tc.wantErr)
+			}
+		})
+	}
+}
