@@ -248,7 +248,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 		return "", false, errNonPositiveTTL
 	}
 	owner := newOwner()
-	var ok, sent bool
+	var ok, sent, mayHold bool
 	err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
 		if sent { // a timed-out attempt may have taken the lock
 			held, err := s.client.Get(ctx, lockKey).Result()
@@ -263,15 +263,40 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 		sent = true
 		var err error
 		ok, err = s.client.SetNX(ctx, lockKey, owner, ttl).Result()
+		mayHold = mayHold || isTimeout(err)
 		return err
 	})
 	if err != nil {
+		if mayHold { // an attempt that timed out may have taken it
+			go s.releaseAbandoned(lockKey, owner, ttl)
+		}
 		return "", false, fmt.Errorf("tokencache: taking lock: %w", err)
 	}
 	if !ok {
 		return "", false, nil
 	}
 	return owner, true, nil
+}
+
+// releaseAbandoned deletes lockKey if it holds owner, trying again after
+// OpTimeout, doubling, until ttl has passed (the lock then expires anyway)
+// or the store is closed: TryLock failed after an attempt that timed out
+// and may have taken the lock (a replica starved of CPU, a lost answer),
+// and a lock nobody uses would hold the fleet's waiters for the rest of
+// its ttl.
+func (s *Store) releaseAbandoned(lockKey, owner string, ttl time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), ttl)
+	defer cancel()
+	for wait := s.opTimeout; ; wait *= 2 {
+		if _, err := s.Unlock(ctx, lockKey, owner); err == nil || errors.Is(err, redis.ErrClosed) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // ExtendLock resets lockKey's ttl if it still holds owner (see extend.lua).
