@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,7 @@ func (r *RedisCredentials) Credentials(ctx context.Context) (username, password 
 	if r.valid() {
 		return r.user, r.token.AccessToken, nil
 	}
-	return "", "", r.err
+	return "", "", cmp.Or(r.err, errors.New("redis entra: the token expired before the connection used it"))
 }
 
 // valid reports whether the token has not expired. r.mu is held.
@@ -100,22 +101,29 @@ func (r *RedisCredentials) request(done chan struct{}) {
 		err = fmt.Errorf("redis entra: requesting a token for %s: %w", RedisScope, err)
 	} else if claims, ok := entra.ReadPublicClaims(token.AccessToken); !ok || claims.ObjectID == "" {
 		err = errors.New("redis entra: the token names no object ID (oid), which is the Redis user name")
+	} else if !now().Before(token.ExpiresAt) {
+		err = errors.New("redis entra: the token had expired when it arrived")
 	} else {
 		user = claims.ObjectID
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.renewal = nil
+	recovered := err == nil && r.err != nil
 	if err != nil {
 		// The backoff of a tenant's resolution.
 		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
 		r.err, r.retryAt = err, now().Add(r.backoff)
-		r.logger.Warn("requesting the token Redis authenticates with failed; new Redis connections use the current token while it is valid",
-			append(RequestErrorFields(err), zap.Bool("token_valid", r.valid()), zap.Duration("retry_in", r.backoff))...)
-		return
+	} else {
+		r.token, r.user, r.err, r.backoff = token, user, nil, 0
 	}
-	if r.err != nil {
+	valid, retryIn := r.valid(), r.backoff
+	r.mu.Unlock()
+	// Logged unlocked (new connections do not wait on it), before done.
+	switch {
+	case err != nil:
+		r.logger.Warn("requesting the token Redis authenticates with failed; new Redis connections use the current token while it is valid",
+			append(RequestErrorFields(err), zap.Bool("token_valid", valid), zap.Duration("retry_in", retryIn))...)
+	case recovered:
 		r.logger.Info("requested the token Redis authenticates with after failures")
 	}
-	r.token, r.user, r.err, r.backoff = token, user, nil, 0
 }

@@ -305,3 +305,22 @@ func TestRedisStoreWithEntraSlowerThanOpTimeout(t *testing.T) {
 		t.Errorf("token requests = %d, want 1", n)
 	}
 }
+
+// A token that has expired by the time it arrives (a slow answer, a short
+// expires_in) is a failure with its backoff: never empty credentials with
+// no error, which go-redis would take as a connection without AUTH.
+func TestRedisTokenExpiredOnArrivalIsAFailure(t *testing.T) {
+	move := moveClock(t)
+	client, requests := redisTokenClient(t, func(w http.ResponseWriter, _ *http.Request, n int64) {
+		move(2 * time.Hour) // the hour-long token is past its expiry when it arrives
+		writeRedisToken(w, redisToken(redisOID, n))
+	})
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
+	user, password, err := creds.Credentials(context.Background())
+	if err == nil || user != "" || password != "" || !strings.Contains(err.Error(), "had expired when it arrived") {
+		t.Fatalf("Credentials = %q, password set %v, %v; want the expired token refused", user, password != "", err)
+	}
+	if _, _, err := creds.Credentials(context.Background()); err == nil || requests.Load() != 1 {
+		t.Errorf("within the backoff: %v, %d requests; want the failure, 1 request", err, requests.Load())
+	}
+}

@@ -13,8 +13,9 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 )
 
-// DefaultRedisMaxConnectionAge is max_connection_age's default; a token
-// given to a new connection has at least twice this left.
+// DefaultRedisMaxConnectionAge is max_connection_age's default; a token is
+// renewed once it has twice this or less left (new connections get the
+// current one meanwhile, while it is valid).
 const DefaultRedisMaxConnectionAge = 10 * time.Minute
 
 // resolveRedisEntra checks redis entra and gives the store its credentials.
