@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -72,12 +73,23 @@ func TestSharedExchangedTokenMustNameTheUserTenantAndClient(t *testing.T) {
 	_, forB := exchanged(clientID, "00000000-0000-4000-8000-00000000000b")
 	_, forAOther := exchanged(otherClient, "00000000-0000-4000-8000-00000000000a")
 	verify := ExchangeOptions("graph-as-user", mustClient(t, srv.URL, emu.TenantID(), clientID), scopes, 0, 1, nil).VerifyShared
+	claims, _ := entra.ReadPublicClaims(userA)
+	// unsigned returns an unsigned JWT of claims: the check reads, it does not verify.
+	unsigned := func(claims string) string {
+		b64 := base64.RawURLEncoding.EncodeToString
+		return b64([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + b64([]byte(claims)) + ".c2ln"
+	}
 	for _, tt := range []struct {
 		name, token, want string
 	}{
 		{"the user's own", forA, ""},
 		{"another user's", forB, "another user (oid)"},
 		{"another client's, same user", forAOther, "another client"},
+		{"another tenant's, same user and client", unsigned(fmt.Sprintf(`{"oid":%q,"tid":"00000000-0000-4000-8000-0000000000f1","appid":%q}`,
+			claims.ObjectID, clientID)), "another tenant (tid)"},
+		{"v1.0 (appid only)", unsigned(fmt.Sprintf(`{"oid":%q,"tid":%q,"appid":%q,"ver":"1.0"}`, claims.ObjectID, claims.TenantID, clientID)), ""},
+		{"v2.0 (azp only), GUIDs in upper case", unsigned(fmt.Sprintf(`{"oid":%q,"tid":%q,"azp":%q,"ver":"2.0"}`,
+			strings.ToUpper(claims.ObjectID), strings.ToUpper(claims.TenantID), strings.ToUpper(clientID))), ""},
 		{"opaque (a sealed store only)", "opaque-downstream-token", ""},
 	} {
 		err := verify(&tokencache.Record{AccessToken: tt.token}, userA)
