@@ -245,11 +245,9 @@ type exchanged struct {
 // that challenges every request cannot make each of them an exchange.
 func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
 	d := e.namer.digest(userToken)
-	now := e.c.now()
-	if _, recent := e.dropped.get(d, now); recent {
-		return false
+	if now := e.c.now(); !e.dropped.putUnlessHeld(d, struct{}{}, now, now.Add(e.c.purgeInterval)) {
+		return false // dropped within the interval
 	}
-	e.dropped.put(d, struct{}{}, now.Add(e.c.purgeInterval))
 	e.entries.remove(d)
 	key := e.key(d)
 	if !e.shared {

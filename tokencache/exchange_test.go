@@ -494,3 +494,25 @@ func TestDropsOfOneUserTokenAreRateLimited(t *testing.T) {
 		t.Fatalf("after the interval's drop: %v, %d exchanges; want a new exchange", err, x.calls.Load())
 	}
 }
+
+// Of concurrent drops of one user token, one drops.
+func TestConcurrentDropsOfOneUserTokenDropOnce(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{})
+	for range 50 {
+		var dropped atomic.Int64
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				if e.Drop(t.Context(), testUserToken) {
+					dropped.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := dropped.Load(); n != 1 {
+			t.Fatalf("16 concurrent drops dropped %d times, want 1", n)
+		}
+		clock.Advance(DefaultPurgeInterval)
+	}
+}

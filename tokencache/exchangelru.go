@@ -46,11 +46,29 @@ func (m *boundedMemory[K, V]) get(key K, now time.Time) (V, bool) {
 	return item.value, true
 }
 
+// putUnlessHeld puts value under key until until, unless key holds a
+// value usable at now; it reports whether it put. One lock: of concurrent
+// callers, one puts.
+func (m *boundedMemory[K, V]) putUnlessHeld(key K, value V, now, until time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if el, ok := m.byKey[key]; ok && now.Before(el.Value.(*memoryItem[K, V]).until) {
+		return false
+	}
+	m.putLocked(key, value, until)
+	return true
+}
+
 // put keeps value under key until until, past the bound evicting the
 // least recently used.
 func (m *boundedMemory[K, V]) put(key K, value V, until time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.putLocked(key, value, until)
+}
+
+// putLocked is put; m.mu is held.
+func (m *boundedMemory[K, V]) putLocked(key K, value V, until time.Time) {
 	if el, ok := m.byKey[key]; ok {
 		el.Value = &memoryItem[K, V]{key: key, value: value, until: until}
 		m.order.MoveToFront(el)
