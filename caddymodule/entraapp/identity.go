@@ -199,7 +199,7 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	}
 	if r.err != nil { // with the identifiers missing too: every fix in one run
 		if id.ManagedIdentity == nil && !id.WorkloadIdentity {
-			r.err = errors.Join(r.err, missingIdentifier(cfg, id, field))
+			r.err = errors.Join(r.err, missingIdentifier(cfg, id, field, r.failed))
 		}
 		return entra.Config{}, r.err
 	}
@@ -218,7 +218,7 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 		return entra.Config{}, prefixConfigError(field, err)
 	}
 	if cfg.ManagedIdentity == nil { // what every credential but a managed identity needs
-		if err := missingIdentifier(cfg, id, field); err != nil {
+		if err := missingIdentifier(cfg, id, field, nil); err != nil {
 			return entra.Config{}, err
 		}
 	}
@@ -226,13 +226,14 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 }
 
 // missingIdentifier refuses a client ID or a tenant (or token endpoint)
-// that cfg lacks, both when both are missing.
-func missingIdentifier(cfg entra.Config, id *IdentityConfig, field string) error {
+// that cfg lacks, both when both are missing, but not a field in said
+// (already refused).
+func missingIdentifier(cfg entra.Config, id *IdentityConfig, field string, said map[string]bool) error {
 	var errs []error
-	if cfg.ClientID == "" {
+	if cfg.ClientID == "" && !said["client_id"] {
 		errs = append(errs, ConfigError(field+"client_id", "is required"+placeholderHint(id.ClientID)))
 	}
-	if cfg.TenantID == "" && cfg.TokenEndpoint == "" {
+	if cfg.TenantID == "" && cfg.TokenEndpoint == "" && !said["tenant_id"] && !said["token_endpoint"] {
 		errs = append(errs, ConfigError(field+"tenant_id", "is required (or set token_endpoint)"+placeholderHint(id.TenantID)))
 	}
 	return errors.Join(errs...)
@@ -243,6 +244,16 @@ type resolver struct {
 	repl   *caddy.Replacer
 	prefix string
 	err    error
+	failed map[string]bool // the fields err names
+}
+
+// fail adds field's failure to r.err.
+func (r *resolver) fail(field, reason string) {
+	r.err = errors.Join(r.err, ConfigError(r.prefix+field, reason))
+	if r.failed == nil {
+		r.failed = make(map[string]bool)
+	}
+	r.failed[field] = true
 }
 
 // value resolves raw; an unknown placeholder is an error naming the field.
@@ -252,7 +263,7 @@ func (r *resolver) value(field, raw string) string {
 	}
 	value, err := r.repl.ReplaceOrErr(raw, false, true)
 	if err != nil {
-		r.err = errors.Join(r.err, ConfigError(r.prefix+field, "unknown placeholder (only {env.*}, {file.*} and global placeholders are resolved)"))
+		r.fail(field, "unknown placeholder (only {env.*}, {file.*} and global placeholders are resolved)")
 	}
 	return strings.TrimSpace(value)
 }
@@ -260,10 +271,9 @@ func (r *resolver) value(field, raw string) string {
 // required is value for a field that, when set, must not resolve to
 // nothing; the error names the placeholder, never a value.
 func (r *resolver) required(field, raw string) string {
-	failed := r.err
 	value := r.value(field, raw)
-	if raw != "" && value == "" && r.err == failed { // not an unknown placeholder, said already
-		r.err = errors.Join(r.err, ConfigError(r.prefix+field, "is required"+placeholderHint(raw)))
+	if raw != "" && value == "" && !r.failed[field] { // not an unknown placeholder, said already
+		r.fail(field, "is required"+placeholderHint(raw))
 	}
 	return value
 }

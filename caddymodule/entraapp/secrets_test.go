@@ -61,9 +61,12 @@ func TestEveryMissingIdentityFieldIsNamedAtOnce(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	id.ClientSecret = "{nope.secret}" // an unknown placeholder is said once, not also as missing
+	// An unknown placeholder is said once, not also as missing.
+	id.ClientSecret, id.ClientID, id.TenantID = "{nope.secret}", "{nope.id}", "{nope.tenant}"
 	_, err = id.clientConfig(caddy.NewReplacer(), "")
-	if err == nil || strings.Count(err.Error(), "client_secret") != 1 || !strings.Contains(err.Error(), "unknown placeholder") {
-		t.Errorf("unknown placeholder: %v, want it named once", err)
+	for _, field := range []string{"client_secret", "client_id", "tenant_id"} {
+		if err == nil || strings.Count(err.Error(), field+":") != 1 {
+			t.Errorf("unknown placeholders: %v, want %s named once", err, field)
+		}
 	}
 }
