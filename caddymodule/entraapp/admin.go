@@ -77,17 +77,19 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		return Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
 	}
-	if _, onBehalfOf := app.exchangers[name]; onBehalfOf && (action == "refresh" || action == "" && r.Method == http.MethodDelete) {
-		// Its token of its own would be a useless request and a backoff.
-		return Answer{Status: http.StatusConflict, Code: "ON_BEHALF_OF_APPLICATION",
-			Message: fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own to refresh or purge", name)}.write(w, indented)
-	}
+	_, onBehalfOf := app.exchangers[name]
+	// Its token of its own would be a useless request and a backoff.
+	noOwnToken := Answer{Status: http.StatusConflict, Code: CodeOnBehalfOfApplication,
+		Message: fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own to refresh or purge", name)}
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
 	switch action {
 	case "":
 		if !allowMethod(w, r, http.MethodGet, http.MethodDelete) {
 			return nil
+		}
+		if r.Method == http.MethodDelete && onBehalfOf {
+			return noOwnToken.write(w, indented)
 		}
 		if r.Method == http.MethodDelete && h.DeleteEverywhere(ctx) != nil {
 			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it",
@@ -99,6 +101,9 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	case "refresh":
 		if !allowMethod(w, r, http.MethodPost) {
 			return nil
+		}
+		if onBehalfOf {
+			return noOwnToken.write(w, indented)
 		}
 		if _, err := h.Refresh(ctx); err != nil {
 			answer := AnswerFor(err)

@@ -153,6 +153,9 @@ func TestAdminAPIOnBehalfOfApplication(t *testing.T) {
 	if n := emulator.IssuedTokens(); n != 0 {
 		t.Errorf("%d token requests, want none", n)
 	}
+	if rec := admin(t, http.MethodGet, "/entra/tokens/graph-as-user/refresh"); rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET .../refresh: %d, want 405 as for any application", rec.Code)
+	}
 	var info tokenInfo
 	if err := json.Unmarshal(admin(t, http.MethodGet, "/entra/tokens/graph-as-user").Body.Bytes(), &info); err != nil || !info.OnBehalfOf {
 		t.Errorf("GET: %+v, %v; want onBehalfOf true", info, err)

@@ -27,6 +27,10 @@ const (
 	CodeConsentRequired     = "MICROSOFT_CONSENT_REQUIRED"     // 403 proposedAction="consent"
 )
 
+// CodeOnBehalfOfApplication is the admin API's 409 for a refresh or purge
+// of an on-behalf-of application, which has no token of its own.
+const CodeOnBehalfOfApplication = "ON_BEHALF_OF_APPLICATION"
+
 // ConfigError is a configuration error naming the field.
 func ConfigError(field, reason string) error {
 	return fmt.Errorf("%s: %s: %s", CodeProviderInvalidConfig, field, reason)
