@@ -22,7 +22,8 @@ const RedisScope = "https://redis.azure.com/.default"
 // go-redis asks for it while opening a connection, under the deadline of
 // the Redis call that needed one (OpTimeout): the token request runs apart,
 // one at a time and bounded by the client's own timeout, and a failed one
-// is not repeated before a backoff of 1 s, doubling up to 1 min. Each
+// is not repeated before a backoff of 1 s, doubling up to 1 min (longer
+// when the endpoint's Retry-After says so, up to 1 min). Each
 // failed request is logged as a warning, and the success after failures.
 type RedisCredentials struct {
 	client  *entra.Client
@@ -110,8 +111,13 @@ func (r *RedisCredentials) request(done chan struct{}) {
 	r.renewal = nil
 	recovered := err == nil && r.err != nil
 	if err != nil {
-		// The backoff of a tenant's resolution.
+		// The backoff of a tenant's resolution, or a longer Retry-After
+		// (throttled) up to its longest.
 		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
+		var re *entra.RequestError
+		if errors.As(err, &re) {
+			r.backoff = max(r.backoff, min(re.RetryAfter, tenantRetryMax))
+		}
 		r.err, r.retryAt = err, now().Add(r.backoff)
 	} else {
 		r.token, r.user, r.err, r.backoff = token, user, nil, 0

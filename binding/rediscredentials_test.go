@@ -324,3 +324,26 @@ func TestRedisTokenExpiredOnArrivalIsAFailure(t *testing.T) {
 		t.Errorf("within the backoff: %v, %d requests; want the failure, 1 request", err, requests.Load())
 	}
 }
+
+// A throttled request waits as long as Retry-After says (up to a minute),
+// not the first backoff's second.
+func TestRedisTokenThrottledWaitsForRetryAfter(t *testing.T) {
+	move := moveClock(t)
+	client, requests := redisTokenClient(t, func(w http.ResponseWriter, _ *http.Request, _ int64) {
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
+	if _, _, err := creds.Credentials(context.Background()); err == nil {
+		t.Fatal("a throttled request gave credentials")
+	}
+	move(29 * time.Second)
+	if _, _, err := creds.Credentials(context.Background()); err == nil || requests.Load() != 1 {
+		t.Fatalf("within Retry-After: %v, %d requests; want the failure, 1 request", err, requests.Load())
+	}
+	move(time.Second)
+	_, _, _ = creds.Credentials(context.Background())
+	if n := requests.Load(); n != 2 {
+		t.Errorf("after Retry-After: %d requests, want 2", n)
+	}
+}
