@@ -464,43 +464,13 @@ func TestATimeoutNoticedLateIsNotEvidence(t *testing.T) {
 	}
 }
 
-// hangHook loses the answer of the first command (sent: it takes effect)
-// and holds every later one until its deadline while hung is set.
-type hangHook struct {
-	hung  atomic.Bool
-	calls atomic.Int64
-}
-
-func (h *hangHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *hangHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *hangHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		switch cmd.Name() {
-		case "hello", "client", "ping":
-			return next(ctx, cmd)
-		}
-		if h.calls.Add(1) == 1 {
-			_ = next(ctx, cmd)
-			cmd.SetErr(context.DeadlineExceeded)
-			return context.DeadlineExceeded
-		}
-		if h.hung.Load() {
-			<-ctx.Done()
-			cmd.SetErr(ctx.Err())
-			return ctx.Err()
-		}
-		return next(ctx, cmd)
-	}
-}
-
 // A lock attempt that timed out after taking the lock, in a call that then
 // failed, does not leave the lock to stall the fleet for its ttl: once
 // Redis answers again the replica releases it.
 func TestALockTakenByAFailedAttemptIsReleased(t *testing.T) {
-	hook := &hangHook{}
-	hook.hung.Store(true)
+	// The lock attempt's answer is lost, the next opAttempts calls hang
+	// (the call fails), then Redis answers again.
+	hook := &slowHook{lost: true, slow: 1 + opAttempts, delay: time.Minute}
 	store, mr := slowStore(t, hook, 0)
 	if _, ok, err := store.TryLock(t.Context(), "lock", time.Minute); err == nil || ok {
 		t.Fatalf("TryLock on a Redis that stopped answering = %v, %v; want a failure", ok, err)
@@ -508,7 +478,6 @@ func TestALockTakenByAFailedAttemptIsReleased(t *testing.T) {
 	if !mr.Exists("lock") {
 		t.Fatal("the lost attempt did not take the lock: the test proves nothing")
 	}
-	hook.hung.Store(false)
 	deadline := time.Now().Add(10 * time.Second)
 	for mr.Exists("lock") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // the release retries on its own schedule
