@@ -165,3 +165,13 @@ func TestAdminAPIOnBehalfOfApplication(t *testing.T) {
 		t.Errorf("GET graph-api: %+v, %v; want no onBehalfOf", own, err)
 	}
 }
+
+// A token's expiry is shown to the millisecond, as records hold it, by the
+// CLI (a fresh token's expiry has nanoseconds) as by the admin API.
+func TestTokenInfoShowsExpiryInMilliseconds(t *testing.T) {
+	var info tokenInfo
+	info.withToken("opaque", time.Date(2026, 12, 7, 8, 0, 0, 123456789, time.FixedZone("x", 3600)))
+	if got, _ := json.Marshal(info.AccessTokenExpiresAt); string(got) != `"2026-12-07T07:00:00.123Z"` {
+		t.Errorf("accessTokenExpiresAt = %s, want \"2026-12-07T07:00:00.123Z\"", got)
+	}
+}

@@ -67,7 +67,7 @@ func (ti *tokenInfo) withToken(accessToken string, expiresAt time.Time) {
 	if accessToken == "" {
 		return
 	}
-	expiresAt = expiresAt.UTC()
+	expiresAt = expiresAt.UTC().Truncate(time.Millisecond) // as records hold it
 	ti.AccessTokenExpiresAt = &expiresAt
 	ti.Fingerprint = entra.Fingerprint(accessToken)
 	if claims, ok := entra.ReadPublicClaims(accessToken); ok {
