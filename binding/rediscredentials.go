@@ -34,9 +34,7 @@ type RedisCredentials struct {
 	token   *entra.Token
 	user    string
 	renewal chan struct{} // closed when the request in flight ends; nil when none
-	err     error         // the last request's failure, nil after a success
-	retryAt time.Time     // no request before it after a failure
-	backoff time.Duration
+	retry
 }
 
 // NewRedisCredentials returns client's credentials, each token renewed
@@ -85,7 +83,7 @@ func (r *RedisCredentials) valid() bool {
 // renew returns the request in flight, starting one unless a failure's
 // backoff is running (then nil). r.mu is held.
 func (r *RedisCredentials) renew() chan struct{} {
-	if r.renewal == nil && (r.err == nil || !now().Before(r.retryAt)) {
+	if _, _, backingOff := r.waiting(); r.renewal == nil && !backingOff {
 		r.renewal = make(chan struct{})
 		go r.request(r.renewal)
 	}
@@ -109,20 +107,19 @@ func (r *RedisCredentials) request(done chan struct{}) {
 	}
 	r.mu.Lock()
 	r.renewal = nil
-	recovered := err == nil && r.err != nil
+	recovered := false
 	if err != nil {
-		// The backoff of a tenant's resolution, or a longer Retry-After
-		// (throttled) up to its longest.
-		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
 		var re *entra.RequestError
+		var retryAfter time.Duration // throttled: at least as long
 		if errors.As(err, &re) {
-			r.backoff = max(r.backoff, min(re.RetryAfter, tenantRetryMax))
+			retryAfter = re.RetryAfter
 		}
-		r.err, r.retryAt = err, now().Add(r.backoff)
+		r.fail(err, retryAfter)
 	} else {
-		r.token, r.user, r.err, r.backoff = token, user, nil, 0
+		r.token, r.user = token, user
+		recovered = r.succeed() > 0
 	}
-	valid, retryIn := r.valid(), r.backoff
+	valid, retryIn := r.valid(), r.wait
 	r.mu.Unlock()
 	// Logged unlocked (new connections do not wait on it), before done.
 	switch {

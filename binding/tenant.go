@@ -16,27 +16,14 @@ import (
 // the on-behalf-of applications and reloads.
 var tenantResolutions sync.Map // string -> *tenantResolution
 
-// A failed resolution is asked again by the next caller after a backoff
-// from tenantRetryFirst, doubling up to tenantRetryMax: a discovery that
-// fails at start does not fail for the process's life.
-const (
-	tenantRetryFirst = time.Second
-	tenantRetryMax   = time.Minute
-)
-
-// now is the clock of the backoff; tests move it.
-var now = time.Now
-
-// tenantResolution is one discovery URL's resolution.
+// tenantResolution is one discovery URL's resolution; a failure is asked
+// again after its backoff (retry).
 type tenantResolution struct {
 	tenantID atomic.Pointer[string] // set once resolved, for good
 
 	mu      sync.Mutex
 	running chan struct{} // closed when the request in flight ends; nil when none
-	err     error         // the last failure
-	retryAt time.Time     // no request before it after a failure
-	backoff time.Duration
-	failed  int // attempts failed in a row
+	retry
 }
 
 // ResolveTenant returns the ID of the tenant client names by domain name
@@ -66,8 +53,7 @@ func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client, lo
 	r.mu.Lock()
 	running := r.running
 	if running == nil {
-		if wait := r.retryAt.Sub(now()); r.err != nil && wait > 0 {
-			err := r.err
+		if err, wait, ok := r.waiting(); ok {
 			r.mu.Unlock()
 			return "", wait, err
 		}
@@ -79,7 +65,7 @@ func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client, lo
 	select {
 	case <-running:
 	case <-ctx.Done():
-		return "", tenantRetryFirst, ctx.Err()
+		return "", retryFirst, ctx.Err()
 	}
 	if id := r.tenantID.Load(); id != nil {
 		return *id, 0, nil
@@ -94,16 +80,15 @@ func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client, lo
 func (r *tenantResolution) run(client *entra.Client, done chan struct{}, logger *zap.Logger) {
 	tenantID, err := client.ResolveTenantID(context.Background())
 	r.mu.Lock()
-	failedBefore := r.failed
+	var failedBefore int
 	if err == nil {
 		r.tenantID.Store(&tenantID)
+		failedBefore = r.succeed()
 	} else {
-		r.failed++
-		r.backoff = min(max(2*r.backoff, tenantRetryFirst), tenantRetryMax)
-		r.err, r.retryAt = err, now().Add(r.backoff)
+		r.fail(err, 0)
 	}
 	r.running = nil
-	failed, retryIn := r.failed, r.backoff
+	failed, retryIn := r.failed, r.wait
 	r.mu.Unlock()
 	defer close(done) // after the log: a caller that saw the outcome finds it logged
 	discovery := zap.String("discovery_url", client.TenantDiscoveryURL())
