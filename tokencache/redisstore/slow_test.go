@@ -19,16 +19,13 @@ import (
 // delay (or its deadline) before it is sent; with lost set, the first
 // command is sent and its answer lost, as when a reply arrives too late.
 type slowHook struct {
+	passThrough
 	slow  int64
 	delay time.Duration
 	lost  bool
 	calls atomic.Int64
 }
 
-func (h *slowHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *slowHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 func (h *slowHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		switch cmd.Name() {
@@ -51,6 +48,15 @@ func (h *slowHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return next(ctx, cmd)
 	}
+}
+
+// passThrough gives a test's redis.Hook the dial and pipeline hooks that
+// change nothing: it changes single commands only.
+type passThrough struct{}
+
+func (passThrough) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (passThrough) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func slowStore(t *testing.T, hook redis.Hook, poolSize int) (*Store, *miniredis.Miniredis) {
@@ -206,12 +212,11 @@ func TestQueuedCallsAreNotTimedOutByTheQueue(t *testing.T) {
 }
 
 // countHook counts the commands sent.
-type countHook struct{ n *atomic.Int64 }
-
-func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+type countHook struct {
+	passThrough
+	n *atomic.Int64
 }
+
 func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.n.Add(1)
@@ -222,6 +227,7 @@ func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // keyHook holds the first `times` commands on key until their deadline,
 // recording how long each was given.
 type keyHook struct {
+	passThrough
 	key    string
 	times  int
 	mu     sync.Mutex
@@ -229,10 +235,6 @@ type keyHook struct {
 	passed atomic.Int64
 }
 
-func (h *keyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *keyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 func (h *keyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if args := cmd.Args(); len(args) < 2 || args[1] != h.key {
@@ -388,6 +390,7 @@ func (c *fakeNow) Advance(d time.Duration) {
 // them, each ending `took` after it began on the fake clock; the others go
 // through.
 type lateHook struct {
+	passThrough
 	key      string
 	times    int
 	took     time.Duration
@@ -395,10 +398,6 @@ type lateHook struct {
 	attempts int
 }
 
-func (h *lateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *lateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 func (h *lateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if args := cmd.Args(); len(args) < 2 || args[1] != h.key {
