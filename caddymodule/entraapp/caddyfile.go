@@ -18,6 +18,7 @@ func init() {
 
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
+		d.Next() // the option's name, so that the error says where the second one is
 		return nil, d.Err("entra: the global option may appear only once")
 	}
 	app := new(App)

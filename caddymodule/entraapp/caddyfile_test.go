@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -206,5 +207,15 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", gotJSON, wantJSON)
 			}
 		})
+	}
+}
+
+// TestGlobalOptionTwiceSaysWhere: a second entra block is refused with
+// the file and line of the second one, not "at :0".
+func TestGlobalOptionTwiceSaysWhere(t *testing.T) {
+	input := "{\n\tentra {\n\t\ttenant_id t\n\t}\n\tentra {\n\t\ttenant_id u\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	if err == nil || !strings.Contains(err.Error(), "may appear only once, at Caddyfile:5") {
+		t.Fatalf("err = %v, want the global option refused at Caddyfile:5", err)
 	}
 }

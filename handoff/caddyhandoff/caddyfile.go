@@ -14,10 +14,10 @@ func init() {
 //
 //	handoff
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	d.Next() // the option's name, so that errors say where it is
 	if existing != nil {
 		return nil, d.Err("handoff: the global option may appear only once")
 	}
-	d.Next() // the option's name
 	if d.NextArg() || d.NextBlock(0) {
 		return nil, d.Err("handoff: the global option takes no arguments and no block")
 	}

@@ -194,9 +194,10 @@ func TestGlobalOption(t *testing.T) {
 		{"\thandoff\n", `"handoff":{}`},
 		{"\thandoff now\n", "takes no arguments"},
 		{"\thandoff {\n\t\tgrace 1s\n\t}\n", "takes no arguments"},
-		{"\thandoff\n\thandoff\n", "only once"},
+		{"\thandoff\n\thandoff\n", "only once, at Caddyfile:5"}, // the second one's line
 	} {
-		config, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(site(tc.globals, 8080, "handoff/127.0.0.1", "ok")), nil)
+		config, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(site(tc.globals, 8080, "handoff/127.0.0.1", "ok")),
+			map[string]any{"filename": "Caddyfile"})
 		if got := string(config) + fmt.Sprint(err); !strings.Contains(got, tc.want) {
 			t.Errorf("%q: got %s, want %s", tc.globals, got, tc.want)
 		}
