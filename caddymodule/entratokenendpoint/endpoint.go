@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -89,6 +90,8 @@ type TokenEndpoint struct {
 	allowed      map[string]*endpointApplication // by application name
 	byResource   map[string]*endpointApplication // by normalized resource
 	logger       *zap.Logger
+
+	accessLogWarned *atomic.Bool // see warnIfAccessLogged
 }
 
 type endpointApplication struct {
@@ -120,6 +123,7 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 		e.logger = zap.NewNop()
 	}
 	e.app = app
+	e.accessLogWarned = new(atomic.Bool)
 	switch e.Protocol {
 	case ProtocolRecord, ProtocolAppService, ProtocolIMDS:
 	case "":
@@ -188,9 +192,6 @@ func (e *TokenEndpoint) provisionSecret() error {
 			"between local processes and the tokens (e.g. openssl rand -hex 32)", minSecretLength))
 	}
 	entraapp.WarnLiteralSecret(e.logger, "entra_token_endpoint secret", e.Secret)
-	e.logger.Warn("Caddy's access log shows the X-IDENTITY-HEADER secret of requests to this endpoint: keep access "+
-		"logging off for this site, or delete the field with a log filter (docs/entra_token_endpoint.md, the secret option)",
-		zap.String("protocol", e.Protocol))
 	e.secretDigest = sha256.Sum256([]byte(secret))
 	return nil
 }
@@ -277,6 +278,7 @@ func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cadd
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
+	e.warnIfAccessLogged(r)
 	if refusal := e.checkPeer(r); refusal != nil {
 		return e.refuse(w, r, refusal)
 	}
