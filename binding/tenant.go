@@ -2,6 +2,7 @@ package binding
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,7 @@ import (
 var tenantResolutions sync.Map // string -> *tenantResolution
 
 // tenantResolution is one discovery URL's resolution; a failure is asked
-// again after its backoff (retry).
+// again after its backoff (retry), or after a longer Retry-After.
 type tenantResolution struct {
 	tenantID atomic.Pointer[string] // set once resolved, for good
 
@@ -85,7 +86,12 @@ func (r *tenantResolution) run(client *entra.Client, done chan struct{}, logger 
 		r.tenantID.Store(&tenantID)
 		failedBefore = r.succeed()
 	} else {
-		r.fail(err, 0)
+		var answered *entra.DiscoveryError
+		var hint time.Duration
+		if errors.As(err, &answered) {
+			hint = answered.RetryAfter
+		}
+		r.fail(err, hint)
 	}
 	r.running = nil
 	failed, retryIn := r.failed, r.wait

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,4 +298,31 @@ func TestRecordChecksWaitForTheResolutionOnlyOnce(t *testing.T) {
 	}
 	answer <- struct{}{}
 	_, _, _ = ResolveTenant(context.Background(), client, zap.NewNop()) // joins that attempt until it ends
+}
+
+// A discovery answered with a Retry-After is asked again after it (up to
+// a minute), not after the first backoff's second.
+func TestDomainTenantBackoffHonoursRetryAfter(t *testing.T) {
+	_, _, clock := emulatorAndClock(t)
+	var requests atomic.Int64
+	throttled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(throttled.Close)
+	client := domainClient(t, throttled.URL, "throttled.onmicrosoft.com", "0e5e3f9c-1111-4a2b-9c3d-00000000000f")
+	_, retryAfter, err := ResolveTenant(t.Context(), client, zap.NewNop())
+	var answered *entra.DiscoveryError
+	if !errors.As(err, &answered) || answered.StatusCode != http.StatusTooManyRequests || retryAfter != 30*time.Second {
+		t.Fatalf("a throttled discovery: %v, retry after %s; want a DiscoveryError of status 429, 30s", err, retryAfter)
+	}
+	*clock = clock.Add(29 * time.Second)
+	if _, retryAfter, _ := ResolveTenant(t.Context(), client, zap.NewNop()); retryAfter != time.Second || requests.Load() != 1 {
+		t.Fatalf("within the Retry-After: retry after %s, %d requests; want 1s, 1", retryAfter, requests.Load())
+	}
+	*clock = clock.Add(time.Second)
+	if ResolveTenant(t.Context(), client, zap.NewNop()); requests.Load() != 2 {
+		t.Fatalf("after the Retry-After: %d requests, want 2", requests.Load())
+	}
 }

@@ -9,11 +9,24 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // ErrNoTenantToResolve is returned by Client.ResolveTenantID for a client
 // whose tenant is not configured by domain name.
 var ErrNoTenantToResolve = errors.New("entra: no tenant name to resolve")
+
+// DiscoveryError is an OpenID configuration answered with a status other
+// than 200.
+type DiscoveryError struct {
+	StatusCode int
+	// RetryAfter is the delay the Retry-After header asked for; 0 for none.
+	RetryAfter time.Duration
+}
+
+func (e *DiscoveryError) Error() string {
+	return fmt.Sprintf("entra: resolving the tenant: the OpenID configuration answered status %d", e.StatusCode)
+}
 
 // maxDiscoveryBytes bounds the OpenID configuration read (Entra's is 2 KB).
 const maxDiscoveryBytes = 64 << 10
@@ -60,7 +73,7 @@ func (c *Client) ResolveTenantID(ctx context.Context) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("entra: resolving the tenant: reading the OpenID configuration: %w", err)
 	case resp.StatusCode != http.StatusOK:
-		return "", fmt.Errorf("entra: resolving the tenant: the OpenID configuration answered status %d", resp.StatusCode)
+		return "", &DiscoveryError{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header, time.Now())}
 	case len(body) > maxDiscoveryBytes:
 		return "", errors.New("entra: resolving the tenant: the OpenID configuration is too large")
 	}
