@@ -63,34 +63,34 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		if !allowMethod(w, r, http.MethodGet) {
 			return nil
 		}
-		names := app.ApplicationNames()
-		infos := make([]tokenInfo, 0, len(names))
-		for _, name := range names {
-			info, _ := app.status(name)
-			infos = append(infos, info)
+		infos := make([]tokenInfo, 0, len(app.Applications))
+		for _, name := range app.ApplicationNames() {
+			infos = append(infos, app.status(name))
 		}
 		return writeJSON(w, http.StatusOK, infos, indented)
 	}
 	name, action, _ := strings.Cut(rest, "/")
-	h, ok := app.handle(name)
-	if !ok {
+	if _, ok := app.Applications[name]; !ok {
 		return Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
 	}
-	_, onBehalfOf := app.exchangers[name]
-	// Its token of its own would be a useless request and a backoff.
-	noOwnToken := Answer{Status: http.StatusConflict, Code: CodeOnBehalfOfApplication,
-		Message: fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own to refresh or purge", name)}
-	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
-	defer cancel()
-	switch action {
-	case "":
-		if !allowMethod(w, r, http.MethodGet, http.MethodDelete) {
-			return nil
+	methods := map[string][]string{"": {http.MethodGet, http.MethodDelete}, "refresh": {http.MethodPost}}[action]
+	if methods == nil {
+		return Answer{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such endpoint: " + r.URL.Path}.write(w, indented)
+	}
+	if !allowMethod(w, r, methods...) {
+		return nil
+	}
+	if r.Method != http.MethodGet {
+		// An on-behalf-of application has no handle: a token request of
+		// its own would fail, and back off.
+		h, ok := app.handle(name)
+		if !ok {
+			return Answer{Status: http.StatusConflict, Code: CodeOnBehalfOfApplication, Message: fmt.Sprintf("application %q "+
+				"exchanges users' tokens (on_behalf_of): it has no token of its own to refresh or purge", name)}.write(w, indented)
 		}
-		if r.Method == http.MethodDelete && onBehalfOf {
-			return noOwnToken.write(w, indented)
-		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
 		if r.Method == http.MethodDelete && h.DeleteEverywhere(ctx) != nil {
 			app.logger.Warn("purging a token through the admin API: the token store failed; only this replica dropped it",
 				zap.String("application", name))
@@ -98,25 +98,17 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 				Message:    fmt.Sprintf("application %q: this replica dropped its token, but the token store could not be reached; retry", name),
 				RetryAfter: time.Second}.write(w, indented)
 		}
-	case "refresh":
-		if !allowMethod(w, r, http.MethodPost) {
-			return nil
-		}
-		if onBehalfOf {
-			return noOwnToken.write(w, indented)
-		}
-		if _, err := h.Refresh(ctx); err != nil {
-			answer := AnswerFor(err)
-			if errors.Is(err, tokencache.ErrPaused) {
-				answer.Status = http.StatusTooManyRequests // backoff refused to make the request
+		if r.Method == http.MethodPost {
+			if _, err := h.Refresh(ctx); err != nil {
+				answer := AnswerFor(err)
+				if errors.Is(err, tokencache.ErrPaused) {
+					answer.Status = http.StatusTooManyRequests // backoff refused to make the request
+				}
+				return answer.write(w, indented)
 			}
-			return answer.write(w, indented)
 		}
-	default:
-		return Answer{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such endpoint: " + r.URL.Path}.write(w, indented)
 	}
-	info, _ := app.status(name)
-	return writeJSON(w, http.StatusOK, info, indented)
+	return writeJSON(w, http.StatusOK, app.status(name), indented)
 }
 
 // allowMethod reports whether r's method is one of methods, else answers 405.

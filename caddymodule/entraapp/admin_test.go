@@ -175,3 +175,24 @@ func TestTokenInfoShowsExpiryInMilliseconds(t *testing.T) {
 		t.Errorf("accessTokenExpiresAt = %s, want \"2026-12-07T07:00:00.123Z\"", got)
 	}
 }
+
+// An on-behalf-of application's entry names it, its scopes and identity,
+// and says it exchanges users' tokens: it has no record, so no recordKey.
+func TestAdminAPIOnBehalfOfEntry(t *testing.T) {
+	app, _, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Applications["graph-as-user"] = &Application{OnBehalfOf: &OnBehalfOfConfig{},
+			Scopes: []string{"https://graph.microsoft.com/User.Read", "https://graph.microsoft.com/Mail.Read"}}
+	})
+	app.startOperations()
+	t.Cleanup(app.stopOperations)
+	var entry map[string]any
+	if err := json.Unmarshal(admin(t, http.MethodGet, "/entra/tokens/graph-as-user").Body.Bytes(), &entry); err != nil {
+		t.Fatal(err)
+	}
+	identity, _ := entry["identity"].(map[string]any)
+	if len(entry) != 4 || entry["applicationName"] != "graph-as-user" || entry["onBehalfOf"] != true ||
+		entry["scope"] != "https://graph.microsoft.com/User.Read https://graph.microsoft.com/Mail.Read" ||
+		identity["client_id"] != unitClientID || identity["credential"] != "client_secret" {
+		t.Errorf("entry %v, want applicationName, scope, identity and onBehalfOf only", entry)
+	}
+}

@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"strings"
 	"sync/atomic"
 
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -25,12 +26,10 @@ func (a *App) stopOperations() {
 	runningApp.CompareAndSwap(a, nil)
 }
 
-// prefetches reports whether name's token is prefetched: never an
-// on-behalf-of application's, which has no token of its own.
+// prefetches reports whether name's token, if it has a handle, is
+// prefetched.
 func (a *App) prefetches(name string) bool {
-	if app := a.Applications[name]; app != nil && app.OnBehalfOf != nil {
-		return false
-	} else if app != nil && app.Prefetch != nil {
+	if app := a.Applications[name]; app != nil && app.Prefetch != nil {
 		return *app.Prefetch
 	}
 	return a.Prefetch
@@ -44,23 +43,18 @@ func (a *App) remember(name string, client *entra.Client) {
 	a.clients[name] = clientInfoOf(client)
 }
 
-// status describes name's token from its handle's snapshot (no I/O); false
-// if name is not configured.
-func (a *App) status(name string) (tokenInfo, bool) {
-	h, ok := a.handle(name)
-	if !ok {
-		return tokenInfo{}, false
+// status describes the configured application name's token from its
+// handle's snapshot (no I/O); an on-behalf-of application has neither.
+func (a *App) status(name string) tokenInfo {
+	info := tokenInfo{ApplicationName: name, Identity: a.clients[name]}
+	if e := a.exchangers[name]; e != nil {
+		info.Scope, info.OnBehalfOf = strings.Join(e.app.Scopes, " "), true
+		return info
 	}
+	h, _ := a.handle(name)
 	st := h.Status()
-	info := tokenInfo{
-		ApplicationName: name,
-		Scope:           h.Scope(),
-		Identity:        a.clients[name],
-		OnBehalfOf:      a.exchangers[name] != nil,
-		RecordKey:       h.Key(),
-		Source:          string(st.Source),
-		NextRefreshAt:   timeOrNil(st.NextRefresh),
-	}
+	info.Scope, info.RecordKey = h.Scope(), h.Key()
+	info.Source, info.NextRefreshAt = string(st.Source), timeOrNil(st.NextRefresh)
 	if rec := st.Record; rec != nil {
 		info.withToken(rec.AccessToken, rec.AccessTokenExpiresAt)
 		info.CreatedAt, info.UpdatedAt = timeOrNil(rec.CreatedAt), timeOrNil(rec.UpdatedAt)
@@ -69,5 +63,5 @@ func (a *App) status(name string) (tokenInfo, bool) {
 	if f := st.Failure; f != nil {
 		info.Backoff = backoffOf(f)
 	}
-	return info, true
+	return info
 }

@@ -85,7 +85,8 @@ type App struct {
 	hosts   map[string]struct{} // Hosts, checked and lowercased
 	cache   *tokencache.Cache
 	poolKey string
-	// handles are this config's registrations by application; only a
+	// handles are this config's registrations by application, but for the
+	// on-behalf-of ones, which have exchangers instead; only a
 	// system-assigned identity's is replaced (rekey, under lifecycle.mu).
 	handles    map[string]*atomic.Pointer[tokencache.Handle]
 	exchangers map[string]*exchanger // on-behalf-of applications
@@ -303,10 +304,6 @@ func (a *App) Cleanup() error {
 // requested: the counterpart of better-auth-client-credential's
 // getClientCredentialToken.
 func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Record, error) {
-	if e := a.exchangers[applicationName]; e != nil {
-		return tokencache.Record{}, userTokenMissing(fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): "+
-			"it has no token of its own", applicationName))
-	}
 	h, err := a.configuredHandle(applicationName)
 	if err != nil {
 		return tokencache.Record{}, err
@@ -314,16 +311,22 @@ func (a *App) Token(ctx context.Context, applicationName string) (tokencache.Rec
 	return h.Token(ctx)
 }
 
-// configuredHandle is handle, or the answer to a name not configured.
+// configuredHandle is handle, or the answer to a name without one: an
+// on-behalf-of application, or a name not configured.
 func (a *App) configuredHandle(name string) (*tokencache.Handle, error) {
 	if h, ok := a.handle(name); ok {
 		return h, nil
+	}
+	if a.exchangers[name] != nil {
+		return nil, userTokenMissing(fmt.Sprintf("application %q exchanges users' tokens (on_behalf_of): "+
+			"it has no token of its own", name))
 	}
 	return nil, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 		Message: fmt.Sprintf("application %q is not configured", name)}}
 }
 
-// handle returns the current handle of the named application.
+// handle returns the current handle of the named application; an
+// on-behalf-of application has none.
 func (a *App) handle(name string) (*tokencache.Handle, bool) {
 	ah, ok := a.handles[name]
 	if !ok {
@@ -340,7 +343,8 @@ func (a *App) PurgeRejected(ctx context.Context, applicationName, accessToken st
 }
 
 // LastFailure is the failure state of the application's token requests
-// (nil after a success, or for a name not configured).
+// (nil after a success, for an on-behalf-of application, or for a name not
+// configured).
 func (a *App) LastFailure(applicationName string) *tokencache.Failure {
 	if h, ok := a.handle(applicationName); ok {
 		return h.Status().Failure

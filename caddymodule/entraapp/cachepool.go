@@ -126,13 +126,17 @@ func newCache(s *cacheSettings, logger *zap.Logger) (*tokencache.Cache, error) {
 	return cache, nil
 }
 
-// cacheApplications makes the cache's applications; a system-assigned
+// cacheApplications makes the cache's applications, every one but the
+// on-behalf-of ones (their tokens are their exchangers'); a system-assigned
 // identity not learned yet is registered again once its token names it.
 func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey []byte) []tokencache.Application {
 	apps := make([]tokencache.Application, 0, len(resolved))
 	for _, ra := range resolved {
 		name, client := ra.Name, ra.Client
 		a.remember(name, client)
+		if ra.OnBehalfOf != nil {
+			continue
+		}
 		var app tokencache.Application
 		var learned func(error)
 		if _, unlearned := binding.CacheKey(client); unlearned {

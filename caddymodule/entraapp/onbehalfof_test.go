@@ -5,11 +5,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 const (
@@ -199,6 +201,66 @@ func TestResourceDefaultScope(t *testing.T) {
 	} {
 		if got := resourceDefaultScope(scope); got != want {
 			t.Errorf("%s: got %s, want %s", scope, got, want)
+		}
+	}
+}
+
+// An on-behalf-of application with the identity and scopes of a
+// client-credentials one has no token of its own all the same: the other
+// application's token requests are counted, and its entry shows, under its
+// own name only.
+func TestOnBehalfOfApplicationTakesNoOtherApplicationsToken(t *testing.T) {
+	const onBehalf = "graph-on-behalf" // registered after graph-api
+	app, _, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Applications[onBehalf] = &Application{Scopes: []string{"https://graph.microsoft.com/.default"}, OnBehalfOf: &OnBehalfOfConfig{}}
+	})
+	app.activate()
+	own := counter(tokenRequests, "graph-api", string(tokencache.FetchSucceeded))
+	foreign := counter(tokenRequests, onBehalf, string(tokencache.FetchSucceeded))
+	if _, err := app.Token(t.Context(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(tokenRequests, "graph-api", string(tokencache.FetchSucceeded)) - own; got != 1 {
+		t.Errorf("graph-api's token request counted %v times for graph-api, want 1", got)
+	}
+	if got := counter(tokenRequests, onBehalf, string(tokencache.FetchSucceeded)) - foreign; got != 0 {
+		t.Errorf("graph-api's token request counted %v times for %s, want 0", got, onBehalf)
+	}
+	info := app.status(onBehalf)
+	if !info.OnBehalfOf || info.Fingerprint != "" || info.AccessTokenExpiresAt != nil || info.Source != "" {
+		t.Errorf("%s's entry %+v, want onBehalfOf and no token", onBehalf, info)
+	}
+}
+
+// An on-behalf-of application's exchanges are not shared through a Redis
+// without encryption_key, so it subscribes to nothing there.
+func TestOnBehalfOfApplicationSubscribesToNothingUnshared(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a := oboApp(nil)
+	a.Redis = &RedisConfig{URL: "redis://" + mr.Addr(), InsecurePlaintext: true}
+	if err := a.provision(caddy.NewReplacer()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Cleanup() })
+	if n := mr.PubSubNumPat(); n != 0 {
+		t.Errorf("%d pattern subscriptions, want none", n)
+	}
+}
+
+// prefetch, the app's, never fetches an on-behalf-of application's token:
+// it has none of its own. Every other application's prefetch is armed.
+func TestPrefetchLeavesOnBehalfOfApplicationsOut(t *testing.T) {
+	app, _, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Prefetch = true
+		a.Applications["graph-as-user"] = &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"}, OnBehalfOf: &OnBehalfOfConfig{}}
+	})
+	app.activate()
+	app.startOperations()
+	t.Cleanup(app.stopOperations)
+	for _, name := range app.ApplicationNames() {
+		info := app.status(name)
+		if armed := info.NextRefreshAt != nil; armed == info.OnBehalfOf {
+			t.Errorf("%s: prefetch armed %v, want %v", name, armed, !info.OnBehalfOf)
 		}
 	}
 }
