@@ -330,6 +330,36 @@ func TestTheSocketLivesAsLongAsItsLastView(t *testing.T) {
 	ln.Close()
 }
 
+// TestListenNamesTheOpenSocketItsAddressOverlaps: a bind refused because
+// an open socket of this package covers the same port and host is told
+// apart from one refused because of another socket.
+func TestListenNamesTheOpenSocketItsAddressOverlaps(t *testing.T) {
+	address := freeAddress(t)
+	_, port, _ := net.SplitHostPort(address)
+	serve(t, address, "open", nil)
+	for _, overlapping := range []string{"0.0.0.0:" + port, "localhost:" + port} {
+		_, err := Listen(context.Background(), "tcp", overlapping, net.ListenConfig{})
+		var overlap *OverlapError
+		if !errors.As(err, &overlap) || overlap.Address != overlapping || strings.Join(overlap.Open, " ") != address {
+			t.Errorf("listening on %s: %#v, want an OverlapError naming %s", overlapping, err, address)
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Errorf("listening on %s: %v, want it to wrap EADDRINUSE", overlapping, err)
+		}
+	}
+
+	stranger, err := net.Listen("tcp", freeAddress(t)) // not a socket of this package
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	_, err = Listen(context.Background(), "tcp", stranger.Addr().String(), net.ListenConfig{})
+	var overlap *OverlapError
+	if !errors.Is(err, syscall.EADDRINUSE) || errors.As(err, &overlap) {
+		t.Errorf("listening beside another socket: %v, want EADDRINUSE and no OverlapError", err)
+	}
+}
+
 func TestListenRejectsOtherNetworks(t *testing.T) {
 	_, err := Listen(context.Background(), "unix", "/tmp/x.sock", net.ListenConfig{})
 	if err == nil || !strings.Contains(err.Error(), "unix") {

@@ -23,8 +23,10 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -43,8 +45,9 @@ var sockets = struct {
 
 // socket is one kernel listening socket and the Views that serve it.
 type socket struct {
-	key string
-	ln  net.Listener
+	key     string
+	address string // as given to Listen
+	ln      net.Listener
 
 	mu      sync.Mutex
 	views   []*View       // open Views, oldest first
@@ -81,15 +84,61 @@ func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (
 	}
 	ln, err := lc.Listen(ctx, network, address)
 	if err != nil {
-		return nil, err
+		return nil, overlapping(address, err)
 	}
-	s := &socket{key: key, ln: ln, changed: make(chan struct{})}
+	s := &socket{key: key, address: address, ln: ln, changed: make(chan struct{})}
 	if shareable {
 		sockets.byKey[key] = s
 	}
 	v := s.addView()
 	go s.acceptLoop()
 	return v, nil
+}
+
+// OverlapError is the error of Listen when the kernel refused the address
+// (EADDRINUSE) and open sockets of this package overlap it: the same port,
+// and the same host or either one every interface. Without SO_REUSEPORT
+// the kernel lets no two of them listen at once, so a configuration that
+// moves a socket to an overlapping host cannot open its socket while the
+// old one is open.
+type OverlapError struct {
+	Address string   // the address refused, as given to Listen
+	Open    []string // the open sockets it overlaps, as given to Listen
+	Err     error    // the kernel's refusal
+}
+
+func (e *OverlapError) Error() string {
+	return "handoff: listening on " + e.Address + ": it overlaps the open socket of " +
+		strings.Join(e.Open, ", ") + ": " + e.Err.Error()
+}
+
+func (e *OverlapError) Unwrap() error { return e.Err }
+
+// overlapping returns err, the refusal to listen on address, as an
+// OverlapError when it is EADDRINUSE and open sockets overlap address;
+// sockets is locked.
+func overlapping(address string, err error) error {
+	var refused *net.OpError
+	if !errors.Is(err, syscall.EADDRINUSE) || !errors.As(err, &refused) {
+		return err
+	}
+	wanted, ok := refused.Addr.(*net.TCPAddr) // as resolved for the bind
+	if !ok {
+		return err
+	}
+	var open []string
+	for _, s := range sockets.byKey {
+		bound, ok := s.ln.Addr().(*net.TCPAddr)
+		if ok && bound.Port == wanted.Port &&
+			(bound.IP.Equal(wanted.IP) || bound.IP.IsUnspecified() || wanted.IP.IsUnspecified()) {
+			open = append(open, s.address)
+		}
+	}
+	if len(open) == 0 {
+		return err
+	}
+	slices.Sort(open)
+	return &OverlapError{Address: address, Open: open, Err: err}
 }
 
 func hasPortZero(address string) bool {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -53,7 +54,12 @@ type keepAlive struct {
 
 func dial(t *testing.T, port int) *keepAlive {
 	t.Helper()
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	return dialHost(t, "127.0.0.1", port)
+}
+
+func dialHost(t *testing.T, host string, port int) *keepAlive {
+	t.Helper()
+	c, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +182,86 @@ func TestAPortRangeListensOnEachPort(t *testing.T) {
 		if got := dial(t, port).get(); got != "ok" {
 			t.Errorf("port %d answered %q", port, got)
 		}
+	}
+}
+
+// server is a JSON config (admin off) with the handoff app and one http
+// server that listens on listen and answers answer.
+func server(answer string, listen ...string) []byte {
+	addresses, _ := json.Marshal(listen)
+	return fmt.Appendf(nil, `{"admin": {"disabled": true}, "apps": {"handoff": {}, "http": {"servers": {"s": {
+		"listen": %s,
+		"routes": [{"handle": [{"handler": "static_response", "body": %q}]}]}}}}}`, addresses, answer)
+}
+
+// TestChangingABindsHostOnItsPortIsRefusedAndTheRunningConfigServes: the
+// kernel refuses a socket whose host overlaps the running config's on the
+// same port, which stays open until the new config has started. The
+// reload is refused with an error naming both addresses and the restart it
+// needs, and the running config goes on serving its connections, including
+// those that had moved to the new config's server on a port both share.
+func TestChangingABindsHostOnItsPortIsRefusedAndTheRunningConfigServes(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	for _, tc := range []struct{ from, to string }{
+		{"127.0.0.1", "0.0.0.0"},   // widened
+		{"0.0.0.0", "127.0.0.1"},   // narrowed
+		{"localhost", "127.0.0.1"}, // the same address, written otherwise
+	} {
+		shared, moved := freePort(t), freePort(t)
+		running := server("running", fmt.Sprintf("handoff/127.0.0.1:%d", shared), fmt.Sprintf("handoff/%s:%d", tc.from, moved))
+		if err := caddy.Load(running, true); err != nil {
+			t.Fatal(err)
+		}
+		onShared, onMoved := dial(t, shared), dial(t, moved)
+		for _, c := range []*keepAlive{onShared, onMoved} {
+			if got := c.get(); got != "running" {
+				t.Fatalf("%s: answered %q before the reload", tc.from, got)
+			}
+		}
+
+		err := caddy.Load(server("new", fmt.Sprintf("handoff/127.0.0.1:%d", shared), fmt.Sprintf("handoff/%s:%d", tc.to, moved)), true)
+		want := fmt.Sprintf("handoff/%s:%d overlaps handoff/%s:%d, still open from the running config: "+
+			"changing a handoff bind's host on the same port needs a restart", tc.to, moved, tc.from, moved)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s -> %s: err = %v, want it to say %q", tc.from, tc.to, err, want)
+		}
+		for name, c := range map[string]*keepAlive{
+			"the shared port's keep-alive connection": onShared, "the moved port's keep-alive connection": onMoved,
+			"a new connection to the shared port": dial(t, shared), "a new connection to the moved port": dial(t, moved),
+		} {
+			if got := c.get(); got != "running" {
+				t.Errorf("%s -> %s: after the refused reload, %s answered %q", tc.from, tc.to, name, got)
+			}
+		}
+		_ = caddy.Stop()
+	}
+}
+
+// TestOverlappingBindsOfOneConfigAreRefused: two hosts of one config that
+// overlap on a port are refused as such, not as a reload needing a restart.
+func TestOverlappingBindsOfOneConfigAreRefused(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	port := freePort(t)
+	err := caddy.Load(server("ok", fmt.Sprintf("handoff/127.0.0.1:%d", port), fmt.Sprintf("handoff/0.0.0.0:%d", port)), true)
+	want := fmt.Sprintf("handoff/0.0.0.0:%d overlaps handoff/127.0.0.1:%d of the same config", port, port)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want it to say %q", err, want)
+	}
+}
+
+// TestANonOverlappingHostOnTheSamePortReloads: hosts the kernel lets
+// listen side by side on one port need no restart.
+func TestANonOverlappingHostOnTheSamePortReloads(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	port := freePort(t)
+	if err := caddy.Load(server("running", fmt.Sprintf("handoff/127.0.0.1:%d", port)), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(server("new", fmt.Sprintf("handoff/127.0.0.2:%d", port)), true); err != nil {
+		t.Fatalf("reload from 127.0.0.1 to 127.0.0.2 on one port: %v", err)
+	}
+	if got := dialHost(t, "127.0.0.2", port).get(); got != "new" {
+		t.Errorf("127.0.0.2 answered %q", got)
 	}
 }
 
