@@ -36,3 +36,30 @@ func TestEndpointRefusesWhatABrowserSends(t *testing.T) {
 		t.Errorf("a Host listed in hosts: %d %v", rec.Code, keys(body))
 	}
 }
+
+// TestEndpointRefusesEveryFetchMetadata: a page the sidecar's origin
+// serves (an upstream's HTML) fetches same-origin, and a link is "none";
+// neither gets a token here, though both pass entra_token's checks.
+func TestEndpointRefusesEveryFetchMetadata(t *testing.T) {
+	app, emulator, _ := apptest.NewApp(t, apptest.ClientSecret)
+	e, _ := newTestEndpoint(t, app, ProtocolIMDS, nil)
+	for name, header := range map[string][2]string{
+		"same-origin fetch": {"Sec-Fetch-Site", "same-origin"},
+		"typed URL":         {"Sec-Fetch-Site", "none"},
+		"mode only":         {"Sec-Fetch-Mode", "cors"},
+		"lower case":        {"sec-fetch-dest", "empty"},
+	} {
+		req := endpointRequest(http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://orders", map[string]string{"Metadata": "true"})
+		req.Header[header[0]] = []string{header[1]}
+		if rec, body := call(t, e, req); rec.Code != http.StatusForbidden || body["error"] != "forbidden" {
+			t.Errorf("%s: %d %v, want 403 forbidden", name, rec.Code, body)
+		}
+	}
+	if got := emulator.TokenRequests(); got != 0 {
+		t.Errorf("refused requests made %d token requests, want none", got)
+	}
+	req := endpointRequest(http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://orders", map[string]string{"Metadata": "true"})
+	if rec, body := call(t, e, req); rec.Code != http.StatusOK {
+		t.Errorf("an SDK's request: %d %v", rec.Code, keys(body))
+	}
+}
