@@ -266,12 +266,15 @@ func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
 	return true
 }
 
-// forgetDropped forgets the entry another replica announced it dropped.
+// forgetDropped forgets the entry another replica announced it dropped,
+// as Drop does: at most once per PurgeInterval, so that a Redis writer who
+// replays a recorded announcement cannot make each replay an exchange.
 func (e *Exchanger) forgetDropped(rec *Record) {
 	if rec == nil {
 		return
 	}
-	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID); ok {
+	d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID)
+	if now := e.c.now(); ok && e.dropped.putUnlessHeld(d, struct{}{}, now, now.Add(e.c.purgeInterval)) {
 		e.entries.remove(d)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
 
@@ -514,5 +515,75 @@ func TestConcurrentDropsOfOneUserTokenDropOnce(t *testing.T) {
 			t.Fatalf("16 concurrent drops dropped %d times, want 1", n)
 		}
 		clock.Advance(DefaultPurgeInterval)
+	}
+}
+
+// A Redis writer who records a drop announcement and replays it (after
+// deleting the entry) makes a replica forget the entry at most once per
+// PurgeInterval, as Drop itself: not one exchange per replay.
+func TestReplayedDropAnnouncementsAreRateLimited(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, b := fleetExchangers(t, mr, clock, true)
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	markers := 0
+	exchange := func(e *Exchanger, userToken string) {
+		t.Helper()
+		if _, err := e.Exchange(t.Context(), userToken, testTenant, notAfter, x.exchange); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exchange(a, testUserToken)
+	exchange(b, testUserToken)
+	sniffer := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = sniffer.Close() })
+	sub := sniffer.PSubscribe(t.Context(), "*:updated")
+	if _, err := sub.Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.Drop(t.Context(), testUserToken) // the one genuine drop, recorded
+	var recorded *redis.Message
+	select {
+	case recorded = <-sub.Channel():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no drop announcement seen")
+	}
+	// replayed publishes n recorded announcements, then has A drop a new
+	// marker's entry, and waits until B forgot it: B has handled them all
+	// (one channel keeps the order).
+	replayed := func(n int) {
+		t.Helper()
+		markers++
+		marker := fmt.Sprintf("marker.user.token%d", markers)
+		exchange(b, marker)
+		for range n {
+			mr.Del(b.key(b.namer.digest(testUserToken)))
+			mr.Publish(recorded.Channel, recorded.Payload)
+		}
+		a.Drop(t.Context(), marker)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			if _, found, _ := b.Lookup(marker); !found {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("replica B kept the marker's entry that A dropped")
+			}
+		}
+	}
+	replayed(0)
+	exchange(b, testUserToken) // after the genuine drop: a new exchange
+	before := x.calls.Load()
+	replayed(20)
+	exchange(b, testUserToken)
+	if got := x.calls.Load() - before - 1; got != 0 { // the marker's own exchange
+		t.Fatalf("20 replays within PurgeInterval made %d exchanges of the user token, want 0", got)
+	}
+	clock.Advance(DefaultPurgeInterval)
+	before = x.calls.Load()
+	replayed(20)
+	exchange(b, testUserToken)
+	if got := x.calls.Load() - before - 1; got != 1 {
+		t.Fatalf("20 replays after PurgeInterval made %d exchanges of the user token, want 1", got)
 	}
 }
