@@ -217,3 +217,38 @@ func TestDeleteIsFleetWide(t *testing.T) {
 func containsToken(raw, token string) bool {
 	return len(raw) > 0 && (len(token) == 0 || strings.Contains(raw, `"accessToken":"`+token+`"`))
 }
+
+// A Redis writer without the key who holds the refresh lock and puts an
+// older sealed record back cannot make a forced refresh roll the replica
+// back: the refresh waits out the lock and fetches a new token.
+func TestForcedRefreshTakesNoOlderRecordPutBack(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	store := newEncryptedStore(t, mr, make([]byte, 32))
+	c, _, _ := newClockCache(t, store, clock, Options{PollInterval: 10 * time.Millisecond, LockTTL: 100 * time.Millisecond},
+		testApp("graph-api", f.Fetch))
+	h := c.handles["graph-api"]
+	key := h.Key()
+	tokenIs(t, c, f, "token-1", 1)
+	earlier, err := mr.Get(key) // sealed token-1, as a Redis reader sees it
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if rec, err := h.Refresh(t.Context()); err != nil || rec.AccessToken != "token-2" {
+		t.Fatalf("first forced refresh = %q, %v; want token-2", rec.AccessToken, err)
+	}
+	clock.Advance(2 * time.Second) // out of the coalescing second
+	if err := mr.Set(LockKey(key), "attacker"); err != nil {
+		t.Fatal(err)
+	}
+	mr.SetTTL(LockKey(key), time.Minute)
+	if err := mr.Set(key, earlier); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := h.Refresh(t.Context()); err != nil || rec.AccessToken != "token-3" {
+		t.Fatalf("forced refresh with an older record put back = %q, %v; want a fetch of its own (token-3)", rec.AccessToken, err)
+	}
+	tokenIs(t, c, f, "token-3", 3)
+}

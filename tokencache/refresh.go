@@ -130,12 +130,14 @@ func (c *Cache) acceptorFor(ks *keyState, background bool, due *Record) acceptor
 
 // forcedAcceptor returns what a forced refresh of ks takes from a lock
 // holder instead of its own fetch: a valid record not purged, holding
-// another token than the current one.
+// another token than the current one and written no earlier (an older
+// record put back is not a refresh).
 func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
 	held := ks.currentRecord()
 	return func(rec *Record) bool {
 		return rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec.AccessToken) &&
-			(held == nil || subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1)
+			(held == nil || !rec.UpdatedAt.Before(held.UpdatedAt) &&
+				subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1)
 	}
 }
 
