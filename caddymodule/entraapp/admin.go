@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -58,7 +59,8 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		return Answer{Status: http.StatusInternalServerError, Code: CodeProviderNotConfigured,
 			Message: "no entra app is running (add an entra block to the global options)"}.write(w, indented)
 	}
-	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/entra/tokens"), "/")
+	// Escaped: a name holding "/" is given as %2F.
+	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.EscapedPath(), "/entra/tokens"), "/")
 	if rest == "" {
 		if !allowMethod(w, r, http.MethodGet) {
 			return nil
@@ -69,8 +71,9 @@ func (api adminAPI) serveTokens(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, infos, indented)
 	}
-	name, action, _ := strings.Cut(rest, "/")
-	if _, ok := app.Applications[name]; !ok {
+	escapedName, action, _ := strings.Cut(rest, "/")
+	name, err := url.PathUnescape(escapedName)
+	if _, ok := app.Applications[name]; !ok || err != nil {
 		return Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not configured (configured: %s)", name, app.configuredNames())}.write(w, indented)
 	}

@@ -196,3 +196,26 @@ func TestAdminAPIOnBehalfOfEntry(t *testing.T) {
 		t.Errorf("entry %v, want applicationName, scope, identity and onBehalfOf only", entry)
 	}
 }
+
+// An application whose name holds "/" is named with %2F in the path.
+func TestAdminAPINameWithASlash(t *testing.T) {
+	app, _, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Applications["orders/v2"] = &Application{Scopes: []string{"api://orders/.default"}}
+	})
+	app.startOperations()
+	t.Cleanup(app.stopOperations)
+	for _, req := range [][2]string{
+		{http.MethodPost, "/entra/tokens/orders%2Fv2/refresh"},
+		{http.MethodGet, "/entra/tokens/orders%2fv2"},
+		{http.MethodDelete, "/entra/tokens/orders%2Fv2"},
+	} {
+		if rec := admin(t, req[0], req[1]); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"applicationName": "orders/v2"`) {
+			t.Errorf("%s %s: %d %s", req[0], req[1], rec.Code, rec.Body)
+		}
+	}
+	for _, path := range []string{"/entra/tokens/orders/v2", "/entra/tokens/orders%252Fv2"} {
+		if rec := admin(t, http.MethodGet, path); rec.Code != http.StatusNotFound {
+			t.Errorf("GET %s: %d %s, want 404", path, rec.Code, rec.Body)
+		}
+	}
+}
