@@ -251,13 +251,14 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 	var ok, sent, mayHold bool
 	err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
 		if sent { // a timed-out attempt may have taken the lock
-			held, err := s.client.Get(ctx, lockKey).Result()
-			if err == nil && held == owner {
+			// One byte more than owner: a planted value never leaves Redis whole.
+			held, err := s.client.GetRange(ctx, lockKey, 0, int64(len(owner))).Result()
+			if err != nil {
+				return err
+			}
+			if held == owner {
 				ok = true
 				return nil
-			}
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return err
 			}
 		}
 		sent = true

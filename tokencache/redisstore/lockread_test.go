@@ -1,0 +1,70 @@
+package redisstore
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// lostLockAnswerHook loses the first SETNX's answer (the lock is taken, as
+// a slow Redis does), optionally lets a Redis writer replace the lock's
+// value before the retry, and counts the bytes the retry's read brings back.
+type lostLockAnswerHook struct {
+	passThrough
+	mr        *miniredis.Miniredis
+	key       string
+	planted   string // "": the lock keeps this replica's owner
+	calls     atomic.Int64
+	readBytes atomic.Int64
+}
+
+func (h *lostLockAnswerHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "hello", "client", "ping":
+			return next(ctx, cmd)
+		}
+		if h.calls.Add(1) == 1 {
+			_ = next(ctx, cmd)
+			if h.planted != "" {
+				_ = h.mr.Set(h.key, h.planted)
+			}
+			cmd.SetErr(context.DeadlineExceeded)
+			return context.DeadlineExceeded
+		}
+		err := next(ctx, cmd)
+		if c, ok := cmd.(*redis.StringCmd); ok {
+			h.readBytes.Add(int64(len(c.Val())))
+		}
+		return err
+	}
+}
+
+// After a lost SETNX answer, TryLock reads the lock back bounded: a value
+// a Redis writer planted (8 MiB) never leaves Redis whole, and the lock
+// its own attempt took is still found to be its own.
+func TestTryLockReadsTheLockBackBounded(t *testing.T) {
+	for _, planted := range []string{strings.Repeat("x", 8<<20), ""} {
+		mr := miniredis.RunT(t)
+		hook := &lostLockAnswerHook{mr: mr, key: "lock", planted: planted}
+		client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+		client.AddHook(hook)
+		store, err := newStore(client, Options{OpTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = store.Close() })
+		_, ok, err := store.TryLock(t.Context(), "lock", time.Minute)
+		if err != nil || ok != (planted == "") {
+			t.Fatalf("planted %d bytes: TryLock = %v, %v; want %v", len(planted), ok, err, planted == "")
+		}
+		if n := hook.readBytes.Load(); n > 64 {
+			t.Errorf("the retry read %d bytes of a planted lock value; an owner is 32", n)
+		}
+	}
+}
