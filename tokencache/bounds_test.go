@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -158,4 +159,33 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestAWrongTypeRecordIsAMissNotAnOutage: a record key a Redis writer made
+// a list answers WRONGTYPE; that is a record that does not decode (a miss,
+// logged), not an outage: the store stays available and no outage is
+// logged, so alternating announcements cannot flap it.
+func TestAWrongTypeRecordIsAMissNotAnOutage(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	app := testApp("graph-api", f.Fetch)
+	c, _, logs := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+	key := RecordKey(DefaultKeyPrefix, app)
+	if _, err := mr.Lpush(key, "planted"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.store.Get(t.Context(), key); !errors.Is(err, ErrNotFound) || err == ErrNotFound {
+		t.Fatalf("reading a list: %v, want a wrapped ErrNotFound", err)
+	}
+	rec, err := c.Token(t.Context(), "graph-api")
+	if err != nil || rec.AccessToken != "token-1" || f.calls.Load() != 1 {
+		t.Fatalf("Token() = %q, %v after %d fetches, want its own token-1", rec.AccessToken, err, f.calls.Load())
+	}
+	if !c.StoreAvailable() || logs.FilterMessageSnippet("token store unavailable").Len() != 0 {
+		t.Errorf("a wrong-type record was taken for an outage: available %v, %v", c.StoreAvailable(), logs.All())
+	}
+	if logs.FilterMessageSnippet("discarding a token record").Len() == 0 {
+		t.Errorf("the wrong-type record was not logged as discarded: %v", logs.All())
+	}
 }

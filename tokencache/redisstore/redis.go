@@ -365,13 +365,17 @@ func (s *Store) del(ctx context.Context, key, what string) error {
 // getBounded reads what (record or backoff) under key if at most limit
 // bytes: GETRANGE of limit+1 bytes, so an oversized value never leaves
 // Redis whole. None (an empty string) is tokencache.ErrNotFound; a longer
-// one also wraps tokencache.ErrTooLarge.
+// one also wraps tokencache.ErrTooLarge; a value of another type (a list)
+// wraps tokencache.ErrNotFound.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
 	var v []byte
 	if err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
 		v, err = s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 		return err
-	}); err != nil {
+	}); redis.HasErrorPrefix(err, "WRONGTYPE") {
+		// Redis answered: a writer's doing, not an outage.
+		return nil, fmt.Errorf("%w: %s %s holds a value of another type than a string", tokencache.ErrNotFound, what, key)
+	} else if err != nil {
 		return nil, fmt.Errorf("tokencache: reading %s: %w", what, err)
 	}
 	if len(v) == 0 {
