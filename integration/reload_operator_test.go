@@ -435,13 +435,18 @@ func TestReloadChangingWhereTokensComeFrom(t *testing.T) {
 func TestInvalidReloadKeepsServingAndNamesTheField(t *testing.T) {
 	f := newFleet(t)
 	good := operatorConfig(testIdentity+"\napplication orders-api "+testScope, "", "orders-api")
-	replica := startSidecar(t, good, operatorEnv(f)...)
+	const badEncryptionKey = "not-base64-key-Do-Not-Echo-3e7a"
+	replica := startSidecar(t, good, append(operatorEnv(f), "TEST_BAD_KEY="+badEncryptionKey)...)
 	token := tokenVia(t, replica, f.upstream, "/orders-api/a")
 	for _, tc := range []struct{ name, config, field string }{
 		{"empty env secret", strings.Replace(good, "{env.TEST_CLIENT_SECRET}", "{env.TEST_NO_SUCH_SECRET}", 1), "client_secret"},
 		{"missing secret file", strings.Replace(good, "{env.TEST_CLIENT_SECRET}", "{file./nonexistent/entra-secret}", 1), "client_secret"},
 		{"unknown directive", strings.Replace(good, "\t\tapplication orders-api", "\t\tclient_secrett x\n\t\tapplication orders-api", 1), "client_secrett"},
 		{"unknown application option", strings.Replace(good, "application orders-api "+testScope, "application orders-api {\n\t\t\tscope "+testScope+"\n\t\t\tscopes x\n\t\t}", 1), "scopes"},
+		{"bad encryption key", strings.Replace(good, "\t\tapplication orders-api", "\t\tredis {env.TEST_REDIS_URL} {\n\t\t\tencryption_key {env.TEST_BAD_KEY}\n\t\t}\n\t\tapplication orders-api", 1), "encryption_key"},
+		{"refresh window too long", strings.Replace(good, "\t\tapplication orders-api", "\t\trefresh_window 2h\n\t\tapplication orders-api", 1), "refresh_window"},
+		{"application without scope", strings.Replace(good, "application orders-api "+testScope, "application orders-api {\n\t\t}", 1), "scope"},
+		{"redis url scheme", strings.Replace(good, "\t\tapplication orders-api", "\t\tredis http://127.0.0.1:1 {\n\t\t\tinsecure_plaintext\n\t\t}\n\t\tapplication orders-api", 1), "redis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, body := reload(t, replica, tc.config)
@@ -451,7 +456,7 @@ func TestInvalidReloadKeepsServingAndNamesTheField(t *testing.T) {
 			if !strings.Contains(body, tc.field) {
 				t.Errorf("the error does not name %s: %s", tc.field, body)
 			}
-			if strings.Contains(body, testClientSecret) {
+			if strings.Contains(body, testClientSecret) || strings.Contains(body, badEncryptionKey) {
 				t.Error("the error holds the secret")
 			}
 			if got := tokenVia(t, replica, f.upstream, "/orders-api/b"); got != token {
@@ -551,6 +556,10 @@ func TestMetricsSurviveReloads(t *testing.T) {
 		if statuses := hammer(t, replica.URL+"/orders-api/m", 20); statuses[http.StatusOK] != 20 {
 			t.Errorf("load %d: statuses %v", i, statuses)
 		}
+		if a := fromEndpoint(t, replica, "orders-api"); a.Status != http.StatusOK {
+			t.Errorf("load %d: the endpoint answered %d", i, a.Status)
+		}
+		send(t, replica.URL+"/token?applicationName=orders-api", http.Header{"X-Identity-Header": {"wrong-identity-header-value"}})
 		now := counters()
 		for series, before := range previous {
 			if strings.Contains(series, "_total") || strings.Contains(series, "_count") || strings.Contains(series, "_sum") {
@@ -560,6 +569,11 @@ func TestMetricsSurviveReloads(t *testing.T) {
 			}
 		}
 		previous = now
+	}
+	for series, v := range previous {
+		if strings.HasPrefix(series, "caddy_entra_endpoint_") {
+			t.Logf("%s %v", series, v)
+		}
 	}
 	if previous[`caddy_entra_requests_total{application="orders-api",result="injected"}`] != 200 {
 		t.Errorf("injected requests %v, want 200", previous[`caddy_entra_requests_total{application="orders-api",result="injected"}`])
@@ -759,4 +773,138 @@ func TestReloadFromPlaintextToSealedRejectsThePlaintextRecord(t *testing.T) {
 			t.Errorf("record %s is still plaintext after the reload", key)
 		}
 	}
+}
+
+// TestReloadChangingScopesUnderLoad: clients keep sending requests while a
+// reload moves orders-api to another scope: every request sent after the
+// reload returned carries a token for the new scope, and every request is
+// answered with a token.
+func TestReloadChangingScopesUnderLoad(t *testing.T) {
+	for _, store := range []struct{ name, block string }{{"memory", ""}, {"redis", redisStore}} {
+		t.Run(store.name, func(t *testing.T) {
+			f := newFleet(t)
+			config := func(scope string) string {
+				return operatorConfig(memoryIdentity+store.block+"\napplication orders-api "+scope, "", "orders-api")
+			}
+			replica := startSidecar(t, config("api://orders/.default"), operatorEnv(f)...)
+			tokenVia(t, replica, f.upstream, "/orders-api/warm")
+			var mu sync.Mutex
+			reloaded := false
+			audiences := map[bool]map[string]int{false: {}, true: {}}
+			failures := map[int]int{}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 6 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						mu.Lock()
+						after := reloaded
+						mu.Unlock()
+						resp, err := http.Get(replica.URL + "/orders-api/load")
+						if err != nil {
+							mu.Lock()
+							failures[transportError]++
+							mu.Unlock()
+							continue
+						}
+						var body struct{ Authorization []string }
+						_ = json.NewDecoder(resp.Body).Decode(&body)
+						resp.Body.Close()
+						aud := ""
+						if resp.StatusCode == http.StatusOK && len(body.Authorization) == 1 {
+							aud = audienceOf(t, f.emulator, strings.TrimPrefix(body.Authorization[0], "Bearer "))
+						}
+						mu.Lock()
+						if aud == "" {
+							failures[resp.StatusCode]++
+						} else {
+							audiences[after][aud]++
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			time.Sleep(100 * time.Millisecond)
+			mustReload(t, replica, config("api://orders-v2/.default"))
+			mu.Lock()
+			reloaded = true
+			mu.Unlock()
+			time.Sleep(300 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			t.Logf("before the reload returned %v, after %v, failures %v", audiences[false], audiences[true], failures)
+			if n := audiences[true]["api://orders"]; n > 0 {
+				t.Errorf("%d requests sent after the reload carried the old scope's token", n)
+			}
+			if audiences[true]["api://orders-v2"] == 0 {
+				t.Error("no request after the reload got a token")
+			}
+			for status, n := range failures {
+				if status != transportError && status != http.StatusServiceUnavailable {
+					t.Errorf("%d requests answered %d", n, status)
+				}
+			}
+		})
+	}
+}
+
+// TestReloadsSwitchingRedisSettingsCloseTheOldClients: 10 reloads that
+// alternate key_prefix (a cache, and a Redis client, each) with requests:
+// the old configs' Redis connections and goroutines are gone after them,
+// and the admin API shows the running config's applications only.
+func TestReloadsSwitchingRedisSettingsCloseTheOldClients(t *testing.T) {
+	f := newFleet(t)
+	config := func(prefix, apps string) string {
+		return operatorConfig(memoryIdentity+"\nredis {env.TEST_REDIS_URL} {\nkey_prefix "+prefix+"\ninsecure_plaintext\n}\napplication orders-api "+testScope+apps, "", "orders-api")
+	}
+	clients := func() int {
+		list, err := f.rdb.ClientList(t.Context()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(list, "\n") - 1 // the test's own connection
+	}
+	replica := startSidecar(t, config("itest-a:", ""), operatorEnv(f)...)
+	tokenVia(t, replica, f.upstream, "/orders-api/a")
+	mustReload(t, replica, config("itest-b:", ""))
+	tokenVia(t, replica, f.upstream, "/orders-api/b")
+	baseConns, baseRoutines := clients(), goroutines(t, replica)
+	for i := range 10 {
+		prefix := []string{"itest-a:", "itest-b:"}[i%2]
+		mustReload(t, replica, config(prefix, "\napplication graph-api api://graph/.default"))
+		// Through the endpoint, not reverse_proxy, whose transport Caddy
+		// leaves to close its idle connections itself (2 minutes).
+		for _, app := range []string{"orders-api", "graph-api"} {
+			if a := fromEndpoint(t, replica, app); a.Status != http.StatusOK {
+				t.Errorf("reload %d: %s answered %d %s", i, app, a.Status, a.Code)
+			}
+		}
+	}
+	mustReload(t, replica, config("itest-b:", ""))
+	tokenVia(t, replica, f.upstream, "/orders-api/d")
+	var conns, routines int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if conns, routines = clients(), goroutines(t, replica); conns <= baseConns && routines <= baseRoutines+5 {
+			break
+		}
+	}
+	if conns > baseConns {
+		t.Errorf("%d redis connections after 12 reloads, %d before", conns, baseConns)
+	}
+	if routines > baseRoutines+5 {
+		t.Errorf("%d goroutines after 12 reloads, %d before", routines, baseRoutines)
+	}
+	resp := send(t, replica.AdminURL+"/entra/tokens", nil)
+	if resp.Status != http.StatusOK || strings.Contains(resp.Body, "graph-api") || !strings.Contains(resp.Body, "orders-api") {
+		t.Errorf("admin API after graph-api was removed: %d %s", resp.Status, resp.Body)
+	}
+	if resp := send(t, replica.AdminURL+"/entra/tokens/graph-api", nil); resp.Status != http.StatusNotFound {
+		t.Errorf("admin API for the removed graph-api: %d", resp.Status)
+	}
+	t.Logf("redis connections %d -> %d, goroutines %d -> %d", baseConns, conns, baseRoutines, routines)
 }
