@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -446,6 +448,9 @@ func TestInvalidReloadKeepsServingAndNamesTheField(t *testing.T) {
 		{"bad encryption key", strings.Replace(good, "\t\tapplication orders-api", "\t\tredis {env.TEST_REDIS_URL} {\n\t\t\tencryption_key {env.TEST_BAD_KEY}\n\t\t}\n\t\tapplication orders-api", 1), "encryption_key"},
 		{"refresh window too long", strings.Replace(good, "\t\tapplication orders-api", "\t\trefresh_window 2h\n\t\tapplication orders-api", 1), "refresh_window"},
 		{"application without scope", strings.Replace(good, "application orders-api "+testScope, "application orders-api {\n\t\t}", 1), "scope"},
+		{"entra_token of a removed application", operatorConfig(testIdentity+"\napplication orders-api "+testScope, "", "orders-api", "graph-api"), "graph-api"},
+		{"entra_token_endpoint of a removed application", operatorConfig(testIdentity+"\napplication orders-api "+testScope, "orders-api graph-api", "orders-api"), "graph-api"},
+		{"entra_ready of a removed application", strings.Replace(good, "\t\tentra_ready\n", "\t\tentra_ready orders-api graph-api\n", 1), "graph-api"},
 		{"redis url scheme", strings.Replace(good, "\t\tapplication orders-api", "\t\tredis http://127.0.0.1:1 {\n\t\t\tinsecure_plaintext\n\t\t}\n\t\tapplication orders-api", 1), "redis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -453,6 +458,7 @@ func TestInvalidReloadKeepsServingAndNamesTheField(t *testing.T) {
 			if status == http.StatusOK {
 				t.Fatal("the invalid config loaded")
 			}
+			t.Logf("%d %s", status, strings.TrimSpace(body))
 			if !strings.Contains(body, tc.field) {
 				t.Errorf("the error does not name %s: %s", tc.field, body)
 			}
@@ -907,4 +913,93 @@ func TestReloadsSwitchingRedisSettingsCloseTheOldClients(t *testing.T) {
 		t.Errorf("admin API for the removed graph-api: %d", resp.Status)
 	}
 	t.Logf("redis connections %d -> %d, goroutines %d -> %d", baseConns, conns, baseRoutines, routines)
+}
+
+// TestReloadFixingAWrongSecretServesAtOnce: the replica was started with a
+// wrong secret, so its token requests fail (502, backed off); the operator
+// writes the right secret and reloads: the next request gets a token, not
+// the backed-off failure of the old secret.
+func TestReloadFixingAWrongSecretServesAtOnce(t *testing.T) {
+	for _, store := range []struct{ name, block string }{{"memory", ""}, {"redis", redisStore}} {
+		t.Run(store.name, func(t *testing.T) {
+			f := newFleet(t)
+			secretFile := filepath.Join(t.TempDir(), "client_secret")
+			if err := os.WriteFile(secretFile, []byte("wrong-"+testClientSecret), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			config := operatorConfig(strings.Replace(testIdentity, "{env.TEST_CLIENT_SECRET}", "{file."+secretFile+"}", 1)+
+				store.block+"\napplication orders-api "+testScope, "", "orders-api")
+			replica := startSidecar(t, config, operatorEnv(f)...)
+			for range 3 {
+				if status, body := get(t, replica.URL+"/orders-api/a", nil); status != http.StatusBadGateway {
+					t.Fatalf("with a wrong secret: %d %s", status, body)
+				}
+			}
+			if err := os.WriteFile(secretFile, []byte(testClientSecret), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			mustReload(t, replica, config)
+			if status, body := get(t, replica.URL+"/orders-api/b", nil); status != http.StatusOK {
+				t.Errorf("after the secret was fixed and the config reloaded: %d %s", status, body)
+			}
+			if a := fromEndpoint(t, replica, "orders-api"); a.Status != http.StatusOK {
+				t.Errorf("the endpoint after the fix: %d %s", a.Status, a.Code)
+			}
+			if resp := send(t, replica.URL+"/ready", nil); resp.Status != http.StatusOK {
+				t.Errorf("/ready after the fix: %d %s", resp.Status, resp.Body)
+			}
+		})
+	}
+}
+
+// TestReloadRenamingAnApplication: a reload renames orders-api to
+// orders-v2 (same identity and scope): the token carries over, and the
+// record the endpoint hands out names orders-v2; the old name is 404.
+func TestReloadRenamingAnApplication(t *testing.T) {
+	for _, store := range []struct{ name, block string }{{"memory", ""}, {"redis", redisStore}} {
+		t.Run(store.name, func(t *testing.T) {
+			f := newFleet(t)
+			replica := startSidecar(t, operatorConfig(memoryIdentity+store.block+"\napplication orders-api "+testScope, ""), operatorEnv(f)...)
+			before := fromEndpoint(t, replica, "orders-api")
+			mustReload(t, replica, operatorConfig(memoryIdentity+store.block+"\napplication orders-v2 "+testScope, ""))
+			resp := send(t, replica.URL+"/token?applicationName=orders-v2", http.Header{"X-Identity-Header": {testIdentityHeader}})
+			var record struct {
+				ApplicationName string `json:"applicationName"`
+				AccessToken     string `json:"accessToken"`
+			}
+			_ = json.Unmarshal([]byte(resp.Body), &record)
+			if resp.Status != http.StatusOK || record.ApplicationName != "orders-v2" {
+				t.Errorf("orders-v2 after the rename: %d, applicationName %q", resp.Status, record.ApplicationName)
+			}
+			if record.AccessToken != before.Token {
+				t.Error("the token did not carry over the rename")
+			}
+			if a := fromEndpoint(t, replica, "orders-api"); a.Status != http.StatusNotFound {
+				t.Errorf("the old name: %d", a.Status)
+			}
+		})
+	}
+}
+
+// TestReloadAddingAPrefetchedApplicationFetchesItWithoutTraffic: a reload
+// adds graph-api with prefetch on: its token is requested at once, with no
+// request, and entra_ready is 200.
+func TestReloadAddingAPrefetchedApplicationFetchesItWithoutTraffic(t *testing.T) {
+	f := newFleet(t)
+	issued := issuedFor(f.emulator)
+	base := memoryIdentity + "\nprefetch\napplication orders-api " + testScope
+	replica := startSidecar(t, operatorConfig(base, ""), operatorEnv(f)...)
+	mustReload(t, replica, operatorConfig(base+"\napplication graph-api api://graph/.default", ""))
+	waitFor(t, "graph-api's prefetch", 10*time.Second, func() error {
+		if issued("api://graph") == 0 {
+			return fmt.Errorf("no graph-api token yet")
+		}
+		return nil
+	})
+	if resp := send(t, replica.URL+"/ready", nil); resp.Status != http.StatusOK {
+		t.Errorf("/ready: %d %s", resp.Status, resp.Body)
+	}
+	if n := issued("api://orders"); n != 1 {
+		t.Errorf("orders-api tokens %d, want 1 (kept over the reload)", n)
+	}
 }
