@@ -1003,3 +1003,87 @@ func TestReloadAddingAPrefetchedApplicationFetchesItWithoutTraffic(t *testing.T)
 		t.Errorf("orders-api tokens %d, want 1 (kept over the reload)", n)
 	}
 }
+
+// TestReloadStormUnderLoad: 20 reloads back to back, each changing the
+// cache settings (so each closes the previous cache under its requests)
+// and the applications, while clients use orders-api through entra_token
+// and the endpoint: every answer is a token or a retryable 503, none a
+// 404, 500 or 502.
+func TestReloadStormUnderLoad(t *testing.T) {
+	for _, store := range []struct{ name, block string }{{"memory", ""}, {"redis", redisStore}} {
+		t.Run(store.name, func(t *testing.T) {
+			f := newFleet(t)
+			configs := []string{
+				operatorConfig(memoryIdentity+store.block+"\napplication orders-api "+testScope, "", "orders-api"),
+				operatorConfig(memoryIdentity+store.block+"\nrefresh_window 2m\napplication orders-api "+testScope+"\napplication graph-api api://graph/.default", "", "orders-api", "graph-api"),
+				operatorConfig(memoryIdentity+store.block+"\nwait_timeout 3s\napplication orders-api "+testScope, "orders-api", "orders-api"),
+			}
+			replica := startSidecar(t, configs[0], operatorEnv(f)...)
+			tokenVia(t, replica, f.upstream, "/orders-api/warm")
+			var mu sync.Mutex
+			answers := map[string]int{}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for worker := range 6 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						var status int
+						var retryAfter string
+						if worker%2 == 0 {
+							resp, err := http.Get(replica.URL + "/orders-api/storm")
+							if err != nil {
+								mu.Lock()
+								answers["no response"]++
+								mu.Unlock()
+								continue
+							}
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							status, retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
+						} else {
+							req, _ := http.NewRequest(http.MethodGet, replica.URL+"/token?applicationName=orders-api", nil)
+							req.Header.Set("X-Identity-Header", testIdentityHeader)
+							resp, err := http.DefaultClient.Do(req)
+							if err != nil {
+								mu.Lock()
+								answers["no response"]++
+								mu.Unlock()
+								continue
+							}
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							status, retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
+						}
+						key := strconv.Itoa(status)
+						if status == http.StatusServiceUnavailable && retryAfter == "" {
+							key += " without Retry-After"
+						}
+						mu.Lock()
+						answers[key]++
+						mu.Unlock()
+					}
+				})
+			}
+			for i := range 20 {
+				mustReload(t, replica, configs[(i+1)%len(configs)])
+			}
+			time.Sleep(100 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			t.Logf("answers over 20 reloads: %v; %d token requests", answers, f.emulator.TokenRequests())
+			for answer, n := range answers {
+				if answer != "200" && answer != "503" && answer != "no response" {
+					t.Errorf("%d answers %s, want only tokens and retryable 503s", n, answer)
+				}
+			}
+			if answers["no response"] > 20 {
+				t.Errorf("%d requests lost their connection", answers["no response"])
+			}
+		})
+	}
+}
