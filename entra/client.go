@@ -69,7 +69,9 @@ func (c *Client) SystemAssigned() bool {
 
 // CacheKey returns what makes this client's tokens distinct, for a cache key
 // (the caller adds the scopes). It holds no secret and does not change when
-// a credential is rotated.
+// a credential is rotated. The client capabilities count: a token that
+// declares them (xms_cc) is not one that does not, so a config that adds or
+// drops them never takes the other's token.
 func (c *Client) CacheKey() string {
 	parts := append([]string{c.tokenEndpoint, c.cfg.TenantID, c.cfg.ClientID}, c.source.cacheKeyLines()...)
 	if len(c.cfg.ExtraParams) > 0 {
@@ -78,6 +80,10 @@ func (c *Client) CacheKey() string {
 			fmt.Fprintf(h, "%d:%s=%d:%s\n", len(name), name, len(c.cfg.ExtraParams[name]), c.cfg.ExtraParams[name])
 		}
 		parts = append(parts, "params="+hex.EncodeToString(h.Sum(nil))[:32])
+	}
+	if c.claims != "" {
+		sum := sha256.Sum256([]byte(c.claims))
+		parts = append(parts, "claims="+hex.EncodeToString(sum[:])[:32])
 	}
 	return strings.Join(parts, "\n")
 }

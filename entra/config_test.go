@@ -286,6 +286,16 @@ func TestCacheKey(t *testing.T) {
 	if base.CacheKey() == other.CacheKey() || base.CacheKey() == third.CacheKey() {
 		t.Error("distinct identities share a CacheKey()")
 	}
+	// A token declaring client capabilities (xms_cc) is another token.
+	withCapabilities := validConfig()
+	withCapabilities.ClientCapabilities = []string{"cp1"}
+	capable, err := NewClient(withCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if capable.CacheKey() == base.CacheKey() {
+		t.Error("a client declaring cp1 shares the CacheKey() of one declaring none")
+	}
 	if !strings.HasPrefix(base.CacheKey(), base.TokenEndpoint()+"\n"+base.TenantID()+"\n"+base.ClientID()) {
 		t.Errorf("CacheKey() = %q", base.CacheKey())
 	}
