@@ -95,7 +95,7 @@ type App struct {
 	clients    map[string]clientInfo // for the admin API
 	logger     *zap.Logger
 	ctx        caddy.Context // Provision's, for Start
-	refusals   *refusalLog   // nil: every refusal is logged
+	refusals   *RefusalLog   // nil: every refusal is logged
 }
 
 // RedisConfig is the shared token store.
@@ -197,7 +197,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
-	a.refusals = new(refusalLog)
+	a.refusals = new(RefusalLog)
 	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
@@ -238,7 +238,7 @@ func (a *App) provision(repl *caddy.Replacer) error {
 // ProvisionForTest is Provision and Validate without a caddy.Context,
 // logging to logger: for the handlers' tests, which run no Caddy.
 func (a *App) ProvisionForTest(logger *zap.Logger) error {
-	a.logger, a.refusals = logger, new(refusalLog)
+	a.logger, a.refusals = logger, new(RefusalLog)
 	return a.provision(caddy.NewReplacer())
 }
 

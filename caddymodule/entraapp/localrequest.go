@@ -172,21 +172,24 @@ func (a *App) LogBrowserRefusal() (bool, int64) {
 	if a == nil {
 		return true, 0
 	}
-	return a.refusals.allow(time.Now())
+	return a.refusals.Allow(time.Now())
 }
 
 // refusalLogInterval is how often such a refusal is logged (the metrics
 // count them all).
 const refusalLogInterval = time.Minute
 
-// refusalLog lets one entry through per refusalLogInterval, so a web page
-// cannot flood the log; a nil refusalLog allows every entry.
-type refusalLog struct {
+// RefusalLog lets one entry through per refusalLogInterval (a minute), so
+// a web page or a peer cannot flood the log; a nil RefusalLog allows every
+// entry. Its zero value is ready.
+type RefusalLog struct {
 	last     atomic.Int64 // UnixNano of the last entry let through; 0: none
 	unlogged atomic.Int64
 }
 
-func (l *refusalLog) allow(now time.Time) (bool, int64) {
+// Allow reports whether an entry may be logged at now, and how many were
+// not since the last one let through.
+func (l *RefusalLog) Allow(now time.Time) (bool, int64) {
 	if l == nil {
 		return true, 0
 	}

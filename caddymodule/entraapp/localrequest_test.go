@@ -109,21 +109,21 @@ func TestUnmarshalCaddyfileHosts(t *testing.T) {
 // cause at will is logged at most once per refusalLogInterval, the entry
 // saying how many were not logged since.
 func TestRefusalLogLetsOneEntryThroughPerInterval(t *testing.T) {
-	var log refusalLog
+	var log RefusalLog
 	start := time.Unix(1_800_000_000, 0)
-	if ok, n := log.allow(start); !ok || n != 0 {
+	if ok, n := log.Allow(start); !ok || n != 0 {
 		t.Fatalf("first refusal: logged %v, %d unlogged; want logged, 0", ok, n)
 	}
 	for i := 1; i <= 3; i++ {
-		if ok, _ := log.allow(start.Add(time.Duration(i) * time.Second)); ok {
+		if ok, _ := log.Allow(start.Add(time.Duration(i) * time.Second)); ok {
 			t.Fatalf("refusal %d within the interval was logged", i)
 		}
 	}
-	if ok, n := log.allow(start.Add(refusalLogInterval)); !ok || n != 3 {
+	if ok, n := log.Allow(start.Add(refusalLogInterval)); !ok || n != 3 {
 		t.Fatalf("first refusal after the interval: logged %v, %d unlogged; want logged, 3", ok, n)
 	}
-	var none *refusalLog
-	if ok, _ := none.allow(start); !ok {
-		t.Fatal("a nil refusalLog refused an entry")
+	var none *RefusalLog
+	if ok, _ := none.Allow(start); !ok {
+		t.Fatal("a nil RefusalLog refused an entry")
 	}
 }

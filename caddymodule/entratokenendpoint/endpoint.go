@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -91,7 +92,8 @@ type TokenEndpoint struct {
 	byResource   map[string]*endpointApplication // by normalized resource
 	logger       *zap.Logger
 
-	accessLogWarned *atomic.Bool // see warnIfAccessLogged
+	accessLogWarned *atomic.Bool         // see warnIfAccessLogged
+	peerRefusals    *entraapp.RefusalLog // warnings of refused peers, proxies and secrets
 }
 
 type endpointApplication struct {
@@ -123,7 +125,7 @@ func (e *TokenEndpoint) provision(app *entraapp.App) error {
 		e.logger = zap.NewNop()
 	}
 	e.app = app
-	e.accessLogWarned = new(atomic.Bool)
+	e.accessLogWarned, e.peerRefusals = new(atomic.Bool), new(entraapp.RefusalLog)
 	switch e.Protocol {
 	case ProtocolRecord, ProtocolAppService, ProtocolIMDS:
 	case "":
@@ -412,8 +414,11 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 		if logged, unlogged = e.app.LogBrowserRefusal(); logged {
 			level = zapcore.WarnLevel
 		}
-	case reasonRemotePeer, reasonForwarded, reasonWrongSecret:
-		level = zapcore.WarnLevel
+	case reasonRemotePeer, reasonForwarded, reasonWrongSecret: // a peer can send these at will
+		var logged bool
+		if logged, unlogged = e.peerRefusals.Allow(time.Now()); logged {
+			level = zapcore.WarnLevel
+		}
 	}
 	if c := e.logger.Check(level, "token endpoint refused a request"); c != nil {
 		c.Write(zap.String("protocol", e.Protocol), zap.String("reason", rf.reason),

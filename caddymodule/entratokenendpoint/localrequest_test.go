@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
 )
@@ -61,5 +62,35 @@ func TestEndpointRefusesEveryFetchMetadata(t *testing.T) {
 	req := endpointRequest(http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://orders", map[string]string{"Metadata": "true"})
 	if rec, body := call(t, e, req); rec.Code != http.StatusOK {
 		t.Errorf("an SDK's request: %d %v", rec.Code, keys(body))
+	}
+}
+
+// TestPeerRefusalsCannotFloodTheLog: wrong secrets, proxied requests and
+// remote peers (any container on a handoff/0.0.0.0 network can send them)
+// are all counted, and logged as a warning at most once a minute, with the
+// number not logged since.
+func TestPeerRefusalsCannotFloodTheLog(t *testing.T) {
+	app, _, _ := apptest.NewApp(t, apptest.ClientSecret)
+	e, logs := newTestEndpoint(t, app, ProtocolAppService, nil)
+	before := testutil.ToFloat64(endpointRefusals.WithLabelValues(ProtocolAppService, reasonWrongSecret))
+	for i := range 50 {
+		req := endpointRequest(http.MethodGet, "/msi/token?api-version=2019-08-01&resource=api://orders", map[string]string{"X-IDENTITY-HEADER": "wrong-secret-of-16-chars"})
+		if i%2 == 1 {
+			req.Header.Set("X-Forwarded-For", "192.0.2.1")
+		}
+		call(t, e, req)
+	}
+	warnings := logs.FilterMessage("token endpoint refused a request").AllUntimed()
+	warned := 0
+	for _, entry := range warnings {
+		if entry.Level == zapcore.WarnLevel {
+			warned++
+		}
+	}
+	if warned != 1 {
+		t.Errorf("50 refused peers logged %d warnings, want 1", warned)
+	}
+	if got := testutil.ToFloat64(endpointRefusals.WithLabelValues(ProtocolAppService, reasonWrongSecret)) - before; got != 25 {
+		t.Errorf("refusals{reason=wrong_secret} grew by %v, want 25", got)
 	}
 }
