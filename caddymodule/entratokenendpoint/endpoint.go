@@ -331,11 +331,13 @@ func (e *TokenEndpoint) checkPeer(r *http.Request) *refusal {
 	if notLocal == entraapp.NotLocalBrowser {
 		return &refusal{http.StatusForbidden, reasonBrowser, "forbidden", notLocal}
 	}
-	if name := fetchMetadataHeader(r.Header); name != "" {
+	if _, ok := r.Header["Sec-Fetch-Site"]; ok {
 		// Even same-origin or none: a page the sidecar's origin serves
-		// (an upstream's HTML) would read the token.
-		return &refusal{http.StatusForbidden, reasonBrowser, "forbidden", "the request carries " + name +
-			": a browser sent it, and only SDKs and HTTP clients get tokens from this endpoint"}
+		// (an upstream's HTML) would read the token. Browsers send it with
+		// every Fetch Metadata header; Node's fetch sends Sec-Fetch-Mode
+		// alone, which passes.
+		return &refusal{http.StatusForbidden, reasonBrowser, "forbidden", "the request carries Sec-Fetch-Site: " +
+			"a browser sent it, and only SDKs and HTTP clients get tokens from this endpoint"}
 	}
 	if e.AllowRemote {
 		return nil
@@ -370,18 +372,6 @@ func proxyHeader(h http.Header) string {
 		}
 	}
 	const prefix = "X-Forwarded-"
-	for name := range h {
-		if len(name) > len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
-			return prefix + "*"
-		}
-	}
-	return ""
-}
-
-// fetchMetadataHeader returns "Sec-Fetch-*" when h holds a Fetch Metadata
-// header, which browsers send and SDKs and HTTP clients never do; else "".
-func fetchMetadataHeader(h http.Header) string {
-	const prefix = "Sec-Fetch-"
 	for name := range h {
 		if len(name) > len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
 			return prefix + "*"

@@ -44,24 +44,35 @@ func TestEndpointRefusesWhatABrowserSends(t *testing.T) {
 func TestEndpointRefusesEveryFetchMetadata(t *testing.T) {
 	app, emulator, _ := apptest.NewApp(t, apptest.ClientSecret)
 	e, _ := newTestEndpoint(t, app, ProtocolIMDS, nil)
-	for name, header := range map[string][2]string{
-		"same-origin fetch": {"Sec-Fetch-Site", "same-origin"},
-		"typed URL":         {"Sec-Fetch-Site", "none"},
-		"mode only":         {"Sec-Fetch-Mode", "cors"},
-		"lower case":        {"sec-fetch-dest", "empty"},
+	for name, header := range map[string]map[string]string{
+		"same-origin fetch": {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"},
+		"typed URL":         {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-User": "?1"},
+		"site only":         {"sec-fetch-site": "same-origin"},
 	} {
 		req := endpointRequest(http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://orders", map[string]string{"Metadata": "true"})
-		req.Header[header[0]] = []string{header[1]}
+		for field, value := range header {
+			req.Header.Set(field, value)
+		}
 		if rec, body := call(t, e, req); rec.Code != http.StatusForbidden || body["error"] != "forbidden" {
-			t.Errorf("%s: %d %v, want 403 forbidden", name, rec.Code, body)
+			t.Errorf("%s: %d %v, want 403 forbidden", name, rec.Code, keys(body))
 		}
 	}
 	if got := emulator.TokenRequests(); got != 0 {
 		t.Errorf("refused requests made %d token requests, want none", got)
 	}
-	req := endpointRequest(http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://orders", map[string]string{"Metadata": "true"})
-	if rec, body := call(t, e, req); rec.Code != http.StatusOK {
-		t.Errorf("an SDK's request: %d %v", rec.Code, keys(body))
+	// An SDK's request, and Node's fetch (undici), which sends
+	// Sec-Fetch-Mode: cors on every request and cannot leave it out.
+	for name, header := range map[string]map[string]string{
+		"SDK":        nil,
+		"Node fetch": {"Sec-Fetch-Mode": "cors", "Accept-Language": "*", "User-Agent": "node"},
+	} {
+		req := endpointRequest(http.MethodGet, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://orders", map[string]string{"Metadata": "true"})
+		for field, value := range header {
+			req.Header.Set(field, value)
+		}
+		if rec, body := call(t, e, req); rec.Code != http.StatusOK {
+			t.Errorf("%s: %d %v, want 200", name, rec.Code, keys(body))
+		}
 	}
 }
 
