@@ -2,7 +2,7 @@
 -- the owner token ARGV[1]: a holder whose lock expired (and was taken by
 -- someone else) must not extend the next holder's lock. Returns 1 if
 -- extended, 0 otherwise.
-if redis.call("GET", KEYS[1]) == ARGV[1] then
+if redis.pcall("GET", KEYS[1]) == ARGV[1] then
 	return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
 return 0

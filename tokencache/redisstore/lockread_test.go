@@ -68,3 +68,28 @@ func TestTryLockReadsTheLockBackBounded(t *testing.T) {
 		}
 	}
 }
+
+// A lock a Redis writer replaced with a list is not held: releasing or
+// extending it reports so, without an error that would count as an outage.
+func TestALockOfAnotherTypeIsNotHeld(t *testing.T) {
+	mr := miniredis.RunT(t)
+	store, err := newStore(redis.NewClient(&redis.Options{Addr: mr.Addr()}), Options{OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	owner, ok, err := store.TryLock(t.Context(), "lock", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("TryLock = %v, %v", ok, err)
+	}
+	mr.Del("lock")
+	if _, err := mr.Lpush("lock", owner); err != nil {
+		t.Fatal(err)
+	}
+	if extended, err := store.ExtendLock(t.Context(), "lock", owner, time.Minute); extended || err != nil {
+		t.Errorf("ExtendLock of a list = %v, %v; want false, nil", extended, err)
+	}
+	if released, err := store.Unlock(t.Context(), "lock", owner); released || err != nil {
+		t.Errorf("Unlock of a list = %v, %v; want false, nil", released, err)
+	}
+}
