@@ -245,7 +245,7 @@ type exchanged struct {
 // that challenges every request cannot make each of them an exchange.
 func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
 	d := e.namer.digest(userToken)
-	if now := e.c.now(); !e.dropped.putUnlessHeld(d, struct{}{}, now, now.Add(e.c.purgeInterval)) {
+	if !e.mayDrop(d) {
 		return false // dropped within the interval
 	}
 	e.entries.remove(d)
@@ -273,10 +273,16 @@ func (e *Exchanger) forgetDropped(rec *Record) {
 	if rec == nil {
 		return
 	}
-	d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID)
-	if now := e.c.now(); ok && e.dropped.putUnlessHeld(d, struct{}{}, now, now.Add(e.c.purgeInterval)) {
+	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID); ok && e.mayDrop(d) {
 		e.entries.remove(d)
 	}
+}
+
+// mayDrop reports whether d's entry may be dropped now (here or by an
+// announcement), at most once per PurgeInterval, and counts it if so.
+func (e *Exchanger) mayDrop(d entryDigest) bool {
+	now := e.c.now()
+	return e.dropped.putUnlessHeld(d, struct{}{}, now, now.Add(e.c.purgeInterval))
 }
 
 // load is an exchange's flight: the store's entry, else an exchange under
