@@ -24,6 +24,9 @@ const (
 	maxRetryAfter       = 10 * time.Minute
 	maxClockSkew        = time.Minute
 	maxBackoffMessage   = 1024
+	// maxSharedAttempts bounds a backoff's count read from the store: more
+	// failures than a replica makes in a year at the longest pause.
+	maxSharedAttempts = 1 << 20
 )
 
 // classify reads what a fetch error says about retrying, through FetchError.
@@ -168,6 +171,7 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 		c.storeFailed(err)
 	default:
 		b.Message = truncate(b.Message, maxBackoffMessage) // no more than a replica writes
+		b.Attempts = min(max(b.Attempts, 0), maxSharedAttempts)
 		// Longer than any replica writes: a Redis writer must not pause us.
 		if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
 			c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",

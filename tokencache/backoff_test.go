@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -258,5 +259,29 @@ func TestBackoffOfAnOlderReplicaIsObeyed(t *testing.T) {
 	var coded *Error
 	if !asError(err, &coded) || status(coded) != http.StatusServiceUnavailable || coded.RetryAfter != 30*time.Second || f.calls.Load() != 0 {
 		t.Errorf("Token() = %v after %d fetches, want 503 with RetryAfter 30s and no fetch", err, f.calls.Load())
+	}
+}
+
+// TestPlantedAttemptsAreBounded: a shared backoff's count of attempts
+// written by a Redis writer is shown and counted on within what a replica
+// writes, never negative nor wrapped around.
+func TestPlantedAttemptsAreBounded(t *testing.T) {
+	for _, planted := range []int{math.MaxInt, -5} {
+		clock := newFakeClock()
+		store := NewMemoryStore()
+		f := newFakeFetcher(clock)
+		c, _, _ := newClockCache(t, store, clock, Options{}, testApp("graph-api", f.Fetch))
+		key := BackoffKey(RecordKey(DefaultKeyPrefix, testApp("graph-api", nil)))
+		b := &Backoff{Until: clock.Now().Add(time.Second), Attempts: planted}
+		if err := store.SetBackoff(t.Context(), key, b, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Token(t.Context(), "graph-api"); err == nil {
+			t.Fatalf("attempts %d: Token() succeeded while a backoff runs", planted)
+		}
+		st := c.handles["graph-api"].Status()
+		if st.Failure == nil || st.Failure.Attempts < 0 || st.Failure.Attempts > maxSharedAttempts {
+			t.Errorf("attempts %d: status shows %+v, want 0..%d attempts", planted, st.Failure, maxSharedAttempts)
+		}
 	}
 }
