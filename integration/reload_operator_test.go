@@ -174,39 +174,27 @@ func TestReloadRemovingAnApplicationAnswersNotFoundAfterAndLeaksNothing(t *testi
 			var reloaded bool
 			var outcomes []outcome
 			lost := 0
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Go(func() {
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						mu.Lock()
-						after := reloaded
-						mu.Unlock()
-						a, err := tryEndpoint(replica, "graph-api")
-						a.Token = ""
-						mu.Lock()
-						if err != nil {
-							lost++
-						} else {
-							outcomes = append(outcomes, outcome{after, a})
-						}
-						mu.Unlock()
-					}
-				})
-			}
-			time.Sleep(100 * time.Millisecond) // traffic before the reload
+			traffic := startLoad(t, 4, func(int) {
+				mu.Lock()
+				after := reloaded
+				mu.Unlock()
+				a, err := tryEndpoint(replica, "graph-api")
+				a.Token = ""
+				mu.Lock()
+				if err != nil {
+					lost++
+				} else {
+					outcomes = append(outcomes, outcome{after, a})
+				}
+				mu.Unlock()
+			})
+			traffic.awaitMore(t, 20) // before the reload
 			mustReload(t, replica, ordersOnly)
 			mu.Lock()
 			reloaded = true
 			mu.Unlock()
-			time.Sleep(200 * time.Millisecond) // traffic after it
-			close(stop)
-			wg.Wait()
+			traffic.awaitMore(t, 40) // after it
+			traffic.stop()
 			if lost > 10 {
 				t.Errorf("%d requests lost their connection, want at most 10", lost)
 			}
@@ -832,51 +820,39 @@ func TestReloadChangingScopesUnderLoad(t *testing.T) {
 			reloaded := false
 			audiences := map[bool]map[string]int{false: {}, true: {}}
 			failures := map[int]int{}
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for range 6 {
-				wg.Go(func() {
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						mu.Lock()
-						after := reloaded
-						mu.Unlock()
-						resp, err := http.Get(replica.URL + "/orders-api/load")
-						if err != nil {
-							mu.Lock()
-							failures[transportError]++
-							mu.Unlock()
-							continue
-						}
-						var body struct{ Authorization []string }
-						_ = json.NewDecoder(resp.Body).Decode(&body)
-						resp.Body.Close()
-						aud := ""
-						if resp.StatusCode == http.StatusOK && len(body.Authorization) == 1 {
-							aud = audienceOf(t, f.emulator, strings.TrimPrefix(body.Authorization[0], "Bearer "))
-						}
-						mu.Lock()
-						if aud == "" {
-							failures[resp.StatusCode]++
-						} else {
-							audiences[after][aud]++
-						}
-						mu.Unlock()
-					}
-				})
-			}
-			time.Sleep(100 * time.Millisecond)
+			traffic := startLoad(t, 6, func(int) {
+				mu.Lock()
+				after := reloaded
+				mu.Unlock()
+				resp, err := http.Get(replica.URL + "/orders-api/load")
+				if err != nil {
+					mu.Lock()
+					failures[transportError]++
+					mu.Unlock()
+					return
+				}
+				var body struct{ Authorization []string }
+				_ = json.NewDecoder(resp.Body).Decode(&body)
+				resp.Body.Close()
+				aud := ""
+				if resp.StatusCode == http.StatusOK && len(body.Authorization) == 1 {
+					aud = audienceOf(t, f.emulator, strings.TrimPrefix(body.Authorization[0], "Bearer "))
+				}
+				mu.Lock()
+				if aud == "" {
+					failures[resp.StatusCode]++
+				} else {
+					audiences[after][aud]++
+				}
+				mu.Unlock()
+			})
+			traffic.awaitMore(t, 30)
 			mustReload(t, replica, config("api://orders-v2/.default"))
 			mu.Lock()
 			reloaded = true
 			mu.Unlock()
-			time.Sleep(300 * time.Millisecond)
-			close(stop)
-			wg.Wait()
+			traffic.awaitMore(t, 60)
+			traffic.stop()
 			t.Logf("before the reload returned %v, after %v, failures %v", audiences[false], audiences[true], failures)
 			if n := audiences[true]["api://orders"]; n > 0 {
 				t.Errorf("%d requests sent after the reload carried the old scope's token", n)
@@ -1056,59 +1032,30 @@ func TestReloadStormUnderLoad(t *testing.T) {
 			tokenVia(t, replica, f.upstream, "/orders-api/warm")
 			var mu sync.Mutex
 			answers := map[string]int{}
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for worker := range 6 {
-				wg.Go(func() {
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						var status int
-						var retryAfter string
-						if worker%2 == 0 {
-							resp, err := http.Get(replica.URL + "/orders-api/storm")
-							if err != nil {
-								mu.Lock()
-								answers["no response"]++
-								mu.Unlock()
-								continue
-							}
-							io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-							status, retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
-						} else {
-							req, _ := http.NewRequest(http.MethodGet, replica.URL+"/token?applicationName=orders-api", nil)
-							req.Header.Set("X-Identity-Header", testIdentityHeader)
-							resp, err := http.DefaultClient.Do(req)
-							if err != nil {
-								mu.Lock()
-								answers["no response"]++
-								mu.Unlock()
-								continue
-							}
-							io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-							status, retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
-						}
-						key := strconv.Itoa(status)
-						if status == http.StatusServiceUnavailable && retryAfter == "" {
-							key += " without Retry-After"
-						}
-						mu.Lock()
-						answers[key]++
-						mu.Unlock()
+			traffic := startLoad(t, 6, func(worker int) {
+				req, _ := http.NewRequest(http.MethodGet, replica.URL+"/orders-api/storm", nil)
+				if worker%2 == 1 {
+					req, _ = http.NewRequest(http.MethodGet, replica.URL+"/token?applicationName=orders-api", nil)
+					req.Header.Set("X-Identity-Header", testIdentityHeader)
+				}
+				answer := "no response"
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					answer = strconv.Itoa(resp.StatusCode)
+					if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+						answer += " without Retry-After"
 					}
-				})
-			}
+				}
+				mu.Lock()
+				answers[answer]++
+				mu.Unlock()
+			})
 			for i := range 20 {
 				mustReload(t, replica, configs[(i+1)%len(configs)])
 			}
-			time.Sleep(100 * time.Millisecond)
-			close(stop)
-			wg.Wait()
+			traffic.awaitMore(t, 12)
+			traffic.stop()
 			t.Logf("answers over 20 reloads: %v; %d token requests", answers, f.emulator.TokenRequests())
 			for answer, n := range answers {
 				if answer != "200" && answer != "503" && answer != "no response" {

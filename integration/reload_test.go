@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -61,63 +62,41 @@ func reloadUnderLoad(t *testing.T, caddyfile string) {
 	}
 
 	configs := []string{reloadedConfig(t, f, replica, caddyfile, ""), reloadedConfig(t, f, replica, caddyfile, "/v2")}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	failures := map[string]string{}
 	sent := 0
+	var clients []*http.Client
 	for worker := range 8 {
-		wg.Go(func() {
-			transport := &http.Transport{DisableKeepAlives: worker%2 == 1}
-			defer transport.CloseIdleConnections()
-			client := &http.Client{Transport: transport, Timeout: 15 * time.Second}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := fmt.Sprintf("w%d-%d", worker, i)
-				req, _ := http.NewRequest(http.MethodPost, replica.URL+"/orders/"+id, strings.NewReader(id))
-				req.Header.Set("X-Request-Id", id)
-				why := ""
-				if resp, err := client.Do(req); err != nil {
-					why = err.Error()
-				} else {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						why = resp.Status
-					}
-				}
-				mu.Lock()
-				sent++
-				if why != "" {
-					failures[id] = why
-				}
-				mu.Unlock()
-			}
-		})
+		transport := &http.Transport{DisableKeepAlives: worker%2 == 1}
+		t.Cleanup(transport.CloseIdleConnections)
+		clients = append(clients, &http.Client{Transport: transport, Timeout: 15 * time.Second})
 	}
-	// Each config carries traffic for 150ms and at least 80 requests (a
-	// loaded machine sends fewer in 150ms), so that the 7 of them send the
-	// 500 checked below; a load that does not run stops waiting after 10s.
-	traffic := func() {
-		mu.Lock()
-		want := sent + 80
-		mu.Unlock()
-		time.Sleep(150 * time.Millisecond)
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			mu.Lock()
-			enough := sent >= want
-			mu.Unlock()
-			if enough {
-				return
+	var ids atomic.Int64
+	traffic := startLoad(t, len(clients), func(worker int) {
+		id := fmt.Sprintf("w%d-%d", worker, ids.Add(1))
+		req, _ := http.NewRequest(http.MethodPost, replica.URL+"/orders/"+id, strings.NewReader(id))
+		req.Header.Set("X-Request-Id", id)
+		why := ""
+		if resp, err := clients[worker].Do(req); err != nil {
+			why = err.Error()
+		} else {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				why = resp.Status
 			}
 		}
-	}
+		mu.Lock()
+		sent++
+		if why != "" {
+			failures[id] = why
+		}
+		mu.Unlock()
+	})
+	// Each config carries at least 80 requests, so that the 7 of them send
+	// the 500 checked below.
 	for reload := range 6 {
-		traffic()
+		traffic.awaitMore(t, 80)
 		resp, err := http.Post(replica.AdminURL+"/load", "text/caddyfile", strings.NewReader(configs[reload%2]))
 		if err != nil {
 			t.Fatal(err)
@@ -128,9 +107,8 @@ func reloadUnderLoad(t *testing.T, caddyfile string) {
 			t.Fatalf("reload %d: %d %s", reload, resp.StatusCode, body)
 		}
 	}
-	traffic()
-	close(stop)
-	wg.Wait()
+	traffic.awaitMore(t, 80)
+	traffic.stop()
 
 	for id, why := range failures {
 		t.Logf("request %s: %s", id, why)
