@@ -1,9 +1,12 @@
 package entratoken
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	_ "github.com/caddyserver/caddy/v2/modules/logging"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
@@ -232,5 +235,31 @@ func TestAHandlerThatFailsToProvisionMakesNoSeries(t *testing.T) {
 	}
 	if after := testutil.CollectAndCount(requests); after != before {
 		t.Errorf("requests_total series %d -> %d after a rejected config", before, after)
+	}
+}
+
+// TestPurgeOnStatusOnAnOnBehalfOfApplicationIsLoggedAsIgnored: purge_on_status
+// set for an on-behalf-of application, which drops exchanged tokens only on
+// a claims challenge, is named at load; left unset, nothing is logged.
+func TestPurgeOnStatusOnAnOnBehalfOfApplicationIsLoggedAsIgnored(t *testing.T) {
+	const app = `{"tenant_id": "11111111-1111-4111-8111-111111111111", "client_id": "c", "client_secret": "s",
+		"applications": {"a": {"scopes": ["x/.default"], "on_behalf_of": {}}}}`
+	for _, tc := range []struct {
+		fields string
+		warned bool
+	}{
+		{`"application": "a", "purge_on_status": [401, 403]`, true},
+		{`"application": "a"`, false},
+	} {
+		logFile := filepath.Join(t.TempDir(), "caddy.log")
+		config := strings.Replace(apptest.JSONConfigWithHandler(app, tc.fields), `{"admin": {"disabled": true},`,
+			`{"admin": {"disabled": true}, "logging": {"logs": {"default": {"writer": {"output": "file", "filename": "`+logFile+`"}}}},`, 1)
+		if err := apptest.ValidateConfig(t, config); err != nil {
+			t.Fatalf("%s: %v", tc.fields, err)
+		}
+		logged, _ := os.ReadFile(logFile)
+		if got := strings.Contains(string(logged), "purge_on_status does not apply to an on-behalf-of application"); got != tc.warned {
+			t.Errorf("%s: warned %v, want %v; log:\n%s", tc.fields, got, tc.warned, logged)
+		}
 	}
 }

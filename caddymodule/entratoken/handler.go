@@ -155,6 +155,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.app.RequireApplication("entra_token", h.Application); err != nil {
 		return err
 	}
+	if _, onBehalfOf := h.app.UserTokenHeader(h.Application); onBehalfOf && h.PurgeOnStatus != nil {
+		h.logger.Warn("purge_on_status does not apply to an on-behalf-of application: a token exchanged for a user "+
+			"is dropped only when downstream answers a claims challenge (docs/on-behalf-of.md)",
+			zap.String("application", h.Application))
+	}
 	h.injectedCount = requests.WithLabelValues(h.Application, resultInjected)
 	h.answersClaims = h.app.DeclaresCapabilities(h.Application)
 	return nil

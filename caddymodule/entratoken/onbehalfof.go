@@ -24,13 +24,7 @@ func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next c
 	if err != nil {
 		return h.writeError(w, r, err)
 	}
-	proxied := withToken(r, h.header, "Bearer "+credential.AccessToken)
-	if userHeader != h.header {
-		maps.DeleteFunc(proxied.Header, func(name string, _ []string) bool { return strings.EqualFold(name, userHeader) })
-		if proxied.Trailer != nil {
-			proxied.Trailer = withoutCredentials(proxied.Trailer, userHeader)
-		}
-	}
+	proxied := withToken(r, h.header, "Bearer "+credential.AccessToken, userHeader)
 	expiresAt := credential.AccessTokenExpiresAt.UTC().Format(time.RFC3339)
 	h.injectedInto(r, "token injected on the user's behalf", expiresAt, credential)
 	recorder := caddyhttp.NewResponseRecorder(w, nil, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -256,5 +257,74 @@ func TestOnBehalfOfDownstreamClaimsChallengePassesAndDropsTheEntry(t *testing.T)
 	}
 	if n := emulator.OnBehalfOfRequests(); n != 2 {
 		t.Errorf("50 more challenged requests within 10 s made %d exchanges in all, want still 2", n)
+	}
+}
+
+// TestOnBehalfOfUserTokenInATrailerGoesNoFurther: a user's token the
+// client also sends as a request trailer does not reach downstream, whether the user's
+// header is another than the injected one or the same. reverse_proxy
+// sends the trailers read at the body's end (requestBodyWithTrailers); the
+// test's next handler reads them as it does.
+func TestOnBehalfOfUserTokenInATrailerGoesNoFurther(t *testing.T) {
+	for _, tt := range []struct{ userHeader, injected string }{
+		{"X-User-Token", DefaultHeader},  // on_behalf_of { header X-User-Token }
+		{DefaultHeader, "X-Graph-Token"}, // on_behalf_of's default, entra_token { header X-Graph-Token }
+		{DefaultHeader, DefaultHeader},
+	} {
+		t.Run(tt.userHeader+"->"+tt.injected, func(t *testing.T) {
+			userTokenInTrailer(t, tt.userHeader, tt.injected)
+		})
+	}
+}
+
+// userTokenInTrailer is TestOnBehalfOfUserTokenInATrailerGoesNoFurther for
+// one pair of headers.
+func userTokenInTrailer(t *testing.T, userHeader, injected string) {
+	app, emulator, _ := apptest.NewOnBehalfOfApp(t, func(a *entraapp.Application) { a.OnBehalfOf.Header = userHeader })
+	userToken := apptest.UserToken(t, emulator, userA, "", 0)
+	h := &Handler{Application: apptest.OnBehalfOfApplication, app: app, logger: apptest.Logger(app), header: injected}
+
+	type seen struct {
+		status  int
+		trailer http.Header
+	}
+	got := make(chan seen, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		var s seen
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, proxied *http.Request) error {
+			// As reverse_proxy does: read the body to EOF, then send proxied.Trailer.
+			if _, err := io.Copy(io.Discard, proxied.Body); err != nil {
+				t.Error(err)
+			}
+			s.trailer = proxied.Trailer.Clone()
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		})
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, r, next); err != nil {
+			t.Error(err)
+		}
+		s.status = rec.Code
+		got <- s
+		w.WriteHeader(rec.Code)
+	}))
+	defer srv.Close()
+
+	raw := "POST /v1.0/me HTTP/1.1\r\nHost: sidecar\r\nTransfer-Encoding: chunked\r\n" +
+		userHeader + ": Bearer " + userToken + "\r\nTrailer: " + userHeader + "\r\n\r\n" +
+		"5\r\nhello\r\n0\r\n" + userHeader + ": Bearer " + userToken + "\r\n\r\n"
+	resp := rawRequest(t, srv.Listener.Addr().String(), raw)
+	resp.Body.Close()
+	s := <-got
+	if s.status != http.StatusNoContent {
+		t.Fatalf("status %d, want the exchange and downstream's 204", s.status)
+	}
+	for name, values := range s.trailer {
+		for _, v := range values {
+			if strings.Contains(v, userToken) {
+				t.Errorf("the user's token reached downstream in the request trailer %s", name)
+			}
+		}
 	}
 }

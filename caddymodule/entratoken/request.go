@@ -75,28 +75,35 @@ func hasDotSegment(escapedPath string) bool {
 func isSegmentEnd(r rune) bool { return r == '/' || r == '\\' || r == ';' }
 
 // withToken returns a copy of r for the next handler, whose every copy of
-// header (any case) is value, named by no Connection option and kept out of
-// trailers with Proxy-Authorization. r keeps what the client sent.
-func withToken(r *http.Request, header, value string) *http.Request {
+// header (any case) is value, named by no Connection option, without
+// consumed (an on-behalf-of route's user token header), and whose trailers
+// carry none of these, nor Proxy-Authorization. r keeps what the client sent.
+func withToken(r *http.Request, header, value string, consumed ...string) *http.Request {
 	proxied := r.WithContext(r.Context())
 	// A deep copy: handlers such as request_header edit values in place.
 	proxied.Header = r.Header.Clone()
 	if proxied.Header == nil {
 		proxied.Header = make(http.Header, 1)
 	}
-	maps.DeleteFunc(proxied.Header, func(name string, _ []string) bool { return sameHeader(name, header) })
+	maps.DeleteFunc(proxied.Header, func(name string, _ []string) bool { return sameHeader(name, header) || anyHeader(name, consumed) })
 	proxied.Header[header] = []string{value}
 	if connection, ok := proxied.Header["Connection"]; ok {
 		proxied.Header["Connection"] = withoutConnectionOption(connection, header)
 	}
+	credentials := append([]string{header, "Proxy-Authorization"}, consumed...)
 	if r.Trailer != nil {
-		proxied.Trailer = withoutCredentials(r.Trailer, header)
+		proxied.Trailer = withoutCredentials(r.Trailer, credentials)
 	}
 	// A chunked HTTP/1.1 body, or any HTTP/2 or HTTP/3 body, may end with trailers.
 	if r.Body != nil && r.Body != http.NoBody && (r.ProtoMajor >= 2 || r.ContentLength < 0) {
-		proxied.Body = &trailerFilter{ReadCloser: r.Body, source: r, dest: proxied, header: header}
+		proxied.Body = &trailerFilter{ReadCloser: r.Body, source: r, dest: proxied, credentials: credentials}
 	}
 	return proxied
+}
+
+// anyHeader reports whether name is one of headers, as sameHeader compares.
+func anyHeader(name string, headers []string) bool {
+	return slices.ContainsFunc(headers, func(header string) bool { return sameHeader(name, header) })
 }
 
 // sameHeader reports whether name is header, in any case, or a copy of it
@@ -155,12 +162,10 @@ func withoutConnectionOption(values []string, header string) []string {
 	return kept
 }
 
-// withoutCredentials copies trailers without header and Proxy-Authorization.
-func withoutCredentials(trailers http.Header, header string) http.Header {
+// withoutCredentials copies trailers without the credentials headers.
+func withoutCredentials(trailers http.Header, credentials []string) http.Header {
 	kept := maps.Clone(trailers)
-	maps.DeleteFunc(kept, func(name string, _ []string) bool {
-		return sameHeader(name, header) || sameHeader(name, "Proxy-Authorization")
-	})
+	maps.DeleteFunc(kept, func(name string, _ []string) bool { return anyHeader(name, credentials) })
 	return kept
 }
 
@@ -170,7 +175,7 @@ func withoutCredentials(trailers http.Header, header string) http.Header {
 type trailerFilter struct {
 	io.ReadCloser
 	source, dest *http.Request
-	header       string
+	credentials  []string
 	done         bool
 }
 
@@ -179,7 +184,7 @@ func (f *trailerFilter) Read(p []byte) (int, error) {
 	if err == io.EOF && !f.done {
 		f.done = true
 		if f.source.Trailer != nil {
-			f.dest.Trailer = withoutCredentials(f.source.Trailer, f.header)
+			f.dest.Trailer = withoutCredentials(f.source.Trailer, f.credentials)
 		}
 	}
 	return n, err
