@@ -13,6 +13,10 @@ const (
 	// message with every byte JSON-escaped. A larger one is not read, and is
 	// written without its message.
 	MaxBackoffBytes = 8 << 10
+	// MaxPurgeMarkBytes bounds a stored purge mark: 1 KiB, room for the
+	// two fingerprints a replica names, sealed. A larger one is not read
+	// (no mark), nor written.
+	MaxPurgeMarkBytes = 1 << 10
 	// MaxAnnouncementBytes bounds an announcement (a 32-byte publisher ID
 	// and perhaps a record); a longer one is ignored. Redis's
 	// client-output-buffer-limit bounds what a publisher can queue.

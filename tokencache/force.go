@@ -108,6 +108,8 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	}
 	c.registerMu.Unlock()
 
+	stored, _ := c.store.Get(ctx, ks.key) // the token the store holds is named too
+	c.markPurged(ctx, ks, cur, stored)
 	err := c.store.RemoveRecord(ctx, ks.key)
 	if err != nil {
 		c.storeFailed(err)

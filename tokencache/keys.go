@@ -15,6 +15,7 @@ const (
 	lockSuffix    = ":lock"
 	backoffSuffix = ":backoff"
 	updateSuffix  = ":updated"
+	purgedSuffix  = ":purged"
 )
 
 // RecordKey returns the store key of an application's record:
@@ -44,4 +45,10 @@ func BackoffKey(recordKey string) string {
 // UpdateChannel returns the pub/sub channel of a record key's announcements.
 func UpdateChannel(recordKey string) string {
 	return strings.TrimSuffix(recordKey, recordSuffix) + updateSuffix
+}
+
+// PurgeMarkKey returns the key of a record key's purge mark (see
+// Store.SetPurgeMark).
+func PurgeMarkKey(recordKey string) string {
+	return strings.TrimSuffix(recordKey, recordSuffix) + purgedSuffix
 }

@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -17,12 +18,14 @@ type MemoryStore struct {
 	records  map[string]memoryEntry
 	locks    map[string]memoryEntry
 	backoffs map[string]memoryEntry
+	marks    map[string]memoryEntry
 }
 
 type memoryEntry struct {
-	rec     *Record  // records only
-	backoff *Backoff // backoffs only
-	owner   string   // locks only
+	rec     *Record    // records only
+	backoff *Backoff   // backoffs only
+	purged  [][32]byte // purge marks only
+	owner   string     // locks only
 	expires time.Time
 }
 
@@ -31,7 +34,7 @@ func NewMemoryStore() *MemoryStore { return newMemoryStore(time.Now) }
 
 func newMemoryStore(now func() time.Time) *MemoryStore {
 	return &MemoryStore{now: now, records: make(map[string]memoryEntry),
-		locks: make(map[string]memoryEntry), backoffs: make(map[string]memoryEntry)}
+		locks: make(map[string]memoryEntry), backoffs: make(map[string]memoryEntry), marks: make(map[string]memoryEntry)}
 }
 
 // live returns the unexpired entry under key in m, deleting an expired one.
@@ -151,6 +154,22 @@ func (s *MemoryStore) SetBackoff(_ context.Context, key string, b *Backoff, ttl 
 // DeleteBackoff deletes the backoff under key.
 func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
 	return s.del(s.backoffs, key)
+}
+
+// SetPurgeMark stores a copy of purged under key for ttl.
+func (s *MemoryStore) SetPurgeMark(_ context.Context, key string, purged [][32]byte, ttl time.Duration) error {
+	return s.put(s.marks, key, memoryEntry{purged: slices.Clone(purged)}, ttl)
+}
+
+// GetPurgeMark returns a copy of the purge mark under key, or (nil, ErrNotFound).
+func (s *MemoryStore) GetPurgeMark(_ context.Context, key string) ([][32]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.live(s.marks, key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return slices.Clone(e.purged), nil
 }
 
 // RemoveRecord deletes the record under key, whatever it holds.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"maps"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,6 +53,7 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	}
 	c.registerMu.Unlock()
 
+	c.markPurged(ctx, ks, rec)
 	deleted, err := c.store.DeleteRecord(ctx, ks.key, accessToken)
 	if err != nil {
 		c.storeFailed(err)
@@ -58,6 +61,51 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	c.log().Info("purged a rejected access token",
 		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Bool("deleted_from_store", deleted))
 	return true
+}
+
+// maxPurgeMarkTTL bounds how long a purge mark is kept.
+const maxPurgeMarkTTL = 24 * time.Hour
+
+// markPurged writes ks's purge mark naming the tokens of recs (nil ones
+// skipped) until the last of them expires, at most maxPurgeMarkTTL; the
+// caller deletes and announces after it. Other replicas drop a valid token
+// for the store only on a mark naming it (see dropGone), so that a Redis
+// writer without the key cannot make them.
+func (c *Cache) markPurged(ctx context.Context, ks *keyState, recs ...*Record) {
+	var purged [][32]byte
+	var expires time.Time
+	for _, rec := range recs {
+		if rec == nil || rec.AccessToken == "" {
+			continue
+		}
+		if fingerprint := sha256.Sum256([]byte(rec.AccessToken)); !slices.Contains(purged, fingerprint) {
+			purged = append(purged, fingerprint)
+		}
+		if rec.AccessTokenExpiresAt.After(expires) {
+			expires = rec.AccessTokenExpiresAt
+		}
+	}
+	ttl := min(expires.Sub(c.now()), maxPurgeMarkTTL)
+	if len(purged) == 0 || ttl <= 0 {
+		return
+	}
+	if err := c.store.SetPurgeMark(ctx, PurgeMarkKey(ks.key), purged, ttl); err != nil {
+		c.storeFailed(err)
+	}
+}
+
+// purgeMarked reports whether ks's purge mark names token. A mark that
+// does not open (written without the store's key) or a store failure
+// names nothing.
+func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, token string) bool {
+	purged, err := c.store.GetPurgeMark(ctx, PurgeMarkKey(ks.key))
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			c.storeFailed(err)
+		}
+		return false
+	}
+	return slices.Contains(purged, sha256.Sum256([]byte(token)))
 }
 
 // rememberPurged keeps rec's token from being taken again here until it

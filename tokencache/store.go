@@ -38,6 +38,15 @@ type Store interface {
 	// DeleteBackoff deletes the backoff under key, if any.
 	DeleteBackoff(ctx context.Context, key string) error
 
+	// SetPurgeMark writes under key for ttl (ttl must be positive) a purge
+	// mark: the tokens a replica purged, named by their SHA-256
+	// fingerprints (never the tokens), sealed as records are.
+	SetPurgeMark(ctx context.Context, key string, purged [][32]byte, ttl time.Duration) error
+	// GetPurgeMark returns the fingerprints the purge mark under key
+	// names, or (nil, ErrNotFound), wrapped when one does not decode or
+	// open.
+	GetPurgeMark(ctx context.Context, key string) ([][32]byte, error)
+
 	// Publish announces on channel to the other processes that the record
 	// under key or its backoff changed, carrying rec (just written, as the
 	// store holds it) when not nil.

@@ -1,29 +1,48 @@
 package tokencache
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 )
 
-// storeDropReplica is one replica on mr whose application reports its
+// storeDropReplica is one replica on store whose application reports its
 // store-driven drops on the returned channel.
-func storeDropReplica(t *testing.T, mr *miniredis.Miniredis, clock *fakeClock, f *fakeFetcher) (*testCache, <-chan bool) {
+func storeDropReplica(t *testing.T, store Store, clock *fakeClock, f *fakeFetcher) (*testCache, <-chan bool) {
 	t.Helper()
 	drops := make(chan bool, 100)
 	app := testApp("graph-api", f.Fetch)
 	app.OnStoreDrop = func(dropped bool) { drops <- dropped }
-	c, _, _ := newClockCache(t, newMiniredisStore(t, mr), clock, Options{}, app)
+	c, _, _ := newClockCache(t, store, clock, Options{}, app)
 	return c, drops
 }
 
-// dropInStore is what a Redis writer does to make replicas drop a token:
-// delete the record and announce it.
+// dropInStore is what a Redis writer without the key does to make replicas
+// drop a token: delete the record and announce it.
 func dropInStore(t *testing.T, mr *miniredis.Miniredis, key string) {
 	t.Helper()
 	mr.Del(key)
 	mr.Publish(UpdateChannel(key), "another-replica")
+}
+
+// purgeInStore is another replica's purge of token, sealing with keys: its
+// purge mark, then the deletion and its announcement.
+func purgeInStore(t *testing.T, mr *miniredis.Miniredis, key, token string, keys ...[]byte) {
+	t.Helper()
+	markPurgedIn(t, newEncryptedStore(t, mr, keys...), PurgeMarkKey(key), token)
+	dropInStore(t, mr, key)
+}
+
+// markPurgedIn writes a purge mark naming token under markKey in store.
+func markPurgedIn(t *testing.T, store Store, markKey, token string) {
+	t.Helper()
+	if err := store.SetPurgeMark(t.Context(), markKey, [][32]byte{sha256.Sum256([]byte(token))}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // tokenIs checks that Token returns want after fetches fetches in all.
@@ -35,31 +54,31 @@ func tokenIs(t *testing.T, c *testCache, f *fakeFetcher, want string, fetches in
 	}
 }
 
-// TestStoreDrivenDropsRefetchOncePerInterval: a Redis writer deleting a
-// record and announcing it makes a replica drop its still-valid token at
-// most once per PurgeInterval; within it the token is kept (and counted).
+// TestStoreDrivenDropsRefetchOncePerInterval: other replicas' purges of a
+// still-valid token make a replica drop it at most once per PurgeInterval;
+// within it the token is kept (and counted).
 func TestStoreDrivenDropsRefetchOncePerInterval(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
-	c, drops := storeDropReplica(t, mr, clock, f)
+	c, drops := storeDropReplica(t, newMiniredisStore(t, mr), clock, f)
 	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
 
-	dropInStore(t, mr, key)
+	purgeInStore(t, mr, key, "token-1")
 	if !receive(t, drops, "the first drop") {
 		t.Fatal("the first store-driven drop was refused")
 	}
 	tokenIs(t, c, f, "token-2", 2)
 	for range 5 {
-		dropInStore(t, mr, key)
+		purgeInStore(t, mr, key, "token-2")
 		if receive(t, drops, "a drop within the interval") {
 			t.Fatal("a second store-driven drop within PurgeInterval was made")
 		}
 		tokenIs(t, c, f, "token-2", 2)
 	}
 	clock.Advance(DefaultPurgeInterval)
-	dropInStore(t, mr, key)
+	purgeInStore(t, mr, key, "token-2")
 	if !receive(t, drops, "a drop after the interval") {
 		t.Fatal("a store-driven drop after PurgeInterval was refused")
 	}
@@ -72,27 +91,154 @@ func TestPurgeAndStoreDropShareOneInterval(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
-	c, drops := storeDropReplica(t, mr, clock, f)
+	c, drops := storeDropReplica(t, newMiniredisStore(t, mr), clock, f)
 	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
 	if !c.PurgeRejected(t.Context(), "graph-api", "token-1") {
 		t.Fatal("PurgeRejected = false")
 	}
 	tokenIs(t, c, f, "token-2", 2)
-	dropInStore(t, mr, key)
+	purgeInStore(t, mr, key, "token-2")
 	if receive(t, drops, "a drop after a purge") {
 		t.Fatal("a store-driven drop within PurgeInterval of a purge was made")
 	}
 	tokenIs(t, c, f, "token-2", 2)
 
 	clock.Advance(DefaultPurgeInterval)
-	dropInStore(t, mr, key)
+	purgeInStore(t, mr, key, "token-2")
 	if !receive(t, drops, "a drop after the interval") {
 		t.Fatal("a store-driven drop after PurgeInterval was refused")
 	}
 	tokenIs(t, c, f, "token-3", 3)
 	if c.PurgeRejected(t.Context(), "graph-api", "token-3") {
 		t.Error("a purge within PurgeInterval of a store-driven drop was made")
+	}
+}
+
+// sealedReplicas are two replicas, a and b, on mr with records sealed
+// under one key, sharing f; b reports its store-driven drops on drops.
+func sealedReplicas(t *testing.T, mr *miniredis.Miniredis, clock *fakeClock, f *fakeFetcher) (a, b *testCache, drops <-chan bool) {
+	t.Helper()
+	a, _ = storeDropReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	b, drops = storeDropReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	return a, b, drops
+}
+
+// TestAPurgeDropsAnotherReplicasToken: a 401 on replica A purges the token
+// with a purge mark naming it, so replica B drops it too once the deletion
+// is announced (here as by A's next refresh when it writes no record).
+func TestAPurgeDropsAnotherReplicasToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	a, b, drops := sealedReplicas(t, mr, clock, f)
+	key := a.handles["graph-api"].Key()
+	tokenIs(t, a, f, "token-1", 1)
+	tokenIs(t, b, f, "token-1", 1)
+	if !a.PurgeRejected(t.Context(), "graph-api", "token-1") {
+		t.Fatal("PurgeRejected = false")
+	}
+	mr.Publish(UpdateChannel(key), "replica-a")
+	if !receive(t, drops, "B's drop") {
+		t.Fatal("replica B kept the token replica A purged")
+	}
+	tokenIs(t, b, f, "token-2", 2)
+}
+
+// TestDeleteEverywhereDropsAnotherReplicasToken: the admin API's DELETE
+// on replica A, which holds no token of its own, names the token of the
+// record it removes, so replica B drops it.
+func TestDeleteEverywhereDropsAnotherReplicasToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	a, b, drops := sealedReplicas(t, mr, clock, f)
+	tokenIs(t, b, f, "token-1", 1)
+	if err := a.handles["graph-api"].DeleteEverywhere(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !receive(t, drops, "B's drop") {
+		t.Fatal("replica B kept the token replica A deleted everywhere")
+	}
+	tokenIs(t, b, f, "token-2", 2)
+}
+
+// TestUnmarkedDeletionsDropNothing: a Redis writer without the key who
+// deletes a record and announces it, with no purge mark, a mark it forged
+// or one put back from an earlier purge, makes no replica drop its valid
+// token (kept and counted, whatever PurgeInterval allows); it keeps
+// serving it without a token request.
+func TestUnmarkedDeletionsDropNothing(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	a, b, drops := sealedReplicas(t, mr, clock, f)
+	key := a.handles["graph-api"].Key()
+	markKey := PurgeMarkKey(key)
+	tokenIs(t, a, f, "token-1", 1)
+	tokenIs(t, b, f, "token-1", 1)
+	// An earlier purge, its mark kept: A purges token-1 and B follows.
+	a.PurgeRejected(t.Context(), "graph-api", "token-1")
+	earlier, err := mr.Get(markKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr.Publish(UpdateChannel(key), "replica-a")
+	if !receive(t, drops, "B's drop of the purged token") {
+		t.Fatal("replica B kept the token replica A purged")
+	}
+	tokenIs(t, b, f, "token-2", 2)
+
+	for _, tc := range []struct {
+		name  string
+		plant func()
+	}{
+		{"no mark", func() { mr.Del(markKey) }},
+		{"the earlier purge's mark put back", func() { _ = mr.Set(markKey, earlier) }},
+		{"a plaintext mark", func() { markPurgedIn(t, newMiniredisStore(t, mr), markKey, "token-2") }},
+		{"a mark sealed under another key", func() { markPurgedIn(t, newEncryptedStore(t, mr, testKey(2)), markKey, "token-2") }},
+		{"another record's mark copied", func() {
+			other := strings.TrimSuffix(markKey, ":purged") + "x:purged"
+			markPurgedIn(t, newEncryptedStore(t, mr, testKey(1)), other, "token-2")
+			raw, _ := mr.Get(other)
+			_ = mr.Set(markKey, raw)
+		}},
+	} {
+		clock.Advance(DefaultPurgeInterval) // not the interval that keeps it
+		tc.plant()
+		dropInStore(t, mr, key)
+		if receive(t, drops, tc.name) {
+			t.Fatalf("%s: replica B dropped its valid token", tc.name)
+		}
+		tokenIs(t, b, f, "token-2", 2)
+	}
+}
+
+// TestOversizedPurgeMarkIsIgnoredUnread: a purge mark over
+// MaxPurgeMarkBytes naming the token (valid JSON, padded) is not read
+// whole and names nothing.
+func TestOversizedPurgeMarkIsIgnoredUnread(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	store := newMiniredisStore(t, mr)
+	sizes := &replySizes{}
+	store.Client().AddHook(sizes)
+	c, drops := storeDropReplica(t, store, clock, f)
+	key := c.handles["graph-api"].Key()
+	tokenIs(t, c, f, "token-1", 1)
+	fingerprint := sha256.Sum256([]byte("token-1"))
+	planted := `{"purged":["` + hex.EncodeToString(fingerprint[:]) + `"]}` + strings.Repeat(" ", MaxPurgeMarkBytes)
+	if err := mr.Set(PurgeMarkKey(key), planted); err != nil {
+		t.Fatal(err)
+	}
+	dropInStore(t, mr, key)
+	if receive(t, drops, "the store-driven drop") {
+		t.Fatal("an oversized purge mark made the replica drop its token")
+	}
+	tokenIs(t, c, f, "token-1", 1)
+	if n := sizes.longest.Load(); n > MaxPurgeMarkBytes+1 {
+		t.Errorf("a %d-byte reply was read from Redis, over MaxPurgeMarkBytes+1", n)
 	}
 }
 

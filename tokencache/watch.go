@@ -100,7 +100,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 		rec, err = c.store.Get(ctx, ks.key)
 		switch {
 		case err == ErrNotFound:
-			c.dropGone(ks, seen)
+			c.dropGone(ctx, ks, seen)
 			return
 		case errors.Is(err, ErrNotFound):
 			return // a record that does not decode: the next refresh replaces it
@@ -134,9 +134,12 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 
 // dropGone drops seen, ks's shared current record when the store was read,
 // from L1 now that the store lost it (another replica purged it); a key
-// kept warm fetches at once. A valid token is dropped at most once per
+// kept warm fetches at once. A valid token is dropped only when the
+// store's purge mark names it (see markPurged: a Redis flush, or a writer
+// without the key, deletes no valid token here) and at most once per
 // PurgeInterval (see allowRefetch). OnStoreDrop is told either way.
-func (c *Cache) dropGone(ks *keyState, seen *Record) {
+func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
+	marked := seen != nil && c.purgeMarked(ctx, ks, seen.AccessToken)
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	cur := ks.current
@@ -149,11 +152,20 @@ func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	if len(ks.handles) > 0 {
 		app = &ks.handles[len(ks.handles)-1].app
 	}
-	if now := c.now(); cur.validFor(now, c.refreshWindow) && !c.allowRefetch(ks, now) {
-		ks.mu.Unlock()
-		c.registerMu.Unlock()
-		c.reportStoreDrop(app, ks.key, false)
-		return
+	if now := c.now(); cur.validFor(now, c.refreshWindow) {
+		kept := ""
+		switch {
+		case !marked:
+			kept = "no purge mark names it"
+		case !c.allowRefetch(ks, now):
+			kept = "dropped one too recently"
+		}
+		if kept != "" {
+			ks.mu.Unlock()
+			c.registerMu.Unlock()
+			c.reportStoreDrop(app, ks.key, kept)
+			return
+		}
 	}
 	ks.clearCurrent()
 	ks.mu.Unlock()
@@ -165,7 +177,7 @@ func (c *Cache) dropGone(ks *keyState, seen *Record) {
 	if app != nil {
 		name = app.Name
 	}
-	c.reportStoreDrop(app, ks.key, true)
+	c.reportStoreDrop(app, ks.key, "")
 	c.log().Info("dropped an access token purged by another replica; the next request fetches a new one",
 		zap.String("application", name), zap.String("record_key", ks.key))
 	if c.warm(ks) {
@@ -186,18 +198,18 @@ func (c *Cache) allowRefetch(ks *keyState, now time.Time) bool {
 }
 
 // reportStoreDrop tells app's OnStoreDrop whether a drop the store asked
-// for was made; a refused one is logged at debug level (a Redis writer can
-// ask often).
-func (c *Cache) reportStoreDrop(app *Application, key string, dropped bool) {
+// for was made (kept says why not, else empty); a refused one is logged at
+// debug level (a Redis writer can ask often).
+func (c *Cache) reportStoreDrop(app *Application, key, kept string) {
 	if app == nil {
 		return
 	}
-	if !dropped {
-		if ce := c.log().Check(zap.DebugLevel, "kept an access token the store no longer holds: dropped one too recently"); ce != nil {
+	if kept != "" {
+		if ce := c.log().Check(zap.DebugLevel, "kept an access token the store no longer holds: "+kept); ce != nil {
 			ce.Write(zap.String("application", app.Name), zap.String("record_key", key), zap.Duration("interval", c.purgeInterval))
 		}
 	}
 	if app.OnStoreDrop != nil {
-		app.OnStoreDrop(dropped)
+		app.OnStoreDrop(kept == "")
 	}
 }
