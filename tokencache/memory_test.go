@@ -37,4 +37,17 @@ func TestMemoryStoreHonoursTTLOnItsClock(t *testing.T) {
 	if err := store.Set(ctx, "k", rec, 0); err == nil {
 		t.Error("Set() with ttl 0 = nil error")
 	}
+
+	purged := [][32]byte{{1}, {2}}
+	if err := store.SetPurgeMark(ctx, "m", purged, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	purged[0][0] = 9
+	if got, err := store.GetPurgeMark(ctx, "m"); err != nil || len(got) != 2 || got[0] != [32]byte{1} {
+		t.Errorf("GetPurgeMark() = %x, %v; want a copy of what was set", got, err)
+	}
+	clock.Advance(time.Minute)
+	if _, err := store.GetPurgeMark(ctx, "m"); err != ErrNotFound {
+		t.Errorf("GetPurgeMark(expired) error = %v, want ErrNotFound", err)
+	}
 }

@@ -138,6 +138,9 @@ func TestAPurgeDropsAnotherReplicasToken(t *testing.T) {
 	if !a.PurgeRejected(t.Context(), "graph-api", "token-1") {
 		t.Fatal("PurgeRejected = false")
 	}
+	if ttl := mr.TTL(PurgeMarkKey(key)); ttl != time.Hour {
+		t.Errorf("purge mark TTL %v, want the purged token's hour left", ttl)
+	}
 	mr.Publish(UpdateChannel(key), "replica-a")
 	if !receive(t, drops, "B's drop") {
 		t.Fatal("replica B kept the token replica A purged")
