@@ -56,12 +56,15 @@ func TestPurgeMarksAreSealedAndBounded(t *testing.T) {
 	if _, err := store.GetPurgeMark(ctx, otherMarkKey); !errors.Is(err, tokencache.ErrNotFound) {
 		t.Errorf("a mark copied to another key: %v, want ErrNotFound", err)
 	}
-	for name, writer := range map[string]*Store{"another key": stranger, "no key": plain} {
-		if err := writer.SetPurgeMark(ctx, markKey, purged, time.Hour); err != nil {
+	for _, writer := range []struct {
+		name  string
+		store *Store
+	}{{"another key", stranger}, {"no key", plain}} {
+		if err := writer.store.SetPurgeMark(ctx, markKey, purged, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := store.GetPurgeMark(ctx, markKey); !errors.Is(err, tokencache.ErrNotFound) {
-			t.Errorf("a mark written with %s opened: %x, %v", name, got, err)
+			t.Errorf("a mark written with %s opened: %x, %v", writer.name, got, err)
 		}
 	}
 	if got, err := plain.GetPurgeMark(ctx, markKey); err != nil || !slices.Equal(got, purged) {
