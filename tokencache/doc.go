@@ -24,6 +24,9 @@
 //     outage; it never fails a request.
 //   - A store record whose token fails the checks of accept.go or
 //     Application.VerifyStored is a miss, logged as possible tampering.
+//   - A valid token whose record another process deleted is dropped only
+//     when the purge mark a purge writes (PurgeMarkKey) names it, at most
+//     once per PurgeInterval.
 //   - Tokens, secrets and keys never appear in errors, logs or fmt output.
 //
 // Cache.NewExchanger serves tokens exchanged on a user's behalf, one per

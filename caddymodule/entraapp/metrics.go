@@ -25,7 +25,7 @@ var (
 	}, []string{"application"})
 	storeDrops = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "entra", Name: "store_drops_total",
-		Help: "Tokens the shared store asked this replica to drop (record deleted and announced), by application and result: dropped, or kept because one was dropped or purged less than 10s before.",
+		Help: "Tokens the shared store asked this replica to drop (record deleted and announced), by application and result: dropped, or kept because no purge mark names the token or one was dropped or purged less than 10s before.",
 	}, []string{"application", "result"})
 	storeAvailable = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "entra", Name: "store_available",
