@@ -89,7 +89,8 @@ func (h *Handle) forcedResult(rec *Record, err error) (Record, error) {
 }
 
 // DeleteEverywhere purges h's key, whatever token it holds, here, in the
-// store and (announced) in every replica: the admin API's DELETE. The next
+// store and (announced, with a purge mark naming the record's token and
+// this process's) in every replica: the admin API's DELETE. The next
 // Token fetches (a key kept warm at once); a running backoff is kept. It is
 // not rate-limited. The error reports a store failure; this process's copy
 // is dropped regardless.
