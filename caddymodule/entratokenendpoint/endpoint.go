@@ -396,31 +396,22 @@ func (e *TokenEndpoint) checkSecret(r *http.Request) *refusal {
 // refuse answers, counts and logs (with only the peer's address) a refusal.
 func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) error {
 	endpointRefusals.WithLabelValues(e.Protocol, rf.reason).Inc()
-	level := zapcore.DebugLevel
+	var logged bool
 	var unlogged int64
 	switch rf.reason {
 	case reasonHost, reasonBrowser: // a web page can send these at will
-		var logged bool
-		if logged, unlogged = e.app.LogBrowserRefusal(); logged {
-			level = zapcore.WarnLevel
-		}
+		logged, unlogged = e.app.LogBrowserRefusal()
 	case reasonRemotePeer, reasonForwarded, reasonWrongSecret: // a peer can send these at will
-		var logged bool
-		if logged, unlogged = e.peerRefusals.Allow(time.Now()); logged {
-			level = zapcore.WarnLevel
-		}
+		logged, unlogged = e.peerRefusals.Allow(time.Now())
+	}
+	level := zapcore.DebugLevel
+	if logged {
+		level = zapcore.WarnLevel
 	}
 	if c := e.logger.Check(level, "token endpoint refused a request"); c != nil {
 		c.Write(zap.String("protocol", e.Protocol), zap.String("reason", rf.reason),
 			zap.Int("status", rf.status), zap.String("remote_addr", r.RemoteAddr),
 			zap.Int64("refused_unlogged_since_last", unlogged))
-	}
-	if rf.status == http.StatusMethodNotAllowed {
-		allow := http.MethodGet
-		if e.Protocol == ProtocolRecord {
-			allow = "GET, POST"
-		}
-		w.Header().Set("Allow", allow)
 	}
 	switch e.Protocol {
 	case ProtocolRecord:

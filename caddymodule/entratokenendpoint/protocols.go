@@ -44,6 +44,7 @@ const maxRecordRequestBytes = 4<<10 + entra.MaxUserTokenBytes
 // serveRecord answers POST {"applicationName": ...} or GET ?applicationName=.
 func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
 		return e.refuse(w, r, &refusal{http.StatusMethodNotAllowed, reasonMethod, "METHOD_NOT_ALLOWED", "use GET or POST"})
 	}
 	if rf := e.checkSecret(r); rf != nil {
@@ -174,6 +175,7 @@ type identityParam struct {
 
 func (e *TokenEndpoint) serveManagedIdentity(w http.ResponseWriter, r *http.Request, p *miProtocol) error {
 	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
 		return e.refuse(w, r, &refusal{http.StatusMethodNotAllowed, reasonMethod, "invalid_request", "only GET is supported"})
 	}
 	if p == imdsProtocol {
