@@ -216,18 +216,11 @@ func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error
 		return nil, d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "endpoint":
-			err = SingleArg(d, &mi.Endpoint)
-		case "object_id":
-			err = SingleArg(d, &mi.ObjectID)
-		case "resource_id":
-			err = SingleArg(d, &mi.ResourceID)
-		default:
+		dest, ok := map[string]*string{"endpoint": &mi.Endpoint, "object_id": &mi.ObjectID, "resource_id": &mi.ResourceID}[d.Val()]
+		if !ok {
 			return nil, d.Errf("unrecognized managed_identity option '%s'", d.Val())
 		}
-		if err != nil {
+		if err := SingleArg(d, dest); err != nil {
 			return nil, err
 		}
 	}
@@ -503,11 +496,8 @@ func parseOnBehalfOf(d *caddyfile.Dispenser) (*OnBehalfOfConfig, error) {
 			if len(values) == 0 {
 				return nil, d.Errf("%s: at least one value is required", option)
 			}
-			if option == "audiences" {
-				obo.Audiences = append(obo.Audiences, values...)
-			} else {
-				obo.AllowedTenants = append(obo.AllowedTenants, values...)
-			}
+			dest := map[string]*[]string{"allowed_tenants": &obo.AllowedTenants, "audiences": &obo.Audiences}[option]
+			*dest = append(*dest, values...)
 		default:
 			return nil, d.Errf("unrecognized on_behalf_of option '%s'", option)
 		}

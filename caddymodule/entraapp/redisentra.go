@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,14 +36,11 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 	}
 	var client *entra.Client
 	if re.Application != "" {
-		for _, app := range apps {
-			if app.Name == re.Application {
-				client = app.Client
-			}
-		}
-		if client == nil {
+		i := slices.IndexFunc(apps, func(app resolvedApplication) bool { return app.Name == re.Application })
+		if i < 0 {
 			return ConfigError("redis entra", "application "+re.Application+" is not configured")
 		}
+		client = apps[i].Client
 	} else {
 		cfg, err := a.IdentityConfig.clientConfig(repl, "redis entra: ")
 		if err != nil {
