@@ -279,6 +279,13 @@ func TestEndpointRefusalsHandNoToken(t *testing.T) {
 			if rec.Code != tc.status {
 				t.Errorf("status %d, want %d: %v", rec.Code, tc.status, body)
 			}
+			wantAllow := map[string]string{ProtocolRecord: "GET, POST"}[tc.endpoint.Protocol]
+			if wantAllow == "" {
+				wantAllow = http.MethodGet
+			}
+			if got := rec.Header().Get("Allow"); tc.status == http.StatusMethodNotAllowed && got != wantAllow {
+				t.Errorf("Allow %q, want %q", got, wantAllow)
+			}
 			var want []string
 			switch tc.endpoint.Protocol {
 			case ProtocolRecord:
