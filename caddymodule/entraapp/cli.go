@@ -69,19 +69,15 @@ const cliTimeout = 30 * time.Second
 
 // cmdEntraToken is `caddy entra token`.
 func cmdEntraToken(fl caddycmd.Flags) (int, error) {
-	apps, err := loadCLIApplications(fl.String("config"), fl.String("adapter"))
+	app, apps, err := loadCLIApplications(fl.String("config"), fl.String("adapter"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	name := fl.Arg(0)
 	i := slices.IndexFunc(apps, func(app resolvedApplication) bool { return app.Name == name })
 	if i < 0 {
-		names := make([]string, len(apps))
-		for i, app := range apps {
-			names[i] = app.Name
-		}
 		return 1, fmt.Errorf("%s: application %q is not configured (configured: %s)",
-			CodeApplicationNotFound, name, strings.Join(names, ", "))
+			CodeApplicationNotFound, name, app.configuredNames())
 	}
 	if apps[i].OnBehalfOf != nil {
 		return 1, fmt.Errorf("application %q exchanges users' tokens (on_behalf_of): it has no token of its own "+
@@ -105,7 +101,7 @@ func cmdEntraToken(fl caddycmd.Flags) (int, error) {
 
 // cmdEntraCheck is `caddy entra check`.
 func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
-	apps, err := loadCLIApplications(fl.String("config"), fl.String("adapter"))
+	_, apps, err := loadCLIApplications(fl.String("config"), fl.String("adapter"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -137,35 +133,35 @@ func cmdEntraCheck(fl caddycmd.Flags) (int, error) {
 	return 0, nil
 }
 
-// loadCLIApplications resolves the config's applications as a server would.
-func loadCLIApplications(configFile, adapter string) ([]resolvedApplication, error) {
+// loadCLIApplications returns the config's entra app and its applications, resolved as a server would.
+func loadCLIApplications(configFile, adapter string) (*App, []resolvedApplication, error) {
 	if configFile == "" {
-		return nil, errors.New("--config is required")
+		return nil, nil, errors.New("--config is required")
 	}
 	raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
 	if err != nil {
-		return nil, fmt.Errorf("loading the config: %v", err)
+		return nil, nil, fmt.Errorf("loading the config: %v", err)
 	}
 	var cfg struct {
 		Apps map[string]json.RawMessage `json:"apps"`
 	}
 	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("decoding the config: %v", err)
+		return nil, nil, fmt.Errorf("decoding the config: %v", err)
 	}
 	rawApp, ok := cfg.Apps["entra"]
 	if !ok {
-		return nil, fmt.Errorf("%s: the config has no entra app (add an entra block to the global options)",
+		return nil, nil, fmt.Errorf("%s: the config has no entra app (add an entra block to the global options)",
 			CodeProviderNotConfigured)
 	}
 	app := new(App)
 	if err := json.Unmarshal(rawApp, app); err != nil {
-		return nil, fmt.Errorf("decoding the entra app: %v", err)
+		return nil, nil, fmt.Errorf("decoding the entra app: %v", err)
 	}
 	s, err := app.resolveSettings(caddy.NewReplacer())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return s.applications, nil
+	return app, s.applications, nil
 }
 
 // tokenResult is one application's token request, as the CLI reports it.

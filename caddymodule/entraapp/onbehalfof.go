@@ -47,10 +47,10 @@ type onBehalfOf struct {
 // resolveOnBehalfOf checks on_behalf_of against the application's client,
 // which must be able to exchange; field prefixes errors.
 func resolveOnBehalfOf(obo *OnBehalfOfConfig, cfg entra.Config, client *entra.Client, repl *caddy.Replacer, field string) (*onBehalfOf, error) {
-	field += "on_behalf_of"
 	if err := client.SupportsOnBehalfOf(); err != nil {
-		return nil, prefixConfigError(strings.TrimSuffix(field, "on_behalf_of"), err)
+		return nil, prefixConfigError(field, err)
 	}
+	field += "on_behalf_of"
 	header, err := CheckHeaderName(field+" header", cmp.Or(obo.Header, DefaultUserTokenHeader))
 	if err != nil {
 		return nil, err
