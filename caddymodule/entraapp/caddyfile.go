@@ -103,10 +103,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Hosts = append(a.Hosts, names...)
 		case "redis":
-			if a.Redis != nil {
-				return d.Err("redis: may appear only once")
-			}
-			a.Redis, err = parseRedis(d)
+			err = parseOnce(d, &a.Redis, parseRedis)
 		case "application":
 			err = a.parseApplication(d)
 		case "client_capabilities":
@@ -151,19 +148,9 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, erro
 		}
 		return true, FlagArg(d, &id.WorkloadIdentity)
 	case "client_certificate":
-		if id.ClientCertificate != nil {
-			return true, d.Err("client_certificate: may appear only once")
-		}
-		cert, err := parseClientCertificate(d)
-		id.ClientCertificate = cert
-		return true, err
+		return true, parseOnce(d, &id.ClientCertificate, parseClientCertificate)
 	case "managed_identity":
-		if id.ManagedIdentity != nil {
-			return true, d.Err("managed_identity: may appear only once")
-		}
-		mi, err := parseManagedIdentity(d)
-		id.ManagedIdentity = mi
-		return true, err
+		return true, parseOnce(d, &id.ManagedIdentity, parseManagedIdentity)
 	case "token_request_param":
 		args := d.RemainingArgs()
 		if len(args) != 2 {
@@ -225,6 +212,16 @@ func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error
 		}
 	}
 	return mi, nil
+}
+
+// parseOnce parses a block option into dest with parse, once.
+func parseOnce[T any](d *caddyfile.Dispenser, dest **T, parse func(*caddyfile.Dispenser) (*T, error)) error {
+	if *dest != nil {
+		return d.Errf("%s: may appear only once", d.Val())
+	}
+	var err error
+	*dest, err = parse(d)
+	return err
 }
 
 // SingleArg reads the option's one argument into dest, once.
@@ -430,26 +427,17 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 			if app.Prefetch != nil {
 				return d.Err("prefetch: may appear only once")
 			}
-			prefetch, err := parsePrefetch(d)
-			if err != nil {
-				return err
-			}
-			app.Prefetch = &prefetch
+			app.Prefetch = new(bool)
+			*app.Prefetch, err = parsePrefetch(d)
 		case "client_capabilities":
-			if err := capabilitiesArg(d, &app.ClientCapabilities); err != nil {
-				return err
-			}
+			err = capabilitiesArg(d, &app.ClientCapabilities)
 		case "on_behalf_of":
-			if app.OnBehalfOf != nil {
-				return d.Err("on_behalf_of: may appear only once")
-			}
-			obo, err := parseOnBehalfOf(d)
-			if err != nil {
-				return err
-			}
-			app.OnBehalfOf = obo
+			err = parseOnce(d, &app.OnBehalfOf, parseOnBehalfOf)
 		default:
 			return d.Errf("unrecognized application option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if len(app.Scopes) == 0 {
