@@ -1,10 +1,9 @@
 package entraapp
 
 import (
+	"slices"
 	"strings"
 	"sync/atomic"
-
-	"github.com/caddy-entra/caddy-entra/entra"
 )
 
 // runningApp is the newest started entra app, which the admin API acts on.
@@ -35,18 +34,13 @@ func (a *App) prefetches(name string) bool {
 	return a.Prefetch
 }
 
-// remember keeps what the admin API shows of name's identity.
-func (a *App) remember(name string, client *entra.Client) {
-	if a.clients == nil {
-		a.clients = make(map[string]clientInfo)
-	}
-	a.clients[name] = clientInfoOf(client)
-}
-
 // status describes the configured application name's token from its
 // handle's snapshot (no I/O); an on-behalf-of application has neither.
 func (a *App) status(name string) tokenInfo {
-	info := tokenInfo{ApplicationName: name, Identity: a.clients[name]}
+	info := tokenInfo{ApplicationName: name}
+	if i := slices.IndexFunc(a.resolved, func(ra resolvedApplication) bool { return ra.Name == name }); i >= 0 {
+		info.Identity = clientInfoOf(a.resolved[i].Client)
+	}
 	if e := a.exchangers[name]; e != nil {
 		info.Scope, info.OnBehalfOf = strings.Join(e.app.Scopes, " "), true
 		return info

@@ -92,7 +92,6 @@ type App struct {
 	exchangers map[string]*exchanger // on-behalf-of applications
 	lifecycle  *lifecycleGuard       // a pointer: Caddy copies module values
 	resolved   []resolvedApplication // hold credentials: never logged
-	clients    map[string]clientInfo // for the admin API
 	logger     *zap.Logger
 	ctx        caddy.Context // Provision's, for Start
 	refusals   *RefusalLog   // nil: every refusal is logged

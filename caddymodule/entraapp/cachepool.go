@@ -133,7 +133,6 @@ func (a *App) cacheApplications(resolved []resolvedApplication, fingerprintKey [
 	apps := make([]tokencache.Application, 0, len(resolved))
 	for _, ra := range resolved {
 		name, client := ra.Name, ra.Client
-		a.remember(name, client)
 		if ra.OnBehalfOf != nil {
 			continue
 		}
