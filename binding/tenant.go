@@ -40,10 +40,7 @@ func ResolveTenant(ctx context.Context, client *entra.Client, logger *zap.Logger
 	if discoveryURL == "" {
 		return "", 0, entra.ErrNoTenantToResolve
 	}
-	v, ok := tenantResolutions.Load(discoveryURL)
-	if !ok {
-		v, _ = tenantResolutions.LoadOrStore(discoveryURL, &tenantResolution{})
-	}
+	v, _ := tenantResolutions.LoadOrStore(discoveryURL, new(tenantResolution))
 	return v.(*tenantResolution).resolve(ctx, client, logger)
 }
 

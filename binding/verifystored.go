@@ -17,9 +17,6 @@ import (
 var tokenIdentities sync.Map // string -> *entra.TokenIdentity
 
 func tokenIdentityFor(client *entra.Client) *entra.TokenIdentity {
-	if v, ok := tokenIdentities.Load(client.CacheKey()); ok {
-		return v.(*entra.TokenIdentity)
-	}
 	v, _ := tokenIdentities.LoadOrStore(client.CacheKey(), entra.NewTokenIdentity(client))
 	return v.(*entra.TokenIdentity)
 }
