@@ -48,9 +48,8 @@ type TokenIdentity struct {
 	tenantID string // the configured tenant GUID, lower case; "" to learn
 	clientID string // the configured client ID; "" to learn
 	// tenantNamed: its tokens must name the tenant (tid) to be learned from;
-	// a bare token endpoint's need not.
+	// a bare token endpoint's, which names no tenant, need not.
 	tenantNamed bool
-	noTenant    bool // a token endpoint that names no tenant
 	learned     atomic.Pointer[learnedIdentity]
 }
 
@@ -64,7 +63,7 @@ type learnedIdentity struct {
 func NewTokenIdentity(c *Client) *TokenIdentity {
 	tenant := c.expectedTenant() // "" for a managed identity
 	named := tenant != "" || c.CredentialType() == "managed_identity"
-	v := &TokenIdentity{clientID: c.ClientID(), tenantNamed: named, noTenant: !named}
+	v := &TokenIdentity{clientID: c.ClientID(), tenantNamed: named}
 	if isGUID(tenant) {
 		v.tenantID = strings.ToLower(tenant)
 	}
@@ -105,7 +104,7 @@ func (v *TokenIdentity) Learned() (tenantID, clientID string, ok bool) {
 	switch {
 	case !v.needsLearning():
 		return v.tenantID, v.clientID, true
-	case learned == nil && v.noTenant && v.clientID != "":
+	case learned == nil && !v.tenantNamed && v.clientID != "":
 		return "", v.clientID, true
 	case learned == nil:
 		return "", "", false
