@@ -118,8 +118,8 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 		}
 	}
 	mi := &managedIdentity{clientID: clientID, selector: selector, selectorValue: selectorValue}
-	switch {
-	case identityEndpoint != "" || identityHeader != "":
+	endpoint, field := cmp.Or(spec.IMDSEndpoint, DefaultIMDSEndpoint), "imds_endpoint"
+	if identityEndpoint != "" || identityHeader != "" {
 		switch {
 		case spec.IMDSEndpoint != "":
 			return fail("imds_endpoint and identity_endpoint are both set; set one")
@@ -128,18 +128,13 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 		case hasControlOrSpace(identityHeader):
 			return fail("identity_header must not contain spaces or control characters")
 		}
-		u, reason := parseEndpointURL(identityEndpoint, false)
-		if reason != "" {
-			return fail("identity_endpoint " + reason)
-		}
-		mi.endpoint, mi.identityHeader = u.String(), identityHeader
-	default:
-		u, reason := parseEndpointURL(cmp.Or(spec.IMDSEndpoint, DefaultIMDSEndpoint), false)
-		if reason != "" {
-			return fail("imds_endpoint " + reason)
-		}
-		mi.endpoint = u.String()
+		endpoint, field, mi.identityHeader = identityEndpoint, "identity_endpoint", identityHeader
 	}
+	u, reason := parseEndpointURL(endpoint, false)
+	if reason != "" {
+		return fail(field + " " + reason)
+	}
+	mi.endpoint = u.String()
 	return mi, nil
 }
 

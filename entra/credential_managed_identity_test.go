@@ -258,3 +258,16 @@ func TestManagedIdentityConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// A managed identity endpoint that is not a URL is refused naming which
+// endpoint it is.
+func TestManagedIdentityEndpointErrorsNameTheEndpoint(t *testing.T) {
+	for want, mi := range map[string]*entra.ManagedIdentityCredential{
+		"imds_endpoint must":     {IMDSEndpoint: "169.254.169.254/metadata"},
+		"identity_endpoint must": {IdentityEndpoint: "localhost:1/msi", IdentityHeader: identityHdr},
+	} {
+		if _, err := entra.NewClient(entra.Config{ManagedIdentity: mi}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error = %v, want it to say %q", err, want)
+		}
+	}
+}
