@@ -273,14 +273,12 @@ func (a *App) Stop() error {
 }
 
 // Cleanup releases this config's handles and its hold on the pooled cache
-// (the last holder closes it). Caddy cleans an old config up while it still
-// serves its last requests: a released handle answers them with a token or,
-// once its cache is closed, a retryable 503.
+// and exchangers (the last holder closes them). Caddy cleans an old config
+// up while it still serves its last requests: a released handle answers
+// them with a token or, once its cache is closed, a retryable 503.
 func (a *App) Cleanup() error {
 	a.stopOperations()
-	for _, e := range a.exchangers {
-		e.Close()
-	}
+	releaseExchangers(a.exchangers)
 	for _, ra := range a.resolved {
 		ra.Client.CloseIdleConnections() // a mutual TLS client's own connections
 	}

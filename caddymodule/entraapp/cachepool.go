@@ -70,7 +70,7 @@ func (a *App) register(s *settings) error {
 		handles[app.Name] = new(atomic.Pointer[tokencache.Handle])
 		handles[app.Name].Store(h)
 	}
-	exchangers, err := a.makeExchangers(cache, s)
+	exchangers, err := a.makeExchangers(cache, key, s)
 	if err != nil {
 		return fail(err)
 	}

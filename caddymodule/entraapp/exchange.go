@@ -3,6 +3,9 @@ package entraapp
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -30,11 +34,40 @@ type exchanger struct {
 	*tokencache.Exchanger
 	app        resolvedApplication
 	homeTenant atomic.Pointer[string] // a domain tenant's ID once resolved
+	poolKey    string                 // in exchangerPool
 }
 
-// makeExchangers makes every on-behalf-of application's exchanger. Entries
-// are shared through Redis only under a key derived from the encryption key.
-func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*exchanger, error) {
+// exchangerPool keeps exchangers across reloads, as cachePool the caches:
+// an application whose exchanges stay the same in the new config keeps its
+// exchanged tokens, remembered refusals and per-tenant backoffs.
+var exchangerPool = caddy.NewUsagePool()
+
+type pooledExchanger struct{ *tokencache.Exchanger }
+
+func (p pooledExchanger) Destruct() error {
+	p.Close()
+	return nil
+}
+
+// exchangerKey identifies an exchanger in exchangerPool by all that its
+// entries depend on: its cache (cacheKey), the application's name (in
+// records and metrics), identity, scopes, bounds and hash key, and the
+// checks of users' tokens, which a hit skips. A reload that changes any of
+// them starts afresh. Hashed, as the hash key is secret.
+func exchangerKey(cacheKey string, opts tokencache.ExchangeOptions, rules entra.UserTokenRules) string {
+	raw, _ := json.Marshal([]any{cacheKey, opts.Name, opts.Identity, opts.Scopes, // strings, numbers and bytes: cannot fail
+		opts.MaxEntries, opts.Tenants, opts.HashKey, rules})
+	sum := sha256.Sum256(raw)
+	return "entra-exchanger-" + hex.EncodeToString(sum[:])
+}
+
+// makeExchangers takes (or makes) every on-behalf-of application's pooled
+// exchanger on cache, whose pool key is cacheKey. Entries are shared
+// through Redis only under a key derived from the encryption key. What an
+// exchanger keeps of the config that made it (OnExchange: the name's
+// series; VerifyShared: the client ID's) is the same in every config that
+// shares it, and each call's exchange function is its own config's.
+func (a *App) makeExchangers(cache *tokencache.Cache, cacheKey string, s *settings) (map[string]*exchanger, error) {
 	var hashKey []byte
 	if s.cache.Redis != nil && len(s.cache.Redis.EncryptionKeys) > 0 {
 		hashKey = tokencache.DeriveExchangeKey(s.cache.Redis.EncryptionKeys[0])
@@ -48,14 +81,19 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 			1+len(ra.OnBehalfOf.Rules.AllowedTenants), hashKey)
 		results := onBehalfOfResults.MustCurryWith(prometheus.Labels{"application": ra.Name})
 		opts.OnExchange = func(r tokencache.ExchangeResult) { results.WithLabelValues(string(r)).Inc() }
-		e, err := cache.NewExchanger(opts)
-		if err != nil {
-			for _, made := range exchangers {
-				made.Close()
+		key := exchangerKey(cacheKey, opts, ra.OnBehalfOf.Rules)
+		value, _, err := exchangerPool.LoadOrNew(key, func() (caddy.Destructor, error) {
+			e, err := cache.NewExchanger(opts)
+			if err != nil {
+				return nil, err
 			}
+			return pooledExchanger{e}, nil
+		})
+		if err != nil {
+			releaseExchangers(exchangers)
 			return nil, fmt.Errorf("application %s: %v", ra.Name, err)
 		}
-		exchangers[ra.Name] = &exchanger{Exchanger: e, app: ra}
+		exchangers[ra.Name] = &exchanger{Exchanger: value.(pooledExchanger).Exchanger, app: ra, poolKey: key}
 	}
 	for _, e := range exchangers {
 		if header := e.app.OnBehalfOf.Header; !strings.EqualFold(header, "Authorization") {
@@ -70,6 +108,14 @@ func (a *App) makeExchangers(cache *tokencache.Cache, s *settings) (map[string]*
 			"each replica exchanges users' tokens on its own and keeps them in memory only")
 	}
 	return exchangers, nil
+}
+
+// releaseExchangers gives up this config's hold on its exchangers: the last
+// holder's Close stops an exchanger's watcher.
+func releaseExchangers(exchangers map[string]*exchanger) {
+	for _, e := range exchangers {
+		_, _ = exchangerPool.Delete(e.poolKey) // Destruct never fails
+	}
 }
 
 // UserTokenHeader returns the header the user's token comes in, and whether
