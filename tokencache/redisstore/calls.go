@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -95,6 +96,14 @@ func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context)
 			return err
 		}
 	}
+}
+
+// do runs call through retryingTimeouts; its error says what it was doing.
+func (s *Store) do(ctx context.Context, doing string, call func(context.Context) error) error {
+	if err := s.retryingTimeouts(ctx, call); err != nil {
+		return fmt.Errorf("tokencache: %s: %w", doing, err)
+	}
+	return nil
 }
 
 // isTimeout reports whether err is a call's deadline or a network timeout.

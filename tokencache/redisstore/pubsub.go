@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -26,16 +25,13 @@ const (
 func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencache.Record) error {
 	message := s.publisherID
 	if rec != nil {
-		if raw, err := s.encode(key, rec); err == nil {
+		if raw, err := s.marshal(key, rec, tokencache.MaxRecordBytes, "record"); err == nil {
 			message += "\n" + string(raw)
 		}
 	}
-	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
+	return s.do(ctx, "publishing update", func(ctx context.Context) error {
 		return s.client.Publish(ctx, channel, message).Err()
-	}); err != nil {
-		return fmt.Errorf("tokencache: publishing update: %w", err)
-	}
-	return nil
+	})
 }
 
 // Watch registers a lasting watcher of other stores' announcements on
@@ -237,11 +233,4 @@ func (w *watchers) notify(channel, raw string, decode func(key string, raw []byt
 		}
 		ch <- rec
 	}
-}
-
-// count returns the number of watchers on channel (tests).
-func (w *watchers) count(channel string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.set[channel])
 }

@@ -3,8 +3,6 @@ package redisstore
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/caddy-entra/caddy-entra/tokencache"
@@ -26,15 +24,9 @@ func (s *Store) SetPurgeMark(ctx context.Context, key string, purged [][32]byte,
 	for i, fingerprint := range purged {
 		mark.Purged[i] = hex.EncodeToString(fingerprint[:])
 	}
-	raw, err := json.Marshal(mark)
+	raw, err := s.marshal(key, mark, tokencache.MaxPurgeMarkBytes, "purge mark")
 	if err != nil {
-		return fmt.Errorf("tokencache: encoding purge mark: %w", err)
-	}
-	if s.sealer != nil {
-		raw = s.sealer.seal(key, raw)
-	}
-	if len(raw) > tokencache.MaxPurgeMarkBytes {
-		return fmt.Errorf("tokencache: not writing purge mark %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxPurgeMarkBytes, tokencache.ErrTooLarge)
+		return err
 	}
 	return s.set(ctx, key, raw, ttl, "purge mark")
 }
@@ -48,13 +40,9 @@ func (s *Store) GetPurgeMark(ctx context.Context, key string) ([][32]byte, error
 	if err != nil {
 		return nil, err
 	}
-	plain, err := s.unseal(key, raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: decoding purge mark %s: %v", tokencache.ErrNotFound, key, err)
-	}
 	var mark purgeMark
-	if err := json.Unmarshal(plain, &mark); err != nil {
-		return nil, fmt.Errorf("%w: decoding purge mark %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
+	if err := s.unmarshal(key, raw, "purge mark", &mark); err != nil {
+		return nil, err
 	}
 	purged := make([][32]byte, 0, len(mark.Purged))
 	for _, fingerprint := range mark.Purged {

@@ -135,45 +135,50 @@ func (s *Store) get(ctx context.Context, key string) (*tokencache.Record, []byte
 // decode returns the record stored as raw under key, or an error wrapping
 // tokencache.ErrNotFound.
 func (s *Store) decode(key string, raw []byte) (*tokencache.Record, error) {
-	plain, err := s.unseal(key, raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: decoding record %s: %v", tokencache.ErrNotFound, key, err)
-	}
 	var rec tokencache.Record
-	if err := json.Unmarshal(plain, &rec); err != nil {
-		// Not %w: a json error can quote part of the value.
-		return nil, fmt.Errorf("%w: decoding record %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
+	if err := s.unmarshal(key, raw, "record", &rec); err != nil {
+		return nil, err
 	}
 	return &rec, nil
 }
 
-// encode returns rec as stored under key (sealed with keys), or an error
-// wrapping tokencache.ErrTooLarge past tokencache.MaxRecordBytes.
-func (s *Store) encode(key string, rec *tokencache.Record) ([]byte, error) {
-	raw, err := json.Marshal(rec)
+// marshal returns v, what (record or purge mark), as stored under key:
+// JSON, sealed if the store seals; past limit bytes, an error wrapping
+// tokencache.ErrTooLarge.
+func (s *Store) marshal(key string, v any, limit int, what string) ([]byte, error) {
+	raw, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("tokencache: encoding record: %w", err)
+		return nil, fmt.Errorf("tokencache: encoding %s: %w", what, err)
 	}
 	if s.sealer != nil {
 		raw = s.sealer.seal(key, raw)
 	}
-	if len(raw) > tokencache.MaxRecordBytes {
-		return nil, fmt.Errorf("tokencache: not writing record %s: %d bytes, over the %d-byte limit (%w)", key, len(raw), tokencache.MaxRecordBytes, tokencache.ErrTooLarge)
+	if len(raw) > limit {
+		return nil, fmt.Errorf("tokencache: not writing %s %s: %d bytes, over the %d-byte limit (%w)", what, key, len(raw), limit, tokencache.ErrTooLarge)
 	}
 	return raw, nil
 }
 
-func (s *Store) unseal(key string, raw []byte) ([]byte, error) {
+// unmarshal decodes into v what marshal stored as raw under key, or
+// returns an error wrapping tokencache.ErrNotFound.
+func (s *Store) unmarshal(key string, raw []byte, what string, v any) error {
+	plain, err := raw, error(nil)
 	switch {
 	case s.sealer != nil && isSealed(raw):
-		return s.sealer.open(key, raw)
+		plain, err = s.sealer.open(key, raw)
 	case s.sealer != nil:
-		return nil, errNotSealed
+		err = errNotSealed
 	case isSealed(raw):
-		return nil, errSealedNoKeys
-	default:
-		return raw, nil
+		err = errSealedNoKeys
 	}
+	if err != nil {
+		return fmt.Errorf("%w: decoding %s %s: %v", tokencache.ErrNotFound, what, key, err)
+	}
+	if err := json.Unmarshal(plain, v); err != nil {
+		// Not %w: a json error can quote part of the value.
+		return fmt.Errorf("%w: decoding %s %s: %s", tokencache.ErrNotFound, what, key, jsonErrorKind(err))
+	}
+	return nil
 }
 
 // jsonErrorKind describes a decoding error without quoting the value.
@@ -196,21 +201,18 @@ func (s *Store) Set(ctx context.Context, key string, rec *tokencache.Record, ttl
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
-	raw, err := s.encode(key, rec)
+	raw, err := s.marshal(key, rec, tokencache.MaxRecordBytes, "record")
 	if err != nil {
 		return err
 	}
 	return s.set(ctx, key, raw, ttl, "record")
 }
 
-// set writes raw, what (record or backoff), under key for ttl.
+// set writes raw, what (record, backoff or purge mark), under key for ttl.
 func (s *Store) set(ctx context.Context, key string, raw []byte, ttl time.Duration, what string) error {
-	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
+	return s.do(ctx, "writing "+what, func(ctx context.Context) error {
 		return s.client.Set(ctx, key, raw, ttl).Err()
-	}); err != nil {
-		return fmt.Errorf("tokencache: writing %s: %w", what, err)
-	}
-	return nil
+	})
 }
 
 // DeleteRecord deletes the record under key if it holds accessToken and its
@@ -232,14 +234,11 @@ func (s *Store) DeleteRecord(ctx context.Context, key, accessToken string) (bool
 // runScript runs script on key with args, reporting whether it returned 1.
 func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key string, args ...any) (bool, error) {
 	var n int64
-	err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
+	err := s.do(ctx, doing, func(ctx context.Context) (err error) {
 		n, err = script.Run(ctx, s.client, []string{key}, args...).Int64()
 		return err
 	})
-	if err != nil {
-		return false, fmt.Errorf("tokencache: %s: %w", doing, err)
-	}
-	return n == 1, nil
+	return err == nil && n == 1, err
 }
 
 // TryLock is SET lockKey <random owner> NX PX ttl.
@@ -249,7 +248,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 	}
 	owner := newOwner()
 	var ok, sent, mayHold bool
-	err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
+	err := s.do(ctx, "taking lock", func(ctx context.Context) error {
 		if sent { // a timed-out attempt may have taken the lock
 			// One byte more than owner: a planted value never leaves Redis whole.
 			held, err := s.client.GetRange(ctx, lockKey, 0, int64(len(owner))).Result()
@@ -271,7 +270,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 		if mayHold { // an attempt that timed out may have taken it
 			go s.releaseAbandoned(lockKey, owner, ttl)
 		}
-		return "", false, fmt.Errorf("tokencache: taking lock: %w", err)
+		return "", false, err
 	}
 	if !ok {
 		return "", false, nil
@@ -354,29 +353,26 @@ func (s *Store) DeleteBackoff(ctx context.Context, key string) error {
 }
 
 func (s *Store) del(ctx context.Context, key, what string) error {
-	if err := s.retryingTimeouts(ctx, func(ctx context.Context) error {
+	return s.do(ctx, "deleting "+what, func(ctx context.Context) error {
 		return s.client.Del(ctx, key).Err()
-	}); err != nil {
-		return fmt.Errorf("tokencache: deleting %s: %w", what, err)
-	}
-	return nil
+	})
 }
 
-// getBounded reads what (record or backoff) under key if at most limit
+// getBounded reads what (record, backoff or purge mark) under key if at most limit
 // bytes: GETRANGE of limit+1 bytes, so an oversized value never leaves
 // Redis whole. None (an empty string) is tokencache.ErrNotFound; a longer
 // one also wraps tokencache.ErrTooLarge; a value of another type (a list)
 // wraps tokencache.ErrNotFound.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
 	var v []byte
-	if err := s.retryingTimeouts(ctx, func(ctx context.Context) (err error) {
+	if err := s.do(ctx, "reading "+what, func(ctx context.Context) (err error) {
 		v, err = s.client.GetRange(ctx, key, 0, int64(limit)).Bytes()
 		return err
 	}); redis.HasErrorPrefix(err, "WRONGTYPE") {
 		// Redis answered: a writer's doing, not an outage.
 		return nil, fmt.Errorf("%w: %s %s holds a value of another type than a string", tokencache.ErrNotFound, what, key)
 	} else if err != nil {
-		return nil, fmt.Errorf("tokencache: reading %s: %w", what, err)
+		return nil, err
 	}
 	if len(v) == 0 {
 		return nil, tokencache.ErrNotFound

@@ -388,3 +388,10 @@ func TestAnnouncementsCarryTheRecordSealed(t *testing.T) {
 		t.Error("the announcement carries the token in the clear")
 	}
 }
+
+// count returns the number of watchers on channel.
+func (w *watchers) count(channel string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.set[channel])
+}
