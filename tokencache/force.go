@@ -104,9 +104,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 		ks.rememberPurged(cur) // should a racing read bring it back
 	}
 	ks.mu.Unlock()
-	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released
-		other.l1.Store(nil)
-	}
+	h.l1.Store(nil) // h, if released
 	c.registerMu.Unlock()
 
 	stored, _ := c.store.Get(ctx, ks.key) // the token the store holds is named too

@@ -106,11 +106,14 @@ func (ks *keyState) stopTimer() {
 	ks.nextRefresh = time.Time{}
 }
 
-// clearCurrent drops ks's current record and its timer; the handles' L1
-// is the caller's to clear. The caller holds ks.mu.
+// clearCurrent drops ks's current record, its timer and the L1 of every
+// live handle. The caller holds Cache.registerMu and ks.mu.
 func (ks *keyState) clearCurrent() {
 	ks.current, ks.refreshAt, ks.source, ks.inStore = nil, time.Time{}, "", false
 	ks.stopTimer()
+	for _, h := range ks.handles {
+		h.l1.Store(nil)
+	}
 }
 
 // validate checks app and returns it with its scopes copied.

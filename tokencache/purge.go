@@ -47,10 +47,8 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 		ks.clearCurrent()
 	}
 	ks.mu.Unlock()
-	for _, other := range append([]*Handle{h}, ks.handles...) { // h too, if released
-		if l1 := other.l1.Load(); l1 != nil && l1.AccessToken == accessToken {
-			other.l1.CompareAndSwap(l1, nil)
-		}
+	if l1 := h.l1.Load(); l1 != nil && l1.AccessToken == accessToken {
+		h.l1.Store(nil) // h, if released
 	}
 	c.registerMu.Unlock()
 

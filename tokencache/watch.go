@@ -169,9 +169,6 @@ func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
 	}
 	ks.clearCurrent()
 	ks.mu.Unlock()
-	for _, h := range ks.handles {
-		h.l1.Store(nil)
-	}
 	c.registerMu.Unlock()
 	name := ""
 	if app != nil {
