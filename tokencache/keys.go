@@ -10,13 +10,7 @@ import (
 // DefaultKeyPrefix is the default prefix of record keys.
 const DefaultKeyPrefix = "entra:"
 
-const (
-	recordSuffix  = ":token"
-	lockSuffix    = ":lock"
-	backoffSuffix = ":backoff"
-	updateSuffix  = ":updated"
-	purgedSuffix  = ":purged"
-)
+const recordSuffix = ":token"
 
 // RecordKey returns the store key of an application's record:
 //
@@ -34,21 +28,21 @@ func RecordKey(prefix string, app Application) string {
 
 // LockKey returns the key of a record key's refresh lock.
 func LockKey(recordKey string) string {
-	return strings.TrimSuffix(recordKey, recordSuffix) + lockSuffix
+	return strings.TrimSuffix(recordKey, recordSuffix) + ":lock"
 }
 
 // BackoffKey returns the key of a record key's shared backoff.
 func BackoffKey(recordKey string) string {
-	return strings.TrimSuffix(recordKey, recordSuffix) + backoffSuffix
+	return strings.TrimSuffix(recordKey, recordSuffix) + ":backoff"
 }
 
 // UpdateChannel returns the pub/sub channel of a record key's announcements.
 func UpdateChannel(recordKey string) string {
-	return strings.TrimSuffix(recordKey, recordSuffix) + updateSuffix
+	return strings.TrimSuffix(recordKey, recordSuffix) + ":updated"
 }
 
 // PurgeMarkKey returns the key of a record key's purge mark (see
 // Store.SetPurgeMark).
 func PurgeMarkKey(recordKey string) string {
-	return strings.TrimSuffix(recordKey, recordSuffix) + purgedSuffix
+	return strings.TrimSuffix(recordKey, recordSuffix) + ":purged"
 }

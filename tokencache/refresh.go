@@ -64,13 +64,9 @@ func (c *Cache) startFlight(ctx context.Context, h *Handle, background bool, due
 		ctx = context.WithValue(ctx, backgroundKey{}, true)
 	}
 	return h.ks.flights.DoChan(strconv.FormatUint(fetcher.seq, 10), func() (any, error) {
-		rec, err := c.runFlight(ctx, fetcher, func(ctx context.Context) (*Record, error) {
+		return c.runFlight(ctx, fetcher, func(ctx context.Context) (*Record, error) {
 			return c.load(ctx, fetcher, c.acceptorFor(fetcher.ks, background, due), false)
 		})
-		if err != nil {
-			return nil, err
-		}
-		return rec, nil
 	})
 }
 

@@ -52,9 +52,7 @@ func (h *Handle) Status() Status {
 		st.Usable = ks.current.validFor(now, c.refreshWindow)
 		st.Source = ks.source
 	}
-	if ks.timer != nil {
-		st.NextRefresh = ks.nextRefresh
-	}
+	st.NextRefresh = ks.nextRefresh
 	if b := ks.failure; b.Attempts > 0 || !b.Until.IsZero() {
 		st.Failure = &Failure{Backoff: b, Active: now.Before(b.Until), Err: ks.lastErr}
 	}
