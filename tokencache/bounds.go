@@ -26,11 +26,3 @@ const (
 // ErrTooLarge is wrapped by a Store's errors about a value over its bound
 // (when reading, with ErrNotFound).
 var ErrTooLarge = errors.New("tokencache: value over its size limit")
-
-// discardMessage is the log message of a record read that err made a miss.
-func discardMessage(err error) string {
-	if errors.Is(err, ErrTooLarge) {
-		return "discarding a token record larger than any replica writes (possible tampering)"
-	}
-	return "discarding a token record that does not decode"
-}

@@ -116,27 +116,6 @@ func (ks *keyState) clearCurrent() {
 	}
 }
 
-// validate checks app and returns it with its scopes copied.
-func validate(app Application) (Application, error) {
-	switch {
-	case app.Name == "":
-		return app, errors.New("tokencache: registering application: empty name")
-	case app.CacheKey == "":
-		return app, fmt.Errorf("tokencache: registering application %q: empty identity", app.Name)
-	case app.Fetch == nil:
-		return app, fmt.Errorf("tokencache: registering application %q: nil fetch function", app.Name)
-	case len(app.Scopes) == 0:
-		return app, fmt.Errorf("tokencache: registering application %q: no scopes", app.Name)
-	}
-	for _, s := range app.Scopes {
-		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
-			return app, fmt.Errorf("tokencache: registering application %q: scope %q is empty or contains whitespace", app.Name, s)
-		}
-	}
-	app.Scopes = slices.Clone(app.Scopes)
-	return app, nil
-}
-
 // Register adds an application and returns its handle. Name and CacheKey
 // must not be empty, Fetch not nil, and Scopes at least one, none empty or
 // containing spaces. A handle of a key in use starts with the key's token
@@ -155,11 +134,25 @@ func (c *Cache) RegisterPending(app Application) (*Handle, error) {
 // Activate lets h take its key's refreshes over (see RegisterPending).
 func (h *Handle) Activate() { h.pending.Store(false) }
 
+// register checks app (see Register), keeping its own copy of the scopes,
+// and adds its handle.
 func (c *Cache) register(app Application, pending bool) (*Handle, error) {
-	app, err := validate(app)
-	if err != nil {
-		return nil, err
+	switch {
+	case app.Name == "":
+		return nil, errors.New("tokencache: registering application: empty name")
+	case app.CacheKey == "":
+		return nil, fmt.Errorf("tokencache: registering application %q: empty identity", app.Name)
+	case app.Fetch == nil:
+		return nil, fmt.Errorf("tokencache: registering application %q: nil fetch function", app.Name)
+	case len(app.Scopes) == 0:
+		return nil, fmt.Errorf("tokencache: registering application %q: no scopes", app.Name)
 	}
+	for _, s := range app.Scopes {
+		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) {
+			return nil, fmt.Errorf("tokencache: registering application %q: scope %q is empty or contains whitespace", app.Name, s)
+		}
+	}
+	app.Scopes = slices.Clone(app.Scopes)
 	key := RecordKey(c.store.KeyPrefix(), app)
 	c.registerMu.Lock()
 	ks := c.keys[key]

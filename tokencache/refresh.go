@@ -333,7 +333,11 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 	case errors.Is(err, ErrNotFound):
 		c.storeRecovered()
 		if err != ErrNotFound { // wrapped: there is a record, and it does not decode
-			c.log().Warn(discardMessage(err), zap.String("application", h.app.Name), zap.Error(err))
+			msg := "discarding a token record that does not decode"
+			if errors.Is(err, ErrTooLarge) {
+				msg = "discarding a token record larger than any replica writes (possible tampering)"
+			}
+			c.log().Warn(msg, zap.String("application", h.app.Name), zap.Error(err))
 		}
 		return nil, nil
 	default:

@@ -149,8 +149,10 @@ func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
 		return
 	}
 	var app *Application
+	name := ""
 	if len(ks.handles) > 0 {
 		app = &ks.handles[len(ks.handles)-1].app
+		name = app.Name
 	}
 	if now := c.now(); cur.validFor(now, c.refreshWindow) {
 		kept := ""
@@ -170,10 +172,6 @@ func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
 	ks.clearCurrent()
 	ks.mu.Unlock()
 	c.registerMu.Unlock()
-	name := ""
-	if app != nil {
-		name = app.Name
-	}
 	c.reportStoreDrop(app, ks.key, "")
 	c.log().Info("dropped an access token purged by another replica; the next request fetches a new one",
 		zap.String("application", name), zap.String("record_key", ks.key))
