@@ -15,10 +15,9 @@ import (
 // PurgeRejected drops the handle's current token if it is accessToken (a
 // downstream answered 401 to it), from L1 and the store (if it still holds
 // it; a purge mark naming it lets other replicas drop it too), so that the
-// next Token fetches a fresh one. Each token is purged at
-// most once (its SHA-256 fingerprint is kept until it expires), a key at
-// most once per PurgeInterval (see allowRefetch). It reports whether it
-// purged.
+// next Token fetches a fresh one. Each token is purged at most once (its
+// SHA-256 fingerprint is kept until it expires), a key at most once per
+// PurgeInterval (see allowRefetch). It reports whether it purged.
 func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	c := h.c
 	if accessToken == "" {

@@ -33,9 +33,6 @@ var (
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
 
-// newOwner returns a random lock owner token, also a publisher ID.
-var newOwner = tokencache.NewOwner
-
 // Store is a tokencache.Store in Redis (standalone, Sentinel or Cluster).
 // Records are JSON (or sealed, see Options.EncryptionKeys) expiring with
 // their token; locks are SET NX PX with a random owner, extended and
@@ -91,7 +88,7 @@ func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
 	answers := &answers{born: time.Now()}
 	client.AddHook(answers)
 	return &Store{client: client, keyPrefix: opts.KeyPrefix, opTimeout: opts.OpTimeout, slots: slots, sealer: sealer,
-		answers: answers, maxConnectionAge: opts.MaxConnectionAge, publisherID: newOwner()}, nil
+		answers: answers, maxConnectionAge: opts.MaxConnectionAge, publisherID: tokencache.NewOwner()}, nil
 }
 
 // KeyPrefix returns the key prefix to give RecordKey.
@@ -246,7 +243,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 	if ttl <= 0 {
 		return "", false, errNonPositiveTTL
 	}
-	owner := newOwner()
+	owner := tokencache.NewOwner()
 	var ok, sent, mayHold bool
 	err := s.do(ctx, "taking lock", func(ctx context.Context) error {
 		if sent { // a timed-out attempt may have taken the lock
@@ -358,11 +355,11 @@ func (s *Store) del(ctx context.Context, key, what string) error {
 	})
 }
 
-// getBounded reads what (record, backoff or purge mark) under key if at most limit
-// bytes: GETRANGE of limit+1 bytes, so an oversized value never leaves
-// Redis whole. None (an empty string) is tokencache.ErrNotFound; a longer
-// one also wraps tokencache.ErrTooLarge; a value of another type (a list)
-// wraps tokencache.ErrNotFound.
+// getBounded reads what (record, backoff or purge mark) under key if at
+// most limit bytes: GETRANGE of limit+1 bytes, so an oversized value never
+// leaves Redis whole. None (an empty string) is tokencache.ErrNotFound; a
+// longer one also wraps tokencache.ErrTooLarge; a value of another type (a
+// list) wraps tokencache.ErrNotFound.
 func (s *Store) getBounded(ctx context.Context, key string, limit int, what string) ([]byte, error) {
 	var v []byte
 	if err := s.do(ctx, "reading "+what, func(ctx context.Context) (err error) {

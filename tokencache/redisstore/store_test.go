@@ -317,7 +317,7 @@ func TestOversizedAnnouncementIsIgnored(t *testing.T) {
 	}
 	// Messages arrive in order on the store's one subscription: once B's
 	// has, A's has been handled.
-	if err := publisher.Publish(t.Context(), chB, newOwner()).Err(); err != nil {
+	if err := publisher.Publish(t.Context(), chB, tokencache.NewOwner()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	receive(t, b, "the announcement on B")
@@ -326,7 +326,7 @@ func TestOversizedAnnouncementIsIgnored(t *testing.T) {
 		t.Fatal("an oversized announcement woke a watcher")
 	default:
 	}
-	if err := publisher.Publish(t.Context(), chA, newOwner()).Err(); err != nil {
+	if err := publisher.Publish(t.Context(), chA, tokencache.NewOwner()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	receive(t, a, "a replica's announcement on A")
