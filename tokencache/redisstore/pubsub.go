@@ -40,7 +40,25 @@ func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencach
 // OpTimeout for it to be confirmed.
 func (s *Store) Watch(ctx context.Context, key, channel string) (<-chan *tokencache.Record, func()) {
 	updates, cancel := s.watchers.add(key, channel)
-	s.awaitSubscription(ctx)
+	s.subMu.Lock()
+	if s.subReady == nil && !s.closed {
+		s.subReady = make(chan struct{})
+		s.subDone = make(chan struct{})
+		var subCtx context.Context
+		subCtx, s.subCancel = context.WithCancel(context.Background())
+		go s.runSubscription(subCtx, s.subReady, s.subDone)
+	}
+	ready := s.subReady
+	s.subMu.Unlock()
+	if ready != nil {
+		timer := time.NewTimer(s.opTimeout)
+		defer timer.Stop()
+		select {
+		case <-ready:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
 	return updates, cancel
 }
 
@@ -54,29 +72,6 @@ func (s *Store) updatePattern() string {
 		b.WriteRune(r)
 	}
 	return b.String() + "*:updated" // see tokencache.UpdateChannel
-}
-
-func (s *Store) awaitSubscription(ctx context.Context) {
-	s.subMu.Lock()
-	if s.subReady == nil && !s.closed {
-		s.subReady = make(chan struct{})
-		s.subDone = make(chan struct{})
-		var subCtx context.Context
-		subCtx, s.subCancel = context.WithCancel(context.Background())
-		go s.runSubscription(subCtx, s.subReady, s.subDone)
-	}
-	ready := s.subReady
-	s.subMu.Unlock()
-	if ready == nil {
-		return
-	}
-	timer := time.NewTimer(s.opTimeout)
-	defer timer.Stop()
-	select {
-	case <-ready:
-	case <-timer.C:
-	case <-ctx.Done():
-	}
 }
 
 // runSubscription subscribes (retrying), closes ready once confirmed, then

@@ -5,6 +5,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -74,7 +75,10 @@ func New(opts Options) (*Store, error) {
 // newStore returns a store on client, which it closes if opts are refused.
 // OpTimeout is enforced only if the client has ContextTimeoutEnabled.
 func newStore(client redis.UniversalClient, opts Options) (*Store, error) {
-	opts = opts.withDefaults()
+	opts.KeyPrefix = cmp.Or(opts.KeyPrefix, tokencache.DefaultKeyPrefix)
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = DefaultOpTimeout
+	}
 	if strings.ContainsAny(opts.KeyPrefix, "{}") { // Cluster would hash the prefix's tag
 		_ = client.Close()
 		return nil, errors.New(`tokencache: redis: key_prefix must not contain "{" or "}" (they would break the Redis Cluster hash tag of the keys)`)

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // DefaultOpTimeout is the default of Options.OpTimeout.
@@ -56,14 +54,6 @@ type Options struct {
 	// (see ParseEncryptionKey); the first seals, all open. A record not
 	// sealed with one is then a miss. Default none: plain JSON.
 	EncryptionKeys [][]byte
-}
-
-func (o Options) withDefaults() Options {
-	o.KeyPrefix = cmp.Or(o.KeyPrefix, tokencache.DefaultKeyPrefix)
-	if o.OpTimeout <= 0 {
-		o.OpTimeout = DefaultOpTimeout
-	}
-	return o
 }
 
 // newClient makes the go-redis client opts describe. Errors never contain
