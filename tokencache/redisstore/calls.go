@@ -134,9 +134,7 @@ func (a *answers) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (a *answers) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if isAnswer(err) && !isHandshake(cmd.Name()) {
-			a.note()
-		}
+		a.noteAnswer(err, cmd)
 		return err
 	}
 }
@@ -144,25 +142,22 @@ func (a *answers) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (a *answers) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
-		if isAnswer(err) && !isHandshake(cmds[0].Name()) {
-			a.note()
-		}
+		a.noteAnswer(err, cmds[0])
 		return err
 	}
 }
 
-// isAnswer reports whether a call that returned err got Redis's reply.
-func isAnswer(err error) bool {
+// noteAnswer notes Redis's reply to cmd, which returned err (an error
+// reply too), unless cmd is part of a connection's handshake, which a
+// Redis that answers nothing else may answer.
+func (a *answers) noteAnswer(err error, cmd redis.Cmder) {
 	var reply redis.Error
-	return err == nil || errors.As(err, &reply)
-}
-
-// isHandshake reports whether a command is part of a connection's
-// handshake, which a Redis that answers nothing else may answer.
-func isHandshake(name string) bool {
-	switch name {
-	case "hello", "auth", "client", "select", "readonly":
-		return true
+	if err != nil && !errors.As(err, &reply) {
+		return
 	}
-	return false
+	switch cmd.Name() {
+	case "hello", "auth", "client", "select", "readonly":
+		return
+	}
+	a.note()
 }
