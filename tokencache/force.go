@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,7 +109,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	c.registerMu.Unlock()
 
 	stored, _ := c.store.Get(ctx, ks.key) // the token the store holds is named too
-	c.markPurged(ctx, ks, cur, stored)
+	markErr := c.markPurged(ctx, ks, cur, stored)
 	err := c.store.RemoveRecord(ctx, ks.key)
 	if err != nil {
 		c.storeFailed(err)
@@ -121,7 +122,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	if c.warm(ks) {
 		c.backgroundRefresh(ks, nil)
 	}
-	if err != nil {
+	if err = cmp.Or(err, markErr); err != nil { // without a mark, other replicas keep the token
 		return fmt.Errorf("tokencache: purging %s from the store: %w", ks.key, err)
 	}
 	return nil

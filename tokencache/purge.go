@@ -7,6 +7,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,7 +52,10 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	}
 	c.registerMu.Unlock()
 
-	c.markPurged(ctx, ks, rec)
+	// The purge reaches the store even if the rejected request's client
+	// has gone; each store call is bounded by its own timeout.
+	ctx = context.WithoutCancel(ctx)
+	_ = c.markPurged(ctx, ks, rec) // a failure is counted as the store's
 	deleted, err := c.store.DeleteRecord(ctx, ks.key, accessToken)
 	if err != nil {
 		c.storeFailed(err)
@@ -64,20 +68,20 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 // maxPurgeMarkTTL bounds how long a purge mark is kept.
 const maxPurgeMarkTTL = 24 * time.Hour
 
-// markPurged writes ks's purge mark naming the tokens of recs (nil ones
-// skipped) until the last of them expires, at most maxPurgeMarkTTL; the
-// caller deletes and announces after it. Other replicas drop a valid token
-// for the store only on a mark naming it (see dropGone), so that a Redis
-// writer without the key cannot make them.
-func (c *Cache) markPurged(ctx context.Context, ks *keyState, recs ...*Record) {
+// markPurged writes ks's purge mark naming recs (nil ones skipped) until
+// the last of them expires, at most maxPurgeMarkTTL; the caller deletes and
+// announces after it. Other replicas drop a valid token for the store only
+// on a mark naming its record (see dropGone), so that a Redis writer
+// without the key cannot make them. With nothing to name it writes nothing.
+func (c *Cache) markPurged(ctx context.Context, ks *keyState, recs ...*Record) error {
 	var purged [][32]byte
 	var expires time.Time
 	for _, rec := range recs {
 		if rec == nil || rec.AccessToken == "" {
 			continue
 		}
-		if fingerprint := sha256.Sum256([]byte(rec.AccessToken)); !slices.Contains(purged, fingerprint) {
-			purged = append(purged, fingerprint)
+		if print := markPrint(rec); !slices.Contains(purged, print) {
+			purged = append(purged, print)
 		}
 		if rec.AccessTokenExpiresAt.After(expires) {
 			expires = rec.AccessTokenExpiresAt
@@ -85,17 +89,19 @@ func (c *Cache) markPurged(ctx context.Context, ks *keyState, recs ...*Record) {
 	}
 	ttl := min(expires.Sub(c.now()), maxPurgeMarkTTL)
 	if len(purged) == 0 || ttl <= 0 {
-		return
+		return nil
 	}
-	if err := c.store.SetPurgeMark(ctx, PurgeMarkKey(ks.key), purged, ttl); err != nil {
+	err := c.store.SetPurgeMark(ctx, PurgeMarkKey(ks.key), purged, ttl)
+	if err != nil {
 		c.storeFailed(err)
 	}
+	return err
 }
 
-// purgeMarked reports whether ks's purge mark names token. A mark that
-// does not open (written without the store's key) or a store failure
-// names nothing.
-func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, token string) bool {
+// purgeMarked reports whether ks's purge mark names rec. A mark that does
+// not open (written without the store's key) or a store failure names
+// nothing.
+func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, rec *Record) bool {
 	purged, err := c.store.GetPurgeMark(ctx, PurgeMarkKey(ks.key))
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
@@ -103,7 +109,18 @@ func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, token string) boo
 		}
 		return false
 	}
-	return slices.Contains(purged, sha256.Sum256([]byte(token)))
+	return slices.Contains(purged, markPrint(rec))
+}
+
+// markPrint names rec in a purge mark: the SHA-256 of its token and of when
+// it was written, so that the same token written again later (a managed
+// identity's endpoint hands out the token it cached) is not named.
+func markPrint(rec *Record) [32]byte {
+	sum := sha256.New()
+	sum.Write([]byte(rec.AccessToken))
+	sum.Write([]byte{0})
+	sum.Write(strconv.AppendInt(nil, rec.UpdatedAt.UnixNano(), 10))
+	return [32]byte(sum.Sum(nil))
 }
 
 // rememberPurged keeps rec's token from being taken again here until it

@@ -39,8 +39,9 @@ type Store interface {
 	DeleteBackoff(ctx context.Context, key string) error
 
 	// SetPurgeMark writes under key for ttl (ttl must be positive) a purge
-	// mark: the tokens a replica purged, named by their SHA-256
-	// fingerprints (never the tokens), sealed as records are.
+	// mark: the records a replica purged, named by SHA-256 fingerprints
+	// of their tokens and write times (never the tokens), sealed as
+	// records are.
 	SetPurgeMark(ctx context.Context, key string, purged [][32]byte, ttl time.Duration) error
 	// GetPurgeMark returns the fingerprints the purge mark under key
 	// names, or (nil, ErrNotFound), wrapped when one does not decode or

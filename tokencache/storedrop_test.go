@@ -1,7 +1,6 @@
 package tokencache
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -29,18 +28,22 @@ func dropInStore(t *testing.T, mr *miniredis.Miniredis, key string) {
 	mr.Publish(UpdateChannel(key), "another-replica")
 }
 
-// purgeInStore is another replica's purge of token, sealing with keys: its
+// purgeInStore is another replica's purge of c's record of token: its
 // purge mark, then the deletion and its announcement.
-func purgeInStore(t *testing.T, mr *miniredis.Miniredis, key, token string, keys ...[]byte) {
+func purgeInStore(t *testing.T, mr *miniredis.Miniredis, c *testCache, token string) {
 	t.Helper()
-	markPurgedIn(t, newEncryptedStore(t, mr, keys...), PurgeMarkKey(key), token)
-	dropInStore(t, mr, key)
+	rec := current(c)
+	if rec == nil || rec.AccessToken != token {
+		t.Fatalf("the replica holds %v; want the record of %s", rec, token)
+	}
+	markPurgedIn(t, newMiniredisStore(t, mr), PurgeMarkKey(rec.ID), rec)
+	dropInStore(t, mr, rec.ID)
 }
 
-// markPurgedIn writes a purge mark naming token under markKey in store.
-func markPurgedIn(t *testing.T, store Store, markKey, token string) {
+// markPurgedIn writes a purge mark naming rec under markKey in store.
+func markPurgedIn(t *testing.T, store Store, markKey string, rec *Record) {
 	t.Helper()
-	if err := store.SetPurgeMark(t.Context(), markKey, [][32]byte{sha256.Sum256([]byte(token))}, time.Hour); err != nil {
+	if err := store.SetPurgeMark(t.Context(), markKey, [][32]byte{markPrint(rec)}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -62,23 +65,22 @@ func TestStoreDrivenDropsRefetchOncePerInterval(t *testing.T) {
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
 	c, drops := storeDropReplica(t, newMiniredisStore(t, mr), clock, f)
-	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
 
-	purgeInStore(t, mr, key, "token-1")
+	purgeInStore(t, mr, c, "token-1")
 	if !receive(t, drops, "the first drop") {
 		t.Fatal("the first store-driven drop was refused")
 	}
 	tokenIs(t, c, f, "token-2", 2)
 	for range 5 {
-		purgeInStore(t, mr, key, "token-2")
+		purgeInStore(t, mr, c, "token-2")
 		if receive(t, drops, "a drop within the interval") {
 			t.Fatal("a second store-driven drop within PurgeInterval was made")
 		}
 		tokenIs(t, c, f, "token-2", 2)
 	}
 	clock.Advance(DefaultPurgeInterval)
-	purgeInStore(t, mr, key, "token-2")
+	purgeInStore(t, mr, c, "token-2")
 	if !receive(t, drops, "a drop after the interval") {
 		t.Fatal("a store-driven drop after PurgeInterval was refused")
 	}
@@ -92,20 +94,19 @@ func TestPurgeAndStoreDropShareOneInterval(t *testing.T) {
 	clock := newFakeClock()
 	f := newFakeFetcher(clock)
 	c, drops := storeDropReplica(t, newMiniredisStore(t, mr), clock, f)
-	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
 	if !c.PurgeRejected(t.Context(), "graph-api", "token-1") {
 		t.Fatal("PurgeRejected = false")
 	}
 	tokenIs(t, c, f, "token-2", 2)
-	purgeInStore(t, mr, key, "token-2")
+	purgeInStore(t, mr, c, "token-2")
 	if receive(t, drops, "a drop after a purge") {
 		t.Fatal("a store-driven drop within PurgeInterval of a purge was made")
 	}
 	tokenIs(t, c, f, "token-2", 2)
 
 	clock.Advance(DefaultPurgeInterval)
-	purgeInStore(t, mr, key, "token-2")
+	purgeInStore(t, mr, c, "token-2")
 	if !receive(t, drops, "a drop after the interval") {
 		t.Fatal("a store-driven drop after PurgeInterval was refused")
 	}
@@ -198,11 +199,11 @@ func TestUnmarkedDeletionsDropNothing(t *testing.T) {
 	}{
 		{"no mark", func() { mr.Del(markKey) }},
 		{"the earlier purge's mark put back", func() { _ = mr.Set(markKey, earlier) }},
-		{"a plaintext mark", func() { markPurgedIn(t, newMiniredisStore(t, mr), markKey, "token-2") }},
-		{"a mark sealed under another key", func() { markPurgedIn(t, newEncryptedStore(t, mr, testKey(2)), markKey, "token-2") }},
+		{"a plaintext mark", func() { markPurgedIn(t, newMiniredisStore(t, mr), markKey, current(b)) }},
+		{"a mark sealed under another key", func() { markPurgedIn(t, newEncryptedStore(t, mr, testKey(2)), markKey, current(b)) }},
 		{"another record's mark copied", func() {
 			other := strings.TrimSuffix(markKey, ":purged") + "x:purged"
-			markPurgedIn(t, newEncryptedStore(t, mr, testKey(1)), other, "token-2")
+			markPurgedIn(t, newEncryptedStore(t, mr, testKey(1)), other, current(b))
 			raw, _ := mr.Get(other)
 			_ = mr.Set(markKey, raw)
 		}},
@@ -230,7 +231,7 @@ func TestOversizedPurgeMarkIsIgnoredUnread(t *testing.T) {
 	c, drops := storeDropReplica(t, store, clock, f)
 	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
-	fingerprint := sha256.Sum256([]byte("token-1"))
+	fingerprint := markPrint(current(c))
 	planted := `{"purged":["` + hex.EncodeToString(fingerprint[:]) + `"]}` + strings.Repeat(" ", MaxPurgeMarkBytes)
 	if err := mr.Set(PurgeMarkKey(key), planted); err != nil {
 		t.Fatal(err)
@@ -276,4 +277,9 @@ func TestAnOlderRecordPutBackIsNotTaken(t *testing.T) {
 			t.Fatalf("refresh timers %v after the put-back, want one for token-2 (at +30m)", pending)
 		}
 	}
+}
+
+// current is the record c holds for graph-api.
+func current(c *testCache) *Record {
+	return c.handles["graph-api"].Status().Record
 }

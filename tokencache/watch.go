@@ -115,6 +115,9 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 		return // not in use here: tokens are taken on first use
 	}
 	if cur != nil && subtle.ConstantTimeCompare([]byte(cur.AccessToken), []byte(rec.AccessToken)) == 1 {
+		if rec.UpdatedAt.After(cur.UpdatedAt) && c.trusted(h, rec) {
+			c.rewritten(ks, cur, rec)
+		}
 		return // ours, or already taken
 	}
 	if cur != nil && rec.UpdatedAt.Before(cur.UpdatedAt) {
@@ -132,6 +135,25 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 		zap.String("application", h.app.Name), zap.String("record_key", ks.key), zap.Time("expires_at", rec.AccessTokenExpiresAt))
 }
 
+// rewritten makes rec, cur's token written to the store again later (a
+// managed identity's endpoint hands out the token it cached), ks's current
+// record if cur still is, keeping when it is due and where it came from: a
+// purge mark naming cur's record names the token no longer.
+func (c *Cache) rewritten(ks *keyState, cur, rec *Record) {
+	c.registerMu.Lock()
+	defer c.registerMu.Unlock()
+	ks.mu.Lock()
+	if ks.current != cur {
+		ks.mu.Unlock()
+		return
+	}
+	ks.current, ks.inStore = rec, true
+	ks.mu.Unlock()
+	for _, other := range ks.handles {
+		other.l1.Store(other.view(rec))
+	}
+}
+
 // dropGone drops seen, ks's shared current record when the store was read,
 // from L1 now that the store lost it (another replica purged it); a key
 // kept warm fetches at once. A valid token is dropped only when the
@@ -139,7 +161,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 // without the key, deletes no valid token here) and at most once per
 // PurgeInterval (see allowRefetch). OnStoreDrop is told either way.
 func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
-	marked := seen != nil && c.purgeMarked(ctx, ks, seen.AccessToken)
+	marked := seen != nil && c.purgeMarked(ctx, ks, seen)
 	c.registerMu.Lock()
 	ks.mu.Lock()
 	cur := ks.current
@@ -168,6 +190,9 @@ func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
 			c.reportStoreDrop(app, ks.key, kept)
 			return
 		}
+	}
+	if marked {
+		ks.rememberPurged(cur) // an old copy of its record put back is not taken
 	}
 	ks.clearCurrent()
 	ks.mu.Unlock()

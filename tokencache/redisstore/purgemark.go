@@ -9,7 +9,7 @@ import (
 )
 
 // purgeMark is a purge mark as stored (sealed, bound to its own key, as
-// records are): the purged tokens' SHA-256 fingerprints in hex.
+// records are): the purged records' SHA-256 fingerprints in hex.
 type purgeMark struct {
 	Purged []string `json:"purged"`
 }
