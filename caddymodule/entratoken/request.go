@@ -90,12 +90,16 @@ func withToken(r *http.Request, header, value string, consumed ...string) *http.
 	if connection, ok := proxied.Header["Connection"]; ok {
 		proxied.Header["Connection"] = withoutConnectionOption(connection, header)
 	}
+	// A chunked HTTP/1.1 body, or any HTTP/2 or HTTP/3 body, may end with trailers.
+	bodyTrailers := r.Body != nil && r.Body != http.NoBody && (r.ProtoMajor >= 2 || r.ContentLength < 0)
+	if r.Trailer == nil && !bodyTrailers {
+		return proxied
+	}
 	credentials := append([]string{header, "Proxy-Authorization"}, consumed...)
 	if r.Trailer != nil {
 		proxied.Trailer = withoutCredentials(r.Trailer, credentials)
 	}
-	// A chunked HTTP/1.1 body, or any HTTP/2 or HTTP/3 body, may end with trailers.
-	if r.Body != nil && r.Body != http.NoBody && (r.ProtoMajor >= 2 || r.ContentLength < 0) {
+	if bodyTrailers {
 		proxied.Body = &trailerFilter{ReadCloser: r.Body, source: r, dest: proxied, credentials: credentials}
 	}
 	return proxied
