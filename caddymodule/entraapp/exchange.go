@@ -52,11 +52,13 @@ func (p pooledExchanger) Destruct() error {
 // exchangerKey identifies an exchanger in exchangerPool by all that its
 // entries depend on: its cache (cacheKey), the application's name (in
 // records and metrics), identity, scopes, bounds and hash key, and the
-// checks of users' tokens, which a hit skips. A reload that changes any of
-// them starts afresh. Hashed, as the hash key is secret.
-func exchangerKey(cacheKey string, opts tokencache.ExchangeOptions, rules entra.UserTokenRules) string {
+// checks of users' tokens, which a hit skips; and by the credential, whose
+// permanent failure pauses the exchanges (a rotated one must not wait it
+// out). A reload that changes any of them starts afresh. Hashed, as the
+// hash key and the credential's fingerprint are secret.
+func exchangerKey(cacheKey string, opts tokencache.ExchangeOptions, rules entra.UserTokenRules, credential string) string {
 	raw, _ := json.Marshal([]any{cacheKey, opts.Name, opts.Identity, opts.Scopes, // strings, numbers and bytes: cannot fail
-		opts.MaxEntries, opts.Tenants, opts.HashKey, rules})
+		opts.MaxEntries, opts.Tenants, opts.HashKey, rules, credential})
 	sum := sha256.Sum256(raw)
 	return "entra-exchanger-" + hex.EncodeToString(sum[:])
 }
@@ -81,7 +83,7 @@ func (a *App) makeExchangers(cache *tokencache.Cache, cacheKey string, s *settin
 			1+len(ra.OnBehalfOf.Rules.AllowedTenants), hashKey)
 		results := onBehalfOfResults.MustCurryWith(prometheus.Labels{"application": ra.Name})
 		opts.OnExchange = func(r tokencache.ExchangeResult) { results.WithLabelValues(string(r)).Inc() }
-		key := exchangerKey(cacheKey, opts, ra.OnBehalfOf.Rules)
+		key := exchangerKey(cacheKey, opts, ra.OnBehalfOf.Rules, ra.Client.CredentialFingerprint())
 		value, _, err := exchangerPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 			e, err := cache.NewExchanger(opts)
 			if err != nil {

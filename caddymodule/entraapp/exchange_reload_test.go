@@ -98,8 +98,7 @@ const (
 
 // A reload that leaves an on-behalf-of application's exchanges as they
 // were keeps its exchanged tokens, its refusals and its per-tenant
-// backoffs, as it keeps client-credential tokens; the new config's
-// credential makes its exchanges, and its metrics count.
+// backoffs, as it keeps client-credential tokens, and its metrics count.
 func TestOnBehalfOfReloadKeepsExchangesRefusalsAndBackoffs(t *testing.T) {
 	app, emulator := newOBOTestApp(t, nil)
 	userA := userToken(t, emulator, oboUserA, "")
@@ -112,9 +111,7 @@ func TestOnBehalfOfReloadKeepsExchangesRefusalsAndBackoffs(t *testing.T) {
 		t.Fatalf("the challenged user: %d, want 401", got)
 	}
 
-	// The secret is rotated: the identity is the same.
-	emulator.AddClient(unitClientID, "rotated-"+unitClientSecret)
-	app = reloadOBO(t, app, func(a *App) { a.ClientSecret = "rotated-" + unitClientSecret })
+	app = reloadOBO(t, app, nil)
 	hits := counter(onBehalfOfResults, oboApplication, string(tokencache.ExchangeHit))
 	if got := exchangeStatus(app, userA); got != http.StatusOK {
 		t.Fatalf("user A after the reload: %d", got)
@@ -129,7 +126,7 @@ func TestOnBehalfOfReloadKeepsExchangesRefusalsAndBackoffs(t *testing.T) {
 		t.Errorf("user A's hit after the reload counted %v times, want 1", got)
 	}
 	if got := exchangeStatus(app, userToken(t, emulator, oboUserB, "")); got != http.StatusOK {
-		t.Fatalf("user B, exchanged with the new config's secret: %d", got)
+		t.Fatalf("user B, exchanged after the reload: %d", got)
 	}
 
 	// Entra throttles the home tenant for 60 s; a reload keeps the pause.
@@ -178,6 +175,53 @@ func TestOnBehalfOfReloadChangingTheExchangesStartsAfresh(t *testing.T) {
 				t.Errorf("%d exchanges, want %d", n, tt.wantExchanges)
 			}
 		})
+	}
+}
+
+// A reload with a rotated secret, after Entra refused the old one (a
+// permanent failure, which pauses the exchanges for 5 s to 5 min),
+// exchanges with the new secret at once.
+func TestOnBehalfOfReloadWithARotatedSecretIsNotPausedByTheOldOnesFailure(t *testing.T) {
+	app, emulator := newOBOTestApp(t, nil)
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserA, "")); got != http.StatusOK {
+		t.Fatalf("user A: %d", got)
+	}
+	emulator.AddClient(unitClientID, "rotated-"+unitClientSecret) // the running config's secret is refused
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserB, "")); got == http.StatusOK {
+		t.Fatalf("user B with the old secret: %d, want a failure", got)
+	}
+	before := emulator.OnBehalfOfRequests()
+	app = reloadOBO(t, app, func(a *App) { a.ClientSecret = "rotated-" + unitClientSecret })
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserC, "")); got != http.StatusOK {
+		t.Errorf("user C after a reload with the rotated secret: %d, want 200 (%d exchanges made)", got, emulator.OnBehalfOfRequests()-before)
+	}
+}
+
+// Configs that load as far as their exchangers and then fail (Caddy
+// cleans them up without starting them), with the same exchanges or other
+// scopes, neither close the running config's exchanger nor leave one
+// behind.
+func TestOnBehalfOfFailedReloadsKeepTheRunningExchanger(t *testing.T) {
+	app, emulator := newOBOTestApp(t, sealedRedis(miniredis.RunT(t)))
+	userA := userToken(t, emulator, oboUserA, "")
+	if got := exchangeStatus(app, userA); got != http.StatusOK {
+		t.Fatalf("user A: %d", got)
+	}
+	for range 5 {
+		for _, adjust := range []func(*App){nil, func(a *App) {
+			a.Applications[oboApplication].Scopes = []string{"https://graph.microsoft.com/Mail.Read"}
+		}} {
+			failed := provisionCopy(t, app, adjust)
+			if err := failed.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := pooledExchangers(); n != 1 {
+		t.Errorf("%d exchangers pooled after failed reloads, want the running config's", n)
+	}
+	if got := exchangeStatus(app, userA); got != http.StatusOK || emulator.OnBehalfOfRequests() != 1 {
+		t.Errorf("user A after failed reloads: %d, %d exchanges; want a hit", got, emulator.OnBehalfOfRequests())
 	}
 }
 
