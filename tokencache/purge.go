@@ -43,7 +43,9 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 
 	c.registerMu.Lock()
 	ks.mu.Lock()
+	var current *Record
 	if ks.current != nil && ks.current.AccessToken == accessToken {
+		current = ks.current
 		ks.clearCurrent()
 	}
 	ks.mu.Unlock()
@@ -55,7 +57,13 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 	// The purge reaches the store even if the rejected request's client
 	// has gone; each store call is bounded by its own timeout.
 	ctx = context.WithoutCancel(ctx)
-	_ = c.markPurged(ctx, ks, rec) // a failure is counted as the store's
+	// The mark names every record of the token this replica knows: other
+	// replicas may hold the same token in another record (written again).
+	var stored *Record
+	if got, err := c.store.Get(ctx, ks.key); err == nil && subtle.ConstantTimeCompare([]byte(got.AccessToken), []byte(accessToken)) == 1 {
+		stored = got
+	}
+	_ = c.markPurged(ctx, ks, rec, current, stored) // a failure is counted as the store's
 	deleted, err := c.store.DeleteRecord(ctx, ks.key, accessToken)
 	if err != nil {
 		c.storeFailed(err)
@@ -126,19 +134,31 @@ func markPrint(rec *Record) [32]byte {
 // rememberPurged keeps rec's token from being taken again here until it
 // expires. The caller holds ks.mu.
 func (ks *keyState) rememberPurged(rec *Record) {
+	ks.refuse(sha256.Sum256([]byte(rec.AccessToken)), rec)
+}
+
+// rememberDropped keeps rec, dropped on a purge mark, from being taken
+// again here until it expires; its token written again in a newer record
+// is taken. The caller holds ks.mu.
+func (ks *keyState) rememberDropped(rec *Record) { ks.refuse(markPrint(rec), rec) }
+
+// refuse keeps what fingerprint names from being taken until rec expires.
+// The caller holds ks.mu.
+func (ks *keyState) refuse(fingerprint [32]byte, rec *Record) {
 	if ks.purged == nil {
 		ks.purged = make(map[[32]byte]time.Time)
 	}
-	ks.purged[sha256.Sum256([]byte(rec.AccessToken))] = rec.AccessTokenExpiresAt
+	ks.purged[fingerprint] = rec.AccessTokenExpiresAt
 }
 
-// isPurged reports whether token was purged from ks.
-func (c *Cache) isPurged(ks *keyState, token string) bool {
+// isPurged reports whether rec's token was purged from ks, or rec dropped.
+func (c *Cache) isPurged(ks *keyState, rec *Record) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if len(ks.purged) == 0 {
 		return false
 	}
-	_, purged := ks.purged[sha256.Sum256([]byte(token))]
-	return purged
+	_, purged := ks.purged[sha256.Sum256([]byte(rec.AccessToken))]
+	_, dropped := ks.purged[markPrint(rec)]
+	return purged || dropped
 }

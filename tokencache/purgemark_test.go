@@ -146,3 +146,205 @@ func TestADroppedTokenPutBackIsNotTaken(t *testing.T) {
 		t.Errorf("b.Token() = %q, %v; want a token other than the purged one", rec.AccessToken, err)
 	}
 }
+
+// cachingReplica is one replica on a sealed store over mr whose application
+// uses f and reports its store-driven drops.
+func cachingReplica(t *testing.T, store Store, clock *fakeClock, f *cachingFetcher) (*testCache, Application, <-chan bool) {
+	t.Helper()
+	drops := make(chan bool, 100)
+	app := testApp("graph-api", f.Fetch)
+	app.OnStoreDrop = func(dropped bool) { drops <- dropped }
+	c, _, _ := newClockCache(t, store, clock, Options{}, app)
+	return c, app, drops
+}
+
+// TestAPurgeThroughAReleasedHandleReachesOtherReplicas: replica A reloaded
+// (old handle released, new one registered); B's forced refresh gets the
+// same token back from a caching source (managed identity) and writes it
+// in a newer record, which A adopts (rewritten) for its live handle only.
+// A request still in flight on A's old config gets a 401 and purges the
+// token through the old handle. The mark names
+// the key's current record too, so B drops it.
+func TestAPurgeThroughAReleasedHandleReachesOtherReplicas(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
+	a, appA, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	b, _, dropsB := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	key := a.handles["graph-api"].Key()
+
+	tokenIs(t, a, f.fakeFetcher, "mi-token", 1)
+	tokenIs(t, b, f.fakeFetcher, "mi-token", 1)
+
+	// A reloads: a new handle, the old one released (still answering
+	// requests in flight).
+	old := a.handles["graph-api"]
+	a.register(t, appA)
+	old.Release()
+
+	// B's forced refresh: the source hands the same token back, in a
+	// newer record, which A adopts.
+	clock.Advance(time.Second)
+	first := current(a)
+	if _, err := b.handles["graph-api"].Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a adopts the record written again", func() bool {
+		rec := current(a)
+		return rec != nil && rec.UpdatedAt.After(first.UpdatedAt)
+	})
+
+	// A request of the old config is answered 401: the old handle purges.
+	if !old.PurgeRejected(t.Context(), "mi-token") {
+		t.Fatal("PurgeRejected = false")
+	}
+	if _, err := mr.Get(key); err == nil {
+		t.Fatal("the store still holds the record of the rejected token")
+	}
+	mr.Publish(UpdateChannel(key), "replica-a") // as A's failed refetch announces
+	if !receive(t, dropsB, "b's answer to the deletion") {
+		t.Error("replica b kept the token a downstream rejected on replica a (the mark names a's stale record only)")
+	}
+}
+
+// lossyWatch is a store whose watcher misses the announcements of records
+// written after since (Redis pub/sub delivers at most once: a reconnect
+// loses messages).
+type lossyWatch struct {
+	Store
+	since   time.Time
+	dropped chan struct{}
+}
+
+func (s *lossyWatch) Watch(ctx context.Context, key, channel string) (<-chan *Record, func()) {
+	in, cancel := s.Store.Watch(ctx, key, channel)
+	if in == nil {
+		return nil, cancel
+	}
+	out := make(chan *Record, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case rec := <-in:
+				if rec != nil && rec.UpdatedAt.After(s.since) {
+					s.dropped <- struct{}{}
+					continue
+				}
+				select {
+				case out <- rec:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, cancel
+}
+
+// TestAPurgeAfterAMissedRewriteReachesOtherReplicas: A misses the
+// announcement of the same token written again in a newer record by B, so
+// A's copy is older than B's and the store's; a 401 on A then purges with
+// a mark naming only A's copy, and B keeps the rejected token. The mark names
+// the store's record of the token too, so B drops it.
+func TestAPurgeAfterAMissedRewriteReachesOtherReplicas(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
+	lossy := &lossyWatch{Store: newEncryptedStore(t, mr, testKey(1)), since: clock.Now(), dropped: make(chan struct{}, 10)}
+	a, _, _ := cachingReplica(t, lossy, clock, f)
+	b, _, dropsB := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	key := a.handles["graph-api"].Key()
+
+	tokenIs(t, b, f.fakeFetcher, "mi-token", 1)
+	tokenIs(t, a, f.fakeFetcher, "mi-token", 1) // taken from the store
+	clock.Advance(time.Second)
+	if _, err := b.handles["graph-api"].Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, lossy.dropped, "a's watcher losing the announcement")
+
+	if !a.PurgeRejected(t.Context(), "graph-api", "mi-token") {
+		t.Fatal("PurgeRejected = false")
+	}
+	if _, err := mr.Get(key); err == nil {
+		t.Fatal("the store still holds the record of the rejected token")
+	}
+	mr.Publish(UpdateChannel(key), "replica-a")
+	if !receive(t, dropsB, "b's answer to the deletion") {
+		t.Error("replica b kept the token a downstream rejected on replica a (the mark names a's older copy only)")
+	}
+}
+
+// TestADroppedTokenWrittenAgainIsTakenFromTheStore: a replica that dropped
+// a token on a mark takes the same token written again in a later record
+// (a managed identity's endpoint hands out the token it cached) from the
+// store, without a token request of its own.
+func TestADroppedTokenWrittenAgainIsTakenFromTheStore(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
+	a, _, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	b, _, dropsB := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	key := a.handles["graph-api"].Key()
+	tokenIs(t, a, f.fakeFetcher, "mi-token", 1)
+	tokenIs(t, b, f.fakeFetcher, "mi-token", 1)
+	if !a.PurgeRejected(t.Context(), "graph-api", "mi-token") {
+		t.Fatal("PurgeRejected = false")
+	}
+	mr.Publish(UpdateChannel(key), "replica-a") // as A's failed refetch announces
+	if !receive(t, dropsB, "b's drop") {
+		t.Fatal("b kept the purged token")
+	}
+	clock.Advance(time.Second)
+	tokenIs(t, a, f.fakeFetcher, "mi-token", 2) // written again in a new record
+	rec, err := b.Token(t.Context(), "graph-api")
+	if err != nil || rec.AccessToken != "mi-token" {
+		t.Fatalf("b.Token() = %q, %v", rec.AccessToken, err)
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Errorf("%d token requests; want 2 (b takes the record written again)", n)
+	}
+}
+
+// TestRewrittenRacesFillsAndDrops: while replica b keeps writing the same token again (forced
+// refreshes of a caching source), replica a's watcher adopts each record
+// (rewritten) as a's requests, deletes and releases fill and clear the
+// key: no race, no deadlock, and a ends holding the token or nothing.
+func TestRewrittenRacesFillsAndDrops(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
+	a, appA, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	b, _, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	tokenIs(t, a, f.fakeFetcher, "mi-token", 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 50 {
+			clock.Advance(2 * time.Second) // past the forced refreshes' coalescing
+			_, _ = b.handles["graph-api"].Refresh(context.Background())
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			if rec := current(a); rec != nil && rec.AccessToken != "mi-token" {
+				t.Errorf("a holds %v", rec)
+			}
+			return
+		default:
+		}
+		h := a.handles["graph-api"]
+		switch i % 3 {
+		case 0:
+			_, _ = h.Token(t.Context())
+		case 1:
+			_ = h.DeleteEverywhere(t.Context())
+		case 2:
+			a.register(t, appA)
+			h.Release()
+		}
+	}
+}

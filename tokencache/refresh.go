@@ -114,7 +114,7 @@ func (c *Cache) acceptorFor(ks *keyState, background bool, due *Record) acceptor
 		cur = due
 	}
 	return func(rec *Record) bool {
-		if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) {
+		if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec) {
 			return false
 		}
 		if background && cur.validFor(c.now(), c.refreshWindow) {
@@ -131,7 +131,7 @@ func (c *Cache) acceptorFor(ks *keyState, background bool, due *Record) acceptor
 func (c *Cache) forcedAcceptor(ks *keyState) acceptor {
 	held := ks.currentRecord()
 	return func(rec *Record) bool {
-		return rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec.AccessToken) &&
+		return rec.validFor(c.now(), c.refreshWindow) && !c.isPurged(ks, rec) &&
 			(held == nil || !rec.UpdatedAt.Before(held.UpdatedAt) &&
 				subtle.ConstantTimeCompare([]byte(rec.AccessToken), []byte(held.AccessToken)) != 1)
 	}

@@ -126,7 +126,7 @@ func (c *Cache) followStore(ctx context.Context, ks *keyState, announced *Record
 		// lifetimes vary.
 		return
 	}
-	if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec.AccessToken) || !c.trusted(h, rec) {
+	if !rec.validFor(c.now(), c.refreshWindow) || c.isPurged(ks, rec) || !c.trusted(h, rec) {
 		return
 	}
 	c.took(ks, rec)
@@ -192,7 +192,7 @@ func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
 		}
 	}
 	if marked {
-		ks.rememberPurged(cur) // an old copy of its record put back is not taken
+		ks.rememberDropped(cur) // an old copy of its record put back is not taken
 	}
 	ks.clearCurrent()
 	ks.mu.Unlock()
