@@ -14,7 +14,7 @@ const (
 	// written without its message.
 	MaxBackoffBytes = 8 << 10
 	// MaxPurgeMarkBytes bounds a stored purge mark: 1 KiB, room for the
-	// three fingerprints at most a replica names (about 350 bytes sealed).
+	// two tokens at most a replica names (about 400 bytes sealed).
 	// A larger one is not read (no mark), nor written.
 	MaxPurgeMarkBytes = 1 << 10
 	// MaxAnnouncementBytes bounds an announcement (a 32-byte publisher ID

@@ -1,7 +1,6 @@
 package tokencache
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,8 +108,12 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	c.registerMu.Unlock()
 
 	stored, _ := c.store.Get(ctx, ks.key) // the token the store holds is named too
-	markErr := c.markPurged(ctx, ks, cur, stored)
-	err := c.store.RemoveRecord(ctx, ks.key)
+	// Without its mark the others would keep the token: the record stays
+	// for a retry to name, and this replica's next token replaces it.
+	err := c.markPurged(ctx, ks, cur, stored)
+	if err == nil {
+		err = c.store.RemoveRecord(ctx, ks.key)
+	}
 	if err != nil {
 		c.storeFailed(err)
 	} else {
@@ -122,7 +125,7 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	if c.warm(ks) {
 		c.backgroundRefresh(ks, nil)
 	}
-	if err = cmp.Or(err, markErr); err != nil { // without a mark, other replicas keep the token
+	if err != nil {
 		return fmt.Errorf("tokencache: purging %s from the store: %w", ks.key, err)
 	}
 	return nil

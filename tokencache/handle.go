@@ -73,9 +73,11 @@ type keyState struct {
 	// failure is the in-process backoff, lastErr its cause (for errors.As).
 	failure Backoff
 	lastErr error
-	// purged holds SHA-256 fingerprints of purged tokens until they expire;
+	// purged holds SHA-256 fingerprints of purged tokens until they expire,
+	// dropped those of tokens dropped on a purge mark (see rememberDropped);
 	// lastPurge rate-limits drops (see allowRefetch).
 	purged    map[[32]byte]time.Time
+	dropped   map[[32]byte]droppedToken
 	lastPurge time.Time
 	// source and nextRefresh (zero: no timer) are for Status; inStore is set
 	// while the store holds current too (taken from it, or written to it).

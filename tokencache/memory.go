@@ -22,10 +22,10 @@ type MemoryStore struct {
 }
 
 type memoryEntry struct {
-	rec     *Record    // records only
-	backoff *Backoff   // backoffs only
-	purged  [][32]byte // purge marks only
-	owner   string     // locks only
+	rec     *Record       // records only
+	backoff *Backoff      // backoffs only
+	purged  []PurgedToken // purge marks only
+	owner   string        // locks only
 	expires time.Time
 }
 
@@ -157,12 +157,12 @@ func (s *MemoryStore) DeleteBackoff(_ context.Context, key string) error {
 }
 
 // SetPurgeMark stores a copy of purged under key for ttl.
-func (s *MemoryStore) SetPurgeMark(_ context.Context, key string, purged [][32]byte, ttl time.Duration) error {
+func (s *MemoryStore) SetPurgeMark(_ context.Context, key string, purged []PurgedToken, ttl time.Duration) error {
 	return s.put(s.marks, key, memoryEntry{purged: slices.Clone(purged)}, ttl)
 }
 
 // GetPurgeMark returns a copy of the purge mark under key, or (nil, ErrNotFound).
-func (s *MemoryStore) GetPurgeMark(_ context.Context, key string) ([][32]byte, error) {
+func (s *MemoryStore) GetPurgeMark(_ context.Context, key string) ([]PurgedToken, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.live(s.marks, key)

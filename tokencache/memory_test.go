@@ -38,12 +38,12 @@ func TestMemoryStoreHonoursTTLOnItsClock(t *testing.T) {
 		t.Error("Set() with ttl 0 = nil error")
 	}
 
-	purged := [][32]byte{{1}, {2}}
+	purged := []PurgedToken{{Fingerprint: [32]byte{1}}, {Fingerprint: [32]byte{2}}}
 	if err := store.SetPurgeMark(ctx, "m", purged, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	purged[0][0] = 9
-	if got, err := store.GetPurgeMark(ctx, "m"); err != nil || len(got) != 2 || got[0] != [32]byte{1} {
+	purged[0].Fingerprint[0] = 9
+	if got, err := store.GetPurgeMark(ctx, "m"); err != nil || len(got) != 2 || got[0].Fingerprint != [32]byte{1} {
 		t.Errorf("GetPurgeMark() = %x, %v; want a copy of what was set", got, err)
 	}
 	clock.Advance(time.Minute)

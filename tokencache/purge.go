@@ -7,7 +7,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,20 +75,24 @@ func (h *Handle) PurgeRejected(ctx context.Context, accessToken string) bool {
 // maxPurgeMarkTTL bounds how long a purge mark is kept.
 const maxPurgeMarkTTL = 24 * time.Hour
 
-// markPurged writes ks's purge mark naming recs (nil ones skipped) until
-// the last of them expires, at most maxPurgeMarkTTL; the caller deletes and
-// announces after it. Other replicas drop a valid token for the store only
-// on a mark naming its record (see dropGone), so that a Redis writer
-// without the key cannot make them. With nothing to name it writes nothing.
+// markPurged writes ks's purge mark naming the tokens of recs (nil ones
+// skipped), each with its newest write among them, until the last of them
+// expires, at most maxPurgeMarkTTL; the caller deletes and announces after
+// it. Other replicas drop a valid token for the store only on a mark naming
+// its record (see dropGone), so that a Redis writer without the key cannot
+// make them. With nothing to name it writes nothing.
 func (c *Cache) markPurged(ctx context.Context, ks *keyState, recs ...*Record) error {
-	var purged [][32]byte
+	var purged []PurgedToken
 	var expires time.Time
 	for _, rec := range recs {
 		if rec == nil || rec.AccessToken == "" {
 			continue
 		}
-		if print := markPrint(rec); !slices.Contains(purged, print) {
-			purged = append(purged, print)
+		fingerprint := sha256.Sum256([]byte(rec.AccessToken))
+		if i := slices.IndexFunc(purged, func(p PurgedToken) bool { return p.Fingerprint == fingerprint }); i < 0 {
+			purged = append(purged, PurgedToken{Fingerprint: fingerprint, WrittenAt: rec.UpdatedAt})
+		} else if rec.UpdatedAt.After(purged[i].WrittenAt) {
+			purged[i].WrittenAt = rec.UpdatedAt
 		}
 		if rec.AccessTokenExpiresAt.After(expires) {
 			expires = rec.AccessTokenExpiresAt
@@ -106,9 +109,9 @@ func (c *Cache) markPurged(ctx context.Context, ks *keyState, recs ...*Record) e
 	return err
 }
 
-// purgeMarked reports whether ks's purge mark names rec. A mark that does
-// not open (written without the store's key) or a store failure names
-// nothing.
+// purgeMarked reports whether ks's purge mark names rec: its token, written
+// no later than the mark says. A mark that does not open (written without
+// the store's key) or a store failure names nothing.
 func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, rec *Record) bool {
 	purged, err := c.store.GetPurgeMark(ctx, PurgeMarkKey(ks.key))
 	if err != nil {
@@ -117,48 +120,44 @@ func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, rec *Record) bool
 		}
 		return false
 	}
-	return slices.Contains(purged, markPrint(rec))
-}
-
-// markPrint names rec in a purge mark: the SHA-256 of its token and of when
-// it was written, so that the same token written again later (a managed
-// identity's endpoint hands out the token it cached) is not named.
-func markPrint(rec *Record) [32]byte {
-	sum := sha256.New()
-	sum.Write([]byte(rec.AccessToken))
-	sum.Write([]byte{0})
-	sum.Write(strconv.AppendInt(nil, rec.UpdatedAt.UnixNano(), 10))
-	return [32]byte(sum.Sum(nil))
+	fingerprint := sha256.Sum256([]byte(rec.AccessToken))
+	return slices.ContainsFunc(purged, func(p PurgedToken) bool {
+		return p.Fingerprint == fingerprint && !rec.UpdatedAt.After(p.WrittenAt)
+	})
 }
 
 // rememberPurged keeps rec's token from being taken again here until it
 // expires. The caller holds ks.mu.
 func (ks *keyState) rememberPurged(rec *Record) {
-	ks.refuse(sha256.Sum256([]byte(rec.AccessToken)), rec)
-}
-
-// rememberDropped keeps rec, dropped on a purge mark, from being taken
-// again here until it expires; its token written again in a newer record
-// is taken. The caller holds ks.mu.
-func (ks *keyState) rememberDropped(rec *Record) { ks.refuse(markPrint(rec), rec) }
-
-// refuse keeps what fingerprint names from being taken until rec expires.
-// The caller holds ks.mu.
-func (ks *keyState) refuse(fingerprint [32]byte, rec *Record) {
 	if ks.purged == nil {
 		ks.purged = make(map[[32]byte]time.Time)
 	}
-	ks.purged[fingerprint] = rec.AccessTokenExpiresAt
+	ks.purged[sha256.Sum256([]byte(rec.AccessToken))] = rec.AccessTokenExpiresAt
 }
 
-// isPurged reports whether rec's token was purged from ks, or rec dropped.
+// rememberDropped keeps rec's token, dropped on a purge mark, from being
+// taken again here in a record written no later than rec (an old copy put
+// back) until it expires; the token written again later is taken. Those
+// expired at now are forgotten. The caller holds ks.mu.
+func (ks *keyState) rememberDropped(rec *Record, now time.Time) {
+	if ks.dropped == nil {
+		ks.dropped = make(map[[32]byte]droppedToken)
+	}
+	maps.DeleteFunc(ks.dropped, func(_ [32]byte, d droppedToken) bool { return !now.Before(d.expires) })
+	ks.dropped[sha256.Sum256([]byte(rec.AccessToken))] = droppedToken{writtenAt: rec.UpdatedAt, expires: rec.AccessTokenExpiresAt}
+}
+
+// droppedToken is a token dropped on a purge mark: its newest record then,
+// and when it expires.
+type droppedToken struct{ writtenAt, expires time.Time }
+
+// isPurged reports whether rec's token was purged from ks, or dropped in a
+// record no older than rec.
 func (c *Cache) isPurged(ks *keyState, rec *Record) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if len(ks.purged) == 0 {
-		return false
-	}
-	_, purged := ks.purged[sha256.Sum256([]byte(rec.AccessToken))]
-	_, dropped := ks.purged[markPrint(rec)]
-	return purged || dropped
+	fingerprint := sha256.Sum256([]byte(rec.AccessToken))
+	_, purged := ks.purged[fingerprint]
+	d, dropped := ks.dropped[fingerprint]
+	return purged || dropped && !rec.UpdatedAt.After(d.writtenAt)
 }

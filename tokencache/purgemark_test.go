@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func TestAReissuedTokenIsServedWhileAWriterHoldsTheLock(t *testing.T) {
 // full Redis, an ACL without SET on the key) while the rest works.
 type markFailingStore struct{ Store }
 
-func (markFailingStore) SetPurgeMark(context.Context, string, [][32]byte, time.Duration) error {
+func (markFailingStore) SetPurgeMark(context.Context, string, []PurgedToken, time.Duration) error {
 	return errors.New("SET of the purge mark failed")
 }
 
@@ -346,5 +347,140 @@ func TestRewrittenRacesFillsAndDrops(t *testing.T) {
 			a.register(t, appA)
 			h.Release()
 		}
+	}
+}
+
+// switchingFetcher hands out its current token (a caching source, as IMDS)
+// until the test switches it.
+type switchingFetcher struct {
+	*fakeFetcher
+	mu    sync.Mutex
+	token string
+}
+
+func (f *switchingFetcher) Fetch(context.Context) (Fetched, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return Fetched{AccessToken: f.token, ExpiresAt: f.clock.Now().Add(time.Hour)}, nil
+}
+
+// TestADroppedTokenIsNotTakenBackFromAnOlderRecord: b holds token tok-A
+// in record R2 (the same token written again after R1). A 401 on a purges
+// it with a mark; b drops it. A Redis writer without the key puts back the
+// sealed R1 (same token, older write): b does not serve the purged token
+// again.
+func TestADroppedTokenIsNotTakenBackFromAnOlderRecord(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &switchingFetcher{fakeFetcher: newFakeFetcher(clock), token: "tok-A"}
+	replica := func() (*testCache, <-chan bool) {
+		drops := make(chan bool, 100)
+		app := testApp("graph-api", f.Fetch)
+		app.OnStoreDrop = func(dropped bool) { drops <- dropped }
+		c, _, _ := newClockCache(t, newEncryptedStore(t, mr, testKey(1)), clock, Options{}, app)
+		return c, drops
+	}
+	a, _ := replica()
+	b, dropsB := replica()
+	key := a.handles["graph-api"].Key()
+	tokenIs(t, a, f.fakeFetcher, "tok-A", 1)
+	tokenIs(t, b, f.fakeFetcher, "tok-A", 1)
+	first := current(b)
+	r1, err := mr.Get(key) // the sealed R1, saved by the keyless writer
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if _, err := a.handles["graph-api"].Refresh(t.Context()); err != nil { // tok-A written again: R2
+		t.Fatal(err)
+	}
+	waitFor(t, "b adopts R2", func() bool { rec := current(b); return rec != nil && rec.UpdatedAt.After(first.UpdatedAt) })
+
+	f.mu.Lock()
+	f.token = "tok-B" // the source now hands out a new token
+	f.mu.Unlock()
+	if !a.PurgeRejected(t.Context(), "graph-api", "tok-A") {
+		t.Fatal("PurgeRejected = false")
+	}
+	mr.Publish(UpdateChannel(key), "replica-a")
+	if !receive(t, dropsB, "b's drop") {
+		t.Fatal("b kept the purged token")
+	}
+	if err := mr.Set(key, r1); err != nil { // the keyless writer puts R1 back
+		t.Fatal(err)
+	}
+	rec, err := b.Token(t.Context(), "graph-api")
+	if err != nil || rec.AccessToken == "tok-A" {
+		t.Errorf("b.Token() = %q (updated %v, R1 was %v), %v after %d fetches; want tok-B, not the purged token from the older record put back",
+			rec.AccessToken, rec.UpdatedAt, first.UpdatedAt, err, f.calls.Load())
+	}
+}
+
+// TestAPurgeReachesAReplicaThatMissedTheRewrite: b misses the announcement
+// of the same token written again (R2 by a; pub/sub loses messages on a
+// reconnect), so b holds R1. A 401 on a marks the token as written up to
+// R2, which covers R1: b drops the rejected token.
+func TestAPurgeReachesAReplicaThatMissedTheRewrite(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
+	lossy := &lossyWatch{Store: newEncryptedStore(t, mr, testKey(1)), since: clock.Now(), dropped: make(chan struct{}, 10)}
+	a, _, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	b, _, dropsB := cachingReplica(t, lossy, clock, f)
+	key := a.handles["graph-api"].Key()
+	tokenIs(t, a, f.fakeFetcher, "mi-token", 1)
+	tokenIs(t, b, f.fakeFetcher, "mi-token", 1)
+	clock.Advance(time.Second)
+	if _, err := a.handles["graph-api"].Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, lossy.dropped, "b's watcher losing the announcement")
+	if !a.PurgeRejected(t.Context(), "graph-api", "mi-token") {
+		t.Fatal("PurgeRejected = false")
+	}
+	mr.Publish(UpdateChannel(key), "replica-a")
+	if !receive(t, dropsB, "b's answer to the deletion") {
+		t.Error("replica b kept the token a downstream rejected on replica a (the mark names R2 only; b holds R1)")
+	}
+}
+
+// markFailingOnce fails its first purge mark write only.
+type markFailingOnce struct {
+	Store
+	failed bool
+}
+
+func (s *markFailingOnce) SetPurgeMark(ctx context.Context, key string, purged []PurgedToken, ttl time.Duration) error {
+	if !s.failed {
+		s.failed = true
+		return errors.New("SET of the purge mark failed")
+	}
+	return s.Store.SetPurgeMark(ctx, key, purged, ttl)
+}
+
+// TestARetriedDeleteEverywhereNamesTheRecordItKept: DELETE's mark write
+// fails, so the record stays (an error: retry); the retry names it, and b
+// drops the token.
+func TestARetriedDeleteEverywhereNamesTheRecordItKept(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	a, _ := storeDropReplica(t, &markFailingOnce{Store: newEncryptedStore(t, mr, testKey(1))}, clock, f)
+	b, dropsB := storeDropReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	tokenIs(t, a, f, "token-1", 1)
+	tokenIs(t, b, f, "token-1", 1)
+	if err := a.handles["graph-api"].DeleteEverywhere(t.Context()); err == nil {
+		t.Fatal("first DELETE = nil")
+	}
+	if _, err := mr.Get(a.handles["graph-api"].Key()); err != nil {
+		t.Fatal("the first DELETE, without its mark, removed the record")
+	}
+	clock.Advance(time.Minute)
+	if err := a.handles["graph-api"].DeleteEverywhere(t.Context()); err != nil {
+		t.Fatalf("retried DELETE = %v", err)
+	}
+	if !receive(t, dropsB, "b's answer to the retried deletion") {
+		t.Error("the retried DELETE answered success, yet replica b keeps the token")
 	}
 }

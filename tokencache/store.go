@@ -39,14 +39,12 @@ type Store interface {
 	DeleteBackoff(ctx context.Context, key string) error
 
 	// SetPurgeMark writes under key for ttl (ttl must be positive) a purge
-	// mark: the records a replica purged, named by SHA-256 fingerprints
-	// of their tokens and write times (never the tokens), sealed as
-	// records are.
-	SetPurgeMark(ctx context.Context, key string, purged [][32]byte, ttl time.Duration) error
-	// GetPurgeMark returns the fingerprints the purge mark under key
-	// names, or (nil, ErrNotFound), wrapped when one does not decode or
-	// open.
-	GetPurgeMark(ctx context.Context, key string) ([][32]byte, error)
+	// mark naming the tokens a replica purged (never the tokens
+	// themselves), sealed as records are.
+	SetPurgeMark(ctx context.Context, key string, purged []PurgedToken, ttl time.Duration) error
+	// GetPurgeMark returns what the purge mark under key names, or (nil,
+	// ErrNotFound), wrapped when one does not decode or open.
+	GetPurgeMark(ctx context.Context, key string) ([]PurgedToken, error)
 
 	// Publish announces on channel to the other processes that the record
 	// under key or its backoff changed, carrying rec (just written, as the
@@ -88,3 +86,12 @@ type Backoff struct {
 var ErrUnverifiable = errors.New("tokencache: token record cannot be verified against its identity")
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
+
+// PurgedToken names a purged token in a purge mark: its SHA-256, and the
+// newest write of it the purging replica knew. Records of the token
+// written then or before are purged; one written later (a managed
+// identity's endpoint hands out the token it cached) is not.
+type PurgedToken struct {
+	Fingerprint [32]byte
+	WrittenAt   time.Time
+}

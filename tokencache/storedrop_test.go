@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -43,7 +44,8 @@ func purgeInStore(t *testing.T, mr *miniredis.Miniredis, c *testCache, token str
 // markPurgedIn writes a purge mark naming rec under markKey in store.
 func markPurgedIn(t *testing.T, store Store, markKey string, rec *Record) {
 	t.Helper()
-	if err := store.SetPurgeMark(t.Context(), markKey, [][32]byte{markPrint(rec)}, time.Hour); err != nil {
+	purged := []PurgedToken{{Fingerprint: sha256.Sum256([]byte(rec.AccessToken)), WrittenAt: rec.UpdatedAt}}
+	if err := store.SetPurgeMark(t.Context(), markKey, purged, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -231,8 +233,10 @@ func TestOversizedPurgeMarkIsIgnoredUnread(t *testing.T) {
 	c, drops := storeDropReplica(t, store, clock, f)
 	key := c.handles["graph-api"].Key()
 	tokenIs(t, c, f, "token-1", 1)
-	fingerprint := markPrint(current(c))
-	planted := `{"purged":["` + hex.EncodeToString(fingerprint[:]) + `"]}` + strings.Repeat(" ", MaxPurgeMarkBytes)
+	rec := current(c)
+	fingerprint := sha256.Sum256([]byte(rec.AccessToken))
+	planted := `{"purged":[{"sha256":"` + hex.EncodeToString(fingerprint[:]) + `","written_at":"` +
+		rec.UpdatedAt.Format(time.RFC3339Nano) + `"}]}` + strings.Repeat(" ", MaxPurgeMarkBytes)
 	if err := mr.Set(PurgeMarkKey(key), planted); err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func (c *Cache) dropGone(ctx context.Context, ks *keyState, seen *Record) {
 		}
 	}
 	if marked {
-		ks.rememberDropped(cur) // an old copy of its record put back is not taken
+		ks.rememberDropped(cur, c.now()) // an old copy of its record put back is not taken
 	}
 	ks.clearCurrent()
 	ks.mu.Unlock()

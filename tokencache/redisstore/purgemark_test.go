@@ -37,15 +37,22 @@ func TestPurgeMarksAreSealedAndBounded(t *testing.T) {
 	if markKey != strings.TrimSuffix(recordKey, ":token")+":purged" {
 		t.Fatalf("PurgeMarkKey(%q) = %q, want the record's hash tag and :purged", recordKey, markKey)
 	}
-	purged := [][32]byte{sha256.Sum256([]byte("eyJ.purged.token")), sha256.Sum256([]byte("eyJ.current.token"))}
+	written := time.Date(2026, 12, 7, 9, 0, 0, 123e6, time.UTC)
+	purged := []tokencache.PurgedToken{{Fingerprint: sha256.Sum256([]byte("eyJ.purged.token")), WrittenAt: written},
+		{Fingerprint: sha256.Sum256([]byte("eyJ.current.token")), WrittenAt: written.Add(time.Minute)}}
+	samePurged := func(got []tokencache.PurgedToken) bool {
+		return slices.EqualFunc(got, purged, func(a, b tokencache.PurgedToken) bool {
+			return a.Fingerprint == b.Fingerprint && a.WrittenAt.Equal(b.WrittenAt)
+		})
+	}
 	if err := store.SetPurgeMark(ctx, markKey, purged, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := store.GetPurgeMark(ctx, markKey); err != nil || !slices.Equal(got, purged) {
-		t.Errorf("GetPurgeMark() = %x, %v; want %x", got, err, purged)
+	if got, err := store.GetPurgeMark(ctx, markKey); err != nil || !samePurged(got) {
+		t.Errorf("GetPurgeMark() = %v, %v; want %v", got, err, purged)
 	}
 	raw, _ := mr.Get(markKey)
-	if !isSealed([]byte(raw)) || strings.Contains(raw, hex.EncodeToString(purged[0][:])) {
+	if !isSealed([]byte(raw)) || strings.Contains(raw, hex.EncodeToString(purged[0].Fingerprint[:])) {
 		t.Errorf("the mark is not sealed: %.40q...", raw)
 	}
 	if ttl := mr.TTL(markKey); ttl != time.Hour {
@@ -67,15 +74,15 @@ func TestPurgeMarksAreSealedAndBounded(t *testing.T) {
 			t.Errorf("a mark written with %s opened: %x, %v", writer.name, got, err)
 		}
 	}
-	if got, err := plain.GetPurgeMark(ctx, markKey); err != nil || !slices.Equal(got, purged) {
-		t.Errorf("an unsealed store's GetPurgeMark() = %x, %v; want %x", got, err, purged)
+	if got, err := plain.GetPurgeMark(ctx, markKey); err != nil || !samePurged(got) {
+		t.Errorf("an unsealed store's GetPurgeMark() = %v, %v; want %v", got, err, purged)
 	}
 
-	_ = mr.Set(markKey, `{"purged":["`+hex.EncodeToString(purged[0][:])+`"]}`+strings.Repeat(" ", tokencache.MaxPurgeMarkBytes))
+	_ = mr.Set(markKey, `{"purged":[{"sha256":"`+hex.EncodeToString(purged[0].Fingerprint[:])+`"}]}`+strings.Repeat(" ", tokencache.MaxPurgeMarkBytes))
 	if _, err := plain.GetPurgeMark(ctx, markKey); !errors.Is(err, tokencache.ErrNotFound) || !errors.Is(err, tokencache.ErrTooLarge) {
 		t.Errorf("an oversized mark: %v, want ErrNotFound and ErrTooLarge", err)
 	}
-	if err := plain.SetPurgeMark(ctx, markKey, make([][32]byte, 20), time.Hour); !errors.Is(err, tokencache.ErrTooLarge) {
+	if err := plain.SetPurgeMark(ctx, markKey, make([]tokencache.PurgedToken, 20), time.Hour); !errors.Is(err, tokencache.ErrTooLarge) {
 		t.Errorf("writing an oversized mark: %v, want ErrTooLarge", err)
 	}
 	if err := plain.SetPurgeMark(ctx, markKey, purged, 0); err == nil {
