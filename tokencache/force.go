@@ -107,10 +107,16 @@ func (h *Handle) DeleteEverywhere(ctx context.Context) error {
 	h.l1.Store(nil) // h, if released
 	c.registerMu.Unlock()
 
-	stored, _ := c.store.Get(ctx, ks.key) // the token the store holds is named too
-	// Without its mark the others would keep the token: the record stays
-	// for a retry to name, and this replica's next token replaces it.
-	err := c.markPurged(ctx, ks, cur, stored)
+	// The token the store holds is named too. Without its mark the others
+	// would keep the token: the record stays for a retry to name, and this
+	// replica's next token replaces it.
+	stored, err := c.store.Get(ctx, ks.key)
+	if errors.Is(err, ErrNotFound) {
+		err = nil // no record (or one that does not decode): nothing to name
+	}
+	if err == nil {
+		err = c.markPurged(ctx, ks, cur, stored)
+	}
 	if err == nil {
 		err = c.store.RemoveRecord(ctx, ks.key)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,5 +483,43 @@ func TestARetriedDeleteEverywhereNamesTheRecordItKept(t *testing.T) {
 	}
 	if !receive(t, dropsB, "b's answer to the retried deletion") {
 		t.Error("the retried DELETE answered success, yet replica b keeps the token")
+	}
+}
+
+// getFailing fails Get while fail is set.
+type getFailing struct {
+	Store
+	fail atomic.Bool
+}
+
+func (s *getFailing) Get(ctx context.Context, key string) (*Record, error) {
+	if s.fail.Load() {
+		return nil, errors.New("GET timed out")
+	}
+	return s.Store.Get(ctx, key)
+}
+
+// TestDeleteEverywhereWithAFailedReadKeepsTheRecord: an admin DELETE on a
+// replica that holds no token for the key, whose read of the store fails,
+// has nothing to name: it reports the failure and leaves the record for a
+// retry, which b then drops.
+func TestDeleteEverywhereWithAFailedReadKeepsTheRecord(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	store := &getFailing{Store: newEncryptedStore(t, mr, testKey(1))}
+	a, _ := storeDropReplica(t, store, clock, f)
+	b, dropsB := storeDropReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	tokenIs(t, b, f, "token-1", 1)
+	store.fail.Store(true)
+	if err := a.handles["graph-api"].DeleteEverywhere(t.Context()); err == nil {
+		t.Fatal("DeleteEverywhere = nil although it could not read what to name")
+	}
+	store.fail.Store(false)
+	if err := a.handles["graph-api"].DeleteEverywhere(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !receive(t, dropsB, "b's answer to the deletion") {
+		t.Error("replica b kept the token after the retried DELETE")
 	}
 }
