@@ -165,8 +165,8 @@ func cachingReplica(t *testing.T, store Store, clock *fakeClock, f *cachingFetch
 // same token back from a caching source (managed identity) and writes it
 // in a newer record, which A adopts (rewritten) for its live handle only.
 // A request still in flight on A's old config gets a 401 and purges the
-// token through the old handle. The mark names
-// the key's current record too, so B drops it.
+// token through the old handle. The mark names the token as written up to
+// the key's current record, so B drops it.
 func TestAPurgeThroughAReleasedHandleReachesOtherReplicas(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
