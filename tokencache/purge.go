@@ -126,6 +126,41 @@ func (c *Cache) purgeMarked(ctx context.Context, ks *keyState, rec *Record) bool
 	})
 }
 
+// stampPastWrites returns rec's write time, moved a millisecond past the
+// newest earlier write of its token known here (existing, the current
+// record, the store's purge mark) when it is not later: a token handed out
+// again (a managed identity's) is written after its earlier records and
+// its purge whatever the replicas' clocks say, so that a mark covers none
+// of its records written after the purge. A time further ahead than
+// maxClockSkew is not followed.
+func (c *Cache) stampPastWrites(ctx context.Context, ks *keyState, rec, existing *Record, now time.Time) time.Time {
+	token := []byte(rec.AccessToken)
+	latest := now.Add(maxClockSkew)
+	var floor time.Time
+	later := func(t time.Time) {
+		if t.After(floor) && !t.After(latest) {
+			floor = t
+		}
+	}
+	for _, known := range []*Record{existing, ks.currentRecord()} {
+		if known != nil && subtle.ConstantTimeCompare([]byte(known.AccessToken), token) == 1 {
+			later(known.UpdatedAt)
+		}
+	}
+	if purged, err := c.store.GetPurgeMark(ctx, PurgeMarkKey(ks.key)); err == nil {
+		fingerprint := sha256.Sum256(token)
+		for _, p := range purged {
+			if p.Fingerprint == fingerprint {
+				later(p.WrittenAt)
+			}
+		}
+	}
+	if rec.UpdatedAt.After(floor) {
+		return rec.UpdatedAt
+	}
+	return floor.Add(time.Millisecond)
+}
+
 // rememberPurged keeps rec's token from being taken again here until it
 // expires. The caller holds ks.mu.
 func (ks *keyState) rememberPurged(rec *Record) {

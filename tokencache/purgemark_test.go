@@ -523,3 +523,76 @@ func TestDeleteEverywhereWithAFailedReadKeepsTheRecord(t *testing.T) {
 		t.Error("replica b kept the token after the retried DELETE")
 	}
 }
+
+// TestRecordsOfATokenHandedOutAgainOrderByWritesNotClocks: replica x's
+// clock is 10 s ahead of y's. x writes the token, then y's forced refresh
+// gets the same token back (a managed identity's) and writes it a
+// millisecond after x's record, not at its own earlier clock, so x takes
+// it; a 401 on y then purges it with a mark that covers x's record, and x
+// drops the rejected token.
+func TestRecordsOfATokenHandedOutAgainOrderByWritesNotClocks(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clockY := newFakeClock()
+	clockX := newFakeClock()
+	clockX.Advance(10 * time.Second)
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clockY), expires: clockY.Now().Add(time.Hour)}
+	x, _, dropsX := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clockX, f)
+	y, _, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clockY, f)
+	key := x.handles["graph-api"].Key()
+	tokenIs(t, x, f.fakeFetcher, "mi-token", 1)
+	tokenIs(t, y, f.fakeFetcher, "mi-token", 1) // x's record, taken from the store
+	first := current(x)
+	if _, err := y.handles["graph-api"].Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Fatalf("%d token requests, want the forced refresh's", n)
+	}
+	if rewrite := current(y); !rewrite.UpdatedAt.After(first.UpdatedAt) {
+		t.Fatalf("y wrote the token again at %v, before x's record of %v", rewrite.UpdatedAt, first.UpdatedAt)
+	}
+	waitFor(t, "x takes the record written again", func() bool { return current(x).UpdatedAt.After(first.UpdatedAt) })
+	if !y.PurgeRejected(t.Context(), "graph-api", "mi-token") {
+		t.Fatal("PurgeRejected = false")
+	}
+	mr.Publish(UpdateChannel(key), "replica-y")
+	if !receive(t, dropsX, "x's answer to the deletion") {
+		t.Error("replica x kept the token a downstream rejected on replica y")
+	}
+}
+
+// TestATokenHandedOutAgainAfterAPurgeIsWrittenPastTheMark: replica x's
+// clock is 10 s ahead. x writes the token and purges it after a 401; y and
+// z drop it. y fetches the same token again (a managed identity's) and
+// writes it past the mark, not at its own earlier clock: z takes that
+// record without a token request of its own, and a Redis writer without
+// the key who deletes and announces it makes z drop nothing.
+func TestATokenHandedOutAgainAfterAPurgeIsWrittenPastTheMark(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	clockX := newFakeClock()
+	clockX.Advance(10 * time.Second)
+	f := &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
+	x, _, _ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clockX, f)
+	y, _, dropsY := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	z, _, dropsZ := cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f)
+	key := x.handles["graph-api"].Key()
+	for _, c := range []*testCache{x, y, z} {
+		tokenIs(t, c, f.fakeFetcher, "mi-token", 1)
+	}
+	if !x.PurgeRejected(t.Context(), "graph-api", "mi-token") {
+		t.Fatal("PurgeRejected = false")
+	}
+	mr.Publish(UpdateChannel(key), "replica-x")
+	if !receive(t, dropsY, "y's drop") || !receive(t, dropsZ, "z's drop") {
+		t.Fatal("y or z kept the purged token")
+	}
+	tokenIs(t, y, f.fakeFetcher, "mi-token", 2)
+	tokenIs(t, z, f.fakeFetcher, "mi-token", 2) // y's record, not a request of z's own
+
+	clock.Advance(DefaultPurgeInterval)
+	dropInStore(t, mr, key)
+	if receive(t, dropsZ, "z's answer to the deletion") {
+		t.Error("a deletion without the key made z drop the token written again after the purge")
+	}
+}

@@ -389,6 +389,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	expiresAt = rec.AccessTokenExpiresAt
 	shared := false
 	if write {
+		rec.UpdatedAt = c.stampPastWrites(ctx, ks, rec, existing, now)
 		if err := c.store.Set(ctx, ks.key, rec, expiresAt.Sub(now)); errors.Is(err, ErrTooLarge) {
 			write = false
 			c.log().Warn("not sharing a token record larger than other replicas read",
