@@ -31,15 +31,8 @@ func reissuingReplicas(t *testing.T, opts Options) (mr *miniredis.Miniredis, clo
 	mr = miniredis.RunT(t)
 	clock = newFakeClock()
 	f = &cachingFetcher{fakeFetcher: newFakeFetcher(clock), expires: clock.Now().Add(time.Hour)}
-	replica := func() (*testCache, <-chan bool) {
-		drops := make(chan bool, 100)
-		app := testApp("graph-api", f.Fetch)
-		app.OnStoreDrop = func(dropped bool) { drops <- dropped }
-		c, _, _ := newClockCache(t, newEncryptedStore(t, mr, testKey(1)), clock, opts, app)
-		return c, drops
-	}
-	a, _ = replica()
-	b, dropsB = replica()
+	a, _, _ = cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f, opts)
+	b, _, dropsB = cachingReplica(t, newEncryptedStore(t, mr, testKey(1)), clock, f, opts)
 	tokenIs(t, a, f.fakeFetcher, "mi-token", 1)
 	tokenIs(t, b, f.fakeFetcher, "mi-token", 1)
 	first := current(b)
@@ -149,14 +142,14 @@ func TestADroppedTokenPutBackIsNotTaken(t *testing.T) {
 	}
 }
 
-// cachingReplica is one replica on a sealed store over mr whose application
-// uses f and reports its store-driven drops.
-func cachingReplica(t *testing.T, store Store, clock *fakeClock, f *cachingFetcher) (*testCache, Application, <-chan bool) {
+// cachingReplica is one replica on store whose application uses f and
+// reports its store-driven drops, with opts (the first, if any) applied.
+func cachingReplica(t *testing.T, store Store, clock *fakeClock, f *cachingFetcher, opts ...Options) (*testCache, Application, <-chan bool) {
 	t.Helper()
 	drops := make(chan bool, 100)
 	app := testApp("graph-api", f.Fetch)
 	app.OnStoreDrop = func(dropped bool) { drops <- dropped }
-	c, _, _ := newClockCache(t, store, clock, Options{}, app)
+	c, _, _ := newClockCache(t, store, clock, append(opts, Options{})[0], app)
 	return c, app, drops
 }
 
