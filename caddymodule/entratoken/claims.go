@@ -3,6 +3,7 @@ package entratoken
 import (
 	"bytes"
 	"encoding/base64"
+	"io"
 	"maps"
 	"net/http"
 	"regexp"
@@ -19,10 +20,9 @@ import (
 // with a body gets the challenge). Other refusals purge as configured.
 func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.Request, next caddyhttp.Handler, credential tokencache.Record) error {
 	before := w.Header().Clone()
-	var buf bytes.Buffer
-	recorder := caddyhttp.NewResponseRecorder(w, &buf, func(status int, header http.Header) bool {
+	recorder := &heldChallenge{w: w, ResponseRecorder: caddyhttp.NewResponseRecorder(w, new(bytes.Buffer), func(status int, header http.Header) bool {
 		return status == http.StatusUnauthorized && isClaimsChallenge(header.Values("WWW-Authenticate"))
-	})
+	})}
 	err := next.ServeHTTP(recorder, proxied)
 	if err != nil || !recorder.Buffered() {
 		h.purgeIfRefused(r, proxied, credential, recorder.Status(), err)
@@ -40,8 +40,8 @@ func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.R
 	}
 	purges.WithLabelValues(h.Application).Inc()
 	h.logger.Info("downstream answered a claims challenge; the token was replaced by one requested with its claims",
-		zap.String("application", h.Application), zap.Bool("retried", bodiless(r)))
-	if !bodiless(r) {
+		zap.String("application", h.Application), zap.Bool("retried", bodiless(r) && !recorder.spilled))
+	if !bodiless(r) || recorder.spilled {
 		return recorder.WriteResponse()
 	}
 	// Send it once more; the buffered answer and its headers are dropped.
@@ -77,3 +77,54 @@ func challengeClaims(challenges []string) (string, bool) {
 	}
 	return "", false
 }
+
+// maxHeldChallengeBytes bounds the body of a claims challenge held back to
+// be answered: Graph's are a few hundred bytes. A longer one goes on to the
+// client as it comes, and only the token is replaced (the request is not
+// sent again).
+const maxHeldChallengeBytes = 64 << 10
+
+// heldChallenge is the recorder of serveAnsweringClaims: it holds back a
+// claims challenge, at most maxHeldChallengeBytes of it, and passes on
+// everything else.
+type heldChallenge struct {
+	caddyhttp.ResponseRecorder
+	w       http.ResponseWriter
+	spilled bool // the challenge outgrew the bound and went on to w
+}
+
+func (c *heldChallenge) Write(p []byte) (int, error) {
+	if c.spilled {
+		return c.w.Write(p)
+	}
+	n, err := c.ResponseRecorder.Write(p)
+	if err == nil && c.Buffered() && c.Buffer().Len() > maxHeldChallengeBytes {
+		c.spilled = true
+		err = c.ResponseRecorder.WriteResponse()
+	}
+	return n, err
+}
+
+// ReadFrom copies through Write, which bounds what is held.
+func (c *heldChallenge) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// WriteResponse writes a challenge still held.
+func (c *heldChallenge) WriteResponse() error {
+	if c.spilled {
+		return nil
+	}
+	return c.ResponseRecorder.WriteResponse()
+}
+
+// FlushError flushes what was passed on; a held challenge is not.
+func (c *heldChallenge) FlushError() error {
+	if c.spilled {
+		return http.NewResponseController(c.w).Flush()
+	}
+	return http.NewResponseController(c.ResponseRecorder).Flush()
+}
+
+// Unwrap gives http.ResponseController the recorder's other abilities.
+func (c *heldChallenge) Unwrap() http.ResponseWriter { return c.ResponseRecorder }
