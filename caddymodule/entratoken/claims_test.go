@@ -1,9 +1,13 @@
 package entratoken
 
 import (
+	"bytes"
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func TestChallengeClaims(t *testing.T) {
@@ -45,6 +49,27 @@ func TestBodiless(t *testing.T) {
 	} {
 		if bodiless(r) {
 			t.Errorf("a request with a body (length %d, %v) is bodiless", r.ContentLength, r.TransferEncoding)
+		}
+	}
+}
+
+// TestHeldChallengeFlushesWhatItPassesOn: an answer that is not a claims
+// challenge, and one that outgrew the bound, are flushed as they stream.
+func TestHeldChallengeFlushesWhatItPassesOn(t *testing.T) {
+	for name, status := range map[string]int{"not a challenge": http.StatusOK, "outgrown challenge": http.StatusUnauthorized} {
+		w := httptest.NewRecorder()
+		c := &heldChallenge{w: w, ResponseRecorder: caddyhttp.NewResponseRecorder(w, new(bytes.Buffer), func(status int, _ http.Header) bool {
+			return status == http.StatusUnauthorized
+		})}
+		c.WriteHeader(status)
+		if _, err := c.Write(make([]byte, maxHeldChallengeBytes+1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := http.NewResponseController(c).Flush(); err != nil || !w.Flushed {
+			t.Errorf("%s: flushed %v (%v), want flushed", name, w.Flushed, err)
+		}
+		if w.Code != status || w.Body.Len() != maxHeldChallengeBytes+1 {
+			t.Errorf("%s: passed on %d with %d bytes", name, w.Code, w.Body.Len())
 		}
 	}
 }
