@@ -191,7 +191,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 		e.report(ExchangeFailed)
 		return Record{}, e.backedOff(b, cause, now)
 	}
-	call := exchangeCall{key: e.key(d), userToken: userToken, tenant: tenant, notAfter: notAfter, exchange: exchange}
+	call := exchangeCall{d: d, key: e.key(d), userToken: userToken, tenant: tenant, notAfter: notAfter, exchange: exchange}
 	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
 		// A flight that ended since Lookup left its token in L1.
 		if rec, ok := e.entries.get(d, e.c.now()); ok {
@@ -289,7 +289,6 @@ func (e *Exchanger) mayDrop(d entryDigest) bool {
 // the store's lock (losers wait for the winner's entry); a store failure
 // makes it exchange on its own.
 func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
-	key, notAfter := call.key, call.notAfter
 	if !e.shared {
 		return e.exchange(ctx, call, false)
 	}
@@ -299,11 +298,11 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 		return exchanged{rec, ExchangeShared}, nil
 	}
 	// Listen before trying the lock: an announcement cannot fall between.
-	updates, stopWatching := e.c.store.Watch(ctx, key, UpdateChannel(key))
+	updates, stopWatching := e.c.store.Watch(ctx, call.key, UpdateChannel(call.key))
 	if stopWatching != nil {
 		defer stopWatching()
 	}
-	lockKey, lockTTL := LockKey(key), (fetchTimeoutLockTTLs+1)*e.c.lockTTL
+	lockKey, lockTTL := LockKey(call.key), (fetchTimeoutLockTTLs+1)*e.c.lockTTL
 	giveUp := time.NewTimer(e.loserWait())
 	defer giveUp.Stop()
 	interval := e.c.pollInterval
@@ -332,7 +331,7 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 		case rec := <-updates:
 			poll.Stop()
 			if rec != nil && e.usable(call, rec) {
-				e.keep(key, rec, notAfter)
+				e.keep(call, rec)
 				return exchanged{rec, ExchangeShared}, nil
 			}
 		case <-poll.C:
@@ -389,8 +388,7 @@ func (e *Exchanger) loserWait() time.Duration {
 
 // read returns the store's entry of call if usable (ok), or the store's error.
 func (e *Exchanger) read(ctx context.Context, call exchangeCall) (*Record, bool, error) {
-	key, notAfter := call.key, call.notAfter
-	rec, err := e.c.store.Get(ctx, key)
+	rec, err := e.c.store.Get(ctx, call.key)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		e.c.storeRecovered()
@@ -403,7 +401,7 @@ func (e *Exchanger) read(ctx context.Context, call exchangeCall) (*Record, bool,
 	if !e.usable(call, rec) {
 		return nil, false, nil
 	}
-	e.keep(key, rec, notAfter)
+	e.keep(call, rec)
 	return rec, true, nil
 }
 
@@ -416,9 +414,8 @@ const maxExchangedLifetime = 30 * time.Hour
 // used: a valid token passing the checks of accept.go (bounded by
 // maxExchangedLifetime) and VerifyShared. A failure is logged once per entry.
 func (e *Exchanger) usable(call exchangeCall, rec *Record) bool {
-	key, notAfter := call.key, call.notAfter
 	now := e.c.now()
-	if !rec.validFor(now, e.c.refreshWindow) || !now.Before(notAfter) {
+	if !rec.validFor(now, e.c.refreshWindow) || !now.Before(call.notAfter) {
 		return false
 	}
 	err := tokenProblemWithin(maxExchangedLifetime, rec, now)
@@ -428,28 +425,24 @@ func (e *Exchanger) usable(call exchangeCall, rec *Record) bool {
 	if err == nil {
 		return true
 	}
-	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), key); ok {
-		if _, said := e.tampered.get(d, now); said {
-			return false
-		}
-		e.tampered.put(d, struct{}{}, minTime(rec.AccessTokenExpiresAt, notAfter))
+	if _, said := e.tampered.get(call.d, now); said {
+		return false
 	}
+	e.tampered.put(call.d, struct{}{}, minTime(rec.AccessTokenExpiresAt, call.notAfter))
 	e.c.log().Warn("ignoring an exchanged token record that fails the token checks; possible tampering",
 		zap.String("application", e.opts.Name), zap.Error(err))
 	return false
 }
 
-// keep puts rec into L1 until it is no longer usable.
-func (e *Exchanger) keep(key string, rec *Record, notAfter time.Time) {
-	d, _ := parseEntryKey(e.c.store.KeyPrefix(), key)
-	e.entries.put(d, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), notAfter))
+// keep puts rec into L1 as call's entry until it is no longer usable.
+func (e *Exchanger) keep(call exchangeCall, rec *Record) {
+	e.entries.put(call.d, rec, minTime(rec.AccessTokenExpiresAt.Add(-e.c.refreshWindow), call.notAfter))
 }
 
 // exchange calls call.exchange in an exchange slot (waited for only while
 // a request waits) and keeps its token, in the store too if write; a
 // failure goes through failed.
 func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool) (exchanged, error) {
-	key, notAfter := call.key, call.notAfter
 	if call.waiting.Err() != nil {
 		return exchanged{}, errCallersGone(e.opts.Name)
 	}
@@ -484,15 +477,15 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 		err = e.c.checkFetched(fetched.AccessToken, fetched.ExpiresAt, now)
 	}
 	if err != nil {
-		return exchanged{}, e.failed(ctx, key, call.tenant, notAfter, err, now)
+		return exchanged{}, e.failed(ctx, call, err, now)
 	}
 	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
-	rec := &Record{ID: key, ApplicationName: e.opts.Name, AccessToken: fetched.AccessToken,
+	rec := &Record{ID: call.key, ApplicationName: e.opts.Name, AccessToken: fetched.AccessToken,
 		AccessTokenExpiresAt: fetched.ExpiresAt, Scope: e.scope, CreatedAt: stamp, UpdatedAt: stamp}
-	e.keep(key, rec, notAfter)
-	if ttl := minTime(rec.AccessTokenExpiresAt, notAfter).Sub(now); write && ttl > 0 {
-		if err := e.c.store.Set(ctx, key, rec, ttl); err != nil && !errors.Is(err, ErrTooLarge) {
+	e.keep(call, rec)
+	if ttl := minTime(rec.AccessTokenExpiresAt, call.notAfter).Sub(now); write && ttl > 0 {
+		if err := e.c.store.Set(ctx, call.key, rec, ttl); err != nil && !errors.Is(err, ErrTooLarge) {
 			e.c.storeFailed(err)
 		}
 	}
@@ -501,16 +494,15 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 
 // failed turns an exchange's failure into its callers' *Error: a refusal of
 // the user's token is remembered; our own cancellation is not; any other
-// failure backs off, in this process, the exchanges at tenant only, so that
-// a token naming another tenant (anyone can write one) cannot pause the
-// application's other users.
-func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter time.Time, err error, now time.Time) error {
+// failure backs off, in this process, the exchanges at call.tenant only, so
+// that a token naming another tenant (anyone can write one) cannot pause
+// the application's other users.
+func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, now time.Time) error {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
-			if until := minTime(now.Add(remember), notAfter); remember > 0 && until.After(now) {
-				d, _ := parseEntryKey(e.c.store.KeyPrefix(), key)
-				e.rejected.put(d, error(wrapped), until)
+			if until := minTime(now.Add(remember), call.notAfter); remember > 0 && until.After(now) {
+				e.rejected.put(call.d, error(wrapped), until)
 			}
 			wrapped.Permanent = true
 			return wrapped
@@ -522,7 +514,7 @@ func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter tim
 	result, retryAfter := classify(err)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	tb, known := e.backoffs[tenant]
+	tb, known := e.backoffs[call.tenant]
 	if !known {
 		e.makeRoomForBackoff(now)
 	}
@@ -531,7 +523,7 @@ func (e *Exchanger) failed(ctx context.Context, key, tenant string, notAfter tim
 	tb.Until = now.Add(backoffDelay(tb.Attempts, tb.Permanent, retryAfter, e.c.random()))
 	tb.Message = wrapped.Message
 	tb.cause = err
-	e.backoffs[tenant] = tb
+	e.backoffs[call.tenant] = tb
 	return wrapped.paused(tb.Permanent, tb.Until.Sub(now))
 }
 

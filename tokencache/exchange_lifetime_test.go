@@ -65,9 +65,9 @@ func TestExchangedEntryTooLongLivedIsRefusedAndLoggedOnce(t *testing.T) {
 	if _, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, cae(t, clock, 31*time.Hour, &calls)); err != nil {
 		t.Fatal(err)
 	}
-	key := eb.key(eb.namer.digest(testUserToken))
+	d := eb.namer.digest(testUserToken)
 	for range 3 {
-		if _, ok, err := eb.read(t.Context(), exchangeCall{key: key, userToken: testUserToken, notAfter: notAfter}); ok || err != nil {
+		if _, ok, err := eb.read(t.Context(), exchangeCall{d: d, key: eb.key(d), userToken: testUserToken, notAfter: notAfter}); ok || err != nil {
 			t.Fatalf("a 31-hour token read from the store: usable %v, %v; want refused", ok, err)
 		}
 	}

@@ -25,9 +25,10 @@ func errCallersGone(name string) error {
 	return requestError(errGone, "no request waits for the exchange of application %q", name)
 }
 
-// exchangeCall is what a flight exchanges; waiting ends when the flight's
-// last request has left.
+// exchangeCall is what a flight exchanges: the entry d, under key in the
+// store; waiting ends when the flight's last request has left.
 type exchangeCall struct {
+	d         entryDigest
 	key       string
 	userToken string
 	tenant    string
