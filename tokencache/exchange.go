@@ -446,13 +446,9 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	if call.waiting.Err() != nil {
 		return exchanged{}, errCallersGone(e.opts.Name)
 	}
-	slotCtx, cancelSlot := context.WithCancel(ctx)
-	stopSlot := context.AfterFunc(call.waiting, cancelSlot)
-	release, err := e.c.fetchSlots.acquire(context.WithValue(slotCtx, exchangeKey{}, true))
-	stopSlot()
-	cancelSlot()
+	release, _, err := e.c.fetchSlots.acquireUnless(context.WithValue(ctx, exchangeKey{}, true), call.waiting.Done())
 	if call.waiting.Err() != nil { // the last request left meanwhile
-		if err == nil {
+		if release != nil {
 			release()
 		}
 		return exchanged{}, errCallersGone(e.opts.Name)
