@@ -457,10 +457,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 		return exchanged{}, requestError(err, "waiting to exchange a token for application %q: %v", e.opts.Name, err)
 	}
 	defer release()
-	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*e.c.lockTTL)
-	defer cancel()
-	fetched, err := e.c.callFetch(fetchCtx, call.exchange,
-		"token exchange function panicked", e.opts.Name)
+	fetched, err := e.c.callFetch(ctx, call.exchange, "token exchange function panicked", e.opts.Name)
 	now := e.c.now()
 	if err == nil {
 		// Recorded with its JWT exp, as the store's readers check.

@@ -360,10 +360,8 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 		}
 		defer release()
 	}
-	fetchCtx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
-	defer cancel()
 	start := time.Now()
-	fetched, err := c.callFetch(fetchCtx, h.app.Fetch, "token fetch function panicked", h.app.Name)
+	fetched, err := c.callFetch(ctx, h.app.Fetch, "token fetch function panicked", h.app.Name)
 	took := time.Since(start)
 	now := c.now()
 	expiresAt := fetched.ExpiresAt.UTC().Truncate(time.Millisecond)
@@ -417,9 +415,12 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	return rec, nil
 }
 
-// callFetch calls fetch for application name, turning a panic (which would
-// end the process in a flight's goroutine) into an error, logged as msg.
+// callFetch calls fetch for application name, for at most
+// fetchTimeoutLockTTLs×LockTTL, turning a panic (which would end the
+// process in a flight's goroutine) into an error, logged as msg.
 func (c *Cache) callFetch(ctx context.Context, fetch FetchFunc, msg, name string) (fetched Fetched, err error) {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeoutLockTTLs*c.lockTTL)
+	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
 			c.log().Error(msg, zap.String("application", name), zap.Stack("stack"))
