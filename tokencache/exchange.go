@@ -348,35 +348,24 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 // exchangeLocked exchanges under the entry's lock (after reading the store
 // again), writes the entry, unlocks and announces it to the losers.
 func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
-	key := call.key
-	unlocked := false
-	unlock := func() {
-		if unlocked {
-			return
+	locked := true
+	defer func() {
+		if locked {
+			_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
 		}
-		unlocked = true
-		unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
-		defer cancel()
-		// A lock left behind stalls that user on every replica: retry.
-		var err error
-		for range unlockAttempts {
-			if _, err = e.c.store.Unlock(unlockCtx, lockKey, owner); err == nil {
-				return
-			}
-		}
-		e.c.storeFailed(err)
-	}
-	defer unlock()
+	}()
 	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
 	res, err := e.exchange(ctx, call, true)
-	unlock()
-	e.c.announce(ctx, key, UpdateChannel(key), res.rec)
+	_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
+	locked = false
+	e.c.announce(ctx, call.key, UpdateChannel(call.key), res.rec)
 	return res, err
 }
 
-// unlockAttempts is how many times a failing exchange unlock is sent.
+// unlockAttempts is how many times a failing exchange unlock is sent: a
+// lock left behind stalls that user on every replica.
 const unlockAttempts = 3
 
 // loserWait is how long a request waits for the lock holder before it

@@ -443,16 +443,24 @@ func (c *Cache) checkFetched(token string, expiresAt, now time.Time) error {
 
 // unlock releases the refresh lock, even if ctx has ended.
 func (c *Cache) unlock(ctx context.Context, h *Handle, owner string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
-	defer cancel()
-	released, err := c.store.Unlock(ctx, h.ks.lockKey, owner)
-	switch {
-	case err != nil:
-		c.storeFailed(err)
-	case !released:
+	if released, err := c.releaseLock(ctx, h.ks.lockKey, owner, 1); err == nil && !released {
 		c.log().Warn("refresh lock expired before it was released; another replica may have fetched too",
 			zap.String("application", h.app.Name), zap.Duration("lock_ttl", c.lockTTL))
 	}
+}
+
+// releaseLock sends Unlock of lockKey held by owner, even if ctx has
+// ended, up to attempts times while the store fails.
+func (c *Cache) releaseLock(ctx context.Context, lockKey, owner string, attempts int) (released bool, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.lockTTL)
+	defer cancel()
+	for range attempts {
+		if released, err = c.store.Unlock(ctx, lockKey, owner); err == nil {
+			return released, nil
+		}
+	}
+	c.storeFailed(err)
+	return false, err
 }
 
 // publish announces that ks's record or backoff changed, here and through
