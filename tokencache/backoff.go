@@ -133,10 +133,15 @@ func (ks *keyState) clearBackoff() bool {
 // backedOff returns the error for a caller of h while b runs; cause is the
 // failure's error when this process saw it.
 func (c *Cache) backedOff(h *Handle, b Backoff, cause error) *Error {
-	wait := b.Until.Sub(c.now())
 	msg := cmp.Or(b.Message, fmt.Sprintf("requesting a token for application %q failed", h.app.Name))
-	err := requestError(cause, "%s; token requests paused for %s", msg, ceilSecond(wait))
-	return err.paused(b.Permanent, wait)
+	return pausedBy(b, cause, msg+"; token requests", c.now())
+}
+
+// pausedBy returns the error of a call made at now while b runs, saying
+// what is paused ("<failure>; token requests") and for how long.
+func pausedBy(b Backoff, cause error, what string, now time.Time) *Error {
+	wait := b.Until.Sub(now)
+	return requestError(cause, "%s paused for %s", what, ceilSecond(wait)).paused(b.Permanent, wait)
 }
 
 // refused is backedOff, except that for a forced refresh the cause is

@@ -189,7 +189,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 	}
 	if b, cause, ok := e.activeBackoff(tenant, now); ok {
 		e.report(ExchangeFailed)
-		return Record{}, e.backedOff(b, cause, now)
+		return Record{}, pausedBy(b, cause, b.Message+"; token exchanges", now)
 	}
 	call := exchangeCall{d: d, key: e.key(d), userToken: userToken, tenant: tenant, notAfter: notAfter, exchange: exchange}
 	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
@@ -543,13 +543,6 @@ func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error,
 		return Backoff{}, nil, false
 	}
 	return tb.Backoff, tb.cause, true
-}
-
-// backedOff is the error of a call while b runs (as Cache.backedOff).
-func (e *Exchanger) backedOff(b Backoff, cause error, now time.Time) *Error {
-	wait := b.Until.Sub(now)
-	err := requestError(cause, "%s; token exchanges paused for %s", b.Message, ceilSecond(wait))
-	return err.paused(b.Permanent, wait)
 }
 
 func (e *Exchanger) clearBackoff(tenant string) {
