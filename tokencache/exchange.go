@@ -260,9 +260,7 @@ func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
 		return true
 	}
 	// Sealed under the drop key: only a replica with the secret reads it.
-	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name}); err != nil {
-		e.c.storeFailed(err)
-	}
+	e.c.announce(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name})
 	return true
 }
 
