@@ -217,7 +217,7 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 			"no exchanged token for application %q within %s", e.opts.Name, e.c.waitTimeout)
 	case <-f.done:
 		if f.err != nil {
-			e.report(e.failureResult(f.err))
+			e.report(cmp.Or(f.val.result, ExchangeFailed))
 			return Record{}, f.err
 		}
 		served := f.val
@@ -457,7 +457,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 		err = e.c.checkFetched(fetched.AccessToken, fetched.ExpiresAt, now)
 	}
 	if err != nil {
-		return exchanged{}, e.failed(ctx, call, err, now)
+		return e.failed(ctx, call, err, now)
 	}
 	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
@@ -472,12 +472,13 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	return exchanged{rec, ExchangeExchanged}, nil
 }
 
-// failed turns an exchange's failure into its callers' *Error: a refusal of
-// the user's token is remembered; our own cancellation is not; any other
-// failure backs off, in this process, the exchanges at call.tenant only, so
-// that a token naming another tenant (anyone can write one) cannot pause
-// the application's other users.
-func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, now time.Time) error {
+// failed turns an exchange's failure into its callers' *Error, with the
+// result to report: a refusal of the user's token (ExchangeRejected) is
+// remembered; our own cancellation is not; any other failure backs off, in
+// this process, the exchanges at call.tenant only, so that a token naming
+// another tenant (anyone can write one) cannot pause the application's
+// other users.
+func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, now time.Time) (exchanged, error) {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
@@ -485,11 +486,11 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, no
 				e.rejected.put(call.d, error(wrapped), until)
 			}
 			wrapped.Permanent = true
-			return wrapped
+			return exchanged{result: ExchangeRejected}, wrapped
 		}
 	}
 	if ctx.Err() != nil || isLocalFailure(err) {
-		return wrapped
+		return exchanged{result: ExchangeFailed}, wrapped
 	}
 	result, retryAfter := classify(err)
 	e.mu.Lock()
@@ -504,7 +505,7 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, no
 	tb.Message = wrapped.Message
 	tb.cause = err
 	e.backoffs[call.tenant] = tb
-	return wrapped.paused(tb.Permanent, tb.Until.Sub(now))
+	return exchanged{result: ExchangeFailed}, wrapped.paused(tb.Permanent, tb.Until.Sub(now))
 }
 
 // tenantBackoff is the backoff of the exchanges at one tenant, with its cause.
@@ -547,15 +548,6 @@ func (e *Exchanger) clearBackoff(tenant string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.backoffs, tenant)
-}
-
-func (e *Exchanger) failureResult(err error) ExchangeResult {
-	if e.opts.Rejected != nil {
-		if _, ok := e.opts.Rejected(err); ok {
-			return ExchangeRejected
-		}
-	}
-	return ExchangeFailed
 }
 
 func (e *Exchanger) report(result ExchangeResult) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -585,5 +586,26 @@ func TestReplayedDropAnnouncementsAreRateLimited(t *testing.T) {
 	exchange(b, testUserToken)
 	if got := x.calls.Load() - before - 1; got != 1 {
 		t.Fatalf("20 replays after PurgeInterval made %d exchanges of the user token, want 1", got)
+	}
+}
+
+// TestExchangeResultsAreDecidedWhereTheFailureIs: the result an exchange's
+// failure reports is decided when the exchange fails, on its own error, so
+// a Rejected that does not look through wrapping counts refusals as
+// rejected, and the application's failures as failed.
+func TestExchangeResultsAreDecidedWhereTheFailureIs(t *testing.T) {
+	clock := newFakeClock()
+	var results []ExchangeResult
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{
+		Rejected:   func(err error) (time.Duration, bool) { return time.Hour, err == userRejection },
+		OnExchange: func(r ExchangeResult) { results = append(results, r) },
+	})
+	notAfter := clock.Now().Add(time.Hour)
+	rejecting := &exchangeCounter{clock: clock, err: userRejection}
+	failing := &exchangeCounter{clock: clock, err: &classifiedError{permanent: true}}
+	_, _ = e.Exchange(t.Context(), testUserToken, testTenant, notAfter, rejecting.exchange)
+	_, _ = e.Exchange(t.Context(), testOtherUser, testTenant, notAfter, failing.exchange)
+	if want := []ExchangeResult{ExchangeRejected, ExchangeFailed}; !slices.Equal(results, want) {
+		t.Errorf("results %v, want %v", results, want)
 	}
 }
