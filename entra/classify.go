@@ -186,7 +186,3 @@ func (e *RequestError) UserFailure() UserFailure {
 	}
 	return NotUserFailure
 }
-
-// UserTokenRejected reports whether the failure is a UserFailure: of that
-// one token, which must not put the application in backoff.
-func (e *RequestError) UserTokenRejected() bool { return e.UserFailure() != NotUserFailure }

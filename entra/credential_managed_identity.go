@@ -209,13 +209,6 @@ func (mi *managedIdentity) cacheKeyLines() []string {
 	return []string{"managed_identity"}
 }
 
-// ParseManagedIdentityResponse is ParseTokenResponse for a managed identity
-// endpoint's answer: without expires_in, the lifetime comes from a future
-// expires_on.
-func ParseManagedIdentityResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
-	return parseAnswer(status, header, body, sentAt, nil, expiresInOrOnLifetime)
-}
-
 // expiresInOrOnLifetime prefers expires_in, which does not depend on the
 // clocks agreeing, to expires_on.
 func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {

@@ -16,22 +16,16 @@ import (
 // are not plausible lifetimes and would overflow time arithmetic.
 const maxLifetime = 10 * 365 * 24 * time.Hour
 
-// ParseTokenResponse turns a token endpoint's answer into a Token, its
-// ExpiresAt counted from sentAt, or a *RequestError: with the error fields
-// of a non-2xx answer (nothing else of the body), wrapping
-// ErrMalformedResponse for an unusable 2xx answer. A success needs a usable
-// access_token, a positive expires_in of at most 10 years, and no
-// token_type other than bearer.
-func ParseTokenResponse(status int, header http.Header, body []byte, sentAt time.Time) (*Token, error) {
-	return parseAnswer(status, header, body, sentAt, nil, expiresInLifetime)
-}
-
 // lifetimeReader reads a token's lifetime from the fields of an answer, or
 // says why it cannot.
 type lifetimeReader func(fields map[string]json.RawMessage, sentAt time.Time) (expiresIn time.Duration, expiresAt time.Time, reason string)
 
-// parseAnswer is ParseTokenResponse with the lifetime that lifetime reads,
-// masking r's secrets in the error's fields before they are cut to length.
+// parseAnswer turns a token endpoint's answer into a Token, its ExpiresAt
+// counted from sentAt, or a *RequestError: with the error fields of a
+// non-2xx answer (nothing else of the body, r's secrets masked before they
+// are cut to length), wrapping ErrMalformedResponse for an unusable 2xx
+// answer. A success needs a usable access_token, a lifetime that lifetime
+// reads (positive, at most 10 years), and no token_type other than bearer.
 func parseAnswer(status int, header http.Header, body []byte, sentAt time.Time, r *redactor, lifetime lifetimeReader) (*Token, error) {
 	if header == nil {
 		header = http.Header{}
