@@ -65,14 +65,7 @@ func sanitizeField(s string, max int, r *redactor) string {
 		return c
 	}, s))
 	if len(s) > max {
-		cut := 0
-		for i, c := range s {
-			if i+utf8.RuneLen(c) > max {
-				break
-			}
-			cut = i + utf8.RuneLen(c)
-		}
-		s = s[:cut]
+		s = strings.ToValidUTF8(s[:max], "") // valid but for a rune the cut split
 	}
 	return strings.TrimSpace(s)
 }

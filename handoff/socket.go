@@ -228,7 +228,7 @@ type View struct {
 	incoming chan net.Conn
 	closed   chan struct{}
 	once     sync.Once
-	handoffs atomic.Int64
+	handoffs atomic.Int64 // for the tests: see HandedOff
 
 	mu    sync.Mutex
 	conns map[*conn]struct{} // the connections its server holds
@@ -294,10 +294,6 @@ func (v *View) Close() error {
 
 // Addr returns the socket's address.
 func (v *View) Addr() net.Addr { return v.socket.ln.Addr() }
-
-// HandedOff returns how many connections this View's server gave up to a
-// newer View.
-func (v *View) HandedOff() int64 { return v.handoffs.Load() }
 
 // handOff moves underlying to the newest open View, with replay as the first
 // bytes it reads; false, leaving it alone, when no other View is open.
