@@ -30,11 +30,10 @@ type RedisCredentials struct {
 	minLeft time.Duration
 	logger  *zap.Logger
 
-	mu      sync.Mutex
-	token   *entra.Token
-	user    string
-	renewal chan struct{} // closed when the request in flight ends; nil when none
-	retry
+	mu    sync.Mutex
+	token *entra.Token
+	user  string
+	retry // its request renews the token
 }
 
 // NewRedisCredentials returns client's credentials, each token renewed
@@ -51,13 +50,13 @@ func (r *RedisCredentials) Credentials(ctx context.Context) (username, password 
 	r.mu.Lock()
 	if r.valid() {
 		if r.token.ExpiresAt.Sub(now()) <= r.minLeft {
-			r.renew()
+			r.start(r.request)
 		}
 		username, password = r.user, r.token.AccessToken
 		r.mu.Unlock()
 		return username, password, nil
 	}
-	renewal, err := r.renew(), r.err
+	renewal, err := r.start(r.request), r.err
 	r.mu.Unlock()
 	if renewal == nil {
 		return "", "", err
@@ -80,16 +79,6 @@ func (r *RedisCredentials) valid() bool {
 	return r.token != nil && now().Before(r.token.ExpiresAt)
 }
 
-// renew returns the request in flight, starting one unless a failure's
-// backoff is running (then nil). r.mu is held.
-func (r *RedisCredentials) renew() chan struct{} {
-	if _, _, backingOff := r.waiting(); r.renewal == nil && !backingOff {
-		r.renewal = make(chan struct{})
-		go r.request(r.renewal)
-	}
-	return r.renewal
-}
-
 // request asks for a token, not bound to the Redis call that needed one,
 // keeps it or the failure, and closes done.
 func (r *RedisCredentials) request(done chan struct{}) {
@@ -106,7 +95,6 @@ func (r *RedisCredentials) request(done chan struct{}) {
 		user = claims.ObjectID
 	}
 	r.mu.Lock()
-	r.renewal = nil
 	recovered := false
 	if err != nil {
 		var re *entra.RequestError

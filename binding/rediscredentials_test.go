@@ -95,7 +95,7 @@ func moveClock(t *testing.T) func(time.Duration) {
 func renewalInFlight(r *RedisCredentials) chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.renewal
+	return r.running
 }
 
 // A token request slower than the Redis call that needed it is not bound

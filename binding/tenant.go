@@ -22,8 +22,7 @@ var tenantResolutions sync.Map // string -> *tenantResolution
 type tenantResolution struct {
 	tenantID atomic.Pointer[string] // set once resolved, for good
 
-	mu      sync.Mutex
-	running chan struct{} // closed when the request in flight ends; nil when none
+	mu sync.Mutex
 	retry
 }
 
@@ -49,17 +48,12 @@ func (r *tenantResolution) resolve(ctx context.Context, client *entra.Client, lo
 		return *id, 0, nil
 	}
 	r.mu.Lock()
-	running := r.running
-	if running == nil {
-		if err, wait, ok := r.waiting(); ok {
-			r.mu.Unlock()
-			return "", wait, err
-		}
-		running = make(chan struct{})
-		r.running = running
-		go r.run(client, running, logger) // not bound to one caller's ctx
-	}
+	running := r.start(func(done chan struct{}) { r.run(client, done, logger) })
+	err, wait, _ := r.waiting()
 	r.mu.Unlock()
+	if running == nil {
+		return "", wait, err
+	}
 	select {
 	case <-running:
 	case <-ctx.Done():
@@ -90,7 +84,6 @@ func (r *tenantResolution) run(client *entra.Client, done chan struct{}, logger 
 		}
 		r.fail(err, hint)
 	}
-	r.running = nil
 	failed, retryIn := r.failed, r.wait
 	r.mu.Unlock()
 	defer close(done) // after the log: a caller that saw the outcome finds it logged
