@@ -172,12 +172,12 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 	}
 	var tlsDescription string
 	if caFile := r.value("tls_ca", rc.TLSCA); caFile != "" || rc.TLSServerName != "" {
-		tlsConfig, err := redisTLSConfig(caFile, r.value("tls_server_name", rc.TLSServerName))
+		tlsConfig, caDigest, err := redisTLSConfig(caFile, r.value("tls_server_name", rc.TLSServerName))
 		if err != nil {
 			return nil, "", err
 		}
 		opts.TLSConfig = tlsConfig
-		tlsDescription = fileDigest(caFile) + "\n" + tlsConfig.ServerName
+		tlsDescription = caDigest + "\n" + tlsConfig.ServerName
 	}
 	for _, addr := range rc.Addrs {
 		if addr = r.value("addrs", addr); addr != "" {
@@ -220,33 +220,24 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 }
 
 // redisTLSConfig verifies the server against caFile's CAs (default: the
-// system roots) and serverName, if set.
-func redisTLSConfig(caFile, serverName string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+// system roots) and serverName, if set. caDigest is the SHA-256 of the CAs
+// loaded ("" for none): a rotated CA makes another cache.
+func redisTLSConfig(caFile, serverName string) (cfg *tls.Config, caDigest string, err error) {
+	cfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
 	if caFile == "" {
-		return cfg, nil
+		return cfg, "", nil
 	}
 	pemData, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, ConfigError("redis tls_ca", fmt.Sprintf("reading the CA file: %v", err))
+		return nil, "", ConfigError("redis tls_ca", fmt.Sprintf("reading the CA file: %v", err))
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pemData) {
-		return nil, ConfigError("redis tls_ca", "the file holds no PEM certificate")
+		return nil, "", ConfigError("redis tls_ca", "the file holds no PEM certificate")
 	}
 	cfg.RootCAs = pool
-	return cfg, nil
-}
-
-// fileDigest is the SHA-256 of a file ("" if unreadable): a rotated CA
-// makes another cache.
-func fileDigest(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
+	sum := sha256.Sum256(pemData)
+	return cfg, hex.EncodeToString(sum[:]), nil
 }
 
 // placeholderHint names the placeholder an empty value came from.
