@@ -3,7 +3,6 @@ package entraapp
 import (
 	"fmt"
 	"net/http"
-	"net/textproto"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -36,7 +35,7 @@ func CheckHeaderName(field, name string) (string, error) {
 		return "", ConfigError(field, fmt.Sprintf("%q is not a valid header name", name))
 	}
 	canonical := http.CanonicalHeaderKey(name)
-	if kind, ok := forbiddenHeaders[textproto.CanonicalMIMEHeaderKey(name)]; ok {
+	if kind, ok := forbiddenHeaders[canonical]; ok {
 		return "", ConfigError(field, fmt.Sprintf("%q cannot carry the token: it is a %s field that "+
 			"the proxy strips or rewrites", name, kind))
 	}
