@@ -2,7 +2,6 @@ package entratokenendpoint
 
 import (
 	"cmp"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -321,14 +322,12 @@ func writeJSONResponse(w http.ResponseWriter, status int, v any) error {
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// correlationID is the client's x-ms-client-request-id if sane, else random.
+// correlationID is the client's x-ms-client-request-id if sane, else a random UUID.
 func correlationID(r *http.Request) string {
 	if id := r.Header.Get("X-Ms-Client-Request-Id"); len(id) <= 64 && id != "" && strings.IndexFunc(id, notIDRune) < 0 {
 		return id
 	}
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	return uuid.NewString()
 }
 
 func notIDRune(c rune) bool {
