@@ -69,14 +69,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		handled, err := parseIdentityOption(d, &a.IdentityConfig)
-		if err != nil {
-			return err
-		}
-		if handled {
-			continue
-		}
-		switch option := d.Val(); option {
+		var err error
+		switch d.Val() {
 		case "refresh_window":
 			err = durationArg(d, &a.RefreshWindow)
 		case "wait_timeout":
@@ -114,7 +108,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Prefetch, err = parsePrefetch(d)
 		default:
-			return d.Errf("unrecognized entra option '%s'", option)
+			err = parseIdentityOption(d, &a.IdentityConfig, "entra")
 		}
 		if err != nil {
 			return err
@@ -123,49 +117,50 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseIdentityOption parses an identity option into id, reporting whether
-// the option was one.
-func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig) (bool, error) {
-	if dest, ok := map[string]*string{"tenant_id": &id.TenantID, "client_id": &id.ClientID,
-		"client_secret": &id.ClientSecret, "authority_host": &id.AuthorityHost,
-		"token_endpoint": &id.TokenEndpoint, "federated_token_file": &id.FederatedTokenFile}[d.Val()]; ok {
-		return true, SingleArg(d, dest)
-	}
+// parseIdentityOption parses an identity option into id; any other option
+// is unrecognized in block.
+func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig, block string) error {
 	switch d.Val() {
 	case "client_auth":
 		if err := SingleArg(d, &id.ClientAuth); err != nil {
-			return true, err
+			return err
 		}
 		switch id.ClientAuth {
 		case "post", "basic", "tls_client_auth", "self_signed_tls_client_auth":
 		default:
-			return true, d.Errf("client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth, got %q", id.ClientAuth)
+			return d.Errf("client_auth: want post, basic, tls_client_auth or self_signed_tls_client_auth, got %q", id.ClientAuth)
 		}
-		return true, nil
+		return nil
 	case "workload_identity":
 		if id.WorkloadIdentity {
-			return true, d.Err("workload_identity: may appear only once")
+			return d.Err("workload_identity: may appear only once")
 		}
-		return true, FlagArg(d, &id.WorkloadIdentity)
+		return FlagArg(d, &id.WorkloadIdentity)
 	case "client_certificate":
-		return true, parseOnce(d, &id.ClientCertificate, parseClientCertificate)
+		return parseOnce(d, &id.ClientCertificate, parseClientCertificate)
 	case "managed_identity":
-		return true, parseOnce(d, &id.ManagedIdentity, parseManagedIdentity)
+		return parseOnce(d, &id.ManagedIdentity, parseManagedIdentity)
 	case "token_request_param":
 		args := d.RemainingArgs()
 		if len(args) != 2 {
-			return true, d.Errf("token_request_param: want <name> <value>")
+			return d.Errf("token_request_param: want <name> <value>")
 		}
 		if _, dup := id.TokenRequestParams[args[0]]; dup {
-			return true, d.Errf("token_request_param %s: set twice", args[0])
+			return d.Errf("token_request_param %s: set twice", args[0])
 		}
 		if id.TokenRequestParams == nil {
 			id.TokenRequestParams = make(map[string]string)
 		}
 		id.TokenRequestParams[args[0]] = args[1]
-		return true, nil
+		return nil
 	}
-	return false, nil
+	dest, ok := map[string]*string{"tenant_id": &id.TenantID, "client_id": &id.ClientID,
+		"client_secret": &id.ClientSecret, "authority_host": &id.AuthorityHost,
+		"token_endpoint": &id.TokenEndpoint, "federated_token_file": &id.FederatedTokenFile}[d.Val()]
+	if !ok {
+		return d.Errf("unrecognized %s option '%s'", block, d.Val())
+	}
+	return SingleArg(d, dest)
 }
 
 func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, error) {
@@ -333,14 +328,6 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	dbSet := false
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
-		if dest, ok := map[string]*string{"master_name": &redis.MasterName, "username": &redis.Username,
-			"password": &redis.Password, "tls_ca": &redis.TLSCA, "tls_server_name": &redis.TLSServerName,
-			"key_prefix": &redis.KeyPrefix}[d.Val()]; ok {
-			if err := SingleArg(d, dest); err != nil {
-				return nil, err
-			}
-			continue
-		}
 		switch option := d.Val(); option {
 		case "addrs":
 			addrs := d.RemainingArgs()
@@ -387,7 +374,13 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 				}
 			}
 		default:
-			return nil, d.Errf("unrecognized redis option '%s'", option)
+			dest, ok := map[string]*string{"master_name": &redis.MasterName, "username": &redis.Username,
+				"password": &redis.Password, "tls_ca": &redis.TLSCA, "tls_server_name": &redis.TLSServerName,
+				"key_prefix": &redis.KeyPrefix}[option]
+			if !ok {
+				return nil, d.Errf("unrecognized redis option '%s'", option)
+			}
+			err = SingleArg(d, dest)
 		}
 		if err != nil {
 			return nil, err
@@ -409,13 +402,7 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 	}
 	app := &Application{Scopes: d.RemainingArgs()}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		handled, err := parseIdentityOption(d, &app.IdentityConfig)
-		if err != nil {
-			return err
-		}
-		if handled {
-			continue
-		}
+		var err error
 		switch d.Val() {
 		case "scope":
 			scopes := d.RemainingArgs()
@@ -434,7 +421,7 @@ func (a *App) parseApplication(d *caddyfile.Dispenser) error {
 		case "on_behalf_of":
 			err = parseOnce(d, &app.OnBehalfOf, parseOnBehalfOf)
 		default:
-			return d.Errf("unrecognized application option '%s'", d.Val())
+			err = parseIdentityOption(d, &app.IdentityConfig, "application")
 		}
 		if err != nil {
 			return err
