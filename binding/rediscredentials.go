@@ -18,7 +18,9 @@ const RedisScope = "https://redis.azure.com/.default"
 
 // RedisCredentials gives new Redis connections the identity's token as the
 // password and its oid as the user name. The token is cached in process
-// (never in the store), renewed under minLeft, kept while valid on failure.
+// (never in the store), renewed under minLeft (under half its lifetime when
+// that is shorter, so that a short-lived token is not requested again for
+// each new connection), kept while valid on failure.
 // go-redis asks for it while opening a connection, under the deadline of
 // the Redis call that needed one (OpTimeout): the token request runs apart,
 // one at a time and bounded by the client's own timeout, and a failed one
@@ -30,26 +32,28 @@ type RedisCredentials struct {
 	minLeft time.Duration
 	logger  *zap.Logger
 
-	mu    sync.Mutex
-	token *entra.Token
-	user  string
-	retry // its request renews the token
+	mu      sync.Mutex
+	token   *entra.Token
+	user    string
+	renewAt time.Time // ExpiresAt less minLeft, or half the lifetime when shorter
+	retry             // its request renews the token
 }
 
 // NewRedisCredentials returns client's credentials, each token renewed
-// once it has minLeft or less left; logger is told of failed requests.
+// once it has minLeft or less left (or half its lifetime, when shorter);
+// logger is told of failed requests.
 func NewRedisCredentials(client *entra.Client, minLeft time.Duration, logger *zap.Logger) *RedisCredentials {
 	return &RedisCredentials{client: client, minLeft: minLeft, logger: logger}
 }
 
 // Credentials returns a new connection's user name and password: a valid
-// token at once (starting its renewal when under minLeft is left), else
+// token at once (starting its renewal when it is due), else
 // after the request in flight, waiting no longer than ctx. Errors never
 // hold a token or secret.
 func (r *RedisCredentials) Credentials(ctx context.Context) (username, password string, err error) {
 	r.mu.Lock()
 	if r.valid() {
-		if r.token.ExpiresAt.Sub(now()) <= r.minLeft {
+		if !now().Before(r.renewAt) {
 			r.start(r.request)
 		}
 		username, password = r.user, r.token.AccessToken
@@ -96,6 +100,7 @@ func (r *RedisCredentials) request(done chan struct{}) {
 	}
 	r.mu.Lock()
 	recovered := false
+	var lifetime time.Duration // of the token received
 	if err != nil {
 		var re *entra.RequestError
 		var retryAfter time.Duration // throttled: at least as long
@@ -104,7 +109,9 @@ func (r *RedisCredentials) request(done chan struct{}) {
 		}
 		r.fail(err, retryAfter)
 	} else {
+		lifetime = token.ExpiresAt.Sub(now())
 		r.token, r.user = token, user
+		r.renewAt = token.ExpiresAt.Add(-min(r.minLeft, lifetime/2))
 		recovered = r.succeed() > 0
 	}
 	valid, retryIn := r.valid(), r.wait
@@ -116,5 +123,9 @@ func (r *RedisCredentials) request(done chan struct{}) {
 			append(RequestErrorFields(err), zap.Bool("token_valid", valid), zap.Duration("retry_in", retryIn))...)
 	case recovered:
 		r.logger.Info("requested the token Redis authenticates with after failures")
+	}
+	if err == nil && lifetime < r.minLeft {
+		r.logger.Warn("the token Redis authenticates with lives less than twice max_connection_age: a connection made before its renewal can outlive it; lower max_connection_age",
+			zap.Duration("token_lifetime", lifetime), zap.Duration("max_connection_age", r.minLeft/2))
 	}
 }

@@ -146,10 +146,12 @@ func TestRedisTokenIsRenewedOnceInTheBackground(t *testing.T) {
 		}
 		blocked(w, r, n)
 	})
+	move := moveClock(t)
 	creds := NewRedisCredentials(client, 20*time.Minute, zap.NewNop())
 	if _, _, err := creds.Credentials(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	move(8 * time.Minute) // past half its lifetime: renewed then, as it lives less than minLeft
 
 	expired, cancel := context.WithCancel(context.Background())
 	cancel() // the old token needs no wait
@@ -345,5 +347,31 @@ func TestRedisTokenThrottledWaitsForRetryAfter(t *testing.T) {
 	_, _, _ = creds.Credentials(context.Background())
 	if n := requests.Load(); n != 2 {
 		t.Errorf("after Retry-After: %d requests, want 2", n)
+	}
+}
+
+// TestRedisTokenShorterLivedThanMinLeftIsNotRequestedPerConnection:
+// max_connection_age 45m asks for renewal with 90m left, more than a
+// 75-minute token ever has: new connections still share one token,
+// renewed at half its lifetime, and the operator is told.
+func TestRedisTokenShorterLivedThanMinLeftIsNotRequestedPerConnection(t *testing.T) {
+	client, requests := redisTokenClient(t, func(w http.ResponseWriter, r *http.Request, n int64) {
+		writeRedisTokenFor(w, redisToken(redisOID, n), 75*time.Minute)
+	})
+	core, logs := observer.New(zap.WarnLevel)
+	creds := NewRedisCredentials(client, 2*45*time.Minute, zap.New(core))
+	for range 20 { // 20 new connections, as after a failover
+		if _, _, err := creds.Credentials(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if renewal := renewalInFlight(creds); renewal != nil {
+			<-renewal
+		}
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d token requests for 20 connections with a valid 75-minute token, want 1", n)
+	}
+	if n := logs.FilterMessageSnippet("lower max_connection_age").Len(); n != 1 {
+		t.Errorf("%d warnings that max_connection_age is too long for the token, want 1", n)
 	}
 }

@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -131,5 +132,21 @@ func TestEncryptionKeyMistakes(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), keys[1]) {
 			t.Errorf("keys %v: %v, want %q without the key", keys, err, want)
 		}
+	}
+}
+
+// TestRedisEntraWithSkipVerifyDoesNotLoad: the token would go to whatever
+// answers at the address; the config is refused at load, naming redis.
+func TestRedisEntraWithSkipVerifyDoesNotLoad(t *testing.T) {
+	entraApp := `{"tenant_id": "00000000-0000-4000-8000-000000000001", "client_id": "00000000-0000-4000-8000-0000000000c1",
+		"client_secret": "redis-entra-test-secret", "applications": {"a": {"scopes": ["api://a/.default"]}},
+		"redis": {"url": "rediss://127.0.0.1:6380?skip_verify=true", "insecure_plaintext": true, "entra": {}}}`
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(`{"admin": {"disabled": true}, "apps": {"entra": `+entraApp+`}}`), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	err := caddy.Validate(&cfg)
+	if err == nil || !strings.Contains(err.Error(), "redis") || !strings.Contains(err.Error(), "skip_verify") {
+		t.Fatalf("got %v, want the config refused for skip_verify", err)
 	}
 }

@@ -52,3 +52,20 @@ func TestUnparsableRedisURLLeaksNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestSkipVerifyIsRefused: a rediss URL with skip_verify=true would take
+// any server for Redis and hand it the password or the identity's token
+// (redis entra); it is refused, naming the parameter and not the password.
+func TestSkipVerifyIsRefused(t *testing.T) {
+	for _, url := range []string{"rediss://:Sup3rSecretPw@127.0.0.1:6380?skip_verify=true", "rediss://127.0.0.1:6380/0?skip_verify=1"} {
+		_, err := New(Options{URL: url})
+		if err == nil || !strings.Contains(err.Error(), "skip_verify") || strings.Contains(err.Error(), "Sup3r") {
+			t.Errorf("%s: error %v, want skip_verify refused without the password", url, err)
+		}
+	}
+	store, err := New(Options{URL: "rediss://127.0.0.1:6380?skip_verify=false"})
+	if err != nil {
+		t.Fatalf("skip_verify=false: %v", err)
+	}
+	_ = store.Close()
+}

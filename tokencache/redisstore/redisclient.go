@@ -118,6 +118,10 @@ func parseRedisURL(rawURL string) (*redis.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
 	}
+	if opts.TLSConfig != nil && opts.TLSConfig.InsecureSkipVerify {
+		return nil, errors.New("tokencache: parsing redis url: skip_verify is refused: any server would be taken for Redis" +
+			" and get its password (with entra, the identity's token) and the records; give a private CA with tls_ca")
+	}
 	return opts, nil
 }
 
