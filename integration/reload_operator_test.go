@@ -32,13 +32,15 @@ func operatorEnv(f *fleet) []string {
 // entraBlock (lines; must not contain '%'); /<app>/* injects app's token for
 // each of routes, /token is entra_token_endpoint record (endpointApps, or
 // every application when empty), /ready is entra_ready (every application).
+// It listens through handoff, as docs/handoff.md advises for reloads: a
+// request sent as a reload ends meets no connection closed unanswered.
 func operatorConfig(entraBlock string, endpointApps string, routes ...string) string {
 	var b strings.Builder
-	b.WriteString("{\n\tadmin 127.0.0.1:%[2]d\n\tdebug\n\tentra {\n")
+	b.WriteString("{\n\tadmin 127.0.0.1:%[2]d\n\tdebug\n\thandoff\n\tentra {\n")
 	for _, line := range strings.Split(strings.TrimSpace(entraBlock), "\n") {
 		b.WriteString("\t\t" + strings.TrimSpace(line) + "\n")
 	}
-	b.WriteString("\t}\n}\n\n:%[1]d {\n\tbind 127.0.0.1\n")
+	b.WriteString("\t}\n}\n\n:%[1]d {\n\tbind handoff/127.0.0.1\n")
 	for _, app := range routes {
 		b.WriteString("\thandle_path /" + app + "/* {\n\t\tentra_token " + app + "\n\t\treverse_proxy {$TEST_UPSTREAM}\n\t}\n")
 	}
@@ -762,7 +764,7 @@ func TestReloadWithoutTheEntraAppAndBack(t *testing.T) {
 		t.Errorf("after moving to the in-memory store, store_available is not 1:\n%s",
 			strings.Join(metricLines(text, "caddy_entra_store"), "\n"))
 	}
-	noEntra := "{\n\tadmin 127.0.0.1:%[2]d\n}\n:%[1]d {\n\tbind 127.0.0.1\n\trespond \"plain\"\n}\n"
+	noEntra := "{\n\tadmin 127.0.0.1:%[2]d\n\thandoff\n}\n:%[1]d {\n\tbind handoff/127.0.0.1\n\trespond \"plain\"\n}\n"
 	mustReload(t, replica, noEntra)
 	if resp := send(t, replica.AdminURL+"/entra/tokens", nil); resp.Status != http.StatusInternalServerError ||
 		!strings.Contains(resp.Body, "MICROSOFT_PROVIDER_NOT_CONFIGURED") {
