@@ -17,7 +17,9 @@ import (
 // serveAnsweringClaims serves an application that declares client
 // capabilities: a downstream claims challenge replaces the token by one
 // with its claims, and a bodiless request is sent once more with it (one
-// with a body gets the challenge). Other refusals purge as configured.
+// with a body gets the challenge). Other refusals, a challenge without
+// claims it can read, and a refusal of the request sent again (other than
+// a challenge) purge as configured.
 func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.Request, next caddyhttp.Handler, credential tokencache.Record) error {
 	before := w.Header().Clone()
 	recorder := &heldChallenge{w: w, ResponseRecorder: caddyhttp.NewResponseRecorder(w, new(bytes.Buffer), func(status int, header http.Header) bool {
@@ -30,6 +32,7 @@ func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.R
 	}
 	challenge, ok := challengeClaims(recorder.Header().Values("WWW-Authenticate"))
 	if !ok {
+		h.purgeIfRefused(r, proxied, credential, recorder.Status(), nil)
 		return recorder.WriteResponse()
 	}
 	fresh, refreshErr := h.app.RefreshForClaims(r.Context(), h.Application, challenge)
@@ -47,7 +50,13 @@ func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.R
 	// Send it once more; the buffered answer and its headers are dropped.
 	clear(w.Header())
 	maps.Copy(w.Header(), before)
-	return next.ServeHTTP(w, withToken(r, h.header, h.injectionFor(fresh).headerValue))
+	again := withToken(r, h.header, h.injectionFor(fresh).headerValue)
+	retried := caddyhttp.NewResponseRecorder(w, nil, nil)
+	err = next.ServeHTTP(retried, again)
+	if !isClaimsChallenge(retried.Header().Values("WWW-Authenticate")) { // else the new token stays: it has the claims
+		h.purgeIfRefused(r, again, fresh, retried.Status(), err)
+	}
+	return err
 }
 
 // bodiless reports whether r has no body (Caddy may wrap http.NoBody), so
