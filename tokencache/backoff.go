@@ -225,6 +225,16 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 	return callerErr
 }
 
+// triedFailed returns the error for the callers of a TryRefresh whose
+// fetch failed, recording no backoff: the failure is theirs alone.
+func (c *Cache) triedFailed(h *Handle, fetchErr error) *Error {
+	result, _ := classify(fetchErr)
+	callerErr := requestFailed(h, fetchErr)
+	c.log().Warn("tried token request failed; not backing off",
+		zap.String("application", h.app.Name), zap.String("result", string(result)), zap.String("error", callerErr.Message))
+	return callerErr
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -39,9 +39,37 @@ func (e *pausedError) Unwrap() error        { return e.cause }
 // is valid, and shares it with every replica (when the token's content must
 // change: an app role was granted). A token another lock holder writes
 // meanwhile will do. While the key is backed off it makes no request: the
-// *Error's cause is ErrPaused, RetryAfter until the backoff ends. Calls
-// within a second of one's start share its result. Errors are *Error.
+// *Error's cause is ErrPaused, RetryAfter until the backoff ends. A failed
+// fetch backs the key off, as Token's does. Calls within a second of one's
+// start share its result, a TryRefresh's too. Errors are *Error.
 func (h *Handle) Refresh(ctx context.Context) (Record, error) {
+	return h.forceRefresh(ctx)
+}
+
+// triedKey marks the context of a TryRefresh's flight.
+type triedKey struct{}
+
+// TryRefresh is Refresh for a token asked with something of its caller's
+// that the token endpoint may refuse (carried to Fetch by ctx: a
+// downstream's claims challenge). Its failure is its callers' alone: no
+// backoff is recorded, in this process or the store, so Token, Refresh and
+// background refreshes go on as before on every replica, and the current
+// token is kept and still served. It obeys a running backoff as Refresh
+// does, and shares Refresh's limit of one fetch per second per key: a
+// Refresh within a second of a TryRefresh's start gets its result, a
+// failure too, and records no backoff for it (a Refresh a second later
+// fetches again). A TryRefresh sharing a Refresh's failure gets that
+// Refresh's error, whose backoff Refresh recorded. Errors are *Error.
+func (h *Handle) TryRefresh(ctx context.Context) (Record, error) {
+	return h.forceRefresh(context.WithValue(ctx, triedKey{}, true))
+}
+
+// tried reports whether ctx is a TryRefresh's.
+func tried(ctx context.Context) bool { return ctx.Value(triedKey{}) != nil }
+
+// forceRefresh is Refresh and TryRefresh: the flight that starts the
+// key's forced refresh runs with its caller's ctx, tried or not.
+func (h *Handle) forceRefresh(ctx context.Context) (Record, error) {
 	c, ks := h.c, h.ks
 	if c.isClosed() {
 		return Record{}, closedError(h)

@@ -349,7 +349,8 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 // fetch calls the Fetch of the newest live handle of h's key, checks the
 // token and reports to OnFetch. On success it writes the record (CreatedAt
 // from existing) to the store if write, ends any backoff and fills L1; on
-// failure it starts or lengthens the backoff (in the store too if write).
+// failure it starts or lengthens the backoff (in the store too if write),
+// unless ctx is a TryRefresh's.
 func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bool) (*Record, error) {
 	h = c.newest(h)
 	ks := h.ks
@@ -371,6 +372,8 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	h.report(err, took)
 	if err != nil && ctx.Err() != nil {
 		return nil, err // our own cancellation: no backoff
+	} else if err != nil && tried(ctx) {
+		return nil, c.triedFailed(h, err)
 	} else if err != nil {
 		return nil, c.recordFailure(ctx, h, err, write)
 	}

@@ -370,14 +370,16 @@ func (a *App) DeclaresCapabilities(applicationName string) bool {
 
 // RefreshForClaims replaces the application's token, which downstream
 // answered with a claims challenge (the claims JSON), by one requested with
-// those claims: one request for the fleet, as a forced refresh. Errors are
-// as Token's.
+// those claims: one request for the fleet, as a forced refresh
+// (tokencache.Handle.TryRefresh). Its failure (the endpoint refusing the
+// claims) is returned here only: it pauses none of the application's token
+// requests, and the current token is kept. Errors are as Token's.
 func (a *App) RefreshForClaims(ctx context.Context, applicationName, challenge string) (tokencache.Record, error) {
 	h, err := a.configuredHandle(applicationName)
 	if err != nil {
 		return tokencache.Record{}, err
 	}
-	return h.Refresh(entra.WithClaimsChallenge(ctx, challenge))
+	return h.TryRefresh(entra.WithClaimsChallenge(ctx, challenge))
 }
 
 // Interface guards

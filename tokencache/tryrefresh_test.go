@@ -1,0 +1,98 @@
+package tokencache
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// A TryRefresh the endpoint refuses (a downstream's claims challenge whose
+// claims it does not take) fails for its caller only: no backoff here or in
+// the store, the current token still served, and the key's other refreshes
+// (a purge's, another replica's forced one) fetch as before.
+func TestTryRefreshFailureIsItsCallersAlone(t *testing.T) {
+	clock := newFakeClock()
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, {err: &classifiedError{permanent: true}}, {}}}
+	a, b, mr := twoReplicas(t, clock, f.Fetch)
+	for _, h := range []*Handle{a, b} {
+		if got, err := h.Token(t.Context()); err != nil || got.AccessToken != "token-1" {
+			t.Fatalf("Token: %q, %v", got.AccessToken, err)
+		}
+	}
+
+	_, err := a.TryRefresh(t.Context())
+	var coded *Error
+	var cause *classifiedError
+	if !errors.As(err, &coded) || !errors.As(err, &cause) || errors.Is(err, ErrPaused) || coded.RetryAfter != 0 || f.calls.Load() != 2 {
+		t.Fatalf("refused TryRefresh: %v after %d fetches, want the endpoint's refusal, nothing paused", err, f.calls.Load())
+	}
+	if st := a.Status(); st.Failure != nil {
+		t.Errorf("replica A records a failure after a refused TryRefresh: %+v", st.Failure.Backoff)
+	}
+	if mr.Exists(BackoffKey(a.Key())) {
+		t.Error("a refused TryRefresh wrote the key's backoff to the store")
+	}
+	if got, err := a.Token(t.Context()); err != nil || got.AccessToken != "token-1" || f.calls.Load() != 2 {
+		t.Errorf("Token after a refused TryRefresh: %q, %v after %d fetches, want token-1 still served", got.AccessToken, err, f.calls.Load())
+	}
+
+	// A Refresh within the second shares the TryRefresh's result: its
+	// failure, still recording no backoff.
+	clock.Advance(500 * time.Millisecond)
+	if _, err := a.Refresh(t.Context()); err == nil || errors.Is(err, ErrPaused) || f.calls.Load() != 2 {
+		t.Errorf("Refresh within the second: %v after %d fetches, want the shared failure and no fetch", err, f.calls.Load())
+	}
+	if st := a.Status(); st.Failure != nil || mr.Exists(BackoffKey(a.Key())) {
+		t.Error("a Refresh sharing a TryRefresh's failure recorded a backoff")
+	}
+
+	// The application's ordinary refreshes go on, on both replicas.
+	if !a.PurgeRejected(t.Context(), "token-1") {
+		t.Fatal("PurgeRejected(token-1) did not purge")
+	}
+	if got, err := a.Token(t.Context()); err != nil || got.AccessToken != "token-3" || f.calls.Load() != 3 {
+		t.Fatalf("Token after the purge: %q, %v after %d fetches, want a fresh token-3", got.AccessToken, err, f.calls.Load())
+	}
+	if got, err := b.Refresh(t.Context()); err != nil || got.AccessToken != "token-4" || f.calls.Load() != 4 {
+		t.Errorf("Refresh on replica B: %q, %v after %d fetches, want token-4", got.AccessToken, err, f.calls.Load())
+	}
+}
+
+// A TryRefresh that fails on a replica whose store is down records no
+// backoff of its own either; Token still serves the current token.
+func TestTryRefreshFailureWithoutTheStoreRecordsNoBackoff(t *testing.T) {
+	clock := newFakeClock()
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, {err: &classifiedError{}}, {}}}
+	a, _, mr := twoReplicas(t, clock, f.Fetch)
+	if _, err := a.Token(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mr.SetError("LOADING the store is down")
+	if _, err := a.TryRefresh(t.Context()); err == nil || f.calls.Load() != 2 {
+		t.Fatalf("TryRefresh: %v after %d fetches, want the endpoint's failure", err, f.calls.Load())
+	}
+	if st := a.Status(); st.Failure != nil {
+		t.Errorf("a failed TryRefresh backed the key off: %+v", st.Failure.Backoff)
+	}
+	if got, err := a.Token(t.Context()); err != nil || got.AccessToken != "token-1" {
+		t.Errorf("Token: %q, %v, want token-1 still served", got.AccessToken, err)
+	}
+	mr.SetError("")
+	clock.Advance(2 * time.Second) // out of the forced refreshes' second
+	if got, err := a.Refresh(t.Context()); err != nil || got.AccessToken != "token-3" {
+		t.Errorf("Refresh after the store came back: %q, %v, want token-3", got.AccessToken, err)
+	}
+}
+
+// A TryRefresh obeys a backoff another refresh recorded, as Refresh does.
+func TestTryRefreshObeysARunningBackoff(t *testing.T) {
+	clock := newFakeClock()
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{err: &classifiedError{permanent: true}}, {}}}
+	a, _, _ := twoReplicas(t, clock, f.Fetch)
+	if _, err := a.Token(t.Context()); err == nil {
+		t.Fatal("Token succeeded; want the scripted failure")
+	}
+	if _, err := a.TryRefresh(t.Context()); !errors.Is(err, ErrPaused) || f.calls.Load() != 1 {
+		t.Errorf("TryRefresh while backed off: %v after %d fetches, want ErrPaused and no fetch", err, f.calls.Load())
+	}
+}
