@@ -161,3 +161,80 @@ func TestClaimsChallengeFromDownstreamReplacesTheToken(t *testing.T) {
 	}
 	assertNoSecrets(t, a.logs()+b.logs(), t1, t2, t3)
 }
+
+// TestRefusedClaimsChallengePausesNothingFleetWide: two replicas sharing
+// Redis (sealed records), an application with client_capabilities cp1.
+// The endpoint refuses the token request made for a downstream's claims
+// challenge (400 invalid_request): the client gets the challenge, and
+// nothing is paused. Redis holds no backoff, the other replica's admin
+// refresh gets a new token at once, and both replicas inject it.
+func TestRefusedClaimsChallengePausesNothingFleetWide(t *testing.T) {
+	f := newFleet(t)
+	up := newCAEUpstream(t)
+	config := sidecarConfig(testIdentity+`
+		client_capabilities cp1
+		redis {env.TEST_REDIS_URL} {
+			key_prefix `+testKeyPrefix+`
+			encryption_key MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+		}
+		application orders-api api://orders/.default`,
+		route{Path: "/orders", Application: "orders-api"})
+	env := append(f.env(testClientSecret), "TEST_UPSTREAM="+up.server.URL)
+	a, b := startSidecar(t, config, env...), startSidecar(t, config, env...)
+
+	var issued []string
+	var mu sync.Mutex
+	f.emulator.OnIssue(func(i entratest.Issued) {
+		mu.Lock()
+		defer mu.Unlock()
+		issued = append(issued, i.AccessToken)
+	})
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return issued[len(issued)-1]
+	}
+
+	first := send(t, a.URL+"/orders/x", nil)
+	if first.Status != http.StatusOK {
+		t.Fatalf("first request: %d %s", first.Status, first.Body)
+	}
+	if got := send(t, b.URL+"/orders/x", nil); got.Body != first.Body {
+		t.Fatalf("B injects another token than A: %s", got.Body)
+	}
+	up.revoke(last())
+
+	f.emulator.FailNext(1, entratest.Failure{Status: http.StatusBadRequest, Error: "invalid_request", Description: "The claims are not valid."})
+	got := send(t, a.URL+"/orders/x", nil)
+	if got.Status != http.StatusUnauthorized || !strings.Contains(got.Header.Get("WWW-Authenticate"), "insufficient_claims") || f.emulator.TokenRequests() != 2 {
+		t.Fatalf("refused claims challenge: %d %q after %d token requests, want the challenge after 2\n%s",
+			got.Status, got.Header.Get("WWW-Authenticate"), f.emulator.TokenRequests(), a.logs())
+	}
+	keys, err := f.rdb.Keys(t.Context(), testKeyPrefix+"*:backoff").Result()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("Redis backoffs after a refused claims challenge: %v %v, want none", keys, err)
+	}
+	if status, body := get(t, a.AdminURL+"/entra/tokens/orders-api", nil); status != http.StatusOK || strings.Contains(body, `"backoff"`) {
+		t.Errorf("admin status on A: %d %s, want no backoff", status, body)
+	}
+
+	// Replica B's admin refresh is not paused: a new token for the fleet.
+	resp, err := http.Post(b.AdminURL+"/entra/tokens/orders-api/refresh", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || f.emulator.TokenRequests() != 3 {
+		t.Fatalf("admin refresh on B: %d after %d token requests, want 200 after 3\n%s", resp.StatusCode, f.emulator.TokenRequests(), b.logs())
+	}
+	second := entra.Fingerprint(last())
+	waitFor(t, "replica A injecting B's new token", 5*time.Second, func() error {
+		if got := send(t, a.URL+"/orders/x", nil); got.Status != http.StatusOK || got.Body != second {
+			return fmt.Errorf("%d %q", got.Status, got.Body)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	assertNoSecrets(t, a.logs()+b.logs(), issued...)
+}
