@@ -254,14 +254,8 @@ func TestReloadMakesNoTokenRequestAndAnswersNoError(t *testing.T) {
 	}
 	done := make(chan map[int]int)
 	go func() { done <- hammer(t, replica.URL+"/orders/b", 400) }()
-	resp, err := http.Post(replica.AdminURL+"/load", "text/caddyfile", strings.NewReader(changed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reloadBody, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("reload: %d %s", resp.StatusCode, reloadBody)
+	if status, body, err := postLoad(replica.AdminURL, changed); err != nil || status != http.StatusOK {
+		t.Fatalf("reload: %d %s %v", status, body, err)
 	}
 	statuses := <-done
 	// The module must fail no request: every response is a 200. This config
@@ -315,18 +309,10 @@ func TestReloadThatRotatesTheSecretMakesNoTokenRequestWithTheOldSecret(t *testin
 	if err := os.WriteFile(secretFile, []byte(rotated), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The same text: postLoad reloads anyway.
 	config := fmt.Sprintf(template, portOf(t, replica.URL), portOf(t, replica.AdminURL))
-	req, _ := http.NewRequest(http.MethodPost, replica.AdminURL+"/load", strings.NewReader(config))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	req.Header.Set("Cache-Control", "must-revalidate") // the same text: reload anyway
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("reload: %d %s", resp.StatusCode, body)
+	if status, body, err := postLoad(replica.AdminURL, config); err != nil || status != http.StatusOK {
+		t.Fatalf("reload: %d %s %v", status, body, err)
 	}
 
 	tokenVia(t, replica, f.upstream, "/orders/a") // fetched by the new config

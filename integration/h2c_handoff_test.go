@@ -86,16 +86,11 @@ func TestAnH2CConnectionThroughHandoffIsServedAndNeverHandedOff(t *testing.T) {
 
 // load posts a Caddyfile to the replica's admin API, as a reload does.
 func load(replica *sidecar, config string) error {
-	resp, err := http.Post(replica.AdminURL+"/load", "text/caddyfile", strings.NewReader(config))
-	if err != nil {
-		return err
+	status, body, err := postLoad(replica.AdminURL, config)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("reload: %d %s", status, body)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("reload: %d %s", resp.StatusCode, body)
-	}
-	return nil
+	return err
 }
 
 // splitFirstWrite is a client connection whose first write leaves in two

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +126,28 @@ func send(t *testing.T, url string, header http.Header) response {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
+}
+
+// loadClient sends each request on a connection of its own: Caddy
+// replaces its admin server at every load, and a POST on a connection kept
+// from the server before can meet its close (EOF), which Go does not send
+// again as it would a GET.
+var loadClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// postLoad posts a Caddyfile to the admin API's /load, as a reload does
+// (the same text loads again), and returns the answer's status and body.
+func postLoad(adminURL, config string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodPost, adminURL+"/load", strings.NewReader(config))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	req.Header.Set("Cache-Control", "must-revalidate")
+	resp, err := loadClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), nil
 }

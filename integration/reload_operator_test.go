@@ -67,17 +67,11 @@ const redisStore = `
 // even when its text is the running one's, and returns the answer.
 func reload(t *testing.T, replica *sidecar, template string) (int, string) {
 	t.Helper()
-	config := fmt.Sprintf(template, portOf(t, replica.URL), portOf(t, replica.AdminURL))
-	req, _ := http.NewRequest(http.MethodPost, replica.AdminURL+"/load", strings.NewReader(config))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	req.Header.Set("Cache-Control", "must-revalidate")
-	resp, err := http.DefaultClient.Do(req)
+	status, body, err := postLoad(replica.AdminURL, fmt.Sprintf(template, portOf(t, replica.URL), portOf(t, replica.AdminURL)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return status, body
 }
 
 // mustReload is reload, failing the test unless the config loads.

@@ -97,14 +97,8 @@ func reloadUnderLoad(t *testing.T, caddyfile string) {
 	// the 500 checked below.
 	for reload := range 6 {
 		traffic.awaitMore(t, 80)
-		resp, err := http.Post(replica.AdminURL+"/load", "text/caddyfile", strings.NewReader(configs[reload%2]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("reload %d: %d %s", reload, resp.StatusCode, body)
+		if status, body, err := postLoad(replica.AdminURL, configs[reload%2]); err != nil || status != http.StatusOK {
+			t.Fatalf("reload %d: %d %s %v", reload, status, body, err)
 		}
 	}
 	traffic.awaitMore(t, 80)
