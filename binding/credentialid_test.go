@@ -1,0 +1,63 @@
+package binding_test
+
+import (
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-entra/caddy-entra/binding"
+	"github.com/caddy-entra/caddy-entra/entra"
+	"github.com/caddy-entra/caddy-entra/tokencache"
+)
+
+// The default presentations of a credential (a secret in the form body, a
+// certificate signing an assertion, a federated token, a managed identity)
+// keep the record key and the credential ID they had before client_auth
+// joined the credential's identity: upgrading a fleet with default configs
+// re-keys no record and lifts or splits no shared backoff. The values are
+// pinned from the release before that change.
+func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
+	const endpoint = "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/oauth2/v2.0/token"
+	certificate := &entra.CertificateCredential{CertFile: "testdata/pinned.crt", KeyFile: "testdata/pinned.key"}
+	sealingKey := []byte("0123456789abcdef0123456789abcdef")
+	for _, tc := range []struct {
+		name                         string
+		cfg                          entra.Config
+		recordKey, plainID, sealedID string
+	}{
+		{name: "client secret, client_auth unset",
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientSecret: "s3cret+value"},
+			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "cd10c7b87a392afde134be13", sealedID: "1b4460e275f33ca87aeca4c5"},
+		{name: "client secret, client_auth post",
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientSecret: "s3cret+value", ClientAuth: entra.ClientAuthPost},
+			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "cd10c7b87a392afde134be13", sealedID: "1b4460e275f33ca87aeca4c5"},
+		{name: "certificate signing an assertion",
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientCertificate: certificate},
+			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "d63ec1083a0c152542d7e568", sealedID: "97ad49c868f7db2c1f5ec270"},
+		{name: "federated token file",
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", FederatedTokenFile: "/var/run/secrets/azure/tokens/azure-identity-token"},
+			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "ea20a90e7059c06f3edbe351", sealedID: "82c3736c41d212347ec6560f"},
+		{name: "user-assigned managed identity",
+			cfg:       entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{ClientID: "66666666-7777-8888-9999-000000000000"}},
+			recordKey: "entra:{cdf2921d62fceb1c59beee674b3b22ff}:token", plainID: "3ecbab69cc8111673d49a6df", sealedID: "303b26f719b70e947c2a13a9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, err := entra.NewClient(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scopes := []string{"api://orders/.default"}
+			plain := binding.Application("orders", client, scopes, nil, nil, zap.NewNop())
+			sealed := binding.Application("orders", client, scopes, sealingKey, nil, zap.NewNop())
+			if got := tokencache.RecordKey(tokencache.DefaultKeyPrefix, plain); got != tc.recordKey {
+				t.Errorf("record key %q, was %q", got, tc.recordKey)
+			}
+			if got := plain.CredentialIDFunc(); got != tc.plainID {
+				t.Errorf("credential ID (records in plaintext) %q, was %q", got, tc.plainID)
+			}
+			if got := sealed.CredentialIDFunc(); got != tc.sealedID {
+				t.Errorf("credential ID (sealed records) %q, was %q", got, tc.sealedID)
+			}
+		})
+	}
+}
