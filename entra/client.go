@@ -32,7 +32,7 @@ type Client struct {
 // credentials share the process's transport, which stays open.
 func (c *Client) CloseIdleConnections() {
 	if cred, ok := c.source.(*tlsCredential); ok {
-		cred.transport.CloseIdleConnections()
+		cred.CloseIdleConnections()
 	}
 }
 

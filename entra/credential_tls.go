@@ -4,18 +4,22 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
+	"sync/atomic"
 )
 
 // tlsCredential presents the client certificate on the TLS connection to
 // the token endpoint (RFC 8705 mutual TLS: tls_client_auth,
 // self_signed_tls_client_auth); the form carries client_id only. When the
-// files change, the identity's idle connections, which presented the
-// previous certificate, are closed.
+// files change, the identity's requests go through a new transport, and
+// the previous one closes its connections, which presented the previous
+// certificate, as they become idle: one busy at the rotation finishes its
+// request and is not used again.
 type tlsCredential struct {
 	formCredential
 	*certificateFiles[*tls.Certificate]
-	transport *http.Transport // the identity's own, which presents the certificate
-	client    *http.Client    // sends through transport
+	base      *http.Transport                // what each of the identity's transports is cloned from
+	transport atomic.Pointer[http.Transport] // the current one, which presents the current certificate
+	client    *http.Client                   // sends through transport
 }
 
 // newTLSCredential loads the certificate and makes the identity's own
@@ -29,16 +33,44 @@ func newTLSCredential(files CertificateCredential, form formCredential, caller *
 	if err != nil {
 		return nil, err
 	}
-	c := &tlsCredential{formCredential: form, certificateFiles: f, transport: base.Clone()}
-	f.onChange = c.transport.CloseIdleConnections // they presented the previous certificate
-	c.client = &http.Client{Transport: c.transport, CheckRedirect: checkRedirect}
-	if c.transport.TLSClientConfig == nil {
-		c.transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	c.transport.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		return f.last(), nil
-	}
+	c := &tlsCredential{formCredential: form, certificateFiles: f, base: base}
+	c.transport.Store(c.newTransport())
+	f.onChange = c.rotate
+	c.client = &http.Client{Transport: c, CheckRedirect: checkRedirect}
 	return c, nil
+}
+
+// newTransport clones the base into a transport that presents the
+// certificate last loaded.
+func (c *tlsCredential) newTransport() *http.Transport {
+	t := c.base.Clone()
+	if t.TLSClientConfig == nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return c.last(), nil
+	}
+	return t
+}
+
+// rotate puts a new transport in use and closes the previous one's idle
+// connections. No request is sent through it after that, so it closes an
+// HTTP/1.1 connection busy at the rotation as soon as its request is done
+// (an HTTP/2 one after IdleConnTimeout idle); none is used again.
+func (c *tlsCredential) rotate() {
+	c.transport.Swap(c.newTransport()).CloseIdleConnections()
+}
+
+// RoundTrip sends req through the current transport: the identity's
+// client sends through c.
+func (c *tlsCredential) RoundTrip(req *http.Request) (*http.Response, error) {
+	return c.transport.Load().RoundTrip(req)
+}
+
+// CloseIdleConnections closes the current transport's idle connections
+// (http.Client.CloseIdleConnections calls it).
+func (c *tlsCredential) CloseIdleConnections() {
+	c.transport.Load().CloseIdleConnections()
 }
 
 func newTLSCertificate(certData, keyData []byte, files CertificateCredential) (*tls.Certificate, error) {
@@ -54,7 +86,7 @@ func newTLSCertificate(certData, keyData []byte, files CertificateCredential) (*
 }
 
 func (c *tlsCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
-	c.reload() // rotated files: the idle connections are closed (onChange)
+	c.reload() // rotated files: a new transport (onChange)
 	req, err := c.post(ctx, tr, nil)
 	return req, nil, err
 }

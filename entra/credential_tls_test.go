@@ -191,3 +191,81 @@ func TestMutualTLSClientAuthConfig(t *testing.T) {
 		}
 	}
 }
+
+// A connection busy with a token request when the certificate files rotate
+// finishes its request, and is never used again: every later token request
+// presents the new certificate, and the old connection is closed once it
+// is done.
+func TestMutualTLSRotationReachesAConnectionBusyAtIt(t *testing.T) {
+	dir := t.TempDir()
+	caKey := rsaKey(t, 0)
+	ca := newCert(t, caKey, "test CA", true, nil, nil)
+	first := newCert(t, rsaKey(t, 1), "orders-sidecar", false, ca, caKey)
+	certFile := writeFile(t, dir, "client.crt", certPEM(first))
+	keyFile := writeFile(t, dir, "client.key", pkcs1PEM(rsaKey(t, 1)))
+
+	var mu sync.Mutex
+	var presented []*x509.Certificate
+	busy, release := make(chan struct{}), make(chan struct{})
+	closed := make(chan struct{}, 16)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		presented = append(presented, r.TLS.PeerCertificates[0])
+		n := len(presented)
+		mu.Unlock()
+		if n == 1 { // in flight during the rotation
+			close(busy)
+			<-release
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+
+	client, err := entra.NewClient(entra.Config{
+		ClientID: "orders-sidecar", TokenEndpoint: srv.URL + "/token", ClientAuth: entra.ClientAuthTLS,
+		ClientCertificate: &entra.CertificateCredential{CertFile: certFile, KeyFile: keyFile}, HTTPClient: srv.Client(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFlight := make(chan error)
+	go func() { _, err := client.Token(context.Background(), []string{"orders:read"}); inFlight <- err }()
+	<-busy
+	second := newCert(t, rsaKey(t, 2), "orders-sidecar", false, ca, caKey)
+	writeFile(t, dir, "client.crt", certPEM(second))
+	writeFile(t, dir, "client.key", pkcs1PEM(rsaKey(t, 2)))
+	if _, err := client.Token(context.Background(), []string{"orders:read"}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-inFlight; err != nil {
+		t.Fatalf("the token request in flight at the rotation: %v", err)
+	}
+	select {
+	case <-closed: // the old connection, done with its request
+	case <-time.After(5 * time.Second):
+		t.Error("the connection that presented the old certificate was kept after its request")
+	}
+	for range 5 {
+		if _, err := client.Token(context.Background(), []string{"orders:read"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, leaf := range presented[1:] {
+		if !leaf.Equal(second) {
+			t.Errorf("token request %d of %d after the rotation presented the old certificate", i+1, len(presented)-1)
+		}
+	}
+}
