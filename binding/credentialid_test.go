@@ -1,6 +1,11 @@
 package binding_test
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/zap"
@@ -59,5 +64,53 @@ func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
 				t.Errorf("credential ID (sealed records) %q, was %q", got, tc.sealedID)
 			}
 		})
+	}
+}
+
+// A server that requires client_secret_basic refuses the default post with
+// 401 invalid_client, a permanent failure that pauses the credential. A
+// reload that fixes client_auth (basic, the same secret) presents the
+// credential otherwise: its first request is sent, not held back by the
+// pause of the post config, which still holds for post.
+func TestReloadThatFixesClientAuthIsNotPausedByTheOldMethodsBackoff(t *testing.T) {
+	var requests, basic atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		if _, _, ok := r.BasicAuth(); !ok {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(map[string]any{"error": "invalid_client", "error_description": "client_secret_basic required"})
+			return
+		}
+		basic.Add(1)
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	defer srv.Close()
+	cache, err := tokencache.New(tokencache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	register := func(clientAuth string) *tokencache.Handle {
+		client, err := entra.NewClient(entra.Config{TokenEndpoint: srv.URL + "/token", ClientID: "orders-sidecar",
+			ClientSecret: "s3cret+value", ClientAuth: clientAuth})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := cache.Register(binding.Application("orders", client, []string{"orders:read"}, nil, nil, zap.NewNop()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Release)
+		return h
+	}
+	if _, err := register(entra.ClientAuthPost).Token(context.Background()); err == nil {
+		t.Fatal("the server took client_secret_post: nothing to test")
+	}
+	if _, err := register(entra.ClientAuthPost).Token(context.Background()); err == nil || requests.Load() != 1 {
+		t.Fatalf("another post config: %d requests, error %v; want 1 request, then paused by the refusal", requests.Load(), err)
+	}
+	if _, err := register(entra.ClientAuthBasic).Token(context.Background()); err != nil || basic.Load() != 1 {
+		t.Errorf("the config fixed with client_auth basic: %d basic requests, error %v; want its own request, not the post config's pause", basic.Load(), err)
 	}
 }

@@ -37,8 +37,13 @@ func (c *Client) CloseIdleConnections() {
 }
 
 // CredentialFingerprint identifies the credential in use now (it changes on
-// rotation), so that failures can be told apart by credential. A digest of
-// a secret all the same: do not log it.
+// rotation) and how it is presented (client_auth basic, mutual TLS,
+// send_x5c), so that failures can be told apart by credential: a refusal
+// of one presentation does not pause another. The default presentations
+// (a secret in the form body, a certificate signing an assertion without
+// x5c, a federated token, a managed identity) add nothing to what it was
+// before client_auth existed. A digest of a secret all the same: do not
+// log it.
 func (c *Client) CredentialFingerprint() string {
 	return c.source.kind() + "\n" + c.source.fingerprint()
 }
@@ -71,7 +76,10 @@ func (c *Client) SystemAssigned() bool {
 // (the caller adds the scopes). It holds no secret and does not change when
 // a credential is rotated. The client capabilities count: a token that
 // declares them (xms_cc) is not one that does not, so a config that adds or
-// drops them never takes the other's token.
+// drops them never takes the other's token. So does mutual TLS (a line of
+// its own), whose tokens the server may bind to the certificate, where a
+// secret's or an assertion's are bearer tokens; the other presentations
+// get the same tokens and share a key.
 func (c *Client) CacheKey() string {
 	parts := append([]string{c.tokenEndpoint, c.cfg.TenantID, c.cfg.ClientID}, c.source.cacheKeyLines()...)
 	if len(c.cfg.ExtraParams) > 0 {

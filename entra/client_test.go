@@ -443,3 +443,54 @@ func TestCredentialFingerprintBySecret(t *testing.T) {
 		t.Error("the fingerprint holds the secret")
 	}
 }
+
+// How a credential is presented is part of what CredentialFingerprint
+// identifies, so a permanent refusal of one presentation does not pause
+// another (a secret in the form body or in a Basic header, a certificate
+// signing an assertion, with x5c or without, or presented in mutual TLS);
+// CacheKey tells apart only the presentations whose tokens differ: mutual
+// TLS, whose tokens the server may bind to the certificate. The two mutual
+// TLS methods send the same request and share both.
+func TestCredentialFingerprintAndCacheKeyByPresentation(t *testing.T) {
+	dir := t.TempDir()
+	key := rsaKey(t, 0)
+	certFile := writeFile(t, dir, "c.pem", certPEM(newCert(t, key, "orders-sidecar", false, nil, nil)))
+	keyFile := writeFile(t, dir, "k.pem", pkcs1PEM(key))
+	client := func(cfg entra.Config) *entra.Client {
+		t.Helper()
+		cfg.TokenEndpoint, cfg.ClientID = "https://idp.example/token", "orders-sidecar"
+		c, err := entra.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	secret := func(clientAuth string) *entra.Client {
+		return client(entra.Config{ClientSecret: "s3cret+value", ClientAuth: clientAuth})
+	}
+	certificate := func(clientAuth string, sendX5C bool) *entra.Client {
+		return client(entra.Config{ClientAuth: clientAuth,
+			ClientCertificate: &entra.CertificateCredential{CertFile: certFile, KeyFile: keyFile, SendX5C: sendX5C}})
+	}
+	for _, tt := range []struct {
+		name                    string
+		a, b                    *entra.Client
+		sameCredential, sameKey bool
+	}{
+		{"secret: unset and post", secret(""), secret(entra.ClientAuthPost), true, true},
+		{"secret: post and basic", secret(entra.ClientAuthPost), secret(entra.ClientAuthBasic), false, true},
+		{"certificate: assertion and tls_client_auth", certificate("", false), certificate(entra.ClientAuthTLS, false), false, false},
+		{"certificate: assertion and self_signed_tls_client_auth", certificate("", false), certificate(entra.ClientAuthSelfSignedTLS, false), false, false},
+		{"certificate: tls_client_auth and self_signed_tls_client_auth", certificate(entra.ClientAuthTLS, false), certificate(entra.ClientAuthSelfSignedTLS, false), true, true},
+		{"certificate: assertion without x5c and with", certificate("", false), certificate("", true), false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if same := tt.a.CredentialFingerprint() == tt.b.CredentialFingerprint(); same != tt.sameCredential {
+				t.Errorf("the same CredentialFingerprint: %v, want %v", same, tt.sameCredential)
+			}
+			if same := tt.a.CacheKey() == tt.b.CacheKey(); same != tt.sameKey {
+				t.Errorf("the same CacheKey: %v, want %v\n%q\n%q", same, tt.sameKey, tt.a.CacheKey(), tt.b.CacheKey())
+			}
+		})
+	}
+}

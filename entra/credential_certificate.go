@@ -155,6 +155,15 @@ func newCertificateCredential(files CertificateCredential, form formCredential) 
 
 func (*certificateCredential) kind() string { return "client_certificate" }
 
+// fingerprint: the certificate's, and with send_x5c that the assertion
+// carries the chain, which subject name and issuer authentication needs.
+func (c *certificateCredential) fingerprint() string {
+	if c.files.SendX5C {
+		return c.certificateFiles.fingerprint() + "\nsend_x5c"
+	}
+	return c.certificateFiles.fingerprint()
+}
+
 func (c *certificateCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
 	assertion, err := c.assertion(time.Now(), assertionAudience(tr.endpoint))
 	if err != nil {

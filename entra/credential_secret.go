@@ -32,7 +32,13 @@ func (s secretCredential) newRequest(ctx context.Context, tr tokenRequest) (*htt
 
 func (secretCredential) kind() string { return "client_secret" }
 
+// fingerprint: the secret's digest, and with basic that it is sent in the
+// Authorization header (post, the default, adds nothing: its fingerprint
+// is the one from before client_auth existed).
 func (s secretCredential) fingerprint() string {
 	sum := sha256.Sum256([]byte("caddy-entra client secret\n" + s.secret))
+	if s.basic {
+		return hex.EncodeToString(sum[:]) + "\nclient_auth=basic"
+	}
 	return hex.EncodeToString(sum[:])
 }

@@ -93,6 +93,19 @@ func (c *tlsCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.
 
 func (*tlsCredential) kind() string { return "client_certificate" }
 
+// fingerprint: the certificate's, and that it is presented in mutual TLS,
+// not signing an assertion (both methods send the same request).
+func (c *tlsCredential) fingerprint() string {
+	return c.certificateFiles.fingerprint() + "\n" + mutualTLSLine
+}
+
+// cacheKeyLines: the server may bind the tokens to the certificate (RFC
+// 8705 cnf), which an assertion's tokens never are.
+func (*tlsCredential) cacheKeyLines() []string { return []string{mutualTLSLine} }
+
+// mutualTLSLine marks mutual TLS in CredentialFingerprint and CacheKey.
+const mutualTLSLine = "client_auth=mutual_tls"
+
 // mutualTLSBase returns the transport the identity's own client is cloned
 // from (the caller's, else one like the shared one) and its redirect
 // policy. A caller's transport must be an *http.Transport to present a

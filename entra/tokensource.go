@@ -19,8 +19,10 @@ type tokenSource interface {
 	newRequest(ctx context.Context, tr tokenRequest) (req *http.Request, secrets []string, err error)
 	// parse turns the answer into a Token or a *RequestError (parseAnswer).
 	parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error)
-	kind() string        // for CredentialType
-	fingerprint() string // for CredentialFingerprint: a digest or a name, never the secret
+	kind() string // for CredentialType
+	// fingerprint is for CredentialFingerprint: a digest or a name, never
+	// the secret, and how the credential is presented when not by default.
+	fingerprint() string
 	// cacheKeyLines are what CacheKey adds after the client ID.
 	cacheKeyLines() []string
 }

@@ -158,6 +158,7 @@ func TestOnBehalfOfReloadChangingTheExchangesStartsAfresh(t *testing.T) {
 	}{
 		{"scopes", "", func(_ *App, obo *Application) { obo.Scopes = []string{"https://graph.microsoft.com/Mail.Read"} }, http.StatusOK, 2},
 		{"identity", "", func(a *App, _ *Application) { a.ClientCapabilities = []string{"cp1"} }, http.StatusOK, 2},
+		{"client_auth", "", func(a *App, _ *Application) { a.ClientAuth = "basic" }, http.StatusOK, 2},
 		{"max_users", "", func(_ *App, obo *Application) { obo.OnBehalfOf.MaxUsers = 5 }, http.StatusOK, 2},
 		{"allowed_tenants", oboOtherTenant, func(_ *App, obo *Application) { obo.OnBehalfOf.AllowedTenants = nil }, http.StatusUnauthorized, 1},
 	} {

@@ -49,6 +49,32 @@ func TestRedisEntraGivesTheStoreCredentials(t *testing.T) {
 	}
 }
 
+// The cache, and its Redis store that authenticates with the redis entra
+// identity, is pooled by a key that covers how that identity presents its
+// credential: a reload that changes client_auth (post to basic) gets a
+// store that asks for the Redis token the new way.
+func TestRedisEntraPoolKeyCoversClientAuth(t *testing.T) {
+	poolKey := func(clientAuth string) string {
+		app := redisEntraApp("rediss://redis.example:6380", nil)
+		app.IdentityConfig.ClientAuth = clientAuth
+		s, err := app.resolveSettings(caddy.NewReplacer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := s.cache.poolKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	if poolKey("") != poolKey("post") {
+		t.Error("client_auth post, the default, changed the pool key")
+	}
+	if poolKey("post") == poolKey("basic") {
+		t.Error("client_auth post and basic share a pool key: a reload to basic keeps the store that requests the Redis token with post")
+	}
+}
+
 func TestRedisEntraRefusals(t *testing.T) {
 	for _, tt := range []struct {
 		name, url string
