@@ -155,7 +155,8 @@ const mtlsCaddyfile = `{
 // self_signed_tls_client_auth with one registered with the provider. Each
 // gets its token; the token request carries no secret. A certificate
 // rotated on disk is presented on the next token request (the identity's
-// connections that presented the old one are closed), without a restart.
+// requests go through a new transport; the old one's connections, which
+// presented the old certificate, are not used again), without a restart.
 func TestMutualTLSClientAuthAgainstOIDCProvider(t *testing.T) {
 	node := requireNode(t)
 	pki := newTestPKI(t)
