@@ -258,7 +258,10 @@ func (h *keyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return ctx.Err()
 		}
 		h.passed.Add(1)
-		return next(ctx, cmd)
+		// Answered whatever the deadline: on a loaded machine miniredis can
+		// take longer than the 10 ms these tests give an attempt, and a
+		// second pass would be the machine's doing, not the store's.
+		return next(context.WithoutCancel(ctx), cmd)
 	}
 }
 
