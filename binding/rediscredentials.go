@@ -124,8 +124,8 @@ func (r *RedisCredentials) request(done chan struct{}) {
 	case recovered:
 		r.logger.Info("requested the token Redis authenticates with after failures")
 	}
-	if err == nil && lifetime < r.minLeft {
-		r.logger.Warn("the token Redis authenticates with lives less than twice max_connection_age: a connection made before its renewal can outlive it; lower max_connection_age",
+	if err == nil && lifetime < 2*r.minLeft {
+		r.logger.Warn("the token Redis authenticates with lives less than four times max_connection_age: its renewal starts with less than twice max_connection_age left, and a connection made while it runs can outlive it; lower max_connection_age",
 			zap.Duration("token_lifetime", lifetime), zap.Duration("max_connection_age", r.minLeft/2))
 	}
 }

@@ -375,3 +375,21 @@ func TestRedisTokenShorterLivedThanMinLeftIsNotRequestedPerConnection(t *testing
 		t.Errorf("%d warnings that max_connection_age is too long for the token, want 1", n)
 	}
 }
+
+// TestRedisTokenWithoutRoomForItsRenewalIsWarnedOf: a 21-minute token with
+// max_connection_age 10m is renewed with 10.5 minutes left; a connection
+// made while the renewal runs gets it and may outlive it: the operator is
+// told, though the token lives longer than twice max_connection_age.
+func TestRedisTokenWithoutRoomForItsRenewalIsWarnedOf(t *testing.T) {
+	client, _ := redisTokenClient(t, func(w http.ResponseWriter, r *http.Request, n int64) {
+		writeRedisTokenFor(w, redisToken(redisOID, n), 21*time.Minute)
+	})
+	core, logs := observer.New(zap.WarnLevel)
+	creds := NewRedisCredentials(client, 2*10*time.Minute, zap.New(core))
+	if _, _, err := creds.Credentials(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.FilterMessageSnippet("lower max_connection_age").Len(); n != 1 {
+		t.Errorf("%d warnings that max_connection_age leaves no room for the renewal, want 1", n)
+	}
+}

@@ -226,7 +226,8 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 }
 
 // triedFailed returns the error for the callers of a TryRefresh whose
-// fetch failed, recording no backoff: the failure is theirs alone.
+// fetch was refused (a permanent failure), recording no backoff: the
+// refusal is theirs alone.
 func (c *Cache) triedFailed(h *Handle, fetchErr error) *Error {
 	result, _ := classify(fetchErr)
 	callerErr := requestFailed(h, fetchErr)

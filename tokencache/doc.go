@@ -19,8 +19,8 @@
 //   - A failed fetch is never cached as a token. It starts a backoff, in
 //     process and in the store (BackoffKey) for the whole fleet (transient
 //     1s doubling to 60s, never before a Retry-After; permanent 5s doubling
-//     to 5min), during which callers get an *Error at once. A failed
-//     Handle.TryRefresh starts none: its failure is its callers' alone.
+//     to 5min), during which callers get an *Error at once. A permanent
+//     failure of Handle.TryRefresh starts none: it is its callers' alone.
 //   - A failing store degrades to per-process caching, logged once per
 //     outage; it never fails a request.
 //   - A store record whose token fails the checks of accept.go or

@@ -260,7 +260,10 @@ func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
 		return true
 	}
 	// Sealed under the drop key: only a replica with the secret reads it.
-	e.c.announce(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name})
+	// Within the same budget as the removal: Drop runs in the request.
+	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name}); err != nil {
+		e.c.storeFailed(err)
+	}
 	return true
 }
 

@@ -51,14 +51,15 @@ type triedKey struct{}
 
 // TryRefresh is Refresh for a token asked with something of its caller's
 // that the token endpoint may refuse (carried to Fetch by ctx: a
-// downstream's claims challenge). Its failure is its callers' alone: no
-// backoff is recorded, in this process or the store, so Token, Refresh and
-// background refreshes go on as before on every replica, and the current
-// token is kept and still served. It obeys a running backoff as Refresh
-// does, and shares Refresh's limit of one fetch per second per key: a
-// Refresh within a second of a TryRefresh's start gets its result, a
-// failure too, and records no backoff for it (a Refresh a second later
-// fetches again). A TryRefresh sharing a Refresh's failure gets that
+// downstream's claims challenge). Its permanent failure (the endpoint
+// refusing what was asked) is its callers' alone: no backoff is recorded,
+// in this process or the store, so Token, Refresh and background refreshes
+// go on as before on every replica, and the current token is kept and
+// still served; throttling and transient failures back off as Refresh's
+// do. It obeys a running backoff as Refresh does, and shares Refresh's
+// limit of one fetch per second per key: a Refresh within a second of a
+// TryRefresh's start gets its result, a refusal too, and records no
+// backoff for it (a Refresh a second later fetches again). A TryRefresh sharing a Refresh's failure gets that
 // Refresh's error, whose backoff Refresh recorded. Errors are *Error.
 func (h *Handle) TryRefresh(ctx context.Context) (Record, error) {
 	return h.forceRefresh(context.WithValue(ctx, triedKey{}, true))

@@ -372,8 +372,8 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	h.report(err, took)
 	if err != nil && ctx.Err() != nil {
 		return nil, err // our own cancellation: no backoff
-	} else if err != nil && tried(ctx) {
-		return nil, c.triedFailed(h, err)
+	} else if result, _ := classify(err); err != nil && tried(ctx) && result == FetchPermanent {
+		return nil, c.triedFailed(h, err) // refused for what the caller asked: theirs alone
 	} else if err != nil {
 		return nil, c.recordFailure(ctx, h, err, write)
 	}

@@ -1,9 +1,13 @@
 package tokencache
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/zap"
 )
 
 // A TryRefresh the endpoint refuses (a downstream's claims challenge whose
@@ -58,11 +62,11 @@ func TestTryRefreshFailureIsItsCallersAlone(t *testing.T) {
 	}
 }
 
-// A TryRefresh that fails on a replica whose store is down records no
+// A TryRefresh refused on a replica whose store is down records no
 // backoff of its own either; Token still serves the current token.
 func TestTryRefreshFailureWithoutTheStoreRecordsNoBackoff(t *testing.T) {
 	clock := newFakeClock()
-	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, {err: &classifiedError{}}, {}}}
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, {err: &classifiedError{permanent: true}}, {}}}
 	a, _, mr := twoReplicas(t, clock, f.Fetch)
 	if _, err := a.Token(t.Context()); err != nil {
 		t.Fatal(err)
@@ -94,5 +98,71 @@ func TestTryRefreshObeysARunningBackoff(t *testing.T) {
 	}
 	if _, err := a.TryRefresh(t.Context()); !errors.Is(err, ErrPaused) || f.calls.Load() != 1 {
 		t.Errorf("TryRefresh while backed off: %v after %d fetches, want ErrPaused and no fetch", err, f.calls.Load())
+	}
+}
+
+// TestTryRefreshThrottledBacksOff: only the endpoint's refusal is a
+// TryRefresh's alone; a 429 backs off as a Refresh's does, so a downstream
+// challenging every request sends no token request inside Retry-After.
+func TestTryRefreshThrottledBacksOff(t *testing.T) {
+	clock := newFakeClock()
+	throttled := fetchStep{err: &classifiedError{retryAfter: 30 * time.Second}}
+	f := &scriptedFetcher{clock: clock, script: []fetchStep{{}, throttled}}
+	a, _, _ := twoReplicas(t, clock, f.Fetch)
+	if _, err := a.Token(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.TryRefresh(t.Context())
+	var coded *Error
+	if !errors.As(err, &coded) || coded.RetryAfter < 29*time.Second {
+		t.Fatalf("throttled TryRefresh: %v, want an error with the endpoint's Retry-After", err)
+	}
+	for range 10 {
+		clock.Advance(1100 * time.Millisecond)
+		_, _ = a.TryRefresh(t.Context())
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Errorf("%d token requests after the 429 within its Retry-After, want 0", n-2)
+	}
+}
+
+// deadlineStore records the deadlines Drop's store calls get.
+type deadlineStore struct {
+	Store
+	removeBy, publishBy time.Time
+}
+
+func (s *deadlineStore) RemoveRecord(ctx context.Context, key string) error {
+	s.removeBy, _ = ctx.Deadline()
+	return s.Store.RemoveRecord(ctx, key)
+}
+
+func (s *deadlineStore) Publish(ctx context.Context, key, channel string, rec *Record) error {
+	s.publishBy, _ = ctx.Deadline()
+	return s.Store.Publish(ctx, key, channel, rec)
+}
+
+// TestDropsStoreCallsShareOneBudget: Drop runs in the request; its removal
+// and its announcement share one LockTTL, not one each.
+func TestDropsStoreCallsShareOneBudget(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	store := &deadlineStore{Store: newEncryptedStore(t, mr, []byte("0123456789abcdef0123456789abcdef"))}
+	c, err := New(Options{Store: store, Clock: realTimers{clock}, Logger: zap.NewNop(), LockTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	if !e.Drop(t.Context(), testUserToken) {
+		t.Fatal("nothing dropped")
+	}
+	if store.removeBy.IsZero() || !store.publishBy.Equal(store.removeBy) {
+		t.Errorf("removal due %v, announcement due %v: want one deadline for both", store.removeBy, store.publishBy)
 	}
 }

@@ -1,10 +1,12 @@
 package entratoken
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"regexp"
 
@@ -135,5 +137,23 @@ func (c *heldChallenge) FlushError() error {
 	return http.NewResponseController(c.ResponseRecorder).Flush()
 }
 
+// Push and Hijack are the recorder's, for handlers after entra_token that
+// assert http.Pusher or http.Hijacker (Caddy's push does).
+func (c *heldChallenge) Push(target string, opts *http.PushOptions) error {
+	if p, ok := c.ResponseRecorder.(http.Pusher); ok {
+		return p.Push(target, opts)
+	}
+	return http.ErrNotSupported
+}
+
+func (c *heldChallenge) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(c.ResponseRecorder).Hijack()
+}
+
 // Unwrap gives http.ResponseController the recorder's other abilities.
 func (c *heldChallenge) Unwrap() http.ResponseWriter { return c.ResponseRecorder }
+
+var (
+	_ http.Pusher   = (*heldChallenge)(nil)
+	_ http.Hijacker = (*heldChallenge)(nil)
+)

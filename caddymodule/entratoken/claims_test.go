@@ -73,3 +73,18 @@ func TestHeldChallengeFlushesWhatItPassesOn(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldChallengeKeepsPushAndHijack: handlers after entra_token that
+// assert http.Pusher or http.Hijacker (Caddy's push) still find them.
+func TestHeldChallengeKeepsPushAndHijack(t *testing.T) {
+	w := httptest.NewRecorder()
+	var c http.ResponseWriter = &heldChallenge{w: w, ResponseRecorder: caddyhttp.NewResponseRecorder(w, new(bytes.Buffer), nil)}
+	if p, ok := c.(http.Pusher); !ok || p.Push("/x", nil) == nil {
+		t.Error("no http.Pusher, or one that pushed where the writer below cannot")
+	}
+	if h, ok := c.(http.Hijacker); !ok {
+		t.Error("no http.Hijacker")
+	} else if _, _, err := h.Hijack(); err == nil {
+		t.Error("hijacked a writer that cannot be")
+	}
+}

@@ -119,8 +119,9 @@ func parseRedisURL(rawURL string) (*redis.Options, error) {
 		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
 	}
 	if opts.TLSConfig != nil && opts.TLSConfig.InsecureSkipVerify {
-		return nil, errors.New("tokencache: parsing redis url: skip_verify is refused: any server would be taken for Redis" +
-			" and get its password (with entra, the identity's token) and the records; give a private CA with tls_ca")
+		return nil, errors.New("tokencache: parsing redis url: skip_verify is refused (remove it from the URL): any server would be" +
+			" taken for Redis and get its password (with entra, the identity's token) and the records; the server's certificate is" +
+			" always verified, against tls_ca for a private CA")
 	}
 	return opts, nil
 }
