@@ -1,6 +1,7 @@
 package binding_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,5 +107,40 @@ func TestRefusedClaimsChallengePausesNoTokenRequests(t *testing.T) {
 	}
 	if n := plain.Load(); n != 3 {
 		t.Errorf("%d token requests without claims, want 3 (first, the purge's refetch, B's refresh)", n)
+	}
+}
+
+// TestMalformedClaimsChallengePausesNothing: a downstream's challenge whose
+// claims are not a JSON object is refused before any request, as the
+// endpoint's refusal is: its caller's alone, no backoff, and the
+// application's own Token still makes its request.
+func TestMalformedClaimsChallengePausesNothing(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	defer srv.Close()
+	cache, err := tokencache.New(tokencache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	client, err := entra.NewClient(entra.Config{TokenEndpoint: srv.URL + "/token", ClientID: "orders-sidecar",
+		ClientSecret: "s3cret+value", ClientCapabilities: []string{"cp1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := cache.Register(binding.Application("orders", client, []string{"orders:read"}, nil, nil, zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	if _, err := h.TryRefresh(entra.WithClaimsChallenge(context.Background(), `{"access_token":`)); !errors.Is(err, entra.ErrClaimsChallenge) {
+		t.Fatalf("TryRefresh with malformed claims: %v, want ErrClaimsChallenge", err)
+	}
+	if _, err := h.Token(context.Background()); err != nil || requests.Load() != 1 {
+		t.Errorf("Token after a malformed claims challenge: %d requests, error %v; want its own request", requests.Load(), err)
 	}
 }

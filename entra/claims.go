@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 )
 
 type challengeKey struct{}
@@ -31,7 +30,7 @@ func MergeClaims(challenge string, capabilities []string) (string, error) {
 		dec := json.NewDecoder(bytes.NewReader([]byte(challenge)))
 		dec.UseNumber()
 		if err := dec.Decode(&claims); err != nil || claims == nil || dec.More() {
-			return "", errors.New("entra: the claims challenge is not a JSON object")
+			return "", ErrClaimsChallenge
 		}
 	}
 	if len(capabilities) > 0 {

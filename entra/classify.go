@@ -24,7 +24,8 @@ func (e *RequestError) PermanentFailure() bool {
 		e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
 		return false
 	case e.StatusCode == 0:
-		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope) || errors.Is(e.Err, ErrOnBehalfOf)
+		return errors.Is(e.Err, ErrNoScope) || errors.Is(e.Err, ErrManagedIdentityScope) || errors.Is(e.Err, ErrOnBehalfOf) ||
+			errors.Is(e.Err, ErrClaimsChallenge)
 	case e.StatusCode >= 200 && e.StatusCode <= 299:
 		return false // a malformed success: the next answer may be fine
 	}

@@ -22,6 +22,9 @@ var (
 	// ErrOnBehalfOf means Client.OnBehalfOf could not make the exchange:
 	// the client cannot, or it was given no user assertion. Permanent.
 	ErrOnBehalfOf = errors.New("entra: on-behalf-of exchange not possible")
+	// ErrClaimsChallenge means the claims challenge given to a token
+	// request is not a JSON object: nothing was sent. Permanent.
+	ErrClaimsChallenge = errors.New("entra: the claims challenge is not a JSON object")
 )
 
 // Limits on what is kept of the endpoint's error fields, so that a hostile or
