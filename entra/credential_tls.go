@@ -3,6 +3,7 @@ package entra
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net/http"
 	"sync/atomic"
 )
@@ -54,17 +55,46 @@ func (c *tlsCredential) newTransport() *http.Transport {
 }
 
 // rotate puts a new transport in use and closes the previous one's idle
-// connections. No request is sent through it after that, so it closes an
-// HTTP/1.1 connection busy at the rotation as soon as its request is done
-// (an HTTP/2 one after IdleConnTimeout idle); none is used again.
+// connections. No request is sent through it after that, and a request
+// busy on it at the rotation closes its idle connections again when done
+// (see RoundTrip), so a connection that presented the old certificate
+// closes as soon as its request is done, HTTP/1.1 or HTTP/2.
 func (c *tlsCredential) rotate() {
 	c.transport.Swap(c.newTransport()).CloseIdleConnections()
 }
 
 // RoundTrip sends req through the current transport: the identity's
-// client sends through c.
+// client sends through c. When the answer's body is closed (or the
+// request failed) after a rotation retired that transport, its idle
+// connections are closed.
 func (c *tlsCredential) RoundTrip(req *http.Request) (*http.Response, error) {
-	return c.transport.Load().RoundTrip(req)
+	t := c.transport.Load()
+	resp, err := t.RoundTrip(req)
+	if err != nil {
+		c.closeIfRetired(t)
+		return resp, err
+	}
+	resp.Body = &retiringBody{ReadCloser: resp.Body, done: func() { c.closeIfRetired(t) }}
+	return resp, nil
+}
+
+// closeIfRetired closes t's idle connections if a rotation retired it.
+func (c *tlsCredential) closeIfRetired(t *http.Transport) {
+	if c.transport.Load() != t {
+		t.CloseIdleConnections()
+	}
+}
+
+// retiringBody calls done once the body is closed.
+type retiringBody struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *retiringBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
 }
 
 // CloseIdleConnections closes the current transport's idle connections

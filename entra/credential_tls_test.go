@@ -197,6 +197,14 @@ func TestMutualTLSClientAuthConfig(t *testing.T) {
 // presents the new certificate, and the old connection is closed once it
 // is done.
 func TestMutualTLSRotationReachesAConnectionBusyAtIt(t *testing.T) {
+	for _, http2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[http2], func(t *testing.T) {
+			mutualTLSRotationReachesAConnectionBusyAtIt(t, http2)
+		})
+	}
+}
+
+func mutualTLSRotationReachesAConnectionBusyAtIt(t *testing.T, http2 bool) {
 	dir := t.TempDir()
 	caKey := rsaKey(t, 0)
 	ca := newCert(t, caKey, "test CA", true, nil, nil)
@@ -223,6 +231,7 @@ func TestMutualTLSRotationReachesAConnectionBusyAtIt(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	srv.EnableHTTP2 = http2
 	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		if state == http.StateClosed {
 			closed <- struct{}{}
