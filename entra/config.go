@@ -98,6 +98,9 @@ type Config struct {
 
 	// HTTPClient sends the token requests. Default: a process-wide client
 	// that follows no redirect, so that no credential is re-posted elsewhere.
+	// With mutual TLS, each identity sends through a clone of its
+	// *http.Transport; a transport given HTTP/2 by x/net (TLSNextProto set)
+	// is cloned to HTTP/1.1, as x/net's connection pool is shared by clones.
 	HTTPClient *http.Client
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net/http"
+	"slices"
 	"sync/atomic"
 )
 
@@ -45,6 +46,16 @@ func newTLSCredential(files CertificateCredential, form formCredential, caller *
 // certificate last loaded.
 func (c *tlsCredential) newTransport() *http.Transport {
 	t := c.base.Clone()
+	if len(t.TLSNextProto) > 0 {
+		// Another HTTP/2 (x/net's ConfigureTransports) keeps its connections
+		// in the base's pool, shared by every clone: the certificate would
+		// follow the connection, not the identity. HTTP/1.1 then.
+		t.TLSNextProto = nil
+		if t.TLSClientConfig != nil {
+			t.TLSClientConfig.NextProtos = slices.DeleteFunc(slices.Clone(t.TLSClientConfig.NextProtos),
+				func(proto string) bool { return proto == "h2" })
+		}
+	}
 	if t.TLSClientConfig == nil {
 		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
