@@ -98,30 +98,25 @@ func loadCertificateFiles[T any](files CertificateCredential,
 // reload parses the files again when their content changed, calls
 // onChange if it took the new content, and returns the last good value.
 // Every path that reads the files goes through it, so none can take new
-// content without onChange.
+// content without onChange; onChange runs under f.mu, so a reload that
+// finds the new content taken returns only after it (a request then sends
+// through the new transport). onChange must not call f's methods.
 func (f *certificateFiles[T]) reload() T {
-	v, changed := f.swap()
-	if changed && f.onChange != nil {
-		f.onChange()
-	}
-	return v
-}
-
-// swap is reload's part under f.mu: it reports whether it took new content.
-func (f *certificateFiles[T]) swap() (T, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	certData, keyData, err := readCertificateFiles(f.files)
 	if err != nil {
-		return f.current, false // unreadable (e.g. being replaced)
+		return f.current // unreadable (e.g. being replaced)
 	}
 	if digest := contentDigest(certData, keyData); digest != f.digest {
 		if v, err := f.load(certData, keyData, f.files); err == nil { // else retried next time
 			f.digest, f.current = digest, v
-			return v, true
+			if f.onChange != nil {
+				f.onChange()
+			}
 		}
 	}
-	return f.current, false
+	return f.current
 }
 
 // fingerprint is the digest of the content in use, after a reload.
