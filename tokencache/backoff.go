@@ -229,11 +229,16 @@ func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, sh
 // fetch was refused (a permanent failure), recording no backoff: the
 // refusal is theirs alone.
 func (c *Cache) triedFailed(h *Handle, fetchErr error) *Error {
-	result, _ := classify(fetchErr)
 	callerErr := requestFailed(h, fetchErr)
-	c.log().Warn("tried token request failed; not backing off",
-		zap.String("application", h.app.Name), zap.String("result", string(result)), zap.String("error", callerErr.Message))
+	c.log().Warn("tried token request refused; not backing off",
+		zap.String("application", h.app.Name), zap.String("error", callerErr.Message))
 	return callerErr
+}
+
+// isPermanent reports whether err is a permanent failure (see classify).
+func isPermanent(err error) bool {
+	result, _ := classify(err)
+	return result == FetchPermanent
 }
 
 func truncate(s string, n int) string {

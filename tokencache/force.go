@@ -59,8 +59,9 @@ type triedKey struct{}
 // do. It obeys a running backoff as Refresh does, and shares Refresh's
 // limit of one fetch per second per key: a Refresh within a second of a
 // TryRefresh's start gets its result, a refusal too, and records no
-// backoff for it (a Refresh a second later fetches again). A TryRefresh sharing a Refresh's failure gets that
-// Refresh's error, whose backoff Refresh recorded. Errors are *Error.
+// backoff for it (a Refresh a second later fetches again). A TryRefresh
+// sharing a Refresh's failure gets that Refresh's error, whose backoff
+// Refresh recorded. Errors are *Error.
 func (h *Handle) TryRefresh(ctx context.Context) (Record, error) {
 	return h.forceRefresh(context.WithValue(ctx, triedKey{}, true))
 }

@@ -372,7 +372,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	h.report(err, took)
 	if err != nil && ctx.Err() != nil {
 		return nil, err // our own cancellation: no backoff
-	} else if result, _ := classify(err); err != nil && tried(ctx) && result == FetchPermanent {
+	} else if err != nil && tried(ctx) && isPermanent(err) {
 		return nil, c.triedFailed(h, err) // refused for what the caller asked: theirs alone
 	} else if err != nil {
 		return nil, c.recordFailure(ctx, h, err, write)
