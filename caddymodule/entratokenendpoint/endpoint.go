@@ -274,8 +274,16 @@ func endpointConfigError(field, reason string) error {
 	return entraapp.ConfigError("entra_token_endpoint "+field, reason)
 }
 
-// ServeHTTP answers the request itself; next is never called.
+// ServeHTTP answers the request itself; next is never called. It hands
+// Caddy no error: Caddy's error log records the request's headers, the
+// endpoint's secret in X-IDENTITY-HEADER among them, and what could fail
+// here (a write, a client that left) is the client's to see.
 func (e *TokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	_ = e.serve(w, r)
+	return nil
+}
+
+func (e *TokenEndpoint) serve(w http.ResponseWriter, r *http.Request) error {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
@@ -425,11 +433,12 @@ func (e *TokenEndpoint) refuse(w http.ResponseWriter, r *http.Request, rf *refus
 }
 
 // refuseToken answers a failure to get application's token with the
-// error's status, Retry-After and challenge; a client that left gets a 499
-// error instead.
+// error's status, Retry-After and challenge; a client that left gets
+// status 499 and no body instead.
 func (e *TokenEndpoint) refuseToken(w http.ResponseWriter, r *http.Request, application string, err error) error {
 	if r.Context().Err() != nil {
-		return caddyhttp.Error(499, err)
+		w.WriteHeader(499) // the access log's status, as reverse_proxy's for a client that left
+		return nil
 	}
 	answer := entraapp.AnswerFor(err)
 	entraapp.SetRetryAfter(w.Header(), answer.RetryAfter)

@@ -1,7 +1,9 @@
 package entratokenendpoint
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -464,5 +466,37 @@ func TestEndpointWithoutEntraAppIsRejectedAtLoad(t *testing.T) {
 	err := apptest.ValidateConfig(t, config)
 	if err == nil || !strings.Contains(err.Error(), "MICROSOFT_PROVIDER_NOT_CONFIGURED") {
 		t.Fatalf("error = %v, want MICROSOFT_PROVIDER_NOT_CONFIGURED", err)
+	}
+}
+
+// failingWriter is a client whose connection broke: every write fails.
+type failingWriter struct{ *httptest.ResponseRecorder }
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("connection reset by peer") }
+
+// Caddy's error log records the request's headers, X-IDENTITY-HEADER
+// among them: the endpoint hands it no error, neither for a client that
+// left nor for a write that failed.
+func TestEndpointHandsCaddyNoErrorThatWouldLogItsSecret(t *testing.T) {
+	app, _, _ := apptest.NewApp(t, apptest.ClientSecret)
+	record, _ := newTestEndpoint(t, app, ProtocolRecord, nil)
+	header := map[string]string{"X-IDENTITY-HEADER": unitEndpointSecret}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	left := endpointRequest(http.MethodGet, "/token?applicationName=orders-api", header).WithContext(ctx)
+	rec := httptest.NewRecorder()
+	if err := record.ServeHTTP(rec, left, nil); err != nil {
+		t.Errorf("a client that left: ServeHTTP = %v, want nil", err)
+	}
+	if rec.Code != 499 || rec.Body.Len() != 0 {
+		t.Errorf("a client that left: %d %q, want 499 and no body", rec.Code, rec.Body.String())
+	}
+
+	for _, target := range []string{"/token?applicationName=orders-api", "/token?applicationName=unknown"} {
+		req := endpointRequest(http.MethodGet, target, header)
+		if err := record.ServeHTTP(failingWriter{httptest.NewRecorder()}, req, nil); err != nil {
+			t.Errorf("%s with a broken connection: ServeHTTP = %v, want nil", target, err)
+		}
 	}
 }
