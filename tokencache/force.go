@@ -61,7 +61,8 @@ type triedKey struct{}
 // TryRefresh's start gets its result, a refusal too, and records no
 // backoff for it (a Refresh a second later fetches again). A TryRefresh
 // sharing a Refresh's failure gets that Refresh's error, whose backoff
-// Refresh recorded. Errors are *Error.
+// Refresh recorded. Its caller waits at most WaitTimeout (the refresh goes
+// on without it). Errors are *Error.
 func (h *Handle) TryRefresh(ctx context.Context) (Record, error) {
 	return h.forceRefresh(context.WithValue(ctx, triedKey{}, true))
 }
@@ -102,9 +103,18 @@ func (h *Handle) forceRefresh(ctx context.Context) (Record, error) {
 		ks.mu.Unlock()
 		return rec, err
 	})
+	var timeout <-chan time.Time // a TryRefresh's caller waits WaitTimeout at most, as Token's
+	if tried(ctx) {
+		wait := time.NewTimer(c.waitTimeout)
+		defer wait.Stop()
+		timeout = wait.C
+	}
 	select {
 	case <-ctx.Done():
 		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
+	case <-timeout:
+		return Record{}, requestError(context.DeadlineExceeded,
+			"no token for application %q within %s; still trying", h.app.Name, c.waitTimeout)
 	case res := <-results:
 		rec, _ := res.Val.(*Record)
 		return h.forcedResult(rec, res.Err)

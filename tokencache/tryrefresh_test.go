@@ -3,6 +3,8 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,5 +166,48 @@ func TestDropsStoreCallsShareOneBudget(t *testing.T) {
 	}
 	if store.removeBy.IsZero() || !store.publishBy.Equal(store.removeBy) {
 		t.Errorf("removal due %v, announcement due %v: want one deadline for both", store.removeBy, store.publishBy)
+	}
+}
+
+// A TryRefresh's caller waits WaitTimeout at most, as Token's: a slow
+// token endpoint (or a lock another replica holds) does not hold the
+// request it answers; the refresh goes on and its token is kept.
+func TestTryRefreshWaitsWaitTimeoutAtMost(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int64
+	fetch := func(ctx context.Context) (Fetched, error) {
+		if calls.Add(1) > 1 {
+			<-release
+		}
+		return Fetched{AccessToken: fmt.Sprintf("token-%d", calls.Load()), ExpiresAt: time.Now().Add(time.Hour)}, nil
+	}
+	c, err := New(Options{Logger: zap.NewNop(), WaitTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h, err := c.Register(testApp("graph-api", fetch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Token(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.TryRefresh(t.Context())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("TryRefresh with the fetch held: %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryRefresh waited on the held fetch past WaitTimeout")
+	}
+	close(release)
+	if got, err := h.Refresh(t.Context()); err != nil || got.AccessToken != "token-2" || calls.Load() != 2 {
+		t.Errorf("Refresh after the timeout: %q, %v after %d fetches, want the TryRefresh's token-2", got.AccessToken, err, calls.Load())
 	}
 }

@@ -69,19 +69,25 @@ func bodiless(r *http.Request) bool {
 
 var claimsParam = regexp.MustCompile(`(?i)(?:^|[\s,])claims\s*=\s*"([^"]*)"`)
 
+// maxChallengeClaimsBytes bounds the claims a downstream may have asked
+// for (Graph's are under a hundred bytes): longer ones are not sent to the
+// token endpoint, and the challenge is passed on as one without claims.
+const maxChallengeClaimsBytes = 4 << 10
+
 // challengeClaims returns the claims JSON object of an insufficient_claims
-// challenge (base64 in its claims parameter), if any.
+// challenge (base64 in its claims parameter), if any, of at most
+// maxChallengeClaimsBytes.
 func challengeClaims(challenges []string) (string, bool) {
 	for _, c := range challenges {
 		if !isClaimsChallenge([]string{c}) {
 			continue
 		}
 		m := claimsParam.FindStringSubmatch(c)
-		if m == nil {
+		if m == nil || len(m[1]) > base64.StdEncoding.EncodedLen(maxChallengeClaimsBytes) {
 			continue
 		}
 		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-			if raw, err := enc.DecodeString(m[1]); err == nil && bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+			if raw, err := enc.DecodeString(m[1]); err == nil && len(raw) <= maxChallengeClaimsBytes && bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
 				return string(raw), true
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -13,6 +14,13 @@ import (
 func TestChallengeClaims(t *testing.T) {
 	claims := `{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}`
 	std, raw := base64.StdEncoding.EncodeToString([]byte(claims)), base64.RawURLEncoding.EncodeToString([]byte(claims))
+	// Claims the token endpoint is asked for are bounded: a downstream's
+	// 100 KiB of them are not sent (a failure of such a request would back
+	// the application off).
+	padded := func(n int) string {
+		return `{"access_token":{"nbf":{"essential":true,"value":"` + strings.Repeat("1", n-len(`{"access_token":{"nbf":{"essential":true,"value":""}}}`)) + `"}}}`
+	}
+	atBound, overBound := padded(maxChallengeClaimsBytes), padded(100<<10)
 	for _, tt := range []struct {
 		name       string
 		challenges []string
@@ -26,6 +34,9 @@ func TestChallengeClaims(t *testing.T) {
 		{"no claims", []string{`Bearer error="insufficient_claims"`}, "", false},
 		{"not base64 JSON", []string{`Bearer error="insufficient_claims", claims="bm90IGpzb24="`}, "", false},
 		{"none", nil, "", false},
+		{"4 KiB of claims", []string{`Bearer error="insufficient_claims", claims="` + base64.StdEncoding.EncodeToString([]byte(atBound)) + `"`}, atBound, true},
+		{"a byte over 4 KiB", []string{`Bearer error="insufficient_claims", claims="` + base64.StdEncoding.EncodeToString([]byte(padded(maxChallengeClaimsBytes+1))) + `"`}, "", false},
+		{"100 KiB of claims", []string{`Bearer error="insufficient_claims", claims="` + base64.StdEncoding.EncodeToString([]byte(overBound)) + `"`}, "", false},
 	} {
 		got, ok := challengeClaims(tt.challenges)
 		if got != tt.want || ok != tt.ok {
