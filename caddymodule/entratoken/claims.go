@@ -39,7 +39,7 @@ func (h *Handler) serveAnsweringClaims(w http.ResponseWriter, r, proxied *http.R
 	}
 	fresh, refreshErr := h.app.RefreshForClaims(r.Context(), h.Application, challenge)
 	if refreshErr != nil || fresh.AccessToken == credential.AccessToken {
-		h.logger.Warn("downstream answered a claims challenge; no token satisfying it could be had",
+		h.warn(h.claimsWarnings, "downstream answered a claims challenge; no token satisfying it could be had",
 			zap.String("application", h.Application), zap.NamedError("cause", refreshErr))
 		return recorder.WriteResponse()
 	}

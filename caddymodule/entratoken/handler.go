@@ -90,6 +90,17 @@ type Handler struct {
 	injected      *atomic.Pointer[injection]
 	injectedCount prometheus.Counter // requests_total{result="injected"}
 	answersClaims bool               // see serveAnsweringClaims
+	// The warnings a client or a downstream causes, one a minute each:
+	// requests_total and tokens_purged_total count them all.
+	noTokenWarnings, claimsWarnings *entraapp.RefusalLog
+}
+
+// warn logs msg through limit, with the number of entries not logged
+// since the last one.
+func (h *Handler) warn(limit *entraapp.RefusalLog, msg string, fields ...zap.Field) {
+	if ok, unlogged := limit.Allow(time.Now()); ok {
+		h.logger.Warn(msg, append(fields, zap.Int64("unlogged_since_last", unlogged))...)
+	}
 }
 
 // injection is what is derived from one token.
@@ -128,6 +139,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
+	h.noTokenWarnings, h.claimsWarnings = new(entraapp.RefusalLog), new(entraapp.RefusalLog)
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
@@ -253,12 +265,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	answer := entraapp.AnswerFor(err)
 	requests.WithLabelValues(h.Application, answer.Code).Inc()
-	level := zapcore.WarnLevel
+	fields := []zap.Field{zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status)}
 	if answer.Status < 500 {
-		level = zapcore.DebugLevel // the client's own token refused: as common as its callers make it
-	}
-	if c := h.logger.Check(level, "no token injected"); c != nil {
-		c.Write(zap.String("application", h.Application), zap.String("code", answer.Code), zap.Int("status", answer.Status))
+		h.logger.Debug("no token injected", fields...) // the client's own token refused: as common as its callers make it
+	} else {
+		h.warn(h.noTokenWarnings, "no token injected", fields...)
 	}
 	return answer.Write(w)
 }

@@ -2,6 +2,7 @@ package entratoken
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -222,4 +226,61 @@ func TestHandlerThrottledAnswers503WithRetryAfter(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || emulator.TokenRequests() != 1 {
 		t.Errorf("second request: status %d, token requests %d; want 503 and still 1", rec.Code, emulator.TokenRequests())
 	}
+}
+
+// A client or a downstream causes these warnings at its request rate: the
+// log gets one a minute each, with the number not logged since; the
+// metrics count them all.
+func TestHandlerWarnsOnceAMinuteOfWhatClientsAndDownstreamsCause(t *testing.T) {
+	t.Run("no token injected", func(t *testing.T) {
+		app, _, logs := apptest.NewApp(t, "wrong-"+apptest.ClientSecret)
+		h := &Handler{Application: "graph-api", app: app, logger: apptest.Logger(app), header: DefaultHeader,
+			noTokenWarnings: new(entraapp.RefusalLog)}
+		for range 20 {
+			if rec, _ := serveWith(t, h, http.StatusNoContent, httptest.NewRequest(http.MethodGet, "http://sidecar/", nil)); rec.Code < 500 {
+				t.Fatalf("status %d, want a token failure", rec.Code)
+			}
+		}
+		if n := logs.FilterMessage("no token injected").FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+			t.Errorf("20 token failures logged %d warnings, want 1", n)
+		}
+	})
+	t.Run("claims challenge without a satisfying token", func(t *testing.T) {
+		emulator, server, err := entratest.NewServer(entratest.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(server.Close)
+		emulator.AddClient(apptest.ClientID, apptest.ClientSecret)
+		core, logs := observer.New(zapcore.DebugLevel)
+		app := &entraapp.App{
+			IdentityConfig: entraapp.IdentityConfig{AuthorityHost: server.URL, TenantID: emulator.TenantID(),
+				ClientID: apptest.ClientID, ClientSecret: apptest.ClientSecret},
+			ClientCapabilities: []string{"cp1"},
+			Applications:       map[string]*entraapp.Application{"graph-api": {Scopes: []string{"https://graph.microsoft.com/.default"}}},
+			Hosts:              []string{"sidecar"},
+		}
+		if err := app.ProvisionForTest(zap.New(core)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = app.Cleanup() })
+		h := &Handler{Application: "graph-api", app: app, logger: zap.New(core), header: DefaultHeader,
+			purgeOnStatus: defaultPurgeOnStatus, answersClaims: true, claimsWarnings: new(entraapp.RefusalLog)}
+		challenge := `Bearer error="insufficient_claims", claims="` +
+			base64.StdEncoding.EncodeToString([]byte(`{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}`)) + `"`
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("WWW-Authenticate", challenge)
+			w.WriteHeader(http.StatusUnauthorized)
+			return nil
+		})
+		for range 20 {
+			rec := httptest.NewRecorder()
+			if err := h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://sidecar/v1.0/me", nil), next); err != nil || rec.Code != http.StatusUnauthorized {
+				t.Fatalf("a challenged request: %d, %v", rec.Code, err)
+			}
+		}
+		if n := logs.FilterMessage("downstream answered a claims challenge; no token satisfying it could be had").Len(); n != 1 {
+			t.Errorf("20 challenges no token satisfied logged %d warnings, want 1", n)
+		}
+	})
 }
