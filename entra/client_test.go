@@ -384,8 +384,16 @@ func TestTokenRequestShape(t *testing.T) {
 	}
 }
 
-// TestTokenDoesNotFollowRedirects: a 307 would re-post the secret elsewhere.
+// TestTokenDoesNotFollowRedirects: a 307 would re-post the secret
+// elsewhere; a caller's client (for a proxy or a CA of its own) follows
+// none either.
 func TestTokenDoesNotFollowRedirects(t *testing.T) {
+	for name, caller := range map[string]*http.Client{"the shared client": nil, "a caller's client": {}} {
+		t.Run(name, func(t *testing.T) { tokenDoesNotFollowRedirects(t, caller) })
+	}
+}
+
+func tokenDoesNotFollowRedirects(t *testing.T, caller *http.Client) {
 	posted := make(chan struct{}, 1)
 	elsewhere := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		posted <- struct{}{}
@@ -396,7 +404,7 @@ func TestTokenDoesNotFollowRedirects(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	client, err := entra.NewClient(entra.Config{ClientID: testClientID, ClientSecret: testSecret, TokenEndpoint: srv.URL})
+	client, err := entra.NewClient(entra.Config{ClientID: testClientID, ClientSecret: testSecret, TokenEndpoint: srv.URL, HTTPClient: caller})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,8 +96,9 @@ type Config struct {
 	// DefaultTimeout; negative values are rejected.
 	Timeout time.Duration
 
-	// HTTPClient sends the token requests. Default: a process-wide client
-	// that follows no redirect, so that no credential is re-posted elsewhere.
+	// HTTPClient sends the token requests. Default: a process-wide client.
+	// Whichever it is, no redirect is followed (a caller's CheckRedirect is
+	// replaced), so that no credential is re-posted elsewhere.
 	// With mutual TLS, each identity sends through a clone of its
 	// *http.Transport; a transport given HTTP/2 by x/net (TLSNextProto set)
 	// is cloned to HTTP/1.1, as x/net's connection pool is shared by clones.
@@ -130,8 +131,12 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultTimeout)
 	callerClient := cfg.HTTPClient
-	if cfg.HTTPClient == nil {
+	if callerClient == nil {
 		cfg.HTTPClient = sharedHTTPClient()
+	} else {
+		own := *callerClient
+		own.CheckRedirect = noRedirects
+		cfg.HTTPClient = &own
 	}
 
 	if cfg.ManagedIdentity != nil {

@@ -27,7 +27,7 @@ type tlsCredential struct {
 // newTLSCredential loads the certificate and makes the identity's own
 // client from caller's (see mutualTLSBase).
 func newTLSCredential(files CertificateCredential, form formCredential, caller *http.Client) (*tlsCredential, error) {
-	base, checkRedirect, err := mutualTLSBase(caller)
+	base, err := mutualTLSBase(caller)
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +38,7 @@ func newTLSCredential(files CertificateCredential, form formCredential, caller *
 	c := &tlsCredential{formCredential: form, certificateFiles: f, base: base}
 	c.transport.Store(c.newTransport())
 	f.onChange = c.rotate
-	c.client = &http.Client{Transport: c, CheckRedirect: checkRedirect}
+	c.client = &http.Client{Transport: c, CheckRedirect: noRedirects}
 	return c, nil
 }
 
@@ -148,12 +148,11 @@ func (*tlsCredential) cacheKeyLines() []string { return []string{mutualTLSLine} 
 const mutualTLSLine = "client_auth=mutual_tls"
 
 // mutualTLSBase returns the transport the identity's own client is cloned
-// from (the caller's, else one like the shared one) and its redirect
-// policy. A caller's transport must be an *http.Transport to present a
-// certificate.
-func mutualTLSBase(caller *http.Client) (*http.Transport, func(*http.Request, []*http.Request) error, error) {
+// from: the caller's, else one like the shared one. A caller's transport
+// must be an *http.Transport to present a certificate.
+func mutualTLSBase(caller *http.Client) (*http.Transport, error) {
 	if caller == nil {
-		return newSharedTransport(), noRedirects, nil
+		return newSharedTransport(), nil
 	}
 	base := caller.Transport
 	if base == nil {
@@ -161,7 +160,7 @@ func mutualTLSBase(caller *http.Client) (*http.Transport, func(*http.Request, []
 	}
 	transport, ok := base.(*http.Transport)
 	if !ok {
-		return nil, nil, &ConfigError{Field: "client_auth", Reason: "mutual TLS needs an HTTP client whose Transport is an *http.Transport, to present the certificate"}
+		return nil, &ConfigError{Field: "client_auth", Reason: "mutual TLS needs an HTTP client whose Transport is an *http.Transport, to present the certificate"}
 	}
-	return transport, caller.CheckRedirect, nil
+	return transport, nil
 }
