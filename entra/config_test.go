@@ -133,15 +133,17 @@ func TestNewClientDefaults(t *testing.T) {
 		t.Errorf("HTTPClient = %v, want a dedicated client", client.cfg.HTTPClient)
 	}
 
-	custom := &http.Client{}
+	custom := &http.Client{Transport: &http.Transport{}}
 	cfg := validConfig()
 	cfg.HTTPClient, cfg.Timeout = custom, time.Second
 	client, err = NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if client.cfg.HTTPClient != custom || client.cfg.Timeout != time.Second {
-		t.Error("explicit HTTPClient or Timeout not kept")
+	// The caller's client is used through a copy that follows no redirect.
+	if client.cfg.HTTPClient.Transport != custom.Transport || client.cfg.HTTPClient.CheckRedirect == nil ||
+		custom.CheckRedirect != nil || client.cfg.Timeout != time.Second {
+		t.Error("explicit HTTPClient's transport or Timeout not kept, or the caller's client changed")
 	}
 }
 
