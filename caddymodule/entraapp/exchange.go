@@ -131,15 +131,17 @@ func (a *App) UserTokenHeader(applicationName string) (string, bool) {
 
 // ExchangeUserToken returns the on-behalf-of application's token for the
 // user of userToken ("" if none), cached or exchanged after local checks.
-// Failures carry their answer (AnswerFor) with the user's challenge.
-func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken string) (tokencache.Record, error) {
+// carrier names, for the answers, what the token came in ("bearer token in
+// Authorization", "assertion"). Failures carry their answer (AnswerFor)
+// with the user's challenge.
+func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken, carrier string) (tokencache.Record, error) {
 	e := a.exchangers[applicationName]
 	if e == nil {
 		return tokencache.Record{}, &answerError{Answer{Status: http.StatusNotFound, Code: CodeApplicationNotFound,
 			Message: fmt.Sprintf("application %q is not an on-behalf-of application", applicationName)}}
 	}
 	if userToken == "" {
-		return tokencache.Record{}, userTokenMissing("the request carries no bearer token in " + e.app.OnBehalfOf.Header)
+		return tokencache.Record{}, userTokenMissing("the request carries no " + carrier)
 	}
 	rules, err := userTokenRules(ctx, e, cmp.Or(time.Duration(a.WaitTimeout), tokencache.DefaultWaitTimeout), a.logger)
 	if err != nil {
@@ -157,7 +159,7 @@ func (a *App) ExchangeUserToken(ctx context.Context, applicationName, userToken 
 	if err != nil {
 		var ute *entra.UserTokenError
 		if errors.As(err, &ute) && ute.Claim == "" {
-			return tokencache.Record{}, userTokenMissing("the bearer token " + ute.Reason)
+			return tokencache.Record{}, userTokenMissing("the " + carrier + " " + ute.Reason)
 		}
 		return tokencache.Record{}, &answerError{invalidUserToken(strings.TrimPrefix(err.Error(), "entra: "))}
 	}

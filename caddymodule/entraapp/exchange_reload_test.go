@@ -82,7 +82,7 @@ func userToken(t *testing.T, emulator *entratest.Emulator, oid, tenant string) s
 // exchangeStatus is the status a request of graph-as-user with userToken
 // is answered: 200 for a token.
 func exchangeStatus(app *App, userToken string) int {
-	if _, err := app.ExchangeUserToken(context.Background(), oboApplication, userToken); err != nil {
+	if _, err := app.ExchangeUserToken(context.Background(), oboApplication, userToken, "bearer token in Authorization"); err != nil {
 		return AnswerFor(err).Status
 	}
 	return http.StatusOK

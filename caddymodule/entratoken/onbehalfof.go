@@ -20,7 +20,7 @@ func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next c
 	// Consumed here: nothing after this handler sees it, nor Caddy's logs
 	// (which mask only Authorization, Cookie and Proxy-Authorization).
 	maps.DeleteFunc(r.Header, func(name string, _ []string) bool { return strings.EqualFold(name, userHeader) })
-	credential, err := h.app.ExchangeUserToken(r.Context(), h.Application, userToken)
+	credential, err := h.app.ExchangeUserToken(r.Context(), h.Application, userToken, "bearer token in "+userHeader)
 	if err != nil {
 		return h.writeError(w, r, err)
 	}

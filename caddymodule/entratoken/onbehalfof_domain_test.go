@@ -137,7 +137,7 @@ func TestOnBehalfOfDomainTenantResolutionWaitsAtMostWaitTimeout(t *testing.T) {
 	t.Cleanup(func() { _ = app.Cleanup() })
 	done := make(chan error, 1)
 	go func() {
-		_, err := app.ExchangeUserToken(t.Context(), apptest.OnBehalfOfApplication, "a.b.c")
+		_, err := app.ExchangeUserToken(t.Context(), apptest.OnBehalfOfApplication, "a.b.c", "bearer token in Authorization")
 		done <- err
 	}()
 	select {

@@ -58,6 +58,14 @@ func TestEndpointRecordExchangesTheAssertion(t *testing.T) {
 		rec.Header().Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
 		t.Errorf("without an assertion: %d %v %q, want 401 %s", rec.Code, body, rec.Header().Get("WWW-Authenticate"), entraapp.CodeUserTokenMissing)
 	}
+	if msg, _ := body["message"].(string); msg != "the request carries no assertion" {
+		t.Errorf("without an assertion: message %q, want one naming the assertion", msg)
+	}
+	// One that is not a JWT: the message names the assertion too.
+	rec, body = call(t, e, recordPost(map[string]string{"applicationName": apptest.OnBehalfOfApplication, "assertion": "not-a-jwt"}))
+	if msg, _ := body["message"].(string); rec.Code != http.StatusUnauthorized || msg != "the assertion is not a JWT" {
+		t.Errorf("an assertion that is not a JWT: %d %q, want 401 naming the assertion", rec.Code, msg)
+	}
 
 	// A claims challenge: 401 with insufficient_claims.
 	const challenged = "0d0d0d0d-0000-4000-8000-00000000000d"

@@ -65,7 +65,7 @@ func (e *TokenEndpoint) serveRecord(w http.ResponseWriter, r *http.Request) erro
 	var credential tokencache.Record
 	var err error
 	if _, onBehalfOf := e.app.UserTokenHeader(name); onBehalfOf {
-		credential, err = e.app.ExchangeUserToken(r.Context(), name, req.Assertion)
+		credential, err = e.app.ExchangeUserToken(r.Context(), name, req.Assertion, "assertion")
 	} else {
 		credential, err = e.app.Token(r.Context(), name)
 	}
