@@ -2,6 +2,8 @@ package entra
 
 import (
 	"net/http"
+	"net/netip"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -28,12 +30,25 @@ var sharedHTTPClient = sync.OnceValue(func() *http.Client {
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // newSharedTransport clones http.DefaultTransport (proxy variables apply,
-// HTTP/2 is attempted) and keeps idle connections per authority.
+// but for link-local addresses; HTTP/2 is attempted) and keeps idle
+// connections per authority.
 func newSharedTransport() *http.Transport {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.Proxy = proxyFromEnvironmentButLinkLocal
 	transport.MaxIdleConns = 0 // no process-wide bound; the per-authority one holds
 	transport.MaxIdleConnsPerHost = MaxIdleConnsPerAuthority
 	transport.IdleConnTimeout = IdleConnTimeout
 	transport.ResponseHeaderTimeout = 0 // the per-request context deadline bounds it
 	return transport
+}
+
+// proxyFromEnvironmentButLinkLocal is http.ProxyFromEnvironment, except that
+// a link-local address (the instance metadata service, 169.254.169.254) is
+// reached directly: IMDS does not work through a proxy (Azure says to
+// bypass it), and a proxy would read its plain-HTTP answers, tokens included.
+func proxyFromEnvironmentButLinkLocal(r *http.Request) (*url.URL, error) {
+	if ip, err := netip.ParseAddr(r.URL.Hostname()); err == nil && ip.Unmap().IsLinkLocalUnicast() {
+		return nil, nil
+	}
+	return http.ProxyFromEnvironment(r)
 }
