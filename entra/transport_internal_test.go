@@ -60,8 +60,8 @@ func TestSharedTransportReachesLinkLocalAddressesWithoutTheProxy(t *testing.T) {
 	transport := newSharedTransport()
 	for target, wantProxy := range map[string]bool{
 		"http://169.254.169.254/metadata/identity/oauth2/token": false,
-		"http://[fe80::1]/":                                     false,
-		"http://login.example/token":                            true,
+		"http://[fe80::1]/":          false,
+		"http://login.example/token": true,
 	} {
 		proxy, err := transport.Proxy(httptest.NewRequest(http.MethodGet, target, nil))
 		if err != nil || (proxy != nil) != wantProxy {
