@@ -6,9 +6,10 @@ import (
 	"sync/atomic"
 )
 
-// runningApp is the newest started entra app, which the admin API acts on.
-// Caddy provisions admin modules before apps, and a reload starts the new
-// config before stopping the old, so Stop clears it only if still its own.
+// runningApp is the newest committed entra app, which the admin API acts
+// on. Caddy provisions admin modules before apps, and a reload commits the
+// new config before stopping the old, so Stop clears it only if still its
+// own.
 var runningApp atomic.Pointer[App]
 
 // startOperations hands the admin API to a and starts the prefetching.

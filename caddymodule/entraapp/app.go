@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -191,14 +192,22 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the logger and metrics, and warns about secrets
-// written in the config and about insecure_plaintext.
+// Provision sets up the logger and metrics, subscribes commit to the
+// config's started event, and warns about secrets written in the config
+// and about insecure_plaintext.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.refusals = new(RefusalLog)
 	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
+	}
+	events, err := ctx.App("events")
+	if err == nil {
+		err = events.(*caddyevents.App).On("started", committer{a})
+	}
+	if err != nil {
+		return fmt.Errorf("subscribing to the config's started event: %v", err)
 	}
 	a.warnLiteralSecrets()
 	a.warnInsecurePlaintext()
@@ -241,19 +250,36 @@ func (a *App) ProvisionForTest(logger *zap.Logger) error {
 	return a.provision(caddy.NewReplacer())
 }
 
-// Start activates this config's handles and routes the cache's (and
-// go-redis's) logs to this config. Only a config being committed starts:
-// one that failed to load never takes the cache's logger nor, while a
-// running config shares a key, makes a token request with its credential.
+// Start warns of certificate-bound routes; the rest waits for commit.
 func (a *App) Start() error {
+	a.warnCertificateBoundRoutes(a.ctx)
+	return nil
+}
+
+// committer runs commit on Caddy's "started" event, which Caddy emits once
+// every app of the config has started. An app may start and be stopped
+// again when another fails to, and the running config serves on.
+type committer struct{ app *App }
+
+// Handle implements caddyevents.Handler.
+func (c committer) Handle(_ context.Context, e caddy.Event) error {
+	if e.Origin() == nil { // Caddy's own, not a module's
+		c.app.commit()
+	}
+	return nil
+}
+
+// commit activates this config's handles, routes the cache's (and
+// go-redis's) logs to it and starts its operations. A config Caddy does
+// not commit to never takes the cache's logger nor, while a running config
+// shares a key, makes a token request with its credential.
+func (a *App) commit() {
 	a.cache.SetLogger(a.logger)
 	if a.Redis != nil {
 		redisstore.RouteLogs(a.logger.Named("redis"))
 	}
 	a.activate()
 	a.startOperations()
-	a.warnCertificateBoundRoutes(a.ctx)
-	return nil
 }
 
 // activate lets this config's handles make token requests.
@@ -388,4 +414,6 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
+
+	_ caddyevents.Handler = committer{}
 )

@@ -2,9 +2,14 @@ package entraapp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-entra/caddy-entra/entra/entratest"
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
@@ -159,5 +165,111 @@ func TestARequestWhoseCacheClosesGetsARetryableError(t *testing.T) {
 	var te *tokencache.Error
 	if !errors.As(err, &te) || AnswerFor(err).Status != http.StatusServiceUnavailable || te.RetryAfter <= 0 {
 		t.Fatalf("request on the closed cache: %v, want a retryable 503", err)
+	}
+}
+
+// refusedReload runs a config of graph-api on a free port, then reloads one
+// that listens on a taken port, adds refused-only and prefetches: Caddy
+// refuses it and the first config serves on. It returns the emulator and
+// the running config's app. Caddy starts a config's apps in map order, so
+// the refused config's entra app has started and been stopped again before
+// about every other reload: callers repeat it.
+func refusedReload(t *testing.T) (*entratest.Emulator, *App) {
+	t.Helper()
+	emulator, server, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Close)
+	emulator.AddClient(unitClientID, unitClientSecret)
+	taken, err := net.Listen("tcp", "127.0.0.1:0") // no SO_REUSEPORT: Caddy cannot bind beside it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = taken.Close() })
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeAddr := free.Addr().String()
+	_ = free.Close()
+	config := func(listen string, refused bool) []byte {
+		apps := `"graph-api": {"scopes": ["https://graph.microsoft.com/.default"]}`
+		if refused {
+			apps += `, "refused-only": {"scopes": ["api://refused-only/.default"]}`
+		}
+		return fmt.Appendf(nil, `{"admin": {"disabled": true}, "apps": {
+  "entra": {"authority_host": %q, "tenant_id": %q, "client_id": %q, "client_secret": %q, "prefetch": %t,
+            "applications": {%s}},
+  "http": {"servers": {"s": {"listen": [%q], "routes": [{"handle": [{"handler": "static_response", "body": "ok"}]}]}}}}}`,
+			server.URL, emulator.TenantID(), unitClientID, unitClientSecret, refused, apps, listen)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	if err := caddy.Load(config(freeAddr, false), true); err != nil {
+		t.Fatal(err)
+	}
+	running := runningApp.Load()
+	if running == nil || running.Applications["refused-only"] != nil {
+		t.Fatal("the loaded config's entra app is not the running one")
+	}
+	if err := caddy.Load(config(taken.Addr().String(), true), true); err == nil {
+		t.Fatal("the reload onto a taken port was not refused")
+	}
+	return emulator, running
+}
+
+// TestARefusedReloadLeavesTheAdminAPIOnTheRunningConfig: after a reload
+// Caddy refuses, the admin API answers for the config that serves on, not
+// 500 (no entra app running) nor for the refused config.
+func TestARefusedReloadLeavesTheAdminAPIOnTheRunningConfig(t *testing.T) {
+	for attempt := range 20 {
+		t.Run(strconv.Itoa(attempt), func(t *testing.T) {
+			refusedReload(t)
+			rec := admin(t, http.MethodGet, "/entra/tokens")
+			if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"graph-api"`) ||
+				strings.Contains(rec.Body.String(), "refused-only") {
+				t.Fatalf("after a refused reload, GET /entra/tokens = %d %s; want the running config's applications",
+					rec.Code, rec.Body.String())
+			}
+		})
+	}
+}
+
+// TestARefusedReloadMakesNoTokenRequest: a config Caddy refuses never
+// prefetches, so it neither makes nor schedules a token request (the
+// running config, which does not prefetch, has made none); a config Caddy
+// commits to does.
+func TestARefusedReloadMakesNoTokenRequest(t *testing.T) {
+	for attempt := range 20 {
+		t.Run(strconv.Itoa(attempt), func(t *testing.T) {
+			emulator, running := refusedReload(t)
+			if n := emulator.TokenRequests(); n != 0 {
+				t.Fatalf("a refused reload made %d token requests", n)
+			}
+			if next := running.status("graph-api").NextRefreshAt; next != nil {
+				t.Fatalf("a refused reload scheduled graph-api's token request for %v", next)
+			}
+		})
+	}
+	emulator, running := refusedReload(t)
+	issued := make(chan struct{}, 1)
+	emulator.OnIssue(func(entratest.Issued) {
+		select {
+		case issued <- struct{}{}:
+		default:
+		}
+	})
+	committed := &App{IdentityConfig: running.IdentityConfig, Applications: running.Applications, Prefetch: true}
+	raw, err := json.Marshal(map[string]any{"admin": map[string]any{"disabled": true}, "apps": map[string]any{"entra": committed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(raw, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-issued:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a committed config with prefetch made no token request")
 	}
 }
