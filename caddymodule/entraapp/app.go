@@ -258,7 +258,9 @@ func (a *App) Start() error {
 
 // committer runs commit on Caddy's "started" event, which Caddy emits once
 // every app of the config has started. An app may start and be stopped
-// again when another fails to, and the running config serves on.
+// again when another fails to, and the running config serves on. Its field
+// is unexported: the events app logs its handlers (debug, as JSON), and an
+// App's exported fields may hold a literal secret.
 type committer struct{ app *App }
 
 // Handle implements caddyevents.Handler.

@@ -10,8 +10,8 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
-// lifecycleGuard orders rekeys with Start and Cleanup: after Cleanup no
-// handle is registered again; one registered before Start is activated by it.
+// lifecycleGuard orders rekeys with commit and Cleanup: after Cleanup no
+// handle is registered again; one registered before commit is activated by it.
 type lifecycleGuard struct {
 	mu        sync.Mutex
 	cleanedUp bool
