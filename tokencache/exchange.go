@@ -287,8 +287,8 @@ func (e *Exchanger) mayDrop(d entryDigest) bool {
 }
 
 // load is an exchange's flight: the store's entry, else an exchange under
-// the store's lock (losers wait for the winner's entry); a store failure
-// makes it exchange on its own.
+// the store's lock (losers wait for the winner's entry while its holder
+// extends it); a store failure makes it exchange on its own.
 func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
 	if !e.shared {
 		return e.exchange(ctx, call, false)
@@ -303,12 +303,12 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 	if stopWatching != nil {
 		defer stopWatching()
 	}
-	lockKey, lockTTL := LockKey(call.key), (fetchTimeoutLockTTLs+1)*e.c.lockTTL
-	giveUp := time.NewTimer(e.loserWait())
+	lockKey, beat := LockKey(call.key), e.lockBeat()
+	giveUp := time.NewTimer(loserWaitLockTTLs * e.c.lockTTL)
 	defer giveUp.Stop()
-	interval := e.c.pollInterval
+	interval := min(e.c.pollInterval, beat)
 	for {
-		owner, ok, err := e.c.store.TryLock(ctx, lockKey, lockTTL)
+		owner, ok, err := e.c.store.TryLock(ctx, lockKey, 3*beat)
 		if err != nil {
 			e.c.storeFailed(err)
 			return e.exchange(ctx, call, false)
@@ -327,7 +327,7 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 		case <-giveUp.C:
 			poll.Stop()
 			e.c.log().Warn("no exchanged token from the replica holding the lock; exchanging",
-				zap.String("application", e.opts.Name), zap.Duration("waited", e.loserWait()))
+				zap.String("application", e.opts.Name), zap.Duration("waited", loserWaitLockTTLs*e.c.lockTTL))
 			return e.exchange(ctx, call, true)
 		case rec := <-updates:
 			poll.Stop()
@@ -336,7 +336,7 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 				return exchanged{rec, ExchangeShared}, nil
 			}
 		case <-poll.C:
-			interval = min(2*interval, max(e.c.lockTTL/3, e.c.pollInterval))
+			interval = min(2*interval, beat)
 		}
 		if rec, ok, err := e.read(ctx, call); err != nil {
 			return e.exchange(ctx, call, false)
@@ -347,7 +347,8 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 }
 
 // exchangeLocked exchanges under the entry's lock (after reading the store
-// again), writes the entry, unlocks and announces it to the losers.
+// again), extending it meanwhile, writes the entry, unlocks and announces
+// it to the losers.
 func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
 	locked := true
 	defer func() {
@@ -358,7 +359,10 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
+	stopExtending := e.c.extendLock(call.key, lockKey, owner, 3*e.lockBeat(),
+		"exchange lock lost during a slow token exchange; another replica may exchange too", e.opts.Name)
 	res, err := e.exchange(ctx, call, true)
+	stopExtending()
 	_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
 	locked = false
 	e.c.announce(ctx, call.key, UpdateChannel(call.key), res.rec)
@@ -369,11 +373,13 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 // lock left behind stalls that user on every replica.
 const unlockAttempts = 3
 
-// loserWait is how long a request waits for the lock holder before it
-// exchanges on its own: half of WaitTimeout (which ends the request), at
-// most a refresh's loser wait.
-func (e *Exchanger) loserWait() time.Duration {
-	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL)
+// lockBeat is how often an exchange's holder extends its lock, which lasts
+// three beats, and the longest between a loser's tries of it: four beats
+// are half of WaitTimeout (at most a refresh's loser wait), the longest a
+// holder that dies stalls the losers after its last extension. A live
+// holder is waited for up to a refresh's loser wait.
+func (e *Exchanger) lockBeat() time.Duration {
+	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL) / 4
 }
 
 // read returns the store's entry of call if usable (ok), or the store's error.

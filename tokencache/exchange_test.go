@@ -406,33 +406,41 @@ func TestExchangeResultsCountOneExchangePerFlight(t *testing.T) {
 }
 
 // A lock its holder never released (it died, or its release timed out)
-// delays a user's request by half of WaitTimeout, not past it.
-func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
+// lapses within three beats of its last extension, and a waiting request
+// takes it at its next try: within WaitTimeout.
+func TestExchangeLockLeftBehindIsTakenOnceItLapses(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := &fakeClock{now: time.Now()}
-	c, err := New(Options{Store: newEncryptedStore(t, mr, []byte("0123456789abcdef0123456789abcdef")), Clock: realTimers{clock},
-		Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond, WaitTimeout: 2 * time.Second})
-	if err != nil {
+	lost := make(chan struct{}, 1)
+	e := fleetExchangerWaiting(t, &spyStore{Store: patientStore(t, mr, fleetSealKeys), onLockLost: func() {
+		select {
+		case lost <- struct{}{}:
+		default:
+		}
+	}}, clock, 2*time.Second)
+	key := e.key(e.namer.digest(testUserToken))
+	if err := mr.Set(LockKey(key), "a replica that died"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
-		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	if err := mr.Set(LockKey(e.key(e.namer.digest(testUserToken))), "a replica that died"); err != nil {
-		t.Fatal(err)
-	}
-	mr.SetTTL(LockKey(e.key(e.namer.digest(testUserToken))), time.Minute)
+	mr.SetTTL(LockKey(key), 3*e.lockBeat())
+	var lapsed atomic.Bool
 	x := &exchangeCounter{clock: clock}
-	start := time.Now()
-	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), x.exchange); err != nil {
-		t.Fatalf("with a lock left behind: %v after %s", err, time.Since(start))
+	exchange := func(ctx context.Context) (Fetched, error) {
+		if !lapsed.Load() {
+			t.Error("exchanged while the lock left behind ran")
+		}
+		return x.exchange(ctx)
 	}
-	if x.calls.Load() != 1 {
-		t.Fatalf("%d exchanges, want 1", x.calls.Load())
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), exchange)
+		done <- err
+	}()
+	<-lost // the request waits for the lock
+	lapsed.Store(true)
+	mr.FastForward(3 * e.lockBeat())
+	if err := <-done; err != nil || x.calls.Load() != 1 {
+		t.Fatalf("with a lock left behind: %v, %d exchanges; want 1 exchange once it lapsed", err, x.calls.Load())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -20,8 +21,14 @@ func NewOwner() string {
 // keepLock extends the refresh lock every LockTTL/3 until stop, or until
 // the lock turns out to be lost.
 func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
-	ks := h.ks
-	interval := c.lockTTL / 3
+	return c.extendLock(h.ks.key, h.ks.lockKey, owner, c.lockTTL,
+		"refresh lock lost during a slow token request; another replica may fetch too", h.app.Name)
+}
+
+// extendLock resets lockKey (key's lock) to ttl every ttl/3 until stop, or
+// until the lock turns out to be lost (logged as lost, for application name).
+func (c *Cache) extendLock(key, lockKey, owner string, ttl time.Duration, lost, name string) (stop func()) {
+	interval := ttl / 3
 	var mu sync.Mutex
 	stopped := false
 	var timer Timer
@@ -34,15 +41,14 @@ func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
 		}
 		mu.Unlock()
 		ctx, cancel := context.WithTimeout(c.closing, interval)
-		extended, err := c.store.ExtendLock(ctx, ks.lockKey, owner, c.lockTTL)
+		extended, err := c.store.ExtendLock(ctx, lockKey, owner, ttl)
 		cancel()
-		hook(c.hooks.onLockExtended, ks.key, extended && err == nil)
+		hook(c.hooks.onLockExtended, key, extended && err == nil)
 		switch {
 		case err != nil:
 			c.storeFailed(err) // keep trying: the store may come back in time
 		case !extended:
-			c.log().Warn("refresh lock lost during a slow token request; another replica may fetch too",
-				zap.String("application", h.app.Name))
+			c.log().Warn(lost, zap.String("application", name))
 			return
 		}
 		mu.Lock()

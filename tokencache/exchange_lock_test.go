@@ -1,0 +1,84 @@
+package tokencache
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/zap"
+)
+
+// fleetSealKeys seal the fleet's store in fleetExchangerWaiting's callers.
+var fleetSealKeys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+
+// fleetExchangerWaiting is one replica's Exchanger on store, with the
+// fleet's hash key, whose requests wait at most wait.
+func fleetExchangerWaiting(t *testing.T, store Store, clock *fakeClock, wait time.Duration) *Exchanger {
+	t.Helper()
+	c, err := New(Options{Store: store,
+		Clock: realTimers{clock}, Logger: zap.NewNop(), PollInterval: 20 * time.Millisecond, WaitTimeout: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// An Entra slower than half of WaitTimeout (within it) costs the fleet one
+// exchange: the holder extends its lock, which lasts three beats, while it
+// exchanges, and the other replica waits for its token instead of giving
+// up at half of WaitTimeout, exchanging too and failing its request (its
+// own exchange ending after WaitTimeout).
+func TestFleetWaitsForASlowExchangeInsteadOfExchangingAgain(t *testing.T) {
+	const wait = 2 * time.Second
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), clock, wait)
+	b := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), clock, wait)
+	var calls atomic.Int64
+	entered, release := make(chan struct{}, 2), make(chan struct{})
+	slow := func(ctx context.Context) (Fetched, error) {
+		n := calls.Add(1)
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return Fetched{}, ctx.Err()
+		}
+		return Fetched{AccessToken: fmt.Sprintf("downstream-token-%d", n), ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	var fromA, fromB Record
+	var errA, errB error
+	var wg sync.WaitGroup
+	wg.Go(func() { fromA, errA = a.Exchange(context.Background(), testUserToken, testTenant, notAfter, slow) })
+	<-entered // a holds the lock and exchanges
+	lock := LockKey(a.key(a.namer.digest(testUserToken)))
+	if ttl := mr.TTL(lock); ttl <= 0 || ttl > 3*a.lockBeat() {
+		t.Errorf("the holder's lock lasts %s; want at most three beats (%s), what a holder that dies leaves", ttl, 3*a.lockBeat())
+	}
+	wg.Go(func() { fromB, errB = b.Exchange(context.Background(), testUserToken, testTenant, notAfter, slow) })
+	// Entra answers after three quarters of WaitTimeout: past the half the
+	// other replica waited, within its request's wait.
+	select {
+	case <-entered:
+		t.Error("the other replica exchanged while the holder's exchange ran")
+	case <-time.After(wait * 3 / 4):
+	}
+	close(release)
+	wg.Wait()
+	if errA != nil || errB != nil || fromB.AccessToken != fromA.AccessToken || calls.Load() != 1 {
+		t.Fatalf("holder: %v; other replica: %v (its token the holder's: %t); %d exchanges; want the holder's token and 1 exchange",
+			errA, errB, fromB.AccessToken == fromA.AccessToken, calls.Load())
+	}
+}
