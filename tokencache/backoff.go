@@ -164,28 +164,38 @@ func ceilSecond(d time.Duration) time.Duration {
 // checkStoreBackoff reads and adopts the fleet's backoff for h's key and
 // returns it if it runs and binds h's credential.
 func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, error, bool) {
-	ks := h.ks
 	credentialID := h.app.credentialID()
-	b, err := c.store.GetBackoff(ctx, ks.backoffKey)
+	if b := c.readSharedBackoff(ctx, h.ks.backoffKey, h.app.Name); b != nil {
+		h.ks.adoptBackoff(b, credentialID)
+	}
+	return h.ks.activeBackoff(c.now(), credentialID)
+}
+
+// readSharedBackoff returns the fleet's backoff under key, bounded by what
+// a replica writes, or nil: none, the store failed, or it runs longer than
+// any replica writes (logged for application name as possible tampering).
+func (c *Cache) readSharedBackoff(ctx context.Context, key, name string) *Backoff {
+	b, err := c.store.GetBackoff(ctx, key)
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		c.log().Warn("ignoring a shared backoff larger than any replica writes (possible tampering)",
-			zap.String("application", h.app.Name), zap.Error(err))
+			zap.String("application", name), zap.Error(err))
+		return nil
 	case errors.Is(err, ErrNotFound):
+		return nil
 	case err != nil:
 		c.storeFailed(err)
-	default:
-		b.Message = truncate(b.Message, maxBackoffMessage) // no more than a replica writes
-		b.Attempts = min(max(b.Attempts, 0), maxSharedAttempts)
-		// Longer than any replica writes: a Redis writer must not pause us.
-		if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
-			c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
-				zap.String("application", h.app.Name), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
-			break
-		}
-		ks.adoptBackoff(b, credentialID)
+		return nil
 	}
-	return ks.activeBackoff(c.now(), credentialID)
+	b.Message = truncate(b.Message, maxBackoffMessage) // no more than a replica writes
+	b.Attempts = min(max(b.Attempts, 0), maxSharedAttempts)
+	// Longer than any replica writes: a Redis writer must not pause us.
+	if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
+		c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
+			zap.String("application", name), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
+		return nil
+	}
+	return b
 }
 
 // recordFailure starts or lengthens the backoff after a failed fetch, in

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -187,9 +188,9 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 		e.report(ExchangeRejected)
 		return Record{}, requestError(ErrUserTokenExpired, "the user's token has expired")
 	}
-	if b, cause, ok := e.activeBackoff(tenant, now); ok {
+	if err := e.backedOff(tenant, now); err != nil {
 		e.report(ExchangeFailed)
-		return Record{}, pausedBy(b, cause, b.Message+"; token exchanges", now)
+		return Record{}, err
 	}
 	call := exchangeCall{d: d, key: e.key(d), userToken: userToken, tenant: tenant, notAfter: notAfter, exchange: exchange}
 	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
@@ -308,6 +309,9 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 	defer giveUp.Stop()
 	interval := min(e.c.pollInterval, beat)
 	for {
+		if err := e.sharedBackoff(ctx, call.tenant); err != nil {
+			return exchanged{result: ExchangeFailed}, err
+		}
 		owner, ok, err := e.c.store.TryLock(ctx, lockKey, 3*beat)
 		if err != nil {
 			e.c.storeFailed(err)
@@ -358,6 +362,9 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 	}()
 	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
+	}
+	if err := e.sharedBackoff(ctx, call.tenant); err != nil { // written since our check before TryLock
+		return exchanged{result: ExchangeFailed}, err
 	}
 	stopExtending := e.c.extendLock(call.key, lockKey, owner, 3*e.lockBeat(),
 		"exchange lock lost during a slow token exchange; another replica may exchange too", e.opts.Name)
@@ -466,7 +473,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 		err = e.c.checkFetched(fetched.AccessToken, fetched.ExpiresAt, now)
 	}
 	if err != nil {
-		return e.failed(ctx, call, err, now)
+		return e.failed(ctx, call, err, now, write)
 	}
 	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
@@ -483,11 +490,12 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 
 // failed turns an exchange's failure into its callers' *Error, with the
 // result to report: a refusal of the user's token (ExchangeRejected) is
-// remembered; our own cancellation is not; any other failure backs off, in
-// this process, the exchanges at call.tenant only, so that a token naming
-// another tenant (anyone can write one) cannot pause the application's
-// other users.
-func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, now time.Time) (exchanged, error) {
+// remembered; our own cancellation is not; any other failure backs off the
+// exchanges at call.tenant only, so that a token naming another tenant
+// (anyone can write one) cannot pause the application's other users, in
+// the store too if share and not permanent (which binds a credential, as
+// Backoff.CredentialID does, that exchanges do not name).
+func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, now time.Time, share bool) (exchanged, error) {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
@@ -503,7 +511,6 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, no
 	}
 	result, retryAfter := classify(err)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	tb, known := e.backoffs[call.tenant]
 	if !known {
 		e.makeRoomForBackoff(now)
@@ -514,7 +521,38 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, no
 	tb.Message = wrapped.Message
 	tb.cause = err
 	e.backoffs[call.tenant] = tb
+	e.mu.Unlock()
+	if shared := tb.Backoff; share && !shared.Permanent {
+		shared.Message = truncate(shared.Message, maxBackoffMessage)
+		if err := e.c.store.SetBackoff(ctx, e.backoffKey(call.tenant), &shared, tb.Until.Sub(now)); err != nil {
+			e.c.storeFailed(err)
+		}
+	}
 	return exchanged{result: ExchangeFailed}, wrapped.paused(tb.Permanent, tb.Until.Sub(now))
+}
+
+// backoffKey is the store key of the fleet's backoff of the exchanges at
+// tenant: an entry's of a "user token" no JWT can be.
+func (e *Exchanger) backoffKey(tenant string) string {
+	return BackoffKey(exchangeEntryKey(e.c.store.KeyPrefix(), e.namer.digest("\nbackoff "+tenant)))
+}
+
+// sharedBackoff adopts the fleet's backoff of the exchanges at tenant, if
+// it ends later than this process's, and returns backedOff's error.
+func (e *Exchanger) sharedBackoff(ctx context.Context, tenant string) error {
+	if b := e.c.readSharedBackoff(ctx, e.backoffKey(tenant), e.opts.Name); b != nil {
+		b.Permanent = false // no replica shares one
+		e.mu.Lock()
+		if tb, known := e.backoffs[tenant]; b.Until.After(tb.Until) {
+			if !known {
+				e.makeRoomForBackoff(e.c.now())
+			}
+			b.Attempts = max(b.Attempts, tb.Attempts)
+			e.backoffs[tenant] = tenantBackoff{Backoff: *b} // another replica's failure: no cause of ours
+		}
+		e.mu.Unlock()
+	}
+	return e.backedOff(tenant, e.c.now())
 }
 
 // tenantBackoff is the backoff of the exchanges at one tenant, with its cause.
@@ -542,15 +580,17 @@ func (e *Exchanger) makeRoomForBackoff(now time.Time) {
 	}
 }
 
-// activeBackoff returns the backoff at tenant if it runs at now.
-func (e *Exchanger) activeBackoff(tenant string, now time.Time) (Backoff, error, bool) {
+// backedOff returns the error of an exchange at tenant while its backoff
+// runs at now, else nil.
+func (e *Exchanger) backedOff(tenant string, now time.Time) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	tb, ok := e.backoffs[tenant]
+	e.mu.Unlock()
 	if !ok || !now.Before(tb.Until) {
-		return Backoff{}, nil, false
+		return nil
 	}
-	return tb.Backoff, tb.cause, true
+	msg := cmp.Or(tb.Message, fmt.Sprintf("exchanging a token for application %q failed", e.opts.Name))
+	return pausedBy(tb.Backoff, tb.cause, msg+"; token exchanges", now)
 }
 
 func (e *Exchanger) clearBackoff(tenant string) {
