@@ -425,7 +425,7 @@ func TestExchangeLockLeftBehindCostsHalfTheWait(t *testing.T) {
 	if err := mr.Set(LockKey(e.key(e.namer.digest(testUserToken))), "a replica that died"); err != nil {
 		t.Fatal(err)
 	}
-	mr.SetTTL(LockKey(e.key(e.namer.digest(testUserToken))), time.Minute)
+	mr.SetTTL(LockKey(e.key(e.namer.digest(testUserToken))), DefaultLockTTL) // a replica's lock: one longer is taken over
 	x := &exchangeCounter{clock: clock}
 	start := time.Now()
 	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), x.exchange); err != nil {

@@ -314,13 +314,15 @@ func TestRedisLockLoserFetchesAfterLongWait(t *testing.T) {
 	f := newFakeFetcher(clock)
 	app := testApp("graph-api", f.Fetch)
 	key := RecordKey(DefaultKeyPrefix, app)
-	// A replica that took the lock and died: it never writes or releases.
+	// A replica's lock, as its holder sets it (for LockTTL), never released:
+	// miniredis's clock stands still, so it does not expire either.
+	const lockTTL = 30 * time.Millisecond
 	if err := mr.Set(LockKey(key), "dead-replica"); err != nil {
 		t.Fatal(err)
 	}
-	mr.SetTTL(LockKey(key), time.Minute)
+	mr.SetTTL(LockKey(key), lockTTL)
 	c, err := New(Options{Store: newMiniredisStore(t, mr), Clock: realTimers{clock},
-		LockTTL: 30 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+		LockTTL: lockTTL, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,5 +449,37 @@ func TestRedisHungIsBoundedByOpTimeout(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("token store unavailable").Len(); n != 1 {
 		t.Errorf("%d outage warnings, want 1", n)
+	}
+}
+
+// A lock a Redis writer planted with no expiry does not hold a replica
+// with no token: it is taken over at once, where it used to cost 3×LockTTL
+// (here more than WaitTimeout, so the first Token failed).
+func TestALockPlantedWithNoExpiryDoesNotHoldTheFirstToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	c, err := New(Options{Store: newEncryptedStore(t, mr, testKey(1)), Clock: realTimers{clock},
+		LockTTL: time.Minute, WaitTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	h, err := c.Register(testApp("graph-api", f.Fetch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mr.Set(LockKey(h.Key()), "held-by-the-writer"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := h.Token(t.Context())
+	if err != nil {
+		t.Fatalf("Token with a planted lock: %v; want token-1 at once", err)
+	}
+	if rec.AccessToken != "token-1" {
+		t.Errorf("Token with a planted lock = %q, want token-1", rec.AccessToken)
+	}
+	if mr.Exists(LockKey(h.Key())) {
+		t.Error("the lock taken over was not released after the fetch")
 	}
 }

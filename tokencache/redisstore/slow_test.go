@@ -195,6 +195,7 @@ func TestQueuedCallsAreNotTimedOutByTheQueue(t *testing.T) {
 	if err := store.Ping(t.Context()); err != nil { // the connection's handshake, not delayed
 		t.Fatal(err)
 	}
+	warmLockScript(t, mr) // one command per lock attempt
 	enabled.Store(true)
 	sent.Store(0)
 	var wg sync.WaitGroup
@@ -480,6 +481,7 @@ func TestALockTakenByAFailedAttemptIsReleased(t *testing.T) {
 	// (the call fails), then Redis answers again.
 	hook := &slowHook{lost: true, slow: 1 + opAttempts, delay: time.Minute}
 	store, mr := slowStore(t, hook, 0)
+	warmLockScript(t, mr) // the lost answer is the lock's, not a NOSCRIPT
 	if _, ok, err := store.TryLock(t.Context(), "lock", time.Minute); err == nil || ok {
 		t.Fatalf("TryLock on a Redis that stopped answering = %v, %v; want a failure", ok, err)
 	}
@@ -496,6 +498,7 @@ func TestALockTakenByAFailedAttemptIsReleased(t *testing.T) {
 	}
 	// Another owner's lock is never released so.
 	mr.Set("other-lock", "another-owner")
+	mr.SetTTL("other-lock", time.Minute)
 	if _, _, err := store.TryLock(t.Context(), "other-lock", time.Minute); err != nil {
 		t.Fatal(err)
 	}
