@@ -56,10 +56,11 @@ type Store struct {
 	watchers    watchers
 	publisherID string // random: the message of this store's announcements
 	// subMu guards the shared subscription, started by the first Watch:
-	// subReady is closed once confirmed, subCancel ends it, subDone is
-	// closed when its goroutine has.
+	// subReady is closed once confirmed, until subWait at the latest,
+	// subCancel ends it, subDone is closed when its goroutine has.
 	subMu     sync.Mutex
 	subReady  chan struct{}
+	subWait   time.Time
 	subCancel context.CancelFunc
 	subDone   chan struct{}
 	closed    bool
