@@ -12,9 +12,10 @@ import (
 )
 
 // TestDeletingAndAnnouncingRecordsDoesNotDriveTokenRequests: a Redis
-// writer without the encryption key who holds the key's refresh lock (no
-// expiry), deletes the record and announces it every 100 ms makes neither
-// of two replicas drop its valid token (no purge mark names it): every
+// writer without the encryption key who holds the key's refresh lock (as
+// a replica does: one with no expiry is taken over), deletes the record
+// and announces it every 100 ms makes neither of two replicas drop its
+// valid token (no purge mark names it): every
 // request carries the same token, no token request is made, and the
 // refused drops are counted. A 401 afterwards still purges the token, and
 // the other replica takes the fresh one.
@@ -37,7 +38,7 @@ func TestDeletingAndAnnouncingRecordsDoesNotDriveTokenRequests(t *testing.T) {
 	recordKey := keys[0]
 	base := strings.TrimSuffix(recordKey, ":token")
 	requests := f.emulator.TokenRequests()
-	if err := f.rdb.Set(ctx, base+":lock", "held-by-the-writer", 0).Err(); err != nil {
+	if err := f.rdb.Set(ctx, base+":lock", "held-by-the-writer", 15*time.Second).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ticker := time.NewTicker(100 * time.Millisecond)

@@ -88,8 +88,11 @@ type keyState struct {
 	changed     chan struct{} // the key's broadcast (see updated)
 	announced   *Record       // what the last announcement carried
 	// rejected fingerprints the last untrusted store token, so that polls
-	// reading it again do not log it again.
-	rejected [32]byte
+	// reading it again do not log it again; undecodable is set once a
+	// record that does not decode was logged, until one is read trusted or
+	// written.
+	rejected    [32]byte
+	undecodable atomic.Bool
 
 	// unshared: this replica's own token proved unfit for the store (see
 	// Cache.shareable), so the key is fetched without it. longestOwn (ns)

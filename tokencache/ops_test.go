@@ -243,7 +243,7 @@ func TestForcedRefreshTakesNoOlderRecordPutBack(t *testing.T) {
 	if err := mr.Set(LockKey(key), "attacker"); err != nil {
 		t.Fatal(err)
 	}
-	mr.SetTTL(LockKey(key), time.Minute)
+	mr.SetTTL(LockKey(key), 100*time.Millisecond) // a replica's lock: one longer is taken over
 	if err := mr.Set(key, earlier); err != nil {
 		t.Fatal(err)
 	}

@@ -73,8 +73,8 @@ func TestAReissuedTokenIsNotMarked(t *testing.T) {
 }
 
 // TestAReissuedTokenIsServedWhileAWriterHoldsTheLock: as above, and the
-// writer also holds the key's lock with no expiry: replica b keeps
-// answering at once.
+// writer also holds the key's lock as a replica would (one with no expiry
+// is taken over): replica b keeps answering at once.
 func TestAReissuedTokenIsServedWhileAWriterHoldsTheLock(t *testing.T) {
 	mr, clock, a, b, dropsB, f := reissuingReplicas(t, Options{WaitTimeout: 200 * time.Millisecond})
 	key := a.handles["graph-api"].Key()
@@ -82,6 +82,7 @@ func TestAReissuedTokenIsServedWhileAWriterHoldsTheLock(t *testing.T) {
 	if err := mr.Set(LockKey(key), "held-by-the-writer"); err != nil {
 		t.Fatal(err)
 	}
+	mr.SetTTL(LockKey(key), DefaultLockTTL)
 	dropInStore(t, mr, key)
 	if receive(t, dropsB, "b's answer to the deletion") {
 		t.Error("replica b dropped its valid token")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zapcore"
 )
 
 func TestRedisRecordFormat(t *testing.T) {
@@ -300,8 +301,9 @@ func TestRedisCorruptRecordIsAMissAndOverwritten(t *testing.T) {
 			}
 		})
 	}
-	if logs.FilterMessageSnippet("does not decode").Len() == 0 {
-		t.Error("corrupt record not logged")
+	// Each warned of: the replica wrote its own record in between.
+	if n := logs.FilterMessageSnippet("does not decode").FilterLevelExact(zapcore.WarnLevel).Len(); n != 2 {
+		t.Errorf("%d warnings of the 2 corrupt records", n)
 	}
 }
 
@@ -314,13 +316,15 @@ func TestRedisLockLoserFetchesAfterLongWait(t *testing.T) {
 	f := newFakeFetcher(clock)
 	app := testApp("graph-api", f.Fetch)
 	key := RecordKey(DefaultKeyPrefix, app)
-	// A replica that took the lock and died: it never writes or releases.
+	// A replica's lock, as its holder sets it (for LockTTL), never released:
+	// miniredis's clock stands still, so it does not expire either.
+	const lockTTL = 30 * time.Millisecond
 	if err := mr.Set(LockKey(key), "dead-replica"); err != nil {
 		t.Fatal(err)
 	}
-	mr.SetTTL(LockKey(key), time.Minute)
+	mr.SetTTL(LockKey(key), lockTTL)
 	c, err := New(Options{Store: newMiniredisStore(t, mr), Clock: realTimers{clock},
-		LockTTL: 30 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+		LockTTL: lockTTL, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,5 +451,75 @@ func TestRedisHungIsBoundedByOpTimeout(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("token store unavailable").Len(); n != 1 {
 		t.Errorf("%d outage warnings, want 1", n)
+	}
+}
+
+// A lock a Redis writer planted with no expiry does not hold a replica
+// with no token: it is taken over at once, where it used to cost 3×LockTTL
+// (here more than WaitTimeout, so the first Token failed).
+func TestALockPlantedWithNoExpiryDoesNotHoldTheFirstToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	c, err := New(Options{Store: newEncryptedStore(t, mr, testKey(1)), Clock: realTimers{clock},
+		LockTTL: time.Minute, WaitTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	h, err := c.Register(testApp("graph-api", f.Fetch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mr.Set(LockKey(h.Key()), "held-by-the-writer"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := h.Token(t.Context())
+	if err != nil {
+		t.Fatalf("Token with a planted lock: %v; want token-1 at once", err)
+	}
+	if rec.AccessToken != "token-1" {
+		t.Errorf("Token with a planted lock = %q, want token-1", rec.AccessToken)
+	}
+	if mr.Exists(LockKey(h.Key())) {
+		t.Error("the lock taken over was not released after the fetch")
+	}
+}
+
+// A record that does not decode is warned of once, until one is trusted or
+// written: a Redis writer without the key who holds the lock and announces
+// on the key's channel wakes a waiting replica to read it again each time,
+// and the repeats go to debug (they were one warning per announcement).
+func TestAnnouncedUndecodableRecordsAreWarnedOfOnce(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	c, _, logs := newClockCache(t, newEncryptedStore(t, mr, testKey(1)), clock, Options{WaitTimeout: time.Minute},
+		testApp("graph-api", f.Fetch))
+	key := c.handles["graph-api"].Key()
+	if err := mr.Set(LockKey(key), "held-by-the-writer"); err != nil {
+		t.Fatal(err)
+	}
+	mr.SetTTL(LockKey(key), DefaultLockTTL)
+	if err := mr.Set(key, "v1.00000000.not-a-sealed-record"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Token(ctx, "graph-api")
+		done <- err
+	}()
+	reads := func() int { return logs.FilterMessage("discarding a token record that does not decode").Len() }
+	eventually(t, "the first read", func() bool { return reads() == 1 })
+	const announcements = 5
+	for i := range announcements {
+		mr.Publish(UpdateChannel(key), "writer")
+		eventually(t, "a read after the announcement", func() bool { return reads() == i+2 })
+	}
+	cancel()
+	receive(t, done, "the Token call's end")
+	if n := logs.FilterMessage("discarding a token record that does not decode").FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d warnings for %d reads of the record, want 1 (the rest at debug)", n, reads())
 	}
 }

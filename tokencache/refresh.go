@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -329,6 +330,7 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 		if !c.trusted(h, rec) {
 			return nil, nil
 		}
+		h.ks.undecodable.Store(false)
 		return rec, nil
 	case errors.Is(err, ErrNotFound):
 		c.storeRecovered()
@@ -337,7 +339,13 @@ func (c *Cache) read(ctx context.Context, h *Handle) (*Record, error) {
 			if errors.Is(err, ErrTooLarge) {
 				msg = "discarding a token record larger than any replica writes (possible tampering)"
 			}
-			c.log().Warn(msg, zap.String("application", h.app.Name), zap.Error(err))
+			// Repeats at debug: each announcement (a Redis writer's too)
+			// wakes a waiting replica to read the record again.
+			level := zapcore.WarnLevel
+			if h.ks.undecodable.Swap(true) {
+				level = zapcore.DebugLevel
+			}
+			c.log().Log(level, msg, zap.String("application", h.app.Name), zap.Error(err))
 		}
 		return nil, nil
 	default:
@@ -399,6 +407,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 			c.storeFailed(err)
 		} else {
 			shared = true
+			ks.undecodable.Store(false)
 			c.storeRecovered()
 			if hadFailures {
 				if err := c.store.DeleteBackoff(ctx, ks.backoffKey); err != nil {

@@ -59,14 +59,15 @@ var now = time.Now
 // fails otherwise than by timing out, or ctx ends.
 //
 // A timeout shows Redis is down only when, meanwhile, Redis answered none
-// of this store's calls, no other call was waiting, and this process
-// noticed the deadline within the attempt's time after it: opAttempts of
-// those fail the call. Any other timeout waited behind this process's own
-// work (a replica warming a thousand keys on a busy machine, or starved of
-// CPU for longer than Redis had to answer, which may leave an answer
-// unread) and is sent again, with the longer time when others wait (each
-// timeout costs go-redis a connection), so the replica keeps sharing its
-// tokens. Once a call has failed so, the store counts as down until Redis
+// of this store's calls, no other call was waiting or the attempt waited
+// for a dial (a blackholed Redis), and this process noticed the deadline
+// within the attempt's time after it: opAttempts of those fail the call.
+// Any other timeout waited behind this process's own work (a replica
+// warming a thousand keys on a busy machine, or starved of CPU for longer
+// than Redis had to answer, which may leave an answer unread) and is sent
+// again, with the longer time when others wait (each timeout costs
+// go-redis a connection), so the replica keeps sharing its tokens. Once a
+// call has failed so, the store counts as down until Redis
 // answers: every attempt then gets OpTimeout and every timeout counts.
 func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context) error) error {
 	var spent time.Duration
@@ -74,11 +75,11 @@ func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context)
 	for {
 		busy := slowOpTimeouts * s.opTimeout
 		down := s.answers.down.Load()
-		if down {
+		if down || s.answers.dialing.Load() {
 			busy = s.opTimeout
 		}
 		opCtx, given, done := s.op(ctx, s.opTimeout, busy)
-		sent, began := s.answers.now(), now()
+		sent, began, noConn := s.answers.now(), now(), s.noConnection()
 		err := call(opCtx)
 		others := len(s.slots) > 1
 		done()
@@ -88,7 +89,13 @@ func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context)
 		took := now().Sub(began)
 		spent += took
 		late := took > 2*given
-		if !s.answers.since(sent) && (down || !others && !late) {
+		// No connection open and none dialled since: the attempt waited for
+		// a dial, never behind this process's other calls.
+		waitedForDial := noConn && s.answers.dialed.Load() <= sent
+		if waitedForDial {
+			s.answers.dialing.Store(true)
+		}
+		if !s.answers.since(sent) && (down || (waitedForDial || !others) && !late) {
 			silent++
 		}
 		if silent >= opAttempts || spent >= slowCallOpTimeouts*s.opTimeout {
@@ -96,6 +103,13 @@ func (s *Store) retryingTimeouts(ctx context.Context, call func(context.Context)
 			return err
 		}
 	}
+}
+
+// noConnection reports whether no connection to Redis is open; false for a
+// Cluster, whose PoolStats may wait for Redis to load the slots.
+func (s *Store) noConnection() bool {
+	client, ok := s.client.(*redis.Client)
+	return ok && client.PoolStats().TotalConns == 0
 }
 
 // do runs call through retryingTimeouts; its error says what it was doing.
@@ -113,11 +127,14 @@ func isTimeout(err error) bool {
 }
 
 // answers records when Redis last answered one of a store's calls (an
-// error reply too) or delivered an announcement: a redis.Hook.
+// error reply too) or delivered an announcement, and when a connection was
+// last dialled: a redis.Hook.
 type answers struct {
-	born time.Time
-	last atomic.Int64 // since born
-	down atomic.Bool  // a call failed by its timeouts, until the next answer
+	born    time.Time
+	last    atomic.Int64 // since born
+	down    atomic.Bool  // a call failed by its timeouts, until the next answer
+	dialed  atomic.Int64 // since born
+	dialing atomic.Bool  // an attempt waited for a dial, until one succeeds
 }
 
 func (a *answers) now() int64 { return int64(time.Since(a.born)) }
@@ -129,7 +146,16 @@ func (a *answers) note() {
 
 func (a *answers) since(t int64) bool { return a.last.Load() > t }
 
-func (a *answers) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (a *answers) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err == nil {
+			a.dialed.Store(a.now())
+			a.dialing.Store(false)
+		}
+		return conn, err
+	}
+}
 
 func (a *answers) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {

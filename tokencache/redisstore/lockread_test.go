@@ -31,8 +31,9 @@ func (h *lostLockAnswerHook) ProcessHook(next redis.ProcessHook) redis.ProcessHo
 		}
 		if h.calls.Add(1) == 1 {
 			_ = next(ctx, cmd)
-			if h.planted != "" {
+			if h.planted != "" { // as another replica's lock: expiring within the ttl
 				_ = h.mr.Set(h.key, h.planted)
+				h.mr.SetTTL(h.key, time.Minute)
 			}
 			cmd.SetErr(context.DeadlineExceeded)
 			return context.DeadlineExceeded
@@ -52,6 +53,7 @@ func TestTryLockReadsTheLockBackBounded(t *testing.T) {
 	for _, planted := range []string{strings.Repeat("x", 8<<20), ""} {
 		mr := miniredis.RunT(t)
 		hook := &lostLockAnswerHook{mr: mr, key: "lock", planted: planted}
+		warmLockScript(t, mr) // the lost answer is the lock's, not a NOSCRIPT
 		client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
 		client.AddHook(hook)
 		store, err := newStore(client, Options{OpTimeout: 2 * time.Second})
@@ -91,5 +93,48 @@ func TestALockOfAnotherTypeIsNotHeld(t *testing.T) {
 	}
 	if released, err := store.Unlock(t.Context(), "lock", owner); released || err != nil {
 		t.Errorf("Unlock of a list = %v, %v; want false, nil", released, err)
+	}
+}
+
+// A lock no replica sets — with no expiry, expiring later than the lock's
+// ttl, or of another type — is a Redis writer's: TryLock takes it over. A
+// lock that lasts at most the ttl, as a replica's does, stays held.
+func TestTryLockTakesOverALockNoReplicaSets(t *testing.T) {
+	mr := miniredis.RunT(t)
+	store := newMiniredisStore(t, mr)
+	const ttl = 15 * time.Second
+	for _, c := range []struct {
+		name  string
+		plant func(key string)
+		taken bool
+	}{
+		{"no expiry", func(k string) { _ = mr.Set(k, "planted") }, true},
+		{"a day", func(k string) { _ = mr.Set(k, "planted"); mr.SetTTL(k, 24*time.Hour) }, true},
+		{"a list", func(k string) { _, _ = mr.Push(k, "planted"); mr.SetTTL(k, ttl) }, true},
+		{"the lock's ttl", func(k string) { _ = mr.Set(k, "planted"); mr.SetTTL(k, ttl) }, false},
+		{"a replica's", func(k string) {
+			if _, ok, err := store.TryLock(t.Context(), k, ttl); !ok || err != nil {
+				t.Fatalf("first TryLock = %v, %v", ok, err)
+			}
+		}, false},
+	} {
+		key := "lock:" + c.name
+		c.plant(key)
+		owner, ok, err := store.TryLock(t.Context(), key, ttl)
+		if err != nil || ok != c.taken {
+			t.Errorf("%s: TryLock = %v, %v; want %v", c.name, ok, err, c.taken)
+		}
+		if held, _ := mr.Get(key); ok && (held != owner || mr.TTL(key) != ttl) {
+			t.Errorf("%s: the lock taken over holds %q for %s, want the owner for %s", c.name, held, mr.TTL(key), ttl)
+		}
+	}
+}
+
+// warmLockScript has Redis run the lock script once, as any replica's first
+// lock does: a lock attempt is then one EVALSHA, not a NOSCRIPT and an EVAL.
+func warmLockScript(t *testing.T, mr *miniredis.Miniredis) {
+	t.Helper()
+	if _, _, err := newMiniredisStore(t, mr).TryLock(t.Context(), "warm-up", time.Minute); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -36,22 +36,23 @@ func (s *Store) Publish(ctx context.Context, key, channel string, rec *tokencach
 
 // Watch registers a lasting watcher of other stores' announcements on
 // channel. The store holds one pattern subscription (KeyPrefix + "*:updated"),
-// started by the first Watch and kept until Close; Watch waits at most
-// OpTimeout for it to be confirmed.
+// started by the first Watch and kept until Close; Watch waits for it to
+// be confirmed until OpTimeout after the first Watch, so that a config
+// load with Redis down waits that once, not once per key.
 func (s *Store) Watch(ctx context.Context, key, channel string) (<-chan *tokencache.Record, func()) {
 	updates, cancel := s.watchers.add(key, channel)
 	s.subMu.Lock()
 	if s.subReady == nil && !s.closed {
-		s.subReady = make(chan struct{})
+		s.subReady, s.subWait = make(chan struct{}), time.Now().Add(s.opTimeout)
 		s.subDone = make(chan struct{})
 		var subCtx context.Context
 		subCtx, s.subCancel = context.WithCancel(context.Background())
 		go s.runSubscription(subCtx, s.subReady, s.subDone)
 	}
-	ready := s.subReady
+	ready, wait := s.subReady, s.subWait
 	s.subMu.Unlock()
 	if ready != nil {
-		timer := time.NewTimer(s.opTimeout)
+		timer := time.NewTimer(time.Until(wait))
 		defer timer.Stop()
 		select {
 		case <-ready:

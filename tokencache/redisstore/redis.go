@@ -25,11 +25,15 @@ var (
 	unlockLua string
 	//go:embed extend.lua
 	extendLua string
+	//go:embed lock.lua
+	lockLua string
 
 	// Compare-and-delete (a lock, or a record whose stored value is
-	// unchanged) and compare-and-PEXPIRE (a held lock).
+	// unchanged), compare-and-PEXPIRE (a held lock) and SET NX PX that
+	// takes over a lock only a Redis writer sets (see lock.lua).
 	unlockScript = redis.NewScript(unlockLua)
 	extendScript = redis.NewScript(extendLua)
+	lockScript   = redis.NewScript(lockLua)
 )
 
 var errNonPositiveTTL = errors.New("tokencache: ttl must be positive")
@@ -52,10 +56,11 @@ type Store struct {
 	watchers    watchers
 	publisherID string // random: the message of this store's announcements
 	// subMu guards the shared subscription, started by the first Watch:
-	// subReady is closed once confirmed, subCancel ends it, subDone is
-	// closed when its goroutine has.
+	// subReady is closed once confirmed, until subWait at the latest,
+	// subCancel ends it, subDone is closed when its goroutine has.
 	subMu     sync.Mutex
 	subReady  chan struct{}
+	subWait   time.Time
 	subCancel context.CancelFunc
 	subDone   chan struct{}
 	closed    bool
@@ -242,7 +247,8 @@ func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key 
 	return err == nil && n == 1, err
 }
 
-// TryLock is SET lockKey <random owner> NX PX ttl.
+// TryLock is SET lockKey <random owner> NX PX ttl, taking over a lock with
+// no expiry, one longer than ttl or a value of another type (see lock.lua).
 func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
 	if ttl <= 0 {
 		return "", false, errNonPositiveTTL
@@ -262,8 +268,8 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 			}
 		}
 		sent = true
-		var err error
-		ok, err = s.client.SetNX(ctx, lockKey, owner, ttl).Result()
+		n, err := lockScript.Run(ctx, s.client, []string{lockKey}, owner, ttl.Milliseconds()).Int64()
+		ok = n == 1
 		mayHold = mayHold || isTimeout(err)
 		return err
 	})

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -195,6 +196,7 @@ func TestQueuedCallsAreNotTimedOutByTheQueue(t *testing.T) {
 	if err := store.Ping(t.Context()); err != nil { // the connection's handshake, not delayed
 		t.Fatal(err)
 	}
+	warmLockScript(t, mr) // one command per lock attempt
 	enabled.Store(true)
 	sent.Store(0)
 	var wg sync.WaitGroup
@@ -290,6 +292,9 @@ func TestATimeoutBehindOurOwnCallsIsNotEvidence(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = store.Close() })
 			ctx := t.Context()
+			if err := store.Ping(ctx); err != nil { // a connection is open: no attempt waits for a dial
+				t.Fatal(err)
+			}
 			stop := make(chan struct{})
 			var others sync.WaitGroup
 			if tc.othersAnswered {
@@ -340,6 +345,9 @@ func TestAnOutageFoundUnderLoadFailsLaterCallsFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
+	if err := store.Ping(t.Context()); err != nil { // a connection is open: no attempt waits for a dial
+		t.Fatal(err)
+	}
 	store.slots <- struct{}{} // a call of ours that Redis never answers
 	defer func() { <-store.slots }()
 
@@ -480,6 +488,7 @@ func TestALockTakenByAFailedAttemptIsReleased(t *testing.T) {
 	// (the call fails), then Redis answers again.
 	hook := &slowHook{lost: true, slow: 1 + opAttempts, delay: time.Minute}
 	store, mr := slowStore(t, hook, 0)
+	warmLockScript(t, mr) // the lost answer is the lock's, not a NOSCRIPT
 	if _, ok, err := store.TryLock(t.Context(), "lock", time.Minute); err == nil || ok {
 		t.Fatalf("TryLock on a Redis that stopped answering = %v, %v; want a failure", ok, err)
 	}
@@ -496,10 +505,123 @@ func TestALockTakenByAFailedAttemptIsReleased(t *testing.T) {
 	}
 	// Another owner's lock is never released so.
 	mr.Set("other-lock", "another-owner")
+	mr.SetTTL("other-lock", time.Minute)
 	if _, _, err := store.TryLock(t.Context(), "other-lock", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if held, _ := mr.Get("other-lock"); held != "another-owner" {
 		t.Errorf("another owner's lock became %q", held)
+	}
+}
+
+// blackholedClient is a client of a Redis whose packets are dropped: every
+// dial waits out its deadline.
+func blackholedClient(poolSize int) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: "192.0.2.1:6379", ContextTimeoutEnabled: true, PoolSize: poolSize,
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			<-ctx.Done() // the SYN is dropped
+			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+		}})
+}
+
+// Calls made at once to a blackholed Redis each fail after opAttempts
+// attempts (the first given the time of one sent behind others, the next
+// OpTimeout): an attempt that waited for a dial did not wait behind the
+// others. They used to be sent again as if queued behind one another, for
+// slowCallOpTimeouts×OpTimeout each.
+func TestConcurrentCallsToABlackholedRedisFailAfterTheirAttempts(t *testing.T) {
+	const calls, opTimeout = 4, 50 * time.Millisecond
+	client := blackholedClient(calls)
+	var attempts atomic.Int64
+	client.AddHook(&countHook{n: &attempts})
+	store, err := newStore(client, Options{OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Go(func() {
+			start := time.Now()
+			_, err := store.Get(t.Context(), "k")
+			if took := time.Since(start); !isTimeout(err) || took > slowCallOpTimeouts*opTimeout/2 {
+				t.Errorf("Get = %v after %v; want a timeout after about %v", err, took, (slowOpTimeouts+opAttempts-1)*opTimeout)
+			}
+		})
+	}
+	wg.Wait()
+	if n := attempts.Load(); n > 2*calls*opAttempts {
+		t.Errorf("%d attempts for %d calls, want about %d", n, calls, calls*opAttempts)
+	}
+}
+
+// With Redis blackholed, keys asked for at once, none cached, get their
+// tokens from the endpoint: the store's calls fail fast enough for the
+// fetch to fit in WaitTimeout (they used to fail after it).
+func TestColdKeysGetTheirTokensWhileRedisIsBlackholed(t *testing.T) {
+	store, err := newStore(blackholedClient(0), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tokencache.New(tokencache.Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	var wg sync.WaitGroup
+	for i := range 2 {
+		h, err := c.Register(tokencache.Application{Name: fmt.Sprint("app-", i), CacheKey: fmt.Sprint("identity-", i),
+			Scopes: []string{"https://graph.microsoft.com/.default"},
+			Fetch: func(context.Context) (tokencache.Fetched, error) {
+				return tokencache.Fetched{AccessToken: "opaque-token", ExpiresAt: time.Now().Add(time.Hour)}, nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if _, err := h.Token(t.Context()); err != nil {
+				t.Errorf("app-%d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// A Redis that accepts connections and then answers nothing, met while
+// other calls of this store wait, is not taken for a blackholed one: its
+// dials succeed, so a timeout waited for an answer, maybe behind this
+// process's own calls, and the call keeps trying for
+// slowCallOpTimeouts×OpTimeout (see TestAnOutageFoundUnderLoadFailsLaterCallsFast),
+// even though each timeout closes the connection it was sent on.
+func TestAHungRedisThatAcceptsConnectionsIsNotTakenForBlackholed(t *testing.T) {
+	const opTimeout = 10 * time.Millisecond
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = listener.Close() })
+	go func() {
+		for {
+			conn, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = conn.Close() }) // read nothing, answer nothing
+		}
+	}()
+	store, err := newStore(redis.NewClient(&redis.Options{Addr: listener.Addr().String(), ContextTimeoutEnabled: true}),
+		Options{OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	store.slots <- struct{}{} // a call of ours that Redis never answers
+	defer func() { <-store.slots }()
+	start := time.Now()
+	if _, err := store.Get(t.Context(), "k"); !isTimeout(err) {
+		t.Fatalf("Get from a hung Redis: %v, want a timeout", err)
+	}
+	if took := time.Since(start); took < slowCallOpTimeouts*opTimeout {
+		t.Errorf("Get failed after %v, want about %v: its timeouts were taken for a blackholed Redis's", took, slowCallOpTimeouts*opTimeout)
 	}
 }
