@@ -244,8 +244,13 @@ type exchanged struct {
 // reports whether it did: one user token's entry is dropped at most once
 // per PurgeInterval (10 s by default) in this process, so that a downstream
 // that challenges every request cannot make each of them an exchange.
-func (e *Exchanger) Drop(ctx context.Context, userToken string) bool {
+// refused is the exchanged token downstream refused ("" if unknown): an
+// entry here that holds another, newer one is kept.
+func (e *Exchanger) Drop(ctx context.Context, userToken, refused string) bool {
 	d := e.namer.digest(userToken)
+	if cur, ok := e.entries.get(d, e.c.now()); ok && refused != "" && cur.AccessToken != refused {
+		return false // a late refusal of a token already replaced here
+	}
 	if !e.mayDrop(d) {
 		return false // dropped within the interval
 	}

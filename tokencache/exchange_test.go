@@ -308,7 +308,7 @@ func TestFleetSharesExchangesSealed(t *testing.T) {
 	}
 
 	// A drop on A reaches B's L1 through the announcement.
-	a.Drop(t.Context(), testUserToken)
+	a.Drop(t.Context(), testUserToken, "")
 	deadline := time.Now().Add(5 * time.Second)
 	for b.Len() != 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // the announcement travels through miniredis
@@ -486,22 +486,53 @@ func TestDropsOfOneUserTokenAreRateLimited(t *testing.T) {
 		if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil {
 			t.Fatal(err)
 		}
-		if dropped := e.Drop(t.Context(), testUserToken); dropped != (i == 0) {
+		if dropped := e.Drop(t.Context(), testUserToken, ""); dropped != (i == 0) {
 			t.Fatalf("drop %d: dropped = %v, want only the first within the interval", i, dropped)
 		}
 	}
 	if n := x.calls.Load(); n != 2 {
 		t.Fatalf("200 challenged requests made %d exchanges, want 2 (the first, and one after the drop)", n)
 	}
-	if !e.Drop(t.Context(), "another.user.token") {
+	if !e.Drop(t.Context(), "another.user.token", "") {
 		t.Error("another user token's drop was refused: the limit is per user token")
 	}
 	clock.Advance(DefaultPurgeInterval)
-	if !e.Drop(t.Context(), testUserToken) {
+	if !e.Drop(t.Context(), testUserToken, "") {
 		t.Fatal("a drop after the interval was refused")
 	}
 	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil || x.calls.Load() != 3 {
 		t.Fatalf("after the interval's drop: %v, %d exchanges; want a new exchange", err, x.calls.Load())
+	}
+}
+
+// A refusal that arrives late, of a token already replaced here (a
+// downstream's answer to a request sent before an earlier drop), keeps the
+// newer entry: no exchange for it.
+func TestALateRefusalOfAReplacedTokenKeepsTheNewerEntry(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{})
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	first, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Drop(t.Context(), testUserToken, first.AccessToken) {
+		t.Fatal("the refusal of the current token did not drop it")
+	}
+	second, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil || second.AccessToken == first.AccessToken {
+		t.Fatalf("after the drop: %q, %v; want a new token", second.AccessToken, err)
+	}
+	clock.Advance(DefaultPurgeInterval)
+	if e.Drop(t.Context(), testUserToken, first.AccessToken) {
+		t.Error("a late refusal of the replaced token dropped the newer one")
+	}
+	if got, err := e.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil || got.AccessToken != second.AccessToken || x.calls.Load() != 2 {
+		t.Errorf("after the late refusal: %v after %d exchanges, want the newer token kept", err, x.calls.Load())
+	}
+	if !e.Drop(t.Context(), testUserToken, second.AccessToken) {
+		t.Error("the refusal of the newer token did not drop it")
 	}
 }
 
@@ -514,7 +545,7 @@ func TestConcurrentDropsOfOneUserTokenDropOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 16 {
 			wg.Go(func() {
-				if e.Drop(t.Context(), testUserToken) {
+				if e.Drop(t.Context(), testUserToken, "") {
 					dropped.Add(1)
 				}
 			})
@@ -551,7 +582,7 @@ func TestReplayedDropAnnouncementsAreRateLimited(t *testing.T) {
 	if _, err := sub.Receive(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	a.Drop(t.Context(), testUserToken) // the one genuine drop, recorded
+	a.Drop(t.Context(), testUserToken, "") // the one genuine drop, recorded
 	var recorded *redis.Message
 	select {
 	case recorded = <-sub.Channel():
@@ -570,7 +601,7 @@ func TestReplayedDropAnnouncementsAreRateLimited(t *testing.T) {
 			mr.Del(b.key(b.namer.digest(testUserToken)))
 			mr.Publish(recorded.Channel, recorded.Payload)
 		}
-		a.Drop(t.Context(), marker)
+		a.Drop(t.Context(), marker, "")
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
 			if _, found, _ := b.Lookup(marker); !found {
 				return

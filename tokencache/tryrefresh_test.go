@@ -161,7 +161,7 @@ func TestDropsStoreCallsShareOneBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	if !e.Drop(t.Context(), testUserToken) {
+	if !e.Drop(t.Context(), testUserToken, "") {
 		t.Fatal("nothing dropped")
 	}
 	if store.removeBy.IsZero() || !store.publishBy.Equal(store.removeBy) {

@@ -216,11 +216,12 @@ func refusal(err error, e *exchanger, rules entra.UserTokenRules, userToken stri
 }
 
 // DropExchanged forgets, in every replica, the token exchanged for
-// userToken, and reports whether it did: at most once per user token every
-// 10 s in this replica (tokencache.Exchanger.Drop).
-func (a *App) DropExchanged(ctx context.Context, applicationName, userToken string) bool {
+// userToken, which downstream refused (refused), and reports whether it
+// did: at most once per user token every 10 s in this replica, and not
+// when this replica already holds a newer one (tokencache.Exchanger.Drop).
+func (a *App) DropExchanged(ctx context.Context, applicationName, userToken, refused string) bool {
 	if e := a.exchangers[applicationName]; e != nil && userToken != "" {
-		return e.Drop(ctx, userToken)
+		return e.Drop(ctx, userToken, refused)
 	}
 	return false
 }

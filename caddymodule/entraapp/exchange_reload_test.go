@@ -260,7 +260,7 @@ func TestOnBehalfOfCarriedOverExchangerHearsTheFleetsDrops(t *testing.T) {
 	if n := carried.Len(); n != 1 {
 		t.Fatalf("%d exchanged tokens after the reload, want user A's", n)
 	}
-	if !replica.DropExchanged(context.Background(), oboApplication, userA) {
+	if !replica.DropExchanged(context.Background(), oboApplication, userA, "") {
 		t.Fatal("the other replica did not drop user A's token")
 	}
 	for deadline := time.Now().Add(5 * time.Second); carried.Len() > 0 && time.Now().Before(deadline); {

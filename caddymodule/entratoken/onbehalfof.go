@@ -31,7 +31,7 @@ func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next c
 	err = next.ServeHTTP(recorder, proxied)
 	if downstreamStatus(recorder.Status(), err) == http.StatusUnauthorized &&
 		isClaimsChallenge(recorder.Header().Values("WWW-Authenticate")) {
-		if h.app.DropExchanged(r.Context(), h.Application, userToken) {
+		if h.app.DropExchanged(r.Context(), h.Application, userToken, credential.AccessToken) {
 			purges.WithLabelValues(h.Application).Inc()
 			h.logger.Info("downstream answered a claims challenge; dropped the token exchanged for the user's token",
 				zap.String("application", h.Application))
