@@ -39,7 +39,8 @@ type Options struct {
 	// LockTTL is how long a refresh lock lasts unless extended (every
 	// LockTTL/3 while the fetch runs; a fetch takes at most 2×LockTTL), so
 	// a holder that dies frees it within LockTTL. Replicas sharing a store
-	// use the same one: a longer lock may be taken over. Default 15s.
+	// use the same one: a lock over 3×LockTTL (at least 45s) left is taken
+	// over as a Redis writer's. Default 15s.
 	LockTTL time.Duration
 	// WaitTimeout is the longest a Token call waits when no token is usable;
 	// it then gets an *Error while the refresh goes on. Default 5s.

@@ -112,6 +112,11 @@ func TestTryLockTakesOverALockNoReplicaSets(t *testing.T) {
 		{"a day", func(k string) { _ = mr.Set(k, "planted"); mr.SetTTL(k, 24*time.Hour) }, true},
 		{"a list", func(k string) { _, _ = mr.Push(k, "planted"); mr.SetTTL(k, ttl) }, true},
 		{"the lock's ttl", func(k string) { _ = mr.Set(k, "planted"); mr.SetTTL(k, ttl) }, false},
+		// Replicas whose settings differ (wait_timeout sets an exchange
+		// lock's length) or a Redis whose clock is behind: kept up to
+		// 3×LockTTL, the longest any replica sets.
+		{"a replica's longer one", func(k string) { _ = mr.Set(k, "planted"); mr.SetTTL(k, 3*ttl) }, false},
+		{"over 3×LockTTL", func(k string) { _ = mr.Set(k, "planted"); mr.SetTTL(k, 3*ttl+time.Second) }, true},
 		{"a replica's", func(k string) {
 			if _, ok, err := store.TryLock(t.Context(), k, ttl); !ok || err != nil {
 				t.Fatalf("first TryLock = %v, %v", ok, err)
@@ -127,6 +132,13 @@ func TestTryLockTakesOverALockNoReplicaSets(t *testing.T) {
 		if held, _ := mr.Get(key); ok && (held != owner || mr.TTL(key) != ttl) {
 			t.Errorf("%s: the lock taken over holds %q for %s, want the owner for %s", c.name, held, mr.TTL(key), ttl)
 		}
+	}
+	// A replica whose exchange locks are shorter (a smaller wait_timeout)
+	// keeps off another's longer one.
+	_ = mr.Set("lock:exchange", "holder")
+	mr.SetTTL("lock:exchange", 750*time.Millisecond)
+	if _, ok, err := store.TryLock(t.Context(), "lock:exchange", 150*time.Millisecond); ok || err != nil {
+		t.Errorf("a shorter-lived TryLock against a replica's longer exchange lock = %v, %v; want it kept", ok, err)
 	}
 }
 

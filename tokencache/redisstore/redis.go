@@ -247,8 +247,20 @@ func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key 
 	return err == nil && n == 1, err
 }
 
+// takeOverAfter is how long a lock must have left for TryLock to take it
+// over as a Redis writer's: more than any replica sets, so that replicas
+// whose settings differ (a wait_timeout that sets an exchange lock's
+// length, a LockTTL; a rollout that changes them) and a failover to a
+// Redis whose clock is behind never take each other's locks. A refresh
+// lock lasts LockTTL, an exchange lock at most 2.25×LockTTL, a lock of the
+// previous version 3×LockTTL (45 s by default).
+func takeOverAfter(ttl time.Duration) time.Duration {
+	return 3 * max(ttl, tokencache.DefaultLockTTL)
+}
+
 // TryLock is SET lockKey <random owner> NX PX ttl, taking over a lock with
-// no expiry, one longer than ttl or a value of another type (see lock.lua).
+// no expiry, a value of another type, or one that runs longer than
+// takeOverAfter(ttl) (see lock.lua).
 func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
 	if ttl <= 0 {
 		return "", false, errNonPositiveTTL
@@ -268,7 +280,7 @@ func (s *Store) TryLock(ctx context.Context, lockKey string, ttl time.Duration) 
 			}
 		}
 		sent = true
-		n, err := lockScript.Run(ctx, s.client, []string{lockKey}, owner, ttl.Milliseconds()).Int64()
+		n, err := lockScript.Run(ctx, s.client, []string{lockKey}, owner, ttl.Milliseconds(), takeOverAfter(ttl).Milliseconds()).Int64()
 		ok = n == 1
 		mayHold = mayHold || isTimeout(err)
 		return err
