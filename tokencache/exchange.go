@@ -389,7 +389,8 @@ const unlockAttempts = 3
 // three beats, and the longest between a loser's tries of it: four beats
 // are half of WaitTimeout (at most a refresh's loser wait), the longest a
 // holder that dies stalls the losers after its last extension. A live
-// holder is waited for up to a refresh's loser wait.
+// holder is waited for as long as its losers' requests last (WaitTimeout
+// each; a refresh's loser wait while requests keep coming).
 func (e *Exchanger) lockBeat() time.Duration {
 	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL) / 4
 }

@@ -43,17 +43,17 @@ func (c *Cache) extendLock(key, lockKey, owner string, ttl time.Duration, lost, 
 		ctx, cancel := context.WithTimeout(c.closing, interval)
 		extended, err := c.store.ExtendLock(ctx, lockKey, owner, ttl)
 		cancel()
-		hook(c.hooks.onLockExtended, key, extended && err == nil)
-		switch {
-		case err != nil:
+		defer hook(c.hooks.onLockExtended, key, extended && err == nil)
+		if err != nil {
 			c.storeFailed(err) // keep trying: the store may come back in time
-		case !extended:
-			c.log().Warn(lost, zap.String("application", name))
-			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if !stopped {
+		switch {
+		case stopped: // released meanwhile: not lost
+		case err == nil && !extended:
+			c.log().Warn(lost, zap.String("application", name))
+		default:
 			timer = c.clock.AfterFunc(interval, extend)
 		}
 	}
