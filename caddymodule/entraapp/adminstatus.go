@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"weak"
 )
 
 // runningApp is the newest committed entra app, which the admin API acts
@@ -14,7 +15,7 @@ var runningApp atomic.Pointer[App]
 
 // startOperations hands the admin API to a and starts the prefetching.
 func (a *App) startOperations() {
-	runningApp.Store(a)
+	a.lifecycle.replaced = weak.Make(runningApp.Swap(a))
 	for _, name := range a.ApplicationNames() {
 		if h, ok := a.handle(name); ok && a.prefetches(name) {
 			h.Prefetch()
@@ -22,8 +23,20 @@ func (a *App) startOperations() {
 	}
 }
 
+// stopOperations takes the admin API back from a: to the app a replaced
+// when that one still runs (Caddy refused a's config after it committed,
+// when finishing its setup failed), with the cache's logs; else to none.
 func (a *App) stopOperations() {
-	runningApp.CompareAndSwap(a, nil)
+	var prev *App
+	if a.lifecycle != nil { // nil: Provision failed early
+		a.lifecycle.stopped.Store(true)
+		if prev = a.lifecycle.replaced.Value(); prev != nil && prev.lifecycle.stopped.Load() {
+			prev = nil
+		}
+	}
+	if runningApp.CompareAndSwap(a, prev) && prev != nil {
+		prev.takeLogs()
+	}
 }
 
 // prefetches reports whether name's token, if it has a handle, is

@@ -276,12 +276,17 @@ func (c committer) Handle(_ context.Context, e caddy.Event) error {
 // not commit to never takes the cache's logger nor, while a running config
 // shares a key, makes a token request with its credential.
 func (a *App) commit() {
+	a.takeLogs()
+	a.activate()
+	a.startOperations()
+}
+
+// takeLogs routes the cache's (and go-redis's) logs to this config.
+func (a *App) takeLogs() {
 	a.cache.SetLogger(a.logger)
 	if a.Redis != nil {
 		redisstore.RouteLogs(a.logger.Named("redis"))
 	}
-	a.activate()
-	a.startOperations()
 }
 
 // activate lets this config's handles make token requests.

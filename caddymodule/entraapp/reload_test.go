@@ -273,3 +273,48 @@ func TestARefusedReloadMakesNoTokenRequest(t *testing.T) {
 		t.Fatal("a committed config with prefetch made no token request")
 	}
 }
+
+// TestAConfigRefusedAfterItCommittedGivesTheAdminAPIBack: Caddy emits
+// "started" before it finishes a config's setup (remote admin, config
+// loader), whose failure refuses the config after its entra app committed.
+// Its cleanup gives the admin API and the cache's logs back to the config
+// that serves on.
+func TestAConfigRefusedAfterItCommittedGivesTheAdminAPIBack(t *testing.T) {
+	emulator, server, err := entratest.NewServer(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Close)
+	emulator.AddClient(unitClientID, unitClientSecret)
+	config := func(admin, application string) []byte {
+		return fmt.Appendf(nil, `{"admin": %s, "apps": {
+  "entra": {"authority_host": %q, "tenant_id": %q, "client_id": %q, "client_secret": %q,
+            "applications": {%q: {"scopes": ["https://graph.microsoft.com/.default"]}}}}}`,
+			admin, server.URL, emulator.TenantID(), unitClientID, unitClientSecret, application)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	if err := caddy.Load(config(`{"disabled": true}`, "graph-api"), true); err != nil {
+		t.Fatal(err)
+	}
+	running := runningApp.Load()
+	if running == nil {
+		t.Fatal("no running app after the first load")
+	}
+	if err := caddy.Load(config(`{"disabled": true, "config": {"load": {"module": "no_such_loader"}}}`, "refused-only"), true); err == nil {
+		t.Fatal("a config whose loader does not exist was not refused")
+	}
+	if now := runningApp.Load(); now != running {
+		t.Fatalf("after a config refused once it had committed, the admin API acts on %p, want the running config's %p", now, running)
+	}
+	rec := admin(t, http.MethodGet, "/entra/tokens")
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"graph-api"`) {
+		t.Errorf("GET /entra/tokens = %d %s; want the running config's applications", rec.Code, rec.Body.String())
+	}
+	// A config that stops for good gives it to none.
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if now := runningApp.Load(); now != nil {
+		t.Errorf("after caddy stop, the admin API acts on %p, want none", now)
+	}
+}

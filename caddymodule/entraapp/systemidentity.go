@@ -2,6 +2,8 @@ package entraapp
 
 import (
 	"sync"
+	"sync/atomic"
+	"weak"
 
 	"go.uber.org/zap"
 
@@ -11,11 +13,14 @@ import (
 )
 
 // lifecycleGuard orders rekeys with commit and Cleanup: after Cleanup no
-// handle is registered again; one registered before commit is activated by it.
+// handle is registered again; one registered before commit is activated by
+// it. It also keeps what undoes a commit (stopOperations).
 type lifecycleGuard struct {
 	mu        sync.Mutex
 	cleanedUp bool
 	started   bool
+	replaced  weak.Pointer[App] // the running app this one replaced when it committed
+	stopped   atomic.Bool       // Stop or Cleanup ran
 }
 
 // rekey replaces app's handle by one under its learned identity's key and
