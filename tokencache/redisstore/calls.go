@@ -128,7 +128,7 @@ func isTimeout(err error) bool {
 
 // answers records when Redis last answered one of a store's calls (an
 // error reply too) or delivered an announcement, and when a connection was
-// last dialled: a redis.Hook.
+// last dialled (its TCP connection made, see connectedKey): a redis.Hook.
 type answers struct {
 	born    time.Time
 	last    atomic.Int64 // since born
@@ -146,12 +146,23 @@ func (a *answers) note() {
 
 func (a *answers) since(t int64) bool { return a.last.Load() > t }
 
+// connected notes that a connection to Redis was made.
+func (a *answers) connected() {
+	a.dialed.Store(a.now())
+	a.dialing.Store(false)
+}
+
+// connectedKey is the context key of the func a store's dials call once
+// the TCP connection is made (see tlsDialer): a TLS handshake needs Redis's
+// event loop, which a healthy Redis may stall for seconds (a fork, a slow
+// command), so a dial that waits for it does not show a blackholed Redis.
+type connectedKey struct{}
+
 func (a *answers) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := next(ctx, network, addr)
+		conn, err := next(context.WithValue(ctx, connectedKey{}, a.connected), network, addr)
 		if err == nil {
-			a.dialed.Store(a.now())
-			a.dialing.Store(false)
+			a.connected()
 		}
 		return conn, err
 	}

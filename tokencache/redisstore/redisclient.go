@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -79,13 +80,18 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 				return nil, fmt.Errorf("tokencache: redis: addrs[%d] is empty", i)
 			}
 		}
-		if len(o.Addrs) > 1 && o.MasterName == "" && o.DB != 0 {
+		cluster := len(o.Addrs) > 1 && o.MasterName == ""
+		if cluster && o.DB != 0 {
 			return nil, errors.New("tokencache: redis: cluster mode (several addrs) supports db 0 only")
+		}
+		var dialer func(context.Context, string, string) (net.Conn, error)
+		if !cluster { // a Cluster's calls are never taken for a blackholed Redis's (see Store.noConnection)
+			dialer = tlsDialer(tlsConfig)
 		}
 		return redis.NewUniversalClient(&redis.UniversalOptions{
 			Addrs: o.Addrs, MasterName: o.MasterName, Username: o.Username, Password: o.Password,
 			// Sentinels usually share the data nodes' password.
-			SentinelUsername: o.Username, SentinelPassword: o.Password, DB: o.DB, TLSConfig: tlsConfig,
+			SentinelUsername: o.Username, SentinelPassword: o.Password, DB: o.DB, TLSConfig: tlsConfig, Dialer: dialer,
 			// Else go-redis ignores context deadlines: OpTimeout would not bound a call.
 			ContextTimeoutEnabled:      true,
 			CredentialsProviderContext: o.Credentials,
@@ -98,10 +104,48 @@ func (o Options) newClient() (redis.UniversalClient, error) {
 	}
 	parsed.Username, parsed.Password = cmp.Or(o.Username, parsed.Username), cmp.Or(o.Password, parsed.Password)
 	parsed.DB, parsed.TLSConfig = cmp.Or(o.DB, parsed.DB), cmp.Or(tlsConfig, parsed.TLSConfig)
+	parsed.Dialer = tlsDialer(parsed.TLSConfig)
 	parsed.ContextTimeoutEnabled = true
 	parsed.CredentialsProviderContext = o.Credentials
 	parsed.ConnMaxLifetime = cmp.Or(o.MaxConnectionAge, parsed.ConnMaxLifetime)
 	return redis.NewClient(parsed), nil
+}
+
+// tlsDialer returns, for cfg, the dialer go-redis would use (redis.NewDialer:
+// tls.DialWithDialer, the handshake inside the dial) in two steps, so that
+// the store's dial hook learns the TCP connection was made before the
+// handshake (see connectedKey): nil without TLS, go-redis's own then.
+// DialTimeout bounds both steps, as go-redis's: its pool gives each dial a
+// context with that deadline.
+func tlsDialer(cfg *tls.Config) func(context.Context, string, string) (net.Conn, error) {
+	if cfg == nil {
+		return nil
+	}
+	connect := redis.NewDialer(&redis.Options{}) // TCP with go-redis's keep-alives; ctx's deadline bounds it
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := connect(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if connected, ok := ctx.Value(connectedKey{}).(func()); ok {
+			connected()
+		}
+		config := cfg
+		if config.ServerName == "" { // as tls.DialWithDialer: the host dialled
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			config = cfg.Clone()
+			config.ServerName = host
+		}
+		tlsConn := tls.Client(conn, config)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return tlsConn, nil
+	}
 }
 
 // parseRedisURL is redis.ParseURL with errors that cannot leak the

@@ -589,39 +589,43 @@ func TestColdKeysGetTheirTokensWhileRedisIsBlackholed(t *testing.T) {
 
 // A Redis that accepts connections and then answers nothing, met while
 // other calls of this store wait, is not taken for a blackholed one: its
-// dials succeed, so a timeout waited for an answer, maybe behind this
+// dials succeed (over TLS, their TCP connections are made, and only the
+// handshake waits), so a timeout waited for an answer, maybe behind this
 // process's own calls, and the call keeps trying for
 // slowCallOpTimeouts×OpTimeout (see TestAnOutageFoundUnderLoadFailsLaterCallsFast),
 // even though each timeout closes the connection it was sent on.
 func TestAHungRedisThatAcceptsConnectionsIsNotTakenForBlackholed(t *testing.T) {
 	const opTimeout = 10 * time.Millisecond
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = listener.Close() })
-	go func() {
-		for {
-			conn, err := listener.Accept()
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprint("tls=", useTLS), func(t *testing.T) {
+			listener, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = conn.Close() }) // read nothing, answer nothing
-		}
-	}()
-	store, err := newStore(redis.NewClient(&redis.Options{Addr: listener.Addr().String(), ContextTimeoutEnabled: true}),
-		Options{OpTimeout: opTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	store.slots <- struct{}{} // a call of ours that Redis never answers
-	defer func() { <-store.slots }()
-	start := time.Now()
-	if _, err := store.Get(t.Context(), "k"); !isTimeout(err) {
-		t.Fatalf("Get from a hung Redis: %v, want a timeout", err)
-	}
-	if took := time.Since(start); took < slowCallOpTimeouts*opTimeout {
-		t.Errorf("Get failed after %v, want about %v: its timeouts were taken for a blackholed Redis's", took, slowCallOpTimeouts*opTimeout)
+			t.Cleanup(func() { _ = listener.Close() })
+			go func() {
+				for {
+					conn, err := listener.Accept()
+					if err != nil {
+						return
+					}
+					t.Cleanup(func() { _ = conn.Close() }) // read nothing, answer nothing
+				}
+			}()
+			store, err := New(Options{Addrs: []string{listener.Addr().String()}, TLS: useTLS, OpTimeout: opTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = store.Close() })
+			store.slots <- struct{}{} // a call of ours that Redis never answers
+			defer func() { <-store.slots }()
+			start := time.Now()
+			if _, err := store.Get(t.Context(), "k"); !isTimeout(err) {
+				t.Fatalf("Get from a hung Redis: %v, want a timeout", err)
+			}
+			if took := time.Since(start); took < slowCallOpTimeouts*opTimeout {
+				t.Errorf("Get failed after %v, want about %v: its timeouts were taken for a blackholed Redis's", took, slowCallOpTimeouts*opTimeout)
+			}
+		})
 	}
 }
