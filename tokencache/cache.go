@@ -38,9 +38,10 @@ type Options struct {
 	RefreshAhead float64
 	// LockTTL is how long a refresh lock lasts unless extended (every
 	// LockTTL/3 while the fetch runs; a fetch takes at most 2×LockTTL), so
-	// a holder that dies frees it within LockTTL. Replicas sharing a store
-	// use the same one: a lock over 3×LockTTL (at least 45s) left is taken
-	// over as a Redis writer's. Default 15s.
+	// a holder that dies frees it within LockTTL; an on-behalf-of exchange
+	// lock lasts LockTTL/10. Replicas sharing a store use the same one: a
+	// lock with over three times its length left is taken over as a Redis
+	// writer's. Default 15s.
 	LockTTL time.Duration
 	// WaitTimeout is the longest a Token call waits when no token is usable;
 	// it then gets an *Error while the refresh goes on. Default 5s.

@@ -386,13 +386,14 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 const unlockAttempts = 3
 
 // lockBeat is how often an exchange's holder extends its lock, which lasts
-// three beats, and the longest between a loser's tries of it: four beats
-// are half of WaitTimeout (at most a refresh's loser wait), the longest a
-// holder that dies stalls the losers after its last extension. A live
-// holder is waited for as long as its losers' requests last (WaitTimeout
-// each; a refresh's loser wait while requests keep coming).
+// three beats (1.5 s with the default LockTTL: the same on every replica,
+// whatever its wait_timeout, so that none takes another's lock over), and
+// the longest between a loser's tries of it: a holder that dies stalls the
+// losers about four beats after its last extension. A live holder is
+// waited for as long as its losers' requests last (WaitTimeout each; a
+// refresh's loser wait while requests keep coming).
 func (e *Exchanger) lockBeat() time.Duration {
-	return min(max(e.c.waitTimeout/2, e.c.pollInterval), loserWaitLockTTLs*e.c.lockTTL) / 4
+	return e.c.lockTTL / 30
 }
 
 // read returns the store's entry of call if usable (ok), or the store's error.

@@ -82,3 +82,32 @@ func TestFleetWaitsForASlowExchangeInsteadOfExchangingAgain(t *testing.T) {
 			errA, errB, fromB.AccessToken == fromA.AccessToken, calls.Load())
 	}
 }
+
+// A lock a Redis writer planted once on a user token's entry, as long as a
+// refresh lock, does not fail that user's requests: an exchange lock lasts
+// a tenth of LockTTL on every replica, and a longer one is taken over.
+func TestAnExchangeLockPlantedForLongIsTakenOver(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	c, err := New(Options{Store: patientStore(t, mr, fleetSealKeys), Clock: realTimers{clock}, Logger: zap.NewNop(),
+		PollInterval: 20 * time.Millisecond, WaitTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	lock := LockKey(e.key(e.namer.digest(testUserToken)))
+	if err := mr.Set(lock, "planted"); err != nil {
+		t.Fatal(err)
+	}
+	mr.SetTTL(lock, DefaultLockTTL)
+	x := &exchangeCounter{clock: clock}
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), x.exchange); err != nil || x.calls.Load() != 1 {
+		t.Errorf("with a lock planted for %s: %v after %d exchanges, want the user's token", DefaultLockTTL, err, x.calls.Load())
+	}
+}

@@ -1,7 +1,7 @@
 -- Takes the lock KEYS[1] for the owner token ARGV[1] for ARGV[2]
 -- milliseconds if nobody holds it, or if what holds it has no expiry,
 -- expires later than ARGV[3] milliseconds from now (more than any replica
--- sets, whatever its settings) or is not a string: only a Redis writer's
+-- of the same LockTTL sets) or is not a string: only a Redis writer's
 -- is so. Returns 1 if taken, 0 otherwise.
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
 	return 1

@@ -248,14 +248,12 @@ func (s *Store) runScript(ctx context.Context, script *redis.Script, doing, key 
 }
 
 // takeOverAfter is how long a lock must have left for TryLock to take it
-// over as a Redis writer's: more than any replica sets, so that replicas
-// whose settings differ (a wait_timeout that sets an exchange lock's
-// length, a LockTTL; a rollout that changes them) and a failover to a
-// Redis whose clock is behind never take each other's locks. A refresh
-// lock lasts LockTTL, an exchange lock at most 2.25×LockTTL, a lock of the
-// previous version 3×LockTTL (45 s by default).
+// over as a Redis writer's: three times what a replica sets, so that a
+// failover to a Redis whose clock is behind (up to twice the ttl) takes no
+// replica's lock. Locks of one kind last as long on every replica of one
+// LockTTL (a refresh lock LockTTL, an exchange lock a tenth of it).
 func takeOverAfter(ttl time.Duration) time.Duration {
-	return 3 * max(ttl, tokencache.DefaultLockTTL)
+	return 3 * ttl
 }
 
 // TryLock is SET lockKey <random owner> NX PX ttl, taking over a lock with
