@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,9 +91,12 @@ type Handler struct {
 	injected      *atomic.Pointer[injection]
 	injectedCount prometheus.Counter // requests_total{result="injected"}
 	answersClaims bool               // see serveAnsweringClaims
-	// The warnings a client or a downstream causes, one a minute each:
-	// requests_total and tokens_purged_total count them all.
-	noTokenWarnings, claimsWarnings *entraapp.RefusalLog
+	// The warnings a client or a downstream causes, one a minute each (per
+	// answer status and code, so that 503s a flood of clients causes hide
+	// no 502: *entraapp.RefusalLog by both): requests_total and
+	// tokens_purged_total count them all.
+	noTokenWarnings *sync.Map
+	claimsWarnings  *entraapp.RefusalLog
 }
 
 // warn logs msg through limit, with the number of entries not logged
@@ -139,7 +143,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
-	h.noTokenWarnings, h.claimsWarnings = new(entraapp.RefusalLog), new(entraapp.RefusalLog)
+	h.noTokenWarnings, h.claimsWarnings = new(sync.Map), new(entraapp.RefusalLog)
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
@@ -269,7 +273,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if answer.Status < 500 {
 		h.logger.Debug("no token injected", fields...) // the client's own token refused: as common as its callers make it
 	} else {
-		h.warn(h.noTokenWarnings, "no token injected", fields...)
+		var limit *entraapp.RefusalLog // nil: every one logged
+		if h.noTokenWarnings != nil {
+			l, _ := h.noTokenWarnings.LoadOrStore(fmt.Sprint(answer.Status, answer.Code), new(entraapp.RefusalLog))
+			limit = l.(*entraapp.RefusalLog)
+		}
+		h.warn(limit, "no token injected", fields...)
 	}
 	return answer.Write(w)
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -19,6 +22,7 @@ import (
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
+	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
 // serve runs one request through a handler for application and reports the
@@ -235,7 +239,7 @@ func TestHandlerWarnsOnceAMinuteOfWhatClientsAndDownstreamsCause(t *testing.T) {
 	t.Run("no token injected", func(t *testing.T) {
 		app, _, logs := apptest.NewApp(t, "wrong-"+apptest.ClientSecret)
 		h := &Handler{Application: "graph-api", app: app, logger: apptest.Logger(app), header: DefaultHeader,
-			noTokenWarnings: new(entraapp.RefusalLog)}
+			noTokenWarnings: new(sync.Map)}
 		for range 20 {
 			if rec, _ := serveWith(t, h, http.StatusNoContent, httptest.NewRequest(http.MethodGet, "http://sidecar/", nil)); rec.Code < 500 {
 				t.Fatalf("status %d, want a token failure", rec.Code)
@@ -243,6 +247,17 @@ func TestHandlerWarnsOnceAMinuteOfWhatClientsAndDownstreamsCause(t *testing.T) {
 		}
 		if n := logs.FilterMessage("no token injected").FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
 			t.Errorf("20 token failures logged %d warnings, want 1", n)
+		}
+		// 503s a flood of clients causes (exchanges busy) hide no 502.
+		busy := &tokencache.Error{RetryAfter: time.Second, Err: tokencache.ErrExchangesBusy, Message: "busy"}
+		_ = h.writeError(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "http://sidecar/", nil), busy)
+		_ = h.writeError(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "http://sidecar/", nil), errors.New("refused"))
+		statuses := map[any]int{}
+		for _, e := range logs.FilterMessage("no token injected").FilterLevelExact(zapcore.WarnLevel).All() {
+			statuses[e.ContextMap()["status"]]++
+		}
+		if len(statuses) != 2 {
+			t.Errorf("warnings by status after a 503 and a 502: %v, want one of each", statuses)
 		}
 	})
 	t.Run("claims challenge without a satisfying token", func(t *testing.T) {

@@ -35,7 +35,7 @@ func (h *Handler) serveOnBehalfOf(w http.ResponseWriter, r *http.Request, next c
 			purges.WithLabelValues(h.Application).Inc()
 			h.logger.Info("downstream answered a claims challenge; dropped the token exchanged for the user's token",
 				zap.String("application", h.Application))
-		} else if c := h.logger.Check(zap.DebugLevel, "downstream answered a claims challenge; kept the token exchanged for the user's token, dropped too recently"); c != nil {
+		} else if c := h.logger.Check(zap.DebugLevel, "downstream answered a claims challenge; kept the token exchanged for the user's token, dropped too recently or already replaced"); c != nil {
 			c.Write(zap.String("application", h.Application))
 		}
 	}
