@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -245,29 +246,40 @@ type exchanged struct {
 // per PurgeInterval (10 s by default) in this process, so that a downstream
 // that challenges every request cannot make each of them an exchange.
 // refused is the exchanged token downstream refused ("" if unknown): an
-// entry here that holds another, newer one is kept.
+// entry here, in the store or in another replica that holds another, newer
+// one is kept.
 func (e *Exchanger) Drop(ctx context.Context, userToken, refused string) bool {
 	d := e.namer.digest(userToken)
-	if cur, ok := e.entries.get(d, e.c.now()); ok && refused != "" && cur.AccessToken != refused {
+	if cur, ok := e.entries.get(d, e.c.now()); ok && replaced(cur, refusedPrint(refused)) {
 		return false // a late refusal of a token already replaced here
+	}
+	key := e.key(d)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
+	defer cancel()
+	if _, held := e.dropped.get(d, e.c.now()); held {
+		return false // dropped within the interval: no store read for it
+	}
+	if e.shared && refused != "" {
+		if cur, err := e.c.store.Get(ctx, key); err == nil && replaced(cur, refusedPrint(refused)) {
+			return false // replaced by another replica
+		}
 	}
 	if !e.mayDrop(d) {
 		return false // dropped within the interval
 	}
 	e.entries.remove(d)
-	key := e.key(d)
 	if !e.shared {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
-	defer cancel()
 	if err := e.c.store.RemoveRecord(ctx, key); err != nil {
 		e.c.storeFailed(err)
 		return true
 	}
 	// Sealed under the drop key: only a replica with the secret reads it.
 	// Within the same budget as the removal: Drop runs in the request.
-	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey), &Record{ID: key, ApplicationName: e.opts.Name}); err != nil {
+	// AccessToken names the refused token (refusedPrint), not a token.
+	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey),
+		&Record{ID: key, ApplicationName: e.opts.Name, AccessToken: refusedPrint(refused)}); err != nil {
 		e.c.storeFailed(err)
 	}
 	return true
@@ -280,9 +292,32 @@ func (e *Exchanger) forgetDropped(rec *Record) {
 	if rec == nil {
 		return
 	}
-	if d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID); ok && e.mayDrop(d) {
+	d, ok := parseEntryKey(e.c.store.KeyPrefix(), rec.ID)
+	if !ok {
+		return
+	}
+	if cur, held := e.entries.get(d, e.c.now()); held && replaced(cur, rec.AccessToken) {
+		return // the drop of a token this replica no longer holds
+	}
+	if e.mayDrop(d) {
 		e.entries.remove(d)
 	}
+}
+
+// refusedPrint names a refused exchanged token in a drop: its SHA-256, ""
+// for none known.
+func refusedPrint(token string) string {
+	if token == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(token))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// replaced reports whether rec holds another token than the refused one
+// print names (never when print is "": a drop of any token).
+func replaced(rec *Record, print string) bool {
+	return print != "" && refusedPrint(rec.AccessToken) != print
 }
 
 // mayDrop reports whether d's entry may be dropped now (here or by an

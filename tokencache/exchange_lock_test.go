@@ -111,3 +111,39 @@ func TestAnExchangeLockPlantedForLongIsTakenOver(t *testing.T) {
 		t.Errorf("with a lock planted for %s: %v after %d exchanges, want the user's token", DefaultLockTTL, err, x.calls.Load())
 	}
 }
+
+// A late refusal of an exchanged token another replica has already
+// replaced drops nothing: not at a replica that holds no entry (the
+// store's newer one is kept), nor by its announcement at a replica that
+// holds the newer one.
+func TestALateRefusalKeepsTheFleetsNewerEntry(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, b := fleetExchangers(t, mr, clock, true)
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	t1, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Drop(t.Context(), testUserToken, t1.AccessToken) {
+		t.Fatal("A did not drop the refused token")
+	}
+	t2, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil || t2.AccessToken == t1.AccessToken {
+		t.Fatalf("A after the drop: %q, %v; want a new token", t2.AccessToken, err)
+	}
+	clock.Advance(DefaultPurgeInterval)
+	key := a.key(a.namer.digest(testUserToken))
+	if b.Drop(t.Context(), testUserToken, t1.AccessToken) || !mr.Exists(key) {
+		t.Error("a late refusal at a replica without an entry dropped the store's newer one")
+	}
+	a.forgetDropped(&Record{ID: key, AccessToken: refusedPrint(t1.AccessToken)})
+	if a.Len() != 1 {
+		t.Error("the announced drop of the replaced token dropped the newer entry")
+	}
+	a.forgetDropped(&Record{ID: key, AccessToken: refusedPrint(t2.AccessToken)})
+	if a.Len() != 0 {
+		t.Error("the announced drop of the current token kept it")
+	}
+}
