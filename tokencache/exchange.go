@@ -247,10 +247,12 @@ type exchanged struct {
 // that challenges every request cannot make each of them an exchange.
 // refused is the exchanged token downstream refused ("" if unknown): an
 // entry here, in the store or in another replica that holds another, newer
-// one is kept.
+// one is kept; this replica's entry of the refused token is always dropped
+// (then only here when the store holds another).
 func (e *Exchanger) Drop(ctx context.Context, userToken, refused string) bool {
 	d := e.namer.digest(userToken)
-	if cur, ok := e.entries.get(d, e.c.now()); ok && replaced(cur, refusedPrint(refused)) {
+	cur, inL1 := e.entries.get(d, e.c.now())
+	if inL1 && replaced(cur, refusedPrint(refused)) {
 		return false // a late refusal of a token already replaced here
 	}
 	key := e.key(d)
@@ -259,16 +261,20 @@ func (e *Exchanger) Drop(ctx context.Context, userToken, refused string) bool {
 	if _, held := e.dropped.get(d, e.c.now()); held {
 		return false // dropped within the interval: no store read for it
 	}
+	storeNewer := false
 	if e.shared && refused != "" {
 		if cur, err := e.c.store.Get(ctx, key); err == nil && replaced(cur, refusedPrint(refused)) {
-			return false // replaced by another replica
+			if !inL1 {
+				return false // replaced by another replica
+			}
+			storeNewer = true // drop this replica's refused token only
 		}
 	}
 	if !e.mayDrop(d) {
 		return false // dropped within the interval
 	}
 	e.entries.remove(d)
-	if !e.shared {
+	if !e.shared || storeNewer {
 		return true
 	}
 	if err := e.c.store.RemoveRecord(ctx, key); err != nil {

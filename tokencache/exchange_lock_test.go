@@ -147,3 +147,71 @@ func TestALateRefusalKeepsTheFleetsNewerEntry(t *testing.T) {
 		t.Error("the announced drop of the current token kept it")
 	}
 }
+
+// A replica that holds the refused token drops it even when Redis holds
+// another (it missed the announcement of the drop that replaced it).
+func TestAReplicaHoldingTheRefusedTokenDropsItWhateverRedisHolds(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, b := fleetExchangers(t, mr, clock, true)
+	b.Close() // b's subscription lost: it misses A's announcement
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	t1, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange); err != nil || got.AccessToken != t1.AccessToken {
+		t.Fatalf("b: %q %v", got.AccessToken, err)
+	}
+	if !a.Drop(t.Context(), testUserToken, t1.AccessToken) {
+		t.Fatal("A did not drop")
+	}
+	t2, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil || t2.AccessToken == t1.AccessToken {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		clock.Advance(DefaultPurgeInterval)
+		dropped := b.Drop(t.Context(), testUserToken, t1.AccessToken) // the downstream refuses t1 at B
+		rec, found, _ := b.Lookup(testUserToken)
+		if found && rec.AccessToken == t1.AccessToken {
+			t.Errorf("challenge %d at B: Drop=%v, B still serves the refused token", i+1, dropped)
+		}
+	}
+}
+
+// A Redis writer who puts back an older sealed entry of the same user
+// token cannot make a replica keep the refused current one.
+func TestAReplayedOldEntryDoesNotKeepTheRefusedToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a, _ := fleetExchangers(t, mr, clock, true)
+	x := &exchangeCounter{clock: clock}
+	notAfter := clock.Now().Add(2 * time.Hour)
+	key := a.key(a.namer.digest(testUserToken))
+	t1, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := mr.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Drop(t.Context(), testUserToken, t1.AccessToken) {
+		t.Fatal("A did not drop")
+	}
+	t2, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, x.exchange)
+	if err != nil || t2.AccessToken == t1.AccessToken {
+		t.Fatal(err)
+	}
+	_ = mr.Set(key, old) // the writer's replay of t1's sealed entry
+	for i := range 3 {
+		clock.Advance(DefaultPurgeInterval)
+		dropped := a.Drop(t.Context(), testUserToken, t2.AccessToken) // the downstream refuses t2
+		rec, found, _ := a.Lookup(testUserToken)
+		if found && rec.AccessToken == t2.AccessToken {
+			t.Errorf("challenge %d: Drop=%v, A still serves the refused token", i+1, dropped)
+		}
+	}
+}
