@@ -250,20 +250,20 @@ type exchanged struct {
 // one is kept; this replica's entry of the refused token is always dropped
 // (then only here when the store holds another).
 func (e *Exchanger) Drop(ctx context.Context, userToken, refused string) bool {
-	d := e.namer.digest(userToken)
+	d, print := e.namer.digest(userToken), refusedPrint(refused)
 	cur, inL1 := e.entries.get(d, e.c.now())
-	if inL1 && replaced(cur, refusedPrint(refused)) {
+	if inL1 && replaced(cur, print) {
 		return false // a late refusal of a token already replaced here
+	}
+	if _, held := e.dropped.get(d, e.c.now()); held {
+		return false // dropped within the interval: no store read for it
 	}
 	key := e.key(d)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.lockTTL)
 	defer cancel()
-	if _, held := e.dropped.get(d, e.c.now()); held {
-		return false // dropped within the interval: no store read for it
-	}
 	storeNewer := false
-	if e.shared && refused != "" {
-		if cur, err := e.c.store.Get(ctx, key); err == nil && replaced(cur, refusedPrint(refused)) {
+	if e.shared && print != "" {
+		if cur, err := e.c.store.Get(ctx, key); err == nil && replaced(cur, print) {
 			if !inL1 {
 				return false // replaced by another replica
 			}
@@ -285,7 +285,7 @@ func (e *Exchanger) Drop(ctx context.Context, userToken, refused string) bool {
 	// Within the same budget as the removal: Drop runs in the request.
 	// AccessToken names the refused token (refusedPrint), not a token.
 	if err := e.c.store.Publish(ctx, e.dropKey, UpdateChannel(e.dropKey),
-		&Record{ID: key, ApplicationName: e.opts.Name, AccessToken: refusedPrint(refused)}); err != nil {
+		&Record{ID: key, ApplicationName: e.opts.Name, AccessToken: print}); err != nil {
 		e.c.storeFailed(err)
 	}
 	return true

@@ -89,18 +89,7 @@ func TestFleetWaitsForASlowExchangeInsteadOfExchangingAgain(t *testing.T) {
 func TestAnExchangeLockPlantedForLongIsTakenOver(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := &fakeClock{now: time.Now()}
-	c, err := New(Options{Store: patientStore(t, mr, fleetSealKeys), Clock: realTimers{clock}, Logger: zap.NewNop(),
-		PollInterval: 20 * time.Millisecond, WaitTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
-		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), clock, 300*time.Millisecond)
 	lock := LockKey(e.key(e.namer.digest(testUserToken)))
 	if err := mr.Set(lock, "planted"); err != nil {
 		t.Fatal(err)
