@@ -27,6 +27,9 @@ func (c *Cache) keepLock(h *Handle, owner string) (stop func()) {
 
 // extendLock resets lockKey (key's lock) to ttl every ttl/3 until stop, or
 // until the lock turns out to be lost (logged as lost, for application name).
+// Each try gets ttl/3, and the next begins ttl/3 after the one before began
+// (at once when that one timed out), so a try that timed out leaves the next
+// its whole time before the lock lapses.
 func (c *Cache) extendLock(key, lockKey, owner string, ttl time.Duration, lost, name string) (stop func()) {
 	interval := ttl / 3
 	var mu sync.Mutex
@@ -40,6 +43,7 @@ func (c *Cache) extendLock(key, lockKey, owner string, ttl time.Duration, lost, 
 			return
 		}
 		mu.Unlock()
+		began := c.clock.Now()
 		ctx, cancel := context.WithTimeout(c.closing, interval)
 		extended, err := c.store.ExtendLock(ctx, lockKey, owner, ttl)
 		cancel()
@@ -54,7 +58,7 @@ func (c *Cache) extendLock(key, lockKey, owner string, ttl time.Duration, lost, 
 		case err == nil && !extended:
 			c.log().Warn(lost, zap.String("application", name))
 		default:
-			timer = c.clock.AfterFunc(interval, extend)
+			timer = c.clock.AfterFunc(max(0, interval-c.clock.Now().Sub(began)), extend)
 		}
 	}
 	mu.Lock()
