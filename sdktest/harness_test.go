@@ -1,8 +1,8 @@
 // Package sdktest runs unmodified Azure SDK clients (azidentity for Go,
-// @azure/identity for JavaScript) against the sidecar's token endpoints: the
-// Caddy binary of ../cmd/caddy, a real redis-server and the entratest
-// emulator. It is a module of its own so that the SDKs stay out of the main
-// module's dependencies.
+// @azure/identity for JavaScript, azure-identity for Python) against the
+// sidecar's token endpoints: the Caddy binary of ../cmd/caddy, a real
+// redis-server and the entratest emulator. It is a module of its own so
+// that the SDKs stay out of the main module's dependencies.
 package sdktest
 
 import (
@@ -160,6 +160,13 @@ func startReplicaWith(t *testing.T, template string, env []string, args ...any) 
 // replica's metrics (0 when absent).
 func (s *sidecar) handedOut(t *testing.T, protocol string) int {
 	t.Helper()
+	return s.counter(t, `caddy_entra_endpoint_tokens_total{application="orders-api",protocol="`+protocol+`"}`)
+}
+
+// counter reads the counter series named by series (name and labels, as
+// the metrics page prints them) from the replica's metrics (0 when absent).
+func (s *sidecar) counter(t *testing.T, series string) int {
+	t.Helper()
 	resp, err := http.Get(s.AdminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -167,9 +174,8 @@ func (s *sidecar) handedOut(t *testing.T, protocol string) int {
 	defer resp.Body.Close()
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(resp.Body)
-	prefix := `caddy_entra_endpoint_tokens_total{application="orders-api",protocol="` + protocol + `"} `
 	for line := range strings.SplitSeq(body.String(), "\n") {
-		if value, ok := strings.CutPrefix(line, prefix); ok {
+		if value, ok := strings.CutPrefix(line, series+" "); ok {
 			var n int
 			fmt.Sscan(value, &n)
 			return n
