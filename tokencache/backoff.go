@@ -172,13 +172,14 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 }
 
 // readSharedBackoff returns the fleet's backoff under key, bounded by what
-// a replica writes, or nil: none, the store failed, or it runs longer than
-// any replica writes (logged for application name as possible tampering).
+// a replica writes, or nil: none, the store failed, or it is larger or runs
+// longer than any replica writes (possible tampering, warned of for
+// application name once until a backoff there reads within bounds).
 func (c *Cache) readSharedBackoff(ctx context.Context, key, name string) *Backoff {
 	b, err := c.store.GetBackoff(ctx, key)
 	switch {
 	case errors.Is(err, ErrTooLarge):
-		c.log().Warn("ignoring a shared backoff larger than any replica writes (possible tampering)",
+		c.warnTamperedBackoff(key, "ignoring a shared backoff larger than any replica writes (possible tampering)",
 			zap.String("application", name), zap.Error(err))
 		return nil
 	case errors.Is(err, ErrNotFound):
@@ -191,11 +192,22 @@ func (c *Cache) readSharedBackoff(ctx context.Context, key, name string) *Backof
 	b.Attempts = min(max(b.Attempts, 0), maxSharedAttempts)
 	// Longer than any replica writes: a Redis writer must not pause us.
 	if b.Until.After(c.now().Add(maxRetryAfter + maxClockSkew)) {
-		c.log().Warn("ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
+		c.warnTamperedBackoff(key, "ignoring a shared backoff that runs longer than any replica writes (possible tampering)",
 			zap.String("application", name), zap.Time("until", b.Until), zap.Duration("longest", maxRetryAfter))
 		return nil
 	}
+	c.tamperedBackoffs.Delete(key)
 	return b
+}
+
+// warnTamperedBackoff warns of the backoff under key, at debug if it was
+// warned of since one there last read within bounds.
+func (c *Cache) warnTamperedBackoff(key, msg string, fields ...zap.Field) {
+	if _, warned := c.tamperedBackoffs.LoadOrStore(key, struct{}{}); warned {
+		c.log().Debug(msg, fields...)
+		return
+	}
+	c.log().Warn(msg, fields...)
 }
 
 // recordFailure starts or lengthens the backoff after a failed fetch, in

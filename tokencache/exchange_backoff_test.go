@@ -3,12 +3,15 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/zap"
 )
 
 // signalOnce sends on ch without blocking: a test's spyStore.onLockLost.
@@ -106,5 +109,64 @@ func TestPermanentExchangeFailureIsNotShared(t *testing.T) {
 	good := &exchangeCounter{clock: clock}
 	if _, err := b.Exchange(t.Context(), testOtherUser, testTenant, notAfter, good.exchange); err != nil || good.calls.Load() != 1 {
 		t.Fatalf("another replica after a permanent failure: %v, %d exchanges; want its exchange", err, good.calls.Load())
+	}
+}
+
+// A backoff a Redis writer planted larger than any replica writes is
+// ignored, and warned of once, not at each read (each exchange reads it
+// twice), until a backoff there reads within bounds: the writer and the
+// clients sending distinct tokens must not set the warnings' rate.
+func TestAPlantedExchangeBackoffIsWarnedOfOnce(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := newFakeClock()
+	store := patientStore(t, mr, fleetSealKeys)
+	c, _, logs := newClockCache(t, store, clock, Options{})
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	plant := func() {
+		t.Helper()
+		if err := mr.Set(e.backoffKey(testTenant), strings.Repeat("m", MaxBackoffBytes+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := &exchangeCounter{clock: clock}
+	exchanges := 0
+	exchange := func(n int) {
+		t.Helper()
+		for range n {
+			exchanges++
+			token := fmt.Sprintf("user-token-%d", exchanges)
+			if _, err := e.Exchange(t.Context(), token, testTenant, clock.Now().Add(2*time.Hour), x.exchange); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	warnings := func() int {
+		return logs.FilterMessageSnippet("larger than any replica writes").FilterLevelExact(zap.WarnLevel).Len()
+	}
+	plant()
+	exchange(20)
+	if n := warnings(); n != 1 {
+		t.Errorf("20 exchanges with a planted oversized backoff: %d warnings, want 1", n)
+	}
+	if n := logs.FilterMessageSnippet("larger than any replica writes").Len(); n < 20 {
+		t.Errorf("%d logs of the planted backoff in all, want one at each read (the repeats at debug)", n)
+	}
+	if n := x.calls.Load(); n != 20 {
+		t.Errorf("%d exchanges, want 20: the planted backoff pauses none", n)
+	}
+	ended := &Backoff{Until: clock.Now().Add(-time.Second), Attempts: 1} // one a replica writes, ended
+	if err := store.SetBackoff(t.Context(), e.backoffKey(testTenant), ended, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	exchange(1)
+	plant()
+	exchange(5)
+	if n := warnings(); n != 2 {
+		t.Errorf("planted again after a backoff read within bounds: %d warnings in all, want 2", n)
 	}
 }

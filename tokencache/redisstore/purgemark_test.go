@@ -89,3 +89,67 @@ func TestPurgeMarksAreSealedAndBounded(t *testing.T) {
 		t.Error("SetPurgeMark with no ttl succeeded")
 	}
 }
+
+// TestBackoffsAreSealed: a backoff is sealed and bound to its key when
+// records are, so that a Redis writer without the key cannot choose the
+// message paused requests are answered with (nor pause them), and a reader
+// of Redis does not read the fleet's failures. A backoff whose sealed form
+// would be over tokencache.MaxBackoffBytes is written without its message.
+func TestBackoffsAreSealed(t *testing.T) {
+	mr := miniredis.RunT(t)
+	sealed := func(keys ...[]byte) *Store {
+		client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+		s, err := newStore(client, Options{EncryptionKeys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	store, stranger, plain := sealed(testKey(1)), sealed(testKey(2)), sealed()
+	ctx := t.Context()
+	key := tokencache.BackoffKey(tokencache.RecordKey(tokencache.DefaultKeyPrefix, testApp("graph-api", nil)))
+	b := &tokencache.Backoff{Until: time.Now().Add(time.Minute).UTC().Truncate(time.Millisecond), Attempts: 2,
+		Message: "AADSTS7000215: invalid client secret", CredentialID: "c"}
+	if err := store.SetBackoff(ctx, key, b, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.GetBackoff(ctx, key); err != nil || got.Message != b.Message || !got.Until.Equal(b.Until) {
+		t.Errorf("GetBackoff() = %+v, %v; want %+v", got, err, b)
+	}
+	raw, _ := mr.Get(key)
+	if !isSealed([]byte(raw)) || strings.Contains(raw, "AADSTS") {
+		t.Errorf("the backoff is not sealed: %.40q...", raw)
+	}
+	otherKey := tokencache.BackoffKey(tokencache.RecordKey(tokencache.DefaultKeyPrefix, testApp("other", nil)) + "x")
+	_ = mr.Set(otherKey, raw)
+	if _, err := store.GetBackoff(ctx, otherKey); !errors.Is(err, tokencache.ErrNotFound) {
+		t.Errorf("a backoff copied to another key: %v, want ErrNotFound", err)
+	}
+	for _, writer := range []struct {
+		name  string
+		store *Store
+	}{{"another key", stranger}, {"no key", plain}} {
+		planted := *b
+		planted.Message = "paste your secret at http://attacker.example"
+		if err := writer.store.SetBackoff(ctx, key, &planted, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := store.GetBackoff(ctx, key); !errors.Is(err, tokencache.ErrNotFound) {
+			t.Errorf("a backoff written with %s opened: %+v, %v", writer.name, got, err)
+		}
+	}
+	if got, err := plain.GetBackoff(ctx, key); err != nil || got.Message == b.Message {
+		t.Errorf("an unsealed store's GetBackoff() = %+v, %v; want the one it wrote", got, err)
+	}
+	// A 1 KiB message of escaped bytes, sealed, is over the bound: the
+	// pause is shared without its text.
+	long := *b
+	long.Message = strings.Repeat("<", 1024)
+	if err := store.SetBackoff(ctx, key, &long, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.GetBackoff(ctx, key); err != nil || got.Message != "" || !got.Until.Equal(b.Until) {
+		t.Errorf("GetBackoff() of a backoff over the bound sealed = %+v, %v; want it without its message", got, err)
+	}
+}

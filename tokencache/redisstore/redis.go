@@ -148,7 +148,7 @@ func (s *Store) decode(key string, raw []byte) (*tokencache.Record, error) {
 	return &rec, nil
 }
 
-// marshal returns v, what (record or purge mark), as stored under key:
+// marshal returns v, what (record, backoff or purge mark), as stored under key:
 // JSON, sealed if the store seals; past limit bytes, an error wrapping
 // tokencache.ErrTooLarge.
 func (s *Store) marshal(key string, v any, limit int, what string) ([]byte, error) {
@@ -329,7 +329,8 @@ func (s *Store) Unlock(ctx context.Context, lockKey, owner string) (bool, error)
 	return s.runScript(ctx, unlockScript, "releasing lock", lockKey, owner)
 }
 
-// GetBackoff reads the backoff under key; one that does not decode or is
+// GetBackoff reads the backoff under key; one that does not decode (or,
+// when the store seals, is not sealed with one of its keys for key) or is
 // over tokencache.MaxBackoffBytes (not read) is tokencache.ErrNotFound.
 func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff, error) {
 	raw, err := s.getBounded(ctx, key, tokencache.MaxBackoffBytes, "backoff")
@@ -337,26 +338,28 @@ func (s *Store) GetBackoff(ctx context.Context, key string) (*tokencache.Backoff
 		return nil, err
 	}
 	var b tokencache.Backoff
-	if err := json.Unmarshal(raw, &b); err != nil {
-		return nil, fmt.Errorf("%w: decoding backoff %s: %s", tokencache.ErrNotFound, key, jsonErrorKind(err))
+	if err := s.unmarshal(key, raw, "backoff", &b); err != nil {
+		return nil, err
 	}
 	return &b, nil
 }
 
-// SetBackoff writes b under key for ttl, without its message if it would
-// be over tokencache.MaxBackoffBytes (other replicas would not read it).
+// SetBackoff writes b under key for ttl, sealed as records are (a Redis
+// writer without the key must not choose the message paused requests are
+// answered with), without its message if it would be over
+// tokencache.MaxBackoffBytes (other replicas would not read it).
 func (s *Store) SetBackoff(ctx context.Context, key string, b *tokencache.Backoff, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errNonPositiveTTL
 	}
-	raw, err := json.Marshal(b)
-	if err == nil && len(raw) > tokencache.MaxBackoffBytes {
+	raw, err := s.marshal(key, b, tokencache.MaxBackoffBytes, "backoff")
+	if errors.Is(err, tokencache.ErrTooLarge) {
 		short := *b
 		short.Message = ""
-		raw, err = json.Marshal(&short)
+		raw, err = s.marshal(key, &short, tokencache.MaxBackoffBytes, "backoff")
 	}
 	if err != nil {
-		return fmt.Errorf("tokencache: encoding backoff: %w", err)
+		return err
 	}
 	return s.set(ctx, key, raw, ttl, "backoff")
 }
