@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,5 +205,67 @@ func assertNoSecrets(t *testing.T, logs string, tokens ...string) {
 		if secret != "" && strings.Contains(logs, secret) {
 			t.Error("a secret or token appears in the sidecar logs")
 		}
+	}
+}
+
+// assertFleetFetchesOnce runs processes clients, each making calls token
+// calls through getTokens against one of two replicas sharing one real
+// redis-server, and checks that every client got the fleet's one token
+// and that the fleet made one token request for them all.
+func assertFleetFetchesOnce(t *testing.T, processes, calls int, getTokens func(replicaURL string) ([]string, error)) {
+	t.Helper()
+	f := newFleet(t)
+	replicas := []*sidecar{f.startReplica(t), f.startReplica(t)}
+	var wg sync.WaitGroup
+	results := make(chan []string, processes)
+	failures := make(chan error, processes)
+	for i := range processes {
+		replica := replicas[i%len(replicas)]
+		wg.Go(func() {
+			tokens, err := getTokens(replica.URL)
+			if err != nil {
+				failures <- err
+				return
+			}
+			results <- tokens
+		})
+	}
+	wg.Wait()
+	close(results)
+	close(failures)
+	for err := range failures {
+		t.Error(err)
+	}
+	var first string
+	got := 0
+	for tokens := range results {
+		for _, token := range tokens {
+			if first == "" {
+				f.checkToken(t, token)
+				first = token
+			}
+			if token != first {
+				t.Fatal("clients got different tokens; want the fleet's one token")
+			}
+			got++
+		}
+	}
+	if got != processes*calls {
+		t.Fatalf("%d tokens, want %d", got, processes*calls)
+	}
+	handedOut := 0
+	for _, replica := range replicas {
+		handedOut += replica.handedOut(t, "app_service")
+	}
+	t.Logf("%d processes x %d calls: %d answered by the replicas' endpoints, %d token request(s) to Entra",
+		processes, calls, handedOut, f.emulator.TokenRequests())
+	if n := f.emulator.TokenRequests(); n != 1 {
+		// A replica that took a Redis call's timeouts for an outage says
+		// "token store unavailable" and fetches on its own.
+		t.Errorf("token requests = %d, want 1 for the fleet; the replicas' warnings:\n%s", n,
+			warnings(replicas[0].proc.Output.String()+replicas[1].proc.Output.String()))
+	}
+	for _, replica := range replicas {
+		assertNoSecrets(t, replica.proc.Output.String(), first)
 	}
 }

@@ -127,62 +127,11 @@ func TestJSSDKCredentials(t *testing.T) {
 // fleet one token request.
 func TestJSSDKFleetMakesOneTokenRequest(t *testing.T) {
 	node := requireNode(t)
-	f := newFleet(t)
-	replicas := []*sidecar{f.startReplica(t), f.startReplica(t)}
 	const processes, calls = 5, 20
-	var wg sync.WaitGroup
-	results := make(chan []string, processes)
-	failures := make(chan error, processes)
-	for i := range processes {
-		replica := replicas[i%len(replicas)]
-		wg.Go(func() {
-			tokens, err := jsGetTokens(t, node, "managed", calls,
-				"IDENTITY_ENDPOINT="+replica.URL+"/msi/token", "IDENTITY_HEADER="+testIdentityHeader)
-			if err != nil {
-				failures <- err
-				return
-			}
-			results <- tokens
-		})
-	}
-	wg.Wait()
-	close(results)
-	close(failures)
-	for err := range failures {
-		t.Error(err)
-	}
-	var first string
-	got := 0
-	for tokens := range results {
-		for _, token := range tokens {
-			if first == "" {
-				f.checkToken(t, token)
-				first = token
-			}
-			if token != first {
-				t.Fatal("clients got different tokens; want the fleet's one token")
-			}
-			got++
-		}
-	}
-	if got != processes*calls {
-		t.Fatalf("%d tokens, want %d", got, processes*calls)
-	}
-	handedOut := 0
-	for _, replica := range replicas {
-		handedOut += replica.handedOut(t, "app_service")
-	}
-	t.Logf("%d processes x %d getToken calls: %d answered by the replicas' endpoints, %d token request(s) to Entra",
-		processes, calls, handedOut, f.emulator.TokenRequests())
-	if n := f.emulator.TokenRequests(); n != 1 {
-		// A replica that took a Redis call's timeouts for an outage says
-		// "token store unavailable" and fetches on its own.
-		t.Errorf("token requests = %d, want 1 for the fleet; the replicas' warnings:\n%s", n,
-			warnings(replicas[0].proc.Output.String()+replicas[1].proc.Output.String()))
-	}
-	for _, replica := range replicas {
-		assertNoSecrets(t, replica.proc.Output.String(), first)
-	}
+	assertFleetFetchesOnce(t, processes, calls, func(replicaURL string) ([]string, error) {
+		return jsGetTokens(t, node, "managed", calls,
+			"IDENTITY_ENDPOINT="+replicaURL+"/msi/token", "IDENTITY_HEADER="+testIdentityHeader)
+	})
 }
 
 // warnings returns the warning and error lines of a replica's JSON logs.

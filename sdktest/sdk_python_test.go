@@ -204,58 +204,14 @@ func TestPythonSDKWrongIdentityHeader(t *testing.T) {
 // the fleet one token request.
 func TestPythonSDKFleetMakesOneTokenRequest(t *testing.T) {
 	python := requirePython(t)
-	f := newFleet(t)
-	replicas := []*sidecar{f.startReplica(t), f.startReplica(t)}
 	const processes, calls = 5, 20
-	var wg sync.WaitGroup
-	results := make(chan []pythonToken, processes)
-	failures := make(chan error, processes)
-	for i := range processes {
-		replica := replicas[i%len(replicas)]
-		wg.Go(func() {
-			tokens, err := pyGetTokens(t, python, "managed", calls,
-				"IDENTITY_ENDPOINT="+replica.URL+"/msi/token", "IDENTITY_HEADER="+testIdentityHeader)
-			if err != nil {
-				failures <- err
-				return
-			}
-			results <- tokens
-		})
-	}
-	wg.Wait()
-	close(results)
-	close(failures)
-	for err := range failures {
-		t.Error(err)
-	}
-	var first string
-	got := 0
-	for tokens := range results {
+	assertFleetFetchesOnce(t, processes, calls, func(replicaURL string) ([]string, error) {
+		tokens, err := pyGetTokens(t, python, "managed", calls,
+			"IDENTITY_ENDPOINT="+replicaURL+"/msi/token", "IDENTITY_HEADER="+testIdentityHeader)
+		var got []string
 		for _, token := range tokens {
-			if first == "" {
-				f.checkToken(t, token.Token)
-				first = token.Token
-			}
-			if token.Token != first {
-				t.Fatal("clients got different tokens; want the fleet's one token")
-			}
-			got++
+			got = append(got, token.Token)
 		}
-	}
-	if got != processes*calls {
-		t.Fatalf("%d tokens, want %d", got, processes*calls)
-	}
-	handedOut := 0
-	for _, replica := range replicas {
-		handedOut += replica.handedOut(t, "app_service")
-	}
-	t.Logf("%d processes x %d get_token calls: %d answered by the replicas' endpoints, %d token request(s) to Entra",
-		processes, calls, handedOut, f.emulator.TokenRequests())
-	if n := f.emulator.TokenRequests(); n != 1 {
-		t.Errorf("token requests = %d, want 1 for the fleet; the replicas' warnings:\n%s", n,
-			warnings(replicas[0].proc.Output.String()+replicas[1].proc.Output.String()))
-	}
-	for _, replica := range replicas {
-		assertNoSecrets(t, replica.proc.Output.String(), first)
-	}
+		return got, err
+	})
 }

@@ -15,22 +15,25 @@ import (
 	"github.com/caddy-entra/caddy-entra/tokencache"
 )
 
+// storeOn is a store on mr sealing with keys (none: plaintext).
+func storeOn(t *testing.T, mr *miniredis.Miniredis, keys ...[]byte) *Store {
+	t.Helper()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	s, err := newStore(client, Options{EncryptionKeys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
 // TestPurgeMarksAreSealedAndBounded: a purge mark names tokens by their
 // fingerprints, sealed and bound to its key when records are: only a
 // holder of the key writes one that opens there. One over
 // tokencache.MaxPurgeMarkBytes is neither read nor written.
 func TestPurgeMarksAreSealedAndBounded(t *testing.T) {
 	mr := miniredis.RunT(t)
-	sealed := func(keys ...[]byte) *Store {
-		client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-		s, err := newStore(client, Options{EncryptionKeys: keys})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	store, stranger, plain := sealed(testKey(1)), sealed(testKey(2)), sealed()
+	store, stranger, plain := storeOn(t, mr, testKey(1)), storeOn(t, mr, testKey(2)), storeOn(t, mr)
 	ctx := t.Context()
 	recordKey := tokencache.RecordKey(tokencache.DefaultKeyPrefix, testApp("graph-api", nil))
 	markKey := tokencache.PurgeMarkKey(recordKey)
@@ -97,16 +100,7 @@ func TestPurgeMarksAreSealedAndBounded(t *testing.T) {
 // would be over tokencache.MaxBackoffBytes is written without its message.
 func TestBackoffsAreSealed(t *testing.T) {
 	mr := miniredis.RunT(t)
-	sealed := func(keys ...[]byte) *Store {
-		client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-		s, err := newStore(client, Options{EncryptionKeys: keys})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	store, stranger, plain := sealed(testKey(1)), sealed(testKey(2)), sealed()
+	store, stranger, plain := storeOn(t, mr, testKey(1)), storeOn(t, mr, testKey(2)), storeOn(t, mr)
 	ctx := t.Context()
 	key := tokencache.BackoffKey(tokencache.RecordKey(tokencache.DefaultKeyPrefix, testApp("graph-api", nil)))
 	b := &tokencache.Backoff{Until: time.Now().Add(time.Minute).UTC().Truncate(time.Millisecond), Attempts: 2,
