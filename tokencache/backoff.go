@@ -174,7 +174,8 @@ func (c *Cache) checkStoreBackoff(ctx context.Context, h *Handle) (Backoff, erro
 // readSharedBackoff returns the fleet's backoff under key, bounded by what
 // a replica writes, or nil: none, the store failed, or it is larger or runs
 // longer than any replica writes (possible tampering, warned of for
-// application name once until a backoff there reads within bounds).
+// application name once an hour at most until a backoff there reads
+// within bounds).
 func (c *Cache) readSharedBackoff(ctx context.Context, key, name string) *Backoff {
 	b, err := c.store.GetBackoff(ctx, key)
 	switch {
@@ -200,13 +201,21 @@ func (c *Cache) readSharedBackoff(ctx context.Context, key, name string) *Backof
 	return b
 }
 
+// tamperWarningInterval is how often a tampered backoff under one key is
+// warned of at most; repeats within it are logged at debug.
+const tamperWarningInterval = time.Hour
+
 // warnTamperedBackoff warns of the backoff under key, at debug if it was
-// warned of since one there last read within bounds.
+// warned of within tamperWarningInterval and no backoff there read within
+// bounds since (an empty key clears nothing: a value that does not open
+// reads as none, so a writer alternating values could set the rate).
 func (c *Cache) warnTamperedBackoff(key, msg string, fields ...zap.Field) {
-	if _, warned := c.tamperedBackoffs.LoadOrStore(key, struct{}{}); warned {
+	now := c.now()
+	if at, warned := c.tamperedBackoffs.Load(key); warned && now.Sub(at.(time.Time)) < tamperWarningInterval {
 		c.log().Debug(msg, fields...)
 		return
 	}
+	c.tamperedBackoffs.Store(key, now)
 	c.log().Warn(msg, fields...)
 }
 

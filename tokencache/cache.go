@@ -128,9 +128,10 @@ type Cache struct {
 	keys       map[string]*keyState
 	seq        uint64      // numbers handles in registration order
 	storeDown  atomic.Bool // an outage is logged once, and its end once
-	// tamperedBackoffs holds the backoff keys whose value was warned of as
-	// possible tampering, until one there reads within bounds: repeats are
-	// logged at debug, so a Redis writer does not set the warnings' rate.
+	// tamperedBackoffs holds when a backoff key's value was last warned of
+	// as possible tampering, until one there reads within bounds: repeats
+	// within the hour are logged at debug, so a Redis writer does not set
+	// the warnings' rate.
 	tamperedBackoffs sync.Map
 
 	// closing ends when Close begins, cancelling refreshes and timers.

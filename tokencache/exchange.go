@@ -401,8 +401,12 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 // it to the losers.
 func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockKey, owner string) (exchanged, error) {
 	locked := true
+	// Extended from its taking: the reads below spend the lock's beats too.
+	stopExtending := e.c.extendLock(call.key, lockKey, owner, 3*e.lockBeat(),
+		"exchange lock lost during a slow token exchange; another replica may exchange too", e.opts.Name)
 	defer func() {
 		if locked {
+			stopExtending()
 			_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
 		}
 	}()
@@ -412,8 +416,6 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 	if err := e.sharedBackoff(ctx, call.tenant); err != nil { // written since our check before TryLock
 		return exchanged{result: ExchangeFailed}, err
 	}
-	stopExtending := e.c.extendLock(call.key, lockKey, owner, 3*e.lockBeat(),
-		"exchange lock lost during a slow token exchange; another replica may exchange too", e.opts.Name)
 	res, err := e.exchange(ctx, call, true)
 	stopExtending()
 	_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)

@@ -113,10 +113,11 @@ func TestPermanentExchangeFailureIsNotShared(t *testing.T) {
 }
 
 // A backoff a Redis writer planted larger than any replica writes is
-// ignored, and warned of once, not at each read (each exchange reads it
-// twice), until a backoff there reads within bounds: the writer and the
-// clients sending distinct tokens must not set the warnings' rate.
-func TestAPlantedExchangeBackoffIsWarnedOfOnce(t *testing.T) {
+// ignored, and warned of once an hour, not at each read (each exchange
+// reads it twice), and again once a backoff there read within bounds: the
+// writer and the clients sending distinct tokens must not set the
+// warnings' rate.
+func TestAPlantedExchangeBackoffIsWarnedOfOnceAnHour(t *testing.T) {
 	mr := miniredis.RunT(t)
 	clock := newFakeClock()
 	store := patientStore(t, mr, fleetSealKeys)
@@ -168,5 +169,13 @@ func TestAPlantedExchangeBackoffIsWarnedOfOnce(t *testing.T) {
 	exchange(5)
 	if n := warnings(); n != 2 {
 		t.Errorf("planted again after a backoff read within bounds: %d warnings in all, want 2", n)
+	}
+	// A later episode, with nothing read within bounds between (an empty
+	// key clears nothing), is warned of again once the hour has passed.
+	clock.Advance(tamperWarningInterval)
+	plant()
+	exchange(2)
+	if n := warnings(); n != 3 {
+		t.Errorf("planted still an hour later: %d warnings in all, want 3", n)
 	}
 }

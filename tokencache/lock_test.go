@@ -2,6 +2,8 @@ package tokencache
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 )
@@ -53,18 +55,21 @@ type timingOutExtendStore struct {
 	Store
 	clock    *fakeClock
 	calls    int
+	timeout  time.Duration // how long the first try takes on clock
 	deadline time.Duration // the first try's time, as its context gives it
 	began    chan time.Time
+	proceed  chan struct{} // closed once the first try's end is seen
 }
 
 func (s *timingOutExtendStore) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
 	if s.calls++; s.calls == 1 {
 		d, _ := ctx.Deadline()
-		s.deadline = time.Until(d).Round(100 * time.Millisecond)
-		s.clock.Advance(s.deadline)
+		s.deadline = time.Until(d)
+		s.clock.Advance(s.timeout)
 		return false, context.DeadlineExceeded
 	}
 	s.began <- s.clock.Now()
+	<-s.proceed // the first try's hook runs after it schedules this one
 	return s.Store.ExtendLock(ctx, lockKey, owner, ttl)
 }
 
@@ -74,9 +79,10 @@ func (s *timingOutExtendStore) ExtendLock(ctx context.Context, lockKey, owner st
 // 1.5 s: a single Redis stall of 0.5 s let a second replica exchange).
 func TestAnExtensionThatTimesOutLeavesTheNextItsBeatBeforeTheLockLapses(t *testing.T) {
 	clock := newFakeClock()
-	store := &timingOutExtendStore{Store: NewMemoryStore(), clock: clock, began: make(chan time.Time, 10)}
-	c, h, _ := newClockCache(t, store, clock, Options{})
 	const ttl = 3 * time.Second
+	store := &timingOutExtendStore{Store: NewMemoryStore(), clock: clock, timeout: ttl / 3,
+		began: make(chan time.Time, 10), proceed: make(chan struct{})}
+	c, h, _ := newClockCache(t, store, clock, Options{})
 	owner, ok, err := store.TryLock(t.Context(), "k:lock", ttl)
 	if err != nil || !ok {
 		t.Fatalf("TryLock = %v, %v", ok, err)
@@ -85,12 +91,13 @@ func TestAnExtensionThatTimesOutLeavesTheNextItsBeatBeforeTheLockLapses(t *testi
 	stop := c.extendLock("k", "k:lock", owner, ttl, "lock lost", "app")
 	defer stop()
 	clock.Advance(ttl / 3) // the first extension begins, and times out
-	if store.deadline != ttl/3 {
+	if store.deadline > ttl/3 || store.deadline < ttl/3-time.Second/2 {
 		t.Errorf("the first extension was given %v, want a beat (%v)", store.deadline, ttl/3)
 	}
 	if extended := receive(t, h.extended, "the first extension's end"); extended {
 		t.Fatal("the first extension succeeded")
 	}
+	close(store.proceed)
 	// Without advancing the clock further: the next one is due at once.
 	began := receive(t, store.began, "the second extension")
 	if lapses := locked.Add(ttl); lapses.Sub(began) < ttl/3 {
@@ -99,5 +106,105 @@ func TestAnExtensionThatTimesOutLeavesTheNextItsBeatBeforeTheLockLapses(t *testi
 	}
 	if extended := receive(t, h.extended, "the second extension's end"); !extended {
 		t.Error("the second extension did not extend the lock")
+	}
+}
+
+// failFastExtendStore fails every ExtendLock at once (Redis refusing
+// connections), noting when each began.
+type failFastExtendStore struct {
+	Store
+	clock *fakeClock
+	mu    sync.Mutex
+	began []time.Time
+}
+
+func (s *failFastExtendStore) ExtendLock(context.Context, string, string, time.Duration) (bool, error) {
+	s.mu.Lock()
+	s.began = append(s.began, s.clock.Now())
+	s.mu.Unlock()
+	return false, errors.New("connection refused")
+}
+
+// Extensions that fail at once are tried again a beat after the one before
+// began, not in a loop.
+func TestExtensionsThatFailAtOnceAreTriedOnceABeat(t *testing.T) {
+	clock := newFakeClock()
+	store := &failFastExtendStore{Store: NewMemoryStore(), clock: clock}
+	c, _, _ := newClockCache(t, store, clock, Options{})
+	const ttl = 1500 * time.Millisecond
+	stop := c.extendLock("k", "k:lock", "owner", ttl, "lock lost", "app")
+	defer stop()
+	for range 100 {
+		clock.Advance(ttl / 30) // 10 steps a beat, 10 beats
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.began) != 10 {
+		t.Errorf("tries in 10 beats = %d, want 10", len(store.began))
+	}
+	for i := 1; i < len(store.began); i++ {
+		if d := store.began[i].Sub(store.began[i-1]); d != ttl/3 {
+			t.Errorf("try %d began %v after the one before, want a beat (%v)", i, d, ttl/3)
+		}
+	}
+}
+
+// slowStore makes every call take d on clock (a Redis that answers slowly
+// but always, within a beat), the call's effect taking place at its answer.
+type slowStore struct {
+	Store
+	clock *fakeClock
+	d     time.Duration
+}
+
+func (s *slowStore) Get(ctx context.Context, key string) (*Record, error) {
+	s.clock.Advance(s.d)
+	return s.Store.Get(ctx, key)
+}
+
+func (s *slowStore) GetBackoff(ctx context.Context, key string) (*Backoff, error) {
+	s.clock.Advance(s.d)
+	return s.Store.GetBackoff(ctx, key)
+}
+
+func (s *slowStore) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
+	s.clock.Advance(s.d)
+	return s.Store.TryLock(ctx, lockKey, ttl)
+}
+
+func (s *slowStore) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
+	s.clock.Advance(s.d)
+	return s.Store.ExtendLock(ctx, lockKey, owner, ttl)
+}
+
+// On a Redis that answers every call in 0.4 s, within an exchange lock's
+// beat (0.5 s), a slow exchange (2 s) keeps its lock: the lock is extended
+// from its taking, not only once the entry and the backoff were read
+// again under it (0.8 s, after which the first extension came 0.2 s after
+// the 1.5 s lock lapsed, and another replica could exchange too).
+func TestAnExchangeLockIsExtendedFromItsTaking(t *testing.T) {
+	clock := newFakeClock()
+	store := &slowStore{Store: newMemoryStore(clock.Now), clock: clock, d: 400 * time.Millisecond}
+	c, _, logs := newClockCache(t, store, clock, Options{})
+	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
+		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	if !e.Shared() {
+		t.Fatal("the exchanger does not share through the store")
+	}
+	slowExchange := func(context.Context) (Fetched, error) {
+		for range 20 { // Entra takes 2 s
+			clock.Advance(100 * time.Millisecond)
+		}
+		return Fetched{AccessToken: "downstream-token-1", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	if _, err := e.Exchange(t.Context(), testUserToken, testTenant, clock.Now().Add(2*time.Hour), slowExchange); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.FilterMessageSnippet("exchange lock lost").Len(); n != 0 {
+		t.Errorf("the exchange lock was lost (%d warnings) on a Redis answering every call in %v", n, store.d)
 	}
 }

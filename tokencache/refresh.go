@@ -212,15 +212,18 @@ func (c *Cache) tryLock(ctx context.Context, ks *keyState, updates <-chan struct
 	return context.WithValue(ctx, slotKey{}, true), owner, release, nil
 }
 
-// fetchLocked runs under the refresh lock: it reads the store again
+// fetchLocked runs under the refresh lock, extending it: it reads the store again
 // (another replica may have written since our read), obeys the fleet's
-// backoff, fetches if still needed (extending the lock), writes the record
+// backoff, fetches if still needed, writes the record
 // or backoff, unlocks and announces. A forced refresh takes no record here.
 func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept acceptor, forced bool) (*Record, error) {
 	ks := h.ks
 	locked := true
+	// Extended from its taking: the reads below spend the lock's time too.
+	stopExtending := c.keepLock(h, owner)
 	defer func() {
 		if locked {
+			stopExtending()
 			c.unlock(ctx, h, owner)
 		}
 	}()
@@ -239,7 +242,6 @@ func (c *Cache) fetchLocked(ctx context.Context, h *Handle, owner string, accept
 			return nil, c.backedOff(h, b, cause)
 		}
 	}
-	stopExtending := c.keepLock(h, owner)
 	if f := c.hooks.onFetchInProgress; f != nil {
 		f(ks.key)
 	}
