@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -153,8 +154,9 @@ func TestExtensionsThatFailAtOnceAreTriedOnceABeat(t *testing.T) {
 // but always, within a beat), the call's effect taking place at its answer.
 type slowStore struct {
 	Store
-	clock *fakeClock
-	d     time.Duration
+	clock  *fakeClock
+	d      time.Duration
+	extend time.Duration // ExtendLock's time instead of d, if set
 }
 
 func (s *slowStore) Get(ctx context.Context, key string) (*Record, error) {
@@ -173,7 +175,7 @@ func (s *slowStore) TryLock(ctx context.Context, lockKey string, ttl time.Durati
 }
 
 func (s *slowStore) ExtendLock(ctx context.Context, lockKey, owner string, ttl time.Duration) (bool, error) {
-	s.clock.Advance(s.d)
+	s.clock.Advance(cmp.Or(s.extend, s.d))
 	return s.Store.ExtendLock(ctx, lockKey, owner, ttl)
 }
 
@@ -206,5 +208,27 @@ func TestAnExchangeLockIsExtendedFromItsTaking(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("exchange lock lost").Len(); n != 0 {
 		t.Errorf("the exchange lock was lost (%d warnings) on a Redis answering every call in %v", n, store.d)
+	}
+}
+
+// The same for a refresh lock (15 s, extended every 5 s): when the record
+// and the backoff read again under the lock take 8 s each (re-sent behind
+// a replica's burst, while an extension takes 1 s), the lock was extended
+// only after them, past its end: it expired before it was released, and
+// another replica could fetch too.
+func TestARefreshLockIsExtendedFromItsTaking(t *testing.T) {
+	clock := newFakeClock()
+	store := &slowStore{Store: newMemoryStore(clock.Now), clock: clock, d: 8 * time.Second, extend: time.Second}
+	fetch := func(context.Context) (Fetched, error) {
+		return Fetched{AccessToken: "token-1", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	c, _, logs := newClockCache(t, store, clock, Options{}, testApp("graph-api", fetch))
+	if _, err := c.Token(t.Context(), "graph-api"); err != nil {
+		t.Fatal(err)
+	}
+	for _, lost := range []string{"refresh lock lost", "refresh lock expired before it was released"} {
+		if n := logs.FilterMessageSnippet(lost).Len(); n != 0 {
+			t.Errorf("%q (%d warnings) on a Redis answering reads in %v", lost, n, store.d)
+		}
 	}
 }
