@@ -181,7 +181,9 @@ func NewClient(cfg Config) (*Client, error) {
 	case cfg.ClientCertificate != nil:
 		source, err = newCertificateCredential(*cfg.ClientCertificate, form)
 	case cfg.FederatedTokenFile != "":
-		source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
+		if err = CheckFilePath("federated_token_file", cfg.FederatedTokenFile); err == nil {
+			source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -83,6 +83,11 @@ func loadCertificateFiles[T any](files CertificateCredential,
 	if strings.TrimSpace(files.CertFile) == "" {
 		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
 	}
+	for _, path := range []string{files.CertFile, files.KeyFile} {
+		if err := CheckFilePath("client_certificate", path); err != nil {
+			return nil, err
+		}
+	}
 	f := &certificateFiles[T]{files: files, load: load}
 	certData, keyData, err := readCertificateFiles(files)
 	if err == nil {

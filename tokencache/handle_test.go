@@ -329,3 +329,22 @@ func TestLosersPollLessAndLessOften(t *testing.T) {
 		t.Errorf("%d fetches, want none while the lock is held", f.calls.Load())
 	}
 }
+
+// A caller that left before asking (a client that hung up) starts no token
+// request, and always gets its context's error: the flight could finish
+// before the caller looked, and then the answer was either, at random.
+func TestACallerThatLeftStartsNoTokenRequest(t *testing.T) {
+	clock := newFakeClock()
+	f := newFakeFetcher(clock)
+	c, _, _ := newClockCache(t, NewMemoryStore(), clock, Options{}, testApp("graph-api", f.Fetch))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for range 20 {
+		if rec, err := c.Token(ctx, "graph-api"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Token() with a cancelled context = %q, %v; want its error", rec.AccessToken, err)
+		}
+	}
+	if n := f.calls.Load(); n != 0 {
+		t.Errorf("%d token requests for callers that left, want 0", n)
+	}
+}

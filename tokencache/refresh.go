@@ -36,6 +36,12 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	if c.isClosed() {
 		return Record{}, closedError(h)
 	}
+	left := func() (Record, error) {
+		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
+	}
+	if ctx.Err() != nil { // the caller left: no token request for it
+		return left()
+	}
 	if f := c.hooks.beforeFlight; f != nil {
 		f(h.ks.key)
 	}
@@ -44,7 +50,7 @@ func (c *Cache) refresh(ctx context.Context, h *Handle) (Record, error) {
 	defer wait.Stop()
 	select {
 	case <-ctx.Done():
-		return Record{}, requestError(ctx.Err(), "waiting for a token for application %q: %v", h.app.Name, ctx.Err())
+		return left()
 	case <-wait.C:
 		return Record{}, requestError(context.DeadlineExceeded,
 			"no token for application %q within %s; still trying", h.app.Name, c.waitTimeout)

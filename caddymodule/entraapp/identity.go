@@ -181,9 +181,11 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 	}
 	if cc := id.ClientCertificate; cc != nil {
 		cfg.ClientCertificate = &entra.CertificateCredential{
-			CertFile:    r.required("client_certificate", cc.Certificate),
-			KeyFile:     r.value("client_certificate key", cc.Key),
-			KeyPassword: r.value("client_certificate key_password", cc.KeyPassword),
+			CertFile: r.required("client_certificate", cc.Certificate),
+			// Set but empty would read the key from the certificate file, or
+			// not decrypt it, and the error would not name the placeholder.
+			KeyFile:     r.required("client_certificate key", cc.Key),
+			KeyPassword: r.required("client_certificate key_password", cc.KeyPassword),
 			SendX5C:     cc.SendX5C,
 		}
 	}
