@@ -154,9 +154,12 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig, block strin
 		id.TokenRequestParams[args[0]] = args[1]
 		return nil
 	}
+	if d.Val() == "client_secret" {
+		return SecretArg(d, &id.ClientSecret)
+	}
 	dest, ok := map[string]*string{"tenant_id": &id.TenantID, "client_id": &id.ClientID,
-		"client_secret": &id.ClientSecret, "authority_host": &id.AuthorityHost,
-		"token_endpoint": &id.TokenEndpoint, "federated_token_file": &id.FederatedTokenFile}[d.Val()]
+		"authority_host": &id.AuthorityHost, "token_endpoint": &id.TokenEndpoint,
+		"federated_token_file": &id.FederatedTokenFile}[d.Val()]
 	if !ok {
 		return d.Errf("unrecognized %s option '%s'", block, d.Val())
 	}
@@ -176,7 +179,7 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 		var err error
 		switch d.Val() {
 		case "key_password":
-			err = SingleArg(d, &cert.KeyPassword)
+			err = SecretArg(d, &cert.KeyPassword)
 		case "send_x5c":
 			err = FlagArg(d, &cert.SendX5C)
 		default:
@@ -221,17 +224,35 @@ func parseOnce[T any](d *caddyfile.Dispenser, dest **T, parse func(*caddyfile.Di
 
 // SingleArg reads the option's one argument into dest, once.
 func SingleArg(d *caddyfile.Dispenser, dest *string) error {
+	return oneArg(d, dest, d.ArgErr)
+}
+
+// SecretArg is SingleArg for an option whose value is a secret: its errors
+// quote no token, where d.ArgErr quotes the one after the value, which is
+// the rest of a secret holding a space (written unquoted, or substituted
+// from a {$VAR} before the Caddyfile is split into tokens).
+func SecretArg(d *caddyfile.Dispenser, dest *string) error {
+	option := d.Val()
+	return oneArg(d, dest, func() error {
+		return d.Errf("%s: want exactly one value (quote a value holding spaces)", option)
+	})
+}
+
+// oneArg reads the option's one argument into dest, once; wrongCount is
+// the error of none or more than one.
+func oneArg(d *caddyfile.Dispenser, dest *string, wrongCount func() error) error {
 	option := d.Val()
 	if *dest != "" {
 		return d.Errf("%s: may appear only once", option)
 	}
 	if !d.NextArg() {
-		return d.ArgErr()
+		return wrongCount()
 	}
-	*dest = d.Val()
+	value := d.Val()
 	if d.NextArg() {
-		return d.ArgErr()
+		return wrongCount()
 	}
+	*dest = value
 	return nil
 }
 
@@ -322,8 +343,8 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 	if d.NextArg() {
 		redis.URL = d.Val()
 	}
-	if d.NextArg() {
-		return nil, d.ArgErr()
+	if d.NextArg() { // not d.ArgErr: the URL may hold a password, this token the rest of it
+		return nil, d.Err("redis: want at most one URL (quote a value holding spaces)")
 	}
 	dbSet := false
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -349,7 +370,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			err = durationArg(d, &redis.Timeout)
 		case "encryption_key":
 			var key string
-			if err = SingleArg(d, &key); err == nil {
+			if err = SecretArg(d, &key); err == nil {
 				redis.EncryptionKeys = append(redis.EncryptionKeys, key)
 			}
 		case "insecure_plaintext":
@@ -373,10 +394,11 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 					return nil, err
 				}
 			}
+		case "password":
+			err = SecretArg(d, &redis.Password)
 		default:
 			dest, ok := map[string]*string{"master_name": &redis.MasterName, "username": &redis.Username,
-				"password": &redis.Password, "tls_ca": &redis.TLSCA, "tls_server_name": &redis.TLSServerName,
-				"key_prefix": &redis.KeyPrefix}[option]
+				"tls_ca": &redis.TLSCA, "tls_server_name": &redis.TLSServerName, "key_prefix": &redis.KeyPrefix}[option]
 			if !ok {
 				return nil, d.Errf("unrecognized redis option '%s'", option)
 			}

@@ -177,7 +177,7 @@ func TestUnmarshalCaddyfileApp(t *testing.T) {
 		{name: "redis db not a number", input: "entra {\n redis redis://a {\n db two\n }\n }", wantErr: "db: want a database number"},
 		{name: "unknown application option", input: "entra {\n application a s/.default {\n refresh_window 1s\n }\n }", wantErr: "unrecognized application option 'refresh_window'"},
 		{name: "option twice", input: "entra {\n client_id a\n client_id b\n }", wantErr: "client_id: may appear only once"},
-		{name: "missing value", input: "entra {\n client_secret\n }", wantErr: "wrong argument count"},
+		{name: "missing value", input: "entra {\n client_id\n }", wantErr: "wrong argument count"},
 		{name: "extra value", input: "entra {\n client_id a b\n }", wantErr: "wrong argument count"},
 		{name: "bad window", input: "entra {\n refresh_window soon\n }", wantErr: "refresh_window"},
 		{name: "negative window", input: "entra {\n refresh_window -5s\n }", wantErr: "refresh_window: must be positive"},
@@ -220,5 +220,54 @@ func TestGlobalOptionTwiceSaysWhere(t *testing.T) {
 	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
 	if err == nil || !strings.Contains(err.Error(), "may appear only once, at Caddyfile:5") {
 		t.Fatalf("err = %v, want the global option refused at Caddyfile:5", err)
+	}
+}
+
+// TestSecretWithASpaceIsRefusedWithoutItsValue: an unquoted secret holding
+// a space is two tokens, and d.ArgErr would quote the second; a secret
+// option is refused naming the option, quoting no part of the value.
+func TestSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
+	const secret = "s3cretHalfOne s3cretHalfTwo"
+	for _, tc := range []struct {
+		name, input, wantErr string
+	}{
+		{"client_secret", "entra {\n client_secret " + secret + "\n }", "client_secret: want exactly one value (quote a value holding spaces)"},
+		{"application client_secret", "entra {\n application a s {\n client_secret " + secret + "\n }\n }", "client_secret: want exactly one value"},
+		{"key_password", "entra {\n client_certificate c.pem {\n key_password " + secret + "\n }\n }", "key_password: want exactly one value"},
+		{"redis password", "entra {\n redis redis://a {\n password " + secret + "\n }\n }", "password: want exactly one value"},
+		{"redis encryption_key", "entra {\n redis redis://a {\n encryption_key " + secret + "\n }\n }", "encryption_key: want exactly one value"},
+		{"redis url", "entra {\n redis redis://:" + secret + "@a:6379\n }", "redis: want at most one URL (quote a value holding spaces)"},
+		{"client_secret without a value", "entra {\n client_secret\n }", "client_secret: want exactly one value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var app App
+			err := app.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), "s3cretHalf") {
+				t.Errorf("error %q quotes the secret", err)
+			}
+		})
+	}
+	// A quoted one is one value.
+	var app App
+	if err := app.UnmarshalCaddyfile(caddyfile.NewTestDispenser("entra {\n client_secret \"" + secret + "\"\n }")); err != nil || app.ClientSecret != secret {
+		t.Fatalf("quoted: %v, client_secret %q", err, app.ClientSecret)
+	}
+}
+
+// TestEnvSubstitutedSecretWithASpaceIsRefusedWithoutItsValue: {$VAR} is
+// substituted before the Caddyfile is split into tokens, so a value with a
+// space becomes two, as if written unquoted.
+func TestEnvSubstitutedSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
+	t.Setenv("ENTRA_TEST_SPACED_SECRET", "s3cretHalfOne s3cretHalfTwo")
+	input := "{\n\tentra {\n\t\ttenant_id t\n\t\tclient_id c\n\t\tclient_secret {$ENTRA_TEST_SPACED_SECRET}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	if err == nil || !strings.Contains(err.Error(), "client_secret: want exactly one value (quote a value holding spaces), at Caddyfile:5") {
+		t.Fatalf("error = %v, want client_secret refused at Caddyfile:5", err)
+	}
+	if strings.Contains(err.Error(), "s3cretHalf") {
+		t.Errorf("error %q quotes the secret", err)
 	}
 }

@@ -38,7 +38,7 @@ func (e *TokenEndpoint) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch option := d.Val(); option {
 		case "secret":
-			if err := entraapp.SingleArg(d, &e.Secret); err != nil {
+			if err := entraapp.SecretArg(d, &e.Secret); err != nil {
 				return err
 			}
 		case "application":

@@ -44,3 +44,16 @@ func TestUnmarshalCaddyfileTokenEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretWithASpaceIsRefusedWithoutItsValue: an unquoted secret holding
+// a space is two tokens; the error names the option and quotes neither.
+func TestSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
+	var e TokenEndpoint
+	err := e.UnmarshalCaddyfile(caddyfile.NewTestDispenser("entra_token_endpoint record {\n secret s3cretHalfOne s3cretHalfTwo\n }"))
+	if err == nil || !strings.Contains(err.Error(), "secret: want exactly one value (quote a value holding spaces)") {
+		t.Fatalf("error = %v, want secret refused", err)
+	}
+	if strings.Contains(err.Error(), "s3cretHalf") {
+		t.Errorf("error %q quotes the secret", err)
+	}
+}
