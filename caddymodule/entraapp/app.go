@@ -115,7 +115,8 @@ type RedisConfig struct {
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"`
 
-	// DB is the database number (not for Cluster). Default 0.
+	// DB is the database number (not for Cluster). Default 0, which is
+	// no DB: it does not override a URL's /db, a non-zero DB does.
 	DB int `json:"db,omitempty"`
 
 	// TLS connects with TLS (implied by rediss://). Default false.

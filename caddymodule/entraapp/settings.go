@@ -7,8 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -179,8 +181,11 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 		opts.TLSConfig = tlsConfig
 		tlsDescription = caDigest + "\n" + tlsConfig.ServerName
 	}
-	for _, addr := range rc.Addrs {
+	for i, addr := range rc.Addrs {
 		if addr = r.value("addrs", addr); addr != "" {
+			if !r.failed["addrs"] && !isHostPort(addr) {
+				r.fail(fmt.Sprintf("addrs[%d]", i), "want host:port (a URL goes in the redis option itself)")
+			}
 			opts.Addrs = append(opts.Addrs, addr)
 		}
 	}
@@ -217,6 +222,22 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 		return nil, "", ConfigError("redis insecure_plaintext", "cannot be combined with encryption_key: remove one of them")
 	}
 	return opts, tlsDescription, nil
+}
+
+// isHostPort reports whether addr is host:port with a port number: not a
+// URL, whose password would be logged with the addresses at load, nor an
+// address without a port, which never connects (Redis down for ever,
+// silently).
+func isHostPort(addr string) bool {
+	if strings.Contains(addr, "://") || strings.Contains(addr, "@") {
+		return false
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	number, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && number > 0
 }
 
 // redisTLSConfig verifies the server against caFile's CAs (default: the

@@ -69,3 +69,35 @@ func TestSkipVerifyIsRefused(t *testing.T) {
 	}
 	_ = store.Close()
 }
+
+// TestRedisURLErrorsQuoteNoneOfTheURL: a URL url.Parse takes can still hold
+// an unencoded password in its path or query (after the first / or ?), which
+// go-redis's errors quote; ours say the kind of fault instead.
+func TestRedisURLErrorsQuoteNoneOfTheURL(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		kind string
+	}{
+		{"redis://:2024/Sup3rTail@host:6379/0", "invalid path (want /<db>; percent-encode / ? # and @ in the password)"},
+		{"redis://default:2024/Sup3rTail@host:6379/0", "invalid path (want /<db>"},
+		{"redis://:Sup3r@ss1/Sup3rTail@host:6379/0", "invalid path (want /<db>"},
+		{"redis://:2024/Sup3rTail@host:6379", "invalid database number (want /<db> or db=<db>, a number"},
+		{"redis://host:6379/0?db=Sup3rTail", "invalid database number"},
+		{"redis://:2024?Sup3rTail@host:6379", "unknown query option"},
+		{"redis://host:6379/0?dial_timeout=Sup3rTail", "query option dial_timeout: want a duration"},
+		{"redis://host:6379/0?pool_size=Sup3rTail", "query option pool_size: want a number"},
+		{"redis://host:6379/0?pool_fifo=Sup3rTail", "query option pool_fifo: want a boolean"},
+	} {
+		_, err := New(Options{URL: tc.url})
+		if err == nil {
+			t.Errorf("%q: no error", tc.url)
+			continue
+		}
+		if strings.Contains(err.Error(), "Sup3r") || strings.Contains(err.Error(), "host") {
+			t.Errorf("%q: error %q quotes the URL", tc.url, err)
+		}
+		if !strings.HasPrefix(err.Error(), "tokencache: parsing redis url: "+tc.kind) {
+			t.Errorf("%q: error %q, want it to say %q", tc.url, err, tc.kind)
+		}
+	}
+}

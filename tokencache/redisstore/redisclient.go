@@ -20,7 +20,9 @@ const DefaultOpTimeout = 100 * time.Millisecond
 // Options configures a Store. Give either URL or Addrs, not both.
 type Options struct {
 	// URL is redis://[user:pass@]host:port/db, or rediss:// for TLS, with
-	// go-redis's query options. The fields below, when set, override it.
+	// go-redis's query options. Username, Password, DB, TLS, TLSConfig and
+	// MaxConnectionAge override it when not zero: DB 0 is no DB, so it
+	// does not override the URL's /db (leave that out, or give /0).
 	URL string
 	// Addrs are host:port addresses: one without MasterName is a standalone
 	// server, with MasterName Sentinels, several without it Cluster seeds.
@@ -149,7 +151,9 @@ func tlsDialer(cfg *tls.Config) func(context.Context, string, string) (net.Conn,
 }
 
 // parseRedisURL is redis.ParseURL with errors that cannot leak the
-// password (url.Parse's quote the URL).
+// password: url.Parse's quote the URL, and go-redis's quote its path or
+// query, where a password holding a / or a ? ends up when unencoded. Each
+// is mapped to its kind; no text of theirs is passed on.
 func parseRedisURL(rawURL string) (*redis.Options, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -160,7 +164,7 @@ func parseRedisURL(rawURL string) (*redis.Options, error) {
 	}
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redactPassword(err.Error(), rawURL))
+		return nil, fmt.Errorf("tokencache: parsing redis url: %s", redisURLErrorKind(err))
 	}
 	if opts.TLSConfig != nil && opts.TLSConfig.InsecureSkipVerify {
 		return nil, errors.New("tokencache: parsing redis url: skip_verify is refused (remove it from the URL): any server would be" +
@@ -190,26 +194,25 @@ func urlErrorKind(err error) string {
 	}
 }
 
-// redactPassword removes the URL's password from msg.
-func redactPassword(msg, rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		// Unparsable: redact whatever sits between "//user:" and "@".
-		if at := strings.LastIndex(rawURL, "@"); at >= 0 {
-			userinfo := rawURL[:at]
-			if i := strings.Index(userinfo, "//"); i >= 0 {
-				userinfo = userinfo[i+2:]
-			}
-			if c := strings.Index(userinfo, ":"); c >= 0 && c+1 < len(userinfo) {
-				msg = strings.ReplaceAll(msg, userinfo[c+1:], "xxxxx")
-			}
+// redisURLErrorKind describes a redis.ParseURL error of a URL url.Parse
+// took, without quoting any of it. The query option it names comes from
+// go-redis's list of options, never from the URL's text.
+func redisURLErrorKind(err error) string {
+	const encode = "; percent-encode / ? # and @ in the password"
+	msg := strings.TrimPrefix(err.Error(), "redis: ")
+	switch {
+	case strings.HasPrefix(msg, "invalid URL path"):
+		return "invalid path (want /<db>" + encode + ")"
+	case strings.HasPrefix(msg, "invalid database number"):
+		return "invalid database number (want /<db> or db=<db>, a number" + encode + ")"
+	case strings.HasPrefix(msg, "unexpected option"):
+		return "unknown query option (go-redis's ParseURL lists those it takes" + encode + ")"
+	}
+	// "invalid <option> number|duration|boolean: ..."
+	if f := strings.Fields(msg); len(f) >= 3 && f[0] == "invalid" {
+		if kind := strings.TrimSuffix(f[2], ":"); kind == "number" || kind == "duration" || kind == "boolean" {
+			return fmt.Sprintf("query option %s: want a %s", f[1], kind)
 		}
-		return msg
 	}
-	if pass, ok := u.User.Password(); ok && pass != "" {
-		msg = strings.ReplaceAll(msg, pass, "xxxxx")
-		msg = strings.ReplaceAll(msg, url.QueryEscape(pass), "xxxxx")
-		msg = strings.ReplaceAll(msg, url.PathEscape(pass), "xxxxx")
-	}
-	return msg
+	return "malformed url"
 }

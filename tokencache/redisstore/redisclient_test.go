@@ -60,3 +60,27 @@ func TestRedisOptionsModes(t *testing.T) {
 		t.Errorf("client is %T, want a cluster client for several addresses", cluster.Client())
 	}
 }
+
+// TestDBOverridesTheURLsOnlyWhenNotZero: DB 0 is no DB (an int cannot tell
+// them apart), so it leaves the URL's /db in force, as Options.URL and
+// docs/redis.md say; any other DB overrides it.
+func TestDBOverridesTheURLsOnlyWhenNotZero(t *testing.T) {
+	for _, tc := range []struct {
+		url        string
+		db, wantDB int
+	}{
+		{"redis://127.0.0.1:6379/3", 0, 3},
+		{"redis://127.0.0.1:6379/3", 5, 5},
+		{"redis://127.0.0.1:6379", 5, 5},
+		{"redis://127.0.0.1:6379/0", 0, 0},
+	} {
+		client, err := Options{URL: tc.url, DB: tc.db}.newClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := client.(*redis.Client).Options().DB; got != tc.wantDB {
+			t.Errorf("%s with DB %d: the client uses db %d, want %d", tc.url, tc.db, got, tc.wantDB)
+		}
+		_ = client.Close()
+	}
+}

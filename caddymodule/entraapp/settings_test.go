@@ -1,0 +1,77 @@
+package entraapp
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// TestRedisAddrsWantHostPort: an address that is not host:port is refused
+// at load, naming its index and not its value: a URL there would have its
+// password logged with the addresses, and one without a port never connects.
+func TestRedisAddrsWantHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		addr    string
+		refused bool
+	}{
+		{"redis://:pAss1r14@127.0.0.1:6379", true},
+		{"rediss://127.0.0.1:6380", true},
+		{"default:pAss1r14@127.0.0.1:6379", true},
+		{"redis.internal", true},
+		{"redis.internal:", true},
+		{"redis.internal:port", true},
+		{"redis.internal:0", true},
+		{"redis.internal:65536", true},
+		{"redis-0.redis:6379", false},
+		{"10.0.0.1:6379", false},
+		{"[::1]:6379", false},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			rc := &RedisConfig{Addrs: []string{"10.0.0.1:6379", tc.addr}, InsecurePlaintext: true}
+			_, _, err := rc.options(caddy.NewReplacer())
+			if !tc.refused {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			const want = "MICROSOFT_PROVIDER_INVALID_CONFIG: redis addrs[1]: want host:port (a URL goes in the redis option itself)"
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("error = %v, want %q", err, want)
+			}
+			if strings.Contains(err.Error(), "pAss1r14") || strings.Contains(err.Error(), "redis.internal") {
+				t.Errorf("error %q quotes the address", err)
+			}
+		})
+	}
+}
+
+// TestRedisURLInAddrsIsNeitherLoadedNorLogged: a URL given to addrs through a
+// placeholder is refused at load, and its password appears in no log.
+func TestRedisURLInAddrsIsNeitherLoadedNorLogged(t *testing.T) {
+	t.Setenv("ENTRA_TEST_REDIS_ADDR", "redis://:pAss1r14@127.0.0.1:6379")
+	core, logs := observer.New(zapcore.DebugLevel)
+	app := &App{
+		IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"},
+		Redis:          &RedisConfig{Addrs: []string{"{env.ENTRA_TEST_REDIS_ADDR}"}, InsecurePlaintext: true},
+		Applications:   map[string]*Application{"a": {Scopes: []string{"api://a/.default"}}},
+	}
+	err := app.ProvisionForTest(zap.New(core))
+	t.Cleanup(func() { _ = app.Cleanup() })
+	if err == nil || !strings.Contains(err.Error(), "redis addrs[0]: want host:port") {
+		t.Fatalf("error = %v, want redis addrs[0] refused", err)
+	}
+	if strings.Contains(err.Error(), "pAss1r14") {
+		t.Errorf("error %q holds the password", err)
+	}
+	for _, entry := range logs.All() {
+		if line := entry.Message + " " + fmt.Sprint(entry.ContextMap()); strings.Contains(line, "pAss1r14") {
+			t.Errorf("log holds the password: %s", line)
+		}
+	}
+}
