@@ -2,6 +2,7 @@ package entraapp
 
 import (
 	"errors"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -161,7 +162,7 @@ func parseIdentityOption(d *caddyfile.Dispenser, id *IdentityConfig, block strin
 		"authority_host": &id.AuthorityHost, "token_endpoint": &id.TokenEndpoint,
 		"federated_token_file": &id.FederatedTokenFile}[d.Val()]
 	if !ok {
-		return d.Errf("unrecognized %s option '%s'", block, d.Val())
+		return UnrecognizedOption(d, block)
 	}
 	return SingleArg(d, dest)
 }
@@ -183,7 +184,7 @@ func parseClientCertificate(d *caddyfile.Dispenser) (*ClientCertificateConfig, e
 		case "send_x5c":
 			err = FlagArg(d, &cert.SendX5C)
 		default:
-			return nil, d.Errf("unrecognized client_certificate option '%s'", d.Val())
+			return nil, UnrecognizedOption(d, "client_certificate")
 		}
 		if err != nil {
 			return nil, err
@@ -203,7 +204,7 @@ func parseManagedIdentity(d *caddyfile.Dispenser) (*ManagedIdentityConfig, error
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		dest, ok := map[string]*string{"endpoint": &mi.Endpoint, "object_id": &mi.ObjectID, "resource_id": &mi.ResourceID}[d.Val()]
 		if !ok {
-			return nil, d.Errf("unrecognized managed_identity option '%s'", d.Val())
+			return nil, UnrecognizedOption(d, "managed_identity")
 		}
 		if err := SingleArg(d, dest); err != nil {
 			return nil, err
@@ -221,6 +222,19 @@ func parseOnce[T any](d *caddyfile.Dispenser, dest **T, parse func(*caddyfile.Di
 	*dest, err = parse(d)
 	return err
 }
+
+// UnrecognizedOption refuses the option at d in block, quoting it only if
+// it looks like an option's name: a line that starts with anything else
+// may be the rest of a secret (a {$VAR} holding a line break is split into
+// lines before parsing).
+func UnrecognizedOption(d *caddyfile.Dispenser, block string) error {
+	if optionName.MatchString(d.Val()) {
+		return d.Errf("unrecognized %s option '%s'", block, d.Val())
+	}
+	return d.Errf("unrecognized %s option (not quoted: it is no option's name; the rest of a value on its own line?)", block)
+}
+
+var optionName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
 
 // SingleArg reads the option's one argument into dest, once.
 func SingleArg(d *caddyfile.Dispenser, dest *string) error {
@@ -388,7 +402,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				if d.Val() != "max_connection_age" {
-					return nil, d.Errf("unrecognized redis entra option '%s'", d.Val())
+					return nil, UnrecognizedOption(d, "redis entra")
 				}
 				if err := durationArg(d, &redis.Entra.MaxConnectionAge); err != nil {
 					return nil, err
@@ -400,7 +414,7 @@ func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
 			dest, ok := map[string]*string{"master_name": &redis.MasterName, "username": &redis.Username,
 				"tls_ca": &redis.TLSCA, "tls_server_name": &redis.TLSServerName, "key_prefix": &redis.KeyPrefix}[option]
 			if !ok {
-				return nil, d.Errf("unrecognized redis option '%s'", option)
+				return nil, UnrecognizedOption(d, "redis")
 			}
 			err = SingleArg(d, dest)
 		}
@@ -496,7 +510,7 @@ func parseOnBehalfOf(d *caddyfile.Dispenser) (*OnBehalfOfConfig, error) {
 			dest := map[string]*[]string{"allowed_tenants": &obo.AllowedTenants, "audiences": &obo.Audiences}[option]
 			*dest = append(*dest, values...)
 		default:
-			return nil, d.Errf("unrecognized on_behalf_of option '%s'", option)
+			return nil, UnrecognizedOption(d, "on_behalf_of")
 		}
 	}
 	return obo, nil

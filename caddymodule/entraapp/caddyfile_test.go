@@ -271,3 +271,22 @@ func TestEnvSubstitutedSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
 		t.Errorf("error %q quotes the secret", err)
 	}
 }
+
+// A {$VAR} secret holding a line break is split into two lines: the second
+// half starts a line, and the refusal of it as an option quotes it only if
+// it looks like an option's name.
+func TestEnvSubstitutedSecretOnTwoLinesIsRefusedWithoutItsValue(t *testing.T) {
+	t.Setenv("ENTRA_TEST_TWO_LINE_SECRET", "s3cretHalfOne\nS3cret-Half/Two")
+	input := "{\n\tentra {\n\t\ttenant_id t\n\t\tclient_id c\n\t\tclient_secret {$ENTRA_TEST_TWO_LINE_SECRET}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	if err == nil || !strings.Contains(err.Error(), "unrecognized entra option (not quoted") {
+		t.Fatalf("error = %v, want the second line refused unquoted", err)
+	}
+	if strings.Contains(err.Error(), "Half") {
+		t.Errorf("error %q quotes the secret", err)
+	}
+	_, _, err = caddyconfig.GetAdapter("caddyfile").Adapt([]byte(strings.Replace(input, "client_id c", "client_id c\n\t\tclient_sceret x", 1)), nil)
+	if err == nil || !strings.Contains(err.Error(), "unrecognized entra option 'client_sceret'") {
+		t.Errorf("a misspelt option: %v, want it quoted", err)
+	}
+}

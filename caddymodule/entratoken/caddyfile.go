@@ -49,7 +49,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.PurgeOnStatus = &statuses
 		default:
-			return d.Errf("unrecognized entra_token option '%s'", d.Val())
+			return entraapp.UnrecognizedOption(d, "entra_token")
 		}
 	}
 	return nil

@@ -64,7 +64,7 @@ func (e *TokenEndpoint) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("unrecognized entra_token_endpoint option '%s'", option)
+			return entraapp.UnrecognizedOption(d, "entra_token_endpoint")
 		}
 	}
 	return nil

@@ -160,7 +160,7 @@ func parseRedisURL(rawURL string) (*redis.Options, error) {
 		return nil, fmt.Errorf("tokencache: parsing redis url: %s", urlErrorKind(err))
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("tokencache: parsing redis url: scheme %q is not redis or rediss", u.Scheme)
+		return nil, errors.New("tokencache: parsing redis url: the scheme is not redis or rediss (want redis:// or rediss:// first; without it, a user name or password may be taken for the scheme)")
 	}
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
