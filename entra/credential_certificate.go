@@ -195,14 +195,15 @@ func (c *certificateCredential) assertion(now time.Time, audience string) (strin
 	return assertion, nil
 }
 
-// readCertificateFiles reads the certificate file and the key file, if any.
+// readCertificateFiles reads the certificate file and the key file, if
+// any. Errors name neither path (see fileErrorKind).
 func readCertificateFiles(files CertificateCredential) (certData, keyData []byte, err error) {
 	if certData, err = os.ReadFile(files.CertFile); err != nil {
-		return nil, nil, fmt.Errorf("reading certificate: %w", err)
+		return nil, nil, fmt.Errorf("reading certificate: %s", fileErrorKind(err))
 	}
 	if files.KeyFile != "" {
 		if keyData, err = os.ReadFile(files.KeyFile); err != nil {
-			return nil, nil, fmt.Errorf("reading private key: %w", err)
+			return nil, nil, fmt.Errorf("reading private key: %s", fileErrorKind(err))
 		}
 	}
 	return certData, keyData, nil

@@ -326,8 +326,9 @@ func TestCertificateConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"no cert file", entra.CertificateCredential{}, "a certificate file is required"},
-		{"missing cert file", entra.CertificateCredential{CertFile: dir + "/nope.pem", KeyFile: dir + "/nope.key"}, "reading certificate"},
-		{"missing key file", entra.CertificateCredential{CertFile: certFile, KeyFile: dir + "/nope.key"}, "reading private key"},
+		{"missing cert file", entra.CertificateCredential{CertFile: dir + "/nope.pem", KeyFile: dir + "/nope.key"}, "reading certificate: the file does not exist"},
+		{"missing key file", entra.CertificateCredential{CertFile: certFile, KeyFile: dir + "/nope.key"}, "reading private key: the file does not exist"},
+		{"a directory", entra.CertificateCredential{CertFile: dir}, "reading certificate: the path is a directory"},
 		{"no key", entra.CertificateCredential{CertFile: certFile}, "no private key found"},
 		{"no certificate", entra.CertificateCredential{CertFile: writeFile(t, dir, "key-only.pem", pkcs1PEM(key))}, "no certificate found"},
 		{"key does not match", entra.CertificateCredential{CertFile: certFile, KeyFile: writeFile(t, dir, "other.key", pkcs1PEM(otherKey))}, "do not match"},

@@ -47,25 +47,25 @@ func (federatedCredential) kind() string { return "federated_token" }
 // every valid content is the same credential.
 func (f federatedCredential) fingerprint() string { return f.path }
 
-// readFederatedToken reads the token, trimmed. Errors name the path, never
-// the content.
+// readFederatedToken reads the token, trimmed. Errors name neither the
+// path (see fileErrorKind) nor the content.
 func readFederatedToken(path string) (string, error) {
 	file, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrFederatedTokenUnavailable, err)
+		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, fileErrorKind(err))
 	}
 	defer file.Close()
 	content, err := io.ReadAll(io.LimitReader(file, maxFederatedTokenBytes+1))
 	token := strings.TrimSpace(string(content))
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("%w: reading %s: %v", ErrFederatedTokenUnavailable, path, err)
+		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, fileErrorKind(err))
 	case len(content) > maxFederatedTokenBytes:
-		return "", fmt.Errorf("%w: %s is larger than 64 KiB", ErrFederatedTokenUnavailable, path)
+		return "", fmt.Errorf("%w: the file is larger than 64 KiB", ErrFederatedTokenUnavailable)
 	case token == "":
-		return "", fmt.Errorf("%w: %s is empty", ErrFederatedTokenUnavailable, path)
+		return "", fmt.Errorf("%w: the file is empty", ErrFederatedTokenUnavailable)
 	case !isVisibleASCII(token):
-		return "", fmt.Errorf("%w: %s does not hold a token (unexpected characters)", ErrFederatedTokenUnavailable, path)
+		return "", fmt.Errorf("%w: the file does not hold a token (unexpected characters)", ErrFederatedTokenUnavailable)
 	}
 	return token, nil
 }

@@ -1,6 +1,11 @@
 package entra
 
-import "strings"
+import (
+	"errors"
+	"io/fs"
+	"strings"
+	"syscall"
+)
 
 // CheckFilePath returns a *ConfigError for field if path is not a file
 // path but what a file holds: a line break, PEM ("-----BEGIN"), a JWT
@@ -20,4 +25,21 @@ func CheckFilePath(field, path string) error {
 func looksLikeContent(path string) bool {
 	jwt := strings.HasPrefix(path, "eyJ") && strings.Count(path, ".") == 2 && !strings.ContainsAny(path, `/\`)
 	return jwt || len(path) > 4096 || strings.ContainsAny(path, "\r\n") || strings.Contains(path, "-----BEGIN")
+}
+
+// fileErrorKind describes a failure to read a file without its path: a
+// value that passed CheckFilePath may still be content no pattern catches
+// (a base64 key, as Kubernetes Secret data holds it), and errors of the os
+// package quote the path. The option's name says which file.
+func fileErrorKind(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "the file does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	case errors.Is(err, syscall.EISDIR):
+		return "the path is a directory"
+	default:
+		return "the file cannot be read"
+	}
 }

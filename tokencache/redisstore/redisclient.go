@@ -159,6 +159,9 @@ func parseRedisURL(rawURL string) (*redis.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokencache: parsing redis url: %s", urlErrorKind(err))
 	}
+	if strings.Contains(rawURL, "#") { // url.Parse takes the rest for a fragment, go-redis ignores it
+		return nil, errors.New("tokencache: parsing redis url: a # in the url (percent-encode it as %23 in a password)")
+	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, errors.New("tokencache: parsing redis url: the scheme is not redis or rediss (want redis:// or rediss:// first; without it, a user name or password may be taken for the scheme)")
 	}
