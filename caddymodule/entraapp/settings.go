@@ -213,6 +213,10 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 		return nil, "", ConfigError("redis", "set either a URL or addrs, not both")
 	case opts.OpTimeout < 0:
 		return nil, "", ConfigError("redis timeout", "must not be negative")
+	case opts.OpTimeout > 0 && opts.OpTimeout < time.Millisecond:
+		// Every call would time out: the replicas would take Redis for
+		// down and stop sharing, silently.
+		return nil, "", ConfigError("redis timeout", "must be at least 1ms (no Redis answers sooner)")
 	case len(rc.EncryptionKeys) == 0 && !rc.InsecurePlaintext:
 		return nil, "", ConfigError("redis encryption_key", "is required to share tokens through Redis: "+
 			"without it any Redis writer can replace or withhold the tokens this sidecar injects. "+

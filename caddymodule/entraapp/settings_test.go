@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -72,6 +73,21 @@ func TestRedisURLInAddrsIsNeitherLoadedNorLogged(t *testing.T) {
 	for _, entry := range logs.All() {
 		if line := entry.Message + " " + fmt.Sprint(entry.ContextMap()); strings.Contains(line, "pAss1r14") {
 			t.Errorf("log holds the password: %s", line)
+		}
+	}
+}
+
+// A redis timeout below a millisecond is refused: every call would time
+// out, and the replicas would stop sharing tokens without a word.
+func TestRedisTimeoutBelowAMillisecondIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		timeout time.Duration
+		refused bool
+	}{{time.Nanosecond, true}, {999 * time.Microsecond, true}, {time.Millisecond, false}, {0, false}} {
+		rc := &RedisConfig{URL: "redis://127.0.0.1:6379", InsecurePlaintext: true, Timeout: caddy.Duration(tc.timeout)}
+		_, _, err := rc.options(caddy.NewReplacer())
+		if refused := err != nil && strings.Contains(err.Error(), "redis timeout: must be at least 1ms"); refused != tc.refused || (err != nil && !refused) {
+			t.Errorf("timeout %v: error = %v, want refused %v", tc.timeout, err, tc.refused)
 		}
 	}
 }
