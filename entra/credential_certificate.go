@@ -196,14 +196,14 @@ func (c *certificateCredential) assertion(now time.Time, audience string) (strin
 }
 
 // readCertificateFiles reads the certificate file and the key file, if
-// any. Errors name neither path (see fileErrorKind).
+// any. Errors name neither path (see FileErrorKind).
 func readCertificateFiles(files CertificateCredential) (certData, keyData []byte, err error) {
 	if certData, err = os.ReadFile(files.CertFile); err != nil {
-		return nil, nil, fmt.Errorf("reading certificate: %s", fileErrorKind(err))
+		return nil, nil, fmt.Errorf("reading certificate: %s", FileErrorKind(err))
 	}
 	if files.KeyFile != "" {
 		if keyData, err = os.ReadFile(files.KeyFile); err != nil {
-			return nil, nil, fmt.Errorf("reading private key: %s", fileErrorKind(err))
+			return nil, nil, fmt.Errorf("reading private key: %s", FileErrorKind(err))
 		}
 	}
 	return certData, keyData, nil

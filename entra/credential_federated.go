@@ -48,18 +48,18 @@ func (federatedCredential) kind() string { return "federated_token" }
 func (f federatedCredential) fingerprint() string { return f.path }
 
 // readFederatedToken reads the token, trimmed. Errors name neither the
-// path (see fileErrorKind) nor the content.
+// path (see FileErrorKind) nor the content.
 func readFederatedToken(path string) (string, error) {
 	file, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, fileErrorKind(err))
+		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, FileErrorKind(err))
 	}
 	defer file.Close()
 	content, err := io.ReadAll(io.LimitReader(file, maxFederatedTokenBytes+1))
 	token := strings.TrimSpace(string(content))
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, fileErrorKind(err))
+		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, FileErrorKind(err))
 	case len(content) > maxFederatedTokenBytes:
 		return "", fmt.Errorf("%w: the file is larger than 64 KiB", ErrFederatedTokenUnavailable)
 	case token == "":

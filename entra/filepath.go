@@ -27,11 +27,11 @@ func looksLikeContent(path string) bool {
 	return jwt || len(path) > 4096 || strings.ContainsAny(path, "\r\n") || strings.Contains(path, "-----BEGIN")
 }
 
-// fileErrorKind describes a failure to read a file without its path: a
+// FileErrorKind describes a failure to read a file without its path: a
 // value that passed CheckFilePath may still be content no pattern catches
 // (a base64 key, as Kubernetes Secret data holds it), and errors of the os
 // package quote the path. The option's name says which file.
-func fileErrorKind(err error) string {
+func FileErrorKind(err error) string {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "the file does not exist"
@@ -39,6 +39,10 @@ func fileErrorKind(err error) string {
 		return "permission denied"
 	case errors.Is(err, syscall.EISDIR):
 		return "the path is a directory"
+	case errors.Is(err, syscall.ENOTDIR):
+		return "a component of the path is not a directory"
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		return "the path is too long"
 	default:
 		return "the file cannot be read"
 	}

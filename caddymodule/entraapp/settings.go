@@ -252,9 +252,12 @@ func redisTLSConfig(caFile, serverName string) (cfg *tls.Config, caDigest string
 	if caFile == "" {
 		return cfg, "", nil
 	}
+	if err := entra.CheckFilePath("redis tls_ca", caFile); err != nil {
+		return nil, "", ConfigError("redis tls_ca", "takes a file path, and the value looks like a file's content instead")
+	}
 	pemData, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, "", ConfigError("redis tls_ca", fmt.Sprintf("reading the CA file: %v", err))
+		return nil, "", ConfigError("redis tls_ca", "reading the CA file: "+entra.FileErrorKind(err))
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pemData) {

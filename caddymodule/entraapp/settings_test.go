@@ -91,3 +91,23 @@ func TestRedisTimeoutBelowAMillisecondIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A redis tls_ca given the CA's content (a {file.*} or {env.*} value) is
+// refused without quoting it, and a missing file is named by its fault,
+// not its path.
+func TestRedisTLSCAErrorsQuoteNoValue(t *testing.T) {
+	const content = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJjYQ=="
+	for _, tc := range []struct{ tlsCA, want string }{
+		{"-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----", "redis tls_ca: takes a file path"},
+		{content, "redis tls_ca: reading the CA file: the file does not exist"},
+	} {
+		rc := &RedisConfig{URL: "rediss://127.0.0.1:6379", InsecurePlaintext: true, TLSCA: tc.tlsCA}
+		_, _, err := rc.options(caddy.NewReplacer())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error = %v, want %q", err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "MIIBca") || strings.Contains(err.Error(), content[:12])) {
+			t.Errorf("the error quotes the value: %v", err)
+		}
+	}
+}

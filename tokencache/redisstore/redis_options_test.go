@@ -89,6 +89,7 @@ func TestRedisURLErrorsQuoteNoneOfTheURL(t *testing.T) {
 		{"redis://host:6379/0?pool_fifo=Sup3rTail", "query option pool_fifo: want a boolean"},
 		{"Sup3rUser:Sup3rPass@host:6379", "the scheme is not redis or rediss"}, // no redis://: the user is the scheme
 		{"redis://admin:4711#Sup3rTail@host:6379/0", "a # in the url"},         // else: host admin:4711, logged
+		{"redis://u:Sup3r#Tail@host:6379", "a # in the url"},                   // else: "invalid port", misleading
 	} {
 		_, err := New(Options{URL: tc.url})
 		if err == nil {

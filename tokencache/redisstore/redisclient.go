@@ -155,12 +155,12 @@ func tlsDialer(cfg *tls.Config) func(context.Context, string, string) (net.Conn,
 // query, where a password holding a / or a ? ends up when unencoded. Each
 // is mapped to its kind; no text of theirs is passed on.
 func parseRedisURL(rawURL string) (*redis.Options, error) {
+	if strings.Contains(rawURL, "#") { // url.Parse takes the rest for a fragment, go-redis ignores it
+		return nil, errors.New("tokencache: parsing redis url: a # in the url (percent-encode it as %23 in a password)")
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("tokencache: parsing redis url: %s", urlErrorKind(err))
-	}
-	if strings.Contains(rawURL, "#") { // url.Parse takes the rest for a fragment, go-redis ignores it
-		return nil, errors.New("tokencache: parsing redis url: a # in the url (percent-encode it as %23 in a password)")
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, errors.New("tokencache: parsing redis url: the scheme is not redis or rediss (want redis:// or rediss:// first; without it, a user name or password may be taken for the scheme)")
