@@ -253,7 +253,7 @@ func redisTLSConfig(caFile, serverName string) (cfg *tls.Config, caDigest string
 		return cfg, "", nil
 	}
 	if err := entra.CheckFilePath("redis tls_ca", caFile); err != nil {
-		return nil, "", ConfigError("redis tls_ca", "takes a file path, and the value looks like a file's content instead")
+		return nil, "", ConfigError("redis tls_ca", err.(*entra.ConfigError).Reason)
 	}
 	pemData, err := os.ReadFile(caFile)
 	if err != nil {
