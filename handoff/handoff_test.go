@@ -223,6 +223,23 @@ func TestAnIdleKeepAliveConnectionMovesToTheNewServer(t *testing.T) {
 	}
 }
 
+// TestClosingTheNewestViewGivesItsIdleConnectionsBack: a config that failed
+// to start closes its Views (caddyhandoff's Cleanup) before its server's
+// Shutdown has run. The idle connection that had moved to it goes back to
+// the running server at once: the refused server answers nothing.
+func TestClosingTheNewestViewGivesItsIdleConnectionsBack(t *testing.T) {
+	address := freeAddress(t)
+	serve(t, address, "running", nil)
+	c := dial(t, address)
+	c.mustGet("/", "running ping")
+
+	refused := serve(t, address, "refused", nil) // its View is the newest: the connection moves to it
+	refused.view.awaitIdleRead(t)
+	refused.view.Close()
+	c.mustGet("/", "running ping")
+	dial(t, address).mustGet("/", "running ping")
+}
+
 func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {
 	c, _, done := reloadDuringRequest(t, "GET", "/x/slow", "", func(w http.ResponseWriter, r *http.Request, pause func()) {
 		w.Header().Set("Content-Length", "4")

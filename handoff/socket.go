@@ -157,7 +157,7 @@ func (s *socket) addView() *View {
 	s.noteChange()
 	s.mu.Unlock()
 	for _, old := range older {
-		old.superseded()
+		old.wakeIdleReads()
 	}
 	return v
 }
@@ -241,9 +241,10 @@ func (v *View) forget(c *conn) {
 	v.mu.Unlock()
 }
 
-// superseded wakes the reads of v's server that wait for a next request, so
-// that their connections move to the newer View: it reads no new request.
-func (v *View) superseded() {
+// wakeIdleReads wakes the reads of v's server that wait for a next request,
+// so that their connections move to the newest open View: once another View
+// is newer, or v is closed, its server reads no new request.
+func (v *View) wakeIdleReads() {
 	v.mu.Lock()
 	conns := slices.Collect(maps.Keys(v.conns))
 	v.mu.Unlock()
@@ -282,12 +283,18 @@ func (v *View) closedError() error {
 	return &net.OpError{Op: "accept", Net: v.socket.ln.Addr().Network(), Addr: v.socket.ln.Addr(), Err: net.ErrClosed}
 }
 
-// Close stops this View's Accept. Connections it accepted stay with its
-// server, or move to a newer View when it gives them up unanswered.
+// Close stops this View's Accept. The connections its server waits on for a
+// next request move to the newest open View at once, whether or not the
+// server stops (a config that failed to start closes its Views before its
+// server's Shutdown runs); the others stay with its server, or move when it
+// gives them up unanswered.
 func (v *View) Close() error {
 	v.once.Do(func() {
 		close(v.closed)
 		v.socket.removeView(v)
+		if v.socket.newest.Load() != nil {
+			v.wakeIdleReads()
+		}
 	})
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(App{})
+	caddy.RegisterModule(new(App))
 }
 
 // App is the handoff app, without options. At provisioning it gives each
@@ -29,10 +29,13 @@ func init() {
 type App struct {
 	hooked map[caddy.NetworkAddress]bool // the handoff/ addresses of the servers hooked
 	logger *zap.Logger
+
+	mu    sync.Mutex
+	views []*handoff.View // opened for this config's servers
 }
 
 // CaddyModule returns the Caddy module information.
-func (App) CaddyModule() caddy.ModuleInfo {
+func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "handoff", New: func() caddy.Module { return new(App) }}
 }
 
@@ -87,6 +90,31 @@ func (a *App) Start() error {
 // Stop does nothing: the sockets belong to the servers' listeners.
 func (*App) Stop() error { return nil }
 
+// opened notes a View opened for one of this config's servers.
+func (a *App) opened(v *handoff.View) {
+	a.mu.Lock()
+	a.views = append(a.views, v)
+	a.mu.Unlock()
+}
+
+// Cleanup closes the Views of this config's servers when the config is
+// unloaded. Caddy does not stop a config that failed to start, and stopping
+// its http servers only begins their Shutdown: until then the newest View
+// would be the refused server's, taking new connections and the idle ones
+// that had moved to it. Closed, they go to the running config's server
+// before the reload returns its error. After a config ran, its servers'
+// Shutdown has closed them already.
+func (a *App) Cleanup() error {
+	a.mu.Lock()
+	views := a.views
+	a.views = nil
+	a.mu.Unlock()
+	for _, v := range views {
+		v.Close()
+	}
+	return nil
+}
+
 // collectors are made once per process and registered on each config's
 // registry, so that they carry over reloads.
 var collectors = sync.OnceValue(func() []prometheus.Collector {
@@ -118,6 +146,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

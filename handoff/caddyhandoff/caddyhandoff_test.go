@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -307,5 +308,23 @@ func TestMetricsAreNamedForHandoff(t *testing.T) {
 	}
 	if want := "caddy_handoff_connections_total caddy_handoff_held_requests_total"; strings.Join(names, " ") != want {
 		t.Errorf("metrics %v, want %s", names, want)
+	}
+}
+
+// TestCleanupClosesTheViewsOfItsConfig: an unloaded config's Views close
+// with its handoff app's Cleanup, which Caddy runs before a refused reload
+// returns, not whenever its servers' Shutdown runs.
+func TestCleanupClosesTheViewsOfItsConfig(t *testing.T) {
+	view, err := handoff.Listen(context.Background(), "tcp", "127.0.0.1:0", net.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := new(App)
+	app.opened(view)
+	if err := app.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := view.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Cleanup: %v, want net.ErrClosed", err)
 	}
 }

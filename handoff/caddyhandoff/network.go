@@ -57,6 +57,7 @@ func listen(ctx context.Context, _, host, portRange string, portOffset uint, cfg
 	if err != nil {
 		return nil, err
 	}
+	app.opened(view)
 	return view, nil
 }
 
