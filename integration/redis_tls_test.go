@@ -68,30 +68,50 @@ func redisTLSFiles(t *testing.T, dir string) (caFile, certFile, keyFile string) 
 		writePEM("redis.key", "PRIVATE KEY", keyDER)
 }
 
+// tlsRedis is a real redis-server that only speaks TLS, with its
+// certificate (for 127.0.0.1) from a private CA.
+type tlsRedis struct {
+	addr                      string
+	caFile, certFile, keyFile string
+	roots                     *x509.CertPool
+	client                    *redis.Client
+}
+
+// tlsConfig is what a client of r (or of a Sentinel using r's files) needs.
+func (r *tlsRedis) tlsConfig() *tls.Config {
+	return &tls.Config{RootCAs: r.roots, MinVersion: tls.VersionTLS12}
+}
+
+// startTLSRedis starts a redis-server that only speaks TLS, and waits until
+// it answers.
+func startTLSRedis(t *testing.T) *tlsRedis {
+	t.Helper()
+	path := lookPathOrSkip(t, "redis-server")
+	dir := t.TempDir()
+	r := &tlsRedis{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), roots: x509.NewCertPool()}
+	r.caFile, r.certFile, r.keyFile = redisTLSFiles(t, dir)
+	_, port, _ := net.SplitHostPort(r.addr)
+	proc := startProcess(t, nil, path, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+		"--tls-cert-file", r.certFile, "--tls-key-file", r.keyFile, "--tls-ca-cert-file", r.caFile,
+		"--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", dir)
+	caPEM, _ := os.ReadFile(r.caFile)
+	r.roots.AppendCertsFromPEM(caPEM)
+	r.client = redis.NewClient(&redis.Options{Addr: r.addr, TLSConfig: r.tlsConfig()})
+	t.Cleanup(func() { r.client.Close() })
+	waitFor(t, "redis-server (TLS) on "+r.addr, 10*time.Second, func() error {
+		if proc.Exited() {
+			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
+		}
+		return r.client.Ping(context.Background()).Err()
+	})
+	return r
+}
+
 // TestRedisOverTLSWithPrivateCA runs two replicas against a real
 // redis-server that only speaks TLS, with a certificate from a private CA
 // given as tls_ca.
 func TestRedisOverTLSWithPrivateCA(t *testing.T) {
-	path := lookPathOrSkip(t, "redis-server")
-	dir := t.TempDir()
-	caFile, certFile, keyFile := redisTLSFiles(t, dir)
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	proc := startProcess(t, nil, path, "--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1",
-		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile,
-		"--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", dir)
-	roots := x509.NewCertPool()
-	caPEM, _ := os.ReadFile(caFile)
-	roots.AppendCertsFromPEM(caPEM)
-	rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}})
-	t.Cleanup(func() { rdb.Close() })
-	waitFor(t, "redis-server (TLS) on "+addr, 10*time.Second, func() error {
-		if proc.Exited() {
-			return fmt.Errorf("redis-server exited: %s", proc.Output.String())
-		}
-		return rdb.Ping(context.Background()).Err()
-	})
-
+	r := startTLSRedis(t)
 	f := newFleet(t)
 	config := sidecarConfig(`
 		authority_host {env.TEST_AUTHORITY_HOST}
@@ -106,8 +126,8 @@ func TestRedisOverTLSWithPrivateCA(t *testing.T) {
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})
 	first := assertTwoReplicasShareOneToken(t, f, config,
-		append(f.env(testClientSecret), "TEST_TLS_REDIS="+addr, "TEST_REDIS_CA="+caFile)...)
-	keys, err := rdb.Keys(context.Background(), testKeyPrefix+"*:token").Result()
+		append(f.env(testClientSecret), "TEST_TLS_REDIS="+r.addr, "TEST_REDIS_CA="+r.caFile)...)
+	keys, err := r.client.Keys(context.Background(), testKeyPrefix+"*:token").Result()
 	if err != nil || len(keys) != 1 {
 		t.Errorf("the TLS redis holds keys %v (%v), want one record", keys, err)
 	}

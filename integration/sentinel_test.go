@@ -14,23 +14,30 @@ import (
 
 // startSentinel starts a Redis Sentinel (redis-server --sentinel) watching
 // the master at masterAddr under the name mymaster, and waits until it
-// reports that master.
-func startSentinel(t *testing.T, masterAddr string) string {
+// reports that master. With tlsFiles, the Sentinel only speaks TLS, to its
+// clients and to the master.
+func startSentinel(t *testing.T, masterAddr string, tlsFiles *tlsRedis) string {
 	t.Helper()
 	path := lookPathOrSkip(t, "redis-server")
 	port := freePort(t)
 	host, masterPort, _ := strings.Cut(masterAddr, ":")
+	listen := fmt.Sprintf("port %d\n", port)
+	options := &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	if tlsFiles != nil {
+		listen = fmt.Sprintf("port 0\ntls-port %d\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"+
+			"tls-auth-clients no\ntls-replication yes\n", port, tlsFiles.certFile, tlsFiles.keyFile, tlsFiles.caFile)
+		options.TLSConfig = tlsFiles.tlsConfig()
+	}
 	config := filepath.Join(t.TempDir(), "sentinel.conf") // sentinel rewrites it
-	content := fmt.Sprintf("port %d\nbind 127.0.0.1\nsentinel monitor mymaster %s %s 1\nsentinel down-after-milliseconds mymaster 5000\n",
-		port, host, masterPort)
+	content := fmt.Sprintf("%sbind 127.0.0.1\nsentinel monitor mymaster %s %s 1\nsentinel down-after-milliseconds mymaster 5000\n",
+		listen, host, masterPort)
 	if err := os.WriteFile(config, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	proc := startProcess(t, nil, path, config, "--sentinel")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	client := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	client := redis.NewSentinelClient(options)
 	t.Cleanup(func() { client.Close() })
-	waitFor(t, "sentinel on "+addr, 10*time.Second, func() error {
+	waitFor(t, "sentinel on "+options.Addr, 10*time.Second, func() error {
 		if proc.Exited() {
 			return fmt.Errorf("sentinel exited: %s", proc.Output.String())
 		}
@@ -43,14 +50,14 @@ func startSentinel(t *testing.T, masterAddr string) string {
 		}
 		return nil
 	})
-	return addr
+	return options.Addr
 }
 
 // TestSentinelReplicasShareOneToken runs two sidecar replicas that find
 // Redis through a real Sentinel (addrs + master_name).
 func TestSentinelReplicasShareOneToken(t *testing.T) {
 	f := newFleet(t)
-	sentinel := startSentinel(t, f.redis.Addr)
+	sentinel := startSentinel(t, f.redis.Addr, nil)
 	config := sidecarConfig(`
 		authority_host {env.TEST_AUTHORITY_HOST}
 		tenant_id      {env.TEST_TENANT_ID}
@@ -67,6 +74,39 @@ func TestSentinelReplicasShareOneToken(t *testing.T) {
 	assertTwoReplicasShareOneToken(t, f, config, append(f.env(testClientSecret), "TEST_SENTINEL="+sentinel)...)
 	if n := len(f.records(t)); n != 1 {
 		t.Errorf("the master holds %d records, want 1", n)
+	}
+}
+
+// TestSentinelOverTLSReplicasShareOneToken: with tls and tls_ca, the
+// replicas speak TLS to the Sentinel and to the master it names, both with
+// certificates of a private CA and speaking nothing else.
+func TestSentinelOverTLSReplicasShareOneToken(t *testing.T) {
+	r := startTLSRedis(t)
+	sentinel := startSentinel(t, r.addr, r)
+	f := newFleet(t)
+	config := sidecarConfig(`
+		authority_host {env.TEST_AUTHORITY_HOST}
+		tenant_id      {env.TEST_TENANT_ID}
+		client_id      {env.TEST_CLIENT_ID}
+		client_secret  {env.TEST_CLIENT_SECRET}
+		redis {
+			addrs       {env.TEST_SENTINEL}
+			master_name mymaster
+			tls
+			tls_ca      {env.TEST_REDIS_CA}
+			key_prefix  `+testKeyPrefix+`
+			insecure_plaintext
+		}
+		application orders-api `+testScope,
+		route{Path: "/orders", Application: "orders-api"})
+	first := assertTwoReplicasShareOneToken(t, f, config,
+		append(f.env(testClientSecret), "TEST_SENTINEL="+sentinel, "TEST_REDIS_CA="+r.caFile)...)
+	keys, err := r.client.Keys(context.Background(), testKeyPrefix+"*:token").Result()
+	if err != nil || len(keys) != 1 {
+		t.Errorf("the TLS master holds keys %v (%v), want one record", keys, err)
+	}
+	if logs := first.logs(); strings.Contains(logs, "token store unavailable") {
+		t.Error("the replica could not use the Sentinel over TLS")
 	}
 }
 
