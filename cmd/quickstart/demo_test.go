@@ -16,6 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddy-entra/caddy-entra/internal/testproc"
 )
 
 // startExampleDemo runs the quick start on Caddyfile.example on a free port,
@@ -34,15 +36,8 @@ func startExampleDemo(t *testing.T) *demo {
 	return d
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port no other part of this test process was given.
+var freePort = testproc.FreePort
 
 // TestQuickstartInjectsTokenWithExampleConfig runs the README's first command
 // in-process on Caddyfile.example and checks the token reaches downstream.

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-entra/caddy-entra/handoff"
+	"github.com/caddy-entra/caddy-entra/internal/testproc"
 )
 
 // site is a Caddyfile (admin off) with globals in its global options and
@@ -36,15 +37,8 @@ func load(t *testing.T, caddyfile string) error {
 	return caddy.Load(config, true)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port no other part of this test process was given.
+var freePort = testproc.FreePort
 
 // keepAlive is one raw HTTP/1.1 connection, so that a test knows its
 // requests share it (Go's client would redial and retry a GET silently).
