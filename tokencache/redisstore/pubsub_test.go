@@ -64,3 +64,42 @@ func TestAWatchMadeWhileRedisIsDownReceivesOnceItIsBack(t *testing.T) {
 	}
 	receive(t, updates, "the announcement")
 }
+
+// A Watch made after the store-wide deadline, while Redis is down, returns
+// at once and still receives once Redis is back: the subscription is one
+// for the store, so waiting would only delay its caller, not make it
+// receive more.
+func TestAWatchAfterTheDeadlineReceivesOnceRedisIsBack(t *testing.T) {
+	const opTimeout = 300 * time.Millisecond
+	mr := miniredis.RunT(t)
+	store, err := newStore(redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true}), Options{OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	mr.Close() // Redis is down
+	// The first Watch waits out the deadline.
+	first, cancelFirst := store.Watch(t.Context(), "entra:{a}:token", "entra:{a}:updated")
+	defer cancelFirst()
+	start := time.Now()
+	late, cancelLate := store.Watch(t.Context(), "entra:{b}:token", "entra:{b}:updated")
+	defer cancelLate()
+	if took := time.Since(start); took >= opTimeout {
+		t.Errorf("a Watch after the deadline took %v, want it at once", took)
+	}
+	if err := mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	other := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer other.Close()
+	retry := time.NewTicker(20 * time.Millisecond) // the subscription's retries pause up to 5 s
+	defer retry.Stop()
+	for deadline := time.Now().Add(10 * time.Second); other.Publish(t.Context(), "entra:{b}:updated", "another-replica").Val() != 1; <-retry.C {
+		if time.Now().After(deadline) {
+			t.Fatal("no subscriber 10 s after Redis came back")
+		}
+	}
+	receive(t, late, "the announcement to the Watch made after the deadline")
+	other.Publish(t.Context(), "entra:{a}:updated", "another-replica")
+	receive(t, first, "the announcement to the first Watch")
+}
