@@ -193,6 +193,9 @@ func (e *Exchanger) Exchange(ctx context.Context, userToken, tenant string, notA
 		e.report(ExchangeFailed)
 		return Record{}, err
 	}
+	if ctx.Err() != nil { // the client left: no flight, no store call for it
+		return Record{}, requestError(ctx.Err(), "waiting for an exchanged token for application %q: %v", e.opts.Name, ctx.Err())
+	}
 	call := exchangeCall{d: d, key: e.key(d), userToken: userToken, tenant: tenant, notAfter: notAfter, exchange: exchange}
 	f, led, err := e.join(d, func(waiting context.Context) (exchanged, error) {
 		// A flight that ended since Lookup left its token in L1.
@@ -335,8 +338,14 @@ func (e *Exchanger) mayDrop(d entryDigest) bool {
 
 // load is an exchange's flight: the store's entry, else an exchange under
 // the store's lock (losers wait for the winner's entry while its holder
-// extends it); a store failure makes it exchange on its own.
+// extends it); a store failure makes it exchange on its own. Once its last
+// request has left it makes no further store call: requests that leave at
+// once (anyone can send user tokens and hang up) must not make a flood of
+// Redis calls that MaxFlights, which counts waited-for flights, never sees.
 func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
+	if call.waiting.Err() != nil {
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
 	if !e.shared {
 		return e.exchange(ctx, call, false)
 	}
@@ -355,6 +364,9 @@ func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, err
 	defer giveUp.Stop()
 	interval := min(e.c.pollInterval, beat)
 	for {
+		if call.waiting.Err() != nil {
+			return exchanged{}, errCallersGone(e.opts.Name)
+		}
 		if err := e.sharedBackoff(ctx, call.tenant); err != nil {
 			return exchanged{result: ExchangeFailed}, err
 		}
@@ -410,6 +422,9 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 			_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
 		}
 	}()
+	if call.waiting.Err() != nil { // unlocked on the way out
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
 	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}

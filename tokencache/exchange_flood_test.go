@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"go.uber.org/zap"
 )
 
@@ -227,5 +230,97 @@ func TestExchangesInFlightAreCapped(t *testing.T) {
 	}
 	if _, err := e.Exchange(context.Background(), "user.c.sig", testTenant, notAfter, blockingExchange(entered, release, &calls, "c")); err != nil {
 		t.Errorf("after the flights ended: %v", err)
+	}
+}
+
+// Requests that left before their exchange began (anyone can send user
+// tokens and hang up) start no flight: no store call and no exchange,
+// however many, though MaxFlights counts only flights a request waits for.
+func TestExchangesOfRequestsThatLeftMakeNoStoreCalls(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	spy := &spyStore{Store: patientStore(t, mr, fleetSealKeys)}
+	e := fleetExchangerWaiting(t, spy, clock, 5*time.Second)
+	if !e.Shared() {
+		t.Fatal("the exchanger does not share through the store")
+	}
+	var sent atomic.Int64
+	exchange := func(context.Context) (Fetched, error) {
+		sent.Add(1)
+		return Fetched{AccessToken: "downstream-token", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	before := runtime.NumGoroutine()
+	for i := range 200 {
+		_, err := e.Exchange(gone, fmt.Sprintf("user.crafted%d.sig", i), testTenant, clock.Now().Add(2*time.Hour), exchange)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("request %d: %v, want its cancellation", i, err)
+		}
+	}
+	// A flight started anyway would read the store: let any end first.
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > before && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := spy.calls.Load(); n != 0 {
+		t.Errorf("%d store calls for requests that had left, want none", n)
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("%d exchanges sent for requests that had left, want none", n)
+	}
+}
+
+// gatedStore holds its first Get until release is closed, and counts
+// TryLock calls.
+type gatedStore struct {
+	Store
+	entered, release chan struct{}
+	once             sync.Once
+	locks            atomic.Int64
+}
+
+func (s *gatedStore) Get(ctx context.Context, key string) (*Record, error) {
+	s.once.Do(func() {
+		close(s.entered)
+		<-s.release
+	})
+	return s.Store.Get(ctx, key)
+}
+
+func (s *gatedStore) TryLock(ctx context.Context, lockKey string, ttl time.Duration) (string, bool, error) {
+	s.locks.Add(1)
+	return s.Store.TryLock(ctx, lockKey, ttl)
+}
+
+// A flight whose last request leaves during its first store read stops
+// there: it neither takes the lock nor reads again.
+func TestAFlightWhoseRequestsLeftTakesNoLock(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	store := &gatedStore{Store: patientStore(t, mr, fleetSealKeys), entered: make(chan struct{}), release: make(chan struct{})}
+	e := fleetExchangerWaiting(t, store, clock, 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan error, 1)
+	go func() {
+		_, err := e.Exchange(ctx, testUserToken, testTenant, clock.Now().Add(2*time.Hour), func(context.Context) (Fetched, error) {
+			return Fetched{AccessToken: "downstream-token", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+		})
+		left <- err
+	}()
+	<-store.entered // the flight reads the store
+	e.flightsMu.Lock()
+	f := e.flights[e.namer.digest(testUserToken)]
+	e.flightsMu.Unlock()
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the request: %v, want its cancellation", err)
+	}
+	close(store.release)
+	<-f.done
+	if !errors.Is(f.err, errGone) {
+		t.Errorf("the flight ended with %v, want errGone", f.err)
+	}
+	if n := store.locks.Load(); n != 0 {
+		t.Errorf("the flight tried the lock %d times after its requests left, want none", n)
 	}
 }
