@@ -30,14 +30,20 @@ func (c *conn) appendPending(b []byte) {
 }
 
 // resetPending empties c.pending, giving a pooled buffer back; c.mu is
-// held. Nothing may keep a slice of c.pending past it.
+// held. Nothing may keep a slice of c.pending past it. After a request
+// larger than smallBuffer (its body counted, not kept) the buffer is let
+// go too, as a pooled one is: an idle connection keeps only what its
+// largest request's header needed.
 func (c *conn) resetPending() {
-	c.lineRead = false
-	if c.large == nil {
+	outgrew := int64(len(c.pending))+c.bodyRead > smallBuffer
+	c.lineRead, c.bodyRead = false, 0
+	if c.large == nil && !outgrew {
 		c.pending = c.pending[:0]
 		return
 	}
-	*c.large = (*c.large)[:0]
-	largeBuffers.Put(c.large)
+	if c.large != nil {
+		*c.large = (*c.large)[:0]
+		largeBuffers.Put(c.large)
+	}
 	c.large, c.pending = nil, nil
 }

@@ -42,13 +42,17 @@ type conn struct {
 	noHandoff bool
 	everUsed  bool // a byte was read or written
 
-	pending    []byte  // bytes read since the last write
-	large      *[]byte // the pooled buffer of pending, when it outgrew smallBuffer
-	lineRead   bool    // pending holds the request's whole first line, judged
-	lastReadAt int     // where in pending the last read with data began
-	reads      int     // Read calls that reached the socket
-	dataRead   int     // reads at the last read with data
-	readFailed bool    // the last Read returned an error (EOF, timeout)
+	pending []byte  // bytes read since the last write
+	large   *[]byte // the pooled buffer of pending, when it outgrew smallBuffer
+	// bodyRead counts the body bytes read, not kept in pending, of a
+	// request being served: never replayed, they count only for where
+	// its body ends and against maxPending.
+	bodyRead   int64
+	lineRead   bool // pending holds the request's whole first line, judged
+	lastReadAt int  // where in pending the last read with data began
+	reads      int  // Read calls that reached the socket
+	dataRead   int  // reads at the last read with data
+	readFailed bool // the last Read returned an error (EOF, timeout)
 
 	reading     bool // a Read is blocked in the socket
 	woken       bool // wakeIdleRead interrupted it
@@ -206,9 +210,13 @@ func (c *conn) recordRead(b []byte) {
 	}
 	c.dataRead = c.reads
 	c.lastReadAt = len(c.pending)
-	if len(c.pending)+len(b) > maxPending { // a pipelined request may hide behind it
+	if int64(len(c.pending)+len(b))+c.bodyRead > maxPending { // a pipelined request may hide behind it
 		c.noHandoff = true
 		c.resetPending()
+		return
+	}
+	if c.servingWithBody() {
+		c.bodyRead += int64(len(b))
 		return
 	}
 	c.appendPending(b)
@@ -220,6 +228,18 @@ func (c *conn) recordRead(b []byte) {
 		c.noHandoff = c.noHandoff || !looksLikeRequest(c.pending)
 		c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 	}
+}
+
+// servingWithBody reports whether net/http serves the request in pending
+// (reported active, not held) and its header, whole, announces a body:
+// what it reads next is that body, which no other server will be given;
+// c.mu is held.
+func (c *conn) servingWithBody() bool {
+	if !c.active || c.held {
+		return false
+	}
+	end := headerEnd(c.pending)
+	return end >= 0 && hasBody(c.pending[:end])
 }
 
 // readAfterResponseBegan notes b, read after the response began, and
@@ -285,7 +305,7 @@ func (c *conn) recordWrite(p []byte) {
 		if isConnect(line) || c.pipelined() {
 			c.noHandoff = true
 		}
-		c.bodyLeft = unreadBody(c.pending)
+		c.bodyLeft = c.unreadBody()
 		c.head.reset(bytes.HasPrefix(line, []byte("HEAD ")))
 	}
 	// early: written after a next request began, before net/http reported
@@ -415,27 +435,28 @@ func hasBody(header []byte) bool {
 }
 
 // unreadBody returns how many bytes of the body of the request in pending
-// are not in it, -1 when unknown (chunked, no whole header).
-func unreadBody(pending []byte) int64 {
-	end := headerEnd(pending)
-	if end < 0 || folded(pending[:end]) || headerHasToken(pending[:end], "Transfer-Encoding", "chunked") {
+// are not read yet, -1 when unknown (chunked, no whole header); c.mu is
+// held.
+func (c *conn) unreadBody() int64 {
+	end := headerEnd(c.pending)
+	if end < 0 || folded(c.pending[:end]) || headerHasToken(c.pending[:end], "Transfer-Encoding", "chunked") {
 		return -1
 	}
-	return max(contentLength(pending[:end])-int64(len(pending)-end), 0)
+	return max(contentLength(c.pending[:end])-int64(len(c.pending)-end)-c.bodyRead, 0)
 }
 
-// pipelined reports whether pending, read before the response began, holds
-// more than its request; c.mu is held.
+// pipelined reports whether what was read before the response began
+// (pending, and bodyRead) holds more than its request; c.mu is held.
 func (c *conn) pipelined() bool {
-	end := headerEnd(c.pending)
-	if end < 0 || len(c.pending) == end {
+	end, read := headerEnd(c.pending), int64(len(c.pending))+c.bodyRead
+	if end < 0 || read == int64(end) {
 		return false
 	}
 	header := c.pending[:end]
 	if headerHasToken(header, "Transfer-Encoding", "chunked") {
 		return true // its end is not known: assume the worst
 	}
-	return int64(len(c.pending)) > int64(end)+max(contentLength(header), 0)
+	return read > int64(end)+max(contentLength(header), 0)
 }
 
 // verdict is what boundary makes of a connection its server closes.

@@ -38,3 +38,17 @@ func (v *View) awaitIdleRead(t *testing.T) {
 		}
 	}
 }
+
+// kept returns the most bytes one of v's connections keeps unanswered, and
+// whether one holds a large buffer.
+func (v *View) kept() (most int, large bool) {
+	v.mu.Lock()
+	conns := slices.Collect(maps.Keys(v.conns))
+	v.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		most, large = max(most, len(c.pending)), large || c.large != nil
+		c.mu.Unlock()
+	}
+	return most, large
+}

@@ -240,6 +240,39 @@ func TestClosingTheNewestViewGivesItsIdleConnectionsBack(t *testing.T) {
 	dial(t, address).mustGet("/", "running ping")
 }
 
+// TestTheBodyOfARequestBeingServedIsCountedNotKept: the body a handler
+// reads is never replayed to another server, so a slow upload holds no
+// large buffer; where the body ends is still known, and once answered the
+// connection moves to the new server on a reload.
+func TestTheBodyOfARequestBeingServedIsCountedNotKept(t *testing.T) {
+	const size, first = 60000, 40000
+	address := freeAddress(t)
+	read, release := make(chan struct{}), make(chan struct{})
+	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.ReadFull(r.Body, make([]byte, first))
+		close(read)
+		<-release
+		rest, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "old read %d", n+len(rest))
+	}))
+	c := dial(t, address)
+	c.send("POST", "/x/upload", strings.Repeat("a", size))
+	<-read
+	if most, large := old.view.kept(); large || most > smallBuffer {
+		t.Errorf("with %d bytes of the body read, a connection keeps %d bytes (large buffer: %v); want at most the header's read", first, most, large)
+	}
+	close(release)
+	if _, body, err := c.response(); err != nil || body != fmt.Sprintf("old read %d", size) {
+		t.Fatalf("the upload's answer: %q, %v", body, err)
+	}
+	<-old.idle
+	serve(t, address, "new", nil)
+	if err := <-old.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	c.mustGet("/", "new ping")
+}
+
 func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {
 	c, _, done := reloadDuringRequest(t, "GET", "/x/slow", "", func(w http.ResponseWriter, r *http.Request, pause func()) {
 		w.Header().Set("Content-Length", "4")
