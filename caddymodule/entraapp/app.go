@@ -34,6 +34,23 @@ const DefaultRefreshWindow = 60 * time.Second
 // to 90 minutes.
 const MaxRefreshWindow = 30 * time.Minute
 
+// The least value of each duration option, refused below at load: less
+// makes no sense, though it would run.
+const (
+	// MinRefreshWindow: a token with less left may expire on its way
+	// downstream.
+	MinRefreshWindow = time.Second
+	// MinWaitTimeout: no token request is answered sooner, so every
+	// request finding no usable token would fail while its refresh goes on.
+	MinWaitTimeout = 100 * time.Millisecond
+	// MinRedisTimeout: no Redis answers sooner, so every call would time
+	// out and the replicas would stop sharing tokens, silently.
+	MinRedisTimeout = time.Millisecond
+	// MinRedisMaxConnectionAge: connections would be dialled and
+	// authenticated anew faster than they are used.
+	MinRedisMaxConnectionAge = time.Second
+)
+
 // App is the entra app: the Entra ID configuration every handler shares,
 // the token clients and the pooled token cache.
 //
@@ -47,14 +64,15 @@ type App struct {
 	IdentityConfig
 
 	// RefreshWindow is how much lifetime a token must have left to be
-	// injected. Default 60s.
+	// injected: at least 1s, at most 30m. Default 60s.
 	RefreshWindow caddy.Duration `json:"refresh_window,omitempty"`
 
 	// RefreshAhead is the fraction of a token's lifetime after which it is
 	// refreshed in the background, unless Entra says (refresh_in). Default 0.5.
 	RefreshAhead float64 `json:"refresh_ahead,omitempty"`
 
-	// WaitTimeout bounds a request's wait for a token. Default 5s.
+	// WaitTimeout bounds a request's wait for a token: at least 100ms.
+	// Default 5s.
 	WaitTimeout caddy.Duration `json:"wait_timeout,omitempty"`
 
 	// TokenRequestConcurrency bounds this replica's token requests in
@@ -134,7 +152,7 @@ type RedisConfig struct {
 	KeyPrefix string `json:"key_prefix,omitempty"`
 
 	// Timeout bounds every Redis call; a slower Redis is treated as down.
-	// Default 100ms.
+	// At least 1ms. Default 100ms.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// EncryptionKeys (base64 of 32 bytes each) seal records with
@@ -160,7 +178,7 @@ type RedisEntra struct {
 	// default identity.
 	Application string `json:"application,omitempty"`
 	// MaxConnectionAge retires older connections (and renews the
-	// subscription), so none outlives its token. Default 10m.
+	// subscription), so none outlives its token. At least 1s. Default 10m.
 	MaxConnectionAge caddy.Duration `json:"max_connection_age,omitempty"`
 }
 

@@ -2,6 +2,7 @@ package entraapp
 
 import (
 	"cmp"
+	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -24,6 +25,10 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 	re, opts := a.Redis.Entra, cache.Redis
 	if re.MaxConnectionAge < 0 {
 		return ConfigError("redis entra max_connection_age", "must not be negative")
+	}
+	if re.MaxConnectionAge > 0 && time.Duration(re.MaxConnectionAge) < MinRedisMaxConnectionAge {
+		return ConfigError("redis entra max_connection_age", fmt.Sprintf("must be at least %s (connections would be "+
+			"dialled and authenticated anew faster than they are used)", MinRedisMaxConnectionAge))
 	}
 	u, _ := url.Parse(opts.URL)
 	if opts.Username != "" || opts.Password != "" || u != nil && u.User != nil {

@@ -140,8 +140,14 @@ func (a *App) cacheSettings(repl *caddy.Replacer) (*cacheSettings, error) {
 			"and a token with less than refresh_window left is never used", MaxRefreshWindow))
 	case s.RefreshAhead < 0 || s.RefreshAhead >= 1:
 		return nil, ConfigError("refresh_ahead", "must be a fraction of the lifetime, above 0 and below 1")
+	case s.RefreshWindow > 0 && s.RefreshWindow < MinRefreshWindow:
+		return nil, ConfigError("refresh_window", fmt.Sprintf("must be at least %s (a token with less left may expire "+
+			"on its way downstream)", MinRefreshWindow))
 	case s.WaitTimeout < 0:
 		return nil, ConfigError("wait_timeout", "must not be negative")
+	case s.WaitTimeout > 0 && s.WaitTimeout < MinWaitTimeout:
+		return nil, ConfigError("wait_timeout", fmt.Sprintf("must be at least %s (no token request is answered sooner: "+
+			"every request finding no usable token would fail)", MinWaitTimeout))
 	case s.FetchConcurrency < 0:
 		return nil, ConfigError("token_request_concurrency", "must not be negative")
 	}
@@ -213,10 +219,8 @@ func (rc *RedisConfig) options(repl *caddy.Replacer) (*redisstore.Options, strin
 		return nil, "", ConfigError("redis", "set either a URL or addrs, not both")
 	case opts.OpTimeout < 0:
 		return nil, "", ConfigError("redis timeout", "must not be negative")
-	case opts.OpTimeout > 0 && opts.OpTimeout < time.Millisecond:
-		// Every call would time out: the replicas would take Redis for
-		// down and stop sharing, silently.
-		return nil, "", ConfigError("redis timeout", "must be at least 1ms (no Redis answers sooner)")
+	case opts.OpTimeout > 0 && opts.OpTimeout < MinRedisTimeout:
+		return nil, "", ConfigError("redis timeout", fmt.Sprintf("must be at least %s (no Redis answers sooner)", MinRedisTimeout))
 	case len(rc.EncryptionKeys) == 0 && !rc.InsecurePlaintext:
 		return nil, "", ConfigError("redis encryption_key", "is required to share tokens through Redis: "+
 			"without it any Redis writer can replace or withhold the tokens this sidecar injects. "+

@@ -1,12 +1,14 @@
 package entraapp
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -108,6 +110,82 @@ func TestRedisTLSCAErrorsQuoteNoValue(t *testing.T) {
 		}
 		if err != nil && (strings.Contains(err.Error(), "MIIBca") || strings.Contains(err.Error(), content[:12])) {
 			t.Errorf("the error quotes the value: %v", err)
+		}
+	}
+}
+
+// Every duration option below its least sensible value is refused at
+// load, naming the option and the minimum, whether the config is a
+// Caddyfile or JSON; the minimum itself loads.
+func TestDurationsBelowTheirMinimumAreRefused(t *testing.T) {
+	const caddyfileTemplate = `entra {
+		tenant_id 00000000-0000-4000-8000-000000000001
+		client_id 00000000-0000-4000-8000-0000000000c1
+		client_secret duration-test-secret
+		%s
+		redis redis://127.0.0.1:6379 {
+			insecure_plaintext
+			%s
+			entra {
+				%s
+			}
+		}
+		application orders-api api://orders/.default
+	}`
+	const jsonTemplate = `{
+		"tenant_id": "00000000-0000-4000-8000-000000000001",
+		"client_id": "00000000-0000-4000-8000-0000000000c1",
+		"client_secret": "duration-test-secret",
+		%s
+		"redis": {"url": "redis://127.0.0.1:6379", "insecure_plaintext": true, %s "entra": {%s}},
+		"applications": {"orders-api": {"scopes": ["api://orders/.default"]}}
+	}`
+	for _, tc := range []struct {
+		option, field string
+		level         int // 0: the entra block, 1: redis, 2: redis entra
+		least         time.Duration
+	}{
+		{"refresh_window", "refresh_window", 0, MinRefreshWindow},
+		{"wait_timeout", "wait_timeout", 0, MinWaitTimeout},
+		{"timeout", "redis timeout", 1, MinRedisTimeout},
+		{"max_connection_age", "redis entra max_connection_age", 2, MinRedisMaxConnectionAge},
+	} {
+		for _, value := range []time.Duration{time.Nanosecond, tc.least - time.Nanosecond, tc.least} {
+			caddyfileArgs, jsonArgs := []any{"", "", ""}, []any{"", "", ""}
+			caddyfileArgs[tc.level] = tc.option + " " + value.String()
+			jsonArgs[tc.level] = fmt.Sprintf(`"%s": "%s"`, tc.option, value)
+			if tc.level < 2 {
+				jsonArgs[tc.level] = jsonArgs[tc.level].(string) + ","
+			}
+			load := map[string]func() (*App, error){
+				"caddyfile": func() (*App, error) {
+					app := new(App)
+					return app, app.UnmarshalCaddyfile(caddyfile.NewTestDispenser(fmt.Sprintf(caddyfileTemplate, caddyfileArgs...)))
+				},
+				"json": func() (*App, error) {
+					app := new(App)
+					return app, json.Unmarshal([]byte(fmt.Sprintf(jsonTemplate, jsonArgs...)), app)
+				},
+			}
+			for format, parse := range load {
+				t.Run(fmt.Sprintf("%s %s %s", format, tc.option, value), func(t *testing.T) {
+					app, err := parse()
+					if err != nil {
+						t.Fatalf("parsing: %v", err)
+					}
+					_, err = app.resolveSettings(caddy.NewReplacer())
+					if value >= tc.least {
+						if err != nil {
+							t.Fatalf("the minimum is refused: %v", err)
+						}
+						return
+					}
+					want := fmt.Sprintf("%s: %s: must be at least %s", CodeProviderInvalidConfig, tc.field, tc.least)
+					if err == nil || !strings.Contains(err.Error(), want) {
+						t.Fatalf("error = %v, want %q", err, want)
+					}
+				})
+			}
 		}
 	}
 }
