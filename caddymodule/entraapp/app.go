@@ -187,7 +187,7 @@ type RedisEntra struct {
 // together with the client ID).
 type Application struct {
 	// Scopes of its tokens, e.g. https://graph.microsoft.com/.default. At
-	// least one is required.
+	// least one is required, each listed once.
 	Scopes []string `json:"scopes,omitempty"`
 
 	// Prefetch overrides the app's prefetch. Default: the app's.

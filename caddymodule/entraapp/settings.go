@@ -289,9 +289,15 @@ func validateApplication(name string, app *Application) ([]string, error) {
 	if app == nil || len(app.Scopes) == 0 {
 		return nil, ConfigError(field, "at least one scope is required")
 	}
-	for _, scope := range app.Scopes {
+	for i, scope := range app.Scopes {
 		if scope == "" || strings.ContainsFunc(scope, unicode.IsSpace) {
 			return nil, ConfigError(field, fmt.Sprintf("invalid scope %q: must be non-empty and contain no whitespace", scope))
+		}
+		// The scopes are one space-separated value (RFC 6749 3.3), a set:
+		// a repeated one asks for nothing more, and is likely a mistake
+		// for another scope.
+		if slices.Contains(app.Scopes[:i], scope) {
+			return nil, ConfigError(field, fmt.Sprintf("duplicate scope %q: list each scope once", scope))
 		}
 	}
 	return slices.Clone(app.Scopes), nil

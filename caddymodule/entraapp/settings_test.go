@@ -189,3 +189,38 @@ func TestDurationsBelowTheirMinimumAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// A scope listed twice in an application, in one line or across its
+// argument and a scope line, is refused at load naming the application;
+// the same scope in two applications is not a duplicate.
+func TestDuplicateScopeIsRefused(t *testing.T) {
+	const identity = "tenant_id t\n client_id c\n client_secret s\n"
+	for _, tc := range []struct{ name, caddyfile, json, want string }{
+		{"one line", identity + "application orders-api api://orders/.default api://orders/.default\n",
+			`{"applications": {"orders-api": {"scopes": ["api://orders/.default", "api://orders/.default"]}}}`,
+			`application orders-api: scope: duplicate scope "api://orders/.default"`},
+		{"argument and scope line", identity + "application orders-api api://orders/Orders.Read {\n scope api://orders/Orders.Write api://orders/Orders.Read\n }\n",
+			`{"applications": {"orders-api": {"scopes": ["api://orders/Orders.Read", "api://orders/Orders.Write", "api://orders/Orders.Read"]}}}`,
+			`application orders-api: scope: duplicate scope "api://orders/Orders.Read"`},
+		{"two applications", identity + "application orders-api api://orders/.default\n application orders-copy api://orders/.default\n",
+			`{"applications": {"orders-api": {"scopes": ["api://orders/.default"]}, "orders-copy": {"scopes": ["api://orders/.default"]}}}`, ""},
+	} {
+		fromCaddyfile := new(App)
+		if err := fromCaddyfile.UnmarshalCaddyfile(caddyfile.NewTestDispenser("entra {\n " + tc.caddyfile + "}")); err != nil {
+			t.Fatalf("%s: parsing the Caddyfile: %v", tc.name, err)
+		}
+		fromJSON := &App{IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"}}
+		if err := json.Unmarshal([]byte(tc.json), fromJSON); err != nil {
+			t.Fatalf("%s: parsing the JSON: %v", tc.name, err)
+		}
+		for format, app := range map[string]*App{"caddyfile": fromCaddyfile, "json": fromJSON} {
+			_, err := app.resolveSettings(caddy.NewReplacer())
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("%s, %s: refused: %v", tc.name, format, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), CodeProviderInvalidConfig+": "+tc.want)):
+				t.Errorf("%s, %s: error = %v, want %q", tc.name, format, err, tc.want)
+			}
+		}
+	}
+}
