@@ -193,7 +193,8 @@ type Application struct {
 	// Prefetch overrides the app's prefetch. Default: the app's.
 	Prefetch *bool `json:"prefetch,omitempty"`
 
-	// ClientCapabilities override the app's. Default: the app's.
+	// ClientCapabilities override the app's. Default (absent or empty,
+	// which is not a way to declare none): the app's.
 	ClientCapabilities []string `json:"client_capabilities,omitempty"`
 
 	// OnBehalfOf makes entra_token exchange each request's user token for

@@ -1,6 +1,7 @@
 package entraapp
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -261,6 +262,34 @@ func TestPrefetchLeavesOnBehalfOfApplicationsOut(t *testing.T) {
 		info := app.status(name)
 		if armed := info.NextRefreshAt != nil; armed == info.OnBehalfOf {
 			t.Errorf("%s: prefetch armed %v, want %v", name, armed, !info.OnBehalfOf)
+		}
+	}
+}
+
+// An application's empty client_capabilities (JSON []) is none of its own,
+// as an absent one: it inherits the entra block's list rather than
+// clearing it (the Caddyfile cannot write an empty list, and the field's
+// omitempty drops [] when the config is marshalled again); a list of its
+// own replaces the block's.
+func TestEmptyApplicationClientCapabilitiesInherit(t *testing.T) {
+	app := new(App)
+	err := json.Unmarshal([]byte(`{"tenant_id": "t", "client_id": "c", "client_secret": "s", "client_capabilities": ["cp1"],
+		"applications": {
+			"absent": {"scopes": ["api://a/.default"]},
+			"empty": {"scopes": ["api://a/.default"], "client_capabilities": []},
+			"own": {"scopes": ["api://a/.default"], "client_capabilities": ["cp2"]}
+		}}`), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := app.resolveSettings(caddy.NewReplacer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"absent": {"cp1"}, "empty": {"cp1"}, "own": {"cp2"}}
+	for _, ra := range s.applications {
+		if !reflect.DeepEqual(ra.Config.ClientCapabilities, want[ra.Name]) {
+			t.Errorf("application %s declares %v, want %v", ra.Name, ra.Config.ClientCapabilities, want[ra.Name])
 		}
 	}
 }

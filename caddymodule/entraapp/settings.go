@@ -82,7 +82,7 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 			return nil, err
 		}
 		cfg.ClientCapabilities = a.ClientCapabilities
-		if app.ClientCapabilities != nil {
+		if len(app.ClientCapabilities) > 0 { // [] is none of its own, as absent: omitempty drops it
 			cfg.ClientCapabilities = app.ClientCapabilities
 		}
 		if cfg.ManagedIdentity != nil && len(scopes) != 1 {
