@@ -69,6 +69,11 @@ type Config struct {
 	// token (workload identity), read again for every request.
 	FederatedTokenFile string
 
+	// FederatedTokenFileFromEnv says FederatedTokenFile came from
+	// AZURE_FEDERATED_TOKEN_FILE (WorkloadIdentityFromEnv sets it): errors
+	// then name the variable, not federated_token_file. Default false.
+	FederatedTokenFileFromEnv bool
+
 	// ManagedIdentity gets tokens from the host's Azure managed identity
 	// endpoint; TenantID, AuthorityHost and TokenEndpoint are then ignored.
 	ManagedIdentity *ManagedIdentityCredential
@@ -181,8 +186,8 @@ func NewClient(cfg Config) (*Client, error) {
 	case cfg.ClientCertificate != nil:
 		source, err = newCertificateCredential(*cfg.ClientCertificate, form)
 	case cfg.FederatedTokenFile != "":
-		if err = CheckFilePath("federated_token_file", cfg.FederatedTokenFile); err == nil {
-			source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile}
+		if err = checkFederatedTokenFile(cfg); err == nil {
+			source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile, origin: federatedTokenFileOrigin(cfg)}
 		}
 	}
 	if err != nil {

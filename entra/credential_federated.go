@@ -30,11 +30,34 @@ const (
 // as the client assertion.
 type federatedCredential struct {
 	formCredential
-	path string
+	path   string
+	origin string // where path came from, for errors: federatedTokenFileOrigin
+}
+
+// federatedTokenFileOrigin names where cfg's federated token file path
+// came from: the option, or the workload identity's variable.
+func federatedTokenFileOrigin(cfg Config) string {
+	if cfg.FederatedTokenFileFromEnv {
+		return EnvFederatedTokenFile
+	}
+	return "federated_token_file"
+}
+
+// checkFederatedTokenFile is CheckFilePath of cfg's federated token file,
+// its error naming where the path came from.
+func checkFederatedTokenFile(cfg Config) error {
+	if !cfg.FederatedTokenFileFromEnv {
+		return CheckFilePath("federated_token_file", cfg.FederatedTokenFile)
+	}
+	if looksLikeContent(cfg.FederatedTokenFile) {
+		return &ConfigError{Field: "workload_identity", Reason: EnvFederatedTokenFile + " holds what looks like a file's " +
+			"content, not the path of the token file"}
+	}
+	return nil
 }
 
 func (f federatedCredential) newRequest(ctx context.Context, tr tokenRequest) (*http.Request, []string, error) {
-	assertion, err := readFederatedToken(f.path)
+	assertion, err := readFederatedToken(f.path, f.origin)
 	if err != nil {
 		return nil, nil, &RequestError{Err: err}
 	}
@@ -47,25 +70,29 @@ func (federatedCredential) kind() string { return "federated_token" }
 // every valid content is the same credential.
 func (f federatedCredential) fingerprint() string { return f.path }
 
-// readFederatedToken reads the token, trimmed. Errors name neither the
-// path (see FileErrorKind) nor the content.
-func readFederatedToken(path string) (string, error) {
+// readFederatedToken reads the token, trimmed. Errors name where the path
+// came from (origin: federatedTokenFileOrigin), neither the path (see
+// FileErrorKind) nor the content.
+func readFederatedToken(path, origin string) (string, error) {
+	unavailable := func(fault string) error {
+		return fmt.Errorf("%w: %s: %s", ErrFederatedTokenUnavailable, origin, fault)
+	}
 	file, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, FileErrorKind(err))
+		return "", unavailable(FileErrorKind(err))
 	}
 	defer file.Close()
 	content, err := io.ReadAll(io.LimitReader(file, maxFederatedTokenBytes+1))
 	token := strings.TrimSpace(string(content))
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("%w: %s", ErrFederatedTokenUnavailable, FileErrorKind(err))
+		return "", unavailable(FileErrorKind(err))
 	case len(content) > maxFederatedTokenBytes:
-		return "", fmt.Errorf("%w: the file is larger than 64 KiB", ErrFederatedTokenUnavailable)
+		return "", unavailable("the file is larger than 64 KiB")
 	case token == "":
-		return "", fmt.Errorf("%w: the file is empty", ErrFederatedTokenUnavailable)
+		return "", unavailable("the file is empty")
 	case !isVisibleASCII(token):
-		return "", fmt.Errorf("%w: the file does not hold a token (unexpected characters)", ErrFederatedTokenUnavailable)
+		return "", unavailable("the file does not hold a token (unexpected characters)")
 	}
 	return token, nil
 }
@@ -86,5 +113,6 @@ func WorkloadIdentityFromEnv(getenv func(string) string) (Config, error) {
 			return Config{}, &ConfigError{Field: "workload_identity", Reason: v.name + " is not set"}
 		}
 	}
+	cfg.FederatedTokenFileFromEnv = true
 	return cfg, nil
 }

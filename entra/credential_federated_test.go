@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,5 +154,54 @@ func TestWorkloadIdentityFromEnv(t *testing.T) {
 	delete(full, "AZURE_AUTHORITY_HOST")
 	if cfg, err := entra.WorkloadIdentityFromEnv(getenv(full)); err != nil || cfg.AuthorityHost != "" {
 		t.Errorf("without AZURE_AUTHORITY_HOST: %+v, %v", cfg, err)
+	}
+}
+
+// Errors about the federated token file name where its path came from:
+// AZURE_FEDERATED_TOKEN_FILE for a workload identity (the AKS webhook sets
+// it; the config has no federated_token_file to fix), federated_token_file
+// otherwise; never the path or its content.
+func TestFederatedTokenFileErrorsNameWhereThePathCameFrom(t *testing.T) {
+	const content = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+	missing := filepath.Join(t.TempDir(), "azure-identity-token-missing")
+	fromEnv := func(path string) entra.Config {
+		cfg, err := entra.WorkloadIdentityFromEnv(func(name string) string {
+			return map[string]string{"AZURE_FEDERATED_TOKEN_FILE": path, "AZURE_CLIENT_ID": testClientID,
+				"AZURE_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47"}[name]
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	fromConfig := func(path string) entra.Config {
+		return entra.Config{TenantID: "72f988bf-86f1-41af-91ab-2d7cd011db47", ClientID: testClientID, FederatedTokenFile: path}
+	}
+	for _, tc := range []struct {
+		source          string
+		config          func(path string) entra.Config
+		loadField, name string // the load error's field; the name every error gives
+		notName         string
+	}{
+		{"environment", fromEnv, "workload_identity", "AZURE_FEDERATED_TOKEN_FILE", "federated_token_file"},
+		{"config", fromConfig, "federated_token_file", "federated_token_file", "AZURE_FEDERATED_TOKEN_FILE"},
+	} {
+		_, err := entra.NewClient(tc.config(content))
+		var cfgErr *entra.ConfigError
+		if !errors.As(err, &cfgErr) || cfgErr.Field != tc.loadField || !strings.Contains(err.Error(), tc.name) ||
+			strings.Contains(err.Error(), tc.notName) || strings.Contains(err.Error(), content[:20]) {
+			t.Errorf("%s, content for a path: NewClient() = %v, want a %s error naming %s, not %s or the content",
+				tc.source, err, tc.loadField, tc.name, tc.notName)
+		}
+
+		client, err := entra.NewClient(tc.config(missing))
+		if err != nil {
+			t.Fatalf("%s: NewClient() = %v", tc.source, err)
+		}
+		_, err = client.Token(context.Background(), []string{"api://orders/.default"})
+		if !errors.Is(err, entra.ErrFederatedTokenUnavailable) || !strings.Contains(err.Error(), tc.name+": the file does not exist") ||
+			strings.Contains(err.Error(), tc.notName) || strings.Contains(err.Error(), missing) {
+			t.Errorf("%s, missing file: Token() = %v, want %q, not %s or the path", tc.source, err, tc.name+": the file does not exist", tc.notName)
+		}
 	}
 }

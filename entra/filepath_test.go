@@ -42,7 +42,7 @@ func TestFileReadErrorsQuoteNoPath(t *testing.T) {
 	if !errors.As(err, &cfgErr) || !strings.Contains(err.Error(), "reading certificate: the file does not exist") {
 		t.Errorf("NewClient() = %v, want the certificate file refused as missing", err)
 	}
-	if _, err = readFederatedToken(secret); !errors.Is(err, ErrFederatedTokenUnavailable) || !strings.Contains(err.Error(), "the file does not exist") {
+	if _, err = readFederatedToken(secret, "federated_token_file"); !errors.Is(err, ErrFederatedTokenUnavailable) || !strings.Contains(err.Error(), "the file does not exist") {
 		t.Errorf("readFederatedToken() = %v, want the file named missing", err)
 	}
 	for _, err := range []error{cfgErr, err} {

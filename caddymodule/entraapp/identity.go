@@ -210,7 +210,7 @@ func (id *IdentityConfig) clientConfig(repl *caddy.Replacer, field string) (entr
 		if err != nil {
 			return entra.Config{}, prefixConfigError(field, err)
 		}
-		cfg.FederatedTokenFile = fromEnv.FederatedTokenFile
+		cfg.FederatedTokenFile, cfg.FederatedTokenFileFromEnv = fromEnv.FederatedTokenFile, fromEnv.FederatedTokenFileFromEnv
 		cfg.ClientID, cfg.TenantID = cmp.Or(cfg.ClientID, fromEnv.ClientID), cmp.Or(cfg.TenantID, fromEnv.TenantID)
 		if cfg.AuthorityHost == "" && cfg.TokenEndpoint == "" {
 			cfg.AuthorityHost = fromEnv.AuthorityHost
