@@ -112,21 +112,35 @@ func startTLSRedis(t *testing.T) *tlsRedis {
 // given as tls_ca.
 func TestRedisOverTLSWithPrivateCA(t *testing.T) {
 	r := startTLSRedis(t)
-	f := newFleet(t)
-	config := sidecarConfig(`
+	r.assertReplicasShareOneToken(t, `redis rediss://{env.TEST_TLS_REDIS}/0 {
+			tls_ca     {env.TEST_REDIS_CA}`, "TEST_TLS_REDIS="+r.addr)
+}
+
+// withRedis is the config of replicas sharing orders-api's token through
+// the redis block that opens with redisOpening (the option and its first
+// lines).
+func withRedis(redisOpening string) string {
+	return sidecarConfig(`
 		authority_host {env.TEST_AUTHORITY_HOST}
 		tenant_id      {env.TEST_TENANT_ID}
 		client_id      {env.TEST_CLIENT_ID}
 		client_secret  {env.TEST_CLIENT_SECRET}
-		redis rediss://{env.TEST_TLS_REDIS}/0 {
-			tls_ca     {env.TEST_REDIS_CA}
+		`+redisOpening+`
 			key_prefix `+testKeyPrefix+`
 			insecure_plaintext
 		}
 		application orders-api `+testScope,
 		route{Path: "/orders", Application: "orders-api"})
-	first := assertTwoReplicasShareOneToken(t, f, config,
-		append(f.env(testClientSecret), "TEST_TLS_REDIS="+r.addr, "TEST_REDIS_CA="+r.caFile)...)
+}
+
+// assertReplicasShareOneToken starts two replicas whose redis block opens
+// with redisOpening ({env.TEST_REDIS_CA} is r's CA) and checks that they
+// share one token, which r holds, with no store failure.
+func (r *tlsRedis) assertReplicasShareOneToken(t *testing.T, redisOpening string, env ...string) {
+	t.Helper()
+	f := newFleet(t)
+	first := assertTwoReplicasShareOneToken(t, f, withRedis(redisOpening),
+		append(f.env(testClientSecret), append(env, "TEST_REDIS_CA="+r.caFile)...)...)
 	keys, err := r.client.Keys(context.Background(), testKeyPrefix+"*:token").Result()
 	if err != nil || len(keys) != 1 {
 		t.Errorf("the TLS redis holds keys %v (%v), want one record", keys, err)

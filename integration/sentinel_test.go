@@ -58,19 +58,9 @@ func startSentinel(t *testing.T, masterAddr string, tlsFiles *tlsRedis) string {
 func TestSentinelReplicasShareOneToken(t *testing.T) {
 	f := newFleet(t)
 	sentinel := startSentinel(t, f.redis.Addr, nil)
-	config := sidecarConfig(`
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
-		redis {
+	config := withRedis(`redis {
 			addrs       {env.TEST_SENTINEL}
-			master_name mymaster
-			key_prefix  `+testKeyPrefix+`
-			insecure_plaintext
-		}
-		application orders-api `+testScope,
-		route{Path: "/orders", Application: "orders-api"})
+			master_name mymaster`)
 	assertTwoReplicasShareOneToken(t, f, config, append(f.env(testClientSecret), "TEST_SENTINEL="+sentinel)...)
 	if n := len(f.records(t)); n != 1 {
 		t.Errorf("the master holds %d records, want 1", n)
@@ -83,31 +73,11 @@ func TestSentinelReplicasShareOneToken(t *testing.T) {
 func TestSentinelOverTLSReplicasShareOneToken(t *testing.T) {
 	r := startTLSRedis(t)
 	sentinel := startSentinel(t, r.addr, r)
-	f := newFleet(t)
-	config := sidecarConfig(`
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
-		redis {
+	r.assertReplicasShareOneToken(t, `redis {
 			addrs       {env.TEST_SENTINEL}
 			master_name mymaster
 			tls
-			tls_ca      {env.TEST_REDIS_CA}
-			key_prefix  `+testKeyPrefix+`
-			insecure_plaintext
-		}
-		application orders-api `+testScope,
-		route{Path: "/orders", Application: "orders-api"})
-	first := assertTwoReplicasShareOneToken(t, f, config,
-		append(f.env(testClientSecret), "TEST_SENTINEL="+sentinel, "TEST_REDIS_CA="+r.caFile)...)
-	keys, err := r.client.Keys(context.Background(), testKeyPrefix+"*:token").Result()
-	if err != nil || len(keys) != 1 {
-		t.Errorf("the TLS master holds keys %v (%v), want one record", keys, err)
-	}
-	if logs := first.logs(); strings.Contains(logs, "token store unavailable") {
-		t.Error("the replica could not use the Sentinel over TLS")
-	}
+			tls_ca      {env.TEST_REDIS_CA}`, "TEST_SENTINEL="+sentinel)
 }
 
 // assertTwoReplicasShareOneToken starts two replicas on config and checks

@@ -50,11 +50,20 @@ func TestAWatchMadeWhileRedisIsDownReceivesOnceItIsBack(t *testing.T) {
 	const channel = "entra:{k}:updated"
 	updates, cancel := store.Watch(t.Context(), "entra:{k}:token", channel)
 	defer cancel()
+	restartAndPublish(t, mr, channel)
+	receive(t, updates, "the announcement")
+}
+
+// restartAndPublish brings Redis back and publishes on channel, as another
+// replica, once a subscriber (the store's) receives it; it returns the
+// other replica's client.
+func restartAndPublish(t *testing.T, mr *miniredis.Miniredis, channel string) *redis.Client {
+	t.Helper()
 	if err := mr.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	other := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer other.Close()
+	t.Cleanup(func() { other.Close() })
 	retry := time.NewTicker(20 * time.Millisecond) // the subscription's retries pause up to 5 s
 	defer retry.Stop()
 	for deadline := time.Now().Add(10 * time.Second); other.Publish(t.Context(), channel, "another-replica").Val() != 1; <-retry.C {
@@ -62,7 +71,7 @@ func TestAWatchMadeWhileRedisIsDownReceivesOnceItIsBack(t *testing.T) {
 			t.Fatal("no subscriber 10 s after Redis came back")
 		}
 	}
-	receive(t, updates, "the announcement")
+	return other
 }
 
 // A Watch made after the store-wide deadline, while Redis is down, returns
@@ -87,18 +96,7 @@ func TestAWatchAfterTheDeadlineReceivesOnceRedisIsBack(t *testing.T) {
 	if took := time.Since(start); took >= opTimeout {
 		t.Errorf("a Watch after the deadline took %v, want it at once", took)
 	}
-	if err := mr.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	other := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer other.Close()
-	retry := time.NewTicker(20 * time.Millisecond) // the subscription's retries pause up to 5 s
-	defer retry.Stop()
-	for deadline := time.Now().Add(10 * time.Second); other.Publish(t.Context(), "entra:{b}:updated", "another-replica").Val() != 1; <-retry.C {
-		if time.Now().After(deadline) {
-			t.Fatal("no subscriber 10 s after Redis came back")
-		}
-	}
+	other := restartAndPublish(t, mr, "entra:{b}:updated")
 	receive(t, late, "the announcement to the Watch made after the deadline")
 	other.Publish(t.Context(), "entra:{a}:updated", "another-replica")
 	receive(t, first, "the announcement to the first Watch")
