@@ -5,6 +5,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,7 +109,11 @@ type response struct {
 	Body   string
 }
 
-// send sends a GET with the given headers and returns the response.
+// send sends a GET with the given headers and returns the response. A
+// connection closed unanswered is tried once more: right after a reload
+// the kernel may queue a new connection on the old server's socket
+// (Caddy listens with SO_REUSEPORT), which that server closes as it
+// stops (`bind handoff/...` avoids it; these tests bind plainly).
 func send(t *testing.T, url string, header http.Header) response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -120,6 +126,10 @@ func send(t *testing.T, url string, header http.Header) response {
 		req.Header[name] = values
 	}
 	resp, err := http.DefaultClient.Do(req)
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		t.Logf("GET %s: %v; sending it again", url, err)
+		resp, err = http.DefaultClient.Do(req.Clone(ctx))
+	}
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
