@@ -74,6 +74,7 @@ type conn struct {
 	// response finished; no boundary until it does.
 	hooks               *ServerHooks
 	active, held, early bool
+	withBody            bool      // the active request's header announces a body
 	http11              bool      // the request being answered is HTTP/1.1
 	readDeadline        time.Time // the server's last
 	// bodyLeft is how many bytes of the answered request's body were
@@ -205,17 +206,21 @@ func (c *conn) recordRead(b []byte) {
 		}
 	}
 	if !c.newRequest {
-		c.aborted, c.active, c.held = false, false, false
+		c.aborted, c.active, c.held, c.withBody = false, false, false, false
 		c.newRequest = true
 	}
 	c.dataRead = c.reads
 	c.lastReadAt = len(c.pending)
+	if c.noHandoff { // never handed off: nothing read is kept
+		c.resetPending()
+		return
+	}
 	if int64(len(c.pending)+len(b))+c.bodyRead > maxPending { // a pipelined request may hide behind it
 		c.noHandoff = true
 		c.resetPending()
 		return
 	}
-	if c.servingWithBody() {
+	if c.active && !c.held && c.withBody { // its body, which no other server will be given
 		c.bodyRead += int64(len(b))
 		return
 	}
@@ -228,18 +233,6 @@ func (c *conn) recordRead(b []byte) {
 		c.noHandoff = c.noHandoff || !looksLikeRequest(c.pending)
 		c.lineRead = bytes.IndexByte(c.pending[c.lastReadAt:], '\n') >= 0
 	}
-}
-
-// servingWithBody reports whether net/http serves the request in pending
-// (reported active, not held) and its header, whole, announces a body:
-// what it reads next is that body, which no other server will be given;
-// c.mu is held.
-func (c *conn) servingWithBody() bool {
-	if !c.active || c.held {
-		return false
-	}
-	end := headerEnd(c.pending)
-	return end >= 0 && hasBody(c.pending[:end])
 }
 
 // readAfterResponseBegan notes b, read after the response began, and

@@ -70,6 +70,8 @@ func (h *ServerHooks) ConnState(nc net.Conn, state http.ConnState) {
 func (c *conn) headerRead(h *ServerHooks) {
 	c.mu.Lock()
 	c.hooks, c.active, c.held = h, true, false
+	end := headerEnd(c.pending) // whole: net/http has read it
+	c.withBody = end >= 0 && hasBody(c.pending[:end])
 	v, skip := c.view, c.closed || c.noHandoff || c.view == nil
 	c.mu.Unlock()
 	if skip || !v.awaitShutdown(h, holdLimit) {

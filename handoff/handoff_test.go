@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -241,36 +242,60 @@ func TestClosingTheNewestViewGivesItsIdleConnectionsBack(t *testing.T) {
 }
 
 // TestTheBodyOfARequestBeingServedIsCountedNotKept: the body a handler
-// reads is never replayed to another server, so a slow upload holds no
-// large buffer; where the body ends is still known, and once answered the
-// connection moves to the new server on a reload.
+// reads is never replayed to another server, so a slow upload, of any
+// size, holds no large buffer; where the body ends is still known, and
+// once answered the connection moves to the new server on a reload
+// (unless more than maxPending was read unanswered).
 func TestTheBodyOfARequestBeingServedIsCountedNotKept(t *testing.T) {
-	const size, first = 60000, 40000
-	address := freeAddress(t)
-	read, release := make(chan struct{}), make(chan struct{})
-	old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.ReadFull(r.Body, make([]byte, first))
-		close(read)
-		<-release
-		rest, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "old read %d", n+len(rest))
-	}))
-	c := dial(t, address)
-	c.send("POST", "/x/upload", strings.Repeat("a", size))
-	<-read
-	if most, large := old.view.kept(); large || most > smallBuffer {
-		t.Errorf("with %d bytes of the body read, a connection keeps %d bytes (large buffer: %v); want at most the header's read", first, most, large)
+	for _, tc := range []struct{ size, first int }{{60000, 40000}, {200000, 150000}} {
+		address := freeAddress(t)
+		read, release := make(chan struct{}), make(chan struct{})
+		old := serve(t, address, "old", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.ReadFull(r.Body, make([]byte, tc.first))
+			close(read)
+			<-release
+			rest, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "old read %d", n+len(rest))
+		}))
+		c := dial(t, address)
+		go c.send("POST", "/x/upload", strings.Repeat("a", tc.size))
+		<-read
+		if most, large := old.view.kept(); large || most > smallBuffer {
+			t.Errorf("with %d bytes of a %d-byte body read, a connection keeps %d bytes (large buffer: %v); want at most the header's read",
+				tc.first, tc.size, most, large)
+		}
+		close(release)
+		if _, body, err := c.response(); err != nil || body != fmt.Sprintf("old read %d", tc.size) {
+			t.Fatalf("the upload's answer: %q, %v", body, err)
+		}
+		<-old.idle
+		serve(t, address, "new", nil)
+		if err := <-old.shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		if tc.size < maxPending {
+			c.mustGet("/", "new ping")
+		}
 	}
-	close(release)
-	if _, body, err := c.response(); err != nil || body != fmt.Sprintf("old read %d", size) {
-		t.Fatalf("the upload's answer: %q, %v", body, err)
+}
+
+// TestAConnectionNeverHandedOffKeepsNothing: what a TLS (or HTTP/2, or
+// past maxPending) connection reads is never replayed: none of it is kept.
+func TestAConnectionNeverHandedOffKeepsNothing(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := newConn(a, nil)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recordRead([]byte{0x16, 0x03, 0x01, 0x02, 0x00}) // a TLS ClientHello begins
+	if !c.noHandoff {
+		t.Fatal("TLS not judged")
 	}
-	<-old.idle
-	serve(t, address, "new", nil)
-	if err := <-old.shutdown(); err != nil {
-		t.Fatal(err)
+	c.recordRead(bytes.Repeat([]byte{0x17}, 40000)) // application data, no write yet
+	if len(c.pending) > 0 || c.large != nil {
+		t.Errorf("a connection never handed off keeps %d bytes read (large buffer: %v)", len(c.pending), c.large != nil)
 	}
-	c.mustGet("/", "new ping")
 }
 
 func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {

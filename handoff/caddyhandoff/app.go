@@ -5,6 +5,7 @@
 package caddyhandoff
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -43,6 +44,12 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // registers the metrics.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	// Caddy cancels a config's context before any module's Cleanup, which
+	// it runs in no set order: the http app's stops the servers of a
+	// config that failed to start only after shutdown_delay, and until
+	// then its Views would take connections. They close at the cancel;
+	// Cleanup closes them at the latest.
+	context.AfterFunc(ctx, func() { _ = a.Cleanup() })
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
@@ -98,12 +105,13 @@ func (a *App) opened(v *handoff.View) {
 }
 
 // Cleanup closes the Views of this config's servers when the config is
-// unloaded. Caddy does not stop a config that failed to start, and stopping
-// its http servers only begins their Shutdown: until then the newest View
-// would be the refused server's, taking new connections and the idle ones
-// that had moved to it. Closed, they go to the running config's server
-// before the reload returns its error. After a config ran, its servers'
-// Shutdown has closed them already.
+// unloaded, if the cancel of its context has not (see Provision). The http
+// app stops the servers of a config that failed to start only in its own
+// Cleanup, after shutdown_delay, and that stop only begins their Shutdown:
+// until then the newest View would be the refused server's, taking new
+// connections and the idle ones that had moved to it. Closed, they go to
+// the running config's server before the reload returns its error. After
+// a config ran, its servers' Shutdown has closed them already.
 func (a *App) Cleanup() error {
 	a.mu.Lock()
 	views := a.views

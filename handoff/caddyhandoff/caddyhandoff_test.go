@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -320,5 +321,36 @@ func TestCleanupClosesTheViewsOfItsConfig(t *testing.T) {
 	}
 	if _, err := view.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Cleanup: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestTheViewsCloseWhenTheConfigIsCancelled: Caddy cancels a config's
+// context before it runs the modules' Cleanup in no set order (the http
+// app's waits out shutdown_delay first): the Views close at the cancel.
+func TestTheViewsCloseWhenTheConfigIsCancelled(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	app := new(App)
+	if err := app.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	view, err := handoff.Listen(context.Background(), "tcp", "127.0.0.1:0", net.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { view.Close() })
+	app.opened(view)
+	cancel() // runs no Cleanup of app: it was not loaded through ctx
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := view.Accept()
+		accepted <- err
+	}()
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after the cancel: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the View is still open 10 s after its config was cancelled")
 	}
 }
