@@ -508,8 +508,7 @@ func (e *Exchanger) keep(call exchangeCall, rec *Record) {
 }
 
 // exchange calls call.exchange in an exchange slot (waited for only while
-// a request waits) and keeps its token, in the store too if write, where
-// a success also ends the tenant's backoff if one was known here; a
+// a request waits) and keeps its token, in the store too if write; a
 // failure goes through failed.
 func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool) (exchanged, error) {
 	if call.waiting.Err() != nil {
@@ -541,18 +540,13 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 	if err != nil {
 		return e.failed(ctx, call, err, now, write)
 	}
-	hadBackoff := e.clearBackoff(call.tenant)
+	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &Record{ID: call.key, ApplicationName: e.opts.Name, AccessToken: fetched.AccessToken,
 		AccessTokenExpiresAt: fetched.ExpiresAt, Scope: e.scope, CreatedAt: stamp, UpdatedAt: stamp}
 	e.keep(call, rec)
 	if ttl := minTime(rec.AccessTokenExpiresAt, call.notAfter).Sub(now); write && ttl > 0 {
 		if err := e.c.store.Set(ctx, call.key, rec, ttl); err != nil && !errors.Is(err, ErrTooLarge) {
-			e.c.storeFailed(err)
-		}
-	}
-	if write && hadBackoff { // the tenant answers again: the fleet's backoff ends, as a refresh's does
-		if err := e.c.store.DeleteBackoff(ctx, e.backoffKey(call.tenant)); err != nil {
 			e.c.storeFailed(err)
 		}
 	}
@@ -664,14 +658,10 @@ func (e *Exchanger) backedOff(tenant string, now time.Time) error {
 	return pausedBy(tb.Backoff, tb.cause, msg+"; token exchanges", now)
 }
 
-// clearBackoff forgets the backoff of the exchanges at tenant, reporting
-// whether there was one (this process's failure or the fleet's, adopted).
-func (e *Exchanger) clearBackoff(tenant string) bool {
+func (e *Exchanger) clearBackoff(tenant string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	_, had := e.backoffs[tenant]
 	delete(e.backoffs, tenant)
-	return had
 }
 
 func (e *Exchanger) report(result ExchangeResult) {

@@ -179,35 +179,3 @@ func TestAPlantedExchangeBackoffIsWarnedOfOnceAnHour(t *testing.T) {
 		t.Errorf("planted still an hour later: %d warnings in all, want 3", n)
 	}
 }
-
-// An exchange that succeeds at a tenant after its backoff ends the
-// fleet's backoff there, as a refresh does: a replica whose clock is
-// behind (within the skew allowed) is not paused by what is left of it.
-func TestASuccessfulExchangeEndsTheFleetsBackoff(t *testing.T) {
-	mr := miniredis.RunT(t)
-	clock := &fakeClock{now: time.Now()}
-	behind := &fakeClock{now: clock.Now().Add(-50 * time.Second)}
-	a := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), clock, DefaultWaitTimeout)
-	b := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), behind, DefaultWaitTimeout)
-	notAfter := clock.Now().Add(2 * time.Hour)
-	throttled := &exchangeCounter{clock: clock, err: &classifiedError{retryAfter: 30 * time.Second}}
-	if _, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, throttled.exchange); err == nil {
-		t.Fatal("a throttled exchange succeeded")
-	}
-	if !mr.Exists(a.backoffKey(testTenant)) {
-		t.Fatal("the throttled exchange wrote no backoff for the fleet")
-	}
-	clock.Advance(31 * time.Second) // past the Retry-After
-	good := &exchangeCounter{clock: clock}
-	if _, err := a.Exchange(t.Context(), testOtherUser, testTenant, notAfter, good.exchange); err != nil {
-		t.Fatalf("an exchange after the backoff: %v", err)
-	}
-	if mr.Exists(a.backoffKey(testTenant)) {
-		t.Error("the fleet's backoff is still in the store after a successful exchange")
-	}
-	third := "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiJ1c2VyLTMiLCJ0aWQiOiJ0LTEifQ.c2lnbmF0dXJlLW9mLXVzZXItMw"
-	late := &exchangeCounter{clock: behind}
-	if _, err := b.Exchange(t.Context(), third, testTenant, behind.Now().Add(2*time.Hour), late.exchange); err != nil || late.calls.Load() != 1 {
-		t.Errorf("a replica whose clock is 50 s behind, after the successful exchange: %v, %d exchanges; want its exchange", err, late.calls.Load())
-	}
-}
