@@ -179,3 +179,49 @@ func TestAPlantedExchangeBackoffIsWarnedOfOnceAnHour(t *testing.T) {
 		t.Errorf("planted still an hour later: %d warnings in all, want 3", n)
 	}
 }
+
+// A success does not end the fleet's pause of the tenant: exchanges of
+// other users run at once on other replicas, and one sent before another
+// replica's 429 must not end the pause that 429 wrote (review 18).
+func TestASuccessSentBeforeAnotherReplicasThrottlingKeepsItsPause(t *testing.T) {
+	mr := miniredis.RunT(t)
+	clock := &fakeClock{now: time.Now()}
+	a := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), clock, DefaultWaitTimeout)
+	b := fleetExchangerWaiting(t, patientStore(t, mr, fleetSealKeys), clock, DefaultWaitTimeout)
+	notAfter := clock.Now().Add(2 * time.Hour)
+	throttled := &exchangeCounter{clock: clock, err: &classifiedError{retryAfter: 30 * time.Second}}
+	if _, err := a.Exchange(t.Context(), testUserToken, testTenant, notAfter, throttled.exchange); err == nil {
+		t.Fatal("a throttled exchange succeeded")
+	}
+	clock.Advance(31 * time.Second)
+	mr.FastForward(31 * time.Second) // the old pause is over everywhere
+	if mr.Exists(a.backoffKey(testTenant)) {
+		t.Fatal("old pause still in the store")
+	}
+	sent, release := make(chan struct{}), make(chan struct{})
+	slow := func(context.Context) (Fetched, error) {
+		close(sent)
+		<-release
+		return Fetched{AccessToken: "downstream-token-slow", ExpiresAt: clock.Now().Add(time.Hour)}, nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Exchange(context.Background(), testOtherUser, testTenant, notAfter, slow)
+		done <- err
+	}()
+	<-sent // A's exchange is on its way to Entra
+	third := "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiJ1c2VyLTMiLCJ0aWQiOiJ0LTEifQ.c2lnbmF0dXJlLW9mLXVzZXItMw"
+	if _, err := b.Exchange(t.Context(), third, testTenant, notAfter, throttled.exchange); err == nil {
+		t.Fatal("B's throttled exchange succeeded")
+	}
+	if !mr.Exists(a.backoffKey(testTenant)) {
+		t.Fatal("B's throttle wrote no fleet pause")
+	}
+	close(release) // A's exchange, sent before B's 429, answers now
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !mr.Exists(a.backoffKey(testTenant)) {
+		t.Error("A's success, sent before B was throttled, deleted the fleet's newer pause (Retry-After 30 s): every replica exchanges at the throttled tenant again")
+	}
+}
