@@ -422,9 +422,6 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 			_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
 		}
 	}()
-	if call.waiting.Err() != nil { // unlocked on the way out
-		return exchanged{}, errCallersGone(e.opts.Name)
-	}
 	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
