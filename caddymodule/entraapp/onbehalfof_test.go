@@ -293,3 +293,26 @@ func TestEmptyApplicationClientCapabilitiesInherit(t *testing.T) {
 		}
 	}
 }
+
+// An application on a managed identity (which declares no capabilities)
+// under an entra block that declares them is refused, naming the block's
+// list as inherited and how to keep it from that application.
+func TestInheritedClientCapabilitiesAManagedIdentityCannotTakeAreNamedAsInherited(t *testing.T) {
+	for _, own := range []string{``, `, "client_capabilities": []`} {
+		app := new(App)
+		err := json.Unmarshal([]byte(`{"tenant_id": "11111111-0000-4000-8000-000000000001", "client_id": "c", "client_secret": "s",
+			"client_capabilities": ["cp1"], "applications": {
+				"graph": {"scopes": ["https://graph.microsoft.com/.default"]},
+				"vault": {"scopes": ["https://vault.azure.net/.default"], "managed_identity": {}`+own+`}
+			}}`), app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = app.resolveSettings(caddy.NewReplacer())
+		want := "application vault: client_capabilities: the entra block's, which it inherits, is not supported with " +
+			"managed_identity: declare client_capabilities on the applications that take them instead"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("own %q: err = %v, want %q", own, err, want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -90,6 +91,11 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 				"configure one scope per application")
 		}
 		client, err := entra.NewClient(cfg)
+		var ce *entra.ConfigError
+		if field != "" && len(app.ClientCapabilities) == 0 && errors.As(err, &ce) && ce.Field == "client_capabilities" {
+			return nil, ConfigError(field+"client_capabilities", "the entra block's, which it inherits, "+ce.Reason+
+				": declare client_capabilities on the applications that take them instead")
+		}
 		if err != nil {
 			return nil, prefixConfigError(field, err)
 		}
