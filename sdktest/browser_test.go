@@ -272,7 +272,7 @@ func TestARealBrowserGetsNothing(t *testing.T) {
 	profile := t.TempDir()
 	args := []string{
 		"--headless=new", "--disable-gpu", "--enable-logging=stderr", "--user-data-dir=" + profile,
-		"--host-resolver-rules=MAP attacker.test 127.0.0.1",
+		"--host-resolver-rules=MAP attacker.test 127.0.0.1", "--no-proxy-server",
 		// Loopback only: nothing of the browser's own reaches out.
 		"--no-first-run", "--no-default-browser-check", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--disable-default-apps",
@@ -290,8 +290,8 @@ func TestARealBrowserGetsNothing(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the page sent no report in 30 s; Chromium's output:\n%s\nthe sidecar's:\n%s", browser.Output.String(), s.proc.Output.String())
 	}
-	browser.Stop(t)
 	t.Logf("Chromium ran the page in %v", time.Since(started).Round(time.Millisecond))
+	browser.Stop(t)
 
 	// What the page read.
 	var results []pageResult
