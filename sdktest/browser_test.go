@@ -283,7 +283,7 @@ func TestARealBrowserGetsNothing(t *testing.T) {
 		args = append([]string{"--no-sandbox"}, args...) // Chromium's sandbox refuses root
 	}
 	started := time.Now()
-	browser := startProcess(t, []string{"HOME=" + profile}, chromium, args...)
+	browser := startProcess(t, []string{"HOME=" + profile, "TMPDIR=" + profile}, chromium, args...)
 	var report []byte
 	select {
 	case report = <-reports:
