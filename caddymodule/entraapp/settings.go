@@ -92,7 +92,7 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		}
 		client, err := entra.NewClient(cfg)
 		var ce *entra.ConfigError
-		if field != "" && len(app.ClientCapabilities) == 0 && errors.As(err, &ce) && ce.Field == "client_capabilities" {
+		if field != "" && cfg.ManagedIdentity != nil && len(app.ClientCapabilities) == 0 && errors.As(err, &ce) && ce.Field == "client_capabilities" {
 			return nil, ConfigError(field+"client_capabilities", "the entra block's, which it inherits, "+ce.Reason+
 				": declare client_capabilities on the applications that take them instead")
 		}
