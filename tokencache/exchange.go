@@ -422,6 +422,13 @@ func (e *Exchanger) exchangeLocked(ctx context.Context, call exchangeCall, lockK
 			_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
 		}
 	}()
+	if call.waiting.Err() != nil { // its requests left: unlock and wake the losers, nothing more
+		stopExtending()
+		_, _ = e.c.releaseLock(ctx, lockKey, owner, unlockAttempts)
+		locked = false
+		e.c.announce(ctx, call.key, UpdateChannel(call.key), nil)
+		return exchanged{}, errCallersGone(e.opts.Name)
+	}
 	if rec, ok, err := e.read(ctx, call); err == nil && ok {
 		return exchanged{rec, ExchangeShared}, nil
 	}
