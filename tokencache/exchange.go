@@ -339,9 +339,10 @@ func (e *Exchanger) mayDrop(d entryDigest) bool {
 // load is an exchange's flight: the store's entry, else an exchange under
 // the store's lock (losers wait for the winner's entry while its holder
 // extends it); a store failure makes it exchange on its own. Once its last
-// request has left it makes no further store call: requests that leave at
-// once (anyone can send user tokens and hang up) must not make a flood of
-// Redis calls that MaxFlights, which counts waited-for flights, never sees.
+// request has left it makes no further store call but to release a lock it
+// took and wake that lock's losers: requests that leave at once (anyone can
+// send user tokens and hang up) must not make a flood of Redis calls that
+// MaxFlights, which counts waited-for flights, never sees.
 func (e *Exchanger) load(ctx context.Context, call exchangeCall) (exchanged, error) {
 	if call.waiting.Err() != nil {
 		return exchanged{}, errCallersGone(e.opts.Name)
