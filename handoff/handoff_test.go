@@ -37,6 +37,7 @@ func serve(t *testing.T, address, name string, extra http.Handler) *generation {
 // serverOptions vary a test server.
 type serverOptions struct {
 	noHooks bool // no ServerHooks, as a server that was not given them
+	pending bool // listens with ListenPending
 	h2c     bool // it also serves HTTP/2 with prior knowledge, as Caddy's do
 	// wrap, when set, wraps the ConnState hook the server calls (the
 	// hooks' own, or none), e.g. to pause the server at a state.
@@ -46,7 +47,11 @@ type serverOptions struct {
 // serveWith is serve with options.
 func serveWith(t *testing.T, address, name string, extra http.Handler, opts serverOptions) *generation {
 	t.Helper()
-	v, err := Listen(context.Background(), "tcp", address, net.ListenConfig{})
+	listen := Listen
+	if opts.pending {
+		listen = ListenPending
+	}
+	v, err := listen(context.Background(), "tcp", address, net.ListenConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,6 +301,23 @@ func TestAConnectionNeverHandedOffKeepsNothing(t *testing.T) {
 	if len(c.pending) > 0 || c.large != nil {
 		t.Errorf("a connection never handed off keeps %d bytes read (large buffer: %v)", len(c.pending), c.large != nil)
 	}
+}
+
+// TestAPendingViewTakesNothingUntilCommitted: a View opened by
+// ListenPending beside a committed one (a config that may yet fail to
+// start) takes no connection, new or idle, until Commit; then it is the
+// newest. Alone on its socket it is committed at once.
+func TestAPendingViewTakesNothingUntilCommitted(t *testing.T) {
+	address := freeAddress(t)
+	serveWith(t, address, "running", nil, serverOptions{pending: true}) // alone: committed
+	c := dial(t, address)
+	c.mustGet("/", "running ping")
+	pending := serveWith(t, address, "new", nil, serverOptions{pending: true})
+	dial(t, address).mustGet("/", "running ping")
+	c.mustGet("/", "running ping")
+	pending.view.Commit()
+	c.mustGet("/", "new ping")
+	dial(t, address).mustGet("/", "new ping")
 }
 
 func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {

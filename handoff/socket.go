@@ -50,7 +50,7 @@ type socket struct {
 	ln      net.Listener
 
 	mu      sync.Mutex
-	views   []*View       // open Views, oldest first
+	views   []*View       // open Views, oldest committed first, pending ones among them
 	changed chan struct{} // closed and replaced when views changes
 	newest  atomic.Pointer[View]
 }
@@ -69,8 +69,21 @@ func (s *socket) noteChange() {
 }
 
 // Listen returns a View of the listening socket for network and address,
-// opening it with lc when it has no open View (always for port 0).
+// opening it with lc when it has no open View (always for port 0). The
+// View is the newest at once: new connections go to it, and the older
+// Views' idle connections move to it.
 func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (*View, error) {
+	return listen(ctx, network, address, lc, false)
+}
+
+// ListenPending is Listen for a server whose configuration may yet fail to
+// start: while an older View of the socket is committed, its View takes no
+// connection, nor do the older Views give up theirs, until Commit.
+func ListenPending(ctx context.Context, network, address string, lc net.ListenConfig) (*View, error) {
+	return listen(ctx, network, address, lc, true)
+}
+
+func listen(ctx context.Context, network, address string, lc net.ListenConfig, pending bool) (*View, error) {
 	if !slices.Contains([]string{"tcp", "tcp4", "tcp6"}, network) {
 		return nil, errors.New("handoff: network " + network + " is not supported (want tcp, tcp4 or tcp6)")
 	}
@@ -80,7 +93,7 @@ func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (
 	sockets.Lock()
 	defer sockets.Unlock()
 	if s := sockets.byKey[key]; s != nil && shareable {
-		return s.addView(), nil
+		return s.addView(pending), nil
 	}
 	ln, err := lc.Listen(ctx, network, address)
 	if err != nil {
@@ -90,7 +103,7 @@ func Listen(ctx context.Context, network, address string, lc net.ListenConfig) (
 	if shareable {
 		sockets.byKey[key] = s
 	}
-	v := s.addView()
+	v := s.addView(false) // no older View
 	go s.acceptLoop()
 	return v, nil
 }
@@ -146,20 +159,41 @@ func hasPortZero(address string) bool {
 	return err != nil || port == "0" || port == ""
 }
 
-// addView opens a View, which becomes the newest: the older ones' idle
-// connections move to it at once.
-func (s *socket) addView() *View {
+// addView opens a View. Unless pending while another View is committed,
+// it is committed and becomes the newest: the older ones' idle connections
+// move to it at once.
+func (s *socket) addView(pending bool) *View {
 	v := &View{socket: s, incoming: make(chan net.Conn), closed: make(chan struct{}), conns: make(map[*conn]struct{})}
 	s.mu.Lock()
-	older := slices.Clone(s.views)
 	s.views = append(s.views, v)
+	if pending && slices.ContainsFunc(s.views, func(open *View) bool { return open.committed }) {
+		s.mu.Unlock()
+		return v
+	}
+	s.mu.Unlock()
+	v.Commit()
+	return v
+}
+
+// Commit makes v, opened by ListenPending, the newest View: new
+// connections go to it, and the older Views' idle connections move to it.
+// It does nothing once v is committed or closed.
+func (v *View) Commit() {
+	s := v.socket
+	s.mu.Lock()
+	if v.committed || !slices.Contains(s.views, v) {
+		s.mu.Unlock()
+		return
+	}
+	v.committed = true
+	older := slices.DeleteFunc(slices.Clone(s.views), func(open *View) bool { return open == v })
+	s.views = append(older, v) // the newest last
 	s.newest.Store(v)
 	s.noteChange()
 	s.mu.Unlock()
 	for _, old := range older {
 		old.wakeIdleReads()
 	}
-	return v
 }
 
 // removeView forgets v and closes the kernel socket when no View is left.
@@ -169,9 +203,11 @@ func (s *socket) removeView(v *View) {
 	s.mu.Lock()
 	s.views = slices.DeleteFunc(s.views, func(open *View) bool { return open == v })
 	last := len(s.views) == 0
-	var newest *View
-	if !last {
-		newest = s.views[len(s.views)-1]
+	var newest *View // the newest committed View, else the newest pending one
+	for _, open := range s.views {
+		if newest == nil || open.committed || !newest.committed {
+			newest = open
+		}
 	}
 	s.newest.Store(newest)
 	s.noteChange()
@@ -232,6 +268,8 @@ type View struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{} // the connections its server holds
+
+	committed bool // under socket.mu: see Commit
 }
 
 // forget removes c from the connections of v's server.

@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -31,8 +33,9 @@ type App struct {
 	hooked map[caddy.NetworkAddress]bool // the handoff/ addresses of the servers hooked
 	logger *zap.Logger
 
-	mu    sync.Mutex
-	views []*handoff.View // opened for this config's servers
+	mu      sync.Mutex
+	views   []*handoff.View // opened for this config's servers
+	started bool            // Caddy emitted the config's started event
 }
 
 // CaddyModule returns the Caddy module information.
@@ -44,12 +47,17 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // registers the metrics.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	// Caddy cancels a config's context before any module's Cleanup, which
-	// it runs in no set order: the http app's stops the servers of a
-	// config that failed to start only after shutdown_delay, and until
-	// then its Views would take connections. They close at the cancel;
-	// Cleanup closes them at the latest.
-	context.AfterFunc(ctx, func() { _ = a.Cleanup() })
+	a.closeViewsWhenDone(ctx)
+	// The Views of this config's servers take connections from the running
+	// config's only once every app has started: a config refused at any
+	// app's Start never takes one, whatever the order of the apps.
+	events, err := ctx.App("events")
+	if err == nil {
+		err = events.(*caddyevents.App).On("started", committer{a})
+	}
+	if err != nil {
+		return fmt.Errorf("subscribing to the config's started event: %v", err)
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
@@ -97,11 +105,43 @@ func (a *App) Start() error {
 // Stop does nothing: the sockets belong to the servers' listeners.
 func (*App) Stop() error { return nil }
 
-// opened notes a View opened for one of this config's servers.
+// closeViewsWhenDone closes the Views of this config's servers when ctx,
+// the config's, is cancelled. Caddy cancels it before any module's
+// Cleanup, which it runs in no set order: the http app's stops the servers
+// of a config that failed to start only after shutdown_delay. Cleanup
+// closes them at the latest.
+func (a *App) closeViewsWhenDone(ctx context.Context) {
+	context.AfterFunc(ctx, func() { _ = a.Cleanup() })
+}
+
+// opened notes a View opened for one of this config's servers; once the
+// config has started, it commits it at once.
 func (a *App) opened(v *handoff.View) {
 	a.mu.Lock()
 	a.views = append(a.views, v)
+	started := a.started
 	a.mu.Unlock()
+	if started {
+		v.Commit()
+	}
+}
+
+// committer commits the App's Views on Caddy's "started" event, which Caddy
+// emits once every app of the config has started.
+type committer struct{ app *App }
+
+// Handle implements caddyevents.Handler.
+func (c committer) Handle(_ context.Context, e caddy.Event) error {
+	if e.Origin() == nil { // Caddy's own, not a module's
+		c.app.mu.Lock()
+		c.app.started = true
+		views := slices.Clone(c.app.views)
+		c.app.mu.Unlock()
+		for _, v := range views {
+			v.Commit()
+		}
+	}
+	return nil
 }
 
 // Cleanup closes the Views of this config's servers when the config is

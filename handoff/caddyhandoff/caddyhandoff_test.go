@@ -330,9 +330,7 @@ func TestCleanupClosesTheViewsOfItsConfig(t *testing.T) {
 func TestTheViewsCloseWhenTheConfigIsCancelled(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	app := new(App)
-	if err := app.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
+	app.closeViewsWhenDone(ctx) // as Provision does
 	view, err := handoff.Listen(context.Background(), "tcp", "127.0.0.1:0", net.ListenConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -352,5 +350,66 @@ func TestTheViewsCloseWhenTheConfigIsCancelled(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the View is still open 10 s after its config was cancelled")
+	}
+}
+
+// failsToStart is an app whose Start fails, refusing the config it is in.
+type failsToStart struct{}
+
+func (failsToStart) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "handoff_test_fails_to_start", New: func() caddy.Module { return new(failsToStart) }}
+}
+func (failsToStart) Start() error { return errors.New("refusing to start") }
+func (failsToStart) Stop() error  { return nil }
+
+func init() { caddy.RegisterModule(failsToStart{}) }
+
+// TestAReloadRefusedAtAnotherAppsStartTakesNoConnection: when another app
+// of the new config fails to start after the http app has started, Caddy
+// stops the http app (which waits out shutdown_delay) before it cancels the
+// config. The new server's Views take connections only once every app has
+// started: the refused one answers none, whatever the order of the apps.
+func TestAReloadRefusedAtAnotherAppsStartTakesNoConnection(t *testing.T) {
+	t.Cleanup(func() { _ = caddy.Stop() })
+	port := freePort(t)
+	config := func(answer, extraApp string) []byte {
+		return fmt.Appendf(nil, `{"admin": {"disabled": true}, "apps": {"handoff": {}, %s "http": {"shutdown_delay": "300ms",
+			"servers": {"s": {"listen": ["handoff/127.0.0.1:%d"],
+			"routes": [{"handle": [{"handler": "static_response", "body": %q}]}]}}}}}`, extraApp, port, answer)
+	}
+	if err := caddy.Load(config("running", ""), true); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	for i := range 6 { // the apps start in map order: the http app first in about 5 of 8
+		answers := make(map[string]int)
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+				if err != nil {
+					answers[err.Error()]++
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				answers[string(body)]++
+			}
+		}()
+		err := caddy.Load(config("refused", `"handoff_test_fails_to_start": {},`), true)
+		close(stop)
+		<-stopped
+		if err == nil {
+			t.Fatal("the reload was not refused")
+		}
+		if len(answers) != 1 || answers["running"] == 0 {
+			t.Errorf("reload %d: answers during it %v, want the running config's only", i, answers)
+		}
 	}
 }

@@ -50,7 +50,7 @@ func listen(ctx context.Context, _, host, portRange string, portOffset uint, cfg
 		return nil, fmt.Errorf("%s network: port offset %d is outside the range %s", Network, portOffset, portRange)
 	}
 	port := strconv.FormatUint(uint64(address.StartPort+portOffset), 10)
-	view, err := handoff.Listen(ctx, "tcp", net.JoinHostPort(host, port), cfg)
+	view, err := handoff.ListenPending(ctx, "tcp", net.JoinHostPort(host, port), cfg)
 	if overlap := (*handoff.OverlapError)(nil); errors.As(err, &overlap) {
 		return nil, app.explainOverlap(overlap)
 	}
