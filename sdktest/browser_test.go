@@ -22,22 +22,7 @@ import (
 // that the page's origin is the sidecar's port under the attacker's name.
 // The access log records what the sidecar received, without the
 // app_service secret.
-const browserCaddyfile = `{
-	admin 127.0.0.1:%[2]d
-	entra {
-		authority_host {env.TEST_AUTHORITY_HOST}
-		tenant_id      {env.TEST_TENANT_ID}
-		client_id      {env.TEST_CLIENT_ID}
-		client_secret  {env.TEST_CLIENT_SECRET}
-		redis {env.TEST_REDIS_URL} {
-			key_prefix sdktest:
-			insecure_plaintext
-		}
-		application orders-api ` + testScope + `
-	}
-}
-
-:%[1]d {
+const browserCaddyfile = sidecarGlobals + `:%[1]d {
 	bind 127.0.0.1
 	log {
 		output stderr
@@ -257,16 +242,7 @@ func TestARealBrowserGetsNothing(t *testing.T) {
 	}))
 	t.Cleanup(attacker.Close)
 
-	s := startReplicaWith(t, browserCaddyfile, []string{
-		"TEST_AUTHORITY_HOST=" + f.issuer,
-		"TEST_TENANT_ID=" + f.emulator.TenantID(),
-		"TEST_CLIENT_ID=" + testClientID,
-		"TEST_CLIENT_SECRET=" + testClientSecret,
-		"TEST_IDENTITY_HEADER=" + testIdentityHeader,
-		"TEST_REDIS_URL=" + f.redisURL,
-		"TEST_UPSTREAM=" + upstream.URL,
-		"TEST_ATTACKER=" + attacker.URL,
-	})
+	s := startReplicaWith(t, browserCaddyfile, f.replicaEnv("TEST_UPSTREAM="+upstream.URL, "TEST_ATTACKER="+attacker.URL))
 	port := strings.TrimPrefix(s.URL, "http://127.0.0.1:")
 
 	profile := t.TempDir()

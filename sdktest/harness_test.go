@@ -33,7 +33,9 @@ const (
 // port. The application's own environment names the endpoints:
 // IDENTITY_ENDPOINT=http://127.0.0.1:<port>/msi/token, or
 // AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:<port>.
-const sidecarCaddyfile = `{
+// sidecarGlobals is the global options of every replica: the admin API on
+// %[2]d, and the entra app sharing orders-api's token through Redis.
+const sidecarGlobals = `{
 	admin 127.0.0.1:%[2]d
 	entra {
 		authority_host {env.TEST_AUTHORITY_HOST}
@@ -48,7 +50,9 @@ const sidecarCaddyfile = `{
 	}
 }
 
-:%[1]d {
+`
+
+const sidecarCaddyfile = sidecarGlobals + `:%[1]d {
 	bind 127.0.0.1
 	handle /msi/token {
 		entra_token_endpoint app_service {
@@ -121,14 +125,20 @@ type sidecar struct {
 // startReplica runs the Caddy binary on sidecarCaddyfile.
 func (f *fleet) startReplica(t *testing.T) *sidecar {
 	t.Helper()
-	return startReplicaWith(t, sidecarCaddyfile, []string{
+	return startReplicaWith(t, sidecarCaddyfile, f.replicaEnv())
+}
+
+// replicaEnv is the environment sidecarGlobals and the endpoints' secret
+// read, and extra.
+func (f *fleet) replicaEnv(extra ...string) []string {
+	return append([]string{
 		"TEST_AUTHORITY_HOST=" + f.issuer,
 		"TEST_TENANT_ID=" + f.emulator.TenantID(),
 		"TEST_CLIENT_ID=" + testClientID,
 		"TEST_CLIENT_SECRET=" + testClientSecret,
 		"TEST_IDENTITY_HEADER=" + testIdentityHeader,
 		"TEST_REDIS_URL=" + f.redisURL,
-	})
+	}, extra...)
 }
 
 // startReplicaWith runs the Caddy binary on template, formatted with the
