@@ -320,6 +320,20 @@ func TestAPendingViewTakesNothingUntilCommitted(t *testing.T) {
 	dial(t, address).mustGet("/", "new ping")
 }
 
+// TestAPendingViewLeftAloneServesAndIsCommitted: a pending View whose
+// committed one closed serves in its place (a config whose started event
+// never reached the handoff app), and counts as committed: a View opened
+// pending after it still waits for its own Commit.
+func TestAPendingViewLeftAloneServesAndIsCommitted(t *testing.T) {
+	address := freeAddress(t)
+	running := serveWith(t, address, "running", nil, serverOptions{pending: true})
+	serveWith(t, address, "uncommitted", nil, serverOptions{pending: true})
+	running.view.Close()
+	dial(t, address).mustGet("/", "uncommitted ping")
+	serveWith(t, address, "refused", nil, serverOptions{pending: true})
+	dial(t, address).mustGet("/", "uncommitted ping")
+}
+
 func TestAResponseFinishedDuringShutdownKeepsItsConnection(t *testing.T) {
 	c, _, done := reloadDuringRequest(t, "GET", "/x/slow", "", func(w http.ResponseWriter, r *http.Request, pause func()) {
 		w.Header().Set("Content-Length", "4")

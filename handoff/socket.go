@@ -209,6 +209,9 @@ func (s *socket) removeView(v *View) {
 			newest = open
 		}
 	}
+	if newest != nil {
+		newest.committed = true // it serves now: a later pending View waits for its Commit
+	}
 	s.newest.Store(newest)
 	s.noteChange()
 	s.mu.Unlock()

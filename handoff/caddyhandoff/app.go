@@ -43,8 +43,9 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "handoff", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision hooks the http servers that listen on handoff/ addresses, and
-// registers the metrics.
+// Provision hooks the http servers that listen on handoff/ addresses,
+// registers the metrics, has the config's Views committed on its started
+// event and closed when it is cancelled.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.closeViewsWhenDone(ctx)
@@ -145,13 +146,11 @@ func (c committer) Handle(_ context.Context, e caddy.Event) error {
 }
 
 // Cleanup closes the Views of this config's servers when the config is
-// unloaded, if the cancel of its context has not (see Provision). The http
-// app stops the servers of a config that failed to start only in its own
-// Cleanup, after shutdown_delay, and that stop only begins their Shutdown:
-// until then the newest View would be the refused server's, taking new
-// connections and the idle ones that had moved to it. Closed, they go to
-// the running config's server before the reload returns its error. After
-// a config ran, its servers' Shutdown has closed them already.
+// unloaded, if the cancel of its context has not (see Provision): a
+// refused config's servers are stopped only after shutdown_delay, and that
+// stop only begins their Shutdown, while its Views, pending, hold the
+// socket's accept queue. After a config ran, its servers' Shutdown has
+// closed them already.
 func (a *App) Cleanup() error {
 	a.mu.Lock()
 	views := a.views
