@@ -122,12 +122,7 @@ func TestAPlantedExchangeBackoffIsWarnedOfOnceAnHour(t *testing.T) {
 	clock := newFakeClock()
 	store := patientStore(t, mr, fleetSealKeys)
 	c, _, logs := newClockCache(t, store, clock, Options{})
-	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
-		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := fleetExchanger(t, c.Cache)
 	plant := func() {
 		t.Helper()
 		if err := mr.Set(e.backoffKey(testTenant), strings.Repeat("m", MaxBackoffBytes+1)); err != nil {

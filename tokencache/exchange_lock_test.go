@@ -25,6 +25,13 @@ func fleetExchangerWaiting(t *testing.T, store Store, clock *fakeClock, wait tim
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	return fleetExchanger(t, c)
+}
+
+// fleetExchanger is c's Exchanger of graph-as-user with the fleet's hash
+// key, closed when the test ends.
+func fleetExchanger(t *testing.T, c *Cache) *Exchanger {
+	t.Helper()
 	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
 		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
 	if err != nil {

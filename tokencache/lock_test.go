@@ -188,12 +188,7 @@ func TestAnExchangeLockIsExtendedFromItsTaking(t *testing.T) {
 	clock := newFakeClock()
 	store := &slowStore{Store: newMemoryStore(clock.Now), clock: clock, d: 400 * time.Millisecond}
 	c, _, logs := newClockCache(t, store, clock, Options{})
-	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
-		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := fleetExchanger(t, c.Cache)
 	if !e.Shared() {
 		t.Fatal("the exchanger does not share through the store")
 	}

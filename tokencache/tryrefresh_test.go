@@ -155,12 +155,7 @@ func TestDropsStoreCallsShareOneBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	e, err := c.NewExchanger(ExchangeOptions{Name: "graph-as-user", Identity: testOBOIdentity, Scopes: []string{testOBOScope},
-		HashKey: DeriveExchangeKey([]byte("fleet secret"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
+	e := fleetExchanger(t, c)
 	if !e.Drop(t.Context(), testUserToken, "") {
 		t.Fatal("nothing dropped")
 	}

@@ -257,13 +257,20 @@ func TestSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
 	}
 }
 
+// adaptWithEnvSecret adapts a Caddyfile whose client_secret is
+// {$ENTRA_TEST_SECRET}, set to secret, and returns it with the error.
+func adaptWithEnvSecret(t *testing.T, secret string) (string, error) {
+	t.Setenv("ENTRA_TEST_SECRET", secret)
+	input := "{\n\tentra {\n\t\ttenant_id t\n\t\tclient_id c\n\t\tclient_secret {$ENTRA_TEST_SECRET}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	return input, err
+}
+
 // TestEnvSubstitutedSecretWithASpaceIsRefusedWithoutItsValue: {$VAR} is
 // substituted before the Caddyfile is split into tokens, so a value with a
 // space becomes two, as if written unquoted.
 func TestEnvSubstitutedSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
-	t.Setenv("ENTRA_TEST_SPACED_SECRET", "s3cretHalfOne s3cretHalfTwo")
-	input := "{\n\tentra {\n\t\ttenant_id t\n\t\tclient_id c\n\t\tclient_secret {$ENTRA_TEST_SPACED_SECRET}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
-	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	_, err := adaptWithEnvSecret(t, "s3cretHalfOne s3cretHalfTwo")
 	if err == nil || !strings.Contains(err.Error(), "client_secret: want exactly one value (quote a value holding spaces), at Caddyfile:5") {
 		t.Fatalf("error = %v, want client_secret refused at Caddyfile:5", err)
 	}
@@ -276,9 +283,7 @@ func TestEnvSubstitutedSecretWithASpaceIsRefusedWithoutItsValue(t *testing.T) {
 // half starts a line, and the refusal of it as an option quotes it only if
 // it looks like an option's name.
 func TestEnvSubstitutedSecretOnTwoLinesIsRefusedWithoutItsValue(t *testing.T) {
-	t.Setenv("ENTRA_TEST_TWO_LINE_SECRET", "s3cretHalfOne\nS3cret-Half/Two")
-	input := "{\n\tentra {\n\t\ttenant_id t\n\t\tclient_id c\n\t\tclient_secret {$ENTRA_TEST_TWO_LINE_SECRET}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"
-	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	input, err := adaptWithEnvSecret(t, "s3cretHalfOne\nS3cret-Half/Two")
 	if err == nil || !strings.Contains(err.Error(), "unrecognized entra option (not quoted") {
 		t.Fatalf("error = %v, want the second line refused unquoted", err)
 	}
