@@ -16,19 +16,16 @@ import (
 	"time"
 )
 
-// handedOut holds the ports FreePort returned in this process. The kernel
-// may give a port it has just freed out again (1 pair in 20,000 measured
-// here; 1 in 300 repeats one of the last 20): two ports of one test would be
-// the same, and since Caddy listens with SO_REUSEPORT both listeners would
-// bind it and split its connections (a replica's requests answered by its
-// admin API, seen in CI).
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: make(map[int]bool)}
-
 // FreePort returns a loopback TCP port that was free a moment ago and that
-// it has not returned before in this process.
+// no FreePort has handed out before, in this process or another one running
+// now. The kernel may give a port it has just freed out again (1 pair in
+// 20,000 measured here; 1 in 300 repeats one of the last 20), and `go test
+// ./...` runs test processes side by side: two ports would be the same, and
+// since Caddy listens with SO_REUSEPORT both listeners would bind it and
+// split its connections (a replica's requests answered by its admin API, seen
+// in CI). A port is reserved by an exclusive lock on a file named after it in
+// the temporary directory, held until the process exits; an open file
+// description's lock excludes every other one, in this process too.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
@@ -38,16 +35,43 @@ func FreePort(t testing.TB) int {
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		handedOut.Lock()
-		fresh := !handedOut.ports[port]
-		handedOut.ports[port] = true
-		handedOut.Unlock()
-		if fresh {
+		if reservePort(t, port) {
 			return port
 		}
 	}
 	t.Fatal("finding a free port: the kernel offered only ports handed out before")
 	return 0
+}
+
+// reservedPorts keeps the reservation files open (and so locked) for the
+// life of the process.
+var reservedPorts struct {
+	sync.Mutex
+	files []*os.File
+}
+
+// reservePort takes port's reservation file lock, without waiting; false if
+// another FreePort holds it.
+func reservePort(t testing.TB, port int) bool {
+	dir := filepath.Join(os.TempDir(), "caddy-entra-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatalf("reserving a port: %v", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(port)), os.O_CREATE|os.O_RDONLY, 0o666)
+	if err != nil {
+		t.Fatalf("reserving a port: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if err == syscall.EWOULDBLOCK {
+			return false
+		}
+		t.Fatalf("reserving a port: %v", err)
+	}
+	reservedPorts.Lock()
+	reservedPorts.files = append(reservedPorts.files, f)
+	reservedPorts.Unlock()
+	return true
 }
 
 // WaitFor polls check every 20 ms until it succeeds or timeout passes: for
