@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
 )
@@ -28,7 +30,9 @@ func serveReady(t *testing.T, app *entraapp.App, req *http.Request) *httptest.Re
 
 func TestReadyRefusesWhatABrowserSends(t *testing.T) {
 	app, emulator, _ := apptest.NewApp(t, apptest.ClientSecret)
-	for name, browser := range apptest.BrowserRequests() {
+	refused := func() float64 { return testutil.ToFloat64(probes.WithLabelValues(entraapp.CodeRequestNotLocal)) }
+	before, browsers := refused(), apptest.BrowserRequests()
+	for name, browser := range browsers {
 		req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:2020/readyz", nil)
 		req.RemoteAddr = "127.0.0.1:40000"
 		browser(req)
@@ -36,6 +40,9 @@ func TestReadyRefusesWhatABrowserSends(t *testing.T) {
 	}
 	if got := emulator.TokenRequests(); got != 0 {
 		t.Errorf("refused probes made %d token requests, want none", got)
+	}
+	if got := refused() - before; got != float64(len(browsers)) {
+		t.Errorf("counted %v refusals, want %d", got, len(browsers))
 	}
 }
 

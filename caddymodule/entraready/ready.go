@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
@@ -20,6 +21,13 @@ import (
 func init() {
 	caddy.RegisterModule(Ready{})
 }
+
+// probes is the handler's collector, beside the app's (see
+// entraapp.RegisterMetrics).
+var probes = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "caddy", Subsystem: "entra", Name: "ready_probes_total",
+	Help: "Requests answered by entra_ready, by result: ready, not_ready, or MICROSOFT_REQUEST_NOT_LOCAL (refused: it may come from a web page).",
+}, []string{"result"})
 
 // Ready answers probes: 200 while every named application holds a usable
 // token, else 503 (with Retry-After when the backoff tells). It gets each
@@ -47,7 +55,7 @@ func (Ready) CaddyModule() caddy.ModuleInfo {
 // Provision finds the entra app and checks the application names.
 func (r *Ready) Provision(ctx caddy.Context) error {
 	var err error
-	if r.app, err = entraapp.FromContext(ctx, "entra_ready"); err != nil {
+	if r.app, err = entraapp.FromContext(ctx, "entra_ready", probes); err != nil {
 		return err
 	}
 	r.logger = ctx.Logger()
@@ -92,6 +100,7 @@ type readyApplication struct {
 // ServeHTTP answers the probe; next is never called.
 func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
 	if reason := r.app.NotLocal(req); reason != "" {
+		probes.WithLabelValues(entraapp.CodeRequestNotLocal).Inc()
 		return r.app.RefuseNotLocal(w, req, r.logger, "entra_ready", reason)
 	}
 	body := readyBody{Ready: true, Applications: make(map[string]*readyApplication, len(r.names))}
@@ -109,11 +118,12 @@ func (r *Ready) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.
 			retryAfter = max(retryAfter, results[i].retryAfter)
 		}
 	}
-	status := http.StatusOK
+	status, result := http.StatusOK, "ready"
 	if !body.Ready {
-		status = http.StatusServiceUnavailable
+		status, result = http.StatusServiceUnavailable, "not_ready"
 		entraapp.SetRetryAfter(w.Header(), retryAfter)
 	}
+	probes.WithLabelValues(result).Inc()
 	if !entraapp.IsLocalPeer(req) { // the applications' names, expiries and errors are for this machine only
 		return entraapp.WriteJSON(w, status, map[string]bool{"ready": body.Ready})
 	}

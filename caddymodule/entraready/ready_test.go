@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/caddy-entra/caddy-entra/caddymodule/entraapp"
 	"github.com/caddy-entra/caddy-entra/entra/entratest"
 	"github.com/caddy-entra/caddy-entra/internal/apptest"
@@ -63,6 +65,8 @@ func TestReadyConcurrentProbesCostOneTokenRequest(t *testing.T) {
 
 func TestReadyAnswers503WithTheCodeThenRecovers(t *testing.T) {
 	app, emulator, _ := apptest.NewApp(t, apptest.ClientSecret)
+	counted := func(result string) float64 { return testutil.ToFloat64(probes.WithLabelValues(result)) }
+	notReady, ready := counted("not_ready"), counted("ready")
 	emulator.FailNext(1, entratest.Failure{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable",
 		Description: "The service is temporarily unavailable.", ErrorCodes: []int{90033}})
 	rec, body := probe(t, app, "graph-api")
@@ -88,5 +92,8 @@ func TestReadyAnswers503WithTheCodeThenRecovers(t *testing.T) {
 	time.Sleep(time.Duration(retryAfter) * time.Second)
 	if rec, body := probe(t, app, "graph-api"); rec.Code != http.StatusOK || !body.Ready {
 		t.Errorf("after recovery: %d %s", rec.Code, rec.Body.String())
+	}
+	if n, r := counted("not_ready")-notReady, counted("ready")-ready; n != 11 || r != 1 {
+		t.Errorf("probes counted %v not_ready and %v ready, want 11 and 1", n, r)
 	}
 }
