@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -20,7 +22,9 @@ import (
 // keep the record key and the credential ID they had before client_auth
 // joined the credential's identity: upgrading a fleet with default configs
 // re-keys no record and lifts or splits no shared backoff. The values are
-// pinned from the release before that change.
+// pinned from the release before that change. A federated token's ID now
+// also holds a digest of the token in the file (a refusal of one pod's
+// token pauses only that token): pinned here while the file is unreadable.
 func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
 	const endpoint = "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/oauth2/v2.0/token"
 	certificate := &entra.CertificateCredential{CertFile: "testdata/pinned.crt", KeyFile: "testdata/pinned.key"}
@@ -39,7 +43,7 @@ func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
 		{name: "certificate signing an assertion",
 			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientCertificate: certificate},
 			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "d63ec1083a0c152542d7e568", sealedID: "97ad49c868f7db2c1f5ec270"},
-		{name: "federated token file",
+		{name: "federated token file, unreadable",
 			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", FederatedTokenFile: "/var/run/secrets/azure/tokens/azure-identity-token"},
 			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "ea20a90e7059c06f3edbe351", sealedID: "82c3736c41d212347ec6560f"},
 		{name: "user-assigned managed identity",
@@ -112,5 +116,72 @@ func TestReloadThatFixesClientAuthIsNotPausedByTheOldMethodsBackoff(t *testing.T
 	}
 	if _, err := register(entra.ClientAuthBasic).Token(context.Background()); err != nil || basic.Load() != 1 {
 		t.Errorf("the config fixed with client_auth basic: %d basic requests, error %v; want its own request, not the post config's pause", basic.Load(), err)
+	}
+}
+
+// Each replica's federated token file holds a token of its own (a pod's
+// projected token). Entra's refusal of one replica's expired token
+// (AADSTS700024, a permanent failure shared through the store) pauses that
+// token only: another replica's token, or the same replica's once the
+// kubelet writes a new one, is sent at once; the expired token stays paused.
+func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
+	var sent, expired atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		if r.PostForm.Get("client_assertion") == "expired.projected.token" {
+			expired.Add(1)
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]any{"error": "invalid_client", "error_codes": []int{700024},
+				"error_description": "AADSTS700024: Client assertion is not within its valid time range."})
+			return
+		}
+		if r.URL.Path == "/tenant/oauth2/v2.0/token" { // not tenant discovery
+			sent.Add(1)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	defer srv.Close()
+	store := tokencache.NewMemoryStore() // the fleet's Redis
+	replica := func(tokenFile string) *tokencache.Handle {
+		cache, err := tokencache.New(tokencache.Options{Store: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cache.Close() })
+		// Every pod mounts its token at the same path: the record key and
+		// the credential's path are the fleet's.
+		client, err := entra.NewClient(entra.Config{TokenEndpoint: srv.URL + "/tenant/oauth2/v2.0/token",
+			ClientID: "orders-sidecar", FederatedTokenFile: tokenFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := cache.Register(binding.Application("orders", client, []string{"api://orders/.default"}, nil, nil, zap.NewNop()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Release)
+		return h
+	}
+	// One file stands for each pod's: the replicas run in one process.
+	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	project := func(token string) {
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sick, healthy := replica(tokenFile), replica(tokenFile)
+	project("expired.projected.token")
+	for range 2 {
+		if _, err := sick.Token(t.Context()); err == nil {
+			t.Fatal("the expired token was taken")
+		}
+	}
+	if got := expired.Load(); got != 1 {
+		t.Errorf("the expired token was sent %d times, want 1: then paused", got)
+	}
+	project("fresh.projected.token")
+	if _, err := healthy.Token(t.Context()); err != nil || sent.Load() != 1 {
+		t.Errorf("a replica with a valid token sent %d requests and got %v: paused by another token's refusal", sent.Load(), err)
 	}
 }
