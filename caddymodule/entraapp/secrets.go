@@ -76,6 +76,6 @@ func (a *App) warnLiteralSecrets() {
 }
 
 func warnLiteralSecret(logger *zap.Logger, field string) {
-	logger.Warn("a secret is written in the config: GET /config/ and autosave.json show it; "+
+	logger.Warn("a secret is written in the config: GET /config/, autosave.json and Caddy's debug log of the config show it; "+
 		"use an {env.*} or {file.*} placeholder, resolved at load", zap.String("field", field))
 }

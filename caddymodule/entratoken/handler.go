@@ -97,6 +97,7 @@ type Handler struct {
 	// tokens_purged_total count them all.
 	noTokenWarnings *sync.Map
 	claimsWarnings  *entraapp.RefusalLog
+	serverChecked   *atomic.Bool // see warnIfCredentialsLogged
 }
 
 // warn logs msg through limit, with the number of entries not logged
@@ -144,6 +145,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.injected = new(atomic.Pointer[injection])
 	h.noTokenWarnings, h.claimsWarnings = new(sync.Map), new(entraapp.RefusalLog)
+	h.serverChecked = new(atomic.Bool)
 	if h.Application == "" {
 		return entraapp.ConfigError("entra_token", "an application name is required")
 	}
@@ -187,6 +189,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		requests.WithLabelValues(h.Application, entraapp.CodeRequestNotLocal).Inc()
 		return h.app.RefuseNotLocal(w, r, h.logger, "entra_token", reason)
 	}
+	if checked := h.serverChecked; checked != nil && !checked.Load() {
+		h.warnIfCredentialsLogged(r)
+	}
 	if rejection := checkRequest(r); rejection != nil {
 		requests.WithLabelValues(h.Application, rejection.result).Inc()
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -214,6 +219,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	err = next.ServeHTTP(recorder, proxied)
 	h.purgeIfRefused(r, proxied, credential, recorder.Status(), err)
 	return err
+}
+
+// warnIfCredentialsLogged warns once, at the handler's first request, if
+// its server has log_credentials on: Caddy's logs then show the tokens it
+// otherwise redacts from Authorization, the injected one in reverse_proxy's
+// debug log and the client's (on an on-behalf-of route, the user's token)
+// in the access and error logs.
+func (h *Handler) warnIfCredentialsLogged(r *http.Request) {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if h.serverChecked.Swap(true) || srv == nil || srv.Logs == nil || !srv.Logs.ShouldLogCredentials {
+		return
+	}
+	h.logger.Warn("log_credentials is on for this server: Caddy's logs show the Authorization header, the injected "+
+		"token in reverse_proxy's debug log and the client's (on an on-behalf-of route, the user's token) in the access "+
+		"and error logs; turn it off, or delete those fields with a log filter (docs/entra_token.md, the header)",
+		zap.String("application", h.Application))
 }
 
 // injectedInto counts an injection into r, sets its placeholders and

@@ -1,11 +1,14 @@
 package entratoken
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -85,5 +88,33 @@ func TestRefusedMethodsAndPathsAreCounted(t *testing.T) {
 	}
 	if n := emulator.TokenRequests(); n != 0 {
 		t.Errorf("%d token requests, want none", n)
+	}
+}
+
+// With log_credentials on its server, Caddy's logs show the Authorization
+// header: entra_token warns once, at its first request; without it, never.
+func TestLogCredentialsIsWarnedOfOnce(t *testing.T) {
+	for _, logCredentials := range []bool{true, false} {
+		core, logs := observer.New(zapcore.WarnLevel)
+		app, _ := apptest.NewAppLogging(t, apptest.ClientSecret, zap.New(core))
+		h := &Handler{Application: "graph-api", app: app, logger: zap.New(core), header: DefaultHeader,
+			serverChecked: new(atomic.Bool)}
+		srv := &caddyhttp.Server{Logs: &caddyhttp.ServerLogConfig{ShouldLogCredentials: logCredentials}}
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return nil })
+		for range 3 {
+			req := httptest.NewRequest(http.MethodGet, "http://sidecar/v1/me", nil)
+			req.RemoteAddr = "127.0.0.1:40000"
+			req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, srv))
+			if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := 0
+		if logCredentials {
+			want = 1
+		}
+		if n := logs.FilterMessageSnippet("log_credentials is on").Len(); n != want {
+			t.Errorf("log_credentials %v: %d warnings, want %d", logCredentials, n, want)
+		}
 	}
 }
