@@ -209,22 +209,29 @@ func (mi *managedIdentity) cacheKeyLines() []string {
 	return []string{"managed_identity"}
 }
 
-// expiresInOrOnLifetime prefers expires_in, which does not depend on the
-// clocks agreeing, to expires_on.
+// expiresInOrOnLifetime reads expires_in and expires_on; with both usable,
+// the earlier end wins. IMDS, and proxies of it, answer a cached token with
+// the expires_in of its original lifetime (azure-sdk-for-js #6643, which
+// MSAL and azidentity answer by preferring expires_on); expires_on is
+// another clock's: the earlier is safe whichever is stale. An expires_on
+// that does not parse is ignored when expires_in does.
 func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {
 	expiresIn, expiresAt, reason := expiresInLifetime(fields, sentAt)
 	rawOn, hasOn := fields["expires_on"]
 	switch _, hasIn := fields["expires_in"]; {
-	case reason == "":
-		return expiresIn, expiresAt, ""
 	case !hasOn && !hasIn:
 		return 0, time.Time{}, "expires_in and expires_on are missing"
 	case !hasOn:
-		return 0, time.Time{}, reason
+		return expiresIn, expiresAt, reason
 	}
 	on, err := parseExpiresOn(rawOn)
-	if err != nil {
+	switch {
+	case err != nil && reason == "":
+		return expiresIn, expiresAt, ""
+	case err != nil:
 		return 0, time.Time{}, "expires_on " + err.Error()
+	case reason == "" && !on.Before(expiresAt):
+		return expiresIn, expiresAt, ""
 	}
 	expiresIn = on.Sub(sentAt).Truncate(time.Second)
 	switch {
@@ -237,11 +244,14 @@ func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) 
 }
 
 // expiresOnLayouts are App Service's 2017-09-01 API dates, with and without
-// AM/PM (which Go applies to a 24-hour hour too: "00:00:00 PM" is noon).
-var expiresOnLayouts = []string{"1/2/2006 15:04:05 PM -07:00", "1/2/2006 15:04:05 -07:00"}
+// AM/PM (which Go applies to a 24-hour hour too: "00:00:00 PM" is noon),
+// then the dates MSAL Go reads (TokenResponse.UnmarshalJSON, after MSAL
+// .NET #4963): those without a zone are UTC, as there.
+var expiresOnLayouts = []string{"1/2/2006 15:04:05 PM -07:00", "1/2/2006 15:04:05 -07:00",
+	"01/02/2006 15:04:05", "2006-01-02 15:04:05", time.RFC3339Nano}
 
 // parseExpiresOn reads epoch seconds, as a JSON number or numeric string,
-// or an App Service 2017 date string.
+// or a date string of expiresOnLayouts.
 func parseExpiresOn(raw json.RawMessage) (time.Time, error) {
 	text := numberText(raw)
 	for _, layout := range expiresOnLayouts {

@@ -83,6 +83,8 @@ func FuzzParseManagedIdentityResponse(f *testing.F) {
 		{200, `{"access_token":"a","expires_on":"1735787045","resource":"r","token_type":"Bearer","client_id":"c"}`},
 		{200, `{"access_token":"a","expires_on":1735787045}`},
 		{200, `{"access_token":"a","expires_on":"01/02/2025 03:04:05 PM +00:00"}`},
+		{200, `{"access_token":"a","expires_in":"86399","expires_on":"2025-01-02T04:04:05.0000000+00:00"}`},
+		{200, `{"access_token":"a","expires_on":"2025-01-02 04:04:05"}`},
 		{200, `{"access_token":"a","expires_in":"x","expires_on":"1e308"}`},
 		{200, `{"access_token":"a","expires_on":"-1"}`},
 		{200, `{"access_token":"a"}`},
