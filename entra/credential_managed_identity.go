@@ -9,6 +9,8 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,30 @@ const (
 	EnvIdentityHeader   = "IDENTITY_HEADER"
 )
 
+// Variables by which MSAL and azidentity (MSAL Go's GetSource) recognise
+// managed identity environments whose protocols this package does not
+// speak: Service Fabric, Azure Machine Learning, Cloud Shell and Azure Arc.
+const (
+	envIdentityServerThumbprint = "IDENTITY_SERVER_THUMBPRINT"
+	envIMDSEndpoint             = "IMDS_ENDPOINT"
+	envMSIEndpoint              = "MSI_ENDPOINT"
+	envMSISecret                = "MSI_SECRET"
+)
+
+// azureArcAgentPath is where the Azure Arc agent's himds is installed on
+// this system, "" where MSAL looks for none.
+var azureArcAgentPath = func() string {
+	switch runtime.GOOS {
+	case "linux":
+		return "/opt/azcmagent/bin/himds"
+	case "windows":
+		if programData := os.Getenv("ProgramData"); programData != "" {
+			return filepath.Join(programData, "AzureConnectedMachineAgent", "himds.exe")
+		}
+	}
+	return ""
+}
+
 // ErrManagedIdentityScope means a managed identity token was asked for with
 // other than exactly one scope.
 var ErrManagedIdentityScope = errors.New("entra: a managed identity token takes exactly one scope")
@@ -39,6 +65,10 @@ var ErrManagedIdentityScope = errors.New("entra: a managed identity token takes 
 // the host, from IMDS or App Service's identity endpoint, for the resource
 // of the one scope. A user-assigned identity is selected by its client ID,
 // object ID or resource ID; with none, the system-assigned one answers.
+// With no endpoint set, an environment whose variables MSAL takes for
+// Service Fabric, Azure Machine Learning, Cloud Shell or Azure Arc is
+// refused: their protocols are not spoken, and IMDS there is absent or
+// not theirs.
 type ManagedIdentityCredential struct {
 	// ClientID selects a user-assigned identity by its client ID. Default:
 	// Config.ClientID.
@@ -54,12 +84,14 @@ type ManagedIdentityCredential struct {
 	ResourceID string
 
 	// IMDSEndpoint is the IMDS token endpoint. Default DefaultIMDSEndpoint;
-	// setting it selects IMDS even where IDENTITY_ENDPOINT is set.
+	// setting it selects IMDS even where IDENTITY_ENDPOINT, or the
+	// variables of a refused environment, are set.
 	IMDSEndpoint string
 
 	// IdentityEndpoint and IdentityHeader, set together, select the App
 	// Service protocol. Default: IDENTITY_ENDPOINT and IDENTITY_HEADER when
-	// both are set and IMDSEndpoint is not. IdentityHeader is a secret.
+	// both are set, IDENTITY_SERVER_THUMBPRINT is not (Service Fabric) and
+	// IMDSEndpoint is not. IdentityHeader is a secret.
 	IdentityEndpoint string
 	IdentityHeader   string
 }
@@ -112,6 +144,9 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 
 	identityEndpoint, identityHeader := spec.IdentityEndpoint, spec.IdentityHeader
 	if identityEndpoint == "" && identityHeader == "" && spec.IMDSEndpoint == "" {
+		if environment := unsupportedEnvironment(); environment != "" {
+			return fail(environment + " is not supported; set the managed identity's endpoint, or use another credential")
+		}
 		identityEndpoint, identityHeader = os.Getenv(EnvIdentityEndpoint), os.Getenv(EnvIdentityHeader)
 		if identityEndpoint == "" || identityHeader == "" {
 			identityEndpoint, identityHeader = "", ""
@@ -136,6 +171,34 @@ func newManagedIdentity(cfg *Config) (*managedIdentity, error) {
 	}
 	mi.endpoint = u.String()
 	return mi, nil
+}
+
+// unsupportedEnvironment names the managed identity environment MSAL Go's
+// GetSource finds in the variables (and, for Azure Arc, the agent's file),
+// with what shows it, when this package does not speak its protocol; ""
+// for App Service or IMDS. Values are never named: IDENTITY_HEADER and
+// MSI_SECRET are secrets.
+func unsupportedEnvironment() string {
+	set := func(name string) bool { return os.Getenv(name) != "" }
+	switch {
+	case set(EnvIdentityEndpoint) && set(EnvIdentityHeader):
+		if set(envIdentityServerThumbprint) {
+			return "Service Fabric's managed identity (IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set)"
+		}
+		return ""
+	case set(envMSIEndpoint) && set(envMSISecret):
+		return "Azure Machine Learning's managed identity (MSI_ENDPOINT and MSI_SECRET are set)"
+	case set(envMSIEndpoint):
+		return "Cloud Shell's managed identity (MSI_ENDPOINT is set)"
+	case set(EnvIdentityEndpoint) && set(envIMDSEndpoint):
+		return "Azure Arc's managed identity (IDENTITY_ENDPOINT and IMDS_ENDPOINT are set)"
+	}
+	if agent := azureArcAgentPath(); agent != "" {
+		if _, err := os.Stat(agent); err == nil {
+			return "Azure Arc's managed identity (its agent " + agent + " is installed)"
+		}
+	}
+	return ""
 }
 
 // identitySelector is how a user-assigned identity is named.
@@ -212,9 +275,9 @@ func (mi *managedIdentity) cacheKeyLines() []string {
 // expiresInOrOnLifetime reads expires_in and expires_on; with both usable,
 // the earlier end wins. IMDS, and proxies of it, answer a cached token with
 // the expires_in of its original lifetime (azure-sdk-for-js #6643, which
-// MSAL and azidentity answer by preferring expires_on); expires_on is
-// another clock's: the earlier is safe whichever is stale. An expires_on
-// that does not parse is ignored when expires_in does.
+// MSAL Go and azidentity for JS answer by preferring expires_on);
+// expires_on is another clock's: the earlier is safe whichever is stale.
+// An expires_on that does not parse is ignored when expires_in does.
 func expiresInOrOnLifetime(fields map[string]json.RawMessage, sentAt time.Time) (time.Duration, time.Time, string) {
 	expiresIn, expiresAt, reason := expiresInLifetime(fields, sentAt)
 	rawOn, hasOn := fields["expires_on"]

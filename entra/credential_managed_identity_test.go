@@ -1,11 +1,14 @@
 package entra_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +103,19 @@ func TestManagedIdentity(t *testing.T) {
 	}
 }
 
+// clearManagedIdentityEnvironment unsets, for t, every variable by which
+// MSAL Go's GetSource recognises a managed identity environment, and the
+// Azure Arc agent's file.
+func clearManagedIdentityEnvironment(t *testing.T) {
+	for _, name := range []string{"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT",
+		"IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"} {
+		t.Setenv(name, "")
+	}
+	entra.SetAzureArcAgentPath(t, filepath.Join(t.TempDir(), "no-himds"))
+}
+
 func TestManagedIdentityFromEnvironment(t *testing.T) {
+	clearManagedIdentityEnvironment(t)
 	emu, srv, _ := miEmulator(t)
 	t.Setenv("IDENTITY_ENDPOINT", srv.URL+entratest.AppServicePath)
 	t.Setenv("IDENTITY_HEADER", identityHdr)
@@ -126,6 +141,75 @@ func TestManagedIdentityFromEnvironment(t *testing.T) {
 	}
 	if client.TokenEndpoint() != entra.DefaultIMDSEndpoint {
 		t.Errorf("TokenEndpoint() = %q, want the IMDS default", client.TokenEndpoint())
+	}
+}
+
+// The environments MSAL takes for Service Fabric, Azure Machine Learning,
+// Cloud Shell and Azure Arc are refused at load, naming the environment and
+// the variables (never their values), instead of being taken for App
+// Service (Service Fabric: another header, api-version and a pinned
+// certificate) or sent to IMDS, which is not there (or is another cloud's).
+// An endpoint in the config overrides the environment.
+func TestManagedIdentityRefusesEnvironmentsItDoesNotSpeak(t *testing.T) {
+	const endpointValue, secretValue = "http://127.0.0.1:1/env-endpoint", "env-secret-Do-Not-Log-7c1e"
+	agent := filepath.Join(t.TempDir(), "himds")
+	if err := os.WriteFile(agent, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		env   map[string]string
+		agent string
+		want  []string // in the message
+	}{
+		{"Service Fabric", map[string]string{"IDENTITY_ENDPOINT": endpointValue, "IDENTITY_HEADER": secretValue, "IDENTITY_SERVER_THUMBPRINT": "ABABABABABABABABABABABABABABABABABABABAB"},
+			"", []string{"Service Fabric", "IDENTITY_SERVER_THUMBPRINT"}},
+		{"Azure Machine Learning", map[string]string{"MSI_ENDPOINT": endpointValue, "MSI_SECRET": secretValue},
+			"", []string{"Azure Machine Learning", "MSI_ENDPOINT", "MSI_SECRET"}},
+		{"Cloud Shell", map[string]string{"MSI_ENDPOINT": endpointValue},
+			"", []string{"Cloud Shell", "MSI_ENDPOINT"}},
+		{"Azure Arc", map[string]string{"IDENTITY_ENDPOINT": endpointValue, "IMDS_ENDPOINT": "http://127.0.0.1:1"},
+			"", []string{"Azure Arc", "IDENTITY_ENDPOINT", "IMDS_ENDPOINT"}},
+		{"Azure Arc agent installed", nil, agent, []string{"Azure Arc", agent}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearManagedIdentityEnvironment(t)
+			if tt.agent != "" {
+				entra.SetAzureArcAgentPath(t, tt.agent)
+			}
+			for name, value := range tt.env {
+				t.Setenv(name, value)
+			}
+			_, err := entra.NewClient(entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{}})
+			var cfgErr *entra.ConfigError
+			if !errors.As(err, &cfgErr) || cfgErr.Field != "managed_identity" {
+				t.Fatalf("error = %v, want a managed_identity ConfigError", err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %q", err, want)
+				}
+			}
+			assertNoLeak(t, err.Error(), secretValue)
+			if strings.Contains(err.Error(), endpointValue) {
+				t.Errorf("error %q quotes a variable's value", err)
+			}
+
+			// An endpoint in the config is used as it is.
+			for _, mi := range []entra.ManagedIdentityCredential{
+				{IMDSEndpoint: "http://127.0.0.1:2/imds"},
+				{IdentityEndpoint: "http://127.0.0.1:2/msi", IdentityHeader: identityHdr},
+			} {
+				client, err := entra.NewClient(entra.Config{ManagedIdentity: &mi})
+				if err != nil {
+					t.Fatalf("with endpoint set: %v", err)
+				}
+				if got := client.TokenEndpoint(); got != cmp.Or(mi.IMDSEndpoint, mi.IdentityEndpoint) {
+					t.Errorf("TokenEndpoint() = %q", got)
+				}
+			}
+		})
 	}
 }
 
