@@ -108,14 +108,12 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 // (a *ConfigError, field "on_behalf_of"), nil when it can. Call it when the
 // configuration loads. A tenant given by domain name can, when
 // TenantDiscoveryURL names where to resolve its ID (ResolveTenantID), which
-// users' tokens are checked against.
+// users' tokens are checked against. (NewClient has refused common,
+// organizations and consumers, which name no tenant, for every credential.)
 func (c *Client) SupportsOnBehalfOf() error {
 	switch {
 	case c.CredentialType() == "managed_identity":
 		return &ConfigError{Field: "on_behalf_of", Reason: "a managed identity cannot exchange a user's token; use an app registration's client_secret, client_certificate, federated_token_file or workload_identity"}
-	case slices.Contains([]string{"common", "organizations", "consumers"}, strings.ToLower(strings.TrimSuffix(c.expectedTenant(), "."))):
-		return &ConfigError{Field: "on_behalf_of", Reason: "needs the application's own tenant in tenant_id (its ID or a domain name), " +
-			"not common, organizations or consumers: users' tokens are checked against it"}
 	case c.TenantGUID() == "" && c.TenantDiscoveryURL() == "":
 		return &ConfigError{Field: "on_behalf_of", Reason: "needs tenant_id as the tenant's ID (a GUID, as users' tokens carry it in tid), " +
 			"or a domain name whose ID the authority's OpenID configuration gives: not beside a token_endpoint elsewhere"}

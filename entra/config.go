@@ -46,8 +46,9 @@ var SovereignAuthorityHosts = map[string]string{
 // credential must be set: ClientSecret, ClientCertificate,
 // FederatedTokenFile or ManagedIdentity.
 type Config struct {
-	// TenantID is the tenant ID or a verified domain name. Required unless
-	// TokenEndpoint or ManagedIdentity is set.
+	// TenantID is the tenant ID or a verified domain name, never common,
+	// organizations or consumers (nor may a TokenEndpoint shaped as Entra's
+	// name them). Required unless TokenEndpoint or ManagedIdentity is set.
 	TenantID string
 
 	// ClientID is the app registration's client ID. Required, except with
@@ -160,10 +161,17 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, &ConfigError{Field: "client_id", Reason: "must not contain spaces or control characters"}
 	case cfg.TenantID != "" && checkTenantID(cfg.TenantID) != "":
 		return nil, &ConfigError{Field: "tenant_id", Reason: checkTenantID(cfg.TenantID)}
+	case isMultiTenantAlias(cfg.TenantID):
+		return nil, &ConfigError{Field: "tenant_id", Reason: "must be the application's own tenant (its ID or a verified domain name), " +
+			"not " + listed(multiTenantAliases, "or") + ", which span many tenants: " + oneTenantNeeded}
 	}
 	endpoint, err := resolveTokenEndpoint(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if _, tenant := entraTenantBase(endpoint); cfg.TenantID == "" && isMultiTenantAlias(tenant) {
+		return nil, &ConfigError{Field: "token_endpoint", Reason: "must be the token endpoint of the application's own tenant, not of " +
+			listed(multiTenantAliases, "or") + ", which span many tenants: " + oneTenantNeeded}
 	}
 	if err := checkExtraParams(cfg.ExtraParams); err != nil {
 		return nil, err
@@ -212,6 +220,9 @@ func capabilitiesClaims(cfg Config) (string, error) {
 	}
 	return MergeClaims("", cfg.ClientCapabilities)
 }
+
+// oneTenantNeeded says why a multi-tenant authority is refused.
+const oneTenantNeeded = "client credentials and on-behalf-of request a token in one tenant"
 
 var credentialNames = []string{"client_secret", "client_certificate", "federated_token_file", "managed_identity"}
 
@@ -288,8 +299,7 @@ func namesTenant(path, tenantID string) bool {
 	if last == "" {
 		return false
 	}
-	return strings.EqualFold(last, strings.TrimSpace(tenantID)) || isGUID(last) ||
-		slices.Contains([]string{"common", "organizations", "consumers"}, strings.ToLower(last)) ||
+	return strings.EqualFold(last, strings.TrimSpace(tenantID)) || isGUID(last) || isMultiTenantAlias(last) ||
 		slices.Contains(strings.Split(strings.ToLower(path), "/"), "oauth2")
 }
 

@@ -400,7 +400,8 @@ func BenchmarkReadUserAssertion(b *testing.B) {
 // The multi-tenant authorities name no tenant to check users' tokens
 // against (common and organizations have no tenant ID in their issuer;
 // consumers is every personal account's): an on-behalf-of application is
-// refused them at load, as before domain tenants were taken.
+// refused them at load, as every application is now (client credentials
+// need one tenant too: TestMultiTenantAuthoritiesAreRefusedForEveryCredential).
 func TestOnBehalfOfRefusesTheMultiTenantAuthorities(t *testing.T) {
 	for _, cfg := range []entra.Config{
 		{TenantID: "common", AuthorityHost: "http://127.0.0.1:1"},
@@ -409,14 +410,9 @@ func TestOnBehalfOfRefusesTheMultiTenantAuthorities(t *testing.T) {
 		{TokenEndpoint: "http://127.0.0.1:1/common/oauth2/v2.0/token"},
 	} {
 		cfg.ClientID, cfg.ClientSecret = testClientID, testSecret
-		client, err := entra.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var cfgErr *entra.ConfigError
-		if err := client.SupportsOnBehalfOf(); !errors.As(err, &cfgErr) || cfgErr.Field != "on_behalf_of" ||
-			!strings.Contains(cfgErr.Reason, "not common, organizations or consumers") {
-			t.Errorf("tenant %q, endpoint %q: SupportsOnBehalfOf() = %v, want on_behalf_of refusing the multi-tenant authorities", cfg.TenantID, cfg.TokenEndpoint, err)
+		if _, err := entra.NewClient(cfg); !errors.As(err, &cfgErr) || !strings.Contains(cfgErr.Reason, "common, organizations or consumers") {
+			t.Errorf("tenant %q, endpoint %q: NewClient() error = %v, want the multi-tenant authority refused", cfg.TenantID, cfg.TokenEndpoint, err)
 		}
 	}
 }

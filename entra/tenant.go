@@ -2,6 +2,7 @@ package entra
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -16,6 +17,17 @@ func (c *Client) expectedTenant() string {
 	}
 	_, tenant := entraTenantBase(c.tokenEndpoint)
 	return tenant
+}
+
+// multiTenantAliases are the authorities that span many tenants (any
+// work or school account, any personal account): they name no one tenant
+// to request a token in or check a token against.
+var multiTenantAliases = []string{"common", "organizations", "consumers"}
+
+// isMultiTenantAlias reports whether tenant is one of multiTenantAliases,
+// in any case, with or without a trailing dot.
+func isMultiTenantAlias(tenant string) bool {
+	return slices.Contains(multiTenantAliases, strings.ToLower(strings.TrimSuffix(tenant, ".")))
 }
 
 // entraTenantBase splits a token endpoint shaped as Entra's

@@ -1,6 +1,8 @@
 package entra_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,5 +58,67 @@ func TestTokenIdentityOfATokenEndpoint(t *testing.T) {
 		v.Learn(ours)
 		assertCheck(t, v.Check(ours, expires), "")
 		assertCheck(t, v.Check(theirs, expires), "tid")
+	}
+}
+
+// Client credentials need one tenant: common, organizations and consumers
+// span many (MSAL .NET refuses them for a confidential client; Entra
+// answers AADSTS90010 or picks a tenant, and tenant discovery never
+// resolves their "{tenantid}" issuer). Every credential is refused them
+// at load, naming tenant_id, or token_endpoint when that names them; a
+// managed identity, which takes no tenant, is not.
+func TestMultiTenantAuthoritiesAreRefusedForEveryCredential(t *testing.T) {
+	dir := t.TempDir()
+	key := rsaKey(t, 0)
+	credentials := map[string]func(*entra.Config){
+		"client_secret": func(c *entra.Config) { c.ClientSecret = testSecret },
+		"client_certificate": func(c *entra.Config) {
+			c.ClientCertificate = &entra.CertificateCredential{
+				CertFile: writeFile(t, dir, "c.pem", append(certPEM(newCert(t, key, "app", false, nil, nil)), pkcs1PEM(key)...))}
+		},
+		"federated_token_file": func(c *entra.Config) { c.FederatedTokenFile = writeFile(t, dir, "token", []byte("eyJ.e30.sig")) },
+	}
+	for credential, set := range credentials {
+		for _, tt := range []struct {
+			cfg   entra.Config
+			field string
+		}{
+			{entra.Config{TenantID: "common"}, "tenant_id"},
+			{entra.Config{TenantID: "organizations"}, "tenant_id"},
+			{entra.Config{TenantID: "consumers"}, "tenant_id"},
+			{entra.Config{TenantID: "Common"}, "tenant_id"},
+			{entra.Config{TenantID: "ORGANIZATIONS."}, "tenant_id"},
+			{entra.Config{TenantID: "common", TokenEndpoint: "https://idp.example/token"}, "tenant_id"},
+			{entra.Config{TokenEndpoint: "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"}, "token_endpoint"},
+			{entra.Config{TokenEndpoint: "https://login.microsoftonline.com/Consumers/oauth2/token"}, "token_endpoint"},
+		} {
+			cfg := tt.cfg
+			cfg.ClientID = testClientID
+			set(&cfg)
+			_, err := entra.NewClient(cfg)
+			var cfgErr *entra.ConfigError
+			if !errors.As(err, &cfgErr) || cfgErr.Field != tt.field || !strings.Contains(cfgErr.Reason, "request a token in one tenant") {
+				t.Errorf("%s, tenant_id %q, token_endpoint %q: NewClient() error = %v, want %s refused as spanning many tenants",
+					credential, tt.cfg.TenantID, tt.cfg.TokenEndpoint, err, tt.field)
+			}
+		}
+		// One tenant, by ID or domain, and another server's endpoint whose
+		// path merely ends in a similar word, are taken as before.
+		for _, cfg := range []entra.Config{
+			{TenantID: claimsTenant},
+			{TenantID: "commonwealth.example"},
+			{TokenEndpoint: "https://idp.example/common/token"},
+		} {
+			cfg.ClientID = testClientID
+			set(&cfg)
+			if _, err := entra.NewClient(cfg); err != nil {
+				t.Errorf("%s, tenant_id %q, token_endpoint %q: %v", credential, cfg.TenantID, cfg.TokenEndpoint, err)
+			}
+		}
+	}
+	// A managed identity takes no tenant: tenant_id is ignored, as before.
+	if _, err := entra.NewClient(entra.Config{TenantID: "common",
+		ManagedIdentity: &entra.ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/token"}}); err != nil {
+		t.Errorf("managed identity beside tenant_id common: %v", err)
 	}
 }
