@@ -3,6 +3,7 @@ package entra
 import (
 	"encoding/base64"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -64,7 +65,7 @@ func checkMutualTLS(cfg Config) error {
 }
 
 // isEntraEndpoint reports whether a token endpoint is Entra's: shaped as
-// Entra's (/{tenant}/oauth2/v2.0/token), or on an Entra authority host.
+// Entra's (/{tenant}/oauth2/v2.0/token), or on an Entra host (entraHosts).
 func isEntraEndpoint(tokenEndpoint string) bool {
 	if base, _ := entraTenantBase(tokenEndpoint); base != "" {
 		return true
@@ -73,12 +74,8 @@ func isEntraEndpoint(tokenEndpoint string) bool {
 	if err != nil {
 		return false
 	}
-	for _, authority := range SovereignAuthorityHosts {
-		if a, err := url.Parse(authority); err == nil && strings.EqualFold(a.Hostname(), u.Hostname()) {
-			return true
-		}
-	}
-	return false
+	host := strings.TrimSuffix(u.Hostname(), ".")
+	return slices.ContainsFunc(entraHosts, func(entra string) bool { return strings.EqualFold(entra, host) })
 }
 
 // basicAuthorization is the Authorization header of client_secret_basic:

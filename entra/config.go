@@ -34,11 +34,28 @@ const DefaultTimeout = 10 * time.Second
 const MaxResponseBytes = 1 << 20
 
 // SovereignAuthorityHosts are the authority hosts of the Entra ID national
-// clouds, by azidentity's names, for Config.AuthorityHost.
+// clouds, by azidentity's names, for Config.AuthorityHost. Each is the host
+// MSAL prefers; azcore's cloud.AzureChina names China's alias
+// https://login.chinacloudapi.cn, which serves the same tenants.
 var SovereignAuthorityHosts = map[string]string{
 	"AzurePublic":       "https://login.microsoftonline.com",
 	"AzureUSGovernment": "https://login.microsoftonline.us",
 	"AzureChina":        "https://login.partner.microsoftonline.cn",
+}
+
+// entraHosts are the hosts of Entra ID's token endpoints: every cloud's,
+// with their aliases, as MSAL's instance discovery metadata lists them
+// (MSAL Go's authority.GetKnownMetadata and TrustedHost). SovereignAuthorityHosts
+// are among them.
+var entraHosts = []string{
+	// global
+	"login.microsoftonline.com", "login.windows.net", "login.microsoft.com", "sts.windows.net",
+	// US Government
+	"login.microsoftonline.us", "login.usgovcloudapi.net", "login-us.microsoftonline.com",
+	// China (21Vianet): the host MSAL prefers, and azcore's
+	"login.partner.microsoftonline.cn", "login.chinacloudapi.cn",
+	// Germany (closed), Bleu, Delos, GovSG
+	"login.microsoftonline.de", "login.sovcloud-identity.fr", "login.sovcloud-identity.de", "login.sovcloud-identity.sg",
 }
 
 // Config configures one identity (an app registration in one tenant, or a

@@ -248,6 +248,16 @@ func TestSovereignAuthorityHosts(t *testing.T) {
 	}
 }
 
+// Every cloud's preferred host is among the Entra hosts that mutual TLS
+// is refused for (isEntraEndpoint).
+func TestSovereignAuthorityHostsAreEntraHosts(t *testing.T) {
+	for name, authority := range SovereignAuthorityHosts {
+		if !isEntraEndpoint(authority + "/token") {
+			t.Errorf("%s (%s) is not taken for an Entra host", name, authority)
+		}
+	}
+}
+
 func TestExtraParamsValidation(t *testing.T) {
 	for _, name := range []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "scope", "Scope", "", "a b"} {
 		cfg := validConfig()

@@ -192,6 +192,34 @@ func TestMutualTLSClientAuthConfig(t *testing.T) {
 	}
 }
 
+// Entra is recognised on every host of its token endpoints, aliases
+// included, where the path does not have Entra's shape (here the v1
+// endpoint with its api-version query): China's login.chinacloudapi.cn
+// (azcore's cloud.AzureChina) beside login.partner.microsoftonline.cn, the
+// global cloud's login.windows.net and login.microsoft.com, US
+// Government's login.usgovcloudapi.net. Mutual TLS is refused on each.
+func TestMutualTLSRefusedOnEveryEntraHost(t *testing.T) {
+	dir := t.TempDir()
+	key := rsaKey(t, 0)
+	certPath := writeFile(t, dir, "c.pem", append(certPEM(newCert(t, key, "leaf", false, nil, nil)), pkcs1PEM(key)...))
+	for _, host := range []string{"login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.windows.net",
+		"login.microsoft.com", "LOGIN.MICROSOFTONLINE.COM.", "login.usgovcloudapi.net", "login.microsoftonline.us"} {
+		_, err := entra.NewClient(entra.Config{ClientID: "orders-sidecar", ClientAuth: entra.ClientAuthTLS,
+			TokenEndpoint:     "https://" + host + "/contoso.example/oauth2/token?api-version=1.0",
+			ClientCertificate: &entra.CertificateCredential{CertFile: certPath}})
+		var cfgErr *entra.ConfigError
+		if !errors.As(err, &cfgErr) || cfgErr.Field != "client_auth" || !strings.Contains(cfgErr.Reason, "Entra ID does not offer") {
+			t.Errorf("%s: error = %v, want client_auth refused as Entra's", host, err)
+		}
+	}
+	// A host that merely resembles one is another server's.
+	if _, err := entra.NewClient(entra.Config{ClientID: "orders-sidecar", ClientAuth: entra.ClientAuthTLS,
+		TokenEndpoint:     "https://login.microsoftonline.com.idp.example/oauth2/token",
+		ClientCertificate: &entra.CertificateCredential{CertFile: certPath}}); err != nil {
+		t.Errorf("another server: %v", err)
+	}
+}
+
 // A connection busy with a token request when the certificate files rotate
 // finishes its request, and is never used again: every later token request
 // presents the new certificate, and the old connection is closed once it
