@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // DefaultAuthorityHost is the Entra ID global cloud, the default
@@ -119,6 +121,12 @@ type Config struct {
 	// DefaultTimeout; negative values are rejected.
 	Timeout time.Duration
 
+	// Logger is told what the client notices outside a token request's
+	// answer: a warning when rotated certificate files do not load (once
+	// per content), never a secret or key material. Default: none
+	// (zap.NewNop).
+	Logger *zap.Logger
+
 	// HTTPClient sends the token requests. Default: a process-wide client.
 	// Whichever it is, no redirect is followed (a caller's CheckRedirect is
 	// replaced), so that no credential is re-posted elsewhere.
@@ -153,6 +161,9 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, &ConfigError{Field: "timeout", Reason: "must not be negative"}
 	}
 	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultTimeout)
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
 	callerClient := cfg.HTTPClient
 	if callerClient == nil {
 		cfg.HTTPClient = sharedHTTPClient()
@@ -205,11 +216,11 @@ func NewClient(cfg Config) (*Client, error) {
 		source = secretCredential{formCredential: form, secret: cfg.ClientSecret, basic: cfg.ClientAuth == ClientAuthBasic}
 	case cfg.ClientCertificate != nil && isMutualTLS(cfg.ClientAuth):
 		var cred *tlsCredential
-		if cred, err = newTLSCredential(*cfg.ClientCertificate, form, callerClient); err == nil {
+		if cred, err = newTLSCredential(*cfg.ClientCertificate, form, callerClient, cfg.Logger); err == nil {
 			source, cfg.HTTPClient = cred, cred.client
 		}
 	case cfg.ClientCertificate != nil:
-		source, err = newCertificateCredential(*cfg.ClientCertificate, form)
+		source, err = newCertificateCredential(*cfg.ClientCertificate, form, cfg.Logger)
 	case cfg.FederatedTokenFile != "":
 		if err = checkFederatedTokenFile(cfg); err == nil {
 			source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile, origin: federatedTokenFileOrigin(cfg)}

@@ -26,6 +26,7 @@ import (
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
 	"go.step.sm/crypto/pemutil"
+	"go.uber.org/zap"
 	"software.sslmate.com/src/go-pkcs12"
 )
 
@@ -43,8 +44,11 @@ const minRSAKeyBits = 2048
 // CertificateCredential authenticates with a certificate registered on the
 // app registration: every token request carries a fresh client assertion,
 // signed PS256. The files are read again for every request, so a rotated
-// certificate needs no restart; files that do not load (half-written)
-// leave the last good certificate in use.
+// certificate needs no restart; files that do not load (half-written, or
+// never loadable: another password, a key that is not RSA of 2048 bits or
+// more, a certificate and key that do not match) leave the last good
+// certificate in use, and new content that does not load is logged to
+// Config.Logger as a warning, once per content.
 type CertificateCredential struct {
 	// CertFile is the path of the certificate: PEM (the leaf, optionally its
 	// chain and key) or PKCS#12. Required.
@@ -69,11 +73,13 @@ type CertificateCredential struct {
 type certificateFiles[T any] struct {
 	files    CertificateCredential
 	load     func(certData, keyData []byte, files CertificateCredential) (T, error)
-	onChange func() // called after every reload that took new content; may be nil
+	onChange func()      // called after every reload that took new content; may be nil
+	logger   *zap.Logger // told of new content that does not load
 
 	mu      sync.Mutex
 	digest  [sha256.Size]byte // of the files' content that current came from
 	current T                 // of the last good certificate and key
+	refused [sha256.Size]byte // of the last new content that did not load, warned of once; zero for none
 }
 
 // loadCertificateFiles loads the files; failures are *ConfigError (field
@@ -88,7 +94,7 @@ func loadCertificateFiles[T any](files CertificateCredential,
 			return nil, err
 		}
 	}
-	f := &certificateFiles[T]{files: files, load: load}
+	f := &certificateFiles[T]{files: files, load: load, logger: zap.NewNop()}
 	certData, keyData, err := readCertificateFiles(files)
 	if err == nil {
 		f.current, err = load(certData, keyData, files)
@@ -106,6 +112,11 @@ func loadCertificateFiles[T any](files CertificateCredential,
 // content without onChange; onChange runs under f.mu, so a reload that
 // finds the new content taken returns only after it (a request then sends
 // through the new transport). onChange must not call f's methods.
+//
+// New content that does not load is tried again at the next reload (a
+// file being written loads once complete) and warned of once: a complete
+// file that never loads would otherwise leave the old certificate signing,
+// unseen, until Entra refuses it, far from the cause.
 func (f *certificateFiles[T]) reload() T {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -113,13 +124,27 @@ func (f *certificateFiles[T]) reload() T {
 	if err != nil {
 		return f.current // unreadable (e.g. being replaced)
 	}
-	if digest := contentDigest(certData, keyData); digest != f.digest {
-		if v, err := f.load(certData, keyData, f.files); err == nil { // else retried next time
-			f.digest, f.current = digest, v
-			if f.onChange != nil {
-				f.onChange()
-			}
+	digest := contentDigest(certData, keyData)
+	if digest == f.digest {
+		return f.current
+	}
+	v, err := f.load(certData, keyData, f.files)
+	if err != nil {
+		if digest != f.refused {
+			f.refused = digest
+			// The cause is the parser's: it names no path, key or password.
+			f.logger.Warn("the client certificate's files changed but do not load; the last good certificate stays in use "+
+				"until they do (they are read again at each token request)", zap.String("field", "client_certificate"), zap.Error(err))
 		}
+		return f.current
+	}
+	if f.refused != ([sha256.Size]byte{}) {
+		f.refused = [sha256.Size]byte{}
+		f.logger.Info("the client certificate's files load again: the new certificate is in use", zap.String("field", "client_certificate"))
+	}
+	f.digest, f.current = digest, v
+	if f.onChange != nil {
+		f.onChange()
 	}
 	return f.current
 }
@@ -145,11 +170,14 @@ type certificateCredential struct {
 	*certificateFiles[jose.Signer]
 }
 
-func newCertificateCredential(files CertificateCredential, form formCredential) (*certificateCredential, error) {
+// newCertificateCredential loads the certificate; logger is told of
+// rotated files that do not load.
+func newCertificateCredential(files CertificateCredential, form formCredential, logger *zap.Logger) (*certificateCredential, error) {
 	f, err := loadCertificateFiles(files, newAssertionSigner)
 	if err != nil {
 		return nil, err
 	}
+	f.logger = logger
 	return &certificateCredential{formCredential: form, certificateFiles: f}, nil
 }
 

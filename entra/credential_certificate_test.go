@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.step.sm/crypto/pemutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -264,6 +268,100 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	if err := token(); err != nil {
 		t.Fatalf("with the key file gone: %v", err)
+	}
+}
+
+// A rotation to complete files that never load (a PFX exported with
+// another password than key_password, a certificate and key that do not
+// match) keeps the last good certificate signing, as a half-written file
+// does, and is warned of once per content, naming the field and the
+// cause, never a password or key material; files that load then are
+// taken, and said so.
+func TestUnloadableRotatedCertificateIsWarnedOnce(t *testing.T) {
+	emu, srv := certEmulator(t)
+	oldKey, newKey := rsaKey(t, 0), rsaKey(t, 1)
+	oldCert := newCert(t, oldKey, "app 2025", false, nil, nil)
+	newC := newCert(t, newKey, "app 2026", false, nil, nil)
+	emu.AddCertificateClient(testClientID, oldCert)
+	pfx := func(key any, cert *x509.Certificate, password string) []byte {
+		t.Helper()
+		data, err := pkcs12.Modern.Encode(key, cert, nil, password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	dir := t.TempDir()
+	path := writeFile(t, dir, "app.pfx", pfx(oldKey, oldCert, "pw-2025"))
+	core, logs := observer.New(zapcore.DebugLevel)
+	recorder := &formRecorder{}
+	client, err := entra.NewClient(entra.Config{TenantID: emu.TenantID(), ClientID: testClientID, AuthorityHost: srv.URL,
+		ClientCertificate: &entra.CertificateCredential{CertFile: path, KeyPassword: "pw-2025"},
+		HTTPClient:        &http.Client{Transport: recorder}, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedWith := func() string {
+		t.Helper()
+		if _, err := client.Token(context.Background(), []string{graphScope}); err != nil {
+			t.Fatalf("token request: %v", err)
+		}
+		forms := recorder.Forms()
+		parsed, _, err := jwt.NewParser().ParseUnverified(forms[len(forms)-1].Get("client_assertion"), &jwt.RegisteredClaims{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := parsed.Header["x5t#S256"].(string)
+		return s
+	}
+	thumbprint := func(c *x509.Certificate) string {
+		sum := sha256.Sum256(c.Raw)
+		return base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	warnings := func() []observer.LoggedEntry { return logs.FilterLevelExact(zapcore.WarnLevel).AllUntimed() }
+	if signedWith() != thumbprint(oldCert) || logs.Len() != 0 {
+		t.Fatalf("before the rotation: %d logs", logs.Len())
+	}
+	before := client.CredentialFingerprint()
+
+	// The new year's PFX, exported with a password the config does not have.
+	writeFile(t, dir, "app.pfx", pfx(newKey, newC, "pw-2026"))
+	for range 3 { // token requests and fingerprints read it again: one warning
+		if signedWith() != thumbprint(oldCert) || client.CredentialFingerprint() != before {
+			t.Fatal("an unloadable file replaced the last good certificate")
+		}
+	}
+	if w := warnings(); len(w) != 1 || w[0].ContextMap()["field"] != "client_certificate" ||
+		!strings.Contains(w[0].Message, "last good certificate stays in use") ||
+		!strings.Contains(fmt.Sprint(w[0].ContextMap()["error"]), "PKCS#12") {
+		t.Fatalf("after a rotation to a PFX with another password: warnings %v, want one naming client_certificate and the cause", w)
+	}
+
+	// Another unloadable content: the new certificate beside the old key.
+	writeFile(t, dir, "app.pfx", append(certPEM(newC), pkcs1PEM(oldKey)...))
+	if signedWith() != thumbprint(oldCert) {
+		t.Fatal("a mismatched pair replaced the last good certificate")
+	}
+	if w := warnings(); len(w) != 2 || !strings.Contains(fmt.Sprint(w[1].ContextMap()["error"]), "do not match") {
+		t.Fatalf("after a mismatched pair: warnings %v, want a second one with its cause", w)
+	}
+	for _, entry := range logs.AllUntimed() {
+		text := entry.Message + fmt.Sprint(entry.ContextMap())
+		for _, secret := range []string{"pw-2025", "pw-2026", path, string(pkcs1PEM(oldKey))[40:80]} {
+			if strings.Contains(text, secret) {
+				t.Errorf("a log holds a password, the path or key material: %s", text)
+			}
+		}
+	}
+
+	// The right file: taken, and said so.
+	writeFile(t, dir, "app.pfx", pfx(newKey, newC, "pw-2025"))
+	emu.AddCertificateClient(testClientID, newC)
+	if signedWith() != thumbprint(newC) || client.CredentialFingerprint() == before {
+		t.Fatal("the loadable rotation was not taken")
+	}
+	if infos := logs.FilterLevelExact(zapcore.InfoLevel).AllUntimed(); len(infos) != 1 || len(warnings()) != 2 {
+		t.Errorf("after the loadable rotation: infos %v, warnings %d; want one info and no new warning", infos, len(warnings()))
 	}
 }
 

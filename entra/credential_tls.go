@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"slices"
 	"sync/atomic"
+
+	"go.uber.org/zap"
 )
 
 // tlsCredential presents the client certificate on the TLS connection to
@@ -25,8 +27,9 @@ type tlsCredential struct {
 }
 
 // newTLSCredential loads the certificate and makes the identity's own
-// client from caller's (see mutualTLSBase).
-func newTLSCredential(files CertificateCredential, form formCredential, caller *http.Client) (*tlsCredential, error) {
+// client from caller's (see mutualTLSBase); logger is told of rotated
+// files that do not load.
+func newTLSCredential(files CertificateCredential, form formCredential, caller *http.Client, logger *zap.Logger) (*tlsCredential, error) {
 	base, err := mutualTLSBase(caller)
 	if err != nil {
 		return nil, err
@@ -35,6 +38,7 @@ func newTLSCredential(files CertificateCredential, form formCredential, caller *
 	if err != nil {
 		return nil, err
 	}
+	f.logger = logger
 	c := &tlsCredential{formCredential: form, certificateFiles: f, base: base}
 	c.transport.Store(c.newTransport())
 	f.onChange = c.rotate

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/binding"
 	"github.com/caddy-entra/caddy-entra/entra"
@@ -51,6 +52,7 @@ func (a *App) resolveRedisEntra(repl *caddy.Replacer, cache *cacheSettings, apps
 		if err != nil {
 			return err
 		}
+		cfg.Logger = a.credentialLogger(zap.String("identity", "redis entra"))
 		if client, err = entra.NewClient(cfg); err != nil {
 			return prefixConfigError("redis entra: ", err)
 		}

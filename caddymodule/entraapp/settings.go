@@ -17,6 +17,7 @@ import (
 	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-entra/caddy-entra/entra"
 	"github.com/caddy-entra/caddy-entra/tokencache/redisstore"
@@ -86,6 +87,7 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		if len(app.ClientCapabilities) > 0 { // [] is none of its own, as absent: omitempty drops it
 			cfg.ClientCapabilities = app.ClientCapabilities
 		}
+		cfg.Logger = a.credentialLogger(zap.String("application", name))
 		if cfg.ManagedIdentity != nil && len(scopes) != 1 {
 			return nil, ConfigError("application "+name+": scope", "a managed identity gets a token for exactly one resource; "+
 				"configure one scope per application")
@@ -113,6 +115,16 @@ func (a *App) resolveApplications(repl *caddy.Replacer) ([]resolvedApplication, 
 		apps = append(apps, resolved)
 	}
 	return apps, nil
+}
+
+// credentialLogger is what a token client tells of its credential (rotated
+// certificate files that do not load), to the app's logger with identity
+// fields; nil, for no logging, without one (the CLI).
+func (a *App) credentialLogger(identity zap.Field) *zap.Logger {
+	if a.logger == nil {
+		return nil
+	}
+	return a.logger.With(identity)
 }
 
 // cacheSettings is what a cache is made of. It holds secrets: hashed into

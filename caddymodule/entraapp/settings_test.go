@@ -1,8 +1,16 @@
 package entraapp
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +230,45 @@ func TestDuplicateScopeIsRefused(t *testing.T) {
 				t.Errorf("%s, %s: error = %v, want %q", tc.name, format, err, tc.want)
 			}
 		}
+	}
+}
+
+// A token client tells the app's log, naming the application, of rotated
+// certificate files that do not load (the last good certificate keeps
+// signing): the operator learns of it before Entra refuses the old one.
+func TestUnloadableRotatedCertificateIsLoggedWithItsApplication(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "orders"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	path := filepath.Join(t.TempDir(), "orders.pem")
+	write := func(content []byte) {
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})...))
+	core, logs := observer.New(zapcore.DebugLevel)
+	app := &App{
+		IdentityConfig: IdentityConfig{TenantID: "contoso.example", ClientID: "c", ClientCertificate: &ClientCertificateConfig{Certificate: path}},
+		Applications:   map[string]*Application{"orders-api": {Scopes: []string{"api://orders/.default"}}},
+	}
+	if err := app.ProvisionForTest(zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Cleanup() })
+
+	write(certPEM) // rotated to a certificate without its key
+	app.resolved[0].Client.CredentialFingerprint()
+	warnings := logs.FilterMessageSnippet("the client certificate's files changed but do not load").AllUntimed()
+	if len(warnings) != 1 || warnings[0].ContextMap()["application"] != "orders-api" || warnings[0].ContextMap()["field"] != "client_certificate" {
+		t.Fatalf("warnings %v, want one naming application orders-api and client_certificate", warnings)
 	}
 }
