@@ -25,9 +25,13 @@ const redisOID = "11111111-1111-1111-1111-111111111111"
 
 // redisToken is an unsigned JWT for Redis valid for an hour, naming oid
 // (none when empty) and serial (to tell tokens apart).
+// redisTokenExp is every test token's exp, fixed once: a token built again
+// to compare is the same across a second's boundary.
+var redisTokenExp = time.Now().Add(time.Hour).Unix()
+
 func redisToken(oid string, serial int64) string {
 	b64 := base64.RawURLEncoding.EncodeToString
-	payload := fmt.Sprintf(`{"serial":%d,"exp":%d`, serial, time.Now().Add(time.Hour).Unix())
+	payload := fmt.Sprintf(`{"serial":%d,"exp":%d`, serial, redisTokenExp)
 	if oid != "" {
 		payload += fmt.Sprintf(`,"oid":%q`, oid)
 	}
@@ -60,7 +64,7 @@ func redisTokenClient(t *testing.T, answer func(w http.ResponseWriter, r *http.R
 	}))
 	t.Cleanup(srv.Close)
 	tenant := "72f988bf-86f1-41af-91ab-2d7cd011db47"
-	client, err := entra.NewClient(entra.Config{TenantID: tenant, ClientID: "c", ClientSecret: "s",
+	client, err := entra.NewClient(entra.Config{TenantID: tenant, ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: "s",
 		TokenEndpoint: srv.URL + "/" + tenant + "/oauth2/v2.0/token"})
 	if err != nil {
 		t.Fatal(err)
@@ -81,11 +85,13 @@ func blockedAnswer(arrived, release chan struct{}) func(http.ResponseWriter, *ht
 	}
 }
 
-// moveClock makes now return the time moved by what the returned function
-// adds; the test's end restores it.
+// moveClock stops now at the present, to move only by what the returned
+// function adds (a clock that also ran would move a backoff's end under a
+// loaded machine); the test's end restores it.
 func moveClock(t *testing.T) func(time.Duration) {
 	var offset atomic.Int64
-	now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	start := time.Now()
+	now = func() time.Time { return start.Add(time.Duration(offset.Load())) }
 	t.Cleanup(func() { now = time.Now })
 	return func(d time.Duration) { offset.Add(int64(d)) }
 }

@@ -437,7 +437,7 @@ func TestTokenNetworkError(t *testing.T) {
 
 func TestCredentialFingerprintBySecret(t *testing.T) {
 	fingerprint := func(secret string) string {
-		c, err := entra.NewClient(entra.Config{TenantID: "t", ClientID: "c", ClientSecret: secret})
+		c, err := entra.NewClient(entra.Config{TenantID: "t", ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: secret})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -66,13 +66,16 @@ func (rr *requestRecorder) last(t *testing.T) recordedRequest {
 }
 
 // basicClient returns a client of clientID and secret with client_auth
-// basic against srv, and the recorder of its requests.
+// basic against the emulator at authority, and the recorder of its
+// requests. Its token endpoint is given, so that clientID need not be a
+// GUID (another OAuth 2.0 server's may be anything).
 func basicClient(t *testing.T, authority, tenantID, clientID, secret string) (*entra.Client, *requestRecorder) {
 	t.Helper()
 	recorder := new(requestRecorder)
 	client, err := entra.NewClient(entra.Config{
-		TenantID: tenantID, ClientID: clientID, ClientSecret: secret, ClientAuth: entra.ClientAuthBasic,
-		AuthorityHost: authority, HTTPClient: &http.Client{Transport: recorder},
+		TokenEndpoint: authority + "/" + tenantID + "/oauth2/v2.0/token",
+		ClientID:      clientID, ClientSecret: secret, ClientAuth: entra.ClientAuthBasic,
+		HTTPClient: &http.Client{Transport: recorder},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -168,7 +168,7 @@ func TestExactlyOneCredential(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.TenantID, cfg.ClientID = "t", "c"
+			cfg.TenantID, cfg.ClientID = "t", "00000000-0000-4000-8000-0000000000c1"
 			client, err := NewClient(cfg)
 			if tt.want == "" {
 				if err != nil {
@@ -334,5 +334,21 @@ func TestAuthorityHostNamesNoTenant(t *testing.T) {
 	if _, err := NewClient(Config{AuthorityHost: "https://login.microsoftonline.com/common",
 		ManagedIdentity: &ManagedIdentityCredential{IMDSEndpoint: "http://127.0.0.1:1/token"}}); err != nil {
 		t.Errorf("managed identity beside an authority naming a tenant: %v", err)
+	}
+}
+
+// A client ID at Entra ID's token endpoint is a GUID: Entra echoes an
+// unknown one (AADSTS700016) into errors, logs and answers, so a secret
+// given as client_id (the two swapped) is refused at load, unquoted.
+// Another OAuth 2.0 server's (token_endpoint) may be anything.
+func TestClientIDIsAGUIDAtEntraID(t *testing.T) {
+	const secret = "Abc8Q~swapped.secret_9d8c7b6a5-AbCdEfGh"
+	_, err := NewClient(Config{TenantID: "contoso.onmicrosoft.com", ClientID: secret, ClientSecret: "00000000-0000-4000-8000-0000000000c1"})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "client_id" || strings.Contains(err.Error(), "Abc8Q") {
+		t.Errorf("a secret as client_id: %v; want a client_id ConfigError that does not quote it", err)
+	}
+	if _, err := NewClient(Config{TokenEndpoint: "https://idp.example/oauth2/token", ClientID: "orders-sidecar", ClientSecret: "s"}); err != nil {
+		t.Errorf("another server's client ID: %v", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // is wrong.
 func TestValidateChecksEverySettingBeforeRegistering(t *testing.T) {
 	app := &App{
-		IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"},
+		IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: "s"},
 		RefreshWindow:  caddy.Duration(-1),
 		Applications:   map[string]*Application{"a": {Scopes: []string{"x/.default"}}},
 		logger:         zap.NewNop(),

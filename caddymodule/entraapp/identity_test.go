@@ -24,7 +24,7 @@ func TestWorkloadIdentityErrorsNameTheVariable(t *testing.T) {
 		{"default identity", &App{IdentityConfig: IdentityConfig{WorkloadIdentity: true},
 			Applications: map[string]*Application{"orders-api": {Scopes: []string{"api://orders/.default"}}}},
 			CodeProviderInvalidConfig + ": workload_identity: AZURE_FEDERATED_TOKEN_FILE holds"},
-		{"an application's own", &App{IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"},
+		{"an application's own", &App{IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: "s"},
 			Applications: map[string]*Application{"orders-api": {Scopes: []string{"api://orders/.default"},
 				IdentityConfig: IdentityConfig{WorkloadIdentity: true}}}},
 			CodeProviderInvalidConfig + ": application orders-api: workload_identity: AZURE_FEDERATED_TOKEN_FILE holds"},

@@ -273,7 +273,7 @@ func TestPrefetchLeavesOnBehalfOfApplicationsOut(t *testing.T) {
 // own replaces the block's.
 func TestEmptyApplicationClientCapabilitiesInherit(t *testing.T) {
 	app := new(App)
-	err := json.Unmarshal([]byte(`{"tenant_id": "t", "client_id": "c", "client_secret": "s", "client_capabilities": ["cp1"],
+	err := json.Unmarshal([]byte(`{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "client_capabilities": ["cp1"],
 		"applications": {
 			"absent": {"scopes": ["api://a/.default"]},
 			"empty": {"scopes": ["api://a/.default"], "client_capabilities": []},
@@ -300,7 +300,7 @@ func TestEmptyApplicationClientCapabilitiesInherit(t *testing.T) {
 func TestInheritedClientCapabilitiesAManagedIdentityCannotTakeAreNamedAsInherited(t *testing.T) {
 	for _, own := range []string{``, `, "client_capabilities": []`} {
 		app := new(App)
-		err := json.Unmarshal([]byte(`{"tenant_id": "11111111-0000-4000-8000-000000000001", "client_id": "c", "client_secret": "s",
+		err := json.Unmarshal([]byte(`{"tenant_id": "11111111-0000-4000-8000-000000000001", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s",
 			"client_capabilities": ["cp1"], "applications": {
 				"graph": {"scopes": ["https://graph.microsoft.com/.default"]},
 				"vault": {"scopes": ["https://vault.azure.net/.default"], "managed_identity": {}`+own+`}

@@ -68,7 +68,7 @@ func TestRedisURLInAddrsIsNeitherLoadedNorLogged(t *testing.T) {
 	t.Setenv("ENTRA_TEST_REDIS_ADDR", "redis://:pAss1r14@127.0.0.1:6379")
 	core, logs := observer.New(zapcore.DebugLevel)
 	app := &App{
-		IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"},
+		IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: "s"},
 		Redis:          &RedisConfig{Addrs: []string{"{env.ENTRA_TEST_REDIS_ADDR}"}, InsecurePlaintext: true},
 		Applications:   map[string]*Application{"a": {Scopes: []string{"api://a/.default"}}},
 	}
@@ -202,7 +202,7 @@ func TestDurationsBelowTheirMinimumAreRefused(t *testing.T) {
 // argument and a scope line, is refused at load naming the application;
 // the same scope in two applications is not a duplicate.
 func TestDuplicateScopeIsRefused(t *testing.T) {
-	const identity = "tenant_id t\n client_id c\n client_secret s\n"
+	const identity = "tenant_id t\n client_id 00000000-0000-4000-8000-0000000000c1\n client_secret s\n"
 	for _, tc := range []struct{ name, caddyfile, json, want string }{
 		{"one line", identity + "application orders-api api://orders/.default api://orders/.default\n",
 			`{"applications": {"orders-api": {"scopes": ["api://orders/.default", "api://orders/.default"]}}}`,
@@ -217,7 +217,7 @@ func TestDuplicateScopeIsRefused(t *testing.T) {
 		if err := fromCaddyfile.UnmarshalCaddyfile(caddyfile.NewTestDispenser("entra {\n " + tc.caddyfile + "}")); err != nil {
 			t.Fatalf("%s: parsing the Caddyfile: %v", tc.name, err)
 		}
-		fromJSON := &App{IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "c", ClientSecret: "s"}}
+		fromJSON := &App{IdentityConfig: IdentityConfig{TenantID: "t", ClientID: "00000000-0000-4000-8000-0000000000c1", ClientSecret: "s"}}
 		if err := json.Unmarshal([]byte(tc.json), fromJSON); err != nil {
 			t.Fatalf("%s: parsing the JSON: %v", tc.name, err)
 		}
@@ -257,7 +257,7 @@ func TestUnloadableRotatedCertificateIsLoggedWithItsApplication(t *testing.T) {
 	write(append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})...))
 	core, logs := observer.New(zapcore.DebugLevel)
 	app := &App{
-		IdentityConfig: IdentityConfig{TenantID: "contoso.example", ClientID: "c", ClientCertificate: &ClientCertificateConfig{Certificate: path}},
+		IdentityConfig: IdentityConfig{TenantID: "contoso.example", ClientID: "00000000-0000-4000-8000-0000000000c1", ClientCertificate: &ClientCertificateConfig{Certificate: path}},
 		Applications:   map[string]*Application{"orders-api": {Scopes: []string{"api://orders/.default"}}},
 	}
 	if err := app.ProvisionForTest(zap.New(core)); err != nil {

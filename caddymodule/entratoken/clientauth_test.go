@@ -15,17 +15,17 @@ func TestClientAuthCheckedAtLoad(t *testing.T) {
 		name, entraApp string
 		wantErr        []string
 	}{
-		{"basic", `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-basic", "client_auth": "basic", "applications": {"a": {"scopes": ["x/.default"]}}}`, nil},
-		{"post", `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-basic", "client_auth": "post", "applications": {"a": {"scopes": ["x/.default"]}}}`, nil},
-		{"unknown", `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-basic", "client_auth": "client_secret_jwt", "applications": {"a": {"scopes": ["x/.default"]}}}`,
+		{"basic", `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-basic", "client_auth": "basic", "applications": {"a": {"scopes": ["x/.default"]}}}`, nil},
+		{"post", `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-basic", "client_auth": "post", "applications": {"a": {"scopes": ["x/.default"]}}}`, nil},
+		{"unknown", `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-basic", "client_auth": "client_secret_jwt", "applications": {"a": {"scopes": ["x/.default"]}}}`,
 			[]string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_auth", "must be post, basic, tls_client_auth or self_signed_tls_client_auth"}},
-		{"basic without a secret", `{"tenant_id": "t", "client_id": "c", "federated_token_file": "/token", "client_auth": "basic", "applications": {"a": {"scopes": ["x/.default"]}}}`,
+		{"basic without a secret", `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "federated_token_file": "/token", "client_auth": "basic", "applications": {"a": {"scopes": ["x/.default"]}}}`,
 			[]string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_auth", "needs client_secret"}},
-		{"tls_client_auth at Entra", `{"tenant_id": "t", "client_id": "c", "client_certificate": {"certificate": "/nonexistent/cert.pem"}, "client_auth": "tls_client_auth", "applications": {"a": {"scopes": ["x/.default"]}}}`,
+		{"tls_client_auth at Entra", `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_certificate": {"certificate": "/nonexistent/cert.pem"}, "client_auth": "tls_client_auth", "applications": {"a": {"scopes": ["x/.default"]}}}`,
 			[]string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_auth", "Entra ID does not offer mutual TLS"}},
-		{"self_signed_tls_client_auth without a certificate", `{"token_endpoint": "https://idp.example/token", "client_id": "c", "client_secret": "s3cr3t-basic", "client_auth": "self_signed_tls_client_auth", "applications": {"a": {"scopes": ["x"]}}}`,
+		{"self_signed_tls_client_auth without a certificate", `{"token_endpoint": "https://idp.example/token", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-basic", "client_auth": "self_signed_tls_client_auth", "applications": {"a": {"scopes": ["x"]}}}`,
 			[]string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_auth", "needs client_certificate"}},
-		{"an application's basic without a secret", `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-basic", "applications": {"a": {"scopes": ["x/.default"],
+		{"an application's basic without a secret", `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-basic", "applications": {"a": {"scopes": ["x/.default"],
 			"client_id": "c2", "federated_token_file": "/token", "client_auth": "basic"}}}`,
 			[]string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a", "client_auth", "needs client_secret"}},
 	} {

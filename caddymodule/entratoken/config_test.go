@@ -15,7 +15,7 @@ import (
 func TestConfigRejectedAtLoad(t *testing.T) {
 	t.Setenv("ENTRA_UNIT_SECRET", "s3cr3t-from-env")
 	t.Setenv("ENTRA_UNIT_EMPTY", "")
-	const good = `{"tenant_id": "contoso.onmicrosoft.com", "client_id": "c", "client_secret": "{env.ENTRA_UNIT_SECRET}",
+	const good = `{"tenant_id": "contoso.onmicrosoft.com", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "{env.ENTRA_UNIT_SECRET}",
 		"applications": {"graph-api": {"scopes": ["https://graph.microsoft.com/.default"]}}}`
 	tests := []struct {
 		name        string
@@ -29,7 +29,7 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		{name: "no application name", entraApp: good, application: "", wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "entra_token", "application name is required"}},
 		{
 			name:     "missing tenant",
-			entraApp: `{"client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "tenant_id", "is required"},
 		},
 		{
@@ -39,87 +39,87 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		},
 		{
 			name:     "secret placeholder empty",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "{env.ENTRA_UNIT_EMPTY}", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "{env.ENTRA_UNIT_EMPTY}", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_secret", "{env.ENTRA_UNIT_EMPTY} resolved to an empty value"},
 		},
 		{
 			name:     "unknown placeholder",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "{http.request.header.X}", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "{http.request.header.X}", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_secret", "unknown placeholder"},
 		},
 		{
 			name:     "bad authority host",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "authority_host": "login.microsoftonline.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-from-env", "authority_host": "login.microsoftonline.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host"},
 		},
 		{
 			name:     "no applications",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s"}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s"}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application"},
 		},
 		{
 			name:     "application without scopes",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "applications": {"a": {}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: scope"},
 		},
 		{
 			name:     "scope with a space",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default y/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default y/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "invalid scope"},
 		},
 		{
 			name:     "negative refresh window",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "refresh_window": -1000000000, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "refresh_window": -1000000000, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "refresh_window"},
 		},
 		{
 			name:     "bad redis url",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "http://cache:6379", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "http://cache:6379", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis"},
 		},
 		{
 			name:     "redis url password not echoed",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://:s3cr3t-from-env@cache:notaport", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "redis://:s3cr3t-from-env@cache:notaport", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis"},
 		},
 		{
 			name:     "redis url and addrs",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "addrs": ["b:6379"], "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "redis://a:6379", "addrs": ["b:6379"], "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "either a URL or addrs"},
 		},
 		{
 			name:     "encryption key not 32 bytes",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "encryption_keys": ["{env.ENTRA_UNIT_SECRET}"]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "redis://a:6379", "encryption_keys": ["{env.ENTRA_UNIT_SECRET}"]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "encryption_key #1"},
 		},
 		{
 			name:     "redis without encryption_key",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "redis://a:6379"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG: redis encryption_key: is required", "head -c 32 /dev/urandom | base64", "insecure_plaintext"},
 		},
 		{
 			name:     "redis with encryption_key and insecure_plaintext",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "redis://a:6379", "insecure_plaintext": true, "encryption_keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "redis://a:6379", "insecure_plaintext": true, "encryption_keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG: redis insecure_plaintext", "encryption_key"},
 		},
 		{
 			name:     "redis tls_ca unreadable",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "redis": {"url": "rediss://a:6380", "tls_ca": "/nonexistent/ca.pem", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "redis": {"url": "rediss://a:6380", "tls_ca": "/nonexistent/ca.pem", "insecure_plaintext": true}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "redis tls_ca", "reading the CA file"},
 		},
 		{
 			name:     "two credentials",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "federated_token_file": "/tmp/token", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-from-env", "federated_token_file": "/tmp/token", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "credential", "client_secret and federated_token_file", "exactly one"},
 		},
 		{
 			name:     "application with another client and no credential",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "client_id": "other"}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "client_id": "other"}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: credential", "needs its own credential"},
 		},
 		{
 			name:     "application identity alone is enough",
-			entraApp: `{"applications": {"a": {"scopes": ["x/.default"], "tenant_id": "t", "client_id": "c", "client_secret": "s"}}}`, application: "a",
+			entraApp: `{"applications": {"a": {"scopes": ["x/.default"], "tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s"}}}`, application: "a",
 		},
 		{
 			name:     "managed identity needs no tenant",
@@ -127,17 +127,17 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		},
 		{
 			name:     "authority host naming the tenant (MSAL's authority)",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "{env.ENTRA_UNIT_SECRET}", "authority_host": "https://login.microsoftonline.com/t", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "{env.ENTRA_UNIT_SECRET}", "authority_host": "https://login.microsoftonline.com/t", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host: must not name the tenant or the endpoint", "the tenant goes in tenant_id"},
 		},
 		{
 			name:     "plain http authority off loopback",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "authority_host": "http://login.example.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "authority_host": "http://login.example.com", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "authority_host", "https"},
 		},
 		{
 			name:     "reserved token request param",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "token_request_params": {"client_secret": "x"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "token_request_params": {"client_secret": "x"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "token_request_param"},
 		},
 		{
@@ -147,17 +147,17 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		},
 		{
 			name:     "default secret never goes to another host",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "token_endpoint": "https://elsewhere.example/token"}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s3cr3t-from-env", "applications": {"a": {"scopes": ["x/.default"], "token_endpoint": "https://elsewhere.example/token"}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: credential", "never sent to another client or host"},
 		},
 		{
 			name:     "application tenant under a default token endpoint",
-			entraApp: `{"token_endpoint": "https://login.example/t/oauth2/v2.0/token", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"], "tenant_id": "other"}}}`, application: "a",
+			entraApp: `{"token_endpoint": "https://login.example/t/oauth2/v2.0/token", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"], "tenant_id": "other"}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "application a: tenant_id", "token_endpoint"},
 		},
 		{
 			name:     "refresh window longer than a token",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "refresh_window": "2h", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "refresh_window": "2h", "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "refresh_window", "at most 30m"},
 		},
 		{
@@ -172,7 +172,7 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 		},
 		{
 			name:     "missing certificate file",
-			entraApp: `{"tenant_id": "t", "client_id": "c", "client_certificate": {"certificate": "/nonexistent/cert.pem"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
+			entraApp: `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_certificate": {"certificate": "/nonexistent/cert.pem"}, "applications": {"a": {"scopes": ["x/.default"]}}}`, application: "a",
 			wantErr: []string{"MICROSOFT_PROVIDER_INVALID_CONFIG", "client_certificate"},
 		},
 	}
@@ -201,7 +201,7 @@ func TestConfigRejectedAtLoad(t *testing.T) {
 }
 
 func TestPurgeOnStatusMustBeAnErrorStatus(t *testing.T) {
-	const app = `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`
+	const app = `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`
 	err := apptest.ValidateConfig(t, apptest.JSONConfigWithHandler(app, `"application": "a", "purge_on_status": [401, 200]`))
 	if err == nil || !strings.Contains(err.Error(), "MICROSOFT_PROVIDER_INVALID_CONFIG: entra_token purge_on_status: 200") {
 		t.Fatalf("error = %v, want purge_on_status 200 rejected", err)
@@ -212,7 +212,7 @@ func TestPurgeOnStatusMustBeAnErrorStatus(t *testing.T) {
 }
 
 func TestHeaderThatCannotCarryTheTokenIsRejectedAtLoad(t *testing.T) {
-	const app = `{"tenant_id": "t", "client_id": "c", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`
+	const app = `{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s", "applications": {"a": {"scopes": ["x/.default"]}}}`
 	for _, header := range []string{"Proxy-Authorization", "connection", "Host", "Content-Length", "Trailer"} {
 		err := apptest.ValidateConfig(t, apptest.JSONConfigWithHandler(app, `"application": "a", "header": "`+header+`"`))
 		if err == nil || !strings.Contains(err.Error(), "cannot carry the token") {
@@ -229,7 +229,7 @@ func TestHeaderThatCannotCarryTheTokenIsRejectedAtLoad(t *testing.T) {
 // behind, so configs posted to the admin API cannot grow the metrics.
 func TestAHandlerThatFailsToProvisionMakesNoSeries(t *testing.T) {
 	before := testutil.CollectAndCount(requests)
-	if err := apptest.ValidateConfig(t, apptest.JSONConfig(`{"tenant_id": "t", "client_id": "c", "client_secret": "s",
+	if err := apptest.ValidateConfig(t, apptest.JSONConfig(`{"tenant_id": "t", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s",
 		"applications": {"graph-api": {"scopes": ["https://graph.microsoft.com/.default"]}}}`, "no-such-application")); err == nil {
 		t.Fatal("config accepted")
 	}
@@ -242,7 +242,7 @@ func TestAHandlerThatFailsToProvisionMakesNoSeries(t *testing.T) {
 // set for an on-behalf-of application, which drops exchanged tokens only on
 // a claims challenge, is named at load; left unset, nothing is logged.
 func TestPurgeOnStatusOnAnOnBehalfOfApplicationIsLoggedAsIgnored(t *testing.T) {
-	const app = `{"tenant_id": "11111111-1111-4111-8111-111111111111", "client_id": "c", "client_secret": "s",
+	const app = `{"tenant_id": "11111111-1111-4111-8111-111111111111", "client_id": "00000000-0000-4000-8000-0000000000c1", "client_secret": "s",
 		"applications": {"a": {"scopes": ["x/.default"], "on_behalf_of": {}}}}`
 	for _, tc := range []struct {
 		fields string
