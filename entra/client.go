@@ -150,12 +150,11 @@ func (c *Client) OnBehalfOf(ctx context.Context, user *UserAssertion, scopes []s
 	if err != nil {
 		return nil, &RequestError{Err: err, OnBehalfOf: true}
 	}
-	// The token's payload and signature are masked on their own too.
 	token, err := c.send(ctx, tokenRequest{endpoint: endpoint, scope: joinScopes(scopes), grant: url.Values{
 		"grant_type":          {jwtBearerGrantType},
 		"assertion":           {user.token},
 		"requested_token_use": {"on_behalf_of"},
-	}}, append(strings.Split(user.token, ".")[1:], user.token)...)
+	}}, assertionSecrets(user.token)...)
 	if reqErr, ok := err.(*RequestError); ok {
 		reqErr.OnBehalfOf = true
 	}

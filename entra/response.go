@@ -144,11 +144,12 @@ func errorFromFields(status int, header http.Header, fields map[string]json.RawM
 }
 
 // claimsField returns the "claims" of an error answer, compact JSON, or ""
-// when it is absent, not a JSON object, too long, or holds a secret of r.
+// when it is absent, not a JSON object, too long, or holds a secret of r or
+// a piece of one (maskPieces).
 func claimsField(fields map[string]json.RawMessage, r *redactor) string {
 	var claims map[string]json.RawMessage
 	raw := stringField(fields, "claims")
-	if raw == "" || len(raw) > maxClaimsLen || r.apply(raw) != raw || json.Unmarshal([]byte(raw), &claims) != nil || claims == nil {
+	if raw == "" || len(raw) > maxClaimsLen || r.apply(raw) != raw || r.maskPieces(raw, len(raw)) != raw || json.Unmarshal([]byte(raw), &claims) != nil || claims == nil {
 		return ""
 	}
 	var b bytes.Buffer

@@ -61,13 +61,14 @@ func (g formCredential) post(ctx context.Context, tr tokenRequest, auth url.Valu
 	return req, nil
 }
 
-// postAssertion is post authenticated by a JWT client assertion (RFC 7523).
+// postAssertion is post authenticated by a JWT client assertion (RFC 7523),
+// masked in errors as assertionSecrets says.
 func (g formCredential) postAssertion(ctx context.Context, tr tokenRequest, assertion string) (*http.Request, []string, error) {
 	req, err := g.post(ctx, tr, url.Values{
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 		"client_assertion":      {assertion},
 	})
-	return req, []string{assertion}, err
+	return req, assertionSecrets(assertion), err
 }
 
 func (formCredential) parse(status int, header http.Header, body []byte, sentAt time.Time, r *redactor) (*Token, error) {
