@@ -388,3 +388,79 @@ func TestOnBehalfOfCustomHeaderIsKeptOutOfCaddysLogs(t *testing.T) {
 		t.Errorf("the user's token is in Caddy's logs:\n%s", replica.logs())
 	}
 }
+
+// piecesEchoingEndpoint is the emulator behind a token endpoint that refuses
+// every request 401 invalid_client, its error_description echoing pieces of
+// what it was sent (a verbose or hostile endpoint): the client secret's
+// first 8 characters, the user assertion's first 150, its signature's first
+// 40 and its payload's first 60.
+type piecesEchoingEndpoint struct {
+	emulator *entratest.Emulator
+	refused  atomic.Int64
+}
+
+func (e *piecesEchoingEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, "/token") {
+		e.emulator.ServeHTTP(w, r)
+		return
+	}
+	e.refused.Add(1)
+	_ = r.ParseForm()
+	secret, assertion := r.PostForm.Get("client_secret"), r.PostForm.Get("assertion")
+	desc := "AADSTS7000215: secret starting '" + secret[:min(8, len(secret))] + "...'"
+	if parts := strings.Split(assertion, "."); len(parts) == 3 {
+		desc += fmt.Sprintf("; assertion '%s...'; signature '%s'; payload '%s'",
+			assertion[:min(150, len(assertion))], parts[2][:min(40, len(parts[2]))], parts[1][:min(60, len(parts[1]))])
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = fmt.Fprintf(w, `{"error":"invalid_client","error_description":%q,"error_codes":[7000215],`+
+		`"trace_id":"11111111-2222-3333-4444-555555555555","correlation_id":"66666666-2222-3333-4444-555555555555"}`, desc)
+}
+
+// TestOnBehalfOfBackoffCarriesNoPieceOfAUsersToken: an on-behalf-of
+// invalid_client refusal becomes the tenant's backoff, whose message answers
+// the next user; a token endpoint that echoed pieces of the first user's
+// token (or of the client secret) gets none of them into that message, the
+// first user's answer, the admin API or the logs.
+func TestOnBehalfOfBackoffCarriesNoPieceOfAUsersToken(t *testing.T) {
+	emulator, err := entratest.New(entratest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := &piecesEchoingEndpoint{emulator: emulator}
+	server := httptest.NewServer(endpoint)
+	t.Cleanup(server.Close)
+	emulator.AddClient(testClientID, testClientSecret)
+	up := newUpstream(t)
+	replica := startSidecar(t, sidecarConfig(testIdentity+`
+		application graph-as-user {
+			scope `+oboScope+`
+			on_behalf_of
+		}`, route{Path: "/graph", Application: "graph-as-user"}),
+		"TEST_AUTHORITY_HOST="+server.URL, "TEST_TENANT_ID="+emulator.TenantID(), "TEST_CLIENT_ID="+testClientID,
+		"TEST_CLIENT_SECRET="+testClientSecret, "TEST_UPSTREAM="+up.server.URL)
+	alice := oboUser(t, emulator, "0a0a0a0a-0000-4000-8000-00000000000a", "", 0)
+	bob := oboUser(t, emulator, "0b0b0b0b-0000-4000-8000-00000000000b", "", 0)
+
+	first := send(t, replica.URL+"/graph/me", withUserToken(alice))
+	second := send(t, replica.URL+"/graph/me", withUserToken(bob))
+	if n := endpoint.refused.Load(); n != 1 || second.Status != first.Status {
+		t.Fatalf("%d token requests, answers %d then %d: want bob answered by the backoff alice's refusal set\nalice: %s\nbob: %s",
+			n, first.Status, second.Status, first.Body, second.Body)
+	}
+	if !strings.Contains(second.Body, "[REDACTED]") {
+		t.Errorf("bob's answer %q does not show the masked echo", second.Body)
+	}
+	admin := send(t, replica.AdminURL+"/entra/tokens", nil)
+	aliceParts := strings.Split(alice, ".")
+	for where, text := range map[string]string{"alice's answer": first.Body, "bob's answer": second.Body,
+		"the admin API": admin.Body, "the logs": replica.logs()} {
+		for what, piece := range map[string]string{"alice's token": alice[:150], "alice's signature": aliceParts[2][:24],
+			"alice's payload": aliceParts[1][:24], "the client secret": testClientSecret[:8]} {
+			if strings.Contains(text, piece) {
+				t.Errorf("%s carries a piece of %s", where, what)
+			}
+		}
+	}
+}
