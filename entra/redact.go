@@ -50,7 +50,7 @@ func newRedactor(secrets ...string) *redactor {
 // assertionSecrets returns what a redactor masks of a JWT sent as an
 // assertion (a client assertion or an on-behalf-of user's token): the
 // token, and its payload and signature on their own, as an endpoint may
-// echo one part. The header is not a secret and often shared.
+// echo one part (maskPieces masks a piece of any part, the header's too).
 func assertionSecrets(assertion string) []string {
 	return append(strings.Split(assertion, ".")[1:], assertion)
 }
