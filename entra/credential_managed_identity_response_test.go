@@ -77,8 +77,9 @@ func TestParseManagedIdentityErrors(t *testing.T) {
 	if !errors.As(err, &reqErr) || reqErr.Code != "invalid_request" || reqErr.Description != "Identity not found" || !reqErr.PermanentFailure() {
 		t.Errorf("IMDS error: %v", err)
 	}
-	_, err = ParseManagedIdentityResponse(500, http.Header{"Retry-After": {"3"}}, []byte(`{"statusCode":500,"message":"Failed to get token"}`), time.Now())
-	if !errors.As(err, &reqErr) || reqErr.Description != "Failed to get token" || reqErr.PermanentFailure() || reqErr.RetryAfterHint() != 3*time.Second {
+	_, err = ParseManagedIdentityResponse(500, http.Header{"Retry-After": {"3"}}, []byte(`{"statusCode":500,"message":"Failed to get token","correlationId":"7f3e0c2a-0000-4000-8000-000000000001"}`), time.Now())
+	if !errors.As(err, &reqErr) || reqErr.Description != "Failed to get token" || reqErr.PermanentFailure() || reqErr.RetryAfterHint() != 3*time.Second ||
+		reqErr.CorrelationID != "7f3e0c2a-0000-4000-8000-000000000001" {
 		t.Errorf("App Service error: %v", err)
 	}
 	_, err = ParseManagedIdentityResponse(410, nil, []byte(`gone`), time.Now())

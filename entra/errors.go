@@ -51,7 +51,8 @@ type RequestError struct {
 	ErrorCodes []int
 	// TraceID is "trace_id", else the x-ms-request-id header.
 	TraceID string
-	// CorrelationID is "correlation_id", else the client-request-id header.
+	// CorrelationID is "correlation_id" (App Service's "correlationId"),
+	// else the client-request-id header.
 	CorrelationID string
 	// SubError is Entra's "suberror", e.g. "consent_required".
 	SubError string

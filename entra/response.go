@@ -113,8 +113,9 @@ func checkTokenType(fields map[string]json.RawMessage) string {
 }
 
 // errorFromFields builds the *RequestError of an answer from its error
-// fields (App Service's "message" when there is no error_description, the
-// x-ms-request-id and client-request-id headers for the IDs), ignoring
+// fields (App Service's "message" and "correlationId" when there is no
+// error_description or correlation_id, the x-ms-request-id and
+// client-request-id headers for the IDs), ignoring
 // those absent or of the wrong type, r's secrets masked before the cut.
 func errorFromFields(status int, header http.Header, fields map[string]json.RawMessage, r *redactor) *RequestError {
 	// field is the first of values that is not empty once sanitized.
@@ -127,14 +128,15 @@ func errorFromFields(status int, header http.Header, fields map[string]json.RawM
 		return ""
 	}
 	reqErr := &RequestError{
-		StatusCode:    status,
-		Code:          field(maxIdentifierLen, stringField(fields, "error")),
-		Description:   field(maxDescriptionLen, stringField(fields, "error_description"), stringField(fields, "message")),
-		TraceID:       field(maxIdentifierLen, stringField(fields, "trace_id"), header.Get("X-Ms-Request-Id")),
-		CorrelationID: field(maxIdentifierLen, stringField(fields, "correlation_id"), header.Get("Client-Request-Id")),
-		SubError:      field(maxIdentifierLen, stringField(fields, "suberror")),
-		Claims:        claimsField(fields, r),
-		RetryAfter:    parseRetryAfter(header, time.Now()),
+		StatusCode:  status,
+		Code:        field(maxIdentifierLen, stringField(fields, "error")),
+		Description: field(maxDescriptionLen, stringField(fields, "error_description"), stringField(fields, "message")),
+		TraceID:     field(maxIdentifierLen, stringField(fields, "trace_id"), header.Get("X-Ms-Request-Id")),
+		CorrelationID: field(maxIdentifierLen, stringField(fields, "correlation_id"), stringField(fields, "correlationId"),
+			header.Get("Client-Request-Id")),
+		SubError:   field(maxIdentifierLen, stringField(fields, "suberror")),
+		Claims:     claimsField(fields, r),
+		RetryAfter: parseRetryAfter(header, time.Now()),
 	}
 	var codes []int
 	if json.Unmarshal(fields["error_codes"], &codes) == nil && len(codes) > 0 {
