@@ -80,6 +80,9 @@ type certificateFiles[T any] struct {
 	digest  [sha256.Size]byte // of the files' content that current came from
 	current T                 // of the last good certificate and key
 	refused [sha256.Size]byte // of the last new content that did not load, warned of once; zero for none
+	// unreadable is set from a read that failed, warned of, to the next
+	// that succeeds.
+	unreadable bool
 }
 
 // loadCertificateFiles loads the files; failures are *ConfigError (field
@@ -113,16 +116,27 @@ func loadCertificateFiles[T any](files CertificateCredential,
 // finds the new content taken returns only after it (a request then sends
 // through the new transport). onChange must not call f's methods.
 //
-// New content that does not load is tried again at the next reload (a
-// file being written loads once complete) and warned of once: a complete
-// file that never loads would otherwise leave the old certificate signing,
-// unseen, until Entra refuses it, far from the cause.
+// New content that does not load, or files that cannot be read, are tried
+// again at the next reload (a file being written loads once complete) and
+// warned of once: a complete file that never loads, or one deleted, would
+// otherwise leave the old certificate signing, unseen, until Entra refuses
+// it, far from the cause.
 func (f *certificateFiles[T]) reload() T {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	certData, keyData, err := readCertificateFiles(f.files)
 	if err != nil {
-		return f.current // unreadable (e.g. being replaced)
+		if !f.unreadable {
+			f.unreadable = true
+			// The cause names the file's role and FileErrorKind, not its path.
+			f.logger.Warn("the client certificate's files cannot be read; the last good certificate stays in use "+
+				"until they can (they are read again at each token request)", zap.String("field", "client_certificate"), zap.Error(err))
+		}
+		return f.current
+	}
+	if f.unreadable {
+		f.unreadable = false
+		f.logger.Info("the client certificate's files can be read again", zap.String("field", "client_certificate"))
 	}
 	digest := contentDigest(certData, keyData)
 	if digest == f.digest {

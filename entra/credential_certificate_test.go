@@ -345,6 +345,19 @@ func TestUnloadableRotatedCertificateIsWarnedOnce(t *testing.T) {
 	if w := warnings(); len(w) != 2 || !strings.Contains(fmt.Sprint(w[1].ContextMap()["error"]), "do not match") {
 		t.Fatalf("after a mismatched pair: warnings %v, want a second one with its cause", w)
 	}
+	// The file deleted: warned of once too, with the cause.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if signedWith() != thumbprint(oldCert) {
+			t.Fatal("a deleted file replaced the last good certificate")
+		}
+	}
+	if w := warnings(); len(w) != 3 || !strings.Contains(w[2].Message, "cannot be read") ||
+		!strings.Contains(fmt.Sprint(w[2].ContextMap()["error"]), "does not exist") {
+		t.Fatalf("after the file was deleted: warnings %v, want a third one with its cause", w)
+	}
 	for _, entry := range logs.AllUntimed() {
 		text := entry.Message + fmt.Sprint(entry.ContextMap())
 		for _, secret := range []string{"pw-2025", "pw-2026", path, string(pkcs1PEM(oldKey))[40:80]} {
@@ -360,8 +373,8 @@ func TestUnloadableRotatedCertificateIsWarnedOnce(t *testing.T) {
 	if signedWith() != thumbprint(newC) || client.CredentialFingerprint() == before {
 		t.Fatal("the loadable rotation was not taken")
 	}
-	if infos := logs.FilterLevelExact(zapcore.InfoLevel).AllUntimed(); len(infos) != 1 || len(warnings()) != 2 {
-		t.Errorf("after the loadable rotation: infos %v, warnings %d; want one info and no new warning", infos, len(warnings()))
+	if infos := logs.FilterLevelExact(zapcore.InfoLevel).AllUntimed(); len(infos) != 2 || len(warnings()) != 3 {
+		t.Errorf("after the loadable rotation: infos %v, warnings %d; want two infos (readable, in use) and no new warning", infos, len(warnings()))
 	}
 }
 
