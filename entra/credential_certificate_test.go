@@ -210,19 +210,7 @@ func TestCertificateRotation(t *testing.T) {
 		_, err := client.Token(context.Background(), []string{graphScope})
 		return err
 	}
-	lastThumbprint := func() string {
-		forms := recorder.Forms()
-		parsed, _, err := jwt.NewParser().ParseUnverified(forms[len(forms)-1].Get("client_assertion"), &jwt.RegisteredClaims{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, _ := parsed.Header["x5t#S256"].(string)
-		return s
-	}
-	thumbprint := func(c *x509.Certificate) string {
-		sum := sha256.Sum256(c.Raw)
-		return base64.RawURLEncoding.EncodeToString(sum[:])
-	}
+	lastThumbprint := func() string { return lastAssertionThumbprint(t, recorder) }
 
 	if err := token(); err != nil {
 		t.Fatalf("before rotation: %v", err)
@@ -306,17 +294,7 @@ func TestUnloadableRotatedCertificateIsWarnedOnce(t *testing.T) {
 		if _, err := client.Token(context.Background(), []string{graphScope}); err != nil {
 			t.Fatalf("token request: %v", err)
 		}
-		forms := recorder.Forms()
-		parsed, _, err := jwt.NewParser().ParseUnverified(forms[len(forms)-1].Get("client_assertion"), &jwt.RegisteredClaims{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, _ := parsed.Header["x5t#S256"].(string)
-		return s
-	}
-	thumbprint := func(c *x509.Certificate) string {
-		sum := sha256.Sum256(c.Raw)
-		return base64.RawURLEncoding.EncodeToString(sum[:])
+		return lastAssertionThumbprint(t, recorder)
 	}
 	warnings := func() []observer.LoggedEntry { return logs.FilterLevelExact(zapcore.WarnLevel).AllUntimed() }
 	if signedWith() != thumbprint(oldCert) || logs.Len() != 0 {
@@ -463,4 +441,23 @@ func TestCertificateConfigErrors(t *testing.T) {
 			assertNoLeak(t, err.Error(), password, string(pkcs1PEM(key)), string(encryptedPEM))
 		})
 	}
+}
+
+// lastAssertionThumbprint is the x5t#S256 of the last client assertion
+// recorder saw.
+func lastAssertionThumbprint(t *testing.T, recorder *formRecorder) string {
+	t.Helper()
+	forms := recorder.Forms()
+	parsed, _, err := jwt.NewParser().ParseUnverified(forms[len(forms)-1].Get("client_assertion"), &jwt.RegisteredClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := parsed.Header["x5t#S256"].(string)
+	return s
+}
+
+// thumbprint is what x5t#S256 holds for c.
+func thumbprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
