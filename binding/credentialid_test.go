@@ -23,8 +23,9 @@ import (
 // joined the credential's identity: upgrading a fleet with default configs
 // re-keys no record and lifts or splits no shared backoff. The values are
 // pinned from the release before that change. A federated token's ID now
-// also holds a digest of the token in the file (a refusal of one pod's
-// token pauses only that token): pinned here while the file is unreadable.
+// also holds a digest of the token in the file (entra's FailureFingerprint:
+// a refusal of one pod's token pauses only that token): pinned here while
+// the file is unreadable.
 func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
 	const endpoint = "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/oauth2/v2.0/token"
 	certificate := &entra.CertificateCredential{CertFile: "testdata/pinned.crt", KeyFile: "testdata/pinned.key"}
@@ -183,5 +184,56 @@ func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
 	project("fresh.projected.token")
 	if _, err := healthy.Token(t.Context()); err != nil || sent.Load() != 1 {
 		t.Errorf("a replica with a valid token sent %d requests and got %v: paused by another token's refusal", sent.Load(), err)
+	}
+}
+
+// The kubelet writes a fresh token while Entra is refusing the expired one
+// (AADSTS700024): the refusal binds the token sent, not the one in the file
+// when the answer came, so the fresh token is sent at once.
+func TestATokenWrittenDuringItsPredecessorsRefusalIsNotPaused(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	write := func(token string) {
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var fresh atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		if r.PostForm.Get("client_assertion") == "expired.projected.token" {
+			write("fresh.projected.token") // the kubelet, while the request is in flight
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]any{"error": "invalid_client", "error_codes": []int{700024},
+				"error_description": "AADSTS700024: Client assertion is not within its valid time range."})
+			return
+		}
+		if r.URL.Path == "/tenant/oauth2/v2.0/token" { // not tenant discovery
+			fresh.Add(1)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
+	}))
+	defer srv.Close()
+	cache, err := tokencache.New(tokencache.Options{Store: tokencache.NewMemoryStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	client, err := entra.NewClient(entra.Config{TokenEndpoint: srv.URL + "/tenant/oauth2/v2.0/token",
+		ClientID: "orders-sidecar", FederatedTokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := cache.Register(binding.Application("orders", client, []string{"api://orders/.default"}, nil, nil, zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	write("expired.projected.token")
+	if _, err := h.Token(t.Context()); err == nil {
+		t.Fatal("the expired token was taken")
+	}
+	if _, err := h.Token(t.Context()); err != nil || fresh.Load() != 1 {
+		t.Errorf("the fresh token, written while the expired one was refused: %d requests, error %v; paused by the expired token's refusal", fresh.Load(), err)
 	}
 }

@@ -88,7 +88,7 @@ func credentialIDFunc(client *entra.Client, key []byte) func() string {
 	identity := client.CacheKey()
 	return func() string {
 		mac := hmac.New(sha256.New, key) // an empty key: a plain salted hash
-		fmt.Fprintf(mac, "caddy-entra credential v1\n%s\n%s", identity, client.CredentialFingerprint())
+		fmt.Fprintf(mac, "caddy-entra credential v1\n%s\n%s", identity, client.FailureFingerprint())
 		return hex.EncodeToString(mac.Sum(nil)[:12])
 	}
 }

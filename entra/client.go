@@ -48,6 +48,23 @@ func (c *Client) CredentialFingerprint() string {
 	return c.source.kind() + "\n" + c.source.fingerprint()
 }
 
+// FailureFingerprint is what a permanent failure is bound to: the
+// CredentialFingerprint and, for a federated token, a digest of the token
+// in the file now. Each replica's file holds a token of its own (a pod's
+// projected token), and Entra's refusal of one (an expired token:
+// AADSTS700024) is that token's: another replica, or this one once the
+// file holds a new token, is not paused by it. It reads the file: for the
+// refresh path, not every request. A digest of a secret: do not log it.
+func (c *Client) FailureFingerprint() string {
+	fingerprint := c.CredentialFingerprint()
+	if f, ok := c.source.(federatedCredential); ok {
+		if digest := f.tokenDigest(); digest != "" {
+			fingerprint += "\n" + digest
+		}
+	}
+	return fingerprint
+}
+
 // TokenEndpoint returns the resolved token endpoint URL, or for a managed
 // identity its endpoint (IMDS or App Service's).
 func (c *Client) TokenEndpoint() string { return c.tokenEndpoint }

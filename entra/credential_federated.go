@@ -68,18 +68,20 @@ func (f federatedCredential) newRequest(ctx context.Context, tr tokenRequest) (*
 
 func (federatedCredential) kind() string { return "federated_token" }
 
-// fingerprint is the file's path and a digest of the token in it now, or
-// the path alone while the file cannot be read. Each replica's file holds
-// a token of its own (a pod's projected token), and a permanent failure
-// (an expired token: AADSTS700024) is that token's: another replica, or
-// this one once the file holds a new token, is not paused by it.
-func (f federatedCredential) fingerprint() string {
+// fingerprint is the file's path: its content rotates all the time, and
+// every valid content is the same credential (tokenDigest tells them apart
+// for FailureFingerprint).
+func (f federatedCredential) fingerprint() string { return f.path }
+
+// tokenDigest is a digest of the token in the file now, "" while the file
+// cannot be read.
+func (f federatedCredential) tokenDigest() string {
 	token, err := readFederatedToken(f.path, f.origin)
 	if err != nil {
-		return f.path
+		return ""
 	}
 	sum := sha256.Sum256([]byte(token))
-	return f.path + "\n" + hex.EncodeToString(sum[:])
+	return hex.EncodeToString(sum[:])
 }
 
 // readFederatedToken reads the token, trimmed. Errors name where the path

@@ -219,16 +219,15 @@ func (c *Cache) warnTamperedBackoff(key, msg string, fields ...zap.Field) {
 	c.log().Warn(msg, fields...)
 }
 
-// recordFailure starts or lengthens the backoff after a failed fetch, in
-// the store too if shared and not a local failure, and returns the error
-// for the fetch's callers.
-func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, shared bool) *Error {
+// recordFailure starts or lengthens the backoff after a failed fetch made
+// with credentialID, in the store too if shared and not a local failure,
+// and returns the error for the fetch's callers.
+func (c *Cache) recordFailure(ctx context.Context, h *Handle, fetchErr error, credentialID string, shared bool) *Error {
 	ks := h.ks
 	result, retryAfter := classify(fetchErr)
 	permanent := result == FetchPermanent
 	callerErr := requestFailed(h, fetchErr)
 	shared = shared && !isLocalFailure(fetchErr)
-	credentialID := h.app.credentialID() // may read files: not under ks.mu
 
 	ks.mu.Lock()
 	attempts := 1

@@ -377,6 +377,9 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 		}
 		defer release()
 	}
+	// The credential as sent: one rotated while the request is out is not
+	// the one its failure binds.
+	credentialID := h.app.credentialID()
 	start := time.Now()
 	fetched, err := c.callFetch(ctx, h.app.Fetch, "token fetch function panicked", h.app.Name)
 	took := time.Since(start)
@@ -391,7 +394,7 @@ func (c *Cache) fetch(ctx context.Context, h *Handle, existing *Record, write bo
 	} else if err != nil && tried(ctx) && isPermanent(err) {
 		return nil, c.triedFailed(h, err) // refused for what the caller asked: theirs alone
 	} else if err != nil {
-		return nil, c.recordFailure(ctx, h, err, write)
+		return nil, c.recordFailure(ctx, h, err, credentialID, write)
 	}
 	stamp := now.UTC().Truncate(time.Millisecond)
 	rec := &Record{ID: ks.key, ApplicationName: h.app.Name, AccessToken: fetched.AccessToken,

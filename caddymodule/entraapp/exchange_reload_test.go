@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -308,5 +310,49 @@ func TestOnBehalfOfReloadCyclesLeaveNothingBehind(t *testing.T) {
 	}
 	if n := pooledExchangers(); n != 0 {
 		t.Errorf("%d exchangers pooled once every config was cleaned up, want 0", n)
+	}
+}
+
+// An on-behalf-of application with a federated token file keeps its
+// exchanged tokens across a reload, as with a secret, when the kubelet
+// rotated the file in between.
+func TestOnBehalfOfExchangesAreKeptAcrossAFederatedTokenRotation(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	var emu interface {
+		IssueFederatedToken(string, string, time.Duration) (string, error)
+	}
+	project := func() {
+		tok, err := emu.IssueFederatedToken("https://oidc.example/cluster", "system:serviceaccount:orders:sidecar", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app, emulator, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Applications[oboApplication] = &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"},
+			OnBehalfOf: &OnBehalfOfConfig{}}
+	})
+	// Switch to the federated credential (the emulator exists only now).
+	emulator.AddFederatedClient(unitClientID, "https://oidc.example/cluster", "system:serviceaccount:orders:sidecar")
+	emu = emulator
+	project()
+	app = reloadOBO(t, app, func(a *App) {
+		a.IdentityConfig.ClientSecret = ""
+		a.IdentityConfig.FederatedTokenFile = tokenFile
+	})
+	userA := userToken(t, emulator, oboUserA, "")
+	if got := exchangeStatus(app, userA); got != http.StatusOK {
+		t.Fatalf("user A: %d", got)
+	}
+	before := emulator.OnBehalfOfRequests()
+	project() // the kubelet writes a new token
+	app = reloadOBO(t, app, nil)
+	if got := exchangeStatus(app, userA); got != http.StatusOK {
+		t.Fatalf("user A after the reload: %d", got)
+	}
+	if n := emulator.OnBehalfOfRequests() - before; n != 0 {
+		t.Errorf("a reload after the kubelet rotated the token file re-exchanged user A's token (%d exchanges): the exchanger was not kept", n)
 	}
 }

@@ -2,6 +2,8 @@ package entraapp
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -174,5 +176,32 @@ func TestRedisEntraWithSkipVerifyDoesNotLoad(t *testing.T) {
 	err := caddy.Validate(&cfg)
 	if err == nil || !strings.Contains(err.Error(), "redis") || !strings.Contains(err.Error(), "skip_verify") {
 		t.Fatalf("got %v, want the config refused for skip_verify", err)
+	}
+}
+
+// The kubelet rotates a federated token file about hourly: a reload after
+// it keeps the cache (its store, tokens and refreshers) when redis entra
+// authenticates with that federated identity.
+func TestRedisEntraCacheIsKeptAcrossAFederatedTokenRotation(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	poolKey := func(token string) string {
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		app := redisEntraApp("rediss://redis.example:6380", nil)
+		app.IdentityConfig.ClientSecret = ""
+		app.IdentityConfig.FederatedTokenFile = tokenFile
+		s, err := app.resolveSettings(caddy.NewReplacer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := s.cache.poolKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	if poolKey("projected.token.one") != poolKey("projected.token.two") {
+		t.Error("the kubelet's rotation of the federated token file changed the cache's pool key: a reload starts a new cache")
 	}
 }
