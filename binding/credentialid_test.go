@@ -25,9 +25,11 @@ import (
 // pinned from the release before that change. A federated token's ID now
 // also holds a digest of the token in the file (entra's FailureFingerprint:
 // a refusal of one pod's token pauses only that token): pinned here while
-// the file is unreadable.
+// the file is unreadable. The client ID is a GUID, as Entra's token
+// endpoint now requires (the pins are bd648d5's for it).
 func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
 	const endpoint = "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/oauth2/v2.0/token"
+	const pinnedClientID = "0e5e3f9c-2222-4a2b-9c3d-0000000000c1"
 	certificate := &entra.CertificateCredential{CertFile: "testdata/pinned.crt", KeyFile: "testdata/pinned.key"}
 	sealingKey := []byte("0123456789abcdef0123456789abcdef")
 	for _, tc := range []struct {
@@ -36,17 +38,17 @@ func TestDefaultPresentationsKeepTheirRecordKeyAndCredentialID(t *testing.T) {
 		recordKey, plainID, sealedID string
 	}{
 		{name: "client secret, client_auth unset",
-			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientSecret: "s3cret+value"},
-			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "cd10c7b87a392afde134be13", sealedID: "1b4460e275f33ca87aeca4c5"},
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: pinnedClientID, ClientSecret: "s3cret+value"},
+			recordKey: "entra:{fc78ee03c82575ed4f07e4550fd0d9bc}:token", plainID: "29e22c944d979e67bc60250b", sealedID: "a87928fae1a9e410da266148"},
 		{name: "client secret, client_auth post",
-			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientSecret: "s3cret+value", ClientAuth: entra.ClientAuthPost},
-			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "cd10c7b87a392afde134be13", sealedID: "1b4460e275f33ca87aeca4c5"},
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: pinnedClientID, ClientSecret: "s3cret+value", ClientAuth: entra.ClientAuthPost},
+			recordKey: "entra:{fc78ee03c82575ed4f07e4550fd0d9bc}:token", plainID: "29e22c944d979e67bc60250b", sealedID: "a87928fae1a9e410da266148"},
 		{name: "certificate signing an assertion",
-			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", ClientCertificate: certificate},
-			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "d63ec1083a0c152542d7e568", sealedID: "97ad49c868f7db2c1f5ec270"},
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: pinnedClientID, ClientCertificate: certificate},
+			recordKey: "entra:{fc78ee03c82575ed4f07e4550fd0d9bc}:token", plainID: "75dae11cbc5a1b181b483fe6", sealedID: "50a3bf722e4733169b4815ef"},
 		{name: "federated token file, unreadable",
-			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", FederatedTokenFile: "/var/run/secrets/azure/tokens/azure-identity-token"},
-			recordKey: "entra:{f74a4bf79933a06f60292eedf39c0973}:token", plainID: "ea20a90e7059c06f3edbe351", sealedID: "82c3736c41d212347ec6560f"},
+			cfg:       entra.Config{TokenEndpoint: endpoint, ClientID: pinnedClientID, FederatedTokenFile: "/var/run/secrets/azure/tokens/azure-identity-token"},
+			recordKey: "entra:{fc78ee03c82575ed4f07e4550fd0d9bc}:token", plainID: "be1a37dbfc2cb0da936bb083", sealedID: "87baa2f334df4c06b98508af"},
 		{name: "user-assigned managed identity",
 			cfg:       entra.Config{ManagedIdentity: &entra.ManagedIdentityCredential{ClientID: "66666666-7777-8888-9999-000000000000"}},
 			recordKey: "entra:{cdf2921d62fceb1c59beee674b3b22ff}:token", plainID: "3ecbab69cc8111673d49a6df", sealedID: "303b26f719b70e947c2a13a9"},

@@ -70,7 +70,12 @@ func isEntraEndpoint(tokenEndpoint string) bool {
 	if base, _ := entraTenantBase(tokenEndpoint); base != "" {
 		return true
 	}
-	u, err := url.Parse(tokenEndpoint)
+	return isEntraHost(tokenEndpoint)
+}
+
+// isEntraHost reports whether rawURL's host is one of Entra ID's.
+func isEntraHost(rawURL string) bool {
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		return false
 	}

@@ -197,11 +197,11 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.TokenEndpoint == "" && !isGUID(cfg.ClientID) {
+	if (cfg.TokenEndpoint == "" || isEntraHost(endpoint)) && !isGUID(cfg.ClientID) {
 		// Entra ID echoes an unknown client ID (AADSTS700016): a secret
 		// given here by mistake would reach the logs and the answers.
-		return nil, &ConfigError{Field: "client_id", Reason: "must be the application (client) ID, a GUID, with tenant_id " +
-			"(set token_endpoint for another OAuth 2.0 server)"}
+		return nil, &ConfigError{Field: "client_id", Reason: "must be the application (client) ID, a GUID, at Entra ID " +
+			"(another OAuth 2.0 server's token_endpoint takes any)"}
 	}
 	if _, tenant := entraTenantBase(endpoint); cfg.TenantID == "" && isMultiTenantAlias(tenant) {
 		return nil, &ConfigError{Field: "token_endpoint", Reason: "must be the token endpoint of the application's own tenant, not of " +

@@ -348,6 +348,11 @@ func TestClientIDIsAGUIDAtEntraID(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Field != "client_id" || strings.Contains(err.Error(), "Abc8Q") {
 		t.Errorf("a secret as client_id: %v; want a client_id ConfigError that does not quote it", err)
 	}
+	_, err = NewClient(Config{TokenEndpoint: "https://login.microsoftonline.us/contoso.onmicrosoft.com/oauth2/v2.0/token",
+		ClientID: secret, ClientSecret: "00000000-0000-4000-8000-0000000000c1"})
+	if !errors.As(err, &ce) || ce.Field != "client_id" {
+		t.Errorf("a secret as client_id at an Entra token_endpoint: %v; want a client_id ConfigError", err)
+	}
 	if _, err := NewClient(Config{TokenEndpoint: "https://idp.example/oauth2/token", ClientID: "orders-sidecar", ClientSecret: "s"}); err != nil {
 		t.Errorf("another server's client ID: %v", err)
 	}
