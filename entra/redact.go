@@ -72,8 +72,9 @@ func (r *redactor) apply(s string) string {
 // covered run replaced by one mask. Windows reach up to minSecretPiece-1
 // bytes past limit, so the cut leaves no piece of a secret unmasked before
 // it. The work is O((n + m) log n) for n = limit and m the secrets'
-// length; it allocates the windows of s, and a new string only when one is
-// found in a secret.
+// length, most of the secrets' windows turned away by a bitmap of s's at
+// the cost of a multiplication; it allocates the windows of s, and a new
+// string only when one is found in a secret.
 func (r *redactor) maskPieces(s string, limit int) string {
 	if len(s) > limit {
 		s = s[:min(len(s), limit+minSecretPiece-1)]
@@ -91,6 +92,13 @@ func (r *redactor) maskPieces(s string, limit int) string {
 	}
 	slices.Sort(windows)
 	windows = slices.Compact(windows)
+	// A bit per hash of s's windows: most windows of a secret (a user token
+	// may be 16 KiB) miss it, and skip the search.
+	var seen [1 << 10]uint64
+	for _, w := range windows {
+		h := windowHash(w)
+		seen[h>>6] |= 1 << (h & 63)
+	}
 	shared := make([]bool, len(windows))
 	found := false
 	for i, form := range r.forms {
@@ -98,7 +106,11 @@ func (r *redactor) maskPieces(s string, limit int) string {
 			continue // its windows are the longer form's
 		}
 		for j := 0; j+minSecretPiece <= len(form); j++ {
-			if k, ok := slices.BinarySearch(windows, window(form, j)); ok {
+			w := window(form, j)
+			if h := windowHash(w); seen[h>>6]&(1<<(h&63)) == 0 {
+				continue
+			}
+			if k, ok := slices.BinarySearch(windows, w); ok {
 				shared[k], found = true, true
 			}
 		}
@@ -126,6 +138,10 @@ func (r *redactor) maskPieces(s string, limit int) string {
 	// other bytes go: they border a mask, so no two pieces of s are joined.
 	return strings.ToValidUTF8(b.String(), "")
 }
+
+// windowHash spreads a window over the 16 bits of maskPieces' bitmap
+// (Fibonacci hashing).
+func windowHash(w uint64) uint64 { return (w * 0x9E3779B97F4A7C15) >> 48 }
 
 // window returns the minSecretPiece bytes of s at i as an integer.
 func window(s string, i int) uint64 {
