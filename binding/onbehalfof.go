@@ -31,6 +31,8 @@ func ExchangeOptions(name string, client *entra.Client, scopes []string, maxUser
 		HashKey:      hashKey,
 		Rejected:     RejectedUserToken,
 		VerifyShared: verifySharedFunc(client.ClientID()),
+		// Never leaves the process (permanent failures are not shared).
+		CredentialIDFunc: credentialIDFunc(client, hashKey),
 	}
 }
 

@@ -36,14 +36,15 @@ func (c *Client) CloseIdleConnections() {
 	}
 }
 
-// CredentialFingerprint identifies the credential in use now (it changes on
-// rotation) and how it is presented (client_auth basic, mutual TLS,
-// send_x5c), so that failures can be told apart by credential: a refusal
-// of one presentation does not pause another. The default presentations
-// (a secret in the form body, a certificate signing an assertion without
-// x5c, a federated token, a managed identity) add nothing to what it was
-// before client_auth existed. A digest of a secret all the same: do not
-// log it.
+// CredentialFingerprint identifies the credential in use now (a secret's
+// or certificate's content: it changes on their rotation; a federated
+// token's file, whose content rotates all the time) and how it is
+// presented (client_auth basic, mutual TLS, send_x5c): what a reload keeps
+// pooled state by. FailureFingerprint, which failures are told apart by,
+// adds a federated token's content. The default presentations (a secret in
+// the form body, a certificate signing an assertion without x5c, a
+// federated token, a managed identity) add nothing to what it was before
+// client_auth existed. A digest of a secret all the same: do not log it.
 func (c *Client) CredentialFingerprint() string {
 	return c.source.kind() + "\n" + c.source.fingerprint()
 }

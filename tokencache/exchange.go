@@ -63,6 +63,11 @@ type ExchangeOptions struct {
 	// checks; an error makes it ignored and logged once as possible
 	// tampering. Nil: no such check.
 	VerifyShared func(rec *Record, userToken string) error
+	// CredentialIDFunc identifies the credential exchanges are sent with
+	// now, as Application.CredentialIDFunc: a permanent failure pauses a
+	// tenant's exchanges for that credential only (one rotated on disk is
+	// not held back). Nil: it pauses them for every credential.
+	CredentialIDFunc func() string
 }
 
 // ExchangeResult says how an Exchange call was served, for metrics.
@@ -530,6 +535,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 		return exchanged{}, requestError(err, "waiting to exchange a token for application %q: %v", e.opts.Name, err)
 	}
 	defer release()
+	credentialID := e.credentialID() // as sent: see Cache.fetch
 	fetched, err := e.c.callFetch(ctx, call.exchange, "token exchange function panicked", e.opts.Name)
 	now := e.c.now()
 	if err == nil {
@@ -543,7 +549,7 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 		err = e.c.checkFetched(fetched.AccessToken, fetched.ExpiresAt, now)
 	}
 	if err != nil {
-		return e.failed(ctx, call, err, now, write)
+		return e.failed(ctx, call, err, credentialID, now, write)
 	}
 	e.clearBackoff(call.tenant)
 	stamp := now.UTC().Truncate(time.Millisecond)
@@ -563,9 +569,9 @@ func (e *Exchanger) exchange(ctx context.Context, call exchangeCall, write bool)
 // remembered; our own cancellation is not; any other failure backs off the
 // exchanges at call.tenant only, so that a token naming another tenant
 // (anyone can write one) cannot pause the application's other users, in
-// the store too if share and not permanent (which binds a credential, as
-// Backoff.CredentialID does, that exchanges do not name).
-func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, now time.Time, share bool) (exchanged, error) {
+// the store too if share and not permanent (a permanent one binds
+// credentialID, the credential sent, which no other replica shares).
+func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, credentialID string, now time.Time, share bool) (exchanged, error) {
 	wrapped := requestError(err, "exchanging a token for application %q: %v", e.opts.Name, err)
 	if e.opts.Rejected != nil {
 		if remember, ok := e.opts.Rejected(err); ok {
@@ -584,9 +590,11 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, no
 	tb, known := e.backoffs[call.tenant]
 	if !known {
 		e.makeRoomForBackoff(now)
+	} else if !tb.appliesTo(credentialID) {
+		tb.Attempts = 0 // another credential's failures
 	}
 	tb.Attempts++
-	tb.Permanent = result == FetchPermanent
+	tb.Permanent, tb.CredentialID = result == FetchPermanent, credentialID
 	tb.Until = now.Add(backoffDelay(tb.Attempts, tb.Permanent, retryAfter, e.c.random()))
 	tb.Message = wrapped.Message
 	tb.cause = err
@@ -651,16 +659,24 @@ func (e *Exchanger) makeRoomForBackoff(now time.Time) {
 }
 
 // backedOff returns the error of an exchange at tenant while its backoff
-// runs at now, else nil.
+// runs at now and binds the credential in use, else nil.
 func (e *Exchanger) backedOff(tenant string, now time.Time) error {
 	e.mu.Lock()
 	tb, ok := e.backoffs[tenant]
 	e.mu.Unlock()
-	if !ok || !now.Before(tb.Until) {
+	if !ok || !now.Before(tb.Until) || (tb.Permanent && !tb.appliesTo(e.credentialID())) {
 		return nil
 	}
 	msg := cmp.Or(tb.Message, fmt.Sprintf("exchanging a token for application %q failed", e.opts.Name))
 	return pausedBy(tb.Backoff, tb.cause, msg+"; token exchanges", now)
+}
+
+// credentialID is the ExchangeOptions.CredentialIDFunc's, "" without one.
+func (e *Exchanger) credentialID() string {
+	if e.opts.CredentialIDFunc != nil {
+		return e.opts.CredentialIDFunc()
+	}
+	return ""
 }
 
 func (e *Exchanger) clearBackoff(tenant string) {

@@ -356,3 +356,48 @@ func TestOnBehalfOfExchangesAreKeptAcrossAFederatedTokenRotation(t *testing.T) {
 		t.Errorf("a reload after the kubelet rotated the token file re-exchanged user A's token (%d exchanges): the exchanger was not kept", n)
 	}
 }
+
+// Entra refuses the application's federated token in an on-behalf-of
+// exchange (AADSTS700024: the kubelet stopped rotating it): the tenant's
+// exchanges pause for that token, and resume as soon as the kubelet writes
+// a new one, with or without a reload.
+func TestOnBehalfOfPauseForAFederatedTokenEndsWithItsRotation(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	var emu *entratest.Emulator
+	project := func() {
+		tok, err := emu.IssueFederatedToken("https://oidc.example/cluster", "system:serviceaccount:orders:sidecar", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app, emulator, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+		a.Applications[oboApplication] = &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"},
+			OnBehalfOf: &OnBehalfOfConfig{}}
+	})
+	emulator.AddFederatedClient(unitClientID, "https://oidc.example/cluster", "system:serviceaccount:orders:sidecar")
+	emu = emulator
+	project()
+	app = reloadOBO(t, app, func(a *App) {
+		a.IdentityConfig.ClientSecret = ""
+		a.IdentityConfig.FederatedTokenFile = tokenFile
+	})
+	emulator.FailNext(1, entratest.Failure{Status: http.StatusUnauthorized, Error: "invalid_client",
+		ErrorCodes: []int{700024}, Description: "Client assertion is not within its valid time range."})
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserA, "")); got == http.StatusOK {
+		t.Fatalf("the refused exchange answered 200")
+	}
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserB, "")); got == http.StatusOK {
+		t.Fatalf("another user with the refused token answered 200: the refusal paused nothing")
+	}
+	project() // the kubelet writes a new, good token
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserB, "")); got != http.StatusOK {
+		t.Errorf("user B after the kubelet wrote a new token: %d, want 200: paused by the old token's refusal", got)
+	}
+	app = reloadOBO(t, app, nil)
+	if got := exchangeStatus(app, userToken(t, emulator, oboUserB, "")); got != http.StatusOK {
+		t.Errorf("user B after a reload too: %d, want 200", got)
+	}
+}

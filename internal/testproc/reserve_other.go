@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !unix || solaris || aix
 
 package testproc
 
@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// reserved holds the ports reservePort took in this process: without
-// flock, other processes' are not seen.
+// reserved holds the ports reservePort took in this process: where
+// syscall has no flock, other processes' are not seen.
 var reserved = struct {
 	sync.Mutex
 	ports map[int]bool

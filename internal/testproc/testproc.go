@@ -25,7 +25,8 @@ import (
 // split its connections (a replica's requests answered by its admin API, seen
 // in CI). A port is reserved by an exclusive lock on a file named after it in
 // the temporary directory, held until the process exits; an open file
-// description's lock excludes every other one, in this process too.
+// description's lock excludes every other one, in this process too (where
+// syscall has no flock, ports are reserved in this process only).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
