@@ -31,7 +31,7 @@ func ExchangeOptions(name string, client *entra.Client, scopes []string, maxUser
 		HashKey:      hashKey,
 		Rejected:     RejectedUserToken,
 		VerifyShared: verifySharedFunc(client.ClientID()),
-		// Never leaves the process (permanent failures are not shared).
+		// Never leaves the process (the fleet's backoffs bind no credential).
 		CredentialIDFunc: credentialIDFunc(client, hashKey),
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -500,5 +502,54 @@ func TestCredentialFingerprintAndCacheKeyByPresentation(t *testing.T) {
 				t.Errorf("the same CacheKey: %v, want %v\n%q\n%q", same, tt.sameKey, tt.a.CacheKey(), tt.b.CacheKey())
 			}
 		})
+	}
+}
+
+// FailureFingerprint follows the token in a federated token file, reading
+// the file only when its stat changed or it was written in the last
+// seconds: paused requests ask for it each.
+func TestFailureFingerprintReadsTheFederatedTokenFileOnlyWhenItChanged(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	write := func(token string, at time.Time) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client, err := entra.NewClient(entra.Config{TokenEndpoint: "https://idp.example/token", ClientID: "orders-sidecar", FederatedTokenFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	write("token-one", hourAgo)
+	one := client.FailureFingerprint()
+	if one == client.CredentialFingerprint() {
+		t.Fatal("FailureFingerprint names no token")
+	}
+	write("token-two", hourAgo) // same file, size and time: not read again
+	if got := client.FailureFingerprint(); got != one {
+		t.Error("the file was read again though its stat had not changed")
+	}
+	write("token-two", time.Now()) // written now: read
+	two := client.FailureFingerprint()
+	if two == one {
+		t.Error("a token written now was not read")
+	}
+	// The kubelet's way: a new file renamed over the old one.
+	if err := os.WriteFile(path+".new", []byte("token-333"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path+".new", hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	if got := client.FailureFingerprint(); got == two || got == one {
+		t.Error("a new file renamed over the old one was not read")
 	}
 }

@@ -229,7 +229,8 @@ func NewClient(cfg Config) (*Client, error) {
 		source, err = newCertificateCredential(*cfg.ClientCertificate, form, cfg.Logger)
 	case cfg.FederatedTokenFile != "":
 		if err = checkFederatedTokenFile(cfg); err == nil {
-			source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile, origin: federatedTokenFileOrigin(cfg)}
+			source = federatedCredential{formCredential: form, path: cfg.FederatedTokenFile, origin: federatedTokenFileOrigin(cfg),
+				digest: new(tokenDigestCache)}
 		}
 	}
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"time"
 )
 
 // maxFederatedTokenBytes bounds what is read of a federated token file.
@@ -34,6 +36,7 @@ type federatedCredential struct {
 	formCredential
 	path   string
 	origin string // where path came from, for errors: federatedTokenFileOrigin
+	digest *tokenDigestCache
 }
 
 // federatedTokenFileOrigin names where cfg's federated token file path
@@ -74,14 +77,41 @@ func (federatedCredential) kind() string { return "federated_token" }
 func (f federatedCredential) fingerprint() string { return f.path }
 
 // tokenDigest is a digest of the token in the file now, "" while the file
-// cannot be read.
+// cannot be read. The file is read again only when a stat of it differs
+// from the last (the kubelet replaces it whole) or it changed in the last
+// few seconds (a file written twice within the clock's tick may keep its
+// modification time and size): paused requests may ask for it each
+// (on-behalf-of backoffs), a crafted token's too.
 func (f federatedCredential) tokenDigest() string {
+	info, err := os.Stat(f.path)
+	if err != nil {
+		return ""
+	}
+	f.digest.mu.Lock()
+	defer f.digest.mu.Unlock()
+	if last := f.digest.info; last != nil && os.SameFile(last, info) && last.ModTime().Equal(info.ModTime()) &&
+		last.Size() == info.Size() && time.Since(info.ModTime()) > recentlyWritten {
+		return f.digest.value
+	}
 	token, err := readFederatedToken(f.path, f.origin)
 	if err != nil {
 		return ""
 	}
 	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
+	f.digest.info, f.digest.value = info, hex.EncodeToString(sum[:])
+	return f.digest.value
+}
+
+// recentlyWritten is how long after its modification time a file is read
+// again whatever its stat says.
+const recentlyWritten = 2 * time.Second
+
+// tokenDigestCache is tokenDigest's last digest and the stat it was read
+// at.
+type tokenDigestCache struct {
+	mu    sync.Mutex
+	info  os.FileInfo
+	value string
 }
 
 // readFederatedToken reads the token, trimmed. Errors name where the path

@@ -602,6 +602,7 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, cr
 	e.mu.Unlock()
 	if shared := tb.Backoff; share && !shared.Permanent {
 		shared.Message = truncate(shared.Message, maxBackoffMessage)
+		shared.CredentialID = "" // binds no one once shared: a Redis reader learns nothing of it
 		if err := e.c.store.SetBackoff(ctx, e.backoffKey(call.tenant), &shared, tb.Until.Sub(now)); err != nil {
 			e.c.storeFailed(err)
 		}
@@ -616,16 +617,24 @@ func (e *Exchanger) backoffKey(tenant string) string {
 }
 
 // sharedBackoff adopts the fleet's backoff of the exchanges at tenant, if
-// it ends later than this process's, and returns backedOff's error.
+// it ends later than this process's (or this process's is a permanent one
+// of a credential no longer in use), and returns backedOff's error.
 func (e *Exchanger) sharedBackoff(ctx context.Context, tenant string) error {
 	if b := e.c.readSharedBackoff(ctx, e.backoffKey(tenant), e.opts.Name); b != nil {
 		b.Permanent = false // no replica shares one
 		e.mu.Lock()
-		if tb, known := e.backoffs[tenant]; b.Until.After(tb.Until) {
+		tb, known := e.backoffs[tenant]
+		e.mu.Unlock()
+		// A permanent backoff of a credential no longer in use pauses no one.
+		mine := known && (!tb.Permanent || tb.CredentialID == e.credentialID())
+		e.mu.Lock()
+		if tb, known := e.backoffs[tenant]; !mine || b.Until.After(tb.Until) {
 			if !known {
 				e.makeRoomForBackoff(e.c.now())
 			}
-			b.Attempts = max(b.Attempts, tb.Attempts)
+			if mine {
+				b.Attempts = max(b.Attempts, tb.Attempts)
+			}
 			e.backoffs[tenant] = tenantBackoff{Backoff: *b} // another replica's failure: no cause of ours
 		}
 		e.mu.Unlock()
