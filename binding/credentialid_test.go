@@ -122,18 +122,20 @@ func TestReloadThatFixesClientAuthIsNotPausedByTheOldMethodsBackoff(t *testing.T
 	}
 }
 
-// Each replica's federated token file holds a token of its own (a pod's
-// projected token). Entra's refusal of one replica's expired token
-// (AADSTS700024, a permanent failure shared through the store) pauses that
-// token only: another replica's token, or the same replica's once the
-// kubelet writes a new one, is sent at once; the expired token stays paused.
-func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
-	var sent, expired atomic.Int32
+// expiredTokenEndpoint is a token endpoint (at /tenant/oauth2/v2.0/token)
+// that refuses the federated token "expired.projected.token" with
+// AADSTS700024, after calling onRefusal if not nil, and answers any other
+// with a token; it counts both.
+func expiredTokenEndpoint(t *testing.T, onRefusal func()) (endpoint string, refused, sent *atomic.Int32) {
+	refused, sent = new(atomic.Int32), new(atomic.Int32)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
 		w.Header().Set("Content-Type", "application/json")
 		if r.PostForm.Get("client_assertion") == "expired.projected.token" {
-			expired.Add(1)
+			refused.Add(1)
+			if onRefusal != nil {
+				onRefusal()
+			}
 			w.WriteHeader(http.StatusBadRequest)
 			_ = json.NewEncoder(w).Encode(map[string]any{"error": "invalid_client", "error_codes": []int{700024},
 				"error_description": "AADSTS700024: Client assertion is not within its valid time range."})
@@ -144,37 +146,51 @@ func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/tenant/oauth2/v2.0/token", refused, sent
+}
+
+// federatedReplica is a replica on store whose application "orders"
+// authenticates with the federated token in tokenFile at endpoint.
+func federatedReplica(t *testing.T, store tokencache.Store, endpoint, tokenFile string) *tokencache.Handle {
+	cache, err := tokencache.New(tokencache.Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	client, err := entra.NewClient(entra.Config{TokenEndpoint: endpoint, ClientID: "orders-sidecar", FederatedTokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := cache.Register(binding.Application("orders", client, []string{"api://orders/.default"}, nil, nil, zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Release)
+	return h
+}
+
+// writeToken writes token to path, as the kubelet projects one.
+func writeToken(t *testing.T, path, token string) {
+	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
+		t.Error(err)
+	}
+}
+
+// Each replica's federated token file holds a token of its own (a pod's
+// projected token). Entra's refusal of one replica's expired token
+// (AADSTS700024, a permanent failure shared through the store) pauses that
+// token only: another replica's token, or the same replica's once the
+// kubelet writes a new one, is sent at once; the expired token stays paused.
+func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
+	endpoint, expired, sent := expiredTokenEndpoint(t, nil)
 	store := tokencache.NewMemoryStore() // the fleet's Redis
-	replica := func(tokenFile string) *tokencache.Handle {
-		cache, err := tokencache.New(tokencache.Options{Store: store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cache.Close() })
-		// Every pod mounts its token at the same path: the record key and
-		// the credential's path are the fleet's.
-		client, err := entra.NewClient(entra.Config{TokenEndpoint: srv.URL + "/tenant/oauth2/v2.0/token",
-			ClientID: "orders-sidecar", FederatedTokenFile: tokenFile})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := cache.Register(binding.Application("orders", client, []string{"api://orders/.default"}, nil, nil, zap.NewNop()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Release)
-		return h
-	}
-	// One file stands for each pod's: the replicas run in one process.
+	// One file stands for each pod's (the replicas run in one process):
+	// every pod mounts its token at the same path, so the record key and
+	// the credential's path are the fleet's.
 	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
-	project := func(token string) {
-		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sick, healthy := replica(tokenFile), replica(tokenFile)
-	project("expired.projected.token")
+	sick, healthy := federatedReplica(t, store, endpoint, tokenFile), federatedReplica(t, store, endpoint, tokenFile)
+	writeToken(t, tokenFile, "expired.projected.token")
 	for range 2 {
 		if _, err := sick.Token(t.Context()); err == nil {
 			t.Fatal("the expired token was taken")
@@ -183,7 +199,7 @@ func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
 	if got := expired.Load(); got != 1 {
 		t.Errorf("the expired token was sent %d times, want 1: then paused", got)
 	}
-	project("fresh.projected.token")
+	writeToken(t, tokenFile, "fresh.projected.token")
 	if _, err := healthy.Token(t.Context()); err != nil || sent.Load() != 1 {
 		t.Errorf("a replica with a valid token sent %d requests and got %v: paused by another token's refusal", sent.Load(), err)
 	}
@@ -194,44 +210,10 @@ func TestOneReplicasExpiredFederatedTokenPausesOnlyThatToken(t *testing.T) {
 // when the answer came, so the fresh token is sent at once.
 func TestATokenWrittenDuringItsPredecessorsRefusalIsNotPaused(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
-	write := func(token string) {
-		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var fresh atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		w.Header().Set("Content-Type", "application/json")
-		if r.PostForm.Get("client_assertion") == "expired.projected.token" {
-			write("fresh.projected.token") // the kubelet, while the request is in flight
-			w.WriteHeader(http.StatusBadRequest)
-			_ = json.NewEncoder(w).Encode(map[string]any{"error": "invalid_client", "error_codes": []int{700024},
-				"error_description": "AADSTS700024: Client assertion is not within its valid time range."})
-			return
-		}
-		if r.URL.Path == "/tenant/oauth2/v2.0/token" { // not tenant discovery
-			fresh.Add(1)
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "opaque-token", "token_type": "Bearer", "expires_in": 3600})
-	}))
-	defer srv.Close()
-	cache, err := tokencache.New(tokencache.Options{Store: tokencache.NewMemoryStore()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
-	client, err := entra.NewClient(entra.Config{TokenEndpoint: srv.URL + "/tenant/oauth2/v2.0/token",
-		ClientID: "orders-sidecar", FederatedTokenFile: tokenFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := cache.Register(binding.Application("orders", client, []string{"api://orders/.default"}, nil, nil, zap.NewNop()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Release()
-	write("expired.projected.token")
+	// The kubelet, while the request is in flight:
+	endpoint, _, fresh := expiredTokenEndpoint(t, func() { writeToken(t, tokenFile, "fresh.projected.token") })
+	h := federatedReplica(t, tokencache.NewMemoryStore(), endpoint, tokenFile)
+	writeToken(t, tokenFile, "expired.projected.token")
 	if _, err := h.Token(t.Context()); err == nil {
 		t.Fatal("the expired token was taken")
 	}

@@ -313,35 +313,42 @@ func TestOnBehalfOfReloadCyclesLeaveNothingBehind(t *testing.T) {
 	}
 }
 
-// An on-behalf-of application with a federated token file keeps its
-// exchanged tokens across a reload, as with a secret, when the kubelet
-// rotated the file in between.
-func TestOnBehalfOfExchangesAreKeptAcrossAFederatedTokenRotation(t *testing.T) {
+// federatedOBOApp is an app whose on-behalf-of application exchanges
+// with a federated token file, and project, which writes a new token to
+// the file as the kubelet does.
+func federatedOBOApp(t *testing.T) (app *App, emulator *entratest.Emulator, project func()) {
+	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
-	var emu interface {
-		IssueFederatedToken(string, string, time.Duration) (string, error)
-	}
-	project := func() {
-		tok, err := emu.IssueFederatedToken("https://oidc.example/cluster", "system:serviceaccount:orders:sidecar", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	app, emulator, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
+	app, emulator, _ = newTestAppWith(t, unitClientSecret, func(a *App) {
 		a.Applications[oboApplication] = &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"},
 			OnBehalfOf: &OnBehalfOfConfig{}}
 	})
 	// Switch to the federated credential (the emulator exists only now).
-	emulator.AddFederatedClient(unitClientID, "https://oidc.example/cluster", "system:serviceaccount:orders:sidecar")
-	emu = emulator
+	const issuer, subject = "https://oidc.example/cluster", "system:serviceaccount:orders:sidecar"
+	emulator.AddFederatedClient(unitClientID, issuer, subject)
+	project = func() {
+		t.Helper()
+		token, err := emulator.IssueFederatedToken(issuer, subject, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	project()
 	app = reloadOBO(t, app, func(a *App) {
 		a.IdentityConfig.ClientSecret = ""
 		a.IdentityConfig.FederatedTokenFile = tokenFile
 	})
+	return app, emulator, project
+}
+
+// An on-behalf-of application with a federated token file keeps its
+// exchanged tokens across a reload, as with a secret, when the kubelet
+// rotated the file in between.
+func TestOnBehalfOfExchangesAreKeptAcrossAFederatedTokenRotation(t *testing.T) {
+	app, emulator, project := federatedOBOApp(t)
 	userA := userToken(t, emulator, oboUserA, "")
 	if got := exchangeStatus(app, userA); got != http.StatusOK {
 		t.Fatalf("user A: %d", got)
@@ -362,28 +369,7 @@ func TestOnBehalfOfExchangesAreKeptAcrossAFederatedTokenRotation(t *testing.T) {
 // exchanges pause for that token, and resume as soon as the kubelet writes
 // a new one, with or without a reload.
 func TestOnBehalfOfPauseForAFederatedTokenEndsWithItsRotation(t *testing.T) {
-	tokenFile := filepath.Join(t.TempDir(), "azure-identity-token")
-	var emu *entratest.Emulator
-	project := func() {
-		tok, err := emu.IssueFederatedToken("https://oidc.example/cluster", "system:serviceaccount:orders:sidecar", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	app, emulator, _ := newTestAppWith(t, unitClientSecret, func(a *App) {
-		a.Applications[oboApplication] = &Application{Scopes: []string{"https://graph.microsoft.com/User.Read"},
-			OnBehalfOf: &OnBehalfOfConfig{}}
-	})
-	emulator.AddFederatedClient(unitClientID, "https://oidc.example/cluster", "system:serviceaccount:orders:sidecar")
-	emu = emulator
-	project()
-	app = reloadOBO(t, app, func(a *App) {
-		a.IdentityConfig.ClientSecret = ""
-		a.IdentityConfig.FederatedTokenFile = tokenFile
-	})
+	app, emulator, project := federatedOBOApp(t)
 	emulator.FailNext(1, entratest.Failure{Status: http.StatusUnauthorized, Error: "invalid_client",
 		ErrorCodes: []int{700024}, Description: "Client assertion is not within its valid time range."})
 	if got := exchangeStatus(app, userToken(t, emulator, oboUserA, "")); got == http.StatusOK {

@@ -57,17 +57,7 @@ func TestRedisEntraGivesTheStoreCredentials(t *testing.T) {
 // store that asks for the Redis token the new way.
 func TestRedisEntraPoolKeyCoversClientAuth(t *testing.T) {
 	poolKey := func(clientAuth string) string {
-		app := redisEntraApp("rediss://redis.example:6380", nil)
-		app.IdentityConfig.ClientAuth = clientAuth
-		s, err := app.resolveSettings(caddy.NewReplacer())
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := s.cache.poolKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key
+		return redisEntraPoolKey(t, func(id *IdentityConfig) { id.ClientAuth = clientAuth })
 	}
 	if poolKey("") != poolKey("post") {
 		t.Error("client_auth post, the default, changed the pool key")
@@ -188,20 +178,26 @@ func TestRedisEntraCacheIsKeptAcrossAFederatedTokenRotation(t *testing.T) {
 		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		app := redisEntraApp("rediss://redis.example:6380", nil)
-		app.IdentityConfig.ClientSecret = ""
-		app.IdentityConfig.FederatedTokenFile = tokenFile
-		s, err := app.resolveSettings(caddy.NewReplacer())
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := s.cache.poolKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key
+		return redisEntraPoolKey(t, func(id *IdentityConfig) { id.ClientSecret, id.FederatedTokenFile = "", tokenFile })
 	}
 	if poolKey("projected.token.one") != poolKey("projected.token.two") {
 		t.Error("the kubelet's rotation of the federated token file changed the cache's pool key: a reload starts a new cache")
 	}
+}
+
+// redisEntraPoolKey is the cache pool key of redisEntraApp on a rediss
+// URL, its identity changed by adjust.
+func redisEntraPoolKey(t *testing.T, adjust func(*IdentityConfig)) string {
+	t.Helper()
+	app := redisEntraApp("rediss://redis.example:6380", nil)
+	adjust(&app.IdentityConfig)
+	s, err := app.resolveSettings(caddy.NewReplacer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := s.cache.poolKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
