@@ -589,7 +589,7 @@ func (e *Exchanger) failed(ctx context.Context, call exchangeCall, err error, cr
 	e.mu.Lock()
 	tb, known := e.backoffs[call.tenant]
 	if !known {
-		e.makeRoomForBackoff(now)
+		e.makeRoomForBackoff(now, credentialID)
 	} else if !tb.appliesTo(credentialID) {
 		tb.Attempts = 0 // another credential's failures
 	}
@@ -621,16 +621,14 @@ func (e *Exchanger) backoffKey(tenant string) string {
 // of a credential no longer in use), and returns backedOff's error.
 func (e *Exchanger) sharedBackoff(ctx context.Context, tenant string) error {
 	if b := e.c.readSharedBackoff(ctx, e.backoffKey(tenant), e.opts.Name); b != nil {
-		b.Permanent = false // no replica shares one
+		b.Permanent = false         // no replica shares one
+		current := e.credentialID() // may read files: not under e.mu
 		e.mu.Lock()
-		tb, known := e.backoffs[tenant]
-		e.mu.Unlock()
 		// A permanent backoff of a credential no longer in use pauses no one.
-		mine := known && (!tb.Permanent || tb.CredentialID == e.credentialID())
-		e.mu.Lock()
-		if tb, known := e.backoffs[tenant]; !mine || b.Until.After(tb.Until) {
+		if tb, known := e.backoffs[tenant]; !tb.appliesTo(current) || b.Until.After(tb.Until) {
+			mine := known && tb.appliesTo(current)
 			if !known {
-				e.makeRoomForBackoff(e.c.now())
+				e.makeRoomForBackoff(e.c.now(), current)
 			}
 			if mine {
 				b.Attempts = max(b.Attempts, tb.Attempts)
@@ -649,13 +647,14 @@ type tenantBackoff struct {
 }
 
 // makeRoomForBackoff keeps the backoffs within ExchangeOptions.Tenants
-// before one is added: an ended one goes first, else the one ending
-// soonest. The caller holds e.mu.
-func (e *Exchanger) makeRoomForBackoff(now time.Time) {
+// before one is added: an ended one goes first, or a permanent one of
+// another credential than credentialID (it pauses no one), else the one
+// ending soonest. The caller holds e.mu.
+func (e *Exchanger) makeRoomForBackoff(now time.Time, credentialID string) {
 	for len(e.backoffs) >= e.opts.Tenants {
 		victim, first := "", true
 		for tenant, tb := range e.backoffs {
-			if !now.Before(tb.Until) {
+			if !now.Before(tb.Until) || !tb.appliesTo(credentialID) {
 				victim = tenant
 				break
 			}

@@ -94,3 +94,24 @@ func TestExchangeBackoffAttemptsStartAfreshForANewCredential(t *testing.T) {
 	cred.id.Store("A")
 	fail(permanent, 3)
 }
+
+// Room for a new tenant's backoff is made by dropping a permanent backoff
+// of a credential rotated away (it pauses no one), not a live one: a
+// tenant's throttling pause is kept.
+func TestRoomForABackoffIsMadeFromAnOldCredentialsPause(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	cred := newCredSwitch("A")
+	e := newTestExchanger(t, nil, clock, ExchangeOptions{Tenants: 2, CredentialIDFunc: cred.fn})
+	notAfter := clock.Now().Add(time.Hour)
+	permanent := &exchangeCounter{clock: clock, err: &classifiedError{permanent: true}}
+	// Throttled for 2 s: ending before the old credential's pause (5 s or more).
+	throttled := &exchangeCounter{clock: clock, err: &classifiedError{retryAfter: 2 * time.Second}}
+	_, _ = e.Exchange(t.Context(), "user-1", "tenant-x", notAfter, permanent.exchange) // A's pause at x
+	cred.id.Store("B")                                                                 // rotated
+	_, _ = e.Exchange(t.Context(), "user-2", "tenant-y", notAfter, throttled.exchange) // y throttled
+	_, _ = e.Exchange(t.Context(), "user-3", "tenant-z", notAfter, permanent.exchange) // room for z
+	good := &exchangeCounter{clock: clock}
+	if _, err := e.Exchange(t.Context(), "user-4", "tenant-y", notAfter, good.exchange); err == nil || good.calls.Load() != 0 {
+		t.Errorf("an exchange at the throttled tenant was sent (%d) within its pause: its backoff was dropped to keep an old credential's", good.calls.Load())
+	}
+}
