@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Every path that reads the certificate files, CredentialFingerprint's
@@ -22,7 +24,7 @@ func TestEveryReloadThatTakesNewContentCallsOnChange(t *testing.T) {
 	}
 	write("one")
 	f, err := loadCertificateFiles(CertificateCredential{CertFile: path},
-		func(certData, _ []byte, _ CertificateCredential) (string, error) { return string(certData), nil })
+		func(certData, _ []byte, _ CertificateCredential) (string, error) { return string(certData), nil }, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestAReloadWaitsForTheOnChangeOfTheNewContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err := loadCertificateFiles(CertificateCredential{CertFile: path},
-		func(certData, _ []byte, _ CertificateCredential) (string, error) { return string(certData), nil })
+		func(certData, _ []byte, _ CertificateCredential) (string, error) { return string(certData), nil }, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

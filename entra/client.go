@@ -54,8 +54,10 @@ func (c *Client) CredentialFingerprint() string {
 // in the file now. Each replica's file holds a token of its own (a pod's
 // projected token), and Entra's refusal of one (an expired token:
 // AADSTS700024) is that token's: another replica, or this one once the
-// file holds a new token, is not paused by it. It reads the file: for the
-// refresh path, not every request. A digest of a secret: do not log it.
+// file holds a new token, is not paused by it. It stats the file, and reads
+// it when it changed (tokenDigest): on the refresh path and for requests
+// paused by a permanent failure, not on a cache hit. A digest of a secret:
+// do not log it.
 func (c *Client) FailureFingerprint() string {
 	fingerprint := c.CredentialFingerprint()
 	if f, ok := c.source.(federatedCredential); ok {

@@ -86,9 +86,9 @@ type certificateFiles[T any] struct {
 }
 
 // loadCertificateFiles loads the files; failures are *ConfigError (field
-// client_certificate).
+// client_certificate). logger is told of rotated files that do not load.
 func loadCertificateFiles[T any](files CertificateCredential,
-	load func([]byte, []byte, CertificateCredential) (T, error)) (*certificateFiles[T], error) {
+	load func([]byte, []byte, CertificateCredential) (T, error), logger *zap.Logger) (*certificateFiles[T], error) {
 	if strings.TrimSpace(files.CertFile) == "" {
 		return nil, &ConfigError{Field: "client_certificate", Reason: "a certificate file is required"}
 	}
@@ -97,7 +97,7 @@ func loadCertificateFiles[T any](files CertificateCredential,
 			return nil, err
 		}
 	}
-	f := &certificateFiles[T]{files: files, load: load, logger: zap.NewNop()}
+	f := &certificateFiles[T]{files: files, load: load, logger: logger}
 	certData, keyData, err := readCertificateFiles(files)
 	if err == nil {
 		f.current, err = load(certData, keyData, files)
@@ -187,11 +187,10 @@ type certificateCredential struct {
 // newCertificateCredential loads the certificate; logger is told of
 // rotated files that do not load.
 func newCertificateCredential(files CertificateCredential, form formCredential, logger *zap.Logger) (*certificateCredential, error) {
-	f, err := loadCertificateFiles(files, newAssertionSigner)
+	f, err := loadCertificateFiles(files, newAssertionSigner, logger)
 	if err != nil {
 		return nil, err
 	}
-	f.logger = logger
 	return &certificateCredential{formCredential: form, certificateFiles: f}, nil
 }
 

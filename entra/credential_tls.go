@@ -34,11 +34,10 @@ func newTLSCredential(files CertificateCredential, form formCredential, caller *
 	if err != nil {
 		return nil, err
 	}
-	f, err := loadCertificateFiles(files, newTLSCertificate)
+	f, err := loadCertificateFiles(files, newTLSCertificate, logger)
 	if err != nil {
 		return nil, err
 	}
-	f.logger = logger
 	c := &tlsCredential{formCredential: form, certificateFiles: f, base: base}
 	c.transport.Store(c.newTransport())
 	f.onChange = c.rotate
